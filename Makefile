@@ -1,0 +1,170 @@
+# libfuture: a plain Makefile.  `make help` lists the targets.
+# PREFIX, DESTDIR, CC, CFLAGS and LDFLAGS can be overridden;
+# SANITIZER=address|thread builds into build/<sanitizer>/.
+
+PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+MANDIR ?= $(PREFIX)/share/man
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+
+CC ?= cc
+OPT ?= -O2 -g
+CFLAGS ?= $(OPT)
+WARN = -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+       -Wmissing-prototypes -Wmissing-declarations -Wcast-qual -Wwrite-strings
+LIB_CPPFLAGS = -D_GNU_SOURCE -Iinclude -Isrc
+
+# The version lives once, in the header.
+hdr_version = $(shell sed -n 's/^\#define FUT_VERSION_$(1) \([0-9]*\)/\1/p' include/future.h)
+MAJOR := $(call hdr_version,MAJOR)
+MINOR := $(call hdr_version,MINOR)
+PATCH := $(call hdr_version,PATCH)
+VERSION := $(MAJOR).$(MINOR).$(PATCH)
+
+ifeq ($(SANITIZER),address)
+  SANFLAGS = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+  BUILD ?= build/address
+else ifeq ($(SANITIZER),thread)
+  SANFLAGS = -fsanitize=thread
+  BUILD ?= build/thread
+else
+  SANFLAGS =
+  BUILD ?= build
+endif
+
+ALL_CFLAGS = $(WARN) $(CFLAGS) $(SANFLAGS) -fPIC -pthread -fvisibility=hidden
+SRCS := $(wildcard src/*.c)
+OBJS := $(SRCS:src/%.c=$(BUILD)/obj/%.o)
+STATIC = $(BUILD)/libfuture.a
+SONAME = libfuture.so.$(MAJOR)
+SHARED = $(BUILD)/libfuture.so.$(VERSION)
+
+CMOCKA_CFLAGS = $(shell pkg-config --cflags cmocka 2>/dev/null)
+CMOCKA_LIBS = $(shell pkg-config --libs cmocka 2>/dev/null || echo -lcmocka)
+TEST_SRCS := $(wildcard tests/test_*.c)
+TESTS := $(TEST_SRCS:tests/%.c=$(BUILD)/tests/%)
+TEST_CFLAGS = -std=c11 -Wall -Wextra -Werror $(CFLAGS) $(SANFLAGS) -pthread \
+	      -D_GNU_SOURCE -Iinclude -Isrc -Itests
+TEST_TIMEOUT ?= 600
+
+EXAMPLE_SRCS := $(wildcard examples/*.c)
+EXAMPLES := $(EXAMPLE_SRCS:examples/%.c=$(BUILD)/examples/%)
+BENCH_SRCS := $(wildcard bench/*.c)
+BENCHES := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
+
+.PHONY: all lib test check check-asan check-tsan check-valgrind bench demo \
+	examples install uninstall clean format help deps
+
+all: $(STATIC) $(BUILD)/libfuture.so
+
+lib: all
+
+$(BUILD)/obj/%.o: src/%.c include/future.h $(wildcard src/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(LIB_CPPFLAGS) -c -o $@ $<
+
+$(STATIC): $(OBJS)
+	rm -f $@
+	ar rcs $@ $^
+
+$(SHARED): $(OBJS) libfuture.map
+	$(CC) $(ALL_CFLAGS) -shared -Wl,-soname,$(SONAME) \
+		-Wl,--version-script=libfuture.map -o $@ $(OBJS) $(LDFLAGS)
+
+$(BUILD)/libfuture.so: $(SHARED)
+	ln -sf libfuture.so.$(VERSION) $(BUILD)/$(SONAME)
+	ln -sf libfuture.so.$(VERSION) $@
+
+# Tests link the static library so they can reach the internal test hooks.
+$(BUILD)/tests/%: tests/%.c $(STATIC) $(wildcard tests/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(TEST_CFLAGS) $(CMOCKA_CFLAGS) -o $@ $< $(STATIC) $(CMOCKA_LIBS) -lm
+
+$(BUILD)/examples/%: examples/%.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -Wall -Wextra -Werror $(CFLAGS) $(SANFLAGS) -pthread \
+		-D_GNU_SOURCE -Iinclude -o $@ $< $(STATIC) -lm
+
+$(BUILD)/bench/%: bench/%.c $(STATIC) $(wildcard bench/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -Wall -Wextra -Werror -O2 -g -pthread -D_GNU_SOURCE \
+		-Iinclude -Isrc -o $@ $< $(STATIC) -lm
+
+# Installs libcmocka-dev and pkg-config through apt-get when missing.
+deps:
+	@sh tests/deps.sh
+
+test: deps
+	@$(MAKE) --no-print-directory test-run
+
+.PHONY: test-run
+test-run: all $(TESTS) $(EXAMPLES)
+	@set -e; for t in $(TESTS); do \
+		echo "== $$t"; \
+		timeout $(TEST_TIMEOUT) $(TEST_WRAPPER) $$t; \
+	done; echo "all tests passed ($(BUILD))"
+
+check: deps
+	$(MAKE) --no-print-directory check-build
+	$(MAKE) --no-print-directory SANITIZER=address test-run
+	$(MAKE) --no-print-directory SANITIZER=thread test-run
+	$(MAKE) --no-print-directory check-valgrind
+	@echo "check: all clean"
+
+.PHONY: check-build
+check-build:
+	$(MAKE) --no-print-directory CC=gcc BUILD=build/gcc all
+	$(MAKE) --no-print-directory CC=clang BUILD=build/clang all
+	sh tests/check_exports.sh build/gcc/libfuture.so include/future.h
+
+check-valgrind: all $(TESTS)
+	@set -e; for t in $(TESTS); do \
+		echo "== valgrind $$t"; \
+		FUT_TEST_UNDER_VALGRIND=1 timeout $(TEST_TIMEOUT) valgrind -q \
+			--error-exitcode=99 --leak-check=full \
+			--errors-for-leak-kinds=definite,indirect,possible \
+			--track-fds=no $$t; \
+	done
+
+bench: all $(BENCHES)
+	@sh bench/run.sh $(BUILD)
+
+examples: $(EXAMPLES)
+
+demo: all $(EXAMPLES)
+	@$(BUILD)/examples/demo
+
+install: all libfuture.pc.in
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
+	install -m 644 include/future.h $(DESTDIR)$(INCLUDEDIR)/future.h
+	install -m 644 $(STATIC) $(DESTDIR)$(LIBDIR)/libfuture.a
+	install -m 755 $(SHARED) $(DESTDIR)$(LIBDIR)/libfuture.so.$(VERSION)
+	ln -sf libfuture.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf libfuture.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libfuture.so
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
+	    libfuture.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/libfuture.pc
+	@if [ -d docs/man ] && ls docs/man/*.3 >/dev/null 2>&1; then \
+		install -d $(DESTDIR)$(MANDIR)/man3; \
+		install -m 644 docs/man/*.3 $(DESTDIR)$(MANDIR)/man3/; \
+	fi
+
+uninstall:
+	rm -f $(DESTDIR)$(INCLUDEDIR)/future.h $(DESTDIR)$(LIBDIR)/libfuture.a \
+	      $(DESTDIR)$(LIBDIR)/libfuture.so.$(VERSION) \
+	      $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libfuture.so \
+	      $(DESTDIR)$(PKGCONFIGDIR)/libfuture.pc
+	@if [ -d docs/man ]; then for m in docs/man/*.3; do \
+		[ -e "$$m" ] && rm -f $(DESTDIR)$(MANDIR)/man3/$$(basename $$m); \
+	done; fi; true
+
+format:
+	clang-format -i include/*.h src/*.c src/*.h tests/*.c $(wildcard tests/*.h) \
+		$(wildcard examples/*.c) $(wildcard bench/*.c) $(wildcard bench/*.h)
+
+clean:
+	rm -rf build
+
+help:
+	@echo "targets: all test check bench demo examples install uninstall clean format"

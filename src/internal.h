@@ -1,0 +1,302 @@
+/*
+ * internal.h: private to libfuture; never installed.
+ *
+ * The contract between the modules: the allocation wrapper (alloc.c), time
+ * and futex primitives (sync.c), the future's insides (future.c), the task
+ * record (task.c) and the executor vtable (executor.c) that the thread pool
+ * and the process pool implement.  Internal names shared across files are
+ * fut__<module>_<verb>; everything else is static.  The library is built
+ * with -fvisibility=hidden, so none of these leave libfuture.so.
+ *
+ * Lock order (docs/design.md has the picture): an executor's own locks ->
+ * a future's lock -> an as_completed iterator's lock.  No library lock is
+ * ever held while user code (tasks, callbacks, initializers) runs.
+ */
+#ifndef FUT_INTERNAL_H
+#define FUT_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "future.h"
+
+#define FUT__UNUSED __attribute__((unused))
+#define FUT__LIKELY(x) __builtin_expect(!!(x), 1)
+#define FUT__UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define fut__container_of(ptr, type, member)                                  \
+	((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+
+/* ------------------------------------------------------------------ */
+/* alloc.c: every allocation of the library goes through here.          */
+
+void *fut__malloc(size_t n);
+void *fut__calloc(size_t n, size_t size);
+void *fut__realloc(void *p, size_t n);
+void fut__free(void *p);
+char *fut__strdup(const char *s);
+/* A new string formatted from fmt (NULL when out of memory). */
+char *fut__vasprintf(const char *fmt, va_list ap);
+
+/* Test hook: the n-th allocation from now fails (1: the next one), every
+ * later one succeeds; 0 disables.  Returns how many allocations have
+ * succeeded since the process started. */
+void fut__alloc_fail_nth(long n);
+long fut__alloc_count(void);
+
+/* ------------------------------------------------------------------ */
+/* sync.c: the clock, futexes, a 4-byte lock, and the one wait loop.    */
+
+/* CLOCK_MONOTONIC in nanoseconds. */
+int64_t fut__now_ns(void);
+/* A relative timeout in seconds to an absolute deadline; -1: forever
+ * (negative timeouts and NaN), now for 0. */
+int64_t fut__deadline_ns(double timeout);
+
+/* Sleeps while *word == expected, until woken or the deadline (-1:
+ * forever).  Returns 0, or FUT_ETIMEDOUT once the deadline has passed.
+ * Spurious returns happen: callers loop. */
+int fut__futex_wait(_Atomic uint32_t *word, uint32_t expected,
+		    int64_t deadline_ns);
+/* Wakes up to n sleepers on word (INT32_MAX: all). */
+void fut__futex_wake(_Atomic uint32_t *word, int n);
+
+void fut__cpu_relax(void);
+/* Online cpus, at least 1 (cached). */
+int fut__ncpus(void);
+
+/* A 4-byte mutex (futex based: 0 free, 1 locked, 2 locked with sleepers).
+ * Zero-initialised is unlocked. */
+typedef struct fut__lock {
+	_Atomic uint32_t word;
+} fut__lock;
+void fut__lock_acquire(fut__lock *l);
+void fut__lock_release(fut__lock *l);
+#define fut__lock_held(l) (atomic_load_explicit(&(l)->word, memory_order_relaxed) != 0)
+
+/*
+ * Per-thread wait hooks.  An executor installs them in its own threads so
+ * that a task which waits (fut_result, fut_wait, as_completed) does not
+ * deadlock on work still queued behind it:
+ * - help(ctx) runs one queued task in the waiting thread and returns true,
+ *   or returns false when there is nothing it may run;
+ * - block(ctx, word) is called just before the thread sleeps on `word`;
+ *   the executor may fut__futex_wake(word, INT32_MAX) to make it look at
+ *   the queue again (the wait loop calls help() after every wake-up);
+ * - unblock(ctx) when it wakes.
+ */
+struct fut__wait_hooks {
+	bool (*help)(void *ctx);
+	void (*block)(void *ctx, _Atomic uint32_t *word);
+	void (*unblock)(void *ctx);
+	void *ctx;
+};
+/* Installs (or with NULL removes) this thread's hooks. */
+void fut__wait_hooks_set(const struct fut__wait_hooks *hooks);
+const struct fut__wait_hooks *fut__wait_hooks_get(void);
+
+/*
+ * The one wait loop every blocking call of the library uses.
+ * ready(p) says whether the condition holds; assist(p), when not NULL, may
+ * make progress itself (run the awaited task inline) and returns true if it
+ * did; arm(p, &expected) prepares to sleep and returns false if the
+ * condition became true meanwhile, else *expected is the value *p->word has
+ * while the condition is false.  The loop: check, help (assist, then the
+ * thread's hooks), spin a bounded while (only with more than one cpu), then
+ * sleep on the futex until woken or the deadline.  FUT_OK or FUT_ETIMEDOUT.
+ */
+struct fut__park {
+	bool (*ready)(struct fut__park *p);
+	bool (*assist)(struct fut__park *p);
+	bool (*arm)(struct fut__park *p, uint32_t *expected);
+	_Atomic uint32_t *word;
+};
+int fut__park_wait(struct fut__park *p, int64_t deadline_ns);
+
+/* How long a waiter spins before it sleeps (ns); 0 on one cpu. */
+#define FUT__SPIN_NS 20000
+
+/* ------------------------------------------------------------------ */
+/* future.c: the future.                                                */
+
+/* The state word: low 3 bits the state, higher bits flags. */
+enum {
+	FUT__S_PENDING = 0,
+	FUT__S_RUNNING = 1,
+	FUT__S_COMPLETING = 2, /* one completer owns the result fields */
+	FUT__S_CANCELLED = 3,
+	FUT__S_FINISHED = 4,
+	FUT__S_MASK = 7,
+	FUT__S_SLEEPERS = 8, /* a thread sleeps on the state word */
+	FUT__S_LISTED = 16,  /* the waiter list is not empty */
+};
+#define FUT__S_DONE(s)                                                        \
+	(((s)&FUT__S_MASK) == FUT__S_CANCELLED ||                             \
+	 ((s)&FUT__S_MASK) == FUT__S_FINISHED)
+
+/* The flags word. */
+enum {
+	FUT__F_INTERRUPT = 1, /* fut_interrupt() asked the task to stop */
+	FUT__F_BYTES = 2,     /* value is a byte buffer the future owns */
+};
+
+#define FUT__FUTURE_MAGIC 0x46555455u /* "FUTU" */
+
+/*
+ * A waiter: a node linked into a pending future's list.  notify(w, f) runs
+ * when f completes, with f's lock held: it must be short and must not call
+ * user code or take any lock but an iterator's.  notify == NULL marks a
+ * done callback node, which the completer unlinks and runs after dropping
+ * the lock.
+ */
+struct fut__waiter {
+	struct fut__waiter *next;
+	struct fut__waiter **pprev;
+	void (*notify)(struct fut__waiter *w, fut_future *f);
+};
+
+/* What an executor lets the future call back into. */
+struct fut__future_ops {
+	/* f is RUNNING and fut_interrupt() was called (the flag is already
+	 * set): stop the task if the executor can.  May be NULL. */
+	void (*interrupt)(fut_future *f);
+	/* A thread is about to wait for f: run f's task inline if it is still
+	 * queued and may run here.  True if it ran something.  May be NULL. */
+	bool (*assist)(fut_future *f);
+	/* The last reference is gone; fut__future_fini() was called.  Free the
+	 * memory that holds f.  NULL: fut__free(f). */
+	void (*destroy)(fut_future *f);
+};
+
+struct fut_future {
+	_Atomic uint32_t state; /* FUT__S_*: also the futex word */
+	_Atomic uint32_t refs;
+	_Atomic uint32_t flags; /* FUT__F_* */
+	fut__lock lock;		/* guards waiters */
+	uint32_t magic;
+	/* The outcome: written by the one completer while COMPLETING, read
+	 * by anyone once the state is FINISHED (acquire). */
+	int error;
+	int task_code;
+	int crash_status;
+	void *value;
+	size_t len;
+	char *message;
+	struct fut__waiter *waiters; /* guarded by lock */
+	const struct fut__future_ops *ops;
+};
+
+/* Makes f a pending future with one reference. */
+void fut__future_init(fut_future *f, const struct fut__future_ops *ops);
+/* Frees what f owns (result bytes, message, callback nodes never run). */
+void fut__future_fini(fut_future *f);
+
+/*
+ * Completes f once: error is FUT_OK or a FUT_E* code; value/len the
+ * result (len 0 for a pointer result, bytes owned by f when `owned`);
+ * message (owned, may be NULL) the failure text; crash_status for
+ * FUT_ECRASHED.  Takes ownership of value (when owned) and message in every
+ * case.  Wakes sleepers, notifies waiters, then runs done callbacks in the
+ * caller.  FUT_OK, or FUT_ESTATE when f was already done.  The caller must
+ * hold a reference across the call.
+ */
+int fut__future_complete(fut_future *f, int error, int task_code, void *value,
+			 size_t len, bool owned, char *message,
+			 int crash_status);
+
+/* Links w into f's list.  Returns false (w not linked) if f is done. */
+bool fut__future_register(fut_future *f, struct fut__waiter *w);
+/* Unlinks w if it is still linked (f may have completed meanwhile). */
+void fut__future_unregister(fut_future *f, struct fut__waiter *w);
+
+/* Load helpers. */
+static inline uint32_t fut__future_state(const fut_future *f)
+{
+	return atomic_load_explicit(&f->state, memory_order_acquire) &
+	       FUT__S_MASK;
+}
+/* True if f finished with a failure (not a cancel); f must be done. */
+bool fut__future_failed(const fut_future *f);
+/* The caller's handle check: non-NULL and the magic intact. */
+static inline bool fut__future_ok(const fut_future *f)
+{
+	return f != NULL && f->magic == FUT__FUTURE_MAGIC;
+}
+
+/* ------------------------------------------------------------------ */
+/* task.c: the task record a task function sees.                        */
+
+enum {
+	FUT__OUT_NONE = 0,
+	FUT__OUT_VALUE,
+	FUT__OUT_BYTES,
+	FUT__OUT_FAIL,
+};
+
+/*
+ * What a task function reads and settles.  Executors embed it and run
+ * fn(task); the outcome fields then hold what the task settled: a pointer
+ * (OUT_VALUE), bytes it owns (OUT_BYTES, value/len), or a failure
+ * (OUT_FAIL, task_code, message).  The thread pool hands them to the
+ * future with fut__task_finish(); the process worker encodes them.
+ */
+struct fut_task {
+	fut_fn fn;
+	void *arg;
+	const void *input;
+	size_t input_len;
+	/* The future's flags word (FUT__F_INTERRUPT), NULL: never asked. */
+	const _Atomic uint32_t *interrupt;
+	int outcome;
+	int task_code;
+	void *value;
+	size_t len;
+	char *message;
+};
+
+void fut__task_init(fut_task *t, fut_fn fn, void *arg, const void *input,
+		    size_t input_len, const _Atomic uint32_t *interrupt);
+/* Runs the task function in this thread (no lock may be held). */
+void fut__task_run(fut_task *t);
+/* Completes f from t's outcome (moving the bytes and message into f). */
+int fut__task_finish(fut_task *t, fut_future *f);
+/* Frees an outcome nobody took. */
+void fut__task_clear(fut_task *t);
+
+/* ------------------------------------------------------------------ */
+/* executor.c: the executor interface both pools implement.             */
+
+#define FUT__EXECUTOR_MAGIC 0x45584543u /* "EXEC" */
+
+struct fut__executor_ops {
+	/* One task; arguments already checked (fn, out non-NULL; data/len
+	 * valid; `bytes` tells submit_bytes from submit).  *out is NULL on
+	 * entry. */
+	int (*submit)(fut_executor *ex, fut_fn fn, void *arg, const void *data,
+		      size_t len, bool bytes, fut_future **out);
+	/* n >= 1 byte tasks, arguments checked; all or nothing. */
+	int (*submit_many)(fut_executor *ex, fut_fn fn, const void *inputs,
+			   size_t stride, size_t n, fut_future **out);
+	/* flags checked; must return FUT_EINVAL (and change nothing) when it
+	 * would wait and the caller is one of the executor's own threads. */
+	int (*shutdown)(fut_executor *ex, unsigned flags);
+	/* After shutdown(0) succeeded (or failed with FUT_EINVAL because it
+	 * was called from the executor's own thread: then destroy must defer
+	 * the free until its last thread exits): free everything. */
+	void (*destroy)(fut_executor *ex);
+};
+
+/* The common head of every executor. */
+struct fut_executor {
+	const struct fut__executor_ops *ops;
+	uint32_t magic;
+};
+
+/* The executor whose thread this is (NULL in the caller's threads); set
+ * by executors in their workers and manager threads. */
+fut_executor *fut__current_executor(void);
+void fut__current_executor_set(fut_executor *ex);
+
+#endif /* FUT_INTERNAL_H */

@@ -1,0 +1,185 @@
+/*
+ * sync.c: time, futexes, the 4-byte lock, and the library's one wait loop.
+ *
+ * Owns: CLOCK_MONOTONIC deadlines, futex wait/wake, fut__lock, the
+ * per-thread wait hooks, and fut__park_wait(), which every blocking call
+ * (fut_result, fut_wait, as_completed, executors' own waits) goes through.
+ * Threads: any.
+ * Locks: fut__lock is a leaf lock (Drepper's three-state futex mutex); it
+ * guards only short critical sections that never call user code.
+ *
+ * Why one wait loop: on these machines a thread that sleeps and is woken
+ * costs tens of microseconds and a spin costs a tenth of one, so every wait
+ * first tries to make progress itself (run the awaited task inline, or any
+ * queued task of the pool this thread works for), then spins a bounded
+ * while, and only then sleeps on a futex.  The spin is skipped on one cpu.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <math.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+int64_t fut__now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t fut__deadline_ns(double timeout)
+{
+	if (!(timeout >= 0)) /* negative or NaN: forever */
+		return -1;
+	if (timeout > 1e9) /* ~31 years: as good as forever, no overflow */
+		return -1;
+	return fut__now_ns() + (int64_t)(timeout * 1e9);
+}
+
+int fut__futex_wait(_Atomic uint32_t *word, uint32_t expected,
+		    int64_t deadline_ns)
+{
+	struct timespec ts, *tsp = NULL;
+	if (deadline_ns >= 0) {
+		if (fut__now_ns() >= deadline_ns)
+			return FUT_ETIMEDOUT;
+		ts.tv_sec = (time_t)(deadline_ns / 1000000000);
+		ts.tv_nsec = (long)(deadline_ns % 1000000000);
+		tsp = &ts;
+	}
+	/* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time. */
+	long r = syscall(SYS_futex, (void *)word,
+			 FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, expected, tsp,
+			 NULL, FUTEX_BITSET_MATCH_ANY);
+	if (r == -1 && errno == ETIMEDOUT)
+		return FUT_ETIMEDOUT;
+	return 0; /* woken, EAGAIN (value changed) or EINTR: caller loops */
+}
+
+void fut__futex_wake(_Atomic uint32_t *word, int n)
+{
+	syscall(SYS_futex, (void *)word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, n,
+		NULL, NULL, 0);
+}
+
+void fut__cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield");
+#endif
+}
+
+int fut__ncpus(void)
+{
+	static _Atomic int cached;
+	int n = atomic_load_explicit(&cached, memory_order_relaxed);
+	if (n == 0) {
+		long c = sysconf(_SC_NPROCESSORS_ONLN);
+		n = c < 1 ? 1 : (c > 4096 ? 4096 : (int)c);
+		atomic_store_explicit(&cached, n, memory_order_relaxed);
+	}
+	return n;
+}
+
+void fut__lock_acquire(fut__lock *l)
+{
+	uint32_t c = 0;
+	if (atomic_compare_exchange_strong_explicit(&l->word, &c, 1,
+						    memory_order_acquire,
+						    memory_order_relaxed))
+		return;
+	for (int i = 0; i < 100 && c != 0; i++) {
+		fut__cpu_relax();
+		c = atomic_load_explicit(&l->word, memory_order_relaxed);
+		if (c == 0 &&
+		    atomic_compare_exchange_strong_explicit(
+			    &l->word, &c, 1, memory_order_acquire,
+			    memory_order_relaxed))
+			return;
+	}
+	if (c != 2)
+		c = atomic_exchange_explicit(&l->word, 2, memory_order_acquire);
+	while (c != 0) {
+		fut__futex_wait(&l->word, 2, -1);
+		c = atomic_exchange_explicit(&l->word, 2, memory_order_acquire);
+	}
+}
+
+void fut__lock_release(fut__lock *l)
+{
+	if (atomic_exchange_explicit(&l->word, 0, memory_order_release) == 2)
+		fut__futex_wake(&l->word, 1);
+}
+
+static _Thread_local const struct fut__wait_hooks *thread_hooks;
+
+void fut__wait_hooks_set(const struct fut__wait_hooks *hooks)
+{
+	thread_hooks = hooks;
+}
+
+const struct fut__wait_hooks *fut__wait_hooks_get(void)
+{
+	return thread_hooks;
+}
+
+/* Runs what this thread may run instead of sleeping; true if it did. */
+static bool help(struct fut__park *p)
+{
+	if (p->assist != NULL && p->assist(p))
+		return true;
+	const struct fut__wait_hooks *h = thread_hooks;
+	return h != NULL && h->help != NULL && h->help(h->ctx);
+}
+
+/* Spins up to FUT__SPIN_NS for the condition; true if it came. */
+static bool spin(struct fut__park *p)
+{
+	if (fut__ncpus() < 2)
+		return false;
+	int64_t until = fut__now_ns() + FUT__SPIN_NS;
+	for (;;) {
+		for (int i = 0; i < 64; i++) {
+			if (p->ready(p))
+				return true;
+			fut__cpu_relax();
+		}
+		if (fut__now_ns() >= until)
+			return false;
+	}
+}
+
+int fut__park_wait(struct fut__park *p, int64_t deadline_ns)
+{
+	bool spun = false;
+	for (;;) {
+		if (p->ready(p))
+			return FUT_OK;
+		if (help(p))
+			continue;
+		if (deadline_ns >= 0 && fut__now_ns() >= deadline_ns)
+			return FUT_ETIMEDOUT;
+		if (!spun) {
+			spun = true;
+			if (spin(p))
+				return FUT_OK;
+			continue;
+		}
+		uint32_t expected;
+		if (!p->arm(p, &expected))
+			continue;
+		const struct fut__wait_hooks *h = thread_hooks;
+		if (h != NULL && h->block != NULL)
+			h->block(h->ctx, p->word);
+		fut__futex_wait(p->word, expected, deadline_ns);
+		if (h != NULL && h->unblock != NULL)
+			h->unblock(h->ctx);
+	}
+}
