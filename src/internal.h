@@ -104,7 +104,7 @@ const struct fut__wait_hooks *fut__wait_hooks_get(void);
  * did; arm(p, &expected) prepares to sleep and returns false if the
  * condition became true meanwhile, else *expected is the value *p->word has
  * while the condition is false.  The loop: check, help (assist, then the
- * thread's hooks), spin a bounded while (only with more than one cpu), then
+ * thread's hooks; only when there is no deadline), spin a bounded while (only with more than one cpu), then
  * sleep on the futex until woken or the deadline.  FUT_OK or FUT_ETIMEDOUT.
  */
 struct fut__park {

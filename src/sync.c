@@ -14,7 +14,6 @@
  * queued task of the pool this thread works for), then spins a bounded
  * while, and only then sleeps on a futex.  The spin is skipped on one cpu.
  */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
@@ -53,7 +52,7 @@ int fut__futex_wait(_Atomic uint32_t *word, uint32_t expected,
 		tsp = &ts;
 	}
 	/* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time. */
-	long r = syscall(SYS_futex, (void *)word,
+	long r = syscall(SYS_futex, (void *)(uintptr_t)word,
 			 FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, expected, tsp,
 			 NULL, FUTEX_BITSET_MATCH_ANY);
 	if (r == -1 && errno == ETIMEDOUT)
@@ -63,7 +62,7 @@ int fut__futex_wait(_Atomic uint32_t *word, uint32_t expected,
 
 void fut__futex_wake(_Atomic uint32_t *word, int n)
 {
-	syscall(SYS_futex, (void *)word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, n,
+	syscall(SYS_futex, (void *)(uintptr_t)word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, n,
 		NULL, NULL, 0);
 }
 
@@ -162,7 +161,9 @@ int fut__park_wait(struct fut__park *p, int64_t deadline_ns)
 	for (;;) {
 		if (p->ready(p))
 			return FUT_OK;
-		if (help(p))
+		/* Running other work inline could overrun a timed wait, so only
+		 * waits without a deadline help. */
+		if (deadline_ns < 0 && help(p))
 			continue;
 		if (deadline_ns >= 0 && fut__now_ns() >= deadline_ns)
 			return FUT_ETIMEDOUT;

@@ -1,0 +1,88 @@
+/*
+ * executor.c: the public executor calls, written once for every pool.
+ *
+ * Owns: argument checking for fut_submit*, fut_executor_shutdown and
+ * fut_executor_free, and the thread-local "current executor" that tells
+ * a pool's own threads apart from the caller's.  Each pool implements
+ * struct fut__executor_ops (internal.h): the checks here let the pools
+ * assume valid arguments.
+ * Threads: any.
+ * Locks: none.
+ */
+#include "internal.h"
+
+#define ALL_SHUTDOWN_FLAGS                                                    \
+	(FUT_SHUTDOWN_NOWAIT | FUT_SHUTDOWN_CANCEL_PENDING |                  \
+	 FUT_SHUTDOWN_INTERRUPT)
+
+static _Thread_local fut_executor *current;
+
+fut_executor *fut__current_executor(void)
+{
+	return current;
+}
+
+void fut__current_executor_set(fut_executor *ex)
+{
+	current = ex;
+}
+
+static bool executor_ok(const fut_executor *ex)
+{
+	return ex != NULL && ex->magic == FUT__EXECUTOR_MAGIC &&
+	       ex->ops != NULL;
+}
+
+int fut_submit(fut_executor *ex, fut_fn fn, void *arg, fut_future **out)
+{
+	if (out != NULL)
+		*out = NULL;
+	if (!executor_ok(ex) || fn == NULL || out == NULL)
+		return FUT_EINVAL;
+	return ex->ops->submit(ex, fn, arg, NULL, 0, false, out);
+}
+
+int fut_submit_bytes(fut_executor *ex, fut_fn fn, const void *data, size_t len,
+		     fut_future **out)
+{
+	if (out != NULL)
+		*out = NULL;
+	if (!executor_ok(ex) || fn == NULL || out == NULL ||
+	    (data == NULL && len != 0) || len > FUT_MAX_BYTES)
+		return FUT_EINVAL;
+	return ex->ops->submit(ex, fn, NULL, data, len, true, out);
+}
+
+int fut_submit_many(fut_executor *ex, fut_fn fn, const void *inputs,
+		    size_t stride, size_t n, fut_future **out)
+{
+	if (!executor_ok(ex) || fn == NULL)
+		return FUT_EINVAL;
+	if (n == 0)
+		return FUT_OK;
+	if (out == NULL)
+		return FUT_EINVAL;
+	for (size_t i = 0; i < n && i < SIZE_MAX / sizeof(*out); i++)
+		out[i] = NULL;
+	if ((inputs == NULL && stride != 0) || stride > FUT_MAX_BYTES ||
+	    n > FUT_MAX_BYTES || (stride != 0 && n > FUT_MAX_BYTES / stride))
+		return FUT_EINVAL;
+	return ex->ops->submit_many(ex, fn, inputs, stride, n, out);
+}
+
+int fut_executor_shutdown(fut_executor *ex, unsigned flags)
+{
+	if (!executor_ok(ex) || (flags & ~ALL_SHUTDOWN_FLAGS) != 0)
+		return FUT_EINVAL;
+	return ex->ops->shutdown(ex, flags);
+}
+
+void fut_executor_free(fut_executor *ex)
+{
+	if (!executor_ok(ex))
+		return;
+	/* FUT_EINVAL here means a pool thread frees its own pool: destroy
+	 * then defers the free to the pool's last thread. */
+	(void)ex->ops->shutdown(ex, 0);
+	ex->ops->destroy(ex);
+}

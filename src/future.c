@@ -1,0 +1,530 @@
+/*
+ * future.c: the future, both sides.
+ *
+ * Owns: struct fut_future's state machine, its outcome fields, its waiter
+ * list (fut_wait / as_completed nodes and done callbacks), references, and
+ * the single-future waits (fut_result, fut_result_bytes).
+ * Threads: any.  Callbacks run in the thread that completes the future (or
+ * in the caller of fut_add_done_callback when it is already done).
+ * Locks: f->lock guards f->waiters only; it is a leaf except that waiter
+ * notify functions take an iterator's lock under it (order: future lock ->
+ * iterator lock).  No lock is held while callbacks run.
+ *
+ * Design.  A future costs one block of ~80 bytes and no mutex or condvar of
+ * its own.  Its state word holds the state in three bits plus two flags:
+ * SLEEPERS (a thread sleeps on the word with a futex: the cheap single
+ * future wait) and LISTED (waiter nodes are linked, so the completer must
+ * take the lock).  A completer first claims the future (PENDING/RUNNING ->
+ * COMPLETING) so that exactly one thread writes the outcome, then publishes
+ * it with one atomic exchange to FINISHED or CANCELLED; the bits that
+ * exchange returns say whether to wake sleepers and walk the list.  A
+ * future nobody waits on is completed with two atomic operations and no
+ * lock.  Registering a node sets LISTED with fetch_or under the lock: if
+ * the old value is already done the node is taken back, so no node is ever
+ * missed and none is notified twice.
+ */
+#include <limits.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* A done callback, linked into the waiter list with notify == NULL. */
+struct callback {
+	struct fut__waiter node;
+	fut_callback cb;
+	void *ud;
+};
+
+void fut__future_init(fut_future *f, const struct fut__future_ops *ops)
+{
+	atomic_init(&f->state, FUT__S_PENDING);
+	atomic_init(&f->refs, 1);
+	atomic_init(&f->flags, 0);
+	atomic_init(&f->lock.word, 0);
+	f->magic = FUT__FUTURE_MAGIC;
+	f->error = FUT_OK;
+	f->task_code = 0;
+	f->crash_status = 0;
+	f->value = NULL;
+	f->len = 0;
+	f->message = NULL;
+	f->waiters = NULL;
+	f->ops = ops;
+}
+
+void fut__future_fini(fut_future *f)
+{
+	if (atomic_load_explicit(&f->flags, memory_order_relaxed) &
+	    FUT__F_BYTES)
+		fut__free(f->value);
+	fut__free(f->message);
+	/* Only callback nodes can remain (a future released while pending);
+	 * waiter nodes belong to waits, which hold their futures. */
+	for (struct fut__waiter *w = f->waiters, *next; w != NULL; w = next) {
+		next = w->next;
+		if (w->notify == NULL)
+			fut__free(fut__container_of(w, struct callback, node));
+	}
+	f->waiters = NULL;
+	f->magic = 0;
+}
+
+static void link_node(fut_future *f, struct fut__waiter *w)
+{
+	w->next = f->waiters;
+	if (w->next != NULL)
+		w->next->pprev = &w->next;
+	w->pprev = &f->waiters;
+	f->waiters = w;
+}
+
+static void unlink_node(struct fut__waiter *w)
+{
+	*w->pprev = w->next;
+	if (w->next != NULL)
+		w->next->pprev = w->pprev;
+	w->next = NULL;
+	w->pprev = NULL;
+}
+
+bool fut__future_register(fut_future *f, struct fut__waiter *w)
+{
+	fut__lock_acquire(&f->lock);
+	link_node(f, w);
+	uint32_t old = atomic_fetch_or_explicit(&f->state, FUT__S_LISTED,
+						memory_order_acq_rel);
+	bool linked = !FUT__S_DONE(old);
+	if (!linked)
+		unlink_node(w); /* the completer did not see LISTED */
+	fut__lock_release(&f->lock);
+	return linked;
+}
+
+void fut__future_unregister(fut_future *f, struct fut__waiter *w)
+{
+	fut__lock_acquire(&f->lock);
+	if (w->pprev != NULL)
+		unlink_node(w);
+	fut__lock_release(&f->lock);
+}
+
+/* Waits out another thread's COMPLETING; returns the settled state word. */
+static uint32_t settled_state(const fut_future *f)
+{
+	uint32_t s;
+	while (((s = atomic_load_explicit(&f->state, memory_order_acquire)) &
+		FUT__S_MASK) == FUT__S_COMPLETING)
+		fut__cpu_relax();
+	return s;
+}
+
+/*
+ * Claims f for completion: PENDING (or RUNNING when from_running) ->
+ * COMPLETING.  False if another thread completed or claimed it.
+ */
+static bool claim(fut_future *f, bool from_running)
+{
+	uint32_t s = atomic_load_explicit(&f->state, memory_order_relaxed);
+	for (;;) {
+		uint32_t st = s & FUT__S_MASK;
+		if (st != FUT__S_PENDING &&
+		    !(from_running && st == FUT__S_RUNNING))
+			return false;
+		uint32_t next = (s & ~(uint32_t)FUT__S_MASK) | FUT__S_COMPLETING;
+		if (atomic_compare_exchange_weak_explicit(&f->state, &s, next,
+							  memory_order_acquire,
+							  memory_order_relaxed))
+			return true;
+	}
+}
+
+/*
+ * Publishes the outcome written while COMPLETING: the final state, then
+ * the waiters (notified under the lock), the sleepers, and the callbacks
+ * (run in this thread, in the order they were added, with no lock held).
+ */
+static void publish(fut_future *f, uint32_t final_state)
+{
+	uint32_t old = atomic_exchange_explicit(&f->state, final_state,
+						memory_order_acq_rel);
+	struct fut__waiter *callbacks = NULL;
+	if (old & FUT__S_LISTED) {
+		fut__lock_acquire(&f->lock);
+		/* The list is newest first; pushing each callback onto
+		 * `callbacks` puts them back in the order they were added. */
+		while (f->waiters != NULL) {
+			struct fut__waiter *w = f->waiters;
+			unlink_node(w);
+			if (w->notify != NULL) {
+				w->notify(w, f);
+			} else {
+				w->next = callbacks;
+				callbacks = w;
+			}
+		}
+		fut__lock_release(&f->lock);
+	}
+	if (old & FUT__S_SLEEPERS)
+		fut__futex_wake(&f->state, INT32_MAX);
+	while (callbacks != NULL) {
+		struct callback *c =
+			fut__container_of(callbacks, struct callback, node);
+		callbacks = callbacks->next;
+		c->cb(f, c->ud);
+		fut__free(c);
+	}
+}
+
+int fut__future_complete(fut_future *f, int error, int task_code, void *value,
+			 size_t len, bool owned, char *message,
+			 int crash_status)
+{
+	if (!claim(f, true)) {
+		if (owned)
+			fut__free(value);
+		fut__free(message);
+		return FUT_ESTATE;
+	}
+	f->error = error;
+	f->task_code = task_code;
+	f->crash_status = crash_status;
+	f->value = value;
+	f->len = owned ? len : 0;
+	f->message = message;
+	if (owned)
+		atomic_fetch_or_explicit(&f->flags, FUT__F_BYTES,
+					 memory_order_relaxed);
+	publish(f, FUT__S_FINISHED);
+	return FUT_OK;
+}
+
+bool fut__future_failed(const fut_future *f)
+{
+	return fut__future_state(f) == FUT__S_FINISHED && f->error != FUT_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Caller side                                                         */
+
+int fut_state(const fut_future *f)
+{
+	if (!fut__future_ok(f))
+		return FUT_EINVAL;
+	switch (fut__future_state(f)) {
+	case FUT__S_PENDING:
+		return FUT_PENDING;
+	case FUT__S_CANCELLED:
+		return FUT_CANCELLED;
+	case FUT__S_FINISHED:
+		return FUT_FINISHED;
+	default: /* RUNNING, or COMPLETING: not done yet */
+		return FUT_RUNNING;
+	}
+}
+
+bool fut_done(const fut_future *f)
+{
+	return fut__future_ok(f) &&
+	       FUT__S_DONE(atomic_load_explicit(&f->state,
+						memory_order_acquire));
+}
+
+bool fut_running(const fut_future *f)
+{
+	return fut_state(f) == FUT_RUNNING;
+}
+
+bool fut_cancelled(const fut_future *f)
+{
+	return fut__future_ok(f) &&
+	       fut__future_state(f) == FUT__S_CANCELLED;
+}
+
+/* The single-future wait: the park loop over f's own state word. */
+struct single_park {
+	struct fut__park park;
+	fut_future *f;
+};
+
+static bool single_ready(struct fut__park *p)
+{
+	fut_future *f = fut__container_of(p, struct single_park, park)->f;
+	return FUT__S_DONE(atomic_load_explicit(&f->state,
+						memory_order_acquire));
+}
+
+static bool single_assist(struct fut__park *p)
+{
+	fut_future *f = fut__container_of(p, struct single_park, park)->f;
+	return f->ops != NULL && f->ops->assist != NULL && f->ops->assist(f);
+}
+
+static bool single_arm(struct fut__park *p, uint32_t *expected)
+{
+	fut_future *f = fut__container_of(p, struct single_park, park)->f;
+	uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
+	for (;;) {
+		if (FUT__S_DONE(s))
+			return false;
+		if (s & FUT__S_SLEEPERS)
+			break;
+		if (atomic_compare_exchange_weak_explicit(
+			    &f->state, &s, s | FUT__S_SLEEPERS,
+			    memory_order_acq_rel, memory_order_acquire)) {
+			s |= FUT__S_SLEEPERS;
+			break;
+		}
+	}
+	*expected = s;
+	return true;
+}
+
+/* Waits until f is done or the timeout runs out. */
+static int wait_done(fut_future *f, double timeout)
+{
+	if (FUT__S_DONE(atomic_load_explicit(&f->state, memory_order_acquire)))
+		return FUT_OK;
+	int64_t deadline = fut__deadline_ns(timeout);
+	struct single_park sp = {
+		.park = { .ready = single_ready,
+			  .assist = single_assist,
+			  .arm = single_arm,
+			  .word = &f->state },
+		.f = f,
+	};
+	return fut__park_wait(&sp.park, deadline);
+}
+
+/* The outcome of a done future: FUT_OK or the code it ended with. */
+static int outcome(const fut_future *f)
+{
+	if (fut__future_state(f) == FUT__S_CANCELLED)
+		return FUT_ECANCELLED;
+	return f->error;
+}
+
+int fut_result(fut_future *f, double timeout, void **value)
+{
+	if (value != NULL)
+		*value = NULL;
+	if (!fut__future_ok(f))
+		return FUT_EINVAL;
+	int rc = wait_done(f, timeout);
+	if (rc != FUT_OK)
+		return rc;
+	rc = outcome(f);
+	if (rc == FUT_OK && value != NULL)
+		*value = f->value;
+	return rc;
+}
+
+int fut_result_bytes(fut_future *f, double timeout, const void **data,
+		     size_t *len)
+{
+	if (data != NULL)
+		*data = NULL;
+	if (len != NULL)
+		*len = 0;
+	if (!fut__future_ok(f) || data == NULL || len == NULL)
+		return FUT_EINVAL;
+	int rc = wait_done(f, timeout);
+	if (rc != FUT_OK)
+		return rc;
+	rc = outcome(f);
+	if (rc == FUT_OK) {
+		*data = f->value;
+		*len = f->len;
+	}
+	return rc;
+}
+
+bool fut_cancel(fut_future *f)
+{
+	if (!fut__future_ok(f))
+		return false;
+	if (claim(f, false)) {
+		f->error = FUT_ECANCELLED;
+		publish(f, FUT__S_CANCELLED);
+		return true;
+	}
+	return (settled_state(f) & FUT__S_MASK) == FUT__S_CANCELLED;
+}
+
+int fut_interrupt(fut_future *f)
+{
+	if (!fut__future_ok(f))
+		return FUT_EINVAL;
+	for (;;) {
+		uint32_t st = settled_state(f) & FUT__S_MASK;
+		if (FUT__S_DONE(st))
+			return FUT_ESTATE;
+		if (st == FUT__S_PENDING) {
+			if (fut_cancel(f))
+				return FUT_OK;
+			continue; /* it started meanwhile */
+		}
+		/* RUNNING: raise the flag the task polls, then let the
+		 * executor stop it if it can. */
+		atomic_fetch_or_explicit(&f->flags, FUT__F_INTERRUPT,
+					 memory_order_release);
+		if (f->ops != NULL && f->ops->interrupt != NULL)
+			f->ops->interrupt(f);
+		return FUT_OK;
+	}
+}
+
+int fut_error(const fut_future *f)
+{
+	if (!fut__future_ok(f))
+		return FUT_EINVAL;
+	if (!fut_done(f))
+		return FUT_ESTATE;
+	return outcome(f);
+}
+
+int fut_task_code(const fut_future *f)
+{
+	if (!fut_done(f) || outcome(f) == FUT_OK)
+		return 0;
+	return f->task_code;
+}
+
+const char *fut_error_message(const fut_future *f)
+{
+	if (!fut_done(f))
+		return NULL;
+	int rc = outcome(f);
+	if (rc == FUT_OK)
+		return NULL;
+	if (rc != FUT_ECANCELLED && f->message != NULL)
+		return f->message;
+	return fut_strerror(rc);
+}
+
+int fut_crash_status(const fut_future *f, int *status)
+{
+	if (status != NULL)
+		*status = 0;
+	if (!fut__future_ok(f) || status == NULL)
+		return FUT_EINVAL;
+	if (!fut_done(f) || outcome(f) != FUT_ECRASHED)
+		return FUT_ESTATE;
+	*status = f->crash_status;
+	return FUT_OK;
+}
+
+int fut_add_done_callback(fut_future *f, fut_callback cb, void *ud)
+{
+	if (!fut__future_ok(f) || cb == NULL)
+		return FUT_EINVAL;
+	if (!fut_done(f)) {
+		struct callback *c = fut__malloc(sizeof(*c));
+		if (c == NULL)
+			return FUT_ENOMEM;
+		c->node.notify = NULL;
+		c->cb = cb;
+		c->ud = ud;
+		if (fut__future_register(f, &c->node))
+			return FUT_OK;
+		fut__free(c); /* it completed meanwhile: run it now */
+	}
+	cb(f, ud);
+	return FUT_OK;
+}
+
+fut_future *fut_retain(fut_future *f)
+{
+	if (fut__future_ok(f))
+		atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+	return f;
+}
+
+void fut_release(fut_future *f)
+{
+	if (!fut__future_ok(f))
+		return;
+	if (atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1)
+		return;
+	const struct fut__future_ops *ops = f->ops;
+	fut__future_fini(f);
+	if (ops != NULL && ops->destroy != NULL)
+		ops->destroy(f);
+	else
+		fut__free(f);
+}
+
+/* ------------------------------------------------------------------ */
+/* Producer side                                                       */
+
+int fut_future_new(fut_future **out)
+{
+	if (out == NULL)
+		return FUT_EINVAL;
+	*out = NULL;
+	fut_future *f = fut__malloc(sizeof(*f));
+	if (f == NULL)
+		return FUT_ENOMEM;
+	fut__future_init(f, NULL);
+	*out = f;
+	return FUT_OK;
+}
+
+int fut_set_running(fut_future *f)
+{
+	if (!fut__future_ok(f))
+		return FUT_EINVAL;
+	uint32_t s = atomic_load_explicit(&f->state, memory_order_relaxed);
+	for (;;) {
+		uint32_t st = s & FUT__S_MASK;
+		if (st == FUT__S_COMPLETING) {
+			s = settled_state(f);
+			continue;
+		}
+		if (st == FUT__S_CANCELLED)
+			return FUT_ECANCELLED;
+		if (st != FUT__S_PENDING)
+			return FUT_ESTATE;
+		uint32_t next = (s & ~(uint32_t)FUT__S_MASK) | FUT__S_RUNNING;
+		if (atomic_compare_exchange_weak_explicit(&f->state, &s, next,
+							  memory_order_acq_rel,
+							  memory_order_relaxed))
+			return FUT_OK;
+	}
+}
+
+int fut_set_result(fut_future *f, void *value)
+{
+	if (!fut__future_ok(f))
+		return FUT_EINVAL;
+	return fut__future_complete(f, FUT_OK, 0, value, 0, false, NULL, 0);
+}
+
+int fut_set_result_bytes(fut_future *f, const void *data, size_t len)
+{
+	if (!fut__future_ok(f) || (data == NULL && len != 0) ||
+	    len > FUT_MAX_BYTES)
+		return FUT_EINVAL;
+	if (fut_done(f))
+		return FUT_ESTATE;
+	void *copy = NULL;
+	if (len != 0) {
+		copy = fut__malloc(len);
+		if (copy == NULL)
+			return FUT_ENOMEM;
+		memcpy(copy, data, len);
+	}
+	return fut__future_complete(f, FUT_OK, 0, copy, len, true, NULL, 0);
+}
+
+int fut_set_error(fut_future *f, int task_code, const char *message)
+{
+	if (!fut__future_ok(f))
+		return FUT_EINVAL;
+	if (fut_done(f))
+		return FUT_ESTATE;
+	char *copy = NULL;
+	if (message != NULL && (copy = fut__strdup(message)) == NULL)
+		return FUT_ENOMEM;
+	return fut__future_complete(f, FUT_ETASK, task_code, NULL, 0, false,
+				    copy, 0);
+}

@@ -1,0 +1,144 @@
+/*
+ * task.c: the task record a task function sees (fut_task_*).
+ *
+ * Owns: struct fut_task's outcome: what the task settled (a pointer, bytes
+ * it owns, or a failure with a code and a message), and handing it to the
+ * future (thread pools) -- the process worker encodes it instead.
+ * Threads: the thread running the task; fut_task_cancelled() reads the
+ * future's flags word, written by whoever calls fut_interrupt().
+ * Locks: none: one task runs in one thread at a time.
+ */
+#include <string.h>
+
+#include "internal.h"
+
+void fut__task_init(fut_task *t, fut_fn fn, void *arg, const void *input,
+		    size_t input_len, const _Atomic uint32_t *interrupt)
+{
+	t->fn = fn;
+	t->arg = arg;
+	t->input = input;
+	t->input_len = input_len;
+	t->interrupt = interrupt;
+	t->outcome = FUT__OUT_NONE;
+	t->task_code = 0;
+	t->value = NULL;
+	t->len = 0;
+	t->message = NULL;
+}
+
+void fut__task_run(fut_task *t)
+{
+	t->fn(t);
+}
+
+int fut__task_finish(fut_task *t, fut_future *f)
+{
+	int rc;
+	switch (t->outcome) {
+	case FUT__OUT_VALUE:
+		rc = fut__future_complete(f, FUT_OK, 0, t->value, 0, false,
+					  NULL, 0);
+		break;
+	case FUT__OUT_BYTES:
+		rc = fut__future_complete(f, FUT_OK, 0, t->value, t->len, true,
+					  NULL, 0);
+		break;
+	case FUT__OUT_FAIL:
+		rc = fut__future_complete(f, FUT_ETASK, t->task_code, NULL, 0,
+					  false, t->message, 0);
+		break;
+	default:
+		rc = fut__future_complete(f, FUT_OK, 0, NULL, 0, false, NULL,
+					  0);
+		break;
+	}
+	/* fut__future_complete took ownership of the bytes and message. */
+	t->outcome = FUT__OUT_NONE;
+	t->value = NULL;
+	t->len = 0;
+	t->message = NULL;
+	return rc;
+}
+
+void fut__task_clear(fut_task *t)
+{
+	if (t->outcome == FUT__OUT_BYTES)
+		fut__free(t->value);
+	fut__free(t->message);
+	t->outcome = FUT__OUT_NONE;
+	t->value = NULL;
+	t->len = 0;
+	t->message = NULL;
+}
+
+void *fut_task_arg(fut_task *t)
+{
+	return t != NULL ? t->arg : NULL;
+}
+
+const void *fut_task_input(fut_task *t, size_t *len)
+{
+	if (len != NULL)
+		*len = t != NULL ? t->input_len : 0;
+	return t != NULL ? t->input : NULL;
+}
+
+int fut_task_return(fut_task *t, void *value)
+{
+	if (t == NULL)
+		return FUT_EINVAL;
+	if (t->outcome != FUT__OUT_NONE)
+		return FUT_ESTATE;
+	t->outcome = FUT__OUT_VALUE;
+	t->value = value;
+	return FUT_OK;
+}
+
+int fut_task_return_bytes(fut_task *t, const void *data, size_t len)
+{
+	if (t == NULL || (data == NULL && len != 0) || len > FUT_MAX_BYTES)
+		return FUT_EINVAL;
+	if (t->outcome != FUT__OUT_NONE)
+		return FUT_ESTATE;
+	void *copy = NULL;
+	if (len != 0) {
+		copy = fut__malloc(len);
+		if (copy == NULL)
+			return FUT_ENOMEM;
+		memcpy(copy, data, len);
+	}
+	t->outcome = FUT__OUT_BYTES;
+	t->value = copy;
+	t->len = len;
+	return FUT_OK;
+}
+
+int fut_task_fail(fut_task *t, int task_code, const char *fmt, ...)
+{
+	if (t == NULL)
+		return FUT_EINVAL;
+	if (t->outcome != FUT__OUT_NONE)
+		return FUT_ESTATE;
+	int rc = FUT_OK;
+	char *message = NULL;
+	if (fmt != NULL) {
+		va_list ap;
+		va_start(ap, fmt);
+		message = fut__vasprintf(fmt, ap);
+		va_end(ap);
+		if (message == NULL)
+			rc = FUT_ENOMEM; /* settled all the same, untold */
+	}
+	t->outcome = FUT__OUT_FAIL;
+	t->task_code = task_code;
+	t->message = message;
+	return rc;
+}
+
+bool fut_task_cancelled(const fut_task *t)
+{
+	return t != NULL && t->interrupt != NULL &&
+	       (atomic_load_explicit(t->interrupt, memory_order_acquire) &
+		FUT__F_INTERRUPT);
+}
