@@ -1,0 +1,424 @@
+/*
+ * wait.c: waiting on many futures: fut_wait() and fut_as_completed_*.
+ *
+ * Owns: the wait context of one fut_wait() call and the as_completed
+ * iterator (its nodes, its ready list, its pollable eventfd).
+ * Threads: any thread waits; the notify functions run in whichever thread
+ * completes a future, under that future's lock.
+ * Locks: future lock -> iterator lock (it->lock guards the ready list,
+ * nready's increments and the eventfd level).  Everything else in the
+ * iterator belongs to the one thread using it.
+ *
+ * Design.  A wait registers one node on every pending future and sleeps on
+ * one futex word of its own.  A completing future notifies each node under
+ * its lock; the node does O(1) work (a counter, a list push) and wakes the
+ * waiter only when the waiter's condition now holds: fut_wait on N futures
+ * that complete one by one costs N notifications and one wake-up, and an
+ * as_completed iterator is woken at most once per yielded future (and only
+ * while it sleeps).  Nothing polls, nothing sleeps for a fixed time.
+ */
+#include <errno.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/* ------------------------------------------------------------------ */
+/* fut_wait                                                            */
+
+struct wait_ctx {
+	struct fut__park park;
+	_Atomic uint32_t fired; /* futex word: 1 once the condition holds */
+	_Atomic size_t pending; /* entries not yet done */
+	int return_when;
+	fut_future *const *fs;
+	size_t n;
+	size_t cursor; /* assist: the next future to try running inline */
+};
+
+struct wait_node {
+	struct fut__waiter w;
+	struct wait_ctx *ctx;
+	fut_future *f;
+};
+
+static bool valid_return_when(int rw)
+{
+	return rw == FUT_FIRST_COMPLETED || rw == FUT_FIRST_EXCEPTION ||
+	       rw == FUT_ALL_COMPLETED;
+}
+
+/* Whether one more done future (f; `left` entries still pending) makes
+ * the condition hold. */
+static bool condition_met(int return_when, const fut_future *f, size_t left)
+{
+	if (left == 0 || return_when == FUT_FIRST_COMPLETED)
+		return true;
+	return return_when == FUT_FIRST_EXCEPTION && fut__future_failed(f);
+}
+
+static bool condition_holds(fut_future *const *fs, size_t n, int return_when)
+{
+	size_t done = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (!fut_done(fs[i]))
+			continue;
+		done++;
+		if (condition_met(return_when, fs[i], n - done))
+			return true;
+	}
+	return done == n;
+}
+
+/* Called under the future's lock when it completes. */
+static void wait_notify(struct fut__waiter *w, fut_future *f)
+{
+	struct wait_ctx *ctx = fut__container_of(w, struct wait_node, w)->ctx;
+	size_t left = atomic_fetch_sub_explicit(&ctx->pending, 1,
+						memory_order_acq_rel) -
+		      1;
+	if (condition_met(ctx->return_when, f, left) &&
+	    atomic_exchange_explicit(&ctx->fired, 1, memory_order_release) ==
+		    0)
+		fut__futex_wake(&ctx->fired, 1);
+}
+
+static bool wait_ready(struct fut__park *p)
+{
+	struct wait_ctx *ctx = fut__container_of(p, struct wait_ctx, park);
+	return atomic_load_explicit(&ctx->fired, memory_order_acquire) != 0;
+}
+
+static bool wait_arm(struct fut__park *p, uint32_t *expected)
+{
+	*expected = 0;
+	return !wait_ready(p);
+}
+
+/* Runs a still-queued task of one of the futures in this thread. */
+static bool wait_assist(struct fut__park *p)
+{
+	struct wait_ctx *ctx = fut__container_of(p, struct wait_ctx, park);
+	for (; ctx->cursor < ctx->n; ctx->cursor++) {
+		fut_future *f = ctx->fs[ctx->cursor];
+		if (fut_done(f) || f->ops == NULL || f->ops->assist == NULL)
+			continue;
+		if (f->ops->assist(f))
+			return true;
+	}
+	return false;
+}
+
+int fut_wait(fut_future *const *fs, size_t n, int return_when, double timeout)
+{
+	if ((fs == NULL && n != 0) || !valid_return_when(return_when) ||
+	    n > SIZE_MAX / sizeof(struct wait_node))
+		return FUT_EINVAL;
+	for (size_t i = 0; i < n; i++)
+		if (!fut__future_ok(fs[i]))
+			return FUT_EINVAL;
+	if (condition_holds(fs, n, return_when))
+		return FUT_OK;
+	int64_t deadline = fut__deadline_ns(timeout);
+	if (deadline >= 0 && fut__now_ns() >= deadline)
+		return FUT_ETIMEDOUT;
+
+	struct wait_node local[16];
+	struct wait_node *nodes = local;
+	if (n > sizeof(local) / sizeof(local[0])) {
+		nodes = fut__malloc(n * sizeof(*nodes));
+		if (nodes == NULL)
+			return FUT_ENOMEM;
+	}
+	struct wait_ctx ctx = {
+		.park = { .ready = wait_ready,
+			  .assist = wait_assist,
+			  .arm = wait_arm,
+			  .word = &ctx.fired },
+		.return_when = return_when,
+		.fs = fs,
+		.n = n,
+	};
+	atomic_init(&ctx.fired, 0);
+	atomic_init(&ctx.pending, n);
+	size_t registered = 0;
+	for (; registered < n; registered++) {
+		struct wait_node *node = &nodes[registered];
+		node->ctx = &ctx;
+		node->f = fs[registered];
+		node->w.notify = wait_notify;
+		node->w.pprev = NULL;
+		if (fut__future_register(node->f, &node->w))
+			continue;
+		/* Done before we could link: count it here. */
+		wait_notify(&node->w, node->f);
+		if (wait_ready(&ctx.park)) {
+			registered++;
+			break;
+		}
+	}
+	int rc = fut__park_wait(&ctx.park, deadline);
+	for (size_t i = 0; i < registered; i++)
+		fut__future_unregister(nodes[i].f, &nodes[i].w);
+	if (nodes != local)
+		fut__free(nodes);
+	if (rc == FUT_ETIMEDOUT && condition_holds(fs, n, return_when))
+		rc = FUT_OK;
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* as_completed                                                        */
+
+#define AC_MAGIC 0x41534330u /* "ASC0" */
+
+struct ac_node {
+	struct fut__waiter w;
+	fut_as_completed *it;
+	fut_future *f; /* the iterator's own reference */
+	struct ac_node *ready_next;
+};
+
+struct fut_as_completed {
+	uint32_t magic;
+	fut__lock lock;		 /* guards ready_*, raised, fd writes */
+	_Atomic uint32_t seq;	 /* futex word: bumped by every push */
+	_Atomic uint32_t sleeping; /* the owner sleeps on seq */
+	_Atomic size_t nready;	 /* length of the ready list */
+	struct ac_node *ready_head, *ready_tail;
+	int fd;	     /* eventfd, -1 until asked for */
+	bool raised; /* the eventfd counter is non-zero */
+	/* The owner's: an open-addressing set of every node, by future. */
+	struct ac_node **table;
+	size_t cap, count, yielded;
+	struct fut__park park;
+};
+
+/* Makes the eventfd readable or not; caller holds it->lock. */
+static void set_level(fut_as_completed *it, bool readable)
+{
+	if (it->fd < 0 || readable == it->raised)
+		return;
+	uint64_t v = 1;
+	ssize_t r;
+	if (readable) {
+		do
+			r = write(it->fd, &v, sizeof(v));
+		while (r < 0 && errno == EINTR);
+	} else {
+		do
+			r = read(it->fd, &v, sizeof(v));
+		while (r < 0 && errno == EINTR);
+	}
+	it->raised = readable;
+}
+
+static bool exhausted(const fut_as_completed *it)
+{
+	return it->yielded == it->count;
+}
+
+/* Appends node to the ready list and wakes the owner if it sleeps. */
+static void push_ready(fut_as_completed *it, struct ac_node *node)
+{
+	fut__lock_acquire(&it->lock);
+	node->ready_next = NULL;
+	if (it->ready_tail != NULL)
+		it->ready_tail->ready_next = node;
+	else
+		it->ready_head = node;
+	it->ready_tail = node;
+	atomic_fetch_add_explicit(&it->nready, 1, memory_order_seq_cst);
+	set_level(it, true);
+	atomic_fetch_add_explicit(&it->seq, 1, memory_order_seq_cst);
+	if (atomic_load_explicit(&it->sleeping, memory_order_seq_cst))
+		fut__futex_wake(&it->seq, 1);
+	fut__lock_release(&it->lock);
+}
+
+static void ac_notify(struct fut__waiter *w, fut_future *f)
+{
+	(void)f;
+	struct ac_node *node = fut__container_of(w, struct ac_node, w);
+	push_ready(node->it, node);
+}
+
+static bool ac_ready(struct fut__park *p)
+{
+	fut_as_completed *it = fut__container_of(p, fut_as_completed, park);
+	return atomic_load_explicit(&it->nready, memory_order_seq_cst) != 0;
+}
+
+static bool ac_arm(struct fut__park *p, uint32_t *expected)
+{
+	fut_as_completed *it = fut__container_of(p, fut_as_completed, park);
+	atomic_store_explicit(&it->sleeping, 1, memory_order_seq_cst);
+	*expected = atomic_load_explicit(&it->seq, memory_order_seq_cst);
+	return !ac_ready(p);
+}
+
+static size_t slot_of(const fut_as_completed *it, const fut_future *f)
+{
+	size_t h = (size_t)(uintptr_t)f;
+	h ^= h >> 17;
+	h *= (size_t)0x9e3779b97f4a7c15ull;
+	size_t i = (h >> 7) & (it->cap - 1);
+	while (it->table[i] != NULL && it->table[i]->f != f)
+		i = (i + 1) & (it->cap - 1);
+	return i;
+}
+
+/* Makes room for one more node in the set. */
+static int grow(fut_as_completed *it)
+{
+	if ((it->count + 1) * 2 <= it->cap)
+		return FUT_OK;
+	size_t cap = it->cap ? it->cap * 2 : 16;
+	if (cap > SIZE_MAX / sizeof(*it->table))
+		return FUT_ENOMEM;
+	struct ac_node **table = fut__calloc(cap, sizeof(*table));
+	if (table == NULL)
+		return FUT_ENOMEM;
+	struct ac_node **old = it->table;
+	size_t old_cap = it->cap;
+	it->table = table;
+	it->cap = cap;
+	for (size_t i = 0; i < old_cap; i++)
+		if (old[i] != NULL)
+			it->table[slot_of(it, old[i]->f)] = old[i];
+	fut__free(old);
+	return FUT_OK;
+}
+
+static int add_one(fut_as_completed *it, fut_future *f)
+{
+	if (it->cap != 0 && it->table[slot_of(it, f)] != NULL)
+		return FUT_OK; /* already there */
+	if (grow(it) != FUT_OK)
+		return FUT_ENOMEM;
+	struct ac_node *node = fut__malloc(sizeof(*node));
+	if (node == NULL)
+		return FUT_ENOMEM;
+	node->it = it;
+	node->f = fut_retain(f);
+	node->w.notify = ac_notify;
+	node->w.pprev = NULL;
+	it->table[slot_of(it, f)] = node;
+	fut__lock_acquire(&it->lock);
+	it->count++;
+	set_level(it, it->ready_head != NULL); /* no longer exhausted */
+	fut__lock_release(&it->lock);
+	if (!fut__future_register(f, &node->w))
+		push_ready(it, node);
+	return FUT_OK;
+}
+
+int fut_as_completed_new(fut_as_completed **out, fut_future *const *fs,
+			 size_t n)
+{
+	if (out == NULL)
+		return FUT_EINVAL;
+	*out = NULL;
+	if (fs == NULL && n != 0)
+		return FUT_EINVAL;
+	for (size_t i = 0; i < n; i++)
+		if (!fut__future_ok(fs[i]))
+			return FUT_EINVAL;
+	fut_as_completed *it = fut__calloc(1, sizeof(*it));
+	if (it == NULL)
+		return FUT_ENOMEM;
+	it->magic = AC_MAGIC;
+	it->fd = -1;
+	it->park.ready = ac_ready;
+	it->park.arm = ac_arm;
+	it->park.word = &it->seq;
+	for (size_t i = 0; i < n; i++) {
+		if (add_one(it, fs[i]) != FUT_OK) {
+			fut_as_completed_free(it);
+			return FUT_ENOMEM;
+		}
+	}
+	*out = it;
+	return FUT_OK;
+}
+
+static bool ac_ok(const fut_as_completed *it)
+{
+	return it != NULL && it->magic == AC_MAGIC;
+}
+
+int fut_as_completed_next(fut_as_completed *it, double timeout,
+			  fut_future **out)
+{
+	if (out != NULL)
+		*out = NULL;
+	if (!ac_ok(it) || out == NULL)
+		return FUT_EINVAL;
+	int64_t deadline = fut__deadline_ns(timeout);
+	for (;;) {
+		fut__lock_acquire(&it->lock);
+		struct ac_node *node = it->ready_head;
+		if (node != NULL) {
+			it->ready_head = node->ready_next;
+			if (it->ready_head == NULL)
+				it->ready_tail = NULL;
+			atomic_fetch_sub_explicit(&it->nready, 1,
+						  memory_order_seq_cst);
+			it->yielded++;
+			set_level(it, it->ready_head != NULL || exhausted(it));
+			fut__lock_release(&it->lock);
+			*out = node->f;
+			return FUT_OK;
+		}
+		bool end = exhausted(it);
+		fut__lock_release(&it->lock);
+		if (end)
+			return FUT_END;
+		int rc = fut__park_wait(&it->park, deadline);
+		atomic_store_explicit(&it->sleeping, 0, memory_order_relaxed);
+		if (rc != FUT_OK)
+			return rc;
+	}
+}
+
+int fut_as_completed_add(fut_as_completed *it, fut_future *f)
+{
+	if (!ac_ok(it) || !fut__future_ok(f))
+		return FUT_EINVAL;
+	return add_one(it, f);
+}
+
+int fut_as_completed_fd(fut_as_completed *it)
+{
+	if (!ac_ok(it))
+		return -1;
+	fut__lock_acquire(&it->lock);
+	if (it->fd < 0) {
+		it->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		it->raised = false;
+		set_level(it, it->ready_head != NULL || exhausted(it));
+	}
+	int fd = it->fd;
+	fut__lock_release(&it->lock);
+	return fd;
+}
+
+void fut_as_completed_free(fut_as_completed *it)
+{
+	if (!ac_ok(it))
+		return;
+	for (size_t i = 0; i < it->cap; i++) {
+		struct ac_node *node = it->table[i];
+		if (node == NULL)
+			continue;
+		fut__future_unregister(node->f, &node->w);
+		fut_release(node->f);
+		fut__free(node);
+	}
+	fut__free(it->table);
+	if (it->fd >= 0)
+		close(it->fd);
+	it->magic = 0;
+	fut__free(it);
+}
