@@ -1,0 +1,659 @@
+/*
+ * test_future.c: the future, caller and producer side, and the task record.
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "future.h"
+#include "internal.h"
+
+static fut_future *new_future(void)
+{
+	fut_future *f = NULL;
+	assert_int_equal(fut_future_new(&f), FUT_OK);
+	assert_non_null(f);
+	return f;
+}
+
+static void test_pending_future_costs_under_128_bytes(void **state)
+{
+	(void)state;
+	assert_true(sizeof(struct fut_future) <= 128);
+}
+
+static void test_new_future_is_pending(void **state)
+{
+	(void)state;
+	fut_future *f = new_future();
+	assert_int_equal(fut_state(f), FUT_PENDING);
+	assert_false(fut_done(f));
+	assert_false(fut_running(f));
+	assert_false(fut_cancelled(f));
+	assert_int_equal(fut_error(f), FUT_ESTATE);
+	assert_null(fut_error_message(f));
+	fut_release(f);
+}
+
+static void test_set_running_moves_pending_to_running(void **state)
+{
+	(void)state;
+	fut_future *f = new_future();
+	assert_int_equal(fut_set_running(f), FUT_OK);
+	assert_int_equal(fut_state(f), FUT_RUNNING);
+	assert_true(fut_running(f));
+	assert_int_equal(fut_set_running(f), FUT_ESTATE);
+	fut_release(f);
+}
+
+static void test_set_result_gives_the_pointer(void **state)
+{
+	(void)state;
+	int x = 0;
+	fut_future *f = new_future();
+	assert_int_equal(fut_set_result(f, &x), FUT_OK);
+	void *v = NULL;
+	assert_int_equal(fut_result(f, FUT_FOREVER, &v), FUT_OK);
+	assert_ptr_equal(v, &x);
+	assert_int_equal(fut_state(f), FUT_FINISHED);
+	assert_int_equal(fut_error(f), FUT_OK);
+	assert_null(fut_error_message(f));
+	/* The pointer result seen as bytes: the pointer and length 0. */
+	const void *d = NULL;
+	size_t len = 99;
+	assert_int_equal(fut_result_bytes(f, 0, &d, &len), FUT_OK);
+	assert_ptr_equal(d, &x);
+	assert_int_equal(len, 0);
+	fut_release(f);
+}
+
+static void test_second_completion_is_estate_and_changes_nothing(void **state)
+{
+	(void)state;
+	int x, y;
+	fut_future *f = new_future();
+	assert_int_equal(fut_set_result(f, &x), FUT_OK);
+	assert_int_equal(fut_set_result(f, &y), FUT_ESTATE);
+	assert_int_equal(fut_set_result_bytes(f, "ab", 2), FUT_ESTATE);
+	assert_int_equal(fut_set_error(f, 1, "no"), FUT_ESTATE);
+	assert_int_equal(fut_set_running(f), FUT_ESTATE);
+	void *v;
+	assert_int_equal(fut_result(f, 0, &v), FUT_OK);
+	assert_ptr_equal(v, &x);
+	fut_release(f);
+}
+
+static void test_set_result_bytes_copies_the_bytes(void **state)
+{
+	(void)state;
+	char buf[] = "hello";
+	fut_future *f = new_future();
+	assert_int_equal(fut_set_result_bytes(f, buf, 5), FUT_OK);
+	buf[0] = 'X';
+	const void *d;
+	size_t len;
+	assert_int_equal(fut_result_bytes(f, 0, &d, &len), FUT_OK);
+	assert_int_equal(len, 5);
+	assert_memory_equal(d, "hello", 5);
+	void *p;
+	assert_int_equal(fut_result(f, 0, &p), FUT_OK);
+	assert_ptr_equal(p, d);
+	fut_release(f);
+}
+
+static void test_empty_byte_result_is_valid(void **state)
+{
+	(void)state;
+	fut_future *f = new_future();
+	assert_int_equal(fut_set_result_bytes(f, NULL, 0), FUT_OK);
+	const void *d = (const void *)1;
+	size_t len = 7;
+	assert_int_equal(fut_result_bytes(f, 0, &d, &len), FUT_OK);
+	assert_int_equal(len, 0);
+	fut_release(f);
+}
+
+static void test_set_error_gives_etask_code_and_message(void **state)
+{
+	(void)state;
+	fut_future *f = new_future();
+	assert_int_equal(fut_set_error(f, 42, "disk on fire"), FUT_OK);
+	assert_int_equal(fut_result(f, 0, NULL), FUT_ETASK);
+	assert_int_equal(fut_error(f), FUT_ETASK);
+	assert_int_equal(fut_task_code(f), 42);
+	assert_string_equal(fut_error_message(f), "disk on fire");
+	assert_int_equal(fut_state(f), FUT_FINISHED);
+	fut_release(f);
+}
+
+static void test_error_without_message_gives_the_code_text(void **state)
+{
+	(void)state;
+	fut_future *f = new_future();
+	assert_int_equal(fut_set_error(f, 3, NULL), FUT_OK);
+	assert_string_equal(fut_error_message(f), fut_strerror(FUT_ETASK));
+	fut_release(f);
+}
+
+static void test_cancel_pending_future_returns_true(void **state)
+{
+	(void)state;
+	fut_future *f = new_future();
+	assert_true(fut_cancel(f));
+	assert_true(fut_cancelled(f));
+	assert_true(fut_done(f));
+	assert_int_equal(fut_state(f), FUT_CANCELLED);
+	assert_true(fut_cancel(f)); /* already cancelled: still true */
+	assert_int_equal(fut_result(f, FUT_FOREVER, NULL), FUT_ECANCELLED);
+	assert_int_equal(fut_error(f), FUT_ECANCELLED);
+	assert_string_equal(fut_error_message(f),
+			    fut_strerror(FUT_ECANCELLED));
+	assert_int_equal(fut_set_running(f), FUT_ECANCELLED);
+	assert_int_equal(fut_set_result(f, NULL), FUT_ESTATE);
+	fut_release(f);
+}
+
+static void test_cancel_running_future_returns_false(void **state)
+{
+	(void)state;
+	fut_future *f = new_future();
+	assert_int_equal(fut_set_running(f), FUT_OK);
+	assert_false(fut_cancel(f));
+	assert_int_equal(fut_state(f), FUT_RUNNING);
+	assert_int_equal(fut_set_result(f, NULL), FUT_OK);
+	assert_false(fut_cancel(f));
+	fut_release(f);
+}
+
+static void test_result_times_out_and_changes_nothing(void **state)
+{
+	(void)state;
+	fut_future *f = new_future();
+	assert_int_equal(fut_result(f, 0, NULL), FUT_ETIMEDOUT);
+	assert_int_equal(fut_result(f, 0.01, NULL), FUT_ETIMEDOUT);
+	const void *d;
+	size_t len;
+	assert_int_equal(fut_result_bytes(f, 0.001, &d, &len), FUT_ETIMEDOUT);
+	assert_null(d);
+	assert_int_equal(fut_state(f), FUT_PENDING);
+	fut_release(f);
+}
+
+struct completer {
+	fut_future *f;
+	pthread_barrier_t *go;
+	intptr_t value;
+};
+
+static void *complete_after_barrier(void *arg)
+{
+	struct completer *c = arg;
+	if (c->go != NULL)
+		pthread_barrier_wait(c->go);
+	fut_set_result(c->f, (void *)c->value);
+	return NULL;
+}
+
+static void test_result_waits_for_another_thread(void **state)
+{
+	(void)state;
+	for (int i = 0; i < 200; i++) {
+		fut_future *f = new_future();
+		pthread_barrier_t go;
+		pthread_barrier_init(&go, NULL, 2);
+		struct completer c = { f, &go, i + 1 };
+		pthread_t t;
+		pthread_create(&t, NULL, complete_after_barrier, &c);
+		pthread_barrier_wait(&go);
+		void *v = NULL;
+		assert_int_equal(fut_result(f, FUT_FOREVER, &v), FUT_OK);
+		assert_int_equal((intptr_t)v, i + 1);
+		pthread_join(t, NULL);
+		pthread_barrier_destroy(&go);
+		fut_release(f);
+	}
+}
+
+struct many_waiters {
+	fut_future *f;
+	_Atomic int woke;
+};
+
+static void *wait_forever(void *arg)
+{
+	struct many_waiters *m = arg;
+	void *v;
+	if (fut_result(m->f, FUT_FOREVER, &v) == FUT_OK && v == (void *)m)
+		atomic_fetch_add(&m->woke, 1);
+	return NULL;
+}
+
+static void test_every_thread_waiting_on_a_future_wakes(void **state)
+{
+	(void)state;
+	struct many_waiters m = { new_future(), 0 };
+	pthread_t t[8];
+	for (int i = 0; i < 8; i++)
+		pthread_create(&t[i], NULL, wait_forever, &m);
+	fut_set_result(m.f, &m);
+	for (int i = 0; i < 8; i++)
+		pthread_join(t[i], NULL);
+	assert_int_equal(atomic_load(&m.woke), 8);
+	fut_release(m.f);
+}
+
+struct cb_log {
+	int calls[8];
+	int n;
+	pthread_t thread;
+	fut_future *seen;
+};
+
+static void record_cb(fut_future *f, void *ud)
+{
+	struct cb_log *log = ud;
+	log->seen = f;
+	log->thread = pthread_self();
+	log->calls[log->n++] = fut_done(f) ? 1 : -1;
+}
+
+static void record_order_a(fut_future *f, void *ud)
+{
+	(void)f;
+	struct cb_log *log = ud;
+	log->calls[log->n++] = 10;
+}
+
+static void record_order_b(fut_future *f, void *ud)
+{
+	(void)f;
+	struct cb_log *log = ud;
+	log->calls[log->n++] = 20;
+}
+
+static void test_callback_runs_once_in_the_completing_thread(void **state)
+{
+	(void)state;
+	struct cb_log log = { 0 };
+	fut_future *f = new_future();
+	assert_int_equal(fut_add_done_callback(f, record_cb, &log), FUT_OK);
+	assert_int_equal(log.n, 0);
+	struct completer c = { f, NULL, 1 };
+	pthread_t t;
+	pthread_create(&t, NULL, complete_after_barrier, &c);
+	pthread_join(t, NULL);
+	assert_int_equal(log.n, 1);
+	assert_int_equal(log.calls[0], 1);
+	assert_true(pthread_equal(log.thread, t));
+	assert_ptr_equal(log.seen, f);
+	fut_release(f);
+	assert_int_equal(log.n, 1);
+}
+
+static void test_callback_on_done_future_runs_at_once_in_caller(void **state)
+{
+	(void)state;
+	struct cb_log log = { 0 };
+	fut_future *f = new_future();
+	fut_set_result(f, NULL);
+	assert_int_equal(fut_add_done_callback(f, record_cb, &log), FUT_OK);
+	assert_int_equal(log.n, 1);
+	assert_true(pthread_equal(log.thread, pthread_self()));
+	fut_release(f);
+}
+
+static void test_callbacks_run_in_the_order_added(void **state)
+{
+	(void)state;
+	struct cb_log log = { 0 };
+	fut_future *f = new_future();
+	fut_add_done_callback(f, record_order_a, &log);
+	fut_add_done_callback(f, record_order_b, &log);
+	fut_add_done_callback(f, record_order_a, &log);
+	assert_true(fut_cancel(f)); /* cancelling runs them too */
+	assert_int_equal(log.n, 3);
+	assert_int_equal(log.calls[0], 10);
+	assert_int_equal(log.calls[1], 20);
+	assert_int_equal(log.calls[2], 10);
+	fut_release(f);
+}
+
+static void release_in_callback(fut_future *f, void *ud)
+{
+	(void)ud;
+	/* No lock is held: calling back into the library is fine. */
+	assert_true(fut_done(f));
+	assert_int_equal(fut_result(f, 0, NULL), FUT_OK);
+	fut_release(f);
+}
+
+static void test_callback_may_release_the_future(void **state)
+{
+	(void)state;
+	fut_future *f = new_future();
+	fut_retain(f); /* the callback's reference */
+	assert_int_equal(fut_add_done_callback(f, release_in_callback, NULL),
+			 FUT_OK);
+	assert_int_equal(fut_set_result(f, NULL), FUT_OK);
+	fut_release(f);
+}
+
+static void test_released_pending_future_with_callbacks_leaks_nothing(
+	void **state)
+{
+	(void)state;
+	struct cb_log log = { 0 };
+	fut_future *f = new_future();
+	fut_add_done_callback(f, record_cb, &log);
+	fut_add_done_callback(f, record_cb, &log);
+	fut_release(f); /* callbacks never run; ASan/valgrind see no leak */
+	assert_int_equal(log.n, 0);
+}
+
+static void test_retain_keeps_the_future_alive(void **state)
+{
+	(void)state;
+	fut_future *f = new_future();
+	assert_ptr_equal(fut_retain(f), f);
+	fut_release(f);
+	assert_int_equal(fut_set_result_bytes(f, "x", 1), FUT_OK);
+	assert_true(fut_done(f));
+	fut_release(f);
+}
+
+static void test_interrupt_pending_future_cancels_it(void **state)
+{
+	(void)state;
+	fut_future *f = new_future();
+	assert_int_equal(fut_interrupt(f), FUT_OK);
+	assert_true(fut_cancelled(f));
+	assert_int_equal(fut_interrupt(f), FUT_ESTATE);
+	fut_release(f);
+}
+
+static void test_interrupt_running_future_raises_the_task_flag(void **state)
+{
+	(void)state;
+	fut_future *f = new_future();
+	fut_task t;
+	fut__task_init(&t, NULL, NULL, NULL, 0, &f->flags);
+	assert_false(fut_task_cancelled(&t));
+	assert_int_equal(fut_set_running(f), FUT_OK);
+	assert_int_equal(fut_interrupt(f), FUT_OK);
+	assert_true(fut_task_cancelled(&t));
+	assert_int_equal(fut_state(f), FUT_RUNNING);
+	fut_set_result(f, NULL);
+	assert_int_equal(fut_interrupt(f), FUT_ESTATE);
+	fut_release(f);
+}
+
+static void test_crash_status_is_readable_only_for_crashed_futures(
+	void **state)
+{
+	(void)state;
+	int status = -1;
+	fut_future *f = new_future();
+	assert_int_equal(fut_crash_status(f, &status), FUT_ESTATE);
+	char *msg = fut__strdup("worker killed by signal 9");
+	assert_int_equal(fut__future_complete(f, FUT_ECRASHED, 0, NULL, 0,
+					      false, msg, 9),
+			 FUT_OK);
+	assert_int_equal(fut_result(f, 0, NULL), FUT_ECRASHED);
+	assert_int_equal(fut_crash_status(f, &status), FUT_OK);
+	assert_int_equal(status, 9);
+	assert_string_equal(fut_error_message(f), "worker killed by signal 9");
+	fut_release(f);
+}
+
+struct race {
+	fut_future *f;
+	pthread_barrier_t *go;
+	_Atomic int wins;
+};
+
+static void *race_set_running(void *arg)
+{
+	struct race *r = arg;
+	pthread_barrier_wait(r->go);
+	if (fut_set_running(r->f) == FUT_OK) {
+		atomic_fetch_add(&r->wins, 1);
+		fut_set_result(r->f, NULL);
+	}
+	return NULL;
+}
+
+static void test_cancel_and_start_racing_have_exactly_one_winner(void **state)
+{
+	(void)state;
+	for (int i = 0; i < 2000; i++) {
+		pthread_barrier_t go;
+		pthread_barrier_init(&go, NULL, 2);
+		struct race r = { new_future(), &go, 0 };
+		pthread_t t;
+		pthread_create(&t, NULL, race_set_running, &r);
+		pthread_barrier_wait(&go);
+		if (fut_cancel(r.f))
+			atomic_fetch_add(&r.wins, 1);
+		pthread_join(t, NULL);
+		assert_int_equal(atomic_load(&r.wins), 1);
+		assert_true(fut_done(r.f));
+		pthread_barrier_destroy(&go);
+		fut_release(r.f);
+	}
+}
+
+static void test_task_settles_once(void **state)
+{
+	(void)state;
+	int x;
+	fut_task t;
+	fut__task_init(&t, NULL, &x, "in", 2, NULL);
+	assert_ptr_equal(fut_task_arg(&t), &x);
+	size_t len = 0;
+	assert_memory_equal(fut_task_input(&t, &len), "in", 2);
+	assert_int_equal(len, 2);
+	assert_false(fut_task_cancelled(&t));
+	assert_int_equal(fut_task_return_bytes(&t, "abc", 3), FUT_OK);
+	assert_int_equal(fut_task_return(&t, &x), FUT_ESTATE);
+	assert_int_equal(fut_task_fail(&t, 1, "no"), FUT_ESTATE);
+	assert_int_equal(fut_task_return_bytes(&t, "d", 1), FUT_ESTATE);
+	fut_future *f = new_future();
+	assert_int_equal(fut__task_finish(&t, f), FUT_OK);
+	const void *d;
+	assert_int_equal(fut_result_bytes(f, 0, &d, &len), FUT_OK);
+	assert_int_equal(len, 3);
+	assert_memory_equal(d, "abc", 3);
+	fut_release(f);
+}
+
+static void test_task_fail_formats_its_message(void **state)
+{
+	(void)state;
+	fut_task t;
+	fut__task_init(&t, NULL, NULL, NULL, 0, NULL);
+	assert_int_equal(fut_task_fail(&t, 7, "bad %s #%d", "row", 12),
+			 FUT_OK);
+	fut_future *f = new_future();
+	assert_int_equal(fut__task_finish(&t, f), FUT_OK);
+	assert_int_equal(fut_result(f, 0, NULL), FUT_ETASK);
+	assert_int_equal(fut_task_code(f), 7);
+	assert_string_equal(fut_error_message(f), "bad row #12");
+	fut_release(f);
+}
+
+static void test_task_without_outcome_finishes_with_null(void **state)
+{
+	(void)state;
+	fut_task t;
+	fut__task_init(&t, NULL, NULL, NULL, 0, NULL);
+	fut_future *f = new_future();
+	assert_int_equal(fut__task_finish(&t, f), FUT_OK);
+	void *v = (void *)1;
+	assert_int_equal(fut_result(f, 0, &v), FUT_OK);
+	assert_null(v);
+	fut_release(f);
+}
+
+static void test_unclaimed_task_outcome_is_freed(void **state)
+{
+	(void)state;
+	fut_task t;
+	fut__task_init(&t, NULL, NULL, NULL, 0, NULL);
+	assert_int_equal(fut_task_return_bytes(&t, "zz", 2), FUT_OK);
+	fut__task_clear(&t);
+	assert_int_equal(fut_task_fail(&t, 1, "m%d", 1), FUT_OK);
+	fut__task_clear(&t);
+}
+
+static void nop_cb(fut_future *f, void *ud)
+{
+	(void)f;
+	(void)ud;
+}
+
+static void test_bad_input_gives_einval(void **state)
+{
+	(void)state;
+	fut_future *f = new_future();
+	void *v = (void *)1;
+	const void *d = (const void *)1;
+	size_t len = 1;
+	assert_int_equal(fut_future_new(NULL), FUT_EINVAL);
+	assert_int_equal(fut_state(NULL), FUT_EINVAL);
+	assert_false(fut_done(NULL));
+	assert_false(fut_running(NULL));
+	assert_false(fut_cancelled(NULL));
+	assert_false(fut_cancel(NULL));
+	assert_int_equal(fut_result(NULL, 0, &v), FUT_EINVAL);
+	assert_null(v);
+	assert_int_equal(fut_result_bytes(NULL, 0, &d, &len), FUT_EINVAL);
+	assert_null(d);
+	assert_int_equal(len, 0);
+	assert_int_equal(fut_result_bytes(f, 0, NULL, &len), FUT_EINVAL);
+	assert_int_equal(fut_result_bytes(f, 0, &d, NULL), FUT_EINVAL);
+	assert_int_equal(fut_interrupt(NULL), FUT_EINVAL);
+	assert_int_equal(fut_error(NULL), FUT_EINVAL);
+	assert_int_equal(fut_task_code(NULL), 0);
+	assert_null(fut_error_message(NULL));
+	int st;
+	assert_int_equal(fut_crash_status(NULL, &st), FUT_EINVAL);
+	assert_int_equal(fut_crash_status(f, NULL), FUT_EINVAL);
+	assert_int_equal(fut_add_done_callback(NULL, nop_cb, NULL),
+			 FUT_EINVAL);
+	assert_int_equal(fut_add_done_callback(f, NULL, NULL), FUT_EINVAL);
+	assert_null(fut_retain(NULL));
+	fut_release(NULL);
+	assert_int_equal(fut_set_running(NULL), FUT_EINVAL);
+	assert_int_equal(fut_set_result(NULL, NULL), FUT_EINVAL);
+	assert_int_equal(fut_set_result_bytes(NULL, "a", 1), FUT_EINVAL);
+	assert_int_equal(fut_set_result_bytes(f, NULL, 5), FUT_EINVAL);
+	assert_int_equal(fut_set_result_bytes(f, "a", FUT_MAX_BYTES + 1),
+			 FUT_EINVAL);
+	assert_int_equal(fut_set_result_bytes(f, "a", SIZE_MAX), FUT_EINVAL);
+	assert_int_equal(fut_set_error(NULL, 1, "x"), FUT_EINVAL);
+	assert_false(fut_done(f)); /* none of that touched it */
+	/* Task functions with a NULL task. */
+	assert_null(fut_task_arg(NULL));
+	assert_null(fut_task_input(NULL, &len));
+	assert_int_equal(len, 0);
+	assert_int_equal(fut_task_return(NULL, NULL), FUT_EINVAL);
+	assert_int_equal(fut_task_return_bytes(NULL, "a", 1), FUT_EINVAL);
+	assert_int_equal(fut_task_fail(NULL, 1, "x"), FUT_EINVAL);
+	assert_false(fut_task_cancelled(NULL));
+	fut_task t;
+	fut__task_init(&t, NULL, NULL, NULL, 0, NULL);
+	assert_int_equal(fut_task_return_bytes(&t, NULL, 3), FUT_EINVAL);
+	assert_int_equal(fut_task_return_bytes(&t, "a", SIZE_MAX), FUT_EINVAL);
+	/* Executor front end with NULL handles. */
+	fut_future *out = (fut_future *)1;
+	assert_int_equal(fut_submit(NULL, NULL, NULL, &out), FUT_EINVAL);
+	assert_null(out);
+	assert_int_equal(fut_submit_bytes(NULL, NULL, "a", 1, &out),
+			 FUT_EINVAL);
+	assert_int_equal(fut_submit_many(NULL, NULL, "a", 1, 1, &out),
+			 FUT_EINVAL);
+	assert_int_equal(fut_executor_shutdown(NULL, 0), FUT_EINVAL);
+	fut_executor_free(NULL);
+	fut_release(f);
+}
+
+static void test_out_of_memory_gives_enomem_and_changes_nothing(void **state)
+{
+	(void)state;
+	fut_future *f = (fut_future *)1;
+	fut__alloc_fail_nth(1);
+	assert_int_equal(fut_future_new(&f), FUT_ENOMEM);
+	assert_null(f);
+	f = new_future();
+	fut__alloc_fail_nth(1);
+	assert_int_equal(fut_add_done_callback(f, nop_cb, NULL), FUT_ENOMEM);
+	fut__alloc_fail_nth(1);
+	assert_int_equal(fut_set_result_bytes(f, "abc", 3), FUT_ENOMEM);
+	fut__alloc_fail_nth(1);
+	assert_int_equal(fut_set_error(f, 1, "msg"), FUT_ENOMEM);
+	assert_int_equal(fut_state(f), FUT_PENDING);
+	fut_task t;
+	fut__task_init(&t, NULL, NULL, NULL, 0, NULL);
+	fut__alloc_fail_nth(1);
+	assert_int_equal(fut_task_return_bytes(&t, "abc", 3), FUT_ENOMEM);
+	fut__alloc_fail_nth(1);
+	assert_int_equal(fut_task_fail(&t, 5, "m%d", 1), FUT_ENOMEM);
+	fut__alloc_fail_nth(0);
+	assert_int_equal(fut__task_finish(&t, f), FUT_OK);
+	assert_int_equal(fut_result(f, 0, NULL), FUT_ETASK);
+	assert_int_equal(fut_task_code(f), 5);
+	assert_string_equal(fut_error_message(f), fut_strerror(FUT_ETASK));
+	fut_release(f);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_pending_future_costs_under_128_bytes),
+		cmocka_unit_test(test_new_future_is_pending),
+		cmocka_unit_test(test_set_running_moves_pending_to_running),
+		cmocka_unit_test(test_set_result_gives_the_pointer),
+		cmocka_unit_test(
+			test_second_completion_is_estate_and_changes_nothing),
+		cmocka_unit_test(test_set_result_bytes_copies_the_bytes),
+		cmocka_unit_test(test_empty_byte_result_is_valid),
+		cmocka_unit_test(test_set_error_gives_etask_code_and_message),
+		cmocka_unit_test(
+			test_error_without_message_gives_the_code_text),
+		cmocka_unit_test(test_cancel_pending_future_returns_true),
+		cmocka_unit_test(test_cancel_running_future_returns_false),
+		cmocka_unit_test(test_result_times_out_and_changes_nothing),
+		cmocka_unit_test(test_result_waits_for_another_thread),
+		cmocka_unit_test(test_every_thread_waiting_on_a_future_wakes),
+		cmocka_unit_test(
+			test_callback_runs_once_in_the_completing_thread),
+		cmocka_unit_test(
+			test_callback_on_done_future_runs_at_once_in_caller),
+		cmocka_unit_test(test_callbacks_run_in_the_order_added),
+		cmocka_unit_test(test_callback_may_release_the_future),
+		cmocka_unit_test(
+			test_released_pending_future_with_callbacks_leaks_nothing),
+		cmocka_unit_test(test_retain_keeps_the_future_alive),
+		cmocka_unit_test(test_interrupt_pending_future_cancels_it),
+		cmocka_unit_test(
+			test_interrupt_running_future_raises_the_task_flag),
+		cmocka_unit_test(
+			test_crash_status_is_readable_only_for_crashed_futures),
+		cmocka_unit_test(
+			test_cancel_and_start_racing_have_exactly_one_winner),
+		cmocka_unit_test(test_task_settles_once),
+		cmocka_unit_test(test_task_fail_formats_its_message),
+		cmocka_unit_test(test_task_without_outcome_finishes_with_null),
+		cmocka_unit_test(test_unclaimed_task_outcome_is_freed),
+		cmocka_unit_test(test_bad_input_gives_einval),
+		cmocka_unit_test(
+			test_out_of_memory_gives_enomem_and_changes_nothing),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
