@@ -54,7 +54,7 @@ BENCH_SRCS := $(wildcard bench/*.c)
 BENCHES := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all lib test check check-asan check-tsan check-valgrind bench demo \
-	examples install uninstall clean format help deps
+	examples install uninstall clean format help deps fuzz
 
 all: $(STATIC) $(BUILD)/libfuture.so
 
@@ -131,6 +131,28 @@ bench: all $(BENCHES)
 	@sh bench/run.sh $(BUILD)
 
 examples: $(EXAMPLES)
+
+# libFuzzer targets (clang): tests/fuzz/fuzz_<name>.c with a seed corpus in
+# tests/fuzz/<name>/; each runs FUZZ_SECONDS on a scratch copy of its corpus.
+FUZZ_SECONDS ?= 60
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZERS := $(FUZZ_SRCS:tests/fuzz/%.c=build/fuzz/%)
+FUZZ_CFLAGS = -std=c11 -g -O1 -D_GNU_SOURCE -Iinclude -Isrc -pthread \
+	      -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+
+build/fuzz/%: tests/fuzz/%.c $(SRCS) include/future.h $(wildcard src/*.h)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -o $@ $< $(SRCS) -lm
+
+fuzz: $(FUZZERS)
+	@set -e; for f in $(FUZZERS); do \
+		name=$$(basename $$f); seeds=tests/fuzz/$${name#fuzz_}; \
+		work=build/fuzz/corpus-$$name; mkdir -p $$work; \
+		[ -d $$seeds ] && cp -n $$seeds/* $$work/ 2>/dev/null || true; \
+		echo "== $$name for $(FUZZ_SECONDS) s"; \
+		$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+			-artifact_prefix=build/fuzz/$$name- $$work; \
+	done
 
 demo: all $(EXAMPLES)
 	@$(BUILD)/examples/demo
