@@ -117,6 +117,7 @@ check-build:
 	$(MAKE) --no-print-directory CC=gcc BUILD=build/gcc all
 	$(MAKE) --no-print-directory CC=clang BUILD=build/clang all
 	sh tests/check_exports.sh build/gcc/libfuture.so include/future.h
+	sh tests/check_docs.sh include/future.h docs/api.md docs/man
 
 check-valgrind: all $(TESTS)
 	@set -e; for t in $(TESTS); do \
@@ -172,6 +173,12 @@ install: all libfuture.pc.in
 		install -m 644 docs/man/*.3 $(DESTDIR)$(MANDIR)/man3/; \
 	fi
 
+# make install into a scratch PREFIX, build a program with pkg-config
+# against it, run it, make uninstall (not part of `make test`; CI runs it).
+.PHONY: install-check
+install-check:
+	sh tests/test_install.sh
+
 uninstall:
 	rm -f $(DESTDIR)$(INCLUDEDIR)/future.h $(DESTDIR)$(LIBDIR)/libfuture.a \
 	      $(DESTDIR)$(LIBDIR)/libfuture.so.$(VERSION) \
@@ -189,4 +196,4 @@ clean:
 	rm -rf build
 
 help:
-	@echo "targets: all test check bench demo examples install uninstall clean format"
+	@echo "targets: all test check bench demo examples install uninstall install-check clean format"

@@ -1,0 +1,129 @@
+#!/bin/sh
+# make install into a scratch PREFIX, then:
+# - the installed shared library has SONAME libfuture.so.<MAJOR>;
+# - a program built with `pkg-config --cflags --libs libfuture` against the
+#   installed copy runs and uses that copy (and so does every example);
+# - a DESTDIR install stages the same files under DESTDIR, with a .pc that
+#   names PREFIX, not DESTDIR;
+# - make uninstall leaves nothing but empty directories.
+# Not part of `make test`; CI runs it, and so does `make install-check`.
+set -eu
+
+cd "$(dirname "$0")/.."
+CC=${CC:-cc}
+MAKE=${MAKE:-make}
+work=$(mktemp -d "${TMPDIR:-/tmp}/libfuture-install.XXXXXX")
+trap 'rm -rf "$work"' EXIT INT TERM
+prefix="$work/prefix"
+
+fail()
+{
+	echo "test_install: FAIL: $*" >&2
+	exit 1
+}
+
+major=$(sed -n 's/^#define FUT_VERSION_MAJOR \([0-9]*\).*/\1/p' include/future.h)
+minor=$(sed -n 's/^#define FUT_VERSION_MINOR \([0-9]*\).*/\1/p' include/future.h)
+patch=$(sed -n 's/^#define FUT_VERSION_PATCH \([0-9]*\).*/\1/p' include/future.h)
+version="$major.$minor.$patch"
+
+echo "test_install: make install PREFIX=$prefix"
+$MAKE --no-print-directory install PREFIX="$prefix" >"$work/install.log" 2>&1 ||
+	{ cat "$work/install.log" >&2; fail "make install"; }
+
+libdir="$prefix/lib"
+[ -f "$prefix/include/future.h" ] || fail "future.h not installed"
+[ -f "$libdir/libfuture.a" ] || fail "libfuture.a not installed"
+[ -f "$libdir/libfuture.so.$version" ] || fail "libfuture.so.$version not installed"
+[ -L "$libdir/libfuture.so.$major" ] || fail "libfuture.so.$major link missing"
+[ -L "$libdir/libfuture.so" ] || fail "libfuture.so link missing"
+[ -f "$libdir/pkgconfig/libfuture.pc" ] || fail "libfuture.pc not installed"
+
+soname=$(readelf -d "$libdir/libfuture.so.$version" |
+	sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
+[ "$soname" = "libfuture.so.$major" ] ||
+	fail "SONAME is '$soname', want libfuture.so.$major"
+echo "test_install: SONAME $soname"
+
+export PKG_CONFIG_PATH="$libdir/pkgconfig"
+pc_version=$(pkg-config --modversion libfuture)
+[ "$pc_version" = "$version" ] || fail "pkg-config version $pc_version, want $version"
+flags=$(pkg-config --cflags --libs libfuture)
+echo "test_install: pkg-config --cflags --libs libfuture: $flags"
+case "$flags" in
+*"-I$prefix/include"*) ;;
+*) fail "cflags do not name $prefix/include" ;;
+esac
+
+cat >"$work/hello.c" <<'C'
+#include <future.h>
+#include <stdio.h>
+#include <string.h>
+
+int main(void)
+{
+	fut_future *f = NULL;
+	const void *data;
+	size_t len;
+
+	if (strcmp(fut_version(), FUT_VERSION_STRING_) != 0) {
+		fprintf(stderr, "library %s, header %s\n", fut_version(),
+			FUT_VERSION_STRING_);
+		return 1;
+	}
+	if (fut_future_new(&f) != FUT_OK)
+		return 1;
+	if (fut_set_result_bytes(f, "installed", 10) != FUT_OK)
+		return 1;
+	if (fut_result_bytes(f, FUT_FOREVER, &data, &len) != FUT_OK ||
+	    len != 10 || strcmp(data, "installed") != 0)
+		return 1;
+	fut_release(f);
+	printf("hello from libfuture %s\n", fut_version());
+	return 0;
+}
+C
+# shellcheck disable=SC2086 # $flags is a word list
+$CC -std=c11 -Wall -Wextra -Werror -DFUT_VERSION_STRING_="\"$version\"" \
+	-o "$work/hello" "$work/hello.c" $flags ||
+	fail "building a program with pkg-config"
+LD_LIBRARY_PATH="$libdir" ldd "$work/hello" | grep -q "$libdir/libfuture.so.$major" ||
+	fail "the program does not load the installed library"
+LD_LIBRARY_PATH="$libdir" "$work/hello" || fail "the program failed"
+
+# Every example, built against the installed library the same way.
+for src in examples/*.c; do
+	[ -f "$src" ] || continue
+	name=$(basename "$src" .c)
+	# shellcheck disable=SC2086
+	$CC -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -pthread \
+		-o "$work/$name" "$src" $flags -lm ||
+		fail "building example $name against the installed library"
+	echo "test_install: running example $name"
+	LD_LIBRARY_PATH="$libdir" timeout 300 "$work/$name" >"$work/$name.out" 2>&1 ||
+		{ cat "$work/$name.out" >&2; fail "example $name exited non-zero"; }
+done
+
+echo "test_install: make uninstall PREFIX=$prefix"
+$MAKE --no-print-directory uninstall PREFIX="$prefix" >"$work/uninstall.log" 2>&1 ||
+	{ cat "$work/uninstall.log" >&2; fail "make uninstall"; }
+left=$(find "$prefix" ! -type d)
+[ -z "$left" ] || fail "make uninstall left files behind: $left"
+
+# DESTDIR: staged under DESTDIR, configured for PREFIX.
+stage="$work/stage"
+$MAKE --no-print-directory install DESTDIR="$stage" PREFIX=/opt/libfuture \
+	>"$work/destdir.log" 2>&1 || { cat "$work/destdir.log" >&2; fail "make install DESTDIR"; }
+[ -f "$stage/opt/libfuture/lib/libfuture.so.$version" ] ||
+	fail "DESTDIR install did not stage the library"
+grep -q '^prefix=/opt/libfuture$' "$stage/opt/libfuture/lib/pkgconfig/libfuture.pc" ||
+	fail "the staged .pc does not name PREFIX"
+if grep -q "$stage" "$stage/opt/libfuture/lib/pkgconfig/libfuture.pc"; then
+	fail "the staged .pc names DESTDIR"
+fi
+$MAKE --no-print-directory uninstall DESTDIR="$stage" PREFIX=/opt/libfuture \
+	>"$work/destdir-un.log" 2>&1 || fail "make uninstall DESTDIR"
+left=$(find "$stage" ! -type d)
+[ -z "$left" ] || fail "make uninstall DESTDIR left files behind: $left"
+
+echo "test_install: ok"
