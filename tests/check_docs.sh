@@ -47,5 +47,22 @@ else
 	mans=""
 fi
 
+# The README's example compiles against the header (test_install.sh also
+# builds and runs it against the installed library).
+readme=$(dirname "$api")/../README.md
+if [ -r "$readme" ]; then
+	tmp=$(mktemp -d)
+	trap 'rm -rf "$tmp"' EXIT INT TERM
+	awk '/^```c$/ { f = 1; next } /^```$/ { if (f) exit } f' "$readme" >"$tmp/example.c"
+	if [ ! -s "$tmp/example.c" ]; then
+		echo "check_docs: no C example in $readme" >&2
+		status=1
+	elif ! ${CC:-cc} -std=c11 -Wall -Wextra -Werror -fsyntax-only \
+		-I"$(dirname "$header")" "$tmp/example.c"; then
+		echo "check_docs: the example in $readme does not compile" >&2
+		status=1
+	fi
+fi
+
 [ $status -eq 0 ] && echo "check_docs: all $n functions documented in $api$mans"
 exit $status

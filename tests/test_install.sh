@@ -104,6 +104,23 @@ for src in examples/*.c; do
 		{ cat "$work/$name.out" >&2; fail "example $name exited non-zero"; }
 done
 
+# The README's example, once the thread pool is in the library: it prints
+# the squares of 0..9 in completion order.
+if nm -D --defined-only "$libdir/libfuture.so.$version" | grep -q ' fut_thread_pool_new$'; then
+	awk '/^```c$/ { f = 1; next } /^```$/ { if (f) exit } f' README.md >"$work/readme.c"
+	# shellcheck disable=SC2086
+	$CC -std=c11 -Wall -Wextra -Werror -o "$work/readme" "$work/readme.c" $flags ||
+		fail "building the README example"
+	LD_LIBRARY_PATH="$libdir" timeout 60 "$work/readme" >"$work/readme.out" ||
+		fail "the README example exited non-zero"
+	got=$(sort -n "$work/readme.out" | tr '\n' ' ')
+	[ "$got" = "0 1 4 9 16 25 36 49 64 81 " ] ||
+		fail "the README example printed: $got"
+	echo "test_install: README example ok"
+else
+	echo "test_install: no thread pool in the library yet; README example not run"
+fi
+
 echo "test_install: make uninstall PREFIX=$prefix"
 $MAKE --no-print-directory uninstall PREFIX="$prefix" >"$work/uninstall.log" 2>&1 ||
 	{ cat "$work/uninstall.log" >&2; fail "make uninstall"; }
