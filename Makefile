@@ -118,6 +118,7 @@ check-build:
 	$(MAKE) --no-print-directory CC=clang BUILD=build/clang all
 	sh tests/check_exports.sh build/gcc/libfuture.so include/future.h
 	sh tests/check_docs.sh include/future.h docs/api.md docs/man
+	sh tests/check_style.sh build/gcc/libfuture.a
 
 check-valgrind: all $(TESTS)
 	@set -e; for t in $(TESTS); do \

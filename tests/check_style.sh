@@ -1,0 +1,103 @@
+#!/bin/sh
+# Usage: tests/check_style.sh [STATIC_LIB]
+# The mechanical checks of the house style (../shared/STYLE-ANCHORS.md
+# section 3), run by `make check`:
+#  1. include/ holds future.h only;
+#  2. every global symbol of the static library starts with fut_;
+#  3. nothing in src/ aborts, exits or prints (the worker child's _exit is
+#     allowed: it is not matched);
+#  4. only src/alloc.c calls malloc, calloc, realloc or free;
+#  5. no nonnull attribute anywhere;
+#  6. each src/*.c opens with a comment naming Owns:, Threads: and Locks:;
+#  7. every fd is made close-on-exec (pipe2/dup3/accept4 with the flag,
+#     open/socket/eventfd with it);
+#  8. no source file passes 1000 lines (800 is the aim: warned).
+set -eu
+cd "$(dirname "$0")/.."
+lib=${1:-build/libfuture.a}
+status=0
+fail()
+{
+	echo "check_style: $*" >&2
+	status=1
+}
+
+# 1
+extra=$(ls include | grep -v '^future\.h$' || true)
+[ -z "$extra" ] || fail "include/ holds more than future.h: $extra"
+
+# 2
+if [ -f "$lib" ]; then
+	bad=$(nm -g --defined-only "$lib" 2>/dev/null |
+		awk 'NF == 3 { print $3 }' | grep -v '^fut_' || true)
+	[ -z "$bad" ] || fail "global symbols without the fut_ prefix in $lib: $(echo $bad)"
+else
+	fail "$lib not built"
+fi
+
+# 3
+hits=$(grep -nE '(^|[^_a-zA-Z0-9])(abort|exit|printf|fprintf|vfprintf|perror|puts|putchar|fputs)\(' src/*.c src/*.h || true)
+[ -z "$hits" ] || fail "src/ must not abort, exit or print:
+$hits"
+
+# 4
+hits=$(grep -nE '(^|[^_a-zA-Z0-9.>])(malloc|calloc|realloc|free|strdup|strndup)\(' src/*.c src/*.h |
+	grep -v '^src/alloc\.c:' || true)
+[ -z "$hits" ] || fail "raw allocation outside src/alloc.c:
+$hits"
+
+# 5
+hits=$(grep -rn 'nonnull' include src || true)
+[ -z "$hits" ] || fail "nonnull attribute used:
+$hits"
+
+# 6
+for f in src/*.c; do
+	head=$(sed -n '1,/\*\//p' "$f")
+	case "$head" in
+	/\**) ;;
+	*) fail "$f does not open with a comment"; continue ;;
+	esac
+	for k in Owns: Threads: Locks:; do
+		echo "$head" | grep -q "$k" || fail "$f: its opening comment lacks '$k'"
+	done
+done
+
+# 7: the call and the two lines after it must carry the flag.
+check_flag()
+{
+	pattern=$1
+	flag=$2
+	for f in src/*.c; do
+		grep -nE "(^|[^_a-zA-Z0-9])($pattern)\(" "$f" | cut -d: -f1 |
+		while read -r n; do
+			sed -n "${n},$((n + 2))p" "$f" | grep -qE "$flag" ||
+				echo "$f:$n: $(sed -n "${n}p" "$f" | sed 's/^[[:space:]]*//')"
+		done
+	done
+}
+hits=$(grep -nE '(^|[^_a-zA-Z0-9])(pipe|dup|dup2|accept)\(' src/*.c || true)
+[ -z "$hits" ] || fail "use pipe2/dup3/accept4 (or fcntl F_DUPFD_CLOEXEC) with close-on-exec:
+$hits"
+hits=$( (check_flag 'open|openat|creat' 'O_CLOEXEC'
+	check_flag 'socket|socketpair|accept4' 'SOCK_CLOEXEC'
+	check_flag 'eventfd' 'EFD_CLOEXEC'
+	check_flag 'pipe2|dup3' 'O_CLOEXEC'
+	check_flag 'epoll_create1' 'EPOLL_CLOEXEC'
+	check_flag 'signalfd' 'SFD_CLOEXEC'
+	check_flag 'timerfd_create' 'TFD_CLOEXEC') )
+[ -z "$hits" ] || fail "fds not made close-on-exec:
+$hits"
+
+# 8
+for f in include/*.h src/*.c src/*.h; do
+	n=$(wc -l <"$f")
+	if [ "$n" -gt 1000 ]; then
+		fail "$f has $n lines: split it"
+	elif [ "$n" -gt 800 ]; then
+		echo "check_style: warning: $f has $n lines (aim: under 800)" >&2
+	fi
+done
+
+[ $status -eq 0 ] && echo "check_style: ok"
+exit $status
