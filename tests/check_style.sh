@@ -11,7 +11,8 @@
 #  6. each src/*.c opens with a comment naming Owns:, Threads: and Locks:;
 #  7. every fd is made close-on-exec (pipe2/dup3/accept4 with the flag,
 #     open/socket/eventfd with it);
-#  8. no source file passes 1000 lines (800 is the aim: warned).
+#  8. no source file passes 1200 lines (the guideline: split above ~1000,
+#     aim under 800; both are warned).
 set -eu
 cd "$(dirname "$0")/.."
 lib=${1:-build/libfuture.a}
@@ -92,8 +93,10 @@ $hits"
 # 8
 for f in include/*.h src/*.c src/*.h; do
 	n=$(wc -l <"$f")
-	if [ "$n" -gt 1000 ]; then
+	if [ "$n" -gt 1200 ]; then
 		fail "$f has $n lines: split it"
+	elif [ "$n" -gt 1000 ]; then
+		echo "check_style: warning: $f has $n lines (split above ~1000)" >&2
 	elif [ "$n" -gt 800 ]; then
 		echo "check_style: warning: $f has $n lines (aim: under 800)" >&2
 	fi
