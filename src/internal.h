@@ -299,4 +299,28 @@ struct fut_executor {
 fut_executor *fut__current_executor(void);
 void fut__current_executor_set(fut_executor *ex);
 
+/* ------------------------------------------------------------------ */
+/* thread pool (thread_pool.c, tp_slab.c): recycled job blocks.         */
+
+/* Two block classes: a job with no inline input, and one with up to
+ * FUT__TP_INLINE_BYTES of input stored inline. */
+#define FUT__TP_NCLASS 2u
+#define FUT__TP_SMALL_SIZE 160u
+#define FUT__TP_INLINE_BYTES 64u
+#define FUT__TP_LARGE_SIZE (FUT__TP_SMALL_SIZE + FUT__TP_INLINE_BYTES)
+
+/* A free block of class cls (FUT__TP_SMALL_SIZE or FUT__TP_LARGE_SIZE
+ * bytes, 16-byte aligned) from this thread's cache; NULL when out of
+ * memory. */
+void *fut__tp_block_get(unsigned cls);
+/* Gives a block back (to this thread's cache). */
+void fut__tp_block_put(void *block);
+/* Test hook: returns this thread's cached blocks and the global overflow
+ * list to malloc, so that the next submit allocates. */
+void fut__tp_cache_flush(void);
+/* Test hooks: submitters of thread pool ex now blocked on a full queue
+ * (max_queue), and the worker threads it has started. */
+size_t fut__tp_blocked_submitters(fut_executor *ex);
+size_t fut__tp_threads(fut_executor *ex);
+
 #endif /* FUT_INTERNAL_H */

@@ -1,0 +1,1015 @@
+/*
+ * thread_pool.c: the thread-pool executor (fut_thread_pool_new).
+ *
+ * Owns: struct tpool (options, the global queue, the workers, the
+ * lifecycle), struct worker (a thread, its local queue, the stack of jobs
+ * it runs), struct job (a task and its future in one recycled block from
+ * tp_slab.c), and the wait hooks installed in workers.
+ * Threads: submitters (any thread), the workers, and any thread waiting on
+ * one of our futures (assist runs a still-queued task inline there).
+ * Locks: p->qlock guards the global queue (qhead, qtail, qlen's writes,
+ * closed); w->lock guards a worker's local queue (head, tail, nlocal's
+ * writes), its running stack and its blocked word; p->ctl (a pthread
+ * mutex, so that a waiter may free the pool right after it wakes) guards
+ * nlive, the workers' joined marks and spawning.  Order: ctl -> qlock ->
+ * w->lock; each lock is taken alone wherever possible.  No lock is held
+ * while a task, a done callback or an initializer runs.
+ *
+ * Design (docs/design-thread-pool.md has the long form):
+ * - Submit appends to the global FIFO under qlock: one lock per submit,
+ *   one per fut_submit_many batch.  A worker takes a batch of
+ *   qlen / nthreads jobs (at most BATCH) at once into its local queue, so
+ *   it touches the global lock once per batch; idle workers steal half of
+ *   a busy worker's local queue, so a long batch never strands work.
+ * - A job holds two future references (the caller's and the queue's) and
+ *   one pool reference, so futures stay valid after the pool is freed and
+ *   the pool's memory stays until the last future goes.
+ * - Claiming a job to run it is fut_set_running(): exactly one of the
+ *   worker that pops it and a waiter that assists wins.
+ * - Idle workers spin ~FUT__SPIN_NS (more than one cpu only), then sleep
+ *   on p->wake; submit wakes one sleeper per submit or batch.
+ */
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define BATCH 32u	/* most jobs a worker takes from the global queue */
+#define DEFAULT_PREFIX "fut-worker"
+
+struct tpool;
+
+struct job {
+	struct fut_future fut; /* first: the caller's handle */
+	struct fut_task task;
+	struct job *next;    /* queue link; running-stack link while it runs */
+	struct tpool *pool;  /* one pool reference while the block lives */
+	unsigned char bytes[]; /* large class: the input, inline */
+};
+
+_Static_assert(sizeof(struct job) <= FUT__TP_SMALL_SIZE,
+	       "a job must fit the small block class");
+
+struct worker {
+	struct tpool *pool;
+	pthread_t thread;
+	unsigned index;
+	bool idle;	/* counted in p->nidle; this thread's own */
+	bool joined;	/* guarded by p->ctl */
+	unsigned depth; /* tasks run nested in help(); this thread's own */
+	struct fut__wait_hooks hooks;
+	fut__lock lock;
+	struct job *head, *tail;  /* local queue: guarded by lock */
+	_Atomic uint32_t nlocal;  /* written under lock */
+	struct job *running;	  /* innermost first: guarded by lock */
+	_Atomic uint32_t *blocked; /* word it sleeps on: guarded by lock */
+};
+
+struct tpool {
+	struct fut_executor ex; /* first: the handle */
+	/* Set at creation, read-only afterwards. */
+	size_t max_workers;
+	size_t max_queue;
+	int (*initializer)(void *initarg);
+	void *initarg;
+	char prefix[16];
+	struct worker **workers; /* [max_workers]; published by nthreads */
+	char pad0[64];
+
+	fut__lock qlock;
+	bool closed; /* guarded by qlock: no more pushes */
+	struct job *qhead, *qtail;
+	_Atomic size_t qlen; /* written under qlock */
+	char pad1[64];
+
+	_Atomic uint32_t nidle;	    /* workers not running a task */
+	_Atomic uint32_t nsleeping; /* workers asleep on wake */
+	_Atomic uint32_t wake;	    /* futex word of idle workers */
+	_Atomic uint32_t nthreads;  /* workers started (published) */
+	_Atomic uint32_t nblocked;  /* workers asleep in a nested wait */
+	_Atomic uint32_t space;	    /* futex word of max_queue submitters */
+	_Atomic uint32_t nspace_waiters;
+	_Atomic bool shutdown;
+	_Atomic bool broken;
+	_Atomic uint32_t assisting; /* tasks run inline by waiters */
+	char pad2[64];
+
+	_Atomic size_t refs; /* handle + live workers + job blocks */
+	pthread_mutex_t ctl;
+	pthread_cond_t ctl_cv;
+	uint32_t nlive; /* guarded by ctl: worker threads not yet exited */
+};
+
+static bool job_assist(fut_future *f);
+static void job_destroy(fut_future *f);
+
+static const struct fut__future_ops job_ops = {
+	.interrupt = NULL, /* the flag fut_interrupt() sets is all we need */
+	.assist = job_assist,
+	.destroy = job_destroy,
+};
+
+static struct tpool *pool_of(fut_executor *ex)
+{
+	return (struct tpool *)(void *)ex;
+}
+
+/* ------------------------------------------------------------------ */
+/* The pool's memory                                                   */
+
+static void pool_free(struct tpool *p)
+{
+	for (size_t i = 0; i < p->max_workers; i++)
+		fut__free(p->workers[i]);
+	fut__free(p->workers);
+	pthread_cond_destroy(&p->ctl_cv);
+	pthread_mutex_destroy(&p->ctl);
+	fut__free(p);
+}
+
+static void pool_unref(struct tpool *p)
+{
+	if (atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1)
+		pool_free(p);
+}
+
+/* ------------------------------------------------------------------ */
+/* Jobs                                                                */
+
+static struct job *job_new(struct tpool *p, fut_fn fn, void *arg,
+			   const void *data, size_t len, bool bytes)
+{
+	bool inline_input = bytes && len > 0 && len <= FUT__TP_INLINE_BYTES;
+	struct job *j = fut__tp_block_get(inline_input ? 1 : 0);
+	if (j == NULL)
+		return NULL;
+	const void *input = NULL;
+	if (inline_input) {
+		memcpy(j->bytes, data, len);
+		input = j->bytes;
+	} else if (bytes && len > 0) {
+		void *copy = fut__malloc(len);
+		if (copy == NULL) {
+			fut__tp_block_put(j);
+			return NULL;
+		}
+		memcpy(copy, data, len);
+		input = copy;
+	}
+	fut__future_init(&j->fut, &job_ops);
+	/* The caller's reference and the queue's. */
+	atomic_store_explicit(&j->fut.refs, 2, memory_order_relaxed);
+	fut__task_init(&j->task, fn, bytes ? NULL : arg, input,
+		       bytes ? len : 0, &j->fut.flags);
+	j->next = NULL;
+	j->pool = p;
+	return j;
+}
+
+static void job_free_input(struct job *j)
+{
+	const void *in = j->task.input;
+	if (in != NULL && in != (const void *)j->bytes)
+		fut__free((void *)(uintptr_t)in);
+}
+
+/* A job that was never queued: back to the cache (the caller adjusts the
+ * pool's references). */
+static void job_discard(struct job *j)
+{
+	job_free_input(j);
+	fut__future_fini(&j->fut);
+	fut__tp_block_put(j);
+}
+
+static void job_destroy(fut_future *f)
+{
+	struct job *j = fut__container_of(f, struct job, fut);
+	struct tpool *p = j->pool;
+	job_free_input(j);
+	fut__tp_block_put(j);
+	pool_unref(p);
+}
+
+/* ------------------------------------------------------------------ */
+/* Queues                                                              */
+
+static void wake_space(struct tpool *p)
+{
+	if (p->max_queue != 0 &&
+	    atomic_load_explicit(&p->nspace_waiters, memory_order_seq_cst) > 0) {
+		atomic_fetch_add(&p->space, 1);
+		fut__futex_wake(&p->space, INT32_MAX);
+	}
+}
+
+static void wake_sleepers(struct tpool *p, int n)
+{
+	if (atomic_load_explicit(&p->nsleeping, memory_order_seq_cst) > 0) {
+		atomic_fetch_add(&p->wake, 1);
+		fut__futex_wake(&p->wake, n);
+	}
+}
+
+/* Appends first..last (n jobs) to w's local queue. */
+static void local_append(struct worker *w, struct job *first,
+			 struct job *last, uint32_t n)
+{
+	fut__lock_acquire(&w->lock);
+	last->next = NULL;
+	if (w->tail != NULL)
+		w->tail->next = first;
+	else
+		w->head = first;
+	w->tail = last;
+	atomic_store_explicit(&w->nlocal,
+			      atomic_load_explicit(&w->nlocal,
+						   memory_order_relaxed) + n,
+			      memory_order_relaxed);
+	fut__lock_release(&w->lock);
+}
+
+static struct job *take_local(struct worker *w)
+{
+	if (atomic_load_explicit(&w->nlocal, memory_order_relaxed) == 0)
+		return NULL;
+	fut__lock_acquire(&w->lock);
+	struct job *j = w->head;
+	if (j != NULL) {
+		w->head = j->next;
+		if (w->head == NULL)
+			w->tail = NULL;
+		atomic_store_explicit(&w->nlocal,
+				      atomic_load_explicit(&w->nlocal,
+							   memory_order_relaxed) -
+					      1,
+				      memory_order_relaxed);
+	}
+	fut__lock_release(&w->lock);
+	return j;
+}
+
+/* Takes a batch from the global queue: returns the first job and keeps
+ * the rest in w's local queue. */
+static struct job *take_global(struct worker *w)
+{
+	struct tpool *p = w->pool;
+	if (atomic_load_explicit(&p->qlen, memory_order_relaxed) == 0)
+		return NULL;
+	fut__lock_acquire(&p->qlock);
+	size_t n = atomic_load_explicit(&p->qlen, memory_order_relaxed);
+	if (n == 0) {
+		fut__lock_release(&p->qlock);
+		return NULL;
+	}
+	uint32_t nt = atomic_load_explicit(&p->nthreads, memory_order_relaxed);
+	size_t k = n / (nt > 0 ? nt : 1);
+	k = k < 1 ? 1 : (k > BATCH ? BATCH : k);
+	struct job *first = p->qhead, *last = first;
+	for (size_t i = 1; i < k; i++)
+		last = last->next;
+	p->qhead = last->next;
+	if (p->qhead == NULL)
+		p->qtail = NULL;
+	atomic_store_explicit(&p->qlen, n - k, memory_order_relaxed);
+	fut__lock_release(&p->qlock);
+	if (k > 1) {
+		local_append(w, first->next, last, (uint32_t)(k - 1));
+		/* The batch is stealable: let a sleeper come for it. */
+		wake_sleepers(p, 1);
+	}
+	first->next = NULL;
+	wake_space(p);
+	return first;
+}
+
+/* Steals half of another worker's local queue. */
+static struct job *steal(struct worker *w)
+{
+	struct tpool *p = w->pool;
+	uint32_t nt = atomic_load_explicit(&p->nthreads, memory_order_acquire);
+	for (uint32_t i = 1; i < nt; i++) {
+		struct worker *v = p->workers[(w->index + i) % nt];
+		if (v == NULL ||
+		    atomic_load_explicit(&v->nlocal, memory_order_relaxed) == 0)
+			continue;
+		fut__lock_acquire(&v->lock);
+		uint32_t n = atomic_load_explicit(&v->nlocal,
+						  memory_order_relaxed);
+		if (n == 0) {
+			fut__lock_release(&v->lock);
+			continue;
+		}
+		uint32_t k = (n + 1) / 2;
+		struct job *first = v->head, *last = first;
+		for (uint32_t m = 1; m < k; m++)
+			last = last->next;
+		v->head = last->next;
+		if (v->head == NULL)
+			v->tail = NULL;
+		atomic_store_explicit(&v->nlocal, n - k, memory_order_relaxed);
+		fut__lock_release(&v->lock);
+		if (k > 1)
+			local_append(w, first->next, last, k - 1);
+		first->next = NULL;
+		wake_space(p);
+		return first;
+	}
+	return NULL;
+}
+
+static struct job *get_job(struct worker *w)
+{
+	struct job *j = take_local(w);
+	if (j == NULL)
+		j = take_global(w);
+	if (j == NULL)
+		j = steal(w);
+	return j;
+}
+
+/* Jobs waiting in any queue (for max_queue). */
+static size_t queued(struct tpool *p)
+{
+	size_t n = atomic_load_explicit(&p->qlen, memory_order_seq_cst);
+	uint32_t nt = atomic_load_explicit(&p->nthreads, memory_order_acquire);
+	for (uint32_t i = 0; i < nt; i++) {
+		struct worker *v = p->workers[i];
+		if (v != NULL)
+			n += atomic_load_explicit(&v->nlocal,
+						  memory_order_relaxed);
+	}
+	return n;
+}
+
+/* Work an idle worker could take right now. */
+static bool work_visible(struct tpool *p, const struct worker *self)
+{
+	if (atomic_load_explicit(&p->qlen, memory_order_seq_cst) > 0)
+		return true;
+	uint32_t nt = atomic_load_explicit(&p->nthreads, memory_order_acquire);
+	for (uint32_t i = 0; i < nt; i++) {
+		struct worker *v = p->workers[i];
+		if (v != NULL && v != self &&
+		    atomic_load_explicit(&v->nlocal, memory_order_relaxed) > 0)
+			return true;
+	}
+	return false;
+}
+
+/* Empties every queue: the caller owns the returned list (each job still
+ * holds its queue reference). */
+static struct job *drain(struct tpool *p)
+{
+	fut__lock_acquire(&p->qlock);
+	struct job *list = p->qhead, *tail = p->qtail;
+	p->qhead = p->qtail = NULL;
+	atomic_store_explicit(&p->qlen, 0, memory_order_relaxed);
+	fut__lock_release(&p->qlock);
+	uint32_t nt = atomic_load_explicit(&p->nthreads, memory_order_acquire);
+	for (uint32_t i = 0; i < nt; i++) {
+		struct worker *v = p->workers[i];
+		if (v == NULL)
+			continue;
+		fut__lock_acquire(&v->lock);
+		if (v->head != NULL) {
+			if (tail != NULL)
+				tail->next = v->head;
+			else
+				list = v->head;
+			tail = v->tail;
+			v->head = v->tail = NULL;
+			atomic_store_explicit(&v->nlocal, 0,
+					      memory_order_relaxed);
+		}
+		fut__lock_release(&v->lock);
+	}
+	wake_space(p);
+	return list;
+}
+
+/* Ends every drained job: cancelled, or failed with `code`. */
+static void end_drained(struct job *list, int code)
+{
+	while (list != NULL) {
+		struct job *j = list;
+		list = j->next;
+		if (code == FUT_ECANCELLED)
+			(void)fut_cancel(&j->fut);
+		else
+			(void)fut__future_complete(&j->fut, code, 0, NULL, 0,
+						   false, NULL, 0);
+		fut_release(&j->fut);
+	}
+}
+
+/* An initializer failed: the pool is broken for pending and new work. */
+static void break_pool(struct tpool *p)
+{
+	atomic_store(&p->broken, true);
+	end_drained(drain(p), FUT_EBROKEN);
+	atomic_fetch_add(&p->wake, 1);
+	fut__futex_wake(&p->wake, INT32_MAX);
+	atomic_fetch_add(&p->space, 1);
+	fut__futex_wake(&p->space, INT32_MAX);
+}
+
+/* ------------------------------------------------------------------ */
+/* Workers                                                             */
+
+static void wake_blocked(struct tpool *p)
+{
+	uint32_t nt = atomic_load_explicit(&p->nthreads, memory_order_acquire);
+	for (uint32_t i = 0; i < nt; i++) {
+		struct worker *v = p->workers[i];
+		if (v == NULL)
+			continue;
+		fut__lock_acquire(&v->lock);
+		if (v->blocked != NULL)
+			fut__futex_wake(v->blocked, INT32_MAX);
+		fut__lock_release(&v->lock);
+	}
+}
+
+static void set_idle(struct worker *w, bool idle)
+{
+	if (w->idle == idle)
+		return;
+	w->idle = idle;
+	if (idle)
+		atomic_fetch_add_explicit(&w->pool->nidle, 1,
+					  memory_order_seq_cst);
+	else
+		atomic_fetch_sub_explicit(&w->pool->nidle, 1,
+					  memory_order_seq_cst);
+}
+
+/* Runs (or drops, if cancelled or run by an assisting waiter) one job,
+ * then drops the queue's reference. */
+static void run_job(struct worker *w, struct job *j)
+{
+	struct tpool *p = w->pool;
+	if (fut_set_running(&j->fut) == FUT_OK) {
+		/* Busy only for a job it really runs: dropping one that a
+		 * waiter ran keeps it idle, so that waiter never sees the
+		 * pool without an idle worker. */
+		if (w->depth == 0)
+			set_idle(w, false);
+		fut__lock_acquire(&w->lock);
+		j->next = w->running;
+		w->running = j;
+		fut__lock_release(&w->lock);
+		fut__task_run(&j->task);
+		fut__lock_acquire(&w->lock);
+		w->running = j->next;
+		fut__lock_release(&w->lock);
+		/* Idle before the future completes: a caller that waited for
+		 * it and submits again finds this worker idle, so sequential
+		 * submit + wait never starts a second thread. */
+		if (w->depth == 0 &&
+		    atomic_load_explicit(&w->nlocal, memory_order_relaxed) ==
+			    0 &&
+		    atomic_load_explicit(&p->qlen, memory_order_relaxed) == 0)
+			set_idle(w, true);
+		fut__task_finish(&j->task, &j->fut);
+		/* Work queued while every worker slept in a nested wait. */
+		if (atomic_load_explicit(&p->nblocked, memory_order_relaxed) >
+			    0 &&
+		    work_visible(p, NULL))
+			wake_blocked(p);
+	}
+	fut_release(&j->fut);
+}
+
+static bool hook_help(void *ctx)
+{
+	struct worker *w = ctx;
+	struct job *j = get_job(w);
+	if (j == NULL)
+		return false;
+	w->depth++;
+	run_job(w, j);
+	w->depth--;
+	return true;
+}
+
+static void hook_block(void *ctx, _Atomic uint32_t *word)
+{
+	struct worker *w = ctx;
+	fut__lock_acquire(&w->lock);
+	w->blocked = word;
+	fut__lock_release(&w->lock);
+	atomic_fetch_add_explicit(&w->pool->nblocked, 1, memory_order_seq_cst);
+	/* Work pushed between the wait loop's last help() and the count
+	 * above was not seen by its submitter as blocked: run it now (the
+	 * futex wait that follows returns at once if the awaited word
+	 * changed meanwhile).  A task run here may block and unblock in
+	 * turn, so the word is set again afterwards. */
+	bool helped = false;
+	while (hook_help(w))
+		helped = true;
+	if (helped) {
+		fut__lock_acquire(&w->lock);
+		w->blocked = word;
+		fut__lock_release(&w->lock);
+	}
+}
+
+static void hook_unblock(void *ctx)
+{
+	struct worker *w = ctx;
+	atomic_fetch_sub_explicit(&w->pool->nblocked, 1, memory_order_seq_cst);
+	fut__lock_acquire(&w->lock);
+	w->blocked = NULL;
+	fut__lock_release(&w->lock);
+}
+
+static bool should_exit(struct tpool *p)
+{
+	if (atomic_load(&p->broken))
+		return true;
+	return atomic_load(&p->shutdown) &&
+	       atomic_load_explicit(&p->qlen, memory_order_seq_cst) == 0;
+}
+
+/* Spins a bounded while, then sleeps until work or shutdown. */
+static void idle_wait(struct worker *w)
+{
+	struct tpool *p = w->pool;
+	if (fut__ncpus() > 1) {
+		int64_t until = fut__now_ns() + FUT__SPIN_NS;
+		for (;;) {
+			for (int i = 0; i < 64; i++) {
+				if (atomic_load_explicit(&p->qlen,
+							 memory_order_relaxed) >
+					    0 ||
+				    atomic_load_explicit(&p->shutdown,
+							 memory_order_relaxed))
+					return;
+				fut__cpu_relax();
+			}
+			if (work_visible(p, w) || fut__now_ns() >= until)
+				break;
+		}
+	}
+	atomic_fetch_add_explicit(&p->nsleeping, 1, memory_order_seq_cst);
+	uint32_t v = atomic_load_explicit(&p->wake, memory_order_seq_cst);
+	if (!work_visible(p, w) && !atomic_load(&p->shutdown) &&
+	    !atomic_load(&p->broken))
+		fut__futex_wait(&p->wake, v, -1);
+	atomic_fetch_sub_explicit(&p->nsleeping, 1, memory_order_seq_cst);
+}
+
+static void name_thread(struct worker *w)
+{
+	char name[32]; /* prefix (15) + '-' + number fit; Linux keeps 15 */
+	snprintf(name, sizeof(name), "%s-%u", w->pool->prefix, w->index + 1);
+	name[15] = '\0';
+	pthread_setname_np(pthread_self(), name);
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct tpool *p = w->pool;
+	name_thread(w);
+	fut__current_executor_set(&p->ex);
+	fut__wait_hooks_set(&w->hooks);
+	if (p->initializer != NULL && p->initializer(p->initarg) != 0)
+		break_pool(p);
+	while (!atomic_load(&p->broken)) {
+		struct job *j = get_job(w);
+		if (j != NULL) {
+			run_job(w, j);
+			continue;
+		}
+		set_idle(w, true);
+		if (should_exit(p))
+			break;
+		idle_wait(w);
+	}
+	if (atomic_load(&p->broken)) /* submits racing the break */
+		end_drained(drain(p), FUT_EBROKEN);
+	set_idle(w, false);
+	fut__wait_hooks_set(NULL);
+	fut__current_executor_set(NULL);
+	pthread_mutex_lock(&p->ctl);
+	p->nlive--;
+	pthread_cond_broadcast(&p->ctl_cv);
+	pthread_mutex_unlock(&p->ctl);
+	pool_unref(p);
+	return NULL;
+}
+
+/* Starts one worker.  Caller holds p->ctl. */
+static int spawn_locked(struct tpool *p)
+{
+	uint32_t n = atomic_load_explicit(&p->nthreads, memory_order_relaxed);
+	if (n >= p->max_workers)
+		return FUT_EAGAIN;
+	struct worker *w = p->workers[n];
+	if (w == NULL) {
+		w = fut__calloc(1, sizeof(*w));
+		if (w == NULL)
+			return FUT_ENOMEM;
+		p->workers[n] = w;
+	}
+	w->pool = p;
+	w->index = n;
+	w->idle = true; /* it will look at the queue first thing */
+	w->hooks = (struct fut__wait_hooks){ .help = hook_help,
+					     .block = hook_block,
+					     .unblock = hook_unblock,
+					     .ctx = w };
+	atomic_fetch_add(&p->nidle, 1);
+	atomic_fetch_add(&p->refs, 1);
+	if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+		atomic_fetch_sub(&p->nidle, 1);
+		atomic_fetch_sub(&p->refs, 1);
+		return FUT_EAGAIN;
+	}
+	p->nlive++;
+	atomic_store_explicit(&p->nthreads, n + 1, memory_order_release);
+	return FUT_OK;
+}
+
+/* Starts up to `want` workers (lazily, while none is idle). */
+static void spawn_some(struct tpool *p, size_t want)
+{
+	pthread_mutex_lock(&p->ctl);
+	while (want-- > 0 && !atomic_load(&p->shutdown) &&
+	       !atomic_load(&p->broken) &&
+	       atomic_load(&p->nthreads) < p->max_workers)
+		if (spawn_locked(p) != FUT_OK)
+			break;
+	pthread_mutex_unlock(&p->ctl);
+}
+
+/* ------------------------------------------------------------------ */
+/* Submit                                                              */
+
+/* The worker of p that the calling thread is, or NULL. */
+static struct worker *self_worker(struct tpool *p)
+{
+	const struct fut__wait_hooks *h = fut__wait_hooks_get();
+	if (h == NULL || h->help != hook_help)
+		return NULL;
+	struct worker *w = h->ctx;
+	return w->pool == p ? w : NULL;
+}
+
+static int pool_state(struct tpool *p)
+{
+	if (atomic_load(&p->broken))
+		return FUT_EBROKEN;
+	if (atomic_load(&p->shutdown))
+		return FUT_ESHUTDOWN;
+	return FUT_OK;
+}
+
+/* Waits while the queue is full (max_queue); makes sure one worker
+ * exists.  FUT_OK or the code submit returns. */
+static int admit(struct tpool *p, size_t n)
+{
+	int rc = pool_state(p);
+	if (rc != FUT_OK)
+		return rc;
+	while (p->max_queue != 0) {
+		size_t q = queued(p);
+		if (q == 0 || q + n <= p->max_queue)
+			break;
+		struct worker *w = self_worker(p);
+		if (w != NULL) {
+			/* A worker that blocked here could wait for itself:
+			 * it runs queued work instead. */
+			if (!hook_help(w))
+				break;
+			continue;
+		}
+		atomic_fetch_add_explicit(&p->nspace_waiters, 1,
+					  memory_order_seq_cst);
+		uint32_t v = atomic_load_explicit(&p->space,
+						  memory_order_seq_cst);
+		q = queued(p);
+		if (q != 0 && q + n > p->max_queue && pool_state(p) == FUT_OK)
+			fut__futex_wait(&p->space, v, -1);
+		atomic_fetch_sub_explicit(&p->nspace_waiters, 1,
+					  memory_order_seq_cst);
+		if ((rc = pool_state(p)) != FUT_OK)
+			return rc;
+	}
+	if (atomic_load_explicit(&p->nthreads, memory_order_acquire) == 0) {
+		pthread_mutex_lock(&p->ctl);
+		rc = pool_state(p);
+		if (rc == FUT_OK &&
+		    atomic_load_explicit(&p->nthreads, memory_order_relaxed) == 0)
+			rc = spawn_locked(p);
+		pthread_mutex_unlock(&p->ctl);
+	}
+	return rc;
+}
+
+/* Appends first..last (n jobs) to the global queue. */
+static int push(struct tpool *p, struct job *first, struct job *last,
+		size_t n)
+{
+	fut__lock_acquire(&p->qlock);
+	int rc = pool_state(p);
+	if (rc == FUT_OK && p->closed)
+		rc = FUT_ESHUTDOWN;
+	if (rc != FUT_OK) {
+		fut__lock_release(&p->qlock);
+		return rc;
+	}
+	last->next = NULL;
+	if (p->qtail != NULL)
+		p->qtail->next = first;
+	else
+		p->qhead = first;
+	p->qtail = last;
+	atomic_store_explicit(&p->qlen,
+			      atomic_load_explicit(&p->qlen,
+						   memory_order_relaxed) + n,
+			      memory_order_relaxed);
+	fut__lock_release(&p->qlock);
+	return FUT_OK;
+}
+
+/* After a push: start, wake or nudge a worker (one wake-up per call). */
+static void after_push(struct tpool *p, size_t n)
+{
+	atomic_thread_fence(memory_order_seq_cst);
+	uint32_t idle = atomic_load_explicit(&p->nidle, memory_order_relaxed);
+	if (idle < n &&
+	    atomic_load_explicit(&p->nthreads, memory_order_relaxed) <
+		    p->max_workers)
+		spawn_some(p, n - idle);
+	wake_sleepers(p, n > INT32_MAX ? INT32_MAX : (int)n);
+	if (idle == 0 &&
+	    atomic_load_explicit(&p->nblocked, memory_order_relaxed) > 0)
+		wake_blocked(p);
+	/* A break that raced the push: nobody may be left to drain. */
+	if (atomic_load(&p->broken))
+		end_drained(drain(p), FUT_EBROKEN);
+}
+
+static int tp_submit(fut_executor *ex, fut_fn fn, void *arg,
+		     const void *data, size_t len, bool bytes,
+		     fut_future **out)
+{
+	struct tpool *p = pool_of(ex);
+	int rc = admit(p, 1);
+	if (rc != FUT_OK)
+		return rc;
+	atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
+	struct job *j = job_new(p, fn, arg, data, len, bytes);
+	if (j == NULL) {
+		pool_unref(p);
+		return FUT_ENOMEM;
+	}
+	rc = push(p, j, j, 1);
+	if (rc != FUT_OK) {
+		job_discard(j);
+		pool_unref(p);
+		return rc;
+	}
+	*out = &j->fut;
+	after_push(p, 1);
+	return FUT_OK;
+}
+
+static int tp_submit_many(fut_executor *ex, fut_fn fn, const void *inputs,
+			  size_t stride, size_t n, fut_future **out)
+{
+	struct tpool *p = pool_of(ex);
+	int rc = admit(p, n);
+	if (rc != FUT_OK)
+		return rc;
+	atomic_fetch_add_explicit(&p->refs, n, memory_order_relaxed);
+	struct job *first = NULL, *last = NULL;
+	size_t made = 0;
+	for (; made < n; made++) {
+		const unsigned char *in =
+			(const unsigned char *)inputs + made * stride;
+		struct job *j = job_new(p, fn, NULL, stride ? in : NULL,
+					stride, true);
+		if (j == NULL)
+			break;
+		if (last != NULL)
+			last->next = j;
+		else
+			first = j;
+		last = j;
+	}
+	if (made == n) {
+		/* Before the push: once queued, workers own the links. */
+		struct job *j = first;
+		for (size_t i = 0; i < n; i++, j = j->next)
+			out[i] = &j->fut;
+	}
+	rc = made < n ? FUT_ENOMEM : push(p, first, last, n);
+	if (rc != FUT_OK) {
+		for (struct job *j = first, *next; made > 0; j = next, made--) {
+			next = j->next;
+			job_discard(j);
+		}
+		for (size_t i = 0; i < n; i++)
+			out[i] = NULL;
+		atomic_fetch_sub_explicit(&p->refs, n - 1,
+					  memory_order_relaxed);
+		pool_unref(p);
+		return rc;
+	}
+	after_push(p, n);
+	return FUT_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Assist: a waiter runs a still-queued task inline                    */
+
+static void assist_done(struct tpool *p)
+{
+	pthread_mutex_lock(&p->ctl);
+	if (atomic_fetch_sub(&p->assisting, 1) == 1)
+		pthread_cond_broadcast(&p->ctl_cv);
+	pthread_mutex_unlock(&p->ctl);
+}
+
+static bool job_assist(fut_future *f)
+{
+	struct job *j = fut__container_of(f, struct job, fut);
+	struct tpool *p = j->pool; /* alive: the block holds a reference */
+	/* An initializer prepares worker threads for their tasks: a task
+	 * may then run only in a worker. */
+	if (p->initializer != NULL || fut__future_state(f) != FUT__S_PENDING)
+		return false;
+	/* Counted before the claim, so a shutdown that saw every queued job
+	 * popped also sees this run. */
+	atomic_fetch_add(&p->assisting, 1);
+	if (fut_set_running(f) != FUT_OK) {
+		assist_done(p);
+		return false;
+	}
+	fut_executor *prev = fut__current_executor();
+	fut__current_executor_set(&p->ex);
+	fut__task_run(&j->task);
+	fut__current_executor_set(prev);
+	fut__task_finish(&j->task, f);
+	assist_done(p);
+	return true;
+}
+
+/* ------------------------------------------------------------------ */
+/* Shutdown and free                                                   */
+
+static void interrupt_running(struct tpool *p)
+{
+	uint32_t nt = atomic_load_explicit(&p->nthreads, memory_order_acquire);
+	for (uint32_t i = 0; i < nt; i++) {
+		struct worker *v = p->workers[i];
+		if (v == NULL)
+			continue;
+		fut__lock_acquire(&v->lock);
+		/* Only sets a flag: no user code, no other lock. */
+		for (struct job *j = v->running; j != NULL; j = j->next)
+			(void)fut_interrupt(&j->fut);
+		fut__lock_release(&v->lock);
+	}
+}
+
+/* Joins the exited workers.  Caller holds p->ctl. */
+static void join_exited_locked(struct tpool *p)
+{
+	uint32_t nt = atomic_load_explicit(&p->nthreads, memory_order_acquire);
+	for (uint32_t i = 0; i < nt; i++) {
+		struct worker *v = p->workers[i];
+		if (v != NULL && !v->joined) {
+			pthread_join(v->thread, NULL);
+			v->joined = true;
+		}
+	}
+}
+
+static int tp_shutdown(fut_executor *ex, unsigned flags)
+{
+	struct tpool *p = pool_of(ex);
+	bool wait = (flags & FUT_SHUTDOWN_NOWAIT) == 0;
+	if (wait && fut__current_executor() == ex)
+		return FUT_EINVAL;
+	fut__lock_acquire(&p->qlock);
+	p->closed = true;
+	atomic_store(&p->shutdown, true);
+	fut__lock_release(&p->qlock);
+	if (flags & FUT_SHUTDOWN_CANCEL_PENDING)
+		end_drained(drain(p), FUT_ECANCELLED);
+	if (flags & FUT_SHUTDOWN_INTERRUPT)
+		interrupt_running(p);
+	atomic_fetch_add(&p->wake, 1);
+	fut__futex_wake(&p->wake, INT32_MAX);
+	atomic_fetch_add(&p->space, 1);
+	fut__futex_wake(&p->space, INT32_MAX);
+	if (!wait)
+		return FUT_OK;
+	pthread_mutex_lock(&p->ctl);
+	while (p->nlive > 0 || atomic_load(&p->assisting) > 0)
+		pthread_cond_wait(&p->ctl_cv, &p->ctl);
+	join_exited_locked(p);
+	pthread_mutex_unlock(&p->ctl);
+	return FUT_OK;
+}
+
+static void tp_destroy(fut_executor *ex)
+{
+	struct tpool *p = pool_of(ex);
+	if (fut__current_executor() == ex) {
+		/* One of our own threads frees the pool: it cannot wait for
+		 * itself.  Stop taking work, let the workers finish the queue
+		 * and exit on their own; the last reference frees. */
+		(void)tp_shutdown(ex, FUT_SHUTDOWN_NOWAIT);
+		pthread_mutex_lock(&p->ctl);
+		uint32_t nt = atomic_load(&p->nthreads);
+		for (uint32_t i = 0; i < nt; i++) {
+			struct worker *v = p->workers[i];
+			if (v != NULL && !v->joined) {
+				pthread_detach(v->thread);
+				v->joined = true;
+			}
+		}
+		pthread_mutex_unlock(&p->ctl);
+	} else {
+		pthread_mutex_lock(&p->ctl);
+		join_exited_locked(p);
+		pthread_mutex_unlock(&p->ctl);
+	}
+	p->ex.magic = 0;
+	pool_unref(p);
+}
+
+static const struct fut__executor_ops tp_ops = {
+	.submit = tp_submit,
+	.submit_many = tp_submit_many,
+	.shutdown = tp_shutdown,
+	.destroy = tp_destroy,
+};
+
+/* ------------------------------------------------------------------ */
+/* Creation                                                            */
+
+int fut_thread_pool_new(fut_executor **out, const fut_thread_pool_opts *opts)
+{
+	if (out == NULL)
+		return FUT_EINVAL;
+	*out = NULL;
+	fut_thread_pool_opts o = { 0 };
+	if (opts != NULL)
+		o = *opts;
+	if (o.max_workers > FUT_MAX_WORKERS)
+		return FUT_EINVAL;
+	if (o.max_workers == 0) {
+		int n = fut__ncpus() + 4;
+		o.max_workers = (size_t)(n < 32 ? n : 32);
+	}
+	struct tpool *p = fut__calloc(1, sizeof(*p));
+	if (p == NULL)
+		return FUT_ENOMEM;
+	p->workers = fut__calloc(o.max_workers, sizeof(*p->workers));
+	if (p->workers == NULL)
+		goto fail;
+	if (pthread_mutex_init(&p->ctl, NULL) != 0)
+		goto fail;
+	if (pthread_cond_init(&p->ctl_cv, NULL) != 0) {
+		pthread_mutex_destroy(&p->ctl);
+		goto fail;
+	}
+	p->ex.ops = &tp_ops;
+	p->ex.magic = FUT__EXECUTOR_MAGIC;
+	p->max_workers = o.max_workers;
+	p->max_queue = o.max_queue;
+	p->initializer = o.initializer;
+	p->initarg = o.initarg;
+	snprintf(p->prefix, sizeof(p->prefix), "%s",
+		 o.thread_name_prefix != NULL ? o.thread_name_prefix
+					      : DEFAULT_PREFIX);
+	atomic_init(&p->refs, 1);
+	*out = &p->ex;
+	return FUT_OK;
+fail:
+	fut__free(p->workers);
+	fut__free(p);
+	return FUT_ENOMEM;
+}
+
+/* ------------------------------------------------------------------ */
+/* Test hooks                                                          */
+
+size_t fut__tp_blocked_submitters(fut_executor *ex)
+{
+	return atomic_load(&pool_of(ex)->nspace_waiters);
+}
+
+size_t fut__tp_threads(fut_executor *ex)
+{
+	return atomic_load(&pool_of(ex)->nthreads);
+}

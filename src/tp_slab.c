@@ -1,0 +1,251 @@
+/*
+ * tp_slab.c: recycled memory blocks for the thread pool's jobs.
+ *
+ * Owns: slabs of SLAB_BLOCKS fixed-size blocks (two size classes), the
+ * per-thread caches of free blocks, and a bounded global overflow list.
+ * Threads: any thread that submits (takes blocks) or drops the last
+ * reference of a thread-pool future (gives them back).
+ * Locks: overflow[cls].lock guards that class's overflow list; it is a
+ * leaf lock.  The per-thread caches need none.  A slab's live count is
+ * atomic.
+ *
+ * Why: a task and its future live in one block.  Taking one from the
+ * thread's cache is a pointer pop, where malloc + free of a 176-byte
+ * chunk costs ~100 ns, which W1 cannot afford.  Blocks outlive the pool
+ * that used them (futures outlive their pool), so the caches are global,
+ * not per pool.  A slab returns to fut__free once every one of its blocks
+ * came back (a thread's cache is flushed at thread exit through a
+ * pthread key destructor, the main thread's and the overflow list at
+ * process exit), so valgrind and ASan see no leak.  Each block is
+ * preceded by a 16-byte header naming its slab.
+ */
+#include <pthread.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define SLAB_BLOCKS 64u
+#define TCACHE_MAX 256u	  /* blocks per class a thread keeps */
+#define OVERFLOW_MAX 8192u /* blocks per class kept globally */
+#define REFILL 64u	   /* blocks moved from the overflow at a time */
+
+struct slab {
+	_Atomic uint32_t live; /* blocks not yet given back to the slab */
+	uint32_t cls;
+	uint64_t pad; /* keeps the blocks 16-byte aligned */
+};
+
+struct header {
+	struct slab *slab;
+	uint64_t pad;
+};
+
+struct free_block {
+	struct free_block *next;
+};
+
+static const size_t class_user_size[FUT__TP_NCLASS] = {
+	FUT__TP_SMALL_SIZE,
+	FUT__TP_LARGE_SIZE,
+};
+
+struct tcache {
+	struct free_block *head[FUT__TP_NCLASS];
+	uint32_t n[FUT__TP_NCLASS];
+	bool registered;
+};
+
+static _Thread_local struct tcache tcache;
+
+static struct {
+	fut__lock lock;
+	struct free_block *head;
+	uint32_t n;
+} overflow[FUT__TP_NCLASS];
+
+static pthread_once_t key_once = PTHREAD_ONCE_INIT;
+static pthread_key_t key;
+static bool key_ok;
+
+static size_t block_size(unsigned cls)
+{
+	return sizeof(struct header) + ((class_user_size[cls] + 15) & ~(size_t)15);
+}
+
+static struct header *header_of(void *user)
+{
+	return (struct header *)user - 1;
+}
+
+/* Gives one block back to its slab; frees the slab with its last block. */
+static void slab_return(struct free_block *b)
+{
+	struct slab *s = header_of(b)->slab;
+	if (atomic_fetch_sub_explicit(&s->live, 1, memory_order_acq_rel) == 1)
+		fut__free(s);
+}
+
+static void return_list(struct free_block *b)
+{
+	while (b != NULL) {
+		struct free_block *next = b->next;
+		slab_return(b);
+		b = next;
+	}
+}
+
+/* Moves this thread's cache to the overflow list (what fits) and the
+ * rest back to the slabs. */
+static void tcache_flush(struct tcache *tc)
+{
+	for (unsigned cls = 0; cls < FUT__TP_NCLASS; cls++) {
+		struct free_block *rest = NULL;
+		fut__lock_acquire(&overflow[cls].lock);
+		while (tc->head[cls] != NULL) {
+			struct free_block *b = tc->head[cls];
+			tc->head[cls] = b->next;
+			if (overflow[cls].n < OVERFLOW_MAX) {
+				b->next = overflow[cls].head;
+				overflow[cls].head = b;
+				overflow[cls].n++;
+			} else {
+				b->next = rest;
+				rest = b;
+			}
+		}
+		tc->n[cls] = 0;
+		fut__lock_release(&overflow[cls].lock);
+		return_list(rest);
+	}
+}
+
+static void thread_exit(void *arg)
+{
+	(void)arg;
+	tcache_flush(&tcache);
+	/* A later put (another key's destructor) registers again, which
+	 * makes pthread run this destructor once more. */
+	tcache.registered = false;
+}
+
+static void make_key(void)
+{
+	key_ok = pthread_key_create(&key, thread_exit) == 0;
+}
+
+/* Runs at process exit (or library unload): the main thread's cache and
+ * the overflow lists go back to malloc. */
+__attribute__((destructor)) static void release_all(void)
+{
+	tcache_flush(&tcache);
+	for (unsigned cls = 0; cls < FUT__TP_NCLASS; cls++) {
+		fut__lock_acquire(&overflow[cls].lock);
+		struct free_block *b = overflow[cls].head;
+		overflow[cls].head = NULL;
+		overflow[cls].n = 0;
+		fut__lock_release(&overflow[cls].lock);
+		return_list(b);
+	}
+}
+
+void fut__tp_cache_flush(void)
+{
+	release_all();
+}
+
+/* Refills the cache from the overflow list or a new slab; false when out
+ * of memory. */
+static void tcache_register(void)
+{
+	pthread_once(&key_once, make_key);
+	if (key_ok)
+		pthread_setspecific(key, &tcache);
+	tcache.registered = true;
+}
+
+static bool refill(unsigned cls)
+{
+	if (!tcache.registered)
+		tcache_register();
+	fut__lock_acquire(&overflow[cls].lock);
+	if (overflow[cls].head != NULL) {
+		for (unsigned i = 0; i < REFILL && overflow[cls].head != NULL;
+		     i++) {
+			struct free_block *b = overflow[cls].head;
+			overflow[cls].head = b->next;
+			overflow[cls].n--;
+			b->next = tcache.head[cls];
+			tcache.head[cls] = b;
+			tcache.n[cls]++;
+		}
+		fut__lock_release(&overflow[cls].lock);
+		return true;
+	}
+	fut__lock_release(&overflow[cls].lock);
+
+	size_t bs = block_size(cls);
+	struct slab *s = fut__malloc(sizeof(*s) + SLAB_BLOCKS * bs);
+	if (s == NULL)
+		return false;
+	atomic_init(&s->live, SLAB_BLOCKS);
+	s->cls = cls;
+	char *p = (char *)(s + 1);
+	for (unsigned i = 0; i < SLAB_BLOCKS; i++, p += bs) {
+		struct header *h = (struct header *)(void *)p;
+		h->slab = s;
+		struct free_block *b = (struct free_block *)(void *)(h + 1);
+		b->next = tcache.head[cls];
+		tcache.head[cls] = b;
+		tcache.n[cls]++;
+	}
+	return true;
+}
+
+void *fut__tp_block_get(unsigned cls)
+{
+	if (tcache.head[cls] == NULL && !refill(cls))
+		return NULL;
+	struct free_block *b = tcache.head[cls];
+	tcache.head[cls] = b->next;
+	tcache.n[cls]--;
+	return b;
+}
+
+void fut__tp_block_put(void *block)
+{
+	struct free_block *b = block;
+	unsigned cls = header_of(block)->slab->cls;
+	/* A thread that never took a block registers too, so that its
+	 * cache is flushed when it exits. */
+	if (!tcache.registered)
+		tcache_register();
+	if (tcache.n[cls] < TCACHE_MAX) {
+		b->next = tcache.head[cls];
+		tcache.head[cls] = b;
+		tcache.n[cls]++;
+		return;
+	}
+	/* The cache is full: half of it goes to the overflow list, so a
+	 * thread that only releases (a worker dropping the last reference)
+	 * feeds the threads that only submit. */
+	struct free_block *rest = NULL;
+	fut__lock_acquire(&overflow[cls].lock);
+	for (unsigned i = 0; i < TCACHE_MAX / 2; i++) {
+		struct free_block *x = tcache.head[cls];
+		tcache.head[cls] = x->next;
+		tcache.n[cls]--;
+		if (overflow[cls].n < OVERFLOW_MAX) {
+			x->next = overflow[cls].head;
+			overflow[cls].head = x;
+			overflow[cls].n++;
+		} else {
+			x->next = rest;
+			rest = x;
+		}
+	}
+	fut__lock_release(&overflow[cls].lock);
+	return_list(rest);
+	b->next = tcache.head[cls];
+	tcache.head[cls] = b;
+	tcache.n[cls]++;
+}

@@ -1,0 +1,920 @@
+/*
+ * test_thread_pool.c: the thread-pool executor.
+ *
+ * Synchronisation in these tests is by semaphores, barriers and futures;
+ * where a test must know that a thread is blocked inside the library it
+ * polls the pool's own counter (fut__tp_blocked_submitters) with
+ * sched_yield, never a sleep.
+ */
+#include <pthread.h>
+#include <sched.h>
+#include <semaphore.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "future.h"
+#include "internal.h"
+
+static bool under_valgrind(void)
+{
+	const char *v = getenv("FUT_TEST_UNDER_VALGRIND");
+	return v != NULL && *v != '\0' && *v != '0';
+}
+
+static fut_executor *new_pool(size_t workers)
+{
+	fut_executor *ex = NULL;
+	assert_int_equal(fut_thread_pool_new(
+				 &ex, &(fut_thread_pool_opts){
+					      .max_workers = workers }),
+			 FUT_OK);
+	assert_non_null(ex);
+	return ex;
+}
+
+static int init_ok(void *arg)
+{
+	if (arg != NULL)
+		atomic_fetch_add((_Atomic int *)arg, 1);
+	return 0;
+}
+
+/* A pool with an initializer: tasks then run only in workers (a waiter
+ * never runs them inline). */
+static fut_executor *new_worker_only_pool(size_t workers, _Atomic int *inits)
+{
+	fut_executor *ex = NULL;
+	assert_int_equal(fut_thread_pool_new(
+				 &ex, &(fut_thread_pool_opts){
+					      .max_workers = workers,
+					      .initializer = init_ok,
+					      .initarg = (void *)inits }),
+			 FUT_OK);
+	return ex;
+}
+
+static void plus_one(fut_task *t)
+{
+	fut_task_return(t, (void *)((uintptr_t)fut_task_arg(t) + 1));
+}
+
+static void twice_plus_one(fut_task *t)
+{
+	fut_task_return(t, (void *)((uintptr_t)fut_task_arg(t) * 2 + 1));
+}
+
+static void sum_bytes(fut_task *t);
+
+static uintptr_t result_of(fut_future *f)
+{
+	void *v = NULL;
+	assert_int_equal(fut_result(f, FUT_FOREVER, &v), FUT_OK);
+	return (uintptr_t)v;
+}
+
+/* ------------------------------------------------------------------ */
+
+static void test_submit_returns_the_task_value(void **state)
+{
+	(void)state;
+	fut_executor *ex = new_pool(2);
+	fut_future *f = NULL;
+	assert_int_equal(fut_submit(ex, plus_one, (void *)41, &f), FUT_OK);
+	assert_int_equal(result_of(f), 42);
+	assert_int_equal(fut_error(f), FUT_OK);
+	fut_release(f);
+	fut_executor_free(ex);
+}
+
+/* Returns the input bytes reversed. */
+static void reverse(fut_task *t)
+{
+	size_t len = 0;
+	const unsigned char *in = fut_task_input(t, &len);
+	unsigned char *out = malloc(len ? len : 1);
+	for (size_t i = 0; i < len; i++)
+		out[i] = in[len - 1 - i];
+	fut_task_return_bytes(t, out, len);
+	free(out);
+}
+
+static void test_submit_bytes_gives_the_task_a_private_copy(void **state)
+{
+	(void)state;
+	fut_executor *ex = new_pool(2);
+	size_t sizes[] = { 0, 1, 64, 65, 5000 };
+	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+		size_t n = sizes[k];
+		unsigned char *buf = malloc(n ? n : 1);
+		for (size_t i = 0; i < n; i++)
+			buf[i] = (unsigned char)i;
+		fut_future *f = NULL;
+		assert_int_equal(fut_submit_bytes(ex, reverse, buf, n, &f),
+				 FUT_OK);
+		memset(buf, 0xee, n); /* the task has its own copy */
+		const void *data = NULL;
+		size_t len = 99;
+		assert_int_equal(fut_result_bytes(f, FUT_FOREVER, &data, &len),
+				 FUT_OK);
+		assert_int_equal(len, n);
+		for (size_t i = 0; i < n; i++)
+			assert_int_equal(((const unsigned char *)data)[i],
+					 (unsigned char)(n - 1 - i));
+		fut_release(f);
+		free(buf);
+	}
+	fut_executor_free(ex);
+}
+
+static void test_sequential_submit_and_wait_uses_one_thread(void **state)
+{
+	(void)state;
+	_Atomic int inits = 0;
+	fut_executor *ex = new_worker_only_pool(8, &inits);
+	for (uintptr_t i = 0; i < 200; i++) {
+		fut_future *f = NULL;
+		assert_int_equal(fut_submit(ex, plus_one, (void *)i, &f),
+				 FUT_OK);
+		assert_int_equal(result_of(f), i + 1);
+		fut_release(f);
+	}
+	assert_int_equal(fut__tp_threads(ex), 1);
+	fut_executor_free(ex);
+	assert_int_equal(atomic_load(&inits), 1);
+
+	/* Without an initializer the waiter may run tasks inline: still
+	 * one worker thread at most. */
+	ex = new_pool(8);
+	for (uintptr_t i = 0; i < 200; i++) {
+		fut_future *f = NULL;
+		assert_int_equal(fut_submit(ex, plus_one, (void *)i, &f),
+				 FUT_OK);
+		assert_int_equal(result_of(f), i + 1);
+		fut_release(f);
+	}
+	assert_int_equal(fut__tp_threads(ex), 1);
+	fut_executor_free(ex);
+}
+
+/* Blocks on the semaphore in its argument. */
+struct gate {
+	sem_t started;
+	sem_t release;
+};
+
+static void gated(fut_task *t)
+{
+	struct gate *g = fut_task_arg(t);
+	sem_post(&g->started);
+	sem_wait(&g->release);
+	fut_task_return(t, (void *)1);
+}
+
+static void gate_init(struct gate *g)
+{
+	sem_init(&g->started, 0, 0);
+	sem_init(&g->release, 0, 0);
+}
+
+static void gate_fini(struct gate *g)
+{
+	sem_destroy(&g->started);
+	sem_destroy(&g->release);
+}
+
+static void test_busy_workers_make_the_pool_start_more_threads(void **state)
+{
+	(void)state;
+	fut_executor *ex = new_pool(3);
+	struct gate g;
+	gate_init(&g);
+	fut_future *fs[5];
+	for (int i = 0; i < 5; i++) {
+		assert_int_equal(fut_submit(ex, gated, &g, &fs[i]), FUT_OK);
+		if (i < 3)
+			sem_wait(&g.started); /* busy before the next submit */
+	}
+	assert_int_equal(fut__tp_threads(ex), 3); /* capped at max_workers */
+	for (int i = 0; i < 5; i++)
+		sem_post(&g.release);
+	for (int i = 0; i < 5; i++) {
+		assert_int_equal(result_of(fs[i]), 1);
+		fut_release(fs[i]);
+	}
+	fut_executor_free(ex);
+	gate_fini(&g);
+}
+
+static void thread_name(fut_task *t)
+{
+	char name[32] = { 0 };
+	pthread_getname_np(pthread_self(), name, sizeof(name));
+	fut_task_return_bytes(t, name, strlen(name) + 1);
+}
+
+static void expect_thread_name(const char *prefix, const char *want)
+{
+	fut_executor *ex = NULL;
+	assert_int_equal(fut_thread_pool_new(
+				 &ex, &(fut_thread_pool_opts){
+					      .max_workers = 1,
+					      .thread_name_prefix = prefix,
+					      .initializer = init_ok }),
+			 FUT_OK);
+	fut_future *f = NULL;
+	assert_int_equal(fut_submit(ex, thread_name, NULL, &f), FUT_OK);
+	const void *data = NULL;
+	size_t len = 0;
+	assert_int_equal(fut_result_bytes(f, FUT_FOREVER, &data, &len), FUT_OK);
+	assert_string_equal((const char *)data, want);
+	fut_release(f);
+	fut_executor_free(ex);
+}
+
+static void test_worker_threads_are_named_after_the_prefix(void **state)
+{
+	(void)state;
+	expect_thread_name("render", "render-1");
+	expect_thread_name(NULL, "fut-worker-1");
+	expect_thread_name("averyveryverylongprefix", "averyveryverylo");
+}
+
+static void spin_until_interrupted(fut_task *t)
+{
+	sem_post(fut_task_arg(t));
+	while (!fut_task_cancelled(t))
+		sched_yield();
+	fut_task_return(t, (void *)7);
+}
+
+static void test_running_task_sees_the_interrupt_flag(void **state)
+{
+	(void)state;
+	fut_executor *ex = new_pool(2);
+	sem_t started;
+	sem_init(&started, 0, 0);
+	fut_future *f = NULL;
+	assert_int_equal(fut_submit(ex, spin_until_interrupted, &started, &f),
+			 FUT_OK);
+	sem_wait(&started);
+	assert_true(fut_running(f));
+	assert_int_equal(fut_interrupt(f), FUT_OK);
+	assert_int_equal(result_of(f), 7);
+	assert_int_equal(fut_interrupt(f), FUT_ESTATE);
+	fut_release(f);
+	fut_executor_free(ex);
+	sem_destroy(&started);
+}
+
+static _Atomic int counter;
+
+static void count(fut_task *t)
+{
+	(void)t;
+	atomic_fetch_add(&counter, 1);
+}
+
+static void test_shutdown_waits_for_every_task(void **state)
+{
+	(void)state;
+	atomic_store(&counter, 0);
+	fut_executor *ex = new_pool(4);
+	for (int i = 0; i < 500; i++) {
+		fut_future *f = NULL;
+		assert_int_equal(fut_submit(ex, count, NULL, &f), FUT_OK);
+		fut_release(f); /* released while pending: still runs */
+	}
+	assert_int_equal(fut_executor_shutdown(ex, 0), FUT_OK);
+	assert_int_equal(atomic_load(&counter), 500);
+	fut_future *f = NULL;
+	assert_int_equal(fut_submit(ex, count, NULL, &f), FUT_ESHUTDOWN);
+	assert_null(f);
+	assert_int_equal(fut_submit_many(ex, count, "ab", 1, 2,
+					 (fut_future *[2]){ 0 }),
+			 FUT_ESHUTDOWN);
+	assert_int_equal(fut_executor_shutdown(ex, 0), FUT_OK); /* twice */
+	fut_executor_free(ex);
+}
+
+static void test_shutdown_cancel_pending_cancels_what_has_not_started(
+	void **state)
+{
+	(void)state;
+	fut_executor *ex = new_pool(1);
+	struct gate g;
+	gate_init(&g);
+	fut_future *running = NULL, *queued[10];
+	assert_int_equal(fut_submit(ex, gated, &g, &running), FUT_OK);
+	sem_wait(&g.started);
+	for (int i = 0; i < 10; i++)
+		assert_int_equal(fut_submit(ex, plus_one, NULL, &queued[i]),
+				 FUT_OK);
+	assert_int_equal(fut_executor_shutdown(ex, FUT_SHUTDOWN_NOWAIT |
+						       FUT_SHUTDOWN_CANCEL_PENDING),
+			 FUT_OK);
+	for (int i = 0; i < 10; i++) {
+		assert_true(fut_cancelled(queued[i]));
+		assert_int_equal(fut_result(queued[i], 0, NULL), FUT_ECANCELLED);
+	}
+	assert_false(fut_done(running));
+	sem_post(&g.release);
+	fut_executor_free(ex);
+	assert_int_equal(result_of(running), 1);
+	fut_release(running);
+	for (int i = 0; i < 10; i++)
+		fut_release(queued[i]);
+	gate_fini(&g);
+}
+
+static void test_shutdown_interrupt_flags_running_tasks(void **state)
+{
+	(void)state;
+	fut_executor *ex = new_pool(2);
+	sem_t started;
+	sem_init(&started, 0, 0);
+	fut_future *f[2];
+	assert_int_equal(fut_submit(ex, spin_until_interrupted, &started,
+				    &f[0]),
+			 FUT_OK);
+	sem_wait(&started);
+	assert_int_equal(fut_submit(ex, spin_until_interrupted, &started,
+				    &f[1]),
+			 FUT_OK);
+	sem_wait(&started);
+	assert_int_equal(fut_executor_shutdown(ex, FUT_SHUTDOWN_INTERRUPT),
+			 FUT_OK);
+	for (int i = 0; i < 2; i++) {
+		assert_true(fut_done(f[i]));
+		assert_int_equal(result_of(f[i]), 7);
+		fut_release(f[i]);
+	}
+	fut_executor_free(ex);
+	sem_destroy(&started);
+}
+
+static void test_shutdown_nowait_returns_while_tasks_run(void **state)
+{
+	(void)state;
+	fut_executor *ex = new_pool(1);
+	struct gate g;
+	gate_init(&g);
+	fut_future *f = NULL, *later = NULL;
+	assert_int_equal(fut_submit(ex, gated, &g, &f), FUT_OK);
+	sem_wait(&g.started);
+	assert_int_equal(fut_submit(ex, plus_one, (void *)1, &later), FUT_OK);
+	assert_int_equal(fut_executor_shutdown(ex, FUT_SHUTDOWN_NOWAIT),
+			 FUT_OK);
+	assert_false(fut_done(f));
+	sem_post(&g.release);
+	fut_executor_free(ex); /* waits; the queued task still ran */
+	assert_int_equal(result_of(f), 1);
+	assert_int_equal(result_of(later), 2);
+	fut_release(f);
+	fut_release(later);
+	gate_fini(&g);
+}
+
+static void shutdown_self(fut_task *t)
+{
+	fut_executor *ex = fut_task_arg(t);
+	int wait_rc = fut_executor_shutdown(ex, 0);
+	int nowait_rc = fut_executor_shutdown(ex, FUT_SHUTDOWN_NOWAIT);
+	fut_task_return(t, (void *)(uintptr_t)(wait_rc * 100 + nowait_rc));
+}
+
+static void test_shutdown_with_wait_from_own_task_is_einval(void **state)
+{
+	(void)state;
+	/* With and without an initializer: a task run inline by a waiter
+	 * counts as the pool's own too. */
+	for (int k = 0; k < 2; k++) {
+		fut_executor *ex = k ? new_worker_only_pool(2, NULL)
+				     : new_pool(2);
+		fut_future *f = NULL;
+		assert_int_equal(fut_submit(ex, shutdown_self, ex, &f), FUT_OK);
+		assert_int_equal(result_of(f), FUT_EINVAL * 100 + FUT_OK);
+		fut_release(f);
+		fut_executor_free(ex);
+	}
+}
+
+static void free_self(fut_task *t)
+{
+	fut_executor_free(fut_task_arg(t));
+	fut_task_return(t, (void *)3);
+}
+
+static void test_free_from_own_task_defers_the_free(void **state)
+{
+	(void)state;
+	/* One worker: free_self runs while `after` is still queued. */
+	fut_executor *ex = new_worker_only_pool(1, NULL);
+	fut_future *f = NULL, *after = NULL;
+	struct gate g;
+	gate_init(&g);
+	fut_future *gate_f = NULL;
+	assert_int_equal(fut_submit(ex, gated, &g, &gate_f), FUT_OK);
+	sem_wait(&g.started);
+	assert_int_equal(fut_submit(ex, free_self, ex, &f), FUT_OK);
+	assert_int_equal(fut_submit(ex, plus_one, (void *)9, &after), FUT_OK);
+	sem_post(&g.release);
+	/* ex is gone for us now; its futures stay valid. */
+	assert_int_equal(result_of(f), 3);
+	assert_int_equal(result_of(after), 10);
+	assert_int_equal(result_of(gate_f), 1);
+	fut_release(f);
+	fut_release(after);
+	fut_release(gate_f);
+	gate_fini(&g);
+}
+
+static int init_fail(void *arg)
+{
+	(void)arg;
+	return 1;
+}
+
+/* Fails in the second worker only. */
+static int init_fail_second(void *arg)
+{
+	return atomic_fetch_add((_Atomic int *)arg, 1) == 1;
+}
+
+static void test_failing_initializer_breaks_the_pool(void **state)
+{
+	(void)state;
+	/* The first worker fails: the first submit either sees the break
+	 * or its future ends FUT_EBROKEN; later submits see it. */
+	fut_executor *ex = NULL;
+	assert_int_equal(fut_thread_pool_new(
+				 &ex, &(fut_thread_pool_opts){
+					      .max_workers = 2,
+					      .initializer = init_fail }),
+			 FUT_OK);
+	fut_future *f = NULL;
+	int rc = fut_submit(ex, plus_one, NULL, &f);
+	if (rc == FUT_OK) {
+		assert_int_equal(fut_result(f, FUT_FOREVER, NULL), FUT_EBROKEN);
+		assert_int_equal(fut_error(f), FUT_EBROKEN);
+		assert_non_null(fut_error_message(f));
+		fut_release(f);
+		f = NULL;
+		rc = fut_submit(ex, plus_one, NULL, &f);
+	}
+	assert_int_equal(rc, FUT_EBROKEN);
+	assert_null(f);
+	fut_executor_free(ex);
+
+	/* The second worker fails while the first runs a task: the queued
+	 * work ends FUT_EBROKEN, the running task finishes normally. */
+	_Atomic int inits = 0;
+	assert_int_equal(fut_thread_pool_new(
+				 &ex, &(fut_thread_pool_opts){
+					      .max_workers = 2,
+					      .initializer = init_fail_second,
+					      .initarg = (void *)&inits }),
+			 FUT_OK);
+	struct gate g;
+	gate_init(&g);
+	fut_future *running = NULL, *queued = NULL;
+	assert_int_equal(fut_submit(ex, gated, &g, &running), FUT_OK);
+	sem_wait(&g.started);
+	/* Queued while the only worker is busy: starts the second one. */
+	assert_int_equal(fut_submit(ex, plus_one, NULL, &queued), FUT_OK);
+	assert_int_equal(fut_result(queued, FUT_FOREVER, NULL), FUT_EBROKEN);
+	fut_release(queued);
+	fut_future *f2 = NULL;
+	assert_int_equal(fut_submit(ex, plus_one, NULL, &f2), FUT_EBROKEN);
+	assert_int_equal(fut_submit_many(ex, sum_bytes, "ab", 1, 2,
+					 (fut_future *[2]){ 0 }),
+			 FUT_EBROKEN);
+	sem_post(&g.release);
+	assert_int_equal(result_of(running), 1);
+	fut_release(running);
+	fut_executor_free(ex);
+	gate_fini(&g);
+}
+
+/* Submits a child task (arg is the pool) and returns its future. */
+static void submit_child(fut_task *t)
+{
+	fut_future *child = NULL;
+	if (fut_submit(fut_task_arg(t), plus_one, (void *)99, &child) != FUT_OK)
+		fut_task_fail(t, 1, "submit failed");
+	else
+		fut_task_return(t, child);
+}
+
+struct cb_ctx {
+	fut_executor *ex;
+	fut_future *child;
+	int rc;
+	sem_t done;
+};
+
+static void submit_from_callback(fut_future *f, void *ud)
+{
+	(void)f;
+	struct cb_ctx *c = ud;
+	c->rc = fut_submit(c->ex, plus_one, (void *)5, &c->child);
+	sem_post(&c->done);
+}
+
+static void test_tasks_and_callbacks_can_submit(void **state)
+{
+	(void)state;
+	fut_executor *ex = new_pool(2);
+	fut_future *f = NULL;
+	assert_int_equal(fut_submit(ex, submit_child, ex, &f), FUT_OK);
+	fut_future *child = (fut_future *)result_of(f);
+	assert_int_equal(result_of(child), 100);
+	fut_release(child);
+
+	struct cb_ctx c = { .ex = ex };
+	sem_init(&c.done, 0, 0);
+	assert_int_equal(fut_add_done_callback(f, submit_from_callback, &c),
+			 FUT_OK);
+	sem_wait(&c.done);
+	assert_int_equal(c.rc, FUT_OK);
+	assert_int_equal(result_of(c.child), 6);
+	fut_release(c.child);
+	fut_release(f);
+
+	/* A callback that runs in the worker as the task completes. */
+	struct gate g;
+	gate_init(&g);
+	assert_int_equal(fut_submit(ex, gated, &g, &f), FUT_OK);
+	assert_int_equal(fut_add_done_callback(f, submit_from_callback, &c),
+			 FUT_OK);
+	sem_post(&g.release);
+	sem_wait(&c.done);
+	assert_int_equal(c.rc, FUT_OK);
+	assert_int_equal(result_of(c.child), 6);
+	fut_release(c.child);
+	fut_release(f);
+	fut_executor_free(ex);
+	sem_destroy(&c.done);
+	gate_fini(&g);
+}
+
+static void test_futures_outlive_the_pool(void **state)
+{
+	(void)state;
+	fut_executor *ex = new_pool(2);
+	fut_future *fs[64];
+	for (uintptr_t i = 0; i < 64; i++)
+		assert_int_equal(fut_submit(ex, plus_one, (void *)i, &fs[i]),
+				 FUT_OK);
+	fut_executor_free(ex);
+	for (uintptr_t i = 0; i < 64; i++) {
+		assert_true(fut_done(fs[i]));
+		assert_int_equal(result_of(fs[i]), i + 1);
+		fut_release(fs[i]);
+	}
+}
+
+struct submitter {
+	fut_executor *ex;
+	size_t n;
+	uintptr_t base;
+	int failures;
+};
+
+static void *submit_and_check(void *arg)
+{
+	struct submitter *s = arg;
+	fut_future **fs = calloc(s->n, sizeof(*fs));
+	for (size_t i = 0; i < s->n; i++)
+		if (fut_submit(s->ex, twice_plus_one, (void *)(s->base + i),
+			       &fs[i]) != FUT_OK)
+			s->failures++;
+	for (size_t i = 0; i < s->n; i++) {
+		void *v = NULL;
+		if (fs[i] == NULL || fut_result(fs[i], FUT_FOREVER, &v) != FUT_OK ||
+		    (uintptr_t)v != (s->base + i) * 2 + 1)
+			s->failures++;
+		fut_release(fs[i]);
+	}
+	free(fs);
+	return NULL;
+}
+
+static void test_four_threads_submitting_at_once_get_every_result(
+	void **state)
+{
+	(void)state;
+	size_t n = under_valgrind() ? 2000 : 50000;
+	for (int k = 0; k < 2; k++) {
+		fut_executor *ex = k ? new_worker_only_pool(4, NULL)
+				     : new_pool(4);
+		pthread_t th[4];
+		struct submitter s[4];
+		for (int i = 0; i < 4; i++) {
+			s[i] = (struct submitter){ .ex = ex,
+						   .n = n,
+						   .base = (uintptr_t)i *
+							   1000000 };
+			pthread_create(&th[i], NULL, submit_and_check, &s[i]);
+		}
+		for (int i = 0; i < 4; i++) {
+			pthread_join(th[i], NULL);
+			assert_int_equal(s[i].failures, 0);
+		}
+		fut_executor_free(ex);
+	}
+}
+
+static void sum_bytes(fut_task *t)
+{
+	size_t len = 0;
+	const unsigned char *in = fut_task_input(t, &len);
+	uintptr_t sum = 0;
+	for (size_t i = 0; i < len; i++)
+		sum += in[i];
+	fut_task_return(t, (void *)sum);
+}
+
+static void test_submit_many_runs_every_input(void **state)
+{
+	(void)state;
+	fut_executor *ex = new_pool(3);
+	size_t strides[] = { 0, 8, 100 };
+	enum { N = 1000 };
+	unsigned char *inputs = malloc(N * 100);
+	for (size_t i = 0; i < N * 100; i++)
+		inputs[i] = (unsigned char)(i * 7);
+	fut_future **out = calloc(N, sizeof(*out));
+	for (size_t k = 0; k < 3; k++) {
+		size_t stride = strides[k];
+		assert_int_equal(fut_submit_many(ex, sum_bytes,
+						 stride ? inputs : NULL, stride,
+						 N, out),
+				 FUT_OK);
+		for (size_t i = 0; i < N; i++) {
+			uintptr_t want = 0;
+			for (size_t b = 0; b < stride; b++)
+				want += inputs[i * stride + b];
+			assert_int_equal(result_of(out[i]), want);
+			fut_release(out[i]);
+		}
+	}
+	assert_int_equal(fut_submit_many(ex, sum_bytes, NULL, 0, 0, NULL),
+			 FUT_OK);
+	fut_executor_free(ex);
+	free(out);
+	free(inputs);
+}
+
+static void test_bad_input_gives_einval(void **state)
+{
+	(void)state;
+	fut_executor *ex = (fut_executor *)(uintptr_t)1;
+	assert_int_equal(fut_thread_pool_new(NULL, NULL), FUT_EINVAL);
+	assert_int_equal(fut_thread_pool_new(
+				 &ex, &(fut_thread_pool_opts){
+					      .max_workers = FUT_MAX_WORKERS + 1 }),
+			 FUT_EINVAL);
+	assert_null(ex);
+	assert_int_equal(fut_thread_pool_new(
+				 &ex, &(fut_thread_pool_opts){
+					      .max_workers = FUT_MAX_WORKERS }),
+			 FUT_OK);
+	fut_executor_free(ex);
+	assert_int_equal(fut_thread_pool_new(&ex, NULL), FUT_OK);
+	fut_future *f = (fut_future *)(uintptr_t)1;
+	assert_int_equal(fut_submit(NULL, plus_one, NULL, &f), FUT_EINVAL);
+	assert_null(f);
+	assert_int_equal(fut_submit(ex, NULL, NULL, &f), FUT_EINVAL);
+	assert_int_equal(fut_submit(ex, plus_one, NULL, NULL), FUT_EINVAL);
+	assert_int_equal(fut_submit_bytes(ex, reverse, NULL, 3, &f),
+			 FUT_EINVAL);
+	assert_int_equal(fut_submit_many(ex, sum_bytes, NULL, 4, 2,
+					 (fut_future *[2]){ 0 }),
+			 FUT_EINVAL);
+	assert_int_equal(fut_submit_many(ex, sum_bytes, "abcd", 2, 2, NULL),
+			 FUT_EINVAL);
+	assert_int_equal(fut_executor_shutdown(ex, 0x100), FUT_EINVAL);
+	assert_int_equal(fut_executor_shutdown(NULL, 0), FUT_EINVAL);
+	fut_executor_free(NULL);
+	fut_executor_free(ex);
+}
+
+static void test_allocation_failures_are_clean(void **state)
+{
+	(void)state;
+	fut_executor *ex = NULL;
+	int rc;
+	long n = 1;
+	do {
+		fut__alloc_fail_nth(n++);
+		rc = fut_thread_pool_new(&ex, NULL);
+		if (rc != FUT_OK) {
+			assert_int_equal(rc, FUT_ENOMEM);
+			assert_null(ex);
+		}
+	} while (rc != FUT_OK);
+	fut__alloc_fail_nth(0);
+	assert_true(n > 2); /* at least one failure was injected */
+
+	/* The first submit allocates blocks and the first worker. */
+	fut__tp_cache_flush();
+	fut_future *f = NULL;
+	n = 1;
+	do {
+		fut__alloc_fail_nth(n++);
+		static char large[5000];
+		rc = fut_submit_bytes(ex, reverse, large, sizeof(large), &f);
+		if (rc != FUT_OK) {
+			assert_int_equal(rc, FUT_ENOMEM);
+			assert_null(f);
+		}
+	} while (rc != FUT_OK);
+	fut__alloc_fail_nth(0);
+	assert_true(n > 3);
+	assert_int_equal(fut_result(f, FUT_FOREVER, NULL), FUT_OK);
+	fut_release(f);
+
+	enum { N = 300 };
+	fut_future *out[N];
+	static char inputs[N * 4];
+	fut__tp_cache_flush();
+	n = 1;
+	do {
+		fut__alloc_fail_nth(n++);
+		rc = fut_submit_many(ex, sum_bytes, inputs, 4, N, out);
+		if (rc != FUT_OK) {
+			assert_int_equal(rc, FUT_ENOMEM);
+			for (int i = 0; i < N; i++)
+				assert_null(out[i]);
+		}
+	} while (rc != FUT_OK);
+	fut__alloc_fail_nth(0);
+	assert_true(n > 2);
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(result_of(out[i]), 0);
+		fut_release(out[i]);
+	}
+	fut_executor_free(ex);
+}
+
+struct blocked_submit {
+	fut_executor *ex;
+	_Atomic int released;
+	int released_at_return;
+	int rc;
+	fut_future *f;
+};
+
+static void *submit_into_full_queue(void *arg)
+{
+	struct blocked_submit *b = arg;
+	b->rc = fut_submit(b->ex, plus_one, NULL, &b->f);
+	b->released_at_return = atomic_load(&b->released);
+	return NULL;
+}
+
+static void test_submit_blocks_while_the_queue_is_full(void **state)
+{
+	(void)state;
+	fut_executor *ex = NULL;
+	assert_int_equal(fut_thread_pool_new(
+				 &ex, &(fut_thread_pool_opts){
+					      .max_workers = 1,
+					      .max_queue = 2 }),
+			 FUT_OK);
+	struct gate g;
+	gate_init(&g);
+	fut_future *running = NULL, *queued[2];
+	assert_int_equal(fut_submit(ex, gated, &g, &running), FUT_OK);
+	sem_wait(&g.started);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(fut_submit(ex, plus_one, NULL, &queued[i]),
+				 FUT_OK);
+	struct blocked_submit b = { .ex = ex };
+	pthread_t th;
+	pthread_create(&th, NULL, submit_into_full_queue, &b);
+	while (fut__tp_blocked_submitters(ex) == 0)
+		sched_yield();
+	atomic_store(&b.released, 1);
+	sem_post(&g.release);
+	pthread_join(th, NULL);
+	assert_int_equal(b.rc, FUT_OK);
+	assert_int_equal(b.released_at_return, 1);
+	assert_int_equal(result_of(b.f), 1);
+	fut_release(b.f);
+	for (int i = 0; i < 2; i++)
+		fut_release(queued[i]);
+	fut_release(running);
+	fut_executor_free(ex);
+	gate_fini(&g);
+}
+
+/* Nested waits: a task waits on a task submitted after it. */
+struct chain {
+	fut_executor *ex;
+	sem_t *started;
+	pthread_barrier_t *both_busy;
+	uintptr_t depth;
+};
+
+static void wait_on_later_task(fut_task *t)
+{
+	struct chain *c = fut_task_arg(t);
+	if (c->started != NULL)
+		sem_post(c->started);
+	if (c->both_busy != NULL)
+		pthread_barrier_wait(c->both_busy);
+	if (c->depth == 0) {
+		fut_task_return(t, (void *)1);
+		return;
+	}
+	struct chain *next = malloc(sizeof(*next));
+	*next = (struct chain){ .ex = c->ex, .depth = c->depth - 1 };
+	fut_future *f = NULL;
+	void *v = NULL;
+	if (fut_submit(c->ex, wait_on_later_task, next, &f) != FUT_OK ||
+	    fut_result(f, FUT_FOREVER, &v) != FUT_OK) {
+		fut_task_fail(t, 1, "inner task failed");
+	} else {
+		fut_task_return(t, (void *)((uintptr_t)v + 1));
+	}
+	fut_release(f);
+	free(next);
+}
+
+static void test_nested_wait_on_a_saturated_pool_does_not_hang(void **state)
+{
+	(void)state;
+	for (int k = 0; k < 2; k++) {
+		fut_executor *ex = k ? new_worker_only_pool(2, NULL)
+				     : new_pool(2);
+		pthread_barrier_t both_busy;
+		pthread_barrier_init(&both_busy, NULL, 2);
+		sem_t started;
+		sem_init(&started, 0, 0);
+		struct chain c[2];
+		fut_future *f[2];
+		for (int i = 0; i < 2; i++) {
+			c[i] = (struct chain){ .ex = ex,
+					       .started = &started,
+					       .both_busy = &both_busy,
+					       .depth = 20 };
+			assert_int_equal(fut_submit(ex, wait_on_later_task,
+						    &c[i], &f[i]),
+					 FUT_OK);
+			/* Running before the next submit, which therefore
+			 * starts the second worker. */
+			sem_wait(&started);
+		}
+		for (int i = 0; i < 2; i++) {
+			assert_int_equal(result_of(f[i]), 21);
+			fut_release(f[i]);
+		}
+		fut_executor_free(ex);
+		pthread_barrier_destroy(&both_busy);
+		sem_destroy(&started);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_submit_returns_the_task_value),
+		cmocka_unit_test(
+			test_submit_bytes_gives_the_task_a_private_copy),
+		cmocka_unit_test(
+			test_sequential_submit_and_wait_uses_one_thread),
+		cmocka_unit_test(
+			test_busy_workers_make_the_pool_start_more_threads),
+		cmocka_unit_test(
+			test_worker_threads_are_named_after_the_prefix),
+		cmocka_unit_test(test_running_task_sees_the_interrupt_flag),
+		cmocka_unit_test(test_shutdown_waits_for_every_task),
+		cmocka_unit_test(
+			test_shutdown_cancel_pending_cancels_what_has_not_started),
+		cmocka_unit_test(test_shutdown_interrupt_flags_running_tasks),
+		cmocka_unit_test(test_shutdown_nowait_returns_while_tasks_run),
+		cmocka_unit_test(
+			test_shutdown_with_wait_from_own_task_is_einval),
+		cmocka_unit_test(test_free_from_own_task_defers_the_free),
+		cmocka_unit_test(test_failing_initializer_breaks_the_pool),
+		cmocka_unit_test(test_tasks_and_callbacks_can_submit),
+		cmocka_unit_test(test_futures_outlive_the_pool),
+		cmocka_unit_test(
+			test_four_threads_submitting_at_once_get_every_result),
+		cmocka_unit_test(test_submit_many_runs_every_input),
+		cmocka_unit_test(test_bad_input_gives_einval),
+		cmocka_unit_test(test_allocation_failures_are_clean),
+		cmocka_unit_test(test_submit_blocks_while_the_queue_is_full),
+		cmocka_unit_test(
+			test_nested_wait_on_a_saturated_pool_does_not_hang),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
