@@ -1,0 +1,362 @@
+/*
+ * wire.c: the process pool's frame codec and the fork server's control
+ * messages (the formats are in wire.h and docs/design-process-pool.md).
+ *
+ * Owns: nothing but the decoder state a caller passes in.  It is a state
+ * machine over caller buffers: the caller reads bytes however it likes and
+ * feeds them; the decoder never reads, writes, locks or keeps a global, so
+ * it can be fuzzed and unit-tested alone.  Every length and field of a
+ * frame is checked before it is used, against the frame type and against
+ * what is left of the frame's body.  Payloads that arrive whole inside the
+ * fed buffer are returned in place (no copy); others are gathered into one
+ * fut__malloc'd buffer the caller may read straight into
+ * (fut__wire_dec_direct), which then becomes the caller's.
+ * Threads: whoever owns the decoder (the manager thread, a worker).
+ * Locks: none.
+ */
+#include <string.h>
+
+#include "internal.h"
+#include "wire.h"
+
+enum {
+	S_FRAME = 0, /* gathering a frame header */
+	S_RECORD,    /* gathering a record header */
+	S_PAYLOAD,   /* gathering a payload into rec.data */
+	S_DEAD,	     /* an error was reported: nothing more */
+};
+
+static void put_u32(unsigned char *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void put_u64(unsigned char *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint32_t get_u32(const unsigned char *p)
+{
+	uint32_t v = 0;
+	for (int i = 3; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+static uint64_t get_u64(const unsigned char *p)
+{
+	uint64_t v = 0;
+	for (int i = 7; i >= 0; i--)
+		v = (v << 8) | p[i];
+	return v;
+}
+
+void fut__wire_put_frame(void *buf, unsigned type, uint32_t count,
+			 uint64_t body_len)
+{
+	unsigned char *p = buf;
+	p[0] = FUT__WIRE_MAGIC;
+	p[1] = FUT__WIRE_VERSION;
+	p[2] = (unsigned char)type;
+	p[3] = 0;
+	put_u32(p + 4, count);
+	put_u64(p + 8, body_len);
+}
+
+void fut__wire_put_record(void *buf, uint64_t id, uint64_t fn, uint32_t kind,
+			  int32_t code, uint64_t len)
+{
+	unsigned char *p = buf;
+	put_u64(p, id);
+	put_u64(p + 8, fn);
+	put_u32(p + 16, kind);
+	put_u32(p + 20, (uint32_t)code);
+	put_u64(p + 24, len);
+}
+
+void fut__wire_dec_init(struct fut__wire_dec *d, unsigned dir)
+{
+	memset(d, 0, sizeof(*d));
+	d->dir = dir;
+	d->state = S_FRAME;
+}
+
+void fut__wire_dec_fini(struct fut__wire_dec *d)
+{
+	if (d->state == S_PAYLOAD)
+		fut__free(d->rec.data);
+	d->rec.data = NULL;
+	d->state = S_DEAD;
+}
+
+bool fut__wire_dec_idle(const struct fut__wire_dec *d)
+{
+	return d->state == S_FRAME && d->have == 0;
+}
+
+static int fail(struct fut__wire_dec *d, const char *why)
+{
+	if (d->state == S_PAYLOAD)
+		fut__free(d->rec.data);
+	d->rec.data = NULL;
+	d->state = S_DEAD;
+	d->error = why;
+	return FUT__WIRE_EBAD;
+}
+
+static bool type_allowed(unsigned dir, unsigned type)
+{
+	if (dir == FUT__WIRE_TO_WORKER)
+		return type == FUT__WIRE_TASKS;
+	return type == FUT__WIRE_RESULTS || type == FUT__WIRE_HELLO;
+}
+
+static int parse_frame(struct fut__wire_dec *d)
+{
+	const unsigned char *p = d->hdr;
+	if (p[0] != FUT__WIRE_MAGIC)
+		return fail(d, "bad frame magic");
+	if (p[1] != FUT__WIRE_VERSION)
+		return fail(d, "unknown frame version");
+	if (!type_allowed(d->dir, p[2]))
+		return fail(d, "unexpected frame type");
+	if (p[3] != 0)
+		return fail(d, "reserved frame byte set");
+	uint32_t count = get_u32(p + 4);
+	uint64_t body = get_u64(p + 8);
+	if (count == 0 || count > FUT__WIRE_MAX_RECORDS)
+		return fail(d, "bad record count");
+	if (p[2] == FUT__WIRE_HELLO && count != 1)
+		return fail(d, "hello frame with more than one record");
+	if (body < (uint64_t)count * FUT__WIRE_REC_HDR)
+		return fail(d, "frame body shorter than its record headers");
+	if (body - (uint64_t)count * FUT__WIRE_REC_HDR >
+	    (uint64_t)count * FUT_MAX_BYTES)
+		return fail(d, "frame body too long");
+	d->type = p[2];
+	d->left_recs = count;
+	d->left_body = body;
+	return FUT__WIRE_MORE;
+}
+
+/* The checks of one record header against its frame type. */
+static const char *check_record(unsigned type, const struct fut__wire_rec *r)
+{
+	switch (type) {
+	case FUT__WIRE_TASKS:
+		if (r->id == 0 || r->fn == 0)
+			return "task record without id or function";
+		if (r->kind != 0 || r->code != 0)
+			return "task record with a result field set";
+		return NULL;
+	case FUT__WIRE_RESULTS:
+		if (r->id == 0 || r->fn != 0)
+			return "result record with a bad id or a function";
+		if (r->kind >= FUT__WIRE_R_NKINDS)
+			return "unknown result kind";
+		if (r->kind != FUT__WIRE_R_FAIL && r->code != 0)
+			return "result record with a stray code";
+		if ((r->kind == FUT__WIRE_R_NONE ||
+		     r->kind == FUT__WIRE_R_VALUE) &&
+		    r->len != 0)
+			return "payload on a result that has none";
+		if (r->kind == FUT__WIRE_R_FAIL &&
+		    r->len > FUT__WIRE_MAX_MESSAGE)
+			return "failure message too long";
+		return NULL;
+	default: /* FUT__WIRE_HELLO */
+		if (r->id != 0 || r->fn != 0 || r->len != 0)
+			return "malformed hello record";
+		if (r->kind == FUT__WIRE_HELLO_OK && r->code == 0)
+			return NULL;
+		if (r->kind == FUT__WIRE_HELLO_INIT_FAILED)
+			return NULL;
+		return "unknown hello kind";
+	}
+}
+
+static int parse_record(struct fut__wire_dec *d)
+{
+	const unsigned char *p = d->hdr;
+	struct fut__wire_rec *r = &d->rec;
+	uint64_t len = get_u64(p + 24);
+	r->type = d->type;
+	r->id = get_u64(p);
+	r->fn = get_u64(p + 8);
+	r->kind = get_u32(p + 16);
+	r->code = (int32_t)get_u32(p + 20);
+	r->data = NULL;
+	r->len = 0;
+	r->owned = false;
+	/* Invariant: left_body >= left_recs * FUT__WIRE_REC_HDR. */
+	d->left_body -= FUT__WIRE_REC_HDR;
+	d->left_recs--;
+	uint64_t room = d->left_body - (uint64_t)d->left_recs * FUT__WIRE_REC_HDR;
+	if (len > room)
+		return fail(d, "record longer than its frame");
+	if (len > FUT_MAX_BYTES)
+		return fail(d, "record payload too long");
+	r->len = (size_t)len;
+	const char *why = check_record(d->type, r);
+	if (why != NULL)
+		return fail(d, why);
+	d->left_body -= len;
+	r->last = d->left_recs == 0;
+	if (r->last && d->left_body != 0)
+		return fail(d, "frame body longer than its records");
+	return FUT__WIRE_MORE;
+}
+
+/* Hands the finished record to the caller and moves on. */
+static int emit(struct fut__wire_dec *d, struct fut__wire_rec *rec)
+{
+	*rec = d->rec;
+	d->rec.data = NULL;
+	d->have = 0;
+	d->got = 0;
+	d->state = rec->last ? S_FRAME : S_RECORD;
+	return FUT__WIRE_RECORD;
+}
+
+static size_t gather(struct fut__wire_dec *d, size_t want,
+		     const unsigned char *src, size_t avail)
+{
+	size_t take = want - d->have;
+	if (take > avail)
+		take = avail;
+	memcpy(d->hdr + d->have, src, take);
+	d->have += take;
+	return take;
+}
+
+int fut__wire_dec_feed(struct fut__wire_dec *d, const void *buf, size_t len,
+		       size_t *used, struct fut__wire_rec *rec)
+{
+	const unsigned char *src = buf;
+	size_t pos = 0;
+	int rc;
+	*used = 0;
+	for (;;) {
+		switch (d->state) {
+		case S_FRAME:
+			pos += gather(d, FUT__WIRE_FRAME_HDR, src + pos,
+				      len - pos);
+			if (d->have < FUT__WIRE_FRAME_HDR)
+				goto more;
+			rc = parse_frame(d);
+			*used = pos;
+			if (rc != FUT__WIRE_MORE)
+				return rc;
+			d->have = 0;
+			d->state = S_RECORD;
+			break;
+		case S_RECORD:
+			pos += gather(d, FUT__WIRE_REC_HDR, src + pos,
+				      len - pos);
+			if (d->have < FUT__WIRE_REC_HDR)
+				goto more;
+			rc = parse_record(d);
+			*used = pos;
+			if (rc != FUT__WIRE_MORE)
+				return rc;
+			if (d->rec.len <= len - pos) {
+				/* Whole in the caller's buffer: in place. */
+				/* Borrowed: the caller must not write or free it. */
+				d->rec.data = d->rec.len == 0 ? NULL
+							       : (void *)(uintptr_t)(src + pos);
+				pos += d->rec.len;
+				*used = pos;
+				return emit(d, rec);
+			}
+			d->rec.data = fut__malloc(d->rec.len);
+			if (d->rec.data == NULL) {
+				d->state = S_DEAD;
+				d->error = "out of memory for a payload";
+				return FUT__WIRE_ENOMEM;
+			}
+			d->rec.owned = true;
+			d->got = 0;
+			d->state = S_PAYLOAD;
+			break;
+		case S_PAYLOAD: {
+			size_t take = d->rec.len - d->got;
+			if (take > len - pos)
+				take = len - pos;
+			memcpy((char *)d->rec.data + d->got, src + pos, take);
+			d->got += take;
+			pos += take;
+			if (d->got < d->rec.len)
+				goto more;
+			*used = pos;
+			return emit(d, rec);
+		}
+		default:
+			*used = pos;
+			if (d->error == NULL)
+				d->error = "decoder used after an error";
+			return FUT__WIRE_EBAD;
+		}
+	}
+more:
+	*used = pos;
+	return FUT__WIRE_MORE;
+}
+
+void *fut__wire_dec_direct(struct fut__wire_dec *d, size_t *room)
+{
+	if (d->state != S_PAYLOAD) {
+		*room = 0;
+		return NULL;
+	}
+	*room = d->rec.len - d->got;
+	return (char *)d->rec.data + d->got;
+}
+
+int fut__wire_dec_direct_done(struct fut__wire_dec *d, size_t n,
+			      struct fut__wire_rec *rec)
+{
+	if (d->state != S_PAYLOAD || n > d->rec.len - d->got)
+		return fail(d, "direct read past the payload");
+	d->got += n;
+	if (d->got < d->rec.len)
+		return FUT__WIRE_MORE;
+	return emit(d, rec);
+}
+
+void fut__wire_ctl_put(void *buf, const struct fut__wire_ctl *c)
+{
+	unsigned char *p = buf;
+	p[0] = FUT__WIRE_MAGIC;
+	p[1] = FUT__WIRE_VERSION;
+	p[2] = (unsigned char)c->type;
+	p[3] = 0;
+	put_u32(p + 4, c->slot);
+	put_u32(p + 8, c->gen);
+	put_u32(p + 12, (uint32_t)c->pid);
+	put_u32(p + 16, (uint32_t)c->value);
+	put_u32(p + 20, 0);
+}
+
+int fut__wire_ctl_get(const void *buf, size_t len, struct fut__wire_ctl *c)
+{
+	const unsigned char *p = buf;
+	if (buf == NULL || len != FUT__WIRE_CTL_SIZE)
+		return FUT_EINVAL;
+	if (p[0] != FUT__WIRE_MAGIC || p[1] != FUT__WIRE_VERSION ||
+	    p[3] != 0 || get_u32(p + 20) != 0)
+		return FUT_EINVAL;
+	if (p[2] < FUT__WIRE_CTL_SPAWN || p[2] > FUT__WIRE_CTL_EXITED)
+		return FUT_EINVAL;
+	c->type = p[2];
+	c->slot = get_u32(p + 4);
+	c->gen = get_u32(p + 8);
+	c->pid = (int32_t)get_u32(p + 12);
+	c->value = (int32_t)get_u32(p + 16);
+	if (c->type != FUT__WIRE_CTL_SPAWN && c->type != FUT__WIRE_CTL_SPAWN_FAILED &&
+	    c->pid <= 0)
+		return FUT_EINVAL;
+	return FUT_OK;
+}
