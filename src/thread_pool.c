@@ -24,7 +24,7 @@
  * - A job holds two future references (the caller's and the queue's) and
  *   one pool reference, so futures stay valid after the pool is freed and
  *   the pool's memory stays until the last future goes.
- * - Claiming a job to run it is fut_set_running(): exactly one of the
+ * - Claiming a job to run it is fut__future_start(): exactly one of the
  *   worker that pops it and a waiter that assists wins.
  * - Idle workers spin ~FUT__SPIN_NS (more than one cpu only), then sleep
  *   on p->wake; submit wakes one sleeper per submit or batch.
@@ -94,6 +94,7 @@ struct tpool {
 	_Atomic bool shutdown;
 	_Atomic bool broken;
 	_Atomic uint32_t assisting; /* tasks run inline by waiters */
+	_Atomic int64_t stale;	    /* queued jobs a waiter already ran */
 	char pad2[64];
 
 	_Atomic size_t refs; /* handle + live workers + job blocks */
@@ -451,7 +452,10 @@ static void set_idle(struct worker *w, bool idle)
 static void run_job(struct worker *w, struct job *j)
 {
 	struct tpool *p = w->pool;
-	if (fut_set_running(&j->fut) == FUT_OK) {
+	int rc = fut__future_start(&j->fut);
+	if (rc == FUT_ESTATE) /* a waiter ran it (job_assist) */
+		atomic_fetch_sub_explicit(&p->stale, 1, memory_order_relaxed);
+	if (rc == FUT_OK) {
 		/* Busy only for a job it really runs: dropping one that a
 		 * waiter ran keeps it idle, so that waiter never sees the
 		 * pool without an idle worker. */
@@ -737,15 +741,23 @@ static int push(struct tpool *p, struct job *first, struct job *last,
 	return FUT_OK;
 }
 
-/* After a push: start, wake or nudge a worker (one wake-up per call). */
+/*
+ * After a push: start, wake or nudge workers (one wake-up per call).  A
+ * new thread starts while the queued jobs outnumber the idle workers (a
+ * worker just started counts as idle: it is about to take one), so
+ * sequential submit + wait keeps one thread and a burst starts them all.
+ */
 static void after_push(struct tpool *p, size_t n)
 {
 	atomic_thread_fence(memory_order_seq_cst);
 	uint32_t idle = atomic_load_explicit(&p->nidle, memory_order_relaxed);
-	if (idle < n &&
+	int64_t waiting =
+		(int64_t)atomic_load_explicit(&p->qlen, memory_order_relaxed) -
+		atomic_load_explicit(&p->stale, memory_order_relaxed);
+	if (waiting > (int64_t)idle &&
 	    atomic_load_explicit(&p->nthreads, memory_order_relaxed) <
 		    p->max_workers)
-		spawn_some(p, n - idle);
+		spawn_some(p, (size_t)(waiting - (int64_t)idle));
 	wake_sleepers(p, n > INT32_MAX ? INT32_MAX : (int)n);
 	if (idle == 0 &&
 	    atomic_load_explicit(&p->nblocked, memory_order_relaxed) > 0)
@@ -848,7 +860,7 @@ static bool job_assist(fut_future *f)
 	/* Counted before the claim, so a shutdown that saw every queued job
 	 * popped also sees this run. */
 	atomic_fetch_add(&p->assisting, 1);
-	if (fut_set_running(f) != FUT_OK) {
+	if (fut__future_start(f) != FUT_OK) {
 		assist_done(p);
 		return false;
 	}
@@ -857,6 +869,7 @@ static bool job_assist(fut_future *f)
 	fut__task_run(&j->task);
 	fut__current_executor_set(prev);
 	fut__task_finish(&j->task, f);
+	atomic_fetch_add_explicit(&p->stale, 1, memory_order_relaxed);
 	assist_done(p);
 	return true;
 }

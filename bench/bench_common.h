@@ -1,0 +1,47 @@
+/*
+ * bench_common.h: helpers shared by the bench programs (bench/ and
+ * bench/peers/): a monotonic clock, the W3 unit of CPU work, the quick
+ * mode and peak RSS.
+ */
+#ifndef BENCH_COMMON_H
+#define BENCH_COMMON_H
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <time.h>
+
+static inline double bench_now(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* W3's unit: a fixed LCG loop of W3_ITERS steps (~0.2-0.5 ms here).  The
+ * result feeds a checksum so the compiler cannot drop the loop. */
+#define W3_ITERS 400000u
+static inline uint64_t w3_work(uint64_t seed)
+{
+	uint64_t x = seed;
+	for (unsigned i = 0; i < W3_ITERS; i++)
+		x = x * 6364136223846793005ull + 1442695040888963407ull;
+	return x;
+}
+
+/* BENCH_QUICK=1 (a smoke run): n scaled down 10x. */
+static inline long bench_n(long n)
+{
+	const char *q = getenv("BENCH_QUICK");
+	if (q != NULL && *q != '\0' && *q != '0')
+		return n / 10 > 0 ? n / 10 : 1;
+	return n;
+}
+
+/* Peak resident set size of this process, in bytes. */
+static inline long bench_maxrss(void)
+{
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	return ru.ru_maxrss * 1024L;
+}
+#endif

@@ -1,0 +1,313 @@
+/*
+ * floors.c: what the hardware and kernel allow, measured in the same run
+ * as libfuture and the peers, so that targets are ratios.
+ *   W2: a thread hand-off and back: futex sleep/wake, mutex + condvar,
+ *       and two spinning threads.
+ *   W3: two raw threads splitting the W3 work statically.
+ *   W4: two processes ping-ponging 16 bytes over two pipes.
+ *   W5: 16-byte records streamed to a child and back in batches of 1000.
+ *   W6: a child writing 64 MiB through one pipe.
+ * Each floor checks what it moved.
+ */
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bench_common.h"
+
+static void fail(const char *what)
+{
+	fprintf(stderr, "floors: %s failed\n", what);
+	exit(1);
+}
+
+/* ------------------------------------------------------------------ */
+/* W2                                                                  */
+
+static long rounds;
+static _Atomic uint32_t word; /* 1: the peer's turn, 0: the main thread's */
+
+static void futex_wait(_Atomic uint32_t *w, uint32_t v)
+{
+	while (atomic_load(w) == v)
+		syscall(SYS_futex, w, FUTEX_WAIT_PRIVATE, v, NULL, NULL, 0);
+}
+
+static void futex_wake(_Atomic uint32_t *w)
+{
+	syscall(SYS_futex, w, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+static void *futex_peer(void *arg)
+{
+	(void)arg;
+	for (long i = 0; i < rounds; i++) {
+		futex_wait(&word, 0);
+		atomic_store(&word, 0);
+		futex_wake(&word);
+	}
+	return NULL;
+}
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static int turn;
+
+static void *condvar_peer(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&mu);
+	for (long i = 0; i < rounds; i++) {
+		while (turn != 1)
+			pthread_cond_wait(&cv, &mu);
+		turn = 0;
+		pthread_cond_signal(&cv);
+	}
+	pthread_mutex_unlock(&mu);
+	return NULL;
+}
+
+static void *spin_peer(void *arg)
+{
+	(void)arg;
+	for (long i = 0; i < rounds; i++) {
+		while (atomic_load_explicit(&word, memory_order_acquire) != 1)
+			;
+		atomic_store_explicit(&word, 0, memory_order_release);
+	}
+	return NULL;
+}
+
+static void w2(long n)
+{
+	pthread_t t;
+	rounds = n;
+	pthread_create(&t, NULL, futex_peer, NULL);
+	double t0 = bench_now();
+	for (long i = 0; i < n; i++) {
+		atomic_store(&word, 1);
+		futex_wake(&word);
+		futex_wait(&word, 1);
+	}
+	double d = bench_now() - t0;
+	pthread_join(t, NULL);
+	printf("RESULT workload=W2 impl=floor-futex n=%ld us_per_op=%.3f\n", n,
+	       d / n * 1e6);
+
+	pthread_create(&t, NULL, condvar_peer, NULL);
+	t0 = bench_now();
+	pthread_mutex_lock(&mu);
+	for (long i = 0; i < n; i++) {
+		turn = 1;
+		pthread_cond_signal(&cv);
+		while (turn != 0)
+			pthread_cond_wait(&cv, &mu);
+	}
+	pthread_mutex_unlock(&mu);
+	d = bench_now() - t0;
+	pthread_join(t, NULL);
+	printf("RESULT workload=W2 impl=floor-condvar n=%ld us_per_op=%.3f\n",
+	       n, d / n * 1e6);
+
+	rounds = n * 10;
+	pthread_create(&t, NULL, spin_peer, NULL);
+	t0 = bench_now();
+	for (long i = 0; i < rounds; i++) {
+		atomic_store_explicit(&word, 1, memory_order_release);
+		while (atomic_load_explicit(&word, memory_order_acquire) != 0)
+			;
+	}
+	d = bench_now() - t0;
+	pthread_join(t, NULL);
+	printf("RESULT workload=W2 impl=floor-spin n=%ld us_per_op=%.3f\n",
+	       rounds, d / rounds * 1e6);
+}
+
+/* ------------------------------------------------------------------ */
+/* W3                                                                  */
+
+struct half {
+	long from, to;
+	uint64_t x;
+};
+
+static void *w3_half(void *arg)
+{
+	struct half *h = arg;
+	for (long i = h->from; i < h->to; i++)
+		h->x ^= w3_work((uint64_t)i);
+	return NULL;
+}
+
+static void w3(long n)
+{
+	uint64_t want = 0;
+	double t0 = bench_now();
+	for (long i = 0; i < n; i++)
+		want ^= w3_work((uint64_t)i);
+	double serial = bench_now() - t0;
+	struct half h[2] = { { 0, n / 2, 0 }, { n / 2, n, 0 } };
+	pthread_t t;
+	t0 = bench_now();
+	pthread_create(&t, NULL, w3_half, &h[1]);
+	w3_half(&h[0]);
+	pthread_join(t, NULL);
+	double d = bench_now() - t0;
+	if ((h[0].x ^ h[1].x) != want)
+		fail("W3 checksum");
+	printf("RESULT workload=W3 impl=floor-2-threads-static n=%ld "
+	       "speedup=%.2f\n",
+	       n, serial / d);
+}
+
+/* ------------------------------------------------------------------ */
+/* W4-W6: pipes between two processes                                  */
+
+static void read_all(int fd, void *buf, size_t len)
+{
+	for (size_t got = 0; got < len;) {
+		ssize_t r = read(fd, (char *)buf + got, len - got);
+		if (r <= 0)
+			fail("read");
+		got += (size_t)r;
+	}
+}
+
+static void write_all(int fd, const void *buf, size_t len)
+{
+	for (size_t put = 0; put < len;) {
+		ssize_t r = write(fd, (const char *)buf + put, len - put);
+		if (r <= 0)
+			fail("write");
+		put += (size_t)r;
+	}
+}
+
+/* A child that echoes `total` bytes from in to out, `chunk` at a time. */
+static pid_t echo_child(int in, int out, long total, size_t chunk)
+{
+	pid_t pid = fork();
+	if (pid != 0)
+		return pid;
+	char *buf = malloc(chunk);
+	for (long done = 0; done < total;) {
+		size_t k = (size_t)(total - done) < chunk ? (size_t)(total - done)
+							   : chunk;
+		read_all(in, buf, k);
+		write_all(out, buf, k);
+		done += (long)k;
+	}
+	_exit(0);
+}
+
+static void pipes(int a[2], int b[2])
+{
+	if (pipe2(a, O_CLOEXEC) != 0 || pipe2(b, O_CLOEXEC) != 0)
+		fail("pipe");
+}
+
+static void close_pipes(int a[2], int b[2], pid_t pid)
+{
+	close(a[0]);
+	close(a[1]);
+	close(b[0]);
+	close(b[1]);
+	waitpid(pid, NULL, 0);
+}
+
+static void w4(long n)
+{
+	int a[2], b[2];
+	pipes(a, b);
+	pid_t pid = echo_child(a[0], b[1], n * 16, 16);
+	unsigned char msg[16], back[16];
+	double t0 = bench_now();
+	for (long i = 0; i < n; i++) {
+		memset(msg, (int)(i & 0xff), sizeof(msg));
+		write_all(a[1], msg, 16);
+		read_all(b[0], back, 16);
+		if (memcmp(msg, back, 16) != 0)
+			fail("W4 echo");
+	}
+	double d = bench_now() - t0;
+	close_pipes(a, b, pid);
+	printf("RESULT workload=W4 impl=floor-pipe-pingpong n=%ld "
+	       "us_per_op=%.3f\n",
+	       n, d / n * 1e6);
+}
+
+static void w5(long n)
+{
+	enum { BATCH = 1000 };
+	int a[2], b[2];
+	pipes(a, b);
+	pid_t pid = echo_child(a[0], b[1], n * 16, BATCH * 16);
+	static unsigned char out[BATCH * 16], in[BATCH * 16];
+	uint64_t sent = 0, got = 0;
+	double t0 = bench_now();
+	for (long done = 0; done < n; done += BATCH) {
+		long k = n - done < BATCH ? n - done : BATCH;
+		for (long i = 0; i < k * 16; i++) {
+			out[i] = (unsigned char)(done + i);
+			sent += out[i];
+		}
+		write_all(a[1], out, (size_t)k * 16);
+		read_all(b[0], in, (size_t)k * 16);
+		for (long i = 0; i < k * 16; i++)
+			got += in[i];
+	}
+	double d = bench_now() - t0;
+	close_pipes(a, b, pid);
+	if (sent != got)
+		fail("W5 checksum");
+	printf("RESULT workload=W5 impl=floor-pipe-batch1000 n=%ld rate=%.0f\n",
+	       n, n / d);
+}
+
+static void w6(void)
+{
+	const size_t total = (size_t)64 << 20, chunk = 1 << 16;
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) != 0)
+		fail("pipe");
+	double t0 = bench_now();
+	pid_t pid = fork();
+	if (pid == 0) {
+		close(p[0]);
+		static unsigned char buf[1 << 16];
+		for (size_t i = 0; i < sizeof(buf); i++)
+			buf[i] = (unsigned char)i;
+		for (size_t put = 0; put < total; put += chunk)
+			write_all(p[1], buf, chunk);
+		_exit(0);
+	}
+	close(p[1]);
+	unsigned char *dst = malloc(total);
+	read_all(p[0], dst, total);
+	double d = bench_now() - t0;
+	close(p[0]);
+	waitpid(pid, NULL, 0);
+	for (size_t i = 0; i < total; i += 4093)
+		if (dst[i] != (unsigned char)(i % chunk))
+			fail("W6 bytes");
+	free(dst);
+	printf("RESULT workload=W6 impl=floor-pipe-64MiB n=1 MBps=%.0f\n",
+	       (double)total / d / 1e6);
+}
+
+int main(void)
+{
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	w2(bench_n(100000));
+	w3(bench_n(2000));
+	w4(bench_n(20000));
+	w5(bench_n(200000));
+	w6();
+	return 0;
+}

@@ -1,0 +1,111 @@
+"""concurrent.futures on W1-W6: the reference model, two workers.
+
+Thread pool (python-tpe): W1-W3; process pool (python-ppe): W3-W6.  Python
+runs far fewer iterations per second than C, so W1 uses 200,000 tasks and
+W3 a pure-Python work unit: only its speedup is compared.  Every workload
+checks its results.  BENCH_QUICK=1 scales the counts down 10x.
+"""
+import concurrent.futures as cf
+import os
+import sys
+import time
+
+QUICK = os.environ.get("BENCH_QUICK", "0") not in ("", "0")
+
+
+def n_of(n):
+    return max(1, n // 10) if QUICK else n
+
+
+def twice_plus_one(i):
+    return i * 2 + 1
+
+
+def plus_one(i):
+    return i + 1
+
+
+def echo(b):
+    return b
+
+
+def blob(n):
+    return bytes(range(256)) * (n // 256)
+
+
+def spin(seed):
+    x = seed
+    for _ in range(20000):
+        x = (x * 6364136223846793005 + 1442695040888963407) & 0xFFFFFFFFFFFFFFFF
+    return x
+
+
+def report(workload, impl, n, figure, value):
+    print(f"RESULT workload={workload} impl={impl} n={n} {figure}={value}",
+          flush=True)
+
+
+def check(ok, what):
+    if not ok:
+        sys.exit(f"python_futures: {what} wrong")
+
+
+def main():
+    k = n_of(200)
+    t = time.perf_counter()
+    want = [spin(i) for i in range(k)]
+    serial = time.perf_counter() - t
+
+    with cf.ThreadPoolExecutor(2) as ex:
+        n = n_of(200000)
+        t = time.perf_counter()
+        fs = [ex.submit(twice_plus_one, i) for i in range(n)]
+        check(sum(f.result() for f in fs) == n * n, "W1 sum")
+        report("W1", "python-tpe", n, "rate",
+               f"{n / (time.perf_counter() - t):.0f}")
+
+        n = n_of(20000)
+        t = time.perf_counter()
+        for i in range(n):
+            check(ex.submit(plus_one, i).result() == i + 1, "W2 result")
+        report("W2", "python-tpe", n, "us_per_op",
+               f"{(time.perf_counter() - t) / n * 1e6:.3f}")
+
+        t = time.perf_counter()
+        check(list(ex.map(spin, range(k))) == want, "W3 results")
+        report("W3", "python-tpe", k, "speedup",
+               f"{serial / (time.perf_counter() - t):.2f}")
+
+    with cf.ProcessPoolExecutor(2) as ex:
+        ex.submit(plus_one, 1).result()  # start the workers
+        t = time.perf_counter()
+        check(list(ex.map(spin, range(k), chunksize=10)) == want,
+              "W3 results")
+        report("W3", "python-ppe", k, "speedup",
+               f"{serial / (time.perf_counter() - t):.2f}")
+
+        msg = b"0123456789abcdef"
+        n = n_of(5000)
+        t = time.perf_counter()
+        for _ in range(n):
+            check(ex.submit(echo, msg).result() == msg, "W4 echo")
+        report("W4", "python-ppe", n, "us_per_op",
+               f"{(time.perf_counter() - t) / n * 1e6:.3f}")
+
+        for chunk, n in ((1, n_of(20000)), (1000, n_of(200000))):
+            t = time.perf_counter()
+            out = list(ex.map(echo, [msg] * n, chunksize=chunk))
+            check(len(out) == n and all(b == msg for b in out), "W5 echo")
+            report("W5", f"python-ppe-chunk{chunk}", n, "rate",
+                   f"{n / (time.perf_counter() - t):.0f}")
+
+        size = 64 << 20
+        t = time.perf_counter()
+        r = ex.submit(blob, size).result()
+        d = time.perf_counter() - t
+        check(len(r) == size and r[:256] == bytes(range(256)), "W6 bytes")
+        report("W6", "python-ppe", 1, "MBps", f"{size / d / 1e6:.0f}")
+
+
+if __name__ == "__main__":
+    main()

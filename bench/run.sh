@@ -1,0 +1,151 @@
+#!/bin/sh
+# bench/run.sh BUILD: runs every benchmark program in BUILD/bench/ (built by
+# `make bench`), the floors among them, and the peers of PERF.md (GLib
+# GThreadPool, oneTBB task_group, Python concurrent.futures), each
+# BENCH_RUNS times (default 5); prints the median of each
+# (workload, impl, figure) and then the ratios the issues set as targets.
+#   BENCH_RUNS=n   runs per program
+#   BENCH_QUICK=1  a smoke run: one run, counts scaled down 10x
+# The peers are built here into BUILD/bench-peers/; missing packages
+# (libglib2.0-dev, libtbb-dev, g++) are installed with apt-get when
+# possible, and a peer that cannot be built or run is skipped, saying so.
+set -u
+build=${1:-build}
+here=$(cd "$(dirname "$0")" && pwd)
+quick=${BENCH_QUICK:-0}
+if [ "$quick" != 0 ] && [ -n "$quick" ]; then
+	runs=${BENCH_RUNS:-1}
+else
+	runs=${BENCH_RUNS:-5}
+fi
+export BENCH_QUICK="$quick"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+peers="$build/bench-peers"
+mkdir -p "$peers"
+
+say() { echo "bench: $*" >&2; }
+
+# --- peers ------------------------------------------------------------
+missing=""
+for pkg in libglib2.0-dev libtbb-dev g++; do
+	dpkg -s "$pkg" >/dev/null 2>&1 || missing="$missing $pkg"
+done
+if [ -n "$missing" ] && command -v apt-get >/dev/null 2>&1; then
+	if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo -n"; fi
+	say "installing:$missing"
+	$sudo apt-get install -y -qq $missing >/dev/null 2>&1 ||
+		{ $sudo apt-get update -qq >/dev/null 2>&1 &&
+		  $sudo apt-get install -y -qq $missing >/dev/null 2>&1; } ||
+		say "could not install$missing"
+fi
+
+progs=""
+for p in "$build"/bench/*; do
+	[ -f "$p" ] && [ -x "$p" ] && progs="$progs $p"
+done
+if pkg-config --exists glib-2.0 2>/dev/null &&
+	${CC:-cc} -O2 -o "$peers/glib" "$here/peers/glib.c" \
+		$(pkg-config --cflags --libs glib-2.0) 2>"$work/glib.err"; then
+	progs="$progs $peers/glib"
+else
+	say "skipping the GLib peer (libglib2.0-dev missing or build failed)"
+fi
+if command -v "${CXX:-g++}" >/dev/null 2>&1 &&
+	${CXX:-g++} -O2 -std=c++17 -o "$peers/tbb" "$here/peers/tbb.cpp" \
+		-ltbb -pthread 2>"$work/tbb.err"; then
+	progs="$progs $peers/tbb"
+else
+	say "skipping the oneTBB peer (libtbb-dev or g++ missing, or build failed)"
+fi
+if command -v python3 >/dev/null 2>&1; then
+	progs="$progs python3:$here/peers/python_futures.py"
+else
+	say "skipping the Python peer (no python3)"
+fi
+
+# --- runs -------------------------------------------------------------
+i=1
+while [ "$i" -le "$runs" ]; do
+	for p in $progs; do
+		case "$p" in
+		python3:*) cmd="python3 ${p#python3:}" ;;
+		*) cmd="$p" ;;
+		esac
+		say "run $i/$runs: $cmd"
+		timeout 900 $cmd >"$work/out" 2>"$work/err" ||
+			{ say "FAILED: $cmd"; sed 's/^/  /' "$work/err" >&2; }
+		grep '^RESULT ' "$work/out" >>"$work/results"
+	done
+	i=$((i + 1))
+done
+[ -s "$work/results" ] || { say "no results"; exit 1; }
+
+# --- medians ----------------------------------------------------------
+# "workload impl n figure value" per line, then the median per key.
+sed -n 's/^RESULT workload=\([^ ]*\) impl=\([^ ]*\) n=\([^ ]*\) \([^= ]*\)=\([^ ]*\).*/\1 \2 \3 \4 \5/p' \
+	"$work/results" | sort -k1,1 -k2,2 -k4,4 -k5,5g >"$work/sorted"
+awk '
+function flush() {
+	if (cnt == 0) return
+	if (cnt % 2) m = v[(cnt + 1) / 2]
+	else m = (v[cnt / 2] + v[cnt / 2 + 1]) / 2
+	printf "%s %s %s %s %s %d\n", kw, ki, kn, kf, m, cnt
+}
+{
+	if ($1 != kw || $2 != ki || $4 != kf) { flush(); cnt = 0 }
+	kw = $1; ki = $2; kn = $3; kf = $4; v[++cnt] = $5
+}
+END { flush() }' "$work/sorted" >"$work/medians"
+
+echo
+echo "Medians of $runs run(s)$( [ "$quick" != 0 ] && echo ', QUICK (counts / 10)'):"
+echo
+printf '| workload | impl | n | figure | median | runs |\n|---|---|---|---|---|---|\n'
+awk '{ printf "| %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6 }' \
+	"$work/medians"
+
+# --- targets ----------------------------------------------------------
+echo
+echo "Targets (ratios within this run):"
+echo
+awk '
+{ val[$1 "/" $2] = $5 }
+function has(k) { return (k in val) }
+function row(what, num, den, target, ok,    r) {
+	if (!has(num) || !has(den)) {
+		printf "| %s | n/a (missing %s) | %s | |\n", what, \
+			has(num) ? den : num, target
+		return
+	}
+	r = val[num] / val[den]
+	printf "| %s | %.3f | %s | %s |\n", what, r, target, \
+		(ok == ">=" ? (r >= tv) : (r <= tv)) ? "met" : "NOT met"
+}
+function best(w, list,    n, i, b, k) {
+	n = split(list, names, " "); b = ""
+	for (i = 1; i <= n; i++) {
+		k = w "/" names[i]
+		if (has(k) && (b == "" || val[k] > val[b])) b = k
+	}
+	return b
+}
+END {
+	print "| ratio | value | target | |"
+	print "|---|---|---|---|"
+	b = best("W1", "glib-gthreadpool onetbb-task_group")
+	tv = 1.5; row("W1 ours / max(GLib, oneTBB) rate", "W1/libfuture-thread", b, ">= 1.5", ">=")
+	tv = 0.5; row("W2 ours / floor-futex time", "W2/libfuture-thread", "W2/floor-futex", "<= 0.5", "<=")
+	tv = 1e9; row("W2 ours / floor-spin time", "W2/libfuture-thread", "W2/floor-spin", "(report)", "<=")
+	b = best("W3", "glib-gthreadpool onetbb-task_group python-tpe python-ppe")
+	tv = 0.97; row("W3 ours / best peer speedup", "W3/libfuture-thread", b, ">= 0.97", ">=")
+	tv = 2; row("W4 ours / floor-pipe-pingpong time", "W4/libfuture-process", "W4/floor-pipe-pingpong", "<= 2", "<=")
+	tv = 1.5; row("W5 ours / python-ppe-chunk1000 rate", "W5/libfuture-process", "W5/python-ppe-chunk1000", ">= 1.5", ">=")
+	tv = 0.7; row("W6 ours / floor-pipe-64MiB MBps", "W6/libfuture-process", "W6/floor-pipe-64MiB", ">= 0.7", ">=")
+	k = "MEM/libfuture-thread"
+	if (has(k))
+		printf "| memory, bytes per pending task + future | %.1f | < 200 | %s |\n", \
+			val[k], val[k] < 200 ? "met" : "NOT met"
+	else
+		print "| memory, bytes per pending task + future | n/a | < 200 | |"
+}' "$work/medians"
