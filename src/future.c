@@ -469,10 +469,8 @@ int fut_future_new(fut_future **out)
 	return FUT_OK;
 }
 
-int fut_set_running(fut_future *f)
+int fut__future_start(fut_future *f)
 {
-	if (!fut__future_ok(f))
-		return FUT_EINVAL;
 	uint32_t s = atomic_load_explicit(&f->state, memory_order_relaxed);
 	for (;;) {
 		uint32_t st = s & FUT__S_MASK;
@@ -492,16 +490,34 @@ int fut_set_running(fut_future *f)
 	}
 }
 
+/*
+ * The producer calls are for futures made by fut_future_new().  A future an
+ * executor made (it has ops) is completed by its executor only: letting
+ * the caller start or complete it would make the executor drop its task,
+ * and the task's work or the future's callbacks could be lost.
+ */
+static bool producer_ok(const fut_future *f)
+{
+	return fut__future_ok(f) && f->ops == NULL;
+}
+
+int fut_set_running(fut_future *f)
+{
+	if (!producer_ok(f))
+		return FUT_EINVAL;
+	return fut__future_start(f);
+}
+
 int fut_set_result(fut_future *f, void *value)
 {
-	if (!fut__future_ok(f))
+	if (!producer_ok(f))
 		return FUT_EINVAL;
 	return fut__future_complete(f, FUT_OK, 0, value, 0, false, NULL, 0);
 }
 
 int fut_set_result_bytes(fut_future *f, const void *data, size_t len)
 {
-	if (!fut__future_ok(f) || (data == NULL && len != 0) ||
+	if (!producer_ok(f) || (data == NULL && len != 0) ||
 	    len > FUT_MAX_BYTES)
 		return FUT_EINVAL;
 	if (fut_done(f))
@@ -518,7 +534,7 @@ int fut_set_result_bytes(fut_future *f, const void *data, size_t len)
 
 int fut_set_error(fut_future *f, int task_code, const char *message)
 {
-	if (!fut__future_ok(f))
+	if (!producer_ok(f))
 		return FUT_EINVAL;
 	if (fut_done(f))
 		return FUT_ESTATE;

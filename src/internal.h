@@ -206,6 +206,14 @@ int fut__future_complete(fut_future *f, int error, int task_code, void *value,
 			 size_t len, bool owned, char *message,
 			 int crash_status);
 
+/*
+ * An executor's claim before it runs f's task: PENDING -> RUNNING (FUT_OK),
+ * FUT_ECANCELLED if the caller cancelled it, FUT_ESTATE otherwise.  Exactly
+ * one caller wins.  Executors must use this, not fut_set_running(), which
+ * refuses (FUT_EINVAL) futures that have ops, i.e. that an executor owns.
+ */
+int fut__future_start(fut_future *f);
+
 /* Links w into f's list.  Returns false (w not linked) if f is done. */
 bool fut__future_register(fut_future *f, struct fut__waiter *w);
 /* Unlinks w if it is still linked (f may have completed meanwhile). */

@@ -408,11 +408,16 @@ void fut_as_completed_free(fut_as_completed *it)
 {
 	if (!ac_ok(it))
 		return;
+	/* First stop every notification, then free: a node still on the ready
+	 * list is where the next notified node would be appended. */
+	for (size_t i = 0; i < it->cap; i++)
+		if (it->table[i] != NULL)
+			fut__future_unregister(it->table[i]->f,
+					       &it->table[i]->w);
 	for (size_t i = 0; i < it->cap; i++) {
 		struct ac_node *node = it->table[i];
 		if (node == NULL)
 			continue;
-		fut__future_unregister(node->f, &node->w);
 		fut_release(node->f);
 		fut__free(node);
 	}

@@ -517,6 +517,26 @@ static void nop_cb(fut_future *f, void *ud)
 	(void)ud;
 }
 
+static const struct fut__future_ops executor_ops = { 0 };
+
+static void test_producer_calls_refuse_an_executors_future(void **state)
+{
+	(void)state;
+	/* A future with ops belongs to an executor: the caller may not
+	 * start or complete it, or the executor would drop its task. */
+	fut_future *f = malloc(sizeof(*f));
+	fut__future_init(f, &executor_ops);
+	assert_int_equal(fut_set_running(f), FUT_EINVAL);
+	assert_int_equal(fut_set_result(f, NULL), FUT_EINVAL);
+	assert_int_equal(fut_set_result_bytes(f, "a", 1), FUT_EINVAL);
+	assert_int_equal(fut_set_error(f, 1, "x"), FUT_EINVAL);
+	assert_int_equal(fut_state(f), FUT_PENDING);
+	assert_int_equal(fut__future_start(f), FUT_OK);
+	assert_int_equal(fut__future_start(f), FUT_ESTATE);
+	fut__future_complete(f, FUT_OK, 0, NULL, 0, false, NULL, 0);
+	fut_release(f); /* ops->destroy is NULL: freed with fut__free */
+}
+
 static void test_bad_input_gives_einval(void **state)
 {
 	(void)state;
@@ -651,6 +671,8 @@ int main(void)
 		cmocka_unit_test(test_task_fail_formats_its_message),
 		cmocka_unit_test(test_task_without_outcome_finishes_with_null),
 		cmocka_unit_test(test_unclaimed_task_outcome_is_freed),
+		cmocka_unit_test(
+			test_producer_calls_refuse_an_executors_future),
 		cmocka_unit_test(test_bad_input_gives_einval),
 		cmocka_unit_test(
 			test_out_of_memory_gives_enomem_and_changes_nothing),

@@ -454,6 +454,31 @@ static void test_as_completed_free_with_pending_futures_leaks_nothing(
 	release_all(fs, 20);
 }
 
+/* Found by fuzz_api: freeing an iterator while futures complete must not
+ * free a node that a concurrent notification appends behind. */
+static void test_as_completed_free_races_completions_safely(void **state)
+{
+	(void)state;
+	int rounds = under_valgrind() ? 50 : 500;
+	for (int r = 0; r < rounds; r++) {
+		fut_future *fs[16];
+		new_futures(fs, 16);
+		for (int i = 0; i < 16; i += 2)
+			fut_set_result(fs[i], NULL); /* on the ready list */
+		fut_as_completed *it;
+		assert_int_equal(fut_as_completed_new(&it, fs, 16), FUT_OK);
+		fut_future *odd[8];
+		for (int i = 0; i < 8; i++)
+			odd[i] = fs[2 * i + 1];
+		struct feeder fd = { odd, 8, SIZE_MAX, NULL };
+		pthread_t t;
+		pthread_create(&t, NULL, feed, &fd);
+		fut_as_completed_free(it);
+		pthread_join(t, NULL);
+		release_all(fs, 16);
+	}
+}
+
 static void test_as_completed_bad_input_gives_einval(void **state)
 {
 	(void)state;
@@ -537,6 +562,8 @@ int main(void)
 		cmocka_unit_test(test_as_completed_fd_wakes_an_epoll_loop),
 		cmocka_unit_test(
 			test_as_completed_free_with_pending_futures_leaks_nothing),
+		cmocka_unit_test(
+			test_as_completed_free_races_completions_safely),
 		cmocka_unit_test(test_as_completed_bad_input_gives_einval),
 		cmocka_unit_test(
 			test_as_completed_out_of_memory_unwinds_cleanly),

@@ -10,6 +10,7 @@
  */
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -69,11 +70,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	uint8_t yielded[SLOTS] = { 0 };
 	bool pooled[SLOTS] = { 0 }; /* the slot's future came from the pool */
 	callbacks_added = callbacks_run = 0;
+	bool trace = getenv("FUZZ_API_TRACE") != NULL;
 
 	while (in.left > 0) {
 		uint8_t op = take(&in);
 		unsigned s = take(&in) % SLOTS;
 		fut_future *f = slot[s];
+		if (trace)
+			fprintf(stderr, "op %2d slot %u f=%p state=%d added=%d run=%d\n",
+				op % 16, s, (void *)f, fut_state(f),
+				callbacks_added, callbacks_run);
 		switch (op % 16) {
 		case 0:
 			if (f == NULL)
