@@ -18,7 +18,7 @@
  * Design (docs/design-thread-pool.md has the long form):
  * - Submit appends to the global FIFO under qlock: one lock per submit,
  *   one per fut_submit_many batch.  A worker takes a batch of
- *   qlen / nthreads jobs (at most BATCH) at once into its local queue, so
+ *   qlen / nthreads jobs (at most FUT__TP_BATCH) at once into its local queue, so
  *   it touches the global lock once per batch; idle workers steal half of
  *   a busy worker's local queue, so a long batch never strands work.
  * - A job holds two future references (the caller's and the queue's) and
@@ -34,74 +34,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "internal.h"
+#include "thread_pool.h"
 
-#define BATCH 32u	/* most jobs a worker takes from the global queue */
 #define DEFAULT_PREFIX "fut-worker"
-
-struct tpool;
-
-struct job {
-	struct fut_future fut; /* first: the caller's handle */
-	struct fut_task task;
-	struct job *next;    /* queue link; running-stack link while it runs */
-	struct tpool *pool;  /* one pool reference while the block lives */
-	unsigned char bytes[]; /* large class: the input, inline */
-};
-
-_Static_assert(sizeof(struct job) <= FUT__TP_SMALL_SIZE,
-	       "a job must fit the small block class");
-
-struct worker {
-	struct tpool *pool;
-	pthread_t thread;
-	unsigned index;
-	bool idle;	/* counted in p->nidle; this thread's own */
-	bool joined;	/* guarded by p->ctl */
-	unsigned depth; /* tasks run nested in help(); this thread's own */
-	struct fut__wait_hooks hooks;
-	fut__lock lock;
-	struct job *head, *tail;  /* local queue: guarded by lock */
-	_Atomic uint32_t nlocal;  /* written under lock */
-	struct job *running;	  /* innermost first: guarded by lock */
-	_Atomic uint32_t *blocked; /* word it sleeps on: guarded by lock */
-};
-
-struct tpool {
-	struct fut_executor ex; /* first: the handle */
-	/* Set at creation, read-only afterwards. */
-	size_t max_workers;
-	size_t max_queue;
-	int (*initializer)(void *initarg);
-	void *initarg;
-	char prefix[16];
-	struct worker **workers; /* [max_workers]; published by nthreads */
-	char pad0[64];
-
-	fut__lock qlock;
-	bool closed; /* guarded by qlock: no more pushes */
-	struct job *qhead, *qtail;
-	_Atomic size_t qlen; /* written under qlock */
-	char pad1[64];
-
-	_Atomic uint32_t nidle;	    /* workers not running a task */
-	_Atomic uint32_t nsleeping; /* workers asleep on wake */
-	_Atomic uint32_t wake;	    /* futex word of idle workers */
-	_Atomic uint32_t nthreads;  /* workers started (published) */
-	_Atomic uint32_t nblocked;  /* workers asleep in a nested wait */
-	_Atomic uint32_t space;	    /* futex word of max_queue submitters */
-	_Atomic uint32_t nspace_waiters;
-	_Atomic bool shutdown;
-	_Atomic bool broken;
-	_Atomic uint32_t assisting; /* tasks run inline by waiters */
-	_Atomic int64_t stale;	    /* queued jobs a waiter already ran */
-	char pad2[64];
-
-	_Atomic size_t refs; /* handle + live workers + job blocks */
-	pthread_mutex_t ctl;
-	pthread_cond_t ctl_cv;
-	uint32_t nlive; /* guarded by ctl: worker threads not yet exited */
-};
 
 static bool job_assist(fut_future *f);
 static void job_destroy(fut_future *f);
@@ -194,203 +129,6 @@ static void job_destroy(fut_future *f)
 	pool_unref(p);
 }
 
-/* ------------------------------------------------------------------ */
-/* Queues                                                              */
-
-static void wake_space(struct tpool *p)
-{
-	if (p->max_queue != 0 &&
-	    atomic_load_explicit(&p->nspace_waiters, memory_order_seq_cst) > 0) {
-		atomic_fetch_add(&p->space, 1);
-		fut__futex_wake(&p->space, INT32_MAX);
-	}
-}
-
-static void wake_sleepers(struct tpool *p, int n)
-{
-	if (atomic_load_explicit(&p->nsleeping, memory_order_seq_cst) > 0) {
-		atomic_fetch_add(&p->wake, 1);
-		fut__futex_wake(&p->wake, n);
-	}
-}
-
-/* Appends first..last (n jobs) to w's local queue. */
-static void local_append(struct worker *w, struct job *first,
-			 struct job *last, uint32_t n)
-{
-	fut__lock_acquire(&w->lock);
-	last->next = NULL;
-	if (w->tail != NULL)
-		w->tail->next = first;
-	else
-		w->head = first;
-	w->tail = last;
-	atomic_store_explicit(&w->nlocal,
-			      atomic_load_explicit(&w->nlocal,
-						   memory_order_relaxed) + n,
-			      memory_order_relaxed);
-	fut__lock_release(&w->lock);
-}
-
-static struct job *take_local(struct worker *w)
-{
-	if (atomic_load_explicit(&w->nlocal, memory_order_relaxed) == 0)
-		return NULL;
-	fut__lock_acquire(&w->lock);
-	struct job *j = w->head;
-	if (j != NULL) {
-		w->head = j->next;
-		if (w->head == NULL)
-			w->tail = NULL;
-		atomic_store_explicit(&w->nlocal,
-				      atomic_load_explicit(&w->nlocal,
-							   memory_order_relaxed) -
-					      1,
-				      memory_order_relaxed);
-	}
-	fut__lock_release(&w->lock);
-	return j;
-}
-
-/* Takes a batch from the global queue: returns the first job and keeps
- * the rest in w's local queue. */
-static struct job *take_global(struct worker *w)
-{
-	struct tpool *p = w->pool;
-	if (atomic_load_explicit(&p->qlen, memory_order_relaxed) == 0)
-		return NULL;
-	fut__lock_acquire(&p->qlock);
-	size_t n = atomic_load_explicit(&p->qlen, memory_order_relaxed);
-	if (n == 0) {
-		fut__lock_release(&p->qlock);
-		return NULL;
-	}
-	uint32_t nt = atomic_load_explicit(&p->nthreads, memory_order_relaxed);
-	size_t k = n / (nt > 0 ? nt : 1);
-	k = k < 1 ? 1 : (k > BATCH ? BATCH : k);
-	struct job *first = p->qhead, *last = first;
-	for (size_t i = 1; i < k; i++)
-		last = last->next;
-	p->qhead = last->next;
-	if (p->qhead == NULL)
-		p->qtail = NULL;
-	atomic_store_explicit(&p->qlen, n - k, memory_order_relaxed);
-	fut__lock_release(&p->qlock);
-	if (k > 1) {
-		local_append(w, first->next, last, (uint32_t)(k - 1));
-		/* The batch is stealable: let a sleeper come for it. */
-		wake_sleepers(p, 1);
-	}
-	first->next = NULL;
-	wake_space(p);
-	return first;
-}
-
-/* Steals half of another worker's local queue. */
-static struct job *steal(struct worker *w)
-{
-	struct tpool *p = w->pool;
-	uint32_t nt = atomic_load_explicit(&p->nthreads, memory_order_acquire);
-	for (uint32_t i = 1; i < nt; i++) {
-		struct worker *v = p->workers[(w->index + i) % nt];
-		if (v == NULL ||
-		    atomic_load_explicit(&v->nlocal, memory_order_relaxed) == 0)
-			continue;
-		fut__lock_acquire(&v->lock);
-		uint32_t n = atomic_load_explicit(&v->nlocal,
-						  memory_order_relaxed);
-		if (n == 0) {
-			fut__lock_release(&v->lock);
-			continue;
-		}
-		uint32_t k = (n + 1) / 2;
-		struct job *first = v->head, *last = first;
-		for (uint32_t m = 1; m < k; m++)
-			last = last->next;
-		v->head = last->next;
-		if (v->head == NULL)
-			v->tail = NULL;
-		atomic_store_explicit(&v->nlocal, n - k, memory_order_relaxed);
-		fut__lock_release(&v->lock);
-		if (k > 1)
-			local_append(w, first->next, last, k - 1);
-		first->next = NULL;
-		wake_space(p);
-		return first;
-	}
-	return NULL;
-}
-
-static struct job *get_job(struct worker *w)
-{
-	struct job *j = take_local(w);
-	if (j == NULL)
-		j = take_global(w);
-	if (j == NULL)
-		j = steal(w);
-	return j;
-}
-
-/* Jobs waiting in any queue (for max_queue). */
-static size_t queued(struct tpool *p)
-{
-	size_t n = atomic_load_explicit(&p->qlen, memory_order_seq_cst);
-	uint32_t nt = atomic_load_explicit(&p->nthreads, memory_order_acquire);
-	for (uint32_t i = 0; i < nt; i++) {
-		struct worker *v = p->workers[i];
-		if (v != NULL)
-			n += atomic_load_explicit(&v->nlocal,
-						  memory_order_relaxed);
-	}
-	return n;
-}
-
-/* Work an idle worker could take right now. */
-static bool work_visible(struct tpool *p, const struct worker *self)
-{
-	if (atomic_load_explicit(&p->qlen, memory_order_seq_cst) > 0)
-		return true;
-	uint32_t nt = atomic_load_explicit(&p->nthreads, memory_order_acquire);
-	for (uint32_t i = 0; i < nt; i++) {
-		struct worker *v = p->workers[i];
-		if (v != NULL && v != self &&
-		    atomic_load_explicit(&v->nlocal, memory_order_relaxed) > 0)
-			return true;
-	}
-	return false;
-}
-
-/* Empties every queue: the caller owns the returned list (each job still
- * holds its queue reference). */
-static struct job *drain(struct tpool *p)
-{
-	fut__lock_acquire(&p->qlock);
-	struct job *list = p->qhead, *tail = p->qtail;
-	p->qhead = p->qtail = NULL;
-	atomic_store_explicit(&p->qlen, 0, memory_order_relaxed);
-	fut__lock_release(&p->qlock);
-	uint32_t nt = atomic_load_explicit(&p->nthreads, memory_order_acquire);
-	for (uint32_t i = 0; i < nt; i++) {
-		struct worker *v = p->workers[i];
-		if (v == NULL)
-			continue;
-		fut__lock_acquire(&v->lock);
-		if (v->head != NULL) {
-			if (tail != NULL)
-				tail->next = v->head;
-			else
-				list = v->head;
-			tail = v->tail;
-			v->head = v->tail = NULL;
-			atomic_store_explicit(&v->nlocal, 0,
-					      memory_order_relaxed);
-		}
-		fut__lock_release(&v->lock);
-	}
-	wake_space(p);
-	return list;
-}
-
 /* Ends every drained job: cancelled, or failed with `code`. */
 static void end_drained(struct job *list, int code)
 {
@@ -410,7 +148,7 @@ static void end_drained(struct job *list, int code)
 static void break_pool(struct tpool *p)
 {
 	atomic_store(&p->broken, true);
-	end_drained(drain(p), FUT_EBROKEN);
+	end_drained(fut__tp_queue_drain(p), FUT_EBROKEN);
 	atomic_fetch_add(&p->wake, 1);
 	fut__futex_wake(&p->wake, INT32_MAX);
 	atomic_fetch_add(&p->space, 1);
@@ -481,7 +219,7 @@ static void run_job(struct worker *w, struct job *j)
 		/* Work queued while every worker slept in a nested wait. */
 		if (atomic_load_explicit(&p->nblocked, memory_order_relaxed) >
 			    0 &&
-		    work_visible(p, NULL))
+		    fut__tp_queue_visible(p, NULL))
 			wake_blocked(p);
 	}
 	fut_release(&j->fut);
@@ -490,7 +228,7 @@ static void run_job(struct worker *w, struct job *j)
 static bool hook_help(void *ctx)
 {
 	struct worker *w = ctx;
-	struct job *j = get_job(w);
+	struct job *j = fut__tp_queue_take(w);
 	if (j == NULL)
 		return false;
 	w->depth++;
@@ -554,13 +292,13 @@ static void idle_wait(struct worker *w)
 					return;
 				fut__cpu_relax();
 			}
-			if (work_visible(p, w) || fut__now_ns() >= until)
+			if (fut__tp_queue_visible(p, w) || fut__now_ns() >= until)
 				break;
 		}
 	}
 	atomic_fetch_add_explicit(&p->nsleeping, 1, memory_order_seq_cst);
 	uint32_t v = atomic_load_explicit(&p->wake, memory_order_seq_cst);
-	if (!work_visible(p, w) && !atomic_load(&p->shutdown) &&
+	if (!fut__tp_queue_visible(p, w) && !atomic_load(&p->shutdown) &&
 	    !atomic_load(&p->broken))
 		fut__futex_wait(&p->wake, v, -1);
 	atomic_fetch_sub_explicit(&p->nsleeping, 1, memory_order_seq_cst);
@@ -584,7 +322,7 @@ static void *worker_main(void *arg)
 	if (p->initializer != NULL && p->initializer(p->initarg) != 0)
 		break_pool(p);
 	while (!atomic_load(&p->broken)) {
-		struct job *j = get_job(w);
+		struct job *j = fut__tp_queue_take(w);
 		if (j != NULL) {
 			run_job(w, j);
 			continue;
@@ -595,7 +333,7 @@ static void *worker_main(void *arg)
 		idle_wait(w);
 	}
 	if (atomic_load(&p->broken)) /* submits racing the break */
-		end_drained(drain(p), FUT_EBROKEN);
+		end_drained(fut__tp_queue_drain(p), FUT_EBROKEN);
 	set_idle(w, false);
 	fut__wait_hooks_set(NULL);
 	fut__current_executor_set(NULL);
@@ -664,15 +402,6 @@ static struct worker *self_worker(struct tpool *p)
 	return w->pool == p ? w : NULL;
 }
 
-static int pool_state(struct tpool *p)
-{
-	if (atomic_load(&p->broken))
-		return FUT_EBROKEN;
-	if (atomic_load(&p->shutdown))
-		return FUT_ESHUTDOWN;
-	return FUT_OK;
-}
-
 /* Waits while the queue is full (max_queue); makes sure one worker
  * exists.  FUT_OK or the code submit returns. */
 static int admit(struct tpool *p, size_t n)
@@ -681,7 +410,7 @@ static int admit(struct tpool *p, size_t n)
 	if (rc != FUT_OK)
 		return rc;
 	while (p->max_queue != 0) {
-		size_t q = queued(p);
+		size_t q = fut__tp_queue_count(p);
 		if (q == 0 || q + n <= p->max_queue)
 			break;
 		struct worker *w = self_worker(p);
@@ -696,7 +425,7 @@ static int admit(struct tpool *p, size_t n)
 					  memory_order_seq_cst);
 		uint32_t v = atomic_load_explicit(&p->space,
 						  memory_order_seq_cst);
-		q = queued(p);
+		q = fut__tp_queue_count(p);
 		if (q != 0 && q + n > p->max_queue && pool_state(p) == FUT_OK)
 			fut__futex_wait(&p->space, v, -1);
 		atomic_fetch_sub_explicit(&p->nspace_waiters, 1,
@@ -713,32 +442,6 @@ static int admit(struct tpool *p, size_t n)
 		pthread_mutex_unlock(&p->ctl);
 	}
 	return rc;
-}
-
-/* Appends first..last (n jobs) to the global queue. */
-static int push(struct tpool *p, struct job *first, struct job *last,
-		size_t n)
-{
-	fut__lock_acquire(&p->qlock);
-	int rc = pool_state(p);
-	if (rc == FUT_OK && p->closed)
-		rc = FUT_ESHUTDOWN;
-	if (rc != FUT_OK) {
-		fut__lock_release(&p->qlock);
-		return rc;
-	}
-	last->next = NULL;
-	if (p->qtail != NULL)
-		p->qtail->next = first;
-	else
-		p->qhead = first;
-	p->qtail = last;
-	atomic_store_explicit(&p->qlen,
-			      atomic_load_explicit(&p->qlen,
-						   memory_order_relaxed) + n,
-			      memory_order_relaxed);
-	fut__lock_release(&p->qlock);
-	return FUT_OK;
 }
 
 /*
@@ -758,13 +461,13 @@ static void after_push(struct tpool *p, size_t n)
 	    atomic_load_explicit(&p->nthreads, memory_order_relaxed) <
 		    p->max_workers)
 		spawn_some(p, (size_t)(waiting - (int64_t)idle));
-	wake_sleepers(p, n > INT32_MAX ? INT32_MAX : (int)n);
+	fut__tp_queue_wake_sleepers(p, n > INT32_MAX ? INT32_MAX : (int)n);
 	if (idle == 0 &&
 	    atomic_load_explicit(&p->nblocked, memory_order_relaxed) > 0)
 		wake_blocked(p);
 	/* A break that raced the push: nobody may be left to drain. */
 	if (atomic_load(&p->broken))
-		end_drained(drain(p), FUT_EBROKEN);
+		end_drained(fut__tp_queue_drain(p), FUT_EBROKEN);
 }
 
 static int tp_submit(fut_executor *ex, fut_fn fn, void *arg,
@@ -781,7 +484,7 @@ static int tp_submit(fut_executor *ex, fut_fn fn, void *arg,
 		pool_unref(p);
 		return FUT_ENOMEM;
 	}
-	rc = push(p, j, j, 1);
+	rc = fut__tp_queue_push(p, j, j, 1);
 	if (rc != FUT_OK) {
 		job_discard(j);
 		pool_unref(p);
@@ -821,7 +524,7 @@ static int tp_submit_many(fut_executor *ex, fut_fn fn, const void *inputs,
 		for (size_t i = 0; i < n; i++, j = j->next)
 			out[i] = &j->fut;
 	}
-	rc = made < n ? FUT_ENOMEM : push(p, first, last, n);
+	rc = made < n ? FUT_ENOMEM : fut__tp_queue_push(p, first, last, n);
 	if (rc != FUT_OK) {
 		for (struct job *j = first, *next; made > 0; j = next, made--) {
 			next = j->next;
@@ -916,7 +619,7 @@ static int tp_shutdown(fut_executor *ex, unsigned flags)
 	atomic_store(&p->shutdown, true);
 	fut__lock_release(&p->qlock);
 	if (flags & FUT_SHUTDOWN_CANCEL_PENDING)
-		end_drained(drain(p), FUT_ECANCELLED);
+		end_drained(fut__tp_queue_drain(p), FUT_ECANCELLED);
 	if (flags & FUT_SHUTDOWN_INTERRUPT)
 		interrupt_running(p);
 	atomic_fetch_add(&p->wake, 1);

@@ -1,0 +1,108 @@
+/*
+ * thread_pool.h: private to the thread pool (thread_pool.c, tp_queue.c).
+ *
+ * The job block, the worker and the pool, and the queue functions that
+ * tp_queue.c gives thread_pool.c.  Locks are described in thread_pool.c.
+ */
+#ifndef FUT_THREAD_POOL_H
+#define FUT_THREAD_POOL_H
+
+#include <pthread.h>
+
+#include "internal.h"
+
+#define FUT__TP_BATCH 32u /* most jobs a worker takes from the global queue */
+
+struct tpool;
+
+struct job {
+	struct fut_future fut; /* first: the caller's handle */
+	struct fut_task task;
+	struct job *next;    /* queue link; running-stack link while it runs */
+	struct tpool *pool;  /* one pool reference while the block lives */
+	unsigned char bytes[]; /* large class: the input, inline */
+};
+
+_Static_assert(sizeof(struct job) <= FUT__TP_SMALL_SIZE,
+	       "a job must fit the small block class");
+
+struct worker {
+	struct tpool *pool;
+	pthread_t thread;
+	unsigned index;
+	bool idle;	/* counted in p->nidle; this thread's own */
+	bool joined;	/* guarded by p->ctl */
+	unsigned depth; /* tasks run nested in help(); this thread's own */
+	struct fut__wait_hooks hooks;
+	fut__lock lock;
+	struct job *head, *tail;  /* local queue: guarded by lock */
+	_Atomic uint32_t nlocal;  /* written under lock */
+	struct job *running;	  /* innermost first: guarded by lock */
+	_Atomic uint32_t *blocked; /* word it sleeps on: guarded by lock */
+};
+
+struct tpool {
+	struct fut_executor ex; /* first: the handle */
+	/* Set at creation, read-only afterwards. */
+	size_t max_workers;
+	size_t max_queue;
+	int (*initializer)(void *initarg);
+	void *initarg;
+	char prefix[16];
+	struct worker **workers; /* [max_workers]; published by nthreads */
+	char pad0[64];
+
+	fut__lock qlock;
+	bool closed; /* guarded by qlock: no more pushes */
+	struct job *qhead, *qtail;
+	_Atomic size_t qlen; /* written under qlock */
+	char pad1[64];
+
+	_Atomic uint32_t nidle;	    /* workers not running a task */
+	_Atomic uint32_t nsleeping; /* workers asleep on wake */
+	_Atomic uint32_t wake;	    /* futex word of idle workers */
+	_Atomic uint32_t nthreads;  /* workers started (published) */
+	_Atomic uint32_t nblocked;  /* workers asleep in a nested wait */
+	_Atomic uint32_t space;	    /* futex word of max_queue submitters */
+	_Atomic uint32_t nspace_waiters;
+	_Atomic bool shutdown;
+	_Atomic bool broken;
+	_Atomic uint32_t assisting; /* tasks run inline by waiters */
+	_Atomic int64_t stale;	    /* queued jobs a waiter already ran */
+	char pad2[64];
+
+	_Atomic size_t refs; /* handle + live workers + job blocks */
+	pthread_mutex_t ctl;
+	pthread_cond_t ctl_cv;
+	uint32_t nlive; /* guarded by ctl: worker threads not yet exited */
+};
+
+static inline int pool_state(struct tpool *p)
+{
+	if (atomic_load(&p->broken))
+		return FUT_EBROKEN;
+	if (atomic_load(&p->shutdown))
+		return FUT_ESHUTDOWN;
+	return FUT_OK;
+}
+
+/* tp_queue.c.  Takes a job for w: its local queue, else a batch from the
+ * global queue, else half of another worker's local queue; NULL if none. */
+struct job *fut__tp_queue_take(struct worker *w);
+/* Appends first..last (n linked jobs) to the global queue, unless the pool
+ * is shut down or broken (then that code, nothing queued). */
+int fut__tp_queue_push(struct tpool *p, struct job *first, struct job *last,
+		       size_t n);
+/* Empties every queue; the caller owns the returned list (each job still
+ * holds its queue reference). */
+struct job *fut__tp_queue_drain(struct tpool *p);
+/* Jobs waiting in any queue (for max_queue). */
+size_t fut__tp_queue_count(struct tpool *p);
+/* True if an idle worker (other than self) could take a job now. */
+bool fut__tp_queue_visible(struct tpool *p, const struct worker *self);
+/* Wakes up to n sleeping idle workers (if any sleep). */
+void fut__tp_queue_wake_sleepers(struct tpool *p, int n);
+/* Wakes submitters blocked on a full queue (if any). */
+void fut__tp_queue_wake_space(struct tpool *p);
+
+#endif /* FUT_THREAD_POOL_H */
