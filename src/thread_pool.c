@@ -9,7 +9,8 @@
  * one of our futures (assist runs a still-queued task inline there).
  * Locks: p->qlock guards the global queue (qhead, qtail, qlen's writes,
  * closed); w->lock guards a worker's local queue (head, tail, nlocal's
- * writes), its running stack and its blocked word; p->ctl (a pthread
+ * writes), its blocked word and the walk of its running stack (written by
+ * the worker alone, see run_job); p->ctl (a pthread
  * mutex, so that a waiter may free the pool right after it wakes) guards
  * nlive, the workers' joined marks and spawning.  Order: ctl -> qlock ->
  * w->lock; each lock is taken alone wherever possible.  No lock is held
@@ -199,14 +200,21 @@ static void run_job(struct worker *w, struct job *j)
 		 * pool without an idle worker. */
 		if (w->depth == 0)
 			set_idle(w, false);
-		fut__lock_acquire(&w->lock);
-		j->next = w->running;
-		w->running = j;
-		fut__lock_release(&w->lock);
+		j->next = atomic_load_explicit(&w->running,
+					       memory_order_relaxed);
+		atomic_store_explicit(&w->running, j, memory_order_release);
 		fut__task_run(&j->task);
-		fut__lock_acquire(&w->lock);
-		w->running = j->next;
-		fut__lock_release(&w->lock);
+		/* Off the stack before the job can be recycled.  A shutdown
+		 * that raises `interrupting` and then walks the stack under
+		 * w->lock either sees the job gone (we stored first) or we
+		 * see it interrupting and wait out its walk. */
+		atomic_store_explicit(&w->running, j->next,
+				      memory_order_seq_cst);
+		if (atomic_load_explicit(&p->interrupting,
+					 memory_order_seq_cst) != 0) {
+			fut__lock_acquire(&w->lock);
+			fut__lock_release(&w->lock);
+		}
 		/* Idle before the future completes: a caller that waited for
 		 * it and submits again finds this worker idle, so sequential
 		 * submit + wait never starts a second thread. */
@@ -560,6 +568,15 @@ static bool job_assist(fut_future *f)
 	 * may then run only in a worker. */
 	if (p->initializer != NULL || fut__future_state(f) != FUT__S_PENDING)
 		return false;
+	/* An outside waiter runs it only where it costs no cpu a worker
+	 * needs: when a worker is idle (the hand-off would cost a wake-up)
+	 * or fewer workers are busy than there are cpus.  A worker of this
+	 * pool always may: it would only sleep. */
+	if (self_worker(p) == NULL &&
+	    atomic_load_explicit(&p->nidle, memory_order_relaxed) == 0 &&
+	    atomic_load_explicit(&p->nthreads, memory_order_relaxed) >=
+		    (uint32_t)fut__ncpus())
+		return false;
 	/* Counted before the claim, so a shutdown that saw every queued job
 	 * popped also sees this run. */
 	atomic_fetch_add(&p->assisting, 1);
@@ -582,6 +599,7 @@ static bool job_assist(fut_future *f)
 
 static void interrupt_running(struct tpool *p)
 {
+	atomic_fetch_add_explicit(&p->interrupting, 1, memory_order_seq_cst);
 	uint32_t nt = atomic_load_explicit(&p->nthreads, memory_order_acquire);
 	for (uint32_t i = 0; i < nt; i++) {
 		struct worker *v = p->workers[i];
@@ -589,10 +607,12 @@ static void interrupt_running(struct tpool *p)
 			continue;
 		fut__lock_acquire(&v->lock);
 		/* Only sets a flag: no user code, no other lock. */
-		for (struct job *j = v->running; j != NULL; j = j->next)
+		for (struct job *j = atomic_load(&v->running); j != NULL;
+		     j = j->next)
 			(void)fut_interrupt(&j->fut);
 		fut__lock_release(&v->lock);
 	}
+	atomic_fetch_sub_explicit(&p->interrupting, 1, memory_order_seq_cst);
 }
 
 /* Joins the exited workers.  Caller holds p->ctl. */

@@ -37,7 +37,9 @@ struct worker {
 	fut__lock lock;
 	struct job *head, *tail;  /* local queue: guarded by lock */
 	_Atomic uint32_t nlocal;  /* written under lock */
-	struct job *running;	  /* innermost first: guarded by lock */
+	/* Jobs it runs, innermost first: written by the worker alone;
+	 * read by an interrupting shutdown under lock (see run_job). */
+	_Atomic(struct job *) running;
 	_Atomic uint32_t *blocked; /* word it sleeps on: guarded by lock */
 };
 
@@ -58,6 +60,7 @@ struct tpool {
 	_Atomic size_t qlen; /* written under qlock */
 	char pad1[64];
 
+	_Atomic uint32_t interrupting; /* shutdowns walking running stacks */
 	_Atomic uint32_t nidle;	    /* workers not running a task */
 	_Atomic uint32_t nsleeping; /* workers asleep on wake */
 	_Atomic uint32_t wake;	    /* futex word of idle workers */
