@@ -125,6 +125,7 @@ check-valgrind: all $(TESTS)
 		echo "== valgrind $$t"; \
 		FUT_TEST_UNDER_VALGRIND=1 timeout $(TEST_TIMEOUT) valgrind -q \
 			--error-exitcode=99 --leak-check=full \
+			--child-silent-after-fork=yes \
 			--errors-for-leak-kinds=definite,indirect,possible \
 			--track-fds=no $$t; \
 	done

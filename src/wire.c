@@ -348,7 +348,7 @@ int fut__wire_ctl_get(const void *buf, size_t len, struct fut__wire_ctl *c)
 	if (p[0] != FUT__WIRE_MAGIC || p[1] != FUT__WIRE_VERSION ||
 	    p[3] != 0 || get_u32(p + 20) != 0)
 		return FUT_EINVAL;
-	if (p[2] < FUT__WIRE_CTL_SPAWN || p[2] > FUT__WIRE_CTL_EXITED)
+	if (p[2] < FUT__WIRE_CTL_SPAWN || p[2] > FUT__WIRE_CTL_KILL)
 		return FUT_EINVAL;
 	c->type = p[2];
 	c->slot = get_u32(p + 4);

@@ -125,7 +125,8 @@ void fut__wire_put_record(void *buf, uint64_t id, uint64_t fn, uint32_t kind,
  * magic, version, type, 0, u32 slot, u32 gen, i32 pid, i32 value, 4 zero
  * bytes.  SPAWN (parent -> server, with the worker's two fds) asks for a
  * worker in slot/gen; SPAWNED gives its pid; SPAWN_FAILED an errno in
- * value; EXITED a reaped worker's pid and wait status.
+ * value; EXITED a reaped worker's pid and wait status; KILL (parent ->
+ * server) kills the process group of the worker in slot/gen with that pid.
  */
 #define FUT__WIRE_CTL_SIZE 24u
 enum {
@@ -133,6 +134,7 @@ enum {
 	FUT__WIRE_CTL_SPAWNED = 2,
 	FUT__WIRE_CTL_SPAWN_FAILED = 3,
 	FUT__WIRE_CTL_EXITED = 4,
+	FUT__WIRE_CTL_KILL = 5, /* parent -> server: kill slot/gen's group */
 };
 struct fut__wire_ctl {
 	unsigned type;

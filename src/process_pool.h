@@ -1,0 +1,175 @@
+/*
+ * process_pool.h: what the parent side of the process pool
+ * (process_pool.c) and the child side (worker.c) share.  Private to the
+ * library.
+ */
+#ifndef FUT_PROCESS_POOL_H
+#define FUT_PROCESS_POOL_H
+
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/*
+ * One per worker slot, in a MAP_SHARED page made before the fork server:
+ * the worker stores the id of each task before it runs it (and, with a
+ * task_timeout, the time), so the parent knows which task of a batch was
+ * running when the worker died or must be killed.
+ */
+struct fut__worker_slot {
+	_Atomic uint64_t started;
+	_Atomic int64_t started_ns;
+	char pad[48];
+};
+
+/* The fork server's view of one slot (its own memory after the fork). */
+struct fut__fs_child {
+	pid_t pid; /* 0: none */
+	uint32_t gen;
+};
+
+struct fut__forkserver_cfg {
+	int (*initializer)(void *initarg);
+	void *initarg;
+	struct fut__worker_slot *slots; /* shared, nslots */
+	struct fut__fs_child *table;	/* nslots, zeroed */
+	uint32_t nslots;
+	bool track_time; /* write started_ns (task_timeout set) */
+};
+
+/*
+ * Forks the fork server (worker.c).  The child does only async-signal-safe
+ * work until it runs its loop (which is async-signal-safe throughout), so
+ * this may be called from a multi-threaded process.  *pid gets its pid and
+ * *sock the parent's end of a SOCK_SEQPACKET socket (O_CLOEXEC).  FUT_OK,
+ * FUT_ESYS (errno set), FUT_EAGAIN (fork failed).
+ */
+int fut__forkserver_start(const struct fut__forkserver_cfg *cfg, pid_t *pid,
+			  int *sock);
+
+/* Pipe and socket buffer size asked for each worker channel. */
+#define FUT__PP_CHANNEL_BYTES (1u << 20)
+
+/* ------------------------------------------------------------------ */
+/* The parent side: process_pool.c (the API, the queue, the jobs) and
+ * pp_manager.c (the manager thread: every pipe, every worker's life).  */
+
+#include <pthread.h>
+
+#include "internal.h"
+#include "wire.h"
+
+struct ppool;
+
+/* A task and its future in one block. */
+struct pp_job {
+	struct fut_future fut; /* first: the caller's handle */
+	struct ppool *pool;    /* one pool reference while the block lives */
+	struct pp_job *next;   /* the queue or a worker's in-flight list */
+	uint64_t id;	       /* given at dispatch; 0 while queued */
+	fut_fn fn;
+	size_t len;
+	bool chunk_end;	    /* the last job of its frame-sized chunk */
+	bool frame_last;    /* in flight: the last job of its frame */
+	unsigned requeued;  /* times it went back to the queue */
+	unsigned char input[];
+};
+
+enum {
+	PW_FREE = 0, /* slot unused */
+	PW_SPAWNING, /* SPAWN sent, no answer yet */
+	PW_STARTING, /* pid known, hello not received */
+	PW_READY,    /* took its hello: may get work */
+	PW_RETIRING, /* its task channel is closed or it was killed */
+};
+
+/* One worker slot: the manager's alone. */
+struct pp_worker {
+	int state;
+	uint32_t slot;
+	uint32_t gen;
+	pid_t pid;
+	int task_fd;   /* our end of its task socket, -1 */
+	int result_fd; /* our end of its result pipe, -1 */
+	bool eof;      /* result pipe at EOF */
+	bool exited;   /* the fork server reported its wait status */
+	bool orphan;   /* its fork server died: ends at EOF */
+	int status;
+	struct pp_job *head, *tail; /* in flight, in the order it runs them */
+	unsigned frames;	    /* frames in flight */
+	size_t sent;		    /* tasks sent, for max_tasks_per_child */
+	/* Why we killed it: 0, or the code its victim(s) end with. */
+	int kill_reason;
+	bool kill_all;	  /* every job in flight ends kill_reason */
+	uint64_t kill_id; /* else the one job that does */
+	char *bad_frame;  /* it sent a malformed frame: why */
+	/* Output still to write: obuf[ooff, olen) then opay[opayoff,
+	 * opaylen) (a large input, sent from the job block itself). */
+	unsigned char *obuf;
+	size_t ocap, olen, ooff;
+	const unsigned char *opay;
+	size_t opaylen, opayoff;
+	struct fut__wire_dec dec;
+};
+
+struct ppool {
+	struct fut_executor ex; /* first: the handle */
+	_Atomic uint32_t refs;	/* handle + manager + one per job block */
+	/* Set at creation. */
+	size_t max_workers;
+	uint32_t nslots; /* 2 * max_workers: retiring ones keep a slot */
+	size_t max_tasks_per_child;
+	double timeout;	    /* task_timeout, seconds; 0: none */
+	int64_t timeout_ns; /* 0: none */
+	struct fut__forkserver_cfg cfg;
+	struct fut__worker_slot *slots; /* shared mapping */
+	size_t slots_bytes;
+	int wake_fd; /* eventfd; -1 once the manager ended: lock */
+	_Atomic bool wake_pending;
+	_Atomic bool interrupt_scan; /* some future asked fut_interrupt */
+	pthread_t manager;
+
+	pthread_mutex_t lock;
+	pthread_cond_t done_cv;	    /* manager_done */
+	struct pp_job *qhead, *qtail; /* lock */
+	bool shutdown;		    /* lock */
+	bool interrupt_all;	    /* lock: kill what runs */
+	bool broken;		    /* lock */
+	char *broken_msg;	    /* lock: why (may be NULL) */
+	bool manager_done;	    /* lock */
+	bool joined;		    /* lock: someone joined the manager */
+	bool free_on_exit;	    /* lock: freed from the manager thread */
+
+	/* The manager's own. */
+	pid_t fs_pid;
+	int fs_sock;
+	unsigned spawn_failures; /* in a row */
+	int64_t spawn_after_ns;	 /* no spawn before (backoff) */
+	uint64_t next_id;
+	struct pp_worker *workers; /* [nslots] */
+	unsigned char *stage;
+};
+
+/* The manager's read buffer. */
+#define FUT__PP_STAGE_BYTES (64u * 1024u)
+
+/* process_pool.c, for the manager */
+void fut__pp_unref(struct ppool *p);
+/* Fails j with code and a formatted message, then drops the manager's
+ * reference to it. */
+void fut__pp_job_end(struct pp_job *j, int code, int task_code,
+		     int crash_status, const char *fmt, ...) FUT_PRINTF(5, 6);
+/* Caller holds p->lock: the pool is broken (why is copied); every queued
+ * job is moved to *out to be failed FUT_EBROKEN by the caller. */
+void fut__pp_break_locked(struct ppool *p, const char *why,
+			  struct pp_job **out);
+/* Fails every job of list with FUT_EBROKEN and the pool's broken text
+ * (no lock held; once broken, the text never changes). */
+void fut__pp_fail_broken(struct ppool *p, struct pp_job *list);
+
+/* pp_manager.c */
+void *fut__pp_manager_main(void *arg);
+
+#endif /* FUT_PROCESS_POOL_H */
