@@ -27,10 +27,13 @@ for f in "$api" "$header" "$readme"; do
 done
 mkdir -p "$out"
 
-version=$(sed -n 's/^#define FUT_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9]*\).*/\2/p' "$header" |
-	paste -sd. -)
+part()
+{
+	sed -n "s/^#define FUT_VERSION_$1 \\([0-9][0-9]*\\).*/\\1/p" "$header"
+}
+version=$(part MAJOR).$(part MINOR).$(part PATCH)
 case $version in
-*.*.*) ;;
+[0-9]*.[0-9]*.[0-9]*) ;;
 *) echo "mkman: no FUT_VERSION_* in $header" >&2; exit 1 ;;
 esac
 
