@@ -30,6 +30,14 @@ for fn in $funcs; do
 	fi
 done
 
+# ...and every entry names a function the header still declares.
+for fn in $(sed -n 's/^### \(fut_[a-z0-9_]*\).*/\1/p' "$api"); do
+	if ! echo "$funcs" | grep -qx "$fn"; then
+		echo "check_docs: $api has an entry for $fn, which $header does not declare" >&2
+		status=1
+	fi
+done
+
 mkman=$here/../docs/mkman.sh
 if [ -r "$mkman" ]; then
 	if ! sh "$mkman" "$api" "$header" "$readme" "$tmp/man"; then
