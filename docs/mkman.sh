@@ -402,10 +402,13 @@ function table(i, b,    r, nr, nc, k, c, cell, numeric, first) {
 		sub(/\|[ \t]*$/, "", c)
 		if (c ~ /^[ \t:|-]*$/)
 			continue
+		gsub(/\\\|/, "\001", c)	# an escaped \| is no column break
 		nr++
 		nc = split(c, cell, /\|/)
-		for (k = 1; k <= nc; k++)
+		for (k = 1; k <= nc; k++) {
+			gsub(/\001/, "|", cell[k])
 			T[nr, k] = trim(cell[k])
+		}
 	}
 	numeric = nc > 2
 	for (r = 2; r <= nr; r++)
