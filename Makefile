@@ -135,6 +135,13 @@ bench: all $(BENCHES)
 
 examples: $(EXAMPLES)
 
+# The man pages are generated from docs/api.md and committed; `make check`
+# (tests/check_docs.sh) fails when they drift from it.
+.PHONY: man
+man:
+	rm -f docs/man/*.3
+	sh docs/mkman.sh docs/api.md include/future.h README.md docs/man
+
 # libFuzzer targets (clang): tests/fuzz/fuzz_<name>.c with a seed corpus in
 # tests/fuzz/<name>/; each runs FUZZ_SECONDS on a scratch copy of its corpus.
 FUZZ_SECONDS ?= 60

@@ -1,8 +1,11 @@
 #!/bin/sh
 # Usage: tests/check_docs.sh [HEADER [API_MD [MAN_DIR]]]
 # Every function include/future.h declares has an entry in docs/api.md (a
-# heading that names it, e.g. "### fut_result"), and, once docs/man exists,
-# a man page docs/man/<function>.3; the man pages must pass mandoc -Tlint.
+# heading that names it, e.g. "### fut_result - ..."), and a man page
+# MAN_DIR/<function>.3; the man pages are what docs/mkman.sh makes of
+# docs/api.md today (regenerated into a scratch directory and compared, so
+# an edit of either side alone fails: run `make man`), and they pass
+# mandoc -Tlint.
 set -eu
 
 here=$(dirname "$0")
@@ -16,6 +19,9 @@ man=${3:-docs/man}
 funcs=$(sh "$here/list_functions.sh" "$header")
 n=$(echo "$funcs" | wc -l)
 status=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT INT TERM
+readme=$(dirname "$api")/../README.md
 for fn in $funcs; do
 	# A markdown heading naming the function as a whole word.
 	if ! grep -Eq "^#+ .*\\b$fn\\b" "$api"; then
@@ -23,6 +29,26 @@ for fn in $funcs; do
 		status=1
 	fi
 done
+
+# ...and every entry names a function the header still declares.
+for fn in $(sed -n 's/^### \(fut_[a-z0-9_]*\).*/\1/p' "$api"); do
+	if ! echo "$funcs" | grep -qx "$fn"; then
+		echo "check_docs: $api has an entry for $fn, which $header does not declare" >&2
+		status=1
+	fi
+done
+
+mkman=$here/../docs/mkman.sh
+if [ -r "$mkman" ]; then
+	if ! sh "$mkman" "$api" "$header" "$readme" "$tmp/man"; then
+		echo "check_docs: docs/mkman.sh failed on $api" >&2
+		status=1
+	elif ! diff -r "$tmp/man" "$man" >"$tmp/man.diff" 2>&1; then
+		head -n 40 "$tmp/man.diff" >&2
+		echo "check_docs: $man differs from what docs/mkman.sh makes of $api: run make man" >&2
+		status=1
+	fi
+fi
 
 if [ -d "$man" ]; then
 	for fn in $funcs; do
@@ -49,10 +75,7 @@ fi
 
 # The README's example compiles against the header (test_install.sh also
 # builds and runs it against the installed library).
-readme=$(dirname "$api")/../README.md
 if [ -r "$readme" ]; then
-	tmp=$(mktemp -d)
-	trap 'rm -rf "$tmp"' EXIT INT TERM
 	awk '/^```c$/ { f = 1; next } /^```$/ { if (f) exit } f' "$readme" >"$tmp/example.c"
 	if [ ! -s "$tmp/example.c" ]; then
 		echo "check_docs: no C example in $readme" >&2
