@@ -241,7 +241,18 @@ enum {
 	FUT__OUT_VALUE,
 	FUT__OUT_BYTES,
 	FUT__OUT_FAIL,
+	FUT__OUT_SENT, /* bytes already written out by fut__task_emit_fn */
 };
+
+/*
+ * Set only in a process worker (single-threaded): while it runs task
+ * fut__task_emit_for, a byte result of at least FUT__TASK_EMIT_MIN bytes
+ * is handed to fut__task_emit_fn, which writes it to the result pipe
+ * straight from the task's buffer (no copy); the outcome is then SENT.
+ */
+#define FUT__TASK_EMIT_MIN (256u * 1024u)
+extern fut_task *fut__task_emit_for;
+extern void (*fut__task_emit_fn)(fut_task *t, const void *data, size_t len);
 
 /*
  * What a task function reads and settles.  Executors embed it and run

@@ -184,6 +184,18 @@ static void out_record(struct out *o, int fd, uint64_t id, uint32_t kind,
 	o->count++;
 }
 
+/* What the worker is sending to, for a large result emitted by the task
+ * itself (fut__task_emit_fn): this process is single-threaded. */
+static struct out *emit_out;
+static int emit_fd;
+static uint64_t emit_id;
+
+static void emit_bytes(fut_task *t, const void *data, size_t len)
+{
+	(void)t;
+	out_record(emit_out, emit_fd, emit_id, FUT__WIRE_R_BYTES, 0, data, len);
+}
+
 static void run_one(const struct fut__forkserver_cfg *cfg,
 		    struct fut__worker_slot *slot, struct out *o, int fd,
 		    struct fut__wire_rec *r)
@@ -195,8 +207,16 @@ static void run_one(const struct fut__forkserver_cfg *cfg,
 	struct fut_task t;
 	fut_fn fn = (fut_fn)(uintptr_t)r->fn;
 	fut__task_init(&t, fn, NULL, r->data, r->len, NULL);
+	emit_out = o;
+	emit_fd = fd;
+	emit_id = r->id;
+	fut__task_emit_fn = emit_bytes;
+	fut__task_emit_for = &t;
 	fut__task_run(&t);
+	fut__task_emit_for = NULL;
 	switch (t.outcome) {
+	case FUT__OUT_SENT:
+		break;
 	case FUT__OUT_BYTES:
 		out_record(o, fd, r->id, FUT__WIRE_R_BYTES, 0, t.value, t.len);
 		break;
