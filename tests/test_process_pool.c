@@ -8,6 +8,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -20,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -157,6 +159,35 @@ static void spawn_child_task(fut_task *t)
 	}
 	atomic_store(shared_pid, (int)c);
 	pause();
+}
+
+/* Writes to every fd of the worker open for writing but 0-2: its
+ * result pipe gets `what`. */
+static void scribble(const void *what, size_t len)
+{
+	for (int fd = 3; fd < 64; fd++) {
+		int fl = fcntl(fd, F_GETFL);
+		if (fl >= 0 && (fl & O_ACCMODE) == O_WRONLY)
+			(void)!write(fd, what, len);
+	}
+}
+
+static void garbage_task(fut_task *t)
+{
+	(void)t;
+	unsigned char junk[64];
+	memset(junk, 0xAB, sizeof(junk));
+	scribble(junk, sizeof(junk));
+	pause(); /* the parent kills it */
+}
+
+/* A frame header announcing more than ever comes, then death. */
+static void truncated_task(fut_task *t)
+{
+	(void)t;
+	unsigned char hdr[16] = { 0xFB, 1, 2, 0, 1, 0, 0, 0, 0xE8, 3 };
+	scribble(hdr, sizeof(hdr));
+	_exit(0);
 }
 
 static void echo_task(fut_task *t)
@@ -901,6 +932,68 @@ static void test_workers_never_flush_the_parents_stdio(void **state)
 	fclose(tmp);
 }
 
+static void test_a_worker_writing_garbage_fails_only_its_task(void **state)
+{
+	(void)state;
+	fut_executor *ex = new_pool(1);
+	fut_future *bad = submit_u64(ex, garbage_task, 0);
+	fut_future *next = submit_u64(ex, square_task, 11);
+	assert_int_equal(fut_wait(&bad, 1, FUT_ALL_COMPLETED, LONG_WAIT),
+			 FUT_OK);
+	assert_int_equal(fut_error(bad), FUT_ECRASHED);
+	assert_non_null(strstr(fut_error_message(bad), "malformed"));
+	assert_int_equal(result_u64(next), 121);
+	fut_release(bad);
+	fut_release(next);
+	fut_executor_free(ex);
+}
+
+static void test_a_truncated_frame_fails_only_its_task(void **state)
+{
+	(void)state;
+	fut_executor *ex = new_pool(1);
+	fut_future *bad = submit_u64(ex, truncated_task, 0);
+	fut_future *next = submit_u64(ex, square_task, 12);
+	assert_int_equal(fut_wait(&bad, 1, FUT_ALL_COMPLETED, LONG_WAIT),
+			 FUT_OK);
+	assert_int_equal(fut_error(bad), FUT_ECRASHED);
+	assert_int_equal(result_u64(next), 144);
+	fut_release(bad);
+	fut_release(next);
+	fut_executor_free(ex);
+}
+
+static void test_fd_exhaustion_at_creation_is_eagain_without_leaks(void **state)
+{
+	(void)state;
+	struct rlimit old;
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	int fds = count_fds();
+	int kids = count_children();
+	/* Room for a few fds only: the pool needs an eventfd, a socket pair
+	 * and the manager's pipes later.  Every limit from "none left" up
+	 * must give FUT_EAGAIN (or succeed) and leak nothing. */
+	for (int extra = 0; extra < 6; extra++) {
+		struct rlimit lim = old;
+		lim.rlim_cur = (rlim_t)(fds - 1 + extra);
+		assert_int_equal(setrlimit(RLIMIT_NOFILE, &lim), 0);
+		fut_executor *ex = (fut_executor *)1;
+		int rc = fut_process_pool_new(&ex, NULL);
+		assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+		if (rc == FUT_OK) {
+			fut_future *f = submit_u64(ex, square_task, 3);
+			assert_int_equal(result_u64(f), 9);
+			fut_release(f);
+			fut_executor_free(ex);
+		} else {
+			assert_int_equal(rc, FUT_EAGAIN);
+			assert_null(ex);
+		}
+		assert_int_equal(count_fds(), fds);
+		assert_int_equal(count_children(), kids);
+	}
+}
+
 static void test_bad_options_are_rejected(void **state)
 {
 	(void)state;
@@ -950,6 +1043,9 @@ int main(void)
 		cmocka_unit_test(test_a_done_callback_may_free_its_pool),
 		cmocka_unit_test(test_the_fork_server_is_restarted_when_killed),
 		cmocka_unit_test(test_workers_never_flush_the_parents_stdio),
+		cmocka_unit_test(test_a_worker_writing_garbage_fails_only_its_task),
+		cmocka_unit_test(test_a_truncated_frame_fails_only_its_task),
+		cmocka_unit_test(test_fd_exhaustion_at_creation_is_eagain_without_leaks),
 		cmocka_unit_test(test_bad_options_are_rejected),
 	};
 	shared_pid = mmap(NULL, sizeof(*shared_pid), PROT_READ | PROT_WRITE,
