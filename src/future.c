@@ -175,6 +175,22 @@ static void publish(fut_future *f, uint32_t final_state)
 	}
 }
 
+/* Fills the outcome of a claimed future and publishes it. */
+static void settle(fut_future *f, int error, int task_code, void *value,
+		   size_t len, uint32_t flags, char *message, int crash_status)
+{
+	f->error = error;
+	f->task_code = task_code;
+	f->crash_status = crash_status;
+	f->value = value;
+	f->len = len;
+	f->message = message;
+	if (flags != 0)
+		atomic_fetch_or_explicit(&f->flags, flags,
+					 memory_order_relaxed);
+	publish(f, FUT__S_FINISHED);
+}
+
 int fut__future_complete(fut_future *f, int error, int task_code, void *value,
 			 size_t len, bool owned, char *message,
 			 int crash_status)
@@ -185,16 +201,17 @@ int fut__future_complete(fut_future *f, int error, int task_code, void *value,
 		fut__free(message);
 		return FUT_ESTATE;
 	}
-	f->error = error;
-	f->task_code = task_code;
-	f->crash_status = crash_status;
-	f->value = value;
-	f->len = owned ? len : 0;
-	f->message = message;
-	if (owned)
-		atomic_fetch_or_explicit(&f->flags, FUT__F_BYTES,
-					 memory_order_relaxed);
-	publish(f, FUT__S_FINISHED);
+	settle(f, error, task_code, value, owned ? len : 0,
+	       owned ? FUT__F_BYTES : 0, message, crash_status);
+	return FUT_OK;
+}
+
+int fut__future_complete_borrowed(fut_future *f, const void *data, size_t len)
+{
+	if (!claim(f, true))
+		return FUT_ESTATE;
+	/* No FUT__F_BYTES: fut__future_fini() leaves the bytes alone. */
+	settle(f, FUT_OK, 0, (void *)(uintptr_t)data, len, 0, NULL, 0);
 	return FUT_OK;
 }
 

@@ -206,6 +206,11 @@ int fut__future_complete(fut_future *f, int error, int task_code, void *value,
 			 size_t len, bool owned, char *message,
 			 int crash_status);
 
+/* As fut__future_complete(f, FUT_OK, ...) with a byte result that lives
+ * as long as f does (in the executor's block that holds f): never freed
+ * by the future. */
+int fut__future_complete_borrowed(fut_future *f, const void *data, size_t len);
+
 /*
  * An executor's claim before it runs f's task: PENDING -> RUNNING (FUT_OK),
  * FUT_ECANCELLED if the caller cancelled it, FUT_ESTATE otherwise.  Exactly
@@ -319,7 +324,8 @@ fut_executor *fut__current_executor(void);
 void fut__current_executor_set(fut_executor *ex);
 
 /* ------------------------------------------------------------------ */
-/* thread pool (thread_pool.c, tp_slab.c): recycled job blocks.         */
+/* tp_slab.c: recycled job blocks (the thread pool's, and the process  */
+/* pool's small jobs).                                                  */
 
 /* Two block classes: a job with no inline input, and one with up to
  * FUT__TP_INLINE_BYTES of input stored inline. */

@@ -371,6 +371,15 @@ static void on_result(struct mgr *m, struct pp_worker *w,
 	j->next = NULL;
 	if (j->frame_last)
 		w->frames--;
+	if (r->kind == FUT__WIRE_R_BYTES && r->len != 0 && r->len <= j->len &&
+	    !r->owned) {
+		/* A result no longer than the input takes the input's place
+		 * in the job block: no allocation per task. */
+		memcpy(j->input, r->data, r->len);
+		(void)fut__future_complete_borrowed(&j->fut, j->input, r->len);
+		fut_release(&j->fut);
+		return;
+	}
 	void *data = r->data;
 	if (r->len != 0 && !r->owned) {
 		data = fut__malloc(r->len);
@@ -828,14 +837,6 @@ static void dispatch(struct mgr *m)
 		batches[nb] = pop_batch_locked(p, allowance);
 		to[nb++] = w;
 	}
-	size_t want = 0;
-	if (p->qhead != NULL && !p->broken)
-		want = queued_chunks_locked(p, p->max_workers);
-	pthread_mutex_unlock(&p->lock);
-	for (size_t i = 0; i < nb; i++)
-		send_batch(m, to[i], batches[i]);
-	if (want == 0 || m->now < p->spawn_after_ns || p->fs_sock < 0)
-		return;
 	size_t live = 0, coming = 0;
 	for (uint32_t i = 0; i < p->nslots; i++) {
 		int st = p->workers[i].state;
@@ -844,6 +845,16 @@ static void dispatch(struct mgr *m)
 		if (st == PW_SPAWNING || st == PW_STARTING || st == PW_READY)
 			live++;
 	}
+	/* The walk is bounded by max_workers chunks, and only made while the
+	 * pool may still grow. */
+	size_t want = 0;
+	if (p->qhead != NULL && !p->broken && live < p->max_workers)
+		want = queued_chunks_locked(p, p->max_workers);
+	pthread_mutex_unlock(&p->lock);
+	for (size_t i = 0; i < nb; i++)
+		send_batch(m, to[i], batches[i]);
+	if (want == 0 || m->now < p->spawn_after_ns || p->fs_sock < 0)
+		return;
 	for (uint32_t i = 0; i < p->nslots && coming < want &&
 			     live < p->max_workers;
 	     i++) {

@@ -63,7 +63,10 @@ static void job_destroy(fut_future *f)
 {
 	struct pp_job *j = (struct pp_job *)(void *)f;
 	struct ppool *p = j->pool;
-	fut__free(j);
+	if (j->slab)
+		fut__tp_block_put(j);
+	else
+		fut__free(j);
 	fut__pp_unref(p);
 }
 
@@ -92,9 +95,16 @@ static struct pp_job *job_new(struct ppool *p, fut_fn fn, const void *data,
 {
 	if (len > SIZE_MAX - sizeof(struct pp_job))
 		return NULL;
-	struct pp_job *j = fut__malloc(sizeof(*j) + len);
+	/* Small jobs come from the thread pool's recycled blocks: a malloc
+	 * and a free per task are most of what W5 would cost the caller. */
+	size_t size = sizeof(struct pp_job) + len;
+	bool slab = size <= FUT__TP_LARGE_SIZE;
+	struct pp_job *j =
+		slab ? fut__tp_block_get(size <= FUT__TP_SMALL_SIZE ? 0 : 1)
+		     : fut__malloc(size);
 	if (j == NULL)
 		return NULL;
+	j->slab = slab;
 	fut__future_init(&j->fut, &job_ops);
 	atomic_store_explicit(&j->fut.refs, 2, memory_order_relaxed);
 	j->pool = p;

@@ -73,6 +73,7 @@ struct pp_job {
 	size_t len;
 	bool chunk_end;	    /* the last job of its frame-sized chunk */
 	bool frame_last;    /* in flight: the last job of its frame */
+	bool slab;	    /* a recycled block (fut__tp_block_get) */
 	unsigned requeued;  /* times it went back to the queue */
 	unsigned char input[];
 };
