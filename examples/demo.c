@@ -1,6 +1,6 @@
 /*
  * demo.c: futures, as_completed and fut_wait, fed first by plain threads,
- * then by a thread pool.
+ * then by a thread pool, then by a process pool.
  *
  * Every job sums the squares of a range of integers; one job has an empty
  * range and reports an error instead.  The demo checks every sum against
@@ -17,6 +17,9 @@
  * fut_submit_many() call; the task function reads its range with
  * fut_task_input() and answers with fut_task_return_bytes() or
  * fut_task_fail().  A done callback counts where it ran.
+ *
+ * Part 3, the same on a process pool: only the constructor changes; the
+ * task runs in forked worker processes and its bytes cross pipes.
  *
  * Build and run: make demo.
  */
@@ -286,6 +289,8 @@ static void count_done(fut_future *f, void *ud)
 		atomic_fetch_add(&callbacks_in_workers, 1);
 }
 
+static int part = 1;
+
 static bool run_on(fut_executor *ex, const char *name)
 {
 	struct range r[NJOBS];
@@ -294,8 +299,8 @@ static bool run_on(fut_executor *ex, const char *name)
 	bool all_ok = true;
 	int rc, yielded = 0;
 
-	printf("\n2. the same jobs on a %s, one fut_submit_many() call\n",
-	       name);
+	printf("\n%d. the same jobs on a %s, one fut_submit_many() call\n",
+	       ++part, name);
 	make_ranges(r);
 	atomic_store(&callbacks_in_workers, 0);
 	atomic_store(&callbacks_in_main, 0);
@@ -342,8 +347,9 @@ static bool run_on(fut_executor *ex, const char *name)
 	fut_executor_shutdown(ex, 0);
 	int workers = atomic_load(&callbacks_in_workers);
 	int here = atomic_load(&callbacks_in_main);
-	printf("done callbacks: %d ran in the workers, %d at once in main "
-	       "(their future was already done)\n",
+	printf("done callbacks: %d ran in the pool's threads (its workers, or "
+	       "a process pool's manager), %d at once in main (their future "
+	       "was already done)\n",
 	       workers, here);
 	return all_ok && workers + here == NJOBS;
 }
@@ -363,11 +369,29 @@ static bool run_with_thread_pool(void)
 	return ok;
 }
 
+/* The same task function, the same calls: only the constructor changes.
+ * The tasks run in worker processes forked from the pool's fork server;
+ * their callbacks run in the pool's manager thread. */
+static bool run_with_process_pool(void)
+{
+	fut_executor *ex;
+	int rc = fut_process_pool_new(
+		&ex, &(fut_process_pool_opts){ .max_workers = 2 });
+	if (rc != FUT_OK) {
+		fprintf(stderr, "fut_process_pool_new: %s\n", fut_strerror(rc));
+		return false;
+	}
+	bool ok = run_on(ex, "process pool of 2 worker processes");
+	fut_executor_free(ex);
+	return ok;
+}
+
 int main(void)
 {
 	printf("libfuture %s demo\n", fut_version());
 	bool ok = run_with_threads();
 	ok &= run_with_thread_pool();
+	ok &= run_with_process_pool();
 	printf("\n%s\n", ok ? "all results correct" : "SOME RESULTS WRONG");
 	return ok ? 0 : 1;
 }
