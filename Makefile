@@ -142,7 +142,8 @@ FUZZERS := $(FUZZ_SRCS:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_CFLAGS = -std=c11 -g -O1 -D_GNU_SOURCE -Iinclude -Isrc -pthread \
 	      -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 
-build/fuzz/%: tests/fuzz/%.c $(SRCS) include/future.h $(wildcard src/*.h)
+build/fuzz/%: tests/fuzz/%.c $(SRCS) include/future.h $(wildcard src/*.h) \
+		$(wildcard tests/fuzz/*.h)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ $< $(SRCS) -lm
 
@@ -155,6 +156,15 @@ fuzz: $(FUZZERS)
 		$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 			-artifact_prefix=build/fuzz/$$name- $$work; \
 	done
+
+# Rewrites fuzz_wire's seed corpus (tests/fuzz/wire/) with the encoder.
+.PHONY: fuzz-seeds
+fuzz-seeds:
+	@mkdir -p build/fuzz tests/fuzz/wire
+	$(CC) $(WARN) -O1 -g -D_GNU_SOURCE -Iinclude -Isrc -Itests/fuzz \
+		-o build/fuzz/gen_wire_seeds tests/fuzz/gen_wire_seeds.c \
+		src/wire.c src/alloc.c
+	build/fuzz/gen_wire_seeds tests/fuzz/wire
 
 demo: all $(EXAMPLES)
 	@$(BUILD)/examples/demo
