@@ -54,7 +54,7 @@ BENCH_SRCS := $(wildcard bench/*.c)
 BENCHES := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all lib test check check-asan check-tsan check-valgrind bench demo \
-	examples install uninstall clean format help deps fuzz
+	examples install uninstall clean format help deps fuzz stress check-stress
 
 all: $(STATIC) $(BUILD)/libfuture.so
 
@@ -110,6 +110,7 @@ check: deps
 	$(MAKE) --no-print-directory SANITIZER=address test-run
 	$(MAKE) --no-print-directory SANITIZER=thread test-run
 	$(MAKE) --no-print-directory check-valgrind
+	$(MAKE) --no-print-directory SANITIZER=address check-stress
 	@echo "check: all clean"
 
 .PHONY: check-build
@@ -128,6 +129,22 @@ check-valgrind: all $(TESTS)
 			--errors-for-leak-kinds=definite,indirect,possible \
 			--track-fds=no $$t; \
 	done
+
+# tests/stress: `make stress` runs STRESS_SECONDS (STRESS_SEED replays a
+# seed); make check runs STRESS_CHECK_SECONDS of it under ASan (leaks too).
+STRESS_SECONDS ?= 600
+STRESS_CHECK_SECONDS ?= 20
+
+$(BUILD)/stress/stress: tests/stress/stress.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(TEST_CFLAGS) -o $@ $< $(STATIC) -lm
+
+stress: all $(BUILD)/stress/stress
+	STRESS_SECONDS=$(STRESS_SECONDS) $(TEST_WRAPPER) $(BUILD)/stress/stress
+
+check-stress: all $(BUILD)/stress/stress
+	STRESS_SECONDS=$(STRESS_CHECK_SECONDS) timeout $(TEST_TIMEOUT) \
+		$(TEST_WRAPPER) $(BUILD)/stress/stress
 
 bench: all $(BENCHES)
 	@sh bench/run.sh $(BUILD)
@@ -207,4 +224,4 @@ clean:
 	rm -rf build
 
 help:
-	@echo "targets: all test check bench demo examples install uninstall install-check clean format"
+	@echo "targets: all test check stress fuzz bench demo examples install uninstall install-check clean format"
