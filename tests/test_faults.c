@@ -11,6 +11,11 @@
  *   ~50 us to the waiting thread and to the process) while thread-pool work
  *   and timed waits flow: no EINTR surfaces, every result is right.
  * - The parent's stdout closed while the pool runs.
+ * - No thread can be started (RLIMIT_NPROC, in a child process): submit
+ *   gives FUT_EAGAIN and leaves nothing behind; the pool works once
+ *   threads can be started again.
+ * - No fd can be opened (RLIMIT_NOFILE): fut_as_completed_fd() gives -1
+ *   with EMFILE, the iterator still works, and a later call gets the fd.
  * Process-pool faults are listed in docs/reliability.md (to be added with
  * the process pool).
  *
@@ -28,6 +33,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -818,6 +825,107 @@ static void test_pool_runs_with_stdout_closed(void **state)
 	clearerr(stdout);
 }
 
+/* ------------------------------------------------------------------ */
+/* Resource limits                                                     */
+
+/* In a forked child (it changes its user and its limits): a plain check
+ * that says what failed and exits 1, since cmocka's asserts belong to the
+ * parent. */
+#define CHILD_CHECK(cond)                                                     \
+	do {                                                                  \
+		if (!(cond)) {                                                \
+			fprintf(stderr, "child: line %d: %s\n", __LINE__,     \
+				#cond);                                       \
+			exit(1);                                              \
+		}                                                             \
+	} while (0)
+
+static void child_no_threads(void)
+{
+	/* Root is exempt from RLIMIT_NPROC: become nobody first. */
+	if (geteuid() == 0) {
+		CHILD_CHECK(setgid(65534) == 0);
+		CHILD_CHECK(setuid(65534) == 0);
+	}
+	fut_executor *ex;
+	CHILD_CHECK(fut_thread_pool_new(&ex, &(fut_thread_pool_opts){
+						     .max_workers = 2 }) ==
+		    FUT_OK);
+	struct rlimit old, low;
+	CHILD_CHECK(getrlimit(RLIMIT_NPROC, &old) == 0);
+	low = old;
+	low.rlim_cur = 0; /* the soft limit alone: it can come back */
+	CHILD_CHECK(setrlimit(RLIMIT_NPROC, &low) == 0);
+	fut_future *f = (fut_future *)(uintptr_t)1;
+	for (int i = 0; i < 3; i++) {
+		CHILD_CHECK(fut_submit(ex, echo_task, &old, &f) == FUT_EAGAIN);
+		CHILD_CHECK(f == NULL);
+		CHILD_CHECK(fut__tp_threads(ex) == 0);
+		CHILD_CHECK(pool_refs(ex) == 1);
+	}
+	CHILD_CHECK(setrlimit(RLIMIT_NPROC, &old) == 0);
+	void *v;
+	CHILD_CHECK(fut_submit(ex, echo_task, &old, &f) == FUT_OK);
+	CHILD_CHECK(fut_result(f, FUT_FOREVER, &v) == FUT_OK && v == &old);
+	fut_release(f);
+	fut_executor_free(ex);
+	exit(0); /* exit, not _exit: the leak checkers run at exit */
+}
+
+static void test_submit_without_threads_gives_eagain(void **state)
+{
+	(void)state;
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		child_no_threads();
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+static void test_as_completed_fd_reports_emfile_and_recovers(void **state)
+{
+	(void)state;
+	struct rlimit old, low;
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	int lowest = dup(0); /* the lowest free descriptor */
+	assert_true(lowest >= 0);
+	close(lowest);
+	low = old;
+	low.rlim_cur = (rlim_t)lowest;
+	if (setrlimit(RLIMIT_NOFILE, &low) != 0)
+		skip(); /* valgrind keeps this limit to itself */
+	fut_future *fs[2];
+	new_futures(fs, 2);
+	fut_as_completed *it;
+	assert_int_equal(fut_as_completed_new(&it, fs, 2), FUT_OK);
+	errno = 0;
+	int fd = fut_as_completed_fd(it);
+	int err = errno;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+	assert_int_equal(fd, -1);
+	assert_int_equal(err, EMFILE);
+	/* Without its fd the iterator works as before. */
+	assert_int_equal(fut_set_result(fs[1], NULL), FUT_OK);
+	fut_future *f;
+	assert_int_equal(fut_as_completed_next(it, FUT_FOREVER, &f), FUT_OK);
+	assert_ptr_equal(f, fs[1]);
+	/* With fds back, the next call makes it, at the right level. */
+	fd = fut_as_completed_fd(it);
+	assert_true(fd >= 0);
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	assert_int_equal(poll(&p, 1, 0), 0);
+	assert_int_equal(fut_set_result(fs[0], NULL), FUT_OK);
+	assert_int_equal(poll(&p, 1, 0), 1);
+	assert_int_equal(fut_as_completed_next(it, 0, &f), FUT_OK);
+	assert_int_equal(fut_as_completed_next(it, 0, &f), FUT_END);
+	fut_as_completed_free(it);
+	finish_and_release(fs, 2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -832,6 +940,8 @@ int main(void)
 		cmocka_unit_test(test_task_results_report_out_of_memory),
 		cmocka_unit_test(test_signal_storm_surfaces_no_eintr),
 		cmocka_unit_test(test_pool_runs_with_stdout_closed),
+		cmocka_unit_test(test_submit_without_threads_gives_eagain),
+		cmocka_unit_test(test_as_completed_fd_reports_emfile_and_recovers),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
