@@ -97,8 +97,8 @@ static fut_executor *pools[NKINDS];
 /* Counters and checks                                                 */
 
 static _Atomic long submitted, finals, extras_added, extras_run,
-	callback_submits, nested_submits, swaps, ops, retired, released_early,
-	timed_out_waits, eagains;
+	callback_submits, nested_submits, swaps, self_frees, ops, retired,
+	released_early, timed_out_waits, eagains;
 static _Atomic long failures;
 
 #define CHECK(cond)                                                           \
@@ -132,7 +132,7 @@ static uint32_t next_rand(uint64_t *s)
 /* ------------------------------------------------------------------ */
 /* Tasks                                                               */
 
-enum task_kind { K_VALUE, K_FAIL, K_SLOW, K_NESTED, K_CRASH };
+enum task_kind { K_VALUE, K_FAIL, K_SLOW, K_NESTED, K_SWAP, K_CRASH };
 
 /* A task's input, by value: the same bytes on every executor. */
 struct input {
@@ -140,6 +140,7 @@ struct input {
 	uint32_t n;	  /* the value to transform */
 	uint32_t kind;	  /* index into kinds[] */
 	uint32_t pointer; /* submitted with fut_submit (arg is the input) */
+	uint64_t pool;	  /* the executor it was submitted to (K_SWAP) */
 };
 
 static uint64_t expected_value(uint32_t n)
@@ -158,7 +159,7 @@ static void task(fut_task *t);
  * callback.  Returns the future or NULL (no executor: the end is near). */
 static fut_future *submit_value(uint32_t kind, uint32_t n)
 {
-	struct input in = { K_VALUE, n, kind, 0 };
+	struct input in = { .task = K_VALUE, .n = n, .kind = kind };
 	fut_future *g = NULL;
 	pthread_rwlock_rdlock(&pools_lock);
 	fut_executor *ex = pools[kind];
@@ -170,6 +171,36 @@ static fut_future *submit_value(uint32_t kind, uint32_t n)
 	else
 		CHECK(rc == FUT_OK);
 	return g;
+}
+
+/*
+ * A task replaces its own executor (if it is still the current one of its
+ * kind) and frees it: from one of the pool's own threads, shutdown with
+ * wait is FUT_EINVAL and the free is left to the pool's last thread.  The
+ * write lock is only tried: a submitter holding the read lock may be
+ * waiting for room in this very pool.
+ */
+static void swap_from_task(uint32_t kind, fut_executor *own)
+{
+	CHECK(fut_executor_shutdown(own, 0) == FUT_EINVAL);
+	fut_executor *fresh = NULL;
+	int rc = kinds[kind].make(&fresh);
+	if (rc == FUT_EAGAIN) {
+		eagains++;
+		return;
+	}
+	CHECK(rc == FUT_OK);
+	if (pthread_rwlock_trywrlock(&pools_lock) != 0) {
+		fut_executor_free(fresh);
+		return;
+	}
+	bool mine = pools[kind] == own;
+	if (mine)
+		pools[kind] = fresh;
+	pthread_rwlock_unlock(&pools_lock);
+	fut_executor_free(mine ? own : fresh);
+	if (mine)
+		self_frees++;
 }
 
 /* The one task function, on every executor. */
@@ -217,6 +248,9 @@ static void task(fut_task *t)
 		}
 		break;
 	}
+	case K_SWAP:
+		swap_from_task(in.kind, (fut_executor *)(uintptr_t)in.pool);
+		break;
 	case K_CRASH:
 		abort(); /* only ever given to an executor that may crash */
 	default:
@@ -332,7 +366,9 @@ static void on_extra(fut_future *f, void *ud)
 		fut_future *g = submit_value(x->kind, x->n);
 		if (g != NULL) {
 			struct note *n = new_note(
-				(struct input){ K_VALUE, x->n, x->kind, 0 });
+				(struct input){ .task = K_VALUE,
+						.n = x->n,
+						.kind = x->kind });
 			atomic_init(&n->refs, 1); /* the callback's alone */
 			watch(g, n);
 			callback_submits++;
@@ -411,7 +447,9 @@ static void op_submit(struct worker *w, uint32_t roll)
 {
 	uint32_t kind = next_rand(&w->seed) % NKINDS;
 	const struct exec_kind *k = &kinds[kind];
-	struct input in = { K_VALUE, next_rand(&w->seed), kind, 0 };
+	struct input in = { .task = K_VALUE,
+			     .n = next_rand(&w->seed),
+			     .kind = kind };
 	uint32_t t = roll % 100;
 	if (t < 20)
 		in.task = K_FAIL;
@@ -419,6 +457,8 @@ static void op_submit(struct worker *w, uint32_t roll)
 		in.task = K_SLOW;
 	else if (t < 34 && k->pointer_tasks)
 		in.task = K_NESTED;
+	else if (t == 34 && roll % 7 == 1 && k->pointer_tasks)
+		in.task = K_SWAP;
 	else if (t < 35 && k->may_crash)
 		in.task = K_CRASH;
 	uint32_t many = roll % 7 == 0 ? 1 + next_rand(&w->seed) % 8 : 1;
@@ -434,6 +474,8 @@ static void op_submit(struct worker *w, uint32_t roll)
 	}
 	pthread_rwlock_rdlock(&pools_lock);
 	fut_executor *ex = pools[kind];
+	for (uint32_t i = 0; i < many; i++)
+		ins[i].pool = notes[i]->in.pool = (uint64_t)(uintptr_t)ex;
 	int rc;
 	if (pointer) /* the note outlives the task: its final callback's */
 		rc = fut_submit(ex, task, &notes[0]->in, &fs[0]);
@@ -613,16 +655,24 @@ static void *run_worker(void *arg)
 
 static _Atomic bool finished;
 
-/* Aborts (with the seed) when no operation completed for a long while:
- * from the start to the last check, joins and frees included. */
+/* Prints progress every minute, and aborts (with the seed) when no
+ * operation completed for a long while: from the start to the last check,
+ * joins and frees included. */
 static void *watchdog(void *arg)
 {
 	(void)arg;
 	long last_ops = -1;
-	double last_change = now();
+	double start = now(), last_change = start, last_report = start;
 	while (!atomic_load(&finished)) {
 		struct timespec tick = { 0, 100 * 1000 * 1000 };
 		nanosleep(&tick, NULL);
+		if (now() - last_report >= 60) {
+			last_report = now();
+			printf("stress: %.0f s: ops=%ld submitted=%ld swaps=%ld "
+			       "failures=%ld\n",
+			       last_report - start, (long)ops, (long)submitted,
+			       (long)swaps, (long)failures);
+		}
 		long o = atomic_load(&ops);
 		if (o != last_ops) {
 			last_ops = o;
@@ -726,9 +776,21 @@ int main(int argc, char **argv)
 		}
 		w[i].n = 0;
 	}
-	pthread_rwlock_destroy(&pools_lock);
 	atomic_store(&finished, true);
 	pthread_join(dog, NULL);
+	/* A pool freed by one of its own tasks lets its last threads finish
+	 * its queue and exit on their own: wait until every future's final
+	 * callback ran and those threads are gone (the bound only avoids a
+	 * hang; the checks below say what was missing). */
+	double until = now() + RETIRE_TIMEOUT;
+	bool settled;
+	while (!(settled = finals == submitted &&
+			   extras_run == extras_added &&
+			   count_dir("/proc/self/task") == threads0) &&
+	       now() < until)
+		sched_yield();
+	if (settled)
+		pthread_rwlock_destroy(&pools_lock);
 
 	CHECK(finals == submitted);
 	CHECK(extras_run == extras_added);
@@ -740,11 +802,13 @@ int main(int argc, char **argv)
 	CHECK(waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD);
 	printf("stress: ops=%ld submitted=%ld finals=%ld retired=%ld "
 	       "released_early=%ld extras=%ld callback_submits=%ld "
-	       "nested_submits=%ld swaps=%ld timed_out_waits=%ld eagain=%ld "
+	       "nested_submits=%ld swaps=%ld self_frees=%ld timed_out_waits=%ld "
+	       "eagain=%ld "
 	       "fds=%d/%d threads=%d/%d failures=%ld\n",
 	       (long)ops, (long)submitted, (long)finals, (long)retired,
 	       (long)released_early, (long)extras_run, (long)callback_submits,
-	       (long)nested_submits, (long)swaps, (long)timed_out_waits,
+	       (long)nested_submits, (long)swaps, (long)self_frees,
+	       (long)timed_out_waits,
 	       (long)eagains, fds0, fds1, threads0, threads1, (long)failures);
 	if (failures != 0) {
 		printf("stress: FAILED (seed=%llu)\n", (unsigned long long)seed);
