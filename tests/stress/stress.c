@@ -173,6 +173,19 @@ static fut_future *submit_value(uint32_t kind, uint32_t n)
 	return g;
 }
 
+/* A new executor of a kind, or NULL (FUT_EAGAIN is counted, anything else
+ * is a failure). */
+static fut_executor *make_executor(uint32_t kind)
+{
+	fut_executor *ex = NULL;
+	int rc = kinds[kind].make(&ex);
+	if (rc == FUT_EAGAIN)
+		eagains++;
+	else
+		CHECK(rc == FUT_OK);
+	return rc == FUT_OK ? ex : NULL;
+}
+
 /*
  * A task replaces its own executor (if it is still the current one of its
  * kind) and frees it: from one of the pool's own threads, shutdown with
@@ -183,13 +196,9 @@ static fut_future *submit_value(uint32_t kind, uint32_t n)
 static void swap_from_task(uint32_t kind, fut_executor *own)
 {
 	CHECK(fut_executor_shutdown(own, 0) == FUT_EINVAL);
-	fut_executor *fresh = NULL;
-	int rc = kinds[kind].make(&fresh);
-	if (rc == FUT_EAGAIN) {
-		eagains++;
+	fut_executor *fresh = make_executor(kind);
+	if (fresh == NULL)
 		return;
-	}
-	CHECK(rc == FUT_OK);
 	if (pthread_rwlock_trywrlock(&pools_lock) != 0) {
 		fut_executor_free(fresh);
 		return;
@@ -594,14 +603,8 @@ static void op_release(struct worker *w)
 static void op_swap(struct worker *w, uint32_t roll)
 {
 	uint32_t kind = next_rand(&w->seed) % NKINDS;
-	fut_executor *fresh = NULL;
-	int rc = kinds[kind].make(&fresh);
-	if (rc == FUT_EAGAIN) {
-		eagains++;
-		return;
-	}
-	CHECK(rc == FUT_OK);
-	if (rc != FUT_OK)
+	fut_executor *fresh = make_executor(kind);
+	if (fresh == NULL)
 		return;
 	pthread_rwlock_wrlock(&pools_lock);
 	fut_executor *old = pools[kind];
