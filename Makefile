@@ -157,7 +157,8 @@ FUZZ_SECONDS ?= 60
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZERS := $(FUZZ_SRCS:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_CFLAGS = -std=c11 -g -O1 -D_GNU_SOURCE -Iinclude -Isrc -pthread \
-	      -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+	      -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	      -DFUT__WIRE_GATHER_FIRST=64
 
 build/fuzz/%: tests/fuzz/%.c $(SRCS) include/future.h $(wildcard src/*.h) \
 		$(wildcard tests/fuzz/*.h)
