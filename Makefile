@@ -111,6 +111,8 @@ check: deps
 	$(MAKE) --no-print-directory SANITIZER=thread test-run
 	$(MAKE) --no-print-directory check-valgrind
 	$(MAKE) --no-print-directory SANITIZER=address check-stress
+	$(MAKE) --no-print-directory SANITIZER=thread STRESS_CHECK_SECONDS=10 \
+		check-stress
 	@echo "check: all clean"
 
 .PHONY: check-build
@@ -131,7 +133,8 @@ check-valgrind: all $(TESTS)
 	done
 
 # tests/stress: `make stress` runs STRESS_SECONDS (STRESS_SEED replays a
-# seed); make check runs STRESS_CHECK_SECONDS of it under ASan (leaks too).
+# seed, STRESS_THREADS sets the threads); make check runs
+# STRESS_CHECK_SECONDS of it under ASan (leaks too), and 10 s under TSan.
 STRESS_SECONDS ?= 600
 STRESS_CHECK_SECONDS ?= 20
 

@@ -4,7 +4,8 @@
  * shutting down and freeing executors at random, while every thread holds
  * futures of executors that others free.
  *
- *   stress [seconds [seed]]     (or STRESS_SECONDS, STRESS_SEED)
+ *   stress [seconds [seed]]     (or STRESS_SECONDS, STRESS_SEED;
+ *                                STRESS_THREADS: 4 by default)
  *
  * The seed is printed first; the same seed replays the same choices in
  * each thread (the interleaving is the scheduler's).  Every future gets
@@ -39,7 +40,7 @@
 
 #include "future.h"
 
-#define THREADS 4
+#define MAX_THREADS 64
 #define HELD 64 /* futures a thread holds at once */
 #define WATCHDOG_SECONDS 120
 #define RETIRE_TIMEOUT 60.0 /* a held future not done by then is a bug */
@@ -69,6 +70,21 @@ static int make_bounded_thread_pool(fut_executor **out)
 						.max_queue = 16 });
 }
 
+static int ready(void *initarg)
+{
+	return initarg == NULL ? 0 : 1;
+}
+
+/* One worker and an initializer: a waiter never runs a task inline here,
+ * and a task that waits for work queued behind it must be helped by its
+ * own worker. */
+static int make_single_init_thread_pool(fut_executor **out)
+{
+	return fut_thread_pool_new(out, &(fut_thread_pool_opts){
+						.max_workers = 1,
+						.initializer = ready });
+}
+
 #ifdef FUT_HAVE_PROCESS_POOL
 static int make_process_pool(fut_executor **out)
 {
@@ -80,6 +96,8 @@ static int make_process_pool(fut_executor **out)
 static const struct exec_kind kinds[] = {
 	{ "thread", make_thread_pool, true, false, false },
 	{ "thread-bounded", make_bounded_thread_pool, true, false, false },
+	{ "thread-single-init", make_single_init_thread_pool, true, false,
+	  false },
 #ifdef FUT_HAVE_PROCESS_POOL
 	{ "process", make_process_pool, false, true, true },
 #endif
@@ -721,8 +739,12 @@ int main(int argc, char **argv)
 						     ((uint64_t)getpid() << 32);
 	if (seed == 0)
 		seed = 1;
+	const char *env_t = getenv("STRESS_THREADS");
+	int threads = env_t != NULL ? atoi(env_t) : 4;
+	if (threads < 1 || threads > MAX_THREADS)
+		threads = 4;
 	printf("stress: seed=%llu seconds=%.0f threads=%d kinds=",
-	       (unsigned long long)seed, seconds, THREADS);
+	       (unsigned long long)seed, seconds, threads);
 	for (size_t k = 0; k < NKINDS; k++)
 		printf("%s%s", kinds[k].name, k + 1 < NKINDS ? "," : "\n");
 	printf("stress: replay with STRESS_SEED=%llu\n",
@@ -749,9 +771,9 @@ int main(int argc, char **argv)
 	}
 
 	deadline = now() + seconds;
-	static struct worker w[THREADS];
-	pthread_t t[THREADS];
-	for (int i = 0; i < THREADS; i++) {
+	static struct worker w[MAX_THREADS];
+	pthread_t t[MAX_THREADS];
+	for (int i = 0; i < threads; i++) {
 		w[i].seed = (seed * 0x9e3779b97f4a7c15ull) ^ (uint64_t)(i + 1);
 		if (w[i].seed == 0)
 			w[i].seed = 1;
@@ -759,7 +781,7 @@ int main(int argc, char **argv)
 	}
 	pthread_t dog;
 	pthread_create(&dog, NULL, watchdog, NULL);
-	for (int i = 0; i < THREADS; i++)
+	for (int i = 0; i < threads; i++)
 		pthread_join(t[i], NULL);
 
 	/* Take every executor out of reach of callbacks, then free them:
@@ -773,7 +795,7 @@ int main(int argc, char **argv)
 	pthread_rwlock_unlock(&pools_lock);
 	for (size_t k = 0; k < NKINDS; k++)
 		fut_executor_free(last[k]);
-	for (int i = 0; i < THREADS; i++) {
+	for (int i = 0; i < threads; i++) {
 		for (size_t k = 0; k < w[i].n; k++) {
 			CHECK(fut_done(w[i].held[k].f));
 			ops++;
