@@ -225,7 +225,8 @@ static void produce_after(void *ctx, int rc, bool injected)
 	}
 }
 
-static void test_producer_completion_fails_cleanly_at_every_allocation(void **state)
+static void
+test_producer_completion_fails_cleanly_at_every_allocation(void **state)
 {
 	(void)state;
 	const struct sweep_op op = { produce_run, produce_after };
@@ -276,7 +277,8 @@ static void ac_new_after(void *ctx, int rc, bool injected)
 	fut_as_completed_free(c->it);
 }
 
-static void test_as_completed_new_fails_cleanly_at_every_allocation(void **state)
+static void
+test_as_completed_new_fails_cleanly_at_every_allocation(void **state)
 {
 	(void)state;
 	struct ac_ctx c;
@@ -316,7 +318,8 @@ static void ac_add_after(void *ctx, int rc, bool injected)
 
 /* Adding while iterating: a refused add leaves the future out (the
  * iterator never yields it), the ones added are each yielded once. */
-static void test_as_completed_add_fails_cleanly_at_every_allocation(void **state)
+static void
+test_as_completed_add_fails_cleanly_at_every_allocation(void **state)
 {
 	(void)state;
 	struct ac_add_ctx c = { 0 };
@@ -363,8 +366,7 @@ static bool complete_one(void *ctx)
 static int wait_run(void *ctx)
 {
 	struct wait_ctx *c = ctx;
-	const struct fut__wait_hooks hooks = { .help = complete_one,
-					       .ctx = c };
+	const struct fut__wait_hooks hooks = { .help = complete_one, .ctx = c };
 	fut__wait_hooks_set(&hooks);
 	int rc = fut_wait(c->fs, MANY, FUT_FIRST_COMPLETED, FUT_FOREVER);
 	fut__wait_hooks_set(NULL);
@@ -412,8 +414,8 @@ static int pool_new_run(void *ctx)
 {
 	struct pool_new_ctx *c = ctx;
 	c->ex = (fut_executor *)(uintptr_t)1;
-	return fut_thread_pool_new(&c->ex, &(fut_thread_pool_opts){
-						   .max_workers = 3 });
+	return fut_thread_pool_new(&c->ex,
+				   &(fut_thread_pool_opts){ .max_workers = 3 });
 }
 
 static void pool_new_after(void *ctx, int rc, bool injected)
@@ -457,7 +459,12 @@ static void echo_task(fut_task *t)
 		fut_task_return(t, (void *)checksum(in, len));
 }
 
-enum submit_kind { SUBMIT_PTR, SUBMIT_SMALL, SUBMIT_LARGE, SUBMIT_MANY };
+enum submit_kind {
+	SUBMIT_PTR,
+	SUBMIT_SMALL,
+	SUBMIT_LARGE,
+	SUBMIT_MANY
+};
 
 #define BATCH 100
 #define LARGE 5000
@@ -515,20 +522,21 @@ static void submit_after(void *ctx, int rc, bool injected)
 		 * own; nothing else may. */
 		size_t started = fut__tp_threads(c->ex) - c->threads_before;
 		assert_int_equal(pool_refs(c->ex), c->refs_before + started);
-		assert_int_equal(fut__tp_queue_count((struct tpool *)(void *)c->ex),
-				 0);
+		assert_int_equal(
+			fut__tp_queue_count((struct tpool *)(void *)c->ex), 0);
 		return;
 	}
 	for (size_t i = 0; i < n; i++) {
 		void *v;
-		assert_int_equal(fut_result(c->out[i], FUT_FOREVER, &v), FUT_OK);
+		assert_int_equal(fut_result(c->out[i], FUT_FOREVER, &v),
+				 FUT_OK);
 		if (c->kind == SUBMIT_PTR)
 			assert_ptr_equal(v, c);
 		else
-			assert_int_equal((uintptr_t)v,
-					 checksum(c->input + i * 8,
-						  c->kind == SUBMIT_LARGE ? LARGE
-									 : 8));
+			assert_int_equal(
+				(uintptr_t)v,
+				checksum(c->input + i * 8,
+					 c->kind == SUBMIT_LARGE ? LARGE : 8));
 		fut_release(c->out[i]);
 	}
 }
@@ -543,10 +551,11 @@ static void test_submit_fails_cleanly_at_every_allocation(void **state)
 		assert_non_null(c);
 		for (size_t i = 0; i < sizeof(c->input); i++)
 			c->input[i] = (unsigned char)(i * 7 + 1);
-		assert_int_equal(fut_thread_pool_new(
-					 &c->ex, &(fut_thread_pool_opts){
-							 .max_workers = 2 }),
-				 FUT_OK);
+		assert_int_equal(
+			fut_thread_pool_new(
+				&c->ex,
+				&(fut_thread_pool_opts){ .max_workers = 2 }),
+			FUT_OK);
 		c->kind = (enum submit_kind)kind;
 		/* The worker, then the job block (a worker started by a run
 		 * that failed later stays: the next run needs no new one). */
@@ -589,8 +598,9 @@ static void test_task_results_report_out_of_memory(void **state)
 	(void)state;
 	fut_executor *ex;
 	/* One worker: no other pool thread allocates meanwhile. */
-	assert_int_equal(fut_thread_pool_new(&ex, &(fut_thread_pool_opts){
-							  .max_workers = 1 }),
+	assert_int_equal(fut_thread_pool_new(
+				 &ex,
+				 &(fut_thread_pool_opts){ .max_workers = 1 }),
 			 FUT_OK);
 	fut_future *ok, *failed;
 	assert_int_equal(fut_submit(ex, task_out_of_memory, NULL, &ok), FUT_OK);
@@ -604,8 +614,7 @@ static void test_task_results_report_out_of_memory(void **state)
 	assert_memory_equal(data, "again", 5);
 	assert_int_equal(fut_result(failed, FUT_FOREVER, NULL), FUT_ETASK);
 	assert_int_equal(fut_task_code(failed), 77);
-	assert_string_equal(fut_error_message(failed),
-			    fut_strerror(FUT_ETASK));
+	assert_string_equal(fut_error_message(failed), fut_strerror(FUT_ETASK));
 	fut_release(ok);
 	fut_release(failed);
 	fut_executor_free(ex);
@@ -680,7 +689,9 @@ static void check_spin_result(fut_future *f, uint32_t n)
  * until all are done, then the check of every result. */
 static void storm_round(fut_executor *ex, uint32_t base)
 {
-	enum { N = 48 };
+	enum {
+		N = 48
+	};
 	fut_future *fs[N];
 	uint32_t in[N];
 	for (uint32_t i = 0; i < N; i++)
@@ -740,11 +751,11 @@ static void test_signal_storm_surfaces_no_eintr(void **state)
 	atomic_store(&signals_seen, 0);
 
 	fut_executor *ex;
-	assert_int_equal(fut_thread_pool_new(
-				 &ex, &(fut_thread_pool_opts){
-					      .max_workers = 3,
-					      .max_queue = 8 }),
-			 FUT_OK);
+	assert_int_equal(
+		fut_thread_pool_new(&ex,
+				    &(fut_thread_pool_opts){ .max_workers = 3,
+							     .max_queue = 8 }),
+		FUT_OK);
 	struct storm s = { .target = pthread_self() };
 	pthread_t storm;
 	assert_int_equal(pthread_create(&storm, NULL, storm_main, &s), 0);
@@ -795,10 +806,13 @@ static void test_pool_runs_with_stdout_closed(void **state)
 	assert_int_equal(close(1), 0);
 
 	fut_executor *ex;
-	assert_int_equal(fut_thread_pool_new(&ex, &(fut_thread_pool_opts){
-							  .max_workers = 2 }),
+	assert_int_equal(fut_thread_pool_new(
+				 &ex,
+				 &(fut_thread_pool_opts){ .max_workers = 2 }),
 			 FUT_OK);
-	enum { N = 32 };
+	enum {
+		N = 32
+	};
 	fut_future *fs[N];
 	for (int i = 0; i < N; i++)
 		assert_int_equal(fut_submit(ex, print_task, NULL, &fs[i]),
@@ -837,13 +851,13 @@ static void test_pool_runs_with_stdout_closed(void **state)
 /* In a forked child (it changes its user and its limits): a plain check
  * that says what failed and exits 1, since cmocka's asserts belong to the
  * parent. */
-#define CHILD_CHECK(cond)                                                     \
-	do {                                                                  \
-		if (!(cond)) {                                                \
-			fprintf(stderr, "child: line %d: %s\n", __LINE__,     \
-				#cond);                                       \
-			exit(1);                                              \
-		}                                                             \
+#define CHILD_CHECK(cond)                                                      \
+	do {                                                                   \
+		if (!(cond)) {                                                 \
+			fprintf(stderr, "child: line %d: %s\n", __LINE__,      \
+				#cond);                                        \
+			exit(1);                                               \
+		}                                                              \
 	} while (0)
 
 static void child_no_threads(void)
@@ -854,8 +868,8 @@ static void child_no_threads(void)
 		CHILD_CHECK(setuid(65534) == 0);
 	}
 	fut_executor *ex;
-	CHILD_CHECK(fut_thread_pool_new(&ex, &(fut_thread_pool_opts){
-						     .max_workers = 2 }) ==
+	CHILD_CHECK(fut_thread_pool_new(
+			    &ex, &(fut_thread_pool_opts){ .max_workers = 2 }) ==
 		    FUT_OK);
 	struct rlimit old, low;
 	CHILD_CHECK(getrlimit(RLIMIT_NPROC, &old) == 0);
@@ -935,19 +949,26 @@ static void test_as_completed_fd_reports_emfile_and_recovers(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_future_new_fails_cleanly_at_every_allocation),
-		cmocka_unit_test(test_done_callback_fails_cleanly_at_every_allocation),
-		cmocka_unit_test(test_producer_completion_fails_cleanly_at_every_allocation),
-		cmocka_unit_test(test_as_completed_new_fails_cleanly_at_every_allocation),
-		cmocka_unit_test(test_as_completed_add_fails_cleanly_at_every_allocation),
+		cmocka_unit_test(
+			test_future_new_fails_cleanly_at_every_allocation),
+		cmocka_unit_test(
+			test_done_callback_fails_cleanly_at_every_allocation),
+		cmocka_unit_test(
+			test_producer_completion_fails_cleanly_at_every_allocation),
+		cmocka_unit_test(
+			test_as_completed_new_fails_cleanly_at_every_allocation),
+		cmocka_unit_test(
+			test_as_completed_add_fails_cleanly_at_every_allocation),
 		cmocka_unit_test(test_wait_fails_cleanly_at_every_allocation),
-		cmocka_unit_test(test_thread_pool_new_fails_cleanly_at_every_allocation),
+		cmocka_unit_test(
+			test_thread_pool_new_fails_cleanly_at_every_allocation),
 		cmocka_unit_test(test_submit_fails_cleanly_at_every_allocation),
 		cmocka_unit_test(test_task_results_report_out_of_memory),
 		cmocka_unit_test(test_signal_storm_surfaces_no_eintr),
 		cmocka_unit_test(test_pool_runs_with_stdout_closed),
 		cmocka_unit_test(test_submit_without_threads_gives_eagain),
-		cmocka_unit_test(test_as_completed_fd_reports_emfile_and_recovers),
+		cmocka_unit_test(
+			test_as_completed_fd_reports_emfile_and_recovers),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

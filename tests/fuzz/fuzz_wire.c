@@ -26,10 +26,10 @@
 
 #include "fuzz_wire.h"
 
-#define check(cond)                                                           \
-	do {                                                                  \
-		if (!(cond))                                                  \
-			abort();                                              \
+#define check(cond)                                                            \
+	do {                                                                   \
+		if (!(cond))                                                   \
+			abort();                                               \
 	} while (0)
 
 struct rng {
@@ -49,8 +49,9 @@ static uint32_t next(struct rng *r)
 static size_t piece_len(struct rng *r, size_t left)
 {
 	uint32_t x = next(r);
-	size_t n = (x & 3) == 0 ? left : (x & 3) == 1 ? (x >> 2) % 64 + 1
-						       : (x >> 2) % 8 + 1;
+	size_t n = (x & 3) == 0 ? left :
+		   (x & 3) == 1 ? (x >> 2) % 64 + 1 :
+				  (x >> 2) % 8 + 1;
 	return n < left ? n : left;
 }
 
@@ -87,8 +88,7 @@ static void check_record(unsigned dir, const struct fut__wire_rec *r)
 		break;
 	case FUT__WIRE_RESULTS:
 		check(dir == FUT__WIRE_TO_PARENT);
-		check(r->id != 0 && r->fn == 0 &&
-		      r->kind < FUT__WIRE_R_NKINDS);
+		check(r->id != 0 && r->fn == 0 && r->kind < FUT__WIRE_R_NKINDS);
 		check(r->kind == FUT__WIRE_R_FAIL || r->code == 0);
 		check(r->kind == FUT__WIRE_R_BYTES ||
 		      r->kind == FUT__WIRE_R_FAIL || r->len == 0);
@@ -109,9 +109,9 @@ static void check_record(unsigned dir, const struct fut__wire_rec *r)
 /* Takes one record: checks it, appends it to the frame, and when it is
  * the frame's last compares the re-encoded frame with the stream bytes it
  * came from (stream[*frame_start .. consumed)). */
-static void take_record(unsigned dir, struct fut__wire_rec *r,
-			struct frame *fr, const unsigned char *stream,
-			size_t consumed, size_t *frame_start)
+static void take_record(unsigned dir, struct fut__wire_rec *r, struct frame *fr,
+			const unsigned char *stream, size_t consumed,
+			size_t *frame_start)
 {
 	check_record(dir, r);
 	if (fr->count == 0)
@@ -158,7 +158,8 @@ static void decode(unsigned dir, unsigned mode, uint32_t seed,
 			check(room > 0);
 			if (overread) {
 				overread = false;
-				rc = fut__wire_dec_direct_done(&d, room + 1, &r);
+				rc = fut__wire_dec_direct_done(&d, room + 1,
+							       &r);
 				check(rc == FUT__WIRE_EBAD && d.error != NULL);
 				break;
 			}
@@ -184,7 +185,8 @@ static void decode(unsigned dir, unsigned mode, uint32_t seed,
 			off += used;
 			if (rc == FUT__WIRE_RECORD) {
 				if (!r.owned && r.data != NULL)
-					check((unsigned char *)r.data >= piece &&
+					check((unsigned char *)r.data >=
+						      piece &&
 					      (unsigned char *)r.data + r.len <=
 						      piece + off);
 				take_record(dir, &r, &fr, stream, pos + off,

@@ -48,7 +48,8 @@ static void frame(unsigned type, const struct rec *rs, size_t n)
 				     rs[i].code, rs[i].len);
 		used += FUT__WIRE_REC_HDR;
 		for (size_t j = 0; j < rs[i].len; j++)
-			buf[used++] = (unsigned char)('a' + (rs[i].id + j) % 26);
+			buf[used++] =
+				(unsigned char)('a' + (rs[i].id + j) % 26);
 	}
 }
 
@@ -84,7 +85,8 @@ int main(int argc, char **argv)
 		{ 12, 0, FUT__WIRE_R_FAIL, -42, 20 },
 	};
 	const struct rec hello_ok = { 0, 0, FUT__WIRE_HELLO_OK, 0, 0 };
-	const struct rec hello_bad = { 0, 0, FUT__WIRE_HELLO_INIT_FAILED, 7, 0 };
+	const struct rec hello_bad = { 0, 0, FUT__WIRE_HELLO_INIT_FAILED, 7,
+				       0 };
 	const struct rec big = { 5, 0, FUT__WIRE_R_BYTES, 0, 2000 };
 	const struct rec big_task = { 6, 0x403000, 0, 0, 1500 };
 
@@ -135,7 +137,8 @@ int main(int argc, char **argv)
 	} ctls[] = {
 		{ "ctl-spawn", { FUT__WIRE_CTL_SPAWN, 3, 1, 0, 0 } },
 		{ "ctl-spawned", { FUT__WIRE_CTL_SPAWNED, 3, 1, 4242, 0 } },
-		{ "ctl-spawn-failed", { FUT__WIRE_CTL_SPAWN_FAILED, 3, 1, 0, 11 } },
+		{ "ctl-spawn-failed",
+		  { FUT__WIRE_CTL_SPAWN_FAILED, 3, 1, 0, 11 } },
 		{ "ctl-exited", { FUT__WIRE_CTL_EXITED, 3, 1, 4242, 0x8b } },
 	};
 	for (size_t i = 0; i < sizeof(ctls) / sizeof(ctls[0]); i++) {

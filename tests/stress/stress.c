@@ -65,9 +65,9 @@ static int make_thread_pool(fut_executor **out)
 
 static int make_bounded_thread_pool(fut_executor **out)
 {
-	return fut_thread_pool_new(out, &(fut_thread_pool_opts){
-						.max_workers = 3,
-						.max_queue = 16 });
+	return fut_thread_pool_new(out,
+				   &(fut_thread_pool_opts){ .max_workers = 3,
+							    .max_queue = 16 });
 }
 
 static int ready(void *initarg)
@@ -80,16 +80,16 @@ static int ready(void *initarg)
  * own worker. */
 static int make_single_init_thread_pool(fut_executor **out)
 {
-	return fut_thread_pool_new(out, &(fut_thread_pool_opts){
-						.max_workers = 1,
-						.initializer = ready });
+	return fut_thread_pool_new(
+		out, &(fut_thread_pool_opts){ .max_workers = 1,
+					      .initializer = ready });
 }
 
 #ifdef FUT_HAVE_PROCESS_POOL
 static int make_process_pool(fut_executor **out)
 {
-	return fut_process_pool_new(out, &(fut_process_pool_opts){
-						 .max_workers = 2 });
+	return fut_process_pool_new(
+		out, &(fut_process_pool_opts){ .max_workers = 2 });
 }
 #endif
 
@@ -120,10 +120,10 @@ static _Atomic long submitted, finals, extras_added, extras_run,
 	released_early, timed_out_waits, eagains;
 static _Atomic long failures;
 
-#define CHECK(cond)                                                           \
-	do {                                                                  \
-		if (!(cond))                                                  \
-			check_failed(__LINE__, #cond);                        \
+#define CHECK(cond)                                                            \
+	do {                                                                   \
+		if (!(cond))                                                   \
+			check_failed(__LINE__, #cond);                         \
 	} while (0)
 
 static void check_failed(int line, const char *what)
@@ -151,7 +151,14 @@ static uint32_t next_rand(uint64_t *s)
 /* ------------------------------------------------------------------ */
 /* Tasks                                                               */
 
-enum task_kind { K_VALUE, K_FAIL, K_SLOW, K_NESTED, K_SWAP, K_CRASH };
+enum task_kind {
+	K_VALUE,
+	K_FAIL,
+	K_SLOW,
+	K_NESTED,
+	K_SWAP,
+	K_CRASH
+};
 
 /* A task's input, by value: the same bytes on every executor. */
 struct input {
@@ -182,8 +189,8 @@ static fut_future *submit_value(uint32_t kind, uint32_t n)
 	fut_future *g = NULL;
 	pthread_rwlock_rdlock(&pools_lock);
 	fut_executor *ex = pools[kind];
-	int rc = ex != NULL ? fut_submit_bytes(ex, task, &in, sizeof(in), &g)
-			    : FUT_OK;
+	int rc = ex != NULL ? fut_submit_bytes(ex, task, &in, sizeof(in), &g) :
+			      FUT_OK;
 	pthread_rwlock_unlock(&pools_lock);
 	if (rc == FUT_EAGAIN)
 		eagains++;
@@ -394,10 +401,8 @@ static void on_extra(fut_future *f, void *ud)
 	if (x->submit) {
 		fut_future *g = submit_value(x->kind, x->n);
 		if (g != NULL) {
-			struct note *n = new_note(
-				(struct input){ .task = K_VALUE,
-						.n = x->n,
-						.kind = x->kind });
+			struct note *n = new_note((struct input){
+				.task = K_VALUE, .n = x->n, .kind = x->kind });
 			atomic_init(&n->refs, 1); /* the callback's alone */
 			watch(g, n);
 			callback_submits++;
@@ -477,8 +482,8 @@ static void op_submit(struct worker *w, uint32_t roll)
 	uint32_t kind = next_rand(&w->seed) % NKINDS;
 	const struct exec_kind *k = &kinds[kind];
 	struct input in = { .task = K_VALUE,
-			     .n = next_rand(&w->seed),
-			     .kind = kind };
+			    .n = next_rand(&w->seed),
+			    .kind = kind };
 	uint32_t t = roll % 100;
 	if (t < 20)
 		in.task = K_FAIL;
@@ -511,7 +516,8 @@ static void op_submit(struct worker *w, uint32_t roll)
 	else if (many > 1 || roll % 2 == 0)
 		rc = fut_submit_many(ex, task, ins, sizeof(ins[0]), many, fs);
 	else
-		rc = fut_submit_bytes(ex, task, &ins[0], sizeof(ins[0]), &fs[0]);
+		rc = fut_submit_bytes(ex, task, &ins[0], sizeof(ins[0]),
+				      &fs[0]);
 	pthread_rwlock_unlock(&pools_lock);
 	if (rc != FUT_OK) {
 		if (rc == FUT_EAGAIN)
@@ -548,8 +554,8 @@ static void op_wait(struct worker *w, uint32_t roll)
 static void op_result(struct worker *w, uint32_t roll)
 {
 	struct record *r = pick(w);
-	double timeout = roll % 50 == 0 ? FUT_FOREVER
-					: (next_rand(&w->seed) % 5) * 0.0005;
+	double timeout = roll % 50 == 0 ? FUT_FOREVER :
+					  (next_rand(&w->seed) % 5) * 0.0005;
 	int rc = fut_result(r->f, timeout, NULL);
 	CHECK(rc != FUT_EINVAL && rc != FUT_ESTATE);
 	if (rc == FUT_ETIMEDOUT) {
@@ -733,10 +739,10 @@ int main(int argc, char **argv)
 	const char *env_s = getenv("STRESS_SECONDS");
 	const char *env_seed = getenv("STRESS_SEED");
 	double seconds = argc > 1 ? atof(argv[1]) : env_s ? atof(env_s) : 10;
-	seed = argc > 2	  ? strtoull(argv[2], NULL, 0)
-			: env_seed != NULL ? strtoull(env_seed, NULL, 0)
-					   : (uint64_t)time(NULL) ^
-						     ((uint64_t)getpid() << 32);
+	seed = argc > 2 ? strtoull(argv[2], NULL, 0) :
+	       env_seed != NULL ?
+			  strtoull(env_seed, NULL, 0) :
+			  (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
 	if (seed == 0)
 		seed = 1;
 	const char *env_t = getenv("STRESS_THREADS");
@@ -811,8 +817,7 @@ int main(int argc, char **argv)
 	 * hang; the checks below say what was missing). */
 	double until = now() + RETIRE_TIMEOUT;
 	bool settled;
-	while (!(settled = finals == submitted &&
-			   extras_run == extras_added &&
+	while (!(settled = finals == submitted && extras_run == extras_added &&
 			   count_dir("/proc/self/task") == threads0) &&
 	       now() < until)
 		sched_yield();
@@ -835,10 +840,11 @@ int main(int argc, char **argv)
 	       (long)ops, (long)submitted, (long)finals, (long)retired,
 	       (long)released_early, (long)extras_run, (long)callback_submits,
 	       (long)nested_submits, (long)swaps, (long)self_frees,
-	       (long)timed_out_waits,
-	       (long)eagains, fds0, fds1, threads0, threads1, (long)failures);
+	       (long)timed_out_waits, (long)eagains, fds0, fds1, threads0,
+	       threads1, (long)failures);
 	if (failures != 0) {
-		printf("stress: FAILED (seed=%llu)\n", (unsigned long long)seed);
+		printf("stress: FAILED (seed=%llu)\n",
+		       (unsigned long long)seed);
 		return 1;
 	}
 	printf("stress: passed\n");
