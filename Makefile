@@ -54,7 +54,7 @@ BENCH_SRCS := $(wildcard bench/*.c)
 BENCHES := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all lib test check check-asan check-tsan check-valgrind bench demo \
-	examples install uninstall clean format help deps fuzz
+	examples install uninstall clean format help deps fuzz stress check-stress
 
 all: $(STATIC) $(BUILD)/libfuture.so
 
@@ -110,6 +110,9 @@ check: deps
 	$(MAKE) --no-print-directory SANITIZER=address test-run
 	$(MAKE) --no-print-directory SANITIZER=thread test-run
 	$(MAKE) --no-print-directory check-valgrind
+	$(MAKE) --no-print-directory SANITIZER=address check-stress
+	$(MAKE) --no-print-directory SANITIZER=thread STRESS_CHECK_SECONDS=10 \
+		check-stress
 	@echo "check: all clean"
 
 .PHONY: check-build
@@ -130,6 +133,23 @@ check-valgrind: all $(TESTS)
 			--track-fds=no $$t; \
 	done
 
+# tests/stress: `make stress` runs STRESS_SECONDS (STRESS_SEED replays a
+# seed, STRESS_THREADS sets the threads); make check runs
+# STRESS_CHECK_SECONDS of it under ASan (leaks too), and 10 s under TSan.
+STRESS_SECONDS ?= 600
+STRESS_CHECK_SECONDS ?= 20
+
+$(BUILD)/stress/stress: tests/stress/stress.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(TEST_CFLAGS) -o $@ $< $(STATIC) -lm
+
+stress: all $(BUILD)/stress/stress
+	STRESS_SECONDS=$(STRESS_SECONDS) $(TEST_WRAPPER) $(BUILD)/stress/stress
+
+check-stress: all $(BUILD)/stress/stress
+	STRESS_SECONDS=$(STRESS_CHECK_SECONDS) timeout $(TEST_TIMEOUT) \
+		$(TEST_WRAPPER) $(BUILD)/stress/stress
+
 bench: all $(BENCHES)
 	@sh bench/run.sh $(BUILD)
 
@@ -148,9 +168,11 @@ FUZZ_SECONDS ?= 60
 FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZERS := $(FUZZ_SRCS:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_CFLAGS = -std=c11 -g -O1 -D_GNU_SOURCE -Iinclude -Isrc -pthread \
-	      -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+	      -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	      -DFUT__WIRE_GATHER_FIRST=64
 
-build/fuzz/%: tests/fuzz/%.c $(SRCS) include/future.h $(wildcard src/*.h)
+build/fuzz/%: tests/fuzz/%.c $(SRCS) include/future.h $(wildcard src/*.h) \
+		$(wildcard tests/fuzz/*.h)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ $< $(SRCS) -lm
 
@@ -163,6 +185,15 @@ fuzz: $(FUZZERS)
 		$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
 			-artifact_prefix=build/fuzz/$$name- $$work; \
 	done
+
+# Rewrites fuzz_wire's seed corpus (tests/fuzz/wire/) with the encoder.
+.PHONY: fuzz-seeds
+fuzz-seeds:
+	@mkdir -p build/fuzz tests/fuzz/wire
+	$(CC) $(WARN) -O1 -g -D_GNU_SOURCE -Iinclude -Isrc -Itests/fuzz \
+		-o build/fuzz/gen_wire_seeds tests/fuzz/gen_wire_seeds.c \
+		src/wire.c src/alloc.c
+	build/fuzz/gen_wire_seeds tests/fuzz/wire
 
 demo: all $(EXAMPLES)
 	@$(BUILD)/examples/demo
@@ -205,4 +236,4 @@ clean:
 	rm -rf build
 
 help:
-	@echo "targets: all test check bench demo examples install uninstall install-check clean format"
+	@echo "targets: all test check stress fuzz bench demo examples install uninstall install-check clean format"

@@ -18,9 +18,9 @@
 static _Atomic long fail_countdown; /* 0: off; n: the n-th call fails */
 static _Atomic long succeeded;
 
-void fut__alloc_fail_nth(long n)
+long fut__alloc_fail_nth(long n)
 {
-	atomic_store(&fail_countdown, n > 0 ? n : 0);
+	return atomic_exchange(&fail_countdown, n > 0 ? n : 0);
 }
 
 long fut__alloc_count(void)

@@ -41,9 +41,11 @@ char *fut__strdup(const char *s);
 char *fut__vasprintf(const char *fmt, va_list ap);
 
 /* Test hook: the n-th allocation from now fails (1: the next one), every
- * later one succeeds; 0 disables.  Returns how many allocations have
- * succeeded since the process started. */
-void fut__alloc_fail_nth(long n);
+ * later one succeeds; 0 disables.  Returns the countdown it replaces: 0
+ * when the failure set before was injected (or none was set), else how
+ * many allocations were still due before it.  fut__alloc_count() returns
+ * how many allocations have succeeded since the process started. */
+long fut__alloc_fail_nth(long n);
 long fut__alloc_count(void);
 
 /* ------------------------------------------------------------------ */

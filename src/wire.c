@@ -10,7 +10,10 @@
  * what is left of the frame's body.  Payloads that arrive whole inside the
  * fed buffer are returned in place (no copy); others are gathered into one
  * fut__malloc'd buffer the caller may read straight into
- * (fut__wire_dec_direct), which then becomes the caller's.
+ * (fut__wire_dec_direct), which then becomes the caller's.  That buffer
+ * starts at GATHER_FIRST bytes and doubles as bytes arrive: the declared
+ * length is not trusted with memory, so a garbage header that claims a
+ * terabyte costs a megabyte, not a terabyte-sized malloc.
  * Threads: whoever owns the decoder (the manager thread, a worker).
  * Locks: none.
  */
@@ -25,6 +28,16 @@ enum {
 	S_PAYLOAD,   /* gathering a payload into rec.data */
 	S_DEAD,	     /* an error was reported: nothing more */
 };
+
+/* The first buffer of a gathered payload (the fuzz build makes it small,
+ * so that short inputs reach the growth). */
+#ifdef FUT__WIRE_GATHER_FIRST
+#define GATHER_FIRST ((size_t)FUT__WIRE_GATHER_FIRST)
+#else
+#define GATHER_FIRST ((size_t)1 << 20)
+#endif
+
+static const char nomem[] = "out of memory for a payload";
 
 static void put_u32(unsigned char *p, uint32_t v)
 {
@@ -221,6 +234,26 @@ static int emit(struct fut__wire_dec *d, struct fut__wire_rec *rec)
 	return FUT__WIRE_RECORD;
 }
 
+/* Makes room for more payload bytes: doubles the buffer, up to the
+ * declared length.  False when out of memory (the decoder is dead). */
+static bool gather_room(struct fut__wire_dec *d)
+{
+	if (d->got < d->cap)
+		return true;
+	size_t cap = d->cap > d->rec.len / 2 ? d->rec.len : d->cap * 2;
+	void *grown = fut__realloc(d->rec.data, cap);
+	if (grown == NULL) {
+		fut__free(d->rec.data);
+		d->rec.data = NULL;
+		d->state = S_DEAD;
+		d->error = nomem;
+		return false;
+	}
+	d->rec.data = grown;
+	d->cap = cap;
+	return true;
+}
+
 static size_t gather(struct fut__wire_dec *d, size_t want,
 		     const unsigned char *src, size_t avail)
 {
@@ -271,10 +304,12 @@ int fut__wire_dec_feed(struct fut__wire_dec *d, const void *buf, size_t len,
 				*used = pos;
 				return emit(d, rec);
 			}
-			d->rec.data = fut__malloc(d->rec.len);
+			d->cap = d->rec.len < GATHER_FIRST ? d->rec.len
+							   : GATHER_FIRST;
+			d->rec.data = fut__malloc(d->cap);
 			if (d->rec.data == NULL) {
 				d->state = S_DEAD;
-				d->error = "out of memory for a payload";
+				d->error = nomem;
 				return FUT__WIRE_ENOMEM;
 			}
 			d->rec.owned = true;
@@ -282,14 +317,20 @@ int fut__wire_dec_feed(struct fut__wire_dec *d, const void *buf, size_t len,
 			d->state = S_PAYLOAD;
 			break;
 		case S_PAYLOAD: {
-			size_t take = d->rec.len - d->got;
+			if (pos == len)
+				goto more;
+			if (!gather_room(d)) {
+				*used = pos;
+				return FUT__WIRE_ENOMEM;
+			}
+			size_t take = d->cap - d->got;
 			if (take > len - pos)
 				take = len - pos;
 			memcpy((char *)d->rec.data + d->got, src + pos, take);
 			d->got += take;
 			pos += take;
 			if (d->got < d->rec.len)
-				goto more;
+				break; /* input used up, or the buffer full */
 			*used = pos;
 			return emit(d, rec);
 		}
@@ -297,7 +338,8 @@ int fut__wire_dec_feed(struct fut__wire_dec *d, const void *buf, size_t len,
 			*used = pos;
 			if (d->error == NULL)
 				d->error = "decoder used after an error";
-			return FUT__WIRE_EBAD;
+			return d->error == nomem ? FUT__WIRE_ENOMEM
+						 : FUT__WIRE_EBAD;
 		}
 	}
 more:
@@ -307,18 +349,18 @@ more:
 
 void *fut__wire_dec_direct(struct fut__wire_dec *d, size_t *room)
 {
-	if (d->state != S_PAYLOAD) {
+	if (d->state != S_PAYLOAD || !gather_room(d)) {
 		*room = 0;
 		return NULL;
 	}
-	*room = d->rec.len - d->got;
+	*room = d->cap - d->got;
 	return (char *)d->rec.data + d->got;
 }
 
 int fut__wire_dec_direct_done(struct fut__wire_dec *d, size_t n,
 			      struct fut__wire_rec *rec)
 {
-	if (d->state != S_PAYLOAD || n > d->rec.len - d->got)
+	if (d->state != S_PAYLOAD || n > d->cap - d->got)
 		return fail(d, "direct read past the payload");
 	d->got += n;
 	if (d->got < d->rec.len)

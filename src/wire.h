@@ -87,6 +87,7 @@ struct fut__wire_dec {
 	uint64_t left_body; /* body bytes still due */
 	struct fut__wire_rec rec;
 	size_t got; /* payload bytes gathered into rec.data */
+	size_t cap; /* bytes allocated at rec.data (grows up to rec.len) */
 	const char *error;
 };
 
@@ -104,7 +105,9 @@ int fut__wire_dec_feed(struct fut__wire_dec *d, const void *buf, size_t len,
 /*
  * While a large payload is being gathered into its own buffer, where the
  * next bytes may be read straight into (at most *room): reading there
- * skips a copy.  NULL when the decoder wants bytes through feed.
+ * skips a copy.  NULL when the decoder wants bytes through feed.  The
+ * buffer grows as bytes arrive (a declared length costs no memory until
+ * it is sent), so *room may be less than the rest of the payload.
  */
 void *fut__wire_dec_direct(struct fut__wire_dec *d, size_t *room);
 /* n bytes were written at fut__wire_dec_direct(): RECORD or MORE. */

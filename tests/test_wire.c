@@ -467,6 +467,80 @@ static void test_payload_allocation_failure_is_reported(void **state)
 	free(buf);
 }
 
+/* Found by fuzz_wire: a 100-byte frame whose record claimed 64 GiB made
+ * the decoder malloc 64 GiB at once.  The buffer now grows with the bytes
+ * that really arrive. */
+static void test_declared_payload_length_costs_no_memory_until_sent(void **state)
+{
+	(void)state;
+	const uint64_t claimed = (uint64_t)1 << 39;
+	unsigned char head[FUT__WIRE_FRAME_HDR + FUT__WIRE_REC_HDR + 100];
+	memset(head, 'x', sizeof(head));
+	fut__wire_put_frame(head, FUT__WIRE_RESULTS, 1,
+			    FUT__WIRE_REC_HDR + claimed);
+	fut__wire_put_record(head + FUT__WIRE_FRAME_HDR, 5, 0,
+			     FUT__WIRE_R_BYTES, 0, claimed);
+	struct fut__wire_dec d;
+	struct fut__wire_rec r;
+	size_t used, room;
+	fut__wire_dec_init(&d, FUT__WIRE_TO_PARENT);
+	assert_int_equal(fut__wire_dec_feed(&d, head, sizeof(head), &used, &r),
+			 FUT__WIRE_MORE);
+	assert_int_equal(used, sizeof(head));
+	assert_true(d.cap <= (size_t)1 << 20);
+	assert_non_null(fut__wire_dec_direct(&d, &room));
+	assert_true(room <= (size_t)1 << 20);
+	/* 3 MiB more arrive: the buffer follows, at most doubling. */
+	size_t chunk = 100000;
+	unsigned char *more = calloc(1, chunk);
+	assert_non_null(more);
+	for (size_t sent = 0; sent < (size_t)3 << 20; sent += chunk) {
+		assert_int_equal(fut__wire_dec_feed(&d, more, chunk, &used, &r),
+				 FUT__WIRE_MORE);
+		assert_int_equal(used, chunk);
+	}
+	assert_true(d.cap <= 2 * d.got + ((size_t)1 << 20));
+	free(more);
+	fut__wire_dec_fini(&d);
+}
+
+/* A payload longer than the first gathering buffer decodes whole, fed in
+ * pieces or read direct in as many reads as the rooms allow. */
+static void test_payload_larger_than_the_first_buffer_round_trips(void **state)
+{
+	(void)state;
+	const struct rec_spec rs[] = {
+		{ 7, 0, FUT__WIRE_R_BYTES, 0, ((size_t)3 << 20) + 17 },
+	};
+	size_t len;
+	unsigned char *buf = encode(FUT__WIRE_RESULTS, rs, 1, &len);
+	assert_int_equal(feed_in_steps(FUT__WIRE_TO_PARENT, buf, len, 70001,
+				       rs, 1),
+			 1);
+	struct fut__wire_dec d;
+	struct fut__wire_rec r;
+	size_t used, room, pos = FUT__WIRE_FRAME_HDR + FUT__WIRE_REC_HDR + 1;
+	fut__wire_dec_init(&d, FUT__WIRE_TO_PARENT);
+	assert_int_equal(fut__wire_dec_feed(&d, buf, pos, &used, &r),
+			 FUT__WIRE_MORE);
+	int rc = FUT__WIRE_MORE;
+	while (rc == FUT__WIRE_MORE) {
+		void *dst = fut__wire_dec_direct(&d, &room);
+		assert_non_null(dst);
+		assert_true(room > 0 && room <= len - pos);
+		memcpy(dst, buf + pos, room);
+		pos += room;
+		rc = fut__wire_dec_direct_done(&d, room, &r);
+	}
+	assert_int_equal(rc, FUT__WIRE_RECORD);
+	assert_int_equal(pos, len);
+	assert_true(r.owned);
+	check_rec(&r, &rs[0]);
+	fut__free(r.data);
+	fut__wire_dec_fini(&d);
+	free(buf);
+}
+
 static void test_control_messages_round_trip_and_reject_garbage(void **state)
 {
 	(void)state;
@@ -513,6 +587,8 @@ int main(void)
 		cmocka_unit_test(test_every_single_byte_corruption_is_survived),
 		cmocka_unit_test(test_decoder_stays_failed_after_an_error),
 		cmocka_unit_test(test_payload_allocation_failure_is_reported),
+		cmocka_unit_test(test_declared_payload_length_costs_no_memory_until_sent),
+		cmocka_unit_test(test_payload_larger_than_the_first_buffer_round_trips),
 		cmocka_unit_test(test_control_messages_round_trip_and_reject_garbage),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

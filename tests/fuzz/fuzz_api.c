@@ -8,6 +8,7 @@
  * here: every code is a known one, a done callback runs exactly once, and
  * an iterator yields each future at most once.
  */
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -31,7 +32,9 @@ static uint8_t take(struct input *in)
 	return *in->p++;
 }
 
-static int callbacks_added, callbacks_run;
+/* Atomic: pool futures run their callbacks in the pool's workers, two
+ * at a time (a plain int lost increments: the fuzzer's first find). */
+static _Atomic int callbacks_added, callbacks_run;
 
 static void count_cb(fut_future *f, void *ud)
 {
@@ -79,7 +82,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (trace)
 			fprintf(stderr, "op %2d slot %u f=%p state=%d added=%d run=%d\n",
 				op % 16, s, (void *)f, fut_state(f),
-				callbacks_added, callbacks_run);
+				(int)callbacks_added, (int)callbacks_run);
 		switch (op % 16) {
 		case 0:
 			if (f == NULL)
