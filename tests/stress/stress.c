@@ -85,22 +85,18 @@ static int make_single_init_thread_pool(fut_executor **out)
 					      .initializer = ready });
 }
 
-#ifdef FUT_HAVE_PROCESS_POOL
 static int make_process_pool(fut_executor **out)
 {
 	return fut_process_pool_new(
 		out, &(fut_process_pool_opts){ .max_workers = 2 });
 }
-#endif
 
 static const struct exec_kind kinds[] = {
 	{ "thread", make_thread_pool, true, false, false },
 	{ "thread-bounded", make_bounded_thread_pool, true, false, false },
 	{ "thread-single-init", make_single_init_thread_pool, true, false,
 	  false },
-#ifdef FUT_HAVE_PROCESS_POOL
 	{ "process", make_process_pool, false, true, true },
-#endif
 };
 #define NKINDS (sizeof(kinds) / sizeof(kinds[0]))
 
