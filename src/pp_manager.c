@@ -702,10 +702,13 @@ static bool obuf_reserve(struct pp_worker *w, size_t more)
 	return true;
 }
 
-/* Claims, encodes and sends the jobs popped for w (batch, in order). */
-static void send_batch(struct mgr *m, struct pp_worker *w,
-		       struct pp_job *batch)
+/* Claims, encodes and sends the jobs popped for w (batch, in order).
+ * Returns how many of them were dropped because they had been cancelled
+ * while queued. */
+static size_t send_batch(struct mgr *m, struct pp_worker *w,
+			 struct pp_job *batch)
 {
+	size_t dropped = 0;
 	struct ppool *p = m->p;
 	struct pp_job *first = NULL, *last = NULL;
 	uint32_t count = 0;
@@ -722,6 +725,7 @@ static void send_batch(struct mgr *m, struct pp_worker *w,
 			if (fut__future_start(&j->fut) != FUT_OK) {
 				/* Cancelled while queued: done already. */
 				fut_release(&j->fut);
+				dropped++;
 				continue;
 			}
 		} else if (atomic_load(&j->fut.flags) & FUT__F_INTERRUPT) {
@@ -762,7 +766,7 @@ static void send_batch(struct mgr *m, struct pp_worker *w,
 	}
 	if (count == 0) {
 		w->olen = start;
-		return;
+		return dropped;
 	}
 	fut__wire_put_frame(w->obuf + start, FUT__WIRE_TASKS, count, body);
 	last->frame_last = true;
@@ -774,6 +778,7 @@ static void send_batch(struct mgr *m, struct pp_worker *w,
 	w->frames++;
 	w->sent += count;
 	flush_out(w);
+	return dropped;
 }
 
 /* Caller holds p->lock: pops the next frame's worth of jobs for w. */
@@ -812,9 +817,12 @@ static size_t queued_chunks_locked(const struct ppool *p, size_t cap)
 	return n;
 }
 
-/* Hands queued work to ready workers and spawns the ones it needs. */
-static void dispatch(struct mgr *m)
+/* Hands queued work to ready workers and spawns the ones it needs.
+ * Returns true when it dropped cancelled jobs: a worker may then have got
+ * less than it could take, and the caller runs it again. */
+static bool dispatch(struct mgr *m)
 {
+	size_t dropped = 0;
 	struct ppool *p = m->p;
 	struct pp_job *batches[FUT_MAX_WORKERS * 2];
 	struct pp_worker *to[FUT_MAX_WORKERS * 2];
@@ -852,9 +860,9 @@ static void dispatch(struct mgr *m)
 		want = queued_chunks_locked(p, p->max_workers);
 	pthread_mutex_unlock(&p->lock);
 	for (size_t i = 0; i < nb; i++)
-		send_batch(m, to[i], batches[i]);
+		dropped += send_batch(m, to[i], batches[i]);
 	if (want == 0 || m->now < p->spawn_after_ns || p->fs_sock < 0)
-		return;
+		return dropped != 0;
 	for (uint32_t i = 0; i < p->nslots && coming < want &&
 			     live < p->max_workers;
 	     i++) {
@@ -863,11 +871,12 @@ static void dispatch(struct mgr *m)
 			continue;
 		if (!spawn(m, w)) {
 			on_spawn_failed(m, w, errno);
-			return;
+			break;
 		}
 		coming++;
 		live++;
 	}
+	return dropped != 0;
 }
 
 /* Retires workers that reached max_tasks_per_child. */
@@ -1006,7 +1015,8 @@ static void loop(struct mgr *m)
 			scan_interrupts(m, all);
 		retire_spent(m);
 		if (!m->closing)
-			dispatch(m);
+			while (dispatch(m))
+				;
 		if (step_shutdown(m))
 			return;
 		int64_t deadline = check_deadlines(m);
@@ -1105,7 +1115,8 @@ void *fut__pp_manager_main(void *arg)
 	teardown(p);
 	pthread_mutex_lock(&p->lock);
 	p->manager_done = true;
-	close_fd(&p->wake_fd);
+	/* The wake fd stays open until the pool is freed: a submitter that
+	 * queued a job just before the shutdown may still write to it. */
 	bool self_free = p->free_on_exit;
 	pthread_cond_broadcast(&p->done_cv);
 	pthread_mutex_unlock(&p->lock);

@@ -77,7 +77,7 @@ static void job_interrupt(fut_future *f)
 	struct ppool *p = j->pool;
 	atomic_store(&p->interrupt_scan, true);
 	pthread_mutex_lock(&p->lock);
-	if (p->wake_fd >= 0 && !atomic_exchange(&p->wake_pending, true)) {
+	if (!atomic_exchange(&p->wake_pending, true)) {
 		uint64_t one = 1;
 		(void)!write(p->wake_fd, &one, sizeof(one));
 	}
@@ -196,8 +196,8 @@ static int enqueue(struct ppool *p, struct pp_job *first, struct pp_job *last)
 	}
 	pthread_mutex_unlock(&p->lock);
 	if (rc == FUT_OK && !atomic_exchange(&p->wake_pending, true)) {
-		/* The manager runs until the queue is empty and the pool shut
-		 * down, so the fd is open while our jobs are queued. */
+		/* Our jobs hold references on the pool, and the fd is closed
+		 * only when the pool is freed. */
 		uint64_t one = 1;
 		(void)!write(p->wake_fd, &one, sizeof(one));
 	}
@@ -282,11 +282,9 @@ static int pp_submit_many(fut_executor *ex, fut_fn fn, const void *inputs,
 
 static void wake_locked(struct ppool *p)
 {
-	if (p->wake_fd >= 0) {
-		atomic_store(&p->wake_pending, true);
-		uint64_t one = 1;
-		(void)!write(p->wake_fd, &one, sizeof(one));
-	}
+	atomic_store(&p->wake_pending, true);
+	uint64_t one = 1;
+	(void)!write(p->wake_fd, &one, sizeof(one));
 }
 
 static int pp_shutdown(fut_executor *ex, unsigned flags)

@@ -127,7 +127,7 @@ struct ppool {
 	struct fut__forkserver_cfg cfg;
 	struct fut__worker_slot *slots; /* shared mapping */
 	size_t slots_bytes;
-	int wake_fd; /* eventfd; -1 once the manager ended: lock */
+	int wake_fd; /* eventfd, open until the pool is freed */
 	_Atomic bool wake_pending;
 	_Atomic bool interrupt_scan; /* some future asked fut_interrupt */
 	pthread_t manager;
