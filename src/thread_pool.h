@@ -18,8 +18,8 @@ struct tpool;
 struct job {
 	struct fut_future fut; /* first: the caller's handle */
 	struct fut_task task;
-	struct job *next;    /* queue link; running-stack link while it runs */
-	struct tpool *pool;  /* one pool reference while the block lives */
+	struct job *next;   /* queue link; running-stack link while it runs */
+	struct tpool *pool; /* one pool reference while the block lives */
 	unsigned char bytes[]; /* large class: the input, inline */
 };
 
@@ -35,8 +35,8 @@ struct worker {
 	unsigned depth; /* tasks run nested in help(); this thread's own */
 	struct fut__wait_hooks hooks;
 	fut__lock lock;
-	struct job *head, *tail;  /* local queue: guarded by lock */
-	_Atomic uint32_t nlocal;  /* written under lock */
+	struct job *head, *tail; /* local queue: guarded by lock */
+	_Atomic uint32_t nlocal; /* written under lock */
 	/* Jobs it runs, innermost first: written by the worker alone;
 	 * read by an interrupting shutdown under lock (see run_job). */
 	_Atomic(struct job *) running;
@@ -61,12 +61,14 @@ struct tpool {
 	char pad1[64];
 
 	_Atomic uint32_t interrupting; /* shutdowns walking running stacks */
-	_Atomic uint32_t nidle;	    /* workers not running a task */
-	_Atomic uint32_t nsleeping; /* workers asleep on wake */
-	_Atomic uint32_t wake;	    /* futex word of idle workers */
-	_Atomic uint32_t nthreads;  /* workers started (published) */
-	_Atomic uint32_t nblocked;  /* workers asleep in a nested wait */
-	_Atomic uint32_t space;	    /* futex word of max_queue submitters */
+	_Atomic uint32_t nidle;	       /* workers not running a task */
+	_Atomic uint32_t nsleeping;    /* workers asleep on wake */
+	_Atomic uint32_t nspinning;    /* idle workers spinning before sleep */
+	_Atomic uint32_t wake;	       /* futex word of idle workers */
+	_Atomic bool waking;	   /* a wake-up is on its way to a sleeper */
+	_Atomic uint32_t nthreads; /* workers started (published) */
+	_Atomic uint32_t nblocked; /* workers asleep in a nested wait */
+	_Atomic uint32_t space;	   /* futex word of max_queue submitters */
 	_Atomic uint32_t nspace_waiters;
 	_Atomic bool shutdown;
 	_Atomic bool broken;

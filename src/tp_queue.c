@@ -13,9 +13,9 @@
  * under their lock and read without it, as hints.
  *
  * Why this shape: a submit costs one short critical section on qlock; a
- * worker takes up to qlen / nthreads jobs (at most FUT__TP_BATCH) per
- * qlock acquisition, so busy workers rarely touch the shared lock; and a
- * worker that finds nothing steals half of another's local queue, so a
+ * worker takes up to FUT__TP_BATCH jobs (the whole queue when it is no
+ * longer) per qlock acquisition, so busy workers rarely touch the shared
+ * lock; and a worker that finds nothing steals half of another's local queue, so a
  * long batch never strands work behind one slow task.
  */
 #include "thread_pool.h"
@@ -26,23 +26,41 @@
 void fut__tp_queue_wake_space(struct tpool *p)
 {
 	if (p->max_queue != 0 &&
-	    atomic_load_explicit(&p->nspace_waiters, memory_order_seq_cst) > 0) {
+	    atomic_load_explicit(&p->nspace_waiters, memory_order_seq_cst) >
+		    0) {
 		atomic_fetch_add(&p->space, 1);
 		fut__futex_wake(&p->space, INT32_MAX);
 	}
 }
 
+/*
+ * One wake-up in flight at a time: a sleeper takes tens of microseconds to
+ * run once woken, and every submit in that window would otherwise pay a
+ * futex syscall to wake it again.  The flag is cleared by every worker
+ * that returns from its sleep and by every worker about to sleep (before
+ * it looks at the queues for the last time), so a flag left set by a wake
+ * that found nobody asleep never hides work from a new sleeper: either
+ * the sleeper sees the job, or the submitter sees the flag cleared.
+ */
 void fut__tp_queue_wake_sleepers(struct tpool *p, int n)
 {
-	if (atomic_load_explicit(&p->nsleeping, memory_order_seq_cst) > 0) {
-		atomic_fetch_add(&p->wake, 1);
-		fut__futex_wake(&p->wake, n);
-	}
+	/* A spinning worker takes the work itself (it looks at the queues
+	 * once more before it sleeps): waking a second one would only take a
+	 * cpu from the submitter. */
+	if (atomic_load_explicit(&p->nsleeping, memory_order_seq_cst) == 0 ||
+	    atomic_load_explicit(&p->nspinning, memory_order_seq_cst) > 0)
+		return;
+	if (n == 1 && (atomic_load_explicit(&p->waking, memory_order_seq_cst) ||
+		       atomic_exchange(&p->waking, true)))
+		return;
+	atomic_store(&p->waking, true);
+	atomic_fetch_add(&p->wake, 1);
+	fut__futex_wake(&p->wake, n);
 }
 
 /* Appends first..last (n jobs) to w's local queue. */
-static void local_append(struct worker *w, struct job *first,
-			 struct job *last, uint32_t n)
+static void local_append(struct worker *w, struct job *first, struct job *last,
+			 uint32_t n)
 {
 	fut__lock_acquire(&w->lock);
 	last->next = NULL;
@@ -51,10 +69,10 @@ static void local_append(struct worker *w, struct job *first,
 	else
 		w->head = first;
 	w->tail = last;
-	atomic_store_explicit(&w->nlocal,
-			      atomic_load_explicit(&w->nlocal,
-						   memory_order_relaxed) + n,
-			      memory_order_relaxed);
+	atomic_store_explicit(
+		&w->nlocal,
+		atomic_load_explicit(&w->nlocal, memory_order_relaxed) + n,
+		memory_order_relaxed);
 	fut__lock_release(&w->lock);
 }
 
@@ -68,11 +86,11 @@ static struct job *take_local(struct worker *w)
 		w->head = j->next;
 		if (w->head == NULL)
 			w->tail = NULL;
-		atomic_store_explicit(&w->nlocal,
-				      atomic_load_explicit(&w->nlocal,
-							   memory_order_relaxed) -
-					      1,
-				      memory_order_relaxed);
+		atomic_store_explicit(
+			&w->nlocal,
+			atomic_load_explicit(&w->nlocal, memory_order_relaxed) -
+				1,
+			memory_order_relaxed);
 	}
 	fut__lock_release(&w->lock);
 	return j;
@@ -91,12 +109,15 @@ static struct job *take_global(struct worker *w)
 		fut__lock_release(&p->qlock);
 		return NULL;
 	}
-	uint32_t nt = atomic_load_explicit(&p->nthreads, memory_order_relaxed);
-	size_t k = n / (nt > 0 ? nt : 1);
-	k = k < 1 ? 1 : (k > FUT__TP_BATCH ? FUT__TP_BATCH : k);
-	struct job *first = p->qhead, *last = first;
-	for (size_t i = 1; i < k; i++)
-		last = last->next;
+	/* Up to a batch: the whole queue (no walk under the lock, which the
+	 * submitters wait for); more than that, the first batch. */
+	size_t k = n <= FUT__TP_BATCH ? n : FUT__TP_BATCH;
+	struct job *first = p->qhead, *last = p->qtail;
+	if (k < n) {
+		last = first;
+		for (size_t i = 1; i < k; i++)
+			last = last->next;
+	}
 	p->qhead = last->next;
 	if (p->qhead == NULL)
 		p->qtail = NULL;
@@ -123,8 +144,8 @@ static struct job *steal(struct worker *w)
 		    atomic_load_explicit(&v->nlocal, memory_order_relaxed) == 0)
 			continue;
 		fut__lock_acquire(&v->lock);
-		uint32_t n = atomic_load_explicit(&v->nlocal,
-						  memory_order_relaxed);
+		uint32_t n =
+			atomic_load_explicit(&v->nlocal, memory_order_relaxed);
 		if (n == 0) {
 			fut__lock_release(&v->lock);
 			continue;
@@ -219,7 +240,7 @@ struct job *fut__tp_queue_drain(struct tpool *p)
 
 /* Appends first..last (n jobs) to the global queue. */
 int fut__tp_queue_push(struct tpool *p, struct job *first, struct job *last,
-		size_t n)
+		       size_t n)
 {
 	fut__lock_acquire(&p->qlock);
 	int rc = pool_state(p);
@@ -235,11 +256,10 @@ int fut__tp_queue_push(struct tpool *p, struct job *first, struct job *last,
 	else
 		p->qhead = first;
 	p->qtail = last;
-	atomic_store_explicit(&p->qlen,
-			      atomic_load_explicit(&p->qlen,
-						   memory_order_relaxed) + n,
-			      memory_order_relaxed);
+	atomic_store_explicit(
+		&p->qlen,
+		atomic_load_explicit(&p->qlen, memory_order_relaxed) + n,
+		memory_order_relaxed);
 	fut__lock_release(&p->qlock);
 	return FUT_OK;
 }
-
