@@ -7,13 +7,22 @@
  *       (as Python's map), every result checked.
  *   W6: one task returns a 64 MiB buffer, checked byte for byte (outside
  *       the timed part).
+ *   W3: W3 of PERF.md (2,000 tasks of ~0.5 ms CPU) on the process pool,
+ *       against running them serially in this process (for the guide's
+ *       table; the targets are the thread pool's).
+ *   MEM: peak RSS growth of this process with 1,000,000 16-byte tasks
+ *       pending behind a blocked worker, per pending task + future.
  * Prints RESULT lines (bench/run.sh takes medians).  BENCH_QUICK=1 scales
  * the counts down.
  */
+#include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <time.h>
 
 #include "bench_common.h"
 #include "future.h"
@@ -53,6 +62,29 @@ static void big_task(fut_task *t)
 			b[i] = (unsigned char)(i * 31 + 7);
 	}
 	(void)fut_task_return_bytes(t, b, W6_BYTES);
+}
+
+/* W3's unit of CPU work, seeded by its 8-byte input. */
+static void w3_task(fut_task *t)
+{
+	uint64_t seed = 0;
+	size_t len = 0;
+	const void *in = fut_task_input(t, &len);
+	if (len == sizeof(seed))
+		memcpy(&seed, in, sizeof(seed));
+	uint64_t x = w3_work(seed);
+	(void)fut_task_return_bytes(t, &x, sizeof(x));
+}
+
+/* Shared with the workers (the mapping survives their fork): MEM's gate. */
+static _Atomic int *gate_open;
+
+static void gate_task(fut_task *t)
+{
+	(void)t;
+	struct timespec ms = { 0, 1000 * 1000 };
+	while (!atomic_load(gate_open))
+		nanosleep(&ms, NULL);
 }
 
 static void check_echo(fut_future *f, const unsigned char *in)
@@ -95,7 +127,9 @@ static void w4(fut_executor *ex, long n)
  * BATCH tasks each. */
 static void w5(fut_executor *ex, long n)
 {
-	enum { BATCH = 10000 };
+	enum {
+		BATCH = 10000
+	};
 	unsigned char *in = malloc((size_t)n * MSG);
 	fut_future **fs = malloc((size_t)n * sizeof(*fs));
 	if (in == NULL || fs == NULL)
@@ -142,22 +176,118 @@ static void w6(fut_executor *ex, bool print)
 	fut_release(f);
 	if (print)
 		printf("RESULT workload=W6 impl=libfuture-process n=1 MBps=%.0f\n",
-	       (double)W6_BYTES / t / 1e6);
+		       (double)W6_BYTES / t / 1e6);
+}
+
+static uint64_t result_u64(fut_future *f)
+{
+	const void *out = NULL;
+	size_t len = 0;
+	uint64_t v = 0;
+	int rc = fut_result_bytes(f, -1, &out, &len);
+	if (rc != FUT_OK)
+		die("result", rc);
+	if (len != sizeof(v))
+		die("result length", FUT_ESTATE);
+	memcpy(&v, out, sizeof(v));
+	return v;
+}
+
+static void w3(fut_executor *ex, long n)
+{
+	uint64_t want = 0;
+	double t0 = bench_now();
+	for (long i = 0; i < n; i++)
+		want ^= w3_work((uint64_t)i);
+	double serial = bench_now() - t0;
+	uint64_t *seeds = malloc((size_t)n * sizeof(*seeds));
+	fut_future **fs = malloc((size_t)n * sizeof(*fs));
+	if (seeds == NULL || fs == NULL)
+		die("malloc", FUT_ENOMEM);
+	for (long i = 0; i < n; i++)
+		seeds[i] = (uint64_t)i;
+	t0 = bench_now();
+	int rc = fut_submit_many(ex, w3_task, seeds, sizeof(*seeds), (size_t)n,
+				 fs);
+	if (rc != FUT_OK)
+		die("submit_many", rc);
+	uint64_t got = 0;
+	for (long i = 0; i < n; i++) {
+		got ^= result_u64(fs[i]);
+		fut_release(fs[i]);
+	}
+	double d = bench_now() - t0;
+	free(seeds);
+	free(fs);
+	if (got != want)
+		die("W3 checksum", FUT_ESTATE);
+	printf("RESULT workload=W3 impl=libfuture-process n=%ld speedup=%.2f "
+	       "serial_s=%.3f\n",
+	       n, serial / d, serial);
+}
+
+/* Peak RSS growth with n tasks pending behind the one worker, blocked in
+ * gate_task, per pending task + future (the handle array included). */
+static void mem(long n)
+{
+	gate_open = mmap(NULL, sizeof(*gate_open), PROT_READ | PROT_WRITE,
+			 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (gate_open == MAP_FAILED)
+		die("mmap", FUT_ENOMEM);
+	fut_future **fs = calloc((size_t)n, sizeof(*fs));
+	unsigned char *in = calloc((size_t)n, MSG);
+	if (fs == NULL || in == NULL)
+		die("calloc", FUT_ENOMEM);
+	memset(fs, 0,
+	       (size_t)n * sizeof(*fs)); /* touched before the baseline */
+	memset(in, 1, (size_t)n * MSG);
+	fut_executor *ex = NULL;
+	int rc = fut_process_pool_new(
+		&ex, &(fut_process_pool_opts){ .max_workers = 1 });
+	if (rc != FUT_OK)
+		die("fut_process_pool_new", rc);
+	fut_future *blocker = NULL;
+	if ((rc = fut_submit_bytes(ex, gate_task, NULL, 0, &blocker)) != FUT_OK)
+		die("submit", rc);
+	long before = bench_maxrss();
+	for (long done = 0; done < n; done += 10000) {
+		long k = n - done < 10000 ? n - done : 10000;
+		rc = fut_submit_many(ex, echo_task, in + done * MSG, MSG,
+				     (size_t)k, fs + done);
+		if (rc != FUT_OK)
+			die("submit_many", rc);
+	}
+	long after = bench_maxrss();
+	atomic_store(gate_open, 1);
+	for (long i = 0; i < n; i++) {
+		check_echo(fs[i], in + i * MSG);
+		fut_release(fs[i]);
+	}
+	fut_release(blocker);
+	fut_executor_free(ex);
+	free(fs);
+	free(in);
+	printf("RESULT workload=MEM impl=libfuture-process n=%ld "
+	       "bytes_per_task=%.1f\n",
+	       n, (double)(after - before) / (double)n);
 }
 
 int main(void)
 {
+	/* First, while peak RSS is still this process's baseline. */
+	mem(bench_n(1000000));
 	fut_executor *ex = NULL;
-	int rc = fut_process_pool_new(&ex, &(fut_process_pool_opts){
-						   .max_workers = 2 });
+	int rc = fut_process_pool_new(
+		&ex, &(fut_process_pool_opts){ .max_workers = 2 });
 	if (rc != FUT_OK)
 		die("fut_process_pool_new", rc);
 	w4(ex, bench_n(20000));
 	w5(ex, bench_n(200000));
+	w3(ex, bench_n(2000));
 	/* One worker, so that the second run finds the buffer built. */
 	fut_executor_free(ex);
-	rc = fut_process_pool_new(&ex, &(fut_process_pool_opts){
-					       .max_workers = 1 });
+	rc = fut_process_pool_new(&ex,
+				  &(fut_process_pool_opts){ .max_workers = 1 });
 	if (rc != FUT_OK)
 		die("fut_process_pool_new", rc);
 	w6(ex, false);
