@@ -25,8 +25,8 @@ struct rec_spec {
 };
 
 /* Encodes one frame of records whose payload bytes are (id + i) & 0xff. */
-static unsigned char *encode(unsigned type, const struct rec_spec *rs,
-			     size_t n, size_t *out_len)
+static unsigned char *encode(unsigned type, const struct rec_spec *rs, size_t n,
+			     size_t *out_len)
 {
 	uint64_t body = 0;
 	for (size_t i = 0; i < n; i++)
@@ -139,11 +139,9 @@ static void test_result_frame_round_trips_every_kind(void **state)
 	};
 	size_t len;
 	unsigned char *buf = encode(FUT__WIRE_RESULTS, rs, 4, &len);
-	assert_int_equal(feed_in_steps(FUT__WIRE_TO_PARENT, buf, len, len,
-				       rs, 4),
-			 4);
-	assert_int_equal(feed_in_steps(FUT__WIRE_TO_PARENT, buf, len, 5, rs,
-				       4),
+	assert_int_equal(
+		feed_in_steps(FUT__WIRE_TO_PARENT, buf, len, len, rs, 4), 4);
+	assert_int_equal(feed_in_steps(FUT__WIRE_TO_PARENT, buf, len, 5, rs, 4),
 			 4);
 	free(buf);
 }
@@ -156,13 +154,11 @@ static void test_hello_frame_decodes_and_carries_the_init_code(void **state)
 	};
 	size_t len;
 	unsigned char *buf = encode(FUT__WIRE_HELLO, rs, 1, &len);
-	assert_int_equal(feed_in_steps(FUT__WIRE_TO_PARENT, buf, len, len,
-				       rs, 1),
-			 1);
+	assert_int_equal(
+		feed_in_steps(FUT__WIRE_TO_PARENT, buf, len, len, rs, 1), 1);
 	/* A worker never receives a hello. */
-	assert_int_equal(feed_in_steps(FUT__WIRE_TO_WORKER, buf, len, len,
-				       rs, 1),
-			 -1);
+	assert_int_equal(
+		feed_in_steps(FUT__WIRE_TO_WORKER, buf, len, len, rs, 1), -1);
 	free(buf);
 }
 
@@ -185,7 +181,8 @@ static void test_whole_payload_is_returned_in_place(void **state)
 	free(buf);
 }
 
-static void test_large_payload_can_be_read_straight_into_its_buffer(void **state)
+static void
+test_large_payload_can_be_read_straight_into_its_buffer(void **state)
 {
 	(void)state;
 	const struct rec_spec rs[] = { { 5, 0, FUT__WIRE_R_BYTES, 0, 100000 } };
@@ -300,8 +297,7 @@ static long decode_all(unsigned dir, const unsigned char *buf, size_t len,
 	return seen;
 }
 
-static void expect_rejected(unsigned dir, const unsigned char *buf,
-			    size_t len)
+static void expect_rejected(unsigned dir, const unsigned char *buf, size_t len)
 {
 	int rc;
 	(void)decode_all(dir, buf, len, &rc);
@@ -368,34 +364,37 @@ static void test_corrupted_record_lengths_are_rejected(void **state)
 	free(buf);
 }
 
-static void test_result_fields_that_contradict_the_kind_are_rejected(void **state)
+static void
+test_result_fields_that_contradict_the_kind_are_rejected(void **state)
 {
 	(void)state;
 	const struct rec_spec bad[] = {
-		{ 0, 0, FUT__WIRE_R_BYTES, 0, 4 },	   /* id 0 */
-		{ 1, 7, FUT__WIRE_R_BYTES, 0, 4 },	   /* a function */
-		{ 1, 0, FUT__WIRE_R_NKINDS, 0, 0 },	   /* unknown kind */
-		{ 1, 0, FUT__WIRE_R_NONE, 0, 3 },	   /* payload on none */
-		{ 1, 0, FUT__WIRE_R_VALUE, 0, 3 },	   /* payload on value */
-		{ 1, 0, FUT__WIRE_R_BYTES, 5, 3 },	   /* stray code */
+		{ 0, 0, FUT__WIRE_R_BYTES, 0, 4 },  /* id 0 */
+		{ 1, 7, FUT__WIRE_R_BYTES, 0, 4 },  /* a function */
+		{ 1, 0, FUT__WIRE_R_NKINDS, 0, 0 }, /* unknown kind */
+		{ 1, 0, FUT__WIRE_R_NONE, 0, 3 },   /* payload on none */
+		{ 1, 0, FUT__WIRE_R_VALUE, 0, 3 },  /* payload on value */
+		{ 1, 0, FUT__WIRE_R_BYTES, 5, 3 },  /* stray code */
 		{ 1, 0, FUT__WIRE_R_FAIL, 1,
-		  FUT__WIRE_MAX_MESSAGE + 1 },		   /* long message */
+		  FUT__WIRE_MAX_MESSAGE + 1 }, /* long message */
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		size_t len;
-		unsigned char *buf = encode(FUT__WIRE_RESULTS, &bad[i], 1,
-					    &len);
+		unsigned char *buf =
+			encode(FUT__WIRE_RESULTS, &bad[i], 1, &len);
 		expect_rejected(FUT__WIRE_TO_PARENT, buf, len);
 		free(buf);
 	}
 	const struct rec_spec bad_tasks[] = {
-		{ 0, 1, 0, 0, 0 }, { 1, 0, 0, 0, 0 },
-		{ 1, 1, 1, 0, 0 }, { 1, 1, 0, 1, 0 },
+		{ 0, 1, 0, 0, 0 },
+		{ 1, 0, 0, 0, 0 },
+		{ 1, 1, 1, 0, 0 },
+		{ 1, 1, 0, 1, 0 },
 	};
 	for (size_t i = 0; i < 4; i++) {
 		size_t len;
-		unsigned char *buf = encode(FUT__WIRE_TASKS, &bad_tasks[i], 1,
-					    &len);
+		unsigned char *buf =
+			encode(FUT__WIRE_TASKS, &bad_tasks[i], 1, &len);
 		expect_rejected(FUT__WIRE_TO_WORKER, buf, len);
 		free(buf);
 	}
@@ -417,9 +416,12 @@ static void test_every_single_byte_corruption_is_survived(void **state)
 	for (size_t i = 0; i < len; i++) {
 		for (int v = 0; v < 3; v++) {
 			memcpy(c, buf, len);
-			c[i] = v == 0 ? 0 : v == 1 ? 0xff : (unsigned char)~buf[i];
+			c[i] = v == 0 ? 0 :
+			       v == 1 ? 0xff :
+					(unsigned char)~buf[i];
 			int rc;
-			long seen = decode_all(FUT__WIRE_TO_WORKER, c, len, &rc);
+			long seen =
+				decode_all(FUT__WIRE_TO_WORKER, c, len, &rc);
 			assert_true(seen >= 0 && seen <= 3);
 			assert_true(rc == FUT__WIRE_MORE ||
 				    rc == FUT__WIRE_EBAD ||
@@ -470,7 +472,8 @@ static void test_payload_allocation_failure_is_reported(void **state)
 /* Found by fuzz_wire: a 100-byte frame whose record claimed 64 GiB made
  * the decoder malloc 64 GiB at once.  The buffer now grows with the bytes
  * that really arrive. */
-static void test_declared_payload_length_costs_no_memory_until_sent(void **state)
+static void
+test_declared_payload_length_costs_no_memory_until_sent(void **state)
 {
 	(void)state;
 	const uint64_t claimed = (uint64_t)1 << 39;
@@ -514,9 +517,8 @@ static void test_payload_larger_than_the_first_buffer_round_trips(void **state)
 	};
 	size_t len;
 	unsigned char *buf = encode(FUT__WIRE_RESULTS, rs, 1, &len);
-	assert_int_equal(feed_in_steps(FUT__WIRE_TO_PARENT, buf, len, 70001,
-				       rs, 1),
-			 1);
+	assert_int_equal(
+		feed_in_steps(FUT__WIRE_TO_PARENT, buf, len, 70001, rs, 1), 1);
 	struct fut__wire_dec d;
 	struct fut__wire_rec r;
 	size_t used, room, pos = FUT__WIRE_FRAME_HDR + FUT__WIRE_REC_HDR + 1;
@@ -567,29 +569,65 @@ static void test_control_messages_round_trip_and_reject_garbage(void **state)
 	}
 	struct fut__wire_ctl nopid = { FUT__WIRE_CTL_SPAWNED, 0, 0, 0, 0 };
 	fut__wire_ctl_put(buf, &nopid);
-	assert_int_equal(fut__wire_ctl_get(buf, sizeof(buf), &out),
-			 FUT_EINVAL);
+	assert_int_equal(fut__wire_ctl_get(buf, sizeof(buf), &out), FUT_EINVAL);
+}
+
+/* fuzz_wire found its own check stale: it knew types up to EXITED when
+ * the process pool had added KILL. */
+static void test_every_control_message_type_round_trips(void **state)
+{
+	(void)state;
+	unsigned char buf[FUT__WIRE_CTL_SIZE];
+	struct fut__wire_ctl out;
+	for (unsigned type = FUT__WIRE_CTL_SPAWN; type <= FUT__WIRE_CTL_KILL;
+	     type++) {
+		struct fut__wire_ctl in = { type, 1, 2, 77, -5 };
+		fut__wire_ctl_put(buf, &in);
+		assert_int_equal(fut__wire_ctl_get(buf, sizeof(buf), &out),
+				 FUT_OK);
+		assert_int_equal(out.type, type);
+		assert_int_equal(out.pid, 77);
+		assert_int_equal(out.value, -5);
+	}
+	unsigned outside[] = { 0, FUT__WIRE_CTL_KILL + 1, 255 };
+	for (size_t i = 0; i < sizeof(outside) / sizeof(outside[0]); i++) {
+		fut__wire_ctl_put(buf,
+				  &(struct fut__wire_ctl){ 1, 1, 2, 77, 0 });
+		buf[2] = (unsigned char)outside[i];
+		assert_int_equal(fut__wire_ctl_get(buf, sizeof(buf), &out),
+				 FUT_EINVAL);
+	}
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_task_frame_round_trips_whole_and_byte_by_byte),
+		cmocka_unit_test(
+			test_task_frame_round_trips_whole_and_byte_by_byte),
 		cmocka_unit_test(test_result_frame_round_trips_every_kind),
-		cmocka_unit_test(test_hello_frame_decodes_and_carries_the_init_code),
+		cmocka_unit_test(
+			test_hello_frame_decodes_and_carries_the_init_code),
 		cmocka_unit_test(test_whole_payload_is_returned_in_place),
-		cmocka_unit_test(test_large_payload_can_be_read_straight_into_its_buffer),
-		cmocka_unit_test(test_two_frames_back_to_back_decode_in_one_buffer),
-		cmocka_unit_test(test_every_truncated_prefix_is_incomplete_not_a_record),
+		cmocka_unit_test(
+			test_large_payload_can_be_read_straight_into_its_buffer),
+		cmocka_unit_test(
+			test_two_frames_back_to_back_decode_in_one_buffer),
+		cmocka_unit_test(
+			test_every_truncated_prefix_is_incomplete_not_a_record),
 		cmocka_unit_test(test_corrupted_header_fields_are_rejected),
 		cmocka_unit_test(test_corrupted_record_lengths_are_rejected),
-		cmocka_unit_test(test_result_fields_that_contradict_the_kind_are_rejected),
+		cmocka_unit_test(
+			test_result_fields_that_contradict_the_kind_are_rejected),
 		cmocka_unit_test(test_every_single_byte_corruption_is_survived),
 		cmocka_unit_test(test_decoder_stays_failed_after_an_error),
 		cmocka_unit_test(test_payload_allocation_failure_is_reported),
-		cmocka_unit_test(test_declared_payload_length_costs_no_memory_until_sent),
-		cmocka_unit_test(test_payload_larger_than_the_first_buffer_round_trips),
-		cmocka_unit_test(test_control_messages_round_trip_and_reject_garbage),
+		cmocka_unit_test(
+			test_declared_payload_length_costs_no_memory_until_sent),
+		cmocka_unit_test(
+			test_payload_larger_than_the_first_buffer_round_trips),
+		cmocka_unit_test(
+			test_control_messages_round_trip_and_reject_garbage),
+		cmocka_unit_test(test_every_control_message_type_round_trips),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -218,7 +218,7 @@ static void control(const unsigned char *stream, size_t size)
 		    FUT_OK)
 			continue;
 		check(c.type >= FUT__WIRE_CTL_SPAWN &&
-		      c.type <= FUT__WIRE_CTL_EXITED);
+		      c.type <= FUT__WIRE_CTL_KILL);
 		fut__wire_ctl_put(again, &c);
 		check(memcmp(again, stream + at, sizeof(again)) == 0);
 	}
