@@ -86,8 +86,8 @@ static bool ctl_send(struct ppool *p, unsigned type, struct pp_worker *w,
 		memcpy(CMSG_DATA(h), fds, 2 * sizeof(int));
 	}
 	for (;;) {
-		ssize_t n = sendmsg(p->fs_sock, &msg,
-				    MSG_NOSIGNAL | MSG_DONTWAIT);
+		ssize_t n =
+			sendmsg(p->fs_sock, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n == (ssize_t)sizeof(b))
 			return true;
 		if (n < 0 && errno == EINTR)
@@ -231,8 +231,7 @@ static void end_killed(struct mgr *m, struct pp_worker *w, struct pp_job *j)
 	default:
 		fut__pp_job_end(j, FUT_ECRASHED, 0, w->status,
 				"worker process %d sent a malformed frame: %s",
-				(int)w->pid,
-				w->bad_frame ? w->bad_frame : "?");
+				(int)w->pid, w->bad_frame ? w->bad_frame : "?");
 		break;
 	}
 }
@@ -295,8 +294,8 @@ static void finalize(struct mgr *m, struct pp_worker *w)
 				fut__pp_job_end(j, FUT_ECRASHED, 0, w->status,
 						"%s%s", msg,
 						w->orphan ? " (its fork server "
-							    "died)"
-							  : "");
+							    "died)" :
+							    "");
 			}
 			continue;
 		}
@@ -405,8 +404,8 @@ static void on_result(struct mgr *m, struct pp_worker *w,
 			msg[r->len] = '\0';
 		}
 		fut__free(data);
-		(void)fut__future_complete(&j->fut, FUT_ETASK, r->code, NULL,
-					   0, false, msg, 0);
+		(void)fut__future_complete(&j->fut, FUT_ETASK, r->code, NULL, 0,
+					   false, msg, 0);
 		fut_release(&j->fut);
 		return;
 	}
@@ -447,8 +446,8 @@ static void read_results(struct mgr *m, struct pp_worker *w)
 		size_t room;
 		void *dst = fut__wire_dec_direct(&w->dec, &room);
 		bool direct = dst != NULL && room >= DIRECT_MIN;
-		ssize_t n = direct ? read(w->result_fd, dst, room)
-				   : read(w->result_fd, p->stage,
+		ssize_t n = direct ? read(w->result_fd, dst, room) :
+				     read(w->result_fd, p->stage,
 					  FUT__PP_STAGE_BYTES);
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -651,15 +650,15 @@ static void flush_out(struct pp_worker *w)
 			iov[n++].iov_len = w->olen - w->ooff;
 		}
 		if (w->opay != NULL) {
-			iov[n].iov_base = (void *)(uintptr_t)(w->opay +
-							      w->opayoff);
+			iov[n].iov_base =
+				(void *)(uintptr_t)(w->opay + w->opayoff);
 			iov[n++].iov_len = w->opaylen - w->opayoff;
 		}
 		struct msghdr msg = { 0 };
 		msg.msg_iov = iov;
 		msg.msg_iovlen = (size_t)n;
-		ssize_t got = sendmsg(w->task_fd, &msg,
-				      MSG_NOSIGNAL | MSG_DONTWAIT);
+		ssize_t got =
+			sendmsg(w->task_fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (got < 0 && errno == EINTR)
 			continue;
 		if (got < 0 && errno == EAGAIN)
@@ -735,8 +734,9 @@ static size_t send_batch(struct mgr *m, struct pp_worker *w,
 			continue;
 		}
 		bool inline_input = j->len <= FRAME_BYTES;
-		if (!ok || !obuf_reserve(w, FUT__WIRE_REC_HDR +
-						    (inline_input ? j->len : 0))) {
+		if (!ok ||
+		    !obuf_reserve(w, FUT__WIRE_REC_HDR +
+					     (inline_input ? j->len : 0))) {
 			ok = false;
 			fut__pp_job_end(j, FUT_ENOMEM, 0, 0,
 					"out of memory for the task frame");
@@ -787,8 +787,8 @@ static struct pp_job *pop_batch_locked(struct ppool *p, size_t allowance)
 	struct pp_job *first = p->qhead, *last = NULL, *j = first;
 	size_t n = 0, bytes = 0;
 	while (j != NULL && n < allowance) {
-		if (n > 0 && (j->len > FRAME_BYTES || bytes + j->len >
-							       FRAME_BYTES))
+		if (n > 0 &&
+		    (j->len > FRAME_BYTES || bytes + j->len > FRAME_BYTES))
 			break;
 		bytes += j->len;
 		n++;
@@ -830,8 +830,8 @@ static bool dispatch(struct mgr *m)
 	pthread_mutex_lock(&p->lock);
 	for (uint32_t i = 0; i < p->nslots && p->qhead != NULL; i++) {
 		struct pp_worker *w = &p->workers[i];
-		if (w->state != PW_READY || w->task_fd < 0 ||
-		    w->olen != 0 || w->opay != NULL)
+		if (w->state != PW_READY || w->task_fd < 0 || w->olen != 0 ||
+		    w->opay != NULL)
 			continue;
 		/* A second frame in flight only for bulk work (a chunk of
 		 * many), so that a worker never waits between frames. */
@@ -863,9 +863,8 @@ static bool dispatch(struct mgr *m)
 		dropped += send_batch(m, to[i], batches[i]);
 	if (want == 0 || m->now < p->spawn_after_ns || p->fs_sock < 0)
 		return dropped != 0;
-	for (uint32_t i = 0; i < p->nslots && coming < want &&
-			     live < p->max_workers;
-	     i++) {
+	for (uint32_t i = 0;
+	     i < p->nslots && coming < want && live < p->max_workers; i++) {
 		struct pp_worker *w = &p->workers[i];
 		if (w->state != PW_FREE)
 			continue;
@@ -909,8 +908,7 @@ static void scan_interrupts(struct mgr *m, bool all)
 		}
 		for (struct pp_job *j = w->head; j != NULL; j = j->next) {
 			if (atomic_load(&j->fut.flags) & FUT__F_INTERRUPT) {
-				worker_kill(m, w, FUT_ECANCELLED, false,
-					    j->id);
+				worker_kill(m, w, FUT_ECANCELLED, false, j->id);
 				break;
 			}
 		}
@@ -930,8 +928,8 @@ static int64_t check_deadlines(struct mgr *m)
 		if (w->head == NULL || w->kill_reason != 0)
 			continue;
 		struct fut__worker_slot *s = &p->slots[w->slot];
-		uint64_t id = atomic_load_explicit(&s->started,
-						   memory_order_acquire);
+		uint64_t id =
+			atomic_load_explicit(&s->started, memory_order_acquire);
 		if (id < w->head->id) {
 			/* Not started yet: it is due timeout_ns after it
 			 * starts, so no sooner than that from now. */

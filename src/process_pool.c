@@ -100,8 +100,8 @@ static struct pp_job *job_new(struct ppool *p, fut_fn fn, const void *data,
 	size_t size = sizeof(struct pp_job) + len;
 	bool slab = size <= FUT__TP_LARGE_SIZE;
 	struct pp_job *j =
-		slab ? fut__tp_block_get(size <= FUT__TP_SMALL_SIZE ? 0 : 1)
-		     : fut__malloc(size);
+		slab ? fut__tp_block_get(size <= FUT__TP_SMALL_SIZE ? 0 : 1) :
+		       fut__malloc(size);
 	if (j == NULL)
 		return NULL;
 	j->slab = slab;
@@ -142,8 +142,7 @@ void fut__pp_job_end(struct pp_job *j, int code, int task_code,
 	fut_release(&j->fut);
 }
 
-void fut__pp_break_locked(struct ppool *p, const char *why,
-			  struct pp_job **out)
+void fut__pp_break_locked(struct ppool *p, const char *why, struct pp_job **out)
 {
 	if (!p->broken) {
 		p->broken = true;
@@ -402,8 +401,8 @@ static int pool_alloc(struct ppool **out, const fut_process_pool_opts *o)
 	p->cfg.track_time = p->timeout_ns != 0;
 	p->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (p->wake_fd < 0)
-		return errno == EMFILE || errno == ENFILE ? FUT_EAGAIN
-							  : FUT_ESYS;
+		return errno == EMFILE || errno == ENFILE ? FUT_EAGAIN :
+							    FUT_ESYS;
 	return FUT_OK;
 }
 
@@ -425,9 +424,9 @@ int fut_process_pool_new(fut_executor **out, const fut_process_pool_opts *opts)
 		goto fail;
 	rc = fut__forkserver_start(&p->cfg, &p->fs_pid, &p->fs_sock);
 	if (rc != FUT_OK) {
-		rc = rc == FUT_ESYS && (errno == EMFILE || errno == ENFILE)
-			     ? FUT_EAGAIN
-			     : rc;
+		rc = rc == FUT_ESYS && (errno == EMFILE || errno == ENFILE) ?
+			     FUT_EAGAIN :
+			     rc;
 		goto fail;
 	}
 	p->ex.ops = &pp_ops;
@@ -451,7 +450,8 @@ fail:
 		if (p->fs_sock >= 0) {
 			/* EOF tells the fork server to go; reap it. */
 			(void)close(p->fs_sock);
-			while (waitpid(p->fs_pid, NULL, 0) < 0 && errno == EINTR)
+			while (waitpid(p->fs_pid, NULL, 0) < 0 &&
+			       errno == EINTR)
 				;
 		}
 		pool_free(p);

@@ -71,10 +71,10 @@ struct pp_job {
 	uint64_t id;	       /* given at dispatch; 0 while queued */
 	fut_fn fn;
 	size_t len;
-	bool chunk_end;	    /* the last job of its frame-sized chunk */
-	bool frame_last;    /* in flight: the last job of its frame */
-	bool slab;	    /* a recycled block (fut__tp_block_get) */
-	unsigned requeued;  /* times it went back to the queue */
+	bool chunk_end;	   /* the last job of its frame-sized chunk */
+	bool frame_last;   /* in flight: the last job of its frame */
+	bool slab;	   /* a recycled block (fut__tp_block_get) */
+	unsigned requeued; /* times it went back to the queue */
 	unsigned char input[];
 };
 
@@ -133,15 +133,15 @@ struct ppool {
 	pthread_t manager;
 
 	pthread_mutex_t lock;
-	pthread_cond_t done_cv;	    /* manager_done */
+	pthread_cond_t done_cv;	      /* manager_done */
 	struct pp_job *qhead, *qtail; /* lock */
-	bool shutdown;		    /* lock */
-	bool interrupt_all;	    /* lock: kill what runs */
-	bool broken;		    /* lock */
-	char *broken_msg;	    /* lock: why (may be NULL) */
-	bool manager_done;	    /* lock */
-	bool joined;		    /* lock: someone joined the manager */
-	bool free_on_exit;	    /* lock: freed from the manager thread */
+	bool shutdown;		      /* lock */
+	bool interrupt_all;	      /* lock: kill what runs */
+	bool broken;		      /* lock */
+	char *broken_msg;	      /* lock: why (may be NULL) */
+	bool manager_done;	      /* lock */
+	bool joined;		      /* lock: someone joined the manager */
+	bool free_on_exit;	      /* lock: freed from the manager thread */
 
 	/* The manager's own. */
 	pid_t fs_pid;

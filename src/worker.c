@@ -250,10 +250,9 @@ static void say_hello(int fd, int rc)
 {
 	unsigned char b[FUT__WIRE_FRAME_HDR + FUT__WIRE_REC_HDR];
 	fut__wire_put_frame(b, FUT__WIRE_HELLO, 1, FUT__WIRE_REC_HDR);
-	fut__wire_put_record(b + FUT__WIRE_FRAME_HDR, 0, 0,
-			     rc ? FUT__WIRE_HELLO_INIT_FAILED
-				: FUT__WIRE_HELLO_OK,
-			     rc, 0);
+	fut__wire_put_record(
+		b + FUT__WIRE_FRAME_HDR, 0, 0,
+		rc ? FUT__WIRE_HELLO_INIT_FAILED : FUT__WIRE_HELLO_OK, rc, 0);
 	if (!write_all(fd, b, sizeof(b)))
 		die(0);
 }
@@ -413,8 +412,8 @@ static bool serve(struct server *s)
 	(void)setpgid(pid, pid);
 	s->cfg->table[req.slot].pid = pid;
 	s->cfg->table[req.slot].gen = req.gen;
-	return send_ctl(s->sock, FUT__WIRE_CTL_SPAWNED, req.slot, req.gen,
-			pid, 0);
+	return send_ctl(s->sock, FUT__WIRE_CTL_SPAWNED, req.slot, req.gen, pid,
+			0);
 }
 
 static bool reap(struct server *s)
