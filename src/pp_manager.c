@@ -533,6 +533,11 @@ static void on_ctl(struct mgr *m, const struct fut__wire_ctl *c)
 	case FUT__WIRE_CTL_SPAWN_FAILED:
 		if (w->state == PW_SPAWNING)
 			on_spawn_failed(m, w, c->value);
+		else if (w->pid == 0)
+			/* Retired while its spawn was pending (the pool broke
+			 * or shut down): no process will ever report on the
+			 * slot, and it never had a job. */
+			worker_clear(w);
 		break;
 	case FUT__WIRE_CTL_EXITED:
 		if (w->pid != c->pid && w->pid != 0)
