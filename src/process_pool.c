@@ -399,6 +399,7 @@ static int pool_alloc(struct ppool **out, const fut_process_pool_opts *o)
 	p->cfg.slots = p->slots;
 	p->cfg.nslots = p->nslots;
 	p->cfg.track_time = p->timeout_ns != 0;
+	(void)pthread_sigmask(SIG_SETMASK, NULL, &p->cfg.worker_mask);
 	p->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (p->wake_fd < 0)
 		return errno == EMFILE || errno == ENFILE ? FUT_EAGAIN :

@@ -37,6 +37,10 @@ struct fut__forkserver_cfg {
 	struct fut__fs_child *table;	/* nslots, zeroed */
 	uint32_t nslots;
 	bool track_time; /* write started_ns (task_timeout set) */
+	/* The signal mask of the thread that made the pool: the fork server
+	 * and the workers start with it, whichever thread forks them (a
+	 * restart comes from the manager, which blocks every signal). */
+	sigset_t worker_mask;
 };
 
 /*

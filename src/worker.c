@@ -516,11 +516,12 @@ int fut__forkserver_start(const struct fut__forkserver_cfg *cfg, pid_t *pid,
 	struct server s = { 0 };
 	s.cfg = cfg;
 	s.sock = sv[1];
+	s.worker_mask = cfg->worker_mask;
 	/* No handler of the app may run in the child before it resets them:
 	 * block everything across the fork. */
-	sigset_t all;
+	sigset_t all, own;
 	sigfillset(&all);
-	if (pthread_sigmask(SIG_SETMASK, &all, &s.worker_mask) != 0) {
+	if (pthread_sigmask(SIG_SETMASK, &all, &own) != 0) {
 		(void)close(sv[0]);
 		(void)close(sv[1]);
 		return FUT_ESYS;
@@ -535,7 +536,7 @@ int fut__forkserver_start(const struct fut__forkserver_cfg *cfg, pid_t *pid,
 		server_main(&s, parent, pdeathsig);
 	}
 	int err = errno;
-	(void)pthread_sigmask(SIG_SETMASK, &s.worker_mask, NULL);
+	(void)pthread_sigmask(SIG_SETMASK, &own, NULL);
 	(void)close(sv[1]);
 	if (child < 0) {
 		(void)close(sv[0]);
