@@ -1093,28 +1093,9 @@ void *fut__pp_manager_main(void *arg)
 	fut__current_executor_set(&p->ex);
 	struct mgr m = { 0 };
 	m.p = p;
-	size_t nfd = 2 + 2 * (size_t)p->nslots;
-	m.pfd = fut__calloc(nfd, sizeof(*m.pfd));
-	m.pfd_w = fut__calloc(nfd, sizeof(*m.pfd_w));
-	if (m.pfd == NULL || m.pfd_w == NULL) {
-		pool_break(&m, "out of memory in the manager thread");
-		/* Nothing was ever spawned: wait for the shutdown. */
-		for (;;) {
-			pthread_mutex_lock(&p->lock);
-			bool down = p->shutdown;
-			pthread_mutex_unlock(&p->lock);
-			if (down)
-				break;
-			struct pollfd w = { p->wake_fd, POLLIN, 0 };
-			(void)poll(&w, 1, -1);
-			uint64_t v;
-			(void)!read(p->wake_fd, &v, sizeof(v));
-		}
-	} else {
-		loop(&m);
-	}
-	fut__free(m.pfd);
-	fut__free(m.pfd_w);
+	m.pfd = p->pfd;
+	m.pfd_w = p->pfd_w;
+	loop(&m);
 	teardown(p);
 	pthread_mutex_lock(&p->lock);
 	p->manager_done = true;

@@ -44,6 +44,8 @@ static void pool_free(struct ppool *p)
 	fut__free(p->cfg.table);
 	fut__free(p->workers);
 	fut__free(p->stage);
+	fut__free(p->pfd);
+	fut__free(p->pfd_w);
 	fut__free(p->broken_msg);
 	pthread_cond_destroy(&p->done_cv);
 	pthread_mutex_destroy(&p->lock);
@@ -381,7 +383,11 @@ static int pool_alloc(struct ppool **out, const fut_process_pool_opts *o)
 	p->workers = fut__calloc(p->nslots, sizeof(*p->workers));
 	p->cfg.table = fut__calloc(p->nslots, sizeof(*p->cfg.table));
 	p->stage = fut__malloc(FUT__PP_STAGE_BYTES);
-	if (p->workers == NULL || p->cfg.table == NULL || p->stage == NULL)
+	size_t nfd = 2 + 2 * (size_t)p->nslots;
+	p->pfd = fut__calloc(nfd, sizeof(*p->pfd));
+	p->pfd_w = fut__calloc(nfd, sizeof(*p->pfd_w));
+	if (p->workers == NULL || p->cfg.table == NULL || p->stage == NULL ||
+	    p->pfd == NULL || p->pfd_w == NULL)
 		return FUT_ENOMEM;
 	for (uint32_t i = 0; i < p->nslots; i++) {
 		p->workers[i].slot = i;

@@ -60,6 +60,7 @@ int fut__forkserver_start(const struct fut__forkserver_cfg *cfg, pid_t *pid,
 /* The parent side: process_pool.c (the API, the queue, the jobs) and
  * pp_manager.c (the manager thread: every pipe, every worker's life).  */
 
+#include <poll.h>
 #include <pthread.h>
 
 #include "internal.h"
@@ -155,6 +156,10 @@ struct ppool {
 	uint64_t next_id;
 	struct pp_worker *workers; /* [nslots] */
 	unsigned char *stage;
+	/* poll's set, made with the pool so that the manager thread has
+	 * nothing to allocate before work comes: 2 + 2 * nslots entries. */
+	struct pollfd *pfd;
+	struct pp_worker **pfd_w; /* the worker of each entry, NULL */
 };
 
 /* The manager's read buffer. */

@@ -569,6 +569,9 @@ int fut__forkserver_start(const struct fut__forkserver_cfg *cfg, pid_t *pid,
 	bool pdeathsig = (pid_t)syscall(SYS_gettid) == parent;
 	pid_t child = fork();
 	if (child == 0) {
+		/* An allocation failure a test armed in the parent is the
+		 * parent's: no worker may inherit it. */
+		(void)fut__alloc_fail_nth(0);
 		(void)close(sv[0]);
 		server_main(&s, parent, pdeathsig);
 	}
