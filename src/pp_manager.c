@@ -147,6 +147,7 @@ static bool spawn(struct mgr *m, struct pp_worker *w)
 	w->gen++;
 	w->pid = 0;
 	atomic_store(&p->slots[w->slot].started, 0);
+	atomic_store(&p->slots[w->slot].finished, 0);
 	int fds[2] = { sv[1], rp[1] };
 	bool sent = ctl_send(p, FUT__WIRE_CTL_SPAWN, w, fds);
 	(void)close(sv[1]);
@@ -935,13 +936,18 @@ static int64_t check_deadlines(struct mgr *m)
 		struct fut__worker_slot *s = &p->slots[w->slot];
 		uint64_t id =
 			atomic_load_explicit(&s->started, memory_order_acquire);
-		if (id < w->head->id) {
-			/* Not started yet: it is due timeout_ns after it
+		uint64_t done = atomic_load_explicit(&s->finished,
+						     memory_order_acquire);
+		if (id == 0 || done == id) {
+			/* Between tasks: the next is due timeout_ns after it
 			 * starts, so no sooner than that from now. */
 			if (next < 0 || m->now + p->timeout_ns < next)
 				next = m->now + p->timeout_ns;
 			continue;
 		}
+		/* A task runs: one of w's jobs, or an earlier one whose result
+		 * came back while it went on (then the jobs sent behind it
+		 * wait for it, and run elsewhere once it is killed). */
 		int64_t due = atomic_load_explicit(&s->started_ns,
 						   memory_order_relaxed) +
 			      p->timeout_ns;

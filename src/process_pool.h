@@ -16,12 +16,16 @@
  * One per worker slot, in a MAP_SHARED page made before the fork server:
  * the worker stores the id of each task before it runs it (and, with a
  * task_timeout, the time), so the parent knows which task of a batch was
- * running when the worker died or must be killed.
+ * running when the worker died or must be killed; and the id again once
+ * the task returned, so that a task still running after its result came
+ * back (fut_task_return_bytes sends a large result at once) is seen
+ * running.
  */
 struct fut__worker_slot {
 	_Atomic uint64_t started;
 	_Atomic int64_t started_ns;
-	char pad[48];
+	_Atomic uint64_t finished;
+	char pad[40];
 };
 
 /* The fork server's view of one slot (its own memory after the fork). */

@@ -216,6 +216,7 @@ static void run_one(const struct fut__forkserver_cfg *cfg,
 	fut__task_emit_for = &t;
 	fut__task_run(&t);
 	fut__task_emit_for = NULL;
+	atomic_store_explicit(&slot->finished, r->id, memory_order_release);
 	switch (t.outcome) {
 	case FUT__OUT_SENT:
 		break;
