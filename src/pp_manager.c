@@ -127,17 +127,21 @@ static void worker_clear(struct pp_worker *w)
 	w->opaylen = w->opayoff = 0;
 }
 
-/* Asks the fork server for a worker in w's slot. */
-static bool spawn(struct mgr *m, struct pp_worker *w)
+/* Asks the fork server for a worker in w's slot.  0, or an errno with
+ * *what the call that failed. */
+static int spawn(struct mgr *m, struct pp_worker *w, const char **what)
 {
 	struct ppool *p = m->p;
 	int sv[2], rp[2];
+	*what = "socketpair";
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
-		return false;
+		return errno;
+	*what = "pipe2";
 	if (pipe2(rp, O_CLOEXEC) != 0) {
+		int err = errno;
 		(void)close(sv[0]);
 		(void)close(sv[1]);
-		return false;
+		return err;
 	}
 	int size = FUT__PP_CHANNEL_BYTES;
 	(void)setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
@@ -149,7 +153,9 @@ static bool spawn(struct mgr *m, struct pp_worker *w)
 	atomic_store(&p->slots[w->slot].started, 0);
 	atomic_store(&p->slots[w->slot].finished, 0);
 	int fds[2] = { sv[1], rp[1] };
+	*what = "sending the spawn request";
 	bool sent = ctl_send(p, FUT__WIRE_CTL_SPAWN, w, fds);
+	int err = errno;
 	(void)close(sv[1]);
 	(void)close(rp[1]);
 	w->task_fd = sv[0];
@@ -157,10 +163,10 @@ static bool spawn(struct mgr *m, struct pp_worker *w)
 	fut__wire_dec_init(&w->dec, FUT__WIRE_TO_PARENT);
 	if (!sent) {
 		worker_clear(w);
-		return false;
+		return err != 0 ? err : EIO;
 	}
 	w->state = PW_SPAWNING;
-	return true;
+	return 0;
 }
 
 /* Kills w's process group (through the fork server, the one process that
@@ -290,13 +296,18 @@ static void finalize(struct mgr *m, struct pp_worker *w)
 				end_killed(m, w, j);
 			} else {
 				char msg[160];
-				describe_status(msg, sizeof(msg), w->pid,
-						w->status);
+				if (w->orphan && !w->exited)
+					/* Its wait status went to init. */
+					snprintf(msg, sizeof(msg),
+						 "worker process %d died with "
+						 "its fork server while "
+						 "running the task",
+						 (int)w->pid);
+				else
+					describe_status(msg, sizeof(msg),
+							w->pid, w->status);
 				fut__pp_job_end(j, FUT_ECRASHED, 0, w->status,
-						"%s%s", msg,
-						w->orphan ? " (its fork server "
-							    "died)" :
-							    "");
+						"%s", msg);
 			}
 			continue;
 		}
@@ -493,7 +504,9 @@ static struct pp_worker *ctl_worker(struct ppool *p,
 	return w->gen == c->gen && w->state != PW_FREE ? w : NULL;
 }
 
-static void on_spawn_failed(struct mgr *m, struct pp_worker *w, int err)
+/* what: the call that failed (fork in the fork server, or ours). */
+static void on_spawn_failed(struct mgr *m, struct pp_worker *w,
+			    const char *what, int err)
 {
 	struct ppool *p = m->p;
 	worker_clear(w);
@@ -507,7 +520,7 @@ static void on_spawn_failed(struct mgr *m, struct pp_worker *w, int err)
 	if (!alive && p->spawn_failures >= MAX_SPAWN_FAILURES) {
 		char why[128];
 		snprintf(why, sizeof(why),
-			 "cannot start a worker process: fork: %s",
+			 "cannot start a worker process: %s: %s", what,
 			 strerror(err));
 		pool_break(m, why);
 	}
@@ -533,7 +546,7 @@ static void on_ctl(struct mgr *m, const struct fut__wire_ctl *c)
 		break;
 	case FUT__WIRE_CTL_SPAWN_FAILED:
 		if (w->state == PW_SPAWNING)
-			on_spawn_failed(m, w, c->value);
+			on_spawn_failed(m, w, "fork", c->value);
 		else if (w->pid == 0)
 			/* Retired while its spawn was pending (the pool broke
 			 * or shut down): no process will ever report on the
@@ -874,8 +887,10 @@ static bool dispatch(struct mgr *m)
 		struct pp_worker *w = &p->workers[i];
 		if (w->state != PW_FREE)
 			continue;
-		if (!spawn(m, w)) {
-			on_spawn_failed(m, w, errno);
+		const char *what;
+		int err = spawn(m, w, &what);
+		if (err != 0) {
+			on_spawn_failed(m, w, what, err);
 			break;
 		}
 		coming++;
