@@ -379,7 +379,9 @@ static void stuck_reader(enum stuck_end how)
 	int fds = count_fds(), kids = count_children();
 	fut_executor *ex = pool_with(&(fut_process_pool_opts){
 		.max_workers = 2,
-		.task_timeout = how == STUCK_TIMEOUT ? 1.0 : 0 });
+		/* Room for the blocking task to send its result first, even
+		 * on a loaded machine: only then may it be killed. */
+		.task_timeout = how == STUCK_TIMEOUT ? 3.0 : 0 });
 	fut_future *emit = submit_op(ex, OP_EMIT_BLOCK, 0, 0);
 	const void *data;
 	size_t len;
