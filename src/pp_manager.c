@@ -86,8 +86,8 @@ static bool ctl_send(struct ppool *p, unsigned type, struct pp_worker *w,
 		memcpy(CMSG_DATA(h), fds, 2 * sizeof(int));
 	}
 	for (;;) {
-		ssize_t n = sendmsg(p->fs_sock, &msg,
-				    MSG_NOSIGNAL | MSG_DONTWAIT);
+		ssize_t n =
+			sendmsg(p->fs_sock, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n == (ssize_t)sizeof(b))
 			return true;
 		if (n < 0 && errno == EINTR)
@@ -127,17 +127,21 @@ static void worker_clear(struct pp_worker *w)
 	w->opaylen = w->opayoff = 0;
 }
 
-/* Asks the fork server for a worker in w's slot. */
-static bool spawn(struct mgr *m, struct pp_worker *w)
+/* Asks the fork server for a worker in w's slot.  0, or an errno with
+ * *what the call that failed. */
+static int spawn(struct mgr *m, struct pp_worker *w, const char **what)
 {
 	struct ppool *p = m->p;
 	int sv[2], rp[2];
+	*what = "socketpair";
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
-		return false;
+		return errno;
+	*what = "pipe2";
 	if (pipe2(rp, O_CLOEXEC) != 0) {
+		int err = errno;
 		(void)close(sv[0]);
 		(void)close(sv[1]);
-		return false;
+		return err;
 	}
 	int size = FUT__PP_CHANNEL_BYTES;
 	(void)setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
@@ -147,8 +151,11 @@ static bool spawn(struct mgr *m, struct pp_worker *w)
 	w->gen++;
 	w->pid = 0;
 	atomic_store(&p->slots[w->slot].started, 0);
+	atomic_store(&p->slots[w->slot].finished, 0);
 	int fds[2] = { sv[1], rp[1] };
+	*what = "sending the spawn request";
 	bool sent = ctl_send(p, FUT__WIRE_CTL_SPAWN, w, fds);
+	int err = errno;
 	(void)close(sv[1]);
 	(void)close(rp[1]);
 	w->task_fd = sv[0];
@@ -156,10 +163,10 @@ static bool spawn(struct mgr *m, struct pp_worker *w)
 	fut__wire_dec_init(&w->dec, FUT__WIRE_TO_PARENT);
 	if (!sent) {
 		worker_clear(w);
-		return false;
+		return err != 0 ? err : EIO;
 	}
 	w->state = PW_SPAWNING;
-	return true;
+	return 0;
 }
 
 /* Kills w's process group (through the fork server, the one process that
@@ -231,8 +238,7 @@ static void end_killed(struct mgr *m, struct pp_worker *w, struct pp_job *j)
 	default:
 		fut__pp_job_end(j, FUT_ECRASHED, 0, w->status,
 				"worker process %d sent a malformed frame: %s",
-				(int)w->pid,
-				w->bad_frame ? w->bad_frame : "?");
+				(int)w->pid, w->bad_frame ? w->bad_frame : "?");
 		break;
 	}
 }
@@ -290,13 +296,18 @@ static void finalize(struct mgr *m, struct pp_worker *w)
 				end_killed(m, w, j);
 			} else {
 				char msg[160];
-				describe_status(msg, sizeof(msg), w->pid,
-						w->status);
+				if (w->orphan && !w->exited)
+					/* Its wait status went to init. */
+					snprintf(msg, sizeof(msg),
+						 "worker process %d died with "
+						 "its fork server while "
+						 "running the task",
+						 (int)w->pid);
+				else
+					describe_status(msg, sizeof(msg),
+							w->pid, w->status);
 				fut__pp_job_end(j, FUT_ECRASHED, 0, w->status,
-						"%s%s", msg,
-						w->orphan ? " (its fork server "
-							    "died)"
-							  : "");
+						"%s", msg);
 			}
 			continue;
 		}
@@ -405,8 +416,8 @@ static void on_result(struct mgr *m, struct pp_worker *w,
 			msg[r->len] = '\0';
 		}
 		fut__free(data);
-		(void)fut__future_complete(&j->fut, FUT_ETASK, r->code, NULL,
-					   0, false, msg, 0);
+		(void)fut__future_complete(&j->fut, FUT_ETASK, r->code, NULL, 0,
+					   false, msg, 0);
 		fut_release(&j->fut);
 		return;
 	}
@@ -447,8 +458,8 @@ static void read_results(struct mgr *m, struct pp_worker *w)
 		size_t room;
 		void *dst = fut__wire_dec_direct(&w->dec, &room);
 		bool direct = dst != NULL && room >= DIRECT_MIN;
-		ssize_t n = direct ? read(w->result_fd, dst, room)
-				   : read(w->result_fd, p->stage,
+		ssize_t n = direct ? read(w->result_fd, dst, room) :
+				     read(w->result_fd, p->stage,
 					  FUT__PP_STAGE_BYTES);
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -493,7 +504,9 @@ static struct pp_worker *ctl_worker(struct ppool *p,
 	return w->gen == c->gen && w->state != PW_FREE ? w : NULL;
 }
 
-static void on_spawn_failed(struct mgr *m, struct pp_worker *w, int err)
+/* what: the call that failed (fork in the fork server, or ours). */
+static void on_spawn_failed(struct mgr *m, struct pp_worker *w,
+			    const char *what, int err)
 {
 	struct ppool *p = m->p;
 	worker_clear(w);
@@ -507,7 +520,7 @@ static void on_spawn_failed(struct mgr *m, struct pp_worker *w, int err)
 	if (!alive && p->spawn_failures >= MAX_SPAWN_FAILURES) {
 		char why[128];
 		snprintf(why, sizeof(why),
-			 "cannot start a worker process: fork: %s",
+			 "cannot start a worker process: %s: %s", what,
 			 strerror(err));
 		pool_break(m, why);
 	}
@@ -533,7 +546,12 @@ static void on_ctl(struct mgr *m, const struct fut__wire_ctl *c)
 		break;
 	case FUT__WIRE_CTL_SPAWN_FAILED:
 		if (w->state == PW_SPAWNING)
-			on_spawn_failed(m, w, c->value);
+			on_spawn_failed(m, w, "fork", c->value);
+		else if (w->pid == 0)
+			/* Retired while its spawn was pending (the pool broke
+			 * or shut down): no process will ever report on the
+			 * slot, and it never had a job. */
+			worker_clear(w);
 		break;
 	case FUT__WIRE_CTL_EXITED:
 		if (w->pid != c->pid && w->pid != 0)
@@ -651,15 +669,15 @@ static void flush_out(struct pp_worker *w)
 			iov[n++].iov_len = w->olen - w->ooff;
 		}
 		if (w->opay != NULL) {
-			iov[n].iov_base = (void *)(uintptr_t)(w->opay +
-							      w->opayoff);
+			iov[n].iov_base =
+				(void *)(uintptr_t)(w->opay + w->opayoff);
 			iov[n++].iov_len = w->opaylen - w->opayoff;
 		}
 		struct msghdr msg = { 0 };
 		msg.msg_iov = iov;
 		msg.msg_iovlen = (size_t)n;
-		ssize_t got = sendmsg(w->task_fd, &msg,
-				      MSG_NOSIGNAL | MSG_DONTWAIT);
+		ssize_t got =
+			sendmsg(w->task_fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (got < 0 && errno == EINTR)
 			continue;
 		if (got < 0 && errno == EAGAIN)
@@ -735,8 +753,9 @@ static size_t send_batch(struct mgr *m, struct pp_worker *w,
 			continue;
 		}
 		bool inline_input = j->len <= FRAME_BYTES;
-		if (!ok || !obuf_reserve(w, FUT__WIRE_REC_HDR +
-						    (inline_input ? j->len : 0))) {
+		if (!ok ||
+		    !obuf_reserve(w, FUT__WIRE_REC_HDR +
+					     (inline_input ? j->len : 0))) {
 			ok = false;
 			fut__pp_job_end(j, FUT_ENOMEM, 0, 0,
 					"out of memory for the task frame");
@@ -787,8 +806,8 @@ static struct pp_job *pop_batch_locked(struct ppool *p, size_t allowance)
 	struct pp_job *first = p->qhead, *last = NULL, *j = first;
 	size_t n = 0, bytes = 0;
 	while (j != NULL && n < allowance) {
-		if (n > 0 && (j->len > FRAME_BYTES || bytes + j->len >
-							       FRAME_BYTES))
+		if (n > 0 &&
+		    (j->len > FRAME_BYTES || bytes + j->len > FRAME_BYTES))
 			break;
 		bytes += j->len;
 		n++;
@@ -830,8 +849,8 @@ static bool dispatch(struct mgr *m)
 	pthread_mutex_lock(&p->lock);
 	for (uint32_t i = 0; i < p->nslots && p->qhead != NULL; i++) {
 		struct pp_worker *w = &p->workers[i];
-		if (w->state != PW_READY || w->task_fd < 0 ||
-		    w->olen != 0 || w->opay != NULL)
+		if (w->state != PW_READY || w->task_fd < 0 || w->olen != 0 ||
+		    w->opay != NULL)
 			continue;
 		/* A second frame in flight only for bulk work (a chunk of
 		 * many), so that a worker never waits between frames. */
@@ -863,14 +882,15 @@ static bool dispatch(struct mgr *m)
 		dropped += send_batch(m, to[i], batches[i]);
 	if (want == 0 || m->now < p->spawn_after_ns || p->fs_sock < 0)
 		return dropped != 0;
-	for (uint32_t i = 0; i < p->nslots && coming < want &&
-			     live < p->max_workers;
-	     i++) {
+	for (uint32_t i = 0;
+	     i < p->nslots && coming < want && live < p->max_workers; i++) {
 		struct pp_worker *w = &p->workers[i];
 		if (w->state != PW_FREE)
 			continue;
-		if (!spawn(m, w)) {
-			on_spawn_failed(m, w, errno);
+		const char *what;
+		int err = spawn(m, w, &what);
+		if (err != 0) {
+			on_spawn_failed(m, w, what, err);
 			break;
 		}
 		coming++;
@@ -909,8 +929,7 @@ static void scan_interrupts(struct mgr *m, bool all)
 		}
 		for (struct pp_job *j = w->head; j != NULL; j = j->next) {
 			if (atomic_load(&j->fut.flags) & FUT__F_INTERRUPT) {
-				worker_kill(m, w, FUT_ECANCELLED, false,
-					    j->id);
+				worker_kill(m, w, FUT_ECANCELLED, false, j->id);
 				break;
 			}
 		}
@@ -930,15 +949,20 @@ static int64_t check_deadlines(struct mgr *m)
 		if (w->head == NULL || w->kill_reason != 0)
 			continue;
 		struct fut__worker_slot *s = &p->slots[w->slot];
-		uint64_t id = atomic_load_explicit(&s->started,
-						   memory_order_acquire);
-		if (id < w->head->id) {
-			/* Not started yet: it is due timeout_ns after it
+		uint64_t id =
+			atomic_load_explicit(&s->started, memory_order_acquire);
+		uint64_t done = atomic_load_explicit(&s->finished,
+						     memory_order_acquire);
+		if (id == 0 || done == id) {
+			/* Between tasks: the next is due timeout_ns after it
 			 * starts, so no sooner than that from now. */
 			if (next < 0 || m->now + p->timeout_ns < next)
 				next = m->now + p->timeout_ns;
 			continue;
 		}
+		/* A task runs: one of w's jobs, or an earlier one whose result
+		 * came back while it went on (then the jobs sent behind it
+		 * wait for it, and run elsewhere once it is killed). */
 		int64_t due = atomic_load_explicit(&s->started_ns,
 						   memory_order_relaxed) +
 			      p->timeout_ns;
@@ -1090,28 +1114,9 @@ void *fut__pp_manager_main(void *arg)
 	fut__current_executor_set(&p->ex);
 	struct mgr m = { 0 };
 	m.p = p;
-	size_t nfd = 2 + 2 * (size_t)p->nslots;
-	m.pfd = fut__calloc(nfd, sizeof(*m.pfd));
-	m.pfd_w = fut__calloc(nfd, sizeof(*m.pfd_w));
-	if (m.pfd == NULL || m.pfd_w == NULL) {
-		pool_break(&m, "out of memory in the manager thread");
-		/* Nothing was ever spawned: wait for the shutdown. */
-		for (;;) {
-			pthread_mutex_lock(&p->lock);
-			bool down = p->shutdown;
-			pthread_mutex_unlock(&p->lock);
-			if (down)
-				break;
-			struct pollfd w = { p->wake_fd, POLLIN, 0 };
-			(void)poll(&w, 1, -1);
-			uint64_t v;
-			(void)!read(p->wake_fd, &v, sizeof(v));
-		}
-	} else {
-		loop(&m);
-	}
-	fut__free(m.pfd);
-	fut__free(m.pfd_w);
+	m.pfd = p->pfd;
+	m.pfd_w = p->pfd_w;
+	loop(&m);
 	teardown(p);
 	pthread_mutex_lock(&p->lock);
 	p->manager_done = true;

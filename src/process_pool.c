@@ -44,6 +44,8 @@ static void pool_free(struct ppool *p)
 	fut__free(p->cfg.table);
 	fut__free(p->workers);
 	fut__free(p->stage);
+	fut__free(p->pfd);
+	fut__free(p->pfd_w);
 	fut__free(p->broken_msg);
 	pthread_cond_destroy(&p->done_cv);
 	pthread_mutex_destroy(&p->lock);
@@ -100,8 +102,8 @@ static struct pp_job *job_new(struct ppool *p, fut_fn fn, const void *data,
 	size_t size = sizeof(struct pp_job) + len;
 	bool slab = size <= FUT__TP_LARGE_SIZE;
 	struct pp_job *j =
-		slab ? fut__tp_block_get(size <= FUT__TP_SMALL_SIZE ? 0 : 1)
-		     : fut__malloc(size);
+		slab ? fut__tp_block_get(size <= FUT__TP_SMALL_SIZE ? 0 : 1) :
+		       fut__malloc(size);
 	if (j == NULL)
 		return NULL;
 	j->slab = slab;
@@ -142,8 +144,7 @@ void fut__pp_job_end(struct pp_job *j, int code, int task_code,
 	fut_release(&j->fut);
 }
 
-void fut__pp_break_locked(struct ppool *p, const char *why,
-			  struct pp_job **out)
+void fut__pp_break_locked(struct ppool *p, const char *why, struct pp_job **out)
 {
 	if (!p->broken) {
 		p->broken = true;
@@ -382,7 +383,11 @@ static int pool_alloc(struct ppool **out, const fut_process_pool_opts *o)
 	p->workers = fut__calloc(p->nslots, sizeof(*p->workers));
 	p->cfg.table = fut__calloc(p->nslots, sizeof(*p->cfg.table));
 	p->stage = fut__malloc(FUT__PP_STAGE_BYTES);
-	if (p->workers == NULL || p->cfg.table == NULL || p->stage == NULL)
+	size_t nfd = 2 + 2 * (size_t)p->nslots;
+	p->pfd = fut__calloc(nfd, sizeof(*p->pfd));
+	p->pfd_w = fut__calloc(nfd, sizeof(*p->pfd_w));
+	if (p->workers == NULL || p->cfg.table == NULL || p->stage == NULL ||
+	    p->pfd == NULL || p->pfd_w == NULL)
 		return FUT_ENOMEM;
 	for (uint32_t i = 0; i < p->nslots; i++) {
 		p->workers[i].slot = i;
@@ -400,10 +405,11 @@ static int pool_alloc(struct ppool **out, const fut_process_pool_opts *o)
 	p->cfg.slots = p->slots;
 	p->cfg.nslots = p->nslots;
 	p->cfg.track_time = p->timeout_ns != 0;
+	(void)pthread_sigmask(SIG_SETMASK, NULL, &p->cfg.worker_mask);
 	p->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (p->wake_fd < 0)
-		return errno == EMFILE || errno == ENFILE ? FUT_EAGAIN
-							  : FUT_ESYS;
+		return errno == EMFILE || errno == ENFILE ? FUT_EAGAIN :
+							    FUT_ESYS;
 	return FUT_OK;
 }
 
@@ -425,9 +431,9 @@ int fut_process_pool_new(fut_executor **out, const fut_process_pool_opts *opts)
 		goto fail;
 	rc = fut__forkserver_start(&p->cfg, &p->fs_pid, &p->fs_sock);
 	if (rc != FUT_OK) {
-		rc = rc == FUT_ESYS && (errno == EMFILE || errno == ENFILE)
-			     ? FUT_EAGAIN
-			     : rc;
+		rc = rc == FUT_ESYS && (errno == EMFILE || errno == ENFILE) ?
+			     FUT_EAGAIN :
+			     rc;
 		goto fail;
 	}
 	p->ex.ops = &pp_ops;
@@ -451,7 +457,8 @@ fail:
 		if (p->fs_sock >= 0) {
 			/* EOF tells the fork server to go; reap it. */
 			(void)close(p->fs_sock);
-			while (waitpid(p->fs_pid, NULL, 0) < 0 && errno == EINTR)
+			while (waitpid(p->fs_pid, NULL, 0) < 0 &&
+			       errno == EINTR)
 				;
 		}
 		pool_free(p);

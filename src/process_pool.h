@@ -16,12 +16,16 @@
  * One per worker slot, in a MAP_SHARED page made before the fork server:
  * the worker stores the id of each task before it runs it (and, with a
  * task_timeout, the time), so the parent knows which task of a batch was
- * running when the worker died or must be killed.
+ * running when the worker died or must be killed; and the id again once
+ * the task returned, so that a task still running after its result came
+ * back (fut_task_return_bytes sends a large result at once) is seen
+ * running.
  */
 struct fut__worker_slot {
 	_Atomic uint64_t started;
 	_Atomic int64_t started_ns;
-	char pad[48];
+	_Atomic uint64_t finished;
+	char pad[40];
 };
 
 /* The fork server's view of one slot (its own memory after the fork). */
@@ -37,6 +41,10 @@ struct fut__forkserver_cfg {
 	struct fut__fs_child *table;	/* nslots, zeroed */
 	uint32_t nslots;
 	bool track_time; /* write started_ns (task_timeout set) */
+	/* The signal mask of the thread that made the pool: the fork server
+	 * and the workers start with it, whichever thread forks them (a
+	 * restart comes from the manager, which blocks every signal). */
+	sigset_t worker_mask;
 };
 
 /*
@@ -56,6 +64,7 @@ int fut__forkserver_start(const struct fut__forkserver_cfg *cfg, pid_t *pid,
 /* The parent side: process_pool.c (the API, the queue, the jobs) and
  * pp_manager.c (the manager thread: every pipe, every worker's life).  */
 
+#include <poll.h>
 #include <pthread.h>
 
 #include "internal.h"
@@ -71,10 +80,10 @@ struct pp_job {
 	uint64_t id;	       /* given at dispatch; 0 while queued */
 	fut_fn fn;
 	size_t len;
-	bool chunk_end;	    /* the last job of its frame-sized chunk */
-	bool frame_last;    /* in flight: the last job of its frame */
-	bool slab;	    /* a recycled block (fut__tp_block_get) */
-	unsigned requeued;  /* times it went back to the queue */
+	bool chunk_end;	   /* the last job of its frame-sized chunk */
+	bool frame_last;   /* in flight: the last job of its frame */
+	bool slab;	   /* a recycled block (fut__tp_block_get) */
+	unsigned requeued; /* times it went back to the queue */
 	unsigned char input[];
 };
 
@@ -133,15 +142,15 @@ struct ppool {
 	pthread_t manager;
 
 	pthread_mutex_t lock;
-	pthread_cond_t done_cv;	    /* manager_done */
+	pthread_cond_t done_cv;	      /* manager_done */
 	struct pp_job *qhead, *qtail; /* lock */
-	bool shutdown;		    /* lock */
-	bool interrupt_all;	    /* lock: kill what runs */
-	bool broken;		    /* lock */
-	char *broken_msg;	    /* lock: why (may be NULL) */
-	bool manager_done;	    /* lock */
-	bool joined;		    /* lock: someone joined the manager */
-	bool free_on_exit;	    /* lock: freed from the manager thread */
+	bool shutdown;		      /* lock */
+	bool interrupt_all;	      /* lock: kill what runs */
+	bool broken;		      /* lock */
+	char *broken_msg;	      /* lock: why (may be NULL) */
+	bool manager_done;	      /* lock */
+	bool joined;		      /* lock: someone joined the manager */
+	bool free_on_exit;	      /* lock: freed from the manager thread */
 
 	/* The manager's own. */
 	pid_t fs_pid;
@@ -151,6 +160,10 @@ struct ppool {
 	uint64_t next_id;
 	struct pp_worker *workers; /* [nslots] */
 	unsigned char *stage;
+	/* poll's set, made with the pool so that the manager thread has
+	 * nothing to allocate before work comes: 2 + 2 * nslots entries. */
+	struct pollfd *pfd;
+	struct pp_worker **pfd_w; /* the worker of each entry, NULL */
 };
 
 /* The manager's read buffer. */

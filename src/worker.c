@@ -5,12 +5,13 @@
  * Owns: the fork server process (forked by fut__forkserver_start from the
  * parent) and every worker process (forked by the fork server).  The fork
  * server is single-threaded and runs only async-signal-safe calls (poll,
- * recvmsg, fork, waitpid, send, kill, close), so it may be forked from a
- * multi-threaded parent: this is how a dead fork server is restarted.  It
- * receives SPAWN requests with the worker's two channel fds (SCM_RIGHTS),
- * forks the worker, reports its pid, reaps its children (SIGCHLD through a
- * signalfd) and reports each (pid, wait status).  On EOF from the parent
- * it kills every worker's process group, reaps them and _exits.
+ * recvmsg, fork, waitpid, send, kill, close, fcntl, open), so it may be
+ * forked from a multi-threaded parent: this is how a dead fork server is
+ * restarted.  It receives SPAWN requests with the worker's two channel fds
+ * (SCM_RIGHTS), forks the worker, reports its pid, reaps its children
+ * (SIGCHLD through a signalfd) and reports each (pid, wait status).  On
+ * EOF from the parent it kills every worker's process group, reaps them
+ * and _exits.
  * A worker leads its own process group, dies with the fork server
  * (PR_SET_PDEATHSIG) and on EOF of its task channel, runs the initializer,
  * says hello, then loops: read a frame of tasks, run each (storing its id
@@ -22,6 +23,7 @@
  * the parent reads).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
@@ -214,6 +216,7 @@ static void run_one(const struct fut__forkserver_cfg *cfg,
 	fut__task_emit_for = &t;
 	fut__task_run(&t);
 	fut__task_emit_for = NULL;
+	atomic_store_explicit(&slot->finished, r->id, memory_order_release);
 	switch (t.outcome) {
 	case FUT__OUT_SENT:
 		break;
@@ -250,10 +253,9 @@ static void say_hello(int fd, int rc)
 {
 	unsigned char b[FUT__WIRE_FRAME_HDR + FUT__WIRE_REC_HDR];
 	fut__wire_put_frame(b, FUT__WIRE_HELLO, 1, FUT__WIRE_REC_HDR);
-	fut__wire_put_record(b + FUT__WIRE_FRAME_HDR, 0, 0,
-			     rc ? FUT__WIRE_HELLO_INIT_FAILED
-				: FUT__WIRE_HELLO_OK,
-			     rc, 0);
+	fut__wire_put_record(
+		b + FUT__WIRE_FRAME_HDR, 0, 0,
+		rc ? FUT__WIRE_HELLO_INIT_FAILED : FUT__WIRE_HELLO_OK, rc, 0);
 	if (!write_all(fd, b, sizeof(b)))
 		die(0);
 }
@@ -413,8 +415,8 @@ static bool serve(struct server *s)
 	(void)setpgid(pid, pid);
 	s->cfg->table[req.slot].pid = pid;
 	s->cfg->table[req.slot].gen = req.gen;
-	return send_ctl(s->sock, FUT__WIRE_CTL_SPAWNED, req.slot, req.gen,
-			pid, 0);
+	return send_ctl(s->sock, FUT__WIRE_CTL_SPAWNED, req.slot, req.gen, pid,
+			0);
 }
 
 static bool reap(struct server *s)
@@ -465,6 +467,40 @@ static void server_exit(struct server *s)
 	_exit(0);
 }
 
+/*
+ * fds 0-2 are the application's stdio, or they were free when the pool
+ * made its fds (all close-on-exec) and some of those took them: the
+ * parent's wake eventfd, our own socket.  Left there, they would reach
+ * every worker, and a task's printf would write into them (into our
+ * socket: garbage for the manager).  Our socket moves above 2, and every
+ * free or close-on-exec fd of 0-2 becomes /dev/null, inheritable (exec
+ * would have closed it).  Best effort: without /dev/null or a free fd the
+ * fd stays as it was.
+ */
+static void claim_stdio(struct server *s)
+{
+	if (s->sock < 3) {
+		int moved = fcntl(s->sock, F_DUPFD_CLOEXEC, 3);
+		if (moved >= 0) {
+			(void)close(s->sock);
+			s->sock = moved;
+		}
+	}
+	for (int fd = 0; fd < 3; fd++) {
+		int flags = fcntl(fd, F_GETFD);
+		if ((flags >= 0 && !(flags & FD_CLOEXEC)) || fd == s->sock)
+			continue; /* the application's (or ours, stuck) */
+		if (flags >= 0)
+			(void)close(fd);
+		/* 0..fd-1 are open: the new fd is fd. */
+		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+		if (null == fd)
+			(void)fcntl(fd, F_SETFD, 0);
+		else if (null >= 0)
+			(void)close(null);
+	}
+}
+
 static void server_main(struct server *s, pid_t parent, bool pdeathsig)
 {
 	/* Out of the caller's process group: a ^C meant for the app does not
@@ -478,6 +514,7 @@ static void server_main(struct server *s, pid_t parent, bool pdeathsig)
 	if (getppid() != parent)
 		_exit(0);
 	reset_handlers();
+	claim_stdio(s);
 	sigset_t m = s->worker_mask, chld;
 	sigemptyset(&chld);
 	sigaddset(&chld, SIGCHLD);
@@ -517,11 +554,12 @@ int fut__forkserver_start(const struct fut__forkserver_cfg *cfg, pid_t *pid,
 	struct server s = { 0 };
 	s.cfg = cfg;
 	s.sock = sv[1];
+	s.worker_mask = cfg->worker_mask;
 	/* No handler of the app may run in the child before it resets them:
 	 * block everything across the fork. */
-	sigset_t all;
+	sigset_t all, own;
 	sigfillset(&all);
-	if (pthread_sigmask(SIG_SETMASK, &all, &s.worker_mask) != 0) {
+	if (pthread_sigmask(SIG_SETMASK, &all, &own) != 0) {
 		(void)close(sv[0]);
 		(void)close(sv[1]);
 		return FUT_ESYS;
@@ -532,11 +570,14 @@ int fut__forkserver_start(const struct fut__forkserver_cfg *cfg, pid_t *pid,
 	bool pdeathsig = (pid_t)syscall(SYS_gettid) == parent;
 	pid_t child = fork();
 	if (child == 0) {
+		/* An allocation failure a test armed in the parent is the
+		 * parent's: no worker may inherit it. */
+		(void)fut__alloc_fail_nth(0);
 		(void)close(sv[0]);
 		server_main(&s, parent, pdeathsig);
 	}
 	int err = errno;
-	(void)pthread_sigmask(SIG_SETMASK, &s.worker_mask, NULL);
+	(void)pthread_sigmask(SIG_SETMASK, &own, NULL);
 	(void)close(sv[1]);
 	if (child < 0) {
 		(void)close(sv[0]);

@@ -16,8 +16,7 @@
  *   threads can be started again.
  * - No fd can be opened (RLIMIT_NOFILE): fut_as_completed_fd() gives -1
  *   with EMFILE, the iterator still works, and a later call gets the fd.
- * Process-pool faults are listed in docs/reliability.md (to be added with
- * the process pool).
+ * The process pool's faults are in test_pp_faults.c.
  *
  * No sleep synchronises anything: timeouts only bound the waits.
  */

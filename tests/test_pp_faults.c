@@ -1,0 +1,705 @@
+/*
+ * test_pp_faults.c: the process pool when the system says no or its own
+ * processes misbehave (docs/reliability.md, "Faults tried (process
+ * pool)").
+ *
+ * - fork fails (RLIMIT_NPROC, as nobody, in a child process) at creation,
+ *   at the first worker and at a worker's replacement;
+ * - no fd can be opened (RLIMIT_NOFILE) at a worker's replacement;
+ * - the fork server is SIGKILLed with work running and queued, and cannot
+ *   be restarted;
+ * - a worker dies in the middle of a result frame;
+ * - a worker stops reading its task socket (its task goes on after its
+ *   result came back) while big inputs are sent to it;
+ * - fds 0-2 are closed before the pool is made;
+ * - a storm of signals while process-pool work flows.
+ * Allocation failures are in test_pp_alloc.c; the helpers in pp_test.h.
+ *
+ * Every wait has a generous timeout only so that a bug fails the test
+ * instead of hanging it; no test asserts a duration and no sleep
+ * synchronises anything.
+ */
+#include "pp_test.h"
+
+/* Runs fn in a forked child as nobody (root ignores RLIMIT_NPROC); the
+ * child must exit 0. */
+static void run_as_nobody(void (*fn)(void))
+{
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		in_child = true;
+		if (geteuid() == 0) {
+			CHECK(setgroups(0, NULL) == 0);
+			CHECK(setgid(65534) == 0);
+			CHECK(setuid(65534) == 0);
+		}
+		/* setuid made us undumpable: /proc/self/fd would be root's. */
+		CHECK(prctl(PR_SET_DUMPABLE, 1) == 0);
+		fn();
+		exit(0); /* exit, not _exit: the leak checkers run at exit */
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+static void set_nproc(pid_t pid, rlim_t cur)
+{
+	struct rlimit lim;
+	CHECK(prlimit(pid, RLIMIT_NPROC, NULL, &lim) == 0);
+	lim.rlim_cur = cur < lim.rlim_max ? cur : lim.rlim_max;
+	CHECK(prlimit(pid, RLIMIT_NPROC, &lim, NULL) == 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* fork fails                                                          */
+
+static void child_fork_fails_at_creation(void)
+{
+	int fds = count_fds(), kids = count_children();
+	struct rlimit old;
+	CHECK(getrlimit(RLIMIT_NPROC, &old) == 0);
+	set_nproc(0, 0);
+	for (int i = 0; i < 3; i++) {
+		fut_executor *ex = (fut_executor *)(uintptr_t)1;
+		CHECK(fut_process_pool_new(
+			      &ex, &(fut_process_pool_opts){
+					   .max_workers = 2 }) == FUT_EAGAIN);
+		CHECK(ex == NULL);
+		CHECK(count_fds() == fds);
+		CHECK(count_children() == kids);
+	}
+	set_nproc(0, old.rlim_cur);
+	fut_executor *ex = new_pool(2);
+	expect_square(submit_op(ex, OP_SQUARE, 0, 7), 7);
+	fut_executor_free(ex);
+	CHECK(count_fds() == fds);
+	CHECK(count_children() == kids);
+}
+
+static void test_fork_failure_at_creation_is_eagain_without_leaks(void **state)
+{
+	(void)state;
+	run_as_nobody(child_fork_fails_at_creation);
+}
+
+/* No worker can ever start: the pool breaks (after a few tries with
+ * backoff) and every future ends FUT_EBROKEN saying why. */
+static void child_fork_fails_at_first_worker(void)
+{
+	int fds = count_fds(), kids = count_children();
+	fut_executor *ex = new_pool(2);
+	set_nproc(fork_server_pid(), 0);
+	enum {
+		N = 8,
+		M = 32
+	};
+	fut_future *fs[N + M];
+	for (int i = 0; i < N; i++)
+		fs[i] = submit_op(ex, OP_SQUARE, 0, (uint64_t)i);
+	struct op_in in[M];
+	for (int i = 0; i < M; i++)
+		in[i] = (struct op_in){ OP_SQUARE, 0, (uint64_t)i };
+	CHECK(fut_submit_many(ex, op_task, in, sizeof(in[0]), M, fs + N) ==
+	      FUT_OK);
+	for (int i = 0; i < N + M; i++)
+		expect_failure(fs[i], FUT_EBROKEN, "fork");
+	fut_future *f = (fut_future *)(uintptr_t)1;
+	CHECK(fut_submit_bytes(ex, op_task, &in[0], sizeof(in[0]), &f) ==
+	      FUT_EBROKEN);
+	CHECK(f == NULL);
+	fut_executor_free(ex);
+	CHECK(count_fds() == fds);
+	CHECK(count_children() == kids);
+}
+
+static void test_fork_failure_at_the_first_worker_breaks_the_pool(void **state)
+{
+	(void)state;
+	run_as_nobody(child_fork_fails_at_first_worker);
+}
+
+static void child_fork_fails_at_replacement(void)
+{
+	int fds = count_fds(), kids = count_children();
+	/* Another worker lives: the work goes on there; the replacement
+	 * comes once forks work again. */
+	fut_executor *ex = new_pool(2);
+	start_two_workers(ex);
+	pid_t fs_pid = fork_server_pid();
+	struct rlimit old;
+	CHECK(prlimit(fs_pid, RLIMIT_NPROC, NULL, &old) == 0);
+	set_nproc(fs_pid, 0);
+	fut_future *crash = submit_op(ex, OP_SEGV, 0, 0);
+	fut_future *fs[20];
+	for (uint64_t i = 0; i < 20; i++)
+		fs[i] = submit_op(ex, OP_SQUARE, 0, i);
+	CHECK(final_code(crash) == FUT_ECRASHED);
+	fut_release(crash);
+	for (uint64_t i = 0; i < 20; i++)
+		expect_square(fs[i], i);
+	set_nproc(fs_pid, old.rlim_cur);
+	start_two_workers(ex); /* the replacement came */
+	fut_executor_free(ex);
+	CHECK(count_fds() == fds);
+	CHECK(count_children() == kids);
+
+	/* The one worker dies and none can be forked: the pool breaks. */
+	ex = new_pool(1);
+	expect_square(submit_op(ex, OP_SQUARE, 0, 3), 3);
+	set_nproc(fork_server_pid(), 0);
+	crash = submit_op(ex, OP_SEGV, 0, 0);
+	for (uint64_t i = 0; i < 8; i++)
+		fs[i] = submit_op(ex, OP_SQUARE, 0, i);
+	CHECK(final_code(crash) == FUT_ECRASHED);
+	fut_release(crash);
+	for (int i = 0; i < 8; i++)
+		expect_failure(fs[i], FUT_EBROKEN, "fork");
+	fut_executor_free(ex);
+	CHECK(count_fds() == fds);
+	CHECK(count_children() == kids);
+}
+
+static void test_fork_failure_at_worker_replacement_is_survived(void **state)
+{
+	(void)state;
+	run_as_nobody(child_fork_fails_at_replacement);
+}
+
+/* ------------------------------------------------------------------ */
+/* No fd left for a replacement worker's channels                     */
+
+/* Lowers RLIMIT_NOFILE to the lowest free fd: no fd can be opened. */
+static bool no_more_fds(struct rlimit *old)
+{
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, old), 0);
+	int lowest = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	assert_true(lowest >= 0);
+	close(lowest);
+	struct rlimit low = *old;
+	low.rlim_cur = (rlim_t)lowest;
+	if (setrlimit(RLIMIT_NOFILE, &low) != 0)
+		return false;
+	int probe = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (probe >= 0) { /* valgrind keeps this limit to itself */
+		close(probe);
+		assert_int_equal(setrlimit(RLIMIT_NOFILE, old), 0);
+		return false;
+	}
+	return true;
+}
+
+static void test_fd_exhaustion_at_worker_replacement_is_survived(void **state)
+{
+	(void)state;
+	int fds = count_fds(), kids = count_children();
+	struct rlimit old;
+	fut_executor *ex = new_pool(2);
+	start_two_workers(ex);
+	if (!no_more_fds(&old)) {
+		fut_executor_free(ex);
+		skip();
+	}
+	fut_future *crash = submit_op(ex, OP_SEGV, 0, 0);
+	fut_future *fs[20];
+	for (uint64_t i = 0; i < 20; i++)
+		fs[i] = submit_op(ex, OP_SQUARE, 0, i);
+	int crashed = final_code(crash);
+	for (uint64_t i = 0; i < 20; i++)
+		(void)final_code(fs[i]);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+	assert_int_equal(crashed, FUT_ECRASHED);
+	fut_release(crash);
+	for (uint64_t i = 0; i < 20; i++)
+		expect_square(fs[i], i);
+	start_two_workers(ex); /* the replacement came */
+	fut_executor_free(ex);
+	assert_int_equal(count_fds(), fds);
+	assert_int_equal(count_children(), kids);
+
+	/* The one worker dies and no channel can be made: the pool breaks. */
+	ex = new_pool(1);
+	expect_square(submit_op(ex, OP_SQUARE, 0, 3), 3);
+	assert_true(no_more_fds(&old));
+	crash = submit_op(ex, OP_SEGV, 0, 0);
+	for (uint64_t i = 0; i < 8; i++)
+		fs[i] = submit_op(ex, OP_SQUARE, 0, i);
+	for (uint64_t i = 0; i < 8; i++)
+		(void)final_code(fs[i]);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+	assert_int_equal(final_code(crash), FUT_ECRASHED);
+	fut_release(crash);
+	for (int i = 0; i < 8; i++)
+		expect_failure(fs[i], FUT_EBROKEN, strerror(EMFILE));
+	fut_executor_free(ex);
+	assert_int_equal(count_fds(), fds);
+	assert_int_equal(count_children(), kids);
+}
+
+/* ------------------------------------------------------------------ */
+/* The fork server killed                                              */
+
+static void test_killing_the_fork_server_fails_only_running_tasks(void **state)
+{
+	(void)state;
+	int fds = count_fds(), kids = count_children();
+	fut_executor *ex = new_pool(2);
+	atomic_store(started, 0);
+	fut_future *blocked[2];
+	for (int i = 0; i < 2; i++)
+		blocked[i] = submit_op(ex, OP_BLOCK, 0, 0);
+	enum {
+		N = 10,
+		M = 200
+	};
+	fut_future *fs[N + M];
+	for (int i = 0; i < N; i++)
+		fs[i] = submit_op(ex, OP_SQUARE, 0, (uint64_t)i);
+	struct op_in in[M];
+	for (int i = 0; i < M; i++)
+		in[i] = (struct op_in){ OP_SQUARE, 0, (uint64_t)(N + i) };
+	assert_int_equal(fut_submit_many(ex, op_task, in, sizeof(in[0]), M,
+					 fs + N),
+			 FUT_OK);
+	/* Both workers run a blocked task; the rest is queued (a chunk may
+	 * be in flight behind one of them). */
+	wait_started(blocked, 2, 2);
+	kill_fork_server_and_wait_for_the_next();
+	for (int i = 0; i < 2; i++)
+		expect_failure(blocked[i], FUT_ECRASHED, "fork server");
+	for (int i = 0; i < N + M; i++)
+		expect_square(fs[i], (uint64_t)i);
+	/* It goes on, on a new fork server. */
+	start_two_workers(ex);
+	fut_executor_free(ex);
+	assert_int_equal(count_fds(), fds);
+	assert_int_equal(count_children(), kids);
+}
+
+static void child_fork_server_cannot_restart(void)
+{
+	int fds = count_fds(), kids = count_children();
+	fut_executor *ex = new_pool(1);
+	expect_square(submit_op(ex, OP_SQUARE, 0, 3), 3);
+	atomic_store(started, 0);
+	fut_future *blocked = submit_op(ex, OP_BLOCK, 0, 0);
+	fut_future *fs[8];
+	for (uint64_t i = 0; i < 8; i++)
+		fs[i] = submit_op(ex, OP_SQUARE, 0, i);
+	wait_started(&blocked, 1, 1);
+	struct rlimit old;
+	CHECK(getrlimit(RLIMIT_NPROC, &old) == 0);
+	set_nproc(0, 0); /* the manager forks the new fork server */
+	CHECK(children(true) >= 1);
+	int rc = final_code(blocked);
+	CHECK(rc == FUT_ECRASHED || rc == FUT_EBROKEN);
+	fut_release(blocked);
+	for (int i = 0; i < 8; i++)
+		expect_failure(fs[i], FUT_EBROKEN, "could not be restarted");
+	fut_future *f = (fut_future *)(uintptr_t)1;
+	struct op_in in = { OP_SQUARE, 0, 1 };
+	CHECK(fut_submit_bytes(ex, op_task, &in, sizeof(in), &f) ==
+	      FUT_EBROKEN);
+	CHECK(f == NULL);
+	set_nproc(0, old.rlim_cur);
+	fut_executor_free(ex);
+	CHECK(count_fds() == fds);
+	CHECK(count_children() == kids);
+}
+
+static void
+test_a_fork_server_that_cannot_be_restarted_breaks_the_pool(void **state)
+{
+	(void)state;
+	run_as_nobody(child_fork_server_cannot_restart);
+}
+
+/* ------------------------------------------------------------------ */
+/* A worker dies in the middle of a frame                              */
+
+static void test_a_worker_dying_mid_frame_fails_only_its_task(void **state)
+{
+	(void)state;
+	int fds = count_fds(), kids = count_children();
+	fut_executor *ex = new_pool(1);
+	const uint32_t cuts[2] = { OP_CUT_SMALL, OP_CUT_LARGE };
+	for (int c = 0; c < 2; c++) {
+		/* One batch: chunks [0 1] [2 3] [4]; task 2 dies while
+		 * writing its result, after 0 and 1 ran (their results may
+		 * have died with it: they run again) and before 3. */
+		struct op_in in[5];
+		for (uint64_t i = 0; i < 5; i++)
+			in[i] = (struct op_in){ OP_SQUARE, 0, i + 10 };
+		in[2].op = cuts[c];
+		fut_future *fs[5];
+		assert_int_equal(fut_submit_many(ex, op_task, in, sizeof(in[0]),
+						 5, fs),
+				 FUT_OK);
+		assert_int_equal(final_code(fs[2]), FUT_ECRASHED);
+		int status = -1;
+		assert_int_equal(fut_crash_status(fs[2], &status), FUT_OK);
+		assert_true(WIFEXITED(status));
+		if (!(under_valgrind() &&
+		      WEXITSTATUS(status) == VALGRIND_ERROR_EXIT))
+			assert_int_equal(WEXITSTATUS(status), 0);
+		fut_release(fs[2]);
+		for (uint64_t i = 0; i < 5; i++)
+			if (i != 2)
+				expect_square(fs[i], i + 10);
+	}
+	expect_square(submit_op(ex, OP_SQUARE, 0, 9), 9);
+	fut_executor_free(ex);
+	assert_int_equal(count_fds(), fds);
+	assert_int_equal(count_children(), kids);
+}
+
+/* ------------------------------------------------------------------ */
+/* A worker that stops reading                                         */
+
+enum stuck_end {
+	STUCK_INTERRUPT,
+	STUCK_TIMEOUT,
+	STUCK_SHUTDOWN,
+};
+
+#define BIG_LEN ((size_t)8 << 20) /* more than a socket buffer holds */
+
+/*
+ * The worker's task returns its (large) result, so the manager sees the
+ * worker idle, then blocks: the worker reads nothing more.  A
+ * big input sent to it fills its socket; the manager must not block on
+ * it: the other worker's big tasks complete.  Then `how` ends the stuck
+ * one.
+ */
+static void stuck_reader(enum stuck_end how)
+{
+	int fds = count_fds(), kids = count_children();
+	fut_executor *ex = pool_with(&(fut_process_pool_opts){
+		.max_workers = 2,
+		/* Room for the blocking task to send its result first, even
+		 * on a loaded machine: only then may it be killed. */
+		.task_timeout = how == STUCK_TIMEOUT ? 3.0 : 0 });
+	fut_future *emit = submit_op(ex, OP_EMIT_BLOCK, 0, 0);
+	const void *data;
+	size_t len;
+	assert_int_equal(fut_result_bytes(emit, LONG_WAIT, &data, &len),
+			 FUT_OK);
+	assert_int_equal(len, EMIT_LEN);
+	fut_release(emit);
+	unsigned char *big = malloc(BIG_LEN);
+	assert_non_null(big);
+	for (size_t i = 0; i < BIG_LEN; i++)
+		big[i] = (unsigned char)(i * 7 + 3);
+	enum {
+		N = 4
+	};
+	fut_future *fs[N];
+	uint64_t want[N];
+	for (int i = 0; i < N; i++) {
+		big[0] = (unsigned char)i;
+		want[i] = sample_of(big, BIG_LEN);
+		/* The first goes to the stuck worker (idle, to the manager). */
+		assert_int_equal(fut_submit_bytes(ex, sample_task, big, BIG_LEN,
+						  &fs[i]),
+				 FUT_OK);
+	}
+	free(big);
+	for (int i = 1; i < N; i++) {
+		assert_int_equal(result_u64(fs[i]), want[i]);
+		fut_release(fs[i]);
+	}
+	if (how != STUCK_TIMEOUT)
+		assert_int_equal(fut_state(fs[0]), FUT_RUNNING);
+	switch (how) {
+	case STUCK_INTERRUPT:
+		assert_int_equal(fut_interrupt(fs[0]), FUT_OK);
+		assert_int_equal(final_code(fs[0]), FUT_ECANCELLED);
+		expect_square(submit_op(ex, OP_SQUARE, 0, 5), 5);
+		break;
+	case STUCK_TIMEOUT:
+		/* The stuck task ran over task_timeout: its worker is killed
+		 * and the input it never read runs elsewhere. */
+		assert_int_equal(result_u64(fs[0]), want[0]);
+		break;
+	case STUCK_SHUTDOWN:
+		assert_int_equal(fut_executor_shutdown(ex,
+						       FUT_SHUTDOWN_INTERRUPT),
+				 FUT_OK);
+		assert_int_equal(final_code(fs[0]), FUT_ECANCELLED);
+		break;
+	}
+	fut_release(fs[0]);
+	fut_executor_free(ex);
+	assert_int_equal(count_fds(), fds);
+	assert_int_equal(count_children(), kids);
+}
+
+static void
+test_interrupt_ends_a_task_sent_to_a_worker_that_stopped_reading(void **state)
+{
+	(void)state;
+	stuck_reader(STUCK_INTERRUPT);
+}
+
+static void
+test_task_timeout_frees_a_task_sent_to_a_worker_that_stopped_reading(
+	void **state)
+{
+	(void)state;
+	stuck_reader(STUCK_TIMEOUT);
+}
+
+static void
+test_shutdown_interrupt_ends_a_worker_that_stopped_reading(void **state)
+{
+	(void)state;
+	stuck_reader(STUCK_SHUTDOWN);
+}
+
+/* ------------------------------------------------------------------ */
+/* fds 0-2 closed before the pool is made                              */
+
+/* In a child (its stdio is what it closes): fds of mask closed, a pool
+ * made, tasks that write to those fds, a fork server restarted while our
+ * fds sit on 0-2; nothing left behind. */
+static void run_with_closed_stdio(uint32_t mask)
+{
+	fflush(NULL);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		in_child = true;
+		diag_fd = fcntl(2, F_DUPFD_CLOEXEC, 100);
+		CHECK(diag_fd >= 0);
+		for (int fd = 0; fd < 3; fd++)
+			if (mask & (1u << fd))
+				CHECK(close(fd) == 0);
+		int fds = count_fds(), kids = count_children();
+		/* The pool's eventfd and sockets may land on 0-2 now. */
+		fut_executor *ex = new_pool(2);
+		enum {
+			N = 16
+		};
+		fut_future *fs[N];
+		for (int round = 0; round < 2; round++) {
+			if (round == 1)
+				kill_fork_server_and_wait_for_the_next();
+			for (int i = 0; i < N; i++)
+				fs[i] = submit_op(ex, OP_NOISE, mask,
+						  (uint64_t)i);
+			for (int i = 0; i < N; i++)
+				expect_square(fs[i], (uint64_t)i);
+		}
+		fut_executor_free(ex);
+		CHECK(count_fds() == fds);
+		CHECK(count_children() == kids);
+		exit(0);
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+static void test_a_pool_made_with_fds_0_to_2_closed_works(void **state)
+{
+	(void)state;
+	/* stdout; stderr; both; all three; stdin alone. */
+	const uint32_t masks[] = { 2, 4, 6, 7, 1 };
+	for (size_t i = 0; i < sizeof(masks) / sizeof(masks[0]); i++)
+		run_with_closed_stdio(masks[i]);
+}
+
+/* ------------------------------------------------------------------ */
+/* A storm of signals                                                  */
+
+static _Atomic long signals_seen;
+
+static void on_sigusr1(int sig)
+{
+	(void)sig;
+	atomic_fetch_add_explicit(&signals_seen, 1, memory_order_relaxed);
+}
+
+struct storm {
+	pthread_t target;
+	_Atomic bool stop;
+	long sent;
+};
+
+/* Every ~50 us: a signal to the waiting thread, then one to the process
+ * (which lands in any thread that does not block it: not the manager). */
+static void *storm_main(void *arg)
+{
+	struct storm *s = arg;
+	const struct timespec gap = { 0, 50 * 1000 };
+	while (!atomic_load(&s->stop)) {
+		pthread_kill(s->target, SIGUSR1);
+		if (s->sent++ % 2 == 0)
+			kill(getpid(), SIGUSR1);
+		nanosleep(&gap, NULL); /* EINTR just shortens the gap */
+	}
+	return NULL;
+}
+
+static void check_storm_result(fut_future *f, const struct op_in *in)
+{
+	const void *data;
+	size_t len;
+	int rc = fut_result_bytes(f, 0, &data, &len);
+	if (in->op == OP_SEGV) {
+		assert_int_equal(rc, FUT_ECRASHED);
+	} else if (in->op == OP_FAIL) {
+		assert_int_equal(rc, FUT_ETASK);
+		assert_int_equal(fut_task_code(f), (int)(in->v % 100));
+	} else {
+		assert_int_equal(rc, FUT_OK);
+		assert_int_equal(len, sizeof(uint64_t));
+		uint64_t v;
+		memcpy(&v, data, sizeof(v));
+		assert_int_equal(v, in->v * in->v);
+	}
+}
+
+/* A batch and single submits (one crashing its worker every 4th round),
+ * timed waits and as_completed under poll until all are done, then every
+ * result checked. */
+static void storm_round(fut_executor *ex, uint32_t round)
+{
+	enum {
+		N = 48
+	};
+	fut_future *fs[N];
+	struct op_in in[N];
+	for (uint32_t i = 0; i < N; i++) {
+		uint64_t v = round * 1000 + i;
+		in[i] = (struct op_in){ v % 5 == 0 ? OP_FAIL : OP_SQUARE, 0,
+					v };
+	}
+	if (round % 4 == 3)
+		in[N - 1].op = OP_SEGV;
+	assert_int_equal(fut_submit_many(ex, op_task, in, sizeof(in[0]), N / 2,
+					 fs),
+			 FUT_OK);
+	for (uint32_t i = N / 2; i < N; i++)
+		assert_int_equal(fut_submit_bytes(ex, op_task, &in[i],
+						  sizeof(in[i]), &fs[i]),
+				 FUT_OK);
+	for (;;) {
+		int rc = fut_wait(fs, N, FUT_ALL_COMPLETED, 0.0003);
+		assert_true(rc == FUT_OK || rc == FUT_ETIMEDOUT);
+		if (rc == FUT_OK)
+			break;
+		rc = fut_result(fs[round % N], 0.0002, NULL);
+		assert_true(rc == FUT_ETIMEDOUT || rc == FUT_OK ||
+			    rc == FUT_ETASK || rc == FUT_ECRASHED);
+	}
+	fut_as_completed *it;
+	assert_int_equal(fut_as_completed_new(&it, fs, N), FUT_OK);
+	int fd = fut_as_completed_fd(it);
+	assert_true(fd >= 0);
+	int yielded = 0;
+	for (;;) {
+		fut_future *f;
+		int rc = fut_as_completed_next(it, 0.0001, &f);
+		if (rc == FUT_END)
+			break;
+		assert_int_equal(rc, FUT_OK);
+		yielded++;
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		int pr;
+		do
+			pr = poll(&p, 1, 0);
+		while (pr < 0 && errno == EINTR);
+		assert_int_equal(pr, 1);
+	}
+	assert_int_equal(yielded, N);
+	fut_as_completed_free(it);
+	for (uint32_t i = 0; i < N; i++) {
+		check_storm_result(fs[i], &in[i]);
+		fut_release(fs[i]);
+	}
+}
+
+static void
+test_signal_storm_with_process_pool_work_surfaces_no_eintr(void **state)
+{
+	(void)state;
+	struct sigaction sa = { 0 }, old;
+	sa.sa_handler = on_sigusr1;
+	sa.sa_flags = 0; /* no SA_RESTART: interrupted calls fail EINTR */
+	sigemptyset(&sa.sa_mask);
+	assert_int_equal(sigaction(SIGUSR1, &sa, &old), 0);
+	atomic_store(&signals_seen, 0);
+	int kids = count_children();
+	struct storm s = { .target = pthread_self() };
+	pthread_t storm;
+	assert_int_equal(pthread_create(&storm, NULL, storm_main, &s), 0);
+	/* Made, used, restarted and shut down under the storm. */
+	fut_executor *ex = new_pool(2);
+	long min_signals = under_valgrind() ? 200 : 2000;
+	uint32_t rounds = 0;
+	while (rounds < 12 || atomic_load(&signals_seen) < min_signals) {
+		if (rounds == 5)
+			kill_fork_server_and_wait_for_the_next();
+		storm_round(ex, rounds++);
+	}
+	struct op_in last = { OP_SQUARE, 0, 7 };
+	fut_future *f;
+	assert_int_equal(fut_submit_bytes(ex, op_task, &last, sizeof(last), &f),
+			 FUT_OK);
+	assert_int_equal(fut_executor_shutdown(ex, 0), FUT_OK);
+	check_storm_result(f, &last);
+	fut_release(f);
+	fut_executor_free(ex);
+	atomic_store(&s.stop, true);
+	pthread_join(storm, NULL);
+	/* A signal sent may still be pending: ignoring discards it. */
+	struct sigaction ignore = { 0 };
+	ignore.sa_handler = SIG_IGN;
+	assert_int_equal(sigaction(SIGUSR1, &ignore, NULL), 0);
+	assert_int_equal(sigaction(SIGUSR1, &old, NULL), 0);
+	assert_int_equal(count_children(), kids);
+	print_message("signal storm: %ld signals over %u rounds\n",
+		      atomic_load(&signals_seen), rounds);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(
+			test_fork_failure_at_creation_is_eagain_without_leaks),
+		cmocka_unit_test(
+			test_fork_failure_at_the_first_worker_breaks_the_pool),
+		cmocka_unit_test(
+			test_fork_failure_at_worker_replacement_is_survived),
+		cmocka_unit_test(
+			test_fd_exhaustion_at_worker_replacement_is_survived),
+		cmocka_unit_test(
+			test_killing_the_fork_server_fails_only_running_tasks),
+		cmocka_unit_test(
+			test_a_fork_server_that_cannot_be_restarted_breaks_the_pool),
+		cmocka_unit_test(
+			test_a_worker_dying_mid_frame_fails_only_its_task),
+		cmocka_unit_test(
+			test_interrupt_ends_a_task_sent_to_a_worker_that_stopped_reading),
+		cmocka_unit_test(
+			test_task_timeout_frees_a_task_sent_to_a_worker_that_stopped_reading),
+		cmocka_unit_test(
+			test_shutdown_interrupt_ends_a_worker_that_stopped_reading),
+		cmocka_unit_test(test_a_pool_made_with_fds_0_to_2_closed_works),
+		cmocka_unit_test(
+			test_signal_storm_with_process_pool_work_surfaces_no_eintr),
+	};
+	started = mmap(NULL, sizeof(*started), PROT_READ | PROT_WRITE,
+		       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (started == MAP_FAILED)
+		return 2;
+	/* TEST_FILTER=pattern runs only the matching tests. */
+	if (getenv("TEST_FILTER") != NULL)
+		cmocka_set_test_filter(getenv("TEST_FILTER"));
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
