@@ -186,4 +186,18 @@ void fut__pp_fail_broken(struct ppool *p, struct pp_job *list);
 /* pp_manager.c */
 void *fut__pp_manager_main(void *arg);
 
+/* pp_send.c, for the manager thread.  Writes what w has pending, as far as
+ * its socket takes it now (a worker gone leaves its EXITED to settle its
+ * jobs). */
+void fut__pp_flush_out(struct pp_worker *w);
+/* Claims, encodes and sends the jobs popped for w (batch, in order):
+ * returns how many were dropped, cancelled while queued. */
+size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,
+			  struct pp_job *batch);
+/* Caller holds p->lock: pops the next frame's worth of jobs (at most
+ * allowance) from the queue, or NULL. */
+struct pp_job *fut__pp_pop_batch_locked(struct ppool *p, size_t allowance);
+/* Caller holds p->lock: how many chunks the queue holds, up to cap. */
+size_t fut__pp_queued_chunks_locked(const struct ppool *p, size_t cap);
+
 #endif /* FUT_PROCESS_POOL_H */

@@ -1,0 +1,194 @@
+/*
+ * pp_send.c: the process pool's task frames, from the queue to a worker.
+ *
+ * Owns: cutting a frame's worth of jobs from the queue (one job, or a run
+ * of a submit_many chunk up to FRAME_BYTES of inputs), claiming each job
+ * (a job cancelled while queued is dropped here), encoding the frame into
+ * the worker's output buffer, and writing it with non-blocking sendmsg:
+ * the buffer first, then a large input straight from its job block.
+ * Threads: the manager thread only (pp_manager.c calls these).
+ * Locks: fut__pp_pop_batch_locked and fut__pp_queued_chunks_locked run
+ * under p->lock, held by the caller; the rest under none.
+ */
+#include <errno.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "internal.h"
+#include "process_pool.h"
+
+/* A frame carries at most this many input bytes copied into it; a larger
+ * input travels alone, straight from its job block. */
+#define FRAME_BYTES (64u * 1024u)
+
+void fut__pp_flush_out(struct pp_worker *w)
+{
+	while (w->task_fd >= 0 && (w->ooff < w->olen || w->opay != NULL)) {
+		struct iovec iov[2];
+		int n = 0;
+		if (w->ooff < w->olen) {
+			iov[n].iov_base = w->obuf + w->ooff;
+			iov[n++].iov_len = w->olen - w->ooff;
+		}
+		if (w->opay != NULL) {
+			iov[n].iov_base =
+				(void *)(uintptr_t)(w->opay + w->opayoff);
+			iov[n++].iov_len = w->opaylen - w->opayoff;
+		}
+		struct msghdr msg = { 0 };
+		msg.msg_iov = iov;
+		msg.msg_iovlen = (size_t)n;
+		ssize_t got =
+			sendmsg(w->task_fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0 && errno == EAGAIN)
+			return;
+		if (got < 0) {
+			/* It is gone: its EXITED will settle its jobs. */
+			w->olen = w->ooff = 0;
+			w->opay = NULL;
+			return;
+		}
+		size_t left = (size_t)got;
+		size_t a = w->olen - w->ooff;
+		if (left >= a) {
+			w->ooff = w->olen;
+			left -= a;
+			w->opayoff += left;
+		} else {
+			w->ooff += left;
+		}
+		if (w->ooff == w->olen && w->opay != NULL &&
+		    w->opayoff == w->opaylen)
+			w->opay = NULL;
+	}
+	if (w->ooff == w->olen)
+		w->ooff = w->olen = 0;
+}
+
+static bool obuf_reserve(struct pp_worker *w, size_t more)
+{
+	if (w->olen + more <= w->ocap)
+		return true;
+	size_t cap = w->ocap ? w->ocap : 4096;
+	while (cap < w->olen + more)
+		cap *= 2;
+	unsigned char *b = fut__realloc(w->obuf, cap);
+	if (b == NULL)
+		return false;
+	w->obuf = b;
+	w->ocap = cap;
+	return true;
+}
+
+size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,
+			  struct pp_job *batch)
+{
+	size_t dropped = 0;
+	struct pp_job *first = NULL, *last = NULL;
+	uint32_t count = 0;
+	uint64_t body = 0;
+	size_t start = w->olen;
+	bool ok = obuf_reserve(w, FUT__WIRE_FRAME_HDR);
+	if (ok)
+		w->olen += FUT__WIRE_FRAME_HDR;
+	while (batch != NULL) {
+		struct pp_job *j = batch;
+		batch = j->next;
+		j->next = NULL;
+		if (j->requeued == 0) {
+			if (fut__future_start(&j->fut) != FUT_OK) {
+				/* Cancelled while queued: done already. */
+				fut_release(&j->fut);
+				dropped++;
+				continue;
+			}
+		} else if (atomic_load(&j->fut.flags) & FUT__F_INTERRUPT) {
+			/* Back from a dead worker (so RUNNING already), and
+			 * interrupted meanwhile. */
+			fut__pp_job_end(j, FUT_ECANCELLED, 0, 0, "interrupted");
+			continue;
+		}
+		bool inline_input = j->len <= FRAME_BYTES;
+		if (!ok ||
+		    !obuf_reserve(w, FUT__WIRE_REC_HDR +
+					     (inline_input ? j->len : 0))) {
+			ok = false;
+			fut__pp_job_end(j, FUT_ENOMEM, 0, 0,
+					"out of memory for the task frame");
+			continue;
+		}
+		j->id = p->next_id++;
+		fut__wire_put_record(w->obuf + w->olen, j->id,
+				     (uint64_t)(uintptr_t)j->fn, 0, 0, j->len);
+		w->olen += FUT__WIRE_REC_HDR;
+		if (inline_input) {
+			if (j->len != 0)
+				memcpy(w->obuf + w->olen, j->input, j->len);
+			w->olen += j->len;
+		} else {
+			w->opay = j->input;
+			w->opaylen = j->len;
+			w->opayoff = 0;
+		}
+		body += FUT__WIRE_REC_HDR + (uint64_t)j->len;
+		count++;
+		j->frame_last = false;
+		if (last != NULL)
+			last->next = j;
+		else
+			first = j;
+		last = j;
+	}
+	if (count == 0) {
+		w->olen = start;
+		return dropped;
+	}
+	fut__wire_put_frame(w->obuf + start, FUT__WIRE_TASKS, count, body);
+	last->frame_last = true;
+	if (w->tail != NULL)
+		w->tail->next = first;
+	else
+		w->head = first;
+	w->tail = last;
+	w->frames++;
+	w->sent += count;
+	fut__pp_flush_out(w);
+	return dropped;
+}
+
+struct pp_job *fut__pp_pop_batch_locked(struct ppool *p, size_t allowance)
+{
+	struct pp_job *first = p->qhead, *last = NULL, *j = first;
+	size_t n = 0, bytes = 0;
+	while (j != NULL && n < allowance) {
+		if (n > 0 &&
+		    (j->len > FRAME_BYTES || bytes + j->len > FRAME_BYTES))
+			break;
+		bytes += j->len;
+		n++;
+		last = j;
+		if (j->chunk_end)
+			break;
+		j = j->next;
+	}
+	if (last == NULL)
+		return NULL;
+	p->qhead = last->next;
+	if (p->qhead == NULL)
+		p->qtail = NULL;
+	last->next = NULL;
+	return first;
+}
+
+size_t fut__pp_queued_chunks_locked(const struct ppool *p, size_t cap)
+{
+	size_t n = 0;
+	for (const struct pp_job *j = p->qhead; j != NULL && n < cap;
+	     j = j->next)
+		if (j->chunk_end)
+			n++;
+	return n;
+}
