@@ -6,9 +6,12 @@
 #ifndef BENCH_COMMON_H
 #define BENCH_COMMON_H
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 static inline double bench_now(void)
 {
@@ -43,5 +46,25 @@ static inline long bench_maxrss(void)
 	struct rusage ru;
 	getrusage(RUSAGE_SELF, &ru);
 	return ru.ru_maxrss * 1024L;
+}
+/* Runs fn(n) in a child process and waits for it: a workload whose
+ * state (a heap grown to hold a million pending tasks) must neither warm
+ * nor disturb the workloads timed after it, as a program of its own would
+ * not.  Call it before any thread exists.  Exits if the child failed. */
+static inline void bench_in_child(void (*fn)(long), long n)
+{
+	fflush(stdout);
+	pid_t pid = fork();
+	if (pid == 0) {
+		fn(n);
+		fflush(stdout);
+		_exit(0);
+	}
+	int status = 0;
+	if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
+	    WEXITSTATUS(status) != 0) {
+		fprintf(stderr, "bench: a workload's child process failed\n");
+		exit(1);
+	}
 }
 #endif

@@ -88,10 +88,11 @@ int main(void)
 	pthread_join(t, NULL);
 	if (check_and_release() != (long)N * (N + 1) / 2)
 		return 1;
-	double cpu = (double)(r1.ru_utime.tv_sec - r0.ru_utime.tv_sec) +
-		     (double)(r1.ru_stime.tv_sec - r0.ru_stime.tv_sec) +
-		     (double)(r1.ru_utime.tv_usec - r0.ru_utime.tv_usec) * 1e-6 +
-		     (double)(r1.ru_stime.tv_usec - r0.ru_stime.tv_usec) * 1e-6;
+	double cpu =
+		(double)(r1.ru_utime.tv_sec - r0.ru_utime.tv_sec) +
+		(double)(r1.ru_stime.tv_sec - r0.ru_stime.tv_sec) +
+		(double)(r1.ru_utime.tv_usec - r0.ru_utime.tv_usec) * 1e-6 +
+		(double)(r1.ru_stime.tv_usec - r0.ru_stime.tv_usec) * 1e-6;
 	long sleeps = r1.ru_nvcsw - r0.ru_nvcsw;
 	printf("RESULT workload=wait10k impl=libfuture n=%d waiter_cpu_us=%.0f "
 	       "waiter_sleeps=%ld wall_ms=%.1f\n",

@@ -197,8 +197,9 @@ static pid_t echo_child(int in, int out, long total, size_t chunk)
 		return pid;
 	char *buf = malloc(chunk);
 	for (long done = 0; done < total;) {
-		size_t k = (size_t)(total - done) < chunk ? (size_t)(total - done)
-							   : chunk;
+		size_t k = (size_t)(total - done) < chunk ?
+				   (size_t)(total - done) :
+				   chunk;
 		read_all(in, buf, k);
 		write_all(out, buf, k);
 		done += (long)k;
@@ -244,7 +245,9 @@ static void w4(long n)
 
 static void w5(long n)
 {
-	enum { BATCH = 1000 };
+	enum {
+		BATCH = 1000
+	};
 	int a[2], b[2];
 	pipes(a, b);
 	pid_t pid = echo_child(a[0], b[1], n * 16, BATCH * 16);
