@@ -667,6 +667,69 @@ test_signal_storm_with_process_pool_work_surfaces_no_eintr(void **state)
 		      atomic_load(&signals_seen), rounds);
 }
 
+/* ------------------------------------------------------------------ */
+/* The parent dies                                                     */
+
+/* True once pid runs no more (gone, or a zombie not yet reaped). */
+static bool process_gone(pid_t pid)
+{
+	char path[64], buf[512];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(path, "re");
+	if (f == NULL)
+		return true;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	const char *p = strrchr(buf, ')'); /* "pid (comm) S ..." */
+	return p == NULL || p[1] != ' ' || p[2] == 'Z' || p[2] == 'X';
+}
+
+/* A child of ours makes a pool, has a worker block in a task, tells us
+ * the fork server's and the worker's pids, and is SIGKILLed: no atexit,
+ * no shutdown.  Both must go (the fork server by PR_SET_PDEATHSIG and the
+ * EOF of its socket, the worker by its own PR_SET_PDEATHSIG). */
+static void
+test_the_fork_server_and_its_workers_die_with_the_parent(void **state)
+{
+	(void)state;
+	int pfd[2];
+	assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
+	fflush(NULL);
+	pid_t parent = fork();
+	assert_true(parent >= 0);
+	if (parent == 0) {
+		in_child = true;
+		(void)close(pfd[0]);
+		fut_executor *ex = new_pool(1);
+		atomic_store(started, 0);
+		fut_future *meet = submit_op(ex, OP_MEET, 1, 0);
+		pid_t ids[2] = { 0, (pid_t)result_u64(meet) };
+		atomic_store(started, 0);
+		fut_future *blocked = submit_op(ex, OP_BLOCK, 0, 0);
+		wait_started(&blocked, 1, 1);
+		ids[0] = fork_server_pid();
+		CHECK(write(pfd[1], ids, sizeof(ids)) == (ssize_t)sizeof(ids));
+		for (;;)
+			pause();
+	}
+	(void)close(pfd[1]);
+	pid_t ids[2];
+	assert_int_equal(read(pfd[0], ids, sizeof(ids)), (ssize_t)sizeof(ids));
+	(void)close(pfd[0]);
+	assert_false(process_gone(ids[0]));
+	assert_false(process_gone(ids[1]));
+	assert_int_equal(kill(parent, SIGKILL), 0);
+	int status;
+	assert_int_equal(waitpid(parent, &status, 0), parent);
+	/* Polled with a bound only so that a failure cannot hang the test. */
+	for (long i = 0; !process_gone(ids[0]) || !process_gone(ids[1]); i++) {
+		assert_true(i < 600000); /* 60 s at 0.1 ms a look */
+		struct timespec pause_ts = { 0, 100 * 1000 };
+		nanosleep(&pause_ts, NULL);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -693,6 +756,8 @@ int main(void)
 		cmocka_unit_test(test_a_pool_made_with_fds_0_to_2_closed_works),
 		cmocka_unit_test(
 			test_signal_storm_with_process_pool_work_surfaces_no_eintr),
+		cmocka_unit_test(
+			test_the_fork_server_and_its_workers_die_with_the_parent),
 	};
 	started = mmap(NULL, sizeof(*started), PROT_READ | PROT_WRITE,
 		       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
