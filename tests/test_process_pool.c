@@ -146,7 +146,8 @@ static void sigkill_task(fut_task *t)
 static void sleep_task(fut_task *t)
 {
 	uint64_t ms = input_u64(t);
-	struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000 };
+	struct timespec ts = { (time_t)(ms / 1000),
+			       (long)(ms % 1000) * 1000000 };
 	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
 		;
 	return_u64(t, ms);
@@ -214,7 +215,8 @@ static void big_task(fut_task *t)
 		if (in[i] != (unsigned char)(i * 7 + 3))
 			sum++;
 	if (sum != 0 || len != ((size_t)64 << 20)) {
-		(void)fut_task_fail(t, 1, "input corrupt: %zu wrong bytes of %zu",
+		(void)fut_task_fail(t, 1,
+				    "input corrupt: %zu wrong bytes of %zu",
 				    (size_t)sum, len);
 		return;
 	}
@@ -384,7 +386,9 @@ static void test_submit_many_returns_every_result(void **state)
 {
 	(void)state;
 	fut_executor *ex = new_pool(2);
-	enum { N = 20000 };
+	enum {
+		N = 20000
+	};
 	uint64_t *in = malloc(N * sizeof(*in));
 	fut_future **fs = malloc(N * sizeof(*fs));
 	assert_non_null(in);
@@ -394,8 +398,7 @@ static void test_submit_many_returns_every_result(void **state)
 	assert_int_equal(fut_submit_many(ex, square_task, in, sizeof(*in), N,
 					 fs),
 			 FUT_OK);
-	assert_int_equal(fut_wait(fs, N, FUT_ALL_COMPLETED, LONG_WAIT),
-			 FUT_OK);
+	assert_int_equal(fut_wait(fs, N, FUT_ALL_COMPLETED, LONG_WAIT), FUT_OK);
 	for (uint64_t i = 0; i < N; i++) {
 		assert_int_equal(result_u64(fs[i]), i * i);
 		fut_release(fs[i]);
@@ -503,13 +506,16 @@ static void test_a_task_that_sigkills_itself_fails_only_its_future(void **state)
 	crash_fails_only_its_own_future(sigkill_task, SIGKILL, 0);
 }
 
-static void test_crashes_inside_a_batch_fail_only_the_crashing_task(void **state)
+static void
+test_crashes_inside_a_batch_fail_only_the_crashing_task(void **state)
 {
 	(void)state;
 	fut_executor *ex = new_pool(1);
 	/* One submit_many batch (a few frames of many tasks each); every
 	 * 50th task crashes its worker in the middle of a frame. */
-	enum { N = 400 };
+	enum {
+		N = 400
+	};
 	uint64_t in[N];
 	fut_future *fs[N];
 	for (uint64_t i = 0; i < N; i++)
@@ -529,8 +535,8 @@ static void test_crashes_inside_a_batch_fail_only_the_crashing_task(void **state
 		}
 		fut_release(fs[i]);
 	}
-	assert_int_equal(fut_submit_many(ex, square_task, in, sizeof(in[0]),
-					 N, fs),
+	assert_int_equal(fut_submit_many(ex, square_task, in, sizeof(in[0]), N,
+					 fs),
 			 FUT_OK);
 	fut_future *bad[4];
 	for (int i = 0; i < 4; i++)
@@ -552,7 +558,8 @@ static void test_crashes_inside_a_batch_fail_only_the_crashing_task(void **state
 /* ------------------------------------------------------------------ */
 /* Timeouts, interrupts, workers                                       */
 
-static void test_task_timeout_kills_the_worker_and_the_pool_goes_on(void **state)
+static void
+test_task_timeout_kills_the_worker_and_the_pool_goes_on(void **state)
 {
 	(void)state;
 	fut_executor *ex = pool_with(&(fut_process_pool_opts){
@@ -614,7 +621,9 @@ static void test_max_tasks_per_child_one_gives_a_new_pid_per_task(void **state)
 	(void)state;
 	fut_executor *ex = pool_with(&(fut_process_pool_opts){
 		.max_workers = 2, .max_tasks_per_child = 1 });
-	enum { N = 6 };
+	enum {
+		N = 6
+	};
 	uint64_t pids[N];
 	for (int i = 0; i < N; i++) {
 		fut_future *f = submit_u64(ex, pid_task, 0);
@@ -630,10 +639,10 @@ static void test_max_tasks_per_child_one_gives_a_new_pid_per_task(void **state)
 static void test_the_initializer_runs_in_each_worker(void **state)
 {
 	(void)state;
-	fut_executor *ex = pool_with(&(fut_process_pool_opts){
-		.max_workers = 2,
-		.initializer = init_sets,
-		.initarg = (void *)(intptr_t)77 });
+	fut_executor *ex = pool_with(
+		&(fut_process_pool_opts){ .max_workers = 2,
+					  .initializer = init_sets,
+					  .initarg = (void *)(intptr_t)77 });
 	for (int i = 0; i < 4; i++) {
 		fut_future *f = submit_u64(ex, init_value_task, 0);
 		assert_int_equal(result_u64(f), 77);
@@ -654,8 +663,8 @@ static void test_a_failing_initializer_breaks_the_pool(void **state)
 	assert_int_equal(fut_wait(fs, 4, FUT_ALL_COMPLETED, LONG_WAIT), FUT_OK);
 	for (int i = 0; i < 4; i++) {
 		assert_int_equal(fut_error(fs[i]), FUT_EBROKEN);
-		assert_non_null(strstr(fut_error_message(fs[i]),
-				       "initializer"));
+		assert_non_null(
+			strstr(fut_error_message(fs[i]), "initializer"));
 		fut_release(fs[i]);
 	}
 	fut_future *f = NULL;
@@ -678,7 +687,9 @@ struct submitter {
 static void *submit_thread(void *arg)
 {
 	struct submitter *s = arg;
-	enum { N = 500 };
+	enum {
+		N = 500
+	};
 	fut_future *fs[N];
 	for (int i = 0; i < N; i++) {
 		uint64_t v = (uint64_t)(s->base + i);
@@ -736,9 +747,8 @@ static void test_four_threads_submit_while_another_holds_a_mutex(void **state)
 	pthread_t th[4];
 	for (int i = 0; i < 4; i++) {
 		s[i] = (struct submitter){ ex, i * 1000, 0 };
-		assert_int_equal(pthread_create(&th[i], NULL, submit_thread,
-						&s[i]),
-				 0);
+		assert_int_equal(
+			pthread_create(&th[i], NULL, submit_thread, &s[i]), 0);
 	}
 	for (int i = 0; i < 4; i++) {
 		pthread_join(th[i], NULL);
@@ -788,8 +798,7 @@ static void test_shutdown_cancel_pending_cancels_the_queue(void **state)
 	fut_future *fs[20];
 	for (uint64_t i = 0; i < 20; i++)
 		fs[i] = submit_u64(ex, square_task, i);
-	assert_int_equal(fut_executor_shutdown(ex,
-					       FUT_SHUTDOWN_CANCEL_PENDING),
+	assert_int_equal(fut_executor_shutdown(ex, FUT_SHUTDOWN_CANCEL_PENDING),
 			 FUT_OK);
 	assert_int_equal(result_u64(slow), 300);
 	size_t cancelled = 0;
@@ -820,9 +829,10 @@ static void test_shutdown_interrupt_kills_running_tasks(void **state)
 	while (fut_state(fs[0]) == FUT_PENDING ||
 	       fut_state(fs[1]) == FUT_PENDING)
 		(void)fut_wait(fs, 2, FUT_ALL_COMPLETED, 0.001);
-	assert_int_equal(fut_executor_shutdown(ex, FUT_SHUTDOWN_INTERRUPT |
-							   FUT_SHUTDOWN_CANCEL_PENDING),
-			 FUT_OK);
+	assert_int_equal(
+		fut_executor_shutdown(ex, FUT_SHUTDOWN_INTERRUPT |
+						  FUT_SHUTDOWN_CANCEL_PENDING),
+		FUT_OK);
 	for (int i = 0; i < 2; i++) {
 		assert_int_equal(fut_error(fs[i]), FUT_ECANCELLED);
 		fut_release(fs[i]);
@@ -859,8 +869,7 @@ static void resubmit_cb(fut_future *f, void *ud)
 	atomic_fetch_add(&cb_count, 1);
 	fut_future *g = NULL;
 	uint64_t v = 6;
-	if (fut_submit_bytes(cb_pool, square_task, &v, sizeof(v), &g) ==
-	    FUT_OK)
+	if (fut_submit_bytes(cb_pool, square_task, &v, sizeof(v), &g) == FUT_OK)
 		atomic_store(&cb_next, g);
 	/* Waiting for itself from its own thread is refused. */
 	assert_int_equal(fut_executor_shutdown(cb_pool, 0), FUT_EINVAL);
@@ -924,9 +933,22 @@ static void test_the_fork_server_is_restarted_when_killed(void **state)
 	assert_int_equal(count_children(), kids);
 }
 
-static void test_workers_never_flush_the_parents_stdio(void **state)
+/* Counts atexit handlers run by processes other than this test's (the
+ * pool's: none of them may run the parent's). */
+static _Atomic int *foreign_exits;
+static pid_t test_pid;
+
+static void count_foreign_exit(void)
+{
+	if (getpid() != test_pid)
+		atomic_fetch_add(foreign_exits, 1);
+}
+
+static void
+test_workers_never_flush_the_parents_stdio_nor_run_its_atexit(void **state)
 {
 	(void)state;
+	atomic_store(foreign_exits, 0);
 	FILE *tmp = tmpfile();
 	assert_non_null(tmp);
 	assert_int_equal(setvbuf(tmp, NULL, _IOFBF, 4096), 0);
@@ -934,8 +956,8 @@ static void test_workers_never_flush_the_parents_stdio(void **state)
 	fut_executor *ex = pool_with(&(fut_process_pool_opts){
 		.max_workers = 1, .max_tasks_per_child = 1 });
 	for (int i = 0; i < 3; i++) {
-		fut_future *f = submit_u64(ex, i == 1 ? exit3_task : square_task,
-					   1);
+		fut_future *f =
+			submit_u64(ex, i == 1 ? exit3_task : square_task, 1);
 		(void)fut_wait(&f, 1, FUT_ALL_COMPLETED, LONG_WAIT);
 		fut_release(f);
 	}
@@ -944,6 +966,9 @@ static void test_workers_never_flush_the_parents_stdio(void **state)
 	assert_int_equal(fstat(fileno(tmp), &st), 0);
 	assert_int_equal(st.st_size, 0);
 	fclose(tmp);
+	/* Workers retired (max_tasks_per_child), one _exit(3)ed in a task,
+	 * the fork server and the last worker ended at free. */
+	assert_int_equal(atomic_load(foreign_exits), 0);
 }
 
 static void test_a_worker_writing_garbage_fails_only_its_task(void **state)
@@ -1013,13 +1038,14 @@ static void test_bad_options_are_rejected(void **state)
 	(void)state;
 	fut_executor *ex = (fut_executor *)1;
 	assert_int_equal(fut_process_pool_new(NULL, NULL), FUT_EINVAL);
-	assert_int_equal(fut_process_pool_new(&ex, &(fut_process_pool_opts){
-						      .max_workers =
-							      FUT_MAX_WORKERS +
-							      1 }),
+	assert_int_equal(fut_process_pool_new(
+				 &ex,
+				 &(fut_process_pool_opts){
+					 .max_workers = FUT_MAX_WORKERS + 1 }),
 			 FUT_EINVAL);
 	assert_null(ex);
-	assert_int_equal(fut_process_pool_new(&ex, &(fut_process_pool_opts){
+	assert_int_equal(fut_process_pool_new(&ex,
+					      &(fut_process_pool_opts){
 						      .task_timeout = NAN }),
 			 FUT_EINVAL);
 	assert_null(ex);
@@ -1033,38 +1059,59 @@ int main(void)
 		cmocka_unit_test(test_byte_results_come_back),
 		cmocka_unit_test(test_empty_input_and_empty_result),
 		cmocka_unit_test(test_submit_with_a_pointer_is_not_supported),
-		cmocka_unit_test(test_a_pointer_result_reaches_the_caller_as_enotsup),
-		cmocka_unit_test(test_task_failure_crosses_with_code_and_message),
+		cmocka_unit_test(
+			test_a_pointer_result_reaches_the_caller_as_enotsup),
+		cmocka_unit_test(
+			test_task_failure_crosses_with_code_and_message),
 		cmocka_unit_test(test_submit_many_returns_every_result),
 		cmocka_unit_test(test_big_argument_and_result_are_byte_exact),
 		cmocka_unit_test(test_a_task_that_aborts_fails_only_its_future),
-		cmocka_unit_test(test_a_task_that_segfaults_fails_only_its_future),
+		cmocka_unit_test(
+			test_a_task_that_segfaults_fails_only_its_future),
 		cmocka_unit_test(test_a_task_that_exits_fails_only_its_future),
-		cmocka_unit_test(test_a_task_that_sigkills_itself_fails_only_its_future),
-		cmocka_unit_test(test_crashes_inside_a_batch_fail_only_the_crashing_task),
-		cmocka_unit_test(test_task_timeout_kills_the_worker_and_the_pool_goes_on),
+		cmocka_unit_test(
+			test_a_task_that_sigkills_itself_fails_only_its_future),
+		cmocka_unit_test(
+			test_crashes_inside_a_batch_fail_only_the_crashing_task),
+		cmocka_unit_test(
+			test_task_timeout_kills_the_worker_and_the_pool_goes_on),
 		cmocka_unit_test(test_interrupt_kills_a_sleeping_task),
 		cmocka_unit_test(test_a_kill_takes_the_tasks_own_children),
-		cmocka_unit_test(test_max_tasks_per_child_one_gives_a_new_pid_per_task),
+		cmocka_unit_test(
+			test_max_tasks_per_child_one_gives_a_new_pid_per_task),
 		cmocka_unit_test(test_the_initializer_runs_in_each_worker),
 		cmocka_unit_test(test_a_failing_initializer_breaks_the_pool),
-		cmocka_unit_test(test_four_threads_submit_while_another_holds_a_mutex),
+		cmocka_unit_test(
+			test_four_threads_submit_while_another_holds_a_mutex),
 		cmocka_unit_test(test_no_child_and_no_fd_remain_after_free),
-		cmocka_unit_test(test_shutdown_cancel_pending_cancels_the_queue),
+		cmocka_unit_test(
+			test_shutdown_cancel_pending_cancels_the_queue),
 		cmocka_unit_test(test_shutdown_interrupt_kills_running_tasks),
-		cmocka_unit_test(test_shutdown_nowait_then_free_completes_everything),
+		cmocka_unit_test(
+			test_shutdown_nowait_then_free_completes_everything),
 		cmocka_unit_test(test_a_done_callback_may_submit_to_the_pool),
 		cmocka_unit_test(test_a_done_callback_may_free_its_pool),
 		cmocka_unit_test(test_the_fork_server_is_restarted_when_killed),
-		cmocka_unit_test(test_workers_never_flush_the_parents_stdio),
-		cmocka_unit_test(test_a_worker_writing_garbage_fails_only_its_task),
+		cmocka_unit_test(
+			test_workers_never_flush_the_parents_stdio_nor_run_its_atexit),
+		cmocka_unit_test(
+			test_a_worker_writing_garbage_fails_only_its_task),
 		cmocka_unit_test(test_a_truncated_frame_fails_only_its_task),
-		cmocka_unit_test(test_fd_exhaustion_at_creation_is_eagain_without_leaks),
+		cmocka_unit_test(
+			test_fd_exhaustion_at_creation_is_eagain_without_leaks),
 		cmocka_unit_test(test_bad_options_are_rejected),
 	};
 	shared_pid = mmap(NULL, sizeof(*shared_pid), PROT_READ | PROT_WRITE,
 			  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (shared_pid == MAP_FAILED)
+		return 2;
+	foreign_exits = mmap(NULL, sizeof(*foreign_exits),
+			     PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+			     -1, 0);
+	if (foreign_exits == MAP_FAILED)
+		return 2;
+	test_pid = getpid();
+	if (atexit(count_foreign_exit) != 0)
 		return 2;
 	/* TEST_FILTER=pattern runs only the matching tests. */
 	if (getenv("TEST_FILTER") != NULL)
