@@ -37,14 +37,9 @@
 #include "internal.h"
 #include "process_pool.h"
 #include "wire.h"
+#include "fault_helpers.h"
 #define LONG_WAIT 120.0
 #define VALGRIND_ERROR_EXIT 99 /* the Makefile's valgrind --error-exitcode */
-
-static inline bool under_valgrind(void)
-{
-	const char *v = getenv("FUT_TEST_UNDER_VALGRIND");
-	return v != NULL && *v != '\0' && *v != '0';
-}
 
 /* Checks that work in the test process (cmocka) and in a forked child
  * (which says what failed and exits 1: cmocka belongs to the parent). */

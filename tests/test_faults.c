@@ -43,44 +43,10 @@
 #include "future.h"
 #include "internal.h"
 #include "thread_pool.h"
-
-static bool under_valgrind(void)
-{
-	const char *v = getenv("FUT_TEST_UNDER_VALGRIND");
-	return v != NULL && *v != '\0' && *v != '0';
-}
+#include "fault_helpers.h"
 
 /* ------------------------------------------------------------------ */
 /* The sweep                                                           */
-
-struct sweep_op {
-	/* Runs the operation once. */
-	int (*run)(void *ctx);
-	/* After each run: injected says whether the failure was injected.
-	 * Checks that a failed run left nothing behind, and releases what a
-	 * successful run made. */
-	void (*after)(void *ctx, int rc, bool injected);
-};
-
-/*
- * Runs op with the n-th allocation failing, n = 1, 2, ..., until a run
- * meets no injected failure (it made fewer than n allocations); that run
- * must succeed.  Returns how many runs met an injected failure.
- */
-static long sweep(const struct sweep_op *op, void *ctx)
-{
-	for (long n = 1;; n++) {
-		assert_true(n < 100000);
-		fut__alloc_fail_nth(n);
-		int rc = op->run(ctx);
-		bool injected = fut__alloc_fail_nth(0) == 0;
-		if (!injected)
-			assert_int_equal(rc, FUT_OK);
-		op->after(ctx, rc, injected);
-		if (!injected)
-			return n - 1;
-	}
-}
 
 static uint32_t refs_of(const fut_future *f)
 {
@@ -622,35 +588,6 @@ static void test_task_results_report_out_of_memory(void **state)
 /* ------------------------------------------------------------------ */
 /* A storm of signals                                                  */
 
-static _Atomic long signals_seen;
-
-static void on_sigusr1(int sig)
-{
-	(void)sig;
-	atomic_fetch_add_explicit(&signals_seen, 1, memory_order_relaxed);
-}
-
-struct storm {
-	pthread_t target; /* the thread that waits */
-	_Atomic bool stop;
-	long sent;
-};
-
-/* Every ~50 us: a signal to the waiting thread, then one to the process
- * (which lands in any thread: a worker, the waiter, the storm itself). */
-static void *storm_main(void *arg)
-{
-	struct storm *s = arg;
-	const struct timespec gap = { 0, 50 * 1000 };
-	while (!atomic_load(&s->stop)) {
-		pthread_kill(s->target, SIGUSR1);
-		if (s->sent++ % 2 == 0)
-			kill(getpid(), SIGUSR1);
-		nanosleep(&gap, NULL); /* EINTR just shortens the gap */
-	}
-	return NULL;
-}
-
 static void spin_task(fut_task *t)
 {
 	size_t len;
@@ -742,25 +679,17 @@ static void storm_round(fut_executor *ex, uint32_t base)
 static void test_signal_storm_surfaces_no_eintr(void **state)
 {
 	(void)state;
-	struct sigaction sa = { 0 }, old;
-	sa.sa_handler = on_sigusr1;
-	sa.sa_flags = 0; /* no SA_RESTART: interrupted calls fail EINTR */
-	sigemptyset(&sa.sa_mask);
-	assert_int_equal(sigaction(SIGUSR1, &sa, &old), 0);
-	atomic_store(&signals_seen, 0);
-
 	fut_executor *ex;
 	assert_int_equal(
 		fut_thread_pool_new(&ex,
 				    &(fut_thread_pool_opts){ .max_workers = 3,
 							     .max_queue = 8 }),
 		FUT_OK);
-	struct storm s = { .target = pthread_self() };
-	pthread_t storm;
-	assert_int_equal(pthread_create(&storm, NULL, storm_main, &s), 0);
+	struct storm s;
+	storm_start(&s);
 	long min_signals = under_valgrind() ? 200 : 2000;
 	uint32_t rounds = 0;
-	while (rounds < 20 || atomic_load(&signals_seen) < min_signals)
+	while (rounds < 20 || atomic_load(storm_signals_seen()) < min_signals)
 		storm_round(ex, rounds++ * 1000);
 	/* Shutdown waits on a condition variable with signals arriving. */
 	fut_future *last;
@@ -770,17 +699,10 @@ static void test_signal_storm_surfaces_no_eintr(void **state)
 	assert_int_equal(fut_executor_shutdown(ex, 0), FUT_OK);
 	check_spin_result(last, n);
 	fut_release(last);
-	atomic_store(&s.stop, true);
-	pthread_join(storm, NULL);
+	storm_stop(&s);
 	fut_executor_free(ex);
-	/* A signal sent may still be pending: ignoring discards it, so that
-	 * restoring the default action cannot end the process. */
-	struct sigaction ignore = { 0 };
-	ignore.sa_handler = SIG_IGN;
-	assert_int_equal(sigaction(SIGUSR1, &ignore, NULL), 0);
-	assert_int_equal(sigaction(SIGUSR1, &old, NULL), 0);
 	print_message("signal storm: %ld signals over %u rounds\n",
-		      atomic_load(&signals_seen), rounds);
+		      atomic_load(storm_signals_seen()), rounds);
 }
 
 /* ------------------------------------------------------------------ */

@@ -11,31 +11,6 @@
  */
 #include "pp_test.h"
 
-struct sweep_op {
-	int (*run)(void *ctx);
-	/* After each run: check that a failed run left nothing behind and
-	 * release what a successful one made. */
-	void (*after)(void *ctx, int rc, bool injected);
-};
-
-/* Runs op with the n-th allocation failing, n = 1, 2, ..., until a run
- * meets no injected failure; that run must succeed.  Returns how many
- * runs met one. */
-static long sweep(const struct sweep_op *op, void *ctx)
-{
-	for (long n = 1;; n++) {
-		assert_true(n < 100000);
-		fut__alloc_fail_nth(n);
-		int rc = op->run(ctx);
-		bool injected = fut__alloc_fail_nth(0) == 0;
-		if (!injected)
-			assert_int_equal(rc, FUT_OK);
-		op->after(ctx, rc, injected);
-		if (!injected)
-			return n - 1;
-	}
-}
-
 struct pool_new_ctx {
 	fut_executor *ex;
 	int fds, kids;

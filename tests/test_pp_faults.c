@@ -516,35 +516,6 @@ static void test_a_pool_made_with_fds_0_to_2_closed_works(void **state)
 /* ------------------------------------------------------------------ */
 /* A storm of signals                                                  */
 
-static _Atomic long signals_seen;
-
-static void on_sigusr1(int sig)
-{
-	(void)sig;
-	atomic_fetch_add_explicit(&signals_seen, 1, memory_order_relaxed);
-}
-
-struct storm {
-	pthread_t target;
-	_Atomic bool stop;
-	long sent;
-};
-
-/* Every ~50 us: a signal to the waiting thread, then one to the process
- * (which lands in any thread that does not block it: not the manager). */
-static void *storm_main(void *arg)
-{
-	struct storm *s = arg;
-	const struct timespec gap = { 0, 50 * 1000 };
-	while (!atomic_load(&s->stop)) {
-		pthread_kill(s->target, SIGUSR1);
-		if (s->sent++ % 2 == 0)
-			kill(getpid(), SIGUSR1);
-		nanosleep(&gap, NULL); /* EINTR just shortens the gap */
-	}
-	return NULL;
-}
-
 static void check_storm_result(fut_future *f, const struct op_in *in)
 {
 	const void *data;
@@ -628,21 +599,14 @@ static void
 test_signal_storm_with_process_pool_work_surfaces_no_eintr(void **state)
 {
 	(void)state;
-	struct sigaction sa = { 0 }, old;
-	sa.sa_handler = on_sigusr1;
-	sa.sa_flags = 0; /* no SA_RESTART: interrupted calls fail EINTR */
-	sigemptyset(&sa.sa_mask);
-	assert_int_equal(sigaction(SIGUSR1, &sa, &old), 0);
-	atomic_store(&signals_seen, 0);
 	int kids = count_children();
-	struct storm s = { .target = pthread_self() };
-	pthread_t storm;
-	assert_int_equal(pthread_create(&storm, NULL, storm_main, &s), 0);
+	struct storm s;
+	storm_start(&s);
 	/* Made, used, restarted and shut down under the storm. */
 	fut_executor *ex = new_pool(2);
 	long min_signals = under_valgrind() ? 200 : 2000;
 	uint32_t rounds = 0;
-	while (rounds < 12 || atomic_load(&signals_seen) < min_signals) {
+	while (rounds < 12 || atomic_load(storm_signals_seen()) < min_signals) {
 		if (rounds == 5)
 			kill_fork_server_and_wait_for_the_next();
 		storm_round(ex, rounds++);
@@ -655,16 +619,10 @@ test_signal_storm_with_process_pool_work_surfaces_no_eintr(void **state)
 	check_storm_result(f, &last);
 	fut_release(f);
 	fut_executor_free(ex);
-	atomic_store(&s.stop, true);
-	pthread_join(storm, NULL);
-	/* A signal sent may still be pending: ignoring discards it. */
-	struct sigaction ignore = { 0 };
-	ignore.sa_handler = SIG_IGN;
-	assert_int_equal(sigaction(SIGUSR1, &ignore, NULL), 0);
-	assert_int_equal(sigaction(SIGUSR1, &old, NULL), 0);
+	storm_stop(&s);
 	assert_int_equal(count_children(), kids);
 	print_message("signal storm: %ld signals over %u rounds\n",
-		      atomic_load(&signals_seen), rounds);
+		      atomic_load(storm_signals_seen()), rounds);
 }
 
 /* ------------------------------------------------------------------ */
