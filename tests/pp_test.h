@@ -38,6 +38,7 @@
 #include "process_pool.h"
 #include "wire.h"
 #include "fault_helpers.h"
+#include "proc_helpers.h"
 #define LONG_WAIT 120.0
 #define VALGRIND_ERROR_EXIT 99 /* the Makefile's valgrind --error-exitcode */
 
@@ -311,108 +312,6 @@ static inline void expect_failure(fut_future *f, int code, const char *why)
 	CHECK(fut_error_message(f) != NULL);
 	CHECK(strstr(fut_error_message(f), why) != NULL);
 	fut_release(f);
-}
-
-static inline int count_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	CHECK(d != NULL);
-	int n = 0;
-	while (readdir(d) != NULL)
-		n++;
-	closedir(d);
-	return n;
-}
-
-/* Children of this process, zombies included (from /proc); with
- * kill_live, SIGKILLs every one that is not a zombie yet (the fork server
- * is a pool's one child: its workers are its own children). */
-static inline int children(bool kill_live)
-{
-	DIR *d = opendir("/proc");
-	CHECK(d != NULL);
-	int n = 0;
-	struct dirent *e;
-	pid_t me = getpid();
-	while ((e = readdir(d)) != NULL) {
-		if (e->d_name[0] < '0' || e->d_name[0] > '9')
-			continue;
-		char path[300], buf[512];
-		snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
-		FILE *f = fopen(path, "re");
-		if (f == NULL)
-			continue;
-		size_t got = fread(buf, 1, sizeof(buf) - 1, f);
-		fclose(f);
-		buf[got] = '\0';
-		char *rp = strrchr(buf, ')');
-		int ppid = 0;
-		char st;
-		if (rp == NULL || sscanf(rp + 2, "%c %d", &st, &ppid) != 2 ||
-		    ppid != me)
-			continue;
-		n++;
-		if (kill_live && st != 'Z')
-			kill(atoi(e->d_name), SIGKILL);
-	}
-	closedir(d);
-	return n;
-}
-
-static inline int count_children(void)
-{
-	return children(false);
-}
-
-/* The ppid and state of pid from /proc/pid/stat; false if it is gone. */
-static inline bool read_stat(const char *pid, int *ppid, char *st)
-{
-	char path[300], buf[512]; /* d_name is at most 255 bytes */
-	snprintf(path, sizeof(path), "/proc/%s/stat", pid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return false;
-	ssize_t got = read(fd, buf, sizeof(buf) - 1);
-	(void)close(fd);
-	if (got <= 0)
-		return false;
-	buf[got] = '\0';
-	const char *rp = strrchr(buf, ')');
-	return rp != NULL && sscanf(rp + 2, "%c %d", st, ppid) == 2;
-}
-
-/*
- * This process's live child (the fork server of the one pool there is),
- * 0: none.  It allocates nothing (getdents64 and open/read into buffers
- * on the stack): tests call it in a loop while the manager thread forks a
- * new fork server, and under ASan a fork while this thread is inside
- * malloc would hand the new fork server's workers the allocator's lock
- * held (see tests/stress/stress.c).
- */
-static inline pid_t live_child(void)
-{
-	int dir = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	CHECK(dir >= 0);
-	pid_t found = 0, me = getpid();
-	char ents[8192];
-	for (;;) {
-		long n = syscall(SYS_getdents64, dir, ents, sizeof(ents));
-		CHECK(n >= 0);
-		if (n == 0)
-			break;
-		for (long off = 0; off < n;) {
-			struct dirent64 *e = (struct dirent64 *)(ents + off);
-			off += e->d_reclen;
-			int ppid = 0;
-			char st = 0;
-			if (e->d_name[0] >= '0' && e->d_name[0] <= '9' &&
-			    read_stat(e->d_name, &ppid, &st) && ppid == me &&
-			    st != 'Z')
-				found = atoi(e->d_name);
-		}
-	}
-	(void)close(dir);
-	return found;
 }
 
 static inline pid_t fork_server_pid(void)

@@ -628,21 +628,6 @@ test_signal_storm_with_process_pool_work_surfaces_no_eintr(void **state)
 /* ------------------------------------------------------------------ */
 /* The parent dies                                                     */
 
-/* True once pid runs no more (gone, or a zombie not yet reaped). */
-static bool process_gone(pid_t pid)
-{
-	char path[64], buf[512];
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	FILE *f = fopen(path, "re");
-	if (f == NULL)
-		return true;
-	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = '\0';
-	const char *p = strrchr(buf, ')'); /* "pid (comm) S ..." */
-	return p == NULL || p[1] != ' ' || p[2] == 'Z' || p[2] == 'X';
-}
-
 /* A child of ours makes a pool, has a worker block in a task, tells us
  * the fork server's and the worker's pids, and is SIGKILLed: no atexit,
  * no shutdown.  Both must go (the fork server by PR_SET_PDEATHSIG and the

@@ -31,15 +31,11 @@
 
 #include "future.h"
 #include "internal.h"
+#include "fault_helpers.h"
+#include "proc_helpers.h"
 
 #define LONG_WAIT 120.0
 #define VALGRIND_ERROR_EXIT 99 /* the Makefile's valgrind --error-exitcode */
-
-static bool under_valgrind(void)
-{
-	const char *v = getenv("FUT_TEST_UNDER_VALGRIND");
-	return v != NULL && *v != '\0' && *v != '0';
-}
 
 static fut_executor *pool_with(const fut_process_pool_opts *o)
 {
@@ -246,75 +242,6 @@ static int init_fails(void *arg)
 static void init_value_task(fut_task *t)
 {
 	return_u64(t, (uint64_t)init_value);
-}
-
-/* ------------------------------------------------------------------ */
-/* Helpers: fds and children                                           */
-
-static int count_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	assert_non_null(d);
-	int n = 0;
-	while (readdir(d) != NULL)
-		n++;
-	closedir(d);
-	return n;
-}
-
-/* Children of this process, zombies included (from /proc); with
- * kill_live, SIGKILLs every one that is not a zombie yet. */
-static int children(bool kill_live)
-{
-	DIR *d = opendir("/proc");
-	assert_non_null(d);
-	int n = 0;
-	struct dirent *e;
-	pid_t me = getpid();
-	while ((e = readdir(d)) != NULL) {
-		if (e->d_name[0] < '0' || e->d_name[0] > '9')
-			continue;
-		char path[300], buf[512];
-		snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
-		FILE *f = fopen(path, "r");
-		if (f == NULL)
-			continue;
-		size_t got = fread(buf, 1, sizeof(buf) - 1, f);
-		fclose(f);
-		buf[got] = '\0';
-		char *rp = strrchr(buf, ')');
-		int ppid = 0;
-		char st;
-		if (rp == NULL || sscanf(rp + 2, "%c %d", &st, &ppid) != 2 ||
-		    ppid != me)
-			continue;
-		n++;
-		if (kill_live && st != 'Z')
-			kill(atoi(e->d_name), SIGKILL);
-	}
-	closedir(d);
-	return n;
-}
-
-static int count_children(void)
-{
-	return children(false);
-}
-
-static bool process_exists(pid_t pid)
-{
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	FILE *f = fopen(path, "r");
-	if (f == NULL)
-		return false;
-	char buf[512];
-	size_t got = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[got] = '\0';
-	char *rp = strrchr(buf, ')');
-	/* A zombie is as good as gone. */
-	return rp != NULL && rp[2] != 'Z';
 }
 
 /* ------------------------------------------------------------------ */
@@ -604,14 +531,14 @@ static void test_a_kill_takes_the_tasks_own_children(void **state)
 		assert_int_equal(fut_wait(&f, 1, FUT_ALL_COMPLETED, 0.001),
 				 FUT_ETIMEDOUT);
 	pid_t child = atomic_load(shared_pid);
-	assert_true(process_exists(child));
+	assert_true(!process_gone(child));
 	assert_int_equal(fut_interrupt(f), FUT_OK);
 	assert_int_equal(fut_wait(&f, 1, FUT_ALL_COMPLETED, LONG_WAIT), FUT_OK);
 	assert_int_equal(fut_error(f), FUT_ECANCELLED);
 	/* Its reaper is init: wait until it is gone or a zombie. */
-	for (int i = 0; i < 100000 && process_exists(child); i++)
+	for (int i = 0; i < 100000 && !process_gone(child); i++)
 		usleep(1000);
-	assert_false(process_exists(child));
+	assert_false(!process_gone(child));
 	fut_release(f);
 	fut_executor_free(ex);
 }
