@@ -194,7 +194,9 @@ static void run_job(struct worker *w, struct job *j)
 	struct tpool *p = w->pool;
 	int rc = fut__future_start(&j->fut);
 	if (rc == FUT_ESTATE) /* a waiter ran it (job_assist) */
-		atomic_fetch_sub_explicit(&p->stale, 1, memory_order_relaxed);
+		/* Release: whoever reads this count also sees the qlen of
+		 * the take that came before it (see after_push). */
+		atomic_fetch_sub_explicit(&p->stale, 1, memory_order_release);
 	if (rc == FUT_OK) {
 		/* Busy only for a job it really runs: dropping one that a
 		 * waiter ran keeps it idle, so that waiter never sees the
@@ -515,9 +517,16 @@ static void after_push(struct tpool *p, size_t n)
 {
 	atomic_thread_fence(memory_order_seq_cst);
 	uint32_t idle = atomic_load_explicit(&p->nidle, memory_order_relaxed);
+	/* stale before qlen: a worker takes a batch (qlen falls) and only
+	 * then drops its stale jobs (stale falls), so this order can only
+	 * undercount.  The other order overcounted when a worker took and
+	 * dropped between the two reads, and sequential submit + wait
+	 * started a second thread (1 round in 100 under TSan on a loaded
+	 * machine). */
+	int64_t stale = atomic_load_explicit(&p->stale, memory_order_acquire);
 	int64_t waiting =
 		(int64_t)atomic_load_explicit(&p->qlen, memory_order_relaxed) -
-		atomic_load_explicit(&p->stale, memory_order_relaxed);
+		stale;
 	if (waiting > (int64_t)idle &&
 	    atomic_load_explicit(&p->nthreads, memory_order_relaxed) <
 		    p->max_workers)
