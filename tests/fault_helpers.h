@@ -8,6 +8,8 @@
 #ifndef FUT_TEST_FAULT_HELPERS_H
 #define FUT_TEST_FAULT_HELPERS_H
 
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -121,6 +123,35 @@ static inline void storm_stop(struct storm *s)
 	ignore.sa_handler = SIG_IGN;
 	assert_int_equal(sigaction(SIGUSR1, &ignore, NULL), 0);
 	assert_int_equal(sigaction(SIGUSR1, &s->old, NULL), 0);
+}
+
+/* Yields every one of fs[n] through an as_completed iterator with short
+ * timed nexts, and checks after each yield that its fd polls readable
+ * (next would not block) even while signals interrupt the calls. */
+static inline void drain_as_completed_checking_fd(fut_future *const *fs,
+						  size_t n)
+{
+	fut_as_completed *it;
+	assert_int_equal(fut_as_completed_new(&it, fs, n), FUT_OK);
+	int fd = fut_as_completed_fd(it);
+	assert_true(fd >= 0);
+	size_t yielded = 0;
+	for (;;) {
+		fut_future *f;
+		int rc = fut_as_completed_next(it, 0.0001, &f);
+		if (rc == FUT_END)
+			break;
+		assert_int_equal(rc, FUT_OK);
+		yielded++;
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		int pr;
+		do
+			pr = poll(&p, 1, 0);
+		while (pr < 0 && errno == EINTR);
+		assert_int_equal(pr, 1); /* readable: next will not block */
+	}
+	assert_int_equal(yielded, n);
+	fut_as_completed_free(it);
 }
 
 #endif /* FUT_TEST_FAULT_HELPERS_H */

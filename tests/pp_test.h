@@ -358,4 +358,18 @@ static inline void wait_started(fut_future **fs, size_t nfs, int n)
 	}
 }
 
+/* What main does before running the tests: the shared counter of tasks
+ * that started, and TEST_FILTER=pattern to run only the matching tests.
+ * False if the counter cannot be mapped. */
+static inline bool pp_test_prepare(void)
+{
+	started = mmap(NULL, sizeof(*started), PROT_READ | PROT_WRITE,
+		       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (started == MAP_FAILED)
+		return false;
+	if (getenv("TEST_FILTER") != NULL)
+		cmocka_set_test_filter(getenv("TEST_FILTER"));
+	return true;
+}
+
 #endif /* FUT_PP_TEST_H */

@@ -649,27 +649,7 @@ static void storm_round(fut_executor *ex, uint32_t base)
 		assert_true(rc == FUT_OK || rc == FUT_ETASK ||
 			    rc == FUT_ETIMEDOUT);
 	}
-	fut_as_completed *it;
-	assert_int_equal(fut_as_completed_new(&it, fs, N), FUT_OK);
-	int fd = fut_as_completed_fd(it);
-	assert_true(fd >= 0);
-	int yielded = 0;
-	for (;;) {
-		fut_future *f;
-		int rc = fut_as_completed_next(it, 0.0001, &f);
-		if (rc == FUT_END)
-			break;
-		assert_int_equal(rc, FUT_OK);
-		yielded++;
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		int pr;
-		do
-			pr = poll(&p, 1, 0);
-		while (pr < 0 && errno == EINTR);
-		assert_int_equal(pr, 1); /* readable: next will not block */
-	}
-	assert_int_equal(yielded, N);
-	fut_as_completed_free(it);
+	drain_as_completed_checking_fd(fs, N);
 	for (uint32_t i = 0; i < N; i++) {
 		check_spin_result(fs[i], in[i]);
 		fut_release(fs[i]);

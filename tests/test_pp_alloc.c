@@ -185,12 +185,7 @@ int main(void)
 		cmocka_unit_test(
 			test_process_pool_submit_fails_cleanly_at_every_allocation),
 	};
-	started = mmap(NULL, sizeof(*started), PROT_READ | PROT_WRITE,
-		       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (started == MAP_FAILED)
+	if (!pp_test_prepare())
 		return 2;
-	/* TEST_FILTER=pattern runs only the matching tests. */
-	if (getenv("TEST_FILTER") != NULL)
-		cmocka_set_test_filter(getenv("TEST_FILTER"));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -568,27 +568,7 @@ static void storm_round(fut_executor *ex, uint32_t round)
 		assert_true(rc == FUT_ETIMEDOUT || rc == FUT_OK ||
 			    rc == FUT_ETASK || rc == FUT_ECRASHED);
 	}
-	fut_as_completed *it;
-	assert_int_equal(fut_as_completed_new(&it, fs, N), FUT_OK);
-	int fd = fut_as_completed_fd(it);
-	assert_true(fd >= 0);
-	int yielded = 0;
-	for (;;) {
-		fut_future *f;
-		int rc = fut_as_completed_next(it, 0.0001, &f);
-		if (rc == FUT_END)
-			break;
-		assert_int_equal(rc, FUT_OK);
-		yielded++;
-		struct pollfd p = { .fd = fd, .events = POLLIN };
-		int pr;
-		do
-			pr = poll(&p, 1, 0);
-		while (pr < 0 && errno == EINTR);
-		assert_int_equal(pr, 1);
-	}
-	assert_int_equal(yielded, N);
-	fut_as_completed_free(it);
+	drain_as_completed_checking_fd(fs, N);
 	for (uint32_t i = 0; i < N; i++) {
 		check_storm_result(fs[i], &in[i]);
 		fut_release(fs[i]);
@@ -702,12 +682,7 @@ int main(void)
 		cmocka_unit_test(
 			test_the_fork_server_and_its_workers_die_with_the_parent),
 	};
-	started = mmap(NULL, sizeof(*started), PROT_READ | PROT_WRITE,
-		       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (started == MAP_FAILED)
+	if (!pp_test_prepare())
 		return 2;
-	/* TEST_FILTER=pattern runs only the matching tests. */
-	if (getenv("TEST_FILTER") != NULL)
-		cmocka_set_test_filter(getenv("TEST_FILTER"));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
