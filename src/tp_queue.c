@@ -50,10 +50,14 @@ void fut__tp_queue_wake_sleepers(struct tpool *p, int n)
 	if (atomic_load_explicit(&p->nsleeping, memory_order_seq_cst) == 0 ||
 	    atomic_load_explicit(&p->nspinning, memory_order_seq_cst) > 0)
 		return;
-	if (n == 1 && (atomic_load_explicit(&p->waking, memory_order_seq_cst) ||
-		       atomic_exchange(&p->waking, true)))
-		return;
-	atomic_store(&p->waking, true);
+	if (n == 1) {
+		/* One sleeper wanted: skip if a wake-up is on its way. */
+		if (atomic_load_explicit(&p->waking, memory_order_seq_cst) ||
+		    atomic_exchange(&p->waking, true))
+			return;
+	} else {
+		atomic_store(&p->waking, true); /* a batch wakes n anyway */
+	}
 	atomic_fetch_add(&p->wake, 1);
 	fut__futex_wake(&p->wake, n);
 }
