@@ -11,8 +11,8 @@
  */
 #include "internal.h"
 
-#define ALL_SHUTDOWN_FLAGS                                                    \
-	(FUT_SHUTDOWN_NOWAIT | FUT_SHUTDOWN_CANCEL_PENDING |                  \
+#define ALL_SHUTDOWN_FLAGS                                                     \
+	(FUT_SHUTDOWN_NOWAIT | FUT_SHUTDOWN_CANCEL_PENDING |                   \
 	 FUT_SHUTDOWN_INTERRUPT)
 
 static _Thread_local fut_executor *current;
@@ -29,7 +29,9 @@ void fut__current_executor_set(fut_executor *ex)
 
 static bool executor_ok(const fut_executor *ex)
 {
-	return ex != NULL && ex->magic == FUT__EXECUTOR_MAGIC &&
+	return ex != NULL &&
+	       atomic_load_explicit(&ex->magic, memory_order_relaxed) ==
+		       FUT__EXECUTOR_MAGIC &&
 	       ex->ops != NULL;
 }
 

@@ -26,7 +26,7 @@
 #define FUT__UNUSED __attribute__((unused))
 #define FUT__LIKELY(x) __builtin_expect(!!(x), 1)
 #define FUT__UNLIKELY(x) __builtin_expect(!!(x), 0)
-#define fut__container_of(ptr, type, member)                                  \
+#define fut__container_of(ptr, type, member)                                   \
 	((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
 /* ------------------------------------------------------------------ */
@@ -76,7 +76,8 @@ typedef struct fut__lock {
 } fut__lock;
 void fut__lock_acquire(fut__lock *l);
 void fut__lock_release(fut__lock *l);
-#define fut__lock_held(l) (atomic_load_explicit(&(l)->word, memory_order_relaxed) != 0)
+#define fut__lock_held(l)                                                      \
+	(atomic_load_explicit(&(l)->word, memory_order_relaxed) != 0)
 
 /*
  * Per-thread wait hooks.  An executor installs them in its own threads so
@@ -134,8 +135,8 @@ enum {
 	FUT__S_SLEEPERS = 8, /* a thread sleeps on the state word */
 	FUT__S_LISTED = 16,  /* the waiter list is not empty */
 };
-#define FUT__S_DONE(s)                                                        \
-	(((s)&FUT__S_MASK) == FUT__S_CANCELLED ||                             \
+#define FUT__S_DONE(s)                                                         \
+	(((s)&FUT__S_MASK) == FUT__S_CANCELLED ||                              \
 	 ((s)&FUT__S_MASK) == FUT__S_FINISHED)
 
 /* The flags word. */
@@ -317,7 +318,10 @@ struct fut__executor_ops {
 /* The common head of every executor. */
 struct fut_executor {
 	const struct fut__executor_ops *ops;
-	uint32_t magic;
+	/* Atomic: after a free from one of the pool's own tasks the memory
+	 * lives on until its last thread exits, and another of its tasks
+	 * may still call with the handle (it then gets FUT_EINVAL). */
+	_Atomic uint32_t magic;
 };
 
 /* The executor whose thread this is (NULL in the caller's threads); set

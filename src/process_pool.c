@@ -327,7 +327,7 @@ static int pp_shutdown(fut_executor *ex, unsigned flags)
 static void pp_destroy(fut_executor *ex)
 {
 	struct ppool *p = pool_of(ex);
-	p->ex.magic = 0;
+	atomic_store_explicit(&p->ex.magic, 0, memory_order_relaxed);
 	if (fut__current_executor() == ex) {
 		/* Freed from one of its own done callbacks: the manager cannot
 		 * wait for itself.  It finishes the work, detaches and drops
@@ -437,7 +437,8 @@ int fut_process_pool_new(fut_executor **out, const fut_process_pool_opts *opts)
 		goto fail;
 	}
 	p->ex.ops = &pp_ops;
-	p->ex.magic = FUT__EXECUTOR_MAGIC;
+	atomic_store_explicit(&p->ex.magic, FUT__EXECUTOR_MAGIC,
+			      memory_order_relaxed);
 	atomic_init(&p->refs, 2); /* the handle and the manager */
 	/* The manager blocks every signal: the application's handlers never
 	 * run there and its syscalls never see EINTR. */

@@ -740,7 +740,7 @@ static void tp_destroy(fut_executor *ex)
 		join_exited_locked(p);
 		pthread_mutex_unlock(&p->ctl);
 	}
-	p->ex.magic = 0;
+	atomic_store_explicit(&p->ex.magic, 0, memory_order_relaxed);
 	pool_unref(p);
 }
 
@@ -781,7 +781,8 @@ int fut_thread_pool_new(fut_executor **out, const fut_thread_pool_opts *opts)
 		goto fail;
 	}
 	p->ex.ops = &tp_ops;
-	p->ex.magic = FUT__EXECUTOR_MAGIC;
+	atomic_store_explicit(&p->ex.magic, FUT__EXECUTOR_MAGIC,
+			      memory_order_relaxed);
 	p->max_workers = o.max_workers;
 	p->max_queue = o.max_queue;
 	p->initializer = o.initializer;
