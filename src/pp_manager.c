@@ -26,7 +26,9 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -65,6 +67,11 @@ static bool ctl_send(struct ppool *p, unsigned type, struct pp_worker *w,
 		return false;
 	unsigned char b[FUT__WIRE_CTL_SIZE];
 	struct fut__wire_ctl c = { type, w->slot, w->gen, w->pid, 0 };
+	/* A spawn carries our fd limit of now (0: none to give): the worker
+	 * takes it. */
+	struct rlimit rl;
+	if (fds != NULL && getrlimit(RLIMIT_NOFILE, &rl) == 0)
+		c.value = rl.rlim_cur > INT32_MAX ? 0 : (int32_t)rl.rlim_cur;
 	fut__wire_ctl_put(b, &c);
 	struct iovec iov = { b, sizeof(b) };
 	struct msghdr msg = { 0 };
@@ -545,7 +552,11 @@ static void on_ctl(struct mgr *m, const struct fut__wire_ctl *c)
 		break;
 	case FUT__WIRE_CTL_SPAWN_FAILED:
 		if (w->state == PW_SPAWNING)
-			on_spawn_failed(m, w, "fork", c->value);
+			on_spawn_failed(m, w,
+					c->value == EMFILE ?
+						"taking in the worker's fds" :
+						"fork",
+					c->value);
 		else if (w->pid == 0)
 			/* Retired while its spawn was pending (the pool broke
 			 * or shut down): no process will ever report on the

@@ -340,9 +340,19 @@ static bool send_ctl(int sock, unsigned type, uint32_t slot, uint32_t gen,
 	}
 }
 
-static void become_worker(struct server *s, uint32_t slot, int in, int out)
+/* A worker gets the parent's fd limit of the moment it was asked for,
+ * as a fork from the parent would (nofile: that soft limit, 0 unknown),
+ * not the fork server's raised one. */
+static void become_worker(struct server *s, uint32_t slot, int in, int out,
+			  int32_t nofile)
 {
 	(void)setpgid(0, 0);
+	struct rlimit rl;
+	if (nofile > 0 && getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
+	    (rlim_t)nofile <= rl.rlim_max) {
+		rl.rlim_cur = (rlim_t)nofile;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+	}
 	(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (getppid() != s->self)
 		_exit(0);
@@ -383,8 +393,13 @@ static bool serve(struct server *s)
 		memcpy(fds, CMSG_DATA(c), (size_t)nfds * sizeof(int));
 	}
 	struct fut__wire_ctl req;
-	if (nfds == 0 && fut__wire_ctl_get(b, (size_t)n, &req) == FUT_OK &&
-	    req.type == FUT__WIRE_CTL_KILL) {
+	if (fut__wire_ctl_get(b, (size_t)n, &req) != FUT_OK) {
+		/* Nothing to answer to: the parent never sends this. */
+		for (int i = 0; i < nfds; i++)
+			(void)close(fds[i]);
+		return true;
+	}
+	if (nfds == 0 && req.type == FUT__WIRE_CTL_KILL) {
 		/* Only a child not reaped yet: its pid cannot be reused. */
 		if (req.slot < s->cfg->nslots &&
 		    s->cfg->table[req.slot].pid == req.pid &&
@@ -393,17 +408,18 @@ static bool serve(struct server *s)
 		return true;
 	}
 	if (nfds != 2 || (m.msg_flags & MSG_CTRUNC) ||
-	    fut__wire_ctl_get(b, (size_t)n, &req) != FUT_OK ||
 	    req.type != FUT__WIRE_CTL_SPAWN || req.slot >= s->cfg->nslots ||
 	    s->cfg->table[req.slot].pid != 0) {
 		for (int i = 0; i < nfds; i++)
 			(void)close(fds[i]);
+		/* The kernel drops the fds it cannot install here. */
+		int err = (m.msg_flags & MSG_CTRUNC) ? EMFILE : EINVAL;
 		return send_ctl(s->sock, FUT__WIRE_CTL_SPAWN_FAILED, req.slot,
-				req.gen, 0, EINVAL);
+				req.gen, 0, err);
 	}
 	pid_t pid = fork();
 	if (pid == 0)
-		become_worker(s, req.slot, fds[0], fds[1]);
+		become_worker(s, req.slot, fds[0], fds[1], req.value);
 	int err = errno;
 	(void)close(fds[0]);
 	(void)close(fds[1]);
@@ -514,6 +530,14 @@ static void server_main(struct server *s, pid_t parent, bool pdeathsig)
 	if (getppid() != parent)
 		_exit(0);
 	reset_handlers();
+	/* The pool may have been made under a tight fd limit raised since:
+	 * the server needs only a few fds, but must be able to take in
+	 * each worker's two. */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+	}
 	claim_stdio(s);
 	sigset_t m = s->worker_mask, chld;
 	sigemptyset(&chld);

@@ -5,7 +5,8 @@
  *
  * - fork fails (RLIMIT_NPROC, as nobody, in a child process) at creation,
  *   at the first worker and at a worker's replacement;
- * - no fd can be opened (RLIMIT_NOFILE) at a worker's replacement;
+ * - no fd can be opened (RLIMIT_NOFILE) at a worker's replacement, in
+ *   this process or in the fork server;
  * - the fork server is SIGKILLed with work running and queued, and cannot
  *   be restarted;
  * - a worker dies in the middle of a result frame;
@@ -172,9 +173,22 @@ static void test_fork_failure_at_worker_replacement_is_survived(void **state)
 /* ------------------------------------------------------------------ */
 /* No fd left for a replacement worker's channels                     */
 
-/* Lowers RLIMIT_NOFILE to the lowest free fd: no fd can be opened. */
-static bool no_more_fds(struct rlimit *old)
+/*
+ * Two places can run out of fds when a worker is replaced: this process,
+ * making the worker's channels (socketpair, pipe2), and the fork server,
+ * taking them in (recvmsg drops what it cannot install: MSG_CTRUNC).
+ * Each "lower" takes away every fd of one of them and says whether it
+ * could; "restore" gives them back.
+ */
+struct fd_squeeze {
+	bool (*lower)(pid_t fs_pid, struct rlimit *old);
+	void (*restore)(pid_t fs_pid, const struct rlimit *old);
+};
+
+/* Lowers our RLIMIT_NOFILE to the lowest free fd: no fd can be opened. */
+static bool lower_ours(pid_t fs_pid, struct rlimit *old)
 {
+	(void)fs_pid;
 	assert_int_equal(getrlimit(RLIMIT_NOFILE, old), 0);
 	int lowest = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	assert_true(lowest >= 0);
@@ -192,17 +206,44 @@ static bool no_more_fds(struct rlimit *old)
 	return true;
 }
 
-static void test_fd_exhaustion_at_worker_replacement_is_survived(void **state)
+static void restore_ours(pid_t fs_pid, const struct rlimit *old)
 {
-	(void)state;
+	(void)fs_pid;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, old), 0);
+}
+
+/* The fork server holds fds 0-2 (stdio or /dev/null) and two of its
+ * own above them: with a limit of 3 it can take in none. */
+static bool lower_the_servers(pid_t fs_pid, struct rlimit *old)
+{
+	if (under_valgrind()) /* its fork server is valgrind's too */
+		return false;
+	assert_int_equal(prlimit(fs_pid, RLIMIT_NOFILE, NULL, old), 0);
+	struct rlimit low = *old;
+	low.rlim_cur = 3;
+	assert_int_equal(prlimit(fs_pid, RLIMIT_NOFILE, &low, NULL), 0);
+	return true;
+}
+
+static void restore_the_servers(pid_t fs_pid, const struct rlimit *old)
+{
+	assert_int_equal(prlimit(fs_pid, RLIMIT_NOFILE, old, NULL), 0);
+}
+
+static void replacement_without_fds(const struct fd_squeeze *sq,
+				    const char *why)
+{
 	int fds = count_fds(), kids = count_children();
 	struct rlimit old;
 	fut_executor *ex = new_pool(2);
 	start_two_workers(ex);
-	if (!no_more_fds(&old)) {
+	pid_t fs_pid = fork_server_pid();
+	if (!sq->lower(fs_pid, &old)) {
 		fut_executor_free(ex);
 		skip();
 	}
+	/* Another worker lives: the work goes on there; the replacement
+	 * comes once fds can be had again. */
 	fut_future *crash = submit_op(ex, OP_SEGV, 0, 0);
 	fut_future *fs[20];
 	for (uint64_t i = 0; i < 20; i++)
@@ -210,7 +251,7 @@ static void test_fd_exhaustion_at_worker_replacement_is_survived(void **state)
 	int crashed = final_code(crash);
 	for (uint64_t i = 0; i < 20; i++)
 		(void)final_code(fs[i]);
-	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+	sq->restore(fs_pid, &old);
 	assert_int_equal(crashed, FUT_ECRASHED);
 	fut_release(crash);
 	for (uint64_t i = 0; i < 20; i++)
@@ -220,23 +261,45 @@ static void test_fd_exhaustion_at_worker_replacement_is_survived(void **state)
 	assert_int_equal(count_fds(), fds);
 	assert_int_equal(count_children(), kids);
 
-	/* The one worker dies and no channel can be made: the pool breaks. */
+	/* The one worker dies and none can be started: the pool breaks,
+	 * saying why. */
 	ex = new_pool(1);
 	expect_square(submit_op(ex, OP_SQUARE, 0, 3), 3);
-	assert_true(no_more_fds(&old));
+	fs_pid = fork_server_pid();
+	assert_true(sq->lower(fs_pid, &old));
 	crash = submit_op(ex, OP_SEGV, 0, 0);
 	for (uint64_t i = 0; i < 8; i++)
 		fs[i] = submit_op(ex, OP_SQUARE, 0, i);
 	for (uint64_t i = 0; i < 8; i++)
 		(void)final_code(fs[i]);
-	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+	sq->restore(fs_pid, &old);
 	assert_int_equal(final_code(crash), FUT_ECRASHED);
 	fut_release(crash);
-	for (int i = 0; i < 8; i++)
-		expect_failure(fs[i], FUT_EBROKEN, strerror(EMFILE));
+	for (int i = 0; i < 8; i++) {
+		const char *msg = fut_error_message(fs[i]);
+		assert_non_null(msg);
+		assert_non_null(strstr(msg, strerror(EMFILE)));
+		expect_failure(fs[i], FUT_EBROKEN, why);
+	}
 	fut_executor_free(ex);
 	assert_int_equal(count_fds(), fds);
 	assert_int_equal(count_children(), kids);
+}
+
+static void test_fd_exhaustion_at_worker_replacement_is_survived(void **state)
+{
+	(void)state;
+	replacement_without_fds(
+		&(struct fd_squeeze){ lower_ours, restore_ours }, "socketpair");
+}
+
+static void
+test_a_fork_server_out_of_fds_at_worker_replacement_is_survived(void **state)
+{
+	(void)state;
+	replacement_without_fds(&(struct fd_squeeze){ lower_the_servers,
+						      restore_the_servers },
+				"taking in the worker's fds");
 }
 
 /* ------------------------------------------------------------------ */
@@ -664,6 +727,8 @@ int main(void)
 			test_fork_failure_at_worker_replacement_is_survived),
 		cmocka_unit_test(
 			test_fd_exhaustion_at_worker_replacement_is_survived),
+		cmocka_unit_test(
+			test_a_fork_server_out_of_fds_at_worker_replacement_is_survived),
 		cmocka_unit_test(
 			test_killing_the_fork_server_fails_only_running_tasks),
 		cmocka_unit_test(

@@ -929,19 +929,24 @@ static void test_a_truncated_frame_fails_only_its_task(void **state)
 	fut_executor_free(ex);
 }
 
-static void test_fd_exhaustion_at_creation_is_eagain_without_leaks(void **state)
+/* Room for a few fds only: the pool needs an eventfd, a socket pair and
+ * the manager's pipes later.  Every limit from "none left" up must give
+ * FUT_EAGAIN, or a pool that works once the limit is back, and leak
+ * nothing (the fork server made under the limit must still take in each
+ * worker's fds). */
+static void create_under_tight_fd_limits(void)
 {
-	(void)state;
 	struct rlimit old;
 	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
 	int fds = count_fds();
 	int kids = count_children();
-	/* Room for a few fds only: the pool needs an eventfd, a socket pair
-	 * and the manager's pipes later.  Every limit from "none left" up
-	 * must give FUT_EAGAIN (or succeed) and leak nothing. */
-	for (int extra = 0; extra < 6; extra++) {
+	/* The limit bounds fd numbers: start where no fd can be had. */
+	int lowest = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	assert_true(lowest >= 0);
+	assert_int_equal(close(lowest), 0);
+	for (int extra = 0; extra < 8; extra++) {
 		struct rlimit lim = old;
-		lim.rlim_cur = (rlim_t)(fds - 1 + extra);
+		lim.rlim_cur = (rlim_t)(lowest + extra);
 		assert_int_equal(setrlimit(RLIMIT_NOFILE, &lim), 0);
 		fut_executor *ex = (fut_executor *)1;
 		int rc = fut_process_pool_new(&ex, NULL);
@@ -958,6 +963,58 @@ static void test_fd_exhaustion_at_creation_is_eagain_without_leaks(void **state)
 		assert_int_equal(count_fds(), fds);
 		assert_int_equal(count_children(), kids);
 	}
+}
+
+static void test_fd_exhaustion_at_creation_is_eagain_without_leaks(void **state)
+{
+	(void)state;
+	create_under_tight_fd_limits();
+	/* With stdin closed (as under some CI runners) the pool's first fd
+	 * takes 0 and the fork server is one fd tighter. */
+	if (fcntl(0, F_GETFD) < 0)
+		return; /* it is: done above */
+	int saved = fcntl(0, F_DUPFD_CLOEXEC, 10);
+	assert_true(saved >= 0);
+	assert_int_equal(close(0), 0);
+	create_under_tight_fd_limits();
+	assert_int_equal(dup2(saved, 0), 0);
+	assert_int_equal(close(saved), 0);
+}
+
+static void nofile_task(fut_task *t)
+{
+	struct rlimit rl;
+	return_u64(t, getrlimit(RLIMIT_NOFILE, &rl) == 0 ?
+			      (uint64_t)rl.rlim_cur :
+			      0);
+}
+
+/* As a fork from this process would: the limit of the moment the
+ * worker starts, not the fork server's. */
+static void test_a_worker_gets_the_parents_fd_limit_when_it_starts(void **state)
+{
+	(void)state;
+	struct rlimit old;
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	struct rlimit lim = old;
+	lim.rlim_cur = (rlim_t)(count_fds() + 100);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &lim), 0);
+	fut_executor *ex = pool_with(&(fut_process_pool_opts){
+		.max_workers = 1, .max_tasks_per_child = 1 });
+	fut_future *f = submit_u64(ex, nofile_task, 0);
+	uint64_t first = result_u64(f);
+	fut_release(f);
+	lim.rlim_cur += 7;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &lim), 0);
+	f = submit_u64(ex, nofile_task, 0); /* a new worker */
+	uint64_t second = result_u64(f);
+	fut_release(f);
+	fut_executor_free(ex);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+	if (under_valgrind())
+		return; /* valgrind keeps that limit to itself */
+	assert_int_equal(first, lim.rlim_cur - 7);
+	assert_int_equal(second, lim.rlim_cur);
 }
 
 static void test_bad_options_are_rejected(void **state)
@@ -1026,6 +1083,8 @@ int main(void)
 		cmocka_unit_test(test_a_truncated_frame_fails_only_its_task),
 		cmocka_unit_test(
 			test_fd_exhaustion_at_creation_is_eagain_without_leaks),
+		cmocka_unit_test(
+			test_a_worker_gets_the_parents_fd_limit_when_it_starts),
 		cmocka_unit_test(test_bad_options_are_rejected),
 	};
 	shared_pid = mmap(NULL, sizeof(*shared_pid), PROT_READ | PROT_WRITE,
