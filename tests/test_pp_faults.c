@@ -539,7 +539,9 @@ static void run_with_closed_stdio(uint32_t mask)
 		CHECK(diag_fd >= 0);
 		for (int fd = 0; fd < 3; fd++)
 			if (mask & (1u << fd))
-				CHECK(close(fd) == 0);
+				/* Closed already, as stdin is under some CI
+				 * runners: as good. */
+				CHECK(close(fd) == 0 || errno == EBADF);
 		int fds = count_fds(), kids = count_children();
 		/* The pool's eventfd and sockets may land on 0-2 now. */
 		fut_executor *ex = new_pool(2);
