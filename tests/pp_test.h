@@ -309,8 +309,16 @@ static inline void expect_failure(fut_future *f, int code, const char *why)
 	int rc = final_code(f);
 	explain(f, rc, code);
 	CHECK(rc == code);
-	CHECK(fut_error_message(f) != NULL);
-	CHECK(strstr(fut_error_message(f), why) != NULL);
+	const char *msg = fut_error_message(f);
+	CHECK(msg != NULL);
+	if (strstr(msg, why) == NULL) {
+		if (in_child)
+			dprintf(diag_fd, "child: \"%s\" lacks \"%s\"\n", msg,
+				why);
+		else
+			print_error("\"%s\" lacks \"%s\"\n", msg, why);
+	}
+	CHECK(strstr(msg, why) != NULL);
 	fut_release(f);
 }
 
