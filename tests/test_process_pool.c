@@ -878,6 +878,17 @@ test_workers_never_flush_the_parents_stdio_nor_run_its_atexit(void **state)
 	atomic_store(foreign_exits, 0);
 	FILE *tmp = tmpfile();
 	assert_non_null(tmp);
+	if (fileno(tmp) < 3) {
+		/* stdin was closed (some CI runners): on fd 0 the file would
+		 * be every worker's stdin, and valgrind's exit-time libc
+		 * cleanup (__libc_freeres) flushes a worker's copy of the
+		 * buffer into it, which a plain _exit never does. */
+		int fd = fcntl(fileno(tmp), F_DUPFD_CLOEXEC, 3);
+		assert_true(fd >= 3);
+		assert_int_equal(fclose(tmp), 0);
+		tmp = fdopen(fd, "w+");
+		assert_non_null(tmp);
+	}
 	assert_int_equal(setvbuf(tmp, NULL, _IOFBF, 4096), 0);
 	fputs("buffered in the parent", tmp);
 	fut_executor *ex = pool_with(&(fut_process_pool_opts){
@@ -968,6 +979,11 @@ static void create_under_tight_fd_limits(void)
 static void test_fd_exhaustion_at_creation_is_eagain_without_leaks(void **state)
 {
 	(void)state;
+	/* valgrind 3.19 keeps the limit to itself, and when a socketpair
+	 * lands above it, closes both fds but reports success: the pool
+	 * would be made on a closed fd.  The ASan build checks the leaks. */
+	if (under_valgrind())
+		skip();
 	create_under_tight_fd_limits();
 	/* With stdin closed (as under some CI runners) the pool's first fd
 	 * takes 0 and the fork server is one fd tighter. */
