@@ -17,7 +17,8 @@
  * right one, every other callback ran exactly once, and no fd or thread (or
  * child process) is left over.  Memory: make check runs it under ASan,
  * whose leak check runs at exit.  A watchdog aborts (with the seed) when
- * no thread has made progress for WATCHDOG_SECONDS.
+ * no thread has made progress for WATCHDOG_SECONDS; STRESS_ON_HANG="cmd"
+ * runs `cmd <pid>` before that (a debugger's backtrace of every thread).
  *
  * Executors come from a table of kinds: three thread pools and a process
  * pool.  Under AddressSanitizer the process pool is left out: the ASan
@@ -728,6 +729,17 @@ static void *watchdog(void *arg)
 			fprintf(stderr,
 				"stress: no progress for %d s (seed=%llu)\n",
 				WATCHDOG_SECONDS, (unsigned long long)seed);
+			/* STRESS_ON_HANG="cmd": runs `cmd <pid>` first (a
+			 * debugger's backtrace of every thread, say). */
+			const char *cmd = getenv("STRESS_ON_HANG");
+			if (cmd != NULL) {
+				char line[512];
+				snprintf(line, sizeof(line), "%s %d", cmd,
+					 (int)getpid());
+				if (system(line) != 0)
+					fprintf(stderr, "stress: %s failed\n",
+						line);
+			}
 			abort();
 		}
 	}
