@@ -23,11 +23,20 @@
 /* ------------------------------------------------------------------ */
 /* Queues                                                              */
 
+/*
+ * Called after a queue shrank (a take from any queue, a drain).  This
+ * pairs with admit(), which counts itself a waiter, then counts the
+ * queues: we changed a count, then read the waiters with a read-modify-
+ * write, which reads the latest value; if that is not admit's increment
+ * yet, admit's increment reads ours and so sees our count.  Either way
+ * one of us sees the other.
+ */
 void fut__tp_queue_wake_space(struct tpool *p)
 {
-	if (p->max_queue != 0 &&
-	    atomic_load_explicit(&p->nspace_waiters, memory_order_seq_cst) >
-		    0) {
+	if (p->max_queue == 0)
+		return;
+	if (atomic_fetch_add_explicit(&p->nspace_waiters, 0,
+				      memory_order_seq_cst) > 0) {
 		atomic_fetch_add(&p->space, 1);
 		fut__futex_wake(&p->space, INT32_MAX);
 	}
@@ -97,6 +106,11 @@ static struct job *take_local(struct worker *w)
 			memory_order_relaxed);
 	}
 	fut__lock_release(&w->lock);
+	/* The local queues count toward max_queue too: a submitter waiting
+	 * for room must hear of this one (once this worker has run its
+	 * batch and slept, nothing else would tell it). */
+	if (j != NULL)
+		fut__tp_queue_wake_space(w->pool);
 	return j;
 }
 
@@ -191,7 +205,7 @@ size_t fut__tp_queue_count(struct tpool *p)
 		struct worker *v = p->workers[i];
 		if (v != NULL)
 			n += atomic_load_explicit(&v->nlocal,
-						  memory_order_relaxed);
+						  memory_order_seq_cst);
 	}
 	return n;
 }
