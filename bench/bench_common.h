@@ -31,6 +31,18 @@ static inline uint64_t w3_work(uint64_t seed)
 	return x;
 }
 
+/* W3 run serially in this thread: the seconds it took; *want gets the
+ * checksum (the xor of every w3_work(i), i < n). */
+static inline double w3_serial(long n, uint64_t *want)
+{
+	uint64_t x = 0;
+	double t0 = bench_now();
+	for (long i = 0; i < n; i++)
+		x ^= w3_work((uint64_t)i);
+	*want = x;
+	return bench_now() - t0;
+}
+
 /* BENCH_QUICK=1 (a smoke run): n scaled down 10x. */
 static inline long bench_n(long n)
 {

@@ -195,18 +195,15 @@ static uint64_t result_u64(fut_future *f)
 
 static void w3(fut_executor *ex, long n)
 {
-	uint64_t want = 0;
-	double t0 = bench_now();
-	for (long i = 0; i < n; i++)
-		want ^= w3_work((uint64_t)i);
-	double serial = bench_now() - t0;
+	uint64_t want;
+	double serial = w3_serial(n, &want);
 	uint64_t *seeds = malloc((size_t)n * sizeof(*seeds));
 	fut_future **fs = malloc((size_t)n * sizeof(*fs));
 	if (seeds == NULL || fs == NULL)
 		die("malloc", FUT_ENOMEM);
 	for (long i = 0; i < n; i++)
 		seeds[i] = (uint64_t)i;
-	t0 = bench_now();
+	double t0 = bench_now();
 	int rc = fut_submit_many(ex, w3_task, seeds, sizeof(*seeds), (size_t)n,
 				 fs);
 	if (rc != FUT_OK)

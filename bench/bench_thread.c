@@ -162,15 +162,12 @@ static void w3(long n)
 {
 	if (n < 1 || n > 1000000000)
 		return;
-	uint64_t want = 0;
-	double t0 = bench_now();
-	for (long i = 0; i < n; i++)
-		want ^= w3_work((uint64_t)i);
-	double serial = bench_now() - t0;
+	uint64_t want;
+	double serial = w3_serial(n, &want);
 
 	fut_future **fs = calloc((size_t)n, sizeof(*fs));
 	fut_executor *ex = pool();
-	t0 = bench_now();
+	double t0 = bench_now();
 	for (long i = 0; i < n; i++) {
 		int rc = fut_submit(ex, w3_task, (void *)(uintptr_t)i, &fs[i]);
 		if (rc != FUT_OK)

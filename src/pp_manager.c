@@ -61,17 +61,12 @@ static void pool_break(struct mgr *m, const char *why);
 /* The fork server                                                     */
 
 static bool ctl_send(struct ppool *p, unsigned type, struct pp_worker *w,
-		     const int *fds)
+		     int32_t value, const int *fds)
 {
 	if (p->fs_sock < 0)
 		return false;
 	unsigned char b[FUT__WIRE_CTL_SIZE];
-	struct fut__wire_ctl c = { type, w->slot, w->gen, w->pid, 0 };
-	/* A spawn carries our fd limit of now (0: none to give): the worker
-	 * takes it. */
-	struct rlimit rl;
-	if (fds != NULL && getrlimit(RLIMIT_NOFILE, &rl) == 0)
-		c.value = rl.rlim_cur > INT32_MAX ? 0 : (int32_t)rl.rlim_cur;
+	struct fut__wire_ctl c = { type, w->slot, w->gen, w->pid, value };
 	fut__wire_ctl_put(b, &c);
 	struct iovec iov = { b, sizeof(b) };
 	struct msghdr msg = { 0 };
@@ -159,8 +154,13 @@ static int spawn(struct mgr *m, struct pp_worker *w, const char **what)
 	atomic_store(&p->slots[w->slot].started, 0);
 	atomic_store(&p->slots[w->slot].finished, 0);
 	int fds[2] = { sv[1], rp[1] };
+	/* Our fd limit of now (0: none to give): the worker takes it. */
+	struct rlimit rl;
+	int32_t nofile = 0;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur <= INT32_MAX)
+		nofile = (int32_t)rl.rlim_cur;
 	*what = "sending the spawn request";
-	bool sent = ctl_send(p, FUT__WIRE_CTL_SPAWN, w, fds);
+	bool sent = ctl_send(p, FUT__WIRE_CTL_SPAWN, w, nofile, fds);
 	int err = errno;
 	(void)close(sv[1]);
 	(void)close(rp[1]);
@@ -191,7 +191,7 @@ static void worker_kill(struct mgr *m, struct pp_worker *w, int reason,
 	close_fd(&w->task_fd);
 	w->state = PW_RETIRING;
 	if (w->pid > 0 && !w->exited && !w->orphan)
-		(void)ctl_send(m->p, FUT__WIRE_CTL_KILL, w, NULL);
+		(void)ctl_send(m->p, FUT__WIRE_CTL_KILL, w, 0, NULL);
 }
 
 /* Tells w to exit once it has answered what it has (EOF on its input). */
@@ -548,7 +548,7 @@ static void on_ctl(struct mgr *m, const struct fut__wire_ctl *c)
 		else if (w->kill_reason != 0)
 			/* Its hello came first, and a kill was asked before
 			 * its pid was known. */
-			(void)ctl_send(p, FUT__WIRE_CTL_KILL, w, NULL);
+			(void)ctl_send(p, FUT__WIRE_CTL_KILL, w, 0, NULL);
 		break;
 	case FUT__WIRE_CTL_SPAWN_FAILED:
 		if (w->state == PW_SPAWNING)

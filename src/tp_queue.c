@@ -15,8 +15,8 @@
  * Why this shape: a submit costs one short critical section on qlock; a
  * worker takes up to FUT__TP_BATCH jobs (the whole queue when it is no
  * longer) per qlock acquisition, so busy workers rarely touch the shared
- * lock; and a worker that finds nothing steals half of another's local queue, so a
- * long batch never strands work behind one slow task.
+ * lock; and a worker that finds nothing steals half of another's local
+ * queue, so a long batch never strands work behind one slow task.
  */
 #include "thread_pool.h"
 

@@ -9,6 +9,7 @@
 #define FUT_TEST_FAULT_HELPERS_H
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -16,12 +17,23 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 /* make check-valgrind sets FUT_TEST_UNDER_VALGRIND: counts go down. */
 static inline bool under_valgrind(void)
 {
 	const char *v = getenv("FUT_TEST_UNDER_VALGRIND");
 	return v != NULL && *v != '\0' && *v != '0';
+}
+
+/* The lowest fd number open(2) would give now (RLIMIT_NOFILE bounds fd
+ * numbers: a limit there leaves none to open), or -1. */
+static inline int lowest_free_fd(void)
+{
+	int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || close(fd) != 0)
+		return -1;
+	return fd;
 }
 
 /* ------------------------------------------------------------------ */
@@ -152,6 +164,40 @@ static inline void drain_as_completed_checking_fd(fut_future *const *fs,
 	}
 	assert_int_equal(yielded, n);
 	fut_as_completed_free(it);
+}
+
+/* FUT_CODE_BIT(c): code c in a set of codes. */
+#define FUT_CODE_BIT(c) (1u << (c))
+
+/*
+ * A signal storm's round on ex: the first half of in[n] (stride bytes
+ * each) as one fut_submit_many, the rest one fut_submit_bytes at a time,
+ * then fut_wait in short slices until all are done (each slice ends
+ * FUT_OK or FUT_ETIMEDOUT), with a short fut_result on fs[probe] between
+ * slices whose code must be in `allowed` (FUT_CODE_BITs); then the
+ * as_completed drain with its fd check.  The caller checks the results.
+ */
+static inline void storm_submit_and_wait(fut_executor *ex, fut_fn fn,
+					 const void *in, size_t stride,
+					 size_t n, fut_future **fs,
+					 size_t probe, unsigned allowed)
+{
+	assert_int_equal(fut_submit_many(ex, fn, in, stride, n / 2, fs),
+			 FUT_OK);
+	for (size_t i = n / 2; i < n; i++)
+		assert_int_equal(fut_submit_bytes(ex, fn,
+						  (const char *)in + i * stride,
+						  stride, &fs[i]),
+				 FUT_OK);
+	for (;;) {
+		int rc = fut_wait(fs, n, FUT_ALL_COMPLETED, 0.0003);
+		assert_true(rc == FUT_OK || rc == FUT_ETIMEDOUT);
+		if (rc == FUT_OK)
+			break;
+		rc = fut_result(fs[probe], 0.0002, NULL);
+		assert_true(rc >= 0 && rc < 32 && (allowed & FUT_CODE_BIT(rc)));
+	}
+	drain_as_completed_checking_fd(fs, n);
 }
 
 #endif /* FUT_TEST_FAULT_HELPERS_H */

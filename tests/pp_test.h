@@ -56,17 +56,26 @@ static inline void check_failed(const char *what, int line)
 	fail_msg("line %d: %s", line, what);
 }
 
+/* Says something before a check fails: on the child's diagnostic fd
+ * (prefixed "child: ") or through cmocka. */
+static inline void CMOCKA_PRINTF_ATTRIBUTE(1, 2) diag(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	if (in_child) {
+		dprintf(diag_fd, "child: ");
+		vdprintf(diag_fd, fmt, ap);
+	} else {
+		vprint_error(fmt, ap);
+	}
+	va_end(ap);
+}
+
 /* Says why a future ended as it did, before the check fails. */
 static inline void explain(fut_future *f, int rc, int want)
 {
-	if (rc == want)
-		return;
-	if (in_child)
-		dprintf(diag_fd, "child: rc %d, not %d: %s\n", rc, want,
-			fut_error_message(f));
-	else
-		print_error("rc %d, not %d: %s\n", rc, want,
-			    fut_error_message(f));
+	if (rc != want)
+		diag("rc %d, not %d: %s\n", rc, want, fut_error_message(f));
 }
 
 #define CHECK(cond)                                                            \
@@ -311,13 +320,8 @@ static inline void expect_failure(fut_future *f, int code, const char *why)
 	CHECK(rc == code);
 	const char *msg = fut_error_message(f);
 	CHECK(msg != NULL);
-	if (strstr(msg, why) == NULL) {
-		if (in_child)
-			dprintf(diag_fd, "child: \"%s\" lacks \"%s\"\n", msg,
-				why);
-		else
-			print_error("\"%s\" lacks \"%s\"\n", msg, why);
-	}
+	if (strstr(msg, why) == NULL)
+		diag("\"%s\" lacks \"%s\"\n", msg, why);
 	CHECK(strstr(msg, why) != NULL);
 	fut_release(f);
 }

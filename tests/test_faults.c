@@ -632,24 +632,10 @@ static void storm_round(fut_executor *ex, uint32_t base)
 	uint32_t in[N];
 	for (uint32_t i = 0; i < N; i++)
 		in[i] = base + i;
-	assert_int_equal(fut_submit_many(ex, spin_task, in, sizeof(in[0]),
-					 N / 2, fs),
-			 FUT_OK);
-	for (uint32_t i = N / 2; i < N; i++)
-		assert_int_equal(fut_submit_bytes(ex, spin_task, &in[i],
-						  sizeof(in[i]), &fs[i]),
-				 FUT_OK);
 	/* Timed waits: only FUT_OK or FUT_ETIMEDOUT may come back. */
-	for (;;) {
-		int rc = fut_wait(fs, N, FUT_ALL_COMPLETED, 0.0003);
-		assert_true(rc == FUT_OK || rc == FUT_ETIMEDOUT);
-		if (rc == FUT_OK)
-			break;
-		rc = fut_result(fs[base % N], 0.0002, NULL);
-		assert_true(rc == FUT_OK || rc == FUT_ETASK ||
-			    rc == FUT_ETIMEDOUT);
-	}
-	drain_as_completed_checking_fd(fs, N);
+	storm_submit_and_wait(ex, spin_task, in, sizeof(in[0]), N, fs, base % N,
+			      FUT_CODE_BIT(FUT_OK) | FUT_CODE_BIT(FUT_ETASK) |
+				      FUT_CODE_BIT(FUT_ETIMEDOUT));
 	for (uint32_t i = 0; i < N; i++) {
 		check_spin_result(fs[i], in[i]);
 		fut_release(fs[i]);
@@ -812,9 +798,8 @@ static void test_as_completed_fd_reports_emfile_and_recovers(void **state)
 	(void)state;
 	struct rlimit old, low;
 	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
-	int lowest = open("/dev/null", O_RDONLY | O_CLOEXEC); /* lowest free */
+	int lowest = lowest_free_fd();
 	assert_true(lowest >= 0);
-	close(lowest);
 	low = old;
 	low.rlim_cur = (rlim_t)lowest;
 	if (setrlimit(RLIMIT_NOFILE, &low) != 0)
