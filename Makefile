@@ -251,4 +251,4 @@ clean:
 	rm -rf build
 
 help:
-	@echo "targets: all test check stress fuzz bench demo examples install uninstall install-check clean format"
+	@echo "targets: all test check stress fuzz bench demo examples install uninstall install-check man clean format"
