@@ -35,6 +35,12 @@
 void *fut__malloc(size_t n);
 void *fut__calloc(size_t n, size_t size);
 void *fut__realloc(void *p, size_t n);
+/* n bytes (a multiple of align, a power of two >= the page size) of zeroed
+ * memory aligned to align, mapped with transparent huge pages advised;
+ * NULL when out of memory (or failed by the test hook).  Given back with
+ * fut__unmap(p, n). */
+void *fut__map_huge(size_t n, size_t align);
+void fut__unmap(void *p, size_t n);
 void fut__free(void *p);
 char *fut__strdup(const char *s);
 /* A new string formatted from fmt (NULL when out of memory). */
@@ -333,22 +339,29 @@ void fut__current_executor_set(fut_executor *ex);
 /* tp_slab.c: recycled job blocks (the thread pool's, and the process  */
 /* pool's small jobs).                                                  */
 
-/* Two block classes: a job with no inline input, and one with up to
- * FUT__TP_INLINE_BYTES of input stored inline. */
-#define FUT__TP_NCLASS 2u
-#define FUT__TP_SMALL_SIZE 160u
+/* Three block classes (user bytes): a thread-pool job, a process-pool job
+ * with a short input, and either with up to FUT__TP_INLINE_BYTES of input
+ * stored inline. */
+#define FUT__TP_NCLASS 3u
+#define FUT__TP_JOB_SIZE 112u
 #define FUT__TP_INLINE_BYTES 64u
-#define FUT__TP_LARGE_SIZE (FUT__TP_SMALL_SIZE + FUT__TP_INLINE_BYTES)
+#define FUT__TP_MID_SIZE 160u
+#define FUT__TP_LARGE_SIZE (FUT__TP_JOB_SIZE + FUT__TP_INLINE_BYTES)
 
-/* A free block of class cls (FUT__TP_SMALL_SIZE or FUT__TP_LARGE_SIZE
- * bytes, 16-byte aligned) from this thread's cache; NULL when out of
- * memory. */
+/* The smallest class whose blocks hold `size` bytes; FUT__TP_NCLASS when
+ * none does. */
+unsigned fut__tp_class_for(size_t size);
+/* A free block of class cls (16-byte aligned) from this thread's cache;
+ * NULL when out of memory. */
 void *fut__tp_block_get(unsigned cls);
 /* Gives a block back (to this thread's cache). */
 void fut__tp_block_put(void *block);
 /* Test hook: returns this thread's cached blocks and the global overflow
  * list to malloc, so that the next submit allocates. */
 void fut__tp_cache_flush(void);
+/* Test hook: the size of the slab a block (or a thread-pool future) lies
+ * in: a thread's first slabs of a class are small, later ones 2 MiB. */
+size_t fut__tp_block_slab_size(void *block);
 /* Test hooks: submitters of thread pool ex now blocked on a full queue
  * (max_queue), and the worker threads it has started. */
 size_t fut__tp_blocked_submitters(fut_executor *ex);

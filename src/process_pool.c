@@ -100,10 +100,9 @@ static struct pp_job *job_new(struct ppool *p, fut_fn fn, const void *data,
 	/* Small jobs come from the thread pool's recycled blocks: a malloc
 	 * and a free per task are most of what W5 would cost the caller. */
 	size_t size = sizeof(struct pp_job) + len;
-	bool slab = size <= FUT__TP_LARGE_SIZE;
-	struct pp_job *j =
-		slab ? fut__tp_block_get(size <= FUT__TP_SMALL_SIZE ? 0 : 1) :
-		       fut__malloc(size);
+	unsigned cls = fut__tp_class_for(size);
+	bool slab = cls < FUT__TP_NCLASS;
+	struct pp_job *j = slab ? fut__tp_block_get(cls) : fut__malloc(size);
 	if (j == NULL)
 		return NULL;
 	j->slab = slab;

@@ -80,7 +80,8 @@ static struct job *job_new(struct tpool *p, fut_fn fn, void *arg,
 			   const void *data, size_t len, bool bytes)
 {
 	bool inline_input = bytes && len > 0 && len <= FUT__TP_INLINE_BYTES;
-	struct job *j = fut__tp_block_get(inline_input ? 1 : 0);
+	struct job *j = fut__tp_block_get(fut__tp_class_for(
+		sizeof(struct job) + (inline_input ? len : 0)));
 	if (j == NULL)
 		return NULL;
 	const void *input = NULL;
@@ -99,8 +100,9 @@ static struct job *job_new(struct tpool *p, fut_fn fn, void *arg,
 	fut__future_init(&j->fut, &job_ops);
 	/* The caller's reference and the queue's. */
 	atomic_store_explicit(&j->fut.refs, 2, memory_order_relaxed);
-	fut__task_init(&j->task, fn, bytes ? NULL : arg, input, bytes ? len : 0,
-		       &j->fut.flags);
+	j->fn = fn;
+	j->data = bytes ? input : arg;
+	j->len = bytes ? len | JOB_BYTES : 0;
 	j->next = NULL;
 	j->pool = p;
 	return j;
@@ -108,9 +110,20 @@ static struct job *job_new(struct tpool *p, fut_fn fn, void *arg,
 
 static void job_free_input(struct job *j)
 {
-	const void *in = j->task.input;
-	if (in != NULL && in != (const void *)j->bytes)
+	const void *in = j->data;
+	if ((j->len & JOB_BYTES) && in != NULL && in != (const void *)j->bytes)
 		fut__free((void *)(uintptr_t)in);
+}
+
+/* Makes the fut_task that runs j, on the stack of the thread that runs
+ * it (whoever won fut__future_start): it is the task's only while it
+ * runs. */
+static void job_task(fut_task *t, struct job *j)
+{
+	bool bytes = (j->len & JOB_BYTES) != 0;
+	fut__task_init(t, j->fn, bytes ? NULL : (void *)(uintptr_t)j->data,
+		       bytes ? j->data : NULL, j->len & ~JOB_BYTES,
+		       &j->fut.flags);
 }
 
 /* A job that was never queued: back to the cache (the caller adjusts the
@@ -206,7 +219,9 @@ static void run_job(struct worker *w, struct job *j)
 		j->next =
 			atomic_load_explicit(&w->running, memory_order_relaxed);
 		atomic_store_explicit(&w->running, j, memory_order_release);
-		fut__task_run(&j->task);
+		fut_task t;
+		job_task(&t, j);
+		fut__task_run(&t);
 		/* Off the stack before the job can be recycled.  A shutdown
 		 * that raises `interrupting` and then walks the stack under
 		 * w->lock either sees the job gone (we stored first) or we
@@ -226,7 +241,7 @@ static void run_job(struct worker *w, struct job *j)
 			    0 &&
 		    atomic_load_explicit(&p->qlen, memory_order_relaxed) == 0)
 			set_idle(w, true);
-		fut__task_finish(&j->task, &j->fut);
+		fut__task_finish(&t, &j->fut);
 		/* Work queued while every worker slept in a nested wait. */
 		if (atomic_load_explicit(&p->nblocked, memory_order_relaxed) >
 			    0 &&
@@ -647,9 +662,11 @@ static bool job_assist(fut_future *f)
 	}
 	fut_executor *prev = fut__current_executor();
 	fut__current_executor_set(&p->ex);
-	fut__task_run(&j->task);
+	fut_task t;
+	job_task(&t, j);
+	fut__task_run(&t);
 	fut__current_executor_set(prev);
-	fut__task_finish(&j->task, f);
+	fut__task_finish(&t, f);
 	atomic_fetch_add_explicit(&p->stale, 1, memory_order_relaxed);
 	assist_done(p);
 	return true;

@@ -15,16 +15,24 @@
 
 struct tpool;
 
+/* The task's fut_task is built on the stack of the thread that runs it
+ * (job_run): the block keeps only what the task starts from, so that a
+ * job and its future fit 112 bytes (a 128-byte block). */
 struct job {
 	struct fut_future fut; /* first: the caller's handle */
-	struct fut_task task;
-	struct job *next;   /* queue link; running-stack link while it runs */
-	struct tpool *pool; /* one pool reference while the block lives */
-	unsigned char bytes[]; /* large class: the input, inline */
+	fut_fn fn;
+	const void *data; /* fut_submit's arg, or fut_submit_bytes' input */
+	size_t len;	  /* the input's length, | JOB_BYTES for submit_bytes */
+	struct job *next; /* queue link; running-stack link while it runs */
+	struct tpool *pool;    /* one pool reference while the block lives */
+	unsigned char bytes[]; /* inline class: the input */
 };
 
-_Static_assert(sizeof(struct job) <= FUT__TP_SMALL_SIZE,
-	       "a job must fit the small block class");
+#define JOB_BYTES ((size_t)1 << (sizeof(size_t) * 8 - 1))
+
+_Static_assert(sizeof(struct job) <= FUT__TP_JOB_SIZE,
+	       "a job must fit the smallest block class");
+_Static_assert(FUT_MAX_BYTES < JOB_BYTES, "JOB_BYTES must not be a length");
 
 struct worker {
 	struct tpool *pool;

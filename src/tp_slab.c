@@ -1,8 +1,8 @@
 /*
  * tp_slab.c: recycled memory blocks for the thread pool's jobs.
  *
- * Owns: slabs of SLAB_BLOCKS fixed-size blocks (two size classes), the
- * per-thread caches of free blocks, and a bounded global overflow list.
+ * Owns: slabs of fixed-size blocks (three size classes), the per-thread
+ * caches of free blocks, and a bounded global overflow list.
  * Threads: any thread that submits (takes blocks) or drops the last
  * reference of a thread-pool future (gives them back).
  * Locks: overflow[cls].lock guards that class's overflow list; it is a
@@ -13,26 +13,41 @@
  * thread's cache is a pointer pop, where malloc + free of a 176-byte
  * chunk costs ~100 ns, which W1 cannot afford.  Blocks outlive the pool
  * that used them (futures outlive their pool), so the caches are global,
- * not per pool.  A slab returns to fut__free once every one of its blocks
- * came back (a thread's cache is flushed at thread exit through a
- * pthread key destructor, the main thread's and the overflow list at
- * process exit), so valgrind and ASan see no leak.  Each block is
- * preceded by a 16-byte header naming its slab.
+ * not per pool.  A slab goes back (fut__free or fut__unmap) once every one
+ * of its blocks came back (a thread's cache and its slab in use are
+ * flushed at thread exit through a pthread key destructor, the main
+ * thread's and the overflow list at process exit), so valgrind and ASan
+ * see no leak.  Each block is preceded by a 16-byte header naming its
+ * slab.
+ *
+ * Two slab sizes: a thread's first GROW_AFTER slabs of a class are small
+ * (SLAB_BLOCKS blocks from fut__malloc), so that a program with a few
+ * tasks in flight holds a few kilobytes; after that they are BIG_SLAB
+ * bytes, mapped with transparent huge pages advised.  A million pending
+ * tasks touch 128 MB of blocks; in 4 KiB pages that is 31,000 page
+ * faults, which cost a cold W1 more than its tasks (docs/design-thread-
+ * pool.md has the numbers), and in 2 MiB pages 64.  Blocks are carved
+ * from a slab REFILL at a time, so a slab's pages are touched as they are
+ * used.
  */
 #include <pthread.h>
 #include <string.h>
 
 #include "internal.h"
 
-#define SLAB_BLOCKS 64u
-#define TCACHE_MAX 256u	  /* blocks per class a thread keeps */
-#define OVERFLOW_MAX 8192u /* blocks per class kept globally */
-#define REFILL 64u	   /* blocks moved from the overflow at a time */
+#define SLAB_BLOCKS 64u /* blocks in a small slab */
+#define GROW_AFTER 16u	/* small slabs per class a thread makes first */
+#define BIG_SLAB ((size_t)2 << 20) /* bytes, and alignment, of a big one */
+#define TCACHE_MAX 256u		   /* blocks per class a thread keeps */
+#define OVERFLOW_MAX 8192u	   /* blocks per class kept globally */
+#define REFILL 64u /* blocks moved from the overflow at a time */
 
 struct slab {
-	_Atomic uint32_t live; /* blocks not yet given back to the slab */
+	/* Blocks not yet given back, the ones not yet carved included. */
+	_Atomic uint32_t live;
 	uint32_t cls;
-	uint64_t pad; /* keeps the blocks 16-byte aligned */
+	uint32_t big; /* mapped (BIG_SLAB bytes), not malloc'd */
+	uint32_t pad; /* keeps the blocks 16-byte aligned */
 };
 
 struct header {
@@ -45,13 +60,30 @@ struct free_block {
 };
 
 static const size_t class_user_size[FUT__TP_NCLASS] = {
-	FUT__TP_SMALL_SIZE,
+	FUT__TP_JOB_SIZE,
+	FUT__TP_MID_SIZE,
 	FUT__TP_LARGE_SIZE,
+};
+
+unsigned fut__tp_class_for(size_t size)
+{
+	unsigned cls = 0;
+	while (cls < FUT__TP_NCLASS && size > class_user_size[cls])
+		cls++;
+	return cls;
+}
+
+/* The slab a thread carves new blocks from: [next, end). */
+struct carve {
+	struct slab *slab;
+	char *next, *end;
 };
 
 struct tcache {
 	struct free_block *head[FUT__TP_NCLASS];
 	uint32_t n[FUT__TP_NCLASS];
+	struct carve carve[FUT__TP_NCLASS];
+	uint32_t slabs_made[FUT__TP_NCLASS]; /* small ones, up to GROW_AFTER */
 	bool registered;
 };
 
@@ -69,7 +101,8 @@ static bool key_ok;
 
 static size_t block_size(unsigned cls)
 {
-	return sizeof(struct header) + ((class_user_size[cls] + 15) & ~(size_t)15);
+	return sizeof(struct header) +
+	       ((class_user_size[cls] + 15) & ~(size_t)15);
 }
 
 static struct header *header_of(void *user)
@@ -77,12 +110,32 @@ static struct header *header_of(void *user)
 	return (struct header *)user - 1;
 }
 
-/* Gives one block back to its slab; frees the slab with its last block. */
+/* Gives n blocks back to slab s; frees the slab with its last block. */
+static void slab_drop(struct slab *s, uint32_t n)
+{
+	if (atomic_fetch_sub_explicit(&s->live, n, memory_order_acq_rel) != n)
+		return;
+	if (s->big)
+		fut__unmap(s, BIG_SLAB);
+	else
+		fut__free(s);
+}
+
 static void slab_return(struct free_block *b)
 {
-	struct slab *s = header_of(b)->slab;
-	if (atomic_fetch_sub_explicit(&s->live, 1, memory_order_acq_rel) == 1)
-		fut__free(s);
+	slab_drop(header_of(b)->slab, 1);
+}
+
+/* Gives back the blocks of this thread's slab in use never carved. */
+static void carve_abandon(struct carve *c, unsigned cls)
+{
+	if (c->slab == NULL)
+		return;
+	size_t left = (size_t)(c->end - c->next) / block_size(cls);
+	struct slab *s = c->slab;
+	*c = (struct carve){ 0 };
+	if (left > 0)
+		slab_drop(s, (uint32_t)left);
 }
 
 static void return_list(struct free_block *b)
@@ -116,6 +169,7 @@ static void tcache_flush(struct tcache *tc)
 		tc->n[cls] = 0;
 		fut__lock_release(&overflow[cls].lock);
 		return_list(rest);
+		carve_abandon(&tc->carve[cls], cls);
 	}
 }
 
@@ -153,8 +207,6 @@ void fut__tp_cache_flush(void)
 	release_all();
 }
 
-/* Refills the cache from the overflow list or a new slab; false when out
- * of memory. */
 static void tcache_register(void)
 {
 	pthread_once(&key_once, make_key);
@@ -163,6 +215,35 @@ static void tcache_register(void)
 	tcache.registered = true;
 }
 
+/* Makes the slab this thread carves class cls from; false when out of
+ * memory.  The one before it has no block left to carve. */
+static bool new_slab(unsigned cls)
+{
+	struct carve *c = &tcache.carve[cls];
+	size_t bs = block_size(cls);
+	size_t size = sizeof(struct slab) + SLAB_BLOCKS * bs;
+	bool big = tcache.slabs_made[cls] >= GROW_AFTER;
+	if (big)
+		size = BIG_SLAB;
+	struct slab *s = big ? fut__map_huge(size, BIG_SLAB) :
+			       fut__malloc(size);
+	if (s == NULL)
+		return false;
+	s->big = big;
+	if (!big)
+		tcache.slabs_made[cls]++;
+	size_t nblocks = (size - sizeof(struct slab)) / bs;
+	atomic_init(&s->live, (uint32_t)nblocks);
+	s->cls = cls;
+	carve_abandon(c, cls); /* it has none left: forgets it */
+	c->slab = s;
+	c->next = (char *)(s + 1);
+	c->end = c->next + nblocks * bs;
+	return true;
+}
+
+/* Refills the cache from the overflow list, the slab in use or a new
+ * slab; false when out of memory. */
 static bool refill(unsigned cls)
 {
 	if (!tcache.registered)
@@ -183,22 +264,27 @@ static bool refill(unsigned cls)
 	}
 	fut__lock_release(&overflow[cls].lock);
 
+	struct carve *c = &tcache.carve[cls];
 	size_t bs = block_size(cls);
-	struct slab *s = fut__malloc(sizeof(*s) + SLAB_BLOCKS * bs);
-	if (s == NULL)
+	if (c->next == c->end && !new_slab(cls))
 		return false;
-	atomic_init(&s->live, SLAB_BLOCKS);
-	s->cls = cls;
-	char *p = (char *)(s + 1);
-	for (unsigned i = 0; i < SLAB_BLOCKS; i++, p += bs) {
-		struct header *h = (struct header *)(void *)p;
-		h->slab = s;
+	for (unsigned i = 0; i < REFILL && c->next < c->end; i++) {
+		struct header *h = (struct header *)(void *)c->next;
+		c->next += bs;
+		h->slab = c->slab;
 		struct free_block *b = (struct free_block *)(void *)(h + 1);
 		b->next = tcache.head[cls];
 		tcache.head[cls] = b;
 		tcache.n[cls]++;
 	}
 	return true;
+}
+
+size_t fut__tp_block_slab_size(void *block)
+{
+	const struct slab *s = header_of(block)->slab;
+	return s->big ? BIG_SLAB :
+			sizeof(*s) + SLAB_BLOCKS * block_size(s->cls);
 }
 
 void *fut__tp_block_get(unsigned cls)

@@ -777,6 +777,77 @@ static void test_allocation_failures_are_clean(void **state)
 	fut_executor_free(ex);
 }
 
+/*
+ * A thread's first 16 slabs of a block class are small (64 blocks each);
+ * past them it maps 2 MiB slabs.  Run in a thread of its own, whose
+ * caches start empty: its 1,024 first blocks (the gate's and 1,023 more)
+ * fill the small slabs exactly, so the next submit maps a big one, and a
+ * failure of that mapping is FUT_ENOMEM with nothing queued.
+ */
+enum {
+	SMALL_SLAB_BLOCKS = 16 * 64,
+	PAST_SMALL = 3000
+};
+
+static void *many_pending_in_a_fresh_thread(void *arg)
+{
+	(void)arg;
+	fut__tp_cache_flush(); /* an empty overflow list: new slabs */
+	fut_executor *ex = new_pool(1);
+	struct gate g;
+	gate_init(&g);
+	fut_future *blocker = NULL;
+	assert_int_equal(fut_submit(ex, gated, &g, &blocker), FUT_OK);
+	sem_wait(&g.started);
+	size_t small = fut__tp_block_slab_size(blocker);
+	assert_true(small < (size_t)1 << 20);
+	fut_future **fs = calloc(PAST_SMALL, sizeof(*fs));
+	assert_non_null(fs);
+	int i = 0;
+	for (; i < SMALL_SLAB_BLOCKS - 1; i++) {
+		assert_int_equal(fut_submit(ex, twice_plus_one,
+					    (void *)(uintptr_t)i, &fs[i]),
+				 FUT_OK);
+		assert_int_equal(fut__tp_block_slab_size(fs[i]), small);
+	}
+	fut_future *f = NULL;
+	fut__alloc_fail_nth(1);
+	int rc = fut_submit(ex, twice_plus_one, NULL, &f);
+	long left = fut__alloc_fail_nth(0);
+	assert_int_equal(rc, FUT_ENOMEM);
+	assert_int_equal(left, 0); /* the big slab's mapping failed */
+	assert_null(f);
+	for (; i < PAST_SMALL; i++) {
+		assert_int_equal(fut_submit(ex, twice_plus_one,
+					    (void *)(uintptr_t)i, &fs[i]),
+				 FUT_OK);
+		assert_int_equal(fut__tp_block_slab_size(fs[i]),
+				 (size_t)2 << 20);
+	}
+	sem_post(&g.release);
+	assert_int_equal(result_of(blocker), 1);
+	fut_release(blocker);
+	for (i = 0; i < PAST_SMALL; i++) {
+		assert_int_equal(result_of(fs[i]), (uintptr_t)i * 2 + 1);
+		fut_release(fs[i]);
+	}
+	free(fs);
+	fut_executor_free(ex);
+	gate_fini(&g);
+	return NULL;
+}
+
+static void
+test_a_thread_with_many_pending_tasks_moves_to_big_slabs(void **state)
+{
+	(void)state;
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL,
+					many_pending_in_a_fresh_thread, NULL),
+			 0);
+	assert_int_equal(pthread_join(th, NULL), 0);
+}
+
 struct blocked_submit {
 	fut_executor *ex;
 	_Atomic int released;
@@ -1011,6 +1082,8 @@ int main(void)
 		cmocka_unit_test(test_submit_many_runs_every_input),
 		cmocka_unit_test(test_bad_input_gives_einval),
 		cmocka_unit_test(test_allocation_failures_are_clean),
+		cmocka_unit_test(
+			test_a_thread_with_many_pending_tasks_moves_to_big_slabs),
 		cmocka_unit_test(test_submit_blocks_while_the_queue_is_full),
 		cmocka_unit_test(
 			test_a_blocked_batch_gets_room_as_the_worker_runs_its_local_jobs),
