@@ -1,8 +1,7 @@
 /*
  * alloc.c: the one place that calls malloc, calloc, realloc and free.
  *
- * Owns: the allocation wrapper and its fault-injection hook, and the one
- * mmap of large aligned ranges (the thread pool's big slabs).
+ * Owns: the allocation wrapper and its fault-injection hook.
  * Threads: any; the hook is two atomics, so it costs one relaxed load per
  * allocation when disabled.
  * Locks: none.
@@ -13,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "internal.h"
 
@@ -72,34 +70,6 @@ void *fut__realloc(void *p, size_t n)
 void fut__free(void *p)
 {
 	free(p);
-}
-
-void *fut__map_huge(size_t n, size_t align)
-{
-	if (injected_failure())
-		return NULL;
-	/* Over-map by `align`, then trim both ends to an aligned range. */
-	size_t len = n + align;
-	char *m = mmap(NULL, len, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (m == MAP_FAILED)
-		return NULL;
-	uintptr_t start = ((uintptr_t)m + align - 1) & ~(uintptr_t)(align - 1);
-	char *a = (char *)start;
-	if (a > m)
-		munmap(m, (size_t)(a - m));
-	if (a + n < m + len)
-		munmap(a + n, (size_t)(m + len - (a + n)));
-	/* Advice only: where transparent huge pages are off, the range works
-	 * as small pages. */
-	(void)madvise(a, n, MADV_HUGEPAGE);
-	return counted(a);
-}
-
-void fut__unmap(void *p, size_t n)
-{
-	if (p != NULL)
-		munmap(p, n);
 }
 
 char *fut__strdup(const char *s)

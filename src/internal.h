@@ -35,12 +35,6 @@
 void *fut__malloc(size_t n);
 void *fut__calloc(size_t n, size_t size);
 void *fut__realloc(void *p, size_t n);
-/* n bytes (a multiple of align, a power of two >= the page size) of zeroed
- * memory aligned to align, mapped with transparent huge pages advised;
- * NULL when out of memory (or failed by the test hook).  Given back with
- * fut__unmap(p, n). */
-void *fut__map_huge(size_t n, size_t align);
-void fut__unmap(void *p, size_t n);
 void fut__free(void *p);
 char *fut__strdup(const char *s);
 /* A new string formatted from fmt (NULL when out of memory). */
@@ -357,11 +351,13 @@ void *fut__tp_block_get(unsigned cls);
 /* Gives a block back (to this thread's cache). */
 void fut__tp_block_put(void *block);
 /* Test hook: returns this thread's cached blocks and the global overflow
- * list to malloc, so that the next submit allocates. */
+ * list to malloc, so that the next submit allocates, and starts this
+ * thread over with small slabs. */
 void fut__tp_cache_flush(void);
-/* Test hook: the size of the slab a block (or a thread-pool future) lies
- * in: a thread's first slabs of a class are small, later ones 2 MiB. */
-size_t fut__tp_block_slab_size(void *block);
+/* Test hook: the slab a block (or a thread-pool future) lies in: *bytes
+ * its size (a thread's first slabs of a class are small, later ones
+ * larger), the return value its start. */
+void *fut__tp_block_slab(void *block, size_t *bytes);
 /* Test hooks: submitters of thread pool ex now blocked on a full queue
  * (max_queue), and the worker threads it has started. */
 size_t fut__tp_blocked_submitters(fut_executor *ex);

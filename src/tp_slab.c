@@ -13,41 +13,44 @@
  * thread's cache is a pointer pop, where malloc + free of a 176-byte
  * chunk costs ~100 ns, which W1 cannot afford.  Blocks outlive the pool
  * that used them (futures outlive their pool), so the caches are global,
- * not per pool.  A slab goes back (fut__free or fut__unmap) once every one
- * of its blocks came back (a thread's cache and its slab in use are
+ * not per pool.  A slab goes back to fut__free once every one of its
+ * blocks came back (a thread's cache and its slab in use are
  * flushed at thread exit through a pthread key destructor, the main
  * thread's and the overflow list at process exit), so valgrind and ASan
  * see no leak.  Each block is preceded by a 16-byte header naming its
  * slab.
  *
  * Two slab sizes: a thread's first GROW_AFTER slabs of a class are small
- * (SLAB_BLOCKS blocks from fut__malloc), so that a program with a few
- * tasks in flight holds a few kilobytes; after that they are BIG_SLAB
- * bytes, mapped with transparent huge pages advised.  A million pending
- * tasks touch 128 MB of blocks; in 4 KiB pages that is 31,000 page
- * faults, which cost a cold W1 more than its tasks (docs/design-thread-
- * pool.md has the numbers), and in 2 MiB pages 64.  Blocks are carved
- * from a slab REFILL at a time, so a slab's pages are touched as they are
- * used.
+ * (SLAB_BLOCKS blocks), so that a program with a few tasks in flight
+ * holds a few kilobytes; after that they are MED_SLAB bytes, still under
+ * glibc's mmap threshold (so a freed one is reused from the heap, not
+ * unmapped and faulted in again), and their pages are made present with
+ * one madvise(MADV_POPULATE_WRITE) instead of one page fault each.  A
+ * million pending tasks touch 128 MB of blocks, 31,000 pages; on the VMs
+ * we measure on a page fault costs ~1.5 us, so faulting them one by one
+ * cost a cold W1 more than its tasks did (docs/design-thread-pool.md has
+ * the numbers).  Blocks are carved from a slab REFILL at a time.
  */
 #include <pthread.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "internal.h"
 
 #define SLAB_BLOCKS 64u /* blocks in a small slab */
 #define GROW_AFTER 16u	/* small slabs per class a thread makes first */
-#define BIG_SLAB ((size_t)2 << 20) /* bytes, and alignment, of a big one */
-#define TCACHE_MAX 256u		   /* blocks per class a thread keeps */
-#define OVERFLOW_MAX 8192u	   /* blocks per class kept globally */
+#define MED_SLAB ((size_t)112 << 10) /* bytes of a later slab */
+#define TCACHE_MAX 256u		     /* blocks per class a thread keeps */
+#define OVERFLOW_MAX 8192u	     /* blocks per class kept globally */
 #define REFILL 64u /* blocks moved from the overflow at a time */
 
 struct slab {
 	/* Blocks not yet given back, the ones not yet carved included. */
 	_Atomic uint32_t live;
 	uint32_t cls;
-	uint32_t big; /* mapped (BIG_SLAB bytes), not malloc'd */
-	uint32_t pad; /* keeps the blocks 16-byte aligned */
+	uint32_t bytes; /* its size */
+	uint32_t pad;	/* keeps the blocks 16-byte aligned */
 };
 
 struct header {
@@ -115,10 +118,7 @@ static void slab_drop(struct slab *s, uint32_t n)
 {
 	if (atomic_fetch_sub_explicit(&s->live, n, memory_order_acq_rel) != n)
 		return;
-	if (s->big)
-		fut__unmap(s, BIG_SLAB);
-	else
-		fut__free(s);
+	fut__free(s);
 }
 
 static void slab_return(struct free_block *b)
@@ -170,6 +170,7 @@ static void tcache_flush(struct tcache *tc)
 		fut__lock_release(&overflow[cls].lock);
 		return_list(rest);
 		carve_abandon(&tc->carve[cls], cls);
+		tc->slabs_made[cls] = 0; /* small slabs again */
 	}
 }
 
@@ -215,6 +216,23 @@ static void tcache_register(void)
 	tcache.registered = true;
 }
 
+/* Makes the whole pages of [p, p + n) present: one system call, where
+ * touching them would fault once per page.  Advice only: a kernel before
+ * 5.14 (no MADV_POPULATE_WRITE) faults them as they are touched. */
+static void populate(void *p, size_t n)
+{
+#ifdef MADV_POPULATE_WRITE
+	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+	uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1);
+	uintptr_t e = ((uintptr_t)p + n) & ~(page - 1);
+	if (e > a)
+		(void)madvise((void *)a, e - a, MADV_POPULATE_WRITE);
+#else
+	(void)p;
+	(void)n;
+#endif
+}
+
 /* Makes the slab this thread carves class cls from; false when out of
  * memory.  The one before it has no block left to carve. */
 static bool new_slab(unsigned cls)
@@ -222,16 +240,17 @@ static bool new_slab(unsigned cls)
 	struct carve *c = &tcache.carve[cls];
 	size_t bs = block_size(cls);
 	size_t size = sizeof(struct slab) + SLAB_BLOCKS * bs;
-	bool big = tcache.slabs_made[cls] >= GROW_AFTER;
-	if (big)
-		size = BIG_SLAB;
-	struct slab *s = big ? fut__map_huge(size, BIG_SLAB) :
-			       fut__malloc(size);
+	bool med = tcache.slabs_made[cls] >= GROW_AFTER;
+	if (med)
+		size = MED_SLAB;
+	struct slab *s = fut__malloc(size);
 	if (s == NULL)
 		return false;
-	s->big = big;
-	if (!big)
+	if (med)
+		populate(s, size);
+	else
 		tcache.slabs_made[cls]++;
+	s->bytes = (uint32_t)size;
 	size_t nblocks = (size - sizeof(struct slab)) / bs;
 	atomic_init(&s->live, (uint32_t)nblocks);
 	s->cls = cls;
@@ -280,11 +299,11 @@ static bool refill(unsigned cls)
 	return true;
 }
 
-size_t fut__tp_block_slab_size(void *block)
+void *fut__tp_block_slab(void *block, size_t *bytes)
 {
-	const struct slab *s = header_of(block)->slab;
-	return s->big ? BIG_SLAB :
-			sizeof(*s) + SLAB_BLOCKS * block_size(s->cls);
+	struct slab *s = header_of(block)->slab;
+	*bytes = s->bytes;
+	return s;
 }
 
 void *fut__tp_block_get(unsigned cls)

@@ -18,6 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <malloc.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -779,28 +782,58 @@ static void test_allocation_failures_are_clean(void **state)
 
 /*
  * A thread's first 16 slabs of a block class are small (64 blocks each);
- * past them it maps 2 MiB slabs.  Run in a thread of its own, whose
- * caches start empty: its 1,024 first blocks (the gate's and 1,023 more)
- * fill the small slabs exactly, so the next submit maps a big one, and a
- * failure of that mapping is FUT_ENOMEM with nothing queued.
+ * past them it takes 112 KiB slabs whose pages are made present at once
+ * (MADV_POPULATE_WRITE).  After fut__tp_cache_flush() this thread starts
+ * over: its 1,024 first blocks (the gate's and 1,023 more) fill the small
+ * slabs exactly, so the next submit makes a larger one, and a failure of
+ * that allocation is FUT_ENOMEM with nothing queued.
  */
 enum {
 	SMALL_SLAB_BLOCKS = 16 * 64,
 	PAST_SMALL = 3000
 };
 
-static void *many_pending_in_a_fresh_thread(void *arg)
+/* Pages of [p, p + n) not resident; -1 where the kernel cannot say or
+ * cannot populate (before Linux 5.14). */
+static long pages_absent(void *p, size_t n)
 {
-	(void)arg;
-	fut__tp_cache_flush(); /* an empty overflow list: new slabs */
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	uintptr_t a = ((uintptr_t)p + page - 1) & ~(uintptr_t)(page - 1);
+	uintptr_t e = ((uintptr_t)p + n) & ~(uintptr_t)(page - 1);
+	void *probe = mmap(NULL, page, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (probe == MAP_FAILED)
+		return -1;
+#ifdef MADV_POPULATE_WRITE
+	bool can = madvise(probe, page, MADV_POPULATE_WRITE) == 0;
+#else
+	bool can = false;
+#endif
+	munmap(probe, page);
+	unsigned char vec[64];
+	size_t np = (e - a) / page;
+	if (!can || np > sizeof(vec) || mincore((void *)a, e - a, vec) != 0)
+		return -1;
+	long absent = 0;
+	for (size_t i = 0; i < np; i++)
+		absent += !(vec[i] & 1);
+	return absent;
+}
+
+static void
+test_a_thread_with_many_pending_tasks_takes_populated_slabs(void **state)
+{
+	(void)state;
+	fut__tp_cache_flush(); /* small slabs, an empty overflow list */
 	fut_executor *ex = new_pool(1);
 	struct gate g;
 	gate_init(&g);
 	fut_future *blocker = NULL;
 	assert_int_equal(fut_submit(ex, gated, &g, &blocker), FUT_OK);
 	sem_wait(&g.started);
-	size_t small = fut__tp_block_slab_size(blocker);
-	assert_true(small < (size_t)1 << 20);
+	size_t small = 0, bytes = 0;
+	fut__tp_block_slab(blocker, &small);
+	assert_true(small < 16 << 10);
 	fut_future **fs = calloc(PAST_SMALL, sizeof(*fs));
 	assert_non_null(fs);
 	int i = 0;
@@ -808,21 +841,31 @@ static void *many_pending_in_a_fresh_thread(void *arg)
 		assert_int_equal(fut_submit(ex, twice_plus_one,
 					    (void *)(uintptr_t)i, &fs[i]),
 				 FUT_OK);
-		assert_int_equal(fut__tp_block_slab_size(fs[i]), small);
+		fut__tp_block_slab(fs[i], &bytes);
+		assert_int_equal(bytes, small);
 	}
 	fut_future *f = NULL;
 	fut__alloc_fail_nth(1);
 	int rc = fut_submit(ex, twice_plus_one, NULL, &f);
 	long left = fut__alloc_fail_nth(0);
 	assert_int_equal(rc, FUT_ENOMEM);
-	assert_int_equal(left, 0); /* the big slab's mapping failed */
+	assert_int_equal(left, 0); /* the larger slab's allocation failed */
+	/* Free heap pages go back to the kernel, so the next slab's pages
+	 * are absent unless the slab populates them. */
+	malloc_trim(0);
 	assert_null(f);
 	for (; i < PAST_SMALL; i++) {
 		assert_int_equal(fut_submit(ex, twice_plus_one,
 					    (void *)(uintptr_t)i, &fs[i]),
 				 FUT_OK);
-		assert_int_equal(fut__tp_block_slab_size(fs[i]),
-				 (size_t)2 << 20);
+		void *slab = fut__tp_block_slab(fs[i], &bytes);
+		assert_int_equal(bytes, 112 << 10);
+		/* Its first 64 blocks (8 KiB) are all that was touched yet;
+		 * every page is present all the same (mincore). */
+		if (i == SMALL_SLAB_BLOCKS - 1) {
+			long absent = pages_absent(slab, bytes);
+			assert_true(absent <= 0);
+		}
 	}
 	sem_post(&g.release);
 	assert_int_equal(result_of(blocker), 1);
@@ -834,18 +877,6 @@ static void *many_pending_in_a_fresh_thread(void *arg)
 	free(fs);
 	fut_executor_free(ex);
 	gate_fini(&g);
-	return NULL;
-}
-
-static void
-test_a_thread_with_many_pending_tasks_moves_to_big_slabs(void **state)
-{
-	(void)state;
-	pthread_t th;
-	assert_int_equal(pthread_create(&th, NULL,
-					many_pending_in_a_fresh_thread, NULL),
-			 0);
-	assert_int_equal(pthread_join(th, NULL), 0);
 }
 
 struct blocked_submit {
@@ -1083,7 +1114,7 @@ int main(void)
 		cmocka_unit_test(test_bad_input_gives_einval),
 		cmocka_unit_test(test_allocation_failures_are_clean),
 		cmocka_unit_test(
-			test_a_thread_with_many_pending_tasks_moves_to_big_slabs),
+			test_a_thread_with_many_pending_tasks_takes_populated_slabs),
 		cmocka_unit_test(test_submit_blocks_while_the_queue_is_full),
 		cmocka_unit_test(
 			test_a_blocked_batch_gets_room_as_the_worker_runs_its_local_jobs),
