@@ -53,6 +53,11 @@ void *fut__malloc(size_t n)
 	return counted(malloc(n ? n : 1));
 }
 
+void *fut__malloc_background(size_t n)
+{
+	return malloc(n ? n : 1);
+}
+
 void *fut__calloc(size_t n, size_t size)
 {
 	if (injected_failure())

@@ -33,6 +33,10 @@
 /* alloc.c: every allocation of the library goes through here.          */
 
 void *fut__malloc(size_t n);
+/* As fut__malloc, for work a thread does in the background (a slab made
+ * ready ahead of need): no injected failure and no count, so that a test
+ * that fails or counts the allocations of one call never sees it. */
+void *fut__malloc_background(size_t n);
 void *fut__calloc(size_t n, size_t size);
 void *fut__realloc(void *p, size_t n);
 void fut__free(void *p);
@@ -354,6 +358,12 @@ void fut__tp_block_put(void *block);
  * list to malloc, so that the next submit allocates, and starts this
  * thread over with small slabs. */
 void fut__tp_cache_flush(void);
+/* Called by an idle thread-pool worker: makes one larger slab ready (its
+ * pages present) for a thread that is taking them, so that thread need
+ * not wait for its pages.  True if it did; cheap when nothing is wanted. */
+bool fut__tp_slab_provision(void);
+/* Test hook: the slabs of class cls made ready and not yet taken. */
+uint32_t fut__tp_slabs_ready(unsigned cls);
 /* Test hook: the slab a block (or a thread-pool future) lies in: *bytes
  * its size (a thread's first slabs of a class are small, later ones
  * larger), the return value its start. */

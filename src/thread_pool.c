@@ -344,6 +344,9 @@ static bool idle_spin(struct worker *w)
 			}
 			fut__cpu_relax();
 		}
+		/* Time a spinning worker would waste: a submitter's next slab
+		 * gets its pages here rather than in the submitter. */
+		(void)fut__tp_slab_provision();
 		if (fut__tp_queue_visible(p, w))
 			return true;
 		if (fut__now_ns() >= until)

@@ -41,6 +41,7 @@
 #define SLAB_BLOCKS 64u /* blocks in a small slab */
 #define GROW_AFTER 16u	/* small slabs per class a thread makes first */
 #define MED_SLAB ((size_t)112 << 10) /* bytes of a later slab */
+#define READY_MAX 2u		     /* larger slabs per class kept ready */
 #define TCACHE_MAX 256u		     /* blocks per class a thread keeps */
 #define OVERFLOW_MAX 8192u	     /* blocks per class kept globally */
 #define REFILL 64u /* blocks moved from the overflow at a time */
@@ -97,6 +98,15 @@ static struct {
 	struct free_block *head;
 	uint32_t n;
 } overflow[FUT__TP_NCLASS];
+
+/* Larger slabs made ready by idle workers (fut__tp_slab_provision), their
+ * pages present, linked through their first word past the header. */
+static struct {
+	fut__lock lock;
+	void *head;
+	_Atomic uint32_t n;  /* written under lock, read as a hint */
+	_Atomic bool wanted; /* a thread took one: make more */
+} ready[FUT__TP_NCLASS];
 
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 static pthread_key_t key;
@@ -200,6 +210,17 @@ __attribute__((destructor)) static void release_all(void)
 		overflow[cls].n = 0;
 		fut__lock_release(&overflow[cls].lock);
 		return_list(b);
+		fut__lock_acquire(&ready[cls].lock);
+		void *r = ready[cls].head;
+		ready[cls].head = NULL;
+		atomic_store(&ready[cls].n, 0);
+		atomic_store(&ready[cls].wanted, false);
+		fut__lock_release(&ready[cls].lock);
+		while (r != NULL) {
+			void *next = *(void **)((struct slab *)r + 1);
+			fut__free(r);
+			r = next;
+		}
 	}
 }
 
@@ -233,6 +254,56 @@ static void populate(void *p, size_t n)
 #endif
 }
 
+static struct slab *ready_pop(unsigned cls)
+{
+	if (atomic_load_explicit(&ready[cls].n, memory_order_relaxed) == 0)
+		return NULL;
+	fut__lock_acquire(&ready[cls].lock);
+	struct slab *s = ready[cls].head;
+	if (s != NULL) {
+		ready[cls].head = *(void **)(s + 1);
+		atomic_store_explicit(
+			&ready[cls].n,
+			atomic_load_explicit(&ready[cls].n,
+					     memory_order_relaxed) -
+				1,
+			memory_order_relaxed);
+	}
+	fut__lock_release(&ready[cls].lock);
+	return s;
+}
+
+bool fut__tp_slab_provision(void)
+{
+	for (unsigned cls = 0; cls < FUT__TP_NCLASS; cls++) {
+		if (!atomic_load_explicit(&ready[cls].wanted,
+					  memory_order_relaxed))
+			continue;
+		struct slab *s = fut__malloc_background(MED_SLAB);
+		if (s == NULL)
+			return false;
+		populate(s, MED_SLAB);
+		fut__lock_acquire(&ready[cls].lock);
+		uint32_t n = atomic_load_explicit(&ready[cls].n,
+						  memory_order_relaxed);
+		bool keep = n < READY_MAX;
+		if (keep) {
+			*(void **)(s + 1) = ready[cls].head;
+			ready[cls].head = s;
+			atomic_store_explicit(&ready[cls].n, ++n,
+					      memory_order_relaxed);
+		}
+		if (n >= READY_MAX)
+			atomic_store_explicit(&ready[cls].wanted, false,
+					      memory_order_relaxed);
+		fut__lock_release(&ready[cls].lock);
+		if (!keep)
+			fut__free(s);
+		return true;
+	}
+	return false;
+}
+
 /* Makes the slab this thread carves class cls from; false when out of
  * memory.  The one before it has no block left to carve. */
 static bool new_slab(unsigned cls)
@@ -241,14 +312,20 @@ static bool new_slab(unsigned cls)
 	size_t bs = block_size(cls);
 	size_t size = sizeof(struct slab) + SLAB_BLOCKS * bs;
 	bool med = tcache.slabs_made[cls] >= GROW_AFTER;
-	if (med)
+	struct slab *s = NULL;
+	if (med) {
 		size = MED_SLAB;
-	struct slab *s = fut__malloc(size);
-	if (s == NULL)
-		return false;
-	if (med)
-		populate(s, size);
-	else
+		s = ready_pop(cls);
+		atomic_store_explicit(&ready[cls].wanted, true,
+				      memory_order_relaxed);
+	}
+	if (s == NULL) {
+		if ((s = fut__malloc(size)) == NULL)
+			return false;
+		if (med)
+			populate(s, size);
+	}
+	if (!med)
 		tcache.slabs_made[cls]++;
 	s->bytes = (uint32_t)size;
 	size_t nblocks = (size - sizeof(struct slab)) / bs;
@@ -297,6 +374,11 @@ static bool refill(unsigned cls)
 		tcache.n[cls]++;
 	}
 	return true;
+}
+
+uint32_t fut__tp_slabs_ready(unsigned cls)
+{
+	return atomic_load(&ready[cls].n);
 }
 
 void *fut__tp_block_slab(void *block, size_t *bytes)

@@ -879,6 +879,76 @@ test_a_thread_with_many_pending_tasks_takes_populated_slabs(void **state)
 	gate_fini(&g);
 }
 
+/*
+ * An idle worker's spin makes larger slabs ready for a thread that takes
+ * them, their pages present: that thread's next slab then costs it no
+ * allocation (an injected failure stays armed) and no page fault.  A
+ * second pool's worker does the spinning here.  Workers spin only with
+ * more than one cpu.
+ */
+static void test_an_idle_worker_makes_the_next_slab_ready(void **state)
+{
+	(void)state;
+	if (fut__ncpus() < 2)
+		skip();
+	fut__tp_cache_flush();
+	fut_executor *ex = new_pool(1), *idle = new_pool(1);
+	struct gate g;
+	gate_init(&g);
+	fut_future *blocker = NULL;
+	assert_int_equal(fut_submit(ex, gated, &g, &blocker), FUT_OK);
+	sem_wait(&g.started);
+	enum {
+		N = 4000
+	};
+	fut_future **fs = calloc(N, sizeof(*fs));
+	assert_non_null(fs);
+	/* Into the first larger slab: that asks for ready ones. */
+	int i = 0;
+	size_t bytes = 0;
+	do {
+		assert_int_equal(fut_submit(ex, twice_plus_one,
+					    (void *)(uintptr_t)i, &fs[i]),
+				 FUT_OK);
+		fut__tp_block_slab(fs[i++], &bytes);
+	} while (bytes != 112 << 10 && i < N);
+	assert_true(i < N);
+	void *slab = fut__tp_block_slab(fs[i - 1], &bytes);
+	/* The other pool's worker spins after each task it runs. */
+	int64_t deadline = fut__now_ns() + (int64_t)30 * 1000000000;
+	while (fut__tp_slabs_ready(0) == 0 && fut__now_ns() < deadline) {
+		fut_future *f = NULL;
+		assert_int_equal(fut_submit(idle, plus_one, NULL, &f), FUT_OK);
+		assert_int_equal(result_of(f), 1);
+		fut_release(f);
+	}
+	assert_true(fut__tp_slabs_ready(0) > 0);
+	/* Up to the next slab: taken from the ready ones, no allocation. */
+	fut__alloc_fail_nth(1);
+	void *next = slab;
+	for (; next == slab && i < N; i++) {
+		assert_int_equal(fut_submit(ex, twice_plus_one,
+					    (void *)(uintptr_t)i, &fs[i]),
+				 FUT_OK);
+		next = fut__tp_block_slab(fs[i], &bytes);
+	}
+	assert_int_equal(fut__alloc_fail_nth(0), 1); /* still armed */
+	assert_true(next != slab);
+	assert_int_equal(bytes, 112 << 10);
+	assert_true(pages_absent(next, bytes) <= 0);
+	sem_post(&g.release);
+	assert_int_equal(result_of(blocker), 1);
+	fut_release(blocker);
+	for (int k = 0; k < i; k++) {
+		assert_int_equal(result_of(fs[k]), (uintptr_t)k * 2 + 1);
+		fut_release(fs[k]);
+	}
+	free(fs);
+	fut_executor_free(ex);
+	fut_executor_free(idle);
+	gate_fini(&g);
+}
+
 struct blocked_submit {
 	fut_executor *ex;
 	_Atomic int released;
@@ -1115,6 +1185,7 @@ int main(void)
 		cmocka_unit_test(test_allocation_failures_are_clean),
 		cmocka_unit_test(
 			test_a_thread_with_many_pending_tasks_takes_populated_slabs),
+		cmocka_unit_test(test_an_idle_worker_makes_the_next_slab_ready),
 		cmocka_unit_test(test_submit_blocks_while_the_queue_is_full),
 		cmocka_unit_test(
 			test_a_blocked_batch_gets_room_as_the_worker_runs_its_local_jobs),
