@@ -147,6 +147,8 @@ enum {
 enum {
 	FUT__F_INTERRUPT = 1, /* fut_interrupt() asked the task to stop */
 	FUT__F_BYTES = 2,     /* value is a byte buffer the future owns */
+	/* A thread-pool job holds fut_submit_bytes' input (thread_pool.h). */
+	FUT__F_INPUT = 4,
 };
 
 #define FUT__FUTURE_MAGIC 0x46555455u /* "FUTU" */
@@ -337,13 +339,14 @@ void fut__current_executor_set(fut_executor *ex);
 /* tp_slab.c: recycled job blocks (the thread pool's, and the process  */
 /* pool's small jobs).                                                  */
 
-/* Three block classes (user bytes): a thread-pool job, a process-pool job
- * with a short input, and either with up to FUT__TP_INLINE_BYTES of input
- * stored inline. */
+/* Three block classes (user bytes): a thread-pool job (96), one with up to
+ * 32 bytes of input inline (128), and one with up to FUT__TP_INLINE_BYTES
+ * (160); process-pool jobs (120 bytes and their input) take the two
+ * larger ones. */
 #define FUT__TP_NCLASS 3u
-#define FUT__TP_JOB_SIZE 112u
+#define FUT__TP_JOB_SIZE 96u
 #define FUT__TP_INLINE_BYTES 64u
-#define FUT__TP_MID_SIZE 160u
+#define FUT__TP_MID_SIZE 128u
 #define FUT__TP_LARGE_SIZE (FUT__TP_JOB_SIZE + FUT__TP_INLINE_BYTES)
 
 /* The smallest class whose blocks hold `size` bytes; FUT__TP_NCLASS when

@@ -54,6 +54,13 @@ static struct tpool *pool_of(fut_executor *ex)
 	return (struct tpool *)(void *)ex;
 }
 
+/* The pool of a job: its future's ops point into the pool. */
+static struct tpool *job_pool(const struct job *j)
+{
+	uintptr_t ops = (uintptr_t)j->fut.ops;
+	return (struct tpool *)(ops - offsetof(struct tpool, fops));
+}
+
 /* ------------------------------------------------------------------ */
 /* The pool's memory                                                   */
 
@@ -97,21 +104,26 @@ static struct job *job_new(struct tpool *p, fut_fn fn, void *arg,
 		memcpy(copy, data, len);
 		input = copy;
 	}
-	fut__future_init(&j->fut, &job_ops);
+	fut__future_init(&j->fut, &p->fops);
 	/* The caller's reference and the queue's. */
 	atomic_store_explicit(&j->fut.refs, 2, memory_order_relaxed);
 	j->fn = fn;
 	j->data = bytes ? input : arg;
-	j->len = bytes ? len | JOB_BYTES : 0;
+	if (bytes) {
+		j->fut.len = len;
+		atomic_store_explicit(&j->fut.flags, FUT__F_INPUT,
+				      memory_order_relaxed);
+	}
 	j->next = NULL;
-	j->pool = p;
 	return j;
 }
 
 static void job_free_input(struct job *j)
 {
 	const void *in = j->data;
-	if ((j->len & JOB_BYTES) && in != NULL && in != (const void *)j->bytes)
+	bool bytes = atomic_load_explicit(&j->fut.flags, memory_order_relaxed) &
+		     FUT__F_INPUT;
+	if (bytes && in != NULL && in != (const void *)j->bytes)
 		fut__free((void *)(uintptr_t)in);
 }
 
@@ -120,9 +132,10 @@ static void job_free_input(struct job *j)
  * runs. */
 static void job_task(fut_task *t, struct job *j)
 {
-	bool bytes = (j->len & JOB_BYTES) != 0;
+	bool bytes = atomic_load_explicit(&j->fut.flags, memory_order_relaxed) &
+		     FUT__F_INPUT;
 	fut__task_init(t, j->fn, bytes ? NULL : (void *)(uintptr_t)j->data,
-		       bytes ? j->data : NULL, j->len & ~JOB_BYTES,
+		       bytes ? j->data : NULL, bytes ? j->fut.len : 0,
 		       &j->fut.flags);
 }
 
@@ -138,7 +151,7 @@ static void job_discard(struct job *j)
 static void job_destroy(fut_future *f)
 {
 	struct job *j = fut__container_of(f, struct job, fut);
-	struct tpool *p = j->pool;
+	struct tpool *p = job_pool(j);
 	job_free_input(j);
 	fut__tp_block_put(j);
 	pool_unref(p);
@@ -642,7 +655,7 @@ static void assist_done(struct tpool *p)
 static bool job_assist(fut_future *f)
 {
 	struct job *j = fut__container_of(f, struct job, fut);
-	struct tpool *p = j->pool; /* alive: the block holds a reference */
+	struct tpool *p = job_pool(j); /* alive: the block holds a reference */
 	/* An initializer prepares worker threads for their tasks: a task
 	 * may then run only in a worker. */
 	if (p->initializer != NULL || fut__future_state(f) != FUT__S_PENDING)
@@ -801,6 +814,7 @@ int fut_thread_pool_new(fut_executor **out, const fut_thread_pool_opts *opts)
 		goto fail;
 	}
 	p->ex.ops = &tp_ops;
+	p->fops = job_ops;
 	atomic_store_explicit(&p->ex.magic, FUT__EXECUTOR_MAGIC,
 			      memory_order_relaxed);
 	p->max_workers = o.max_workers;

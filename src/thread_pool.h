@@ -15,24 +15,25 @@
 
 struct tpool;
 
-/* The task's fut_task is built on the stack of the thread that runs it
- * (job_run): the block keeps only what the task starts from, so that a
- * job and its future fit 112 bytes (a 128-byte block). */
+/*
+ * The task's fut_task is built on the stack of the thread that runs it
+ * (job_task): the block keeps only what the task starts from, so that a
+ * job and its future fit 96 bytes (a 112-byte block).  Two fields live
+ * elsewhere: the pool is found from the future's ops pointer, which
+ * points into the pool (tpool.fops), and fut_submit_bytes' input length
+ * waits in the future's len until the task runs (the future's outcome
+ * replaces it), with FUT__F_INPUT in its flags.
+ */
 struct job {
 	struct fut_future fut; /* first: the caller's handle */
 	fut_fn fn;
 	const void *data; /* fut_submit's arg, or fut_submit_bytes' input */
-	size_t len;	  /* the input's length, | JOB_BYTES for submit_bytes */
 	struct job *next; /* queue link; running-stack link while it runs */
-	struct tpool *pool;    /* one pool reference while the block lives */
 	unsigned char bytes[]; /* inline class: the input */
 };
 
-#define JOB_BYTES ((size_t)1 << (sizeof(size_t) * 8 - 1))
-
 _Static_assert(sizeof(struct job) <= FUT__TP_JOB_SIZE,
 	       "a job must fit the smallest block class");
-_Static_assert(FUT_MAX_BYTES < JOB_BYTES, "JOB_BYTES must not be a length");
 
 struct worker {
 	struct tpool *pool;
@@ -54,6 +55,7 @@ struct worker {
 struct tpool {
 	struct fut_executor ex; /* first: the handle */
 	/* Set at creation, read-only afterwards. */
+	struct fut__future_ops fops; /* every job's future points here */
 	size_t max_workers;
 	size_t max_queue;
 	int (*initializer)(void *initarg);
