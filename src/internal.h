@@ -352,8 +352,9 @@ void fut__current_executor_set(fut_executor *ex);
 /* The smallest class whose blocks hold `size` bytes; FUT__TP_NCLASS when
  * none does. */
 unsigned fut__tp_class_for(size_t size);
-/* A free block of class cls (16-byte aligned) from this thread's cache;
- * NULL when out of memory. */
+/* A free block of class cls from this thread's cache (8-byte aligned for
+ * class 0, which holds no inline bytes; 16-byte aligned otherwise); NULL
+ * when out of memory. */
 void *fut__tp_block_get(unsigned cls);
 /* Gives a block back (to this thread's cache). */
 void fut__tp_block_put(void *block);

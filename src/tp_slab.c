@@ -17,7 +17,7 @@
  * blocks came back (a thread's cache and its slab in use are
  * flushed at thread exit through a pthread key destructor, the main
  * thread's and the overflow list at process exit), so valgrind and ASan
- * see no leak.  Each block is preceded by a 16-byte header naming its
+ * see no leak.  Each block is preceded by an 8-byte header naming its
  * slab.
  *
  * Two slab sizes: a thread's first GROW_AFTER slabs of a class are small
@@ -26,7 +26,7 @@
  * glibc's mmap threshold (so a freed one is reused from the heap, not
  * unmapped and faulted in again), and their pages are made present with
  * one madvise(MADV_POPULATE_WRITE) instead of one page fault each.  A
- * million pending tasks touch 112 MB of blocks, 27,000 pages; on the VMs
+ * million pending tasks touch 104 MB of blocks, 25,000 pages; on the VMs
  * we measure on a page fault costs ~1.5 us, so faulting them one by one
  * cost a cold W1 more than its tasks did (docs/design-thread-pool.md has
  * the numbers).  Blocks are carved from a slab REFILL at a time.
@@ -56,7 +56,6 @@ struct slab {
 
 struct header {
 	struct slab *slab;
-	uint64_t pad;
 };
 
 struct free_block {
@@ -112,10 +111,29 @@ static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 static pthread_key_t key;
 static bool key_ok;
 
+/* Alignment of a class's user blocks: a thread-pool job (no inline
+ * bytes) needs only its pointers' 8; inline input gets malloc's 16. */
+static size_t class_align(unsigned cls)
+{
+	return cls == 0 ? 8 : 16;
+}
+
+/* A header and the user block, a multiple of the class's alignment. */
 static size_t block_size(unsigned cls)
 {
-	return sizeof(struct header) +
-	       ((class_user_size[cls] + 15) & ~(size_t)15);
+	size_t a = class_align(cls);
+	return (sizeof(struct header) + class_user_size[cls] + a - 1) &
+	       ~(a - 1);
+}
+
+/* Where the first block of a slab of class cls starts: its user part
+ * aligned. */
+static char *first_block(struct slab *s, unsigned cls)
+{
+	size_t a = class_align(cls);
+	uintptr_t user = ((uintptr_t)(s + 1) + sizeof(struct header) + a - 1) &
+			 ~(uintptr_t)(a - 1);
+	return (char *)(user - sizeof(struct header));
 }
 
 static struct header *header_of(void *user)
@@ -310,7 +328,7 @@ static bool new_slab(unsigned cls)
 {
 	struct carve *c = &tcache.carve[cls];
 	size_t bs = block_size(cls);
-	size_t size = sizeof(struct slab) + SLAB_BLOCKS * bs;
+	size_t size = sizeof(struct slab) + 8 + SLAB_BLOCKS * bs;
 	bool med = tcache.slabs_made[cls] >= GROW_AFTER;
 	struct slab *s = NULL;
 	if (med) {
@@ -328,12 +346,13 @@ static bool new_slab(unsigned cls)
 	if (!med)
 		tcache.slabs_made[cls]++;
 	s->bytes = (uint32_t)size;
-	size_t nblocks = (size - sizeof(struct slab)) / bs;
+	char *first = first_block(s, cls);
+	size_t nblocks = (size_t)((char *)s + size - first) / bs;
 	atomic_init(&s->live, (uint32_t)nblocks);
 	s->cls = cls;
 	carve_abandon(c, cls); /* it has none left: forgets it */
 	c->slab = s;
-	c->next = (char *)(s + 1);
+	c->next = first;
 	c->end = c->next + nblocks * bs;
 	return true;
 }
