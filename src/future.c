@@ -43,8 +43,7 @@ void fut__future_init(fut_future *f, const struct fut__future_ops *ops)
 	atomic_init(&f->lock.word, 0);
 	f->magic = FUT__FUTURE_MAGIC;
 	f->error = FUT_OK;
-	f->task_code = 0;
-	f->crash_status = 0;
+	f->code = 0;
 	f->value = NULL;
 	f->len = 0;
 	f->message = NULL;
@@ -130,7 +129,8 @@ static bool claim(fut_future *f, bool from_running)
 		if (st != FUT__S_PENDING &&
 		    !(from_running && st == FUT__S_RUNNING))
 			return false;
-		uint32_t next = (s & ~(uint32_t)FUT__S_MASK) | FUT__S_COMPLETING;
+		uint32_t next = (s & ~(uint32_t)FUT__S_MASK) |
+				FUT__S_COMPLETING;
 		if (atomic_compare_exchange_weak_explicit(&f->state, &s, next,
 							  memory_order_acquire,
 							  memory_order_relaxed))
@@ -179,9 +179,8 @@ static void publish(fut_future *f, uint32_t final_state)
 static void settle(fut_future *f, int error, int task_code, void *value,
 		   size_t len, uint32_t flags, char *message, int crash_status)
 {
-	f->error = error;
-	f->task_code = task_code;
-	f->crash_status = crash_status;
+	f->error = (int16_t)error;
+	f->code = error == FUT_ECRASHED ? crash_status : task_code;
 	f->value = value;
 	f->len = len;
 	f->message = message;
@@ -241,9 +240,8 @@ int fut_state(const fut_future *f)
 
 bool fut_done(const fut_future *f)
 {
-	return fut__future_ok(f) &&
-	       FUT__S_DONE(atomic_load_explicit(&f->state,
-						memory_order_acquire));
+	return fut__future_ok(f) && FUT__S_DONE(atomic_load_explicit(
+					    &f->state, memory_order_acquire));
 }
 
 bool fut_running(const fut_future *f)
@@ -253,8 +251,7 @@ bool fut_running(const fut_future *f)
 
 bool fut_cancelled(const fut_future *f)
 {
-	return fut__future_ok(f) &&
-	       fut__future_state(f) == FUT__S_CANCELLED;
+	return fut__future_ok(f) && fut__future_state(f) == FUT__S_CANCELLED;
 }
 
 /* The single-future wait: the park loop over f's own state word. */
@@ -266,8 +263,8 @@ struct single_park {
 static bool single_ready(struct fut__park *p)
 {
 	fut_future *f = fut__container_of(p, struct single_park, park)->f;
-	return FUT__S_DONE(atomic_load_explicit(&f->state,
-						memory_order_acquire));
+	return FUT__S_DONE(
+		atomic_load_explicit(&f->state, memory_order_acquire));
 }
 
 static bool single_assist(struct fut__park *p)
@@ -401,9 +398,10 @@ int fut_error(const fut_future *f)
 
 int fut_task_code(const fut_future *f)
 {
-	if (!fut_done(f) || outcome(f) == FUT_OK)
+	if (!fut_done(f))
 		return 0;
-	return f->task_code;
+	int rc = outcome(f);
+	return rc == FUT_OK || rc == FUT_ECRASHED ? 0 : f->code;
 }
 
 const char *fut_error_message(const fut_future *f)
@@ -426,7 +424,7 @@ int fut_crash_status(const fut_future *f, int *status)
 		return FUT_EINVAL;
 	if (!fut_done(f) || outcome(f) != FUT_ECRASHED)
 		return FUT_ESTATE;
-	*status = f->crash_status;
+	*status = f->code;
 	return FUT_OK;
 }
 

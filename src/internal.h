@@ -151,7 +151,7 @@ enum {
 	FUT__F_INPUT = 4,
 };
 
-#define FUT__FUTURE_MAGIC 0x46555455u /* "FUTU" */
+#define FUT__FUTURE_MAGIC 0x4655u /* "FU" */
 
 /*
  * A waiter: a node linked into a pending future's list.  notify(w, f) runs
@@ -184,12 +184,13 @@ struct fut_future {
 	_Atomic uint32_t refs;
 	_Atomic uint32_t flags; /* FUT__F_* */
 	fut__lock lock;		/* guards waiters */
-	uint32_t magic;
+	uint16_t magic;
 	/* The outcome: written by the one completer while COMPLETING, read
 	 * by anyone once the state is FINISHED (acquire). */
-	int error;
-	int task_code;
-	int crash_status;
+	int16_t error; /* a FUT_E* code */
+	/* FUT_ECRASHED: the crash status; otherwise the task code (or the
+	 * errno of FUT_ESYS).  One field: a crash has no task code. */
+	int code;
 	void *value;
 	size_t len;
 	char *message;
@@ -339,12 +340,12 @@ void fut__current_executor_set(fut_executor *ex);
 /* tp_slab.c: recycled job blocks (the thread pool's, and the process  */
 /* pool's small jobs).                                                  */
 
-/* Three block classes (user bytes): a thread-pool job (96), one with up to
- * 32 bytes of input inline (128), and one with up to FUT__TP_INLINE_BYTES
- * (160); process-pool jobs (120 bytes and their input) take the two
+/* Three block classes (user bytes): a thread-pool job (88), one with up to
+ * 40 bytes of input inline (128), and one with up to FUT__TP_INLINE_BYTES
+ * (152); process-pool jobs (112 bytes and their input) take the two
  * larger ones. */
 #define FUT__TP_NCLASS 3u
-#define FUT__TP_JOB_SIZE 96u
+#define FUT__TP_JOB_SIZE 88u
 #define FUT__TP_INLINE_BYTES 64u
 #define FUT__TP_MID_SIZE 128u
 #define FUT__TP_LARGE_SIZE (FUT__TP_JOB_SIZE + FUT__TP_INLINE_BYTES)

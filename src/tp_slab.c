@@ -26,7 +26,7 @@
  * glibc's mmap threshold (so a freed one is reused from the heap, not
  * unmapped and faulted in again), and their pages are made present with
  * one madvise(MADV_POPULATE_WRITE) instead of one page fault each.  A
- * million pending tasks touch 104 MB of blocks, 25,000 pages; on the VMs
+ * million pending tasks touch 96 MB of blocks, 23,000 pages; on the VMs
  * we measure on a page fault costs ~1.5 us, so faulting them one by one
  * cost a cold W1 more than its tasks did (docs/design-thread-pool.md has
  * the numbers).  Blocks are carved from a slab REFILL at a time.
