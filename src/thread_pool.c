@@ -118,12 +118,17 @@ static struct job *job_new(struct tpool *p, fut_fn fn, void *arg,
 	return j;
 }
 
+/* True if j came from fut_submit_bytes (data is its input). */
+static bool job_has_input(const struct job *j)
+{
+	return atomic_load_explicit(&j->fut.flags, memory_order_relaxed) &
+	       FUT__F_INPUT;
+}
+
 static void job_free_input(struct job *j)
 {
 	const void *in = j->data;
-	bool bytes = atomic_load_explicit(&j->fut.flags, memory_order_relaxed) &
-		     FUT__F_INPUT;
-	if (bytes && in != NULL && in != (const void *)j->bytes)
+	if (job_has_input(j) && in != NULL && in != (const void *)j->bytes)
 		fut__free((void *)(uintptr_t)in);
 }
 
@@ -132,8 +137,7 @@ static void job_free_input(struct job *j)
  * runs. */
 static void job_task(fut_task *t, struct job *j)
 {
-	bool bytes = atomic_load_explicit(&j->fut.flags, memory_order_relaxed) &
-		     FUT__F_INPUT;
+	bool bytes = job_has_input(j);
 	fut__task_init(t, j->fn, bytes ? NULL : (void *)(uintptr_t)j->data,
 		       bytes ? j->data : NULL, bytes ? j->fut.len : 0,
 		       &j->fut.flags);

@@ -18,7 +18,7 @@ struct tpool;
 /*
  * The task's fut_task is built on the stack of the thread that runs it
  * (job_task): the block keeps only what the task starts from, so that a
- * job and its future fit 96 bytes (a 112-byte block).  Two fields live
+ * job and its future fit 88 bytes (a 96-byte block).  Two fields live
  * elsewhere: the pool is found from the future's ops pointer, which
  * points into the pool (tpool.fops), and fut_submit_bytes' input length
  * waits in the future's len until the task runs (the future's outcome

@@ -102,10 +102,12 @@ static struct {
  * pages present, linked through their first word past the header. */
 static struct {
 	fut__lock lock;
-	void *head;
+	struct slab *head;
 	_Atomic uint32_t n;  /* written under lock, read as a hint */
 	_Atomic bool wanted; /* a thread took one: make more */
 } ready[FUT__TP_NCLASS];
+
+static struct slab *ready_pop(unsigned cls);
 
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 static pthread_key_t key;
@@ -228,17 +230,9 @@ __attribute__((destructor)) static void release_all(void)
 		overflow[cls].n = 0;
 		fut__lock_release(&overflow[cls].lock);
 		return_list(b);
-		fut__lock_acquire(&ready[cls].lock);
-		void *r = ready[cls].head;
-		ready[cls].head = NULL;
-		atomic_store(&ready[cls].n, 0);
 		atomic_store(&ready[cls].wanted, false);
-		fut__lock_release(&ready[cls].lock);
-		while (r != NULL) {
-			void *next = *(void **)((struct slab *)r + 1);
+		for (struct slab *r; (r = ready_pop(cls)) != NULL;)
 			fut__free(r);
-			r = next;
-		}
 	}
 }
 
@@ -272,6 +266,12 @@ static void populate(void *p, size_t n)
 #endif
 }
 
+/* A ready slab's link to the next: its first word past the header. */
+static struct slab **ready_link(struct slab *s)
+{
+	return (struct slab **)(void *)(s + 1);
+}
+
 static struct slab *ready_pop(unsigned cls)
 {
 	if (atomic_load_explicit(&ready[cls].n, memory_order_relaxed) == 0)
@@ -279,7 +279,7 @@ static struct slab *ready_pop(unsigned cls)
 	fut__lock_acquire(&ready[cls].lock);
 	struct slab *s = ready[cls].head;
 	if (s != NULL) {
-		ready[cls].head = *(void **)(s + 1);
+		ready[cls].head = *ready_link(s);
 		atomic_store_explicit(
 			&ready[cls].n,
 			atomic_load_explicit(&ready[cls].n,
@@ -306,7 +306,7 @@ bool fut__tp_slab_provision(void)
 						  memory_order_relaxed);
 		bool keep = n < READY_MAX;
 		if (keep) {
-			*(void **)(s + 1) = ready[cls].head;
+			*ready_link(s) = ready[cls].head;
 			ready[cls].head = s;
 			atomic_store_explicit(&ready[cls].n, ++n,
 					      memory_order_relaxed);
@@ -328,7 +328,8 @@ static bool new_slab(unsigned cls)
 {
 	struct carve *c = &tcache.carve[cls];
 	size_t bs = block_size(cls);
-	size_t size = sizeof(struct slab) + 8 + SLAB_BLOCKS * bs;
+	/* Room for the first block's alignment too (first_block). */
+	size_t size = sizeof(struct slab) + class_align(cls) + SLAB_BLOCKS * bs;
 	bool med = tcache.slabs_made[cls] >= GROW_AFTER;
 	struct slab *s = NULL;
 	if (med) {

@@ -67,6 +67,12 @@ static void close_span(unsigned lo, unsigned hi)
 }
 
 /* Closes every fd >= 3 but keep[0..n) (ascending). */
+static void close_fds(const int *fds, int n)
+{
+	for (int i = 0; i < n; i++)
+		(void)close(fds[i]);
+}
+
 static void close_all_but(const int *keep, int n)
 {
 	unsigned lo = 3;
@@ -395,8 +401,7 @@ static bool serve(struct server *s)
 	struct fut__wire_ctl req;
 	if (fut__wire_ctl_get(b, (size_t)n, &req) != FUT_OK) {
 		/* Nothing to answer to: the parent never sends this. */
-		for (int i = 0; i < nfds; i++)
-			(void)close(fds[i]);
+		close_fds(fds, nfds);
 		return true;
 	}
 	if (nfds == 0 && req.type == FUT__WIRE_CTL_KILL) {
@@ -410,8 +415,7 @@ static bool serve(struct server *s)
 	if (nfds != 2 || (m.msg_flags & MSG_CTRUNC) ||
 	    req.type != FUT__WIRE_CTL_SPAWN || req.slot >= s->cfg->nslots ||
 	    s->cfg->table[req.slot].pid != 0) {
-		for (int i = 0; i < nfds; i++)
-			(void)close(fds[i]);
+		close_fds(fds, nfds);
 		/* The kernel drops the fds it cannot install here. */
 		int err = (m.msg_flags & MSG_CTRUNC) ? EMFILE : EINVAL;
 		return send_ctl(s->sock, FUT__WIRE_CTL_SPAWN_FAILED, req.slot,
@@ -421,8 +425,7 @@ static bool serve(struct server *s)
 	if (pid == 0)
 		become_worker(s, req.slot, fds[0], fds[1], req.value);
 	int err = errno;
-	(void)close(fds[0]);
-	(void)close(fds[1]);
+	close_fds(fds, 2);
 	if (pid < 0)
 		return send_ctl(s->sock, FUT__WIRE_CTL_SPAWN_FAILED, req.slot,
 				req.gen, 0, err);

@@ -195,6 +195,28 @@ static void gate_fini(struct gate *g)
 	sem_destroy(&g->release);
 }
 
+/* Submits a task that blocks on g and waits until it runs: a worker of
+ * ex is busy until sem_post(&g->release).  Its future (result 1). */
+static fut_future *occupy_worker(fut_executor *ex, struct gate *g)
+{
+	fut_future *f = NULL;
+	assert_int_equal(fut_submit(ex, gated, g, &f), FUT_OK);
+	sem_wait(&g->started);
+	return f;
+}
+
+/* A pool of one worker and a queue of max_queue jobs. */
+static fut_executor *bounded_pool(size_t max_queue)
+{
+	fut_executor *ex = NULL;
+	assert_int_equal(fut_thread_pool_new(&ex,
+					     &(fut_thread_pool_opts){
+						     .max_workers = 1,
+						     .max_queue = max_queue }),
+			 FUT_OK);
+	return ex;
+}
+
 static void test_busy_workers_make_the_pool_start_more_threads(void **state)
 {
 	(void)state;
@@ -317,9 +339,8 @@ test_shutdown_cancel_pending_cancels_what_has_not_started(void **state)
 	fut_executor *ex = new_pool(1);
 	struct gate g;
 	gate_init(&g);
-	fut_future *running = NULL, *queued[10];
-	assert_int_equal(fut_submit(ex, gated, &g, &running), FUT_OK);
-	sem_wait(&g.started);
+	fut_future *running = occupy_worker(ex, &g);
+	fut_future *queued[10];
 	for (int i = 0; i < 10; i++)
 		assert_int_equal(fut_submit(ex, plus_one, NULL, &queued[i]),
 				 FUT_OK);
@@ -374,9 +395,8 @@ static void test_shutdown_nowait_returns_while_tasks_run(void **state)
 	fut_executor *ex = new_pool(1);
 	struct gate g;
 	gate_init(&g);
-	fut_future *f = NULL, *later = NULL;
-	assert_int_equal(fut_submit(ex, gated, &g, &f), FUT_OK);
-	sem_wait(&g.started);
+	fut_future *f = occupy_worker(ex, &g);
+	fut_future *later = NULL;
 	assert_int_equal(fut_submit(ex, plus_one, (void *)1, &later), FUT_OK);
 	assert_int_equal(fut_executor_shutdown(ex, FUT_SHUTDOWN_NOWAIT),
 			 FUT_OK);
@@ -428,9 +448,7 @@ static void test_free_from_own_task_defers_the_free(void **state)
 	fut_future *f = NULL, *after = NULL;
 	struct gate g;
 	gate_init(&g);
-	fut_future *gate_f = NULL;
-	assert_int_equal(fut_submit(ex, gated, &g, &gate_f), FUT_OK);
-	sem_wait(&g.started);
+	fut_future *gate_f = occupy_worker(ex, &g);
 	assert_int_equal(fut_submit(ex, free_self, ex, &f), FUT_OK);
 	assert_int_equal(fut_submit(ex, plus_one, (void *)9, &after), FUT_OK);
 	sem_post(&g.release);
@@ -494,9 +512,8 @@ static void test_failing_initializer_breaks_the_pool(void **state)
 		FUT_OK);
 	struct gate g;
 	gate_init(&g);
-	fut_future *running = NULL, *queued = NULL;
-	assert_int_equal(fut_submit(ex, gated, &g, &running), FUT_OK);
-	sem_wait(&g.started);
+	fut_future *running = occupy_worker(ex, &g);
+	fut_future *queued = NULL;
 	/* Queued while the only worker is busy: starts the second one. */
 	assert_int_equal(fut_submit(ex, plus_one, NULL, &queued), FUT_OK);
 	assert_int_equal(fut_result(queued, FUT_FOREVER, NULL), FUT_EBROKEN);
@@ -828,9 +845,7 @@ test_a_thread_with_many_pending_tasks_takes_populated_slabs(void **state)
 	fut_executor *ex = new_pool(1);
 	struct gate g;
 	gate_init(&g);
-	fut_future *blocker = NULL;
-	assert_int_equal(fut_submit(ex, gated, &g, &blocker), FUT_OK);
-	sem_wait(&g.started);
+	fut_future *blocker = occupy_worker(ex, &g);
 	size_t small = 0, bytes = 0;
 	fut__tp_block_slab(blocker, &small);
 	assert_true(small < 16 << 10);
@@ -895,9 +910,7 @@ static void test_an_idle_worker_makes_the_next_slab_ready(void **state)
 	fut_executor *ex = new_pool(1), *idle = new_pool(1);
 	struct gate g;
 	gate_init(&g);
-	fut_future *blocker = NULL;
-	assert_int_equal(fut_submit(ex, gated, &g, &blocker), FUT_OK);
-	sem_wait(&g.started);
+	fut_future *blocker = occupy_worker(ex, &g);
 	enum {
 		N = 4000
 	};
@@ -968,17 +981,11 @@ static void *submit_into_full_queue(void *arg)
 static void test_submit_blocks_while_the_queue_is_full(void **state)
 {
 	(void)state;
-	fut_executor *ex = NULL;
-	assert_int_equal(
-		fut_thread_pool_new(&ex,
-				    &(fut_thread_pool_opts){ .max_workers = 1,
-							     .max_queue = 2 }),
-		FUT_OK);
+	fut_executor *ex = bounded_pool(2);
 	struct gate g;
 	gate_init(&g);
-	fut_future *running = NULL, *queued[2];
-	assert_int_equal(fut_submit(ex, gated, &g, &running), FUT_OK);
-	sem_wait(&g.started);
+	fut_future *running = occupy_worker(ex, &g);
+	fut_future *queued[2];
 	for (int i = 0; i < 2; i++)
 		assert_int_equal(fut_submit(ex, plus_one, NULL, &queued[i]),
 				 FUT_OK);
@@ -1041,17 +1048,11 @@ static void
 test_a_blocked_batch_gets_room_as_the_worker_runs_its_local_jobs(void **state)
 {
 	(void)state;
-	fut_executor *ex = NULL;
-	assert_int_equal(
-		fut_thread_pool_new(&ex,
-				    &(fut_thread_pool_opts){ .max_workers = 1,
-							     .max_queue = 4 }),
-		FUT_OK);
+	fut_executor *ex = bounded_pool(4);
 	struct gate g;
 	gate_init(&g);
-	fut_future *running = NULL, *queued[4];
-	assert_int_equal(fut_submit(ex, gated, &g, &running), FUT_OK);
-	sem_wait(&g.started);
+	fut_future *running = occupy_worker(ex, &g);
+	fut_future *queued[4];
 	unsigned char first[4] = { 10, 20, 30, 40 };
 	assert_int_equal(fut_submit_many(ex, slow_byte_plus_one, first, 1, 4,
 					 queued),
