@@ -191,9 +191,21 @@ struct fut_future {
 	/* FUT_ECRASHED: the crash status; otherwise the task code (or the
 	 * errno of FUT_ESYS).  One field: a crash has no task code. */
 	int code;
-	void *value;
-	size_t len;
-	char *message;
+	union {
+		struct {
+			void *value;
+			size_t len;
+			char *message;
+		};
+		/* Until the future starts, an executor may keep its task's
+		 * function and argument here (thread_pool.c): the outcome
+		 * replaces them when the future completes, and fut_cancel()
+		 * writes neither. */
+		struct {
+			fut_fn fn;
+			const void *data;
+		} job;
+	};
 	struct fut__waiter *waiters; /* guarded by lock */
 	const struct fut__future_ops *ops;
 };
@@ -340,15 +352,15 @@ void fut__current_executor_set(fut_executor *ex);
 /* tp_slab.c: recycled job blocks (the thread pool's, and the process  */
 /* pool's small jobs).                                                  */
 
-/* Three block classes (user bytes): a thread-pool job (88), one with up to
- * 40 bytes of input inline (128), and one with up to FUT__TP_INLINE_BYTES
+/* Three block classes (user bytes): a thread-pool job (72), one with up to
+ * 48 bytes of input inline (128), and one with up to FUT__TP_INLINE_BYTES
  * (152); process-pool jobs (112 bytes and their input) take the two
- * larger ones. */
+ * larger ones.  Inline input is preceded by its 8-byte length. */
 #define FUT__TP_NCLASS 3u
-#define FUT__TP_JOB_SIZE 88u
-#define FUT__TP_INLINE_BYTES 64u
+#define FUT__TP_JOB_SIZE 72u
 #define FUT__TP_MID_SIZE 128u
-#define FUT__TP_LARGE_SIZE (FUT__TP_JOB_SIZE + FUT__TP_INLINE_BYTES)
+#define FUT__TP_LARGE_SIZE 152u
+#define FUT__TP_INLINE_BYTES (FUT__TP_LARGE_SIZE - FUT__TP_JOB_SIZE - 8u)
 
 /* The smallest class whose blocks hold `size` bytes; FUT__TP_NCLASS when
  * none does. */

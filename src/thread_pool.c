@@ -88,48 +88,63 @@ static struct job *job_new(struct tpool *p, fut_fn fn, void *arg,
 {
 	bool inline_input = bytes && len > 0 && len <= FUT__TP_INLINE_BYTES;
 	struct job *j = fut__tp_block_get(fut__tp_class_for(
-		sizeof(struct job) + (inline_input ? len : 0)));
+		sizeof(struct job) +
+		(inline_input ? sizeof(struct job_input) + len : 0)));
 	if (j == NULL)
 		return NULL;
-	const void *input = NULL;
+	struct job_input *in = NULL;
 	if (inline_input) {
-		memcpy(j->bytes, data, len);
-		input = j->bytes;
+		in = (struct job_input *)(void *)j->bytes;
 	} else if (bytes && len > 0) {
-		void *copy = fut__malloc(len);
-		if (copy == NULL) {
+		/* len <= FUT_MAX_BYTES (checked by fut_submit_bytes). */
+		in = fut__malloc(sizeof(*in) + len);
+		if (in == NULL) {
 			fut__tp_block_put(j);
 			return NULL;
 		}
-		memcpy(copy, data, len);
-		input = copy;
+	}
+	if (in != NULL) {
+		in->len = len;
+		memcpy(in->bytes, data, len);
 	}
 	fut__future_init(&j->fut, &p->fops);
 	/* The caller's reference and the queue's. */
 	atomic_store_explicit(&j->fut.refs, 2, memory_order_relaxed);
-	j->fn = fn;
-	j->data = bytes ? input : arg;
-	if (bytes) {
-		j->fut.len = len;
+	j->fut.job.fn = fn;
+	j->fut.job.data = bytes ? in : arg;
+	if (bytes)
 		atomic_store_explicit(&j->fut.flags, FUT__F_INPUT,
 				      memory_order_relaxed);
-	}
 	j->next = NULL;
 	return j;
 }
 
-/* True if j came from fut_submit_bytes (data is its input). */
+/* True if j came from fut_submit_bytes (its data is a job_input). */
 static bool job_has_input(const struct job *j)
 {
 	return atomic_load_explicit(&j->fut.flags, memory_order_relaxed) &
 	       FUT__F_INPUT;
 }
 
+/* Frees j's heap copy of its input, if it has one.  Only while the job
+ * slots still hold the task (before the future completes), by the thread
+ * that ran the task or dropped it unstarted. */
 static void job_free_input(struct job *j)
 {
-	const void *in = j->data;
+	const void *in = j->fut.job.data;
 	if (job_has_input(j) && in != NULL && in != (const void *)j->bytes)
 		fut__free((void *)(uintptr_t)in);
+}
+
+/* A job whose task will never run: its input goes, and its job slots are
+ * emptied, so that the future's outcome reads as none (fut_cancel left
+ * them alone). */
+static void job_forget(struct job *j)
+{
+	job_free_input(j);
+	j->fut.value = NULL;
+	j->fut.len = 0;
+	j->fut.message = NULL;
 }
 
 /* Makes the fut_task that runs j, on the stack of the thread that runs
@@ -137,17 +152,23 @@ static void job_free_input(struct job *j)
  * runs. */
 static void job_task(fut_task *t, struct job *j)
 {
-	bool bytes = job_has_input(j);
-	fut__task_init(t, j->fn, bytes ? NULL : (void *)(uintptr_t)j->data,
-		       bytes ? j->data : NULL, bytes ? j->fut.len : 0,
-		       &j->fut.flags);
+	const void *data = j->fut.job.data;
+	if (job_has_input(j)) {
+		const struct job_input *in = data;
+		fut__task_init(t, j->fut.job.fn, NULL,
+			       in != NULL ? in->bytes : NULL,
+			       in != NULL ? in->len : 0, &j->fut.flags);
+	} else {
+		fut__task_init(t, j->fut.job.fn, (void *)(uintptr_t)data, NULL,
+			       0, &j->fut.flags);
+	}
 }
 
 /* A job that was never queued: back to the cache (the caller adjusts the
  * pool's references). */
 static void job_discard(struct job *j)
 {
-	job_free_input(j);
+	job_forget(j);
 	fut__future_fini(&j->fut);
 	fut__tp_block_put(j);
 }
@@ -156,7 +177,6 @@ static void job_destroy(fut_future *f)
 {
 	struct job *j = fut__container_of(f, struct job, fut);
 	struct tpool *p = job_pool(j);
-	job_free_input(j);
 	fut__tp_block_put(j);
 	pool_unref(p);
 }
@@ -167,11 +187,21 @@ static void end_drained(struct job *list, int code)
 	while (list != NULL) {
 		struct job *j = list;
 		list = j->next;
-		if (code == FUT_ECANCELLED)
-			(void)fut_cancel(&j->fut);
-		else
-			(void)fut__future_complete(&j->fut, code, 0, NULL, 0,
-						   false, NULL, 0);
+		/* Claimed from PENDING only: a task a waiter started is its. */
+		if (code == FUT_ECANCELLED) {
+			if (fut_cancel(&j->fut))
+				job_forget(j);
+		} else {
+			int rc = fut__future_start(&j->fut);
+			if (rc == FUT_OK) {
+				job_free_input(j);
+				(void)fut__future_complete(&j->fut, code, 0,
+							   NULL, 0, false, NULL,
+							   0);
+			} else if (rc == FUT_ECANCELLED) {
+				job_forget(j);
+			}
+		}
 		fut_release(&j->fut);
 	}
 }
@@ -223,6 +253,8 @@ static void run_job(struct worker *w, struct job *j)
 {
 	struct tpool *p = w->pool;
 	int rc = fut__future_start(&j->fut);
+	if (rc == FUT_ECANCELLED) /* never to run: it is ours to forget */
+		job_forget(j);
 	if (rc == FUT_ESTATE) /* a waiter ran it (job_assist) */
 		/* Release: whoever reads this count also sees the qlen of
 		 * the take that came before it (see after_push). */
@@ -239,6 +271,7 @@ static void run_job(struct worker *w, struct job *j)
 		fut_task t;
 		job_task(&t, j);
 		fut__task_run(&t);
+		job_free_input(j);
 		/* Off the stack before the job can be recycled.  A shutdown
 		 * that raises `interrupting` and then walks the stack under
 		 * w->lock either sees the job gone (we stored first) or we
@@ -685,6 +718,7 @@ static bool job_assist(fut_future *f)
 	fut_task t;
 	job_task(&t, j);
 	fut__task_run(&t);
+	job_free_input(j);
 	fut__current_executor_set(prev);
 	fut__task_finish(&t, f);
 	atomic_fetch_add_explicit(&p->stale, 1, memory_order_relaxed);

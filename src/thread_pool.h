@@ -18,18 +18,27 @@ struct tpool;
 /*
  * The task's fut_task is built on the stack of the thread that runs it
  * (job_task): the block keeps only what the task starts from, so that a
- * job and its future fit 88 bytes (a 96-byte block).  Two fields live
- * elsewhere: the pool is found from the future's ops pointer, which
- * points into the pool (tpool.fops), and fut_submit_bytes' input length
- * waits in the future's len until the task runs (the future's outcome
- * replaces it), with FUT__F_INPUT in its flags.
+ * job and its future fit 72 bytes (an 80-byte block).  Most of it lives
+ * in the future: the task's function and its argument (or input) wait in
+ * the future's job slots, which its outcome replaces, and the pool is
+ * found from the future's ops pointer, which points into the pool
+ * (tpool.fops).  Only the queue link is the job's own: a waiter may run a
+ * task (and settle its outcome) while the job is still queued.
+ *
+ * fut_submit_bytes' input (FUT__F_INPUT in the future's flags) is a
+ * struct job_input: inline in the block when it is short, else a heap
+ * copy, which the thread that runs the task frees once the task returned
+ * (the thread that drops a task never started frees it then).
  */
 struct job {
 	struct fut_future fut; /* first: the caller's handle */
-	fut_fn fn;
-	const void *data; /* fut_submit's arg, or fut_submit_bytes' input */
 	struct job *next; /* queue link; running-stack link while it runs */
-	unsigned char bytes[]; /* inline class: the input */
+	unsigned char bytes[]; /* inline class: a struct job_input */
+};
+
+struct job_input {
+	size_t len;
+	unsigned char bytes[];
 };
 
 _Static_assert(sizeof(struct job) <= FUT__TP_JOB_SIZE,

@@ -555,6 +555,145 @@ static void submit_from_callback(fut_future *f, void *ud)
 	sem_post(&c->done);
 }
 
+/* Input sizes on both sides of the inline limit: no input, inline, the
+ * largest inline one, the smallest heap copy, a large heap copy. */
+static const size_t input_sizes[] = { 0, 1, FUT__TP_INLINE_BYTES,
+				      FUT__TP_INLINE_BYTES + 1, 5000 };
+#define NSIZES (sizeof(input_sizes) / sizeof(input_sizes[0]))
+
+/* Checks that f holds the reverse of the n bytes 0, 1, ... */
+static void assert_reversed(fut_future *f, size_t n)
+{
+	const void *data = NULL;
+	size_t len = 99;
+	assert_int_equal(fut_result_bytes(f, FUT_FOREVER, &data, &len), FUT_OK);
+	assert_int_equal(len, n);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(((const unsigned char *)data)[i],
+				 (unsigned char)(n - 1 - i));
+}
+
+/*
+ * fut_submit_bytes' input waits in the job (inline or a heap copy) until
+ * the task runs.  Whichever way the task ends (run by a worker, run by a
+ * waiter while still queued, cancelled, cancelled by a shutdown, failed
+ * by a broken pool), the input is freed once and the future reads as it
+ * should; ASan and valgrind (make check) see the leaks and double frees.
+ */
+static void test_an_input_is_freed_however_its_task_ends(void **state)
+{
+	(void)state;
+	unsigned char in[5000];
+	for (size_t i = 0; i < sizeof(in); i++)
+		in[i] = (unsigned char)i;
+	fut_executor *ex = new_pool(1);
+	struct gate g;
+	gate_init(&g);
+	/* Cancelled while queued (some released at once), then dropped by
+	 * the worker; the others run in the worker. */
+	fut_future *running = occupy_worker(ex, &g);
+	fut_future *cancelled[NSIZES], *ran[NSIZES];
+	for (size_t k = 0; k < NSIZES; k++) {
+		assert_int_equal(fut_submit_bytes(ex, reverse, in,
+						  input_sizes[k],
+						  &cancelled[k]),
+				 FUT_OK);
+		assert_int_equal(fut_submit_bytes(ex, reverse, in,
+						  input_sizes[k], &ran[k]),
+				 FUT_OK);
+	}
+	for (size_t k = 0; k < NSIZES; k++) {
+		assert_true(fut_cancel(cancelled[k]));
+		assert_int_equal(fut_task_code(cancelled[k]), 0);
+		assert_string_equal(fut_error_message(cancelled[k]),
+				    fut_strerror(FUT_ECANCELLED));
+		if (k % 2 == 0) { /* released while still queued */
+			fut_release(cancelled[k]);
+			cancelled[k] = NULL;
+		}
+	}
+	sem_post(&g.release);
+	for (size_t k = 0; k < NSIZES; k++) {
+		assert_reversed(ran[k], input_sizes[k]);
+		fut_release(ran[k]);
+		if (cancelled[k] != NULL) {
+			assert_int_equal(fut_result(cancelled[k], 0, NULL),
+					 FUT_ECANCELLED);
+			fut_release(cancelled[k]);
+		}
+	}
+	assert_int_equal(result_of(running), 1);
+	fut_release(running);
+
+	/* Cancelled by a shutdown while queued. */
+	running = occupy_worker(ex, &g);
+	fut_future *drained[NSIZES];
+	for (size_t k = 0; k < NSIZES; k++)
+		assert_int_equal(fut_submit_bytes(ex, reverse, in,
+						  input_sizes[k], &drained[k]),
+				 FUT_OK);
+	assert_int_equal(fut_executor_shutdown(ex, FUT_SHUTDOWN_CANCEL_PENDING |
+							   FUT_SHUTDOWN_NOWAIT),
+			 FUT_OK);
+	sem_post(&g.release);
+	assert_int_equal(result_of(running), 1);
+	fut_release(running);
+	for (size_t k = 0; k < NSIZES; k++) {
+		assert_int_equal(fut_result(drained[k], FUT_FOREVER, NULL),
+				 FUT_ECANCELLED);
+		assert_string_equal(fut_error_message(drained[k]),
+				    fut_strerror(FUT_ECANCELLED));
+		fut_release(drained[k]);
+	}
+	fut_executor_free(ex);
+
+	/* Run by the waiter while the only worker is busy (on one cpu the
+	 * waiter leaves it to the worker); the worker drops it later. */
+	ex = new_pool(1);
+	running = occupy_worker(ex, &g);
+	bool inline_ok = fut__ncpus() > 1;
+	if (!inline_ok)
+		sem_post(&g.release);
+	for (size_t k = 0; k < NSIZES; k++) {
+		fut_future *f = NULL;
+		assert_int_equal(fut_submit_bytes(ex, reverse, in,
+						  input_sizes[k], &f),
+				 FUT_OK);
+		assert_reversed(f, input_sizes[k]);
+		fut_release(f);
+	}
+	if (inline_ok) {
+		assert_int_equal(fut_state(running), FUT_RUNNING);
+		sem_post(&g.release);
+	}
+	assert_int_equal(result_of(running), 1);
+	fut_release(running);
+	fut_executor_free(ex);
+
+	/* Queued when the pool breaks (its second worker's initializer
+	 * fails): failed FUT_EBROKEN, never run. */
+	_Atomic int inits = 0;
+	assert_int_equal(
+		fut_thread_pool_new(&ex,
+				    &(fut_thread_pool_opts){
+					    .max_workers = 2,
+					    .initializer = init_fail_second,
+					    .initarg = (void *)&inits }),
+		FUT_OK);
+	running = occupy_worker(ex, &g);
+	fut_future *f = NULL;
+	assert_int_equal(fut_submit_bytes(ex, reverse, in, sizeof(in), &f),
+			 FUT_OK);
+	assert_int_equal(fut_result(f, FUT_FOREVER, NULL), FUT_EBROKEN);
+	assert_int_equal(fut_task_code(f), 0);
+	fut_release(f);
+	sem_post(&g.release);
+	assert_int_equal(result_of(running), 1);
+	fut_release(running);
+	fut_executor_free(ex);
+	gate_fini(&g);
+}
+
 static void test_tasks_and_callbacks_can_submit(void **state)
 {
 	(void)state;
@@ -1177,6 +1316,7 @@ int main(void)
 			test_shutdown_with_wait_from_own_task_is_einval),
 		cmocka_unit_test(test_free_from_own_task_defers_the_free),
 		cmocka_unit_test(test_failing_initializer_breaks_the_pool),
+		cmocka_unit_test(test_an_input_is_freed_however_its_task_ends),
 		cmocka_unit_test(test_tasks_and_callbacks_can_submit),
 		cmocka_unit_test(test_futures_outlive_the_pool),
 		cmocka_unit_test(
