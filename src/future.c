@@ -46,7 +46,6 @@ void fut__future_init(fut_future *f, const struct fut__future_ops *ops)
 	f->code = 0;
 	f->value = NULL;
 	f->len = 0;
-	f->message = NULL;
 	f->waiters = NULL;
 	f->ops = ops;
 }
@@ -56,7 +55,8 @@ void fut__future_fini(fut_future *f)
 	if (atomic_load_explicit(&f->flags, memory_order_relaxed) &
 	    FUT__F_BYTES)
 		fut__free(f->value);
-	fut__free(f->message);
+	else if (f->error != FUT_OK)
+		fut__free(f->message);
 	/* Only callback nodes can remain (a future released while pending);
 	 * waiter nodes belong to waits, which hold their futures. */
 	for (struct fut__waiter *w = f->waiters, *next; w != NULL; w = next) {
@@ -181,9 +181,20 @@ static void settle(fut_future *f, int error, int task_code, void *value,
 {
 	f->error = (int16_t)error;
 	f->code = error == FUT_ECRASHED ? crash_status : task_code;
-	f->value = value;
-	f->len = len;
-	f->message = message;
+	/* Every completer passes a value with FUT_OK only, a message with a
+	 * failure only: they share a field. */
+	if (error == FUT_OK) {
+		f->value = value;
+		f->len = len;
+		if (message != NULL)
+			fut__free(message);
+	} else {
+		if (flags & FUT__F_BYTES)
+			fut__free(value);
+		flags &= ~(uint32_t)FUT__F_BYTES;
+		f->message = message;
+		f->len = 0;
+	}
 	if (flags != 0)
 		atomic_fetch_or_explicit(&f->flags, flags,
 					 memory_order_relaxed);

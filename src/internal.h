@@ -193,9 +193,13 @@ struct fut_future {
 	int code;
 	union {
 		struct {
-			void *value;
+			/* One or the other: a failure has no value, a
+			 * success no message (error tells which). */
+			union {
+				void *value;
+				char *message;
+			};
 			size_t len;
-			char *message;
 		};
 		/* Until the future starts, an executor may keep its task's
 		 * function and argument here (thread_pool.c): the outcome
@@ -352,12 +356,12 @@ void fut__current_executor_set(fut_executor *ex);
 /* tp_slab.c: recycled job blocks (the thread pool's, and the process  */
 /* pool's small jobs).                                                  */
 
-/* Three block classes (user bytes): a thread-pool job (72), one with up to
- * 48 bytes of input inline (128), and one with up to FUT__TP_INLINE_BYTES
+/* Three block classes (user bytes): a thread-pool job (64), one with up to
+ * 56 bytes of input inline (128), and one with up to FUT__TP_INLINE_BYTES
  * (152); process-pool jobs (112 bytes and their input) take the two
  * larger ones.  Inline input is preceded by its 8-byte length. */
 #define FUT__TP_NCLASS 3u
-#define FUT__TP_JOB_SIZE 72u
+#define FUT__TP_JOB_SIZE 64u
 #define FUT__TP_MID_SIZE 128u
 #define FUT__TP_LARGE_SIZE 152u
 #define FUT__TP_INLINE_BYTES (FUT__TP_LARGE_SIZE - FUT__TP_JOB_SIZE - 8u)

@@ -142,9 +142,8 @@ static void job_free_input(struct job *j)
 static void job_forget(struct job *j)
 {
 	job_free_input(j);
-	j->fut.value = NULL;
+	j->fut.value = NULL; /* also the message */
 	j->fut.len = 0;
-	j->fut.message = NULL;
 }
 
 /* Makes the fut_task that runs j, on the stack of the thread that runs
