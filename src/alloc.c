@@ -1,5 +1,6 @@
 /*
- * alloc.c: the one place that calls malloc, calloc, realloc and free.
+ * alloc.c: the one place that calls malloc, calloc, realloc,
+ * posix_memalign and free.
  *
  * Owns: the allocation wrapper and its fault-injection hook.
  * Threads: any; the hook is two atomics, so it costs one relaxed load per
@@ -53,9 +54,17 @@ void *fut__malloc(size_t n)
 	return counted(malloc(n ? n : 1));
 }
 
-void *fut__malloc_background(size_t n)
+void *fut__malloc_aligned_background(size_t align, size_t n)
 {
-	return malloc(n ? n : 1);
+	void *p = NULL;
+	return posix_memalign(&p, align, n ? n : 1) == 0 ? p : NULL;
+}
+
+void *fut__malloc_aligned(size_t align, size_t n)
+{
+	if (injected_failure())
+		return NULL;
+	return counted(fut__malloc_aligned_background(align, n));
 }
 
 void *fut__calloc(size_t n, size_t size)

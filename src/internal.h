@@ -33,10 +33,14 @@
 /* alloc.c: every allocation of the library goes through here.          */
 
 void *fut__malloc(size_t n);
-/* As fut__malloc, for work a thread does in the background (a slab made
- * ready ahead of need): no injected failure and no count, so that a test
- * that fails or counts the allocations of one call never sees it. */
-void *fut__malloc_background(size_t n);
+/* n bytes aligned to `align` (a power of two, a multiple of the pointer
+ * size); freed with fut__free. */
+void *fut__malloc_aligned(size_t align, size_t n);
+/* As fut__malloc_aligned, for work a thread does in the background (a
+ * slab made ready ahead of need): no injected failure and no count, so
+ * that a test that fails or counts the allocations of one call never
+ * sees it. */
+void *fut__malloc_aligned_background(size_t align, size_t n);
 void *fut__calloc(size_t n, size_t size);
 void *fut__realloc(void *p, size_t n);
 void fut__free(void *p);
@@ -369,9 +373,8 @@ void fut__current_executor_set(fut_executor *ex);
 /* The smallest class whose blocks hold `size` bytes; FUT__TP_NCLASS when
  * none does. */
 unsigned fut__tp_class_for(size_t size);
-/* A free block of class cls from this thread's cache (8-byte aligned for
- * class 0, which holds no inline bytes; 16-byte aligned otherwise); NULL
- * when out of memory. */
+/* A free block of class cls from this thread's cache (class 0's are
+ * 64-byte aligned, the others 16); NULL when out of memory. */
 void *fut__tp_block_get(unsigned cls);
 /* Gives a block back (to this thread's cache). */
 void fut__tp_block_put(void *block);
@@ -383,6 +386,9 @@ void fut__tp_cache_flush(void);
  * pages present) for a thread that is taking them, so that thread need
  * not wait for its pages.  True if it did; cheap when nothing is wanted. */
 bool fut__tp_slab_provision(void);
+/* Test hook: the blocks of class cls a thread takes from its small slabs
+ * before it takes larger ones. */
+size_t fut__tp_small_blocks(unsigned cls);
 /* Test hook: the slabs of class cls made ready and not yet taken. */
 uint32_t fut__tp_slabs_ready(unsigned cls);
 /* Test hook: the slab a block (or a thread-pool future) lies in: *bytes

@@ -17,16 +17,22 @@
  * blocks came back (a thread's cache and its slab in use are
  * flushed at thread exit through a pthread key destructor, the main
  * thread's and the overflow list at process exit), so valgrind and ASan
- * see no leak.  Each block is preceded by an 8-byte header naming its
- * slab.
+ * see no leak.
+ *
+ * A slab is whole 4 KiB pages, 4 KiB aligned; each page starts with a
+ * 64-byte page header that names its slab (the first page's holds the
+ * slab itself), and blocks never straddle a page, so a block finds its
+ * slab from its address alone.  A job block then carries no header: the
+ * thread pool's 64-byte job takes 64 bytes (one cache line, 63 to a
+ * page), where an 8-byte header per block made it 72.
  *
  * Two slab sizes: a thread's first GROW_AFTER slabs of a class are small
- * (SLAB_BLOCKS blocks), so that a program with a few tasks in flight
+ * (one page), so that a program with a few tasks in flight
  * holds a few kilobytes; after that they are MED_SLAB bytes, still under
  * glibc's mmap threshold (so a freed one is reused from the heap, not
  * unmapped and faulted in again), and their pages are made present with
  * one madvise(MADV_POPULATE_WRITE) instead of one page fault each.  A
- * million pending tasks touch 96 MB of blocks, 23,000 pages; on the VMs
+ * million pending tasks touch 65 MB of blocks, 16,000 pages; on the VMs
  * we measure on a page fault costs ~1.5 us, so faulting them one by one
  * cost a cold W1 more than its tasks did (docs/design-thread-pool.md has
  * the numbers).  Blocks are carved from a slab REFILL at a time.
@@ -38,25 +44,33 @@
 
 #include "internal.h"
 
-#define SLAB_BLOCKS 64u /* blocks in a small slab */
-#define GROW_AFTER 16u	/* small slabs per class a thread makes first */
+#define SLAB_PAGE 4096u /* a slab is whole ones of these, aligned */
+#define PAGE_HEADER 64u /* at the start of each: its slab */
+#define GROW_AFTER 16u	/* small (one-page) slabs per class made first */
 #define MED_SLAB ((size_t)112 << 10) /* bytes of a later slab */
 #define READY_MAX 2u		     /* larger slabs per class kept ready */
 #define TCACHE_MAX 256u		     /* blocks per class a thread keeps */
 #define OVERFLOW_MAX 8192u	     /* blocks per class kept globally */
 #define REFILL 64u /* blocks moved from the overflow at a time */
 
+/* What each page of a slab starts with. */
+struct page_header {
+	struct slab *slab;
+};
+
+/* In its first page's header. */
 struct slab {
+	struct page_header page; /* names itself */
 	/* Blocks not yet given back, the ones not yet carved included. */
 	_Atomic uint32_t live;
 	uint32_t cls;
 	uint32_t bytes; /* its size */
-	uint32_t pad;	/* keeps the blocks 16-byte aligned */
 };
 
-struct header {
-	struct slab *slab;
-};
+/* The slab and a ready slab's link (ready_link) fit the first header. */
+_Static_assert(sizeof(struct slab) + sizeof(struct slab *) <= PAGE_HEADER,
+	       "the slab must fit its first page header");
+_Static_assert(MED_SLAB % SLAB_PAGE == 0, "a slab is whole pages");
 
 struct free_block {
 	struct free_block *next;
@@ -76,10 +90,11 @@ unsigned fut__tp_class_for(size_t size)
 	return cls;
 }
 
-/* The slab a thread carves new blocks from: [next, end). */
+/* The slab a thread carves new blocks from: next up to page_end in the
+ * page being carved, then the pages up to end. */
 struct carve {
 	struct slab *slab;
-	char *next, *end;
+	char *next, *page_end, *end;
 };
 
 struct tcache {
@@ -120,27 +135,47 @@ static size_t class_align(unsigned cls)
 	return cls == 0 ? 8 : 16;
 }
 
-/* A header and the user block, a multiple of the class's alignment. */
+/* A block, a multiple of the class's alignment (which PAGE_HEADER is). */
 static size_t block_size(unsigned cls)
 {
 	size_t a = class_align(cls);
-	return (sizeof(struct header) + class_user_size[cls] + a - 1) &
-	       ~(a - 1);
+	return (class_user_size[cls] + a - 1) & ~(a - 1);
 }
 
-/* Where the first block of a slab of class cls starts: its user part
- * aligned. */
-static char *first_block(struct slab *s, unsigned cls)
+static size_t blocks_per_page(unsigned cls)
 {
-	size_t a = class_align(cls);
-	uintptr_t user = ((uintptr_t)(s + 1) + sizeof(struct header) + a - 1) &
-			 ~(uintptr_t)(a - 1);
-	return (char *)(user - sizeof(struct header));
+	return (SLAB_PAGE - PAGE_HEADER) / block_size(cls);
 }
 
-static struct header *header_of(void *user)
+static struct slab *slab_of(void *block)
 {
-	return (struct header *)user - 1;
+	uintptr_t page = (uintptr_t)block & ~(uintptr_t)(SLAB_PAGE - 1);
+	return ((struct page_header *)page)->slab;
+}
+
+/* Starts carving the page at `page` (of c's slab): names the slab in its
+ * header. */
+static void carve_page(struct carve *c, char *page, unsigned cls)
+{
+	((struct page_header *)(void *)page)->slab = c->slab;
+	c->next = page + PAGE_HEADER;
+	c->page_end = c->next + blocks_per_page(cls) * block_size(cls);
+}
+
+/* The next block of c's slab; NULL when it has none left. */
+static char *carve_one(struct carve *c, unsigned cls)
+{
+	if (c->next == c->page_end) {
+		char *page = (char *)(((uintptr_t)c->page_end - 1) |
+				      (SLAB_PAGE - 1)) +
+			     1;
+		if (page >= c->end)
+			return NULL;
+		carve_page(c, page, cls);
+	}
+	char *b = c->next;
+	c->next += block_size(cls);
+	return b;
 }
 
 /* Gives n blocks back to slab s; frees the slab with its last block. */
@@ -153,7 +188,7 @@ static void slab_drop(struct slab *s, uint32_t n)
 
 static void slab_return(struct free_block *b)
 {
-	slab_drop(header_of(b)->slab, 1);
+	slab_drop(slab_of(b), 1);
 }
 
 /* Gives back the blocks of this thread's slab in use never carved. */
@@ -161,7 +196,11 @@ static void carve_abandon(struct carve *c, unsigned cls)
 {
 	if (c->slab == NULL)
 		return;
-	size_t left = (size_t)(c->end - c->next) / block_size(cls);
+	uintptr_t page = ((uintptr_t)c->page_end - 1) &
+			 ~(uintptr_t)(SLAB_PAGE - 1);
+	size_t later = ((uintptr_t)c->end - page) / SLAB_PAGE - 1;
+	size_t left = (size_t)(c->page_end - c->next) / block_size(cls) +
+		      later * blocks_per_page(cls);
 	struct slab *s = c->slab;
 	*c = (struct carve){ 0 };
 	if (left > 0)
@@ -297,7 +336,8 @@ bool fut__tp_slab_provision(void)
 		if (!atomic_load_explicit(&ready[cls].wanted,
 					  memory_order_relaxed))
 			continue;
-		struct slab *s = fut__malloc_background(MED_SLAB);
+		struct slab *s =
+			fut__malloc_aligned_background(SLAB_PAGE, MED_SLAB);
 		if (s == NULL)
 			return false;
 		populate(s, MED_SLAB);
@@ -327,9 +367,7 @@ bool fut__tp_slab_provision(void)
 static bool new_slab(unsigned cls)
 {
 	struct carve *c = &tcache.carve[cls];
-	size_t bs = block_size(cls);
-	/* Room for the first block's alignment too (first_block). */
-	size_t size = sizeof(struct slab) + class_align(cls) + SLAB_BLOCKS * bs;
+	size_t size = SLAB_PAGE;
 	bool med = tcache.slabs_made[cls] >= GROW_AFTER;
 	struct slab *s = NULL;
 	if (med) {
@@ -339,7 +377,7 @@ static bool new_slab(unsigned cls)
 				      memory_order_relaxed);
 	}
 	if (s == NULL) {
-		if ((s = fut__malloc(size)) == NULL)
+		if ((s = fut__malloc_aligned(SLAB_PAGE, size)) == NULL)
 			return false;
 		if (med)
 			populate(s, size);
@@ -347,14 +385,13 @@ static bool new_slab(unsigned cls)
 	if (!med)
 		tcache.slabs_made[cls]++;
 	s->bytes = (uint32_t)size;
-	char *first = first_block(s, cls);
-	size_t nblocks = (size_t)((char *)s + size - first) / bs;
-	atomic_init(&s->live, (uint32_t)nblocks);
+	atomic_init(&s->live,
+		    (uint32_t)(size / SLAB_PAGE * blocks_per_page(cls)));
 	s->cls = cls;
 	carve_abandon(c, cls); /* it has none left: forgets it */
 	c->slab = s;
-	c->next = first;
-	c->end = c->next + nblocks * bs;
+	c->end = (char *)s + size;
+	carve_page(c, (char *)s, cls); /* the first header names s */
 	return true;
 }
 
@@ -381,19 +418,25 @@ static bool refill(unsigned cls)
 	fut__lock_release(&overflow[cls].lock);
 
 	struct carve *c = &tcache.carve[cls];
-	size_t bs = block_size(cls);
-	if (c->next == c->end && !new_slab(cls))
-		return false;
-	for (unsigned i = 0; i < REFILL && c->next < c->end; i++) {
-		struct header *h = (struct header *)(void *)c->next;
-		c->next += bs;
-		h->slab = c->slab;
-		struct free_block *b = (struct free_block *)(void *)(h + 1);
+	char *first = c->slab != NULL ? carve_one(c, cls) : NULL;
+	if (first == NULL) {
+		if (!new_slab(cls))
+			return false;
+		first = carve_one(c, cls);
+	}
+	for (unsigned i = 0; i < REFILL && first != NULL; i++) {
+		struct free_block *b = (struct free_block *)(void *)first;
+		first = i + 1 < REFILL ? carve_one(c, cls) : NULL;
 		b->next = tcache.head[cls];
 		tcache.head[cls] = b;
 		tcache.n[cls]++;
 	}
 	return true;
+}
+
+size_t fut__tp_small_blocks(unsigned cls)
+{
+	return GROW_AFTER * blocks_per_page(cls);
 }
 
 uint32_t fut__tp_slabs_ready(unsigned cls)
@@ -403,7 +446,7 @@ uint32_t fut__tp_slabs_ready(unsigned cls)
 
 void *fut__tp_block_slab(void *block, size_t *bytes)
 {
-	struct slab *s = header_of(block)->slab;
+	struct slab *s = slab_of(block);
 	*bytes = s->bytes;
 	return s;
 }
@@ -421,7 +464,7 @@ void *fut__tp_block_get(unsigned cls)
 void fut__tp_block_put(void *block)
 {
 	struct free_block *b = block;
-	unsigned cls = header_of(block)->slab->cls;
+	unsigned cls = slab_of(block)->cls;
 	/* A thread that never took a block registers too, so that its
 	 * cache is flushed when it exits. */
 	if (!tcache.registered)

@@ -937,15 +937,16 @@ static void test_allocation_failures_are_clean(void **state)
 }
 
 /*
- * A thread's first 16 slabs of a block class are small (64 blocks each);
- * past them it takes 112 KiB slabs whose pages are made present at once
- * (MADV_POPULATE_WRITE).  After fut__tp_cache_flush() this thread starts
- * over: its 1,024 first blocks (the gate's and 1,023 more) fill the small
- * slabs exactly, so the next submit makes a larger one, and a failure of
- * that allocation is FUT_ENOMEM with nothing queued.
+ * A thread's first 16 slabs of a block class are small (one 4 KiB page,
+ * 63 job blocks); past them it takes 112 KiB slabs whose pages are made
+ * present at once (MADV_POPULATE_WRITE).  After fut__tp_cache_flush()
+ * this thread starts over: its first 1,008 blocks (the gate's and 1,007
+ * more) fill the small slabs exactly, so the next submit makes a larger
+ * one, and a failure of that allocation is FUT_ENOMEM with nothing
+ * queued.
  */
+#define SMALL_SLAB_BLOCKS ((int)fut__tp_small_blocks(0))
 enum {
-	SMALL_SLAB_BLOCKS = 16 * 64,
 	PAST_SMALL = 3000
 };
 
@@ -997,6 +998,10 @@ test_a_thread_with_many_pending_tasks_takes_populated_slabs(void **state)
 				 FUT_OK);
 		fut__tp_block_slab(fs[i], &bytes);
 		assert_int_equal(bytes, small);
+		/* A job is one cache line, and none straddles a page (its
+		 * slab is found from the page it lies in). */
+		assert_int_equal((uintptr_t)fs[i] % 64, 0);
+		assert_true((uintptr_t)fs[i] % 4096 >= 64);
 	}
 	fut_future *f = NULL;
 	fut__alloc_fail_nth(1);
@@ -1014,8 +1019,8 @@ test_a_thread_with_many_pending_tasks_takes_populated_slabs(void **state)
 				 FUT_OK);
 		void *slab = fut__tp_block_slab(fs[i], &bytes);
 		assert_int_equal(bytes, 112 << 10);
-		/* Its first 64 blocks (8 KiB) are all that was touched yet;
-		 * every page is present all the same (mincore). */
+		/* Its first page is all that was touched yet; every page
+		 * is present all the same (mincore). */
 		if (i == SMALL_SLAB_BLOCKS - 1) {
 			long absent = pages_absent(slab, bytes);
 			assert_true(absent <= 0);
