@@ -35,21 +35,6 @@ struct callback {
 	void *ud;
 };
 
-void fut__future_init(fut_future *f, const struct fut__future_ops *ops)
-{
-	atomic_init(&f->state, FUT__S_PENDING);
-	atomic_init(&f->refs, 1);
-	atomic_init(&f->flags, 0);
-	atomic_init(&f->lock.word, 0);
-	f->magic = FUT__FUTURE_MAGIC;
-	f->error = FUT_OK;
-	f->code = 0;
-	f->value = NULL;
-	f->len = 0;
-	f->waiters = NULL;
-	f->ops = ops;
-}
-
 void fut__future_fini(fut_future *f)
 {
 	if (atomic_load_explicit(&f->flags, memory_order_relaxed) &

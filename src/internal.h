@@ -82,8 +82,25 @@ int fut__ncpus(void);
 typedef struct fut__lock {
 	_Atomic uint32_t word;
 } fut__lock;
-void fut__lock_acquire(fut__lock *l);
-void fut__lock_release(fut__lock *l);
+/* The contended paths, out of line. */
+void fut__lock_acquire_slow(fut__lock *l);
+void fut__lock_wake(fut__lock *l);
+
+static inline void fut__lock_acquire(fut__lock *l)
+{
+	uint32_t c = 0;
+	if (FUT__UNLIKELY(!atomic_compare_exchange_strong_explicit(
+		    &l->word, &c, 1, memory_order_acquire,
+		    memory_order_relaxed)))
+		fut__lock_acquire_slow(l);
+}
+
+static inline void fut__lock_release(fut__lock *l)
+{
+	if (FUT__UNLIKELY(atomic_exchange_explicit(&l->word, 0,
+						   memory_order_release) == 2))
+		fut__lock_wake(l);
+}
 #define fut__lock_held(l)                                                      \
 	(atomic_load_explicit(&(l)->word, memory_order_relaxed) != 0)
 
@@ -218,8 +235,23 @@ struct fut_future {
 	const struct fut__future_ops *ops;
 };
 
-/* Makes f a pending future with one reference. */
-void fut__future_init(fut_future *f, const struct fut__future_ops *ops);
+/* Makes f a pending future with one reference (inline: every submit
+ * makes one). */
+static inline void fut__future_init(fut_future *f,
+				    const struct fut__future_ops *ops)
+{
+	atomic_init(&f->state, FUT__S_PENDING);
+	atomic_init(&f->refs, 1);
+	atomic_init(&f->flags, 0);
+	atomic_init(&f->lock.word, 0);
+	f->magic = FUT__FUTURE_MAGIC;
+	f->error = FUT_OK;
+	f->code = 0;
+	f->value = NULL;
+	f->len = 0;
+	f->waiters = NULL;
+	f->ops = ops;
+}
 /* Frees what f owns (result bytes, message, callback nodes never run). */
 void fut__future_fini(fut_future *f);
 

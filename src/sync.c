@@ -62,8 +62,8 @@ int fut__futex_wait(_Atomic uint32_t *word, uint32_t expected,
 
 void fut__futex_wake(_Atomic uint32_t *word, int n)
 {
-	syscall(SYS_futex, (void *)(uintptr_t)word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, n,
-		NULL, NULL, 0);
+	syscall(SYS_futex, (void *)(uintptr_t)word,
+		FUTEX_WAKE | FUTEX_PRIVATE_FLAG, n, NULL, NULL, 0);
 }
 
 void fut__cpu_relax(void)
@@ -87,20 +87,20 @@ int fut__ncpus(void)
 	return n;
 }
 
-void fut__lock_acquire(fut__lock *l)
+/* fut__lock_acquire's first try failed: spin a little, then sleep. */
+void fut__lock_acquire_slow(fut__lock *l)
 {
-	uint32_t c = 0;
-	if (atomic_compare_exchange_strong_explicit(&l->word, &c, 1,
-						    memory_order_acquire,
-						    memory_order_relaxed))
+	uint32_t c = atomic_load_explicit(&l->word, memory_order_relaxed);
+	if (c == 0 && atomic_compare_exchange_strong_explicit(
+			      &l->word, &c, 1, memory_order_acquire,
+			      memory_order_relaxed))
 		return;
 	for (int i = 0; i < 100 && c != 0; i++) {
 		fut__cpu_relax();
 		c = atomic_load_explicit(&l->word, memory_order_relaxed);
-		if (c == 0 &&
-		    atomic_compare_exchange_strong_explicit(
-			    &l->word, &c, 1, memory_order_acquire,
-			    memory_order_relaxed))
+		if (c == 0 && atomic_compare_exchange_strong_explicit(
+				      &l->word, &c, 1, memory_order_acquire,
+				      memory_order_relaxed))
 			return;
 	}
 	if (c != 2)
@@ -111,10 +111,10 @@ void fut__lock_acquire(fut__lock *l)
 	}
 }
 
-void fut__lock_release(fut__lock *l)
+/* fut__lock_release found sleepers. */
+void fut__lock_wake(fut__lock *l)
 {
-	if (atomic_exchange_explicit(&l->word, 0, memory_order_release) == 2)
-		fut__futex_wake(&l->word, 1);
+	fut__futex_wake(&l->word, 1);
 }
 
 static _Thread_local const struct fut__wait_hooks *thread_hooks;
