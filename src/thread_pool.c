@@ -18,10 +18,10 @@
  *
  * Design (docs/design-thread-pool.md has the long form):
  * - Submit appends to the global FIFO under qlock: one lock per submit,
- *   one per fut_submit_many batch.  A worker takes up to FUT__TP_BATCH
- *   jobs at once into its local queue, so it touches the global lock once
- *   per batch; idle workers steal half of a busy worker's local queue, so
- *   a long batch never strands work.
+ *   one per fut_submit_many batch.  A worker takes the whole global queue
+ *   at once into its local queue, so it touches the global lock once per
+ *   batch; idle workers steal half of a busy worker's local queue (up to
+ *   FUT__TP_BATCH jobs), so a long batch never strands work.
  * - A job holds two future references (the caller's and the queue's) and
  *   one pool reference, so futures stay valid after the pool is freed and
  *   the pool's memory stays until the last future goes.

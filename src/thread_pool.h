@@ -11,7 +11,9 @@
 
 #include "internal.h"
 
-#define FUT__TP_BATCH 32u /* most jobs a worker takes from the global queue */
+#define FUT__TP_BATCH 32u /* most jobs a worker steals, or gathers */
+#define FUT__TP_TAKE_MAX                                                       \
+	((size_t)1 << 30) /* most taken from the global queue */
 
 struct tpool;
 

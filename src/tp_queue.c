@@ -13,10 +13,11 @@
  * under their lock and read without it, as hints.
  *
  * Why this shape: a submit costs one short critical section on qlock; a
- * worker takes up to FUT__TP_BATCH jobs (the whole queue when it is no
- * longer) per qlock acquisition, so busy workers rarely touch the shared
- * lock; and a worker that finds nothing steals half of another's local
- * queue, so a long batch never strands work behind one slow task.
+ * worker takes the whole global queue per qlock acquisition (an O(1)
+ * cut), so busy workers rarely touch the shared lock and never hold it
+ * long; and a worker that finds nothing steals half of another's local
+ * queue (up to FUT__TP_BATCH jobs at a time), so a long batch never
+ * strands work behind one slow task.
  */
 #include "thread_pool.h"
 
@@ -127,9 +128,12 @@ static struct job *take_global(struct worker *w)
 		fut__lock_release(&p->qlock);
 		return NULL;
 	}
-	/* Up to a batch: the whole queue (no walk under the lock, which the
-	 * submitters wait for); more than that, the first batch. */
-	size_t k = n <= FUT__TP_BATCH ? n : FUT__TP_BATCH;
+	/* The whole queue: the cut is O(1), where walking to a batch's end
+	 * under the lock held every submitter up for a chain of cache misses
+	 * (its jobs are in the submitter's cache).  Other workers steal from
+	 * the local queue it goes to, a batch at a time.  A queue too long
+	 * for the local count (never seen: 2^30 jobs) is cut at a batch. */
+	size_t k = n <= FUT__TP_TAKE_MAX ? n : FUT__TP_BATCH;
 	struct job *first = p->qhead, *last = p->qtail;
 	if (k < n) {
 		last = first;
@@ -151,7 +155,7 @@ static struct job *take_global(struct worker *w)
 	return first;
 }
 
-/* Steals half of another worker's local queue. */
+/* Steals half of another worker's local queue, up to a batch. */
 static struct job *steal(struct worker *w)
 {
 	struct tpool *p = w->pool;
@@ -169,6 +173,8 @@ static struct job *steal(struct worker *w)
 			continue;
 		}
 		uint32_t k = (n + 1) / 2;
+		if (k > FUT__TP_BATCH) /* the walk holds v's lock */
+			k = FUT__TP_BATCH;
 		struct job *first = v->head, *last = first;
 		for (uint32_t m = 1; m < k; m++)
 			last = last->next;
