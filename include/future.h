@@ -289,8 +289,10 @@ typedef struct fut_process_pool_opts {
 /*
  * A thread pool.  opts may be NULL (defaults); a zeroed struct is the
  * defaults too.  Threads start lazily, one per submit while no worker is
- * idle, up to max_workers.  *out gets a new executor: free it with
- * fut_executor_free().  FUT_EINVAL, FUT_ENOMEM.
+ * idle, up to max_workers.  An idle worker of normal policy sleeps as
+ * SCHED_BATCH (it runs tasks as SCHED_OTHER): woken while every cpu is
+ * busy, it waits for one rather than preempting.  *out gets a new
+ * executor: free it with fut_executor_free().  FUT_EINVAL, FUT_ENOMEM.
  */
 FUT_API FUT_NODISCARD int fut_thread_pool_new(fut_executor **out,
 					      const fut_thread_pool_opts *opts);

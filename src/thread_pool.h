@@ -50,9 +50,10 @@ struct worker {
 	struct tpool *pool;
 	pthread_t thread;
 	unsigned index;
-	bool idle;	/* counted in p->nidle; this thread's own */
-	bool joined;	/* guarded by p->ctl */
-	unsigned depth; /* tasks run nested in help(); this thread's own */
+	bool idle;	  /* counted in p->nidle; this thread's own */
+	bool joined;	  /* guarded by p->ctl */
+	bool batch_sleep; /* sleeps as SCHED_BATCH (idle_sleep); its own */
+	unsigned depth;	  /* tasks run nested in help(); this thread's own */
 	struct fut__wait_hooks hooks;
 	fut__lock lock;
 	struct job *head, *tail; /* local queue: guarded by lock */

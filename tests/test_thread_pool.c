@@ -217,6 +217,90 @@ static fut_executor *bounded_pool(size_t max_queue)
 	return ex;
 }
 
+/* Returns the scheduling policy, or the thread id, of the thread that
+ * runs it. */
+static void report_policy(fut_task *t)
+{
+	fut_task_return(t, (void *)(intptr_t)sched_getscheduler(0));
+}
+
+static void report_tid(fut_task *t)
+{
+	fut_task_return(t, (void *)(intptr_t)gettid());
+}
+
+/* The state letter of thread tid of this process (R, S, ...), '?'. */
+static char thread_state(pid_t tid)
+{
+	char path[64], buf[256];
+	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+	FILE *fp = fopen(path, "r");
+	if (fp == NULL)
+		return '?';
+	size_t n = fread(buf, 1, sizeof(buf) - 1, fp);
+	fclose(fp);
+	buf[n] = '\0';
+	const char *close = strrchr(buf, ')'); /* after the comm field */
+	return close != NULL && close[1] == ' ' ? close[2] : '?';
+}
+
+/* Waits (up to 10 s) until the worker tid sleeps with policy `want`. */
+static bool sleeps_with_policy(pid_t tid, int want)
+{
+	int64_t deadline = fut__now_ns() + 10 * (int64_t)1000000000;
+	while (fut__now_ns() < deadline) {
+		if (thread_state(tid) == 'S' && sched_getscheduler(tid) == want)
+			return true;
+		usleep(1000);
+	}
+	return false;
+}
+
+/* The policy the worker of a one-worker pool made by this thread runs
+ * its tasks with, and the one it sleeps with. */
+static void check_worker_policies(int runs_with, int sleeps_with)
+{
+	fut_executor *ex = new_worker_only_pool(1, NULL);
+	fut_future *f = NULL;
+	assert_int_equal(fut_submit(ex, report_tid, NULL, &f), FUT_OK);
+	pid_t tid = (pid_t)result_of(f);
+	fut_release(f);
+	for (int i = 0; i < 3; i++) {
+		assert_true(sleeps_with_policy(tid, sleeps_with));
+		assert_int_equal(fut_submit(ex, report_policy, NULL, &f),
+				 FUT_OK);
+		assert_int_equal((int)result_of(f), runs_with);
+		fut_release(f);
+	}
+	fut_executor_free(ex);
+}
+
+static void *idle_policy_thread(void *arg)
+{
+	(void)arg;
+	struct sched_param sp = { 0 };
+	assert_int_equal(pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp),
+			 0);
+	check_worker_policies(SCHED_IDLE, SCHED_IDLE);
+	return NULL;
+}
+
+/*
+ * An idle worker sleeps as SCHED_BATCH, so that a wake-up while every cpu
+ * is busy does not preempt the thread that submits, and runs its tasks
+ * with its normal policy again.  Workers of a thread with another policy
+ * (here SCHED_IDLE, which an unprivileged thread may take) keep it.
+ */
+static void test_an_idle_worker_sleeps_as_a_batch_thread(void **state)
+{
+	(void)state;
+	check_worker_policies(SCHED_OTHER, SCHED_BATCH);
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, idle_policy_thread, NULL),
+			 0);
+	assert_int_equal(pthread_join(th, NULL), 0);
+}
+
 static void test_busy_workers_make_the_pool_start_more_threads(void **state)
 {
 	(void)state;
@@ -1309,6 +1393,7 @@ int main(void)
 			test_sequential_submit_and_wait_uses_one_thread),
 		cmocka_unit_test(
 			test_busy_workers_make_the_pool_start_more_threads),
+		cmocka_unit_test(test_an_idle_worker_sleeps_as_a_batch_thread),
 		cmocka_unit_test(
 			test_worker_threads_are_named_after_the_prefix),
 		cmocka_unit_test(test_running_task_sees_the_interrupt_flag),
