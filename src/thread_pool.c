@@ -32,8 +32,8 @@
  *   when none spins and no wake-up is already on its way.
  */
 #include <limits.h>
-#include <sched.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -404,6 +404,16 @@ static bool idle_spin(struct worker *w)
 	}
 }
 
+/* The calling thread's policy, -1 if it cannot be read. */
+static int own_policy(void)
+{
+	int policy = -1;
+	struct sched_param sp;
+	return pthread_getschedparam(pthread_self(), &policy, &sp) == 0 ?
+		       policy :
+		       -1;
+}
+
 /*
  * Sleeps on p->wake while it reads v.  A worker of normal policy sleeps
  * as SCHED_BATCH and is back to SCHED_OTHER once it runs: the kernel does
@@ -414,18 +424,22 @@ static bool idle_spin(struct worker *w)
  * submitter was preempted 19-536 times (median 210) by workers woken to
  * steal, and W1 ran 11.8 M tasks/s against 14.6 (medians of 8 runs).
  * Only the idle sleep: a task sleeping in a system call or in a nested
- * wait keeps its policy.  A worker whose creator gave it another policy
- * (real-time, idle, batch) keeps it.
+ * wait keeps its policy.  The policy is read before every sleep, so a
+ * worker that its creator, its initializer or a task gave another policy
+ * (real-time, idle, batch) keeps that one; after a failed change (a
+ * sandbox that forbids it) the worker stops trying.
  */
 static void idle_sleep(struct worker *w, uint32_t v)
 {
 	struct tpool *p = w->pool;
 	struct sched_param sp = { 0 };
-	if (w->batch_sleep &&
+	bool batch = w->batch_sleep && own_policy() == SCHED_OTHER;
+	if (batch &&
 	    pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp) != 0)
-		w->batch_sleep = false;
+		batch = w->batch_sleep = false;
 	fut__futex_wait(&p->wake, v, -1);
-	if (w->batch_sleep &&
+	/* Unless someone else changed it meanwhile. */
+	if (batch && own_policy() == SCHED_BATCH &&
 	    pthread_setschedparam(pthread_self(), SCHED_OTHER, &sp) != 0)
 		w->batch_sleep = false;
 }
@@ -473,11 +487,7 @@ static void *worker_main(void *arg)
 	struct worker *w = arg;
 	struct tpool *p = w->pool;
 	name_thread(w);
-	int policy = -1;
-	struct sched_param sp;
-	w->batch_sleep = pthread_getschedparam(pthread_self(), &policy, &sp) ==
-				 0 &&
-			 policy == SCHED_OTHER;
+	w->batch_sleep = true;
 	fut__current_executor_set(&p->ex);
 	fut__wait_hooks_set(&w->hooks);
 	if (p->initializer != NULL && p->initializer(p->initarg) != 0)

@@ -52,7 +52,7 @@ struct worker {
 	unsigned index;
 	bool idle;	  /* counted in p->nidle; this thread's own */
 	bool joined;	  /* guarded by p->ctl */
-	bool batch_sleep; /* sleeps as SCHED_BATCH (idle_sleep); its own */
+	bool batch_sleep; /* may sleep as SCHED_BATCH (idle_sleep); its own */
 	unsigned depth;	  /* tasks run nested in help(); this thread's own */
 	struct fut__wait_hooks hooks;
 	fut__lock lock;

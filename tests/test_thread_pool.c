@@ -256,17 +256,28 @@ static bool sleeps_with_policy(pid_t tid, int want)
 	return false;
 }
 
-/* The policy the worker of a one-worker pool made by this thread runs
- * its tasks with, and the one it sleeps with. */
-static void check_worker_policies(int runs_with, int sleeps_with)
+/* A one-worker pool whose worker the calling thread starts (a worker
+ * inherits the policy of the thread whose submit starts it); *tid gets
+ * the worker's thread id. */
+static fut_executor *pool_started_here(pid_t *tid)
 {
 	fut_executor *ex = new_worker_only_pool(1, NULL);
 	fut_future *f = NULL;
-	assert_int_equal(fut_submit(ex, report_tid, NULL, &f), FUT_OK);
-	pid_t tid = (pid_t)result_of(f);
+	*tid = fut_submit(ex, report_tid, NULL, &f) == FUT_OK ?
+		       (pid_t)result_of(f) :
+		       -1;
 	fut_release(f);
+	return ex;
+}
+
+/* Checks what the worker tid of ex sleeps and runs its tasks with. */
+static void check_worker_policies(fut_executor *ex, pid_t tid, int runs_with,
+				  int sleeps_with)
+{
+	assert_true(tid > 0);
 	for (int i = 0; i < 3; i++) {
 		assert_true(sleeps_with_policy(tid, sleeps_with));
+		fut_future *f = NULL;
 		assert_int_equal(fut_submit(ex, report_policy, NULL, &f),
 				 FUT_OK);
 		assert_int_equal((int)result_of(f), runs_with);
@@ -275,30 +286,63 @@ static void check_worker_policies(int runs_with, int sleeps_with)
 	fut_executor_free(ex);
 }
 
+/* Gives its worker SCHED_IDLE; returns the worker's thread id. */
+static void become_idle(fut_task *t)
+{
+	struct sched_param sp = { 0 };
+	int rc = pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
+	fut_task_return(t, (void *)(intptr_t)(rc == 0 ? gettid() : -1));
+}
+
+/* Takes SCHED_IDLE, then starts a pool's worker (no assertion here: a
+ * failed one must be in the test's thread). */
+struct idle_start {
+	fut_executor *ex;
+	pid_t tid;
+};
+
 static void *idle_policy_thread(void *arg)
 {
-	(void)arg;
+	struct idle_start *st = arg;
 	struct sched_param sp = { 0 };
-	assert_int_equal(pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp),
-			 0);
-	check_worker_policies(SCHED_IDLE, SCHED_IDLE);
+	st->tid = -1;
+	if (pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp) == 0)
+		st->ex = pool_started_here(&st->tid);
 	return NULL;
 }
 
 /*
  * An idle worker sleeps as SCHED_BATCH, so that a wake-up while every cpu
  * is busy does not preempt the thread that submits, and runs its tasks
- * with its normal policy again.  Workers of a thread with another policy
- * (here SCHED_IDLE, which an unprivileged thread may take) keep it.
+ * with its normal policy again.  A worker started by a thread of another
+ * policy (here SCHED_IDLE, which an unprivileged thread may take), and a
+ * worker a task gave another policy, keep it.
  */
 static void test_an_idle_worker_sleeps_as_a_batch_thread(void **state)
 {
 	(void)state;
-	check_worker_policies(SCHED_OTHER, SCHED_BATCH);
+	pid_t tid = -1;
+	fut_executor *ex = pool_started_here(&tid);
+	check_worker_policies(ex, tid, SCHED_OTHER, SCHED_BATCH);
+	struct idle_start st = { 0 };
 	pthread_t th;
-	assert_int_equal(pthread_create(&th, NULL, idle_policy_thread, NULL),
-			 0);
+	assert_int_equal(pthread_create(&th, NULL, idle_policy_thread, &st), 0);
 	assert_int_equal(pthread_join(th, NULL), 0);
+	assert_non_null(st.ex);
+	check_worker_policies(st.ex, st.tid, SCHED_IDLE, SCHED_IDLE);
+
+	/* A task that gives its own worker another policy: kept too. */
+	ex = new_worker_only_pool(1, NULL);
+	fut_future *f = NULL;
+	assert_int_equal(fut_submit(ex, become_idle, NULL, &f), FUT_OK);
+	tid = (pid_t)(intptr_t)result_of(f);
+	fut_release(f);
+	assert_true(tid > 0);
+	assert_true(sleeps_with_policy(tid, SCHED_IDLE));
+	assert_int_equal(fut_submit(ex, report_policy, NULL, &f), FUT_OK);
+	assert_int_equal((int)result_of(f), SCHED_IDLE);
+	fut_release(f);
+	fut_executor_free(ex);
 }
 
 static void test_busy_workers_make_the_pool_start_more_threads(void **state)
