@@ -147,21 +147,20 @@ static void job_forget(struct job *j)
 	j->fut.len = 0;
 }
 
-/* Makes the fut_task that runs j, on the stack of the thread that runs
- * it (whoever won fut__future_start): it is the task's only while it
- * runs. */
-static void job_task(fut_task *t, struct job *j)
+/* Runs j's task in t, on the stack of the thread that runs it (whoever
+ * won fut__future_start: t is the task's only while it runs), then frees
+ * the input, before fut__task_finish writes the outcome over the slots
+ * that name it. */
+static void job_run(fut_task *t, struct job *j)
 {
+	bool bytes = job_has_input(j);
 	const void *data = j->fut.job.data;
-	if (job_has_input(j)) {
-		const struct job_input *in = data;
-		fut__task_init(t, j->fut.job.fn, NULL,
-			       in != NULL ? in->bytes : NULL,
-			       in != NULL ? in->len : 0, &j->fut.flags);
-	} else {
-		fut__task_init(t, j->fut.job.fn, (void *)(uintptr_t)data, NULL,
-			       0, &j->fut.flags);
-	}
+	const struct job_input *in = bytes ? data : NULL;
+	fut__task_init(t, j->fut.job.fn, bytes ? NULL : (void *)(uintptr_t)data,
+		       in != NULL ? in->bytes : NULL, in != NULL ? in->len : 0,
+		       &j->fut.flags);
+	fut__task_run(t);
+	job_free_input(j);
 }
 
 /* A job that was never queued: back to the cache (the caller adjusts the
@@ -269,9 +268,7 @@ static void run_job(struct worker *w, struct job *j)
 			atomic_load_explicit(&w->running, memory_order_relaxed);
 		atomic_store_explicit(&w->running, j, memory_order_release);
 		fut_task t;
-		job_task(&t, j);
-		fut__task_run(&t);
-		job_free_input(j);
+		job_run(&t, j);
 		/* Off the stack before the job can be recycled.  A shutdown
 		 * that raises `interrupting` and then walks the stack under
 		 * w->lock either sees the job gone (we stored first) or we
@@ -757,9 +754,7 @@ static bool job_assist(fut_future *f)
 	fut_executor *prev = fut__current_executor();
 	fut__current_executor_set(&p->ex);
 	fut_task t;
-	job_task(&t, j);
-	fut__task_run(&t);
-	job_free_input(j);
+	job_run(&t, j);
 	fut__current_executor_set(prev);
 	fut__task_finish(&t, f);
 	atomic_fetch_add_explicit(&p->stale, 1, memory_order_relaxed);

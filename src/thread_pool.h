@@ -19,8 +19,8 @@ struct tpool;
 
 /*
  * The task's fut_task is built on the stack of the thread that runs it
- * (job_task): the block keeps only what the task starts from, so that a
- * job and its future fit 72 bytes (an 80-byte block).  Most of it lives
+ * (job_run): the block keeps only what the task starts from, so that a
+ * job and its future fit one 64-byte block.  Most of it lives
  * in the future: the task's function and its argument (or input) wait in
  * the future's job slots, which its outcome replaces, and the pool is
  * found from the future's ops pointer, which points into the pool

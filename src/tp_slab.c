@@ -147,10 +147,15 @@ static size_t blocks_per_page(unsigned cls)
 	return (SLAB_PAGE - PAGE_HEADER) / block_size(cls);
 }
 
+/* The start of the slab page p lies in. */
+static uintptr_t page_of(const void *p)
+{
+	return (uintptr_t)p & ~(uintptr_t)(SLAB_PAGE - 1);
+}
+
 static struct slab *slab_of(void *block)
 {
-	uintptr_t page = (uintptr_t)block & ~(uintptr_t)(SLAB_PAGE - 1);
-	return ((struct page_header *)page)->slab;
+	return ((struct page_header *)page_of(block))->slab;
 }
 
 /* Starts carving the page at `page` (of c's slab): names the slab in its
@@ -166,9 +171,7 @@ static void carve_page(struct carve *c, char *page, unsigned cls)
 static char *carve_one(struct carve *c, unsigned cls)
 {
 	if (c->next == c->page_end) {
-		char *page = (char *)(((uintptr_t)c->page_end - 1) |
-				      (SLAB_PAGE - 1)) +
-			     1;
+		char *page = (char *)(page_of(c->page_end - 1) + SLAB_PAGE);
 		if (page >= c->end)
 			return NULL;
 		carve_page(c, page, cls);
@@ -196,8 +199,7 @@ static void carve_abandon(struct carve *c, unsigned cls)
 {
 	if (c->slab == NULL)
 		return;
-	uintptr_t page = ((uintptr_t)c->page_end - 1) &
-			 ~(uintptr_t)(SLAB_PAGE - 1);
+	uintptr_t page = page_of(c->page_end - 1);
 	size_t later = ((uintptr_t)c->end - page) / SLAB_PAGE - 1;
 	size_t left = (size_t)(c->page_end - c->next) / block_size(cls) +
 		      later * blocks_per_page(cls);

@@ -66,13 +66,14 @@ static void close_span(unsigned lo, unsigned hi)
 		(void)close((int)fd);
 }
 
-/* Closes every fd >= 3 but keep[0..n) (ascending). */
+/* Closes the n fds of fds[]. */
 static void close_fds(const int *fds, int n)
 {
 	for (int i = 0; i < n; i++)
 		(void)close(fds[i]);
 }
 
+/* Closes every fd >= 3 but keep[0..n) (ascending). */
 static void close_all_but(const int *keep, int n)
 {
 	unsigned lo = 3;

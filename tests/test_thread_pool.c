@@ -602,6 +602,21 @@ static int init_fail_second(void *arg)
 	return atomic_fetch_add((_Atomic int *)arg, 1) == 1;
 }
 
+/* A pool of two workers whose second worker's initializer fails (inits
+ * counts the initializer's runs). */
+static fut_executor *second_init_fails_pool(_Atomic int *inits)
+{
+	fut_executor *ex = NULL;
+	assert_int_equal(
+		fut_thread_pool_new(&ex,
+				    &(fut_thread_pool_opts){
+					    .max_workers = 2,
+					    .initializer = init_fail_second,
+					    .initarg = (void *)inits }),
+		FUT_OK);
+	return ex;
+}
+
 static void test_failing_initializer_breaks_the_pool(void **state)
 {
 	(void)state;
@@ -631,13 +646,7 @@ static void test_failing_initializer_breaks_the_pool(void **state)
 	/* The second worker fails while the first runs a task: the queued
 	 * work ends FUT_EBROKEN, the running task finishes normally. */
 	_Atomic int inits = 0;
-	assert_int_equal(
-		fut_thread_pool_new(&ex,
-				    &(fut_thread_pool_opts){
-					    .max_workers = 2,
-					    .initializer = init_fail_second,
-					    .initarg = (void *)&inits }),
-		FUT_OK);
+	ex = second_init_fails_pool(&inits);
 	struct gate g;
 	gate_init(&g);
 	fut_future *running = occupy_worker(ex, &g);
@@ -801,13 +810,7 @@ static void test_an_input_is_freed_however_its_task_ends(void **state)
 	/* Queued when the pool breaks (its second worker's initializer
 	 * fails): failed FUT_EBROKEN, never run. */
 	_Atomic int inits = 0;
-	assert_int_equal(
-		fut_thread_pool_new(&ex,
-				    &(fut_thread_pool_opts){
-					    .max_workers = 2,
-					    .initializer = init_fail_second,
-					    .initarg = (void *)&inits }),
-		FUT_OK);
+	ex = second_init_fails_pool(&inits);
 	running = occupy_worker(ex, &g);
 	fut_future *f = NULL;
 	assert_int_equal(fut_submit_bytes(ex, reverse, in, sizeof(in), &f),
