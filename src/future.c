@@ -92,14 +92,33 @@ void fut__future_unregister(fut_future *f, struct fut__waiter *w)
 	fut__lock_release(&f->lock);
 }
 
-/* Waits out another thread's COMPLETING; returns the settled state word. */
-static uint32_t settled_state(const fut_future *f)
+/*
+ * Waits out another thread's COMPLETING; returns the settled state word.
+ * The completer only writes a few fields before it publishes, but it can
+ * lose its cpu in between: after a short spin the waiter sleeps on the
+ * state word (SLEEPERS), which publish() wakes.  Spinning until then let a
+ * waiter that kept winning the cpu starve the completer: under valgrind,
+ * whose one lock runs a thread at a time and goes back to the thread that
+ * just released it more often than not, for minutes.
+ */
+static uint32_t settled_state(fut_future *f)
 {
-	uint32_t s;
-	while (((s = atomic_load_explicit(&f->state, memory_order_acquire)) &
-		FUT__S_MASK) == FUT__S_COMPLETING)
-		fut__cpu_relax();
-	return s;
+	for (int spins = 0;; spins++) {
+		uint32_t s =
+			atomic_load_explicit(&f->state, memory_order_acquire);
+		if ((s & FUT__S_MASK) != FUT__S_COMPLETING)
+			return s;
+		if (spins < FUT__COMPLETING_SPINS) {
+			fut__cpu_relax();
+			continue;
+		}
+		if (!(s & FUT__S_SLEEPERS) &&
+		    !atomic_compare_exchange_weak_explicit(
+			    &f->state, &s, s | FUT__S_SLEEPERS,
+			    memory_order_acq_rel, memory_order_acquire))
+			continue;
+		(void)fut__futex_wait(&f->state, s | FUT__S_SLEEPERS, -1);
+	}
 }
 
 /*
@@ -186,6 +205,18 @@ static void settle(fut_future *f, int error, int task_code, void *value,
 	publish(f, FUT__S_FINISHED);
 }
 
+bool fut__future_claim(fut_future *f)
+{
+	return claim(f, true);
+}
+
+void fut__future_settle(fut_future *f, int error, int task_code, void *value,
+			size_t len, bool owned, char *message, int crash_status)
+{
+	settle(f, error, task_code, value, owned ? len : 0,
+	       owned ? FUT__F_BYTES : 0, message, crash_status);
+}
+
 int fut__future_complete(fut_future *f, int error, int task_code, void *value,
 			 size_t len, bool owned, char *message,
 			 int crash_status)
@@ -196,8 +227,8 @@ int fut__future_complete(fut_future *f, int error, int task_code, void *value,
 		fut__free(message);
 		return FUT_ESTATE;
 	}
-	settle(f, error, task_code, value, owned ? len : 0,
-	       owned ? FUT__F_BYTES : 0, message, crash_status);
+	fut__future_settle(f, error, task_code, value, len, owned, message,
+			   crash_status);
 	return FUT_OK;
 }
 

@@ -145,6 +145,9 @@ int fut__park_wait(struct fut__park *p, int64_t deadline_ns);
 
 /* How long a waiter spins before it sleeps (ns); 0 on one cpu. */
 #define FUT__SPIN_NS 20000
+/* How many times a thread polls a future another thread is completing
+ * before it sleeps until that thread publishes. */
+#define FUT__COMPLETING_SPINS 100
 
 /* ------------------------------------------------------------------ */
 /* future.c: the future.                                                */
@@ -267,6 +270,14 @@ void fut__future_fini(fut_future *f);
 int fut__future_complete(fut_future *f, int error, int task_code, void *value,
 			 size_t len, bool owned, char *message,
 			 int crash_status);
+
+/* fut__future_complete in two steps: the claim (PENDING or RUNNING ->
+ * COMPLETING; false if f is done or another thread claimed it), then the
+ * outcome, which only the thread whose claim succeeded may give. */
+bool fut__future_claim(fut_future *f);
+void fut__future_settle(fut_future *f, int error, int task_code, void *value,
+			size_t len, bool owned, char *message,
+			int crash_status);
 
 /* As fut__future_complete(f, FUT_OK, ...) with a byte result that lives
  * as long as f does (in the executor's block that holds f): never freed

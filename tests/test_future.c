@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -448,6 +449,57 @@ static void test_cancel_and_start_racing_have_exactly_one_winner(void **state)
 	}
 }
 
+/* What a thread that meets a future in COMPLETING calls, and its answer. */
+struct outwait {
+	fut_future *f;
+	int call; /* 0 fut_cancel, 1 fut_interrupt, 2 fut_set_running */
+	int rc;
+};
+
+static void *outwait_completing(void *arg)
+{
+	struct outwait *o = arg;
+	o->rc = o->call == 0 ? (int)fut_cancel(o->f) :
+		o->call == 1 ? fut_interrupt(o->f) :
+			       fut_set_running(o->f);
+	return NULL;
+}
+
+/* A completer that loses its cpu between its claim and its publish makes
+ * the threads that wait it out sleep (SLEEPERS set on the state word), not
+ * spin until it runs again; its publish wakes every one. */
+static void test_threads_waiting_out_a_completion_sleep_until_it_ends(
+	void **state)
+{
+	(void)state;
+	fut_future *f = new_future();
+	assert_true(fut__future_claim(f)); /* now COMPLETING, and held */
+	struct outwait o[3];
+	pthread_t t[3];
+	for (int i = 0; i < 3; i++) {
+		o[i] = (struct outwait){ f, i, -1 };
+		pthread_create(&t[i], NULL, outwait_completing, &o[i]);
+	}
+	/* The bound only avoids a hang: a spinner never sets the bit. */
+	bool asleep = false;
+	for (int i = 0; i < 10000 && !asleep; i++) {
+		asleep = atomic_load(&f->state) & FUT__S_SLEEPERS;
+		if (!asleep)
+			usleep(1000);
+	}
+	assert_true(asleep);
+	assert_int_equal(fut__future_state(f), FUT__S_COMPLETING);
+	fut__future_settle(f, FUT_OK, 0, NULL, 0, false, NULL, 0);
+	for (int i = 0; i < 3; i++)
+		pthread_join(t[i], NULL);
+	assert_int_equal(o[0].rc, 0); /* fut_cancel: false, it finished */
+	assert_int_equal(o[1].rc, FUT_ESTATE);
+	assert_int_equal(o[2].rc, FUT_ESTATE);
+	assert_int_equal(fut_state(f), FUT_FINISHED);
+	assert_int_equal(atomic_load(&f->state), FUT__S_FINISHED);
+	fut_release(f);
+}
+
 static void test_task_settles_once(void **state)
 {
 	(void)state;
@@ -667,6 +719,8 @@ int main(void)
 			test_crash_status_is_readable_only_for_crashed_futures),
 		cmocka_unit_test(
 			test_cancel_and_start_racing_have_exactly_one_winner),
+		cmocka_unit_test(
+			test_threads_waiting_out_a_completion_sleep_until_it_ends),
 		cmocka_unit_test(test_task_settles_once),
 		cmocka_unit_test(test_task_fail_formats_its_message),
 		cmocka_unit_test(test_task_without_outcome_finishes_with_null),
