@@ -157,13 +157,22 @@ check-stress: all $(BUILD)/stress/stress
 # The ASan stress leaves the process pool out (tests/stress/stress.c says
 # why); valgrind runs one thread at a time, so its fork is safe: a short
 # stress of every kind under memcheck finds what the process pool leaks.
+# Valgrind's report goes to a file that is printed first on a failure, so
+# that the stress's own lines (the seed, what each thread was doing) end
+# the output.
 STRESS_VALGRIND_SECONDS ?= 10
+STRESS_VALGRIND_LOG = $(BUILD)/stress/valgrind.log
 check-stress-valgrind: all $(BUILD)/stress/stress
-	FUT_TEST_UNDER_VALGRIND=1 STRESS_SECONDS=$(STRESS_VALGRIND_SECONDS) \
+	@rm -f $(STRESS_VALGRIND_LOG) $(STRESS_VALGRIND_LOG).out
+	@FUT_TEST_UNDER_VALGRIND=1 STRESS_SECONDS=$(STRESS_VALGRIND_SECONDS) \
 		timeout $(TEST_TIMEOUT) valgrind -q --error-exitcode=99 \
 		--leak-check=full --child-silent-after-fork=yes \
 		--errors-for-leak-kinds=definite,indirect,possible \
-		--track-fds=no $(BUILD)/stress/stress
+		--track-fds=no --log-file=$(STRESS_VALGRIND_LOG) \
+		$(BUILD)/stress/stress >$(STRESS_VALGRIND_LOG).out 2>&1; \
+	rc=$$?; cat $(STRESS_VALGRIND_LOG); \
+	if [ $$rc -ne 0 ]; then echo "== stress under valgrind: exit $$rc"; fi; \
+	cat $(STRESS_VALGRIND_LOG).out; exit $$rc
 
 bench: all $(BENCHES)
 	@sh bench/run.sh $(BUILD)

@@ -17,7 +17,8 @@
  * right one, every other callback ran exactly once, and no fd or thread (or
  * child process) is left over.  Memory: make check runs it under ASan,
  * whose leak check runs at exit.  A watchdog aborts (with the seed) when
- * no thread has made progress for WATCHDOG_SECONDS; STRESS_ON_HANG="cmd"
+ * no thread has made progress for STRESS_WATCHDOG seconds (120 by default),
+ * and says what each thread and main were doing; STRESS_ON_HANG="cmd"
  * runs `cmd <pid>` before that (a debugger's backtrace of every thread).
  *
  * Executors come from a table of kinds: three thread pools and a process
@@ -49,8 +50,7 @@
 #include "future.h"
 
 #define MAX_THREADS 64
-#define HELD 64 /* futures a thread holds at once */
-#define WATCHDOG_SECONDS 120
+#define HELD 64		    /* futures a thread holds at once */
 #define RETIRE_TIMEOUT 60.0 /* a held future not done by then is a bug */
 
 /* ------------------------------------------------------------------ */
@@ -451,7 +451,14 @@ struct worker {
 	uint64_t seed;
 	struct record held[HELD];
 	size_t n;
+	_Atomic(const char *) doing; /* the op it is in, for a hang report */
+	double slowest;		     /* the longest op, in seconds */
+	const char *slowest_op;
 };
+
+/* What main is doing, for a hang report. */
+static _Atomic(const char *) phase = "running";
+static _Atomic(const char *) phase_kind = "";
 
 /* Waits for a held future, checks it against its final callback, and
  * drops it. */
@@ -666,35 +673,55 @@ static void op_swap(struct worker *w, uint32_t roll)
 
 static double deadline;
 static uint64_t seed;
+static struct worker workers[MAX_THREADS];
+static int nworkers;
 
 static void *run_worker(void *arg)
 {
 	struct worker *w = arg;
-	while (now() < deadline) {
+	for (double t0 = now(); t0 < deadline;) {
 		uint32_t roll = next_rand(&w->seed);
 		uint32_t op = roll % 1000;
 		ops++;
-		if (op < 420 || w->n < 8)
+		if (op < 420 || w->n < 8) {
+			w->doing = "submit";
 			op_submit(w, next_rand(&w->seed));
-		else if (op < 490)
+		} else if (op < 490) {
+			w->doing = "cancel";
 			(void)fut_cancel(pick(w)->f);
-		else if (op < 530)
+		} else if (op < 530) {
+			w->doing = "interrupt";
 			(void)fut_interrupt(pick(w)->f);
-		else if (op < 660)
+		} else if (op < 660) {
+			w->doing = "result";
 			op_result(w, roll >> 10);
-		else if (op < 760)
+		} else if (op < 760) {
+			w->doing = "wait";
 			op_wait(w, roll >> 10);
-		else if (op < 840)
+		} else if (op < 840) {
+			w->doing = "as_completed";
 			op_as_completed(w, roll >> 10);
-		else if (op < 900)
+		} else if (op < 900) {
+			w->doing = "extra_callback";
 			op_extra_callback(w, roll >> 10);
-		else if (op < 950)
+		} else if (op < 950) {
+			w->doing = "release";
 			op_release(w);
-		else if (op < 995)
+		} else if (op < 995) {
+			w->doing = "retire";
 			retire_oldest(w);
-		else
+		} else {
+			w->doing = "swap";
 			op_swap(w, roll >> 10);
+		}
+		double t1 = now();
+		if (t1 - t0 > w->slowest) {
+			w->slowest = t1 - t0;
+			w->slowest_op = w->doing;
+		}
+		t0 = t1;
 	}
+	w->doing = "done";
 	return NULL;
 }
 
@@ -702,6 +729,7 @@ static void *run_worker(void *arg)
 /* Main                                                                */
 
 static _Atomic bool finished;
+static int watchdog_seconds = 120;
 
 /* Prints progress every minute, and aborts (with the seed) when no
  * operation completed for a long while: from the start to the last check,
@@ -725,10 +753,15 @@ static void *watchdog(void *arg)
 		if (o != last_ops) {
 			last_ops = o;
 			last_change = now();
-		} else if (now() - last_change > WATCHDOG_SECONDS) {
+		} else if (now() - last_change > watchdog_seconds) {
 			fprintf(stderr,
 				"stress: no progress for %d s (seed=%llu)\n",
-				WATCHDOG_SECONDS, (unsigned long long)seed);
+				watchdog_seconds, (unsigned long long)seed);
+			fprintf(stderr, "stress: main is %s %s\n",
+				atomic_load(&phase), atomic_load(&phase_kind));
+			for (int i = 0; i < nworkers; i++)
+				fprintf(stderr, "stress: thread %d is in %s\n",
+					i, atomic_load(&workers[i].doing));
 			/* STRESS_ON_HANG="cmd": runs `cmd <pid>` first (a
 			 * debugger's backtrace of every thread, say). */
 			const char *cmd = getenv("STRESS_ON_HANG");
@@ -777,6 +810,9 @@ int main(int argc, char **argv)
 		seed = 1;
 	const char *env_t = getenv("STRESS_THREADS");
 	int threads = env_t != NULL ? atoi(env_t) : 4;
+	const char *env_w = getenv("STRESS_WATCHDOG");
+	if (env_w != NULL && atoi(env_w) > 0)
+		watchdog_seconds = atoi(env_w);
 	if (threads < 1 || threads > MAX_THREADS)
 		threads = 4;
 	printf("stress: seed=%llu seconds=%.0f threads=%d kinds=",
@@ -807,8 +843,9 @@ int main(int argc, char **argv)
 	}
 
 	deadline = now() + seconds;
-	static struct worker w[MAX_THREADS];
+	struct worker *w = workers;
 	pthread_t t[MAX_THREADS];
+	nworkers = threads;
 	for (int i = 0; i < threads; i++) {
 		w[i].seed = (seed * 0x9e3779b97f4a7c15ull) ^ (uint64_t)(i + 1);
 		if (w[i].seed == 0)
@@ -817,8 +854,10 @@ int main(int argc, char **argv)
 	}
 	pthread_t dog;
 	pthread_create(&dog, NULL, watchdog, NULL);
+	phase = "joining the stress threads";
 	for (int i = 0; i < threads; i++)
 		pthread_join(t[i], NULL);
+	double joined = now(), freed[NKINDS];
 
 	/* Take every executor out of reach of callbacks, then free them:
 	 * everything queued completes (or was cancelled) before they go. */
@@ -829,8 +868,13 @@ int main(int argc, char **argv)
 		pools[k] = NULL;
 	}
 	pthread_rwlock_unlock(&pools_lock);
-	for (size_t k = 0; k < NKINDS; k++)
+	for (size_t k = 0; k < NKINDS; k++) {
+		phase = "freeing the last executor of a kind";
+		phase_kind = kinds[k].name;
 		fut_executor_free(last[k]);
+		freed[k] = now();
+	}
+	phase = "retiring the held futures";
 	for (int i = 0; i < threads; i++) {
 		for (size_t k = 0; k < w[i].n; k++) {
 			CHECK(fut_done(w[i].held[k].f));
@@ -862,6 +906,20 @@ int main(int argc, char **argv)
 	CHECK(threads1 == threads0);
 	errno = 0;
 	CHECK(waitpid(-1, NULL, WNOHANG) == -1 && errno == ECHILD);
+	/* Where the time went: a slow machine (valgrind on a loaded host)
+	 * shows here how close it came to the watchdog. */
+	int slow = 0;
+	for (int i = 1; i < threads; i++)
+		if (w[i].slowest > w[slow].slowest)
+			slow = i;
+	printf("stress: slowest op %.3f s (%s); the last op ended %.3f s "
+	       "after the deadline; frees took",
+	       w[slow].slowest, w[slow].slowest_op ? w[slow].slowest_op : "-",
+	       joined - deadline);
+	for (size_t k = 0; k < NKINDS; k++)
+		printf(" %s %.3f s", kinds[k].name,
+		       freed[k] - (k == 0 ? joined : freed[k - 1]));
+	printf("\n");
 	printf("stress: ops=%ld submitted=%ld finals=%ld retired=%ld "
 	       "released_early=%ld extras=%ld callback_submits=%ld "
 	       "nested_submits=%ld swaps=%ld self_frees=%ld timed_out_waits=%ld "
