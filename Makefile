@@ -127,11 +127,17 @@ check-build:
 
 # tests/test_process_pool.c knows the 99: a forked worker's _exit status
 # reads 99 under valgrind when its inherited heap shows as lost.
+# --fair-sched: valgrind runs one thread at a time under one lock, and its
+# default lock goes back to the thread that released it more often than
+# not (its manual, "Scheduling and Multi-Thread Performance"); the fair
+# one hands it round, as a kernel's scheduler would, so a thread that is
+# ready to run is never kept waiting for long.  "try": where it cannot,
+# the default.
 check-valgrind: all $(TESTS)
 	@set -e; for t in $(TESTS); do \
 		echo "== valgrind $$t"; \
 		FUT_TEST_UNDER_VALGRIND=1 timeout $(TEST_TIMEOUT) valgrind -q \
-			--error-exitcode=99 --leak-check=full \
+			--fair-sched=try --error-exitcode=99 --leak-check=full \
 			--child-silent-after-fork=yes \
 			--errors-for-leak-kinds=definite,indirect,possible \
 			--track-fds=no $$t; \
@@ -157,15 +163,16 @@ check-stress: all $(BUILD)/stress/stress
 # The ASan stress leaves the process pool out (tests/stress/stress.c says
 # why); valgrind runs one thread at a time, so its fork is safe: a short
 # stress of every kind under memcheck finds what the process pool leaks.
-# Valgrind's report goes to a file that is printed first on a failure, so
-# that the stress's own lines (the seed, what each thread was doing) end
-# the output.
+# Valgrind's report goes to a file, printed before the stress's own lines,
+# so that those (the seed; on a hang, what each thread was doing) end the
+# output that a CI log shows the tail of.
 STRESS_VALGRIND_SECONDS ?= 10
 STRESS_VALGRIND_LOG = $(BUILD)/stress/valgrind.log
 check-stress-valgrind: all $(BUILD)/stress/stress
 	@rm -f $(STRESS_VALGRIND_LOG) $(STRESS_VALGRIND_LOG).out
 	@FUT_TEST_UNDER_VALGRIND=1 STRESS_SECONDS=$(STRESS_VALGRIND_SECONDS) \
-		timeout $(TEST_TIMEOUT) valgrind -q --error-exitcode=99 \
+		timeout $(TEST_TIMEOUT) valgrind -q --fair-sched=try \
+		--error-exitcode=99 \
 		--leak-check=full --child-silent-after-fork=yes \
 		--errors-for-leak-kinds=definite,indirect,possible \
 		--track-fds=no --log-file=$(STRESS_VALGRIND_LOG) \
