@@ -63,6 +63,7 @@ struct exec_kind {
 	bool may_crash;		/* a task may kill its worker process */
 	bool interrupt_cancels; /* an interrupted running task ends
 				   FUT_ECANCELLED (its worker is killed) */
+	const char *submitting; /* a stress thread's op, for the reports */
 };
 
 static int make_thread_pool(fut_executor **out)
@@ -100,11 +101,12 @@ static int make_process_pool(fut_executor **out)
 }
 
 static const struct exec_kind kinds[] = {
-	{ "thread", make_thread_pool, true, false, false },
-	{ "thread-bounded", make_bounded_thread_pool, true, false, false },
+	{ "thread", make_thread_pool, true, false, false, "submit (thread)" },
+	{ "thread-bounded", make_bounded_thread_pool, true, false, false,
+	  "submit (thread-bounded)" },
 	{ "thread-single-init", make_single_init_thread_pool, true, false,
-	  false },
-	{ "process", make_process_pool, false, true, true },
+	  false, "submit (thread-single-init)" },
+	{ "process", make_process_pool, false, true, true, "submit (process)" },
 };
 #define NKINDS (sizeof(kinds) / sizeof(kinds[0]))
 #if defined(__SANITIZE_ADDRESS__)
@@ -507,6 +509,7 @@ static void op_submit(struct worker *w, uint32_t roll)
 {
 	uint32_t kind = next_rand(&w->seed) % nkinds;
 	const struct exec_kind *k = &kinds[kind];
+	w->doing = k->submitting;
 	struct input in = { .task = K_VALUE,
 			    .n = next_rand(&w->seed),
 			    .kind = kind };
