@@ -13,7 +13,7 @@
  * Design.  A future costs one block of ~80 bytes and no mutex or condvar of
  * its own.  Its state word holds the state in three bits plus two flags:
  * SLEEPERS (a thread sleeps on the word with a futex: the cheap single
- * future wait) and LISTED (waiter nodes are linked, so the completer must
+ * future wait, or a thread waiting out another's completion) and LISTED (waiter nodes are linked, so the completer must
  * take the lock).  A completer first claims the future (PENDING/RUNNING ->
  * COMPLETING) so that exactly one thread writes the outcome, then publishes
  * it with one atomic exchange to FINISHED or CANCELLED; the bits that
@@ -96,10 +96,11 @@ void fut__future_unregister(fut_future *f, struct fut__waiter *w)
  * Waits out another thread's COMPLETING; returns the settled state word.
  * The completer only writes a few fields before it publishes, but it can
  * lose its cpu in between: after a short spin the waiter sleeps on the
- * state word (SLEEPERS), which publish() wakes.  Spinning until then let a
- * waiter that kept winning the cpu starve the completer: under valgrind,
- * whose one lock runs a thread at a time and goes back to the thread that
- * just released it more often than not, for minutes.
+ * state word (SLEEPERS), which publish() wakes.  A waiter that spun until
+ * then could keep a completer that lost its cpu from running wherever the
+ * spinner keeps winning the cpu back: valgrind's default lock, which runs
+ * one thread at a time and goes back to the thread that released it more
+ * often than not, is such a place (docs/reliability.md: a CI hang).
  */
 static uint32_t settled_state(fut_future *f)
 {
