@@ -13,15 +13,16 @@
  * Design.  A future costs one block of ~80 bytes and no mutex or condvar of
  * its own.  Its state word holds the state in three bits plus two flags:
  * SLEEPERS (a thread sleeps on the word with a futex: the cheap single
- * future wait, or a thread waiting out another's completion) and LISTED (waiter nodes are linked, so the completer must
- * take the lock).  A completer first claims the future (PENDING/RUNNING ->
- * COMPLETING) so that exactly one thread writes the outcome, then publishes
- * it with one atomic exchange to FINISHED or CANCELLED; the bits that
- * exchange returns say whether to wake sleepers and walk the list.  A
- * future nobody waits on is completed with two atomic operations and no
- * lock.  Registering a node sets LISTED with fetch_or under the lock: if
- * the old value is already done the node is taken back, so no node is ever
- * missed and none is notified twice.
+ * future wait, or a thread waiting out another's completion) and LISTED
+ * (waiter nodes are linked, so the completer must take the lock).  A
+ * completer first claims the future (PENDING/RUNNING -> COMPLETING) so that
+ * exactly one thread writes the outcome, then publishes it with one atomic
+ * exchange to FINISHED or CANCELLED; the bits that exchange returns say
+ * whether to wake sleepers and walk the list.  A future nobody waits on is
+ * completed with two atomic operations and no lock.  Registering a node
+ * sets LISTED with fetch_or under the lock: if the old value is already
+ * done the node is taken back, so no node is ever missed and none is
+ * notified twice.
  */
 #include <limits.h>
 #include <string.h>
@@ -92,6 +93,27 @@ void fut__future_unregister(fut_future *f, struct fut__waiter *w)
 	fut__lock_release(&f->lock);
 }
 
+/* Sets SLEEPERS on f's state word unless f is done (false); *expected is
+ * then the word to sleep on, which publish() changes and wakes. */
+static bool arm_sleepers(fut_future *f, uint32_t *expected)
+{
+	uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
+	for (;;) {
+		if (FUT__S_DONE(s))
+			return false;
+		if (s & FUT__S_SLEEPERS)
+			break;
+		if (atomic_compare_exchange_weak_explicit(
+			    &f->state, &s, s | FUT__S_SLEEPERS,
+			    memory_order_acq_rel, memory_order_acquire)) {
+			s |= FUT__S_SLEEPERS;
+			break;
+		}
+	}
+	*expected = s;
+	return true;
+}
+
 /*
  * Waits out another thread's COMPLETING; returns the settled state word.
  * The completer only writes a few fields before it publishes, but it can
@@ -109,16 +131,11 @@ static uint32_t settled_state(fut_future *f)
 			atomic_load_explicit(&f->state, memory_order_acquire);
 		if ((s & FUT__S_MASK) != FUT__S_COMPLETING)
 			return s;
-		if (spins < FUT__COMPLETING_SPINS) {
+		uint32_t expected;
+		if (spins < FUT__COMPLETING_SPINS)
 			fut__cpu_relax();
-			continue;
-		}
-		if (!(s & FUT__S_SLEEPERS) &&
-		    !atomic_compare_exchange_weak_explicit(
-			    &f->state, &s, s | FUT__S_SLEEPERS,
-			    memory_order_acq_rel, memory_order_acquire))
-			continue;
-		(void)fut__futex_wait(&f->state, s | FUT__S_SLEEPERS, -1);
+		else if (arm_sleepers(f, &expected))
+			(void)fut__futex_wait(&f->state, expected, -1);
 	}
 }
 
@@ -303,22 +320,8 @@ static bool single_assist(struct fut__park *p)
 
 static bool single_arm(struct fut__park *p, uint32_t *expected)
 {
-	fut_future *f = fut__container_of(p, struct single_park, park)->f;
-	uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
-	for (;;) {
-		if (FUT__S_DONE(s))
-			return false;
-		if (s & FUT__S_SLEEPERS)
-			break;
-		if (atomic_compare_exchange_weak_explicit(
-			    &f->state, &s, s | FUT__S_SLEEPERS,
-			    memory_order_acq_rel, memory_order_acquire)) {
-			s |= FUT__S_SLEEPERS;
-			break;
-		}
-	}
-	*expected = s;
-	return true;
+	return arm_sleepers(fut__container_of(p, struct single_park, park)->f,
+			    expected);
 }
 
 /* Waits until f is done or the timeout runs out. */

@@ -26,6 +26,7 @@
 
 #include "future.h"
 #include "internal.h"
+#include "proc_helpers.h"
 
 static bool under_valgrind(void)
 {
@@ -229,27 +230,16 @@ static void report_tid(fut_task *t)
 	fut_task_return(t, (void *)(intptr_t)gettid());
 }
 
-/* The state letter of thread tid of this process (R, S, ...), '?'. */
-static char thread_state(pid_t tid)
-{
-	char path[64], buf[256];
-	snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
-	FILE *fp = fopen(path, "r");
-	if (fp == NULL)
-		return '?';
-	size_t n = fread(buf, 1, sizeof(buf) - 1, fp);
-	fclose(fp);
-	buf[n] = '\0';
-	const char *close = strrchr(buf, ')'); /* after the comm field */
-	return close != NULL && close[1] == ' ' ? close[2] : '?';
-}
-
 /* Waits (up to 10 s) until the worker tid sleeps with policy `want`. */
 static bool sleeps_with_policy(pid_t tid, int want)
 {
 	int64_t deadline = fut__now_ns() + 10 * (int64_t)1000000000;
 	while (fut__now_ns() < deadline) {
-		if (thread_state(tid) == 'S' && sched_getscheduler(tid) == want)
+		char id[16], st = '?';
+		int ppid;
+		snprintf(id, sizeof(id), "%d", (int)tid);
+		if (read_stat(id, &ppid, &st) && st == 'S' &&
+		    sched_getscheduler(tid) == want)
 			return true;
 		usleep(1000);
 	}
@@ -337,12 +327,7 @@ static void test_an_idle_worker_sleeps_as_a_batch_thread(void **state)
 	assert_int_equal(fut_submit(ex, become_idle, NULL, &f), FUT_OK);
 	tid = (pid_t)(intptr_t)result_of(f);
 	fut_release(f);
-	assert_true(tid > 0);
-	assert_true(sleeps_with_policy(tid, SCHED_IDLE));
-	assert_int_equal(fut_submit(ex, report_policy, NULL, &f), FUT_OK);
-	assert_int_equal((int)result_of(f), SCHED_IDLE);
-	fut_release(f);
-	fut_executor_free(ex);
+	check_worker_policies(ex, tid, SCHED_IDLE, SCHED_IDLE);
 }
 
 static void test_busy_workers_make_the_pool_start_more_threads(void **state)

@@ -687,8 +687,7 @@ static void *run_worker(void *arg)
 		uint32_t op = roll % 1000;
 		ops++;
 		if (op < 420 || w->n < 8) {
-			w->doing = "submit";
-			op_submit(w, next_rand(&w->seed));
+			op_submit(w, next_rand(&w->seed)); /* names its kind */
 		} else if (op < 490) {
 			w->doing = "cancel";
 			(void)fut_cancel(pick(w)->f);
