@@ -17,16 +17,10 @@
 #include "internal.h"
 
 static _Atomic long fail_countdown; /* 0: off; n: the n-th call fails */
-static _Atomic long succeeded;
 
 long fut__alloc_fail_nth(long n)
 {
 	return atomic_exchange(&fail_countdown, n > 0 ? n : 0);
-}
-
-long fut__alloc_count(void)
-{
-	return atomic_load_explicit(&succeeded, memory_order_relaxed);
 }
 
 /* True if the hook says this allocation must fail. */
@@ -40,18 +34,11 @@ static bool injected_failure(void)
 	return false;
 }
 
-static void *counted(void *p)
-{
-	if (p != NULL)
-		atomic_fetch_add_explicit(&succeeded, 1, memory_order_relaxed);
-	return p;
-}
-
 void *fut__malloc(size_t n)
 {
 	if (injected_failure())
 		return NULL;
-	return counted(malloc(n ? n : 1));
+	return malloc(n ? n : 1);
 }
 
 void *fut__malloc_aligned_background(size_t align, size_t n)
@@ -64,21 +51,21 @@ void *fut__malloc_aligned(size_t align, size_t n)
 {
 	if (injected_failure())
 		return NULL;
-	return counted(fut__malloc_aligned_background(align, n));
+	return fut__malloc_aligned_background(align, n);
 }
 
 void *fut__calloc(size_t n, size_t size)
 {
 	if (injected_failure())
 		return NULL;
-	return counted(calloc(n ? n : 1, size ? size : 1));
+	return calloc(n ? n : 1, size ? size : 1);
 }
 
 void *fut__realloc(void *p, size_t n)
 {
 	if (injected_failure())
 		return NULL;
-	return counted(realloc(p, n ? n : 1));
+	return realloc(p, n ? n : 1);
 }
 
 void fut__free(void *p)

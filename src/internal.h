@@ -51,10 +51,8 @@ char *fut__vasprintf(const char *fmt, va_list ap);
 /* Test hook: the n-th allocation from now fails (1: the next one), every
  * later one succeeds; 0 disables.  Returns the countdown it replaces: 0
  * when the failure set before was injected (or none was set), else how
- * many allocations were still due before it.  fut__alloc_count() returns
- * how many allocations have succeeded since the process started. */
+ * many allocations were still due before it. */
 long fut__alloc_fail_nth(long n);
-long fut__alloc_count(void);
 
 /* ------------------------------------------------------------------ */
 /* sync.c: the clock, futexes, a 4-byte lock, and the one wait loop.    */
@@ -106,18 +104,18 @@ static inline void fut__lock_release(fut__lock *l)
 
 /*
  * Per-thread wait hooks.  An executor installs them in its own threads so
- * that a task which waits (fut_result, fut_wait, as_completed) does not
- * deadlock on work still queued behind it:
- * - help(ctx) runs one queued task in the waiting thread and returns true,
- *   or returns false when there is nothing it may run;
- * - block(ctx, word) is called just before the thread sleeps on `word`;
- *   the executor may fut__futex_wake(word, INT32_MAX) to make it look at
- *   the queue again (the wait loop calls help() after every wake-up);
- * - unblock(ctx) when it wakes.
+ * that a task which waits (fut_result, fut_wait, as_completed) without a
+ * deadline does not hold up the executor's other work meanwhile:
+ * - block(ctx) is called once, before the thread first sleeps in such a
+ *   wait: the executor may hand the thread's place (its slot) to another
+ *   thread.  A code other than FUT_OK ends the wait with that code (the
+ *   executor could not keep its queue moving: FUT_EAGAIN);
+ * - unblock(ctx) once when that wait ends, whatever ended it: the thread
+ *   takes its place back (it may sleep until one is free).
+ * Timed waits call neither: they keep their place, as any blocking call.
  */
 struct fut__wait_hooks {
-	bool (*help)(void *ctx);
-	void (*block)(void *ctx, _Atomic uint32_t *word);
+	int (*block)(void *ctx);
 	void (*unblock)(void *ctx);
 	void *ctx;
 };
@@ -128,12 +126,14 @@ const struct fut__wait_hooks *fut__wait_hooks_get(void);
 /*
  * The one wait loop every blocking call of the library uses.
  * ready(p) says whether the condition holds; assist(p), when not NULL, may
- * make progress itself (run the awaited task inline) and returns true if it
- * did; arm(p, &expected) prepares to sleep and returns false if the
- * condition became true meanwhile, else *expected is the value *p->word has
- * while the condition is false.  The loop: check, help (assist, then the
- * thread's hooks; only when there is no deadline), spin a bounded while (only with more than one cpu), then
- * sleep on the futex until woken or the deadline.  FUT_OK or FUT_ETIMEDOUT.
+ * make progress itself (run the awaited task inline, in an executor's own
+ * thread) and returns true if it did; arm(p, &expected) prepares to sleep
+ * and returns false if the condition became true meanwhile, else
+ * *expected is the value *p->word has while the condition is false.  The
+ * loop: check, assist (only without a deadline, and only before the
+ * thread's block hook ran), spin a bounded while (only with more than one
+ * cpu), then block (once, without a deadline) and sleep on the futex until
+ * woken or the deadline.  FUT_OK, FUT_ETIMEDOUT, or the block hook's code.
  */
 struct fut__park {
 	bool (*ready)(struct fut__park *p);
@@ -442,5 +442,7 @@ void *fut__tp_block_slab(void *block, size_t *bytes);
  * (max_queue), and the worker threads it has started. */
 size_t fut__tp_blocked_submitters(fut_executor *ex);
 size_t fut__tp_threads(fut_executor *ex);
+/* Test hook: tasks queued in thread pool ex, not yet taken. */
+size_t fut__tp_queued(fut_executor *ex);
 
 #endif /* FUT_INTERNAL_H */

@@ -10,9 +10,10 @@
  *
  * Why one wait loop: on these machines a thread that sleeps and is woken
  * costs tens of microseconds and a spin costs a tenth of one, so every wait
- * first tries to make progress itself (run the awaited task inline, or any
- * queued task of the pool this thread works for), then spins a bounded
- * while, and only then sleeps on a futex.  The spin is skipped on one cpu.
+ * spins a bounded while before it sleeps on a futex (not on one cpu).  A
+ * pool's worker that waits without a deadline first runs the awaited task
+ * itself if it has not started, and gives its place in the pool up while
+ * it sleeps (the hooks); no other thread ever runs a pool's task.
  */
 #include <errno.h>
 #include <limits.h>
@@ -129,15 +130,6 @@ const struct fut__wait_hooks *fut__wait_hooks_get(void)
 	return thread_hooks;
 }
 
-/* Runs what this thread may run instead of sleeping; true if it did. */
-static bool help(struct fut__park *p)
-{
-	if (p->assist != NULL && p->assist(p))
-		return true;
-	const struct fut__wait_hooks *h = thread_hooks;
-	return h != NULL && h->help != NULL && h->help(h->ctx);
-}
-
 /* Spins up to FUT__SPIN_NS for the condition; true if it came. */
 static bool spin(struct fut__park *p)
 {
@@ -157,30 +149,45 @@ static bool spin(struct fut__park *p)
 
 int fut__park_wait(struct fut__park *p, int64_t deadline_ns)
 {
-	bool spun = false;
+	const struct fut__wait_hooks *h =
+		deadline_ns < 0 ? thread_hooks : NULL;
+	bool spun = false, blocked = false;
+	int rc;
 	for (;;) {
-		if (p->ready(p))
-			return FUT_OK;
-		/* Running other work inline could overrun a timed wait, so only
-		 * waits without a deadline help. */
-		if (deadline_ns < 0 && help(p))
+		if (p->ready(p)) {
+			rc = FUT_OK;
+			break;
+		}
+		/* Running the awaited task inline could overrun a timed wait,
+		 * so only waits without a deadline do, and only while this
+		 * thread holds its executor's place (before block). */
+		if (deadline_ns < 0 && !blocked && p->assist != NULL &&
+		    p->assist(p))
 			continue;
-		if (deadline_ns >= 0 && fut__now_ns() >= deadline_ns)
-			return FUT_ETIMEDOUT;
+		if (deadline_ns >= 0 && fut__now_ns() >= deadline_ns) {
+			rc = FUT_ETIMEDOUT;
+			break;
+		}
 		if (!spun) {
 			spun = true;
-			if (spin(p))
-				return FUT_OK;
+			if (spin(p)) {
+				rc = FUT_OK;
+				break;
+			}
+			continue;
+		}
+		if (!blocked && h != NULL && h->block != NULL) {
+			blocked = true;
+			if ((rc = h->block(h->ctx)) != FUT_OK)
+				break;
 			continue;
 		}
 		uint32_t expected;
 		if (!p->arm(p, &expected))
 			continue;
-		const struct fut__wait_hooks *h = thread_hooks;
-		if (h != NULL && h->block != NULL)
-			h->block(h->ctx, p->word);
 		fut__futex_wait(p->word, expected, deadline_ns);
-		if (h != NULL && h->unblock != NULL)
-			h->unblock(h->ctx);
 	}
+	if (blocked && h->unblock != NULL)
+		h->unblock(h->ctx);
+	return rc;
 }

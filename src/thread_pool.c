@@ -1,39 +1,38 @@
 /*
  * thread_pool.c: the thread-pool executor (fut_thread_pool_new).
  *
- * Owns: struct tpool (options, the global queue, the workers, the
- * lifecycle), struct worker (a thread, its local queue, the stack of jobs
- * it runs), struct job (a task and its future in one recycled block from
- * tp_slab.c), and the wait hooks installed in workers.
- * Threads: submitters (any thread), the workers, and any thread waiting on
- * one of our futures (assist runs a still-queued task inline there).
- * Locks: p->qlock guards the global queue (qhead, qtail, qlen's writes,
- * closed); w->lock guards a worker's local queue (head, tail, nlocal's
- * writes), its blocked word and the walk of its running stack (written by
- * the worker alone, see run_job); p->ctl (a pthread
- * mutex, so that a waiter may free the pool right after it wakes) guards
- * nlive, the workers' joined marks and spawning.  Order: ctl -> qlock ->
- * w->lock; each lock is taken alone wherever possible.  No lock is held
- * while a task, a done callback or an initializer runs.
+ * Owns: struct tpool (options, the queue, the workers, the lifecycle),
+ * struct worker (a thread and the stack of tasks it runs), struct job (a
+ * task and its future in one recycled block from tp_slab.c), the slots,
+ * the idle workers' sleep and wake-up, and the nested-wait hooks.
+ * Threads: submitters (any thread), the workers.  A thread that is not a
+ * worker of the pool never runs its tasks.
+ * Locks: the queue's own (tp_queue.c); w->lock guards the walk of a
+ * worker's running stack; p->ctl (a pthread mutex, so that a waiter may
+ * free the pool right after it wakes) guards nlive, the workers' joined
+ * marks and starting threads.  Order: ctl -> the queue's locks; w->lock
+ * alone.  No lock is held while a task, a done callback or an initializer
+ * runs.
  *
- * Design (docs/design-thread-pool.md has the long form):
- * - Submit appends to the global FIFO under qlock: one lock per submit,
- *   one per fut_submit_many batch.  A worker takes the whole global queue
- *   at once into its local queue, so it touches the global lock once per
- *   batch; idle workers steal half of a busy worker's local queue (up to
- *   FUT__TP_BATCH jobs), so a long batch never strands work.
- * - A job holds two future references (the caller's and the queue's) and
- *   one pool reference, so futures stay valid after the pool is freed and
- *   the pool's memory stays until the last future goes.
- * - Claiming a job to run it is fut__future_start(): exactly one of the
- *   worker that pops it and a waiter that assists wins.
- * - Idle workers spin ~FUT__SPIN_NS (more than one cpu only, at most
- *   ncpus - 1 at once), then sleep on p->wake; a submit wakes one sleeper
- *   when none spins and no wake-up is already on its way.
+ * The scheduling contract (docs/design-thread-pool.md has the long form):
+ * - Slots.  A worker runs a task only while it holds one of max_workers
+ *   slots (nbusy), so at most max_workers tasks run at once.  A worker
+ *   that waits, untimed, on a future gives its slot up for the wait and
+ *   takes one back after (waiting, if none is free, for a worker to end
+ *   its task): the hand-off of Go's scheduler.  A timed wait keeps it.
+ * - Work conservation.  Whenever a task is queued and a slot is free, an
+ *   idle worker looks at the queue (nspinning > 0), or one is on its way:
+ *   a submit that finds none wakes a sleeper or starts a thread, and a
+ *   worker that stops looking because it found a task does the same if
+ *   more are queued, so a burst starts the workers one after another,
+ *   each thread started by the one before (off the submitter's path).
+ * - A worker that waits on a task of its own pool that has not started
+ *   runs that very task inline (at most FUT__TP_INLINE_DEPTH deep); past
+ *   that it hands its slot off, and the pool adds threads beyond
+ *   max_workers (at most FUT__TP_EXTRA_THREADS) so the queue keeps moving.
  */
 #include <limits.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -62,12 +61,25 @@ static struct tpool *job_pool(const struct job *j)
 	return (struct tpool *)(ops - offsetof(struct tpool, fops));
 }
 
+static struct job *next_job(const struct job *j)
+{
+	struct tp_link *l =
+		atomic_load_explicit(&j->link.next, memory_order_relaxed);
+	return l != NULL ? fut__container_of(l, struct job, link) : NULL;
+}
+
+static void set_next_job(struct job *j, struct job *next)
+{
+	atomic_store_explicit(&j->link.next, next != NULL ? &next->link : NULL,
+			      memory_order_relaxed);
+}
+
 /* ------------------------------------------------------------------ */
 /* The pool's memory                                                   */
 
 static void pool_free(struct tpool *p)
 {
-	for (size_t i = 0; i < p->max_workers; i++)
+	for (size_t i = 0; i < p->max_threads; i++)
 		fut__free(p->workers[i]);
 	fut__free(p->workers);
 	pthread_cond_destroy(&p->ctl_cv);
@@ -116,7 +128,7 @@ static struct job *job_new(struct tpool *p, fut_fn fn, void *arg,
 	if (bytes)
 		atomic_store_explicit(&j->fut.flags, FUT__F_INPUT,
 				      memory_order_relaxed);
-	j->next = NULL;
+	set_next_job(j, NULL);
 	return j;
 }
 
@@ -147,8 +159,7 @@ static void job_forget(struct job *j)
 	j->fut.len = 0;
 }
 
-/* Runs j's task in t, on the stack of the thread that runs it (whoever
- * won fut__future_start: t is the task's only while it runs), then frees
+/* Runs j's task in t, on the stack of the thread that runs it, then frees
  * the input, before fut__task_finish writes the outcome over the slots
  * that name it. */
 static void job_run(fut_task *t, struct job *j)
@@ -185,8 +196,9 @@ static void end_drained(struct job *list, int code)
 {
 	while (list != NULL) {
 		struct job *j = list;
-		list = j->next;
-		/* Claimed from PENDING only: a task a waiter started is its. */
+		list = next_job(j);
+		/* Claimed from PENDING only: a task a worker started inline
+		 * is its own. */
 		if (code == FUT_ECANCELLED) {
 			if (fut_cancel(&j->fut))
 				job_forget(j);
@@ -205,271 +217,82 @@ static void end_drained(struct job *list, int code)
 	}
 }
 
+/* Wakes every idle worker (shutdown, a break, a worker that exits). */
+static void wake_all(struct tpool *p)
+{
+	atomic_fetch_add(&p->wake, 1);
+	fut__futex_wake(&p->wake, INT32_MAX);
+}
+
 /* An initializer failed: the pool is broken for pending and new work. */
 static void break_pool(struct tpool *p)
 {
 	atomic_store(&p->broken, true);
-	end_drained(fut__tp_queue_drain(p), FUT_EBROKEN);
-	atomic_fetch_add(&p->wake, 1);
-	fut__futex_wake(&p->wake, INT32_MAX);
-	atomic_fetch_add(&p->space, 1);
-	fut__futex_wake(&p->space, INT32_MAX);
+	fut__tp_queue_close(&p->q, FUT_EBROKEN);
+	end_drained(fut__tp_queue_drain(&p->q), FUT_EBROKEN);
+	wake_all(p);
+	fut__tp_queue_wake_room(&p->q);
 }
 
 /* ------------------------------------------------------------------ */
-/* Workers                                                             */
+/* Slots: at most max_workers threads run tasks at once                */
 
-static void wake_blocked(struct tpool *p)
+static bool slot_try(struct tpool *p)
 {
-	uint32_t nt = atomic_load_explicit(&p->nthreads, memory_order_acquire);
-	for (uint32_t i = 0; i < nt; i++) {
-		struct worker *v = p->workers[i];
-		if (v == NULL)
-			continue;
-		fut__lock_acquire(&v->lock);
-		if (v->blocked != NULL)
-			fut__futex_wake(v->blocked, INT32_MAX);
-		fut__lock_release(&v->lock);
-	}
-}
-
-static void set_idle(struct worker *w, bool idle)
-{
-	if (w->idle == idle)
-		return;
-	w->idle = idle;
-	if (idle)
-		atomic_fetch_add_explicit(&w->pool->nidle, 1,
-					  memory_order_seq_cst);
-	else
-		atomic_fetch_sub_explicit(&w->pool->nidle, 1,
-					  memory_order_seq_cst);
-}
-
-/* Runs (or drops, if cancelled or run by an assisting waiter) one job,
- * then drops the queue's reference. */
-static void run_job(struct worker *w, struct job *j)
-{
-	struct tpool *p = w->pool;
-	int rc = fut__future_start(&j->fut);
-	if (rc == FUT_ECANCELLED) /* never to run: it is ours to forget */
-		job_forget(j);
-	if (rc == FUT_ESTATE) /* a waiter ran it (job_assist) */
-		/* Release: whoever reads this count also sees the qlen of
-		 * the take that came before it (see after_push). */
-		atomic_fetch_sub_explicit(&p->stale, 1, memory_order_release);
-	if (rc == FUT_OK) {
-		/* Busy only for a job it really runs: dropping one that a
-		 * waiter ran keeps it idle, so that waiter never sees the
-		 * pool without an idle worker. */
-		if (w->depth == 0)
-			set_idle(w, false);
-		j->next =
-			atomic_load_explicit(&w->running, memory_order_relaxed);
-		atomic_store_explicit(&w->running, j, memory_order_release);
-		fut_task t;
-		job_run(&t, j);
-		/* Off the stack before the job can be recycled.  A shutdown
-		 * that raises `interrupting` and then walks the stack under
-		 * w->lock either sees the job gone (we stored first) or we
-		 * see it interrupting and wait out its walk. */
-		atomic_store_explicit(&w->running, j->next,
-				      memory_order_seq_cst);
-		if (atomic_load_explicit(&p->interrupting,
-					 memory_order_seq_cst) != 0) {
-			fut__lock_acquire(&w->lock);
-			fut__lock_release(&w->lock);
-		}
-		/* Idle before the future completes: a caller that waited for
-		 * it and submits again finds this worker idle, so sequential
-		 * submit + wait never starts a second thread. */
-		if (w->depth == 0 &&
-		    atomic_load_explicit(&w->nlocal, memory_order_relaxed) ==
-			    0 &&
-		    atomic_load_explicit(&p->qlen, memory_order_relaxed) == 0)
-			set_idle(w, true);
-		fut__task_finish(&t, &j->fut);
-		/* Work queued while every worker slept in a nested wait. */
-		if (atomic_load_explicit(&p->nblocked, memory_order_relaxed) >
-			    0 &&
-		    fut__tp_queue_visible(p, NULL))
-			wake_blocked(p);
-	}
-	fut_release(&j->fut);
-}
-
-static bool hook_help(void *ctx)
-{
-	struct worker *w = ctx;
-	struct job *j = fut__tp_queue_take(w);
-	if (j == NULL)
-		return false;
-	w->depth++;
-	run_job(w, j);
-	w->depth--;
-	return true;
-}
-
-static void hook_block(void *ctx, _Atomic uint32_t *word)
-{
-	struct worker *w = ctx;
-	fut__lock_acquire(&w->lock);
-	w->blocked = word;
-	fut__lock_release(&w->lock);
-	atomic_fetch_add_explicit(&w->pool->nblocked, 1, memory_order_seq_cst);
-	/* Work pushed between the wait loop's last help() and the count
-	 * above was not seen by its submitter as blocked: run it now (the
-	 * futex wait that follows returns at once if the awaited word
-	 * changed meanwhile).  A task run here may block and unblock in
-	 * turn, so the word is set again afterwards. */
-	bool helped = false;
-	while (hook_help(w))
-		helped = true;
-	if (helped) {
-		fut__lock_acquire(&w->lock);
-		w->blocked = word;
-		fut__lock_release(&w->lock);
-	}
-}
-
-static void hook_unblock(void *ctx)
-{
-	struct worker *w = ctx;
-	atomic_fetch_sub_explicit(&w->pool->nblocked, 1, memory_order_seq_cst);
-	fut__lock_acquire(&w->lock);
-	w->blocked = NULL;
-	fut__lock_release(&w->lock);
-}
-
-static bool should_exit(struct tpool *p)
-{
-	if (atomic_load(&p->broken))
-		return true;
-	return atomic_load(&p->shutdown) &&
-	       atomic_load_explicit(&p->qlen, memory_order_seq_cst) == 0;
-}
-
-/*
- * Work has just appeared in the global queue: while a submitter keeps
- * adding to it, let a batch gather (up to FUT__TP_BATCH jobs, or until the
- * count stops growing) before taking it.  A worker that takes each job the
- * moment it is pushed makes the submitter and itself trade the queue's
- * cache lines once per job, which costs more than the jobs of a stream of
- * tiny tasks; a job pushed alone waits a few hundred nanoseconds more.
- */
-static void gather(struct tpool *p)
-{
-	size_t seen = atomic_load_explicit(&p->qlen, memory_order_relaxed);
-	int still = 0;
-	while (seen < FUT__TP_BATCH && still < 16) {
-		fut__cpu_relax();
-		size_t now =
-			atomic_load_explicit(&p->qlen, memory_order_relaxed);
-		if (now == seen) {
-			still++;
-		} else {
-			seen = now;
-			still = 0;
-		}
-	}
-}
-
-/* Spins a bounded while for work; true if some came. */
-static bool idle_spin(struct worker *w)
-{
-	struct tpool *p = w->pool;
-	int64_t until = fut__now_ns() + FUT__SPIN_NS;
-	for (;;) {
-		for (int i = 0; i < 64; i++) {
-			if (atomic_load_explicit(&p->shutdown,
-						 memory_order_relaxed))
-				return true;
-			if (atomic_load_explicit(&p->qlen,
-						 memory_order_relaxed) > 0) {
-				gather(p);
-				return true;
-			}
-			fut__cpu_relax();
-		}
-		/* Time a spinning worker would waste: a submitter's next slab
-		 * gets its pages here rather than in the submitter. */
-		(void)fut__tp_slab_provision();
-		if (fut__tp_queue_visible(p, w))
+	uint32_t b = atomic_load_explicit(&p->nbusy, memory_order_seq_cst);
+	while (b < p->max_workers)
+		if (atomic_compare_exchange_weak_explicit(
+			    &p->nbusy, &b, b + 1, memory_order_seq_cst,
+			    memory_order_seq_cst))
 			return true;
-		if (fut__now_ns() >= until)
-			return false;
-	}
-}
-
-/* The calling thread's policy, -1 if it cannot be read. */
-static int own_policy(void)
-{
-	int policy = -1;
-	struct sched_param sp;
-	return pthread_getschedparam(pthread_self(), &policy, &sp) == 0 ?
-		       policy :
-		       -1;
+	return false;
 }
 
 /*
- * Sleeps on p->wake while it reads v.  A worker of normal policy sleeps
- * as SCHED_BATCH and is back to SCHED_OTHER once it runs: the kernel does
- * not let a waking batch thread preempt a running one, so a worker woken
- * for work while every cpu is busy waits for a cpu to free or for the
- * next tick (a few ms at most) rather than preempting the thread that
- * submits; on an idle cpu it runs at once.  Without it, in W1 the
- * submitter was preempted 19-536 times (median 210) by workers woken to
- * steal, and W1 ran 11.8 M tasks/s against 14.6 (medians of 8 runs).
- * Only the idle sleep: a task sleeping in a system call or in a nested
- * wait keeps its policy.  The policy is read before every sleep, so a
- * worker that its creator, its initializer or a task gave another policy
- * (real-time, idle, batch) keeps that one; after a failed change (a
- * sandbox that forbids it) the worker stops trying.
+ * Gives a slot back, to a waiter that wants its own back first.  Pairs
+ * with slot_get: it counts itself in nwant, then tries; we freed the slot,
+ * then read nwant: either it sees the slot free or we see it waiting.
  */
-static void idle_sleep(struct worker *w, uint32_t v)
+static void slot_put(struct tpool *p)
 {
-	struct tpool *p = w->pool;
-	struct sched_param sp = { 0 };
-	bool batch = w->batch_sleep && own_policy() == SCHED_OTHER;
-	if (batch &&
-	    pthread_setschedparam(pthread_self(), SCHED_BATCH, &sp) != 0)
-		batch = w->batch_sleep = false;
-	fut__futex_wait(&p->wake, v, -1);
-	/* Unless someone else changed it meanwhile. */
-	if (batch && own_policy() == SCHED_BATCH &&
-	    pthread_setschedparam(pthread_self(), SCHED_OTHER, &sp) != 0)
-		w->batch_sleep = false;
+	atomic_fetch_sub_explicit(&p->nbusy, 1, memory_order_seq_cst);
+	if (atomic_load_explicit(&p->nwant, memory_order_seq_cst) > 0) {
+		atomic_fetch_add(&p->slotword, 1);
+		fut__futex_wake(&p->slotword, 1);
+	}
 }
 
-/*
- * Spins a bounded while, then sleeps until work or shutdown.  At most
- * ncpus - 1 workers spin at once (one cpu is left to the thread that
- * submits): on two cpus two spinning workers would take the submitter's
- * cpu and slow the very stream of work they wait for.
- */
-static void idle_wait(struct worker *w)
+/* A worker whose wait is over takes a slot back, sleeping until one is
+ * free: it never runs beside max_workers others. */
+static void slot_get(struct tpool *p)
 {
-	struct tpool *p = w->pool;
-	uint32_t ncpus = (uint32_t)fut__ncpus();
-	if (ncpus > 1) {
-		bool came = false;
-		if (atomic_fetch_add(&p->nspinning, 1) < ncpus - 1)
-			came = idle_spin(w);
-		atomic_fetch_sub(&p->nspinning, 1);
-		if (came)
-			return;
+	if (slot_try(p))
+		return;
+	atomic_fetch_add_explicit(&p->nwant, 1, memory_order_seq_cst);
+	for (;;) {
+		uint32_t v =
+			atomic_load_explicit(&p->slotword, memory_order_seq_cst);
+		if (slot_try(p))
+			break;
+		fut__futex_wait(&p->slotword, v, -1);
 	}
-	atomic_fetch_add_explicit(&p->nsleeping, 1, memory_order_seq_cst);
-	/* See fut__tp_queue_wake_sleepers: clear, then look. */
-	atomic_store(&p->waking, false);
-	uint32_t v = atomic_load_explicit(&p->wake, memory_order_seq_cst);
-	if (!fut__tp_queue_visible(p, w) && !atomic_load(&p->shutdown) &&
-	    !atomic_load(&p->broken)) {
-		idle_sleep(w, v);
-		atomic_store(&p->waking, false);
-	}
-	atomic_fetch_sub_explicit(&p->nsleeping, 1, memory_order_seq_cst);
+	atomic_fetch_sub_explicit(&p->nwant, 1, memory_order_seq_cst);
 }
+
+/* An idle worker may start a task now: one is queued and a slot free (a
+ * waiter that wants its slot back comes first). */
+static bool work_for_idle(struct tpool *p)
+{
+	return fut__tp_queue_count(&p->q) > 0 &&
+	       atomic_load_explicit(&p->nwant, memory_order_seq_cst) == 0 &&
+	       atomic_load_explicit(&p->nbusy, memory_order_seq_cst) <
+		       p->max_workers;
+}
+
+/* ------------------------------------------------------------------ */
+/* Idle workers: who looks at the queue, who sleeps, who is woken      */
+
+static void *worker_main(void *arg);
 
 static void name_thread(struct worker *w)
 {
@@ -479,45 +302,13 @@ static void name_thread(struct worker *w)
 	pthread_setname_np(pthread_self(), name);
 }
 
-static void *worker_main(void *arg)
-{
-	struct worker *w = arg;
-	struct tpool *p = w->pool;
-	name_thread(w);
-	w->batch_sleep = true;
-	fut__current_executor_set(&p->ex);
-	fut__wait_hooks_set(&w->hooks);
-	if (p->initializer != NULL && p->initializer(p->initarg) != 0)
-		break_pool(p);
-	while (!atomic_load(&p->broken)) {
-		struct job *j = fut__tp_queue_take(w);
-		if (j != NULL) {
-			run_job(w, j);
-			continue;
-		}
-		set_idle(w, true);
-		if (should_exit(p))
-			break;
-		idle_wait(w);
-	}
-	if (atomic_load(&p->broken)) /* submits racing the break */
-		end_drained(fut__tp_queue_drain(p), FUT_EBROKEN);
-	set_idle(w, false);
-	fut__wait_hooks_set(NULL);
-	fut__current_executor_set(NULL);
-	pthread_mutex_lock(&p->ctl);
-	p->nlive--;
-	pthread_cond_broadcast(&p->ctl_cv);
-	pthread_mutex_unlock(&p->ctl);
-	pool_unref(p);
-	return NULL;
-}
-
-/* Starts one worker.  Caller holds p->ctl. */
+/* Starts one worker, which starts as a looker (the caller counted it in
+ * nspinning).  Caller holds p->ctl. */
 static int spawn_locked(struct tpool *p)
 {
 	uint32_t n = atomic_load_explicit(&p->nthreads, memory_order_relaxed);
-	if (n >= p->max_workers)
+	if (n >= p->max_threads ||
+	    n - atomic_load(&p->nwaiting) >= p->max_workers)
 		return FUT_EAGAIN;
 	struct worker *w = p->workers[n];
 	if (w == NULL) {
@@ -528,15 +319,8 @@ static int spawn_locked(struct tpool *p)
 	}
 	w->pool = p;
 	w->index = n;
-	w->idle = true; /* it will look at the queue first thing */
-	w->hooks = (struct fut__wait_hooks){ .help = hook_help,
-					     .block = hook_block,
-					     .unblock = hook_unblock,
-					     .ctx = w };
-	atomic_fetch_add(&p->nidle, 1);
 	atomic_fetch_add(&p->refs, 1);
 	if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
-		atomic_fetch_sub(&p->nidle, 1);
 		atomic_fetch_sub(&p->refs, 1);
 		return FUT_EAGAIN;
 	}
@@ -545,16 +329,309 @@ static int spawn_locked(struct tpool *p)
 	return FUT_OK;
 }
 
-/* Starts up to `want` workers (lazily, while none is idle). */
-static void spawn_some(struct tpool *p, size_t want)
+static int spawn(struct tpool *p)
 {
 	pthread_mutex_lock(&p->ctl);
-	while (want-- > 0 && !atomic_load(&p->shutdown) &&
-	       !atomic_load(&p->broken) &&
-	       atomic_load(&p->nthreads) < p->max_workers)
-		if (spawn_locked(p) != FUT_OK)
-			break;
+	int rc = atomic_load(&p->broken) ? FUT_EBROKEN : spawn_locked(p);
 	pthread_mutex_unlock(&p->ctl);
+	return rc;
+}
+
+/*
+ * Makes sure an idle worker looks at the queue: unless one already looks
+ * or no slot is free, wakes a sleeper (handing it a token: it is then a
+ * looker, counted by us) or starts a thread.  The CAS from 0 lets one
+ * caller at a time do it.  Pairs with idle_sleep's last look: it stops
+ * looking, then reads the queue; a submitter pushed, then reads
+ * nspinning here: one of the two sees the other.
+ */
+static void wakep(struct tpool *p)
+{
+	if (atomic_load_explicit(&p->nspinning, memory_order_seq_cst) != 0 ||
+	    atomic_load_explicit(&p->nbusy, memory_order_seq_cst) >=
+		    p->max_workers)
+		return;
+	uint32_t zero = 0;
+	if (!atomic_compare_exchange_strong(&p->nspinning, &zero, 1))
+		return;
+	if (atomic_load_explicit(&p->nsleeping, memory_order_seq_cst) > 0) {
+		atomic_fetch_add(&p->tokens, 1);
+		atomic_fetch_add(&p->wake, 1);
+		fut__futex_wake(&p->wake, 1);
+		return;
+	}
+	if (spawn(p) != FUT_OK)
+		atomic_fetch_sub(&p->nspinning, 1);
+}
+
+/* A looker found a task: if it was the last looker and more are queued,
+ * another comes (Go's resetspinning). */
+static void stop_looking(struct tpool *p)
+{
+	if (atomic_fetch_sub_explicit(&p->nspinning, 1, memory_order_seq_cst) ==
+		    1 &&
+	    fut__tp_queue_count(&p->q) > 0)
+		wakep(p);
+}
+
+static bool take_token(struct tpool *p)
+{
+	uint32_t t = atomic_load(&p->tokens);
+	while (t > 0)
+		if (atomic_compare_exchange_weak(&p->tokens, &t, t - 1))
+			return true;
+	return false;
+}
+
+static bool should_exit(struct tpool *p)
+{
+	return atomic_load(&p->broken) ||
+	       (atomic_load(&p->shutdown) && fut__tp_queue_count(&p->q) == 0);
+}
+
+/* A slot and the oldest task, or NULL. */
+static struct job *take(struct worker *w)
+{
+	struct tpool *p = w->pool;
+	if (!work_for_idle(p) || !slot_try(p))
+		return NULL;
+	struct job *j = fut__tp_queue_pop(&p->q);
+	if (j == NULL) {
+		slot_put(p);
+		return NULL;
+	}
+	w->has_slot = true;
+	return j;
+}
+
+/* A looker looks for a task: a bounded spin when `spin`, else once.
+ * Returns it with a slot held, or NULL. */
+static struct job *look(struct worker *w, bool spin)
+{
+	struct tpool *p = w->pool;
+	int64_t until = spin ? fut__now_ns() + FUT__SPIN_NS : 0;
+	for (;;) {
+		for (int i = 0; i < 64; i++) {
+			struct job *j = take(w);
+			if (j != NULL)
+				return j;
+			if (!spin || should_exit(p))
+				return NULL;
+			fut__cpu_relax();
+		}
+		/* Time a looking worker would waste: a submitter's next slab
+		 * gets its pages here rather than in the submitter. */
+		(void)fut__tp_slab_provision();
+		if (fut__now_ns() >= until)
+			return NULL;
+	}
+}
+
+/* A looker that found nothing sleeps until it is woken: it returns a
+ * looker again (with a token, counted by its waker; else it counts
+ * itself). */
+static void idle_sleep(struct worker *w)
+{
+	struct tpool *p = w->pool;
+	atomic_fetch_add_explicit(&p->nsleeping, 1, memory_order_seq_cst);
+	atomic_fetch_sub_explicit(&p->nspinning, 1, memory_order_seq_cst);
+	uint32_t v = atomic_load_explicit(&p->wake, memory_order_seq_cst);
+	bool token = take_token(p);
+	if (!token && !work_for_idle(p) && !should_exit(p)) {
+		fut__futex_wait(&p->wake, v, -1);
+		token = take_token(p);
+	}
+	atomic_fetch_sub_explicit(&p->nsleeping, 1, memory_order_seq_cst);
+	if (!token)
+		atomic_fetch_add_explicit(&p->nspinning, 1,
+					  memory_order_seq_cst);
+}
+
+/* ------------------------------------------------------------------ */
+/* Running tasks                                                       */
+
+/*
+ * Runs j, which this thread claimed, on its running stack.  `last`: a
+ * task taken off the queue at depth 0; if the queue is then empty, the
+ * worker gives its slot up and counts itself a looker before it completes
+ * the future, so that a caller woken by the result who submits again
+ * finds it looking (sequential submit + wait keeps one thread).  Not when
+ * the future has waiters listed (done callbacks run here, and may take a
+ * while).  Returns true if it did.
+ */
+static bool run_started(struct worker *w, struct job *j, bool last)
+{
+	struct tpool *p = w->pool;
+	struct run_frame fr = {
+		.job = j,
+		.outer = atomic_load_explicit(&w->running,
+					      memory_order_relaxed),
+	};
+	atomic_store_explicit(&w->running, &fr, memory_order_release);
+	fut_task t;
+	job_run(&t, j);
+	/* Off the stack before the job can be recycled.  A shutdown that
+	 * raises `interrupting` and then walks the stack under w->lock
+	 * either sees the frame gone (we stored first) or we see it
+	 * interrupting and wait out its walk. */
+	atomic_store_explicit(&w->running, fr.outer, memory_order_seq_cst);
+	if (atomic_load_explicit(&p->interrupting, memory_order_seq_cst) !=
+	    0) {
+		fut__lock_acquire(&w->lock);
+		fut__lock_release(&w->lock);
+	}
+	bool looking = last && fut__tp_queue_count(&p->q) == 0 &&
+		       (atomic_load_explicit(&j->fut.state,
+					     memory_order_relaxed) &
+			FUT__S_LISTED) == 0;
+	if (looking) {
+		w->has_slot = false;
+		slot_put(p);
+		atomic_fetch_add_explicit(&p->nspinning, 1,
+					  memory_order_seq_cst);
+	}
+	fut__task_finish(&t, &j->fut);
+	return looking;
+}
+
+/* Runs (or drops, if cancelled or already run inline) a job taken off the
+ * queue, then drops the queue's reference.  True if the worker is now a
+ * looker without a slot (run_started). */
+static bool run_job(struct worker *w, struct job *j)
+{
+	bool looking = false;
+	int rc = fut__future_start(&j->fut);
+	if (rc == FUT_ECANCELLED) /* never to run: it is ours to forget */
+		job_forget(j);
+	else if (rc == FUT_OK)
+		looking = run_started(w, j, true);
+	fut_release(&j->fut);
+	return looking;
+}
+
+/* Runs j and then the queue's next tasks in the same slot, until the
+ * queue is empty or a waiter wants a slot back; then gives it up and
+ * looks again. */
+static void run_jobs(struct worker *w, struct job *j)
+{
+	struct tpool *p = w->pool;
+	while (j != NULL) {
+		if (run_job(w, j))
+			return;
+		if (atomic_load_explicit(&p->nwant, memory_order_relaxed) >
+			    0 ||
+		    atomic_load_explicit(&p->broken, memory_order_relaxed))
+			break;
+		j = fut__tp_queue_pop(&p->q);
+	}
+	w->has_slot = false;
+	slot_put(p);
+	atomic_fetch_add_explicit(&p->nspinning, 1, memory_order_seq_cst);
+}
+
+/* Inline: a worker that waits, untimed, for a task of its own pool that
+ * has not started runs it itself, in its own slot. */
+static bool job_assist(fut_future *f)
+{
+	struct job *j = fut__container_of(f, struct job, fut);
+	struct tpool *p = job_pool(j); /* alive: the block holds a reference */
+	const struct fut__wait_hooks *h = fut__wait_hooks_get();
+	if (h == NULL || h->ctx == NULL)
+		return false;
+	struct worker *w = h->ctx;
+	if (w->pool != p || !w->has_slot || w->depth >= FUT__TP_INLINE_DEPTH ||
+	    fut__future_state(f) != FUT__S_PENDING ||
+	    fut__future_start(f) != FUT_OK)
+		return false;
+	/* The job stays queued: the worker that pops it finds it started
+	 * and drops it. */
+	w->depth++;
+	(void)run_started(w, j, false);
+	w->depth--;
+	return true;
+}
+
+/* ------------------------------------------------------------------ */
+/* Nested waits: the slot hand-off                                     */
+
+static int hook_block(void *ctx)
+{
+	struct worker *w = ctx;
+	struct tpool *p = w->pool;
+	if (!w->has_slot) /* the initializer waits: it holds none */
+		return FUT_OK;
+	w->has_slot = false;
+	w->handed = true;
+	atomic_fetch_add_explicit(&p->nwaiting, 1, memory_order_seq_cst);
+	slot_put(p);
+	if (fut__tp_queue_count(&p->q) == 0)
+		return FUT_OK;
+	wakep(p);
+	/* Every thread waits, none can be added, and tasks are queued: a
+	 * wait that depends on them would never end. */
+	if (atomic_load(&p->nwaiting) >= atomic_load(&p->nthreads) &&
+	    atomic_load(&p->nspinning) == 0 &&
+	    fut__tp_queue_count(&p->q) > 0)
+		return FUT_EAGAIN;
+	return FUT_OK;
+}
+
+static void hook_unblock(void *ctx)
+{
+	struct worker *w = ctx;
+	struct tpool *p = w->pool;
+	if (!w->handed)
+		return;
+	w->handed = false;
+	slot_get(p);
+	w->has_slot = true;
+	atomic_fetch_sub_explicit(&p->nwaiting, 1, memory_order_seq_cst);
+}
+
+/* ------------------------------------------------------------------ */
+/* Workers                                                             */
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct tpool *p = w->pool;
+	name_thread(w);
+	w->hooks = (struct fut__wait_hooks){ .block = hook_block,
+					     .unblock = hook_unblock,
+					     .ctx = w };
+	fut__current_executor_set(&p->ex);
+	fut__wait_hooks_set(&w->hooks);
+	if (p->initializer != NULL && p->initializer(p->initarg) != 0)
+		break_pool(p);
+	uint32_t ncpus = (uint32_t)fut__ncpus();
+	/* A looker here: counted in nspinning by whoever started us. */
+	for (;;) {
+		/* At most ncpus - 1 spin (one cpu is left to the thread that
+		 * submits); the others look once and sleep. */
+		bool spin = ncpus > 1 &&
+			    atomic_load_explicit(&p->nspinning,
+						 memory_order_relaxed) < ncpus;
+		struct job *j = look(w, spin);
+		if (j != NULL) {
+			stop_looking(p);
+			run_jobs(w, j); /* returns a looker */
+			continue;
+		}
+		if (should_exit(p))
+			break;
+		idle_sleep(w);
+	}
+	atomic_fetch_sub_explicit(&p->nspinning, 1, memory_order_seq_cst);
+	/* Others asleep re-check: the queue they waited on is done. */
+	wake_all(p);
+	fut__wait_hooks_set(NULL);
+	fut__current_executor_set(NULL);
+	pthread_mutex_lock(&p->ctl);
+	p->nlive--;
+	pthread_cond_broadcast(&p->ctl_cv);
+	pthread_mutex_unlock(&p->ctl);
+	pool_unref(p);
+	return NULL;
 }
 
 /* ------------------------------------------------------------------ */
@@ -564,86 +641,69 @@ static void spawn_some(struct tpool *p, size_t want)
 static struct worker *self_worker(struct tpool *p)
 {
 	const struct fut__wait_hooks *h = fut__wait_hooks_get();
-	if (h == NULL || h->help != hook_help)
+	if (h == NULL || h->block != hook_block)
 		return NULL;
 	struct worker *w = h->ctx;
 	return w->pool == p ? w : NULL;
 }
 
-/* Waits while the queue is full (max_queue); makes sure one worker
- * exists.  FUT_OK or the code submit returns. */
+struct admit_wait {
+	struct tpool *p;
+	struct worker *w; /* the submitter, if a worker of p */
+	int rc;		  /* hook_block's */
+};
+
+/* Before a submitter sleeps for room: a worker gives its slot up. */
+static int admit_stop(void *ctx)
+{
+	struct admit_wait *a = ctx;
+	int rc = pool_state(a->p);
+	if (rc != FUT_OK)
+		return rc;
+	if (a->w != NULL && a->w->has_slot && !a->w->handed)
+		a->rc = hook_block(a->w);
+	return a->rc;
+}
+
+/* Waits for room (max_queue); makes sure one worker exists.  FUT_OK or
+ * the code submit returns. */
 static int admit(struct tpool *p, size_t n)
 {
 	int rc = pool_state(p);
 	if (rc != FUT_OK)
 		return rc;
-	while (p->max_queue != 0) {
-		size_t q = fut__tp_queue_count(p);
-		if (q == 0 || q + n <= p->max_queue)
-			break;
-		struct worker *w = self_worker(p);
-		if (w != NULL) {
-			/* A worker that blocked here could wait for itself:
-			 * it runs queued work instead. */
-			if (!hook_help(w))
-				break;
-			continue;
-		}
-		atomic_fetch_add_explicit(&p->nspace_waiters, 1,
-					  memory_order_seq_cst);
-		uint32_t v =
-			atomic_load_explicit(&p->space, memory_order_seq_cst);
-		q = fut__tp_queue_count(p);
-		if (q != 0 && q + n > p->max_queue && pool_state(p) == FUT_OK)
-			fut__futex_wait(&p->space, v, -1);
-		atomic_fetch_sub_explicit(&p->nspace_waiters, 1,
-					  memory_order_seq_cst);
-		if ((rc = pool_state(p)) != FUT_OK)
-			return rc;
-	}
+	struct admit_wait a = { .p = p, .w = self_worker(p) };
+	rc = fut__tp_queue_reserve(&p->q, n, admit_stop, &a);
+	if (a.w != NULL && a.w->handed)
+		hook_unblock(a.w);
+	if (rc != FUT_OK)
+		return rc;
 	if (atomic_load_explicit(&p->nthreads, memory_order_acquire) == 0) {
+		/* The first thread, in the submitter, so that a pool that
+		 * cannot start one says so (FUT_EAGAIN). */
 		pthread_mutex_lock(&p->ctl);
 		rc = pool_state(p);
 		if (rc == FUT_OK &&
 		    atomic_load_explicit(&p->nthreads, memory_order_relaxed) ==
-			    0)
+			    0) {
+			atomic_fetch_add(&p->nspinning, 1);
 			rc = spawn_locked(p);
+			if (rc != FUT_OK)
+				atomic_fetch_sub(&p->nspinning, 1);
+		}
 		pthread_mutex_unlock(&p->ctl);
+		if (rc != FUT_OK)
+			fut__tp_queue_unreserve(&p->q, n);
 	}
 	return rc;
 }
 
-/*
- * After a push: start, wake or nudge workers (one wake-up per call).  A
- * new thread starts while the queued jobs outnumber the idle workers (a
- * worker just started counts as idle: it is about to take one), so
- * sequential submit + wait keeps one thread and a burst starts them all.
- */
-static void after_push(struct tpool *p, size_t n)
+/* After a push: an idle worker looks at the queue, or one is on its way. */
+static void after_push(struct tpool *p)
 {
 	atomic_thread_fence(memory_order_seq_cst);
-	uint32_t idle = atomic_load_explicit(&p->nidle, memory_order_relaxed);
-	/* stale before qlen: a worker takes a batch (qlen falls) and only
-	 * then drops its stale jobs (stale falls), so this order can only
-	 * undercount.  The other order overcounted when a worker took and
-	 * dropped between the two reads, and sequential submit + wait
-	 * started a second thread (1 round in 100 under TSan on a loaded
-	 * machine). */
-	int64_t stale = atomic_load_explicit(&p->stale, memory_order_acquire);
-	int64_t waiting =
-		(int64_t)atomic_load_explicit(&p->qlen, memory_order_relaxed) -
-		stale;
-	if (waiting > (int64_t)idle &&
-	    atomic_load_explicit(&p->nthreads, memory_order_relaxed) <
-		    p->max_workers)
-		spawn_some(p, (size_t)(waiting - (int64_t)idle));
-	fut__tp_queue_wake_sleepers(p, n > INT32_MAX ? INT32_MAX : (int)n);
-	if (idle == 0 &&
-	    atomic_load_explicit(&p->nblocked, memory_order_relaxed) > 0)
-		wake_blocked(p);
-	/* A break that raced the push: nobody may be left to drain. */
-	if (atomic_load(&p->broken))
-		end_drained(fut__tp_queue_drain(p), FUT_EBROKEN);
+	if (atomic_load_explicit(&p->nspinning, memory_order_seq_cst) == 0)
+		wakep(p);
 }
 
 static int tp_submit(fut_executor *ex, fut_fn fn, void *arg, const void *data,
@@ -655,18 +715,16 @@ static int tp_submit(fut_executor *ex, fut_fn fn, void *arg, const void *data,
 		return rc;
 	atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
 	struct job *j = job_new(p, fn, arg, data, len, bytes);
-	if (j == NULL) {
-		pool_unref(p);
-		return FUT_ENOMEM;
-	}
-	rc = fut__tp_queue_push(p, j, j, 1);
+	rc = j == NULL ? FUT_ENOMEM : fut__tp_queue_push(&p->q, j, j, 1);
 	if (rc != FUT_OK) {
-		job_discard(j);
+		if (j != NULL)
+			job_discard(j);
+		fut__tp_queue_unreserve(&p->q, 1);
 		pool_unref(p);
 		return rc;
 	}
 	*out = &j->fut;
-	after_push(p, 1);
+	after_push(p);
 	return FUT_OK;
 }
 
@@ -688,7 +746,7 @@ static int tp_submit_many(fut_executor *ex, fut_fn fn, const void *inputs,
 		if (j == NULL)
 			break;
 		if (last != NULL)
-			last->next = j;
+			set_next_job(last, j);
 		else
 			first = j;
 		last = j;
@@ -696,70 +754,25 @@ static int tp_submit_many(fut_executor *ex, fut_fn fn, const void *inputs,
 	if (made == n) {
 		/* Before the push: once queued, workers own the links. */
 		struct job *j = first;
-		for (size_t i = 0; i < n; i++, j = j->next)
+		for (size_t i = 0; i < n; i++, j = next_job(j))
 			out[i] = &j->fut;
 	}
-	rc = made < n ? FUT_ENOMEM : fut__tp_queue_push(p, first, last, n);
+	rc = made < n ? FUT_ENOMEM : fut__tp_queue_push(&p->q, first, last, n);
 	if (rc != FUT_OK) {
 		for (struct job *j = first, *next; made > 0; j = next, made--) {
-			next = j->next;
+			next = next_job(j);
 			job_discard(j);
 		}
 		for (size_t i = 0; i < n; i++)
 			out[i] = NULL;
+		fut__tp_queue_unreserve(&p->q, n);
 		atomic_fetch_sub_explicit(&p->refs, n - 1,
 					  memory_order_relaxed);
 		pool_unref(p);
 		return rc;
 	}
-	after_push(p, n);
+	after_push(p);
 	return FUT_OK;
-}
-
-/* ------------------------------------------------------------------ */
-/* Assist: a waiter runs a still-queued task inline                    */
-
-static void assist_done(struct tpool *p)
-{
-	pthread_mutex_lock(&p->ctl);
-	if (atomic_fetch_sub(&p->assisting, 1) == 1)
-		pthread_cond_broadcast(&p->ctl_cv);
-	pthread_mutex_unlock(&p->ctl);
-}
-
-static bool job_assist(fut_future *f)
-{
-	struct job *j = fut__container_of(f, struct job, fut);
-	struct tpool *p = job_pool(j); /* alive: the block holds a reference */
-	/* An initializer prepares worker threads for their tasks: a task
-	 * may then run only in a worker. */
-	if (p->initializer != NULL || fut__future_state(f) != FUT__S_PENDING)
-		return false;
-	/* An outside waiter runs it only where it costs no cpu a worker
-	 * needs: when a worker is idle (the hand-off would cost a wake-up)
-	 * or fewer workers are busy than there are cpus.  A worker of this
-	 * pool always may: it would only sleep. */
-	if (self_worker(p) == NULL &&
-	    atomic_load_explicit(&p->nidle, memory_order_relaxed) == 0 &&
-	    atomic_load_explicit(&p->nthreads, memory_order_relaxed) >=
-		    (uint32_t)fut__ncpus())
-		return false;
-	/* Counted before the claim, so a shutdown that saw every queued job
-	 * popped also sees this run. */
-	atomic_fetch_add(&p->assisting, 1);
-	if (fut__future_start(f) != FUT_OK) {
-		assist_done(p);
-		return false;
-	}
-	fut_executor *prev = fut__current_executor();
-	fut__current_executor_set(&p->ex);
-	fut_task t;
-	job_run(&t, j);
-	fut__current_executor_set(prev);
-	fut__task_finish(&t, f);
-	atomic_fetch_add_explicit(&p->stale, 1, memory_order_relaxed);
-	assist_done(p);
-	return true;
 }
 
 /* ------------------------------------------------------------------ */
@@ -775,9 +788,9 @@ static void interrupt_running(struct tpool *p)
 			continue;
 		fut__lock_acquire(&v->lock);
 		/* Only sets a flag: no user code, no other lock. */
-		for (struct job *j = atomic_load(&v->running); j != NULL;
-		     j = j->next)
-			(void)fut_interrupt(&j->fut);
+		for (struct run_frame *fr = atomic_load(&v->running);
+		     fr != NULL; fr = fr->outer)
+			(void)fut_interrupt(&fr->job->fut);
 		fut__lock_release(&v->lock);
 	}
 	atomic_fetch_sub_explicit(&p->interrupting, 1, memory_order_seq_cst);
@@ -802,22 +815,18 @@ static int tp_shutdown(fut_executor *ex, unsigned flags)
 	bool wait = (flags & FUT_SHUTDOWN_NOWAIT) == 0;
 	if (wait && fut__current_executor() == ex)
 		return FUT_EINVAL;
-	fut__lock_acquire(&p->qlock);
-	p->closed = true;
+	fut__tp_queue_close(&p->q, FUT_ESHUTDOWN);
 	atomic_store(&p->shutdown, true);
-	fut__lock_release(&p->qlock);
 	if (flags & FUT_SHUTDOWN_CANCEL_PENDING)
-		end_drained(fut__tp_queue_drain(p), FUT_ECANCELLED);
+		end_drained(fut__tp_queue_drain(&p->q), FUT_ECANCELLED);
 	if (flags & FUT_SHUTDOWN_INTERRUPT)
 		interrupt_running(p);
-	atomic_fetch_add(&p->wake, 1);
-	fut__futex_wake(&p->wake, INT32_MAX);
-	atomic_fetch_add(&p->space, 1);
-	fut__futex_wake(&p->space, INT32_MAX);
+	wake_all(p);
+	fut__tp_queue_wake_room(&p->q);
 	if (!wait)
 		return FUT_OK;
 	pthread_mutex_lock(&p->ctl);
-	while (p->nlive > 0 || atomic_load(&p->assisting) > 0)
+	while (p->nlive > 0)
 		pthread_cond_wait(&p->ctl_cv, &p->ctl);
 	join_exited_locked(p);
 	pthread_mutex_unlock(&p->ctl);
@@ -878,7 +887,8 @@ int fut_thread_pool_new(fut_executor **out, const fut_thread_pool_opts *opts)
 	struct tpool *p = fut__calloc(1, sizeof(*p));
 	if (p == NULL)
 		return FUT_ENOMEM;
-	p->workers = fut__calloc(o.max_workers, sizeof(*p->workers));
+	p->max_threads = o.max_workers + FUT__TP_EXTRA_THREADS;
+	p->workers = fut__calloc(p->max_threads, sizeof(*p->workers));
 	if (p->workers == NULL)
 		goto fail;
 	if (pthread_mutex_init(&p->ctl, NULL) != 0)
@@ -892,9 +902,9 @@ int fut_thread_pool_new(fut_executor **out, const fut_thread_pool_opts *opts)
 	atomic_store_explicit(&p->ex.magic, FUT__EXECUTOR_MAGIC,
 			      memory_order_relaxed);
 	p->max_workers = o.max_workers;
-	p->max_queue = o.max_queue;
 	p->initializer = o.initializer;
 	p->initarg = o.initarg;
+	fut__tp_queue_init(&p->q, o.max_queue);
 	snprintf(p->prefix, sizeof(p->prefix), "%s",
 		 o.thread_name_prefix != NULL ? o.thread_name_prefix :
 						DEFAULT_PREFIX);
@@ -912,10 +922,15 @@ fail:
 
 size_t fut__tp_blocked_submitters(fut_executor *ex)
 {
-	return atomic_load(&pool_of(ex)->nspace_waiters);
+	return atomic_load(&pool_of(ex)->q.nroom_waiters);
 }
 
 size_t fut__tp_threads(fut_executor *ex)
 {
 	return atomic_load(&pool_of(ex)->nthreads);
+}
+
+size_t fut__tp_queued(fut_executor *ex)
+{
+	return (size_t)fut__tp_queue_count(&pool_of(ex)->q);
 }

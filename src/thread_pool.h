@@ -1,31 +1,38 @@
 /*
  * thread_pool.h: private to the thread pool (thread_pool.c, tp_queue.c).
  *
- * The job block, the worker and the pool, and the queue functions that
- * tp_queue.c gives thread_pool.c.  Locks are described in thread_pool.c.
+ * The job block, the queue (tp_queue.c, a unit of its own), the worker
+ * and the pool.  Locks are described where they are used.
  */
 #ifndef FUT_THREAD_POOL_H
 #define FUT_THREAD_POOL_H
 
+#include <assert.h>
 #include <pthread.h>
 
 #include "internal.h"
 
-#define FUT__TP_BATCH 32u /* most jobs a worker steals, or gathers */
-#define FUT__TP_TAKE_MAX                                                       \
-	((size_t)1 << 30) /* most taken from the global queue */
+/* Threads a pool may add beyond max_workers while workers wait on futures
+ * (the slot hand-off of a nested wait): as Java's ForkJoinPool. */
+#define FUT__TP_EXTRA_THREADS 256u
+/* Tasks a worker runs inline on its own stack, nested, because it waits
+ * for exactly that task and it had not started. */
+#define FUT__TP_INLINE_DEPTH 32u
 
-struct tpool;
+/* The queue link of a job (and of the queue's stub). */
+struct tp_link {
+	_Atomic(struct tp_link *) next;
+};
 
 /*
  * The task's fut_task is built on the stack of the thread that runs it
  * (job_run): the block keeps only what the task starts from, so that a
- * job and its future fit one 64-byte block.  Most of it lives
- * in the future: the task's function and its argument (or input) wait in
- * the future's job slots, which its outcome replaces, and the pool is
- * found from the future's ops pointer, which points into the pool
- * (tpool.fops).  Only the queue link is the job's own: a waiter may run a
- * task (and settle its outcome) while the job is still queued.
+ * job and its future fit one 64-byte block.  The task's function and its
+ * argument (or input) wait in the future's job slots, which its outcome
+ * replaces; the pool is found from the future's ops pointer, which points
+ * into the pool (tpool.fops).  Only the queue link is the job's own: a
+ * waiter may run a task (and settle its outcome) while the job is still
+ * queued.
  *
  * fut_submit_bytes' input (FUT__F_INPUT in the future's flags) is a
  * struct job_input: inline in the block when it is short, else a heap
@@ -34,7 +41,7 @@ struct tpool;
  */
 struct job {
 	struct fut_future fut; /* first: the caller's handle */
-	struct job *next; /* queue link; running-stack link while it runs */
+	struct tp_link link;   /* queue link */
 	unsigned char bytes[]; /* inline class: a struct job_input */
 };
 
@@ -46,22 +53,86 @@ struct job_input {
 _Static_assert(sizeof(struct job) <= FUT__TP_JOB_SIZE,
 	       "a job must fit the smallest block class");
 
+/*
+ * The queue: one FIFO of every task not yet taken, whoever submitted it.
+ * Submitters append under plock, workers take from the head under clock
+ * (a lock only workers touch), so a submitter and a worker share no lock
+ * while the queue holds more than one job.  A stub node keeps the list
+ * non-empty; a worker that takes the last job puts the stub back behind
+ * it under plock.  pushed and popped count jobs in and out (written under
+ * their lock, read without it as hints: queued = pushed - popped).
+ * max_queue is held with reservations: `reserved` counts jobs admitted
+ * and not yet taken, and a submitter that finds no room sleeps on `room`.
+ */
+struct tp_queue {
+	_Alignas(64) fut__lock plock;
+	bool closed; /* guarded by plock: no more pushes */
+	int broken;  /* guarded by plock: a code pushes return, 0: none */
+	struct tp_link *tail;
+	_Atomic uint64_t pushed;
+
+	_Alignas(64) fut__lock clock;
+	struct tp_link *head;
+	_Atomic uint64_t popped;
+
+	_Alignas(64) size_t max; /* max_queue; 0: unbounded */
+	_Atomic size_t reserved;
+	_Atomic uint32_t room; /* futex word of submitters waiting for room */
+	_Atomic uint32_t nroom_waiters;
+	struct tp_link stub;
+};
+
+void fut__tp_queue_init(struct tp_queue *q, size_t max);
+/* Appends first..last (n linked jobs); FUT_ESHUTDOWN once closed, the
+ * broken code once broken (nothing queued then). */
+int fut__tp_queue_push(struct tp_queue *q, struct job *first,
+		       struct job *last, size_t n);
+/* The oldest job, or NULL. */
+struct job *fut__tp_queue_pop(struct tp_queue *q);
+/* Closes the queue to pushes: with `code` FUT_ESHUTDOWN, or a broken
+ * pool's code (FUT_EBROKEN). */
+void fut__tp_queue_close(struct tp_queue *q, int code);
+/* Empties the queue: the caller owns the returned list (linked through
+ * link.next as struct job; each still holds its queue reference). */
+struct job *fut__tp_queue_drain(struct tp_queue *q);
+/* Jobs queued (a hint: it may count one being pushed or taken). */
+static inline uint64_t fut__tp_queue_count(struct tp_queue *q)
+{
+	uint64_t out = atomic_load_explicit(&q->popped, memory_order_seq_cst);
+	uint64_t in = atomic_load_explicit(&q->pushed, memory_order_seq_cst);
+	return in > out ? in - out : 0;
+}
+/* max_queue: reserves room for n jobs, sleeping while there is none
+ * (a batch larger than max_queue goes in when the queue is empty).
+ * stop(ctx) is asked before each sleep: a nonzero code returns it. */
+int fut__tp_queue_reserve(struct tp_queue *q, size_t n, int (*stop)(void *),
+			  void *ctx);
+/* Gives back room for n jobs that were reserved and never pushed. */
+void fut__tp_queue_unreserve(struct tp_queue *q, size_t n);
+/* Wakes every submitter waiting for room (shutdown, break). */
+void fut__tp_queue_wake_room(struct tp_queue *q);
+
+struct tpool;
+
+/* A task a worker runs: a frame of its running stack (on its stack). */
+struct run_frame {
+	struct job *job;
+	struct run_frame *outer;
+};
+
 struct worker {
 	struct tpool *pool;
 	pthread_t thread;
 	unsigned index;
-	bool idle;	  /* counted in p->nidle; this thread's own */
-	bool joined;	  /* guarded by p->ctl */
-	bool batch_sleep; /* may sleep as SCHED_BATCH (idle_sleep); its own */
-	unsigned depth;	  /* tasks run nested in help(); this thread's own */
+	bool joined;   /* guarded by p->ctl */
+	bool has_slot; /* this thread's own */
+	bool handed;   /* gave its slot up for a nested wait; its own */
+	unsigned depth; /* tasks run nested inline; this thread's own */
 	struct fut__wait_hooks hooks;
-	fut__lock lock;
-	struct job *head, *tail; /* local queue: guarded by lock */
-	_Atomic uint32_t nlocal; /* written under lock */
-	/* Jobs it runs, innermost first: written by the worker alone;
-	 * read by an interrupting shutdown under lock (see run_job). */
-	_Atomic(struct job *) running;
-	_Atomic uint32_t *blocked; /* word it sleeps on: guarded by lock */
+	fut__lock lock; /* guards the walk of `running` (interrupt) */
+	/* Tasks it runs, innermost first: written by the worker alone;
+	 * read by an interrupting shutdown under lock (see run_started). */
+	_Atomic(struct run_frame *) running;
 };
 
 struct tpool {
@@ -69,36 +140,30 @@ struct tpool {
 	/* Set at creation, read-only afterwards. */
 	struct fut__future_ops fops; /* every job's future points here */
 	size_t max_workers;
-	size_t max_queue;
+	size_t max_threads; /* max_workers + FUT__TP_EXTRA_THREADS */
 	int (*initializer)(void *initarg);
 	void *initarg;
 	char prefix[16];
-	struct worker **workers; /* [max_workers]; published by nthreads */
-	char pad0[64];
+	struct worker **workers; /* [max_threads]; published by nthreads */
 
-	fut__lock qlock;
-	bool closed; /* guarded by qlock: no more pushes */
-	struct job *qhead, *qtail;
-	_Atomic size_t qlen; /* written under qlock */
-	char pad1[64];
+	struct tp_queue q;
 
+	/* Slots and idle workers: see "Slots" and "Idle workers" in
+	 * thread_pool.c. */
+	_Alignas(64) _Atomic uint32_t nbusy; /* threads holding a slot */
+	_Atomic uint32_t nwant;	   /* waiters wanting their slot back */
+	_Atomic uint32_t slotword; /* futex word of those waiters */
+	_Atomic uint32_t nwaiting; /* workers in a nested wait, slot given */
+	_Atomic uint32_t nspinning; /* idle workers looking for work */
+	_Atomic uint32_t nsleeping; /* idle workers asleep on wake */
+	_Atomic uint32_t tokens;    /* wake-ups sent, not yet taken */
+	_Atomic uint32_t wake;	    /* futex word of idle workers */
+	_Atomic uint32_t nthreads;  /* workers started (published) */
 	_Atomic uint32_t interrupting; /* shutdowns walking running stacks */
-	_Atomic uint32_t nidle;	       /* workers not running a task */
-	_Atomic uint32_t nsleeping;    /* workers asleep on wake */
-	_Atomic uint32_t nspinning;    /* idle workers spinning before sleep */
-	_Atomic uint32_t wake;	       /* futex word of idle workers */
-	_Atomic bool waking;	   /* a wake-up is on its way to a sleeper */
-	_Atomic uint32_t nthreads; /* workers started (published) */
-	_Atomic uint32_t nblocked; /* workers asleep in a nested wait */
-	_Atomic uint32_t space;	   /* futex word of max_queue submitters */
-	_Atomic uint32_t nspace_waiters;
 	_Atomic bool shutdown;
 	_Atomic bool broken;
-	_Atomic uint32_t assisting; /* tasks run inline by waiters */
-	_Atomic int64_t stale;	    /* queued jobs a waiter already ran */
-	char pad2[64];
 
-	_Atomic size_t refs; /* handle + live workers + job blocks */
+	_Alignas(64) _Atomic size_t refs; /* handle + workers + job blocks */
 	pthread_mutex_t ctl;
 	pthread_cond_t ctl_cv;
 	uint32_t nlive; /* guarded by ctl: worker threads not yet exited */
@@ -112,24 +177,5 @@ static inline int pool_state(struct tpool *p)
 		return FUT_ESHUTDOWN;
 	return FUT_OK;
 }
-
-/* tp_queue.c.  Takes a job for w: its local queue, else a batch from the
- * global queue, else half of another worker's local queue; NULL if none. */
-struct job *fut__tp_queue_take(struct worker *w);
-/* Appends first..last (n linked jobs) to the global queue, unless the pool
- * is shut down or broken (then that code, nothing queued). */
-int fut__tp_queue_push(struct tpool *p, struct job *first, struct job *last,
-		       size_t n);
-/* Empties every queue; the caller owns the returned list (each job still
- * holds its queue reference). */
-struct job *fut__tp_queue_drain(struct tpool *p);
-/* Jobs waiting in any queue (for max_queue). */
-size_t fut__tp_queue_count(struct tpool *p);
-/* True if an idle worker (other than self) could take a job now. */
-bool fut__tp_queue_visible(struct tpool *p, const struct worker *self);
-/* Wakes up to n sleeping idle workers (if any sleep). */
-void fut__tp_queue_wake_sleepers(struct tpool *p, int n);
-/* Wakes submitters blocked on a full queue (if any). */
-void fut__tp_queue_wake_space(struct tpool *p);
 
 #endif /* FUT_THREAD_POOL_H */

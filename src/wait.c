@@ -133,7 +133,12 @@ int fut_wait(fut_future *const *fs, size_t n, int return_when, double timeout)
 	}
 	struct wait_ctx ctx = {
 		.park = { .ready = wait_ready,
-			  .assist = wait_assist,
+			  /* Only where every future must be done anyway:
+			   * running one inline must not delay a return
+			   * that another's completion would allow. */
+			  .assist = return_when == FUT_ALL_COMPLETED ?
+					    wait_assist :
+					    NULL,
 			  .arm = wait_arm,
 			  .word = &ctx.fired },
 		.return_when = return_when,

@@ -311,27 +311,27 @@ test_as_completed_add_fails_cleanly_at_every_allocation(void **state)
 	finish_and_release(c.extra, MANY);
 }
 
-/* fut_wait on more futures than its stack nodes hold allocates; the help
- * hook (called before the wait sleeps) completes one future, so the wait
- * returns without any other thread or any timing. */
+/* fut_wait on more futures than its stack nodes hold allocates; the block
+ * hook (called before the wait first sleeps) completes one future, so the
+ * wait returns without any other thread or any timing. */
 struct wait_ctx {
 	fut_future *fs[MANY];
 };
 
-static bool complete_one(void *ctx)
+static int complete_one(void *ctx)
 {
 	struct wait_ctx *c = ctx;
 	fut_future *f = c->fs[MANY - 1];
-	if (fut_done(f))
-		return false;
-	assert_int_equal(fut_set_result(f, NULL), FUT_OK);
-	return true;
+	if (!fut_done(f))
+		assert_int_equal(fut_set_result(f, NULL), FUT_OK);
+	return FUT_OK;
 }
 
 static int wait_run(void *ctx)
 {
 	struct wait_ctx *c = ctx;
-	const struct fut__wait_hooks hooks = { .help = complete_one, .ctx = c };
+	const struct fut__wait_hooks hooks = { .block = complete_one,
+						.ctx = c };
 	fut__wait_hooks_set(&hooks);
 	int rc = fut_wait(c->fs, MANY, FUT_FIRST_COMPLETED, FUT_FOREVER);
 	fut__wait_hooks_set(NULL);
@@ -447,10 +447,9 @@ static int submit_run(void *ctx)
 	struct submit_ctx *c = ctx;
 	for (int i = 0; i < BATCH; i++)
 		c->out[i] = (fut_future *)(uintptr_t)1;
-	/* Quiet first: the last run's jobs are gone (a waiter that ran a
-	 * task inline leaves its stale queue entry to a worker, and a worker
-	 * drops the queue's reference after the caller saw the result), so
-	 * the pool holds only its handle's and its workers' references. */
+	/* Quiet first: the last run's jobs are gone (a worker drops the
+	 * queue's reference after the caller saw the result), so the pool
+	 * holds only its handle's and its workers' references. */
 	while (pool_refs(c->ex) != 1 + fut__tp_threads(c->ex))
 		sched_yield();
 	/* Empty the block caches so that this submit has to allocate. */
@@ -487,8 +486,7 @@ static void submit_after(void *ctx, int rc, bool injected)
 		 * own; nothing else may. */
 		size_t started = fut__tp_threads(c->ex) - c->threads_before;
 		assert_int_equal(pool_refs(c->ex), c->refs_before + started);
-		assert_int_equal(
-			fut__tp_queue_count((struct tpool *)(void *)c->ex), 0);
+		assert_int_equal(fut__tp_queued(c->ex), 0);
 		return;
 	}
 	for (size_t i = 0; i < n; i++) {
