@@ -57,6 +57,15 @@ extern "C" {
 #define FUT_MAX_BYTES ((size_t)1 << 30)
 #endif
 
+/* The most futures or tasks one call takes (fut_submit_many, fut_wait,
+ * fut_as_completed_new); a larger count is FUT_EINVAL, refused before any
+ * element is read or written. */
+#if SIZE_MAX > 0xffffffffu
+#define FUT_MAX_COUNT ((size_t)1 << 32)
+#else
+#define FUT_MAX_COUNT ((size_t)1 << 24)
+#endif
+
 /*
  * The result codes, one list: FUT_OK is 0, failures are positive.
  * X(name, value, text) -- fut_strerror() returns the text.

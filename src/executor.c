@@ -62,12 +62,14 @@ int fut_submit_many(fut_executor *ex, fut_fn fn, const void *inputs,
 		return FUT_EINVAL;
 	if (n == 0)
 		return FUT_OK;
-	if (out == NULL)
+	/* Every check before out[] is written: a bad count must not make
+	 * us write past the caller's array. */
+	if (out == NULL || n > FUT_MAX_COUNT)
 		return FUT_EINVAL;
-	for (size_t i = 0; i < n && i < SIZE_MAX / sizeof(*out); i++)
+	for (size_t i = 0; i < n; i++)
 		out[i] = NULL;
 	if ((inputs == NULL && stride != 0) || stride > FUT_MAX_BYTES ||
-	    n > FUT_MAX_BYTES || (stride != 0 && n > FUT_MAX_BYTES / stride))
+	    (stride != 0 && n > FUT_MAX_BYTES / stride))
 		return FUT_EINVAL;
 	return ex->ops->submit_many(ex, fn, inputs, stride, n, out);
 }

@@ -110,10 +110,13 @@ static bool wait_assist(struct fut__park *p)
 	return false;
 }
 
+_Static_assert(FUT_MAX_COUNT <= SIZE_MAX / sizeof(struct wait_node),
+	       "a wait's nodes for FUT_MAX_COUNT futures must not overflow");
+
 int fut_wait(fut_future *const *fs, size_t n, int return_when, double timeout)
 {
 	if ((fs == NULL && n != 0) || !valid_return_when(return_when) ||
-	    n > SIZE_MAX / sizeof(struct wait_node))
+	    n > FUT_MAX_COUNT)
 		return FUT_EINVAL;
 	for (size_t i = 0; i < n; i++)
 		if (!fut__future_ok(fs[i]))
@@ -325,7 +328,7 @@ int fut_as_completed_new(fut_as_completed **out, fut_future *const *fs,
 	if (out == NULL)
 		return FUT_EINVAL;
 	*out = NULL;
-	if (fs == NULL && n != 0)
+	if ((fs == NULL && n != 0) || n > FUT_MAX_COUNT)
 		return FUT_EINVAL;
 	for (size_t i = 0; i < n; i++)
 		if (!fut__future_ok(fs[i]))
