@@ -69,7 +69,9 @@ struct tp_queue {
 	bool closed; /* guarded by plock: no more pushes */
 	int broken;  /* guarded by plock: a code pushes return, 0: none */
 	struct tp_link *tail;
-	_Atomic uint64_t pushed;
+	/* Apart from plock: lookers poll it, and their reads must not
+	 * make the submitter wait for the lock's line. */
+	_Alignas(64) _Atomic uint64_t pushed;
 
 	_Alignas(64) fut__lock clock;
 	struct tp_link *head;
@@ -84,11 +86,13 @@ struct tp_queue {
 
 void fut__tp_queue_init(struct tp_queue *q, size_t max);
 /* Appends first..last (n linked jobs); FUT_ESHUTDOWN once closed, the
- * broken code once broken (nothing queued then). */
+ * broken code once broken (nothing queued then).  *was_empty: no job was
+ * queued before them (one may still be being taken). */
 int fut__tp_queue_push(struct tp_queue *q, struct job *first,
-		       struct job *last, size_t n);
-/* The oldest job, or NULL. */
-struct job *fut__tp_queue_pop(struct tp_queue *q);
+		       struct job *last, size_t n, bool *was_empty);
+/* The oldest job, or NULL; *last: it was the last one queued (read
+ * without touching the submitters' cache lines). */
+struct job *fut__tp_queue_pop(struct tp_queue *q, bool *last);
 /* Closes the queue to pushes: with `code` FUT_ESHUTDOWN, or a broken
  * pool's code (FUT_EBROKEN). */
 void fut__tp_queue_close(struct tp_queue *q, int code);
@@ -145,6 +149,8 @@ struct tpool {
 	void *initarg;
 	char prefix[16];
 	struct worker **workers; /* [max_threads]; published by nthreads */
+	_Atomic bool shutdown;	 /* written once */
+	_Atomic bool broken;	 /* written once */
 
 	struct tp_queue q;
 
@@ -160,8 +166,6 @@ struct tpool {
 	_Atomic uint32_t wake;	    /* futex word of idle workers */
 	_Atomic uint32_t nthreads;  /* workers started (published) */
 	_Atomic uint32_t interrupting; /* shutdowns walking running stacks */
-	_Atomic bool shutdown;
-	_Atomic bool broken;
 
 	_Alignas(64) _Atomic size_t refs; /* handle + workers + job blocks */
 	pthread_mutex_t ctl;

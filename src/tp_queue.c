@@ -50,11 +50,13 @@ static void append_locked(struct tp_queue *q, struct tp_link *first,
 }
 
 int fut__tp_queue_push(struct tp_queue *q, struct job *first,
-		       struct job *last, size_t n)
+		       struct job *last, size_t n, bool *was_empty)
 {
 	fut__lock_acquire(&q->plock);
 	int rc = q->broken ? q->broken : q->closed ? FUT_ESHUTDOWN : FUT_OK;
 	if (rc == FUT_OK) {
+		/* The tail is the stub only once its last job was taken. */
+		*was_empty = q->tail == &q->stub;
 		/* Counted before it is linked, so popped never passes pushed
 		 * for a reader that loads popped first.  The submitter's
 		 * fence after the push orders it before its look at the
@@ -79,8 +81,9 @@ void fut__tp_queue_close(struct tp_queue *q, int code)
 	fut__lock_release(&q->plock);
 }
 
-/* Unlinks the head job.  Caller holds clock. */
-static struct job *pop_locked(struct tp_queue *q)
+/* Unlinks the head job; *last: it was the last one queued.  Caller holds
+ * clock. */
+static struct job *pop_locked(struct tp_queue *q, bool *last)
 {
 	assert(fut__lock_held(&q->clock));
 	struct tp_link *h = q->head;
@@ -91,6 +94,7 @@ static struct job *pop_locked(struct tp_queue *q)
 		q->head = h = nx;
 		nx = atomic_load_explicit(&h->next, memory_order_acquire);
 	}
+	*last = nx == NULL;
 	if (nx == NULL) {
 		/* h is the last job linked: the stub goes behind it, so that
 		 * the list is never empty once h leaves.  A push that came
@@ -123,10 +127,10 @@ static void give_room(struct tp_queue *q, size_t n)
 		fut__tp_queue_wake_room(q);
 }
 
-struct job *fut__tp_queue_pop(struct tp_queue *q)
+struct job *fut__tp_queue_pop(struct tp_queue *q, bool *last)
 {
 	fut__lock_acquire(&q->clock);
-	struct job *j = pop_locked(q);
+	struct job *j = pop_locked(q, last);
 	fut__lock_release(&q->clock);
 	if (j != NULL) {
 		atomic_store_explicit(&j->link.next, NULL,
@@ -141,8 +145,9 @@ struct job *fut__tp_queue_drain(struct tp_queue *q)
 {
 	struct job *list = NULL, *tail = NULL;
 	size_t n = 0;
+	bool last = false;
 	fut__lock_acquire(&q->clock);
-	for (struct job *j; (j = pop_locked(q)) != NULL; n++) {
+	for (struct job *j; (j = pop_locked(q, &last)) != NULL; n++) {
 		atomic_store_explicit(&j->link.next, NULL,
 				      memory_order_relaxed);
 		if (tail != NULL)
