@@ -278,7 +278,8 @@ typedef struct fut_thread_pool_opts {
 	/* Runs once in each new worker thread; non-zero breaks the pool. */
 	int (*initializer)(void *initarg);
 	void *initarg;
-	/* 0: unbounded; else submit blocks while this many tasks wait. */
+	/* 0: unbounded; else submit blocks while this many tasks wait, not
+	 * yet taken by a worker. */
 	size_t max_queue;
 } fut_thread_pool_opts;
 
@@ -297,11 +298,17 @@ typedef struct fut_process_pool_opts {
 
 /*
  * A thread pool.  opts may be NULL (defaults); a zeroed struct is the
- * defaults too.  Threads start lazily, one per submit while no worker is
- * idle, up to max_workers.  An idle worker of normal policy sleeps as
- * SCHED_BATCH (it runs tasks as SCHED_OTHER): woken while every cpu is
- * busy, it waits for one rather than preempting.  *out gets a new
- * executor: free it with fut_executor_free().  FUT_EINVAL, FUT_ENOMEM.
+ * defaults too.  Threads start lazily (each new one started by the one
+ * before it), up to max_workers.  The scheduling contract (Python's):
+ * while a task is queued and fewer than max_workers tasks run, a worker
+ * starts it promptly, whatever the running tasks do; tasks are taken in
+ * submission order; at most max_workers run at once; a thread that is not
+ * a worker never runs a task.  A worker that waits untimed on a future
+ * gives its slot up meanwhile (the pool may then run up to max_workers +
+ * 256 threads), or runs the awaited task itself if it has not started (32
+ * deep at most); past those bounds such a wait returns FUT_EAGAIN.  A
+ * timed wait keeps its slot.  *out gets a new executor: free it with
+ * fut_executor_free().  FUT_EINVAL, FUT_ENOMEM.
  */
 FUT_API FUT_NODISCARD int fut_thread_pool_new(fut_executor **out,
 					      const fut_thread_pool_opts *opts);
