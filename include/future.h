@@ -41,7 +41,7 @@ extern "C" {
 
 /* The version of this header; fut_version() gives the library's. */
 #define FUT_VERSION_MAJOR 0
-#define FUT_VERSION_MINOR 1
+#define FUT_VERSION_MINOR 2
 #define FUT_VERSION_PATCH 0
 
 /* Wait forever. */
