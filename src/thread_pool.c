@@ -746,8 +746,11 @@ static void after_push(struct tpool *p, bool was_empty)
 {
 	if (!was_empty)
 		return;
-	atomic_thread_fence(memory_order_seq_cst);
-	if (atomic_load_explicit(&p->nspinning, memory_order_seq_cst) == 0)
+	/* A read-modify-write, not a load: it is ordered after the push as
+	 * a fence would be (TSan knows no fences), and it reads the latest
+	 * count, which a looker that stops changes with one too. */
+	if (atomic_fetch_add_explicit(&p->nspinning, 0, memory_order_seq_cst) ==
+	    0)
 		wakep(p);
 }
 
