@@ -48,8 +48,29 @@ TEST_CFLAGS = -std=c11 -Wall -Wextra -Werror $(CFLAGS) $(SANFLAGS) -pthread \
 	      -D_GNU_SOURCE -Iinclude -Isrc -Itests
 TEST_TIMEOUT ?= 600
 
+# An example or bench program that needs a library beyond libc names its
+# pkg-config packages in a line " * pkg-config: <names>" of its opening
+# comment (tests/test_install.sh reads the same line): it is built with
+# their flags when pkg-config finds them, and skipped, saying why,
+# otherwise.  unbuildable: those of the sources $(1) it does not find.
+PKGS_LINE = s/^ \* pkg-config: //p
+needs_pkgs = $(shell sed -n '$(PKGS_LINE)' $(1))
+pkg_flags = $(if $(call needs_pkgs,$(1)),$(shell pkg-config --cflags \
+	--libs $(call needs_pkgs,$(1))))
+unbuildable = $(foreach s,$(1),$(if $(call needs_pkgs,$(s)),$(if $(shell \
+	pkg-config --exists $(call needs_pkgs,$(s)) 2>/dev/null && echo y),,$(s))))
+say_skipped = for s in $(1); do echo "skipped: $$s: pkg-config does not" \
+	"find $$(sed -n '$(PKGS_LINE)' $$s)"; done
 EXAMPLE_SRCS := $(wildcard examples/*.c)
-EXAMPLES := $(EXAMPLE_SRCS:examples/%.c=$(BUILD)/examples/%)
+EXAMPLES_UNBUILDABLE := $(call unbuildable,$(EXAMPLE_SRCS))
+EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,\
+	$(filter-out $(EXAMPLES_UNBUILDABLE),$(EXAMPLE_SRCS)))
+# The event-loop examples also run in `make test` (so under ASan and TSan
+# in `make check`): each starts its own clients, checks every answer and
+# ends by itself.
+LOOP_EXAMPLES = uv_server
+RUN_EXAMPLES := $(filter $(LOOP_EXAMPLES:%=$(BUILD)/examples/%),$(EXAMPLES))
+SKIP_EXAMPLES := $(filter $(LOOP_EXAMPLES:%=examples/%.c),$(EXAMPLES_UNBUILDABLE))
 BENCH_SRCS := $(wildcard bench/*.c)
 BENCHES := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
 
@@ -85,7 +106,7 @@ $(BUILD)/tests/%: tests/%.c $(STATIC) $(wildcard tests/*.h)
 $(BUILD)/examples/%: examples/%.c $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -Wall -Wextra -Werror $(CFLAGS) $(SANFLAGS) -pthread \
-		-D_GNU_SOURCE -Iinclude -o $@ $< $(STATIC) -lm
+		-D_GNU_SOURCE -Iinclude -o $@ $< $(STATIC) $(call pkg_flags,$<) -lm
 
 $(BUILD)/bench/%: bench/%.c $(STATIC) $(wildcard bench/*.h)
 	@mkdir -p $(dir $@)
@@ -101,10 +122,11 @@ test: deps
 
 .PHONY: test-run
 test-run: all $(TESTS) $(EXAMPLES)
-	@set -e; for t in $(TESTS); do \
+	@set -e; for t in $(TESTS) $(RUN_EXAMPLES); do \
 		echo "== $$t"; \
 		timeout $(TEST_TIMEOUT) $(TEST_WRAPPER) $$t; \
-	done; echo "all tests passed ($(BUILD))"
+	done; $(call say_skipped,$(SKIP_EXAMPLES)); \
+	echo "all tests passed ($(BUILD))"
 
 check: deps
 	$(MAKE) --no-print-directory check-build
@@ -185,6 +207,7 @@ bench: all $(BENCHES)
 	@sh bench/run.sh $(BUILD)
 
 examples: $(EXAMPLES)
+	@$(call say_skipped,$(EXAMPLES_UNBUILDABLE))
 
 # The man pages are generated from docs/api.md and committed; `make check`
 # (tests/check_docs.sh) fails when they drift from it.

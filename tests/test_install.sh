@@ -6,7 +6,9 @@
 # - a program built with `pkg-config --cflags --libs libfuture` against the
 #   installed copy runs and uses that copy, and so does every examples/*.c
 #   (run with no arguments and FUT_EXAMPLE_QUICK=1 in the environment: an
-#   example that would run long should honour it and run short);
+#   example that would run long should honour it and run short; one that
+#   names pkg-config packages in a " * pkg-config: " line is built with
+#   them, or skipped when pkg-config does not find them);
 # - a DESTDIR install stages the same files under DESTDIR, with a .pc that
 #   names PREFIX, not DESTDIR;
 # - make uninstall leaves nothing but empty directories.
@@ -120,9 +122,18 @@ LD_LIBRARY_PATH="$libdir" "$work/hello" || fail "the program failed"
 for src in examples/*.c; do
 	[ -f "$src" ] || continue
 	name=$(basename "$src" .c)
+	pkgs=$(sed -n 's/^ \* pkg-config: //p' "$src")
+	extra=""
+	if [ -n "$pkgs" ]; then
+		# shellcheck disable=SC2086
+		extra=$(pkg-config --cflags --libs $pkgs 2>/dev/null) || {
+			echo "test_install: skipped: example $name: pkg-config does not find $pkgs"
+			continue
+		}
+	fi
 	# shellcheck disable=SC2086
 	$CC -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -pthread \
-		-o "$work/$name" "$src" $flags -lm ||
+		-o "$work/$name" "$src" $flags $extra -lm ||
 		fail "building example $name against the installed library"
 	echo "test_install: running example $name"
 	FUT_EXAMPLE_QUICK=1 LD_LIBRARY_PATH="$libdir" timeout 300 "$work/$name" \
