@@ -68,7 +68,7 @@ EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,\
 # The event-loop examples also run in `make test` (so under ASan and TSan
 # in `make check`): each starts its own clients, checks every answer and
 # ends by itself.
-LOOP_EXAMPLES = uv_server
+LOOP_EXAMPLES = uv_server glib_loop
 RUN_EXAMPLES := $(filter $(LOOP_EXAMPLES:%=$(BUILD)/examples/%),$(EXAMPLES))
 SKIP_EXAMPLES := $(filter $(LOOP_EXAMPLES:%=examples/%.c),$(EXAMPLES_UNBUILDABLE))
 BENCH_SRCS := $(wildcard bench/*.c)
