@@ -7,6 +7,7 @@ LIBDIR ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 MANDIR ?= $(PREFIX)/share/man
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+CMAKEDIR ?= $(LIBDIR)/cmake/libfuture
 
 CC ?= cc
 OPT ?= -O2 -g
@@ -252,23 +253,34 @@ fuzz-seeds:
 demo: all $(EXAMPLES)
 	@$(BUILD)/examples/demo
 
-install: all libfuture.pc.in
-	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
+# The .pc and the CMake package name the install's paths and version.
+CMAKE_FILES = libfutureConfig.cmake libfutureConfigVersion.cmake
+SIZEOF_VOID_P = $(shell echo __SIZEOF_POINTER__ | $(CC) -E -P - | tail -n 1)
+SUBST = sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+	-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
+	-e 's|@MAJOR@|$(MAJOR)|g' -e 's|@MINOR@|$(MINOR)|g' \
+	-e 's|@SIZEOF_VOID_P@|$(SIZEOF_VOID_P)|g'
+
+install: all libfuture.pc.in $(CMAKE_FILES:%=cmake/%.in)
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
+		$(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(CMAKEDIR)
 	install -m 644 include/future.h $(DESTDIR)$(INCLUDEDIR)/future.h
 	install -m 644 $(STATIC) $(DESTDIR)$(LIBDIR)/libfuture.a
 	install -m 755 $(SHARED) $(DESTDIR)$(LIBDIR)/libfuture.so.$(VERSION)
 	ln -sf libfuture.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sf libfuture.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libfuture.so
-	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
-	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
-	    libfuture.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/libfuture.pc
+	$(SUBST) libfuture.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/libfuture.pc
+	for f in $(CMAKE_FILES); do \
+		$(SUBST) cmake/$$f.in > $(DESTDIR)$(CMAKEDIR)/$$f || exit 1; \
+	done
 	@if [ -d docs/man ] && ls docs/man/*.3 >/dev/null 2>&1; then \
 		install -d $(DESTDIR)$(MANDIR)/man3; \
 		install -m 644 docs/man/*.3 $(DESTDIR)$(MANDIR)/man3/; \
 	fi
 
-# make install into a scratch PREFIX, build a program with pkg-config
-# against it, run it, make uninstall (not part of `make test`; CI runs it).
+# make install into a scratch PREFIX, build programs against it with
+# pkg-config and with CMake's find_package, run them, make uninstall (not
+# part of `make test`; CI runs it inside `make distcheck`).
 .PHONY: install-check
 install-check:
 	sh tests/test_install.sh
@@ -277,7 +289,8 @@ uninstall:
 	rm -f $(DESTDIR)$(INCLUDEDIR)/future.h $(DESTDIR)$(LIBDIR)/libfuture.a \
 	      $(DESTDIR)$(LIBDIR)/libfuture.so.$(VERSION) \
 	      $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libfuture.so \
-	      $(DESTDIR)$(PKGCONFIGDIR)/libfuture.pc
+	      $(DESTDIR)$(PKGCONFIGDIR)/libfuture.pc \
+	      $(CMAKE_FILES:%=$(DESTDIR)$(CMAKEDIR)/%)
 	@if [ -d docs/man ]; then for m in docs/man/*.3; do \
 		[ -e "$$m" ] && rm -f $(DESTDIR)$(MANDIR)/man3/$$(basename $$m); \
 	done; fi; true
