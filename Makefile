@@ -285,6 +285,38 @@ install: all libfuture.pc.in $(CMAKE_FILES:%=cmake/%.in)
 install-check:
 	sh tests/test_install.sh
 
+# make dist: libfuture-<version>.tar.gz of exactly the files git tracks at
+# HEAD (git archive: no build output, nothing untracked; uncommitted
+# changes are left out, with a warning).  make distcheck unpacks it in
+# build/distcheck/, checks it holds exactly those files, runs make test
+# and make install-check there, and checks that they wrote nothing outside
+# the unpacked tree's build/.
+DIST = libfuture-$(VERSION)
+DISTCHECK = build/distcheck
+.PHONY: dist distcheck
+dist:
+	@git rev-parse --verify -q HEAD >/dev/null || \
+		{ echo "make dist: needs a git checkout" >&2; exit 1; }
+	@git diff --quiet HEAD -- || echo "make dist: warning: the" \
+		"uncommitted changes are not in $(DIST).tar.gz (it is HEAD)" >&2
+	git archive --format=tar.gz --prefix=$(DIST)/ -o $(DIST).tar.gz HEAD
+
+distcheck: dist
+	rm -rf $(DISTCHECK)
+	mkdir -p $(DISTCHECK)
+	tar -xzf $(DIST).tar.gz -C $(DISTCHECK)
+	git ls-tree -r --name-only HEAD | sort >$(DISTCHECK)/tracked
+	cd $(DISTCHECK)/$(DIST) && find . ! -type d | sed 's|^\./||' | sort \
+		>../unpacked
+	diff -u $(DISTCHECK)/tracked $(DISTCHECK)/unpacked
+	$(MAKE) -C $(DISTCHECK)/$(DIST) test
+	$(MAKE) -C $(DISTCHECK)/$(DIST) install-check
+	cd $(DISTCHECK)/$(DIST) && find . ! -type d ! -path './build/*' | \
+		sed 's|^\./||' | sort >../after
+	diff -u $(DISTCHECK)/unpacked $(DISTCHECK)/after
+	@echo "distcheck: $(DIST).tar.gz: builds, passes make test and" \
+		"make install-check"
+
 uninstall:
 	rm -f $(DESTDIR)$(INCLUDEDIR)/future.h $(DESTDIR)$(LIBDIR)/libfuture.a \
 	      $(DESTDIR)$(LIBDIR)/libfuture.so.$(VERSION) \
@@ -303,4 +335,4 @@ clean:
 	rm -rf build
 
 help:
-	@echo "targets: all test check stress fuzz bench demo examples install uninstall install-check man clean format"
+	@echo "targets: all test check stress fuzz bench demo examples install uninstall install-check dist distcheck man clean format"
