@@ -73,7 +73,9 @@ LOOP_EXAMPLES = uv_server glib_loop
 RUN_EXAMPLES := $(filter $(LOOP_EXAMPLES:%=$(BUILD)/examples/%),$(EXAMPLES))
 SKIP_EXAMPLES := $(filter $(LOOP_EXAMPLES:%=examples/%.c),$(EXAMPLES_UNBUILDABLE))
 BENCH_SRCS := $(wildcard bench/*.c)
-BENCHES := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
+BENCHES_UNBUILDABLE := $(call unbuildable,$(BENCH_SRCS))
+BENCHES := $(patsubst bench/%.c,$(BUILD)/bench/%,\
+	$(filter-out $(BENCHES_UNBUILDABLE),$(BENCH_SRCS)))
 
 .PHONY: all lib test check check-asan check-tsan check-valgrind bench demo \
 	examples install uninstall clean format help deps fuzz stress check-stress \
@@ -112,7 +114,7 @@ $(BUILD)/examples/%: examples/%.c $(STATIC)
 $(BUILD)/bench/%: bench/%.c $(STATIC) $(wildcard bench/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -Wall -Wextra -Werror -O2 -g -pthread -D_GNU_SOURCE \
-		-Iinclude -Isrc -o $@ $< $(STATIC) -lm
+		-Iinclude -Isrc -o $@ $< $(STATIC) $(call pkg_flags,$<) -lm
 
 # Installs libcmocka-dev and pkg-config through apt-get when missing.
 deps:
@@ -205,6 +207,7 @@ check-stress-valgrind: all $(BUILD)/stress/stress
 	cat $(STRESS_VALGRIND_LOG).out; exit $$rc
 
 bench: all $(BENCHES)
+	@$(call say_skipped,$(BENCHES_UNBUILDABLE))
 	@sh bench/run.sh $(BUILD)
 
 examples: $(EXAMPLES)
