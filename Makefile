@@ -290,7 +290,9 @@ install-check:
 
 # make dist: libfuture-<version>.tar.gz of exactly the files git tracks at
 # HEAD (git archive: no build output, nothing untracked; uncommitted
-# changes are left out, with a warning).  make distcheck unpacks it in
+# changes are left out, with a warning).  It runs at the top of a git
+# checkout only: an unpacked tarball inside some other checkout (as
+# distcheck's is) must not archive that one.  make distcheck unpacks it in
 # build/distcheck/, checks it holds exactly those files, runs make test
 # and make install-check there, and checks that they wrote nothing outside
 # the unpacked tree's build/.
@@ -298,8 +300,9 @@ DIST = libfuture-$(VERSION)
 DISTCHECK = build/distcheck
 .PHONY: dist distcheck
 dist:
-	@git rev-parse --verify -q HEAD >/dev/null || \
-		{ echo "make dist: needs a git checkout" >&2; exit 1; }
+	@top=$$(git rev-parse --show-toplevel 2>/dev/null) && \
+		[ "$$top" = "$$(pwd -P)" ] || { echo "make dist: $$(pwd -P)" \
+		"is not the top of a git checkout" >&2; exit 1; }
 	@git diff --quiet HEAD -- || echo "make dist: warning: the" \
 		"uncommitted changes are not in $(DIST).tar.gz (it is HEAD)" >&2
 	git archive --format=tar.gz --prefix=$(DIST)/ -o $(DIST).tar.gz HEAD
