@@ -7,6 +7,7 @@ LIBDIR ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 MANDIR ?= $(PREFIX)/share/man
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+CMAKEDIR ?= $(LIBDIR)/cmake/libfuture
 
 CC ?= cc
 OPT ?= -O2 -g
@@ -48,10 +49,33 @@ TEST_CFLAGS = -std=c11 -Wall -Wextra -Werror $(CFLAGS) $(SANFLAGS) -pthread \
 	      -D_GNU_SOURCE -Iinclude -Isrc -Itests
 TEST_TIMEOUT ?= 600
 
+# An example or bench program that needs a library beyond libc names its
+# pkg-config packages in a line " * pkg-config: <names>" of its opening
+# comment (tests/test_install.sh reads the same line): it is built with
+# their flags when pkg-config finds them, and skipped, saying why,
+# otherwise.  unbuildable: those of the sources $(1) it does not find.
+PKGS_LINE = s/^ \* pkg-config: //p
+needs_pkgs = $(shell sed -n '$(PKGS_LINE)' $(1))
+pkg_flags = $(if $(call needs_pkgs,$(1)),$(shell pkg-config --cflags \
+	--libs $(call needs_pkgs,$(1))))
+unbuildable = $(foreach s,$(1),$(if $(call needs_pkgs,$(s)),$(if $(shell \
+	pkg-config --exists $(call needs_pkgs,$(s)) 2>/dev/null && echo y),,$(s))))
+say_skipped = for s in $(1); do echo "skipped: $$s: pkg-config does not" \
+	"find $$(sed -n '$(PKGS_LINE)' $$s)"; done
 EXAMPLE_SRCS := $(wildcard examples/*.c)
-EXAMPLES := $(EXAMPLE_SRCS:examples/%.c=$(BUILD)/examples/%)
+EXAMPLES_UNBUILDABLE := $(call unbuildable,$(EXAMPLE_SRCS))
+EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,\
+	$(filter-out $(EXAMPLES_UNBUILDABLE),$(EXAMPLE_SRCS)))
+# The event-loop examples also run in `make test` (so under ASan and TSan
+# in `make check`): each starts its own clients, checks every answer and
+# ends by itself.
+LOOP_EXAMPLES = uv_server glib_loop
+RUN_EXAMPLES := $(filter $(LOOP_EXAMPLES:%=$(BUILD)/examples/%),$(EXAMPLES))
+SKIP_EXAMPLES := $(filter $(LOOP_EXAMPLES:%=examples/%.c),$(EXAMPLES_UNBUILDABLE))
 BENCH_SRCS := $(wildcard bench/*.c)
-BENCHES := $(BENCH_SRCS:bench/%.c=$(BUILD)/bench/%)
+BENCHES_UNBUILDABLE := $(call unbuildable,$(BENCH_SRCS))
+BENCHES := $(patsubst bench/%.c,$(BUILD)/bench/%,\
+	$(filter-out $(BENCHES_UNBUILDABLE),$(BENCH_SRCS)))
 
 .PHONY: all lib test check check-asan check-tsan check-valgrind bench demo \
 	examples install uninstall clean format help deps fuzz stress check-stress \
@@ -85,12 +109,12 @@ $(BUILD)/tests/%: tests/%.c $(STATIC) $(wildcard tests/*.h)
 $(BUILD)/examples/%: examples/%.c $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -Wall -Wextra -Werror $(CFLAGS) $(SANFLAGS) -pthread \
-		-D_GNU_SOURCE -Iinclude -o $@ $< $(STATIC) -lm
+		-D_GNU_SOURCE -Iinclude -o $@ $< $(STATIC) $(call pkg_flags,$<) -lm
 
 $(BUILD)/bench/%: bench/%.c $(STATIC) $(wildcard bench/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -Wall -Wextra -Werror -O2 -g -pthread -D_GNU_SOURCE \
-		-Iinclude -Isrc -o $@ $< $(STATIC) -lm
+		-Iinclude -Isrc -o $@ $< $(STATIC) $(call pkg_flags,$<) -lm
 
 # Installs libcmocka-dev and pkg-config through apt-get when missing.
 deps:
@@ -101,10 +125,11 @@ test: deps
 
 .PHONY: test-run
 test-run: all $(TESTS) $(EXAMPLES)
-	@set -e; for t in $(TESTS); do \
+	@set -e; for t in $(TESTS) $(RUN_EXAMPLES); do \
 		echo "== $$t"; \
 		timeout $(TEST_TIMEOUT) $(TEST_WRAPPER) $$t; \
-	done; echo "all tests passed ($(BUILD))"
+	done; $(call say_skipped,$(SKIP_EXAMPLES)); \
+	echo "all tests passed ($(BUILD))"
 
 check: deps
 	$(MAKE) --no-print-directory check-build
@@ -182,9 +207,11 @@ check-stress-valgrind: all $(BUILD)/stress/stress
 	cat $(STRESS_VALGRIND_LOG).out; exit $$rc
 
 bench: all $(BENCHES)
+	@$(call say_skipped,$(BENCHES_UNBUILDABLE))
 	@sh bench/run.sh $(BUILD)
 
 examples: $(EXAMPLES)
+	@$(call say_skipped,$(EXAMPLES_UNBUILDABLE))
 
 # The man pages are generated from docs/api.md and committed; `make check`
 # (tests/check_docs.sh) fails when they drift from it.
@@ -229,32 +256,79 @@ fuzz-seeds:
 demo: all $(EXAMPLES)
 	@$(BUILD)/examples/demo
 
-install: all libfuture.pc.in
-	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
+# The .pc and the CMake package name the install's paths and version.
+CMAKE_FILES = libfutureConfig.cmake libfutureConfigVersion.cmake
+SIZEOF_VOID_P = $(shell echo __SIZEOF_POINTER__ | $(CC) -E -P - | tail -n 1)
+SUBST = sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+	-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
+	-e 's|@MAJOR@|$(MAJOR)|g' -e 's|@MINOR@|$(MINOR)|g' \
+	-e 's|@SIZEOF_VOID_P@|$(SIZEOF_VOID_P)|g'
+
+install: all libfuture.pc.in $(CMAKE_FILES:%=cmake/%.in)
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
+		$(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(CMAKEDIR)
 	install -m 644 include/future.h $(DESTDIR)$(INCLUDEDIR)/future.h
 	install -m 644 $(STATIC) $(DESTDIR)$(LIBDIR)/libfuture.a
 	install -m 755 $(SHARED) $(DESTDIR)$(LIBDIR)/libfuture.so.$(VERSION)
 	ln -sf libfuture.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
 	ln -sf libfuture.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libfuture.so
-	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
-	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
-	    libfuture.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/libfuture.pc
+	$(SUBST) libfuture.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/libfuture.pc
+	for f in $(CMAKE_FILES); do \
+		$(SUBST) cmake/$$f.in > $(DESTDIR)$(CMAKEDIR)/$$f || exit 1; \
+	done
 	@if [ -d docs/man ] && ls docs/man/*.3 >/dev/null 2>&1; then \
 		install -d $(DESTDIR)$(MANDIR)/man3; \
 		install -m 644 docs/man/*.3 $(DESTDIR)$(MANDIR)/man3/; \
 	fi
 
-# make install into a scratch PREFIX, build a program with pkg-config
-# against it, run it, make uninstall (not part of `make test`; CI runs it).
+# make install into a scratch PREFIX, build programs against it with
+# pkg-config and with CMake's find_package, run them, make uninstall (not
+# part of `make test`; CI runs it inside `make distcheck`).
 .PHONY: install-check
 install-check:
 	sh tests/test_install.sh
+
+# make dist: libfuture-<version>.tar.gz of exactly the files git tracks at
+# HEAD (git archive: no build output, nothing untracked; uncommitted
+# changes are left out, with a warning).  It runs at the top of a git
+# checkout only: an unpacked tarball inside some other checkout (as
+# distcheck's is) must not archive that one.  make distcheck unpacks it in
+# build/distcheck/, checks it holds exactly those files, runs make test
+# and make install-check there, and checks that they wrote nothing outside
+# the unpacked tree's build/.
+DIST = libfuture-$(VERSION)
+DISTCHECK = build/distcheck
+.PHONY: dist distcheck
+dist:
+	@top=$$(git rev-parse --show-toplevel 2>/dev/null) && \
+		[ "$$top" = "$$(pwd -P)" ] || { echo "make dist: $$(pwd -P)" \
+		"is not the top of a git checkout" >&2; exit 1; }
+	@git diff --quiet HEAD -- || echo "make dist: warning: the" \
+		"uncommitted changes are not in $(DIST).tar.gz (it is HEAD)" >&2
+	git archive --format=tar.gz --prefix=$(DIST)/ -o $(DIST).tar.gz HEAD
+
+distcheck: dist
+	rm -rf $(DISTCHECK)
+	mkdir -p $(DISTCHECK)
+	tar -xzf $(DIST).tar.gz -C $(DISTCHECK)
+	git ls-tree -r --name-only HEAD | sort >$(DISTCHECK)/tracked
+	cd $(DISTCHECK)/$(DIST) && find . ! -type d | sed 's|^\./||' | sort \
+		>../unpacked
+	diff -u $(DISTCHECK)/tracked $(DISTCHECK)/unpacked
+	$(MAKE) -C $(DISTCHECK)/$(DIST) test
+	$(MAKE) -C $(DISTCHECK)/$(DIST) install-check
+	cd $(DISTCHECK)/$(DIST) && find . ! -type d ! -path './build/*' | \
+		sed 's|^\./||' | sort >../after
+	diff -u $(DISTCHECK)/unpacked $(DISTCHECK)/after
+	@echo "distcheck: $(DIST).tar.gz: builds, passes make test and" \
+		"make install-check"
 
 uninstall:
 	rm -f $(DESTDIR)$(INCLUDEDIR)/future.h $(DESTDIR)$(LIBDIR)/libfuture.a \
 	      $(DESTDIR)$(LIBDIR)/libfuture.so.$(VERSION) \
 	      $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libfuture.so \
-	      $(DESTDIR)$(PKGCONFIGDIR)/libfuture.pc
+	      $(DESTDIR)$(PKGCONFIGDIR)/libfuture.pc \
+	      $(CMAKE_FILES:%=$(DESTDIR)$(CMAKEDIR)/%)
 	@if [ -d docs/man ]; then for m in docs/man/*.3; do \
 		[ -e "$$m" ] && rm -f $(DESTDIR)$(MANDIR)/man3/$$(basename $$m); \
 	done; fi; true
@@ -267,4 +341,4 @@ clean:
 	rm -rf build
 
 help:
-	@echo "targets: all test check stress fuzz bench demo examples install uninstall install-check man clean format"
+	@echo "targets: all test check stress fuzz bench demo examples install uninstall install-check dist distcheck man clean format"

@@ -6,7 +6,13 @@
 # - a program built with `pkg-config --cflags --libs libfuture` against the
 #   installed copy runs and uses that copy, and so does every examples/*.c
 #   (run with no arguments and FUT_EXAMPLE_QUICK=1 in the environment: an
-#   example that would run long should honour it and run short);
+#   example that would run long should honour it and run short; one that
+#   names pkg-config packages in a " * pkg-config: " line is built with
+#   them, or skipped when pkg-config does not find them);
+# - with cmake, find_package(libfuture MAJOR.MINOR REQUIRED) finds the
+#   installed copy, a program linked with libfuture::libfuture runs and
+#   loads the installed shared library, one linked with libfuture::static
+#   runs without it, and a newer MINOR or MAJOR than installed is refused;
 # - a DESTDIR install stages the same files under DESTDIR, with a .pc that
 #   names PREFIX, not DESTDIR;
 # - make uninstall leaves nothing but empty directories.
@@ -120,9 +126,18 @@ LD_LIBRARY_PATH="$libdir" "$work/hello" || fail "the program failed"
 for src in examples/*.c; do
 	[ -f "$src" ] || continue
 	name=$(basename "$src" .c)
+	pkgs=$(sed -n 's/^ \* pkg-config: //p' "$src")
+	extra=""
+	if [ -n "$pkgs" ]; then
+		# shellcheck disable=SC2086
+		extra=$(pkg-config --cflags --libs $pkgs 2>/dev/null) || {
+			echo "test_install: skipped: example $name: pkg-config does not find $pkgs"
+			continue
+		}
+	fi
 	# shellcheck disable=SC2086
 	$CC -std=c11 -Wall -Wextra -Werror -D_GNU_SOURCE -pthread \
-		-o "$work/$name" "$src" $flags -lm ||
+		-o "$work/$name" "$src" $flags $extra -lm ||
 		fail "building example $name against the installed library"
 	echo "test_install: running example $name"
 	FUT_EXAMPLE_QUICK=1 LD_LIBRARY_PATH="$libdir" timeout 300 "$work/$name" \
@@ -147,6 +162,57 @@ else
 	echo "test_install: no thread pool in the library yet; README example not run"
 fi
 
+# CMake: a consumer project built against the scratch PREFIX, asking for
+# the installed MAJOR.MINOR; then asked for one MINOR and one MAJOR more,
+# which must not be found.
+[ -f "$libdir/cmake/libfuture/libfutureConfig.cmake" ] ||
+	fail "libfutureConfig.cmake not installed"
+[ -f "$libdir/cmake/libfuture/libfutureConfigVersion.cmake" ] ||
+	fail "libfutureConfigVersion.cmake not installed"
+if command -v cmake >/dev/null 2>&1; then
+	mkdir "$work/cmake"
+	cp "$work/hello.c" "$work/cmake/hello.c"
+	cat >"$work/cmake/CMakeLists.txt" <<'CMAKE'
+cmake_minimum_required(VERSION 3.13)
+project(libfuture_consumer C)
+find_package(libfuture ${WANT} REQUIRED)
+foreach(kind libfuture static)
+	add_executable(hello_${kind} hello.c)
+	target_link_libraries(hello_${kind} PRIVATE libfuture::${kind})
+	target_compile_definitions(hello_${kind} PRIVATE
+		"FUT_VERSION_STRING_=\"${libfuture_VERSION}\"")
+endforeach()
+CMAKE
+	cmake_try()
+	{
+		rm -rf "$work/cmake/build"
+		cmake -S "$work/cmake" -B "$work/cmake/build" -DWANT="$1" \
+			-DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_C_COMPILER="$CC" \
+			>"$work/cmake.log" 2>&1
+	}
+	cmake_try "$major.$minor" || { cat "$work/cmake.log" >&2; fail "cmake: find_package(libfuture $major.$minor)"; }
+	cmake --build "$work/cmake/build" >>"$work/cmake.log" 2>&1 ||
+		{ cat "$work/cmake.log" >&2; fail "cmake --build of the consumer"; }
+	ldd "$work/cmake/build/hello_libfuture" | grep -q "$libdir/libfuture.so.$major" ||
+		fail "libfuture::libfuture does not load the installed library"
+	if ldd "$work/cmake/build/hello_static" | grep -q libfuture; then
+		fail "libfuture::static links the shared library"
+	fi
+	"$work/cmake/build/hello_libfuture" || fail "the libfuture::libfuture program failed"
+	"$work/cmake/build/hello_static" || fail "the libfuture::static program failed"
+	echo "test_install: cmake find_package(libfuture $major.$minor): both targets build and run"
+	for newer in "$major.$((minor + 1))" "$((major + 1)).0"; do
+		if cmake_try "$newer"; then
+			fail "cmake: find_package(libfuture $newer) found $version"
+		fi
+		grep -q "$version" "$work/cmake.log" ||
+			{ cat "$work/cmake.log" >&2; fail "cmake: find_package(libfuture $newer) failed without naming $version"; }
+	done
+	echo "test_install: cmake refuses libfuture $major.$((minor + 1)) and $((major + 1)).0"
+else
+	echo "test_install: skipped: cmake not found (the CMake package is installed but not tried)"
+fi
+
 echo "test_install: make uninstall PREFIX=$prefix"
 $MAKE --no-print-directory uninstall PREFIX="$prefix" >"$work/uninstall.log" 2>&1 ||
 	{ cat "$work/uninstall.log" >&2; fail "make uninstall"; }
@@ -163,6 +229,12 @@ grep -q '^prefix=/opt/libfuture$' "$stage/opt/libfuture/lib/pkgconfig/libfuture.
 	fail "the staged .pc does not name PREFIX"
 if grep -q "$stage" "$stage/opt/libfuture/lib/pkgconfig/libfuture.pc"; then
 	fail "the staged .pc names DESTDIR"
+fi
+grep -q '"/opt/libfuture/lib/libfuture.a"' \
+	"$stage/opt/libfuture/lib/cmake/libfuture/libfutureConfig.cmake" ||
+	fail "the staged libfutureConfig.cmake does not name PREFIX"
+if grep -rq "$stage" "$stage/opt/libfuture/lib/cmake"; then
+	fail "the staged CMake package names DESTDIR"
 fi
 $MAKE --no-print-directory uninstall DESTDIR="$stage" PREFIX=/opt/libfuture \
 	>"$work/destdir-un.log" 2>&1 || fail "make uninstall DESTDIR"
