@@ -338,39 +338,76 @@ static int spawn(struct tpool *p)
 }
 
 /*
- * Makes sure an idle worker looks at the queue: unless one already looks
- * or no slot is free, wakes a sleeper (handing it a token: it is then a
- * looker, counted by us) or starts a thread.  The CAS from 0 lets one
- * caller at a time do it.  Pairs with idle_sleep's last look: it stops
- * looking, then reads the queue; a submitter pushed, then reads
- * nspinning here: one of the two sees the other.
+ * Makes sure enough idle workers look at the queue: one per queued task
+ * that a free slot could start, less those already looking.  It claims
+ * that many looker credits in nspinning with one CAS (so two callers
+ * never both wake for the same tasks), wakes that many sleepers with one
+ * futex call (each takes a token: it is then a looker, counted by us),
+ * and starts threads for the rest, at most two per call: each new thread
+ * does the same once it finds a task, so a burst of N starts its threads
+ * as a binary tree, log2(N) steps deep, none of them in the submitter.
+ * Pairs with idle_sleep's last look: it stops looking, then reads the
+ * queue; a submitter pushed, then reads nspinning with a read-modify-
+ * write: one of the two sees the other.
  */
+#define SPAWN_PER_CALL 2u
+
 static void wakep(struct tpool *p)
 {
-	if (atomic_load_explicit(&p->nspinning, memory_order_seq_cst) != 0 ||
-	    atomic_load_explicit(&p->nbusy, memory_order_seq_cst) >=
-		    p->max_workers)
-		return;
-	uint32_t zero = 0;
-	if (!atomic_compare_exchange_strong(&p->nspinning, &zero, 1))
-		return;
-	if (atomic_load_explicit(&p->nsleeping, memory_order_seq_cst) > 0) {
-		atomic_fetch_add(&p->tokens, 1);
-		atomic_fetch_add(&p->wake, 1);
-		fut__futex_wake(&p->wake, 1);
-		return;
+	uint32_t s = atomic_load_explicit(&p->nspinning, memory_order_seq_cst);
+	uint32_t k;
+	for (;;) {
+		uint32_t busy =
+			atomic_load_explicit(&p->nbusy, memory_order_seq_cst);
+		if (busy >= p->max_workers)
+			return;
+		uint64_t want = fut__tp_queue_count(&p->q);
+		if (want > p->max_workers - busy)
+			want = p->max_workers - busy;
+		if (want <= s)
+			return;
+		k = (uint32_t)(want - s);
+		if (atomic_compare_exchange_weak_explicit(
+			    &p->nspinning, &s, s + k, memory_order_seq_cst,
+			    memory_order_seq_cst))
+			break;
 	}
-	if (spawn(p) != FUT_OK)
-		atomic_fetch_sub(&p->nspinning, 1);
+	/* Claims sleepers (nsleeping counts those not yet claimed), then
+	 * hands them as many tokens. */
+	uint32_t sleepers =
+		atomic_load_explicit(&p->nsleeping, memory_order_seq_cst);
+	uint32_t woken;
+	do {
+		woken = k < sleepers ? k : sleepers;
+	} while (woken > 0 &&
+		 !atomic_compare_exchange_weak_explicit(
+			 &p->nsleeping, &sleepers, sleepers - woken,
+			 memory_order_seq_cst, memory_order_seq_cst));
+	if (woken > 0) {
+		atomic_fetch_add(&p->tokens, woken);
+		atomic_fetch_add(&p->wake, 1);
+		fut__futex_wake(&p->wake, (int)woken);
+		k -= woken;
+	}
+	/* The credits no thread will come for go first: a thread started
+	 * below counts on nspinning naming exactly the lookers there are or
+	 * that are on their way. */
+	uint32_t start = k < SPAWN_PER_CALL ? k : SPAWN_PER_CALL;
+	if (k > start)
+		atomic_fetch_sub(&p->nspinning, k - start);
+	for (; start > 0; start--)
+		if (spawn(p) != FUT_OK)
+			break;
+	if (start > 0) /* could not start them */
+		atomic_fetch_sub(&p->nspinning, start);
 }
 
-/* A looker found a task: if it was the last looker and more are queued,
- * another comes (Go's resetspinning). */
+/* A looker found a task: if more are queued than lookers, others come
+ * (Go's resetspinning, for as many as there are tasks to start). */
 static void stop_looking(struct tpool *p)
 {
-	if (atomic_fetch_sub_explicit(&p->nspinning, 1, memory_order_seq_cst) ==
-		    1 &&
-	    fut__tp_queue_count(&p->q) > 0)
+	atomic_fetch_sub_explicit(&p->nspinning, 1, memory_order_seq_cst);
+	if (fut__tp_queue_count(&p->q) > 0)
 		wakep(p);
 }
 
@@ -381,6 +418,27 @@ static bool take_token(struct tpool *p)
 		if (atomic_compare_exchange_weak(&p->tokens, &t, t - 1))
 			return true;
 	return false;
+}
+
+/* A sleeper leaves: with a token (a waker claimed a sleeper and counted
+ * it a looker), or else it unclaims itself.  If every sleeper is claimed
+ * and no token is there yet, one is on its way: tokens are handed out
+ * right after the claim, and any sleeper may take any of them. */
+static bool leave_sleep(struct tpool *p)
+{
+	for (;;) {
+		if (take_token(p))
+			return true;
+		uint32_t n = atomic_load_explicit(&p->nsleeping,
+						  memory_order_seq_cst);
+		if (n > 0 && atomic_compare_exchange_weak_explicit(
+				     &p->nsleeping, &n, n - 1,
+				     memory_order_seq_cst,
+				     memory_order_seq_cst))
+			return false;
+		if (n == 0)
+			fut__cpu_relax();
+	}
 }
 
 static bool should_exit(struct tpool *p)
@@ -470,13 +528,10 @@ static void idle_sleep(struct worker *w)
 	atomic_fetch_add_explicit(&p->nsleeping, 1, memory_order_seq_cst);
 	atomic_fetch_sub_explicit(&p->nspinning, 1, memory_order_seq_cst);
 	uint32_t v = atomic_load_explicit(&p->wake, memory_order_seq_cst);
-	bool token = take_token(p);
-	if (!token && !work_for_idle(p) && !should_exit(p)) {
+	if (atomic_load(&p->tokens) == 0 && !work_for_idle(p) &&
+	    !should_exit(p))
 		fut__futex_wait(&p->wake, v, -1);
-		token = take_token(p);
-	}
-	atomic_fetch_sub_explicit(&p->nsleeping, 1, memory_order_seq_cst);
-	if (!token)
+	if (!leave_sleep(p))
 		atomic_fetch_add_explicit(&p->nspinning, 1,
 					  memory_order_seq_cst);
 }
