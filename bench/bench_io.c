@@ -139,7 +139,8 @@ static void w8(long tiny)
 	if (blocked != sum_of_plus_one(W8_BLOCKERS))
 		wrong("W8", "blockers' sum", (long)blocked,
 		      (long)sum_of_plus_one(W8_BLOCKERS));
-	printf("RESULT workload=W8 impl=%s n=%ld ms=%.1f\n", IMPL, tiny, d * 1e3);
+	printf("RESULT workload=W8 impl=%s n=%ld ms=%.1f\n", IMPL, tiny,
+	       d * 1e3);
 }
 
 static atomic_int running;

@@ -13,7 +13,12 @@
 #include "glib_countdown.h"
 
 /* What a task does; the items are these + 1 (GThreadPool refuses NULL). */
-enum { TINY, BLOCK_W7, BLOCK_W8, GATED };
+enum {
+	TINY,
+	BLOCK_W7,
+	BLOCK_W8,
+	GATED
+};
 
 /* ran: how many counted tasks ran (left counts them down too). */
 static gint ran, running, gate;
