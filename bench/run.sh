@@ -1,7 +1,8 @@
 #!/bin/sh
 # bench/run.sh BUILD: runs every benchmark program in BUILD/bench/ (built by
-# `make bench`), the floors among them, and the peers of PERF.md (GLib
-# GThreadPool, oneTBB task_group, Python concurrent.futures), each
+# `make bench`; W1-W6 and W7-W9, the blocking tasks of bench_io), the floors
+# among them, and the peers of PERF.md (GLib GThreadPool, oneTBB
+# task_group, Python concurrent.futures; peers/io_* for W7-W9), each
 # BENCH_RUNS times (default 5); prints the median of each
 # (workload, impl, figure) and then the ratios the issues set as targets.
 #   BENCH_RUNS=n   runs per program
@@ -44,13 +45,18 @@ progs=""
 for p in "$build"/bench/*; do
 	[ -f "$p" ] && [ -x "$p" ] && progs="$progs $p"
 done
-if pkg-config --exists glib-2.0 2>/dev/null &&
-	${CC:-cc} -O2 -o "$peers/glib" "$here/peers/glib.c" \
-		$(pkg-config --cflags --libs glib-2.0) 2>"$work/glib.err"; then
-	progs="$progs $peers/glib"
-else
-	say "skipping the GLib peer (libglib2.0-dev missing or build failed)"
-fi
+# build_glib NAME: builds peers/NAME.c against GLib into $peers/NAME.
+build_glib() {
+	if pkg-config --exists glib-2.0 2>/dev/null &&
+		${CC:-cc} -O2 -o "$peers/$1" "$here/peers/$1.c" \
+			$(pkg-config --cflags --libs glib-2.0) 2>"$work/$1.err"; then
+		progs="$progs $peers/$1"
+	else
+		say "skipping the GLib peer $1 (libglib2.0-dev missing or build failed)"
+	fi
+}
+build_glib glib
+build_glib io_glib
 if command -v "${CXX:-g++}" >/dev/null 2>&1 &&
 	${CXX:-g++} -O2 -std=c++17 -o "$peers/tbb" "$here/peers/tbb.cpp" \
 		-ltbb -pthread 2>"$work/tbb.err"; then
@@ -60,6 +66,7 @@ else
 fi
 if command -v python3 >/dev/null 2>&1; then
 	progs="$progs python3:$here/peers/python_futures.py"
+	progs="$progs python3:$here/peers/io_python.py"
 else
 	say "skipping the Python peer (no python3)"
 fi
@@ -112,15 +119,32 @@ echo
 awk '
 { val[$1 "/" $2] = $5 }
 function has(k) { return (k in val) }
+# r against tv; ok is ">=", "<=" or "report" (a figure with no target).
+function verdict(r, ok) {
+	if (ok == "report") return ""
+	return (ok == ">=" ? (r >= tv) : (r <= tv)) ? "met" : "NOT met"
+}
 function row(what, num, den, target, ok,    r) {
 	if (!has(num) || !has(den)) {
 		printf "| %s | n/a (missing %s) | %s | |\n", what, \
 			has(num) ? den : num, target
 		return
 	}
+	if (val[den] == 0) {
+		printf "| %s | n/a (%s is 0) | %s | |\n", what, den, target
+		return
+	}
 	r = val[num] / val[den]
-	printf "| %s | %.3f | %s | %s |\n", what, r, target, \
-		(ok == ">=" ? (r >= tv) : (r <= tv)) ? "met" : "NOT met"
+	printf "| %s | %.3f | %s | %s |\n", what, r, target, verdict(r, ok)
+}
+# An absolute target: val[key] against tv.
+function bound(what, key, target, ok,    r) {
+	if (!has(key)) {
+		printf "| %s | n/a (missing %s) | %s | |\n", what, key, target
+		return
+	}
+	r = val[key]
+	printf "| %s | %.3f | %s | %s |\n", what, r, target, verdict(r, ok)
 }
 function best(w, list,    n, i, b, k) {
 	n = split(list, names, " "); b = ""
@@ -135,14 +159,22 @@ END {
 	print "|---|---|---|---|"
 	b = best("W1", "glib-gthreadpool onetbb-task_group")
 	tv = 1.5; row("W1 ours / max(GLib, oneTBB) rate", "W1/libfuture-thread", b, ">= 1.5", ">=")
-	tv = 0; row("W1-warm (a second W1 in the same process) / the same peer", "W1-warm/libfuture-thread", b, "(report)", ">=")
+	row("W1-warm (a second W1 in the same process) / the same peer", "W1-warm/libfuture-thread", b, "(report)", "report")
 	tv = 0.5; row("W2 ours / floor-futex time", "W2/libfuture-thread", "W2/floor-futex", "<= 0.5", "<=")
-	tv = 1e9; row("W2 ours / floor-spin time", "W2/libfuture-thread", "W2/floor-spin", "(report)", "<=")
+	row("W2 ours / floor-spin time", "W2/libfuture-thread", "W2/floor-spin", "(report)", "report")
 	b = best("W3", "glib-gthreadpool onetbb-task_group python-tpe python-ppe")
 	tv = 0.97; row("W3 ours / best peer speedup", "W3/libfuture-thread", b, ">= 0.97", ">=")
 	tv = 2; row("W4 ours / floor-pipe-pingpong time", "W4/libfuture-process", "W4/floor-pipe-pingpong", "<= 2", "<=")
 	tv = 1.5; row("W5 ours / python-ppe-chunk1000 rate", "W5/libfuture-process", "W5/python-ppe-chunk1000", ">= 1.5", ">=")
 	tv = 0.7; row("W6 ours / floor-pipe-64MiB MBps", "W6/libfuture-process", "W6/floor-pipe-64MiB", ">= 0.7", ">=")
+	tv = 0.95; bound("W7 ours efficiency", "W7/libfuture-thread", ">= 0.95", ">=")
+	b = best("W7", "glib-gthreadpool python-tpe")
+	tv = 1; row("W7 ours / best peer efficiency", "W7/libfuture-thread", b, ">= 1", ">=")
+	b = best("W7b", "glib-gthreadpool python-tpe")
+	tv = 1.3; row("W7b ours / best peer efficiency", "W7b/libfuture-thread", b, ">= 1.3", ">=")
+	tv = 0.5; row("W8 ours / GLib time", "W8/libfuture-thread", "W8/glib-gthreadpool", "<= 0.5", "<=")
+	tv = 2; bound("W9 ours worst ms to start all 16", "W9/libfuture-thread", "<= 2", "<=")
+	tv = 1; row("W9 ours / GLib worst time", "W9/libfuture-thread", "W9/glib-gthreadpool", "<= 1", "<=")
 	k = "MEM/libfuture-thread"
 	if (has(k))
 		printf "| memory, bytes per pending task + future | %.1f | < 200 | %s |\n", \

@@ -1,34 +1,15 @@
 /*
  * glib.c: GLib's GThreadPool on W1-W3, two workers.  GThreadPool returns
- * nothing per task: W1 and W3 fold results into atomics and count down to
- * a condition variable; W2 passes each result back through a GAsyncQueue.
+ * nothing per task: W1 and W3 fold results into atomics and count down
+ * (glib_countdown.h); W2 passes each result back through a GAsyncQueue.
  */
 #include <glib.h>
 #include <stdio.h>
 
 #include "../bench_common.h"
+#include "glib_countdown.h"
 
 static gint64 sum;
-static gint left;
-static GMutex mu;
-static GCond cv;
-
-static void count_down(void)
-{
-	if (g_atomic_int_dec_and_test(&left)) {
-		g_mutex_lock(&mu);
-		g_cond_signal(&cv);
-		g_mutex_unlock(&mu);
-	}
-}
-
-static void wait_all(void)
-{
-	g_mutex_lock(&mu);
-	while (g_atomic_int_get(&left) != 0)
-		g_cond_wait(&cv, &mu);
-	g_mutex_unlock(&mu);
-}
 
 /* Items are i + 1: GThreadPool refuses NULL data. */
 static void w1_task(gpointer data, gpointer ud)
