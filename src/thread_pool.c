@@ -324,6 +324,10 @@ static int spawn_locked(struct tpool *p)
 		atomic_fetch_sub(&p->refs, 1);
 		return FUT_EAGAIN;
 	}
+	if (p->detached) { /* freed from its own thread: nobody joins */
+		pthread_detach(w->thread);
+		w->joined = true;
+	}
 	p->nlive++;
 	atomic_store_explicit(&p->nthreads, n + 1, memory_order_release);
 	return FUT_OK;
@@ -903,15 +907,21 @@ static void interrupt_running(struct tpool *p)
 	atomic_fetch_sub_explicit(&p->interrupting, 1, memory_order_seq_cst);
 }
 
-/* Joins the exited workers.  Caller holds p->ctl. */
-static void join_exited_locked(struct tpool *p)
+/* Joins every worker, those started meanwhile too (a task still running
+ * may start one for a nested wait).  Caller holds p->ctl, which a worker
+ * that starts another takes: it is dropped around each join. */
+static void join_all_locked(struct tpool *p)
 {
-	uint32_t nt = atomic_load_explicit(&p->nthreads, memory_order_acquire);
-	for (uint32_t i = 0; i < nt; i++) {
+	for (uint32_t i = 0;
+	     i < atomic_load_explicit(&p->nthreads, memory_order_acquire);
+	     i++) {
 		struct worker *v = p->workers[i];
 		if (v != NULL && !v->joined) {
-			pthread_join(v->thread, NULL);
 			v->joined = true;
+			pthread_t th = v->thread;
+			pthread_mutex_unlock(&p->ctl);
+			pthread_join(th, NULL);
+			pthread_mutex_lock(&p->ctl);
 		}
 	}
 }
@@ -935,7 +945,7 @@ static int tp_shutdown(fut_executor *ex, unsigned flags)
 	pthread_mutex_lock(&p->ctl);
 	while (p->nlive > 0)
 		pthread_cond_wait(&p->ctl_cv, &p->ctl);
-	join_exited_locked(p);
+	join_all_locked(p);
 	pthread_mutex_unlock(&p->ctl);
 	return FUT_OK;
 }
@@ -949,6 +959,7 @@ static void tp_destroy(fut_executor *ex)
 		 * and exit on their own; the last reference frees. */
 		(void)tp_shutdown(ex, FUT_SHUTDOWN_NOWAIT);
 		pthread_mutex_lock(&p->ctl);
+		p->detached = true; /* threads started from now on too */
 		uint32_t nt = atomic_load(&p->nthreads);
 		for (uint32_t i = 0; i < nt; i++) {
 			struct worker *v = p->workers[i];
@@ -960,7 +971,7 @@ static void tp_destroy(fut_executor *ex)
 		pthread_mutex_unlock(&p->ctl);
 	} else {
 		pthread_mutex_lock(&p->ctl);
-		join_exited_locked(p);
+		join_all_locked(p);
 		pthread_mutex_unlock(&p->ctl);
 	}
 	atomic_store_explicit(&p->ex.magic, 0, memory_order_relaxed);

@@ -171,6 +171,7 @@ struct tpool {
 	pthread_mutex_t ctl;
 	pthread_cond_t ctl_cv;
 	uint32_t nlive; /* guarded by ctl: worker threads not yet exited */
+	bool detached;	/* guarded by ctl: freed from its own thread */
 };
 
 static inline int pool_state(struct tpool *p)
