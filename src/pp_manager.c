@@ -105,10 +105,23 @@ static void close_fd(int *fd)
 	}
 }
 
-/* Back to a free slot (its jobs already dealt with). */
+/* Nothing more goes to w: it reads EOF on its task socket, whose other
+ * direction stays open for the memfds of its shared results. */
+static void task_shut(struct pp_worker *w)
+{
+	if (w->task_fd < 0)
+		return;
+	(void)shutdown(w->task_fd, SHUT_WR);
+	w->back_fd = w->task_fd;
+	w->task_fd = -1;
+}
+
+/* Back to a free slot (its jobs already dealt with).  A memfd it sent
+ * that we never took is closed with the socket. */
 static void worker_clear(struct pp_worker *w)
 {
 	close_fd(&w->task_fd);
+	close_fd(&w->back_fd);
 	close_fd(&w->result_fd);
 	fut__wire_dec_fini(&w->dec);
 	fut__free(w->bad_frame);
@@ -188,7 +201,7 @@ static void worker_kill(struct mgr *m, struct pp_worker *w, int reason,
 	/* Nothing more goes to it. */
 	w->olen = w->ooff = 0;
 	w->opay = NULL;
-	close_fd(&w->task_fd);
+	task_shut(w);
 	w->state = PW_RETIRING;
 	if (w->pid > 0 && !w->exited && !w->orphan)
 		(void)ctl_send(m->p, FUT__WIRE_CTL_KILL, w, 0, NULL);
@@ -197,7 +210,7 @@ static void worker_kill(struct mgr *m, struct pp_worker *w, int reason,
 /* Tells w to exit once it has answered what it has (EOF on its input). */
 static void worker_retire(struct pp_worker *w)
 {
-	close_fd(&w->task_fd);
+	task_shut(w);
 	w->olen = w->ooff = 0;
 	w->opay = NULL;
 	w->state = PW_RETIRING;
@@ -368,7 +381,7 @@ static void on_hello(struct mgr *m, struct pp_worker *w,
 		 "the initializer failed in a worker process (returned %d)",
 		 (int)r->code);
 	w->state = PW_RETIRING;
-	close_fd(&w->task_fd);
+	task_shut(w);
 	pool_break(m, why);
 }
 
@@ -388,6 +401,24 @@ static void on_result(struct mgr *m, struct pp_worker *w,
 	j->next = NULL;
 	if (j->frame_last)
 		w->frames--;
+	if (r->kind == FUT__WIRE_R_SHARED) {
+		uint64_t len = fut__wire_get_u64(r->data);
+		if (r->owned)
+			fut__free(r->data);
+		int fd = fut__pp_take_fd(w);
+		if (fd >= 0) {
+			fut__pp_complete_shared(j, fd, len);
+			return;
+		}
+		int err = errno;
+		fut__pp_job_end(j, FUT_ESYS, err, 0,
+				"cannot take in the task's result (shared "
+				"memory): %s",
+				strerror(err));
+		if (err == EPROTO)
+			bad_frame(m, w, "a shared result without its memfd");
+		return;
+	}
 	if (r->kind == FUT__WIRE_R_BYTES && r->len != 0 && r->len <= j->len &&
 	    !r->owned) {
 		/* A result no longer than the input takes the input's place
@@ -622,7 +653,7 @@ static void fs_restart(struct mgr *m)
 			continue;
 		}
 		w->orphan = true;
-		close_fd(&w->task_fd);
+		task_shut(w);
 		w->state = PW_RETIRING;
 		if (w->eof)
 			finalize(m, w);

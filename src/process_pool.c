@@ -65,6 +65,8 @@ static void job_destroy(fut_future *f)
 {
 	struct pp_job *j = (struct pp_job *)(void *)f;
 	struct ppool *p = j->pool;
+	if (j->mapped)
+		(void)munmap(j->fut.value, j->fut.len);
 	if (j->slab)
 		fut__tp_block_put(j);
 	else
@@ -114,6 +116,7 @@ static struct pp_job *job_new(struct ppool *p, fut_fn fn, const void *data,
 	j->fn = fn;
 	j->len = len;
 	j->chunk_end = true;
+	j->mapped = false;
 	j->requeued = 0;
 	if (len != 0)
 		memcpy(j->input, data, len);
@@ -392,6 +395,7 @@ static int pool_alloc(struct ppool **out, const fut_process_pool_opts *o)
 		p->workers[i].slot = i;
 		p->workers[i].task_fd = -1;
 		p->workers[i].result_fd = -1;
+		p->workers[i].back_fd = -1;
 	}
 	p->slots_bytes = p->nslots * sizeof(struct fut__worker_slot);
 	void *m = mmap(NULL, p->slots_bytes, PROT_READ | PROT_WRITE,

@@ -57,6 +57,11 @@ struct fut__forkserver_cfg {
 int fut__forkserver_start(const struct fut__forkserver_cfg *cfg, pid_t *pid,
 			  int *sock);
 
+/* Test hook, for a task to call in its worker: the next shared result
+ * buffer cannot be had (memfd_create fails with err), so the task gets
+ * heap memory, sent through the pipe. */
+void fut__pp_shared_fail_next(int err);
+
 /* Pipe and socket buffer size asked for each worker channel. */
 #define FUT__PP_CHANNEL_BYTES (1u << 20)
 
@@ -80,9 +85,12 @@ struct pp_job {
 	uint64_t id;	       /* given at dispatch; 0 while queued */
 	fut_fn fn;
 	size_t len;
-	bool chunk_end;	   /* the last job of its frame-sized chunk */
-	bool frame_last;   /* in flight: the last job of its frame */
-	bool slab;	   /* a recycled block (fut__tp_block_get) */
+	bool chunk_end;	 /* the last job of its frame-sized chunk */
+	bool frame_last; /* in flight: the last job of its frame */
+	bool slab;	 /* a recycled block (fut__tp_block_get) */
+	/* Its result (fut.value, fut.len) is a mapping of shared memory,
+	 * unmapped when the block goes. */
+	bool mapped;
 	unsigned requeued; /* times it went back to the queue */
 	unsigned char input[];
 };
@@ -103,9 +111,13 @@ struct pp_worker {
 	pid_t pid;
 	int task_fd;   /* our end of its task socket, -1 */
 	int result_fd; /* our end of its result pipe, -1 */
-	bool eof;      /* result pipe at EOF */
-	bool exited;   /* the fork server reported its wait status */
-	bool orphan;   /* its fork server died: ends at EOF */
+	/* Our end of its task socket once nothing more goes to it (shut
+	 * for writing, so the worker reads EOF): the memfds of its shared
+	 * results still come over it.  -1. */
+	int back_fd;
+	bool eof;    /* result pipe at EOF */
+	bool exited; /* the fork server reported its wait status */
+	bool orphan; /* its fork server died: ends at EOF */
 	int status;
 	struct pp_job *head, *tail; /* in flight, in the order it runs them */
 	unsigned frames;	    /* frames in flight */
@@ -199,5 +211,13 @@ size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,
 struct pp_job *fut__pp_pop_batch_locked(struct ppool *p, size_t allowance);
 /* Caller holds p->lock: how many chunks the queue holds, up to cap. */
 size_t fut__pp_queued_chunks_locked(const struct ppool *p, size_t cap);
+
+/* pp_shared.c, for the manager thread.  The memfd w sent before its
+ * R_SHARED record: -1 with errno set (EMFILE: no fd free to take it in;
+ * EPROTO: none came). */
+int fut__pp_take_fd(struct pp_worker *w);
+/* Completes j with the len bytes of the sealed memfd fd (which it closes),
+ * mapped read-only, or fails j; drops the manager's reference to j. */
+void fut__pp_complete_shared(struct pp_job *j, int fd, uint64_t len);
 
 #endif /* FUT_PROCESS_POOL_H */

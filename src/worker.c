@@ -28,6 +28,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
@@ -205,6 +206,98 @@ static void emit_bytes(fut_task *t, const void *data, size_t len)
 	out_record(emit_out, emit_fd, emit_id, FUT__WIRE_R_BYTES, 0, data, len);
 }
 
+/* The worker's task socket: a shared result's memfd goes back over it. */
+static int back_sock = -1;
+/* Test hook: the errno the next shared buffer fails with (0: none). */
+static int shared_fail_errno;
+
+void fut__pp_shared_fail_next(int err)
+{
+	shared_fail_errno = err;
+}
+
+/* fut__task_shared_fn: len bytes of a new memfd, mapped writable. */
+static void *shared_map(size_t len, int *fd)
+{
+	if (shared_fail_errno != 0) {
+		errno = shared_fail_errno;
+		shared_fail_errno = 0;
+		return NULL;
+	}
+	int m = memfd_create("libfuture-result",
+			     MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (m < 0)
+		return NULL;
+	void *p = MAP_FAILED;
+	if (ftruncate(m, (off_t)len) == 0)
+		p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, m, 0);
+	if (p == MAP_FAILED) {
+		int err = errno;
+		(void)close(m);
+		errno = err;
+		return NULL;
+	}
+	*fd = m;
+	return p;
+}
+
+/* Sends fd over the task socket with one byte (SCM_RIGHTS). */
+static bool send_fd(int sock, int fd)
+{
+	unsigned char byte = 0;
+	struct iovec iov = { &byte, 1 };
+	union {
+		struct cmsghdr h;
+		char space[CMSG_SPACE(sizeof(int))];
+	} u;
+	memset(&u, 0, sizeof(u));
+	struct msghdr m = { 0 };
+	m.msg_iov = &iov;
+	m.msg_iovlen = 1;
+	m.msg_control = u.space;
+	m.msg_controllen = sizeof(u.space);
+	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	for (;;) {
+		ssize_t n = sendmsg(sock, &m, MSG_NOSIGNAL);
+		if (n == 1)
+			return true;
+		if (n < 0 && errno == EINTR)
+			continue;
+		return false;
+	}
+}
+
+/*
+ * A result in shared memory: our mapping goes (so that the write seal can
+ * be set), the memfd is sealed and sent over the task socket, and the
+ * record that names its length follows in the results, in order: the
+ * parent takes the fd when it reads the record.  A process the task made
+ * that still maps it writable keeps the write seal off; the size seals
+ * always hold, and are what the parent checks.
+ */
+static void send_shared(struct out *o, int fd, uint64_t id, fut_task *t)
+{
+	(void)munmap(t->value, t->len);
+	int mfd = t->buffer_fd;
+	int seals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
+	if (fcntl(mfd, F_ADD_SEALS, seals | F_SEAL_WRITE) != 0)
+		(void)fcntl(mfd, F_ADD_SEALS, seals);
+	if (!send_fd(back_sock, mfd))
+		die(0); /* the parent closed our channel: it is gone */
+	unsigned char len[FUT__WIRE_SHARED_LEN];
+	fut__wire_put_u64(len, t->len);
+	out_record(o, fd, id, FUT__WIRE_R_SHARED, 0, len, sizeof(len));
+	(void)close(mfd);
+	t->buffer_fd = -1;
+	t->outcome = FUT__OUT_NONE;
+	t->value = NULL;
+	t->len = 0;
+}
+
 static void run_one(const struct fut__forkserver_cfg *cfg,
 		    struct fut__worker_slot *slot, struct out *o, int fd,
 		    struct fut__wire_rec *r)
@@ -226,6 +319,9 @@ static void run_one(const struct fut__forkserver_cfg *cfg,
 	atomic_store_explicit(&slot->finished, r->id, memory_order_release);
 	switch (t.outcome) {
 	case FUT__OUT_SENT:
+		break;
+	case FUT__OUT_SHARED:
+		send_shared(o, fd, r->id, &t);
 		break;
 	case FUT__OUT_BYTES:
 		out_record(o, fd, r->id, FUT__WIRE_R_BYTES, 0, t.value, t.len);
@@ -270,6 +366,8 @@ static void say_hello(int fd, int rc)
 static void worker_loop(const struct fut__forkserver_cfg *cfg,
 			struct fut__worker_slot *slot, int in, int outfd)
 {
+	back_sock = in;
+	fut__task_shared_fn = shared_map;
 	int rc = cfg->initializer ? cfg->initializer(cfg->initarg) : 0;
 	say_hello(outfd, rc);
 	if (rc != 0)
