@@ -143,6 +143,10 @@ END {
 	tv = 2; row("W4 ours / floor-pipe-pingpong time", "W4/libfuture-process", "W4/floor-pipe-pingpong", "<= 2", "<=")
 	tv = 1.5; row("W5 ours / python-ppe-chunk1000 rate", "W5/libfuture-process", "W5/python-ppe-chunk1000", ">= 1.5", ">=")
 	tv = 0.7; row("W6 ours / floor-pipe-64MiB MBps", "W6/libfuture-process", "W6/floor-pipe-64MiB", ">= 0.7", ">=")
+	tv = 1.5; row("W5 in one call, distinct items / python-ppe-chunk1000 on distinct items", "W5-one-call/libfuture-process", "W5-distinct/python-ppe-chunk1000", ">= 1.5", ">=")
+	tv = 0.7; row("W6e through the result buffer / floor-fill-once MBps", "W6e/libfuture-process-buffer", "W6e/floor-fill-once", ">= 0.7", ">=")
+	tv = 5; row("W6e through the result buffer / python-ppe MBps", "W6e/libfuture-process-buffer", "W6e/python-ppe", ">= 5", ">=")
+	tv = 0; row("W6e through fut_task_return_bytes / floor-fill-once MBps", "W6e/libfuture-process-return-bytes", "W6e/floor-fill-once", "(report)", ">=")
 	k = "MEM/libfuture-thread"
 	if (has(k))
 		printf "| memory, bytes per pending task + future | %.1f | < 200 | %s |\n", \
