@@ -216,7 +216,12 @@ void fut__pp_shared_fail_next(int err)
 	shared_fail_errno = err;
 }
 
-/* fut__task_shared_fn: len bytes of a new memfd, mapped writable. */
+/* fut__task_shared_fn: len bytes of a new memfd, mapped writable, its
+ * pages made present in one call: on this VM a page fault costs more than
+ * the page (docs/design-process-pool.md), and a memfd whose pages cannot
+ * be had fails here, so the task gets heap memory, instead of the
+ * worker's dying of SIGBUS as it writes.  Kernels before 5.14 (EINVAL)
+ * fault the pages in as they are written. */
 static void *shared_map(size_t len, int *fd)
 {
 	if (shared_fail_errno != 0) {
@@ -231,6 +236,15 @@ static void *shared_map(size_t len, int *fd)
 	void *p = MAP_FAILED;
 	if (ftruncate(m, (off_t)len) == 0)
 		p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, m, 0);
+#ifdef MADV_POPULATE_WRITE
+	if (p != MAP_FAILED && madvise(p, len, MADV_POPULATE_WRITE) != 0 &&
+	    errno != EINVAL) {
+		int err = errno;
+		(void)munmap(p, len);
+		p = MAP_FAILED;
+		errno = err;
+	}
+#endif
 	if (p == MAP_FAILED) {
 		int err = errno;
 		(void)close(m);
