@@ -76,16 +76,8 @@ static bool ctl_send(struct ppool *p, unsigned type, struct pp_worker *w,
 	} u;
 	msg.msg_iov = &iov;
 	msg.msg_iovlen = 1;
-	if (fds != NULL) {
-		memset(&u, 0, sizeof(u));
-		msg.msg_control = u.space;
-		msg.msg_controllen = sizeof(u.space);
-		struct cmsghdr *h = CMSG_FIRSTHDR(&msg);
-		h->cmsg_level = SOL_SOCKET;
-		h->cmsg_type = SCM_RIGHTS;
-		h->cmsg_len = CMSG_LEN(2 * sizeof(int));
-		memcpy(CMSG_DATA(h), fds, 2 * sizeof(int));
-	}
+	if (fds != NULL)
+		fut__pp_attach_fds(&msg, u.space, sizeof(u.space), fds, 2);
 	for (;;) {
 		ssize_t n =
 			sendmsg(p->fs_sock, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -138,6 +130,7 @@ static void worker_clear(struct pp_worker *w)
 	w->kill_id = 0;
 	w->olen = w->ooff = 0;
 	w->opay = NULL;
+	w->ofd = -1;
 	w->opaylen = w->opayoff = 0;
 }
 
@@ -201,6 +194,7 @@ static void worker_kill(struct mgr *m, struct pp_worker *w, int reason,
 	/* Nothing more goes to it. */
 	w->olen = w->ooff = 0;
 	w->opay = NULL;
+	w->ofd = -1;
 	task_shut(w);
 	w->state = PW_RETIRING;
 	if (w->pid > 0 && !w->exited && !w->orphan)
@@ -213,6 +207,7 @@ static void worker_retire(struct pp_worker *w)
 	task_shut(w);
 	w->olen = w->ooff = 0;
 	w->opay = NULL;
+	w->ofd = -1;
 	w->state = PW_RETIRING;
 }
 
@@ -401,6 +396,8 @@ static void on_result(struct mgr *m, struct pp_worker *w,
 	j->next = NULL;
 	if (j->frame_last)
 		w->frames--;
+	/* It ran: its input will not be sent again. */
+	fut__pp_job_input_close(j);
 	if (r->kind == FUT__WIRE_R_SHARED) {
 		uint64_t len = fut__wire_get_u64(r->data);
 		if (r->owned)
@@ -420,7 +417,7 @@ static void on_result(struct mgr *m, struct pp_worker *w,
 		return;
 	}
 	if (r->kind == FUT__WIRE_R_BYTES && r->len != 0 && r->len <= j->len &&
-	    !r->owned) {
+	    !r->owned && !(j->shared & PP_SHARED_INPUT)) {
 		/* A result no longer than the input takes the input's place
 		 * in the job block: no allocation per task. */
 		memcpy(j->input, r->data, r->len);

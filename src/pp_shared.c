@@ -89,10 +89,10 @@ void fut__pp_complete_shared(struct pp_job *j, int fd, uint64_t len)
 				strerror(err));
 		return;
 	}
-	j->mapped = true;
+	j->shared |= PP_SHARED_RESULT;
 	if (fut__future_complete_borrowed(&j->fut, map, (size_t)len) !=
 	    FUT_OK) {
-		j->mapped = false;
+		j->shared &= (uint8_t)~PP_SHARED_RESULT;
 		(void)munmap(map, (size_t)len);
 	}
 	fut_release(&j->fut);

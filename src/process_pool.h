@@ -10,6 +10,8 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 /*
@@ -62,6 +64,22 @@ int fut__forkserver_start(const struct fut__forkserver_cfg *cfg, pid_t *pid,
  * heap memory, sent through the pipe. */
 void fut__pp_shared_fail_next(int err);
 
+/* Puts n fds into m as one SCM_RIGHTS message, in space (len bytes,
+ * zeroed here, at least CMSG_SPACE(n * sizeof(int)), aligned for a
+ * struct cmsghdr). */
+static inline void fut__pp_attach_fds(struct msghdr *m, void *space, size_t len,
+				      const int *fds, size_t n)
+{
+	memset(space, 0, len);
+	m->msg_control = space;
+	m->msg_controllen = len;
+	struct cmsghdr *c = CMSG_FIRSTHDR(m);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(n * sizeof(int));
+	memcpy(CMSG_DATA(c), fds, n * sizeof(int));
+}
+
 /* Pipe and socket buffer size asked for each worker channel. */
 #define FUT__PP_CHANNEL_BYTES (1u << 20)
 
@@ -85,14 +103,22 @@ struct pp_job {
 	uint64_t id;	       /* given at dispatch; 0 while queued */
 	fut_fn fn;
 	size_t len;
-	bool chunk_end;	 /* the last job of its frame-sized chunk */
-	bool frame_last; /* in flight: the last job of its frame */
-	bool slab;	 /* a recycled block (fut__tp_block_get) */
-	/* Its result (fut.value, fut.len) is a mapping of shared memory,
-	 * unmapped when the block goes. */
-	bool mapped;
+	bool chunk_end;	   /* the last job of its frame-sized chunk */
+	bool frame_last;   /* in flight: the last job of its frame */
+	bool slab;	   /* a recycled block (fut__tp_block_get) */
+	uint8_t shared;	   /* PP_SHARED_* */
 	unsigned requeued; /* times it went back to the queue */
 	unsigned char input[];
+};
+
+/* A job's shared memory. */
+enum {
+	/* Its result (fut.value, fut.len) is a mapping of shared memory,
+	 * unmapped when the block goes. */
+	PP_SHARED_RESULT = 1,
+	/* Its input (len bytes) is in a sealed memfd whose fd input[] holds
+	 * (-1 once closed: when its outcome came, or it ended). */
+	PP_SHARED_INPUT = 2,
 };
 
 enum {
@@ -133,6 +159,9 @@ struct pp_worker {
 	size_t ocap, olen, ooff;
 	const unsigned char *opay;
 	size_t opaylen, opayoff;
+	/* A memfd (a job's shared input, the job's) to send with the next
+	 * bytes that go out; -1. */
+	int ofd;
 	struct fut__wire_dec dec;
 };
 
@@ -191,6 +220,10 @@ void fut__pp_job_end(struct pp_job *j, int code, int task_code,
  * job is moved to *out to be failed FUT_EBROKEN by the caller. */
 void fut__pp_break_locked(struct ppool *p, const char *why,
 			  struct pp_job **out);
+/* j's shared input's fd, -1 when it has none (or it was closed). */
+int fut__pp_job_input_fd(const struct pp_job *j);
+/* Closes j's shared input's fd: its task will not be sent again. */
+void fut__pp_job_input_close(struct pp_job *j);
 /* Fails every job of list with FUT_EBROKEN and the pool's broken text
  * (no lock held; once broken, the text never changes). */
 void fut__pp_fail_broken(struct ppool *p, struct pp_job *list);

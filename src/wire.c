@@ -172,8 +172,12 @@ static const char *check_record(unsigned type, const struct fut__wire_rec *r)
 	case FUT__WIRE_TASKS:
 		if (r->id == 0 || r->fn == 0)
 			return "task record without id or function";
-		if (r->kind != 0 || r->code != 0)
+		if ((r->kind != 0 && r->kind != FUT__WIRE_T_SHARED) ||
+		    r->code != 0)
 			return "task record with a result field set";
+		if (r->kind == FUT__WIRE_T_SHARED &&
+		    r->len != FUT__WIRE_SHARED_LEN)
+			return "shared task record of a bad length";
 		return NULL;
 	case FUT__WIRE_RESULTS:
 		if (r->id == 0 || r->fn != 0)

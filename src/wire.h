@@ -38,7 +38,14 @@ enum {
 	FUT__WIRE_HELLO = 3,   /* worker -> parent: one record, the init */
 };
 
-/* Record kinds: a task has kind 0; a result one of these. */
+/* A task record's kind: 0, its payload the input; or T_SHARED, its
+ * payload the u64 length of an input in shared memory, whose memfd comes
+ * over the task socket (SCM_RIGHTS) with or before this record. */
+enum {
+	FUT__WIRE_T_SHARED = 1,
+};
+
+/* Result record kinds. */
 enum {
 	FUT__WIRE_R_NONE = 0,  /* returned nothing */
 	FUT__WIRE_R_BYTES = 1, /* payload: the result bytes */

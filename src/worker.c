@@ -15,7 +15,10 @@
  * A worker leads its own process group, dies with the fork server
  * (PR_SET_PDEATHSIG) and on EOF of its task channel, runs the initializer,
  * says hello, then loops: read a frame of tasks, run each (storing its id
- * in the shared slot first), send the results batched per frame.  Both
+ * in the shared slot first), send the results batched per frame.  Shared
+ * memory both ways: the memfds of large inputs ride in on the task socket
+ * (mapped for the task), and a large result buffer is a memfd sent back
+ * over the same socket.  Both
  * processes end with _exit: no atexit handler, no stdio flush of the
  * parent's buffers.
  * Threads: each process here is single-threaded.
@@ -264,17 +267,10 @@ static bool send_fd(int sock, int fd)
 		struct cmsghdr h;
 		char space[CMSG_SPACE(sizeof(int))];
 	} u;
-	memset(&u, 0, sizeof(u));
 	struct msghdr m = { 0 };
 	m.msg_iov = &iov;
 	m.msg_iovlen = 1;
-	m.msg_control = u.space;
-	m.msg_controllen = sizeof(u.space);
-	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	fut__pp_attach_fds(&m, u.space, sizeof(u.space), &fd, 1);
 	for (;;) {
 		ssize_t n = sendmsg(sock, &m, MSG_NOSIGNAL);
 		if (n == 1)
@@ -312,17 +308,115 @@ static void send_shared(struct out *o, int fd, uint64_t id, fut_task *t)
 	t->len = 0;
 }
 
+/* The memfds of shared inputs that came over the task socket, in order,
+ * not yet taken by their records; -1 for one the kernel could not give us
+ * (no fd free: MSG_CTRUNC). */
+#define IN_FDS 16
+static int in_fds[IN_FDS];
+static unsigned in_head, in_count;
+
+static void in_fd_push(int mfd)
+{
+	if (in_count == IN_FDS) {
+		/* The parent sends one per frame: cannot happen. */
+		if (mfd >= 0)
+			(void)close(mfd);
+		return;
+	}
+	in_fds[(in_head + in_count++) % IN_FDS] = mfd;
+}
+
+static int in_fd_pop(void)
+{
+	if (in_count == 0)
+		return -1;
+	int mfd = in_fds[in_head];
+	in_head = (in_head + 1) % IN_FDS;
+	in_count--;
+	return mfd;
+}
+
+/* read(2) of the task socket that keeps the memfds riding with the
+ * bytes. */
+static ssize_t recv_in(int sock, void *buf, size_t len)
+{
+	union {
+		struct cmsghdr h;
+		char space[CMSG_SPACE(4 * sizeof(int))];
+	} u;
+	struct iovec iov = { buf, len };
+	struct msghdr m = { 0 };
+	m.msg_iov = &iov;
+	m.msg_iovlen = 1;
+	m.msg_control = u.space;
+	m.msg_controllen = sizeof(u.space);
+	ssize_t n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC);
+	if (n <= 0)
+		return n;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c != NULL;
+	     c = CMSG_NXTHDR(&m, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < k; i++) {
+			int mfd;
+			memcpy(&mfd, CMSG_DATA(c) + i * sizeof(int),
+			       sizeof(mfd));
+			in_fd_push(mfd);
+		}
+	}
+	if (m.msg_flags & MSG_CTRUNC)
+		in_fd_push(-1);
+	return n;
+}
+
+/* A T_SHARED record's input: its memfd mapped read-only (*len its
+ * length), or MAP_FAILED with errno set. */
+static void *map_input(const struct fut__wire_rec *r, size_t *len)
+{
+	uint64_t want = fut__wire_get_u64(r->data);
+	int mfd = in_fd_pop();
+	if (mfd < 0) {
+		errno = EMFILE;
+		return MAP_FAILED;
+	}
+	void *map = MAP_FAILED;
+	errno = EPROTO;
+	if (want != 0 && want <= FUT_MAX_BYTES)
+		map = mmap(NULL, (size_t)want, PROT_READ,
+			   MAP_SHARED | MAP_POPULATE, mfd, 0);
+	int err = errno;
+	(void)close(mfd);
+	errno = err;
+	*len = (size_t)want;
+	return map;
+}
+
 static void run_one(const struct fut__forkserver_cfg *cfg,
 		    struct fut__worker_slot *slot, struct out *o, int fd,
 		    struct fut__wire_rec *r)
 {
+	const void *input = r->data;
+	size_t input_len = r->len;
+	void *map = MAP_FAILED;
+	if (r->kind == FUT__WIRE_T_SHARED) {
+		map = map_input(r, &input_len);
+		if (map == MAP_FAILED) {
+			static const char why[] =
+				"cannot map the task's input (shared memory)";
+			out_record(o, fd, r->id, FUT__WIRE_R_FAIL, errno, why,
+				   sizeof(why) - 1);
+			goto done;
+		}
+		input = map;
+	}
 	if (cfg->track_time)
 		atomic_store_explicit(&slot->started_ns, fut__now_ns(),
 				      memory_order_relaxed);
 	atomic_store_explicit(&slot->started, r->id, memory_order_release);
 	struct fut_task t;
 	fut_fn fn = (fut_fn)(uintptr_t)r->fn;
-	fut__task_init(&t, fn, NULL, r->data, r->len, NULL);
+	fut__task_init(&t, fn, NULL, input, input_len, NULL);
 	emit_out = o;
 	emit_fd = fd;
 	emit_id = r->id;
@@ -356,6 +450,9 @@ static void run_one(const struct fut__forkserver_cfg *cfg,
 		break;
 	}
 	fut__task_clear(&t);
+	if (map != MAP_FAILED)
+		(void)munmap(map, input_len);
+done:
 	if (r->owned)
 		fut__free(r->data);
 	/* Results go back per frame of tasks, or sooner when they are big
@@ -399,7 +496,7 @@ static void worker_loop(const struct fut__forkserver_cfg *cfg,
 		size_t room;
 		void *dst = fut__wire_dec_direct(&d, &room);
 		if (dst != NULL && room >= DIRECT_MIN) {
-			ssize_t n = read(in, dst, room);
+			ssize_t n = recv_in(in, dst, room);
 			if (n < 0 && errno == EINTR)
 				continue;
 			if (n <= 0)
@@ -411,7 +508,7 @@ static void worker_loop(const struct fut__forkserver_cfg *cfg,
 		}
 		/* About to wait for input: send what is done first. */
 		out_flush(&o, outfd);
-		ssize_t n = read(in, stage, STAGE_BYTES);
+		ssize_t n = recv_in(in, stage, STAGE_BYTES);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {

@@ -1,5 +1,6 @@
 /*
- * test_result_buffer.c: fut_task_result_buffer on both pools.
+ * test_shared_memory.c: fut_task_result_buffer on both pools, and the
+ * process pool's results and inputs in shared memory.
  *
  * - the thread pool: the buffer becomes the result; a failure, a later
  *   return or a second buffer replaces it; bad calls give NULL and change
@@ -14,7 +15,13 @@
  *   unread, a worker whose memfd cannot be made (RLIMIT_NOFILE, ENOMEM:
  *   the pipe instead), a caller with no fd free to take the memfd in.
  *   Each ends with this process's fd count and its memfd mappings in
- *   /proc/self/maps where they were.
+ *   /proc/self/maps where they were;
+ * - large inputs of fut_submit_bytes: 0 and 1 byte, the threshold minus
+ *   one, the threshold, plus one and 256 MiB, checked byte for byte by
+ *   the task, which also says whether they lay in a memfd mapping; the
+ *   caller's memfd is closed once the result came; a caller with no fd
+ *   to spare copies the input as before; a worker that dies or is
+ *   interrupted holding its input leaks nothing.
  * Timeouts only keep a bug from hanging the run; nothing is timed.
  */
 #include "pp_test.h"
@@ -25,9 +32,9 @@
 /* ------------------------------------------------------------------ */
 /* What /proc says                                                     */
 
-/* Lines of /proc/self/maps naming a memfd of a shared result; with
- * addr, only the one that holds addr. */
-static int shared_maps(const void *addr)
+/* Lines of /proc/self/maps naming a memfd `name`; with addr, only the
+ * one that holds addr. */
+static int memfd_maps(const char *name, const void *addr)
 {
 	FILE *f = fopen("/proc/self/maps", "re");
 	if (f == NULL)
@@ -36,7 +43,7 @@ static int shared_maps(const void *addr)
 	int n = 0;
 	while (fgets(line, sizeof(line), f) != NULL) {
 		unsigned long lo, hi;
-		if (strstr(line, "memfd:libfuture-result") == NULL ||
+		if (strstr(line, name) == NULL ||
 		    sscanf(line, "%lx-%lx", &lo, &hi) != 2)
 			continue;
 		if (addr == NULL ||
@@ -45,6 +52,12 @@ static int shared_maps(const void *addr)
 	}
 	fclose(f);
 	return n;
+}
+
+/* The same for the memfds of shared results. */
+static int shared_maps(const void *addr)
+{
+	return memfd_maps("memfd:libfuture-result", addr);
 }
 
 struct counts {
@@ -96,16 +109,19 @@ static void expect_maps(struct counts was)
 /* The task                                                            */
 
 enum {
-	RB_FILL,       /* a buffer of len bytes, filled with the pattern */
-	RB_FILL_DIE,   /* fills it, then SIGKILLs its worker */
-	RB_FILL_BLOCK, /* fills it, counts itself in *started, blocks */
-	RB_FILL_FAIL,  /* fills it, then fails with code 7 */
-	RB_TWICE,      /* a first buffer of 2 * len, then one of len */
-	RB_RETURN,     /* a buffer, then fut_task_return_bytes of 8 bytes */
-	RB_NO_FDS,     /* RLIMIT_NOFILE 0 while it asks for the buffer */
-	RB_NO_MEMORY,  /* the memfd fails with ENOMEM */
-	RB_SEGV,       /* crashes its worker */
-	RB_BAD_CALLS,  /* NULL for bad calls; then a buffer of len */
+	RB_FILL,	/* a buffer of len bytes, filled with the pattern */
+	RB_FILL_DIE,	/* fills it, then SIGKILLs its worker */
+	RB_FILL_BLOCK,	/* fills it, counts itself in *started, blocks */
+	RB_FILL_FAIL,	/* fills it, then fails with code 7 */
+	RB_TWICE,	/* a first buffer of 2 * len, then one of len */
+	RB_RETURN,	/* a buffer, then fut_task_return_bytes of 8 bytes */
+	RB_NO_FDS,	/* RLIMIT_NOFILE 0 while it asks for the buffer */
+	RB_NO_MEMORY,	/* the memfd fails with ENOMEM */
+	RB_SEGV,	/* crashes its worker */
+	RB_BAD_CALLS,	/* NULL for bad calls; then a buffer of len */
+	RB_INPUT,	/* checks its input: struct rb_in, then the pattern */
+	RB_INPUT_DIE,	/* checks its input, then SIGKILLs its worker */
+	RB_INPUT_BLOCK, /* checks its input, counts itself, blocks */
 };
 
 struct rb_in {
@@ -133,10 +149,39 @@ static bool matches(const unsigned char *b, size_t len)
 	return true;
 }
 
+/* What RB_INPUT answers. */
+struct input_report {
+	uint64_t len;	  /* of the whole input */
+	uint32_t matches; /* the pattern after the header was intact */
+	uint32_t shared;  /* the input lay in a memfd mapping */
+};
+
+static void input_task(fut_task *t, const unsigned char *in, size_t n,
+		       uint32_t op)
+{
+	const size_t h = sizeof(struct rb_in);
+	struct input_report rep = { n, 1, 0 };
+	for (size_t i = h; i < n; i++)
+		if (in[i] != pattern(i))
+			rep.matches = 0;
+	rep.shared = memfd_maps("memfd:libfuture-input", in) == 1;
+	if (op == RB_INPUT_DIE)
+		(void)raise(SIGKILL);
+	if (op == RB_INPUT_BLOCK) {
+		atomic_fetch_add(started, 1);
+		block_for_an_hour();
+	}
+	(void)fut_task_return_bytes(t, &rep, sizeof(rep));
+}
+
 static void rb_task(fut_task *t)
 {
 	size_t n = 0;
 	const struct rb_in *in = fut_task_input(t, &n);
+	if (n >= sizeof(*in) && in->op >= RB_INPUT) {
+		input_task(t, (const unsigned char *)in, n, in->op);
+		return;
+	}
 	if (n != sizeof(*in)) {
 		(void)fut_task_fail(t, 99, "bad input");
 		return;
@@ -535,6 +580,141 @@ test_a_caller_with_no_fd_free_fails_the_task_with_emfile(void **state)
 	fut_executor_free(ex);
 }
 
+/* ------------------------------------------------------------------ */
+/* The process pool: inputs in shared memory                           */
+
+/* An input of len bytes (at least a struct rb_in): op, then the pattern. */
+static fut_future *submit_input(fut_executor *ex, uint32_t op, size_t len)
+{
+	unsigned char *buf = malloc(len);
+	CHECK(buf != NULL);
+	struct rb_in head = { op, 0, len };
+	fill(buf, len);
+	memcpy(buf, &head, sizeof(head));
+	fut_future *f = NULL;
+	CHECK(fut_submit_bytes(ex, rb_task, buf, len, &f) == FUT_OK);
+	free(buf);
+	return f;
+}
+
+static void expect_input(fut_future *f, size_t len, bool shared)
+{
+	const void *data = NULL;
+	size_t got = 0;
+	int rc = fut_result_bytes(f, LONG_WAIT, &data, &got);
+	explain(f, rc, FUT_OK);
+	CHECK(rc == FUT_OK);
+	CHECK(got == sizeof(struct input_report));
+	struct input_report rep;
+	memcpy(&rep, data, sizeof(rep));
+	CHECK(rep.len == len);
+	CHECK(rep.matches == 1);
+	if (rep.shared != (shared ? 1u : 0u))
+		diag("input of %zu bytes: shared %u\n", len, rep.shared);
+	CHECK(rep.shared == (shared ? 1u : 0u));
+}
+
+static void test_process_pool_inputs_of_every_size_arrive_whole(void **state)
+{
+	(void)state;
+	struct counts was = counts_now();
+	fut_executor *ex = new_pool(2);
+	const size_t h = sizeof(struct rb_in);
+	struct {
+		size_t len;
+		bool shared;
+	} cases[] = {
+		{ h, false },
+		{ h + 1, false },
+		{ THRESHOLD - 1, false },
+		{ THRESHOLD, true },
+		{ THRESHOLD + 1, true },
+		{ HUGE_LEN, true },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		fut_future *f = submit_input(ex, RB_INPUT, cases[i].len);
+		expect_input(f, cases[i].len, cases[i].shared);
+		fut_release(f);
+	}
+	fut_executor_free(ex);
+	expect_counts(was);
+}
+
+static void
+test_the_callers_input_memfd_is_closed_once_the_result_came(void **state)
+{
+	(void)state;
+	fut_executor *ex = new_pool(1);
+	fut_future *f = submit_input(ex, RB_INPUT, 100);
+	expect_input(f, 100, false);
+	fut_release(f);
+	/* The pool is up: its fds are counted in both. */
+	int fds = count_fds();
+	fut_future *fs[4];
+	for (int i = 0; i < 4; i++)
+		fs[i] = submit_input(ex, RB_INPUT, THRESHOLD * 2);
+	for (int i = 0; i < 4; i++)
+		expect_input(fs[i], THRESHOLD * 2, true);
+	/* Held, done: no fd of theirs is left. */
+	CHECK(count_fds() == fds);
+	for (int i = 0; i < 4; i++)
+		fut_release(fs[i]);
+	fut_executor_free(ex);
+}
+
+static void test_a_caller_with_no_fd_to_spare_copies_the_input(void **state)
+{
+	(void)state;
+	if (under_valgrind())
+		skip(); /* it keeps RLIMIT_NOFILE to itself */
+	fut_executor *ex = new_pool(1);
+	fut_future *f = submit_input(ex, RB_INPUT, 100);
+	expect_input(f, 100, false);
+	fut_release(f);
+	struct counts was = counts_now();
+	struct rlimit lim;
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &lim), 0);
+	int low = lowest_free_fd();
+	assert_true(low > 0);
+	struct rlimit tight = lim;
+	tight.rlim_cur = (rlim_t)low;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &tight), 0);
+	f = submit_input(ex, RB_INPUT, THRESHOLD * 2);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &lim), 0);
+	expect_input(f, THRESHOLD * 2, false);
+	fut_release(f);
+	expect_counts(was);
+	fut_executor_free(ex);
+}
+
+static void
+test_a_worker_dying_or_interrupted_with_its_input_leaks_nothing(void **state)
+{
+	(void)state;
+	struct counts was = counts_now();
+	atomic_store(started, 0);
+	fut_executor *ex = new_pool(1);
+	fut_future *f = submit_input(ex, RB_INPUT_DIE, THRESHOLD * 2);
+	CHECK(final_code(f) == FUT_ECRASHED);
+	fut_release(f);
+	f = submit_input(ex, RB_INPUT_BLOCK, THRESHOLD * 2);
+	wait_started(&f, 1, 1);
+	CHECK(fut_interrupt(f) == FUT_OK);
+	CHECK(final_code(f) == FUT_ECANCELLED);
+	fut_release(f);
+	/* A cancelled one never runs: its memfd goes with it. */
+	f = submit_input(ex, RB_INPUT_BLOCK, THRESHOLD * 2);
+	fut_future *g = submit_input(ex, RB_INPUT, THRESHOLD * 2);
+	wait_started(&f, 1, 2);
+	CHECK(fut_cancel(g));
+	CHECK(fut_interrupt(f) == FUT_OK);
+	CHECK(final_code(f) == FUT_ECANCELLED);
+	fut_release(f);
+	fut_release(g);
+	fut_executor_free(ex);
+	expect_counts(was);
+}
+
 int main(void)
 {
 	if (!pp_test_prepare())
@@ -561,6 +741,14 @@ int main(void)
 		cmocka_unit_test(test_no_memfd_falls_back_to_the_pipe),
 		cmocka_unit_test(
 			test_a_caller_with_no_fd_free_fails_the_task_with_emfile),
+		cmocka_unit_test(
+			test_process_pool_inputs_of_every_size_arrive_whole),
+		cmocka_unit_test(
+			test_the_callers_input_memfd_is_closed_once_the_result_came),
+		cmocka_unit_test(
+			test_a_caller_with_no_fd_to_spare_copies_the_input),
+		cmocka_unit_test(
+			test_a_worker_dying_or_interrupted_with_its_input_leaks_nothing),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
