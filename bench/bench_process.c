@@ -12,6 +12,8 @@
  *   W6e: a task allocates and fills 64 MiB, the caller reads (checks)
  *       every byte, all timed: through fut_task_result_buffer (shared
  *       memory) and through fut_task_return_bytes (the pipe).
+ *   W6in: a 64 MiB input (shared memory from 256 KiB) to a task that
+ *       reads every byte, timed from the submit to its answer.
  *   W3: W3 of PERF.md (2,000 tasks of ~0.5 ms CPU) on the process pool,
  *       against running them serially in this process (for the guide's
  *       table; the targets are the thread pool's).
@@ -97,6 +99,17 @@ static void fill_return_task(fut_task *t)
 	if (fill_64mib(t, b))
 		(void)fut_task_return_bytes(t, b, W6_BYTES);
 	free(b);
+}
+
+/* W6in's task: the sum of its input's bytes. */
+static void sum_task(fut_task *t)
+{
+	size_t len = 0;
+	const unsigned char *in = fut_task_input(t, &len);
+	uint64_t sum = 0;
+	for (size_t i = 0; i < len; i++)
+		sum += in[i];
+	(void)fut_task_return_bytes(t, &sum, sizeof(sum));
 }
 
 /* W3's unit of CPU work, seeded by its 8-byte input. */
@@ -276,6 +289,28 @@ static void w6e(fut_executor *ex, fut_fn fn, const char *impl)
 		       (double)W6_BYTES / t / 1e6);
 }
 
+static uint64_t result_u64(fut_future *f);
+
+/* W6in: a 64 MiB input (made and filled before the clock starts) to a task
+ * that reads every byte; timed from the submit to its 8-byte answer. */
+static void w6in(fut_executor *ex, const unsigned char *in, uint64_t want,
+		 bool print)
+{
+	double t0 = bench_now();
+	fut_future *f = NULL;
+	int rc = fut_submit_bytes(ex, sum_task, in, W6_BYTES, &f);
+	if (rc != FUT_OK)
+		die("submit", rc);
+	if (result_u64(f) != want)
+		die("W6in sum", FUT_ESTATE);
+	double t = bench_now() - t0;
+	fut_release(f);
+	if (print)
+		printf("RESULT workload=W6in impl=libfuture-process n=1 "
+		       "MBps=%.0f\n",
+		       (double)W6_BYTES / t / 1e6);
+}
+
 static uint64_t result_u64(fut_future *f)
 {
 	const void *out = NULL;
@@ -395,6 +430,15 @@ int main(void)
 	w6e(ex, fill_buffer_task, "libfuture-process-buffer");
 	w6e(ex, fill_return_task, NULL);
 	w6e(ex, fill_return_task, "libfuture-process-return-bytes");
+	unsigned char *in = malloc(W6_BYTES);
+	if (in == NULL)
+		die("malloc", FUT_ENOMEM);
+	uint64_t want = 0;
+	for (size_t i = 0; i < W6_BYTES; i++)
+		want += in[i] = w6_byte(i);
+	w6in(ex, in, want, false);
+	w6in(ex, in, want, true);
+	free(in);
 	fut_executor_free(ex);
 	return 0;
 }
