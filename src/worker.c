@@ -37,6 +37,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/sysinfo.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -230,6 +231,14 @@ static void *shared_map(size_t len, int *fd)
 	if (shared_fail_errno != 0) {
 		errno = shared_fail_errno;
 		shared_fail_errno = 0;
+		return NULL;
+	}
+	/* More than the machine has would be populated until the OOM
+	 * killer came: let the heap say no instead, as malloc does. */
+	struct sysinfo si;
+	if (sysinfo(&si) == 0 &&
+	    len / si.mem_unit > si.totalram + si.totalswap) {
+		errno = ENOMEM;
 		return NULL;
 	}
 	int m = memfd_create("libfuture-result",

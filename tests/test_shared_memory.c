@@ -24,6 +24,8 @@
  *   interrupted holding its input leaks nothing.
  * Timeouts only keep a bug from hanging the run; nothing is timed.
  */
+#include <sys/sysinfo.h>
+
 #include "pp_test.h"
 
 #define THRESHOLD ((size_t)FUT__TASK_SHARED_MIN)
@@ -580,6 +582,30 @@ test_a_caller_with_no_fd_free_fails_the_task_with_emfile(void **state)
 	fut_executor_free(ex);
 }
 
+static void
+test_a_buffer_larger_than_the_machine_is_null_not_a_crash(void **state)
+{
+	(void)state;
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+	skip(); /* their allocators die on a request they cannot meet */
+#endif
+	struct sysinfo si;
+	assert_int_equal(sysinfo(&si), 0);
+	if (FUT_MAX_BYTES / si.mem_unit <= si.totalram + si.totalswap)
+		skip(); /* a machine with more than FUT_MAX_BYTES */
+	struct counts was = counts_now();
+	fut_executor *ex = new_pool(1);
+	fut_future *f = submit_rb(ex, RB_FILL, FUT_MAX_BYTES);
+	CHECK(final_code(f) == FUT_ETASK);
+	CHECK(fut_task_code(f) == 97); /* NULL: "no result buffer" */
+	fut_release(f);
+	f = submit_rb(ex, RB_FILL, THRESHOLD);
+	expect_pattern(f, THRESHOLD, true);
+	fut_release(f);
+	fut_executor_free(ex);
+	expect_counts(was);
+}
+
 /* ------------------------------------------------------------------ */
 /* The process pool: inputs in shared memory                           */
 
@@ -741,6 +767,8 @@ int main(void)
 		cmocka_unit_test(test_no_memfd_falls_back_to_the_pipe),
 		cmocka_unit_test(
 			test_a_caller_with_no_fd_free_fails_the_task_with_emfile),
+		cmocka_unit_test(
+			test_a_buffer_larger_than_the_machine_is_null_not_a_crash),
 		cmocka_unit_test(
 			test_process_pool_inputs_of_every_size_arrive_whole),
 		cmocka_unit_test(
