@@ -336,8 +336,9 @@ FUT_API FUT_NODISCARD int fut_submit(fut_executor *ex, fut_fn fn, void *arg,
 /* Submits fn with a private copy of data[0..len) (copied before return);
  * every executor.  *out gets a new reference.  On a process pool an input
  * of 256 KiB or more is copied into a sealed memfd that the worker maps
- * (one fd held until the task's outcome comes), or, when no memfd can be
- * had, into the task's frame as a smaller one is. */
+ * (one fd held until the task's outcome comes, 64 at most per pool), or,
+ * past that or when no memfd can be had, into the task's frame as a
+ * smaller one is. */
 FUT_API FUT_NODISCARD int fut_submit_bytes(fut_executor *ex, fut_fn fn,
 					   const void *data, size_t len,
 					   fut_future **out);

@@ -143,6 +143,8 @@ void fut__pp_job_input_close(struct pp_job *j)
 	(void)close(fd);
 	fd = -1;
 	memcpy(j->input, &fd, sizeof(fd));
+	atomic_fetch_sub_explicit(&j->pool->shared_inputs, 1,
+				  memory_order_relaxed);
 }
 
 /* A sealed memfd holding data[0, len), or -1 (errno set). */
@@ -180,17 +182,25 @@ static int input_memfd(const void *data, size_t len)
 
 /* A job whose len bytes of input wait in a memfd (the block holds its fd):
  * the worker maps them instead of reading them off its socket.  NULL when
- * the memfd cannot be had (no fd, no memory): the caller copies the input
- * into the block instead. */
+ * the memfd cannot be had (no fd, no memory, FUT__PP_MAX_SHARED_INPUTS
+ * held already): the caller copies the input into the block instead. */
 static struct pp_job *job_new_shared(struct ppool *p, fut_fn fn,
 				     const void *data, size_t len)
 {
-	int fd = input_memfd(data, len);
-	if (fd < 0)
+	if (atomic_fetch_add_explicit(&p->shared_inputs, 1,
+				      memory_order_relaxed) >=
+	    FUT__PP_MAX_SHARED_INPUTS) {
+		atomic_fetch_sub_explicit(&p->shared_inputs, 1,
+					  memory_order_relaxed);
 		return NULL;
-	struct pp_job *j = job_new(p, fn, &fd, sizeof(fd));
+	}
+	int fd = input_memfd(data, len);
+	struct pp_job *j = fd >= 0 ? job_new(p, fn, &fd, sizeof(fd)) : NULL;
 	if (j == NULL) {
-		(void)close(fd);
+		if (fd >= 0)
+			(void)close(fd);
+		atomic_fetch_sub_explicit(&p->shared_inputs, 1,
+					  memory_order_relaxed);
 		return NULL;
 	}
 	j->len = len;

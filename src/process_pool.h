@@ -180,6 +180,9 @@ struct ppool {
 	int wake_fd; /* eventfd, open until the pool is freed */
 	_Atomic bool wake_pending;
 	_Atomic bool interrupt_scan; /* some future asked fut_interrupt */
+	/* Shared inputs whose memfd the pool holds open; at most
+	 * FUT__PP_MAX_SHARED_INPUTS, beyond that inputs are copied. */
+	_Atomic uint32_t shared_inputs;
 	pthread_t manager;
 
 	pthread_mutex_t lock;
@@ -206,6 +209,10 @@ struct ppool {
 	struct pollfd *pfd;
 	struct pp_worker **pfd_w; /* the worker of each entry, NULL */
 };
+
+/* The most memfds of shared inputs a pool holds open at once: a queue
+ * of many large inputs must not fill the application's fd table. */
+#define FUT__PP_MAX_SHARED_INPUTS 64u
 
 /* The manager's read buffer. */
 #define FUT__PP_STAGE_BYTES (64u * 1024u)

@@ -713,6 +713,41 @@ static void test_a_caller_with_no_fd_to_spare_copies_the_input(void **state)
 	fut_executor_free(ex);
 }
 
+static void test_a_pool_holds_at_most_its_cap_of_input_memfds(void **state)
+{
+	(void)state;
+	enum {
+		N = FUT__PP_MAX_SHARED_INPUTS + 16
+	};
+	atomic_store(started, 0);
+	fut_executor *ex = new_pool(1);
+	fut_future *block = submit_rb(ex, RB_FILL_BLOCK, 10);
+	wait_started(&block, 1, 1);
+	int fds = count_fds();
+	fut_future **fs = calloc(N, sizeof(*fs));
+	CHECK(fs != NULL);
+	for (int i = 0; i < N; i++)
+		fs[i] = submit_input(ex, RB_INPUT, THRESHOLD);
+	/* Queued behind the blocked task: the first ones hold a memfd each,
+	 * up to the cap; the rest were copied. */
+	CHECK(count_fds() == fds + (int)FUT__PP_MAX_SHARED_INPUTS);
+	CHECK(fut_interrupt(block) == FUT_OK);
+	CHECK(final_code(block) == FUT_ECANCELLED);
+	fut_release(block);
+	for (int i = 0; i < N; i++) {
+		expect_input(fs[i], THRESHOLD,
+			     i < (int)FUT__PP_MAX_SHARED_INPUTS);
+		fut_release(fs[i]);
+	}
+	free(fs);
+	CHECK(count_fds() == fds);
+	/* Below the cap again. */
+	fut_future *f = submit_input(ex, RB_INPUT, THRESHOLD);
+	expect_input(f, THRESHOLD, true);
+	fut_release(f);
+	fut_executor_free(ex);
+}
+
 static void
 test_a_worker_dying_or_interrupted_with_its_input_leaks_nothing(void **state)
 {
@@ -775,6 +810,8 @@ int main(void)
 			test_the_callers_input_memfd_is_closed_once_the_result_came),
 		cmocka_unit_test(
 			test_a_caller_with_no_fd_to_spare_copies_the_input),
+		cmocka_unit_test(
+			test_a_pool_holds_at_most_its_cap_of_input_memfds),
 		cmocka_unit_test(
 			test_a_worker_dying_or_interrupted_with_its_input_leaks_nothing),
 	};
