@@ -887,9 +887,15 @@ static void loop(struct mgr *m)
 	struct ppool *p = m->p;
 	for (;;) {
 		m->now = fut__now_ns();
-		atomic_store(&p->wake_pending, false);
+		/* Drain, then clear: cleared first, a waker's write landing
+		 * in between was drained with the flag left set, and every
+		 * later waker, seeing it set, wrote nothing while we slept in
+		 * poll (a lost wake-up: an interrupt after a burst of
+		 * submits hung under valgrind).  Work published before a
+		 * waker's flag is read below, after the clear. */
 		uint64_t v;
 		(void)!read(p->wake_fd, &v, sizeof(v));
+		atomic_store(&p->wake_pending, false);
 		pthread_mutex_lock(&p->lock);
 		bool all = p->interrupt_all;
 		p->interrupt_all = false;
