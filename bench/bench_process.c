@@ -7,6 +7,13 @@
  *       (as Python's map), every result checked.
  *   W6: one task returns a 64 MiB buffer, checked byte for byte (outside
  *       the timed part).
+ *   W5-one-call: W5 as one fut_submit_many call of 200,000 distinct
+ *       inputs (each holds its index), every result checked.
+ *   W6e: a task allocates and fills 64 MiB, the caller reads (checks)
+ *       every byte, all timed: through fut_task_result_buffer (shared
+ *       memory) and through fut_task_return_bytes (the pipe).
+ *   W6in: a 64 MiB input (shared memory from 256 KiB) to a task that
+ *       reads every byte, timed from the submit to its answer.
  *   W3: W3 of PERF.md (2,000 tasks of ~0.5 ms CPU) on the process pool,
  *       against running them serially in this process (for the guide's
  *       table; the targets are the thread pool's).
@@ -36,6 +43,12 @@ static void die(const char *what, int rc)
 	exit(1);
 }
 
+/* W6's and W6e's bytes: byte i of the 64 MiB. */
+static unsigned char w6_byte(size_t i)
+{
+	return (unsigned char)(i * 31 + 7);
+}
+
 /* Answers its 16 bytes with each byte plus one. */
 static void echo_task(fut_task *t)
 {
@@ -47,21 +60,56 @@ static void echo_task(fut_task *t)
 	(void)fut_task_return_bytes(t, out, len < MSG ? len : MSG);
 }
 
+/* Fills b (NULL: fails t) with the 64 MiB of W6 and W6e; false if NULL. */
+static bool fill_64mib(fut_task *t, unsigned char *b)
+{
+	if (b == NULL) {
+		(void)fut_task_fail(t, 1, "out of memory");
+		return false;
+	}
+	for (size_t i = 0; i < W6_BYTES; i++)
+		b[i] = w6_byte(i);
+	return true;
+}
+
 /* The 64 MiB answer, built once per worker (the first, unprinted W6 run
  * pays for it), so that W6 times the transfer, as the pipe floor does. */
 static void big_task(fut_task *t)
 {
 	static unsigned char *b;
 	if (b == NULL) {
-		b = malloc(W6_BYTES);
-		if (b == NULL) {
-			(void)fut_task_fail(t, 1, "out of memory");
+		unsigned char *m = malloc(W6_BYTES);
+		if (!fill_64mib(t, m))
 			return;
-		}
-		for (size_t i = 0; i < W6_BYTES; i++)
-			b[i] = (unsigned char)(i * 31 + 7);
+		b = m;
 	}
 	(void)fut_task_return_bytes(t, b, W6_BYTES);
+}
+
+/* W6e as a user writes it: a result buffer of 64 MiB, filled in place. */
+static void fill_buffer_task(fut_task *t)
+{
+	(void)fill_64mib(t, fut_task_result_buffer(t, W6_BYTES));
+}
+
+/* W6e the other way: 64 MiB of the task's own, fut_task_return_bytes. */
+static void fill_return_task(fut_task *t)
+{
+	unsigned char *b = malloc(W6_BYTES);
+	if (fill_64mib(t, b))
+		(void)fut_task_return_bytes(t, b, W6_BYTES);
+	free(b);
+}
+
+/* W6in's task: the sum of its input's bytes. */
+static void sum_task(fut_task *t)
+{
+	size_t len = 0;
+	const unsigned char *in = fut_task_input(t, &len);
+	uint64_t sum = 0;
+	for (size_t i = 0; i < len; i++)
+		sum += in[i];
+	(void)fut_task_return_bytes(t, &sum, sizeof(sum));
 }
 
 /* W3's unit of CPU work, seeded by its 8-byte input. */
@@ -99,6 +147,15 @@ static void check_echo(fut_future *f, const unsigned char *in)
 	for (size_t i = 0; i < MSG; i++)
 		if (out[i] != (unsigned char)(in[i] + 1))
 			die("result bytes", FUT_ESTATE);
+}
+
+/* Checks and releases the n echo results of fs (inputs in). */
+static void check_all(fut_future **fs, const unsigned char *in, long n)
+{
+	for (long i = 0; i < n; i++) {
+		check_echo(fs[i], in + i * MSG);
+		fut_release(fs[i]);
+	}
 }
 
 static void w4(fut_executor *ex, long n)
@@ -144,15 +201,33 @@ static void w5(fut_executor *ex, long n)
 		if (rc != FUT_OK)
 			die("submit_many", rc);
 	}
-	for (long i = 0; i < n; i++) {
-		check_echo(fs[i], in + i * MSG);
-		fut_release(fs[i]);
-	}
+	check_all(fs, in, n);
 	double t = bench_now() - t0;
 	printf("RESULT workload=W5 impl=libfuture-process n=%ld rate=%.0f\n", n,
 	       (double)n / t);
 	free(in);
 	free(fs);
+}
+
+/* f's 64 MiB result. */
+static const unsigned char *result_64mib(fut_future *f, const char *what)
+{
+	const unsigned char *out = NULL;
+	size_t len = 0;
+	int rc = fut_result_bytes(f, -1, (const void **)&out, &len);
+	if (rc != FUT_OK)
+		die(what, rc);
+	if (len != W6_BYTES)
+		die(what, FUT_ESTATE);
+	return out;
+}
+
+/* Reads every byte of W6's and W6e's 64 MiB. */
+static void check_64mib(const unsigned char *out, const char *what)
+{
+	for (size_t i = 0; i < W6_BYTES; i++)
+		if (out[i] != w6_byte(i))
+			die(what, FUT_ESTATE);
 }
 
 static void w6(fut_executor *ex, bool print)
@@ -162,20 +237,77 @@ static void w6(fut_executor *ex, bool print)
 	int rc = fut_submit_bytes(ex, big_task, NULL, 0, &f);
 	if (rc != FUT_OK)
 		die("submit", rc);
-	const unsigned char *out = NULL;
-	size_t len = 0;
-	rc = fut_result_bytes(f, -1, (const void **)&out, &len);
+	const unsigned char *out = result_64mib(f, "W6");
 	double t = bench_now() - t0;
-	if (rc != FUT_OK)
-		die("W6 result", rc);
-	if (len != W6_BYTES)
-		die("W6 length", FUT_ESTATE);
-	for (size_t i = 0; i < len; i++)
-		if (out[i] != (unsigned char)(i * 31 + 7))
-			die("W6 bytes", FUT_ESTATE);
+	check_64mib(out, "W6");
 	fut_release(f);
 	if (print)
 		printf("RESULT workload=W6 impl=libfuture-process n=1 MBps=%.0f\n",
+		       (double)W6_BYTES / t / 1e6);
+}
+
+/* W5 in one fut_submit_many call of n distinct inputs (each holds its
+ * index), every result checked. */
+static void w5_one_call(fut_executor *ex, long n)
+{
+	unsigned char *in = malloc((size_t)n * MSG);
+	fut_future **fs = malloc((size_t)n * sizeof(*fs));
+	if (in == NULL || fs == NULL)
+		die("malloc", FUT_ENOMEM);
+	for (long i = 0; i < n; i++) {
+		uint64_t k = (uint64_t)i, h = k * 0x9E3779B97F4A7C15u;
+		memcpy(in + i * MSG, &k, 8);
+		memcpy(in + i * MSG + 8, &h, 8);
+	}
+	double t0 = bench_now();
+	int rc = fut_submit_many(ex, echo_task, in, MSG, (size_t)n, fs);
+	if (rc != FUT_OK)
+		die("submit_many", rc);
+	check_all(fs, in, n);
+	double t = bench_now() - t0;
+	printf("RESULT workload=W5-one-call impl=libfuture-process n=%ld "
+	       "rate=%.0f\n",
+	       n, (double)n / t);
+	free(in);
+	free(fs);
+}
+
+/* W6e: fn fills 64 MiB in the worker; the time runs from the submit until
+ * this process has read every byte (and checked it). */
+static void w6e(fut_executor *ex, fut_fn fn, const char *impl)
+{
+	double t0 = bench_now();
+	fut_future *f = NULL;
+	int rc = fut_submit_bytes(ex, fn, NULL, 0, &f);
+	if (rc != FUT_OK)
+		die("submit", rc);
+	check_64mib(result_64mib(f, "W6e"), "W6e");
+	double t = bench_now() - t0;
+	fut_release(f);
+	if (impl != NULL)
+		printf("RESULT workload=W6e impl=%s n=1 MBps=%.0f\n", impl,
+		       (double)W6_BYTES / t / 1e6);
+}
+
+static uint64_t result_u64(fut_future *f);
+
+/* W6in: a 64 MiB input (made and filled before the clock starts) to a task
+ * that reads every byte; timed from the submit to its 8-byte answer. */
+static void w6in(fut_executor *ex, const unsigned char *in, uint64_t want,
+		 bool print)
+{
+	double t0 = bench_now();
+	fut_future *f = NULL;
+	int rc = fut_submit_bytes(ex, sum_task, in, W6_BYTES, &f);
+	if (rc != FUT_OK)
+		die("submit", rc);
+	if (result_u64(f) != want)
+		die("W6in sum", FUT_ESTATE);
+	double t = bench_now() - t0;
+	fut_release(f);
+	if (print)
+		printf("RESULT workload=W6in impl=libfuture-process n=1 "
+		       "MBps=%.0f\n",
 		       (double)W6_BYTES / t / 1e6);
 }
 
@@ -282,6 +414,7 @@ int main(void)
 		die("fut_process_pool_new", rc);
 	w4(ex, bench_n(20000));
 	w5(ex, bench_n(200000));
+	w5_one_call(ex, bench_n(200000));
 	w3(ex, bench_n(2000));
 	/* One worker, so that the second run finds the buffer built. */
 	fut_executor_free(ex);
@@ -291,6 +424,21 @@ int main(void)
 		die("fut_process_pool_new", rc);
 	w6(ex, false);
 	w6(ex, true);
+	/* A first unprinted run of each starts nothing the second needs: it
+	 * warms the code paths only (every run maps fresh memory). */
+	w6e(ex, fill_buffer_task, NULL);
+	w6e(ex, fill_buffer_task, "libfuture-process-buffer");
+	w6e(ex, fill_return_task, NULL);
+	w6e(ex, fill_return_task, "libfuture-process-return-bytes");
+	unsigned char *in = malloc(W6_BYTES);
+	if (in == NULL)
+		die("malloc", FUT_ENOMEM);
+	uint64_t want = 0;
+	for (size_t i = 0; i < W6_BYTES; i++)
+		want += in[i] = w6_byte(i);
+	w6in(ex, in, want, false);
+	w6in(ex, in, want, true);
+	free(in);
 	fut_executor_free(ex);
 	return 0;
 }

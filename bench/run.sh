@@ -175,6 +175,10 @@ END {
 	tv = 0.5; row("W8 ours / GLib time", "W8/libfuture-thread", "W8/glib-gthreadpool", "<= 0.5", "<=")
 	tv = 2; bound("W9 ours worst ms to start all 16", "W9/libfuture-thread", "<= 2", "<=")
 	tv = 1; row("W9 ours / GLib worst time", "W9/libfuture-thread", "W9/glib-gthreadpool", "<= 1", "<=")
+	tv = 1.5; row("W5 in one call, distinct items / python-ppe-chunk1000 on distinct items", "W5-one-call/libfuture-process", "W5-distinct/python-ppe-chunk1000", ">= 1.5", ">=")
+	tv = 0.7; row("W6e through the result buffer / floor-fill-once MBps", "W6e/libfuture-process-buffer", "W6e/floor-fill-once", ">= 0.7", ">=")
+	tv = 5; row("W6e through the result buffer / python-ppe MBps", "W6e/libfuture-process-buffer", "W6e/python-ppe", ">= 5", ">=")
+	tv = 0; row("W6e through fut_task_return_bytes / floor-fill-once MBps", "W6e/libfuture-process-return-bytes", "W6e/floor-fill-once", "(report)", ">=")
 	k = "MEM/libfuture-thread"
 	if (has(k))
 		printf "| memory, bytes per pending task + future | %.1f | < 200 | %s |\n", \

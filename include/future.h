@@ -257,6 +257,22 @@ FUT_API int fut_task_return(fut_task *t, void *value);
  * settled, FUT_ENOMEM when the copy failed. */
 FUT_API int fut_task_return_bytes(fut_task *t, const void *data, size_t len);
 
+/*
+ * A writable buffer of len bytes (owned by the task) that becomes the
+ * task's byte result, without a copy, when the task returns -- unless it
+ * settles otherwise first or later (fut_task_fail, fut_task_return*: then
+ * the buffer is freed and that outcome stands).  A second call replaces
+ * the first buffer (freed; its bytes are not carried over).  On a process
+ * pool, from 256 KiB, it is shared memory (a sealed memfd) that the
+ * caller maps: fut_result_bytes() then points into that mapping (owned by
+ * the future); smaller buffers, and any when a memfd or its mapping
+ * cannot be had, go through the pipe as fut_task_return_bytes' do.
+ * NULL, with nothing changed, for NULL t, len over FUT_MAX_BYTES, a task
+ * that already settled, or no memory.  len 0 gives a valid pointer to no
+ * bytes and an empty result.
+ */
+FUT_API void *fut_task_result_buffer(fut_task *t, size_t len);
+
 /* Settles a failure: the future ends FUT_ETASK with task_code and the
  * formatted message (fmt may be NULL).  FUT_ESTATE if already settled. */
 FUT_API int fut_task_fail(fut_task *t, int task_code, const char *fmt, ...)
@@ -334,7 +350,11 @@ FUT_API FUT_NODISCARD int fut_submit(fut_executor *ex, fut_fn fn, void *arg,
 				     fut_future **out);
 
 /* Submits fn with a private copy of data[0..len) (copied before return);
- * every executor.  *out gets a new reference. */
+ * every executor.  *out gets a new reference.  On a process pool an input
+ * of 256 KiB or more is copied into a sealed memfd that the worker maps
+ * (one fd held until the task's outcome comes, 64 at most per pool), or,
+ * past that or when no memfd can be had, into the task's frame as a
+ * smaller one is. */
 FUT_API FUT_NODISCARD int fut_submit_bytes(fut_executor *ex, fut_fn fn,
 					   const void *data, size_t len,
 					   fut_future **out);

@@ -319,7 +319,8 @@ enum {
 	FUT__OUT_VALUE,
 	FUT__OUT_BYTES,
 	FUT__OUT_FAIL,
-	FUT__OUT_SENT, /* bytes already written out by fut__task_emit_fn */
+	FUT__OUT_SENT,	 /* bytes already written out by fut__task_emit_fn */
+	FUT__OUT_SHARED, /* the result buffer, shared memory: value, len, fd */
 };
 
 /*
@@ -331,6 +332,16 @@ enum {
 #define FUT__TASK_EMIT_MIN (256u * 1024u)
 extern fut_task *fut__task_emit_for;
 extern void (*fut__task_emit_fn)(fut_task *t, const void *data, size_t len);
+
+/*
+ * Also set only in a process worker, for fut__task_emit_for: a result
+ * buffer (fut_task_result_buffer) of at least FUT__TASK_SHARED_MIN bytes
+ * is asked of fut__task_shared_fn, which maps len bytes of a new memfd
+ * writable (*fd gets it) or returns NULL (errno set), and the task then
+ * gets heap memory instead, sent through the pipe.
+ */
+#define FUT__TASK_SHARED_MIN (256u * 1024u)
+extern void *(*fut__task_shared_fn)(size_t len, int *fd);
 
 /*
  * What a task function reads and settles.  Executors embed it and run
@@ -351,6 +362,13 @@ struct fut_task {
 	void *value;
 	size_t len;
 	char *message;
+	/* The result buffer (fut_task_result_buffer), while the task runs:
+	 * heap (buffer_fd -1) or a shared mapping of the memfd buffer_fd.
+	 * fut__task_run makes it the outcome when the task settled nothing
+	 * else, and frees it otherwise. */
+	void *buffer;
+	size_t buffer_len;
+	int buffer_fd;
 };
 
 void fut__task_init(fut_task *t, fut_fn fn, void *arg, const void *input,
@@ -359,7 +377,7 @@ void fut__task_init(fut_task *t, fut_fn fn, void *arg, const void *input,
 void fut__task_run(fut_task *t);
 /* Completes f from t's outcome (moving the bytes and message into f). */
 int fut__task_finish(fut_task *t, fut_future *f);
-/* Frees an outcome nobody took. */
+/* Frees an outcome nobody took (and closes an OUT_SHARED's fd). */
 void fut__task_clear(fut_task *t);
 
 /* ------------------------------------------------------------------ */

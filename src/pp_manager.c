@@ -76,16 +76,8 @@ static bool ctl_send(struct ppool *p, unsigned type, struct pp_worker *w,
 	} u;
 	msg.msg_iov = &iov;
 	msg.msg_iovlen = 1;
-	if (fds != NULL) {
-		memset(&u, 0, sizeof(u));
-		msg.msg_control = u.space;
-		msg.msg_controllen = sizeof(u.space);
-		struct cmsghdr *h = CMSG_FIRSTHDR(&msg);
-		h->cmsg_level = SOL_SOCKET;
-		h->cmsg_type = SCM_RIGHTS;
-		h->cmsg_len = CMSG_LEN(2 * sizeof(int));
-		memcpy(CMSG_DATA(h), fds, 2 * sizeof(int));
-	}
+	if (fds != NULL)
+		fut__pp_attach_fds(&msg, u.space, sizeof(u.space), fds, 2);
 	for (;;) {
 		ssize_t n =
 			sendmsg(p->fs_sock, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -105,10 +97,23 @@ static void close_fd(int *fd)
 	}
 }
 
-/* Back to a free slot (its jobs already dealt with). */
+/* Nothing more goes to w: it reads EOF on its task socket, whose other
+ * direction stays open for the memfds of its shared results. */
+static void task_shut(struct pp_worker *w)
+{
+	if (w->task_fd < 0)
+		return;
+	(void)shutdown(w->task_fd, SHUT_WR);
+	w->back_fd = w->task_fd;
+	w->task_fd = -1;
+}
+
+/* Back to a free slot (its jobs already dealt with).  A memfd it sent
+ * that we never took is closed with the socket. */
 static void worker_clear(struct pp_worker *w)
 {
 	close_fd(&w->task_fd);
+	close_fd(&w->back_fd);
 	close_fd(&w->result_fd);
 	fut__wire_dec_fini(&w->dec);
 	fut__free(w->bad_frame);
@@ -125,6 +130,7 @@ static void worker_clear(struct pp_worker *w)
 	w->kill_id = 0;
 	w->olen = w->ooff = 0;
 	w->opay = NULL;
+	w->ofd = -1;
 	w->opaylen = w->opayoff = 0;
 }
 
@@ -188,7 +194,8 @@ static void worker_kill(struct mgr *m, struct pp_worker *w, int reason,
 	/* Nothing more goes to it. */
 	w->olen = w->ooff = 0;
 	w->opay = NULL;
-	close_fd(&w->task_fd);
+	w->ofd = -1;
+	task_shut(w);
 	w->state = PW_RETIRING;
 	if (w->pid > 0 && !w->exited && !w->orphan)
 		(void)ctl_send(m->p, FUT__WIRE_CTL_KILL, w, 0, NULL);
@@ -197,9 +204,10 @@ static void worker_kill(struct mgr *m, struct pp_worker *w, int reason,
 /* Tells w to exit once it has answered what it has (EOF on its input). */
 static void worker_retire(struct pp_worker *w)
 {
-	close_fd(&w->task_fd);
+	task_shut(w);
 	w->olen = w->ooff = 0;
 	w->opay = NULL;
+	w->ofd = -1;
 	w->state = PW_RETIRING;
 }
 
@@ -368,7 +376,7 @@ static void on_hello(struct mgr *m, struct pp_worker *w,
 		 "the initializer failed in a worker process (returned %d)",
 		 (int)r->code);
 	w->state = PW_RETIRING;
-	close_fd(&w->task_fd);
+	task_shut(w);
 	pool_break(m, why);
 }
 
@@ -388,8 +396,28 @@ static void on_result(struct mgr *m, struct pp_worker *w,
 	j->next = NULL;
 	if (j->frame_last)
 		w->frames--;
+	/* It ran: its input will not be sent again. */
+	fut__pp_job_input_close(j);
+	if (r->kind == FUT__WIRE_R_SHARED) {
+		uint64_t len = fut__wire_get_u64(r->data);
+		if (r->owned)
+			fut__free(r->data);
+		int fd = fut__pp_take_fd(w);
+		if (fd >= 0) {
+			fut__pp_complete_shared(j, fd, len);
+			return;
+		}
+		int err = errno;
+		fut__pp_job_end(j, FUT_ESYS, err, 0,
+				"cannot take in the task's result (shared "
+				"memory): %s",
+				strerror(err));
+		if (err == EPROTO)
+			bad_frame(m, w, "a shared result without its memfd");
+		return;
+	}
 	if (r->kind == FUT__WIRE_R_BYTES && r->len != 0 && r->len <= j->len &&
-	    !r->owned) {
+	    !r->owned && !(j->shared & PP_SHARED_INPUT)) {
 		/* A result no longer than the input takes the input's place
 		 * in the job block: no allocation per task. */
 		memcpy(j->input, r->data, r->len);
@@ -622,7 +650,7 @@ static void fs_restart(struct mgr *m)
 			continue;
 		}
 		w->orphan = true;
-		close_fd(&w->task_fd);
+		task_shut(w);
 		w->state = PW_RETIRING;
 		if (w->eof)
 			finalize(m, w);
@@ -859,9 +887,15 @@ static void loop(struct mgr *m)
 	struct ppool *p = m->p;
 	for (;;) {
 		m->now = fut__now_ns();
-		atomic_store(&p->wake_pending, false);
+		/* Drain, then clear: cleared first, a waker's write landing
+		 * in between was drained with the flag left set, and every
+		 * later waker, seeing it set, wrote nothing while we slept in
+		 * poll (a lost wake-up: an interrupt after a burst of
+		 * submits hung under valgrind).  Work published before a
+		 * waker's flag is read below, after the clear. */
 		uint64_t v;
 		(void)!read(p->wake_fd, &v, sizeof(v));
+		atomic_store(&p->wake_pending, false);
 		pthread_mutex_lock(&p->lock);
 		bool all = p->interrupt_all;
 		p->interrupt_all = false;

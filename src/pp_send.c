@@ -5,7 +5,9 @@
  * of a submit_many chunk up to FRAME_BYTES of inputs), claiming each job
  * (a job cancelled while queued is dropped here), encoding the frame into
  * the worker's output buffer, and writing it with non-blocking sendmsg:
- * the buffer first, then a large input straight from its job block.
+ * the buffer first, then a large input straight from its job block; an
+ * input in shared memory is a SHARED record whose memfd (the job's) rides
+ * with the frame's first bytes as SCM_RIGHTS.
  * Threads: the manager thread only (pp_manager.c calls these).
  * Locks: fut__pp_pop_batch_locked and fut__pp_queued_chunks_locked run
  * under p->lock, held by the caller; the rest under none.
@@ -39,6 +41,15 @@ void fut__pp_flush_out(struct pp_worker *w)
 		struct msghdr msg = { 0 };
 		msg.msg_iov = iov;
 		msg.msg_iovlen = (size_t)n;
+		union {
+			struct cmsghdr h;
+			char space[CMSG_SPACE(sizeof(int))];
+		} u;
+		/* A shared input's memfd rides with the first bytes that
+		 * go, which come no later than its record. */
+		if (w->ofd >= 0)
+			fut__pp_attach_fds(&msg, u.space, sizeof(u.space),
+					   &w->ofd, 1);
 		ssize_t got =
 			sendmsg(w->task_fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (got < 0 && errno == EINTR)
@@ -49,8 +60,10 @@ void fut__pp_flush_out(struct pp_worker *w)
 			/* It is gone: its EXITED will settle its jobs. */
 			w->olen = w->ooff = 0;
 			w->opay = NULL;
+			w->ofd = -1;
 			return;
 		}
+		w->ofd = -1; /* sent: the worker has its own copy */
 		size_t left = (size_t)got;
 		size_t a = w->olen - w->ooff;
 		if (left >= a) {
@@ -101,6 +114,7 @@ size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,
 		if (j->requeued == 0) {
 			if (fut__future_start(&j->fut) != FUT_OK) {
 				/* Cancelled while queued: done already. */
+				fut__pp_job_input_close(j);
 				fut_release(&j->fut);
 				dropped++;
 				continue;
@@ -111,10 +125,14 @@ size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,
 			fut__pp_job_end(j, FUT_ECANCELLED, 0, 0, "interrupted");
 			continue;
 		}
-		bool inline_input = j->len <= FRAME_BYTES;
+		int in_fd = fut__pp_job_input_fd(j);
+		bool inline_input = in_fd < 0 && j->len <= FRAME_BYTES;
+		size_t payload = in_fd >= 0 ? FUT__WIRE_SHARED_LEN : j->len;
 		if (!ok ||
 		    !obuf_reserve(w, FUT__WIRE_REC_HDR +
-					     (inline_input ? j->len : 0))) {
+					     (in_fd >= 0 || inline_input ?
+						      payload :
+						      0))) {
 			ok = false;
 			fut__pp_job_end(j, FUT_ENOMEM, 0, 0,
 					"out of memory for the task frame");
@@ -122,9 +140,17 @@ size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,
 		}
 		j->id = p->next_id++;
 		fut__wire_put_record(w->obuf + w->olen, j->id,
-				     (uint64_t)(uintptr_t)j->fn, 0, 0, j->len);
+				     (uint64_t)(uintptr_t)j->fn,
+				     in_fd >= 0 ? FUT__WIRE_T_SHARED : 0, 0,
+				     payload);
 		w->olen += FUT__WIRE_REC_HDR;
-		if (inline_input) {
+		if (in_fd >= 0) {
+			/* It travels alone in its frame (its len is large):
+			 * one memfd pending per worker at most. */
+			fut__wire_put_u64(w->obuf + w->olen, j->len);
+			w->olen += FUT__WIRE_SHARED_LEN;
+			w->ofd = in_fd;
+		} else if (inline_input) {
 			if (j->len != 0)
 				memcpy(w->obuf + w->olen, j->input, j->len);
 			w->olen += j->len;
@@ -133,7 +159,7 @@ size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,
 			w->opaylen = j->len;
 			w->opayoff = 0;
 		}
-		body += FUT__WIRE_REC_HDR + (uint64_t)j->len;
+		body += FUT__WIRE_REC_HDR + (uint64_t)payload;
 		count++;
 		j->frame_last = false;
 		if (last != NULL)

@@ -2,8 +2,9 @@
  * process_pool.c: the process-pool executor, its caller side.
  *
  * Owns: the pool object, its queue of jobs (a job is a task and its future
- * in one block, the input copied behind it), submission, shutdown and
- * free.  Everything that touches a process or a pipe is the manager
+ * in one block, the input copied behind it, or from 256 KiB into a sealed
+ * memfd whose fd the block keeps until the outcome), submission, shutdown
+ * and free.  Everything that touches a process or a pipe is the manager
  * thread's (pp_manager.c); worker.c is the children's side.
  * Threads: any caller thread submits; the manager thread takes jobs off
  * the queue and completes them (done callbacks run there).
@@ -16,6 +17,7 @@
  * on the pool each; the last one frees it.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -65,6 +67,9 @@ static void job_destroy(fut_future *f)
 {
 	struct pp_job *j = (struct pp_job *)(void *)f;
 	struct ppool *p = j->pool;
+	if (j->shared & PP_SHARED_RESULT)
+		(void)munmap(j->fut.value, j->fut.len);
+	fut__pp_job_input_close(j);
 	if (j->slab)
 		fut__tp_block_put(j);
 	else
@@ -114,10 +119,92 @@ static struct pp_job *job_new(struct ppool *p, fut_fn fn, const void *data,
 	j->fn = fn;
 	j->len = len;
 	j->chunk_end = true;
+	j->shared = 0;
 	j->requeued = 0;
 	if (len != 0)
 		memcpy(j->input, data, len);
 	atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
+	return j;
+}
+
+int fut__pp_job_input_fd(const struct pp_job *j)
+{
+	int fd = -1;
+	if (j->shared & PP_SHARED_INPUT)
+		memcpy(&fd, j->input, sizeof(fd));
+	return fd;
+}
+
+void fut__pp_job_input_close(struct pp_job *j)
+{
+	int fd = fut__pp_job_input_fd(j);
+	if (fd < 0)
+		return;
+	(void)close(fd);
+	fd = -1;
+	memcpy(j->input, &fd, sizeof(fd));
+	atomic_fetch_sub_explicit(&j->pool->shared_inputs, 1,
+				  memory_order_relaxed);
+}
+
+/* A sealed memfd holding data[0, len), or -1 (errno set). */
+static int input_memfd(const void *data, size_t len)
+{
+	int fd = memfd_create("libfuture-input",
+			      MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return -1;
+	const char *p = data;
+	size_t left = len;
+	while (left > 0) {
+		ssize_t n = write(fd, p, left);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			int err = n < 0 ? errno : EIO;
+			(void)close(fd);
+			errno = err;
+			return -1;
+		}
+		p += n;
+		left -= (size_t)n;
+	}
+	if (fcntl(fd, F_ADD_SEALS,
+		  F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) !=
+	    0) {
+		int err = errno;
+		(void)close(fd);
+		errno = err;
+		return -1;
+	}
+	return fd;
+}
+
+/* A job whose len bytes of input wait in a memfd (the block holds its fd):
+ * the worker maps them instead of reading them off its socket.  NULL when
+ * the memfd cannot be had (no fd, no memory, FUT__PP_MAX_SHARED_INPUTS
+ * held already): the caller copies the input into the block instead. */
+static struct pp_job *job_new_shared(struct ppool *p, fut_fn fn,
+				     const void *data, size_t len)
+{
+	if (atomic_fetch_add_explicit(&p->shared_inputs, 1,
+				      memory_order_relaxed) >=
+	    FUT__PP_MAX_SHARED_INPUTS) {
+		atomic_fetch_sub_explicit(&p->shared_inputs, 1,
+					  memory_order_relaxed);
+		return NULL;
+	}
+	int fd = input_memfd(data, len);
+	struct pp_job *j = fd >= 0 ? job_new(p, fn, &fd, sizeof(fd)) : NULL;
+	if (j == NULL) {
+		if (fd >= 0)
+			(void)close(fd);
+		atomic_fetch_sub_explicit(&p->shared_inputs, 1,
+					  memory_order_relaxed);
+		return NULL;
+	}
+	j->len = len;
+	j->shared = PP_SHARED_INPUT;
 	return j;
 }
 
@@ -132,6 +219,7 @@ void fut__pp_job_end(struct pp_job *j, int code, int task_code,
 		     int crash_status, const char *fmt, ...)
 {
 	char *msg = NULL;
+	fut__pp_job_input_close(j);
 	if (fmt != NULL) {
 		va_list ap;
 		va_start(ap, fmt);
@@ -216,7 +304,11 @@ static int pp_submit(fut_executor *ex, fut_fn fn, void *arg, const void *data,
 	pthread_mutex_unlock(&p->lock);
 	if (rc != FUT_OK)
 		return rc;
-	struct pp_job *j = job_new(p, fn, data, len);
+	struct pp_job *j = NULL;
+	if (len >= FUT__TASK_SHARED_MIN)
+		j = job_new_shared(p, fn, data, len);
+	if (j == NULL)
+		j = job_new(p, fn, data, len);
 	if (j == NULL)
 		return FUT_ENOMEM;
 	rc = enqueue(p, j, j);
@@ -392,6 +484,8 @@ static int pool_alloc(struct ppool **out, const fut_process_pool_opts *o)
 		p->workers[i].slot = i;
 		p->workers[i].task_fd = -1;
 		p->workers[i].result_fd = -1;
+		p->workers[i].back_fd = -1;
+		p->workers[i].ofd = -1;
 	}
 	p->slots_bytes = p->nslots * sizeof(struct fut__worker_slot);
 	void *m = mmap(NULL, p->slots_bytes, PROT_READ | PROT_WRITE,

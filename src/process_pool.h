@@ -10,6 +10,8 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 /*
@@ -57,6 +59,27 @@ struct fut__forkserver_cfg {
 int fut__forkserver_start(const struct fut__forkserver_cfg *cfg, pid_t *pid,
 			  int *sock);
 
+/* Test hook, for a task to call in its worker: the next shared result
+ * buffer cannot be had (memfd_create fails with err), so the task gets
+ * heap memory, sent through the pipe. */
+void fut__pp_shared_fail_next(int err);
+
+/* Puts n fds into m as one SCM_RIGHTS message, in space (len bytes,
+ * zeroed here, at least CMSG_SPACE(n * sizeof(int)), aligned for a
+ * struct cmsghdr). */
+static inline void fut__pp_attach_fds(struct msghdr *m, void *space, size_t len,
+				      const int *fds, size_t n)
+{
+	memset(space, 0, len);
+	m->msg_control = space;
+	m->msg_controllen = len;
+	struct cmsghdr *c = CMSG_FIRSTHDR(m);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(n * sizeof(int));
+	memcpy(CMSG_DATA(c), fds, n * sizeof(int));
+}
+
 /* Pipe and socket buffer size asked for each worker channel. */
 #define FUT__PP_CHANNEL_BYTES (1u << 20)
 
@@ -83,8 +106,19 @@ struct pp_job {
 	bool chunk_end;	   /* the last job of its frame-sized chunk */
 	bool frame_last;   /* in flight: the last job of its frame */
 	bool slab;	   /* a recycled block (fut__tp_block_get) */
+	uint8_t shared;	   /* PP_SHARED_* */
 	unsigned requeued; /* times it went back to the queue */
 	unsigned char input[];
+};
+
+/* A job's shared memory. */
+enum {
+	/* Its result (fut.value, fut.len) is a mapping of shared memory,
+	 * unmapped when the block goes. */
+	PP_SHARED_RESULT = 1,
+	/* Its input (len bytes) is in a sealed memfd whose fd input[] holds
+	 * (-1 once closed: when its outcome came, or it ended). */
+	PP_SHARED_INPUT = 2,
 };
 
 enum {
@@ -103,9 +137,13 @@ struct pp_worker {
 	pid_t pid;
 	int task_fd;   /* our end of its task socket, -1 */
 	int result_fd; /* our end of its result pipe, -1 */
-	bool eof;      /* result pipe at EOF */
-	bool exited;   /* the fork server reported its wait status */
-	bool orphan;   /* its fork server died: ends at EOF */
+	/* Our end of its task socket once nothing more goes to it (shut
+	 * for writing, so the worker reads EOF): the memfds of its shared
+	 * results still come over it.  -1. */
+	int back_fd;
+	bool eof;    /* result pipe at EOF */
+	bool exited; /* the fork server reported its wait status */
+	bool orphan; /* its fork server died: ends at EOF */
 	int status;
 	struct pp_job *head, *tail; /* in flight, in the order it runs them */
 	unsigned frames;	    /* frames in flight */
@@ -121,6 +159,9 @@ struct pp_worker {
 	size_t ocap, olen, ooff;
 	const unsigned char *opay;
 	size_t opaylen, opayoff;
+	/* A memfd (a job's shared input, the job's) to send with the next
+	 * bytes that go out; -1. */
+	int ofd;
 	struct fut__wire_dec dec;
 };
 
@@ -139,6 +180,9 @@ struct ppool {
 	int wake_fd; /* eventfd, open until the pool is freed */
 	_Atomic bool wake_pending;
 	_Atomic bool interrupt_scan; /* some future asked fut_interrupt */
+	/* Shared inputs whose memfd the pool holds open; at most
+	 * FUT__PP_MAX_SHARED_INPUTS, beyond that inputs are copied. */
+	_Atomic uint32_t shared_inputs;
 	pthread_t manager;
 
 	pthread_mutex_t lock;
@@ -166,6 +210,10 @@ struct ppool {
 	struct pp_worker **pfd_w; /* the worker of each entry, NULL */
 };
 
+/* The most memfds of shared inputs a pool holds open at once: a queue
+ * of many large inputs must not fill the application's fd table. */
+#define FUT__PP_MAX_SHARED_INPUTS 64u
+
 /* The manager's read buffer. */
 #define FUT__PP_STAGE_BYTES (64u * 1024u)
 
@@ -179,6 +227,10 @@ void fut__pp_job_end(struct pp_job *j, int code, int task_code,
  * job is moved to *out to be failed FUT_EBROKEN by the caller. */
 void fut__pp_break_locked(struct ppool *p, const char *why,
 			  struct pp_job **out);
+/* j's shared input's fd, -1 when it has none (or it was closed). */
+int fut__pp_job_input_fd(const struct pp_job *j);
+/* Closes j's shared input's fd: its task will not be sent again. */
+void fut__pp_job_input_close(struct pp_job *j);
 /* Fails every job of list with FUT_EBROKEN and the pool's broken text
  * (no lock held; once broken, the text never changes). */
 void fut__pp_fail_broken(struct ppool *p, struct pp_job *list);
@@ -199,5 +251,13 @@ size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,
 struct pp_job *fut__pp_pop_batch_locked(struct ppool *p, size_t allowance);
 /* Caller holds p->lock: how many chunks the queue holds, up to cap. */
 size_t fut__pp_queued_chunks_locked(const struct ppool *p, size_t cap);
+
+/* pp_shared.c, for the manager thread.  The memfd w sent before its
+ * R_SHARED record: -1 with errno set (EMFILE: no fd free to take it in;
+ * EPROTO: none came). */
+int fut__pp_take_fd(struct pp_worker *w);
+/* Completes j with the len bytes of the sealed memfd fd (which it closes),
+ * mapped read-only, or fails j; drops the manager's reference to j. */
+void fut__pp_complete_shared(struct pp_job *j, int fd, uint64_t len);
 
 #endif /* FUT_PROCESS_POOL_H */

@@ -3,17 +3,38 @@
  *
  * Owns: struct fut_task's outcome: what the task settled (a pointer, bytes
  * it owns, or a failure with a code and a message), and handing it to the
- * future (thread pools) -- the process worker encodes it instead.
+ * future (thread pools) -- the process worker encodes it instead.  Also the
+ * result buffer a task writes in place (fut_task_result_buffer): heap
+ * memory that becomes the outcome's bytes when the task returns, or in a
+ * process worker, from FUT__TASK_SHARED_MIN bytes, a shared mapping the
+ * worker makes (fut__task_shared_fn) and hands to the caller whole.
  * Threads: the thread running the task; fut_task_cancelled() reads the
  * future's flags word, written by whoever calls fut_interrupt().
  * Locks: none: one task runs in one thread at a time.
  */
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "internal.h"
 
 fut_task *fut__task_emit_for;
 void (*fut__task_emit_fn)(fut_task *t, const void *data, size_t len);
+void *(*fut__task_shared_fn)(size_t len, int *fd);
+
+/* Frees t's result buffer, if it has one. */
+static void buffer_drop(fut_task *t)
+{
+	if (t->buffer_fd >= 0) {
+		(void)munmap(t->buffer, t->buffer_len);
+		(void)close(t->buffer_fd);
+	} else {
+		fut__free(t->buffer);
+	}
+	t->buffer = NULL;
+	t->buffer_len = 0;
+	t->buffer_fd = -1;
+}
 
 void fut__task_init(fut_task *t, fut_fn fn, void *arg, const void *input,
 		    size_t input_len, const _Atomic uint32_t *interrupt)
@@ -28,11 +49,33 @@ void fut__task_init(fut_task *t, fut_fn fn, void *arg, const void *input,
 	t->value = NULL;
 	t->len = 0;
 	t->message = NULL;
+	t->buffer = NULL;
+	t->buffer_len = 0;
+	t->buffer_fd = -1;
 }
 
 void fut__task_run(fut_task *t)
 {
 	t->fn(t);
+	if (t->buffer == NULL)
+		return;
+	if (t->outcome != FUT__OUT_NONE) {
+		/* It settled otherwise (failed, or returned other bytes). */
+		buffer_drop(t);
+		return;
+	}
+	if (t->buffer_fd >= 0) {
+		t->outcome = FUT__OUT_SHARED;
+	} else {
+		t->outcome = FUT__OUT_BYTES;
+		if (t->buffer_len == 0)
+			fut__free(t->buffer); /* the 1-byte stand-in */
+	}
+	t->value = t->buffer_len != 0 ? t->buffer : NULL;
+	t->len = t->buffer_len;
+	/* An OUT_SHARED keeps buffer_fd: the worker sends it. */
+	t->buffer = NULL;
+	t->buffer_len = 0;
 }
 
 int fut__task_finish(fut_task *t, fut_future *f)
@@ -68,6 +111,12 @@ void fut__task_clear(fut_task *t)
 {
 	if (t->outcome == FUT__OUT_BYTES)
 		fut__free(t->value);
+	if (t->outcome == FUT__OUT_SHARED) {
+		(void)munmap(t->value, t->len);
+		(void)close(t->buffer_fd);
+		t->buffer_fd = -1;
+	}
+	buffer_drop(t);
 	fut__free(t->message);
 	t->outcome = FUT__OUT_NONE;
 	t->value = NULL;
@@ -120,6 +169,30 @@ int fut_task_return_bytes(fut_task *t, const void *data, size_t len)
 	t->value = copy;
 	t->len = len;
 	return FUT_OK;
+}
+
+void *fut_task_result_buffer(fut_task *t, size_t len)
+{
+	if (t == NULL || len > FUT_MAX_BYTES || t->outcome != FUT__OUT_NONE)
+		return NULL;
+	void *b = NULL;
+	int fd = -1;
+	if (t == fut__task_emit_for && fut__task_shared_fn != NULL &&
+	    len >= FUT__TASK_SHARED_MIN)
+		b = fut__task_shared_fn(len, &fd);
+	if (b == NULL) {
+		/* No shared memory (no fd, no memory): the pipe, as for
+		 * fut_task_return_bytes. */
+		fd = -1;
+		b = fut__malloc(len != 0 ? len : 1);
+		if (b == NULL)
+			return NULL;
+	}
+	buffer_drop(t);
+	t->buffer = b;
+	t->buffer_len = len;
+	t->buffer_fd = fd;
+	return b;
 }
 
 int fut_task_fail(fut_task *t, int task_code, const char *fmt, ...)

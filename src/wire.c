@@ -67,6 +67,16 @@ static uint64_t get_u64(const unsigned char *p)
 	return v;
 }
 
+void fut__wire_put_u64(void *buf, uint64_t v)
+{
+	put_u64(buf, v);
+}
+
+uint64_t fut__wire_get_u64(const void *buf)
+{
+	return get_u64(buf);
+}
+
 void fut__wire_put_frame(void *buf, unsigned type, uint32_t count,
 			 uint64_t body_len)
 {
@@ -162,8 +172,12 @@ static const char *check_record(unsigned type, const struct fut__wire_rec *r)
 	case FUT__WIRE_TASKS:
 		if (r->id == 0 || r->fn == 0)
 			return "task record without id or function";
-		if (r->kind != 0 || r->code != 0)
+		if ((r->kind != 0 && r->kind != FUT__WIRE_T_SHARED) ||
+		    r->code != 0)
 			return "task record with a result field set";
+		if (r->kind == FUT__WIRE_T_SHARED &&
+		    r->len != FUT__WIRE_SHARED_LEN)
+			return "shared task record of a bad length";
 		return NULL;
 	case FUT__WIRE_RESULTS:
 		if (r->id == 0 || r->fn != 0)
@@ -179,6 +193,9 @@ static const char *check_record(unsigned type, const struct fut__wire_rec *r)
 		if (r->kind == FUT__WIRE_R_FAIL &&
 		    r->len > FUT__WIRE_MAX_MESSAGE)
 			return "failure message too long";
+		if (r->kind == FUT__WIRE_R_SHARED &&
+		    r->len != FUT__WIRE_SHARED_LEN)
+			return "shared result record of a bad length";
 		return NULL;
 	default: /* FUT__WIRE_HELLO */
 		if (r->id != 0 || r->fn != 0 || r->len != 0)

@@ -26,6 +26,10 @@
 #define FUT__WIRE_MAX_RECORDS 65536u
 /* Longest failure message a worker may send. */
 #define FUT__WIRE_MAX_MESSAGE 65536u
+/* An R_SHARED record's payload. */
+#define FUT__WIRE_SHARED_LEN 8u
+void fut__wire_put_u64(void *buf, uint64_t v);
+uint64_t fut__wire_get_u64(const void *buf);
 
 /* Frame types. */
 enum {
@@ -34,13 +38,23 @@ enum {
 	FUT__WIRE_HELLO = 3,   /* worker -> parent: one record, the init */
 };
 
-/* Record kinds: a task has kind 0; a result one of these. */
+/* A task record's kind: 0, its payload the input; or T_SHARED, its
+ * payload the u64 length of an input in shared memory, whose memfd comes
+ * over the task socket (SCM_RIGHTS) with or before this record. */
+enum {
+	FUT__WIRE_T_SHARED = 1,
+};
+
+/* Result record kinds. */
 enum {
 	FUT__WIRE_R_NONE = 0,  /* returned nothing */
 	FUT__WIRE_R_BYTES = 1, /* payload: the result bytes */
 	FUT__WIRE_R_VALUE = 2, /* returned a pointer: FUT_ENOTSUP */
 	FUT__WIRE_R_FAIL = 3,  /* code: the task code; payload: message */
-	FUT__WIRE_R_NKINDS = 4,
+	/* payload: the u64 length of a result in shared memory, whose memfd
+	 * came over the task socket (SCM_RIGHTS) before this record */
+	FUT__WIRE_R_SHARED = 4,
+	FUT__WIRE_R_NKINDS = 5,
 };
 
 /* A hello record: kind 0 the initializer succeeded, 1 it failed (code). */

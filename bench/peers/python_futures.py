@@ -1,4 +1,4 @@
-"""concurrent.futures on W1-W6: the reference model, two workers.
+"""concurrent.futures on W1-W6e: the reference model, two workers.
 
 Thread pool (python-tpe): W1-W3; process pool (python-ppe): W3-W6.  Python
 runs far fewer iterations per second than C, so W1 uses 200,000 tasks and
@@ -31,6 +31,14 @@ def echo(b):
 
 def blob(n):
     return bytes(range(256)) * (n // 256)
+
+
+W6E_UNIT = bytes((i * 31 + 7) & 0xFF for i in range(256))
+
+
+def fill(n):
+    """W6e's task: allocates and fills n bytes (libfuture's pattern)."""
+    return W6E_UNIT * (n // 256)
 
 
 def spin(seed):
@@ -98,6 +106,30 @@ def main():
             check(len(out) == n and all(b == msg for b in out), "W5 echo")
             report("W5", f"python-ppe-chunk{chunk}", n, "rate",
                    f"{n / (time.perf_counter() - t):.0f}")
+
+        # W5 on distinct items (each holds its index), every one checked:
+        # the comparison for libfuture's W5-one-call.
+        n = n_of(200000)
+        items = [i.to_bytes(8, "little") +
+                 ((i * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF).to_bytes(
+                     8, "little") for i in range(n)]
+        t = time.perf_counter()
+        out = list(ex.map(echo, items, chunksize=1000))
+        d = time.perf_counter() - t
+        check(out == items, "W5 distinct echo")
+        report("W5-distinct", "python-ppe-chunk1000", n, "rate",
+               f"{n / d:.0f}")
+
+        # W6e: the task makes 64 MiB, the caller reads every byte.
+        size = 64 << 20
+        want = W6E_UNIT * (size // 256)
+        t = time.perf_counter()
+        r = ex.submit(fill, size).result()
+        ok = r == want
+        d = time.perf_counter() - t
+        check(ok, "W6e bytes")
+        report("W6e", "python-ppe", 1, "MBps", f"{size / d / 1e6:.0f}")
+        del r, want
 
         size = 64 << 20
         t = time.perf_counter()

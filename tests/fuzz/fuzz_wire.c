@@ -84,14 +84,18 @@ static void check_record(unsigned dir, const struct fut__wire_rec *r)
 	switch (r->type) {
 	case FUT__WIRE_TASKS:
 		check(dir == FUT__WIRE_TO_WORKER);
-		check(r->id != 0 && r->fn != 0 && r->kind == 0 && r->code == 0);
+		check(r->id != 0 && r->fn != 0 && r->code == 0);
+		check(r->kind == 0 || (r->kind == FUT__WIRE_T_SHARED &&
+				       r->len == FUT__WIRE_SHARED_LEN));
 		break;
 	case FUT__WIRE_RESULTS:
 		check(dir == FUT__WIRE_TO_PARENT);
 		check(r->id != 0 && r->fn == 0 && r->kind < FUT__WIRE_R_NKINDS);
 		check(r->kind == FUT__WIRE_R_FAIL || r->code == 0);
 		check(r->kind == FUT__WIRE_R_BYTES ||
-		      r->kind == FUT__WIRE_R_FAIL || r->len == 0);
+		      r->kind == FUT__WIRE_R_FAIL || r->len == 0 ||
+		      (r->kind == FUT__WIRE_R_SHARED &&
+		       r->len == FUT__WIRE_SHARED_LEN));
 		check(r->kind != FUT__WIRE_R_FAIL ||
 		      r->len <= FUT__WIRE_MAX_MESSAGE);
 		break;

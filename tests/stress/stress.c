@@ -21,6 +21,9 @@
  * and says what each thread and main were doing; STRESS_ON_HANG="cmd"
  * runs `cmd <pid>` before that (a debugger's backtrace of every thread).
  *
+ * Some tasks write their result in fut_task_result_buffer, one in eight
+ * of them past 256 KiB (shared memory on the process pool).
+ *
  * Executors come from a table of kinds: three thread pools and a process
  * pool.  Under AddressSanitizer the process pool is left out: the ASan
  * runtime of gcc 12 and clang 14 does not take its allocator's lock
@@ -135,7 +138,7 @@ static fut_executor *pools[NKINDS];
 
 static _Atomic long submitted, finals, extras_added, extras_run,
 	callback_submits, nested_submits, swaps, self_frees, ops, retired,
-	released_early, timed_out_waits, eagains;
+	released_early, timed_out_waits, eagains, large_buffers;
 static _Atomic long failures;
 
 #define CHECK(cond)                                                            \
@@ -175,7 +178,8 @@ enum task_kind {
 	K_SLOW,
 	K_NESTED,
 	K_SWAP,
-	K_CRASH
+	K_CRASH,
+	K_BUFFER
 };
 
 /* A task's input, by value: the same bytes on every executor. */
@@ -195,6 +199,19 @@ static uint64_t expected_value(uint32_t n)
 static int expected_code(uint32_t n)
 {
 	return (int)(n % 1000) + 1;
+}
+
+/* K_BUFFER's result length: mostly the 8 bytes of the value, one in
+ * eight times past 256 KiB (shared memory on a process pool). */
+static size_t buffer_len(uint32_t n)
+{
+	return n % 8 == 0 ? (size_t)(256 << 10) + n % 4096 : 8;
+}
+
+/* K_BUFFER's byte i (from 8 on). */
+static unsigned char buffer_byte(uint32_t n, size_t i)
+{
+	return (unsigned char)(i * 7 + n);
 }
 
 static void task(fut_task *t);
@@ -307,6 +324,19 @@ static void task(fut_task *t)
 	case K_CRASH: /* only ever given to an executor that may crash */
 		raise(SIGKILL);
 		break;
+	case K_BUFFER: {
+		/* The value, then a pattern, written in the result buffer. */
+		size_t blen = buffer_len(in.n);
+		unsigned char *b = fut_task_result_buffer(t, blen);
+		CHECK(b != NULL);
+		if (b == NULL)
+			break;
+		uint64_t v = expected_value(in.n);
+		memcpy(b, &v, sizeof(v));
+		for (size_t i = sizeof(v); i < blen; i++)
+			b[i] = buffer_byte(in.n, i);
+		return;
+	}
 	default:
 		break;
 	}
@@ -364,10 +394,21 @@ static void verify(fut_future *f, const struct input *in)
 		} else {
 			CHECK(fut_result_bytes(f, 0, &d, &len) == FUT_OK);
 			uint64_t got = 0;
-			CHECK(len == sizeof(got));
-			if (len == sizeof(got))
+			size_t want = in->task == K_BUFFER ? buffer_len(in->n) :
+							     sizeof(got);
+			CHECK(len == want);
+			if (len == want)
 				memcpy(&got, d, sizeof(got));
 			CHECK(got == expected_value(in->n));
+			/* A sample of the rest, and its last byte. */
+			const unsigned char *b = d;
+			if (len == want && len > sizeof(got)) {
+				large_buffers++;
+				for (size_t i = sizeof(got); i < len; i += 4093)
+					CHECK(b[i] == buffer_byte(in->n, i));
+				CHECK(b[len - 1] ==
+				      buffer_byte(in->n, len - 1));
+			}
 		}
 		break;
 	}
@@ -524,8 +565,11 @@ static void op_submit(struct worker *w, uint32_t roll)
 		in.task = K_SWAP;
 	else if (t == 34 && k->may_crash)
 		in.task = K_CRASH;
+	else if (t >= 35 && t < 38)
+		in.task = K_BUFFER;
 	uint32_t many = roll % 7 == 0 ? 1 + next_rand(&w->seed) % 8 : 1;
-	bool pointer = many == 1 && k->pointer_tasks && roll % 5 == 0;
+	bool pointer = many == 1 && k->pointer_tasks && roll % 5 == 0 &&
+		       in.task != K_BUFFER;
 	fut_future *fs[8];
 	struct note *notes[8];
 	struct input ins[8];
@@ -925,13 +969,13 @@ int main(int argc, char **argv)
 	printf("stress: ops=%ld submitted=%ld finals=%ld retired=%ld "
 	       "released_early=%ld extras=%ld callback_submits=%ld "
 	       "nested_submits=%ld swaps=%ld self_frees=%ld timed_out_waits=%ld "
-	       "eagain=%ld "
+	       "eagain=%ld large_buffers=%ld "
 	       "fds=%d/%d threads=%d/%d failures=%ld\n",
 	       (long)ops, (long)submitted, (long)finals, (long)retired,
 	       (long)released_early, (long)extras_run, (long)callback_submits,
 	       (long)nested_submits, (long)swaps, (long)self_frees,
-	       (long)timed_out_waits, (long)eagains, fds0, fds1, threads0,
-	       threads1, (long)failures);
+	       (long)timed_out_waits, (long)eagains, (long)large_buffers, fds0,
+	       fds1, threads0, threads1, (long)failures);
 	if (failures != 0) {
 		printf("stress: FAILED (seed=%llu)\n",
 		       (unsigned long long)seed);

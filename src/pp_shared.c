@@ -1,0 +1,99 @@
+/*
+ * pp_shared.c: the process pool's results in shared memory, the caller's
+ * side (the worker's is in worker.c, the task's buffer in task.c).
+ *
+ * Owns: taking in the memfd a worker sent over its task socket
+ * (SCM_RIGHTS) before the R_SHARED record that names its length, checking
+ * its seals and size, mapping it read-only and completing the job with a
+ * pointer into the mapping; the job block unmaps it when it goes
+ * (process_pool.c, job_destroy).  The fd is closed once mapped: a result
+ * held costs the caller one mapping and no fd.
+ * Threads: the manager thread only.
+ * Locks: none (the worker's fds are the manager's alone).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "process_pool.h"
+
+/* How the caller's mapping of a shared result is made: its pages are
+ * populated in one call (docs/design-process-pool.md has the numbers). */
+#ifndef FUT__PP_MAP_FLAGS
+#define FUT__PP_MAP_FLAGS MAP_POPULATE
+#endif
+
+/* The memfd w sent before its R_SHARED record: -1 with errno set
+ * (EMFILE: we had no fd free to take it in; EPROTO: none came). */
+int fut__pp_take_fd(struct pp_worker *w)
+{
+	int sock = w->task_fd >= 0 ? w->task_fd : w->back_fd;
+	unsigned char byte;
+	struct iovec iov = { &byte, 1 };
+	union {
+		struct cmsghdr h;
+		char space[CMSG_SPACE(sizeof(int))];
+	} u;
+	struct msghdr msg = { 0 };
+	msg.msg_iov = &iov;
+	msg.msg_iovlen = 1;
+	msg.msg_control = u.space;
+	msg.msg_controllen = sizeof(u.space);
+	ssize_t n;
+	do
+		n = recvmsg(sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	struct cmsghdr *c = n == 1 ? CMSG_FIRSTHDR(&msg) : NULL;
+	if (c != NULL && c->cmsg_level == SOL_SOCKET &&
+	    c->cmsg_type == SCM_RIGHTS &&
+	    c->cmsg_len == CMSG_LEN(sizeof(int))) {
+		int fd;
+		memcpy(&fd, CMSG_DATA(c), sizeof(fd));
+		return fd;
+	}
+	/* The kernel drops an fd it cannot install, and says so. */
+	errno = n == 1 && (msg.msg_flags & MSG_CTRUNC) ? EMFILE : EPROTO;
+	return -1;
+}
+
+/* Maps the result j's worker left in shared memory (len bytes, the memfd
+ * fd) read-only, its pages populated in one call, and completes j with a
+ * pointer into the mapping, which j's block unmaps when it goes. */
+void fut__pp_complete_shared(struct pp_job *j, int fd, uint64_t len)
+{
+	int seals = fcntl(fd, F_GET_SEALS);
+	struct stat st;
+	int need = F_SEAL_SHRINK | F_SEAL_GROW;
+	if (seals < 0 || (seals & need) != need || fstat(fd, &st) != 0 ||
+	    len == 0 || len > FUT_MAX_BYTES || (uint64_t)st.st_size < len) {
+		(void)close(fd);
+		fut__pp_job_end(j, FUT_ESYS, EPROTO, 0,
+				"the worker's shared result is not sealed "
+				"to its length");
+		return;
+	}
+	void *map = mmap(NULL, (size_t)len, PROT_READ,
+			 MAP_SHARED | FUT__PP_MAP_FLAGS, fd, 0);
+	int err = errno;
+	(void)close(fd);
+	if (map == MAP_FAILED) {
+		fut__pp_job_end(j, err == ENOMEM ? FUT_ENOMEM : FUT_ESYS,
+				err == ENOMEM ? 0 : err, 0,
+				"cannot map the task's result: %s",
+				strerror(err));
+		return;
+	}
+	j->shared |= PP_SHARED_RESULT;
+	if (fut__future_complete_borrowed(&j->fut, map, (size_t)len) !=
+	    FUT_OK) {
+		j->shared &= (uint8_t)~PP_SHARED_RESULT;
+		(void)munmap(map, (size_t)len);
+	}
+	fut_release(&j->fut);
+}
