@@ -69,9 +69,14 @@ $(STATIC): $(OBJS)
 	rm -f $@
 	ar rcs $@ $^
 
-$(SHARED): $(OBJS) libfuture.map
+# libfuture.map with the version written into its private node.
+$(BUILD)/libfuture.map: libfuture.map include/future.h
+	@mkdir -p $(dir $@)
+	sed 's/@VERSION@/$(VERSION)/' libfuture.map >$@
+
+$(SHARED): $(OBJS) $(BUILD)/libfuture.map
 	$(CC) $(ALL_CFLAGS) -shared -Wl,-soname,$(SONAME) \
-		-Wl,--version-script=libfuture.map -o $@ $(OBJS) $(LDFLAGS)
+		-Wl,--version-script=$(BUILD)/libfuture.map -o $@ $(OBJS) $(LDFLAGS)
 
 $(BUILD)/libfuture.so: $(SHARED)
 	ln -sf libfuture.so.$(VERSION) $(BUILD)/$(SONAME)
@@ -121,7 +126,8 @@ check: deps
 check-build:
 	$(MAKE) --no-print-directory CC=gcc BUILD=build/gcc all
 	$(MAKE) --no-print-directory CC=clang BUILD=build/clang all
-	sh tests/check_exports.sh build/gcc/libfuture.so include/future.h
+	sh tests/check_exports.sh build/gcc/libfuture.so include/future.h \
+		build/gcc/libfuture.map
 	sh tests/check_docs.sh include/future.h docs/api.md docs/man
 	sh tests/check_style.sh build/gcc/libfuture.a
 

@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "internal.h"
+
 #define FUT__WIRE_MAGIC 0xFBu
 #define FUT__WIRE_VERSION 1u
 #define FUT__WIRE_FRAME_HDR 16u
@@ -91,16 +93,16 @@ struct fut__wire_dec {
 	const char *error;
 };
 
-void fut__wire_dec_init(struct fut__wire_dec *d, unsigned dir);
+FUT__PRIVATE void fut__wire_dec_init(struct fut__wire_dec *d, unsigned dir);
 /* Frees a payload still being gathered. */
-void fut__wire_dec_fini(struct fut__wire_dec *d);
+FUT__PRIVATE void fut__wire_dec_fini(struct fut__wire_dec *d);
 
 /*
  * Consumes bytes from buf[0..len), sets *used to how many.  RECORD: *rec
  * holds the next record (when !rec->owned its data points into buf, valid
  * while buf is);  MORE: everything was used;  EBAD, ENOMEM: stop.
  */
-int fut__wire_dec_feed(struct fut__wire_dec *d, const void *buf, size_t len,
+FUT__PRIVATE int fut__wire_dec_feed(struct fut__wire_dec *d, const void *buf, size_t len,
 		       size_t *used, struct fut__wire_rec *rec);
 /*
  * While a large payload is being gathered into its own buffer, where the
@@ -117,10 +119,10 @@ int fut__wire_dec_direct_done(struct fut__wire_dec *d, size_t n,
 bool fut__wire_dec_idle(const struct fut__wire_dec *d);
 
 /* Writes a frame header into buf[0..FUT__WIRE_FRAME_HDR). */
-void fut__wire_put_frame(void *buf, unsigned type, uint32_t count,
+FUT__PRIVATE void fut__wire_put_frame(void *buf, unsigned type, uint32_t count,
 			 uint64_t body_len);
 /* Writes a record header into buf[0..FUT__WIRE_REC_HDR). */
-void fut__wire_put_record(void *buf, uint64_t id, uint64_t fn, uint32_t kind,
+FUT__PRIVATE void fut__wire_put_record(void *buf, uint64_t id, uint64_t fn, uint32_t kind,
 			  int32_t code, uint64_t len);
 
 /*
