@@ -110,8 +110,21 @@ void fut__mpi_client_info(const fut_executor *ex, int *servers, int *rank)
 		*rank = c->s.rank;
 }
 
+static _Atomic long live;
+
+size_t fut__mpi_live_objects(void)
+{
+	return (size_t)atomic_load(&live);
+}
+
+void fut__mpi_live_count(int delta)
+{
+	atomic_fetch_add_explicit(&live, delta, memory_order_relaxed);
+}
+
 static void client_free(struct mclient *c)
 {
+	fut__mpi_live_count(-1);
 	for (int r = 0; c->ranks != NULL && r < c->s.size; r++)
 		fut__wire_dec_fini(&c->ranks[r].dec);
 	fut__free(c->ranks);
@@ -149,6 +162,7 @@ static void job_destroy(fut_future *f)
 	struct mjob *j = (struct mjob *)(void *)f;
 	struct mclient *c = j->c;
 	fut__free(j);
+	fut__mpi_live_count(-1);
 	client_unref(c);
 }
 
@@ -188,6 +202,7 @@ static struct mjob *job_new(struct mclient *c, uint32_t name, const void *data,
 	if (len != 0)
 		memcpy(j->input, data, len);
 	atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+	fut__mpi_live_count(1);
 	return j;
 }
 
@@ -828,6 +843,7 @@ int fut__mpi_client_new(fut_executor **out, struct fut__mpi_setup *setup)
 	struct mclient *c = fut__calloc(1, sizeof(*c));
 	if (c == NULL)
 		goto nomem;
+	fut__mpi_live_count(1);
 	c->s = *setup;
 	setup->common = NULL;
 	c->keyval = MPI_KEYVAL_INVALID;
@@ -836,6 +852,7 @@ int fut__mpi_client_new(fut_executor **out, struct fut__mpi_setup *setup)
 	if (c->ranks == NULL) {
 		fut__free(c->s.common);
 		fut__free(c);
+		fut__mpi_live_count(-1);
 		goto nomem;
 	}
 	for (int r = 0; r < c->s.size; r++)

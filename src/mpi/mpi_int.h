@@ -113,6 +113,13 @@ void fut__mpi_nap(pthread_mutex_t *lock, pthread_cond_t *cv, bool *wake,
 /* ------------------------------------------------------------------ */
 /* client.c and server.c                                                */
 
+/* Test hook (LSan cannot check MPI programs): the library's live objects
+ * in this process: clients, their jobs, server tasks.  0 once every
+ * executor was freed and every future released. */
+size_t fut__mpi_live_objects(void);
+/* Counts one object more (+1) or less (-1). */
+void fut__mpi_live_count(int delta);
+
 struct fut__mpi_setup {
 	MPI_Comm comm; /* the duplicate, owned by the executor */
 	int rank, size, root;

@@ -127,6 +127,7 @@ static void run_one(struct server *s, struct stask *st)
 	pthread_mutex_unlock(&s->lock);
 	fut__task_clear(&t);
 	fut__free(st);
+	fut__mpi_live_count(-1);
 }
 
 /* Caller holds s->lock: takes the next task, or NULL. */
@@ -221,6 +222,7 @@ static void on_task(struct server *s, const struct fut__wire_rec *r)
 		give_up(s, FUT_ENOMEM);
 		return;
 	}
+	fut__mpi_live_count(1);
 	st->next = NULL;
 	st->id = r->id;
 	st->name = (uint32_t)r->fn;
@@ -388,6 +390,7 @@ int fut__mpi_serve(struct fut__mpi_setup *setup)
 	for (struct stask *st = s->qhead, *next; st != NULL; st = next) {
 		next = st->next;
 		fut__free(st);
+		fut__mpi_live_count(-1);
 	}
 	for (uint32_t i = 0; i < s->nnames; i++)
 		fut__free(s->names[i].name);
