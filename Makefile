@@ -190,6 +190,26 @@ test-mpi:
 	@echo "test-mpi: skipped: no MPI ($(MPICC) not found; make deps-mpi)"
 endif
 
+# W-MPI1 and W-MPI2 beside the C floors and mpi4py.futures (bench/mpi/run.sh;
+# BENCH_MPI_QUICK=1 for one short run).
+.PHONY: bench-mpi
+ifeq ($(HAVE_MPI),yes)
+bench-mpi: mpi $(BUILD)/bench/bench_mpi $(BUILD)/bench/mpi_floors
+	@sh bench/mpi/run.sh $(BUILD)
+
+$(BUILD)/bench/bench_mpi: bench/mpi/bench_mpi.c $(MPI_STATIC) $(STATIC)
+	@mkdir -p $(dir $@)
+	$(MPICC) -std=c11 -Wall -Wextra -Werror -O2 -g -pthread -D_GNU_SOURCE \
+		-Iinclude -o $@ $< $(MPI_STATIC) $(STATIC) -lm
+
+$(BUILD)/bench/mpi_floors: bench/mpi/floors.c
+	@mkdir -p $(dir $@)
+	$(MPICC) -std=c11 -Wall -Wextra -Werror -O2 -o $@ $<
+else
+bench-mpi:
+	@echo "bench-mpi: skipped: no MPI ($(MPICC) not found; make deps-mpi)"
+endif
+
 # Installs Open MPI (openmpi-bin, libopenmpi-dev) through apt-get.
 .PHONY: deps-mpi
 deps-mpi:

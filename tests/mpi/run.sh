@@ -8,12 +8,7 @@
 set -eu
 build=${1:-build}
 MPIRUN=${MPIRUN:-mpirun}
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export OMPI_MCA_pml=ob1 OMPI_MCA_btl=self,vader,tcp
-export OMPI_MCA_btl_tcp_if_include=lo OMPI_MCA_oob_tcp_if_include=lo
-export OMPI_MCA_rmaps_base_oversubscribe=1
-# Containers may forbid the ptrace-based single copy.
-export OMPI_MCA_btl_vader_single_copy_mechanism=none
+. "$(cd "$(dirname "$0")/../.." && pwd)/tests/mpi/env.sh"
 export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
 # What TSan sees inside Open MPI, which it cannot follow (tsan.supp).
 here=$(cd "$(dirname "$0")" && pwd)
