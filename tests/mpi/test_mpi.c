@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -442,6 +443,39 @@ static void threads_submit_while_the_app_uses_mpi(void **state)
 	fut_executor_free(ex);
 }
 
+struct in_callback {
+	fut_executor *ex;
+	_Atomic int shutdown_rc;
+};
+
+static void shutdown_from_callback(fut_future *f, void *ud)
+{
+	(void)f;
+	struct in_callback *cb = ud;
+	atomic_store(&cb->shutdown_rc, fut_executor_shutdown(cb->ex, 0));
+}
+
+static void shutdown_with_wait_from_a_callback_is_einval(void **state)
+{
+	(void)state;
+	fut_executor *ex = make(NULL);
+	if (ex == NULL)
+		return;
+	struct in_callback cb = { ex, -1 };
+	fut_future *f;
+	assert_int_equal(fut_submit_bytes(ex, looping_task, NULL, 0, &f),
+			 FUT_OK);
+	assert_int_equal(fut_add_done_callback(f, shutdown_from_callback, &cb),
+			 FUT_OK);
+	wait_running(f);
+	assert_int_equal(fut_interrupt(f), FUT_OK);
+	assert_int_equal(fut_result(f, 30, NULL), FUT_OK);
+	/* The callback ran in the manager thread: it would wait for itself. */
+	fut_executor_free(ex);
+	assert_int_equal(atomic_load(&cb.shutdown_rc), FUT_EINVAL);
+	fut_release(f);
+}
+
 static int init_fails_on_rank_2(void *arg)
 {
 	(void)arg;
@@ -563,6 +597,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(shutdown_flags_behave_as_on_the_process_pool),
 		cmocka_unit_test(wait_mixes_executors),
 		cmocka_unit_test(threads_submit_while_the_app_uses_mpi),
+		cmocka_unit_test(shutdown_with_wait_from_a_callback_is_einval),
 		cmocka_unit_test(a_failing_initializer_breaks_every_rank),
 		cmocka_unit_test(a_malformed_message_breaks_the_executor),
 	};
