@@ -62,7 +62,8 @@ unbuildable = $(foreach s,$(1),$(if $(call needs_pkgs,$(s)),$(if $(shell \
 	pkg-config --exists $(call needs_pkgs,$(s)) 2>/dev/null && echo y),,$(s))))
 say_skipped = for s in $(1); do echo "skipped: $$s: pkg-config does not" \
 	"find $$(sed -n '$(PKGS_LINE)' $$s)"; done
-EXAMPLE_SRCS := $(wildcard examples/*.c)
+# examples/mpi_*.c need libfuture-mpi: built with the MPI part.
+EXAMPLE_SRCS := $(filter-out examples/mpi_%.c,$(wildcard examples/*.c))
 EXAMPLES_UNBUILDABLE := $(call unbuildable,$(EXAMPLE_SRCS))
 EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,\
 	$(filter-out $(EXAMPLES_UNBUILDABLE),$(EXAMPLE_SRCS)))
@@ -81,7 +82,7 @@ BENCHES := $(patsubst bench/%.c,$(BUILD)/bench/%,\
 	examples install uninstall clean format help deps fuzz stress check-stress \
 	check-stress-valgrind
 
-all: $(STATIC) $(BUILD)/libfuture.so
+all: $(STATIC) $(BUILD)/libfuture.so mpi-if-present
 
 lib: all
 
@@ -93,9 +94,14 @@ $(STATIC): $(OBJS)
 	rm -f $@
 	ar rcs $@ $^
 
-$(SHARED): $(OBJS) libfuture.map
+# libfuture.map with the version written into its private node.
+$(BUILD)/libfuture.map: libfuture.map include/future.h
+	@mkdir -p $(dir $@)
+	sed 's/@VERSION@/$(VERSION)/' libfuture.map >$@
+
+$(SHARED): $(OBJS) $(BUILD)/libfuture.map
 	$(CC) $(ALL_CFLAGS) -shared -Wl,-soname,$(SONAME) \
-		-Wl,--version-script=libfuture.map -o $@ $(OBJS) $(LDFLAGS)
+		-Wl,--version-script=$(BUILD)/libfuture.map -o $@ $(OBJS) $(LDFLAGS)
 
 $(BUILD)/libfuture.so: $(SHARED)
 	ln -sf libfuture.so.$(VERSION) $(BUILD)/$(SONAME)
@@ -116,6 +122,123 @@ $(BUILD)/bench/%: bench/%.c $(STATIC) $(wildcard bench/*.h)
 	$(CC) -std=c11 -Wall -Wextra -Werror -O2 -g -pthread -D_GNU_SOURCE \
 		-Iinclude -Isrc -o $@ $< $(STATIC) $(call pkg_flags,$<) -lm
 
+# ------------------------------------------------------------------
+# libfuture-mpi (docs/mpi.md): built only when $(MPICC) exists; without
+# it `make` says so and the core build is unchanged.  `make mpi` builds it
+# or fails.  It links the core's internals from libfuture.so's private
+# node (libfuture.map) and exports fut_mpi_* only (libfuture-mpi.map).
+MPICC ?= mpicc
+MPIRUN ?= mpirun
+HAVE_MPI := $(shell command -v $(MPICC) >/dev/null 2>&1 && echo yes)
+MPI_SRCS := $(wildcard src/mpi/*.c)
+MPI_OBJS := $(MPI_SRCS:src/mpi/%.c=$(BUILD)/obj/mpi/%.o)
+MPI_STATIC = $(BUILD)/libfuture-mpi.a
+# A symbol libfuture.so does not export fails the link, not the load (a
+# sanitizer's runtime is linked into programs only: not then).
+MPI_NO_UNDEFINED = $(if $(SANFLAGS),,-Wl,--no-undefined)
+MPI_SONAME = libfuture-mpi.so.$(MAJOR)
+MPI_SHARED = $(BUILD)/libfuture-mpi.so.$(VERSION)
+# The MPI's own .pc for libfuture-mpi.pc's Requires, where there is one.
+MPI_PC = $(shell for p in mpi-c ompi-c mpich; do \
+	pkg-config --exists $$p 2>/dev/null && { echo $$p; break; }; done)
+MPI_TEST_SRCS := $(wildcard tests/mpi/test_*.c)
+# The MPI examples link the shared libraries, as a user's program would:
+# run, they prove libfuture-mpi.so loads against libfuture.so's private
+# node.
+MPI_EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,\
+	$(wildcard examples/mpi_*.c))
+MPI_TESTS := $(MPI_TEST_SRCS:tests/mpi/%.c=$(BUILD)/tests/mpi/%)
+
+.PHONY: mpi mpi-if-present test-mpi
+ifeq ($(HAVE_MPI),yes)
+mpi-if-present: mpi
+else
+mpi-if-present:
+	@echo "skipped libfuture-mpi: no $(MPICC) (make deps-mpi installs Open MPI)"
+endif
+
+mpi: $(MPI_STATIC) $(BUILD)/libfuture-mpi.so $(BUILD)/libfuture-mpi.pc \
+	$(MPI_EXAMPLES)
+
+$(BUILD)/examples/mpi_%: examples/mpi_%.c $(BUILD)/libfuture-mpi.so
+	@mkdir -p $(dir $@)
+	$(MPICC) -std=c11 -Wall -Wextra -Werror $(CFLAGS) $(SANFLAGS) -pthread \
+		-D_GNU_SOURCE -Iinclude -o $@ $< -L$(BUILD) -lfuture-mpi \
+		-lfuture -lm
+
+$(BUILD)/obj/mpi/%.o: src/mpi/%.c include/future.h include/future_mpi.h \
+		$(wildcard src/*.h src/mpi/*.h)
+	@mkdir -p $(dir $@)
+	$(MPICC) $(ALL_CFLAGS) $(LIB_CPPFLAGS) -c -o $@ $<
+
+$(MPI_STATIC): $(MPI_OBJS)
+	rm -f $@
+	ar rcs $@ $^
+
+$(MPI_SHARED): $(MPI_OBJS) libfuture-mpi.map $(BUILD)/libfuture.so
+	$(MPICC) $(ALL_CFLAGS) -shared -Wl,-soname,$(MPI_SONAME) \
+		-Wl,--version-script=libfuture-mpi.map $(MPI_NO_UNDEFINED) \
+		-o $@ $(MPI_OBJS) \
+		-L$(BUILD) -lfuture $(LDFLAGS)
+
+$(BUILD)/libfuture-mpi.so: $(MPI_SHARED)
+	ln -sf libfuture-mpi.so.$(VERSION) $(BUILD)/$(MPI_SONAME)
+	ln -sf libfuture-mpi.so.$(VERSION) $@
+
+MPI_PC_SED = sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+	-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
+	-e 's|@MPI_PC@|$(MPI_PC)|g' \
+	-e 's|@MPI_CFLAGS@|$(if $(MPI_PC),,$(shell $(MPICC) --showme:compile 2>/dev/null))|g' \
+	-e 's|@MPI_LIBS@|$(if $(MPI_PC),,$(shell $(MPICC) --showme:link 2>/dev/null))|g' \
+	libfuture-mpi.pc.in
+
+$(BUILD)/libfuture-mpi.pc: libfuture-mpi.pc.in include/future.h
+	@mkdir -p $(dir $@)
+	$(MPI_PC_SED) >$@
+
+# The MPI tests link both static libraries (they reach the test hooks).
+$(BUILD)/tests/mpi/%: tests/mpi/%.c $(MPI_STATIC) $(STATIC) \
+		$(wildcard tests/mpi/*.h)
+	@mkdir -p $(dir $@)
+	$(MPICC) $(TEST_CFLAGS) $(CMOCKA_CFLAGS) -Itests/mpi -o $@ $< \
+		$(MPI_STATIC) $(STATIC) $(CMOCKA_LIBS) -lm
+
+# Every MPI test under `timeout 60 mpirun`, loopback only, root allowed,
+# oversubscribed (tests/mpi/run.sh).  Part of `make test` when MPI exists.
+ifeq ($(HAVE_MPI),yes)
+test-mpi: mpi $(MPI_TESTS)
+	@MPIRUN=$(MPIRUN) TEST_WRAPPER="$(TEST_WRAPPER)" SANITIZER=$(SANITIZER) \
+		sh tests/mpi/run.sh $(BUILD)
+else
+test-mpi:
+	@echo "test-mpi: skipped: no MPI ($(MPICC) not found; make deps-mpi)"
+endif
+
+# W-MPI1 and W-MPI2 beside the C floors and mpi4py.futures (bench/mpi/run.sh;
+# BENCH_MPI_QUICK=1 for one short run).
+.PHONY: bench-mpi
+ifeq ($(HAVE_MPI),yes)
+bench-mpi: mpi $(BUILD)/bench/bench_mpi $(BUILD)/bench/mpi_floors
+	@sh bench/mpi/run.sh $(BUILD)
+
+$(BUILD)/bench/bench_mpi: bench/mpi/bench_mpi.c $(MPI_STATIC) $(STATIC)
+	@mkdir -p $(dir $@)
+	$(MPICC) -std=c11 -Wall -Wextra -Werror -O2 -g -pthread -D_GNU_SOURCE \
+		-Iinclude -o $@ $< $(MPI_STATIC) $(STATIC) -lm
+
+$(BUILD)/bench/mpi_floors: bench/mpi/floors.c
+	@mkdir -p $(dir $@)
+	$(MPICC) -std=c11 -Wall -Wextra -Werror -O2 -o $@ $<
+else
+bench-mpi:
+	@echo "bench-mpi: skipped: no MPI ($(MPICC) not found; make deps-mpi)"
+endif
+
+# Installs Open MPI (openmpi-bin, libopenmpi-dev) through apt-get.
+.PHONY: deps-mpi
+deps-mpi:
+	@sh tests/deps.sh mpi
+
 # Installs libcmocka-dev and pkg-config through apt-get when missing.
 deps:
 	@sh tests/deps.sh
@@ -128,8 +251,9 @@ test-run: all $(TESTS) $(EXAMPLES)
 	@set -e; for t in $(TESTS) $(RUN_EXAMPLES); do \
 		echo "== $$t"; \
 		timeout $(TEST_TIMEOUT) $(TEST_WRAPPER) $$t; \
-	done; $(call say_skipped,$(SKIP_EXAMPLES)); \
-	echo "all tests passed ($(BUILD))"
+	done; $(call say_skipped,$(SKIP_EXAMPLES))
+	@$(MAKE) --no-print-directory test-mpi
+	@echo "all tests passed ($(BUILD))"
 
 check: deps
 	$(MAKE) --no-print-directory check-build
@@ -146,7 +270,11 @@ check: deps
 check-build:
 	$(MAKE) --no-print-directory CC=gcc BUILD=build/gcc all
 	$(MAKE) --no-print-directory CC=clang BUILD=build/clang all
-	sh tests/check_exports.sh build/gcc/libfuture.so include/future.h
+	sh tests/check_exports.sh build/gcc/libfuture.so include/future.h \
+		build/gcc/libfuture.map
+	@if [ "$(HAVE_MPI)" = yes ]; then \
+		sh tests/check_exports.sh build/gcc/libfuture-mpi.so \
+			include/future_mpi.h; fi
 	sh tests/check_docs.sh include/future.h docs/api.md docs/man
 	sh tests/check_style.sh build/gcc/libfuture.a
 
@@ -219,6 +347,8 @@ examples: $(EXAMPLES)
 man:
 	rm -f docs/man/*.3
 	sh docs/mkman.sh docs/api.md include/future.h README.md docs/man
+	sh docs/mkman.sh docs/mpi.md include/future_mpi.h docs/mpi.md docs/man \
+		libfuture-mpi
 
 # libFuzzer targets (clang): tests/fuzz/fuzz_<name>.c with a seed corpus in
 # tests/fuzz/<name>/; each runs FUZZ_SECONDS on a scratch copy of its corpus.
@@ -280,6 +410,15 @@ install: all libfuture.pc.in $(CMAKE_FILES:%=cmake/%.in)
 		install -d $(DESTDIR)$(MANDIR)/man3; \
 		install -m 644 docs/man/*.3 $(DESTDIR)$(MANDIR)/man3/; \
 	fi
+	@if [ -f $(MPI_SHARED) ]; then \
+		set -x; \
+		install -m 644 include/future_mpi.h $(DESTDIR)$(INCLUDEDIR)/; \
+		install -m 644 $(MPI_STATIC) $(DESTDIR)$(LIBDIR)/; \
+		install -m 755 $(MPI_SHARED) $(DESTDIR)$(LIBDIR)/; \
+		ln -sf libfuture-mpi.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(MPI_SONAME); \
+		ln -sf libfuture-mpi.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libfuture-mpi.so; \
+		$(MPI_PC_SED) >$(DESTDIR)$(PKGCONFIGDIR)/libfuture-mpi.pc; \
+	fi
 
 # make install into a scratch PREFIX, build programs against it with
 # pkg-config and with CMake's find_package, run them, make uninstall (not
@@ -328,13 +467,19 @@ uninstall:
 	      $(DESTDIR)$(LIBDIR)/libfuture.so.$(VERSION) \
 	      $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/libfuture.so \
 	      $(DESTDIR)$(PKGCONFIGDIR)/libfuture.pc \
-	      $(CMAKE_FILES:%=$(DESTDIR)$(CMAKEDIR)/%)
+	      $(CMAKE_FILES:%=$(DESTDIR)$(CMAKEDIR)/%) \
+	      $(DESTDIR)$(INCLUDEDIR)/future_mpi.h \
+	      $(DESTDIR)$(LIBDIR)/libfuture-mpi.a \
+	      $(DESTDIR)$(LIBDIR)/libfuture-mpi.so.$(VERSION) \
+	      $(DESTDIR)$(LIBDIR)/$(MPI_SONAME) $(DESTDIR)$(LIBDIR)/libfuture-mpi.so \
+	      $(DESTDIR)$(PKGCONFIGDIR)/libfuture-mpi.pc
 	@if [ -d docs/man ]; then for m in docs/man/*.3; do \
 		[ -e "$$m" ] && rm -f $(DESTDIR)$(MANDIR)/man3/$$(basename $$m); \
 	done; fi; true
 
 format:
-	clang-format -i include/*.h src/*.c src/*.h tests/*.c $(wildcard tests/*.h) \
+	clang-format -i include/*.h src/*.c src/*.h src/mpi/*.[ch] tests/*.c \
+		$(wildcard tests/*.h) $(wildcard tests/mpi/*.[ch]) \
 		$(wildcard examples/*.c) $(wildcard bench/*.c) $(wildcard bench/*.h)
 
 clean:

@@ -1,5 +1,9 @@
 #!/bin/sh
-# Usage: docs/mkman.sh API_MD HEADER README OUTDIR
+# Usage: docs/mkman.sh API_MD HEADER README OUTDIR [LIBRARY]
+#
+# LIBRARY (default libfuture; libfuture-mpi for docs/mpi.md) names the
+# overview page, the library to link and the header to include (HEADER's
+# own name); its version is always libfuture's, from future.h.
 #
 # Writes the man pages (mdoc) from their one source, docs/api.md:
 # - every entry "### fut_name - summary" becomes OUTDIR/fut_name.3: NAME
@@ -20,8 +24,9 @@
 # POSIX sh and awk (mawk is enough).
 set -eu
 
-[ $# -eq 4 ] || { echo "usage: $0 API_MD HEADER README OUTDIR" >&2; exit 2; }
-api=$1 header=$2 readme=$3 out=$4
+[ $# -eq 4 ] || [ $# -eq 5 ] ||
+	{ echo "usage: $0 API_MD HEADER README OUTDIR [LIBRARY]" >&2; exit 2; }
+api=$1 header=$2 readme=$3 out=$4 lib=${5:-libfuture}
 for f in "$api" "$header" "$readme"; do
 	[ -r "$f" ] || { echo "mkman: cannot read $f" >&2; exit 2; }
 done
@@ -29,7 +34,8 @@ mkdir -p "$out"
 
 part()
 {
-	sed -n "s/^#define FUT_VERSION_$1 \\([0-9][0-9]*\\).*/\\1/p" "$header"
+	sed -n "s/^#define FUT_VERSION_$1 \\([0-9][0-9]*\\).*/\\1/p" \
+		"$(dirname "$header")/future.h"
 }
 version=$(part MAJOR).$(part MINOR).$(part PATCH)
 case $version in
@@ -37,7 +43,8 @@ case $version in
 *) echo "mkman: no FUT_VERSION_* in $header" >&2; exit 1 ;;
 esac
 
-LC_ALL=C awk -v version="$version" -v outdir="$out" '
+LC_ALL=C awk -v version="$version" -v outdir="$out" -v lib="$lib" \
+	-v hdr="$(basename "$header")" -v src="$api" '
 # ---------------------------------------------------------------- input
 FILENAME == ARGV[1] { L[++n] = $0; next }
 FILENAME == ARGV[2] { header_line($0); next }
@@ -433,7 +440,7 @@ function table(i, b,    r, nr, nc, k, c, cell, numeric, first) {
 
 # --------------------------------------------------------------- pages
 function preamble(title, name, nd) {
-	print ".\\\" Generated from docs/api.md by docs/mkman.sh: do not edit." > OUT
+	print ".\\\" Generated from " src " by docs/mkman.sh: do not edit." > OUT
 	print ".Dd " date > OUT
 	print ".Dt " toupper(title) " 3" > OUT
 	print ".Os libfuture " version > OUT
@@ -441,10 +448,12 @@ function preamble(title, name, nd) {
 	print ".Nm " name > OUT
 	print ".Nd " nd > OUT
 	print ".Sh LIBRARY" > OUT
-	print "libfuture" > OUT
-	print ".Pq Fl lfuture" > OUT
+	print lib > OUT
+	print ".Pq Fl l" substr(lib, 4) > OUT
 	print ".Sh SYNOPSIS" > OUT
-	print ".In future.h" > OUT
+	if (hdr != "future.h")
+		print ".In future.h" > OUT
+	print ".In " hdr > OUT
 }
 
 # The entry of function k: its first line is the prototype.
@@ -514,7 +523,7 @@ function function_page(k,    a, b, s, p, head, type, name, np, P, j, t, refs, nr
 	for (t in REF)
 		if (t != name)
 			refs[++nrefs] = t
-	refs[++nrefs] = "libfuture"
+	refs[++nrefs] = lib
 	for (j = 2; j <= nrefs; j++)
 		for (p = j; p > 1 && refs[p - 1] > refs[p]; p--) {
 			tmp = refs[p]
@@ -528,13 +537,13 @@ function function_page(k,    a, b, s, p, head, type, name, np, P, j, t, refs, nr
 
 # libfuture.3: everything around the entries.
 function overview_page(    g, k, codes) {
-	OUT = outdir "/libfuture.3"
+	OUT = outdir "/" lib ".3"
 	split("", PARAM)
-	preamble("libfuture", "libfuture", "thread and process pools that return futures")
+	preamble(lib, lib, lib == "libfuture" ? "thread and process pools that return futures" : "an executor whose tasks run on the ranks of an MPI job")
 	print ".Pp" > OUT
 	print ".Nm cc" > OUT
 	print ".Ar file.c" > OUT
-	print ".Li " q("$(pkg-config --cflags --libs libfuture)") > OUT
+	print ".Li " q("$(pkg-config --cflags --libs " lib ")") > OUT
 	print ".Sh DESCRIPTION" > OUT
 	render(TITLE + 1, GSTART[1] - 1)
 	for (g = 1; g <= ng; g++) {
@@ -559,8 +568,8 @@ function overview_page(    g, k, codes) {
 	}
 	if (nex) {
 		print ".Sh EXAMPLES" > OUT
-		print "The example of the README, built with" > OUT
-		print ".Ql cc -o example example.c $(pkg-config --cflags --libs libfuture) :" > OUT
+		print (lib == "libfuture" ? "The example of the README" : "An example") ", built with" > OUT
+		print ".Ql " (lib == "libfuture" ? "cc" : "mpicc") " -o example example.c $(pkg-config --cflags --libs " lib ") :" > OUT
 		print ".Bd -literal -offset indent" > OUT
 		for (k = 1; k <= nex; k++)
 			print esc(EX[k]) > OUT

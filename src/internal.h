@@ -24,6 +24,14 @@
 #include "future.h"
 
 #define FUT__UNUSED __attribute__((unused))
+/*
+ * The few internals that libfuture-mpi (src/mpi/) links from libfuture.so:
+ * they leave it in the version node LIBFUTURE_PRIVATE_<version> of
+ * libfuture.map, so that an MPI library built against another version of
+ * the core fails at load time, never at run time.  They are no API:
+ * tests/check_exports.sh pins the list.
+ */
+#define FUT__PRIVATE __attribute__((visibility("default")))
 #define FUT__LIKELY(x) __builtin_expect(!!(x), 1)
 #define FUT__UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define fut__container_of(ptr, type, member)                                   \
@@ -32,7 +40,7 @@
 /* ------------------------------------------------------------------ */
 /* alloc.c: every allocation of the library goes through here.          */
 
-void *fut__malloc(size_t n);
+FUT__PRIVATE void *fut__malloc(size_t n);
 /* n bytes aligned to `align` (a power of two, a multiple of the pointer
  * size); freed with fut__free. */
 void *fut__malloc_aligned(size_t align, size_t n);
@@ -41,18 +49,18 @@ void *fut__malloc_aligned(size_t align, size_t n);
  * that a test that fails or counts the allocations of one call never
  * sees it. */
 void *fut__malloc_aligned_background(size_t align, size_t n);
-void *fut__calloc(size_t n, size_t size);
-void *fut__realloc(void *p, size_t n);
-void fut__free(void *p);
-char *fut__strdup(const char *s);
+FUT__PRIVATE void *fut__calloc(size_t n, size_t size);
+FUT__PRIVATE void *fut__realloc(void *p, size_t n);
+FUT__PRIVATE void fut__free(void *p);
+FUT__PRIVATE char *fut__strdup(const char *s);
 /* A new string formatted from fmt (NULL when out of memory). */
-char *fut__vasprintf(const char *fmt, va_list ap);
+FUT__PRIVATE char *fut__vasprintf(const char *fmt, va_list ap);
 
 /* Test hook: the n-th allocation from now fails (1: the next one), every
  * later one succeeds; 0 disables.  Returns the countdown it replaces: 0
  * when the failure set before was injected (or none was set), else how
  * many allocations were still due before it. */
-long fut__alloc_fail_nth(long n);
+FUT__PRIVATE long fut__alloc_fail_nth(long n);
 
 /* ------------------------------------------------------------------ */
 /* sync.c: the clock, futexes, a 4-byte lock, and the one wait loop.    */
@@ -267,7 +275,7 @@ void fut__future_fini(fut_future *f);
  * caller.  FUT_OK, or FUT_ESTATE when f was already done.  The caller must
  * hold a reference across the call.
  */
-int fut__future_complete(fut_future *f, int error, int task_code, void *value,
+FUT__PRIVATE int fut__future_complete(fut_future *f, int error, int task_code, void *value,
 			 size_t len, bool owned, char *message,
 			 int crash_status);
 
@@ -290,7 +298,7 @@ int fut__future_complete_borrowed(fut_future *f, const void *data, size_t len);
  * one caller wins.  Executors must use this, not fut_set_running(), which
  * refuses (FUT_EINVAL) futures that have ops, i.e. that an executor owns.
  */
-int fut__future_start(fut_future *f);
+FUT__PRIVATE int fut__future_start(fut_future *f);
 
 /* Links w into f's list.  Returns false (w not linked) if f is done. */
 bool fut__future_register(fut_future *f, struct fut__waiter *w);
@@ -371,14 +379,14 @@ struct fut_task {
 	int buffer_fd;
 };
 
-void fut__task_init(fut_task *t, fut_fn fn, void *arg, const void *input,
+FUT__PRIVATE void fut__task_init(fut_task *t, fut_fn fn, void *arg, const void *input,
 		    size_t input_len, const _Atomic uint32_t *interrupt);
 /* Runs the task function in this thread (no lock may be held). */
-void fut__task_run(fut_task *t);
+FUT__PRIVATE void fut__task_run(fut_task *t);
 /* Completes f from t's outcome (moving the bytes and message into f). */
 int fut__task_finish(fut_task *t, fut_future *f);
 /* Frees an outcome nobody took (and closes an OUT_SHARED's fd). */
-void fut__task_clear(fut_task *t);
+FUT__PRIVATE void fut__task_clear(fut_task *t);
 
 /* ------------------------------------------------------------------ */
 /* executor.c: the executor interface both pools implement.             */
@@ -414,8 +422,8 @@ struct fut_executor {
 
 /* The executor whose thread this is (NULL in the caller's threads); set
  * by executors in their workers and manager threads. */
-fut_executor *fut__current_executor(void);
-void fut__current_executor_set(fut_executor *ex);
+FUT__PRIVATE fut_executor *fut__current_executor(void);
+FUT__PRIVATE void fut__current_executor_set(fut_executor *ex);
 
 /* ------------------------------------------------------------------ */
 /* tp_slab.c: recycled job blocks (the thread pool's, and the process  */

@@ -132,9 +132,15 @@ static int fail(struct fut__wire_dec *d, const char *why)
 
 static bool type_allowed(unsigned dir, unsigned type)
 {
-	if (dir == FUT__WIRE_TO_WORKER)
+	switch (dir) {
+	case FUT__WIRE_TO_WORKER:
+	case FUT__WIRE_TO_RANK:
 		return type == FUT__WIRE_TASKS;
-	return type == FUT__WIRE_RESULTS || type == FUT__WIRE_HELLO;
+	case FUT__WIRE_TO_CLIENT:
+		return type == FUT__WIRE_RESULTS;
+	default:
+		return type == FUT__WIRE_RESULTS || type == FUT__WIRE_HELLO;
+	}
 }
 
 static int parse_frame(struct fut__wire_dec *d)
@@ -165,9 +171,50 @@ static int parse_frame(struct fut__wire_dec *d)
 	return FUT__WIRE_MORE;
 }
 
-/* The checks of one record header against its frame type. */
-static const char *check_record(unsigned type, const struct fut__wire_rec *r)
+/* libfuture-mpi's records to a rank (TO_RANK). */
+static const char *check_rank_record(const struct fut__wire_rec *r)
 {
+	if (r->code != 0)
+		return "task record with a result field set";
+	switch (r->kind) {
+	case FUT__WIRE_T_TASK:
+		if (r->id == 0 || r->fn == 0)
+			return "task record without id or function";
+		return NULL;
+	case FUT__WIRE_T_NAME:
+		if (r->id == 0 || r->fn != 0 || r->len == 0 ||
+		    r->len > FUT__WIRE_MAX_NAME)
+			return "malformed name record";
+		return NULL;
+	case FUT__WIRE_T_INTERRUPT:
+		if (r->id == 0 || r->fn != 0 || r->len != 0)
+			return "malformed interrupt record";
+		return NULL;
+	case FUT__WIRE_T_STOP:
+		if (r->id != 0 || r->fn != 0 || r->len != 0)
+			return "malformed stop record";
+		return NULL;
+	default:
+		return "unknown task record kind";
+	}
+}
+
+/* The checks of one record header against its frame type and the
+ * decoder's direction. */
+static const char *check_record(unsigned dir, unsigned type,
+				const struct fut__wire_rec *r)
+{
+	if (dir == FUT__WIRE_TO_RANK)
+		return check_rank_record(r);
+	if (dir == FUT__WIRE_TO_CLIENT && r->kind == FUT__WIRE_R_ERROR) {
+		if (r->id == 0 || r->fn != 0)
+			return "result record with a bad id or a function";
+		if (r->code <= FUT_OK || r->code > FUT_END)
+			return "error record with an unknown code";
+		if (r->len > FUT__WIRE_MAX_MESSAGE)
+			return "failure message too long";
+		return NULL;
+	}
 	switch (type) {
 	case FUT__WIRE_TASKS:
 		if (r->id == 0 || r->fn == 0)
@@ -230,7 +277,7 @@ static int parse_record(struct fut__wire_dec *d)
 	if (len > FUT_MAX_BYTES)
 		return fail(d, "record payload too long");
 	r->len = (size_t)len;
-	const char *why = check_record(d->type, r);
+	const char *why = check_record(d->dir, d->type, r);
 	if (why != NULL)
 		return fail(d, why);
 	d->left_body -= len;

@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "internal.h"
+
 #define FUT__WIRE_MAGIC 0xFBu
 #define FUT__WIRE_VERSION 1u
 #define FUT__WIRE_FRAME_HDR 16u
@@ -57,6 +59,24 @@ enum {
 	FUT__WIRE_R_NKINDS = 5,
 };
 
+/*
+ * libfuture-mpi's records (directions TO_RANK and TO_CLIENT only; the
+ * process pool's directions refuse them).  In a TASKS frame to a rank a
+ * record is a task (kind 0, fn: a name id), or one of these: a NAME (id:
+ * the name id, payload: the name, 1-FUT__WIRE_MAX_NAME bytes), an
+ * INTERRUPT of the task with that id, or STOP (id 0).  A result to the
+ * client may also be an ERROR: code a FUT_E* code, payload its message.
+ */
+enum {
+	FUT__WIRE_T_TASK = 0,
+	FUT__WIRE_T_NAME = 1,
+	FUT__WIRE_T_INTERRUPT = 2,
+	FUT__WIRE_T_STOP = 3,
+	FUT__WIRE_T_NKINDS = 4,
+};
+#define FUT__WIRE_R_ERROR 4u
+#define FUT__WIRE_MAX_NAME 128u
+
 /* A hello record: kind 0 the initializer succeeded, 1 it failed (code). */
 enum {
 	FUT__WIRE_HELLO_OK = 0,
@@ -67,6 +87,8 @@ enum {
 enum {
 	FUT__WIRE_TO_WORKER = 1, /* TASKS */
 	FUT__WIRE_TO_PARENT = 2, /* RESULTS, HELLO */
+	FUT__WIRE_TO_RANK = 3,	 /* TASKS with NAME, INTERRUPT, STOP */
+	FUT__WIRE_TO_CLIENT = 4, /* RESULTS with ERROR */
 };
 
 /* Decoder results. */
@@ -105,16 +127,16 @@ struct fut__wire_dec {
 	const char *error;
 };
 
-void fut__wire_dec_init(struct fut__wire_dec *d, unsigned dir);
+FUT__PRIVATE void fut__wire_dec_init(struct fut__wire_dec *d, unsigned dir);
 /* Frees a payload still being gathered. */
-void fut__wire_dec_fini(struct fut__wire_dec *d);
+FUT__PRIVATE void fut__wire_dec_fini(struct fut__wire_dec *d);
 
 /*
  * Consumes bytes from buf[0..len), sets *used to how many.  RECORD: *rec
  * holds the next record (when !rec->owned its data points into buf, valid
  * while buf is);  MORE: everything was used;  EBAD, ENOMEM: stop.
  */
-int fut__wire_dec_feed(struct fut__wire_dec *d, const void *buf, size_t len,
+FUT__PRIVATE int fut__wire_dec_feed(struct fut__wire_dec *d, const void *buf, size_t len,
 		       size_t *used, struct fut__wire_rec *rec);
 /*
  * While a large payload is being gathered into its own buffer, where the
@@ -128,13 +150,13 @@ void *fut__wire_dec_direct(struct fut__wire_dec *d, size_t *room);
 int fut__wire_dec_direct_done(struct fut__wire_dec *d, size_t n,
 			      struct fut__wire_rec *rec);
 /* True between frames (nothing of a frame gathered). */
-bool fut__wire_dec_idle(const struct fut__wire_dec *d);
+FUT__PRIVATE bool fut__wire_dec_idle(const struct fut__wire_dec *d);
 
 /* Writes a frame header into buf[0..FUT__WIRE_FRAME_HDR). */
-void fut__wire_put_frame(void *buf, unsigned type, uint32_t count,
+FUT__PRIVATE void fut__wire_put_frame(void *buf, unsigned type, uint32_t count,
 			 uint64_t body_len);
 /* Writes a record header into buf[0..FUT__WIRE_REC_HDR). */
-void fut__wire_put_record(void *buf, uint64_t id, uint64_t fn, uint32_t kind,
+FUT__PRIVATE void fut__wire_put_record(void *buf, uint64_t id, uint64_t fn, uint32_t kind,
 			  int32_t code, uint64_t len);
 
 /*

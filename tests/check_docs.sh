@@ -5,7 +5,9 @@
 # MAN_DIR/<function>.3; the man pages are what docs/mkman.sh makes of
 # docs/api.md today (regenerated into a scratch directory and compared, so
 # an edit of either side alone fails: run `make man`), and they pass
-# mandoc -Tlint.
+# mandoc -Tlint.  libfuture-mpi's the same way, beside them: the functions
+# of future_mpi.h (next to HEADER) have their entries in mpi.md (next to
+# API_MD), from which docs/mkman.sh makes their pages and libfuture-mpi.3.
 set -eu
 
 here=$(dirname "$0")
@@ -38,10 +40,35 @@ for fn in $(sed -n 's/^### \(fut_[a-z0-9_]*\).*/\1/p' "$api"); do
 	fi
 done
 
+mpi_header=$(dirname "$header")/future_mpi.h
+mpi_api=$(dirname "$api")/mpi.md
+mpi_funcs=""
+if [ -r "$mpi_header" ]; then
+	[ -r "$mpi_api" ] || { echo "check_docs: $mpi_api is missing" >&2; exit 1; }
+	mpi_funcs=$(sh "$here/list_functions.sh" "$mpi_header")
+	for fn in $mpi_funcs; do
+		grep -Eq "^### $fn - " "$mpi_api" || {
+			echo "check_docs: $fn has no entry in $mpi_api" >&2
+			status=1
+		}
+	done
+	for fn in $(sed -n 's/^### \(fut_[a-z0-9_]*\).*/\1/p' "$mpi_api"); do
+		echo "$mpi_funcs" | grep -qx "$fn" || {
+			echo "check_docs: $mpi_api has an entry for $fn, which $mpi_header does not declare" >&2
+			status=1
+		}
+	done
+	n=$((n + $(echo "$mpi_funcs" | wc -l)))
+fi
+
 mkman=$here/../docs/mkman.sh
 if [ -r "$mkman" ]; then
 	if ! sh "$mkman" "$api" "$header" "$readme" "$tmp/man"; then
 		echo "check_docs: docs/mkman.sh failed on $api" >&2
+		status=1
+	elif [ -n "$mpi_funcs" ] &&
+		! sh "$mkman" "$mpi_api" "$mpi_header" "$mpi_api" "$tmp/man" libfuture-mpi; then
+		echo "check_docs: docs/mkman.sh failed on $mpi_api" >&2
 		status=1
 	elif ! diff -r "$tmp/man" "$man" >"$tmp/man.diff" 2>&1; then
 		head -n 40 "$tmp/man.diff" >&2
@@ -51,7 +78,7 @@ if [ -r "$mkman" ]; then
 fi
 
 if [ -d "$man" ]; then
-	for fn in $funcs; do
+	for fn in $funcs $mpi_funcs; do
 		if [ ! -f "$man/$fn.3" ]; then
 			echo "check_docs: $fn has no man page $man/$fn.3" >&2
 			status=1
@@ -87,5 +114,5 @@ if [ -r "$readme" ]; then
 	fi
 fi
 
-[ $status -eq 0 ] && echo "check_docs: all $n functions documented in $api$mans"
+[ $status -eq 0 ] && echo "check_docs: all $n functions documented in $api${mpi_funcs:+ and $mpi_api}$mans"
 exit $status

@@ -2,7 +2,7 @@
 # Usage: tests/check_style.sh [STATIC_LIB]
 # The mechanical checks of the house style (../shared/STYLE-ANCHORS.md
 # section 3), run by `make check`:
-#  1. include/ holds future.h only;
+#  1. include/ holds future.h, and future_mpi.h (libfuture-mpi's), only;
 #  2. every global symbol of the static library starts with fut_;
 #  3. nothing in src/ aborts, exits or prints (the worker child's _exit is
 #     allowed: it is not matched);
@@ -24,8 +24,8 @@ fail()
 }
 
 # 1
-extra=$(ls include | grep -v '^future\.h$' || true)
-[ -z "$extra" ] || fail "include/ holds more than future.h: $extra"
+extra=$(ls include | grep -v -E '^future(_mpi)?\.h$' || true)
+[ -z "$extra" ] || fail "include/ holds more than future.h and future_mpi.h: $extra"
 
 # 2
 if [ -f "$lib" ]; then
@@ -37,12 +37,12 @@ else
 fi
 
 # 3
-hits=$(grep -nE '(^|[^_a-zA-Z0-9])(abort|exit|printf|fprintf|vfprintf|perror|puts|putchar|fputs)\(' src/*.c src/*.h || true)
+hits=$(grep -nE '(^|[^_a-zA-Z0-9])(abort|exit|printf|fprintf|vfprintf|perror|puts|putchar|fputs)\(' src/*.c src/*.h src/mpi/*.[ch] || true)
 [ -z "$hits" ] || fail "src/ must not abort, exit or print:
 $hits"
 
 # 4
-hits=$(grep -nE '(^|[^_a-zA-Z0-9.>])(malloc|calloc|realloc|free|strdup|strndup)\(' src/*.c src/*.h |
+hits=$(grep -nE '(^|[^_a-zA-Z0-9.>])(malloc|calloc|realloc|free|strdup|strndup)\(' src/*.c src/*.h src/mpi/*.[ch] |
 	grep -v '^src/alloc\.c:' || true)
 [ -z "$hits" ] || fail "raw allocation outside src/alloc.c:
 $hits"
@@ -53,7 +53,7 @@ hits=$(grep -rn 'nonnull' include src || true)
 $hits"
 
 # 6
-for f in src/*.c; do
+for f in src/*.c src/mpi/*.c; do
 	head=$(sed -n '1,/\*\//p' "$f")
 	case "$head" in
 	/\**) ;;
@@ -69,7 +69,7 @@ check_flag()
 {
 	pattern=$1
 	flag=$2
-	for f in src/*.c; do
+	for f in src/*.c src/mpi/*.c; do
 		grep -nE "(^|[^_a-zA-Z0-9])($pattern)\(" "$f" | cut -d: -f1 |
 		while read -r n; do
 			sed -n "${n},$((n + 2))p" "$f" | grep -qE "$flag" ||
@@ -91,7 +91,7 @@ hits=$( (check_flag 'open|openat|creat' 'O_CLOEXEC'
 $hits"
 
 # 8
-for f in include/*.h src/*.c src/*.h; do
+for f in include/*.h src/*.c src/*.h src/mpi/*.[ch]; do
 	n=$(wc -l <"$f")
 	if [ "$n" -gt 1200 ]; then
 		fail "$f has $n lines: split it"

@@ -304,6 +304,73 @@ static void expect_rejected(unsigned dir, const unsigned char *buf, size_t len)
 	assert_int_equal(rc, FUT__WIRE_EBAD);
 }
 
+/* libfuture-mpi's records (a NAME, an INTERRUPT, a STOP to a rank; an
+ * ERROR to the client) decode only in its directions; the process pool's
+ * directions refuse them, and each is checked field by field. */
+static void test_mpi_records_decode_only_in_the_mpi_directions(void **state)
+{
+	(void)state;
+	static const struct rec_spec to_rank[] = {
+		{ 1, 0, FUT__WIRE_T_NAME, 0, 20 },
+		{ 7, 1, FUT__WIRE_T_TASK, 0, 16 },
+		{ 7, 0, FUT__WIRE_T_INTERRUPT, 0, 0 },
+		{ 0, 0, FUT__WIRE_T_STOP, 0, 0 },
+	};
+	size_t len;
+	unsigned char *buf = encode(FUT__WIRE_TASKS, to_rank, 4, &len);
+	int rc;
+	assert_int_equal(decode_all(FUT__WIRE_TO_RANK, buf, len, &rc), 4);
+	assert_int_equal(rc, FUT__WIRE_MORE);
+	expect_rejected(FUT__WIRE_TO_WORKER, buf, len);
+	free(buf);
+
+	static const struct rec_spec error[] = {
+		{ 5, 0, FUT__WIRE_R_ERROR, FUT_ENOTSUP, 30 },
+	};
+	buf = encode(FUT__WIRE_RESULTS, error, 1, &len);
+	assert_int_equal(decode_all(FUT__WIRE_TO_CLIENT, buf, len, &rc), 1);
+	expect_rejected(FUT__WIRE_TO_PARENT, buf, len);
+	free(buf);
+
+	static const struct rec_spec bad_to_rank[][1] = {
+		{ { 0, 0, FUT__WIRE_T_NAME, 0, 4 } },	/* name id 0 */
+		{ { 1, 0, FUT__WIRE_T_NAME, 0, 0 } },	/* empty name */
+		{ { 1, 0, FUT__WIRE_T_NAME, 0, FUT__WIRE_MAX_NAME + 1 } },
+		{ { 1, 2, FUT__WIRE_T_NAME, 0, 4 } },	/* a function */
+		{ { 0, 0, FUT__WIRE_T_INTERRUPT, 0, 0 } },
+		{ { 3, 0, FUT__WIRE_T_INTERRUPT, 0, 1 } },
+		{ { 1, 0, FUT__WIRE_T_STOP, 0, 0 } },
+		{ { 0, 0, FUT__WIRE_T_STOP, 1, 0 } },	/* a code */
+		{ { 1, 0, FUT__WIRE_T_NKINDS, 0, 0 } }, /* unknown kind */
+		{ { 1, 0, FUT__WIRE_T_TASK, 0, 0 } },	/* no function */
+	};
+	for (size_t i = 0; i < sizeof(bad_to_rank) / sizeof(bad_to_rank[0]);
+	     i++) {
+		buf = encode(FUT__WIRE_TASKS, bad_to_rank[i], 1, &len);
+		expect_rejected(FUT__WIRE_TO_RANK, buf, len);
+		free(buf);
+	}
+	static const struct rec_spec bad_to_client[][1] = {
+		{ { 5, 0, FUT__WIRE_R_ERROR, 0, 0 } },	      /* FUT_OK */
+		{ { 5, 0, FUT__WIRE_R_ERROR, FUT_END + 1, 0 } },
+		{ { 5, 0, FUT__WIRE_R_ERROR, FUT_ENOTSUP,
+		    FUT__WIRE_MAX_MESSAGE + 1 } },
+		{ { 0, 0, FUT__WIRE_R_ERROR, FUT_ENOTSUP, 0 } },
+		{ { 5, 0, FUT__WIRE_R_ERROR + 1, 0, 0 } },
+	};
+	for (size_t i = 0;
+	     i < sizeof(bad_to_client) / sizeof(bad_to_client[0]); i++) {
+		buf = encode(FUT__WIRE_RESULTS, bad_to_client[i], 1, &len);
+		expect_rejected(FUT__WIRE_TO_CLIENT, buf, len);
+		free(buf);
+	}
+	/* No hello frame on the MPI stream. */
+	static const struct rec_spec hello[] = { { 0, 0, 0, 0, 0 } };
+	buf = encode(FUT__WIRE_HELLO, hello, 1, &len);
+	expect_rejected(FUT__WIRE_TO_CLIENT, buf, len);
+	free(buf);
+}
+
 static void test_corrupted_header_fields_are_rejected(void **state)
 {
 	(void)state;
@@ -615,6 +682,7 @@ int main(void)
 		cmocka_unit_test(
 			test_every_truncated_prefix_is_incomplete_not_a_record),
 		cmocka_unit_test(test_corrupted_header_fields_are_rejected),
+		cmocka_unit_test(test_mpi_records_decode_only_in_the_mpi_directions),
 		cmocka_unit_test(test_corrupted_record_lengths_are_rejected),
 		cmocka_unit_test(
 			test_result_fields_that_contradict_the_kind_are_rejected),

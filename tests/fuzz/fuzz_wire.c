@@ -3,7 +3,8 @@
  * messages (src/wire.c).
  *
  * Input: one mode byte, four bytes of chunking seed, then the stream.  The
- * stream is decoded twice, once by a decoder for each direction, fed in
+ * stream is decoded four times, once by a decoder for each direction (the
+ * process pool's two and libfuture-mpi's two), fed in
  * pieces of random length (each piece its own malloc'd buffer, so that
  * ASan catches a read past the piece), and, where the mode says so, with
  * payloads read straight into fut__wire_dec_direct()'s buffer, one
@@ -81,6 +82,25 @@ static void check_record(unsigned dir, const struct fut__wire_rec *r)
 {
 	check(r->len <= FUT_MAX_BYTES);
 	check((r->len == 0) == (r->data == NULL));
+	if (dir == FUT__WIRE_TO_RANK) {
+		/* libfuture-mpi's stream to a rank. */
+		check(r->type == FUT__WIRE_TASKS && r->code == 0);
+		check(r->kind < FUT__WIRE_T_NKINDS);
+		check(r->kind == FUT__WIRE_T_TASK ? r->id != 0 && r->fn != 0
+						  : r->fn == 0);
+		check(r->kind != FUT__WIRE_T_NAME ||
+		      (r->id != 0 && r->len >= 1 && r->len <= FUT__WIRE_MAX_NAME));
+		check(r->kind != FUT__WIRE_T_INTERRUPT ||
+		      (r->id != 0 && r->len == 0));
+		check(r->kind != FUT__WIRE_T_STOP || (r->id == 0 && r->len == 0));
+		return;
+	}
+	if (dir == FUT__WIRE_TO_CLIENT && r->kind == FUT__WIRE_R_ERROR) {
+		check(r->type == FUT__WIRE_RESULTS && r->id != 0 && r->fn == 0);
+		check(r->code > FUT_OK && r->code <= FUT_END);
+		check(r->len <= FUT__WIRE_MAX_MESSAGE);
+		return;
+	}
 	switch (r->type) {
 	case FUT__WIRE_TASKS:
 		check(dir == FUT__WIRE_TO_WORKER);
@@ -89,7 +109,7 @@ static void check_record(unsigned dir, const struct fut__wire_rec *r)
 				       r->len == FUT__WIRE_SHARED_LEN));
 		break;
 	case FUT__WIRE_RESULTS:
-		check(dir == FUT__WIRE_TO_PARENT);
+		check(dir == FUT__WIRE_TO_PARENT || dir == FUT__WIRE_TO_CLIENT);
 		check(r->id != 0 && r->fn == 0 && r->kind < FUT__WIRE_R_NKINDS);
 		check(r->kind == FUT__WIRE_R_FAIL || r->code == 0);
 		check(r->kind == FUT__WIRE_R_BYTES ||
@@ -243,6 +263,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size -= FUZZ_WIRE_PREFIX;
 	decode(FUT__WIRE_TO_WORKER, mode, seed, stream, size);
 	decode(FUT__WIRE_TO_PARENT, mode, seed ^ 0x9e3779b9u, stream, size);
+	decode(FUT__WIRE_TO_RANK, mode, seed ^ 0x85ebca6bu, stream, size);
+	decode(FUT__WIRE_TO_CLIENT, mode, seed ^ 0xc2b2ae35u, stream, size);
 	control(stream, size);
 	return 0;
 }

@@ -1,0 +1,281 @@
+/*
+ * link.c: wire frames (wire.c) as a byte stream over MPI messages, and
+ * the polling clock.
+ *
+ * Owns: the sends in flight of one side (client manager or server loop)
+ * and its receive stage.  Every send is nonblocking (MPI_Isend): a
+ * blocking send of a large batch against a peer that is sending results
+ * back deadlocks (measured, ../shared/design-mpi.md section 5), so
+ * receives keep progressing while sends are pending.  A frame longer
+ * than the message limit (INT_MAX, MPI's count) goes as several messages
+ * of one tag, which MPI keeps in order; the receiver's decoder is a
+ * stream decoder, so message boundaries mean nothing to it.  Receiving is
+ * MPI_Iprobe then MPI_Recv of the probed message: no wait inside MPI,
+ * whose blocking calls busy-poll (mpi4py/mpi4py#419).
+ * Threads: the one thread of its side that owns every MPI call.
+ * Locks: none.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <string.h>
+#include <time.h>
+
+#include "mpi_int.h"
+
+/* A buffer in flight, sent as `parts` messages. */
+struct fut__mpi_send {
+	unsigned char *buf; /* freed by the part that completes last */
+	unsigned *left;	    /* parts of buf still in flight */
+};
+
+static _Atomic size_t message_limit = INT_MAX;
+static _Atomic bool corrupt_next;
+
+/* Test hook: the next frame this process sends goes with a bad magic, as
+ * from a broken peer. */
+void fut__mpi_test_corrupt_next_send(void);
+void fut__mpi_test_corrupt_next_send(void)
+{
+	atomic_store(&corrupt_next, true);
+}
+
+void fut__mpi_set_message_limit(size_t bytes)
+{
+	atomic_store(&message_limit,
+		     bytes == 0 || bytes > INT_MAX ? (size_t)INT_MAX : bytes);
+}
+
+int fut__mpi_frame_add(struct fut__mpi_frame *fr, uint64_t id, uint64_t fn,
+		       uint32_t kind, int32_t code, const void *data,
+		       size_t len)
+{
+	size_t base = fr->len ? fr->len : FUT__WIRE_FRAME_HDR;
+	if (len > SIZE_MAX - base - FUT__WIRE_REC_HDR)
+		return FUT_ENOMEM;
+	size_t need = base + FUT__WIRE_REC_HDR + len;
+	if (need > fr->cap) {
+		size_t cap = fr->cap ? fr->cap : 4096;
+		while (cap < need)
+			cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+		unsigned char *grown = fut__realloc(fr->buf, cap);
+		if (grown == NULL)
+			return FUT_ENOMEM;
+		fr->buf = grown;
+		fr->cap = cap;
+	}
+	fut__wire_put_record(fr->buf + base, id, fn, kind, code, len);
+	if (len != 0)
+		memcpy(fr->buf + base + FUT__WIRE_REC_HDR, data, len);
+	fr->len = need;
+	fr->count++;
+	return FUT_OK;
+}
+
+void fut__mpi_link_init(struct fut__mpi_link *l, MPI_Comm comm)
+{
+	memset(l, 0, sizeof(*l));
+	l->comm = comm;
+}
+
+void fut__mpi_link_fini(struct fut__mpi_link *l)
+{
+	for (size_t i = 0; i < l->nsends; i++) {
+		if (--*l->sends[i].left == 0) {
+			fut__free(l->sends[i].left);
+			fut__free(l->sends[i].buf);
+		}
+	}
+	fut__free(l->sends);
+	fut__free(l->reqs);
+	fut__free(l->stage);
+	memset(l, 0, sizeof(*l));
+}
+
+static bool room_for(struct fut__mpi_link *l, size_t more)
+{
+	if (l->nsends + more <= l->capsends)
+		return true;
+	size_t cap = l->capsends ? l->capsends : 16;
+	while (cap < l->nsends + more)
+		cap *= 2;
+	struct fut__mpi_send *s = fut__realloc(l->sends, cap * sizeof(*s));
+	if (s == NULL)
+		return false;
+	l->sends = s;
+	MPI_Request *r = fut__realloc(l->reqs, cap * sizeof(*r));
+	if (r == NULL)
+		return false;
+	l->reqs = r;
+	l->capsends = cap;
+	return true;
+}
+
+int fut__mpi_link_send(struct fut__mpi_link *l, int to, unsigned type,
+		       struct fut__mpi_frame *fr)
+{
+	if (fr->count == 0)
+		return FUT_OK;
+	size_t limit =
+		atomic_load_explicit(&message_limit, memory_order_relaxed);
+	size_t parts = (fr->len + limit - 1) / limit;
+	unsigned *left = fut__malloc(sizeof(*left));
+	if (left == NULL || !room_for(l, parts)) {
+		fut__free(left);
+		return FUT_ENOMEM;
+	}
+	fut__wire_put_frame(fr->buf, type, fr->count,
+			    fr->len - FUT__WIRE_FRAME_HDR);
+	if (atomic_exchange(&corrupt_next, false))
+		fr->buf[0] ^= 0xff;
+	*left = 0;
+	int rc = FUT_OK;
+	for (size_t off = 0; off < fr->len; off += limit) {
+		size_t n = fr->len - off < limit ? fr->len - off : limit;
+		MPI_Request *r = &l->reqs[l->nsends];
+		if (MPI_Isend(fr->buf + off, (int)n, MPI_BYTE, to, FUT__MPI_TAG,
+			      l->comm, r) != MPI_SUCCESS) {
+			rc = FUT_EBROKEN;
+			break;
+		}
+		l->sends[l->nsends].buf = fr->buf;
+		l->sends[l->nsends].left = left;
+		l->nsends++;
+		(*left)++;
+	}
+	if (*left == 0) {
+		fut__free(left);
+		fut__free(fr->buf);
+	}
+	memset(fr, 0, sizeof(*fr));
+	return rc;
+}
+
+bool fut__mpi_link_progress(struct fut__mpi_link *l)
+{
+	if (l->nsends == 0)
+		return false;
+	int flag = 0;
+	/* Most sends complete in order: test the oldest first. */
+	bool any = false;
+	size_t i = 0;
+	while (i < l->nsends) {
+		if (MPI_Test(&l->reqs[i], &flag, MPI_STATUS_IGNORE) !=
+			    MPI_SUCCESS ||
+		    !flag) {
+			i++;
+			if (!any)
+				break;
+			continue;
+		}
+		any = true;
+		if (--*l->sends[i].left == 0) {
+			fut__free(l->sends[i].left);
+			fut__free(l->sends[i].buf);
+		}
+		l->nsends--;
+		memmove(&l->sends[i], &l->sends[i + 1],
+			(l->nsends - i) * sizeof(*l->sends));
+		memmove(&l->reqs[i], &l->reqs[i + 1],
+			(l->nsends - i) * sizeof(*l->reqs));
+	}
+	return any;
+}
+
+bool fut__mpi_link_busy(const struct fut__mpi_link *l)
+{
+	return l->nsends != 0;
+}
+
+int fut__mpi_link_recv(struct fut__mpi_link *l, int from, const void **data,
+		       size_t *len, int *source)
+{
+	int flag = 0;
+	MPI_Status st;
+	if (MPI_Iprobe(from, FUT__MPI_TAG, l->comm, &flag, &st) != MPI_SUCCESS)
+		return FUT_EBROKEN;
+	if (!flag)
+		return FUT_ETIMEDOUT;
+	int count = 0;
+	if (MPI_Get_count(&st, MPI_BYTE, &count) != MPI_SUCCESS || count < 0)
+		return FUT_EBROKEN;
+	if ((size_t)count > l->stage_cap) {
+		size_t cap = l->stage_cap ? l->stage_cap : 65536;
+		while (cap < (size_t)count)
+			cap *= 2;
+		unsigned char *grown = fut__malloc(cap);
+		if (grown == NULL)
+			return FUT_ENOMEM;
+		fut__free(l->stage);
+		l->stage = grown;
+		l->stage_cap = cap;
+	}
+	if (MPI_Recv(l->stage, count, MPI_BYTE, st.MPI_SOURCE, FUT__MPI_TAG,
+		     l->comm, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+		return FUT_EBROKEN;
+	*data = l->stage;
+	*len = (size_t)count;
+	*source = st.MPI_SOURCE;
+	return FUT_OK;
+}
+
+void fut__mpi_idle_init(struct fut__mpi_idle *c, double spin, double cap)
+{
+	c->spin_ns = (int64_t)(spin * 1e9);
+	c->cap_ns = (int64_t)(cap * 1e9);
+	if (c->cap_ns < 1000)
+		c->cap_ns = 1000;
+	c->idle_since = 0;
+	c->sleep_ns = 0;
+}
+
+void fut__mpi_idle_busy(struct fut__mpi_idle *c)
+{
+	c->idle_since = 0;
+	c->sleep_ns = 0;
+}
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t fut__mpi_idle_next(struct fut__mpi_idle *c)
+{
+	int64_t now = now_ns();
+	if (c->idle_since == 0)
+		c->idle_since = now;
+	if (now - c->idle_since < c->spin_ns)
+		return 0;
+	/* mpi4py's Backoff: from cap/1024, doubling, up to cap. */
+	c->sleep_ns = c->sleep_ns == 0 ? c->cap_ns / 1024 : c->sleep_ns * 2;
+	if (c->sleep_ns < 1000)
+		c->sleep_ns = 1000;
+	if (c->sleep_ns > c->cap_ns)
+		c->sleep_ns = c->cap_ns;
+	return c->sleep_ns;
+}
+
+void fut__mpi_nap(pthread_mutex_t *lock, pthread_cond_t *cv, bool *wake,
+		  bool *sleeping, int64_t ns)
+{
+	struct timespec until = fut__mpi_abstime(ns);
+	pthread_mutex_lock(lock);
+	if (!*wake) {
+		*sleeping = true;
+		(void)pthread_cond_timedwait(cv, lock, &until);
+		*sleeping = false;
+	}
+	*wake = false;
+	pthread_mutex_unlock(lock);
+}
+
+struct timespec fut__mpi_abstime(int64_t ns)
+{
+	struct timespec ts;
+	int64_t t = now_ns() + ns;
+	ts.tv_sec = (time_t)(t / 1000000000);
+	ts.tv_nsec = (long)(t % 1000000000);
+	return ts;
+}

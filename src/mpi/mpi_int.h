@@ -1,0 +1,146 @@
+/*
+ * mpi_int.h: what the files of libfuture-mpi share.  Private: never
+ * installed.  libfuture-mpi reaches the core only through the FUT__PRIVATE
+ * internals (libfuture.so's LIBFUTURE_PRIVATE_<version> node) and struct
+ * layouts of internal.h.
+ *
+ * The files: names.c (the registry, the module table, task names),
+ * link.c (a byte stream of wire frames over MPI messages, the polling
+ * clock), client.c (the executor on root: queue, manager thread),
+ * server.c (the serving ranks), mpi_executor.c (fut_mpi_executor_new: the
+ * checks and the handshake, the finalize hook, fut_mpi_info).
+ */
+#ifndef FUT_MPI_INT_H
+#define FUT_MPI_INT_H
+
+#include <mpi.h>
+#include <pthread.h>
+
+#include "future_mpi.h"
+#include "internal.h"
+#include "wire.h"
+
+/* The one tag of the library's own communicator. */
+#define FUT__MPI_TAG 1
+
+/* ------------------------------------------------------------------ */
+/* names.c                                                              */
+
+/* The GNU build-id of a module: at most 32 bytes. */
+#define FUT__MPI_BUILD_ID_MAX 32u
+struct fut__mpi_build_id {
+	unsigned char len;
+	unsigned char bytes[FUT__MPI_BUILD_ID_MAX];
+};
+
+/*
+ * fn's name for the wire, into name[0..FUT__WIRE_MAX_NAME]: its
+ * registered name, else "@<build-id>+0x<offset>"; *id gets its module's
+ * build-id (len 0 for a registered name).  FUT_OK, FUT_EINVAL (no module,
+ * or one without a build-id, and not registered).
+ */
+int fut__mpi_name_of(fut_fn fn, char *name, struct fut__mpi_build_id *id);
+/* The function a name means here: the registry, then this process's own
+ * modules with that build-id; NULL when neither has it. */
+fut_fn fut__mpi_resolve(const char *name, size_t len);
+/* This process's modules' build-ids: *n of them at *ids (owned by the
+ * table, which lives until exit).  FUT_OK or FUT_ENOMEM. */
+int fut__mpi_modules(const struct fut__mpi_build_id **ids, size_t *n);
+
+/* ------------------------------------------------------------------ */
+/* link.c: wire frames as a byte stream over MPI messages               */
+
+/* Test hook: the largest MPI message (bytes); a frame longer than it goes
+ * in parts.  0 restores the default, INT_MAX. */
+void fut__mpi_set_message_limit(size_t bytes);
+
+/* A frame being written: header room at the front, records after it. */
+struct fut__mpi_frame {
+	unsigned char *buf;
+	size_t len, cap;
+	uint32_t count;
+};
+/* Appends a record (header and payload); FUT_OK or FUT_ENOMEM. */
+int fut__mpi_frame_add(struct fut__mpi_frame *fr, uint64_t id, uint64_t fn,
+		       uint32_t kind, int32_t code, const void *data,
+		       size_t len);
+
+/* The sends of one side, in flight; the receive stage. */
+struct fut__mpi_link {
+	MPI_Comm comm;
+	struct fut__mpi_send *sends; /* in flight */
+	MPI_Request *reqs;
+	size_t nsends, capsends;
+	unsigned char *stage;
+	size_t stage_cap;
+};
+void fut__mpi_link_init(struct fut__mpi_link *l, MPI_Comm comm);
+/* Waits for nothing: cancels nothing.  Frees the link's memory. */
+void fut__mpi_link_fini(struct fut__mpi_link *l);
+/* Sends fr's frame (TASKS or RESULTS) to rank `to` and takes its buffer
+ * (fr is then empty).  FUT_OK, FUT_ENOMEM, FUT_EBROKEN (MPI failed). */
+int fut__mpi_link_send(struct fut__mpi_link *l, int to, unsigned type,
+		       struct fut__mpi_frame *fr);
+/* Completes what sends it can; true if one completed. */
+bool fut__mpi_link_progress(struct fut__mpi_link *l);
+/* True while sends are in flight. */
+bool fut__mpi_link_busy(const struct fut__mpi_link *l);
+/* One message from `from` (MPI_ANY_SOURCE allowed), if one is there:
+ * FUT_OK with *data and *len (the link's stage, valid until the next call)
+ * and *source; FUT_ETIMEDOUT when none; FUT_EBROKEN, FUT_ENOMEM. */
+int fut__mpi_link_recv(struct fut__mpi_link *l, int from, const void **data,
+		       size_t *len, int *source);
+
+/* The polling clock: spin, then an exponential backoff up to a cap. */
+struct fut__mpi_idle {
+	int64_t spin_ns, cap_ns;
+	int64_t idle_since; /* 0: busy */
+	int64_t sleep_ns;
+};
+void fut__mpi_idle_init(struct fut__mpi_idle *c, double spin, double cap);
+/* Something happened: spin again next time. */
+void fut__mpi_idle_busy(struct fut__mpi_idle *c);
+/* Nothing happened: 0 while spinning, else how long to sleep (ns). */
+int64_t fut__mpi_idle_next(struct fut__mpi_idle *c);
+/* An absolute CLOCK_MONOTONIC timespec ns from now. */
+struct timespec fut__mpi_abstime(int64_t ns);
+/* Sleeps on cv (a CLOCK_MONOTONIC one) up to ns unless *wake (both flags
+ * guarded by lock, which the caller does not hold); clears *wake.  Whoever
+ * sets *wake signals cv while *sleeping. */
+void fut__mpi_nap(pthread_mutex_t *lock, pthread_cond_t *cv, bool *wake,
+		  bool *sleeping, int64_t ns);
+
+/* ------------------------------------------------------------------ */
+/* client.c and server.c                                                */
+
+/* Test hook (LSan cannot check MPI programs): the library's live objects
+ * in this process: clients, their jobs, server tasks.  0 once every
+ * executor was freed and every future released. */
+size_t fut__mpi_live_objects(void);
+/* Counts one object more (+1) or less (-1). */
+void fut__mpi_live_count(int delta);
+
+struct fut__mpi_setup {
+	MPI_Comm comm; /* the duplicate, owned by the executor */
+	int rank, size, root;
+	size_t threads, prefetch;
+	double spin, backoff;
+	/* The build-ids every server has (client only). */
+	struct fut__mpi_build_id *common;
+	size_t ncommon;
+};
+
+/* The executor on root.  Takes setup->comm and setup->common in every
+ * case.  FUT_OK, FUT_ENOMEM, FUT_EAGAIN (no manager thread). */
+int fut__mpi_client_new(fut_executor **out, struct fut__mpi_setup *setup);
+/* True if ex is a client of this library. */
+bool fut__mpi_client_is(const fut_executor *ex);
+void fut__mpi_client_info(const fut_executor *ex, int *servers, int *rank);
+/* From the finalize hook: shuts the executor down and waits. */
+void fut__mpi_client_finalize(fut_executor *ex);
+
+/* Serves until the client's STOP; frees setup->comm.  FUT_OK, or the code
+ * that ended serving. */
+int fut__mpi_serve(struct fut__mpi_setup *setup);
+
+#endif /* FUT_MPI_INT_H */

@@ -1,0 +1,58 @@
+#!/bin/sh
+# Usage: tests/mpi/run.sh BUILD
+# Runs the MPI tests of BUILD/tests/mpi under `timeout 60 mpirun`: Open
+# MPI on loopback only (pml ob1, btl self,vader,tcp on lo), root allowed,
+# oversubscribed (../shared/design-mpi.md section 4).  Sanitizer builds run
+# with detect_leaks=0: Open MPI's own allocations make LSan useless; TSan
+# with tsan.supp.
+set -eu
+build=${1:-build}
+MPIRUN=${MPIRUN:-mpirun}
+. "$(cd "$(dirname "$0")/../.." && pwd)/tests/mpi/env.sh"
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
+# What TSan sees inside Open MPI, which it cannot follow (tsan.supp).
+here=$(cd "$(dirname "$0")" && pwd)
+export TSAN_OPTIONS="${TSAN_OPTIONS:+$TSAN_OPTIONS }suppressions=$here/tsan.supp"
+t=$build/tests/mpi
+wrap=${TEST_WRAPPER:-}
+
+run()
+{
+	echo "== mpirun $*"
+	# shellcheck disable=SC2086
+	timeout 60 $wrap "$MPIRUN" "$@"
+}
+
+start=$(date +%s)
+run -np 3 "$t/test_mpi"
+timeout 60 $wrap "$t/test_mpi_launch" uninit
+run -np 1 "$t/test_mpi_launch" single
+run -np 1 "$t/test_mpi_launch" np1
+run -np 3 "$t/test_mpi_launch" nofree
+run -np 1 "$t/test_mpi_launch" mpmd : -np 2 "$t/test_mpi_peer"
+# The example, linked against the shared libraries.
+LD_LIBRARY_PATH="$build${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+	run -x LD_LIBRARY_PATH -np 3 "$build/examples/mpi_primes"
+
+# A task that kills its server: the job must abort, within 10 s, and
+# leave no process behind (the documented outcome, docs/mpi.md).
+echo "== mpirun -np 3 $t/test_mpi_launch die (must abort)"
+t0=$(date +%s)
+if timeout 30 "$MPIRUN" -np 3 "$t/test_mpi_launch" die >"$build/tests/mpi/die.log" 2>&1; then
+	cat "$build/tests/mpi/die.log"
+	echo "run.sh: the job whose rank died exited 0" >&2
+	exit 1
+fi
+took=$(($(date +%s) - t0))
+if [ "$took" -gt 10 ]; then
+	echo "run.sh: the aborted job took $took s (over 10)" >&2
+	exit 1
+fi
+sleep 1
+if pgrep -f "$t/test_mpi_launch die" >/dev/null; then
+	echo "run.sh: processes of the aborted job remain:" >&2
+	pgrep -af "$t/test_mpi_launch die" >&2
+	exit 1
+fi
+echo "the job aborted in $took s, nothing left"
+echo "mpi tests passed ($build, $(($(date +%s) - start)) s)"

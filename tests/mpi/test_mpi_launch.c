@@ -1,0 +1,165 @@
+/*
+ * test_mpi_launch.c: the MPI tests that need a launch of their own
+ * (tests/mpi/run.sh runs each mode; they are not cmocka tests, because
+ * what they check is how the process or the job ends):
+ *   uninit       fut_mpi_executor_new before MPI_Init: FUT_ENOTSUP
+ *   single       a thread level below MULTIPLE: FUT_ENOTSUP
+ *   np1          a 1-rank job: world mode is FUT_EINVAL, and so is every
+ *                bad option
+ *   nofree       the client never frees its executor: MPI_Finalize still
+ *                ends (the MPI_COMM_SELF attribute hook), every rank exits 0
+ *   die          a task raise(SIGKILL)s its server: the job aborts (run.sh
+ *                checks mpirun's status and that nothing of it remains)
+ *   mpmd         the client of `-np 1 ./test_mpi_launch mpmd : -np 2
+ *                ./test_mpi_peer`: a registered name runs on the peer
+ *                program; an unregistered function is FUT_ENOTSUP at submit
+ */
+#include <signal.h>
+#include <unistd.h>
+
+#include "mpi_test.h"
+
+#define CHECK(cond)                                                            \
+	do {                                                                   \
+		if (!(cond)) {                                                 \
+			fprintf(stderr, "%s:%d: rank %d: check failed: %s\n",  \
+				__FILE__, __LINE__, world_rank(), #cond);      \
+			exit(1);                                               \
+		}                                                              \
+	} while (0)
+
+static void kill_self_task(fut_task *t)
+{
+	(void)t;
+	raise(SIGKILL);
+}
+
+static int mode_uninit(void)
+{
+	fut_executor *ex = NULL;
+	CHECK(fut_mpi_executor_new(&ex, NULL) == FUT_ENOTSUP);
+	CHECK(ex == NULL);
+	printf("uninit: ok\n");
+	return 0;
+}
+
+static int mode_single(int *argc, char ***argv)
+{
+	int provided = 0;
+	CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_SINGLE, &provided) ==
+	      MPI_SUCCESS);
+	if (provided < MPI_THREAD_MULTIPLE) {
+		fut_executor *ex = NULL;
+		CHECK(fut_mpi_executor_new(&ex, NULL) == FUT_ENOTSUP);
+		CHECK(ex == NULL);
+		printf("single: ok\n");
+	} else {
+		printf("single: the MPI gave MULTIPLE anyway; nothing to check\n");
+	}
+	MPI_Finalize();
+	return 0;
+}
+
+static int mode_np1(void)
+{
+	fut_executor *ex = NULL;
+	CHECK(fut_mpi_executor_new(&ex, NULL) == FUT_EINVAL);
+	CHECK(fut_mpi_executor_new(&ex, &(fut_mpi_opts){ .root = 1 }) ==
+	      FUT_EINVAL);
+	CHECK(fut_mpi_executor_new(&ex, &(fut_mpi_opts){ .flags = 4 }) ==
+	      FUT_EINVAL);
+	CHECK(fut_mpi_executor_new(&ex, &(fut_mpi_opts){ .poll_spin = -1 }) ==
+	      FUT_EINVAL);
+	CHECK(fut_mpi_executor_new(&ex, &(fut_mpi_opts){ .task_timeout = 1 }) ==
+	      FUT_EINVAL);
+	CHECK(fut_mpi_executor_new(
+		      &ex, &(fut_mpi_opts){ .argv = (char *const[]){
+						    NULL } }) == FUT_EINVAL);
+	CHECK(ex == NULL);
+	MPI_Comm self = MPI_COMM_SELF;
+	CHECK(fut_mpi_executor_new(&ex, &(fut_mpi_opts){ .comm = &self }) ==
+	      FUT_EINVAL);
+	return 0;
+}
+
+static int mode_nofree(void)
+{
+	fut_executor *ex = NULL;
+	CHECK(fut_mpi_executor_new(&ex, NULL) == FUT_OK);
+	if (ex == NULL)
+		return 0;
+	int x = 9;
+	fut_future *f;
+	CHECK(fut_submit_bytes(ex, square_task, &x, sizeof(x), &f) == FUT_OK);
+	const void *out;
+	size_t len;
+	CHECK(fut_result_bytes(f, 30, &out, &len) == FUT_OK);
+	CHECK(len == sizeof(int) && *(const int *)out == 81);
+	fut_release(f);
+	/* No fut_executor_free: MPI_Finalize shuts it down. */
+	return 0;
+}
+
+static int mode_die(void)
+{
+	fut_executor *ex = NULL;
+	CHECK(fut_mpi_executor_new(&ex, NULL) == FUT_OK);
+	if (ex == NULL)
+		return 0;
+	fut_future *f;
+	CHECK(fut_submit_bytes(ex, kill_self_task, NULL, 0, &f) == FUT_OK);
+	/* The launcher aborts the job before this returns. */
+	(void)fut_result(f, 60, NULL);
+	return 0;
+}
+
+static int mode_mpmd(void)
+{
+	CHECK(fut_mpi_register("mpmd.square", square_task) == FUT_OK);
+	fut_executor *ex = NULL;
+	CHECK(fut_mpi_executor_new(&ex, NULL) == FUT_OK);
+	CHECK(ex != NULL);
+	int x = 12;
+	fut_future *f;
+	CHECK(fut_submit_bytes(ex, square_task, &x, sizeof(x), &f) == FUT_OK);
+	const void *out;
+	size_t len;
+	CHECK(fut_result_bytes(f, 30, &out, &len) == FUT_OK);
+	CHECK(len == sizeof(int) && *(const int *)out == 144);
+	fut_release(f);
+	/* echo_task is this build's, unregistered: the servers, another
+	 * program, lack its module. */
+	f = (fut_future *)(uintptr_t)1;
+	CHECK(fut_submit_bytes(ex, echo_task, "x", 1, &f) == FUT_ENOTSUP);
+	CHECK(f == NULL);
+	fut_executor_free(ex);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	const char *mode = argc > 1 ? argv[1] : "";
+	if (strcmp(mode, "uninit") == 0)
+		return mode_uninit();
+	if (strcmp(mode, "single") == 0)
+		return mode_single(&argc, &argv);
+	init_mpi(&argc, &argv);
+	int rc;
+	if (strcmp(mode, "np1") == 0)
+		rc = mode_np1();
+	else if (strcmp(mode, "nofree") == 0)
+		rc = mode_nofree();
+	else if (strcmp(mode, "die") == 0)
+		rc = mode_die();
+	else if (strcmp(mode, "mpmd") == 0)
+		rc = mode_mpmd();
+	else {
+		fprintf(stderr, "usage: %s uninit|single|np1|nofree|die|mpmd\n",
+			argv[0]);
+		rc = 2;
+	}
+	MPI_Finalize();
+	if (rc == 0)
+		printf("%s: ok\n", mode);
+	return rc;
+}
