@@ -241,9 +241,9 @@ static bool slot_try(struct tpool *p)
 {
 	uint32_t b = atomic_load_explicit(&p->nbusy, memory_order_seq_cst);
 	while (b < p->max_workers)
-		if (atomic_compare_exchange_weak_explicit(
-			    &p->nbusy, &b, b + 1, memory_order_seq_cst,
-			    memory_order_seq_cst))
+		if (atomic_compare_exchange_weak_explicit(&p->nbusy, &b, b + 1,
+							  memory_order_seq_cst,
+							  memory_order_seq_cst))
 			return true;
 	return false;
 }
@@ -270,8 +270,8 @@ static void slot_get(struct tpool *p)
 		return;
 	atomic_fetch_add_explicit(&p->nwant, 1, memory_order_seq_cst);
 	for (;;) {
-		uint32_t v =
-			atomic_load_explicit(&p->slotword, memory_order_seq_cst);
+		uint32_t v = atomic_load_explicit(&p->slotword,
+						  memory_order_seq_cst);
 		if (slot_try(p))
 			break;
 		fut__futex_wait(&p->slotword, v, -1);
@@ -435,10 +435,10 @@ static bool leave_sleep(struct tpool *p)
 			return true;
 		uint32_t n = atomic_load_explicit(&p->nsleeping,
 						  memory_order_seq_cst);
-		if (n > 0 && atomic_compare_exchange_weak_explicit(
-				     &p->nsleeping, &n, n - 1,
-				     memory_order_seq_cst,
-				     memory_order_seq_cst))
+		if (n > 0 &&
+		    atomic_compare_exchange_weak_explicit(
+			    &p->nsleeping, &n, n - 1, memory_order_seq_cst,
+			    memory_order_seq_cst))
 			return false;
 		if (n == 0)
 			fut__cpu_relax();
@@ -557,8 +557,8 @@ static bool run_started(struct worker *w, struct job *j, bool last)
 	struct tpool *p = w->pool;
 	struct run_frame fr = {
 		.job = j,
-		.outer = atomic_load_explicit(&w->running,
-					      memory_order_relaxed),
+		.outer =
+			atomic_load_explicit(&w->running, memory_order_relaxed),
 	};
 	atomic_store_explicit(&w->running, &fr, memory_order_release);
 	fut_task t;
@@ -568,15 +568,13 @@ static bool run_started(struct worker *w, struct job *j, bool last)
 	 * either sees the frame gone (we stored first) or we see it
 	 * interrupting and wait out its walk. */
 	atomic_store_explicit(&w->running, fr.outer, memory_order_seq_cst);
-	if (atomic_load_explicit(&p->interrupting, memory_order_seq_cst) !=
-	    0) {
+	if (atomic_load_explicit(&p->interrupting, memory_order_seq_cst) != 0) {
 		fut__lock_acquire(&w->lock);
 		fut__lock_release(&w->lock);
 	}
-	bool looking = last &&
-		       (atomic_load_explicit(&j->fut.state,
-					     memory_order_relaxed) &
-			FUT__S_LISTED) == 0;
+	bool looking = last && (atomic_load_explicit(&j->fut.state,
+						     memory_order_relaxed) &
+				FUT__S_LISTED) == 0;
 	if (looking) {
 		w->has_slot = false;
 		slot_put(p);
@@ -611,8 +609,7 @@ static void run_jobs(struct worker *w, struct job *j, bool last)
 	while (j != NULL) {
 		if (run_job(w, j, last))
 			return;
-		if (atomic_load_explicit(&p->nwant, memory_order_relaxed) >
-			    0 ||
+		if (atomic_load_explicit(&p->nwant, memory_order_relaxed) > 0 ||
 		    atomic_load_explicit(&p->broken, memory_order_relaxed))
 			break;
 		j = fut__tp_queue_pop(&p->q, &last);
@@ -624,15 +621,24 @@ static void run_jobs(struct worker *w, struct job *j, bool last)
 
 /* Inline: a worker that waits, untimed, for a task of its own pool that
  * has not started runs it itself, in its own slot. */
+static int hook_block(void *ctx);
+
+/* The worker of p that the calling thread is, or NULL. */
+static struct worker *self_worker(struct tpool *p)
+{
+	const struct fut__wait_hooks *h = fut__wait_hooks_get();
+	if (h == NULL || h->block != hook_block)
+		return NULL;
+	struct worker *w = h->ctx;
+	return w->pool == p ? w : NULL;
+}
+
 static bool job_assist(fut_future *f)
 {
 	struct job *j = fut__container_of(f, struct job, fut);
 	struct tpool *p = job_pool(j); /* alive: the block holds a reference */
-	const struct fut__wait_hooks *h = fut__wait_hooks_get();
-	if (h == NULL || h->ctx == NULL)
-		return false;
-	struct worker *w = h->ctx;
-	if (w->pool != p || !w->has_slot || w->depth >= FUT__TP_INLINE_DEPTH ||
+	struct worker *w = self_worker(p);
+	if (w == NULL || !w->has_slot || w->depth >= FUT__TP_INLINE_DEPTH ||
 	    fut__future_state(f) != FUT__S_PENDING ||
 	    fut__future_start(f) != FUT_OK)
 		return false;
@@ -663,8 +669,7 @@ static int hook_block(void *ctx)
 	/* Every thread waits, none can be added, and tasks are queued: a
 	 * wait that depends on them would never end. */
 	if (atomic_load(&p->nwaiting) >= atomic_load(&p->nthreads) &&
-	    atomic_load(&p->nspinning) == 0 &&
-	    fut__tp_queue_count(&p->q) > 0)
+	    atomic_load(&p->nspinning) == 0 && fut__tp_queue_count(&p->q) > 0)
 		return FUT_EAGAIN;
 	return FUT_OK;
 }
@@ -731,16 +736,6 @@ static void *worker_main(void *arg)
 /* ------------------------------------------------------------------ */
 /* Submit                                                              */
 
-/* The worker of p that the calling thread is, or NULL. */
-static struct worker *self_worker(struct tpool *p)
-{
-	const struct fut__wait_hooks *h = fut__wait_hooks_get();
-	if (h == NULL || h->block != hook_block)
-		return NULL;
-	struct worker *w = h->ctx;
-	return w->pool == p ? w : NULL;
-}
-
 struct admit_wait {
 	struct tpool *p;
 	struct worker *w; /* the submitter, if a worker of p */
@@ -766,7 +761,9 @@ static int admit(struct tpool *p, size_t n)
 	int rc = pool_state(p);
 	if (rc != FUT_OK)
 		return rc;
-	struct admit_wait a = { .p = p, .w = self_worker(p) };
+	/* Only a bounded queue can make a submitter wait. */
+	struct admit_wait a = { .p = p,
+				.w = p->q.max != 0 ? self_worker(p) : NULL };
 	rc = fut__tp_queue_reserve(&p->q, n, admit_stop, &a);
 	if (a.w != NULL && a.w->handed)
 		hook_unblock(a.w);

@@ -88,8 +88,8 @@ void fut__tp_queue_init(struct tp_queue *q, size_t max);
 /* Appends first..last (n linked jobs); FUT_ESHUTDOWN once closed, the
  * broken code once broken (nothing queued then).  *was_empty: no job was
  * queued before them (one may still be being taken). */
-int fut__tp_queue_push(struct tp_queue *q, struct job *first,
-		       struct job *last, size_t n, bool *was_empty);
+int fut__tp_queue_push(struct tp_queue *q, struct job *first, struct job *last,
+		       size_t n, bool *was_empty);
 /* The oldest job, or NULL; *last: it was the last one queued (read
  * without touching the submitters' cache lines). */
 struct job *fut__tp_queue_pop(struct tp_queue *q, bool *last);
@@ -128,9 +128,9 @@ struct worker {
 	struct tpool *pool;
 	pthread_t thread;
 	unsigned index;
-	bool joined;   /* guarded by p->ctl */
-	bool has_slot; /* this thread's own */
-	bool handed;   /* gave its slot up for a nested wait; its own */
+	bool joined;	/* guarded by p->ctl */
+	bool has_slot;	/* this thread's own */
+	bool handed;	/* gave its slot up for a nested wait; its own */
 	unsigned depth; /* tasks run nested inline; this thread's own */
 	struct fut__wait_hooks hooks;
 	fut__lock lock; /* guards the walk of `running` (interrupt) */
@@ -157,9 +157,9 @@ struct tpool {
 	/* Slots and idle workers: see "Slots" and "Idle workers" in
 	 * thread_pool.c. */
 	_Alignas(64) _Atomic uint32_t nbusy; /* threads holding a slot */
-	_Atomic uint32_t nwant;	   /* waiters wanting their slot back */
-	_Atomic uint32_t slotword; /* futex word of those waiters */
-	_Atomic uint32_t nwaiting; /* workers in a nested wait, slot given */
+	_Atomic uint32_t nwant;	    /* waiters wanting their slot back */
+	_Atomic uint32_t slotword;  /* futex word of those waiters */
+	_Atomic uint32_t nwaiting;  /* workers in a nested wait, slot given */
 	_Atomic uint32_t nspinning; /* idle workers looking for work */
 	_Atomic uint32_t nsleeping; /* idle workers asleep on wake */
 	_Atomic uint32_t tokens;    /* wake-ups sent, not yet taken */

@@ -49,8 +49,8 @@ static void append_locked(struct tp_queue *q, struct tp_link *first,
 	q->tail = last;
 }
 
-int fut__tp_queue_push(struct tp_queue *q, struct job *first,
-		       struct job *last, size_t n, bool *was_empty)
+int fut__tp_queue_push(struct tp_queue *q, struct job *first, struct job *last,
+		       size_t n, bool *was_empty)
 {
 	fut__lock_acquire(&q->plock);
 	int rc = q->broken ? q->broken : q->closed ? FUT_ESHUTDOWN : FUT_OK;
@@ -87,7 +87,8 @@ static struct job *pop_locked(struct tp_queue *q, bool *last)
 {
 	assert(fut__lock_held(&q->clock));
 	struct tp_link *h = q->head;
-	struct tp_link *nx = atomic_load_explicit(&h->next, memory_order_acquire);
+	struct tp_link *nx =
+		atomic_load_explicit(&h->next, memory_order_acquire);
 	if (h == &q->stub) {
 		if (nx == NULL)
 			return NULL;
@@ -176,9 +177,9 @@ static bool try_reserve(struct tp_queue *q, size_t n)
 	do {
 		if (r != 0 && (r > q->max || n > q->max - r))
 			return false;
-	} while (!atomic_compare_exchange_weak_explicit(
-		&q->reserved, &r, r + n, memory_order_seq_cst,
-		memory_order_seq_cst));
+	} while (!atomic_compare_exchange_weak_explicit(&q->reserved, &r, r + n,
+							memory_order_seq_cst,
+							memory_order_seq_cst));
 	return true;
 }
 
@@ -193,7 +194,8 @@ int fut__tp_queue_reserve(struct tp_queue *q, size_t n, int (*stop)(void *),
 			return rc;
 		atomic_fetch_add_explicit(&q->nroom_waiters, 1,
 					  memory_order_seq_cst);
-		uint32_t v = atomic_load_explicit(&q->room, memory_order_seq_cst);
+		uint32_t v =
+			atomic_load_explicit(&q->room, memory_order_seq_cst);
 		if (!try_reserve(q, n)) {
 			if ((rc = stop(ctx)) == FUT_OK)
 				fut__futex_wait(&q->room, v, -1);

@@ -55,7 +55,6 @@ static void release_all(fut_future **fs, size_t n)
 		fut_release(fs[i]);
 }
 
-
 /* ------------------------------------------------------------------ */
 static void sleep_ms(long ms)
 {
@@ -126,7 +125,13 @@ static void tiny(fut_task *t)
 	fut_task_return(t, (void *)((uintptr_t)fut_task_arg(t) + 1));
 }
 
-enum how { ONE_BY_ONE, MANY, FROM_A_TASK, AFTER_A_BURST, FROM_CALLBACKS };
+enum how {
+	ONE_BY_ONE,
+	MANY,
+	FROM_A_TASK,
+	AFTER_A_BURST,
+	FROM_CALLBACKS
+};
 
 struct from_task {
 	fut_executor *ex;
@@ -166,7 +171,9 @@ static void check_all_start(size_t n, enum how how)
 	fut_future **fs = calloc(n, sizeof(*fs));
 	assert_non_null(fs);
 	if (how == AFTER_A_BURST) {
-		enum { BURST = 10000 };
+		enum {
+			BURST = 10000
+		};
 		fut_future **b = calloc(BURST, sizeof(*b));
 		assert_non_null(b);
 		for (uintptr_t i = 0; i < BURST; i++)
@@ -283,8 +290,8 @@ static void barrier_task(fut_task *t)
 	int64_t deadline = fut__now_ns() + (int64_t)(HANG_S * 1e9);
 	while (atomic_load(&b->arrived) < b->n && fut__now_ns() < deadline)
 		sleep_ms(1);
-	fut_task_return(t, (void *)(uintptr_t)(atomic_load(&b->arrived) ==
-						 b->n));
+	fut_task_return(t,
+			(void *)(uintptr_t)(atomic_load(&b->arrived) == b->n));
 }
 
 static void test_a_barrier_of_n_tasks_on_n_workers_completes(void **state)
@@ -446,16 +453,15 @@ static void link_task(fut_task *t)
 /* Each link waits on the next: the chain ends with its count, or with
  * the documented code once no thread can be added (FUT_EAGAIN, never a
  * crash or a hang). */
-static void test_a_chain_of_waiting_tasks_ends_with_a_result_or_a_code(
-	void **state)
+static void
+test_a_chain_of_waiting_tasks_ends_with_a_result_or_a_code(void **state)
 {
 	(void)state;
 	the_chain.ex = new_pool(4);
 	fut_future *f = NULL;
-	assert_int_equal(
-		fut_submit(the_chain.ex, link_task, (void *)(uintptr_t)CHAIN,
-			   &f),
-		FUT_OK);
+	assert_int_equal(fut_submit(the_chain.ex, link_task,
+				    (void *)(uintptr_t)CHAIN, &f),
+			 FUT_OK);
 	void *v = NULL;
 	int rc = fut_result(f, 600.0, &v);
 	if (rc == FUT_OK) {
@@ -583,8 +589,8 @@ static void cap_enter(struct cap *c)
 {
 	int now = atomic_fetch_add(&c->running, 1) + 1;
 	int most = atomic_load(&c->most);
-	while (now > most && !atomic_compare_exchange_weak(&c->most, &most,
-							   now))
+	while (now > most &&
+	       !atomic_compare_exchange_weak(&c->most, &most, now))
 		;
 }
 
@@ -684,16 +690,15 @@ static void test_max_queue_holds_with_many_submitters(void **state)
 {
 	(void)state;
 	struct bounded b = { 0 };
-	assert_int_equal(fut_thread_pool_new(&b.ex,
-					     &(fut_thread_pool_opts){
-						     .max_workers = 1,
-						     .max_queue = 64 }),
-			 FUT_OK);
+	assert_int_equal(
+		fut_thread_pool_new(&b.ex,
+				    &(fut_thread_pool_opts){ .max_workers = 1,
+							     .max_queue = 64 }),
+		FUT_OK);
 	pthread_t th[4];
 	for (int i = 0; i < 4; i++)
-		assert_int_equal(pthread_create(&th[i], NULL,
-						bounded_submitter, &b),
-				 0);
+		assert_int_equal(
+			pthread_create(&th[i], NULL, bounded_submitter, &b), 0);
 	for (int i = 0; i < 4; i++)
 		pthread_join(th[i], NULL);
 	assert_int_equal(fut_executor_shutdown(b.ex, 0), FUT_OK);
@@ -721,7 +726,9 @@ static void test_tasks_start_in_submission_order(void **state)
 	fut_executor *ex = new_pool(1);
 	struct order o;
 	atomic_init(&o.next, 0);
-	enum { N = 500 };
+	enum {
+		N = 500
+	};
 	fut_future *fs[N];
 	for (int i = 0; i < N; i++)
 		assert_int_equal(fut_submit(ex, record_start, &o, &fs[i]),
