@@ -535,8 +535,11 @@ static void idle_sleep(struct worker *w)
 	if (atomic_load(&p->tokens) == 0 && !work_for_idle(p) &&
 	    !should_exit(p))
 		fut__futex_wait(&p->wake, v, -1);
-	if (!leave_sleep(p))
-		atomic_fetch_add_explicit(&p->nspinning, 1,
+	/* A looker again before it stops counting as a sleeper: a
+	 * submitter that reads both in between must not find neither. */
+	atomic_fetch_add_explicit(&p->nspinning, 1, memory_order_seq_cst);
+	if (leave_sleep(p)) /* its waker counted it already */
+		atomic_fetch_sub_explicit(&p->nspinning, 1,
 					  memory_order_seq_cst);
 }
 
@@ -576,10 +579,10 @@ static bool run_started(struct worker *w, struct job *j, bool last)
 						     memory_order_relaxed) &
 				FUT__S_LISTED) == 0;
 	if (looking) {
-		w->has_slot = false;
-		slot_put(p);
 		atomic_fetch_add_explicit(&p->nspinning, 1,
 					  memory_order_seq_cst);
+		w->has_slot = false;
+		slot_put(p);
 	}
 	fut__task_finish(&t, &j->fut);
 	return looking;
@@ -614,9 +617,11 @@ static void run_jobs(struct worker *w, struct job *j, bool last)
 			break;
 		j = fut__tp_queue_pop(&p->q, &last);
 	}
+	/* A looker first, then a free slot: never a free slot that a
+	 * submitter sees without a looker for it (it would start a thread). */
+	atomic_fetch_add_explicit(&p->nspinning, 1, memory_order_seq_cst);
 	w->has_slot = false;
 	slot_put(p);
-	atomic_fetch_add_explicit(&p->nspinning, 1, memory_order_seq_cst);
 }
 
 /* Inline: a worker that waits, untimed, for a task of its own pool that
