@@ -35,7 +35,7 @@ else
 endif
 
 ALL_CFLAGS = $(WARN) $(CFLAGS) $(SANFLAGS) -fPIC -pthread -fvisibility=hidden
-SRCS := $(wildcard src/*.c)
+SRCS := $(wildcard src/core/*.c src/thread_pool/*.c src/process_pool/*.c)
 OBJS := $(SRCS:src/%.c=$(BUILD)/obj/%.o)
 STATIC = $(BUILD)/libfuture.a
 SONAME = libfuture.so.$(MAJOR)
@@ -86,13 +86,14 @@ all: $(STATIC) $(BUILD)/libfuture.so mpi-if-present
 
 lib: all
 
-$(BUILD)/obj/%.o: src/%.c include/future.h $(wildcard src/*.h)
+$(BUILD)/obj/%.o: src/%.c include/future.h $(wildcard src/*/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(LIB_CPPFLAGS) -c -o $@ $<
 
+# q, not r: members of different folders share names (pool.o).
 $(STATIC): $(OBJS)
 	rm -f $@
-	ar rcs $@ $^
+	ar qcs $@ $^
 
 # libfuture.map with the version written into its private node.
 $(BUILD)/libfuture.map: libfuture.map include/future.h
@@ -167,7 +168,7 @@ $(BUILD)/examples/mpi_%: examples/mpi_%.c $(BUILD)/libfuture-mpi.so
 		-lfuture -lm
 
 $(BUILD)/obj/mpi/%.o: src/mpi/%.c include/future.h include/future_mpi.h \
-		$(wildcard src/*.h src/mpi/*.h)
+		$(wildcard src/*/*.h)
 	@mkdir -p $(dir $@)
 	$(MPICC) $(ALL_CFLAGS) $(LIB_CPPFLAGS) -c -o $@ $<
 
@@ -359,7 +360,7 @@ FUZZ_CFLAGS = -std=c11 -g -O1 -D_GNU_SOURCE -Iinclude -Isrc -pthread \
 	      -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
 	      -DFUT__WIRE_GATHER_FIRST=64
 
-build/fuzz/%: tests/fuzz/%.c $(SRCS) include/future.h $(wildcard src/*.h) \
+build/fuzz/%: tests/fuzz/%.c $(SRCS) include/future.h $(wildcard src/*/*.h) \
 		$(wildcard tests/fuzz/*.h)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) -o $@ $< $(SRCS) -lm
@@ -380,7 +381,7 @@ fuzz-seeds:
 	@mkdir -p build/fuzz tests/fuzz/wire
 	$(CC) $(WARN) -O1 -g -D_GNU_SOURCE -Iinclude -Isrc -Itests/fuzz \
 		-o build/fuzz/gen_wire_seeds tests/fuzz/gen_wire_seeds.c \
-		src/wire.c src/alloc.c
+		src/process_pool/wire.c src/core/alloc.c
 	build/fuzz/gen_wire_seeds tests/fuzz/wire
 
 demo: all $(EXAMPLES)
@@ -478,7 +479,7 @@ uninstall:
 	done; fi; true
 
 format:
-	clang-format -i include/*.h src/*.c src/*.h src/mpi/*.[ch] tests/*.c \
+	clang-format -i include/*.h src/*/*.[ch] tests/*.c \
 		$(wildcard tests/*.h) $(wildcard tests/mpi/*.[ch]) \
 		$(wildcard examples/*.c) $(wildcard bench/*.c) $(wildcard bench/*.h)
 

@@ -63,8 +63,7 @@ static double run(fut_executor *ex, fut_fn fn, size_t n)
 	for (size_t i = 0; i < n; i++)
 		inputs[i] = i + 1;
 	double t0 = now();
-	if (fut_submit_many(ex, fn, inputs, sizeof(inputs[0]), n, fs) !=
-	    FUT_OK)
+	if (fut_submit_many(ex, fn, inputs, sizeof(inputs[0]), n, fs) != FUT_OK)
 		return -1;
 	int bad = fut_wait(fs, n, FUT_ALL_COMPLETED, FUT_FOREVER) != FUT_OK;
 	double s = now() - t0;

@@ -104,8 +104,8 @@ int main(int argc, char **argv)
 
 	fut_executor *pool;
 	if (fut_thread_pool_new(&pool, &(fut_thread_pool_opts){
-					       .thread_name_prefix = "files" }) !=
-	    FUT_OK)
+					       .thread_name_prefix =
+						       "files" }) != FUT_OK)
 		return 1;
 	fut_future **fs = calloc(n, sizeof(*fs));
 	for (size_t i = 0; i < n; i++)
@@ -140,7 +140,8 @@ int main(int argc, char **argv)
 		if (fut_result_bytes(fs[i], 0, &data, &len) == FUT_OK) {
 			struct digest d;
 			memcpy(&d, data, sizeof(d));
-			printf("%016llx %10llu %s\n", (unsigned long long)d.hash,
+			printf("%016llx %10llu %s\n",
+			       (unsigned long long)d.hash,
 			       (unsigned long long)d.size, paths[i]);
 		}
 		fut_release(fs[i]);

@@ -137,9 +137,9 @@ static struct conn *take_conn(const fut_future *f)
 int main(int argc, char **argv)
 {
 	const char *q = getenv("FUT_EXAMPLE_QUICK");
-	int clients = argc > 1				       ? atoi(argv[1])
-		      : q != NULL && *q != '\0' && *q != '0' ? 16
-							     : 64;
+	int clients = argc > 1				   ? atoi(argv[1]) :
+		      q != NULL && *q != '\0' && *q != '0' ? 16 :
+							     64;
 	if (clients < 1 || clients > 10000)
 		return 2;
 
@@ -193,11 +193,14 @@ int main(int argc, char **argv)
 				int s;
 				while ((s = accept4(ls, NULL, NULL,
 						    SOCK_NONBLOCK |
-							    SOCK_CLOEXEC)) >= 0) {
-					struct conn *nc = calloc(1, sizeof(*nc));
+							    SOCK_CLOEXEC)) >=
+				       0) {
+					struct conn *nc =
+						calloc(1, sizeof(*nc));
 					nc->fd = s;
 					struct epoll_event cev = {
-						.events = EPOLLIN, .data.ptr = nc
+						.events = EPOLLIN,
+						.data.ptr = nc
 					};
 					epoll_ctl(ep, EPOLL_CTL_ADD, s, &cev);
 				}

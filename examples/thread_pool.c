@@ -44,9 +44,9 @@ int main(int argc, char **argv)
 	}
 
 	fut_executor *ex = NULL;
-	int rc = fut_thread_pool_new(&ex, &(fut_thread_pool_opts){
-						  .max_workers = 4,
-						  .thread_name_prefix = "lines" });
+	int rc = fut_thread_pool_new(
+		&ex, &(fut_thread_pool_opts){ .max_workers = 4,
+					      .thread_name_prefix = "lines" });
 	if (rc != FUT_OK) {
 		fprintf(stderr, "thread pool: %s\n", fut_strerror(rc));
 		return 1;

@@ -70,25 +70,27 @@ extern "C" {
  * The result codes, one list: FUT_OK is 0, failures are positive.
  * X(name, value, text) -- fut_strerror() returns the text.
  */
-#define FUT_CODE_LIST(X)                                                     \
-	X(FUT_OK, 0, "success")                                              \
-	X(FUT_EINVAL, 1, "invalid argument")                                 \
-	X(FUT_ENOMEM, 2, "out of memory")                                    \
-	X(FUT_ETIMEDOUT, 3, "wait timed out")                                \
-	X(FUT_ECANCELLED, 4, "future was cancelled")                         \
-	X(FUT_ESHUTDOWN, 5, "executor is shut down")                         \
-	X(FUT_ETASK, 6, "task reported a failure")                           \
-	X(FUT_ECRASHED, 7, "worker process died running the task")           \
-	X(FUT_EBROKEN, 8, "executor is broken")                              \
-	X(FUT_ESTATE, 9, "operation not valid in this state")                \
-	X(FUT_ENOTSUP, 10, "not supported by this executor")                 \
-	X(FUT_EAGAIN, 11, "resource temporarily unavailable")                \
-	X(FUT_EDEADLINE, 12, "task ran past its deadline and was stopped")   \
-	X(FUT_ESYS, 13, "system call failed")                                \
+#define FUT_CODE_LIST(X)                                                       \
+	X(FUT_OK, 0, "success")                                                \
+	X(FUT_EINVAL, 1, "invalid argument")                                   \
+	X(FUT_ENOMEM, 2, "out of memory")                                      \
+	X(FUT_ETIMEDOUT, 3, "wait timed out")                                  \
+	X(FUT_ECANCELLED, 4, "future was cancelled")                           \
+	X(FUT_ESHUTDOWN, 5, "executor is shut down")                           \
+	X(FUT_ETASK, 6, "task reported a failure")                             \
+	X(FUT_ECRASHED, 7, "worker process died running the task")             \
+	X(FUT_EBROKEN, 8, "executor is broken")                                \
+	X(FUT_ESTATE, 9, "operation not valid in this state")                  \
+	X(FUT_ENOTSUP, 10, "not supported by this executor")                   \
+	X(FUT_EAGAIN, 11, "resource temporarily unavailable")                  \
+	X(FUT_EDEADLINE, 12, "task ran past its deadline and was stopped")     \
+	X(FUT_ESYS, 13, "system call failed")                                  \
 	X(FUT_END, 14, "iterator exhausted")
 
 #define FUT_CODE_ENUM_(name, value, text) name = value,
-enum fut_code { FUT_CODE_LIST(FUT_CODE_ENUM_) };
+enum fut_code {
+	FUT_CODE_LIST(FUT_CODE_ENUM_)
+};
 #undef FUT_CODE_ENUM_
 
 /* Future states, as Python's: PENDING -> RUNNING -> FINISHED, or
@@ -337,8 +339,8 @@ FUT_API FUT_NODISCARD int fut_thread_pool_new(fut_executor **out,
  * run in the pool's manager thread.  FUT_EINVAL, FUT_ENOMEM, FUT_EAGAIN
  * (no process could be forked), FUT_ESYS.
  */
-FUT_API FUT_NODISCARD int fut_process_pool_new(fut_executor **out,
-					       const fut_process_pool_opts *opts);
+FUT_API FUT_NODISCARD int
+fut_process_pool_new(fut_executor **out, const fut_process_pool_opts *opts);
 
 /*
  * Submits fn(arg) (thread pools; FUT_ENOTSUP on a process pool).  *out

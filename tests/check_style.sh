@@ -6,7 +6,7 @@
 #  2. every global symbol of the static library starts with fut_;
 #  3. nothing in src/ aborts, exits or prints (the worker child's _exit is
 #     allowed: it is not matched);
-#  4. only src/alloc.c calls malloc, calloc, realloc or free;
+#  4. only src/core/alloc.c calls malloc, calloc, realloc or free;
 #  5. no nonnull attribute anywhere;
 #  6. each src/*.c opens with a comment naming Owns:, Threads: and Locks:;
 #  7. every fd is made close-on-exec (pipe2/dup3/accept4 with the flag,
@@ -37,14 +37,14 @@ else
 fi
 
 # 3
-hits=$(grep -nE '(^|[^_a-zA-Z0-9])(abort|exit|printf|fprintf|vfprintf|perror|puts|putchar|fputs)\(' src/*.c src/*.h src/mpi/*.[ch] || true)
+hits=$(grep -nE '(^|[^_a-zA-Z0-9])(abort|exit|printf|fprintf|vfprintf|perror|puts|putchar|fputs)\(' src/*/*.[ch] || true)
 [ -z "$hits" ] || fail "src/ must not abort, exit or print:
 $hits"
 
 # 4
-hits=$(grep -nE '(^|[^_a-zA-Z0-9.>])(malloc|calloc|realloc|free|strdup|strndup)\(' src/*.c src/*.h src/mpi/*.[ch] |
-	grep -v '^src/alloc\.c:' || true)
-[ -z "$hits" ] || fail "raw allocation outside src/alloc.c:
+hits=$(grep -nE '(^|[^_a-zA-Z0-9.>])(malloc|calloc|realloc|free|strdup|strndup)\(' src/*/*.[ch] |
+	grep -v '^src/core/alloc\.c:' || true)
+[ -z "$hits" ] || fail "raw allocation outside src/core/alloc.c:
 $hits"
 
 # 5
@@ -53,7 +53,7 @@ hits=$(grep -rn 'nonnull' include src || true)
 $hits"
 
 # 6
-for f in src/*.c src/mpi/*.c; do
+for f in src/*/*.c; do
 	head=$(sed -n '1,/\*\//p' "$f")
 	case "$head" in
 	/\**) ;;
@@ -69,7 +69,7 @@ check_flag()
 {
 	pattern=$1
 	flag=$2
-	for f in src/*.c src/mpi/*.c; do
+	for f in src/*/*.c; do
 		grep -nE "(^|[^_a-zA-Z0-9])($pattern)\(" "$f" | cut -d: -f1 |
 		while read -r n; do
 			sed -n "${n},$((n + 2))p" "$f" | grep -qE "$flag" ||
@@ -77,7 +77,7 @@ check_flag()
 		done
 	done
 }
-hits=$(grep -nE '(^|[^_a-zA-Z0-9])(pipe|dup|dup2|accept)\(' src/*.c || true)
+hits=$(grep -nE '(^|[^_a-zA-Z0-9])(pipe|dup|dup2|accept)\(' src/*/*.c || true)
 [ -z "$hits" ] || fail "use pipe2/dup3/accept4 (or fcntl F_DUPFD_CLOEXEC) with close-on-exec:
 $hits"
 hits=$( (check_flag 'open|openat|creat' 'O_CLOEXEC'
@@ -91,7 +91,7 @@ hits=$( (check_flag 'open|openat|creat' 'O_CLOEXEC'
 $hits"
 
 # 8
-for f in include/*.h src/*.c src/*.h src/mpi/*.[ch]; do
+for f in include/*.h src/*/*.[ch]; do
 	n=$(wc -l <"$f")
 	if [ "$n" -gt 1200 ]; then
 		fail "$f has $n lines: split it"

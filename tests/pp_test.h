@@ -34,9 +34,14 @@
 #include <cmocka.h>
 
 #include "future.h"
-#include "internal.h"
-#include "process_pool.h"
-#include "wire.h"
+#include "core/alloc.h"
+#include "core/executor.h"
+#include "core/future_int.h"
+#include "core/slab.h"
+#include "core/sync.h"
+#include "core/task.h"
+#include "process_pool/pool.h"
+#include "process_pool/wire.h"
 #include "fault_helpers.h"
 #include "proc_helpers.h"
 #define LONG_WAIT 120.0

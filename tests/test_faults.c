@@ -41,8 +41,13 @@
 #include <cmocka.h>
 
 #include "future.h"
-#include "internal.h"
-#include "thread_pool.h"
+#include "core/alloc.h"
+#include "core/executor.h"
+#include "core/future_int.h"
+#include "core/slab.h"
+#include "core/sync.h"
+#include "core/task.h"
+#include "thread_pool/pool.h"
 #include "fault_helpers.h"
 
 /* ------------------------------------------------------------------ */
@@ -331,7 +336,7 @@ static int wait_run(void *ctx)
 {
 	struct wait_ctx *c = ctx;
 	const struct fut__wait_hooks hooks = { .block = complete_one,
-						.ctx = c };
+					       .ctx = c };
 	fut__wait_hooks_set(&hooks);
 	int rc = fut_wait(c->fs, MANY, FUT_FIRST_COMPLETED, FUT_FOREVER);
 	fut__wait_hooks_set(NULL);
@@ -453,7 +458,7 @@ static int submit_run(void *ctx)
 	while (pool_refs(c->ex) != 1 + fut__tp_threads(c->ex))
 		sched_yield();
 	/* Empty the block caches so that this submit has to allocate. */
-	fut__tp_cache_flush();
+	fut__slab_cache_flush();
 	c->refs_before = pool_refs(c->ex);
 	c->threads_before = fut__tp_threads(c->ex);
 	switch (c->kind) {

@@ -13,7 +13,12 @@
 #include <cmocka.h>
 
 #include "future.h"
-#include "internal.h"
+#include "core/alloc.h"
+#include "core/executor.h"
+#include "core/future_int.h"
+#include "core/slab.h"
+#include "core/sync.h"
+#include "core/task.h"
 
 static fut_future *new_future(void)
 {
@@ -153,8 +158,7 @@ static void test_cancel_pending_future_returns_true(void **state)
 	assert_true(fut_cancel(f)); /* already cancelled: still true */
 	assert_int_equal(fut_result(f, FUT_FOREVER, NULL), FUT_ECANCELLED);
 	assert_int_equal(fut_error(f), FUT_ECANCELLED);
-	assert_string_equal(fut_error_message(f),
-			    fut_strerror(FUT_ECANCELLED));
+	assert_string_equal(fut_error_message(f), fut_strerror(FUT_ECANCELLED));
 	assert_int_equal(fut_set_running(f), FUT_ECANCELLED);
 	assert_int_equal(fut_set_result(f, NULL), FUT_ESTATE);
 	fut_release(f);
@@ -345,8 +349,8 @@ static void test_callback_may_release_the_future(void **state)
 	fut_release(f);
 }
 
-static void test_released_pending_future_with_callbacks_leaks_nothing(
-	void **state)
+static void
+test_released_pending_future_with_callbacks_leaks_nothing(void **state)
 {
 	(void)state;
 	struct cb_log log = { 0 };
@@ -394,8 +398,7 @@ static void test_interrupt_running_future_raises_the_task_flag(void **state)
 	fut_release(f);
 }
 
-static void test_crash_status_is_readable_only_for_crashed_futures(
-	void **state)
+static void test_crash_status_is_readable_only_for_crashed_futures(void **state)
 {
 	(void)state;
 	int status = -1;
@@ -468,8 +471,8 @@ static void *outwait_completing(void *arg)
 /* A completer that loses its cpu between its claim and its publish makes
  * the threads that wait it out sleep (SLEEPERS set on the state word), not
  * spin until it runs again; its publish wakes every one. */
-static void test_threads_waiting_out_a_completion_sleep_until_it_ends(
-	void **state)
+static void
+test_threads_waiting_out_a_completion_sleep_until_it_ends(void **state)
 {
 	(void)state;
 	fut_future *f = new_future();
@@ -529,8 +532,7 @@ static void test_task_fail_formats_its_message(void **state)
 	(void)state;
 	fut_task t;
 	fut__task_init(&t, NULL, NULL, NULL, 0, NULL);
-	assert_int_equal(fut_task_fail(&t, 7, "bad %s #%d", "row", 12),
-			 FUT_OK);
+	assert_int_equal(fut_task_fail(&t, 7, "bad %s #%d", "row", 12), FUT_OK);
 	fut_future *f = new_future();
 	assert_int_equal(fut__task_finish(&t, f), FUT_OK);
 	assert_int_equal(fut_result(f, 0, NULL), FUT_ETASK);
@@ -616,8 +618,7 @@ static void test_bad_input_gives_einval(void **state)
 	int st;
 	assert_int_equal(fut_crash_status(NULL, &st), FUT_EINVAL);
 	assert_int_equal(fut_crash_status(f, NULL), FUT_EINVAL);
-	assert_int_equal(fut_add_done_callback(NULL, nop_cb, NULL),
-			 FUT_EINVAL);
+	assert_int_equal(fut_add_done_callback(NULL, nop_cb, NULL), FUT_EINVAL);
 	assert_int_equal(fut_add_done_callback(f, NULL, NULL), FUT_EINVAL);
 	assert_null(fut_retain(NULL));
 	fut_release(NULL);

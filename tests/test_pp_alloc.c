@@ -99,7 +99,7 @@ static int submit_run(void *ctx)
 	for (size_t i = 0; i < BATCH; i++)
 		c->out[i] = (fut_future *)(uintptr_t)1;
 	/* Empty the block caches so that this submit has to allocate. */
-	fut__tp_cache_flush();
+	fut__slab_cache_flush();
 	switch (c->kind) {
 	case SUBMIT_SMALL:
 		return fut_submit_bytes(c->ex, op_task, &c->in[0],

@@ -30,7 +30,12 @@
 #include <cmocka.h>
 
 #include "future.h"
-#include "internal.h"
+#include "core/alloc.h"
+#include "core/executor.h"
+#include "core/future_int.h"
+#include "core/slab.h"
+#include "core/sync.h"
+#include "core/task.h"
 #include "fault_helpers.h"
 #include "proc_helpers.h"
 

@@ -25,7 +25,13 @@
 #include <cmocka.h>
 
 #include "future.h"
-#include "internal.h"
+#include "core/alloc.h"
+#include "core/executor.h"
+#include "core/future_int.h"
+#include "core/slab.h"
+#include "core/sync.h"
+#include "core/task.h"
+#include "thread_pool/pool.h"
 #include "proc_helpers.h"
 
 static bool under_valgrind(void)
@@ -711,8 +717,8 @@ static void run_each_size_inline(fut_task *t)
 	uintptr_t good = 0;
 	for (size_t k = 0; k < NSIZES; k++) {
 		fut_future *f = NULL;
-		if (fut_submit_bytes(a->ex, reverse, in,
-				     input_sizes[k], &f) != FUT_OK)
+		if (fut_submit_bytes(a->ex, reverse, in, input_sizes[k], &f) !=
+		    FUT_OK)
 			break;
 		const void *data = NULL;
 		size_t len = 0;
@@ -1031,7 +1037,7 @@ static void test_allocation_failures_are_clean(void **state)
 	assert_true(n > 2); /* at least one failure was injected */
 
 	/* The first submit allocates blocks and the first worker. */
-	fut__tp_cache_flush();
+	fut__slab_cache_flush();
 	fut_future *f = NULL;
 	n = 1;
 	do {
@@ -1053,7 +1059,7 @@ static void test_allocation_failures_are_clean(void **state)
 	};
 	fut_future *out[N];
 	static char inputs[N * 4];
-	fut__tp_cache_flush();
+	fut__slab_cache_flush();
 	n = 1;
 	do {
 		fut__alloc_fail_nth(n++);
@@ -1076,13 +1082,13 @@ static void test_allocation_failures_are_clean(void **state)
 /*
  * A thread's first 16 slabs of a block class are small (one 4 KiB page,
  * 63 job blocks); past them it takes 112 KiB slabs whose pages are made
- * present at once (MADV_POPULATE_WRITE).  After fut__tp_cache_flush()
+ * present at once (MADV_POPULATE_WRITE).  After fut__slab_cache_flush()
  * this thread starts over: its first 1,008 blocks (the gate's and 1,007
  * more) fill the small slabs exactly, so the next submit makes a larger
  * one, and a failure of that allocation is FUT_ENOMEM with nothing
  * queued.
  */
-#define SMALL_SLAB_BLOCKS ((int)fut__tp_small_blocks(0))
+#define SMALL_SLAB_BLOCKS ((int)fut__slab_small_blocks(0))
 enum {
 	PAST_SMALL = 3000
 };
@@ -1118,13 +1124,13 @@ static void
 test_a_thread_with_many_pending_tasks_takes_populated_slabs(void **state)
 {
 	(void)state;
-	fut__tp_cache_flush(); /* small slabs, an empty overflow list */
+	fut__slab_cache_flush(); /* small slabs, an empty overflow list */
 	fut_executor *ex = new_pool(1);
 	struct gate g;
 	gate_init(&g);
 	fut_future *blocker = occupy_worker(ex, &g);
 	size_t small = 0, bytes = 0;
-	fut__tp_block_slab(blocker, &small);
+	fut__slab_of(blocker, &small);
 	assert_true(small < 16 << 10);
 	fut_future **fs = calloc(PAST_SMALL, sizeof(*fs));
 	assert_non_null(fs);
@@ -1133,7 +1139,7 @@ test_a_thread_with_many_pending_tasks_takes_populated_slabs(void **state)
 		assert_int_equal(fut_submit(ex, twice_plus_one,
 					    (void *)(uintptr_t)i, &fs[i]),
 				 FUT_OK);
-		fut__tp_block_slab(fs[i], &bytes);
+		fut__slab_of(fs[i], &bytes);
 		assert_int_equal(bytes, small);
 		/* A job is one cache line, and none straddles a page (its
 		 * slab is found from the page it lies in). */
@@ -1154,7 +1160,7 @@ test_a_thread_with_many_pending_tasks_takes_populated_slabs(void **state)
 		assert_int_equal(fut_submit(ex, twice_plus_one,
 					    (void *)(uintptr_t)i, &fs[i]),
 				 FUT_OK);
-		void *slab = fut__tp_block_slab(fs[i], &bytes);
+		void *slab = fut__slab_of(fs[i], &bytes);
 		assert_int_equal(bytes, 112 << 10);
 		/* Its first page is all that was touched yet; every page
 		 * is present all the same (mincore). */
@@ -1187,7 +1193,7 @@ static void test_an_idle_worker_makes_the_next_slab_ready(void **state)
 	(void)state;
 	if (fut__ncpus() < 2)
 		skip();
-	fut__tp_cache_flush();
+	fut__slab_cache_flush();
 	fut_executor *ex = new_pool(1), *idle = new_pool(1);
 	struct gate g;
 	gate_init(&g);
@@ -1204,19 +1210,19 @@ static void test_an_idle_worker_makes_the_next_slab_ready(void **state)
 		assert_int_equal(fut_submit(ex, twice_plus_one,
 					    (void *)(uintptr_t)i, &fs[i]),
 				 FUT_OK);
-		fut__tp_block_slab(fs[i++], &bytes);
+		fut__slab_of(fs[i++], &bytes);
 	} while (bytes != 112 << 10 && i < N);
 	assert_true(i < N);
-	void *slab = fut__tp_block_slab(fs[i - 1], &bytes);
+	void *slab = fut__slab_of(fs[i - 1], &bytes);
 	/* The other pool's worker spins after each task it runs. */
 	int64_t deadline = fut__now_ns() + (int64_t)30 * 1000000000;
-	while (fut__tp_slabs_ready(0) == 0 && fut__now_ns() < deadline) {
+	while (fut__slab_ready_count(0) == 0 && fut__now_ns() < deadline) {
 		fut_future *f = NULL;
 		assert_int_equal(fut_submit(idle, plus_one, NULL, &f), FUT_OK);
 		assert_int_equal(result_of(f), 1);
 		fut_release(f);
 	}
-	assert_true(fut__tp_slabs_ready(0) > 0);
+	assert_true(fut__slab_ready_count(0) > 0);
 	/* Up to the next slab: taken from the ready ones, no allocation. */
 	fut__alloc_fail_nth(1);
 	void *next = slab;
@@ -1224,7 +1230,7 @@ static void test_an_idle_worker_makes_the_next_slab_ready(void **state)
 		assert_int_equal(fut_submit(ex, twice_plus_one,
 					    (void *)(uintptr_t)i, &fs[i]),
 				 FUT_OK);
-		next = fut__tp_block_slab(fs[i], &bytes);
+		next = fut__slab_of(fs[i], &bytes);
 	}
 	assert_int_equal(fut__alloc_fail_nth(0), 1); /* still armed */
 	assert_true(next != slab);

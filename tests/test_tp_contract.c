@@ -28,7 +28,13 @@
 #include <cmocka.h>
 
 #include "future.h"
-#include "internal.h"
+#include "core/alloc.h"
+#include "core/executor.h"
+#include "core/future_int.h"
+#include "core/slab.h"
+#include "core/sync.h"
+#include "core/task.h"
+#include "thread_pool/pool.h"
 
 #define HANG_S 60.0 /* a guard against a hang, never a measurement */
 

@@ -15,7 +15,12 @@
 #include <cmocka.h>
 
 #include "future.h"
-#include "internal.h"
+#include "core/alloc.h"
+#include "core/executor.h"
+#include "core/future_int.h"
+#include "core/slab.h"
+#include "core/sync.h"
+#include "core/task.h"
 
 static fut_future *new_future(void)
 {
@@ -156,8 +161,8 @@ static void test_wait_first_exception_returns_on_a_failure(void **state)
 	release_all(fs, 3);
 }
 
-static void test_wait_first_exception_without_failure_waits_for_all(
-	void **state)
+static void
+test_wait_first_exception_without_failure_waits_for_all(void **state)
 {
 	(void)state;
 	size_t n = 32;
@@ -178,8 +183,8 @@ static void test_wait_first_exception_without_failure_waits_for_all(
 	release_all(fs, n);
 }
 
-static void test_wait_first_exception_wakes_on_failure_from_a_thread(
-	void **state)
+static void
+test_wait_first_exception_wakes_on_failure_from_a_thread(void **state)
 {
 	(void)state;
 	size_t n = 20;
@@ -215,8 +220,7 @@ static void test_wait_accepts_the_same_future_twice(void **state)
 	fut_release(b);
 }
 
-static void test_wait_on_ten_thousand_futures_completed_one_by_one(
-	void **state)
+static void test_wait_on_ten_thousand_futures_completed_one_by_one(void **state)
 {
 	(void)state;
 	size_t n = under_valgrind() ? 1000 : 10000;
@@ -438,8 +442,8 @@ static void test_as_completed_fd_wakes_an_epoll_loop(void **state)
 	release_all(fs, n);
 }
 
-static void test_as_completed_free_with_pending_futures_leaks_nothing(
-	void **state)
+static void
+test_as_completed_free_with_pending_futures_leaks_nothing(void **state)
 {
 	(void)state;
 	fut_future *fs[20];
@@ -541,7 +545,8 @@ int main(void)
 			test_wait_first_completed_returns_when_one_is_done),
 		cmocka_unit_test(
 			test_wait_all_completed_waits_for_every_future),
-		cmocka_unit_test(test_wait_first_exception_returns_on_a_failure),
+		cmocka_unit_test(
+			test_wait_first_exception_returns_on_a_failure),
 		cmocka_unit_test(
 			test_wait_first_exception_without_failure_waits_for_all),
 		cmocka_unit_test(

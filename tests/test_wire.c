@@ -13,8 +13,13 @@
 #include <cmocka.h>
 
 #include "future.h"
-#include "internal.h"
-#include "wire.h"
+#include "core/alloc.h"
+#include "core/executor.h"
+#include "core/future_int.h"
+#include "core/slab.h"
+#include "core/sync.h"
+#include "core/task.h"
+#include "process_pool/wire.h"
 
 struct rec_spec {
 	uint64_t id;
@@ -333,10 +338,10 @@ static void test_mpi_records_decode_only_in_the_mpi_directions(void **state)
 	free(buf);
 
 	static const struct rec_spec bad_to_rank[][1] = {
-		{ { 0, 0, FUT__WIRE_T_NAME, 0, 4 } },	/* name id 0 */
-		{ { 1, 0, FUT__WIRE_T_NAME, 0, 0 } },	/* empty name */
+		{ { 0, 0, FUT__WIRE_T_NAME, 0, 4 } }, /* name id 0 */
+		{ { 1, 0, FUT__WIRE_T_NAME, 0, 0 } }, /* empty name */
 		{ { 1, 0, FUT__WIRE_T_NAME, 0, FUT__WIRE_MAX_NAME + 1 } },
-		{ { 1, 2, FUT__WIRE_T_NAME, 0, 4 } },	/* a function */
+		{ { 1, 2, FUT__WIRE_T_NAME, 0, 4 } }, /* a function */
 		{ { 0, 0, FUT__WIRE_T_INTERRUPT, 0, 0 } },
 		{ { 3, 0, FUT__WIRE_T_INTERRUPT, 0, 1 } },
 		{ { 1, 0, FUT__WIRE_T_STOP, 0, 0 } },
@@ -351,15 +356,15 @@ static void test_mpi_records_decode_only_in_the_mpi_directions(void **state)
 		free(buf);
 	}
 	static const struct rec_spec bad_to_client[][1] = {
-		{ { 5, 0, FUT__WIRE_R_ERROR, 0, 0 } },	      /* FUT_OK */
+		{ { 5, 0, FUT__WIRE_R_ERROR, 0, 0 } }, /* FUT_OK */
 		{ { 5, 0, FUT__WIRE_R_ERROR, FUT_END + 1, 0 } },
 		{ { 5, 0, FUT__WIRE_R_ERROR, FUT_ENOTSUP,
 		    FUT__WIRE_MAX_MESSAGE + 1 } },
 		{ { 0, 0, FUT__WIRE_R_ERROR, FUT_ENOTSUP, 0 } },
 		{ { 5, 0, FUT__WIRE_R_ERROR + 1, 0, 0 } },
 	};
-	for (size_t i = 0;
-	     i < sizeof(bad_to_client) / sizeof(bad_to_client[0]); i++) {
+	for (size_t i = 0; i < sizeof(bad_to_client) / sizeof(bad_to_client[0]);
+	     i++) {
 		buf = encode(FUT__WIRE_RESULTS, bad_to_client[i], 1, &len);
 		expect_rejected(FUT__WIRE_TO_CLIENT, buf, len);
 		free(buf);
@@ -682,7 +687,8 @@ int main(void)
 		cmocka_unit_test(
 			test_every_truncated_prefix_is_incomplete_not_a_record),
 		cmocka_unit_test(test_corrupted_header_fields_are_rejected),
-		cmocka_unit_test(test_mpi_records_decode_only_in_the_mpi_directions),
+		cmocka_unit_test(
+			test_mpi_records_decode_only_in_the_mpi_directions),
 		cmocka_unit_test(test_corrupted_record_lengths_are_rejected),
 		cmocka_unit_test(
 			test_result_fields_that_contradict_the_kind_are_rejected),

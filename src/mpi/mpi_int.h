@@ -17,8 +17,13 @@
 #include <pthread.h>
 
 #include "future_mpi.h"
-#include "internal.h"
-#include "wire.h"
+#include "core/alloc.h"
+#include "core/executor.h"
+#include "core/future_int.h"
+#include "core/slab.h"
+#include "core/sync.h"
+#include "core/task.h"
+#include "process_pool/wire.h"
 
 /* The one tag of the library's own communicator. */
 #define FUT__MPI_TAG 1

@@ -22,8 +22,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
-#include "wire.h"
+#include "core/alloc.h"
+#include "core/executor.h"
+#include "core/future_int.h"
+#include "core/slab.h"
+#include "core/sync.h"
+#include "core/task.h"
+#include "process_pool/wire.h"
 
 #include "fuzz_wire.h"
 

@@ -5,7 +5,7 @@
  * lists (FUT_CODE_LIST, FUT_VERSION_*), so a code cannot lack its text.
  * Threads: any.  Locks: none.
  */
-#include "internal.h"
+#include "core/base.h"
 
 #define FUT__STR_(x) #x
 #define FUT__STR(x) FUT__STR_(x)
@@ -13,8 +13,8 @@
 const char *fut_strerror(int code)
 {
 	switch (code) {
-#define FUT_CODE_CASE_(name, value, text)                                     \
-	case name:                                                            \
+#define FUT_CODE_CASE_(name, value, text)                                      \
+	case name:                                                             \
 		return text;
 		FUT_CODE_LIST(FUT_CODE_CASE_)
 #undef FUT_CODE_CASE_

@@ -22,7 +22,12 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "core/alloc.h"
+#include "core/executor.h"
+#include "core/future_int.h"
+#include "core/slab.h"
+#include "core/sync.h"
+#include "core/task.h"
 
 /* ------------------------------------------------------------------ */
 /* fut_wait                                                            */
@@ -79,8 +84,7 @@ static void wait_notify(struct fut__waiter *w, fut_future *f)
 						memory_order_acq_rel) -
 		      1;
 	if (condition_met(ctx->return_when, f, left) &&
-	    atomic_exchange_explicit(&ctx->fired, 1, memory_order_release) ==
-		    0)
+	    atomic_exchange_explicit(&ctx->fired, 1, memory_order_release) == 0)
 		fut__futex_wake(&ctx->fired, 1);
 }
 
@@ -190,10 +194,10 @@ struct ac_node {
 
 struct fut_as_completed {
 	uint32_t magic;
-	fut__lock lock;		 /* guards ready_*, raised, fd writes */
-	_Atomic uint32_t seq;	 /* futex word: bumped by every push */
+	fut__lock lock;		   /* guards ready_*, raised, fd writes */
+	_Atomic uint32_t seq;	   /* futex word: bumped by every push */
 	_Atomic uint32_t sleeping; /* the owner sleeps on seq */
-	_Atomic size_t nready;	 /* length of the ready list */
+	_Atomic size_t nready;	   /* length of the ready list */
 	struct ac_node *ready_head, *ready_tail;
 	int fd;	     /* eventfd, -1 until asked for */
 	bool raised; /* the eventfd counter is non-zero */

@@ -17,8 +17,13 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
-#include "internal.h"
-#include "process_pool.h"
+#include "core/alloc.h"
+#include "core/executor.h"
+#include "core/future_int.h"
+#include "core/slab.h"
+#include "core/sync.h"
+#include "core/task.h"
+#include "process_pool/pool.h"
 
 /* A frame carries at most this many input bytes copied into it; a larger
  * input travels alone, straight from its job block. */

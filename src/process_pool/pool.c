@@ -26,8 +26,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "internal.h"
-#include "process_pool.h"
+#include "core/alloc.h"
+#include "core/executor.h"
+#include "core/future_int.h"
+#include "core/slab.h"
+#include "core/sync.h"
+#include "core/task.h"
+#include "process_pool/pool.h"
 
 /* Most tasks of one fut_submit_many() chunk, i.e. of one frame. */
 #define CHUNK_MAX 4096u
@@ -71,7 +76,7 @@ static void job_destroy(fut_future *f)
 		(void)munmap(j->fut.value, j->fut.len);
 	fut__pp_job_input_close(j);
 	if (j->slab)
-		fut__tp_block_put(j);
+		fut__slab_put(j);
 	else
 		fut__free(j);
 	fut__pp_unref(p);
@@ -105,9 +110,9 @@ static struct pp_job *job_new(struct ppool *p, fut_fn fn, const void *data,
 	/* Small jobs come from the thread pool's recycled blocks: a malloc
 	 * and a free per task are most of what W5 would cost the caller. */
 	size_t size = sizeof(struct pp_job) + len;
-	unsigned cls = fut__tp_class_for(size);
-	bool slab = cls < FUT__TP_NCLASS;
-	struct pp_job *j = slab ? fut__tp_block_get(cls) : fut__malloc(size);
+	unsigned cls = fut__slab_class_for(size);
+	bool slab = cls < FUT__SLAB_NCLASS;
+	struct pp_job *j = slab ? fut__slab_get(cls) : fut__malloc(size);
 	if (j == NULL)
 		return NULL;
 	j->slab = slab;

@@ -27,7 +27,12 @@
 #include <limits.h>
 #include <string.h>
 
-#include "internal.h"
+#include "core/alloc.h"
+#include "core/executor.h"
+#include "core/future_int.h"
+#include "core/slab.h"
+#include "core/sync.h"
+#include "core/task.h"
 
 /* A done callback, linked into the waiter list with notify == NULL. */
 struct callback {

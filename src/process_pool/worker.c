@@ -42,9 +42,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "internal.h"
-#include "process_pool.h"
-#include "wire.h"
+#include "core/alloc.h"
+#include "core/executor.h"
+#include "core/future_int.h"
+#include "core/slab.h"
+#include "core/sync.h"
+#include "core/task.h"
+#include "process_pool/pool.h"
+#include "process_pool/wire.h"
 
 #define STAGE_BYTES (64u * 1024u)
 #define FLUSH_BYTES (64u * 1024u)

@@ -19,7 +19,7 @@
  * worker draining it share only the jobs themselves (and plock when the
  * worker catches up with the submitter and takes the last job).
  */
-#include "thread_pool.h"
+#include "thread_pool/pool.h"
 
 static struct tp_link *link_of(struct job *j)
 {

@@ -19,8 +19,13 @@
  */
 #include <string.h>
 
-#include "internal.h"
-#include "wire.h"
+#include "core/alloc.h"
+#include "core/executor.h"
+#include "core/future_int.h"
+#include "core/slab.h"
+#include "core/sync.h"
+#include "core/task.h"
+#include "process_pool/wire.h"
 
 enum {
 	S_FRAME = 0, /* gathering a frame header */
@@ -271,7 +276,8 @@ static int parse_record(struct fut__wire_dec *d)
 	/* Invariant: left_body >= left_recs * FUT__WIRE_REC_HDR. */
 	d->left_body -= FUT__WIRE_REC_HDR;
 	d->left_recs--;
-	uint64_t room = d->left_body - (uint64_t)d->left_recs * FUT__WIRE_REC_HDR;
+	uint64_t room =
+		d->left_body - (uint64_t)d->left_recs * FUT__WIRE_REC_HDR;
 	if (len > room)
 		return fail(d, "record longer than its frame");
 	if (len > FUT_MAX_BYTES)
@@ -362,14 +368,16 @@ int fut__wire_dec_feed(struct fut__wire_dec *d, const void *buf, size_t len,
 			if (d->rec.len <= len - pos) {
 				/* Whole in the caller's buffer: in place. */
 				/* Borrowed: the caller must not write or free it. */
-				d->rec.data = d->rec.len == 0 ? NULL
-							       : (void *)(uintptr_t)(src + pos);
+				d->rec.data =
+					d->rec.len == 0 ?
+						NULL :
+						(void *)(uintptr_t)(src + pos);
 				pos += d->rec.len;
 				*used = pos;
 				return emit(d, rec);
 			}
-			d->cap = d->rec.len < GATHER_FIRST ? d->rec.len
-							   : GATHER_FIRST;
+			d->cap = d->rec.len < GATHER_FIRST ? d->rec.len :
+							     GATHER_FIRST;
 			d->rec.data = fut__malloc(d->cap);
 			if (d->rec.data == NULL) {
 				d->state = S_DEAD;
@@ -402,8 +410,8 @@ int fut__wire_dec_feed(struct fut__wire_dec *d, const void *buf, size_t len,
 			*used = pos;
 			if (d->error == NULL)
 				d->error = "decoder used after an error";
-			return d->error == nomem ? FUT__WIRE_ENOMEM
-						 : FUT__WIRE_EBAD;
+			return d->error == nomem ? FUT__WIRE_ENOMEM :
+						   FUT__WIRE_EBAD;
 		}
 	}
 more:
@@ -451,8 +459,8 @@ int fut__wire_ctl_get(const void *buf, size_t len, struct fut__wire_ctl *c)
 	const unsigned char *p = buf;
 	if (buf == NULL || len != FUT__WIRE_CTL_SIZE)
 		return FUT_EINVAL;
-	if (p[0] != FUT__WIRE_MAGIC || p[1] != FUT__WIRE_VERSION ||
-	    p[3] != 0 || get_u32(p + 20) != 0)
+	if (p[0] != FUT__WIRE_MAGIC || p[1] != FUT__WIRE_VERSION || p[3] != 0 ||
+	    get_u32(p + 20) != 0)
 		return FUT_EINVAL;
 	if (p[2] < FUT__WIRE_CTL_SPAWN || p[2] > FUT__WIRE_CTL_KILL)
 		return FUT_EINVAL;
@@ -461,8 +469,8 @@ int fut__wire_ctl_get(const void *buf, size_t len, struct fut__wire_ctl *c)
 	c->gen = get_u32(p + 8);
 	c->pid = (int32_t)get_u32(p + 12);
 	c->value = (int32_t)get_u32(p + 16);
-	if (c->type != FUT__WIRE_CTL_SPAWN && c->type != FUT__WIRE_CTL_SPAWN_FAILED &&
-	    c->pid <= 0)
+	if (c->type != FUT__WIRE_CTL_SPAWN &&
+	    c->type != FUT__WIRE_CTL_SPAWN_FAILED && c->pid <= 0)
 		return FUT_EINVAL;
 	return FUT_OK;
 }

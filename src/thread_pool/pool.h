@@ -10,7 +10,12 @@
 #include <assert.h>
 #include <pthread.h>
 
-#include "internal.h"
+#include "core/alloc.h"
+#include "core/executor.h"
+#include "core/future_int.h"
+#include "core/slab.h"
+#include "core/sync.h"
+#include "core/task.h"
 
 /* Threads a pool may add beyond max_workers while workers wait on futures
  * (the slot hand-off of a nested wait): as Java's ForkJoinPool. */
@@ -50,7 +55,7 @@ struct job_input {
 	unsigned char bytes[];
 };
 
-_Static_assert(sizeof(struct job) <= FUT__TP_JOB_SIZE,
+_Static_assert(sizeof(struct job) <= FUT__SLAB_SMALL,
 	       "a job must fit the smallest block class");
 
 /*
@@ -182,5 +187,15 @@ static inline int pool_state(struct tpool *p)
 		return FUT_ESHUTDOWN;
 	return FUT_OK;
 }
+
+/* FUT__SLAB_LARGE holds a job and an inline input with its 8-byte length. */
+#define FUT__TP_INLINE_BYTES (FUT__SLAB_LARGE - FUT__SLAB_SMALL - 8u)
+
+/* Test hooks: submitters of thread pool ex now blocked on a full queue
+ * (max_queue), and the worker threads it has started. */
+size_t fut__tp_blocked_submitters(fut_executor *ex);
+size_t fut__tp_threads(fut_executor *ex);
+/* Test hook: tasks queued in thread pool ex, not yet taken. */
+size_t fut__tp_queued(fut_executor *ex);
 
 #endif /* FUT_THREAD_POOL_H */

@@ -9,7 +9,12 @@
  * Threads: any.
  * Locks: none.
  */
-#include "internal.h"
+#include "core/alloc.h"
+#include "core/executor.h"
+#include "core/future_int.h"
+#include "core/slab.h"
+#include "core/sync.h"
+#include "core/task.h"
 
 #define ALL_SHUTDOWN_FLAGS                                                     \
 	(FUT_SHUTDOWN_NOWAIT | FUT_SHUTDOWN_CANCEL_PENDING |                   \

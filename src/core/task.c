@@ -16,7 +16,12 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "core/alloc.h"
+#include "core/executor.h"
+#include "core/future_int.h"
+#include "core/slab.h"
+#include "core/sync.h"
+#include "core/task.h"
 
 fut_task *fut__task_emit_for;
 void (*fut__task_emit_fn)(fut_task *t, const void *data, size_t len);

@@ -90,8 +90,13 @@ static inline void fut__pp_attach_fds(struct msghdr *m, void *space, size_t len,
 #include <poll.h>
 #include <pthread.h>
 
-#include "internal.h"
-#include "wire.h"
+#include "core/alloc.h"
+#include "core/executor.h"
+#include "core/future_int.h"
+#include "core/slab.h"
+#include "core/sync.h"
+#include "core/task.h"
+#include "process_pool/wire.h"
 
 struct ppool;
 
@@ -105,7 +110,7 @@ struct pp_job {
 	size_t len;
 	bool chunk_end;	   /* the last job of its frame-sized chunk */
 	bool frame_last;   /* in flight: the last job of its frame */
-	bool slab;	   /* a recycled block (fut__tp_block_get) */
+	bool slab;	   /* a recycled block (fut__slab_get) */
 	uint8_t shared;	   /* PP_SHARED_* */
 	unsigned requeued; /* times it went back to the queue */
 	unsigned char input[];

@@ -36,7 +36,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "thread_pool.h"
+#include "thread_pool/pool.h"
 
 #define DEFAULT_PREFIX "fut-worker"
 
@@ -100,7 +100,7 @@ static struct job *job_new(struct tpool *p, fut_fn fn, void *arg,
 			   const void *data, size_t len, bool bytes)
 {
 	bool inline_input = bytes && len > 0 && len <= FUT__TP_INLINE_BYTES;
-	struct job *j = fut__tp_block_get(fut__tp_class_for(
+	struct job *j = fut__slab_get(fut__slab_class_for(
 		sizeof(struct job) +
 		(inline_input ? sizeof(struct job_input) + len : 0)));
 	if (j == NULL)
@@ -112,7 +112,7 @@ static struct job *job_new(struct tpool *p, fut_fn fn, void *arg,
 		/* len <= FUT_MAX_BYTES (checked by fut_submit_bytes). */
 		in = fut__malloc(sizeof(*in) + len);
 		if (in == NULL) {
-			fut__tp_block_put(j);
+			fut__slab_put(j);
 			return NULL;
 		}
 	}
@@ -180,14 +180,14 @@ static void job_discard(struct job *j)
 {
 	job_forget(j);
 	fut__future_fini(&j->fut);
-	fut__tp_block_put(j);
+	fut__slab_put(j);
 }
 
 static void job_destroy(fut_future *f)
 {
 	struct job *j = fut__container_of(f, struct job, fut);
 	struct tpool *p = job_pool(j);
-	fut__tp_block_put(j);
+	fut__slab_put(j);
 	pool_unref(p);
 }
 
@@ -517,7 +517,7 @@ static struct job *look(struct worker *w, bool spin, bool *last)
 		}
 		/* Time a looking worker would waste: a submitter's next slab
 		 * gets its pages here rather than in the submitter. */
-		(void)fut__tp_slab_provision();
+		(void)fut__slab_provision();
 		if (fut__now_ns() >= until)
 			return NULL;
 	}

@@ -34,8 +34,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "internal.h"
-#include "process_pool.h"
+#include "core/alloc.h"
+#include "core/executor.h"
+#include "core/future_int.h"
+#include "core/slab.h"
+#include "core/sync.h"
+#include "core/task.h"
+#include "process_pool/pool.h"
 
 /* Reads straight into a large payload's buffer from this size on. */
 #define DIRECT_MIN (16u * 1024u)

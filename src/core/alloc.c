@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "core/alloc.h"
 
 static _Atomic long fail_countdown; /* 0: off; n: the n-th call fails */
 

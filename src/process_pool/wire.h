@@ -18,7 +18,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "internal.h"
+#include "core/alloc.h"
+#include "core/executor.h"
+#include "core/future_int.h"
+#include "core/slab.h"
+#include "core/sync.h"
+#include "core/task.h"
 
 #define FUT__WIRE_MAGIC 0xFBu
 #define FUT__WIRE_VERSION 1u
@@ -136,8 +141,9 @@ FUT__PRIVATE void fut__wire_dec_fini(struct fut__wire_dec *d);
  * holds the next record (when !rec->owned its data points into buf, valid
  * while buf is);  MORE: everything was used;  EBAD, ENOMEM: stop.
  */
-FUT__PRIVATE int fut__wire_dec_feed(struct fut__wire_dec *d, const void *buf, size_t len,
-		       size_t *used, struct fut__wire_rec *rec);
+FUT__PRIVATE int fut__wire_dec_feed(struct fut__wire_dec *d, const void *buf,
+				    size_t len, size_t *used,
+				    struct fut__wire_rec *rec);
 /*
  * While a large payload is being gathered into its own buffer, where the
  * next bytes may be read straight into (at most *room): reading there
@@ -154,10 +160,11 @@ FUT__PRIVATE bool fut__wire_dec_idle(const struct fut__wire_dec *d);
 
 /* Writes a frame header into buf[0..FUT__WIRE_FRAME_HDR). */
 FUT__PRIVATE void fut__wire_put_frame(void *buf, unsigned type, uint32_t count,
-			 uint64_t body_len);
+				      uint64_t body_len);
 /* Writes a record header into buf[0..FUT__WIRE_REC_HDR). */
-FUT__PRIVATE void fut__wire_put_record(void *buf, uint64_t id, uint64_t fn, uint32_t kind,
-			  int32_t code, uint64_t len);
+FUT__PRIVATE void fut__wire_put_record(void *buf, uint64_t id, uint64_t fn,
+				       uint32_t kind, int32_t code,
+				       uint64_t len);
 
 /*
  * The fork server's control messages (one SOCK_SEQPACKET message each):

@@ -42,7 +42,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "core/alloc.h"
+#include "core/slab.h"
+#include "core/sync.h"
 
 #define SLAB_PAGE 4096u /* a slab is whole ones of these, aligned */
 #define PAGE_HEADER 64u /* at the start of each: its slab */
@@ -76,16 +78,16 @@ struct free_block {
 	struct free_block *next;
 };
 
-static const size_t class_user_size[FUT__TP_NCLASS] = {
-	FUT__TP_JOB_SIZE,
-	FUT__TP_MID_SIZE,
-	FUT__TP_LARGE_SIZE,
+static const size_t class_user_size[FUT__SLAB_NCLASS] = {
+	FUT__SLAB_SMALL,
+	FUT__SLAB_MID,
+	FUT__SLAB_LARGE,
 };
 
-unsigned fut__tp_class_for(size_t size)
+unsigned fut__slab_class_for(size_t size)
 {
 	unsigned cls = 0;
-	while (cls < FUT__TP_NCLASS && size > class_user_size[cls])
+	while (cls < FUT__SLAB_NCLASS && size > class_user_size[cls])
 		cls++;
 	return cls;
 }
@@ -98,10 +100,10 @@ struct carve {
 };
 
 struct tcache {
-	struct free_block *head[FUT__TP_NCLASS];
-	uint32_t n[FUT__TP_NCLASS];
-	struct carve carve[FUT__TP_NCLASS];
-	uint32_t slabs_made[FUT__TP_NCLASS]; /* small ones, up to GROW_AFTER */
+	struct free_block *head[FUT__SLAB_NCLASS];
+	uint32_t n[FUT__SLAB_NCLASS];
+	struct carve carve[FUT__SLAB_NCLASS];
+	uint32_t slabs_made[FUT__SLAB_NCLASS]; /* small ones, up to GROW_AFTER */
 	bool registered;
 };
 
@@ -111,16 +113,16 @@ static struct {
 	fut__lock lock;
 	struct free_block *head;
 	uint32_t n;
-} overflow[FUT__TP_NCLASS];
+} overflow[FUT__SLAB_NCLASS];
 
-/* Larger slabs made ready by idle workers (fut__tp_slab_provision), their
+/* Larger slabs made ready by idle workers (fut__slab_provision), their
  * pages present, linked through their first word past the header. */
 static struct {
 	fut__lock lock;
 	struct slab *head;
 	_Atomic uint32_t n;  /* written under lock, read as a hint */
 	_Atomic bool wanted; /* a thread took one: make more */
-} ready[FUT__TP_NCLASS];
+} ready[FUT__SLAB_NCLASS];
 
 static struct slab *ready_pop(unsigned cls);
 
@@ -222,7 +224,7 @@ static void return_list(struct free_block *b)
  * rest back to the slabs. */
 static void tcache_flush(struct tcache *tc)
 {
-	for (unsigned cls = 0; cls < FUT__TP_NCLASS; cls++) {
+	for (unsigned cls = 0; cls < FUT__SLAB_NCLASS; cls++) {
 		struct free_block *rest = NULL;
 		fut__lock_acquire(&overflow[cls].lock);
 		while (tc->head[cls] != NULL) {
@@ -264,7 +266,7 @@ static void make_key(void)
 __attribute__((destructor)) static void release_all(void)
 {
 	tcache_flush(&tcache);
-	for (unsigned cls = 0; cls < FUT__TP_NCLASS; cls++) {
+	for (unsigned cls = 0; cls < FUT__SLAB_NCLASS; cls++) {
 		fut__lock_acquire(&overflow[cls].lock);
 		struct free_block *b = overflow[cls].head;
 		overflow[cls].head = NULL;
@@ -277,7 +279,7 @@ __attribute__((destructor)) static void release_all(void)
 	}
 }
 
-void fut__tp_cache_flush(void)
+void fut__slab_cache_flush(void)
 {
 	release_all();
 }
@@ -332,9 +334,9 @@ static struct slab *ready_pop(unsigned cls)
 	return s;
 }
 
-bool fut__tp_slab_provision(void)
+bool fut__slab_provision(void)
 {
-	for (unsigned cls = 0; cls < FUT__TP_NCLASS; cls++) {
+	for (unsigned cls = 0; cls < FUT__SLAB_NCLASS; cls++) {
 		if (!atomic_load_explicit(&ready[cls].wanted,
 					  memory_order_relaxed))
 			continue;
@@ -436,24 +438,24 @@ static bool refill(unsigned cls)
 	return true;
 }
 
-size_t fut__tp_small_blocks(unsigned cls)
+size_t fut__slab_small_blocks(unsigned cls)
 {
 	return GROW_AFTER * blocks_per_page(cls);
 }
 
-uint32_t fut__tp_slabs_ready(unsigned cls)
+uint32_t fut__slab_ready_count(unsigned cls)
 {
 	return atomic_load(&ready[cls].n);
 }
 
-void *fut__tp_block_slab(void *block, size_t *bytes)
+void *fut__slab_of(void *block, size_t *bytes)
 {
 	struct slab *s = slab_of(block);
 	*bytes = s->bytes;
 	return s;
 }
 
-void *fut__tp_block_get(unsigned cls)
+void *fut__slab_get(unsigned cls)
 {
 	if (tcache.head[cls] == NULL && !refill(cls))
 		return NULL;
@@ -463,7 +465,7 @@ void *fut__tp_block_get(unsigned cls)
 	return b;
 }
 
-void fut__tp_block_put(void *block)
+void fut__slab_put(void *block)
 {
 	struct free_block *b = block;
 	unsigned cls = slab_of(block)->cls;

@@ -20,8 +20,13 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "internal.h"
-#include "process_pool.h"
+#include "core/alloc.h"
+#include "core/executor.h"
+#include "core/future_int.h"
+#include "core/slab.h"
+#include "core/sync.h"
+#include "core/task.h"
+#include "process_pool/pool.h"
 
 /* How the caller's mapping of a shared result is made: its pages are
  * populated in one call (docs/design-process-pool.md has the numbers). */

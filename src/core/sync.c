@@ -23,7 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "core/sync.h"
 
 int64_t fut__now_ns(void)
 {
@@ -149,8 +149,7 @@ static bool spin(struct fut__park *p)
 
 int fut__park_wait(struct fut__park *p, int64_t deadline_ns)
 {
-	const struct fut__wait_hooks *h =
-		deadline_ns < 0 ? thread_hooks : NULL;
+	const struct fut__wait_hooks *h = deadline_ns < 0 ? thread_hooks : NULL;
 	bool spun = false, blocked = false;
 	int rc;
 	for (;;) {

@@ -1,0 +1,44 @@
+/*
+ * core/executor.h: the executor interface every executor implements
+ * (executor.c).
+ */
+#ifndef FUT_CORE_EXECUTOR_H
+#define FUT_CORE_EXECUTOR_H
+
+#include "core/base.h"
+
+#define FUT__EXECUTOR_MAGIC 0x45584543u /* "EXEC" */
+
+struct fut__executor_ops {
+	/* One task; arguments already checked (fn, out non-NULL; data/len
+	 * valid; `bytes` tells submit_bytes from submit).  *out is NULL on
+	 * entry. */
+	int (*submit)(fut_executor *ex, fut_fn fn, void *arg, const void *data,
+		      size_t len, bool bytes, fut_future **out);
+	/* n >= 1 byte tasks, arguments checked; all or nothing. */
+	int (*submit_many)(fut_executor *ex, fut_fn fn, const void *inputs,
+			   size_t stride, size_t n, fut_future **out);
+	/* flags checked; must return FUT_EINVAL (and change nothing) when it
+	 * would wait and the caller is one of the executor's own threads. */
+	int (*shutdown)(fut_executor *ex, unsigned flags);
+	/* After shutdown(0) succeeded (or failed with FUT_EINVAL because it
+	 * was called from the executor's own thread: then destroy must defer
+	 * the free until its last thread exits): free everything. */
+	void (*destroy)(fut_executor *ex);
+};
+
+/* The common head of every executor. */
+struct fut_executor {
+	const struct fut__executor_ops *ops;
+	/* Atomic: after a free from one of the pool's own tasks the memory
+	 * lives on until its last thread exits, and another of its tasks
+	 * may still call with the handle (it then gets FUT_EINVAL). */
+	_Atomic uint32_t magic;
+};
+
+/* The executor whose thread this is (NULL in the caller's threads); set
+ * by executors in their workers and manager threads. */
+FUT__PRIVATE fut_executor *fut__current_executor(void);
+FUT__PRIVATE void fut__current_executor_set(fut_executor *ex);
+
+#endif /* FUT_CORE_EXECUTOR_H */

@@ -1,0 +1,170 @@
+/*
+ * core/future_int.h: the future's insides (future.c): its state word,
+ * outcome, waiter list and the calls executors complete it with.
+ * (Not future.h: that name is the public header's.)
+ */
+#ifndef FUT_CORE_FUTURE_INT_H
+#define FUT_CORE_FUTURE_INT_H
+
+#include "core/sync.h"
+
+/* The state word: low 3 bits the state, higher bits flags. */
+enum {
+	FUT__S_PENDING = 0,
+	FUT__S_RUNNING = 1,
+	FUT__S_COMPLETING = 2, /* one completer owns the result fields */
+	FUT__S_CANCELLED = 3,
+	FUT__S_FINISHED = 4,
+	FUT__S_MASK = 7,
+	FUT__S_SLEEPERS = 8, /* a thread sleeps on the state word */
+	FUT__S_LISTED = 16,  /* the waiter list is not empty */
+};
+#define FUT__S_DONE(s)                                                         \
+	(((s)&FUT__S_MASK) == FUT__S_CANCELLED ||                              \
+	 ((s)&FUT__S_MASK) == FUT__S_FINISHED)
+
+/* The flags word. */
+enum {
+	FUT__F_INTERRUPT = 1, /* fut_interrupt() asked the task to stop */
+	FUT__F_BYTES = 2,     /* value is a byte buffer the future owns */
+	/* A thread-pool job holds fut_submit_bytes' input (thread_pool.h). */
+	FUT__F_INPUT = 4,
+};
+
+#define FUT__FUTURE_MAGIC 0x4655u /* "FU" */
+
+/*
+ * A waiter: a node linked into a pending future's list.  notify(w, f) runs
+ * when f completes, with f's lock held: it must be short and must not call
+ * user code or take any lock but an iterator's.  notify == NULL marks a
+ * done callback node, which the completer unlinks and runs after dropping
+ * the lock.
+ */
+struct fut__waiter {
+	struct fut__waiter *next;
+	struct fut__waiter **pprev;
+	void (*notify)(struct fut__waiter *w, fut_future *f);
+};
+
+/* What an executor lets the future call back into. */
+struct fut__future_ops {
+	/* f is RUNNING and fut_interrupt() was called (the flag is already
+	 * set): stop the task if the executor can.  May be NULL. */
+	void (*interrupt)(fut_future *f);
+	/* A thread is about to wait for f: run f's task inline if it is still
+	 * queued and may run here.  True if it ran something.  May be NULL. */
+	bool (*assist)(fut_future *f);
+	/* The last reference is gone; fut__future_fini() was called.  Free the
+	 * memory that holds f.  NULL: fut__free(f). */
+	void (*destroy)(fut_future *f);
+};
+
+struct fut_future {
+	_Atomic uint32_t state; /* FUT__S_*: also the futex word */
+	_Atomic uint32_t refs;
+	_Atomic uint32_t flags; /* FUT__F_* */
+	fut__lock lock;		/* guards waiters */
+	uint16_t magic;
+	/* The outcome: written by the one completer while COMPLETING, read
+	 * by anyone once the state is FINISHED (acquire). */
+	int16_t error; /* a FUT_E* code */
+	/* FUT_ECRASHED: the crash status; otherwise the task code (or the
+	 * errno of FUT_ESYS).  One field: a crash has no task code. */
+	int code;
+	union {
+		struct {
+			/* One or the other: a failure has no value, a
+			 * success no message (error tells which). */
+			union {
+				void *value;
+				char *message;
+			};
+			size_t len;
+		};
+		/* Until the future starts, an executor may keep its task's
+		 * function and argument here (thread_pool.c): the outcome
+		 * replaces them when the future completes, and fut_cancel()
+		 * writes neither. */
+		struct {
+			fut_fn fn;
+			const void *data;
+		} job;
+	};
+	struct fut__waiter *waiters; /* guarded by lock */
+	const struct fut__future_ops *ops;
+};
+
+/* Makes f a pending future with one reference (inline: every submit
+ * makes one). */
+static inline void fut__future_init(fut_future *f,
+				    const struct fut__future_ops *ops)
+{
+	atomic_init(&f->state, FUT__S_PENDING);
+	atomic_init(&f->refs, 1);
+	atomic_init(&f->flags, 0);
+	atomic_init(&f->lock.word, 0);
+	f->magic = FUT__FUTURE_MAGIC;
+	f->error = FUT_OK;
+	f->code = 0;
+	f->value = NULL;
+	f->len = 0;
+	f->waiters = NULL;
+	f->ops = ops;
+}
+/* Frees what f owns (result bytes, message, callback nodes never run). */
+void fut__future_fini(fut_future *f);
+
+/*
+ * Completes f once: error is FUT_OK or a FUT_E* code; value/len the
+ * result (len 0 for a pointer result, bytes owned by f when `owned`);
+ * message (owned, may be NULL) the failure text; crash_status for
+ * FUT_ECRASHED.  Takes ownership of value (when owned) and message in every
+ * case.  Wakes sleepers, notifies waiters, then runs done callbacks in the
+ * caller.  FUT_OK, or FUT_ESTATE when f was already done.  The caller must
+ * hold a reference across the call.
+ */
+FUT__PRIVATE int fut__future_complete(fut_future *f, int error, int task_code,
+				      void *value, size_t len, bool owned,
+				      char *message, int crash_status);
+
+/* fut__future_complete in two steps: the claim (PENDING or RUNNING ->
+ * COMPLETING; false if f is done or another thread claimed it), then the
+ * outcome, which only the thread whose claim succeeded may give. */
+bool fut__future_claim(fut_future *f);
+void fut__future_settle(fut_future *f, int error, int task_code, void *value,
+			size_t len, bool owned, char *message,
+			int crash_status);
+
+/* As fut__future_complete(f, FUT_OK, ...) with a byte result that lives
+ * as long as f does (in the executor's block that holds f): never freed
+ * by the future. */
+int fut__future_complete_borrowed(fut_future *f, const void *data, size_t len);
+
+/*
+ * An executor's claim before it runs f's task: PENDING -> RUNNING (FUT_OK),
+ * FUT_ECANCELLED if the caller cancelled it, FUT_ESTATE otherwise.  Exactly
+ * one caller wins.  Executors must use this, not fut_set_running(), which
+ * refuses (FUT_EINVAL) futures that have ops, i.e. that an executor owns.
+ */
+FUT__PRIVATE int fut__future_start(fut_future *f);
+
+/* Links w into f's list.  Returns false (w not linked) if f is done. */
+bool fut__future_register(fut_future *f, struct fut__waiter *w);
+/* Unlinks w if it is still linked (f may have completed meanwhile). */
+void fut__future_unregister(fut_future *f, struct fut__waiter *w);
+
+/* Load helpers. */
+static inline uint32_t fut__future_state(const fut_future *f)
+{
+	return atomic_load_explicit(&f->state, memory_order_acquire) &
+	       FUT__S_MASK;
+}
+/* True if f finished with a failure (not a cancel); f must be done. */
+bool fut__future_failed(const fut_future *f);
+/* The caller's handle check: non-NULL and the magic intact. */
+static inline bool fut__future_ok(const fut_future *f)
+{
+	return f != NULL && f->magic == FUT__FUTURE_MAGIC;
+}
+
+#endif /* FUT_CORE_FUTURE_INT_H */

@@ -1,0 +1,102 @@
+/*
+ * core/sync.h: the clock, futexes, a 4-byte lock, per-thread wait hooks
+ * and the one wait loop (sync.c).
+ */
+#ifndef FUT_CORE_SYNC_H
+#define FUT_CORE_SYNC_H
+
+#include "core/base.h"
+
+/* CLOCK_MONOTONIC in nanoseconds. */
+int64_t fut__now_ns(void);
+/* A relative timeout in seconds to an absolute deadline; -1: forever
+ * (negative timeouts and NaN), now for 0. */
+int64_t fut__deadline_ns(double timeout);
+
+/* Sleeps while *word == expected, until woken or the deadline (-1:
+ * forever).  Returns 0, or FUT_ETIMEDOUT once the deadline has passed.
+ * Spurious returns happen: callers loop. */
+int fut__futex_wait(_Atomic uint32_t *word, uint32_t expected,
+		    int64_t deadline_ns);
+/* Wakes up to n sleepers on word (INT32_MAX: all). */
+void fut__futex_wake(_Atomic uint32_t *word, int n);
+
+void fut__cpu_relax(void);
+/* Online cpus, at least 1 (cached). */
+int fut__ncpus(void);
+
+/* A 4-byte mutex (futex based: 0 free, 1 locked, 2 locked with sleepers).
+ * Zero-initialised is unlocked. */
+typedef struct fut__lock {
+	_Atomic uint32_t word;
+} fut__lock;
+/* The contended paths, out of line. */
+void fut__lock_acquire_slow(fut__lock *l);
+void fut__lock_wake(fut__lock *l);
+
+static inline void fut__lock_acquire(fut__lock *l)
+{
+	uint32_t c = 0;
+	if (FUT__UNLIKELY(!atomic_compare_exchange_strong_explicit(
+		    &l->word, &c, 1, memory_order_acquire,
+		    memory_order_relaxed)))
+		fut__lock_acquire_slow(l);
+}
+
+static inline void fut__lock_release(fut__lock *l)
+{
+	if (FUT__UNLIKELY(atomic_exchange_explicit(&l->word, 0,
+						   memory_order_release) == 2))
+		fut__lock_wake(l);
+}
+#define fut__lock_held(l)                                                      \
+	(atomic_load_explicit(&(l)->word, memory_order_relaxed) != 0)
+
+/*
+ * Per-thread wait hooks.  An executor installs them in its own threads so
+ * that a task which waits (fut_result, fut_wait, as_completed) without a
+ * deadline does not hold up the executor's other work meanwhile:
+ * - block(ctx) is called once, before the thread first sleeps in such a
+ *   wait: the executor may hand the thread's place (its slot) to another
+ *   thread.  A code other than FUT_OK ends the wait with that code (the
+ *   executor could not keep its queue moving: FUT_EAGAIN);
+ * - unblock(ctx) once when that wait ends, whatever ended it: the thread
+ *   takes its place back (it may sleep until one is free).
+ * Timed waits call neither: they keep their place, as any blocking call.
+ */
+struct fut__wait_hooks {
+	int (*block)(void *ctx);
+	void (*unblock)(void *ctx);
+	void *ctx;
+};
+/* Installs (or with NULL removes) this thread's hooks. */
+void fut__wait_hooks_set(const struct fut__wait_hooks *hooks);
+const struct fut__wait_hooks *fut__wait_hooks_get(void);
+
+/*
+ * The one wait loop every blocking call of the library uses.
+ * ready(p) says whether the condition holds; assist(p), when not NULL, may
+ * make progress itself (run the awaited task inline, in an executor's own
+ * thread) and returns true if it did; arm(p, &expected) prepares to sleep
+ * and returns false if the condition became true meanwhile, else
+ * *expected is the value *p->word has while the condition is false.  The
+ * loop: check, assist (only without a deadline, and only before the
+ * thread's block hook ran), spin a bounded while (only with more than one
+ * cpu), then block (once, without a deadline) and sleep on the futex until
+ * woken or the deadline.  FUT_OK, FUT_ETIMEDOUT, or the block hook's code.
+ */
+struct fut__park {
+	bool (*ready)(struct fut__park *p);
+	bool (*assist)(struct fut__park *p);
+	bool (*arm)(struct fut__park *p, uint32_t *expected);
+	_Atomic uint32_t *word;
+};
+int fut__park_wait(struct fut__park *p, int64_t deadline_ns);
+
+/* How long a waiter spins before it sleeps (ns); 0 on one cpu. */
+#define FUT__SPIN_NS 20000
+/* How many times a thread polls a future another thread is completing
+ * before it sleeps until that thread publishes. */
+#define FUT__COMPLETING_SPINS 100
+
+#endif /* FUT_CORE_SYNC_H */

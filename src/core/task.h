@@ -1,0 +1,76 @@
+/*
+ * core/task.h: the task record a task function sees (task.c).
+ */
+#ifndef FUT_CORE_TASK_H
+#define FUT_CORE_TASK_H
+
+#include "core/future_int.h"
+
+enum {
+	FUT__OUT_NONE = 0,
+	FUT__OUT_VALUE,
+	FUT__OUT_BYTES,
+	FUT__OUT_FAIL,
+	FUT__OUT_SENT,	 /* bytes already written out by fut__task_emit_fn */
+	FUT__OUT_SHARED, /* the result buffer, shared memory: value, len, fd */
+};
+
+/*
+ * Set only in a process worker (single-threaded): while it runs task
+ * fut__task_emit_for, a byte result of at least FUT__TASK_EMIT_MIN bytes
+ * is handed to fut__task_emit_fn, which writes it to the result pipe
+ * straight from the task's buffer (no copy); the outcome is then SENT.
+ */
+#define FUT__TASK_EMIT_MIN (256u * 1024u)
+extern fut_task *fut__task_emit_for;
+extern void (*fut__task_emit_fn)(fut_task *t, const void *data, size_t len);
+
+/*
+ * Also set only in a process worker, for fut__task_emit_for: a result
+ * buffer (fut_task_result_buffer) of at least FUT__TASK_SHARED_MIN bytes
+ * is asked of fut__task_shared_fn, which maps len bytes of a new memfd
+ * writable (*fd gets it) or returns NULL (errno set), and the task then
+ * gets heap memory instead, sent through the pipe.
+ */
+#define FUT__TASK_SHARED_MIN (256u * 1024u)
+extern void *(*fut__task_shared_fn)(size_t len, int *fd);
+
+/*
+ * What a task function reads and settles.  Executors embed it and run
+ * fn(task); the outcome fields then hold what the task settled: a pointer
+ * (OUT_VALUE), bytes it owns (OUT_BYTES, value/len), or a failure
+ * (OUT_FAIL, task_code, message).  The thread pool hands them to the
+ * future with fut__task_finish(); the process worker encodes them.
+ */
+struct fut_task {
+	fut_fn fn;
+	void *arg;
+	const void *input;
+	size_t input_len;
+	/* The future's flags word (FUT__F_INTERRUPT), NULL: never asked. */
+	const _Atomic uint32_t *interrupt;
+	int outcome;
+	int task_code;
+	void *value;
+	size_t len;
+	char *message;
+	/* The result buffer (fut_task_result_buffer), while the task runs:
+	 * heap (buffer_fd -1) or a shared mapping of the memfd buffer_fd.
+	 * fut__task_run makes it the outcome when the task settled nothing
+	 * else, and frees it otherwise. */
+	void *buffer;
+	size_t buffer_len;
+	int buffer_fd;
+};
+
+FUT__PRIVATE void fut__task_init(fut_task *t, fut_fn fn, void *arg,
+				 const void *input, size_t input_len,
+				 const _Atomic uint32_t *interrupt);
+/* Runs the task function in this thread (no lock may be held). */
+FUT__PRIVATE void fut__task_run(fut_task *t);
+/* Completes f from t's outcome (moving the bytes and message into f). */
+int fut__task_finish(fut_task *t, fut_future *f);
+/* Frees an outcome nobody took (and closes an OUT_SHARED's fd). */
+FUT__PRIVATE void fut__task_clear(fut_task *t);
+
+#endif /* FUT_CORE_TASK_H */
