@@ -405,9 +405,7 @@ static void test_crash_status_is_readable_only_for_crashed_futures(void **state)
 	fut_future *f = new_future();
 	assert_int_equal(fut_crash_status(f, &status), FUT_ESTATE);
 	char *msg = fut__strdup("worker killed by signal 9");
-	assert_int_equal(fut__future_complete(f, FUT_ECRASHED, 0, NULL, 0,
-					      false, msg, 9),
-			 FUT_OK);
+	assert_int_equal(fut__future_crash(f, 9, msg), FUT_OK);
 	assert_int_equal(fut_result(f, 0, NULL), FUT_ECRASHED);
 	assert_int_equal(fut_crash_status(f, &status), FUT_OK);
 	assert_int_equal(status, 9);
@@ -492,7 +490,7 @@ test_threads_waiting_out_a_completion_sleep_until_it_ends(void **state)
 	}
 	assert_true(asleep);
 	assert_int_equal(fut__future_state(f), FUT__S_COMPLETING);
-	fut__future_settle(f, FUT_OK, 0, NULL, 0, false, NULL, 0);
+	fut__future_settle_value(f, NULL);
 	for (int i = 0; i < 3; i++)
 		pthread_join(t[i], NULL);
 	assert_int_equal(o[0].rc, 0); /* fut_cancel: false, it finished */
@@ -587,7 +585,7 @@ static void test_producer_calls_refuse_an_executors_future(void **state)
 	assert_int_equal(fut_state(f), FUT_PENDING);
 	assert_int_equal(fut__future_start(f), FUT_OK);
 	assert_int_equal(fut__future_start(f), FUT_ESTATE);
-	fut__future_complete(f, FUT_OK, 0, NULL, 0, false, NULL, 0);
+	fut__future_succeed(f, NULL);
 	fut_release(f); /* ops->destroy is NULL: freed with fut__free */
 }
 

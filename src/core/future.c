@@ -24,6 +24,7 @@
  * done the node is taken back, so no node is ever missed and none is
  * notified twice.
  */
+#include <assert.h>
 #include <limits.h>
 #include <string.h>
 
@@ -233,16 +234,14 @@ bool fut__future_claim(fut_future *f)
 	return claim(f, true);
 }
 
-void fut__future_settle(fut_future *f, int error, int task_code, void *value,
-			size_t len, bool owned, char *message, int crash_status)
+void fut__future_settle_value(fut_future *f, void *value)
 {
-	settle(f, error, task_code, value, owned ? len : 0,
-	       owned ? FUT__F_BYTES : 0, message, crash_status);
+	settle(f, FUT_OK, 0, value, 0, 0, NULL, 0);
 }
 
-int fut__future_complete(fut_future *f, int error, int task_code, void *value,
-			 size_t len, bool owned, char *message,
-			 int crash_status)
+/* Claims f and settles it; frees what it was given when f is done. */
+static int complete(fut_future *f, int error, int code, void *value, size_t len,
+		    bool owned, char *message)
 {
 	if (!claim(f, true)) {
 		if (owned)
@@ -250,12 +249,33 @@ int fut__future_complete(fut_future *f, int error, int task_code, void *value,
 		fut__free(message);
 		return FUT_ESTATE;
 	}
-	fut__future_settle(f, error, task_code, value, len, owned, message,
-			   crash_status);
+	settle(f, error, code, value, owned ? len : 0, owned ? FUT__F_BYTES : 0,
+	       message, code);
 	return FUT_OK;
 }
 
-int fut__future_complete_borrowed(fut_future *f, const void *data, size_t len)
+int fut__future_succeed(fut_future *f, void *value)
+{
+	return complete(f, FUT_OK, 0, value, 0, false, NULL);
+}
+
+int fut__future_succeed_bytes(fut_future *f, void *bytes, size_t len)
+{
+	return complete(f, FUT_OK, 0, bytes, len, true, NULL);
+}
+
+int fut__future_fail(fut_future *f, int error, int code, char *message)
+{
+	assert(error != FUT_OK);
+	return complete(f, error, code, NULL, 0, false, message);
+}
+
+int fut__future_crash(fut_future *f, int status, char *message)
+{
+	return complete(f, FUT_ECRASHED, status, NULL, 0, false, message);
+}
+
+int fut__future_succeed_borrowed(fut_future *f, const void *data, size_t len)
 {
 	if (!claim(f, true))
 		return FUT_ESTATE;
@@ -563,7 +583,7 @@ int fut_set_result(fut_future *f, void *value)
 {
 	if (!producer_ok(f))
 		return FUT_EINVAL;
-	return fut__future_complete(f, FUT_OK, 0, value, 0, false, NULL, 0);
+	return fut__future_succeed(f, value);
 }
 
 int fut_set_result_bytes(fut_future *f, const void *data, size_t len)
@@ -580,7 +600,7 @@ int fut_set_result_bytes(fut_future *f, const void *data, size_t len)
 			return FUT_ENOMEM;
 		memcpy(copy, data, len);
 	}
-	return fut__future_complete(f, FUT_OK, 0, copy, len, true, NULL, 0);
+	return fut__future_succeed_bytes(f, copy, len);
 }
 
 int fut_set_error(fut_future *f, int task_code, const char *message)
@@ -592,6 +612,5 @@ int fut_set_error(fut_future *f, int task_code, const char *message)
 	char *copy = NULL;
 	if (message != NULL && (copy = fut__strdup(message)) == NULL)
 		return FUT_ENOMEM;
-	return fut__future_complete(f, FUT_ETASK, task_code, NULL, 0, false,
-				    copy, 0);
+	return fut__future_fail(f, FUT_ETASK, task_code, copy);
 }

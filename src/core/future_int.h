@@ -115,30 +115,34 @@ static inline void fut__future_init(fut_future *f,
 void fut__future_fini(fut_future *f);
 
 /*
- * Completes f once: error is FUT_OK or a FUT_E* code; value/len the
- * result (len 0 for a pointer result, bytes owned by f when `owned`);
- * message (owned, may be NULL) the failure text; crash_status for
- * FUT_ECRASHED.  Takes ownership of value (when owned) and message in every
- * case.  Wakes sleepers, notifies waiters, then runs done callbacks in the
- * caller.  FUT_OK, or FUT_ESTATE when f was already done.  The caller must
- * hold a reference across the call.
+ * Completing f, once; each call says what happened.  They take ownership
+ * of the bytes and the message they are given in every case, wake
+ * sleepers, notify waiters, then run done callbacks in the caller.
+ * FUT_OK, or FUT_ESTATE when f was already done (what they were given is
+ * freed).  The caller must hold a reference across the call.
+ * - succeed: a pointer result (never freed by the future);
+ * - succeed_bytes: a byte result the future owns (fut__malloc'd);
+ * - succeed_borrowed: a byte result that lives as long as f does (in the
+ *   executor's block that holds f), never freed by the future;
+ * - fail: error (not FUT_OK) with its code: the task's code for
+ *   FUT_ETASK, the errno for FUT_ESYS, the wait status for FUT_ECRASHED;
+ *   message may be NULL;
+ * - crash: fail with FUT_ECRASHED and the wait status.
  */
-FUT__PRIVATE int fut__future_complete(fut_future *f, int error, int task_code,
-				      void *value, size_t len, bool owned,
-				      char *message, int crash_status);
+FUT__PRIVATE int fut__future_succeed(fut_future *f, void *value);
+FUT__PRIVATE int fut__future_succeed_bytes(fut_future *f, void *bytes,
+					   size_t len);
+int fut__future_succeed_borrowed(fut_future *f, const void *data, size_t len);
+FUT__PRIVATE int fut__future_fail(fut_future *f, int error, int code,
+				  char *message);
+int fut__future_crash(fut_future *f, int status, char *message);
 
-/* fut__future_complete in two steps: the claim (PENDING or RUNNING ->
- * COMPLETING; false if f is done or another thread claimed it), then the
- * outcome, which only the thread whose claim succeeded may give. */
+/* A completion in two steps, for a test that holds a future COMPLETING:
+ * the claim (PENDING or RUNNING -> COMPLETING; false if f is done or
+ * another thread claimed it), then a pointer result, which only the
+ * thread whose claim succeeded may give. */
 bool fut__future_claim(fut_future *f);
-void fut__future_settle(fut_future *f, int error, int task_code, void *value,
-			size_t len, bool owned, char *message,
-			int crash_status);
-
-/* As fut__future_complete(f, FUT_OK, ...) with a byte result that lives
- * as long as f does (in the executor's block that holds f): never freed
- * by the future. */
-int fut__future_complete_borrowed(fut_future *f, const void *data, size_t len);
+void fut__future_settle_value(fut_future *f, void *value);
 
 /*
  * An executor's claim before it runs f's task: PENDING -> RUNNING (FUT_OK),

@@ -7,7 +7,7 @@
  * result buffer a task writes in place (fut_task_result_buffer): heap
  * memory that becomes the outcome's bytes when the task returns, or in a
  * process worker, from FUT__TASK_SHARED_MIN bytes, a shared mapping the
- * worker makes (fut__task_shared_fn) and hands to the caller whole.
+ * worker makes (the task's sink) and hands to the caller whole.
  * Threads: the thread running the task; fut_task_cancelled() reads the
  * future's flags word, written by whoever calls fut_interrupt().
  * Locks: none: one task runs in one thread at a time.
@@ -22,10 +22,6 @@
 #include "core/slab.h"
 #include "core/sync.h"
 #include "core/task.h"
-
-fut_task *fut__task_emit_for;
-void (*fut__task_emit_fn)(fut_task *t, const void *data, size_t len);
-void *(*fut__task_shared_fn)(size_t len, int *fd);
 
 /* Frees t's result buffer, if it has one. */
 static void buffer_drop(fut_task *t)
@@ -57,6 +53,7 @@ void fut__task_init(fut_task *t, fut_fn fn, void *arg, const void *input,
 	t->buffer = NULL;
 	t->buffer_len = 0;
 	t->buffer_fd = -1;
+	t->sink = NULL;
 }
 
 void fut__task_run(fut_task *t)
@@ -88,20 +85,16 @@ int fut__task_finish(fut_task *t, fut_future *f)
 	int rc;
 	switch (t->outcome) {
 	case FUT__OUT_VALUE:
-		rc = fut__future_complete(f, FUT_OK, 0, t->value, 0, false,
-					  NULL, 0);
+		rc = fut__future_succeed(f, t->value);
 		break;
 	case FUT__OUT_BYTES:
-		rc = fut__future_complete(f, FUT_OK, 0, t->value, t->len, true,
-					  NULL, 0);
+		rc = fut__future_succeed_bytes(f, t->value, t->len);
 		break;
 	case FUT__OUT_FAIL:
-		rc = fut__future_complete(f, FUT_ETASK, t->task_code, NULL, 0,
-					  false, t->message, 0);
+		rc = fut__future_fail(f, FUT_ETASK, t->task_code, t->message);
 		break;
 	default:
-		rc = fut__future_complete(f, FUT_OK, 0, NULL, 0, false, NULL,
-					  0);
+		rc = fut__future_succeed(f, NULL);
 		break;
 	}
 	/* fut__future_complete took ownership of the bytes and message. */
@@ -158,8 +151,9 @@ int fut_task_return_bytes(fut_task *t, const void *data, size_t len)
 		return FUT_EINVAL;
 	if (t->outcome != FUT__OUT_NONE)
 		return FUT_ESTATE;
-	if (t == fut__task_emit_for && len >= FUT__TASK_EMIT_MIN) {
-		fut__task_emit_fn(t, data, len);
+	if (t->sink != NULL && t->sink->emit != NULL &&
+	    len >= FUT__TASK_EMIT_MIN) {
+		t->sink->emit(t, data, len, t->sink->ctx);
 		t->outcome = FUT__OUT_SENT;
 		return FUT_OK;
 	}
@@ -182,9 +176,9 @@ void *fut_task_result_buffer(fut_task *t, size_t len)
 		return NULL;
 	void *b = NULL;
 	int fd = -1;
-	if (t == fut__task_emit_for && fut__task_shared_fn != NULL &&
+	if (t->sink != NULL && t->sink->shared != NULL &&
 	    len >= FUT__TASK_SHARED_MIN)
-		b = fut__task_shared_fn(len, &fd);
+		b = t->sink->shared(len, &fd, t->sink->ctx);
 	if (b == NULL) {
 		/* No shared memory (no fd, no memory): the pipe, as for
 		 * fut_task_return_bytes. */

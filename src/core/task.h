@@ -11,29 +11,28 @@ enum {
 	FUT__OUT_VALUE,
 	FUT__OUT_BYTES,
 	FUT__OUT_FAIL,
-	FUT__OUT_SENT,	 /* bytes already written out by fut__task_emit_fn */
+	FUT__OUT_SENT,	 /* bytes already written out by the sink's emit */
 	FUT__OUT_SHARED, /* the result buffer, shared memory: value, len, fd */
 };
 
 /*
- * Set only in a process worker (single-threaded): while it runs task
- * fut__task_emit_for, a byte result of at least FUT__TASK_EMIT_MIN bytes
- * is handed to fut__task_emit_fn, which writes it to the result pipe
- * straight from the task's buffer (no copy); the outcome is then SENT.
+ * Where an executor that runs tasks in another process sends what a task
+ * makes (the process worker; thread pools set no sink): from
+ * FUT__TASK_EMIT_MIN bytes, a byte result is handed to emit(), which
+ * writes it to the result pipe straight from the task's buffer (no copy;
+ * the outcome is then SENT); from FUT__TASK_SHARED_MIN bytes, a result
+ * buffer (fut_task_result_buffer) is asked of shared(), which maps len
+ * bytes of a new memfd writable (*fd gets it) or returns NULL (errno
+ * set): the task then gets heap memory instead, sent through the pipe.
+ * Either function may be NULL.
  */
 #define FUT__TASK_EMIT_MIN (256u * 1024u)
-extern fut_task *fut__task_emit_for;
-extern void (*fut__task_emit_fn)(fut_task *t, const void *data, size_t len);
-
-/*
- * Also set only in a process worker, for fut__task_emit_for: a result
- * buffer (fut_task_result_buffer) of at least FUT__TASK_SHARED_MIN bytes
- * is asked of fut__task_shared_fn, which maps len bytes of a new memfd
- * writable (*fd gets it) or returns NULL (errno set), and the task then
- * gets heap memory instead, sent through the pipe.
- */
 #define FUT__TASK_SHARED_MIN (256u * 1024u)
-extern void *(*fut__task_shared_fn)(size_t len, int *fd);
+struct fut__task_sink {
+	void (*emit)(fut_task *t, const void *data, size_t len, void *ctx);
+	void *(*shared)(size_t len, int *fd, void *ctx);
+	void *ctx;
+};
 
 /*
  * What a task function reads and settles.  Executors embed it and run
@@ -61,6 +60,9 @@ struct fut_task {
 	void *buffer;
 	size_t buffer_len;
 	int buffer_fd;
+	/* NULL, or where the executor takes large outcomes (set after
+	 * fut__task_init, which clears it). */
+	const struct fut__task_sink *sink;
 };
 
 FUT__PRIVATE void fut__task_init(fut_task *t, fut_fn fn, void *arg,

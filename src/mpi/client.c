@@ -216,8 +216,7 @@ static void job_discard(struct mjob *j)
 static void job_fail(struct mjob *j, int code, int task_code, const char *msg)
 {
 	char *copy = msg != NULL ? fut__strdup(msg) : NULL;
-	(void)fut__future_complete(&j->fut, code, task_code, NULL, 0, false,
-				   copy, 0);
+	(void)fut__future_fail(&j->fut, code, task_code, copy);
 	fut_release(&j->fut);
 }
 
@@ -480,8 +479,7 @@ static void on_result(struct mclient *c, int rank, struct fut__wire_rec *rec)
 	char *msg = NULL;
 	switch (rec->kind) {
 	case FUT__WIRE_R_BYTES:
-		(void)fut__future_complete(&j->fut, FUT_OK, 0, data, rec->len,
-					   true, NULL, 0);
+		(void)fut__future_succeed_bytes(&j->fut, data, rec->len);
 		fut_release(&j->fut);
 		return;
 	case FUT__WIRE_R_FAIL:
@@ -494,12 +492,10 @@ static void on_result(struct mclient *c, int rank, struct fut__wire_rec *rec)
 		}
 		fut__free(data);
 		if (rec->kind == FUT__WIRE_R_FAIL)
-			(void)fut__future_complete(&j->fut, FUT_ETASK,
-						   rec->code, NULL, 0, false,
-						   msg, 0);
+			(void)fut__future_fail(&j->fut, FUT_ETASK, rec->code,
+					       msg);
 		else
-			(void)fut__future_complete(&j->fut, rec->code, 0, NULL,
-						   0, false, msg, 0);
+			(void)fut__future_fail(&j->fut, rec->code, 0, msg);
 		fut_release(&j->fut);
 		return;
 	case FUT__WIRE_R_VALUE:
@@ -510,8 +506,7 @@ static void on_result(struct mclient *c, int rank, struct fut__wire_rec *rec)
 		return;
 	default:
 		fut__free(data);
-		(void)fut__future_complete(&j->fut, FUT_OK, 0, NULL, 0, false,
-					   NULL, 0);
+		(void)fut__future_succeed(&j->fut, NULL);
 		fut_release(&j->fut);
 		return;
 	}

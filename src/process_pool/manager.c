@@ -426,7 +426,7 @@ static void on_result(struct mgr *m, struct pp_worker *w,
 		/* A result no longer than the input takes the input's place
 		 * in the job block: no allocation per task. */
 		memcpy(j->input, r->data, r->len);
-		(void)fut__future_complete_borrowed(&j->fut, j->input, r->len);
+		(void)fut__future_succeed_borrowed(&j->fut, j->input, r->len);
 		fut_release(&j->fut);
 		return;
 	}
@@ -443,8 +443,7 @@ static void on_result(struct mgr *m, struct pp_worker *w,
 	}
 	switch (r->kind) {
 	case FUT__WIRE_R_BYTES:
-		(void)fut__future_complete(&j->fut, FUT_OK, 0, data, r->len,
-					   true, NULL, 0);
+		(void)fut__future_succeed_bytes(&j->fut, data, r->len);
 		fut_release(&j->fut);
 		return;
 	case FUT__WIRE_R_FAIL: {
@@ -455,8 +454,7 @@ static void on_result(struct mgr *m, struct pp_worker *w,
 			msg[r->len] = '\0';
 		}
 		fut__free(data);
-		(void)fut__future_complete(&j->fut, FUT_ETASK, r->code, NULL, 0,
-					   false, msg, 0);
+		(void)fut__future_fail(&j->fut, FUT_ETASK, r->code, msg);
 		fut_release(&j->fut);
 		return;
 	}
@@ -468,8 +466,7 @@ static void on_result(struct mgr *m, struct pp_worker *w,
 		return;
 	default:
 		fut__free(data);
-		(void)fut__future_complete(&j->fut, FUT_OK, 0, NULL, 0, false,
-					   NULL, 0);
+		(void)fut__future_succeed(&j->fut, NULL);
 		fut_release(&j->fut);
 		return;
 	}

@@ -231,8 +231,9 @@ void fut__pp_job_end(struct pp_job *j, int code, int task_code,
 		msg = fut__vasprintf(fmt, ap);
 		va_end(ap);
 	}
-	(void)fut__future_complete(&j->fut, code, task_code, NULL, 0, false,
-				   msg, crash_status);
+	(void)fut__future_fail(&j->fut, code,
+			       code == FUT_ECRASHED ? crash_status : task_code,
+			       msg);
 	fut_release(&j->fut);
 }
 

@@ -95,8 +95,7 @@ void fut__pp_complete_shared(struct pp_job *j, int fd, uint64_t len)
 		return;
 	}
 	j->shared |= PP_SHARED_RESULT;
-	if (fut__future_complete_borrowed(&j->fut, map, (size_t)len) !=
-	    FUT_OK) {
+	if (fut__future_succeed_borrowed(&j->fut, map, (size_t)len) != FUT_OK) {
 		j->shared &= (uint8_t)~PP_SHARED_RESULT;
 		(void)munmap(map, (size_t)len);
 	}

@@ -203,16 +203,19 @@ static void out_record(struct out *o, int fd, uint64_t id, uint32_t kind,
 	o->count++;
 }
 
-/* What the worker is sending to, for a large result emitted by the task
- * itself (fut__task_emit_fn): this process is single-threaded. */
-static struct out *emit_out;
-static int emit_fd;
-static uint64_t emit_id;
+/* What the worker is sending to, for a large result the task emits
+ * itself (the task's sink). */
+struct emit_ctx {
+	struct out *out;
+	int fd;
+	uint64_t id;
+};
 
-static void emit_bytes(fut_task *t, const void *data, size_t len)
+static void emit_bytes(fut_task *t, const void *data, size_t len, void *ctx)
 {
 	(void)t;
-	out_record(emit_out, emit_fd, emit_id, FUT__WIRE_R_BYTES, 0, data, len);
+	struct emit_ctx *e = ctx;
+	out_record(e->out, e->fd, e->id, FUT__WIRE_R_BYTES, 0, data, len);
 }
 
 /* The worker's task socket: a shared result's memfd goes back over it. */
@@ -225,14 +228,15 @@ void fut__pp_shared_fail_next(int err)
 	shared_fail_errno = err;
 }
 
-/* fut__task_shared_fn: len bytes of a new memfd, mapped writable, its
+/* The sink's shared(): len bytes of a new memfd, mapped writable, its
  * pages made present in one call: on this VM a page fault costs more than
  * the page (docs/design-process-pool.md), and a memfd whose pages cannot
  * be had fails here, so the task gets heap memory, instead of the
  * worker's dying of SIGBUS as it writes.  Kernels before 5.14 (EINVAL)
  * fault the pages in as they are written. */
-static void *shared_map(size_t len, int *fd)
+static void *shared_map(size_t len, int *fd, void *ctx)
 {
+	(void)ctx;
 	if (shared_fail_errno != 0) {
 		errno = shared_fail_errno;
 		shared_fail_errno = 0;
@@ -431,13 +435,12 @@ static void run_one(const struct fut__forkserver_cfg *cfg,
 	struct fut_task t;
 	fut_fn fn = (fut_fn)(uintptr_t)r->fn;
 	fut__task_init(&t, fn, NULL, input, input_len, NULL);
-	emit_out = o;
-	emit_fd = fd;
-	emit_id = r->id;
-	fut__task_emit_fn = emit_bytes;
-	fut__task_emit_for = &t;
+	struct emit_ctx ec = { .out = o, .fd = fd, .id = r->id };
+	const struct fut__task_sink sink = { .emit = emit_bytes,
+					     .shared = shared_map,
+					     .ctx = &ec };
+	t.sink = &sink;
 	fut__task_run(&t);
-	fut__task_emit_for = NULL;
 	atomic_store_explicit(&slot->finished, r->id, memory_order_release);
 	switch (t.outcome) {
 	case FUT__OUT_SENT:
@@ -492,7 +495,6 @@ static void worker_loop(const struct fut__forkserver_cfg *cfg,
 			struct fut__worker_slot *slot, int in, int outfd)
 {
 	back_sock = in;
-	fut__task_shared_fn = shared_map;
 	int rc = cfg->initializer ? cfg->initializer(cfg->initarg) : 0;
 	say_hello(outfd, rc);
 	if (rc != 0)

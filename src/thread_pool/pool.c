@@ -206,9 +206,7 @@ static void end_drained(struct job *list, int code)
 			int rc = fut__future_start(&j->fut);
 			if (rc == FUT_OK) {
 				job_free_input(j);
-				(void)fut__future_complete(&j->fut, code, 0,
-							   NULL, 0, false, NULL,
-							   0);
+				(void)fut__future_fail(&j->fut, code, 0, NULL);
 			} else if (rc == FUT_ECANCELLED) {
 				job_forget(j);
 			}
