@@ -1,11 +1,12 @@
 /*
- * thread_pool.h: private to the thread pool (thread_pool.c, tp_queue.c).
+ * thread_pool/pool.h: private to the thread pool's files.
  *
- * The job block, the queue (tp_queue.c, a unit of its own), the worker
- * and the pool.  Locks are described where they are used.
+ * The job block, the worker and the pool, and what each file of the wing
+ * gives the others (job.c, idle.c, run.c; the queue has queue.h).  Locks
+ * are described where they are used.
  */
-#ifndef FUT_THREAD_POOL_H
-#define FUT_THREAD_POOL_H
+#ifndef FUT_THREAD_POOL_POOL_H
+#define FUT_THREAD_POOL_POOL_H
 
 #include <assert.h>
 #include <pthread.h>
@@ -16,6 +17,7 @@
 #include "core/slab.h"
 #include "core/sync.h"
 #include "core/task.h"
+#include "thread_pool/queue.h"
 
 /* Threads a pool may add beyond max_workers while workers wait on futures
  * (the slot hand-off of a nested wait): as Java's ForkJoinPool. */
@@ -23,11 +25,6 @@
 /* Tasks a worker runs inline on its own stack, nested, because it waits
  * for exactly that task and it had not started. */
 #define FUT__TP_INLINE_DEPTH 32u
-
-/* The queue link of a job (and of the queue's stub). */
-struct tp_link {
-	_Atomic(struct tp_link *) next;
-};
 
 /*
  * The task's fut_task is built on the stack of the thread that runs it
@@ -57,69 +54,6 @@ struct job_input {
 
 _Static_assert(sizeof(struct job) <= FUT__SLAB_SMALL,
 	       "a job must fit the smallest block class");
-
-/*
- * The queue: one FIFO of every task not yet taken, whoever submitted it.
- * Submitters append under plock, workers take from the head under clock
- * (a lock only workers touch), so a submitter and a worker share no lock
- * while the queue holds more than one job.  A stub node keeps the list
- * non-empty; a worker that takes the last job puts the stub back behind
- * it under plock.  pushed and popped count jobs in and out (written under
- * their lock, read without it as hints: queued = pushed - popped).
- * max_queue is held with reservations: `reserved` counts jobs admitted
- * and not yet taken, and a submitter that finds no room sleeps on `room`.
- */
-struct tp_queue {
-	_Alignas(64) fut__lock plock;
-	bool closed; /* guarded by plock: no more pushes */
-	int broken;  /* guarded by plock: a code pushes return, 0: none */
-	struct tp_link *tail;
-	/* Apart from plock: lookers poll it, and their reads must not
-	 * make the submitter wait for the lock's line. */
-	_Alignas(64) _Atomic uint64_t pushed;
-
-	_Alignas(64) fut__lock clock;
-	struct tp_link *head;
-	_Atomic uint64_t popped;
-
-	_Alignas(64) size_t max; /* max_queue; 0: unbounded */
-	_Atomic size_t reserved;
-	_Atomic uint32_t room; /* futex word of submitters waiting for room */
-	_Atomic uint32_t nroom_waiters;
-	struct tp_link stub;
-};
-
-void fut__tp_queue_init(struct tp_queue *q, size_t max);
-/* Appends first..last (n linked jobs); FUT_ESHUTDOWN once closed, the
- * broken code once broken (nothing queued then).  *was_empty: no job was
- * queued before them (one may still be being taken). */
-int fut__tp_queue_push(struct tp_queue *q, struct job *first, struct job *last,
-		       size_t n, bool *was_empty);
-/* The oldest job, or NULL; *last: it was the last one queued (read
- * without touching the submitters' cache lines). */
-struct job *fut__tp_queue_pop(struct tp_queue *q, bool *last);
-/* Closes the queue to pushes: with `code` FUT_ESHUTDOWN, or a broken
- * pool's code (FUT_EBROKEN). */
-void fut__tp_queue_close(struct tp_queue *q, int code);
-/* Empties the queue: the caller owns the returned list (linked through
- * link.next as struct job; each still holds its queue reference). */
-struct job *fut__tp_queue_drain(struct tp_queue *q);
-/* Jobs queued (a hint: it may count one being pushed or taken). */
-static inline uint64_t fut__tp_queue_count(struct tp_queue *q)
-{
-	uint64_t out = atomic_load_explicit(&q->popped, memory_order_seq_cst);
-	uint64_t in = atomic_load_explicit(&q->pushed, memory_order_seq_cst);
-	return in > out ? in - out : 0;
-}
-/* max_queue: reserves room for n jobs, sleeping while there is none
- * (a batch larger than max_queue goes in when the queue is empty).
- * stop(ctx) is asked before each sleep: a nonzero code returns it. */
-int fut__tp_queue_reserve(struct tp_queue *q, size_t n, int (*stop)(void *),
-			  void *ctx);
-/* Gives back room for n jobs that were reserved and never pushed. */
-void fut__tp_queue_unreserve(struct tp_queue *q, size_t n);
-/* Wakes every submitter waiting for room (shutdown, break). */
-void fut__tp_queue_wake_room(struct tp_queue *q);
 
 struct tpool;
 
@@ -188,6 +122,74 @@ static inline int pool_state(struct tpool *p)
 	return FUT_OK;
 }
 
+static inline struct tpool *pool_of(fut_executor *ex)
+{
+	return (struct tpool *)(void *)ex;
+}
+
+/* The pool of a job: its future's ops point into the pool. */
+static inline struct tpool *job_pool(const struct job *j)
+{
+	uintptr_t ops = (uintptr_t)j->fut.ops;
+	return (struct tpool *)(ops - offsetof(struct tpool, fops));
+}
+
+static inline struct job *next_job(const struct job *j)
+{
+	struct tp_link *l =
+		atomic_load_explicit(&j->link.next, memory_order_relaxed);
+	return l != NULL ? fut__container_of(l, struct job, link) : NULL;
+}
+
+static inline void set_next_job(struct job *j, struct job *next)
+{
+	atomic_store_explicit(&j->link.next, next != NULL ? &next->link : NULL,
+			      memory_order_relaxed);
+}
+
+/* job.c */
+/* Every job's future points at a copy of these (tpool.fops). */
+extern const struct fut__future_ops fut__tp_job_ops;
+/* A new job in a block of the slab (its future PENDING, one reference
+ * for the caller and one for the queue), or NULL when out of memory. */
+struct job *fut__tp_job_new(struct tpool *p, fut_fn fn, void *arg,
+			    const void *data, size_t len, bool bytes);
+/* Runs j's task in t on this thread's stack, then frees its input. */
+void fut__tp_job_run(fut_task *t, struct job *j);
+/* A job whose task will never run (cancelled): its input goes. */
+void fut__tp_job_forget(struct job *j);
+/* A job that was never queued: back to the cache. */
+void fut__tp_job_discard(struct job *j);
+/* Ends every drained job: cancelled, or failed with `code`. */
+void fut__tp_end_drained(struct job *list, int code);
+/* Drops a reference of the pool; the last frees it. */
+void fut__tp_pool_unref(struct tpool *p);
+
+/* idle.c */
+/* Makes sure enough idle workers look at the queue (wakes or starts). */
+void fut__tp_wakep(struct tpool *p);
+/* Starts one worker, counted a looker by the caller.  Caller holds
+ * p->ctl. */
+int fut__tp_spawn_locked(struct tpool *p);
+/* Wakes every idle worker (shutdown, a break, a worker that exits). */
+void fut__tp_wake_all(struct tpool *p);
+/* Gives a slot back / takes one, sleeping until one is free. */
+void fut__tp_slot_put(struct tpool *p);
+void fut__tp_slot_get(struct tpool *p);
+
+/* run.c */
+/* Runs j, then the queue's next tasks in the same slot; returns a
+ * looker without a slot. */
+void fut__tp_run_jobs(struct worker *w, struct job *j, bool last);
+/* The nested-wait hooks of a worker (ctx: the struct worker). */
+int fut__tp_hook_block(void *ctx);
+void fut__tp_hook_unblock(void *ctx);
+/* The worker of p that the calling thread is, or NULL. */
+struct worker *fut__tp_self_worker(struct tpool *p);
+/* fut__tp_job_ops.assist: runs f's task inline if this worker waits for
+ * it and it has not started. */
+bool fut__tp_job_assist(fut_future *f);
+
 /* FUT__SLAB_LARGE holds a job and an inline input with its 8-byte length. */
 #define FUT__TP_INLINE_BYTES (FUT__SLAB_LARGE - FUT__SLAB_SMALL - 8u)
 
@@ -198,4 +200,4 @@ size_t fut__tp_threads(fut_executor *ex);
 /* Test hook: tasks queued in thread pool ex, not yet taken. */
 size_t fut__tp_queued(fut_executor *ex);
 
-#endif /* FUT_THREAD_POOL_H */
+#endif /* FUT_THREAD_POOL_POOL_H */

@@ -1,7 +1,7 @@
 /*
- * tp_queue.c: the thread pool's queue of tasks not yet taken.
+ * thread_pool/queue.c: the thread pool's queue of tasks not yet taken.
  *
- * Owns: struct tp_queue (thread_pool.h): one FIFO, its counts, its
+ * Owns: struct tp_queue (queue.h): one FIFO, its counts, its
  * closing, and the room protocol of max_queue (both halves: the
  * submitter's sleep and the taker's wake-up).
  * Threads: submitters push (and may sleep for room); workers pop;

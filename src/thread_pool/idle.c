@@ -1,0 +1,392 @@
+/*
+ * thread_pool/idle.c: the slots and the idle workers: who looks at the
+ * queue, who sleeps, who is woken or started, and the worker's loop.
+ *
+ * Owns: the slot count (nbusy, nwant, slotword), the lookers and sleepers
+ * (nspinning, nsleeping, tokens, wake), starting threads (nthreads,
+ * workers[]) and worker_main.  Each sleep protocol here has its wake half
+ * beside its sleep half.
+ * Threads: workers; submitters call fut__tp_wakep and start the first
+ * thread.
+ * Locks: p->ctl guards starting a thread (workers[], nlive) and is taken
+ * alone; everything else is atomics, the pairings written at each
+ * function.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "thread_pool/pool.h"
+
+/* Wakes every idle worker (shutdown, a break, a worker that exits). */
+void fut__tp_wake_all(struct tpool *p)
+{
+	atomic_fetch_add(&p->wake, 1);
+	fut__futex_wake(&p->wake, INT32_MAX);
+}
+
+/* An initializer failed: the pool is broken for pending and new work. */
+static void break_pool(struct tpool *p)
+{
+	atomic_store(&p->broken, true);
+	fut__tp_queue_close(&p->q, FUT_EBROKEN);
+	fut__tp_end_drained(fut__tp_queue_drain(&p->q), FUT_EBROKEN);
+	fut__tp_wake_all(p);
+	fut__tp_queue_wake_room(&p->q);
+}
+
+/* ------------------------------------------------------------------ */
+/* Slots: at most max_workers threads run tasks at once                */
+
+static bool slot_try(struct tpool *p)
+{
+	uint32_t b = atomic_load_explicit(&p->nbusy, memory_order_seq_cst);
+	while (b < p->max_workers)
+		if (atomic_compare_exchange_weak_explicit(&p->nbusy, &b, b + 1,
+							  memory_order_seq_cst,
+							  memory_order_seq_cst))
+			return true;
+	return false;
+}
+
+/*
+ * Gives a slot back, to a waiter that wants its own back first.  Pairs
+ * with slot_get: it counts itself in nwant, then tries; we freed the slot,
+ * then read nwant: either it sees the slot free or we see it waiting.
+ */
+void fut__tp_slot_put(struct tpool *p)
+{
+	atomic_fetch_sub_explicit(&p->nbusy, 1, memory_order_seq_cst);
+	if (atomic_load_explicit(&p->nwant, memory_order_seq_cst) > 0) {
+		atomic_fetch_add(&p->slotword, 1);
+		fut__futex_wake(&p->slotword, 1);
+	}
+}
+
+/* A worker whose wait is over takes a slot back, sleeping until one is
+ * free: it never runs beside max_workers others. */
+void fut__tp_slot_get(struct tpool *p)
+{
+	if (slot_try(p))
+		return;
+	atomic_fetch_add_explicit(&p->nwant, 1, memory_order_seq_cst);
+	for (;;) {
+		uint32_t v = atomic_load_explicit(&p->slotword,
+						  memory_order_seq_cst);
+		if (slot_try(p))
+			break;
+		fut__futex_wait(&p->slotword, v, -1);
+	}
+	atomic_fetch_sub_explicit(&p->nwant, 1, memory_order_seq_cst);
+}
+
+/* An idle worker may start a task now: one is queued and a slot free (a
+ * waiter that wants its slot back comes first). */
+static bool work_for_idle(struct tpool *p)
+{
+	return fut__tp_queue_count(&p->q) > 0 &&
+	       atomic_load_explicit(&p->nwant, memory_order_seq_cst) == 0 &&
+	       atomic_load_explicit(&p->nbusy, memory_order_seq_cst) <
+		       p->max_workers;
+}
+
+/* ------------------------------------------------------------------ */
+/* Idle workers: who looks at the queue, who sleeps, who is woken      */
+
+static void *worker_main(void *arg);
+
+static void name_thread(struct worker *w)
+{
+	char name[32]; /* prefix (15) + '-' + number fit; Linux keeps 15 */
+	snprintf(name, sizeof(name), "%s-%u", w->pool->prefix, w->index + 1);
+	name[15] = '\0';
+	pthread_setname_np(pthread_self(), name);
+}
+
+/* Starts one worker, which starts as a looker (the caller counted it in
+ * nspinning).  Caller holds p->ctl. */
+int fut__tp_spawn_locked(struct tpool *p)
+{
+	uint32_t n = atomic_load_explicit(&p->nthreads, memory_order_relaxed);
+	if (n >= p->max_threads ||
+	    n - atomic_load(&p->nwaiting) >= p->max_workers)
+		return FUT_EAGAIN;
+	struct worker *w = p->workers[n];
+	if (w == NULL) {
+		w = fut__calloc(1, sizeof(*w));
+		if (w == NULL)
+			return FUT_ENOMEM;
+		p->workers[n] = w;
+	}
+	w->pool = p;
+	w->index = n;
+	atomic_fetch_add(&p->refs, 1);
+	if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+		atomic_fetch_sub(&p->refs, 1);
+		return FUT_EAGAIN;
+	}
+	if (p->detached) { /* freed from its own thread: nobody joins */
+		pthread_detach(w->thread);
+		w->joined = true;
+	}
+	p->nlive++;
+	atomic_store_explicit(&p->nthreads, n + 1, memory_order_release);
+	return FUT_OK;
+}
+
+static int spawn(struct tpool *p)
+{
+	pthread_mutex_lock(&p->ctl);
+	int rc = atomic_load(&p->broken) ? FUT_EBROKEN :
+					   fut__tp_spawn_locked(p);
+	pthread_mutex_unlock(&p->ctl);
+	return rc;
+}
+
+/*
+ * Makes sure enough idle workers look at the queue: one per queued task
+ * that a free slot could start, less those already looking.  It claims
+ * that many looker credits in nspinning with one CAS (so two callers
+ * never both wake for the same tasks), wakes that many sleepers with one
+ * futex call (each takes a token: it is then a looker, counted by us),
+ * and starts threads for the rest, at most two per call: each new thread
+ * does the same once it finds a task, so a burst of N starts its threads
+ * as a binary tree, log2(N) steps deep, none of them in the submitter.
+ * Pairs with idle_sleep's last look: it stops looking, then reads the
+ * queue; a submitter pushed, then reads nspinning with a read-modify-
+ * write: one of the two sees the other.
+ */
+#define SPAWN_PER_CALL 2u
+
+void fut__tp_wakep(struct tpool *p)
+{
+	uint32_t s = atomic_load_explicit(&p->nspinning, memory_order_seq_cst);
+	uint32_t k;
+	for (;;) {
+		uint32_t busy =
+			atomic_load_explicit(&p->nbusy, memory_order_seq_cst);
+		if (busy >= p->max_workers)
+			return;
+		uint64_t want = fut__tp_queue_count(&p->q);
+		if (want > p->max_workers - busy)
+			want = p->max_workers - busy;
+		if (want <= s)
+			return;
+		k = (uint32_t)(want - s);
+		if (atomic_compare_exchange_weak_explicit(
+			    &p->nspinning, &s, s + k, memory_order_seq_cst,
+			    memory_order_seq_cst))
+			break;
+	}
+	/* Claims sleepers (nsleeping counts those not yet claimed), then
+	 * hands them as many tokens. */
+	uint32_t sleepers =
+		atomic_load_explicit(&p->nsleeping, memory_order_seq_cst);
+	uint32_t woken;
+	do {
+		woken = k < sleepers ? k : sleepers;
+	} while (woken > 0 &&
+		 !atomic_compare_exchange_weak_explicit(
+			 &p->nsleeping, &sleepers, sleepers - woken,
+			 memory_order_seq_cst, memory_order_seq_cst));
+	if (woken > 0) {
+		atomic_fetch_add(&p->tokens, woken);
+		atomic_fetch_add(&p->wake, 1);
+		fut__futex_wake(&p->wake, (int)woken);
+		k -= woken;
+	}
+	/* The credits no thread will come for go first: a thread started
+	 * below counts on nspinning naming exactly the lookers there are or
+	 * that are on their way. */
+	uint32_t start = k < SPAWN_PER_CALL ? k : SPAWN_PER_CALL;
+	if (k > start)
+		atomic_fetch_sub(&p->nspinning, k - start);
+	for (; start > 0; start--)
+		if (spawn(p) != FUT_OK)
+			break;
+	if (start > 0) /* could not start them */
+		atomic_fetch_sub(&p->nspinning, start);
+}
+
+/* A looker found a task: if more are queued than lookers, others come
+ * (Go's resetspinning, for as many as there are tasks to start). */
+static void stop_looking(struct tpool *p)
+{
+	atomic_fetch_sub_explicit(&p->nspinning, 1, memory_order_seq_cst);
+	if (fut__tp_queue_count(&p->q) > 0)
+		fut__tp_wakep(p);
+}
+
+static bool take_token(struct tpool *p)
+{
+	uint32_t t = atomic_load(&p->tokens);
+	while (t > 0)
+		if (atomic_compare_exchange_weak(&p->tokens, &t, t - 1))
+			return true;
+	return false;
+}
+
+/* A sleeper leaves: with a token (a waker claimed a sleeper and counted
+ * it a looker), or else it unclaims itself.  If every sleeper is claimed
+ * and no token is there yet, one is on its way: tokens are handed out
+ * right after the claim, and any sleeper may take any of them. */
+static bool leave_sleep(struct tpool *p)
+{
+	for (;;) {
+		if (take_token(p))
+			return true;
+		uint32_t n = atomic_load_explicit(&p->nsleeping,
+						  memory_order_seq_cst);
+		if (n > 0 &&
+		    atomic_compare_exchange_weak_explicit(
+			    &p->nsleeping, &n, n - 1, memory_order_seq_cst,
+			    memory_order_seq_cst))
+			return false;
+		if (n == 0)
+			fut__cpu_relax();
+	}
+}
+
+static bool should_exit(struct tpool *p)
+{
+	return atomic_load(&p->broken) ||
+	       (atomic_load(&p->shutdown) && fut__tp_queue_count(&p->q) == 0);
+}
+
+/* A slot and the oldest task, or NULL; *last as fut__tp_queue_pop's. */
+static struct job *take(struct worker *w, bool *last)
+{
+	struct tpool *p = w->pool;
+	if (!work_for_idle(p) || !slot_try(p))
+		return NULL;
+	struct job *j = fut__tp_queue_pop(&p->q, last);
+	if (j == NULL) {
+		fut__tp_slot_put(p);
+		return NULL;
+	}
+	w->has_slot = true;
+	return j;
+}
+
+/*
+ * Work has just appeared: while a submitter keeps adding to it, a spinning
+ * looker lets a batch gather (up to GATHER jobs, or until the count stops
+ * growing for 16 pauses, about a microsecond) before it takes the
+ * first.  A worker that takes each job the moment it is pushed runs at the
+ * queue's tail, where the submitter writes: the two trade the tail's cache
+ * lines (and plock, to put the stub back) once per job, which costs more
+ * than the jobs of a stream of tiny tasks.  A job pushed alone waits those
+ * pauses more.
+ */
+#define GATHER 32u
+
+static void gather(struct tpool *p)
+{
+	uint64_t seen = fut__tp_queue_count(&p->q);
+	int still = 0;
+	while (seen < GATHER && still < 8) {
+		fut__cpu_relax();
+		fut__cpu_relax();
+		uint64_t now = fut__tp_queue_count(&p->q);
+		if (now == seen) {
+			still++;
+		} else {
+			seen = now;
+			still = 0;
+		}
+	}
+}
+
+/* A looker looks for a task: a bounded spin when `spin`, else once.
+ * Returns it with a slot held, or NULL. */
+static struct job *look(struct worker *w, bool spin, bool *last)
+{
+	struct tpool *p = w->pool;
+	int64_t until = spin ? fut__now_ns() + FUT__SPIN_NS : 0;
+	for (;;) {
+		for (int i = 0; i < 16; i++) {
+			if (spin && fut__tp_queue_count(&p->q) > 0)
+				gather(p);
+			struct job *j = take(w, last);
+			if (j != NULL)
+				return j;
+			if (!spin || should_exit(p))
+				return NULL;
+			/* A few pauses between looks: each look reads the
+			 * line the submitter writes. */
+			for (int k = 0; k < 4; k++)
+				fut__cpu_relax();
+		}
+		/* Time a looking worker would waste: a submitter's next slab
+		 * gets its pages here rather than in the submitter. */
+		(void)fut__slab_provision();
+		if (fut__now_ns() >= until)
+			return NULL;
+	}
+}
+
+/* A looker that found nothing sleeps until it is woken: it returns a
+ * looker again (with a token, counted by its waker; else it counts
+ * itself). */
+static void idle_sleep(struct worker *w)
+{
+	struct tpool *p = w->pool;
+	atomic_fetch_add_explicit(&p->nsleeping, 1, memory_order_seq_cst);
+	atomic_fetch_sub_explicit(&p->nspinning, 1, memory_order_seq_cst);
+	uint32_t v = atomic_load_explicit(&p->wake, memory_order_seq_cst);
+	if (atomic_load(&p->tokens) == 0 && !work_for_idle(p) &&
+	    !should_exit(p))
+		fut__futex_wait(&p->wake, v, -1);
+	/* A looker again before it stops counting as a sleeper: a
+	 * submitter that reads both in between must not find neither. */
+	atomic_fetch_add_explicit(&p->nspinning, 1, memory_order_seq_cst);
+	if (leave_sleep(p)) /* its waker counted it already */
+		atomic_fetch_sub_explicit(&p->nspinning, 1,
+					  memory_order_seq_cst);
+}
+
+/* ------------------------------------------------------------------ */
+/* Workers                                                             */
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct tpool *p = w->pool;
+	name_thread(w);
+	w->hooks = (struct fut__wait_hooks){ .block = fut__tp_hook_block,
+					     .unblock = fut__tp_hook_unblock,
+					     .ctx = w };
+	fut__current_executor_set(&p->ex);
+	fut__wait_hooks_set(&w->hooks);
+	if (p->initializer != NULL && p->initializer(p->initarg) != 0)
+		break_pool(p);
+	uint32_t ncpus = (uint32_t)fut__ncpus();
+	/* A looker here: counted in nspinning by whoever started us. */
+	for (;;) {
+		/* At most ncpus - 1 spin (one cpu is left to the thread that
+		 * submits); the others look once and sleep. */
+		bool spin = ncpus > 1 &&
+			    atomic_load_explicit(&p->nspinning,
+						 memory_order_relaxed) < ncpus;
+		bool last = false;
+		struct job *j = look(w, spin, &last);
+		if (j != NULL) {
+			stop_looking(p);
+			fut__tp_run_jobs(w, j, last); /* returns a looker */
+			continue;
+		}
+		if (should_exit(p))
+			break;
+		idle_sleep(w);
+	}
+	atomic_fetch_sub_explicit(&p->nspinning, 1, memory_order_seq_cst);
+	/* Others asleep re-check: the queue they waited on is done. */
+	fut__tp_wake_all(p);
+	fut__wait_hooks_set(NULL);
+	fut__current_executor_set(NULL);
+	pthread_mutex_lock(&p->ctl);
+	p->nlive--;
+	pthread_cond_broadcast(&p->ctl_cv);
+	pthread_mutex_unlock(&p->ctl);
+	fut__tp_pool_unref(p);
+	return NULL;
+}

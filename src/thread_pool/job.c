@@ -1,0 +1,165 @@
+/*
+ * thread_pool/job.c: a thread-pool job, from submit to its block's reuse.
+ *
+ * Owns: struct job (a task and its future in one recycled block from
+ * core/slab.c), its input (inline or a heap copy), running its task on a
+ * worker's stack, ending jobs drained at shutdown, and the pool's memory
+ * (freed with its last reference: the handle, each worker, each job).
+ * Threads: submitters create jobs; the worker (or the waiter running it
+ * inline) runs one; whoever drops the last reference of its future
+ * recycles it.
+ * Locks: none of its own: a job is reached through the queue's locks
+ * (queue.c) or by the one thread that took it.
+ */
+#include <string.h>
+
+#include "thread_pool/pool.h"
+
+static void job_destroy(fut_future *f);
+
+const struct fut__future_ops fut__tp_job_ops = {
+	.interrupt = NULL, /* the flag fut_interrupt() sets is all we need */
+	.assist = fut__tp_job_assist,
+	.destroy = job_destroy,
+};
+
+/* ------------------------------------------------------------------ */
+/* The pool's memory                                                   */
+
+static void pool_free(struct tpool *p)
+{
+	for (size_t i = 0; i < p->max_threads; i++)
+		fut__free(p->workers[i]);
+	fut__free(p->workers);
+	pthread_cond_destroy(&p->ctl_cv);
+	pthread_mutex_destroy(&p->ctl);
+	fut__free(p);
+}
+
+void fut__tp_pool_unref(struct tpool *p)
+{
+	if (atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1)
+		pool_free(p);
+}
+
+/* ------------------------------------------------------------------ */
+/* Jobs                                                                */
+
+struct job *fut__tp_job_new(struct tpool *p, fut_fn fn, void *arg,
+			    const void *data, size_t len, bool bytes)
+{
+	bool inline_input = bytes && len > 0 && len <= FUT__TP_INLINE_BYTES;
+	struct job *j = fut__slab_get(fut__slab_class_for(
+		sizeof(struct job) +
+		(inline_input ? sizeof(struct job_input) + len : 0)));
+	if (j == NULL)
+		return NULL;
+	struct job_input *in = NULL;
+	if (inline_input) {
+		in = (struct job_input *)(void *)j->bytes;
+	} else if (bytes && len > 0) {
+		/* len <= FUT_MAX_BYTES (checked by fut_submit_bytes). */
+		in = fut__malloc(sizeof(*in) + len);
+		if (in == NULL) {
+			fut__slab_put(j);
+			return NULL;
+		}
+	}
+	if (in != NULL) {
+		in->len = len;
+		memcpy(in->bytes, data, len);
+	}
+	fut__future_init(&j->fut, &p->fops);
+	/* The caller's reference and the queue's. */
+	atomic_store_explicit(&j->fut.refs, 2, memory_order_relaxed);
+	j->fut.job.fn = fn;
+	j->fut.job.data = bytes ? in : arg;
+	if (bytes)
+		atomic_store_explicit(&j->fut.flags, FUT__F_INPUT,
+				      memory_order_relaxed);
+	set_next_job(j, NULL);
+	return j;
+}
+
+/* True if j came from fut_submit_bytes (its data is a job_input). */
+static bool job_has_input(const struct job *j)
+{
+	return atomic_load_explicit(&j->fut.flags, memory_order_relaxed) &
+	       FUT__F_INPUT;
+}
+
+/* Frees j's heap copy of its input, if it has one.  Only while the job
+ * slots still hold the task (before the future completes), by the thread
+ * that ran the task or dropped it unstarted. */
+static void job_free_input(struct job *j)
+{
+	const void *in = j->fut.job.data;
+	if (job_has_input(j) && in != NULL && in != (const void *)j->bytes)
+		fut__free((void *)(uintptr_t)in);
+}
+
+/* A job whose task will never run: its input goes, and its job slots are
+ * emptied, so that the future's outcome reads as none (fut_cancel left
+ * them alone). */
+void fut__tp_job_forget(struct job *j)
+{
+	job_free_input(j);
+	j->fut.value = NULL; /* also the message */
+	j->fut.len = 0;
+}
+
+/* Runs j's task in t, on the stack of the thread that runs it, then frees
+ * the input, before fut__task_finish writes the outcome over the slots
+ * that name it. */
+void fut__tp_job_run(fut_task *t, struct job *j)
+{
+	bool bytes = job_has_input(j);
+	const void *data = j->fut.job.data;
+	const struct job_input *in = bytes ? data : NULL;
+	fut__task_init(t, j->fut.job.fn, bytes ? NULL : (void *)(uintptr_t)data,
+		       in != NULL ? in->bytes : NULL, in != NULL ? in->len : 0,
+		       &j->fut.flags);
+	fut__task_run(t);
+	job_free_input(j);
+}
+
+/* A job that was never queued: back to the cache (the caller adjusts the
+ * pool's references). */
+void fut__tp_job_discard(struct job *j)
+{
+	fut__tp_job_forget(j);
+	fut__future_fini(&j->fut);
+	fut__slab_put(j);
+}
+
+static void job_destroy(fut_future *f)
+{
+	struct job *j = fut__container_of(f, struct job, fut);
+	struct tpool *p = job_pool(j);
+	fut__slab_put(j);
+	fut__tp_pool_unref(p);
+}
+
+/* Ends every drained job: cancelled, or failed with `code`. */
+void fut__tp_end_drained(struct job *list, int code)
+{
+	while (list != NULL) {
+		struct job *j = list;
+		list = next_job(j);
+		/* Claimed from PENDING only: a task a worker started inline
+		 * is its own. */
+		if (code == FUT_ECANCELLED) {
+			if (fut_cancel(&j->fut))
+				fut__tp_job_forget(j);
+		} else {
+			int rc = fut__future_start(&j->fut);
+			if (rc == FUT_OK) {
+				job_free_input(j);
+				(void)fut__future_fail(&j->fut, code, 0, NULL);
+			} else if (rc == FUT_ECANCELLED) {
+				fut__tp_job_forget(j);
+			}
+		}
+		fut_release(&j->fut);
+	}
+}

@@ -1,0 +1,159 @@
+/*
+ * thread_pool/run.c: running tasks, and a worker that waits.
+ *
+ * Owns: a worker's running stack (struct run_frame), running a job and
+ * then the queue's next ones in the same slot, the nested-wait hooks (the
+ * slot hand-off) and running inline the very task a worker waits for.
+ * Threads: workers only: a thread that is not one of the pool's workers
+ * never runs its tasks.
+ * Locks: w->lock guards the walk of a worker's running stack (an
+ * interrupting shutdown); taken alone, never while a task runs.
+ */
+#include "thread_pool/pool.h"
+
+/* ------------------------------------------------------------------ */
+/* Running tasks                                                       */
+
+/*
+ * Runs j, which this thread claimed, on its running stack.  `last`: the
+ * last task the queue held when a worker took it (not one run inline):
+ * the worker gives its slot up and counts itself a looker before it completes
+ * the future, so that a caller woken by the result who submits again
+ * finds it looking (sequential submit + wait keeps one thread).  Not when
+ * the future has waiters listed (done callbacks run here, and may take a
+ * while).  Returns true if it did.
+ */
+static bool run_started(struct worker *w, struct job *j, bool last)
+{
+	struct tpool *p = w->pool;
+	struct run_frame fr = {
+		.job = j,
+		.outer =
+			atomic_load_explicit(&w->running, memory_order_relaxed),
+	};
+	atomic_store_explicit(&w->running, &fr, memory_order_release);
+	fut_task t;
+	fut__tp_job_run(&t, j);
+	/* Off the stack before the job can be recycled.  A shutdown that
+	 * raises `interrupting` and then walks the stack under w->lock
+	 * either sees the frame gone (we stored first) or we see it
+	 * interrupting and wait out its walk. */
+	atomic_store_explicit(&w->running, fr.outer, memory_order_seq_cst);
+	if (atomic_load_explicit(&p->interrupting, memory_order_seq_cst) != 0) {
+		fut__lock_acquire(&w->lock);
+		fut__lock_release(&w->lock);
+	}
+	bool looking = last && (atomic_load_explicit(&j->fut.state,
+						     memory_order_relaxed) &
+				FUT__S_LISTED) == 0;
+	if (looking) {
+		atomic_fetch_add_explicit(&p->nspinning, 1,
+					  memory_order_seq_cst);
+		w->has_slot = false;
+		fut__tp_slot_put(p);
+	}
+	fut__task_finish(&t, &j->fut);
+	return looking;
+}
+
+/* Runs (or drops, if cancelled or already run inline) a job taken off the
+ * queue, then drops the queue's reference.  True if the worker is now a
+ * looker without a slot (run_started). */
+static bool run_job(struct worker *w, struct job *j, bool last)
+{
+	bool looking = false;
+	int rc = fut__future_start(&j->fut);
+	if (rc == FUT_ECANCELLED) /* never to run: it is ours to forget */
+		fut__tp_job_forget(j);
+	else if (rc == FUT_OK)
+		looking = run_started(w, j, last);
+	fut_release(&j->fut);
+	return looking;
+}
+
+/* Runs j and then the queue's next tasks in the same slot, until the
+ * queue is empty or a waiter wants a slot back; then gives it up and
+ * looks again. */
+void fut__tp_run_jobs(struct worker *w, struct job *j, bool last)
+{
+	struct tpool *p = w->pool;
+	while (j != NULL) {
+		if (run_job(w, j, last))
+			return;
+		if (atomic_load_explicit(&p->nwant, memory_order_relaxed) > 0 ||
+		    atomic_load_explicit(&p->broken, memory_order_relaxed))
+			break;
+		j = fut__tp_queue_pop(&p->q, &last);
+	}
+	/* A looker first, then a free slot: never a free slot that a
+	 * submitter sees without a looker for it (it would start a thread). */
+	atomic_fetch_add_explicit(&p->nspinning, 1, memory_order_seq_cst);
+	w->has_slot = false;
+	fut__tp_slot_put(p);
+}
+
+/* Inline: a worker that waits, untimed, for a task of its own pool that
+ * has not started runs it itself, in its own slot. */
+
+/* The worker of p that the calling thread is, or NULL. */
+struct worker *fut__tp_self_worker(struct tpool *p)
+{
+	const struct fut__wait_hooks *h = fut__wait_hooks_get();
+	if (h == NULL || h->block != fut__tp_hook_block)
+		return NULL;
+	struct worker *w = h->ctx;
+	return w->pool == p ? w : NULL;
+}
+
+bool fut__tp_job_assist(fut_future *f)
+{
+	struct job *j = fut__container_of(f, struct job, fut);
+	struct tpool *p = job_pool(j); /* alive: the block holds a reference */
+	struct worker *w = fut__tp_self_worker(p);
+	if (w == NULL || !w->has_slot || w->depth >= FUT__TP_INLINE_DEPTH ||
+	    fut__future_state(f) != FUT__S_PENDING ||
+	    fut__future_start(f) != FUT_OK)
+		return false;
+	/* The job stays queued: the worker that pops it finds it started
+	 * and drops it. */
+	w->depth++;
+	(void)run_started(w, j, false);
+	w->depth--;
+	return true;
+}
+
+/* ------------------------------------------------------------------ */
+/* Nested waits: the slot hand-off                                     */
+
+int fut__tp_hook_block(void *ctx)
+{
+	struct worker *w = ctx;
+	struct tpool *p = w->pool;
+	if (!w->has_slot) /* the initializer waits: it holds none */
+		return FUT_OK;
+	w->has_slot = false;
+	w->handed = true;
+	atomic_fetch_add_explicit(&p->nwaiting, 1, memory_order_seq_cst);
+	fut__tp_slot_put(p);
+	if (fut__tp_queue_count(&p->q) == 0)
+		return FUT_OK;
+	fut__tp_wakep(p);
+	/* Every thread waits, none can be added, and tasks are queued: a
+	 * wait that depends on them would never end. */
+	if (atomic_load(&p->nwaiting) >= atomic_load(&p->nthreads) &&
+	    atomic_load(&p->nspinning) == 0 && fut__tp_queue_count(&p->q) > 0)
+		return FUT_EAGAIN;
+	return FUT_OK;
+}
+
+void fut__tp_hook_unblock(void *ctx)
+{
+	struct worker *w = ctx;
+	struct tpool *p = w->pool;
+	if (!w->handed)
+		return;
+	w->handed = false;
+	fut__tp_slot_get(p);
+	w->has_slot = true;
+	atomic_fetch_sub_explicit(&p->nwaiting, 1, memory_order_seq_cst);
+}
