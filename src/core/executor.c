@@ -4,7 +4,7 @@
  * Owns: argument checking for fut_submit*, fut_executor_shutdown and
  * fut_executor_free, and the thread-local "current executor" that tells
  * a pool's own threads apart from the caller's.  Each pool implements
- * struct fut__executor_ops (internal.h): the checks here let the pools
+ * struct fut__executor_ops (executor.h): the checks here let the pools
  * assume valid arguments.
  * Threads: any.
  * Locks: none.

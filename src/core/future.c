@@ -10,7 +10,7 @@
  * notify functions take an iterator's lock under it (order: future lock ->
  * iterator lock).  No lock is held while callbacks run.
  *
- * Design.  A future costs one block of ~80 bytes and no mutex or condvar of
+ * Design.  A future costs 56 bytes and no mutex or condvar of
  * its own.  Its state word holds the state in three bits plus two flags:
  * SLEEPERS (a thread sleeps on the word with a futex: the cheap single
  * future wait, or a thread waiting out another's completion) and LISTED

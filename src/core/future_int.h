@@ -27,8 +27,9 @@ enum {
 enum {
 	FUT__F_INTERRUPT = 1, /* fut_interrupt() asked the task to stop */
 	FUT__F_BYTES = 2,     /* value is a byte buffer the future owns */
-	/* A thread-pool job holds fut_submit_bytes' input (thread_pool.h). */
-	FUT__F_INPUT = 4,
+	/* A bit the executor that owns the future gives its own meaning
+	 * (the thread pool: the task's data is an input it copied). */
+	FUT__F_EXECUTOR = 4,
 };
 
 #define FUT__FUTURE_MAGIC 0x4655u /* "FU" */
@@ -82,13 +83,12 @@ struct fut_future {
 			size_t len;
 		};
 		/* Until the future starts, an executor may keep its task's
-		 * function and argument here (thread_pool.c): the outcome
-		 * replaces them when the future completes, and fut_cancel()
-		 * writes neither. */
+		 * function and argument here: the outcome replaces them when
+		 * the future completes, and fut_cancel() writes neither. */
 		struct {
 			fut_fn fn;
 			const void *data;
-		} job;
+		} task;
 	};
 	struct fut__waiter *waiters; /* guarded by lock */
 	const struct fut__future_ops *ops;

@@ -1,17 +1,18 @@
 /*
- * tp_slab.c: recycled memory blocks for the thread pool's jobs.
+ * core/slab.c: recycled fixed-size memory blocks, for executors' job
+ * records (the thread pool's jobs, the process pool's small ones).
  *
  * Owns: slabs of fixed-size blocks (three size classes), the per-thread
  * caches of free blocks, and a bounded global overflow list.
  * Threads: any thread that submits (takes blocks) or drops the last
- * reference of a thread-pool future (gives them back).
+ * reference of a future that lives in a block (gives them back).
  * Locks: overflow[cls].lock guards that class's overflow list; it is a
  * leaf lock.  The per-thread caches need none.  A slab's live count is
  * atomic.
  *
  * Why: a task and its future live in one block.  Taking one from the
- * thread's cache is a pointer pop, where malloc + free of a 176-byte
- * chunk costs ~100 ns, which W1 cannot afford.  Blocks outlive the pool
+ * thread's cache is a pointer pop, cheaper than a malloc and a free per
+ * task, which a stream of tiny tasks (W1) pays for (docs/perf-log.md).  Blocks outlive the pool
  * that used them (futures outlive their pool), so the caches are global,
  * not per pool.  A slab goes back to fut__free once every one of its
  * blocks came back (a thread's cache and its slab in use are
@@ -32,10 +33,9 @@
  * glibc's mmap threshold (so a freed one is reused from the heap, not
  * unmapped and faulted in again), and their pages are made present with
  * one madvise(MADV_POPULATE_WRITE) instead of one page fault each.  A
- * million pending tasks touch 65 MB of blocks, 16,000 pages; on the VMs
- * we measure on a page fault costs ~1.5 us, so faulting them one by one
- * cost a cold W1 more than its tasks did (docs/design-thread-pool.md has
- * the numbers).  Blocks are carved from a slab REFILL at a time.
+ * million pending tasks touch 65 MB of blocks, 16,000 pages, and a page
+ * fault each cost a cold W1 more than its tasks did (docs/perf-log.md
+ * has the numbers).  Blocks are carved from a slab REFILL at a time.
  */
 #include <pthread.h>
 #include <string.h>

@@ -8,9 +8,9 @@
  * Locks: fut__lock is a leaf lock (Drepper's three-state futex mutex); it
  * guards only short critical sections that never call user code.
  *
- * Why one wait loop: on these machines a thread that sleeps and is woken
- * costs tens of microseconds and a spin costs a tenth of one, so every wait
- * spins a bounded while before it sleeps on a futex (not on one cpu).  A
+ * Why one wait loop: a thread that sleeps and is woken costs far more than
+ * a short spin (docs/perf-log.md has the figures), so every wait spins a
+ * bounded while before it sleeps on a futex (not on one cpu).  A
  * pool's worker that waits without a deadline first runs the awaited task
  * itself if it has not started, and gives its place in the pool up while
  * it sleeps (the hooks); no other thread ever runs a pool's task.

@@ -5,6 +5,9 @@
 #ifndef FUT_CORE_SYNC_H
 #define FUT_CORE_SYNC_H
 
+#include <errno.h>
+#include <pthread.h>
+
 #include "core/base.h"
 
 /* CLOCK_MONOTONIC in nanoseconds. */
@@ -51,6 +54,15 @@ static inline void fut__lock_release(fut__lock *l)
 }
 #define fut__lock_held(l)                                                      \
 	(atomic_load_explicit(&(l)->word, memory_order_relaxed) != 0)
+/* For asserts: a pthread mutex is held (by some thread: pthread cannot
+ * tell whose).  Takes and drops it when it was free. */
+static inline bool fut__mutex_held(pthread_mutex_t *m)
+{
+	int rc = pthread_mutex_trylock(m);
+	if (rc == 0)
+		pthread_mutex_unlock(m);
+	return rc == EBUSY;
+}
 
 /*
  * Per-thread wait hooks.  An executor installs them in its own threads so

@@ -17,6 +17,7 @@
  * as_completed iterator is woken at most once per yielded future (and only
  * while it sleeps).  Nothing polls, nothing sleeps for a fixed time.
  */
+#include <assert.h>
 #include <errno.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -210,6 +211,7 @@ struct fut_as_completed {
 /* Makes the eventfd readable or not; caller holds it->lock. */
 static void set_level(fut_as_completed *it, bool readable)
 {
+	assert(fut__lock_held(&it->lock));
 	if (it->fd < 0 || readable == it->raised)
 		return;
 	uint64_t v = 1;

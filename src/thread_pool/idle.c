@@ -106,6 +106,7 @@ static void name_thread(struct worker *w)
  * nspinning).  Caller holds p->ctl. */
 int fut__tp_spawn_locked(struct tpool *p)
 {
+	assert(fut__mutex_held(&p->ctl));
 	uint32_t n = atomic_load_explicit(&p->nthreads, memory_order_relaxed);
 	if (n >= p->max_threads ||
 	    n - atomic_load(&p->nwaiting) >= p->max_workers)

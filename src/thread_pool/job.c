@@ -72,10 +72,10 @@ struct job *fut__tp_job_new(struct tpool *p, fut_fn fn, void *arg,
 	fut__future_init(&j->fut, &p->fops);
 	/* The caller's reference and the queue's. */
 	atomic_store_explicit(&j->fut.refs, 2, memory_order_relaxed);
-	j->fut.job.fn = fn;
-	j->fut.job.data = bytes ? in : arg;
+	j->fut.task.fn = fn;
+	j->fut.task.data = bytes ? in : arg;
 	if (bytes)
-		atomic_store_explicit(&j->fut.flags, FUT__F_INPUT,
+		atomic_store_explicit(&j->fut.flags, FUT__F_EXECUTOR,
 				      memory_order_relaxed);
 	set_next_job(j, NULL);
 	return j;
@@ -85,7 +85,7 @@ struct job *fut__tp_job_new(struct tpool *p, fut_fn fn, void *arg,
 static bool job_has_input(const struct job *j)
 {
 	return atomic_load_explicit(&j->fut.flags, memory_order_relaxed) &
-	       FUT__F_INPUT;
+	       FUT__F_EXECUTOR;
 }
 
 /* Frees j's heap copy of its input, if it has one.  Only while the job
@@ -93,12 +93,12 @@ static bool job_has_input(const struct job *j)
  * that ran the task or dropped it unstarted. */
 static void job_free_input(struct job *j)
 {
-	const void *in = j->fut.job.data;
+	const void *in = j->fut.task.data;
 	if (job_has_input(j) && in != NULL && in != (const void *)j->bytes)
 		fut__free((void *)(uintptr_t)in);
 }
 
-/* A job whose task will never run: its input goes, and its job slots are
+/* A job whose task will never run: its input goes, and its task slots are
  * emptied, so that the future's outcome reads as none (fut_cancel left
  * them alone). */
 void fut__tp_job_forget(struct job *j)
@@ -114,9 +114,10 @@ void fut__tp_job_forget(struct job *j)
 void fut__tp_job_run(fut_task *t, struct job *j)
 {
 	bool bytes = job_has_input(j);
-	const void *data = j->fut.job.data;
+	const void *data = j->fut.task.data;
 	const struct job_input *in = bytes ? data : NULL;
-	fut__task_init(t, j->fut.job.fn, bytes ? NULL : (void *)(uintptr_t)data,
+	fut__task_init(t, j->fut.task.fn,
+		       bytes ? NULL : (void *)(uintptr_t)data,
 		       in != NULL ? in->bytes : NULL, in != NULL ? in->len : 0,
 		       &j->fut.flags);
 	fut__task_run(t);

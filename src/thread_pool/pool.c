@@ -1,13 +1,13 @@
 /*
  * thread_pool/pool.c: the thread-pool executor (fut_thread_pool_new).
  *
- * Owns: struct tpool (options, the queue, the workers, the lifecycle),
- * struct worker (a thread and the stack of tasks it runs), struct job (a
- * task and its future in one recycled block from tp_slab.c), the slots,
- * the idle workers' sleep and wake-up, and the nested-wait hooks.
+ * Owns: struct tpool (options, the queue, the workers, the lifecycle):
+ * creating it, submitting to it, shutting it down and freeing it.  Its
+ * jobs are job.c's, its slots and idle workers idle.c's, running tasks
+ * and the nested-wait hooks run.c's.
  * Threads: submitters (any thread), the workers.  A thread that is not a
  * worker of the pool never runs its tasks.
- * Locks: the queue's own (tp_queue.c); w->lock guards the walk of a
+ * Locks: the queue's own (queue.c); w->lock guards the walk of a
  * worker's running stack; p->ctl (a pthread mutex, so that a waiter may
  * free the pool right after it wakes) guards nlive, the workers' joined
  * marks and starting threads.  Order: ctl -> the queue's locks; w->lock
@@ -217,6 +217,7 @@ static void interrupt_running(struct tpool *p)
  * that starts another takes: it is dropped around each join. */
 static void join_all_locked(struct tpool *p)
 {
+	assert(fut__mutex_held(&p->ctl));
 	for (uint32_t i = 0;
 	     i < atomic_load_explicit(&p->nthreads, memory_order_acquire);
 	     i++) {

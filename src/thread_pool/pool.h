@@ -30,13 +30,13 @@
  * The task's fut_task is built on the stack of the thread that runs it
  * (job_run): the block keeps only what the task starts from, so that a
  * job and its future fit one 64-byte block.  The task's function and its
- * argument (or input) wait in the future's job slots, which its outcome
+ * argument (or input) wait in the future's task slots, which its outcome
  * replaces; the pool is found from the future's ops pointer, which points
  * into the pool (tpool.fops).  Only the queue link is the job's own: a
  * waiter may run a task (and settle its outcome) while the job is still
  * queued.
  *
- * fut_submit_bytes' input (FUT__F_INPUT in the future's flags) is a
+ * fut_submit_bytes' input (FUT__F_EXECUTOR in the future's flags) is a
  * struct job_input: inline in the block when it is short, else a heap
  * copy, which the thread that runs the task frees once the task returned
  * (the thread that drops a task never started frees it then).
@@ -94,7 +94,7 @@ struct tpool {
 	struct tp_queue q;
 
 	/* Slots and idle workers: see "Slots" and "Idle workers" in
-	 * thread_pool.c. */
+	 * idle.c. */
 	_Alignas(64) _Atomic uint32_t nbusy; /* threads holding a slot */
 	_Atomic uint32_t nwant;	    /* waiters wanting their slot back */
 	_Atomic uint32_t slotword;  /* futex word of those waiters */

@@ -60,7 +60,7 @@ int fut__tp_queue_push(struct tp_queue *q, struct job *first, struct job *last,
 		/* Counted before it is linked, so popped never passes pushed
 		 * for a reader that loads popped first.  The submitter's
 		 * fence after the push orders it before its look at the
-		 * idle workers (thread_pool.c, after_push). */
+		 * idle workers (pool.c, after_push). */
 		atomic_store_explicit(
 			&q->pushed,
 			atomic_load_explicit(&q->pushed, memory_order_relaxed) +

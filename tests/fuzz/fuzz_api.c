@@ -80,7 +80,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		unsigned s = take(&in) % SLOTS;
 		fut_future *f = slot[s];
 		if (trace)
-			fprintf(stderr, "op %2d slot %u f=%p state=%d added=%d run=%d\n",
+			fprintf(stderr,
+				"op %2d slot %u f=%p state=%d added=%d run=%d\n",
 				op % 16, s, (void *)f, fut_state(f),
 				(int)callbacks_added, (int)callbacks_run);
 		switch (op % 16) {
@@ -180,8 +181,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			break;
 		case 14:
 			if (pool == NULL) {
-				fut_thread_pool_opts o = { .max_workers =
-								   take(&in) % 3 };
+				fut_thread_pool_opts o = {
+					.max_workers = take(&in) % 3
+				};
 				check_code(fut_thread_pool_new(&pool, &o));
 			} else if (f == NULL) {
 				uint8_t b = take(&in);

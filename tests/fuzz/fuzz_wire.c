@@ -91,13 +91,15 @@ static void check_record(unsigned dir, const struct fut__wire_rec *r)
 		/* libfuture-mpi's stream to a rank. */
 		check(r->type == FUT__WIRE_TASKS && r->code == 0);
 		check(r->kind < FUT__WIRE_T_NKINDS);
-		check(r->kind == FUT__WIRE_T_TASK ? r->id != 0 && r->fn != 0
-						  : r->fn == 0);
+		check(r->kind == FUT__WIRE_T_TASK ? r->id != 0 && r->fn != 0 :
+						    r->fn == 0);
 		check(r->kind != FUT__WIRE_T_NAME ||
-		      (r->id != 0 && r->len >= 1 && r->len <= FUT__WIRE_MAX_NAME));
+		      (r->id != 0 && r->len >= 1 &&
+		       r->len <= FUT__WIRE_MAX_NAME));
 		check(r->kind != FUT__WIRE_T_INTERRUPT ||
 		      (r->id != 0 && r->len == 0));
-		check(r->kind != FUT__WIRE_T_STOP || (r->id == 0 && r->len == 0));
+		check(r->kind != FUT__WIRE_T_STOP ||
+		      (r->id == 0 && r->len == 0));
 		return;
 	}
 	if (dir == FUT__WIRE_TO_CLIENT && r->kind == FUT__WIRE_R_ERROR) {
