@@ -1,10 +1,13 @@
 /*
  * bench_thread.c: workloads W1-W3 of PERF.md on libfuture's thread pool,
- * plus the memory figure (peak RSS per pending task + future).
+ * plus the memory figures: peak RSS per pending task + future (MEM), and
+ * the heap in use after n tiny tasks in windows of 10,000 and after the
+ * pool is freed (MEM-WIN: memory must follow what is live).
  * Every workload checks its result (a sum, a checksum) and exits non-zero
  * when it is wrong.  Two workers, as the peers (GLib, oneTBB, Python) use.
  */
 #include <inttypes.h>
+#include <malloc.h>
 #include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,6 +104,45 @@ static void mem(long n)
 	}
 	printf("RESULT workload=MEM impl=%s n=%ld bytes_per_task=%.1f\n", IMPL,
 	       n, (double)(after - before) / (double)n);
+}
+
+/* MEM-WIN: n tiny tasks in windows of 10,000 (submit, wait, release), as
+ * a long-running server sees them; the heap in use (glibc's mallinfo2,
+ * over the process's before the pool) after the last window and after
+ * the pool is freed. */
+static void mem_windows(long n)
+{
+	enum {
+		WINDOW = 10000
+	};
+	fut_future **fs = calloc(WINDOW, sizeof(*fs));
+	size_t before = mallinfo2().uordblks;
+	fut_executor *ex = pool();
+	uint64_t sum = 0;
+	for (long done = 0; done < n; done += WINDOW) {
+		long k = n - done < WINDOW ? n - done : WINDOW;
+		int rc;
+		for (long i = 0; i < k; i++)
+			if ((rc = fut_submit(ex, w1_task, (void *)(uintptr_t)i,
+					     &fs[i])) != FUT_OK)
+				die("fut_submit", rc);
+		for (long i = 0; i < k; i++) {
+			sum += value_of(fs[i]) - 2 * (uint64_t)i - 1;
+			fut_release(fs[i]);
+		}
+	}
+	size_t in_use = mallinfo2().uordblks;
+	fut_executor_free(ex);
+	size_t after = mallinfo2().uordblks;
+	free(fs);
+	if (sum != 0) {
+		fprintf(stderr, "bench_thread: MEM-WIN results wrong\n");
+		exit(1);
+	}
+	printf("RESULT workload=MEM-WIN impl=%s n=%ld in_use_kib=%.0f "
+	       "after_free_kib=%.0f\n",
+	       IMPL, n, ((double)in_use - (double)before) / 1024,
+	       ((double)after - (double)before) / 1024);
 }
 
 /* W1; `name` tells the cold run (the first in this process, as the peers
@@ -201,6 +243,7 @@ int main(void)
 	 * does not warm the timed workloads (W1 ran 7.7 M/s after it in the
 	 * same process, 5-6 M/s cold as the peers run). */
 	bench_in_child(mem, bench_n(1000000));
+	bench_in_child(mem_windows, bench_n(10000000));
 	w1(bench_n(1000000), "W1");
 	w1(bench_n(1000000), "W1-warm");
 	w2(bench_n(100000));

@@ -94,4 +94,8 @@ void fut_executor_free(fut_executor *ex)
 	 * then defers the free to the pool's last thread. */
 	(void)ex->ops->shutdown(ex, 0);
 	ex->ops->destroy(ex);
+	/* The blocks this thread cached go back to their slabs, and the
+	 * slabs left with none out to malloc: a freed pool returns its
+	 * memory (its workers' caches went back as they exited). */
+	fut__slab_trim();
 }

@@ -2,41 +2,50 @@
  * core/slab.c: recycled fixed-size memory blocks, for executors' job
  * records (the thread pool's jobs, the process pool's small ones).
  *
- * Owns: slabs of fixed-size blocks (three size classes), the per-thread
- * caches of free blocks, and a bounded global overflow list.
+ * Owns: slabs of fixed-size blocks (three size classes), each with its
+ * own list of blocks given back; per class, the list of slabs that have
+ * blocks to give (free or not yet carved); the per-thread caches; the
+ * larger slabs idle workers make ready ahead of need.
  * Threads: any thread that submits (takes blocks) or drops the last
  * reference of a future that lives in a block (gives them back).
- * Locks: overflow[cls].lock guards that class's overflow list; it is a
- * leaf lock.  The per-thread caches need none.  A slab's live count is
- * atomic.
+ * Locks: cls_lock(c) guards every slab of class c (its free list, live
+ * count, carving and its place in the partial list) and the partial
+ * list; ready[c].lock the ready list.  Both are leaf locks, never held
+ * together.  The per-thread caches need none.
  *
  * Why: a task and its future live in one block.  Taking one from the
  * thread's cache is a pointer pop, cheaper than a malloc and a free per
- * task, which a stream of tiny tasks (W1) pays for (docs/perf-log.md).  Blocks outlive the pool
- * that used them (futures outlive their pool), so the caches are global,
- * not per pool.  A slab goes back to fut__free once every one of its
- * blocks came back (a thread's cache and its slab in use are
- * flushed at thread exit through a pthread key destructor, the main
- * thread's and the overflow list at process exit), so valgrind and ASan
- * see no leak.
+ * task, which a stream of tiny tasks (W1) pays for (docs/perf-log.md).
+ * Blocks outlive the pool that used them (futures outlive their pool), so
+ * the caches are global, not per pool.
+ *
+ * Memory follows what is live (issue 15): a thread's cache holds at most
+ * TCACHE_MAX blocks per class, and past that half of it goes back to the
+ * blocks' own slabs, where the next refill of any thread finds them.  A
+ * slab whose every block came back is freed, but for one per class kept
+ * for the next burst.  (Before, blocks past the cache went to a global
+ * list that pinned a slab per block, and a program that submitted
+ * windows of 10,000 tasks grew ~8 MiB per million tasks.)  A thread's
+ * cache goes back to the slabs when it exits, and the calling thread's
+ * when a pool is freed (fut__slab_trim).
  *
  * A slab is whole 4 KiB pages, 4 KiB aligned; each page starts with a
  * 64-byte page header that names its slab (the first page's holds the
  * slab itself), and blocks never straddle a page, so a block finds its
  * slab from its address alone.  A job block then carries no header: the
  * thread pool's 64-byte job takes 64 bytes (one cache line, 63 to a
- * page), where an 8-byte header per block made it 72.
+ * page).  A slab is carved lazily, a refill at a time, so a program with
+ * a few tasks touches a few pages.
  *
  * Two slab sizes: a thread's first GROW_AFTER slabs of a class are small
- * (one page), so that a program with a few tasks in flight
- * holds a few kilobytes; after that they are MED_SLAB bytes, still under
- * glibc's mmap threshold (so a freed one is reused from the heap, not
- * unmapped and faulted in again), and their pages are made present with
- * one madvise(MADV_POPULATE_WRITE) instead of one page fault each.  A
- * million pending tasks touch 65 MB of blocks, 16,000 pages, and a page
- * fault each cost a cold W1 more than its tasks did (docs/perf-log.md
- * has the numbers).  Blocks are carved from a slab REFILL at a time.
+ * (one page); after that they are MED_SLAB bytes, still under glibc's
+ * mmap threshold (so a freed one is reused from the heap, not unmapped and
+ * faulted in again), and their pages are made present with one
+ * madvise(MADV_POPULATE_WRITE) instead of one page fault each: a million
+ * pending tasks touch 16,000 pages, and a fault each cost a cold W1 more
+ * than its tasks did (docs/perf-log.md has the numbers).
  */
+#include <assert.h>
 #include <pthread.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -52,31 +61,36 @@
 #define MED_SLAB ((size_t)112 << 10) /* bytes of a later slab */
 #define READY_MAX 2u		     /* larger slabs per class kept ready */
 #define TCACHE_MAX 256u		     /* blocks per class a thread keeps */
-#define OVERFLOW_MAX 8192u	     /* blocks per class kept globally */
-#define REFILL 64u /* blocks moved from the overflow at a time */
+#define EMPTY_MAX 1u /* slabs per class kept with every block back */
+#define REFILL 64u   /* blocks a cache takes from a slab at a time */
 
 /* What each page of a slab starts with. */
 struct page_header {
 	struct slab *slab;
 };
 
-/* In its first page's header. */
-struct slab {
-	struct page_header page; /* names itself */
-	/* Blocks not yet given back, the ones not yet carved included. */
-	_Atomic uint32_t live;
-	uint32_t cls;
-	uint32_t bytes; /* its size */
-};
-
-/* The slab and a ready slab's link (ready_link) fit the first header. */
-_Static_assert(sizeof(struct slab) + sizeof(struct slab *) <= PAGE_HEADER,
-	       "the slab must fit its first page header");
-_Static_assert(MED_SLAB % SLAB_PAGE == 0, "a slab is whole pages");
-
 struct free_block {
 	struct free_block *next;
 };
+
+/* In its first page's header.  All but page, cls and bytes are guarded
+ * by its class's lock. */
+struct slab {
+	struct page_header page; /* names itself */
+	/* In the partial list (or, while ready, the ready list: next). */
+	struct slab *prev, *next;
+	struct free_block *free; /* blocks given back */
+	uint32_t live;		 /* blocks taken and not given back */
+	uint32_t carve;		 /* offset of the next block never carved */
+	uint32_t bytes;		 /* its size */
+	uint16_t cls;
+	bool listed;  /* in the partial list */
+	bool retired; /* fut__slab_cache_flush: never reused */
+};
+
+_Static_assert(sizeof(struct slab) <= PAGE_HEADER,
+	       "the slab must fit its first page header");
+_Static_assert(MED_SLAB % SLAB_PAGE == 0, "a slab is whole pages");
 
 static const size_t class_user_size[FUT__SLAB_NCLASS] = {
 	FUT__SLAB_SMALL,
@@ -92,31 +106,25 @@ unsigned fut__slab_class_for(size_t size)
 	return cls;
 }
 
-/* The slab a thread carves new blocks from: next up to page_end in the
- * page being carved, then the pages up to end. */
-struct carve {
-	struct slab *slab;
-	char *next, *page_end, *end;
-};
-
 struct tcache {
 	struct free_block *head[FUT__SLAB_NCLASS];
 	uint32_t n[FUT__SLAB_NCLASS];
-	struct carve carve[FUT__SLAB_NCLASS];
 	uint32_t slabs_made[FUT__SLAB_NCLASS]; /* small ones, up to GROW_AFTER */
 	bool registered;
 };
 
 static _Thread_local struct tcache tcache;
 
+/* Per class: the slabs with a block to give (given back or never
+ * carved), most recently listed first. */
 static struct {
 	fut__lock lock;
-	struct free_block *head;
-	uint32_t n;
-} overflow[FUT__SLAB_NCLASS];
+	struct slab *partial;
+	uint32_t nempty; /* listed slabs with live == 0 */
+} classes[FUT__SLAB_NCLASS];
 
 /* Larger slabs made ready by idle workers (fut__slab_provision), their
- * pages present, linked through their first word past the header. */
+ * pages present, linked through next. */
 static struct {
 	fut__lock lock;
 	struct slab *head;
@@ -124,7 +132,8 @@ static struct {
 	_Atomic bool wanted; /* a thread took one: make more */
 } ready[FUT__SLAB_NCLASS];
 
-static struct slab *ready_pop(unsigned cls);
+/* Bytes of every slab alive, ready ones too (fut__slab_bytes). */
+static _Atomic size_t slab_bytes;
 
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 static pthread_key_t key;
@@ -160,90 +169,130 @@ static struct slab *slab_of(void *block)
 	return ((struct page_header *)page_of(block))->slab;
 }
 
-/* Starts carving the page at `page` (of c's slab): names the slab in its
- * header. */
-static void carve_page(struct carve *c, char *page, unsigned cls)
+/* Where the next block never carved would start, past a page's end or
+ * header; s->bytes or more when there is none. */
+static uint32_t carve_next(const struct slab *s)
 {
-	((struct page_header *)(void *)page)->slab = c->slab;
-	c->next = page + PAGE_HEADER;
-	c->page_end = c->next + blocks_per_page(cls) * block_size(cls);
+	size_t bs = block_size(s->cls);
+	uint32_t in_page = s->carve % SLAB_PAGE;
+	if (in_page == 0)
+		return s->carve + PAGE_HEADER;
+	if (in_page + bs <= PAGE_HEADER + blocks_per_page(s->cls) * bs)
+		return s->carve;
+	return s->carve - in_page + SLAB_PAGE + PAGE_HEADER;
 }
 
-/* The next block of c's slab; NULL when it has none left. */
-static char *carve_one(struct carve *c, unsigned cls)
+/* The next block of s never carved, or NULL.  Caller holds the class
+ * lock. */
+static void *carve_one(struct slab *s)
 {
-	if (c->next == c->page_end) {
-		char *page = (char *)(page_of(c->page_end - 1) + SLAB_PAGE);
-		if (page >= c->end)
-			return NULL;
-		carve_page(c, page, cls);
-	}
-	char *b = c->next;
-	c->next += block_size(cls);
-	return b;
+	uint32_t at = carve_next(s);
+	if (at >= s->bytes)
+		return NULL;
+	if (at % SLAB_PAGE == PAGE_HEADER && at != PAGE_HEADER)
+		/* A page's first block: its header names the slab. */
+		((struct page_header *)(void *)((char *)s + at - PAGE_HEADER))
+			->slab = s;
+	s->carve = at + (uint32_t)block_size(s->cls);
+	return (char *)s + at;
 }
 
-/* Gives n blocks back to slab s; frees the slab with its last block. */
-static void slab_drop(struct slab *s, uint32_t n)
+static void slab_free(struct slab *s)
 {
-	if (atomic_fetch_sub_explicit(&s->live, n, memory_order_acq_rel) != n)
-		return;
+	atomic_fetch_sub_explicit(&slab_bytes, s->bytes, memory_order_relaxed);
 	fut__free(s);
 }
 
-static void slab_return(struct free_block *b)
+size_t fut__slab_bytes(void)
 {
-	slab_drop(slab_of(b), 1);
+	return atomic_load_explicit(&slab_bytes, memory_order_relaxed);
 }
 
-/* Gives back the blocks of this thread's slab in use never carved. */
-static void carve_abandon(struct carve *c, unsigned cls)
+static bool has_blocks(const struct slab *s)
 {
-	if (c->slab == NULL)
-		return;
-	uintptr_t page = page_of(c->page_end - 1);
-	size_t later = ((uintptr_t)c->end - page) / SLAB_PAGE - 1;
-	size_t left = (size_t)(c->page_end - c->next) / block_size(cls) +
-		      later * blocks_per_page(cls);
-	struct slab *s = c->slab;
-	*c = (struct carve){ 0 };
-	if (left > 0)
-		slab_drop(s, (uint32_t)left);
+	return s->free != NULL || carve_next(s) < s->bytes;
 }
 
-static void return_list(struct free_block *b)
+static void list_add(unsigned cls, struct slab *s)
 {
+	assert(fut__lock_held(&classes[cls].lock));
+	s->prev = NULL;
+	s->next = classes[cls].partial;
+	if (s->next != NULL)
+		s->next->prev = s;
+	classes[cls].partial = s;
+	s->listed = true;
+}
+
+static void list_remove(unsigned cls, struct slab *s)
+{
+	assert(fut__lock_held(&classes[cls].lock));
+	if (s->prev != NULL)
+		s->prev->next = s->next;
+	else
+		classes[cls].partial = s->next;
+	if (s->next != NULL)
+		s->next->prev = s->prev;
+	s->prev = s->next = NULL;
+	s->listed = false;
+}
+
+/* Gives block b back to its slab.  Returns the slab when it is now to be
+ * freed (the caller frees it after dropping the lock), else NULL.
+ * Caller holds the class lock. */
+static struct slab *give_back(unsigned cls, struct free_block *b)
+{
+	struct slab *s = slab_of(b);
+	assert(fut__lock_held(&classes[cls].lock) && s->live > 0);
+	s->live--;
+	if (s->retired) {
+		return s->live == 0 ? s : NULL;
+	}
+	b->next = s->free;
+	s->free = b;
+	if (!s->listed)
+		list_add(cls, s);
+	if (s->live != 0)
+		return NULL;
+	if (classes[cls].nempty < EMPTY_MAX) {
+		classes[cls].nempty++;
+		return NULL;
+	}
+	list_remove(cls, s);
+	return s;
+}
+
+/* Gives back a list of blocks of class cls, and frees the slabs it
+ * empties (but for EMPTY_MAX of them). */
+static void give_back_list(unsigned cls, struct free_block *b)
+{
+	struct slab *dead = NULL;
+	fut__lock_acquire(&classes[cls].lock);
 	while (b != NULL) {
 		struct free_block *next = b->next;
-		slab_return(b);
+		struct slab *s = give_back(cls, b);
+		if (s != NULL) {
+			s->next = dead;
+			dead = s;
+		}
 		b = next;
+	}
+	fut__lock_release(&classes[cls].lock);
+	while (dead != NULL) {
+		struct slab *next = dead->next;
+		slab_free(dead);
+		dead = next;
 	}
 }
 
-/* Moves this thread's cache to the overflow list (what fits) and the
- * rest back to the slabs. */
+/* Moves this thread's cache back to the slabs. */
 static void tcache_flush(struct tcache *tc)
 {
 	for (unsigned cls = 0; cls < FUT__SLAB_NCLASS; cls++) {
-		struct free_block *rest = NULL;
-		fut__lock_acquire(&overflow[cls].lock);
-		while (tc->head[cls] != NULL) {
-			struct free_block *b = tc->head[cls];
-			tc->head[cls] = b->next;
-			if (overflow[cls].n < OVERFLOW_MAX) {
-				b->next = overflow[cls].head;
-				overflow[cls].head = b;
-				overflow[cls].n++;
-			} else {
-				b->next = rest;
-				rest = b;
-			}
-		}
+		struct free_block *b = tc->head[cls];
+		tc->head[cls] = NULL;
 		tc->n[cls] = 0;
-		fut__lock_release(&overflow[cls].lock);
-		return_list(rest);
-		carve_abandon(&tc->carve[cls], cls);
-		tc->slabs_made[cls] = 0; /* small slabs again */
+		give_back_list(cls, b);
 	}
 }
 
@@ -261,27 +310,78 @@ static void make_key(void)
 	key_ok = pthread_key_create(&key, thread_exit) == 0;
 }
 
-/* Runs at process exit (or library unload): the main thread's cache and
- * the overflow lists go back to malloc. */
-__attribute__((destructor)) static void release_all(void)
+static struct slab *ready_pop(unsigned cls)
 {
-	tcache_flush(&tcache);
+	if (atomic_load_explicit(&ready[cls].n, memory_order_relaxed) == 0)
+		return NULL;
+	fut__lock_acquire(&ready[cls].lock);
+	struct slab *s = ready[cls].head;
+	if (s != NULL) {
+		ready[cls].head = s->next;
+		atomic_store_explicit(
+			&ready[cls].n,
+			atomic_load_explicit(&ready[cls].n,
+					     memory_order_relaxed) -
+				1,
+			memory_order_relaxed);
+	}
+	fut__lock_release(&ready[cls].lock);
+	return s;
+}
+
+/* Frees the slabs of every class with no block out (retire: and
+ * retires the others, so that none of their blocks is reused), and the
+ * ready ones. */
+static void release_empty(bool retire)
+{
 	for (unsigned cls = 0; cls < FUT__SLAB_NCLASS; cls++) {
-		fut__lock_acquire(&overflow[cls].lock);
-		struct free_block *b = overflow[cls].head;
-		overflow[cls].head = NULL;
-		overflow[cls].n = 0;
-		fut__lock_release(&overflow[cls].lock);
-		return_list(b);
+		struct slab *dead = NULL;
+		fut__lock_acquire(&classes[cls].lock);
+		for (struct slab *s = classes[cls].partial, *next; s != NULL;
+		     s = next) {
+			next = s->next;
+			if (s->live != 0 && !retire)
+				continue;
+			list_remove(cls, s);
+			if (s->live != 0) {
+				s->retired = true;
+				continue;
+			}
+			s->next = dead;
+			dead = s;
+		}
+		classes[cls].nempty = 0;
+		fut__lock_release(&classes[cls].lock);
+		while (dead != NULL) {
+			struct slab *next = dead->next;
+			slab_free(dead);
+			dead = next;
+		}
 		atomic_store(&ready[cls].wanted, false);
 		for (struct slab *r; (r = ready_pop(cls)) != NULL;)
-			fut__free(r);
+			slab_free(r);
 	}
+}
+
+void fut__slab_trim(void)
+{
+	tcache_flush(&tcache);
+	release_empty(false);
+}
+
+/* Runs at process exit (or library unload): the main thread's cache and
+ * the empty slabs go back to malloc. */
+__attribute__((destructor)) static void release_all(void)
+{
+	fut__slab_trim();
 }
 
 void fut__slab_cache_flush(void)
 {
-	release_all();
+	tcache_flush(&tcache);
+	release_empty(true);
+	for (unsigned cls = 0; cls < FUT__SLAB_NCLASS; cls++)
+		tcache.slabs_made[cls] = 0; /* small slabs again */
 }
 
 static void tcache_register(void)
@@ -309,31 +409,6 @@ static void populate(void *p, size_t n)
 #endif
 }
 
-/* A ready slab's link to the next: its first word past the header. */
-static struct slab **ready_link(struct slab *s)
-{
-	return (struct slab **)(void *)(s + 1);
-}
-
-static struct slab *ready_pop(unsigned cls)
-{
-	if (atomic_load_explicit(&ready[cls].n, memory_order_relaxed) == 0)
-		return NULL;
-	fut__lock_acquire(&ready[cls].lock);
-	struct slab *s = ready[cls].head;
-	if (s != NULL) {
-		ready[cls].head = *ready_link(s);
-		atomic_store_explicit(
-			&ready[cls].n,
-			atomic_load_explicit(&ready[cls].n,
-					     memory_order_relaxed) -
-				1,
-			memory_order_relaxed);
-	}
-	fut__lock_release(&ready[cls].lock);
-	return s;
-}
-
 bool fut__slab_provision(void)
 {
 	for (unsigned cls = 0; cls < FUT__SLAB_NCLASS; cls++) {
@@ -344,13 +419,16 @@ bool fut__slab_provision(void)
 			fut__malloc_aligned_background(SLAB_PAGE, MED_SLAB);
 		if (s == NULL)
 			return false;
+		s->bytes = MED_SLAB;
+		atomic_fetch_add_explicit(&slab_bytes, MED_SLAB,
+					  memory_order_relaxed);
 		populate(s, MED_SLAB);
 		fut__lock_acquire(&ready[cls].lock);
 		uint32_t n = atomic_load_explicit(&ready[cls].n,
 						  memory_order_relaxed);
 		bool keep = n < READY_MAX;
 		if (keep) {
-			*ready_link(s) = ready[cls].head;
+			s->next = ready[cls].head;
 			ready[cls].head = s;
 			atomic_store_explicit(&ready[cls].n, ++n,
 					      memory_order_relaxed);
@@ -360,17 +438,15 @@ bool fut__slab_provision(void)
 					      memory_order_relaxed);
 		fut__lock_release(&ready[cls].lock);
 		if (!keep)
-			fut__free(s);
+			slab_free(s);
 		return true;
 	}
 	return false;
 }
 
-/* Makes the slab this thread carves class cls from; false when out of
- * memory.  The one before it has no block left to carve. */
-static bool new_slab(unsigned cls)
+/* A new slab of class cls, nothing carved yet; NULL when out of memory. */
+static struct slab *new_slab(unsigned cls)
 {
-	struct carve *c = &tcache.carve[cls];
 	size_t size = SLAB_PAGE;
 	bool med = tcache.slabs_made[cls] >= GROW_AFTER;
 	struct slab *s = NULL;
@@ -382,59 +458,68 @@ static bool new_slab(unsigned cls)
 	}
 	if (s == NULL) {
 		if ((s = fut__malloc_aligned(SLAB_PAGE, size)) == NULL)
-			return false;
+			return NULL;
+		atomic_fetch_add_explicit(&slab_bytes, size,
+					  memory_order_relaxed);
 		if (med)
 			populate(s, size);
 	}
 	if (!med)
 		tcache.slabs_made[cls]++;
+	memset(s, 0, sizeof(*s));
+	s->page.slab = s; /* the first header names s */
 	s->bytes = (uint32_t)size;
-	atomic_init(&s->live,
-		    (uint32_t)(size / SLAB_PAGE * blocks_per_page(cls)));
-	s->cls = cls;
-	carve_abandon(c, cls); /* it has none left: forgets it */
-	c->slab = s;
-	c->end = (char *)s + size;
-	carve_page(c, (char *)s, cls); /* the first header names s */
-	return true;
+	s->cls = (uint16_t)cls;
+	s->carve = PAGE_HEADER;
+	return s;
 }
 
-/* Refills the cache from the overflow list, the slab in use or a new
- * slab; false when out of memory. */
+/* Takes up to REFILL blocks of slab s into this thread's cache.  Caller
+ * holds the class lock. */
+static void take_from(unsigned cls, struct slab *s)
+{
+	assert(fut__lock_held(&classes[cls].lock));
+	if (s->live == 0 && s->listed)
+		classes[cls].nempty--;
+	uint32_t k = 0;
+	void *b;
+	while (k < REFILL && (s->free != NULL || (b = carve_one(s)) != NULL)) {
+		struct free_block *f = s->free;
+		if (f != NULL)
+			s->free = f->next;
+		else
+			f = b;
+		f->next = tcache.head[cls];
+		tcache.head[cls] = f;
+		k++;
+	}
+	s->live += k;
+	tcache.n[cls] += k;
+	if (s->listed && !has_blocks(s))
+		list_remove(cls, s);
+}
+
+/* Refills the cache from a slab with blocks to give, or a new slab;
+ * false when out of memory. */
 static bool refill(unsigned cls)
 {
 	if (!tcache.registered)
 		tcache_register();
-	fut__lock_acquire(&overflow[cls].lock);
-	if (overflow[cls].head != NULL) {
-		for (unsigned i = 0; i < REFILL && overflow[cls].head != NULL;
-		     i++) {
-			struct free_block *b = overflow[cls].head;
-			overflow[cls].head = b->next;
-			overflow[cls].n--;
-			b->next = tcache.head[cls];
-			tcache.head[cls] = b;
-			tcache.n[cls]++;
-		}
-		fut__lock_release(&overflow[cls].lock);
+	fut__lock_acquire(&classes[cls].lock);
+	struct slab *s = classes[cls].partial;
+	if (s != NULL) {
+		take_from(cls, s);
+		fut__lock_release(&classes[cls].lock);
 		return true;
 	}
-	fut__lock_release(&overflow[cls].lock);
-
-	struct carve *c = &tcache.carve[cls];
-	char *first = c->slab != NULL ? carve_one(c, cls) : NULL;
-	if (first == NULL) {
-		if (!new_slab(cls))
-			return false;
-		first = carve_one(c, cls);
-	}
-	for (unsigned i = 0; i < REFILL && first != NULL; i++) {
-		struct free_block *b = (struct free_block *)(void *)first;
-		first = i + 1 < REFILL ? carve_one(c, cls) : NULL;
-		b->next = tcache.head[cls];
-		tcache.head[cls] = b;
-		tcache.n[cls]++;
-	}
+	fut__lock_release(&classes[cls].lock);
+	if ((s = new_slab(cls)) == NULL)
+		return false;
+	fut__lock_acquire(&classes[cls].lock);
+	take_from(cls, s);
+	if (has_blocks(s))
+		list_add(cls, s);
+	fut__lock_release(&classes[cls].lock);
 	return true;
 }
 
@@ -473,32 +558,19 @@ void fut__slab_put(void *block)
 	 * cache is flushed when it exits. */
 	if (!tcache.registered)
 		tcache_register();
-	if (tcache.n[cls] < TCACHE_MAX) {
-		b->next = tcache.head[cls];
-		tcache.head[cls] = b;
-		tcache.n[cls]++;
-		return;
+	if (tcache.n[cls] >= TCACHE_MAX) {
+		/* The cache is full: half of it goes back to its slabs,
+		 * where any thread's next refill finds them (a thread that
+		 * only releases, a worker dropping the last reference,
+		 * feeds the threads that only submit). */
+		struct free_block *half = tcache.head[cls], *last = half;
+		for (unsigned i = 1; i < TCACHE_MAX / 2; i++)
+			last = last->next;
+		tcache.head[cls] = last->next;
+		last->next = NULL;
+		tcache.n[cls] -= TCACHE_MAX / 2;
+		give_back_list(cls, half);
 	}
-	/* The cache is full: half of it goes to the overflow list, so a
-	 * thread that only releases (a worker dropping the last reference)
-	 * feeds the threads that only submit. */
-	struct free_block *rest = NULL;
-	fut__lock_acquire(&overflow[cls].lock);
-	for (unsigned i = 0; i < TCACHE_MAX / 2; i++) {
-		struct free_block *x = tcache.head[cls];
-		tcache.head[cls] = x->next;
-		tcache.n[cls]--;
-		if (overflow[cls].n < OVERFLOW_MAX) {
-			x->next = overflow[cls].head;
-			overflow[cls].head = x;
-			overflow[cls].n++;
-		} else {
-			x->next = rest;
-			rest = x;
-		}
-	}
-	fut__lock_release(&overflow[cls].lock);
-	return_list(rest);
 	b->next = tcache.head[cls];
 	tcache.head[cls] = b;
 	tcache.n[cls]++;

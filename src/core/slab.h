@@ -24,9 +24,12 @@ unsigned fut__slab_class_for(size_t size);
 void *fut__slab_get(unsigned cls);
 /* Gives a block back (to this thread's cache). */
 void fut__slab_put(void *block);
-/* Test hook: returns this thread's cached blocks and the global overflow
- * list to malloc, so that the next submit allocates, and starts this
- * thread over with small slabs. */
+/* Gives this thread's cached blocks back to their slabs and frees the
+ * slabs with no block out, and those made ready (a pool was freed). */
+void fut__slab_trim(void);
+/* Test hook: as fut__slab_trim, and no block of a slab that has one out
+ * is reused, so that the next submit allocates; this thread starts over
+ * with small slabs. */
 void fut__slab_cache_flush(void);
 /* Called by an idle thread-pool worker: makes one larger slab ready (its
  * pages present) for a thread that is taking them, so that thread need
@@ -37,6 +40,9 @@ bool fut__slab_provision(void);
 size_t fut__slab_small_blocks(unsigned cls);
 /* Test hook: the slabs of class cls made ready and not yet taken. */
 uint32_t fut__slab_ready_count(unsigned cls);
+/* Test and bench hook: bytes of every slab alive (blocks in use, in
+ * caches, given back, and slabs made ready). */
+size_t fut__slab_bytes(void);
 /* Test hook: the slab a block (or a thread-pool future) lies in: *bytes
  * its size (a thread's first slabs of a class are small, later ones
  * larger), the return value its start. */
