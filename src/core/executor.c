@@ -9,6 +9,8 @@
  * Threads: any.
  * Locks: none.
  */
+#include <pthread.h>
+
 #include "core/alloc.h"
 #include "core/executor.h"
 #include "core/future_int.h"
@@ -21,6 +23,41 @@
 	 FUT_SHUTDOWN_INTERRUPT)
 
 static _Thread_local fut_executor *current;
+
+/* Fork children since the library loaded: the pthread_atfork child
+ * handler counts them, so that an executor made before a fork tells it
+ * is a copy without a system call (getpid) on the submit path. */
+static _Atomic uint32_t fork_gen;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+/* In the child, in the thread that forked: that thread is none of the
+ * parent's executors' threads here, and waits nothing for them. */
+static void atfork_child(void)
+{
+	atomic_fetch_add_explicit(&fork_gen, 1, memory_order_relaxed);
+	current = NULL;
+	fut__wait_hooks_set(NULL);
+}
+
+static void register_atfork(void)
+{
+	(void)pthread_atfork(NULL, NULL, atfork_child);
+}
+
+void fut__executor_init(fut_executor *ex)
+{
+	pthread_once(&atfork_once, register_atfork);
+	ex->fork_gen = atomic_load_explicit(&fork_gen, memory_order_relaxed);
+	atomic_store_explicit(&ex->magic, FUT__EXECUTOR_MAGIC,
+			      memory_order_release);
+}
+
+/* A fork child's copy of an executor its parent made. */
+static bool orphaned(const fut_executor *ex)
+{
+	return ex->fork_gen !=
+	       atomic_load_explicit(&fork_gen, memory_order_relaxed);
+}
 
 fut_executor *fut__current_executor(void)
 {
@@ -46,6 +83,8 @@ int fut_submit(fut_executor *ex, fut_fn fn, void *arg, fut_future **out)
 		*out = NULL;
 	if (!executor_ok(ex) || fn == NULL || out == NULL)
 		return FUT_EINVAL;
+	if (FUT__UNLIKELY(orphaned(ex)))
+		return FUT_EBROKEN;
 	return ex->ops->submit(ex, fn, arg, NULL, 0, false, out);
 }
 
@@ -57,6 +96,8 @@ int fut_submit_bytes(fut_executor *ex, fut_fn fn, const void *data, size_t len,
 	if (!executor_ok(ex) || fn == NULL || out == NULL ||
 	    (data == NULL && len != 0) || len > FUT_MAX_BYTES)
 		return FUT_EINVAL;
+	if (FUT__UNLIKELY(orphaned(ex)))
+		return FUT_EBROKEN;
 	return ex->ops->submit(ex, fn, NULL, data, len, true, out);
 }
 
@@ -76,6 +117,8 @@ int fut_submit_many(fut_executor *ex, fut_fn fn, const void *inputs,
 	if ((inputs == NULL && stride != 0) || stride > FUT_MAX_BYTES ||
 	    (stride != 0 && n > FUT_MAX_BYTES / stride))
 		return FUT_EINVAL;
+	if (FUT__UNLIKELY(orphaned(ex)))
+		return FUT_EBROKEN;
 	return ex->ops->submit_many(ex, fn, inputs, stride, n, out);
 }
 
@@ -83,6 +126,8 @@ int fut_executor_shutdown(fut_executor *ex, unsigned flags)
 {
 	if (!executor_ok(ex) || (flags & ~ALL_SHUTDOWN_FLAGS) != 0)
 		return FUT_EINVAL;
+	if (orphaned(ex)) /* the parent's threads: nothing to wait for */
+		return FUT_OK;
 	return ex->ops->shutdown(ex, flags);
 }
 
@@ -90,6 +135,17 @@ void fut_executor_free(fut_executor *ex)
 {
 	if (!executor_ok(ex))
 		return;
+	if (orphaned(ex)) {
+		/* A fork child's copy: the parent's workers, fork server and
+		 * pipes are left alone; this process's copies of its fds
+		 * close.  Its memory stays: the futures it made, inherited
+		 * too, point into it. */
+		atomic_store_explicit(&ex->magic, 0, memory_order_relaxed);
+		if (ex->ops->orphan != NULL)
+			ex->ops->orphan(ex);
+		fut__slab_trim();
+		return;
+	}
 	/* FUT_EINVAL here means a pool thread frees its own pool: destroy
 	 * then defers the free to the pool's last thread. */
 	(void)ex->ops->shutdown(ex, 0);

@@ -21,6 +21,11 @@ struct fut__executor_ops {
 	/* flags checked; must return FUT_EINVAL (and change nothing) when it
 	 * would wait and the caller is one of the executor's own threads. */
 	int (*shutdown)(fut_executor *ex, unsigned flags);
+	/* In a fork child, for an executor the parent made (its threads
+	 * and processes are the parent's): closes this process's copies of
+	 * the executor's fds and frees what no inherited future can reach.
+	 * Never waits.  May be NULL. */
+	void (*orphan)(fut_executor *ex);
 	/* After shutdown(0) succeeded (or failed with FUT_EINVAL because it
 	 * was called from the executor's own thread: then destroy must defer
 	 * the free until its last thread exits): free everything. */
@@ -34,7 +39,16 @@ struct fut_executor {
 	 * lives on until its last thread exits, and another of its tasks
 	 * may still call with the handle (it then gets FUT_EINVAL). */
 	_Atomic uint32_t magic;
+	/* The fork generation of the process that made it: another one is
+	 * a fork child's copy (fut__executor_init). */
+	uint32_t fork_gen;
 };
+
+/* Makes ex (its ops set) a valid handle: records the process's fork
+ * generation, then the magic.  Every executor calls it last at creation.
+ * In a fork child, an executor the parent made is orphaned: submits give
+ * FUT_EBROKEN, shutdown returns at once, free calls ops->orphan. */
+FUT__PRIVATE void fut__executor_init(fut_executor *ex);
 
 /* The executor whose thread this is (NULL in the caller's threads); set
  * by executors in their workers and manager threads. */

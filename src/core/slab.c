@@ -482,13 +482,12 @@ static void take_from(unsigned cls, struct slab *s)
 	if (s->live == 0 && s->listed)
 		classes[cls].nempty--;
 	uint32_t k = 0;
-	void *b;
-	while (k < REFILL && (s->free != NULL || (b = carve_one(s)) != NULL)) {
+	while (k < REFILL) {
 		struct free_block *f = s->free;
 		if (f != NULL)
 			s->free = f->next;
-		else
-			f = b;
+		else if ((f = carve_one(s)) == NULL)
+			break;
 		f->next = tcache.head[cls];
 		tcache.head[cls] = f;
 		k++;

@@ -861,8 +861,8 @@ int fut__mpi_client_new(fut_executor **out, struct fut__mpi_setup *setup)
 	pthread_condattr_destroy(&ca);
 	pthread_cond_init(&c->done_cv, NULL);
 	atomic_init(&c->refs, 2); /* the handle and the manager */
-	atomic_init(&c->ex.magic, FUT__EXECUTOR_MAGIC);
 	c->ex.ops = &client_ops;
+	fut__executor_init(&c->ex);
 
 	sigset_t all, old;
 	sigfillset(&all);

@@ -439,10 +439,37 @@ static void pp_destroy(fut_executor *ex)
 	fut__pp_unref(p);
 }
 
+static void close_fd(int fd)
+{
+	if (fd >= 0)
+		(void)close(fd);
+}
+
+/* In a fork child: this process's copies of the pool's fds close (the
+ * wake eventfd, the fork server's socket, each worker's pipes) and of the
+ * workers' shared slots mapping; the parent's manager, fork server and
+ * workers never notice.  The rest stays: inherited futures point into
+ * their job blocks, which hold a reference of the pool. */
+static void pp_orphan(fut_executor *ex)
+{
+	struct ppool *p = pool_of(ex);
+	close_fd(p->wake_fd);
+	close_fd(p->fs_sock);
+	for (uint32_t i = 0; p->workers != NULL && i < p->nslots; i++) {
+		struct pp_worker *w = &p->workers[i];
+		close_fd(w->task_fd);
+		close_fd(w->result_fd);
+		close_fd(w->back_fd);
+	}
+	if (p->slots != NULL)
+		(void)munmap(p->slots, p->slots_bytes);
+}
+
 static const struct fut__executor_ops pp_ops = {
 	.submit = pp_submit,
 	.submit_many = pp_submit_many,
 	.shutdown = pp_shutdown,
+	.orphan = pp_orphan,
 	.destroy = pp_destroy,
 };
 
@@ -536,8 +563,7 @@ int fut_process_pool_new(fut_executor **out, const fut_process_pool_opts *opts)
 		goto fail;
 	}
 	p->ex.ops = &pp_ops;
-	atomic_store_explicit(&p->ex.magic, FUT__EXECUTOR_MAGIC,
-			      memory_order_relaxed);
+	fut__executor_init(&p->ex);
 	atomic_init(&p->refs, 2); /* the handle and the manager */
 	/* The manager blocks every signal: the application's handlers never
 	 * run there and its syscalls never see EINTR. */

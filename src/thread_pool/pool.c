@@ -323,8 +323,7 @@ int fut_thread_pool_new(fut_executor **out, const fut_thread_pool_opts *opts)
 	}
 	p->ex.ops = &tp_ops;
 	p->fops = fut__tp_job_ops;
-	atomic_store_explicit(&p->ex.magic, FUT__EXECUTOR_MAGIC,
-			      memory_order_relaxed);
+	fut__executor_init(&p->ex);
 	p->max_workers = o.max_workers;
 	p->initializer = o.initializer;
 	p->initarg = o.initarg;

@@ -1,0 +1,302 @@
+/*
+ * test_fork.c: pools and futures in a process that forks (issue 15).
+ *
+ * A fork child inherits copies of the parent's pools but none of their
+ * threads, nor the fork server: the library marks every executor made
+ * before the fork as orphaned in the child (a pthread_atfork handler).
+ * There, submits give FUT_EBROKEN, shutdown and free return at once and
+ * leave the parent's workers alone, inherited futures stay pending (a
+ * timed wait times out), and a pool made in the child works.  The parent
+ * goes on as if nothing happened.
+ *
+ * The child reports through a pipe, not its exit status: under valgrind
+ * a child that _exits with the inherited heap gets valgrind's status.
+ * Timeouts only bound the waits.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "future.h"
+
+/* ThreadSanitizer cannot start a thread in the child of a threaded
+ * process ("dup thread with used id"): under it, the children here make
+ * no pool of their own, and the rest is still checked. */
+#if defined(__SANITIZE_THREAD__)
+#define CHILD_CAN_START_THREADS 0
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CHILD_CAN_START_THREADS 0
+#endif
+#endif
+#ifndef CHILD_CAN_START_THREADS
+#define CHILD_CAN_START_THREADS 1
+#endif
+
+static void plus_one(fut_task *t)
+{
+	fut_task_return(t, (void *)((uintptr_t)fut_task_arg(t) + 1));
+}
+
+/* Blocks until a byte arrives on the pipe its argument names. */
+static void gated(fut_task *t)
+{
+	int fd = (int)(intptr_t)fut_task_arg(t);
+	char c;
+	ssize_t r;
+	do
+		r = read(fd, &c, 1);
+	while (r < 0 && errno == EINTR);
+	fut_task_return(t, (void *)(uintptr_t)(r == 1 ? 7 : 0));
+}
+
+/* Process pool: sleeps the milliseconds of its input, returns them. */
+static void nap(fut_task *t)
+{
+	uint32_t ms = 0;
+	memcpy(&ms, fut_task_input(t, NULL), sizeof(ms));
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+	fut_task_return_bytes(t, &ms, sizeof(ms));
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Open fds of this process (/proc/self/fd), -1 where it cannot say. */
+static int open_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	if (d == NULL)
+		return -1;
+	int n = 0;
+	while (readdir(d) != NULL)
+		n++;
+	closedir(d);
+	return n;
+}
+
+struct report {
+	int submit_tp, submit_bytes_pp, many_tp, out_cleared;
+	int state_tp, state_pp, timed_tp, timed_pp;
+	int shutdown_tp, shutdown_pp, after_free;
+	double free_seconds;
+	int fds_before, fds_after;
+	int new_pool, new_result;
+};
+
+static void child(fut_executor *tp, fut_executor *pp, fut_future *ftp,
+		  fut_future *fpp, int out)
+{
+	alarm(20); /* a hang here ends the child, and the parent sees it */
+	struct report r;
+	memset(&r, 0, sizeof(r));
+	fut_future *f = (fut_future *)(uintptr_t)1;
+	r.submit_tp = fut_submit(tp, plus_one, NULL, &f);
+	r.out_cleared = f == NULL;
+	uint32_t ms = 1;
+	r.submit_bytes_pp = fut_submit_bytes(pp, nap, &ms, sizeof(ms), &f);
+	fut_future *many[3];
+	static const char inputs[3] = { 1, 2, 3 };
+	r.many_tp = fut_submit_many(tp, plus_one, inputs, 1, 3, many);
+	r.state_tp = fut_state(ftp);
+	r.state_pp = fut_state(fpp);
+	r.timed_tp = fut_result(ftp, 0.05, NULL);
+	r.timed_pp = fut_result(fpp, 0.05, NULL);
+	r.fds_before = open_fds();
+	double t0 = now_s();
+	r.shutdown_tp = fut_executor_shutdown(tp, 0);
+	r.shutdown_pp = fut_executor_shutdown(pp, FUT_SHUTDOWN_CANCEL_PENDING);
+	fut_executor_free(tp);
+	fut_executor_free(pp);
+	r.free_seconds = now_s() - t0;
+	r.fds_after = open_fds();
+	/* The handle is gone in this process. */
+	r.after_free = fut_submit(tp, plus_one, NULL, &f);
+	fut_executor *mine = NULL;
+	r.new_pool = FUT_OK;
+	r.new_result = 42;
+	if (CHILD_CAN_START_THREADS &&
+	    (r.new_pool = fut_thread_pool_new(&mine, NULL)) == FUT_OK) {
+		r.new_result = 0;
+		void *v = NULL;
+		if (fut_submit(mine, plus_one, (void *)41, &f) == FUT_OK &&
+		    fut_result(f, 10.0, &v) == FUT_OK)
+			r.new_result = (int)(uintptr_t)v;
+		fut_release(f);
+		fut_executor_free(mine);
+	}
+	ssize_t w = write(out, &r, sizeof(r));
+	_exit(w == (ssize_t)sizeof(r) ? 0 : 1);
+}
+
+static void test_a_fork_child_leaves_the_parents_pools_alone(void **state)
+{
+	(void)state;
+	fut_executor *tp = NULL, *pp = NULL;
+	assert_int_equal(fut_thread_pool_new(
+				 &tp,
+				 &(fut_thread_pool_opts){ .max_workers = 2 }),
+			 FUT_OK);
+	assert_int_equal(fut_process_pool_new(
+				 &pp,
+				 &(fut_process_pool_opts){ .max_workers = 1 }),
+			 FUT_OK);
+	int gate[2], rep[2];
+	assert_int_equal(pipe(gate), 0);
+	assert_int_equal(pipe(rep), 0);
+	fut_future *ftp = NULL, *fpp = NULL;
+	assert_int_equal(fut_submit(tp, gated, (void *)(intptr_t)gate[0], &ftp),
+			 FUT_OK);
+	uint32_t ms = 300;
+	assert_int_equal(fut_submit_bytes(pp, nap, &ms, sizeof(ms), &fpp),
+			 FUT_OK);
+
+	/* Running: its worker and the worker's pipes exist. */
+	for (int i = 0; i < 30000 && fut_state(fpp) != FUT_RUNNING; i++)
+		usleep(1000);
+	assert_int_equal(fut_state(fpp), FUT_RUNNING);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(rep[0]);
+		child(tp, pp, ftp, fpp, rep[1]);
+	}
+	close(rep[1]);
+	struct report r;
+	memset(&r, 0, sizeof(r));
+	struct pollfd p = { .fd = rep[0], .events = POLLIN };
+	assert_int_equal(poll(&p, 1, 60000), 1);
+	assert_int_equal(read(rep[0], &r, sizeof(r)), (ssize_t)sizeof(r));
+	int status = 0;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_false(WIFSIGNALED(status)); /* no alarm: nothing hung */
+	close(rep[0]);
+
+	assert_int_equal(r.submit_tp, FUT_EBROKEN);
+	assert_true(r.out_cleared);
+	assert_int_equal(r.submit_bytes_pp, FUT_EBROKEN);
+	assert_int_equal(r.many_tp, FUT_EBROKEN);
+	assert_true(r.state_tp == FUT_RUNNING || r.state_tp == FUT_PENDING);
+	assert_int_equal(r.state_pp, FUT_RUNNING);
+	assert_int_equal(r.timed_tp, FUT_ETIMEDOUT);
+	assert_int_equal(r.timed_pp, FUT_ETIMEDOUT);
+	assert_int_equal(r.shutdown_tp, FUT_OK);
+	assert_int_equal(r.shutdown_pp, FUT_OK);
+	assert_true(r.free_seconds < 1.0);
+	/* The process pool's fds: the wake eventfd, the fork server's
+	 * socket, the worker's two: the child's copies closed. */
+	if (r.fds_before >= 0) {
+		print_message("child's fds: %d before the free, %d after\n",
+			      r.fds_before, r.fds_after);
+		assert_true(r.fds_after <= r.fds_before - 4);
+	}
+	assert_int_equal(r.after_free, FUT_EINVAL);
+	assert_int_equal(r.new_pool, FUT_OK);
+	assert_int_equal(r.new_result, 42);
+
+	/* The parent's pools: their tasks finish, new ones run. */
+	assert_int_equal(write(gate[1], "g", 1), 1);
+	void *v = NULL;
+	assert_int_equal(fut_result(ftp, 30.0, &v), FUT_OK);
+	assert_int_equal((uintptr_t)v, 7);
+	const void *data = NULL;
+	size_t len = 0;
+	assert_int_equal(fut_result_bytes(fpp, 30.0, &data, &len), FUT_OK);
+	assert_int_equal(len, sizeof(ms));
+	fut_release(ftp);
+	fut_release(fpp);
+	fut_future *f = NULL;
+	assert_int_equal(fut_submit(tp, plus_one, (void *)1, &f), FUT_OK);
+	assert_int_equal(fut_result(f, 30.0, &v), FUT_OK);
+	assert_int_equal((uintptr_t)v, 2);
+	fut_release(f);
+	ms = 1;
+	assert_int_equal(fut_submit_bytes(pp, nap, &ms, sizeof(ms), &f),
+			 FUT_OK);
+	assert_int_equal(fut_result_bytes(f, 30.0, &data, &len), FUT_OK);
+	fut_release(f);
+	fut_executor_free(tp);
+	fut_executor_free(pp);
+	close(gate[0]);
+	close(gate[1]);
+}
+
+/* A child forked by a task of the pool (a worker thread forks): the
+ * thread that forked is no worker in the child, and a wait there runs no
+ * task and hands no slot over. */
+static void forks(fut_task *t)
+{
+	int p[2];
+	if (pipe(p) != 0) {
+		fut_task_return(t, (void *)0);
+		return;
+	}
+	pid_t pid = fork();
+	if (pid == 0) {
+		alarm(20);
+		fut_executor *ex = NULL;
+		int ok = fut_thread_pool_new(&ex, NULL) == FUT_OK;
+		fut_future *f = NULL;
+		void *v = NULL;
+		ok = ok && fut_submit(ex, plus_one, (void *)1, &f) == FUT_OK &&
+		     fut_result(f, 10.0, &v) == FUT_OK && (uintptr_t)v == 2;
+		fut_release(f);
+		fut_executor_free(ex);
+		char c = ok ? 'y' : 'n';
+		_exit(write(p[1], &c, 1) == 1 ? 0 : 1);
+	}
+	close(p[1]);
+	char c = 0;
+	ssize_t r;
+	do
+		r = read(p[0], &c, 1);
+	while (r < 0 && errno == EINTR);
+	close(p[0]);
+	int status = 0;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	fut_task_return(t, (void *)(uintptr_t)(r == 1 && c == 'y'));
+}
+
+static void test_a_task_that_forks_gets_a_working_child(void **state)
+{
+	(void)state;
+	if (!CHILD_CAN_START_THREADS)
+		skip();
+	fut_executor *tp = NULL;
+	assert_int_equal(fut_thread_pool_new(&tp, NULL), FUT_OK);
+	fut_future *f = NULL;
+	assert_int_equal(fut_submit(tp, forks, NULL, &f), FUT_OK);
+	void *v = NULL;
+	assert_int_equal(fut_result(f, 60.0, &v), FUT_OK);
+	assert_int_equal((uintptr_t)v, 1);
+	fut_release(f);
+	fut_executor_free(tp);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(
+			test_a_fork_child_leaves_the_parents_pools_alone),
+		cmocka_unit_test(test_a_task_that_forks_gets_a_working_child),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
