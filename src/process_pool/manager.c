@@ -70,28 +70,9 @@ static bool ctl_send(struct ppool *p, unsigned type, struct pp_worker *w,
 {
 	if (p->fs_sock < 0)
 		return false;
-	unsigned char b[FUT__WIRE_CTL_SIZE];
 	struct fut__wire_ctl c = { type, w->slot, w->gen, w->pid, value };
-	fut__wire_ctl_put(b, &c);
-	struct iovec iov = { b, sizeof(b) };
-	struct msghdr msg = { 0 };
-	union {
-		struct cmsghdr h;
-		char space[CMSG_SPACE(2 * sizeof(int))];
-	} u;
-	msg.msg_iov = &iov;
-	msg.msg_iovlen = 1;
-	if (fds != NULL)
-		fut__pp_attach_fds(&msg, u.space, sizeof(u.space), fds, 2);
-	for (;;) {
-		ssize_t n =
-			sendmsg(p->fs_sock, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (n == (ssize_t)sizeof(b))
-			return true;
-		if (n < 0 && errno == EINTR)
-			continue;
-		return false;
-	}
+	return fut__pp_ctl_send(p->fs_sock, &c, fds, fds != NULL ? 2 : 0,
+				MSG_DONTWAIT);
 }
 
 static void close_fd(int *fd)
