@@ -145,11 +145,11 @@ void fut__pp_shared_fail_next(int err)
 }
 
 /* The sink's shared(): len bytes of a new memfd, mapped writable, its
- * pages made present in one call: on this VM a page fault costs more than
- * the page (docs/design-process-pool.md), and a memfd whose pages cannot
- * be had fails here, so the task gets heap memory, instead of the
- * worker's dying of SIGBUS as it writes.  Kernels before 5.14 (EINVAL)
- * fault the pages in as they are written. */
+ * pages made present in one call, cheaper than a fault per page
+ * (docs/perf-log.md); and a memfd whose pages cannot be had fails here,
+ * so the task gets heap memory, instead of the worker's dying of SIGBUS
+ * as it writes.  Kernels before 5.14 (EINVAL) fault the pages in as they
+ * are written. */
 static void *shared_map(size_t len, int *fd, void *ctx)
 {
 	(void)ctx;

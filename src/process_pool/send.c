@@ -1,16 +1,14 @@
 /*
- * pp_send.c: the process pool's task frames, from the queue to a worker.
+ * send.c: the process pool's task frames, out to a worker.
  *
- * Owns: cutting a frame's worth of jobs from the queue (one job, or a run
- * of a submit_many chunk up to FRAME_BYTES of inputs), claiming each job
- * (a job cancelled while queued is dropped here), encoding the frame into
- * the worker's output buffer, and writing it with non-blocking sendmsg:
- * the buffer first, then a large input straight from its job block; an
- * input in shared memory is a SHARED record whose memfd (the job's) rides
- * with the frame's first bytes as SCM_RIGHTS.
- * Threads: the manager thread only (pp_manager.c calls these).
- * Locks: fut__pp_pop_batch_locked and fut__pp_queued_chunks_locked run
- * under p->lock, held by the caller; the rest under none.
+ * Owns: claiming each job of a batch popped for a worker (a job cancelled
+ * while queued is dropped here), encoding the frame into the worker's
+ * output buffer, and writing it with non-blocking sendmsg: the buffer
+ * first, then a large input straight from its job block; an input in
+ * shared memory is a SHARED record whose memfd (the job's) rides with the
+ * frame's first bytes as SCM_RIGHTS.
+ * Threads: the manager thread only.
+ * Locks: none (the worker's fds and buffers are the manager's alone).
  */
 #include <errno.h>
 #include <string.h>
@@ -24,10 +22,6 @@
 #include "core/sync.h"
 #include "core/task.h"
 #include "process_pool/pool.h"
-
-/* A frame carries at most this many input bytes copied into it; a larger
- * input travels alone, straight from its job block. */
-#define FRAME_BYTES (64u * 1024u)
 
 void fut__pp_flush_out(struct pp_worker *w)
 {
@@ -131,7 +125,7 @@ size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,
 			continue;
 		}
 		int in_fd = fut__pp_job_input_fd(j);
-		bool inline_input = in_fd < 0 && j->len <= FRAME_BYTES;
+		bool inline_input = in_fd < 0 && j->len <= FUT__PP_FRAME_BYTES;
 		size_t payload = in_fd >= 0 ? FUT__WIRE_SHARED_LEN : j->len;
 		if (!ok ||
 		    !obuf_reserve(w, FUT__WIRE_REC_HDR +
@@ -188,38 +182,4 @@ size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,
 	w->sent += count;
 	fut__pp_flush_out(w);
 	return dropped;
-}
-
-struct pp_job *fut__pp_pop_batch_locked(struct ppool *p, size_t allowance)
-{
-	struct pp_job *first = p->qhead, *last = NULL, *j = first;
-	size_t n = 0, bytes = 0;
-	while (j != NULL && n < allowance) {
-		if (n > 0 &&
-		    (j->len > FRAME_BYTES || bytes + j->len > FRAME_BYTES))
-			break;
-		bytes += j->len;
-		n++;
-		last = j;
-		if (j->chunk_end)
-			break;
-		j = j->next;
-	}
-	if (last == NULL)
-		return NULL;
-	p->qhead = last->next;
-	if (p->qhead == NULL)
-		p->qtail = NULL;
-	last->next = NULL;
-	return first;
-}
-
-size_t fut__pp_queued_chunks_locked(const struct ppool *p, size_t cap)
-{
-	size_t n = 0;
-	for (const struct pp_job *j = p->qhead; j != NULL && n < cap;
-	     j = j->next)
-		if (j->chunk_end)
-			n++;
-	return n;
 }
