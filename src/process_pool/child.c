@@ -28,11 +28,12 @@
 #include "core/sync.h"
 #include "core/task.h"
 #include "process_pool/child.h"
+#include "process_pool/frame.h"
 #include "process_pool/wire.h"
 
-#define STAGE_BYTES (64u * 1024u)
+/* Results are sent once this many bytes of them wait; a larger one goes
+ * alone, from where it lies. */
 #define FLUSH_BYTES (64u * 1024u)
-#define DIRECT_MIN (16u * 1024u)
 
 static bool write_all(int fd, const void *buf, size_t len)
 {
@@ -52,10 +53,8 @@ static bool write_all(int fd, const void *buf, size_t len)
 /* The worker                                                          */
 
 struct out {
-	unsigned char *buf; /* FUT__WIRE_FRAME_HDR reserved, then records */
-	size_t len, cap;
-	uint32_t count;
-	int64_t since; /* when the oldest unsent record was added */
+	struct fut__pp_frame f; /* a RESULTS frame, always begun */
+	int64_t since;		/* when the oldest unsent record was added */
 };
 
 /* A result waits at most this long for the rest of its frame's. */
@@ -66,30 +65,20 @@ static void die(int code)
 	_exit(code);
 }
 
-static void out_reserve(struct out *o, size_t more)
+static void out_begin(struct out *o)
 {
-	if (o->len + more <= o->cap)
-		return;
-	size_t cap = o->cap ? o->cap : 4096;
-	while (cap < o->len + more)
-		cap *= 2;
-	unsigned char *b = fut__realloc(o->buf, cap);
-	if (b == NULL)
+	if (!fut__pp_frame_begin(&o->f))
 		die(126); /* out of memory: the parent sees a crash */
-	o->buf = b;
-	o->cap = cap;
 }
 
 static void out_flush(struct out *o, int fd)
 {
-	if (o->count == 0)
+	if (o->f.count == 0)
 		return;
-	fut__wire_put_frame(o->buf, FUT__WIRE_RESULTS, o->count,
-			    o->len - FUT__WIRE_FRAME_HDR);
-	if (!write_all(fd, o->buf, o->len))
+	(void)fut__pp_frame_end(&o->f, FUT__WIRE_RESULTS);
+	if (!write_all(fd, o->f.buf, o->f.len))
 		die(0); /* the parent closed our channel: it is gone */
-	o->len = FUT__WIRE_FRAME_HDR;
-	o->count = 0;
+	out_begin(o);
 }
 
 static void out_record(struct out *o, int fd, uint64_t id, uint32_t kind,
@@ -98,25 +87,18 @@ static void out_record(struct out *o, int fd, uint64_t id, uint32_t kind,
 	if (len > FLUSH_BYTES) {
 		/* A large payload goes in a frame of its own, written from
 		 * where it lies. */
-		unsigned char hdr[FUT__WIRE_FRAME_HDR + FUT__WIRE_REC_HDR];
+		unsigned char hdr[FUT__PP_FRAME_ONE];
 		out_flush(o, fd);
-		fut__wire_put_frame(hdr, FUT__WIRE_RESULTS, 1,
-				    FUT__WIRE_REC_HDR + (uint64_t)len);
-		fut__wire_put_record(hdr + FUT__WIRE_FRAME_HDR, id, 0, kind,
-				     code, len);
+		fut__pp_frame_one(hdr, FUT__WIRE_RESULTS, id, kind, code, len);
 		if (!write_all(fd, hdr, sizeof(hdr)) ||
 		    !write_all(fd, data, len))
 			die(0);
 		return;
 	}
-	out_reserve(o, FUT__WIRE_REC_HDR + len);
-	if (o->count == 0)
+	if (o->f.count == 0)
 		o->since = fut__now_ns();
-	fut__wire_put_record(o->buf + o->len, id, 0, kind, code, len);
-	if (len != 0)
-		memcpy(o->buf + o->len + FUT__WIRE_REC_HDR, data, len);
-	o->len += FUT__WIRE_REC_HDR + len;
-	o->count++;
+	if (!fut__pp_frame_add(&o->f, id, 0, kind, code, data, len, len))
+		die(126);
 }
 
 /* What the worker is sending to, for a large result the task emits
@@ -391,20 +373,43 @@ done:
 	/* Results go back per frame of tasks, or sooner when they are big
 	 * or old: a result should not wait long behind a slow task (nor die
 	 * with the worker if a later task crashes it). */
-	if (r->last || o->len >= FLUSH_BYTES ||
-	    (o->count != 0 && fut__now_ns() - o->since >= FLUSH_NS))
+	if (r->last || o->f.len >= FLUSH_BYTES ||
+	    (o->f.count != 0 && fut__now_ns() - o->since >= FLUSH_NS))
 		out_flush(o, fd);
 }
 
 static void say_hello(int fd, int rc)
 {
-	unsigned char b[FUT__WIRE_FRAME_HDR + FUT__WIRE_REC_HDR];
-	fut__wire_put_frame(b, FUT__WIRE_HELLO, 1, FUT__WIRE_REC_HDR);
-	fut__wire_put_record(
-		b + FUT__WIRE_FRAME_HDR, 0, 0,
-		rc ? FUT__WIRE_HELLO_INIT_FAILED : FUT__WIRE_HELLO_OK, rc, 0);
+	unsigned char b[FUT__PP_FRAME_ONE];
+	fut__pp_frame_one(b, FUT__WIRE_HELLO, 0,
+			  rc ? FUT__WIRE_HELLO_INIT_FAILED : FUT__WIRE_HELLO_OK,
+			  rc, 0);
 	if (!write_all(fd, b, sizeof(b)))
 		die(0);
+}
+
+/* The worker's loop, for fut__pp_feed. */
+struct child {
+	const struct fut__forkserver_cfg *cfg;
+	struct fut__worker_slot *slot;
+	struct out out;
+	int in, outfd;
+};
+
+static ssize_t child_read(void *ctx, void *buf, size_t len, bool direct)
+{
+	struct child *c = ctx;
+	/* About to wait for input: send what is done first. */
+	if (!direct)
+		out_flush(&c->out, c->outfd);
+	return recv_in(c->in, buf, len);
+}
+
+static bool child_record(void *ctx, struct fut__wire_rec *r)
+{
+	struct child *c = ctx;
+	run_one(c->cfg, c->slot, &c->out, c->outfd, r);
+	return true;
 }
 
 void fut__pp_child_main(const struct fut__forkserver_cfg *cfg,
@@ -415,48 +420,22 @@ void fut__pp_child_main(const struct fut__forkserver_cfg *cfg,
 	say_hello(outfd, rc);
 	if (rc != 0)
 		die(0);
-	unsigned char *stage = fut__malloc(STAGE_BYTES);
-	struct out o = { 0 };
+	unsigned char *stage = fut__malloc(FUT__PP_STAGE_BYTES);
 	if (stage == NULL)
 		die(126);
-	out_reserve(&o, FUT__WIRE_FRAME_HDR);
-	o.len = FUT__WIRE_FRAME_HDR;
+	struct child c = { .cfg = cfg, .slot = slot, .in = in, .outfd = outfd };
+	out_begin(&c.out);
 	struct fut__wire_dec d;
 	fut__wire_dec_init(&d, FUT__WIRE_TO_WORKER);
+	static const struct fut__pp_feed_ops ops = { .read = child_read,
+						     .record = child_record };
 	for (;;) {
-		struct fut__wire_rec r;
-		size_t room;
-		void *dst = fut__wire_dec_direct(&d, &room);
-		if (dst != NULL && room >= DIRECT_MIN) {
-			ssize_t n = recv_in(in, dst, room);
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n <= 0)
-				die(0);
-			if (fut__wire_dec_direct_done(&d, (size_t)n, &r) ==
-			    FUT__WIRE_RECORD)
-				run_one(cfg, slot, &o, outfd, &r);
-			continue;
-		}
-		/* About to wait for input: send what is done first. */
-		out_flush(&o, outfd);
-		ssize_t n = recv_in(in, stage, STAGE_BYTES);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			out_flush(&o, outfd);
+		int st = fut__pp_feed(&d, stage, FUT__PP_STAGE_BYTES, &ops, &c);
+		if (st == FUT__PP_FEED_EOF || st == FUT__PP_FEED_AGAIN) {
+			out_flush(&c.out, outfd);
 			die(0); /* EOF: retired, or the pool is gone */
 		}
-		size_t off = 0;
-		while (off < (size_t)n) {
-			size_t used;
-			int st = fut__wire_dec_feed(&d, stage + off,
-						    (size_t)n - off, &used, &r);
-			off += used;
-			if (st == FUT__WIRE_RECORD)
-				run_one(cfg, slot, &o, outfd, &r);
-			else if (st != FUT__WIRE_MORE)
-				die(125); /* malformed task frame */
-		}
+		if (st != FUT__PP_FEED_OK)
+			die(125); /* malformed task frame */
 	}
 }

@@ -77,8 +77,8 @@ static bool dispatch(struct pp_mgr *m)
 	fut__pp_lock(p);
 	for (uint32_t i = 0; i < p->nslots && p->qhead != NULL; i++) {
 		struct pp_worker *w = &p->workers[i];
-		if (w->state != PW_READY || w->task_fd < 0 || w->olen != 0 ||
-		    w->opay != NULL)
+		if (w->state != PW_READY || w->task_fd < 0 ||
+		    fut__pp_out_pending(w))
 			continue;
 		/* A second frame in flight only for bulk work (a chunk of
 		 * many), so that a worker never waits between frames. */
@@ -300,8 +300,7 @@ static void loop(struct pp_mgr *m)
 				m->pfd[n] = (struct pollfd){ fd, ev, 0 };
 				m->pfd_w[n++] = w;
 			}
-			if (w->task_fd >= 0 &&
-			    (w->olen != 0 || w->opay != NULL)) {
+			if (w->task_fd >= 0 && fut__pp_out_pending(w)) {
 				m->pfd[n] = (struct pollfd){ w->task_fd,
 							     POLLOUT, 0 };
 				m->pfd_w[n++] = w;
@@ -331,8 +330,7 @@ static void loop(struct pp_mgr *m)
 static void teardown(struct ppool *p)
 {
 	for (uint32_t i = 0; i < p->nslots; i++) {
-		fut__free(p->workers[i].obuf);
-		p->workers[i].obuf = NULL;
+		fut__pp_frame_fini(&p->workers[i].out);
 	}
 	if (p->fs_sock >= 0) {
 		/* EOF: the fork server kills what is left and exits. */

@@ -18,6 +18,7 @@
 #include "core/sync.h"
 #include "core/task.h"
 #include "process_pool/child.h"
+#include "process_pool/frame.h"
 #include "process_pool/wire.h"
 
 struct ppool;
@@ -80,10 +81,11 @@ struct pp_worker {
 	bool kill_all;	  /* every job in flight ends kill_reason */
 	uint64_t kill_id; /* else the one job that does */
 	char *bad_frame;  /* it sent a malformed frame: why */
-	/* Output still to write: obuf[ooff, olen) then opay[opayoff,
-	 * opaylen) (a large input, sent from the job block itself). */
-	unsigned char *obuf;
-	size_t ocap, olen, ooff;
+	/* Output still to write: out.buf[ooff, out.len) then
+	 * opay[opayoff, opaylen) (a large input, sent from the job block
+	 * itself). */
+	struct fut__pp_frame out;
+	size_t ooff;
 	const unsigned char *opay;
 	size_t opaylen, opayoff;
 	/* A memfd (a job's shared input, the job's) to send with the next
@@ -146,9 +148,6 @@ struct ppool {
 /* The most memfds of shared inputs a pool holds open at once: a queue
  * of many large inputs must not fill the application's fd table. */
 #define FUT__PP_MAX_SHARED_INPUTS 64u
-
-/* The manager's read buffer. */
-#define FUT__PP_STAGE_BYTES (64u * 1024u)
 
 /* A task frame carries at most this many input bytes copied into it; a
  * larger input travels alone, straight from its job block. */
@@ -306,6 +305,13 @@ void fut__pp_read_results(struct pp_mgr *m, struct pp_worker *w);
 void fut__pp_bad_frame(struct pp_mgr *m, struct pp_worker *w, const char *why);
 
 /* send.c: task frames out. */
+/* Whether w has output not yet written. */
+static inline bool fut__pp_out_pending(const struct pp_worker *w)
+{
+	return w->out.len != 0 || w->opay != NULL;
+}
+/* Drops what w has not been sent yet: nothing more goes to it. */
+void fut__pp_out_drop(struct pp_worker *w);
 /* Writes what w has pending, as far as its socket takes it now (a worker
  * gone leaves its EXITED to settle its jobs). */
 void fut__pp_flush_out(struct pp_worker *w);

@@ -23,9 +23,6 @@
 #include "core/task.h"
 #include "process_pool/pool.h"
 
-/* Reads straight into a large payload's buffer from this size on. */
-#define DIRECT_MIN (16u * 1024u)
-
 void fut__pp_bad_frame(struct pp_mgr *m, struct pp_worker *w, const char *why)
 {
 	if (w->bad_frame == NULL)
@@ -137,46 +134,47 @@ static void on_record(struct pp_mgr *m, struct pp_worker *w,
 		fut__free(r->data);
 }
 
-/* Reads what w has sent, until the pipe is empty or at EOF. */
+/* fut__pp_read_results's reads, for fut__pp_feed. */
+struct reading {
+	struct pp_mgr *m;
+	struct pp_worker *w;
+};
+
+static ssize_t pipe_read(void *ctx, void *buf, size_t len, bool direct)
+{
+	(void)direct;
+	struct reading *rd = ctx;
+	return read(rd->w->result_fd, buf, len);
+}
+
+static bool pipe_record(void *ctx, struct fut__wire_rec *r)
+{
+	struct reading *rd = ctx;
+	on_record(rd->m, rd->w, r);
+	return !rd->w->eof;
+}
+
 void fut__pp_read_results(struct pp_mgr *m, struct pp_worker *w)
 {
-	struct ppool *p = m->p;
+	static const struct fut__pp_feed_ops ops = { .read = pipe_read,
+						     .record = pipe_record };
+	struct reading rd = { m, w };
 	while (w->result_fd >= 0 && !w->eof) {
-		struct fut__wire_rec r;
-		size_t room;
-		void *dst = fut__wire_dec_direct(&w->dec, &room);
-		bool direct = dst != NULL && room >= DIRECT_MIN;
-		ssize_t n = direct ? read(w->result_fd, dst, room) :
-				     read(w->result_fd, p->stage,
-					  FUT__PP_STAGE_BYTES);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && errno == EAGAIN)
+		switch (fut__pp_feed(&w->dec, m->p->stage, FUT__PP_STAGE_BYTES,
+				     &ops, &rd)) {
+		case FUT__PP_FEED_AGAIN:
 			return;
-		if (n <= 0) {
+		case FUT__PP_FEED_EOF:
 			w->eof = true;
 			return;
-		}
-		if (direct) {
-			if (fut__wire_dec_direct_done(&w->dec, (size_t)n, &r) ==
-			    FUT__WIRE_RECORD)
-				on_record(m, w, &r);
-			continue;
-		}
-		size_t off = 0;
-		while (off < (size_t)n && !w->eof) {
-			size_t used;
-			int st = fut__wire_dec_feed(&w->dec, p->stage + off,
-						    (size_t)n - off, &used, &r);
-			off += used;
-			if (st == FUT__WIRE_RECORD) {
-				on_record(m, w, &r);
-			} else if (st == FUT__WIRE_ENOMEM) {
-				fut__pp_bad_frame(m, w,
-						  "no memory for its result");
-			} else if (st != FUT__WIRE_MORE) {
-				fut__pp_bad_frame(m, w, w->dec.error);
-			}
+		case FUT__PP_FEED_NOMEM:
+			fut__pp_bad_frame(m, w, "no memory for its result");
+			break;
+		case FUT__PP_FEED_BAD:
+			fut__pp_bad_frame(m, w, w->dec.error);
+			break;
+		default:
+			break;
 		}
 	}
 }

@@ -80,10 +80,7 @@ static void worker_clear(struct pp_worker *w)
 	w->kill_reason = 0;
 	w->kill_all = false;
 	w->kill_id = 0;
-	w->olen = w->ooff = 0;
-	w->opay = NULL;
-	w->ofd = -1;
-	w->opaylen = w->opayoff = 0;
+	fut__pp_out_drop(w);
 }
 
 /* Asks the fork server for a worker in w's slot.  0, or an errno with
@@ -196,9 +193,7 @@ void fut__pp_slot_kill(struct pp_mgr *m, struct pp_worker *w, int reason,
 		w->kill_id = id;
 	}
 	/* Nothing more goes to it. */
-	w->olen = w->ooff = 0;
-	w->opay = NULL;
-	w->ofd = -1;
+	fut__pp_out_drop(w);
 	task_shut(w);
 	w->state = PW_RETIRING;
 	if (w->pid > 0 && !w->exited && !w->orphan)
@@ -209,9 +204,7 @@ void fut__pp_slot_kill(struct pp_mgr *m, struct pp_worker *w, int reason,
 void fut__pp_slot_retire(struct pp_worker *w)
 {
 	task_shut(w);
-	w->olen = w->ooff = 0;
-	w->opay = NULL;
-	w->ofd = -1;
+	fut__pp_out_drop(w);
 	w->state = PW_RETIRING;
 }
 
