@@ -15,7 +15,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -49,8 +48,9 @@ static bool write_all(int fd, const void *buf, size_t len)
 	}
 	return true;
 }
+
 /* ------------------------------------------------------------------ */
-/* The worker                                                          */
+/* Results out                                                         */
 
 struct out {
 	struct fut__pp_frame f; /* a RESULTS frame, always begun */
