@@ -1,25 +1,23 @@
 /*
- * process_pool.c: the process-pool executor, its caller side.
+ * pool.c: the process-pool executor, its caller side.
  *
- * Owns: the pool object, its queue of jobs (a job is a task and its future
- * in one block, the input copied behind it, or from 256 KiB into a sealed
- * memfd whose fd the block keeps until the outcome), submission, shutdown
- * and free.  Everything that touches a process or a pipe is the manager
- * thread's (pp_manager.c); worker.c is the children's side.
- * Threads: any caller thread submits; the manager thread takes jobs off
- * the queue and completes them (done callbacks run there).
+ * Owns: the pool object (creation, references, free), submission,
+ * shutdown and destroy.  The jobs and the queue are jobs.c's; everything
+ * that touches a process or a pipe is the manager thread's (manager.c,
+ * slot.c, recv.c, send.c, shared.c); the children's side is forkserver.c
+ * and child.c.
+ * Threads: any caller thread submits, shuts down and destroys; the
+ * manager thread completes the jobs (done callbacks run there).
  * Locks: p->lock (a pthread mutex, so that a thread that waited on
  * done_cv may free the pool right after) guards the queue, the shutdown
- * and broken states and the wake fd once the manager ended.  It is never
- * held while a future completes or user code runs; it comes before a
- * future's own lock.
+ * and broken states and the manager's end.  It is never held while a
+ * future completes or user code runs; it comes before a future's own
+ * lock.
  * References: the handle, the manager thread and every job block hold one
  * on the pool each; the last one frees it.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
-#include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -66,235 +64,13 @@ void fut__pp_unref(struct ppool *p)
 }
 
 /* ------------------------------------------------------------------ */
-/* Jobs                                                                */
-
-static void job_destroy(fut_future *f)
-{
-	struct pp_job *j = (struct pp_job *)(void *)f;
-	struct ppool *p = j->pool;
-	if (j->shared & PP_SHARED_RESULT)
-		(void)munmap(j->fut.value, j->fut.len);
-	fut__pp_job_input_close(j);
-	if (j->slab)
-		fut__slab_put(j);
-	else
-		fut__free(j);
-	fut__pp_unref(p);
-}
-
-/* The caller asked a running task to stop: the manager kills its worker. */
-static void job_interrupt(fut_future *f)
-{
-	struct pp_job *j = (struct pp_job *)(void *)f;
-	struct ppool *p = j->pool;
-	atomic_store(&p->interrupt_scan, true);
-	pthread_mutex_lock(&p->lock);
-	if (!atomic_exchange(&p->wake_pending, true)) {
-		uint64_t one = 1;
-		(void)!write(p->wake_fd, &one, sizeof(one));
-	}
-	pthread_mutex_unlock(&p->lock);
-}
-
-static const struct fut__future_ops job_ops = {
-	.interrupt = job_interrupt,
-	.destroy = job_destroy,
-};
-
-/* A pending job holding two references: the caller's and the queue's. */
-static struct pp_job *job_new(struct ppool *p, fut_fn fn, const void *data,
-			      size_t len)
-{
-	if (len > SIZE_MAX - sizeof(struct pp_job))
-		return NULL;
-	/* Small jobs come from the thread pool's recycled blocks: a malloc
-	 * and a free per task are most of what W5 would cost the caller. */
-	size_t size = sizeof(struct pp_job) + len;
-	unsigned cls = fut__slab_class_for(size);
-	bool slab = cls < FUT__SLAB_NCLASS;
-	struct pp_job *j = slab ? fut__slab_get(cls) : fut__malloc(size);
-	if (j == NULL)
-		return NULL;
-	j->slab = slab;
-	fut__future_init(&j->fut, &job_ops);
-	atomic_store_explicit(&j->fut.refs, 2, memory_order_relaxed);
-	j->pool = p;
-	j->next = NULL;
-	j->id = 0;
-	j->fn = fn;
-	j->len = len;
-	j->chunk_end = true;
-	j->shared = 0;
-	j->requeued = 0;
-	if (len != 0)
-		memcpy(j->input, data, len);
-	atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
-	return j;
-}
-
-int fut__pp_job_input_fd(const struct pp_job *j)
-{
-	int fd = -1;
-	if (j->shared & PP_SHARED_INPUT)
-		memcpy(&fd, j->input, sizeof(fd));
-	return fd;
-}
-
-void fut__pp_job_input_close(struct pp_job *j)
-{
-	int fd = fut__pp_job_input_fd(j);
-	if (fd < 0)
-		return;
-	(void)close(fd);
-	fd = -1;
-	memcpy(j->input, &fd, sizeof(fd));
-	atomic_fetch_sub_explicit(&j->pool->shared_inputs, 1,
-				  memory_order_relaxed);
-}
-
-/* A sealed memfd holding data[0, len), or -1 (errno set). */
-static int input_memfd(const void *data, size_t len)
-{
-	int fd = memfd_create("libfuture-input",
-			      MFD_CLOEXEC | MFD_ALLOW_SEALING);
-	if (fd < 0)
-		return -1;
-	const char *p = data;
-	size_t left = len;
-	while (left > 0) {
-		ssize_t n = write(fd, p, left);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			int err = n < 0 ? errno : EIO;
-			(void)close(fd);
-			errno = err;
-			return -1;
-		}
-		p += n;
-		left -= (size_t)n;
-	}
-	if (fcntl(fd, F_ADD_SEALS,
-		  F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) !=
-	    0) {
-		int err = errno;
-		(void)close(fd);
-		errno = err;
-		return -1;
-	}
-	return fd;
-}
-
-/* A job whose len bytes of input wait in a memfd (the block holds its fd):
- * the worker maps them instead of reading them off its socket.  NULL when
- * the memfd cannot be had (no fd, no memory, FUT__PP_MAX_SHARED_INPUTS
- * held already): the caller copies the input into the block instead. */
-static struct pp_job *job_new_shared(struct ppool *p, fut_fn fn,
-				     const void *data, size_t len)
-{
-	if (atomic_fetch_add_explicit(&p->shared_inputs, 1,
-				      memory_order_relaxed) >=
-	    FUT__PP_MAX_SHARED_INPUTS) {
-		atomic_fetch_sub_explicit(&p->shared_inputs, 1,
-					  memory_order_relaxed);
-		return NULL;
-	}
-	int fd = input_memfd(data, len);
-	struct pp_job *j = fd >= 0 ? job_new(p, fn, &fd, sizeof(fd)) : NULL;
-	if (j == NULL) {
-		if (fd >= 0)
-			(void)close(fd);
-		atomic_fetch_sub_explicit(&p->shared_inputs, 1,
-					  memory_order_relaxed);
-		return NULL;
-	}
-	j->len = len;
-	j->shared = PP_SHARED_INPUT;
-	return j;
-}
-
-/* Frees a job that was never queued. */
-static void job_discard(struct pp_job *j)
-{
-	fut_release(&j->fut);
-	fut_release(&j->fut);
-}
-
-void fut__pp_job_end(struct pp_job *j, int code, int task_code,
-		     int crash_status, const char *fmt, ...)
-{
-	char *msg = NULL;
-	fut__pp_job_input_close(j);
-	if (fmt != NULL) {
-		va_list ap;
-		va_start(ap, fmt);
-		msg = fut__vasprintf(fmt, ap);
-		va_end(ap);
-	}
-	(void)fut__future_fail(&j->fut, code,
-			       code == FUT_ECRASHED ? crash_status : task_code,
-			       msg);
-	fut_release(&j->fut);
-}
-
-void fut__pp_break_locked(struct ppool *p, const char *why, struct pp_job **out)
-{
-	if (!p->broken) {
-		p->broken = true;
-		/* NULL when out of memory: the jobs then read the code's
-		 * text. */
-		p->broken_msg = fut__strdup(why);
-	}
-	*out = p->qhead;
-	p->qhead = p->qtail = NULL;
-}
-
-void fut__pp_fail_broken(struct ppool *p, struct pp_job *list)
-{
-	while (list != NULL) {
-		struct pp_job *j = list;
-		list = j->next;
-		if (p->broken_msg != NULL)
-			fut__pp_job_end(j, FUT_EBROKEN, 0, 0, "%s",
-					p->broken_msg);
-		else
-			fut__pp_job_end(j, FUT_EBROKEN, 0, 0, NULL);
-	}
-}
-
-/* ------------------------------------------------------------------ */
 /* Submission                                                          */
 
-/* Caller holds p->lock. */
-static int admit_locked(const struct ppool *p)
+static int admit(struct ppool *p)
 {
-	if (p->shutdown)
-		return FUT_ESHUTDOWN;
-	if (p->broken)
-		return FUT_EBROKEN;
-	return FUT_OK;
-}
-
-/* Appends first..last (n jobs) and wakes the manager. */
-static int enqueue(struct ppool *p, struct pp_job *first, struct pp_job *last)
-{
-	pthread_mutex_lock(&p->lock);
-	int rc = admit_locked(p);
-	if (rc == FUT_OK) {
-		if (p->qtail != NULL)
-			p->qtail->next = first;
-		else
-			p->qhead = first;
-		p->qtail = last;
-		last->next = NULL;
-	}
-	pthread_mutex_unlock(&p->lock);
-	if (rc == FUT_OK && !atomic_exchange(&p->wake_pending, true)) {
-		/* Our jobs hold references on the pool, and the fd is closed
-		 * only when the pool is freed. */
-		uint64_t one = 1;
-		(void)!write(p->wake_fd, &one, sizeof(one));
-	}
+	fut__pp_lock(p);
+	int rc = fut__pp_admit_locked(p);
+	fut__pp_unlock(p);
 	return rc;
 }
 
@@ -305,21 +81,19 @@ static int pp_submit(fut_executor *ex, fut_fn fn, void *arg, const void *data,
 	if (!bytes)
 		return FUT_ENOTSUP; /* a pointer means nothing in a child */
 	struct ppool *p = pool_of(ex);
-	pthread_mutex_lock(&p->lock);
-	int rc = admit_locked(p);
-	pthread_mutex_unlock(&p->lock);
+	int rc = admit(p);
 	if (rc != FUT_OK)
 		return rc;
 	struct pp_job *j = NULL;
 	if (len >= FUT__TASK_SHARED_MIN)
-		j = job_new_shared(p, fn, data, len);
+		j = fut__pp_job_new_shared(p, fn, data, len);
 	if (j == NULL)
-		j = job_new(p, fn, data, len);
+		j = fut__pp_job_new(p, fn, data, len);
 	if (j == NULL)
 		return FUT_ENOMEM;
-	rc = enqueue(p, j, j);
+	rc = fut__pp_enqueue(p, j, j);
 	if (rc != FUT_OK) {
-		job_discard(j);
+		fut__pp_job_discard(j);
 		return rc;
 	}
 	*out = &j->fut;
@@ -330,9 +104,7 @@ static int pp_submit_many(fut_executor *ex, fut_fn fn, const void *inputs,
 			  size_t stride, size_t n, fut_future **out)
 {
 	struct ppool *p = pool_of(ex);
-	pthread_mutex_lock(&p->lock);
-	int rc = admit_locked(p);
-	pthread_mutex_unlock(&p->lock);
+	int rc = admit(p);
 	if (rc != FUT_OK)
 		return rc;
 	/* Chunks: a few per worker, so that the work stays balanced, each
@@ -347,7 +119,8 @@ static int pp_submit_many(fut_executor *ex, fut_fn fn, const void *inputs,
 	for (; made < n; made++) {
 		const unsigned char *in =
 			(const unsigned char *)inputs + made * stride;
-		struct pp_job *j = job_new(p, fn, stride ? in : NULL, stride);
+		struct pp_job *j =
+			fut__pp_job_new(p, fn, stride ? in : NULL, stride);
 		if (j == NULL)
 			break;
 		j->chunk_end = (made + 1) % chunk == 0 || made + 1 == n;
@@ -359,7 +132,7 @@ static int pp_submit_many(fut_executor *ex, fut_fn fn, const void *inputs,
 		out[made] = &j->fut;
 	}
 	if (made == n) {
-		rc = enqueue(p, first, last);
+		rc = fut__pp_enqueue(p, first, last);
 		if (rc == FUT_OK)
 			return FUT_OK;
 	} else {
@@ -368,7 +141,7 @@ static int pp_submit_many(fut_executor *ex, fut_fn fn, const void *inputs,
 	while (first != NULL) {
 		struct pp_job *j = first;
 		first = j->next;
-		job_discard(j);
+		fut__pp_job_discard(j);
 	}
 	for (size_t i = 0; i < n; i++)
 		out[i] = NULL;
@@ -378,13 +151,6 @@ static int pp_submit_many(fut_executor *ex, fut_fn fn, const void *inputs,
 /* ------------------------------------------------------------------ */
 /* Shutdown and free                                                   */
 
-static void wake_locked(struct ppool *p)
-{
-	atomic_store(&p->wake_pending, true);
-	uint64_t one = 1;
-	(void)!write(p->wake_fd, &one, sizeof(one));
-}
-
 static int pp_shutdown(fut_executor *ex, unsigned flags)
 {
 	struct ppool *p = pool_of(ex);
@@ -392,7 +158,7 @@ static int pp_shutdown(fut_executor *ex, unsigned flags)
 	if (wait && fut__current_executor() == ex)
 		return FUT_EINVAL;
 	struct pp_job *drained = NULL;
-	pthread_mutex_lock(&p->lock);
+	fut__pp_lock(p);
 	p->shutdown = true;
 	if (flags & FUT_SHUTDOWN_CANCEL_PENDING) {
 		drained = p->qhead;
@@ -400,8 +166,8 @@ static int pp_shutdown(fut_executor *ex, unsigned flags)
 	}
 	if (flags & FUT_SHUTDOWN_INTERRUPT)
 		p->interrupt_all = true;
-	wake_locked(p);
-	pthread_mutex_unlock(&p->lock);
+	fut__pp_wake(p);
+	fut__pp_unlock(p);
 	while (drained != NULL) {
 		struct pp_job *j = drained;
 		drained = j->next;
@@ -410,12 +176,12 @@ static int pp_shutdown(fut_executor *ex, unsigned flags)
 	}
 	if (!wait)
 		return FUT_OK;
-	pthread_mutex_lock(&p->lock);
+	fut__pp_lock(p);
 	while (!p->manager_done)
-		pthread_cond_wait(&p->done_cv, &p->lock);
+		fut__pp_cond_wait(p, &p->done_cv);
 	bool join = !p->joined;
 	p->joined = true;
-	pthread_mutex_unlock(&p->lock);
+	fut__pp_unlock(p);
 	if (join)
 		pthread_join(p->manager, NULL);
 	return FUT_OK;
@@ -430,10 +196,10 @@ static void pp_destroy(fut_executor *ex)
 		 * wait for itself.  It finishes the work, detaches and drops
 		 * the handle's reference when it ends. */
 		(void)pp_shutdown(ex, FUT_SHUTDOWN_NOWAIT);
-		pthread_mutex_lock(&p->lock);
+		fut__pp_lock(p);
 		p->free_on_exit = true;
 		p->joined = true;
-		pthread_mutex_unlock(&p->lock);
+		fut__pp_unlock(p);
 		return;
 	}
 	fut__pp_unref(p);

@@ -1,94 +1,15 @@
 /*
- * process_pool.h: what the parent side of the process pool
- * (process_pool.c) and the child side (worker.c) share.  Private to the
- * library.
+ * process_pool/pool.h: the parent side of the process pool: the pool
+ * object, its jobs and worker slots, and what its files call of each
+ * other.  The children's files never include it (child.h is their
+ * contract with the parent).  Private to the library.
  */
 #ifndef FUT_PROCESS_POOL_H
 #define FUT_PROCESS_POOL_H
 
-#include <signal.h>
-#include <stdatomic.h>
-#include <stdbool.h>
-#include <stdint.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <sys/types.h>
-
-/*
- * One per worker slot, in a MAP_SHARED page made before the fork server:
- * the worker stores the id of each task before it runs it (and, with a
- * task_timeout, the time), so the parent knows which task of a batch was
- * running when the worker died or must be killed; and the id again once
- * the task returned, so that a task still running after its result came
- * back (fut_task_return_bytes sends a large result at once) is seen
- * running.
- */
-struct fut__worker_slot {
-	_Atomic uint64_t started;
-	_Atomic int64_t started_ns;
-	_Atomic uint64_t finished;
-	char pad[40];
-};
-
-/* The fork server's view of one slot (its own memory after the fork). */
-struct fut__fs_child {
-	pid_t pid; /* 0: none */
-	uint32_t gen;
-};
-
-struct fut__forkserver_cfg {
-	int (*initializer)(void *initarg);
-	void *initarg;
-	struct fut__worker_slot *slots; /* shared, nslots */
-	struct fut__fs_child *table;	/* nslots, zeroed */
-	uint32_t nslots;
-	bool track_time; /* write started_ns (task_timeout set) */
-	/* The signal mask of the thread that made the pool: the fork server
-	 * and the workers start with it, whichever thread forks them (a
-	 * restart comes from the manager, which blocks every signal). */
-	sigset_t worker_mask;
-};
-
-/*
- * Forks the fork server (worker.c).  The child does only async-signal-safe
- * work until it runs its loop (which is async-signal-safe throughout), so
- * this may be called from a multi-threaded process.  *pid gets its pid and
- * *sock the parent's end of a SOCK_SEQPACKET socket (O_CLOEXEC).  FUT_OK,
- * FUT_ESYS (errno set), FUT_EAGAIN (fork failed).
- */
-int fut__forkserver_start(const struct fut__forkserver_cfg *cfg, pid_t *pid,
-			  int *sock);
-
-/* Test hook, for a task to call in its worker: the next shared result
- * buffer cannot be had (memfd_create fails with err), so the task gets
- * heap memory, sent through the pipe. */
-void fut__pp_shared_fail_next(int err);
-
-/* Puts n fds into m as one SCM_RIGHTS message, in space (len bytes,
- * zeroed here, at least CMSG_SPACE(n * sizeof(int)), aligned for a
- * struct cmsghdr). */
-static inline void fut__pp_attach_fds(struct msghdr *m, void *space, size_t len,
-				      const int *fds, size_t n)
-{
-	memset(space, 0, len);
-	m->msg_control = space;
-	m->msg_controllen = len;
-	struct cmsghdr *c = CMSG_FIRSTHDR(m);
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(n * sizeof(int));
-	memcpy(CMSG_DATA(c), fds, n * sizeof(int));
-}
-
-/* Pipe and socket buffer size asked for each worker channel. */
-#define FUT__PP_CHANNEL_BYTES (1u << 20)
-
-/* ------------------------------------------------------------------ */
-/* The parent side: process_pool.c (the API, the queue, the jobs) and
- * pp_manager.c (the manager thread: every pipe, every worker's life).  */
-
 #include <poll.h>
 #include <pthread.h>
+#include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/executor.h"
@@ -96,6 +17,8 @@ static inline void fut__pp_attach_fds(struct msghdr *m, void *space, size_t len,
 #include "core/slab.h"
 #include "core/sync.h"
 #include "core/task.h"
+#include "process_pool/child.h"
+#include "process_pool/frame.h"
 #include "process_pool/wire.h"
 
 struct ppool;
@@ -158,10 +81,11 @@ struct pp_worker {
 	bool kill_all;	  /* every job in flight ends kill_reason */
 	uint64_t kill_id; /* else the one job that does */
 	char *bad_frame;  /* it sent a malformed frame: why */
-	/* Output still to write: obuf[ooff, olen) then opay[opayoff,
-	 * opaylen) (a large input, sent from the job block itself). */
-	unsigned char *obuf;
-	size_t ocap, olen, ooff;
+	/* Output still to write: out.buf[ooff, out.len) then
+	 * opay[opayoff, opaylen) (a large input, sent from the job block
+	 * itself). */
+	struct fut__pp_frame out;
+	size_t ooff;
 	const unsigned char *opay;
 	size_t opaylen, opayoff;
 	/* A memfd (a job's shared input, the job's) to send with the next
@@ -190,7 +114,13 @@ struct ppool {
 	_Atomic uint32_t shared_inputs;
 	pthread_t manager;
 
+	/* Taken and dropped through fut__pp_lock and fut__pp_unlock. */
 	pthread_mutex_t lock;
+	/* Who holds lock, for fut__pp_lock_held's asserts: kept in builds
+	 * without NDEBUG only (the fields stay, so that the struct is the
+	 * same in every build). */
+	pthread_t lock_owner;
+	bool lock_owned;
 	pthread_cond_t done_cv;	      /* manager_done */
 	struct pp_job *qhead, *qtail; /* lock */
 	bool shutdown;		      /* lock */
@@ -219,47 +149,180 @@ struct ppool {
  * of many large inputs must not fill the application's fd table. */
 #define FUT__PP_MAX_SHARED_INPUTS 64u
 
-/* The manager's read buffer. */
-#define FUT__PP_STAGE_BYTES (64u * 1024u)
+/* A task frame carries at most this many input bytes copied into it; a
+ * larger input travels alone, straight from its job block. */
+#define FUT__PP_FRAME_BYTES (64u * 1024u)
 
-/* process_pool.c, for the manager */
+/* Closes *fd if open, and marks it closed (-1). */
+static inline void fut__pp_close_fd(int *fd)
+{
+	if (*fd >= 0) {
+		(void)close(*fd);
+		*fd = -1;
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* p->lock                                                             */
+
+static inline void fut__pp_lock(struct ppool *p)
+{
+	pthread_mutex_lock(&p->lock);
+#ifndef NDEBUG
+	p->lock_owner = pthread_self();
+	p->lock_owned = true;
+#endif
+}
+
+static inline void fut__pp_unlock(struct ppool *p)
+{
+#ifndef NDEBUG
+	p->lock_owned = false;
+#endif
+	pthread_mutex_unlock(&p->lock);
+}
+
+/* Waits on cv, which drops p->lock meanwhile. */
+static inline void fut__pp_cond_wait(struct ppool *p, pthread_cond_t *cv)
+{
+#ifndef NDEBUG
+	p->lock_owned = false;
+#endif
+	pthread_cond_wait(cv, &p->lock);
+#ifndef NDEBUG
+	p->lock_owner = pthread_self();
+	p->lock_owned = true;
+#endif
+}
+
+/* Whether this thread holds p->lock (always true under NDEBUG): for
+ * assert() only.  A thread that does not hold it may read the fields as
+ * their holder writes them, but then the assert fails anyway. */
+static inline bool fut__pp_lock_held(const struct ppool *p)
+{
+#ifndef NDEBUG
+	return p->lock_owned && pthread_equal(p->lock_owner, pthread_self());
+#else
+	(void)p;
+	return true;
+#endif
+}
+
+/* ------------------------------------------------------------------ */
+/* The manager thread's state, and what its files call of each other  */
+
+struct pp_mgr {
+	struct ppool *p;
+	int64_t now;
+	unsigned fs_restarts;
+	bool closing; /* shut down and drained: workers are told to go */
+	struct pollfd *pfd;
+	struct pp_worker **pfd_w; /* the worker of each entry, NULL */
+};
+
+/* pool.c */
 void fut__pp_unref(struct ppool *p);
-/* Fails j with code and a formatted message, then drops the manager's
- * reference to it. */
-void fut__pp_job_end(struct pp_job *j, int code, int task_code,
-		     int crash_status, const char *fmt, ...) FUT_PRINTF(5, 6);
-/* Caller holds p->lock: the pool is broken (why is copied); every queued
- * job is moved to *out to be failed FUT_EBROKEN by the caller. */
-void fut__pp_break_locked(struct ppool *p, const char *why,
-			  struct pp_job **out);
+
+/* manager.c */
+void *fut__pp_manager_main(void *arg);
+/* Wakes the manager thread (any thread, any lock held or none): it will
+ * look at the queue, the shutdown state and the interrupts again. */
+void fut__pp_wake(struct ppool *p);
+/* The pool is broken (why is copied): its queued jobs fail FUT_EBROKEN,
+ * its workers are killed (those with jobs) or retired. */
+void fut__pp_break(struct pp_mgr *m, const char *why);
+
+/* jobs.c: job blocks, how they end, the queue.  A *_locked function
+ * asserts that its caller holds p->lock. */
+/* A pending job holding two references (the caller's and the queue's),
+ * its len bytes of input copied into the block; NULL: out of memory. */
+struct pp_job *fut__pp_job_new(struct ppool *p, fut_fn fn, const void *data,
+			       size_t len);
+/* The same with the input in a sealed memfd the block holds; NULL when
+ * the memfd cannot be had (the caller then copies it). */
+struct pp_job *fut__pp_job_new_shared(struct ppool *p, fut_fn fn,
+				      const void *data, size_t len);
+/* Frees a job that was never queued. */
+void fut__pp_job_discard(struct pp_job *j);
 /* j's shared input's fd, -1 when it has none (or it was closed). */
 int fut__pp_job_input_fd(const struct pp_job *j);
 /* Closes j's shared input's fd: its task will not be sent again. */
 void fut__pp_job_input_close(struct pp_job *j);
+/* Fails j with code and a formatted message, then drops the manager's
+ * reference to it. */
+void fut__pp_job_end(struct pp_job *j, int code, int task_code,
+		     int crash_status, const char *fmt, ...) FUT_PRINTF(5, 6);
 /* Fails every job of list with FUT_EBROKEN and the pool's broken text
  * (no lock held; once broken, the text never changes). */
 void fut__pp_fail_broken(struct ppool *p, struct pp_job *list);
+/* FUT_OK, or why p takes no more work (FUT_ESHUTDOWN, FUT_EBROKEN). */
+int fut__pp_admit_locked(const struct ppool *p);
+/* Appends first..last to the queue and wakes the manager, or returns why
+ * the pool takes no more work. */
+int fut__pp_enqueue(struct ppool *p, struct pp_job *first, struct pp_job *last);
+/* Puts first..last (in order) back at the head of the queue, or fails
+ * them when the pool broke. */
+void fut__pp_requeue(struct ppool *p, struct pp_job *first,
+		     struct pp_job *last);
+/* The pool is broken (why is copied); every queued job is moved to *out
+ * to be failed FUT_EBROKEN by the caller. */
+void fut__pp_break_locked(struct ppool *p, const char *why,
+			  struct pp_job **out);
+/* Pops the next frame's worth of jobs (at most allowance) from the queue,
+ * or NULL. */
+struct pp_job *fut__pp_pop_batch_locked(struct ppool *p, size_t allowance);
+/* How many chunks the queue holds, up to cap. */
+size_t fut__pp_queued_chunks_locked(const struct ppool *p, size_t cap);
 
-/* pp_manager.c */
-void *fut__pp_manager_main(void *arg);
+/* slot.c: a worker slot's life, and the fork server's. */
+/* Asks the fork server for a worker in w's slot.  0, or an errno with
+ * *what the call that failed. */
+int fut__pp_slot_spawn(struct pp_mgr *m, struct pp_worker *w,
+		       const char **what);
+/* A spawn failed (what: the call that failed; err its errno): back off,
+ * and break the pool when no worker can be had. */
+void fut__pp_slot_spawn_failed(struct pp_mgr *m, struct pp_worker *w,
+			       const char *what, int err);
+/* w's hello came. */
+void fut__pp_slot_hello(struct pp_mgr *m, struct pp_worker *w,
+			const struct fut__wire_rec *r);
+/* Kills w's process group; its job(s) will end with reason: every job in
+ * flight (all), or the one with that id. */
+void fut__pp_slot_kill(struct pp_mgr *m, struct pp_worker *w, int reason,
+		       bool all, uint64_t id);
+/* Tells w to exit once it has answered what it has. */
+void fut__pp_slot_retire(struct pp_worker *w);
+/* w is dead and its results are read: settles every job it had and frees
+ * the slot. */
+void fut__pp_slot_finalize(struct pp_mgr *m, struct pp_worker *w);
+/* Reads the fork server's messages; restarts it when it is gone. */
+void fut__pp_fs_read(struct pp_mgr *m);
 
-/* pp_send.c, for the manager thread.  Writes what w has pending, as far as
- * its socket takes it now (a worker gone leaves its EXITED to settle its
- * jobs). */
+/* recv.c: result frames in. */
+/* Reads what w has sent, until its pipe is empty or at EOF. */
+void fut__pp_read_results(struct pp_mgr *m, struct pp_worker *w);
+/* w sent what it should not have (why): it is killed, its jobs crash. */
+void fut__pp_bad_frame(struct pp_mgr *m, struct pp_worker *w, const char *why);
+
+/* send.c: task frames out. */
+/* Whether w has output not yet written. */
+static inline bool fut__pp_out_pending(const struct pp_worker *w)
+{
+	return w->out.len != 0 || w->opay != NULL;
+}
+/* Drops what w has not been sent yet: nothing more goes to it. */
+void fut__pp_out_drop(struct pp_worker *w);
+/* Writes what w has pending, as far as its socket takes it now (a worker
+ * gone leaves its EXITED to settle its jobs). */
 void fut__pp_flush_out(struct pp_worker *w);
 /* Claims, encodes and sends the jobs popped for w (batch, in order):
  * returns how many were dropped, cancelled while queued. */
 size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,
 			  struct pp_job *batch);
-/* Caller holds p->lock: pops the next frame's worth of jobs (at most
- * allowance) from the queue, or NULL. */
-struct pp_job *fut__pp_pop_batch_locked(struct ppool *p, size_t allowance);
-/* Caller holds p->lock: how many chunks the queue holds, up to cap. */
-size_t fut__pp_queued_chunks_locked(const struct ppool *p, size_t cap);
 
-/* pp_shared.c, for the manager thread.  The memfd w sent before its
- * R_SHARED record: -1 with errno set (EMFILE: no fd free to take it in;
- * EPROTO: none came). */
+/* shared.c: results in shared memory. */
+/* The memfd w sent before its R_SHARED record: -1 with errno set (EMFILE:
+ * no fd free to take it in; EPROTO: none came). */
 int fut__pp_take_fd(struct pp_worker *w);
 /* Completes j with the len bytes of the sealed memfd fd (which it closes),
  * mapped read-only, or fails j; drops the manager's reference to j. */

@@ -1,17 +1,16 @@
 /*
- * pp_send.c: the process pool's task frames, from the queue to a worker.
+ * send.c: the process pool's task frames, out to a worker.
  *
- * Owns: cutting a frame's worth of jobs from the queue (one job, or a run
- * of a submit_many chunk up to FRAME_BYTES of inputs), claiming each job
- * (a job cancelled while queued is dropped here), encoding the frame into
- * the worker's output buffer, and writing it with non-blocking sendmsg:
- * the buffer first, then a large input straight from its job block; an
- * input in shared memory is a SHARED record whose memfd (the job's) rides
- * with the frame's first bytes as SCM_RIGHTS.
- * Threads: the manager thread only (pp_manager.c calls these).
- * Locks: fut__pp_pop_batch_locked and fut__pp_queued_chunks_locked run
- * under p->lock, held by the caller; the rest under none.
+ * Owns: claiming each job of a batch popped for a worker (a job cancelled
+ * while queued is dropped here), encoding the frame into the worker's
+ * output buffer, and writing it with non-blocking sendmsg: the buffer
+ * first, then a large input straight from its job block; an input in
+ * shared memory is a SHARED record whose memfd (the job's) rides with the
+ * frame's first bytes as SCM_RIGHTS.
+ * Threads: the manager thread only.
+ * Locks: none (the worker's fds and buffers are the manager's alone).
  */
+#include <assert.h>
 #include <errno.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -25,18 +24,14 @@
 #include "core/task.h"
 #include "process_pool/pool.h"
 
-/* A frame carries at most this many input bytes copied into it; a larger
- * input travels alone, straight from its job block. */
-#define FRAME_BYTES (64u * 1024u)
-
 void fut__pp_flush_out(struct pp_worker *w)
 {
-	while (w->task_fd >= 0 && (w->ooff < w->olen || w->opay != NULL)) {
+	while (w->task_fd >= 0 && (w->ooff < w->out.len || w->opay != NULL)) {
 		struct iovec iov[2];
 		int n = 0;
-		if (w->ooff < w->olen) {
-			iov[n].iov_base = w->obuf + w->ooff;
-			iov[n++].iov_len = w->olen - w->ooff;
+		if (w->ooff < w->out.len) {
+			iov[n].iov_base = w->out.buf + w->ooff;
+			iov[n++].iov_len = w->out.len - w->ooff;
 		}
 		if (w->opay != NULL) {
 			iov[n].iov_base =
@@ -63,42 +58,33 @@ void fut__pp_flush_out(struct pp_worker *w)
 			return;
 		if (got < 0) {
 			/* It is gone: its EXITED will settle its jobs. */
-			w->olen = w->ooff = 0;
-			w->opay = NULL;
-			w->ofd = -1;
+			fut__pp_out_drop(w);
 			return;
 		}
 		w->ofd = -1; /* sent: the worker has its own copy */
 		size_t left = (size_t)got;
-		size_t a = w->olen - w->ooff;
+		size_t a = w->out.len - w->ooff;
 		if (left >= a) {
-			w->ooff = w->olen;
+			w->ooff = w->out.len;
 			left -= a;
 			w->opayoff += left;
 		} else {
 			w->ooff += left;
 		}
-		if (w->ooff == w->olen && w->opay != NULL &&
+		if (w->ooff == w->out.len && w->opay != NULL &&
 		    w->opayoff == w->opaylen)
 			w->opay = NULL;
 	}
-	if (w->ooff == w->olen)
-		w->ooff = w->olen = 0;
+	if (w->ooff == w->out.len)
+		w->ooff = w->out.len = 0;
 }
 
-static bool obuf_reserve(struct pp_worker *w, size_t more)
+void fut__pp_out_drop(struct pp_worker *w)
 {
-	if (w->olen + more <= w->ocap)
-		return true;
-	size_t cap = w->ocap ? w->ocap : 4096;
-	while (cap < w->olen + more)
-		cap *= 2;
-	unsigned char *b = fut__realloc(w->obuf, cap);
-	if (b == NULL)
-		return false;
-	w->obuf = b;
-	w->ocap = cap;
-	return true;
+	w->out.len = w->ooff = 0;
+	w->opay = NULL;
+	w->opaylen = w->opayoff = 0;
+	w->ofd = -1;
 }
 
 size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,
@@ -106,12 +92,9 @@ size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,
 {
 	size_t dropped = 0;
 	struct pp_job *first = NULL, *last = NULL;
-	uint32_t count = 0;
-	uint64_t body = 0;
-	size_t start = w->olen;
-	bool ok = obuf_reserve(w, FUT__WIRE_FRAME_HDR);
-	if (ok)
-		w->olen += FUT__WIRE_FRAME_HDR;
+	/* The worker took all it was sent before it got this batch. */
+	assert(!fut__pp_out_pending(w));
+	bool ok = fut__pp_frame_begin(&w->out);
 	while (batch != NULL) {
 		struct pp_job *j = batch;
 		batch = j->next;
@@ -130,42 +113,40 @@ size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,
 			fut__pp_job_end(j, FUT_ECANCELLED, 0, 0, "interrupted");
 			continue;
 		}
+		/* The record's payload: the input copied into the frame, or
+		 * sent from the job block after it (a large one), or the
+		 * length of a shared input, whose memfd rides with the
+		 * frame. */
 		int in_fd = fut__pp_job_input_fd(j);
-		bool inline_input = in_fd < 0 && j->len <= FRAME_BYTES;
-		size_t payload = in_fd >= 0 ? FUT__WIRE_SHARED_LEN : j->len;
+		unsigned char shared_len[FUT__WIRE_SHARED_LEN];
+		const void *data = j->input;
+		size_t copy = j->len <= FUT__PP_FRAME_BYTES ? j->len : 0;
+		uint64_t len = j->len;
+		if (in_fd >= 0) {
+			fut__wire_put_u64(shared_len, j->len);
+			data = shared_len;
+			copy = len = sizeof(shared_len);
+		}
 		if (!ok ||
-		    !obuf_reserve(w, FUT__WIRE_REC_HDR +
-					     (in_fd >= 0 || inline_input ?
-						      payload :
-						      0))) {
+		    !fut__pp_frame_add(&w->out, p->next_id,
+				       (uint64_t)(uintptr_t)j->fn,
+				       in_fd >= 0 ? FUT__WIRE_T_SHARED : 0, 0,
+				       data, copy, len)) {
 			ok = false;
 			fut__pp_job_end(j, FUT_ENOMEM, 0, 0,
 					"out of memory for the task frame");
 			continue;
 		}
 		j->id = p->next_id++;
-		fut__wire_put_record(w->obuf + w->olen, j->id,
-				     (uint64_t)(uintptr_t)j->fn,
-				     in_fd >= 0 ? FUT__WIRE_T_SHARED : 0, 0,
-				     payload);
-		w->olen += FUT__WIRE_REC_HDR;
 		if (in_fd >= 0) {
 			/* It travels alone in its frame (its len is large):
 			 * one memfd pending per worker at most. */
-			fut__wire_put_u64(w->obuf + w->olen, j->len);
-			w->olen += FUT__WIRE_SHARED_LEN;
 			w->ofd = in_fd;
-		} else if (inline_input) {
-			if (j->len != 0)
-				memcpy(w->obuf + w->olen, j->input, j->len);
-			w->olen += j->len;
-		} else {
+		} else if (copy < len) {
 			w->opay = j->input;
 			w->opaylen = j->len;
 			w->opayoff = 0;
 		}
-		body += FUT__WIRE_REC_HDR + (uint64_t)payload;
-		count++;
 		j->frame_last = false;
 		if (last != NULL)
 			last->next = j;
@@ -173,11 +154,9 @@ size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,
 			first = j;
 		last = j;
 	}
-	if (count == 0) {
-		w->olen = start;
+	uint32_t count = fut__pp_frame_end(&w->out, FUT__WIRE_TASKS);
+	if (count == 0)
 		return dropped;
-	}
-	fut__wire_put_frame(w->obuf + start, FUT__WIRE_TASKS, count, body);
 	last->frame_last = true;
 	if (w->tail != NULL)
 		w->tail->next = first;
@@ -188,38 +167,4 @@ size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,
 	w->sent += count;
 	fut__pp_flush_out(w);
 	return dropped;
-}
-
-struct pp_job *fut__pp_pop_batch_locked(struct ppool *p, size_t allowance)
-{
-	struct pp_job *first = p->qhead, *last = NULL, *j = first;
-	size_t n = 0, bytes = 0;
-	while (j != NULL && n < allowance) {
-		if (n > 0 &&
-		    (j->len > FRAME_BYTES || bytes + j->len > FRAME_BYTES))
-			break;
-		bytes += j->len;
-		n++;
-		last = j;
-		if (j->chunk_end)
-			break;
-		j = j->next;
-	}
-	if (last == NULL)
-		return NULL;
-	p->qhead = last->next;
-	if (p->qhead == NULL)
-		p->qtail = NULL;
-	last->next = NULL;
-	return first;
-}
-
-size_t fut__pp_queued_chunks_locked(const struct ppool *p, size_t cap)
-{
-	size_t n = 0;
-	for (const struct pp_job *j = p->qhead; j != NULL && n < cap;
-	     j = j->next)
-		if (j->chunk_end)
-			n++;
-	return n;
 }

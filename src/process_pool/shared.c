@@ -1,12 +1,12 @@
 /*
- * pp_shared.c: the process pool's results in shared memory, the caller's
- * side (the worker's is in worker.c, the task's buffer in task.c).
+ * shared.c: the process pool's results in shared memory, the caller's
+ * side (the worker's is in child.c, the task's buffer in core/task.c).
  *
  * Owns: taking in the memfd a worker sent over its task socket
  * (SCM_RIGHTS) before the R_SHARED record that names its length, checking
  * its seals and size, mapping it read-only and completing the job with a
  * pointer into the mapping; the job block unmaps it when it goes
- * (process_pool.c, job_destroy).  The fd is closed once mapped: a result
+ * (jobs.c, job_destroy).  The fd is closed once mapped: a result
  * held costs the caller one mapping and no fd.
  * Threads: the manager thread only.
  * Locks: none (the worker's fds are the manager's alone).
@@ -29,7 +29,8 @@
 #include "process_pool/pool.h"
 
 /* How the caller's mapping of a shared result is made: its pages are
- * populated in one call (docs/design-process-pool.md has the numbers). */
+ * populated in one call, cheaper than a fault per page
+ * (docs/perf-log.md). */
 #ifndef FUT__PP_MAP_FLAGS
 #define FUT__PP_MAP_FLAGS MAP_POPULATE
 #endif

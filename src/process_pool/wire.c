@@ -20,11 +20,6 @@
 #include <string.h>
 
 #include "core/alloc.h"
-#include "core/executor.h"
-#include "core/future_int.h"
-#include "core/slab.h"
-#include "core/sync.h"
-#include "core/task.h"
 #include "process_pool/wire.h"
 
 enum {

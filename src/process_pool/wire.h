@@ -18,12 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/alloc.h"
-#include "core/executor.h"
-#include "core/future_int.h"
-#include "core/slab.h"
-#include "core/sync.h"
-#include "core/task.h"
+#include "core/base.h"
 
 #define FUT__WIRE_MAGIC 0xFBu
 #define FUT__WIRE_VERSION 1u

@@ -1,0 +1,441 @@
+/*
+ * child.c: the worker process's loop, the child side of the process pool.
+ *
+ * Owns: a worker's life after the fork server forked it
+ * (fut__pp_child_main): it runs the initializer, says hello, then loops:
+ * read a frame of tasks, run each (storing its id in the shared slot
+ * first), send the results batched per frame.  Shared memory both ways:
+ * the memfds of large inputs ride in on the task socket (mapped for the
+ * task), and a large result buffer is a memfd sent back over the same
+ * socket.  It ends with _exit on EOF of its task channel.
+ * Threads: the worker process is single-threaded (a task may make
+ * threads of its own).
+ * Locks: none (nothing is shared but the slot words the worker writes and
+ * the parent reads).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/sysinfo.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/sync.h"
+#include "core/task.h"
+#include "process_pool/child.h"
+#include "process_pool/frame.h"
+#include "process_pool/wire.h"
+
+/* Results are sent once this many bytes of them wait; a larger one goes
+ * alone, from where it lies. */
+#define FLUSH_BYTES (64u * 1024u)
+
+static bool write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return false;
+		p += n;
+		len -= (size_t)n;
+	}
+	return true;
+}
+
+/* ------------------------------------------------------------------ */
+/* Results out                                                         */
+
+struct out {
+	struct fut__pp_frame f; /* a RESULTS frame, always begun */
+	int64_t since;		/* when the oldest unsent record was added */
+};
+
+/* A result waits at most this long for the rest of its frame's. */
+#define FLUSH_NS 1000000
+
+static void die(int code)
+{
+	_exit(code);
+}
+
+static void out_begin(struct out *o)
+{
+	if (!fut__pp_frame_begin(&o->f))
+		die(126); /* out of memory: the parent sees a crash */
+}
+
+static void out_flush(struct out *o, int fd)
+{
+	if (o->f.count == 0)
+		return;
+	(void)fut__pp_frame_end(&o->f, FUT__WIRE_RESULTS);
+	if (!write_all(fd, o->f.buf, o->f.len))
+		die(0); /* the parent closed our channel: it is gone */
+	out_begin(o);
+}
+
+static void out_record(struct out *o, int fd, uint64_t id, uint32_t kind,
+		       int32_t code, const void *data, size_t len)
+{
+	if (len > FLUSH_BYTES) {
+		/* A large payload goes in a frame of its own, written from
+		 * where it lies. */
+		unsigned char hdr[FUT__PP_FRAME_ONE];
+		out_flush(o, fd);
+		fut__pp_frame_one(hdr, FUT__WIRE_RESULTS, id, kind, code, len);
+		if (!write_all(fd, hdr, sizeof(hdr)) ||
+		    !write_all(fd, data, len))
+			die(0);
+		return;
+	}
+	if (o->f.count == 0)
+		o->since = fut__now_ns();
+	if (!fut__pp_frame_add(&o->f, id, 0, kind, code, data, len, len))
+		die(126);
+}
+
+/* What the worker is sending to, for a large result the task emits
+ * itself (the task's sink). */
+struct emit_ctx {
+	struct out *out;
+	int fd;
+	uint64_t id;
+};
+
+static void emit_bytes(fut_task *t, const void *data, size_t len, void *ctx)
+{
+	(void)t;
+	struct emit_ctx *e = ctx;
+	out_record(e->out, e->fd, e->id, FUT__WIRE_R_BYTES, 0, data, len);
+}
+
+/* The worker's task socket: a shared result's memfd goes back over it. */
+static int back_sock = -1;
+/* Test hook: the errno the next shared buffer fails with (0: none). */
+static int shared_fail_errno;
+
+void fut__pp_shared_fail_next(int err)
+{
+	shared_fail_errno = err;
+}
+
+/* The sink's shared(): len bytes of a new memfd, mapped writable, its
+ * pages made present in one call, cheaper than a fault per page
+ * (docs/perf-log.md); and a memfd whose pages cannot be had fails here,
+ * so the task gets heap memory, instead of the worker's dying of SIGBUS
+ * as it writes.  Kernels before 5.14 (EINVAL) fault the pages in as they
+ * are written. */
+static void *shared_map(size_t len, int *fd, void *ctx)
+{
+	(void)ctx;
+	if (shared_fail_errno != 0) {
+		errno = shared_fail_errno;
+		shared_fail_errno = 0;
+		return NULL;
+	}
+	/* More than the machine has would be populated until the OOM
+	 * killer came: let the heap say no instead, as malloc does. */
+	struct sysinfo si;
+	if (sysinfo(&si) == 0 &&
+	    len / si.mem_unit > si.totalram + si.totalswap) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	int m = memfd_create("libfuture-result",
+			     MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (m < 0)
+		return NULL;
+	void *p = MAP_FAILED;
+	if (ftruncate(m, (off_t)len) == 0)
+		p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, m, 0);
+#ifdef MADV_POPULATE_WRITE
+	if (p != MAP_FAILED && madvise(p, len, MADV_POPULATE_WRITE) != 0 &&
+	    errno != EINVAL) {
+		int err = errno;
+		(void)munmap(p, len);
+		p = MAP_FAILED;
+		errno = err;
+	}
+#endif
+	if (p == MAP_FAILED) {
+		int err = errno;
+		(void)close(m);
+		errno = err;
+		return NULL;
+	}
+	*fd = m;
+	return p;
+}
+
+/* Sends fd over the task socket with one byte (SCM_RIGHTS). */
+static bool send_fd(int sock, int fd)
+{
+	unsigned char byte = 0;
+	struct iovec iov = { &byte, 1 };
+	union {
+		struct cmsghdr h;
+		char space[CMSG_SPACE(sizeof(int))];
+	} u;
+	struct msghdr m = { 0 };
+	m.msg_iov = &iov;
+	m.msg_iovlen = 1;
+	fut__pp_attach_fds(&m, u.space, sizeof(u.space), &fd, 1);
+	for (;;) {
+		ssize_t n = sendmsg(sock, &m, MSG_NOSIGNAL);
+		if (n == 1)
+			return true;
+		if (n < 0 && errno == EINTR)
+			continue;
+		return false;
+	}
+}
+
+/*
+ * A result in shared memory: our mapping goes (so that the write seal can
+ * be set), the memfd is sealed and sent over the task socket, and the
+ * record that names its length follows in the results, in order: the
+ * parent takes the fd when it reads the record.  A process the task made
+ * that still maps it writable keeps the write seal off; the size seals
+ * always hold, and are what the parent checks.
+ */
+static void send_shared(struct out *o, int fd, uint64_t id, fut_task *t)
+{
+	(void)munmap(t->value, t->len);
+	int mfd = t->buffer_fd;
+	int seals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
+	if (fcntl(mfd, F_ADD_SEALS, seals | F_SEAL_WRITE) != 0)
+		(void)fcntl(mfd, F_ADD_SEALS, seals);
+	if (!send_fd(back_sock, mfd))
+		die(0); /* the parent closed our channel: it is gone */
+	unsigned char len[FUT__WIRE_SHARED_LEN];
+	fut__wire_put_u64(len, t->len);
+	out_record(o, fd, id, FUT__WIRE_R_SHARED, 0, len, sizeof(len));
+	(void)close(mfd);
+	t->buffer_fd = -1;
+	t->outcome = FUT__OUT_NONE;
+	t->value = NULL;
+	t->len = 0;
+}
+
+/* The memfds of shared inputs that came over the task socket, in order,
+ * not yet taken by their records; -1 for one the kernel could not give us
+ * (no fd free: MSG_CTRUNC). */
+#define IN_FDS 16
+static int in_fds[IN_FDS];
+static unsigned in_head, in_count;
+
+static void in_fd_push(int mfd)
+{
+	if (in_count == IN_FDS) {
+		/* The parent sends one per frame: cannot happen. */
+		if (mfd >= 0)
+			(void)close(mfd);
+		return;
+	}
+	in_fds[(in_head + in_count++) % IN_FDS] = mfd;
+}
+
+static int in_fd_pop(void)
+{
+	if (in_count == 0)
+		return -1;
+	int mfd = in_fds[in_head];
+	in_head = (in_head + 1) % IN_FDS;
+	in_count--;
+	return mfd;
+}
+
+/* read(2) of the task socket that keeps the memfds riding with the
+ * bytes. */
+static ssize_t recv_in(int sock, void *buf, size_t len)
+{
+	union {
+		struct cmsghdr h;
+		char space[CMSG_SPACE(4 * sizeof(int))];
+	} u;
+	struct iovec iov = { buf, len };
+	struct msghdr m = { 0 };
+	m.msg_iov = &iov;
+	m.msg_iovlen = 1;
+	m.msg_control = u.space;
+	m.msg_controllen = sizeof(u.space);
+	ssize_t n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC);
+	if (n <= 0)
+		return n;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c != NULL;
+	     c = CMSG_NXTHDR(&m, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < k; i++) {
+			int mfd;
+			memcpy(&mfd, CMSG_DATA(c) + i * sizeof(int),
+			       sizeof(mfd));
+			in_fd_push(mfd);
+		}
+	}
+	if (m.msg_flags & MSG_CTRUNC)
+		in_fd_push(-1);
+	return n;
+}
+
+/* A T_SHARED record's input: its memfd mapped read-only (*len its
+ * length), or MAP_FAILED with errno set. */
+static void *map_input(const struct fut__wire_rec *r, size_t *len)
+{
+	uint64_t want = fut__wire_get_u64(r->data);
+	int mfd = in_fd_pop();
+	if (mfd < 0) {
+		errno = EMFILE;
+		return MAP_FAILED;
+	}
+	void *map = MAP_FAILED;
+	errno = EPROTO;
+	if (want != 0 && want <= FUT_MAX_BYTES)
+		map = mmap(NULL, (size_t)want, PROT_READ,
+			   MAP_SHARED | MAP_POPULATE, mfd, 0);
+	int err = errno;
+	(void)close(mfd);
+	errno = err;
+	*len = (size_t)want;
+	return map;
+}
+
+static void run_one(const struct fut__forkserver_cfg *cfg,
+		    struct fut__worker_slot *slot, struct out *o, int fd,
+		    struct fut__wire_rec *r)
+{
+	const void *input = r->data;
+	size_t input_len = r->len;
+	void *map = MAP_FAILED;
+	if (r->kind == FUT__WIRE_T_SHARED) {
+		map = map_input(r, &input_len);
+		if (map == MAP_FAILED) {
+			static const char why[] =
+				"cannot map the task's input (shared memory)";
+			out_record(o, fd, r->id, FUT__WIRE_R_FAIL, errno, why,
+				   sizeof(why) - 1);
+			goto done;
+		}
+		input = map;
+	}
+	if (cfg->track_time)
+		atomic_store_explicit(&slot->started_ns, fut__now_ns(),
+				      memory_order_relaxed);
+	atomic_store_explicit(&slot->started, r->id, memory_order_release);
+	struct fut_task t;
+	fut_fn fn = (fut_fn)(uintptr_t)r->fn;
+	fut__task_init(&t, fn, NULL, input, input_len, NULL);
+	struct emit_ctx ec = { .out = o, .fd = fd, .id = r->id };
+	const struct fut__task_sink sink = { .emit = emit_bytes,
+					     .shared = shared_map,
+					     .ctx = &ec };
+	t.sink = &sink;
+	fut__task_run(&t);
+	atomic_store_explicit(&slot->finished, r->id, memory_order_release);
+	switch (t.outcome) {
+	case FUT__OUT_SENT:
+		break;
+	case FUT__OUT_SHARED:
+		send_shared(o, fd, r->id, &t);
+		break;
+	case FUT__OUT_BYTES:
+		out_record(o, fd, r->id, FUT__WIRE_R_BYTES, 0, t.value, t.len);
+		break;
+	case FUT__OUT_VALUE:
+		out_record(o, fd, r->id, FUT__WIRE_R_VALUE, 0, NULL, 0);
+		break;
+	case FUT__OUT_FAIL: {
+		size_t mlen = t.message ? strlen(t.message) : 0;
+		if (mlen > FUT__WIRE_MAX_MESSAGE)
+			mlen = FUT__WIRE_MAX_MESSAGE;
+		out_record(o, fd, r->id, FUT__WIRE_R_FAIL, t.task_code,
+			   t.message, mlen);
+		break;
+	}
+	default:
+		out_record(o, fd, r->id, FUT__WIRE_R_NONE, 0, NULL, 0);
+		break;
+	}
+	fut__task_clear(&t);
+	if (map != MAP_FAILED)
+		(void)munmap(map, input_len);
+done:
+	if (r->owned)
+		fut__free(r->data);
+	/* Results go back per frame of tasks, or sooner when they are big
+	 * or old: a result should not wait long behind a slow task (nor die
+	 * with the worker if a later task crashes it). */
+	if (r->last || o->f.len >= FLUSH_BYTES ||
+	    (o->f.count != 0 && fut__now_ns() - o->since >= FLUSH_NS))
+		out_flush(o, fd);
+}
+
+static void say_hello(int fd, int rc)
+{
+	unsigned char b[FUT__PP_FRAME_ONE];
+	fut__pp_frame_one(b, FUT__WIRE_HELLO, 0,
+			  rc ? FUT__WIRE_HELLO_INIT_FAILED : FUT__WIRE_HELLO_OK,
+			  rc, 0);
+	if (!write_all(fd, b, sizeof(b)))
+		die(0);
+}
+
+/* The worker's loop, for fut__pp_feed. */
+struct child {
+	const struct fut__forkserver_cfg *cfg;
+	struct fut__worker_slot *slot;
+	struct out out;
+	int in, outfd;
+};
+
+static ssize_t child_read(void *ctx, void *buf, size_t len, bool direct)
+{
+	struct child *c = ctx;
+	/* About to wait for input: send what is done first. */
+	if (!direct)
+		out_flush(&c->out, c->outfd);
+	return recv_in(c->in, buf, len);
+}
+
+static bool child_record(void *ctx, struct fut__wire_rec *r)
+{
+	struct child *c = ctx;
+	run_one(c->cfg, c->slot, &c->out, c->outfd, r);
+	return true;
+}
+
+void fut__pp_child_main(const struct fut__forkserver_cfg *cfg,
+			struct fut__worker_slot *slot, int in, int outfd)
+{
+	back_sock = in;
+	int rc = cfg->initializer ? cfg->initializer(cfg->initarg) : 0;
+	say_hello(outfd, rc);
+	if (rc != 0)
+		die(0);
+	unsigned char *stage = fut__malloc(FUT__PP_STAGE_BYTES);
+	if (stage == NULL)
+		die(126);
+	struct child c = { .cfg = cfg, .slot = slot, .in = in, .outfd = outfd };
+	out_begin(&c.out);
+	struct fut__wire_dec d;
+	fut__wire_dec_init(&d, FUT__WIRE_TO_WORKER);
+	static const struct fut__pp_feed_ops ops = { .read = child_read,
+						     .record = child_record };
+	for (;;) {
+		int st = fut__pp_feed(&d, stage, FUT__PP_STAGE_BYTES, &ops, &c);
+		if (st == FUT__PP_FEED_EOF || st == FUT__PP_FEED_AGAIN) {
+			out_flush(&c.out, outfd);
+			die(0); /* EOF: retired, or the pool is gone */
+		}
+		if (st != FUT__PP_FEED_OK)
+			die(125); /* malformed task frame */
+	}
+}

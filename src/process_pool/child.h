@@ -1,0 +1,114 @@
+/*
+ * process_pool/child.h: the contract between the process pool's parent
+ * (pool.h's struct ppool, the manager thread) and its children (the fork
+ * server, forkserver.c, and the worker loop, child.c).  The children's
+ * files include this header, frame.h and wire.h, never pool.h: they see
+ * no struct ppool, no pthread, no poll.  Private to the library.
+ */
+#ifndef FUT_PROCESS_POOL_CHILD_H
+#define FUT_PROCESS_POOL_CHILD_H
+
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+
+#include "core/base.h"
+#include "process_pool/wire.h"
+
+/*
+ * One per worker slot, in a MAP_SHARED page made before the fork server:
+ * the worker stores the id of each task before it runs it (and, with a
+ * task_timeout, the time), so the parent knows which task of a batch was
+ * running when the worker died or must be killed; and the id again once
+ * the task returned, so that a task still running after its result came
+ * back (fut_task_return_bytes sends a large result at once) is seen
+ * running.
+ */
+struct fut__worker_slot {
+	_Atomic uint64_t started;
+	_Atomic int64_t started_ns;
+	_Atomic uint64_t finished;
+	char pad[40];
+};
+
+/* The fork server's view of one slot (its own memory after the fork). */
+struct fut__fs_child {
+	pid_t pid; /* 0: none */
+	uint32_t gen;
+};
+
+/* What the fork server gets from the parent (copied by the fork). */
+struct fut__forkserver_cfg {
+	int (*initializer)(void *initarg);
+	void *initarg;
+	struct fut__worker_slot *slots; /* shared, nslots */
+	struct fut__fs_child *table;	/* nslots, zeroed */
+	uint32_t nslots;
+	bool track_time; /* write started_ns (task_timeout set) */
+	/* The signal mask of the thread that made the pool: the fork server
+	 * and the workers start with it, whichever thread forks them (a
+	 * restart comes from the manager, which blocks every signal). */
+	sigset_t worker_mask;
+};
+
+/* ------------------------------------------------------------------ */
+/* For the parent                                                      */
+
+/*
+ * Forks the fork server (forkserver.c).  The child does only
+ * async-signal-safe work until it runs its loop (which is
+ * async-signal-safe throughout), so this may be called from a
+ * multi-threaded process.  *pid gets its pid and *sock the parent's end of
+ * a SOCK_SEQPACKET socket (O_CLOEXEC).  FUT_OK, FUT_ESYS (errno set),
+ * FUT_EAGAIN (fork failed).
+ */
+int fut__forkserver_start(const struct fut__forkserver_cfg *cfg, pid_t *pid,
+			  int *sock);
+
+/*
+ * Sends the control message c on sock, with the nfds (at most 2) fds of
+ * fds as SCM_RIGHTS when nfds is not 0; flags are added to MSG_NOSIGNAL.
+ * Retries EINTR; false when the whole message did not go.  Both ends of
+ * the fork server's socket use it (async-signal-safe).
+ */
+bool fut__pp_ctl_send(int sock, const struct fut__wire_ctl *c, const int *fds,
+		      size_t nfds, int flags);
+
+/* Test hook, for a task to call in its worker: the next shared result
+ * buffer cannot be had (memfd_create fails with err), so the task gets
+ * heap memory, sent through the pipe. */
+void fut__pp_shared_fail_next(int err);
+
+/* Puts n fds into m as one SCM_RIGHTS message, in space (len bytes,
+ * zeroed here, at least CMSG_SPACE(n * sizeof(int)), aligned for a
+ * struct cmsghdr). */
+static inline void fut__pp_attach_fds(struct msghdr *m, void *space, size_t len,
+				      const int *fds, size_t n)
+{
+	memset(space, 0, len);
+	m->msg_control = space;
+	m->msg_controllen = len;
+	struct cmsghdr *c = CMSG_FIRSTHDR(m);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(n * sizeof(int));
+	memcpy(CMSG_DATA(c), fds, n * sizeof(int));
+}
+
+/* Pipe and socket buffer size asked for each worker channel. */
+#define FUT__PP_CHANNEL_BYTES (1u << 20)
+
+/* ------------------------------------------------------------------ */
+/* Between the fork server and the worker it forks                     */
+
+/* The worker's life (child.c), in the process the fork server forked for
+ * slot: in is its task socket, out its result pipe.  Never returns. */
+void fut__pp_child_main(const struct fut__forkserver_cfg *cfg,
+			struct fut__worker_slot *slot, int in, int out)
+	__attribute__((noreturn));
+
+#endif /* FUT_PROCESS_POOL_CHILD_H */

@@ -1,0 +1,413 @@
+/*
+ * forkserver.c: the process pool's fork server.
+ *
+ * Owns: the fork server process (forked by fut__forkserver_start from the
+ * parent) and the forking of every worker process.  The fork server is
+ * single-threaded and runs only async-signal-safe calls (poll, recvmsg,
+ * fork, waitpid, send, kill, close, fcntl, open), so it may be forked from
+ * a multi-threaded parent: this is how a dead fork server is restarted.
+ * It receives SPAWN requests with the worker's two channel fds
+ * (SCM_RIGHTS), forks the worker, reports its pid, reaps its children
+ * (SIGCHLD through a signalfd) and reports each (pid, wait status).  On
+ * EOF from the parent it kills every worker's process group, reaps them
+ * and _exits.  A worker leads its own process group and dies with the
+ * fork server (PR_SET_PDEATHSIG); its loop is child.c's.  Both processes
+ * end with _exit: no atexit handler, no stdio flush of the parent's
+ * buffers.
+ * Threads: each process here is single-threaded (the parent's thread that
+ * calls fut__forkserver_start only forks).
+ * Locks: none (the parent's memory is a copy here).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "process_pool/child.h"
+#include "process_pool/wire.h"
+
+/* ------------------------------------------------------------------ */
+/* Async-signal-safe helpers                                           */
+
+static void close_span(unsigned lo, unsigned hi)
+{
+	if (lo > hi)
+		return;
+#ifdef SYS_close_range
+	if (syscall(SYS_close_range, lo, hi, 0) == 0)
+		return;
+#endif
+	struct rlimit rl;
+	unsigned max = 65536;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < max)
+		max = (unsigned)rl.rlim_cur;
+	if (hi >= max)
+		hi = max - 1;
+	for (unsigned fd = lo; fd <= hi && fd >= lo; fd++)
+		(void)close((int)fd);
+}
+
+/* Closes the n fds of fds[]. */
+static void close_fds(const int *fds, int n)
+{
+	for (int i = 0; i < n; i++)
+		(void)close(fds[i]);
+}
+
+/* Closes every fd >= 3 but keep[0..n) (ascending). */
+static void close_all_but(const int *keep, int n)
+{
+	unsigned lo = 3;
+	for (int i = 0; i < n; i++) {
+		if (keep[i] < 3)
+			continue;
+		if ((unsigned)keep[i] > lo)
+			close_span(lo, (unsigned)keep[i] - 1);
+		lo = (unsigned)keep[i] + 1;
+	}
+	close_span(lo, ~0u);
+}
+
+/* The app's handlers make no sense in our children: back to SIG_DFL
+ * (ignored signals stay ignored, as across exec). */
+static void reset_handlers(void)
+{
+	for (int sig = 1; sig < NSIG; sig++) {
+		struct sigaction sa;
+		if (sig == SIGKILL || sig == SIGSTOP)
+			continue;
+		if (sigaction(sig, NULL, &sa) != 0)
+			continue;
+		if (sa.sa_handler == SIG_IGN && !(sa.sa_flags & SA_SIGINFO))
+			continue;
+		if (sa.sa_handler == SIG_DFL && !(sa.sa_flags & SA_SIGINFO))
+			continue;
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_handler = SIG_DFL;
+		(void)sigaction(sig, &sa, NULL);
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* The fork server                                                     */
+
+struct server {
+	const struct fut__forkserver_cfg *cfg;
+	int sock;
+	int sigfd;
+	pid_t self;
+	sigset_t worker_mask;
+};
+
+bool fut__pp_ctl_send(int sock, const struct fut__wire_ctl *c, const int *fds,
+		      size_t nfds, int flags)
+{
+	unsigned char b[FUT__WIRE_CTL_SIZE];
+	fut__wire_ctl_put(b, c);
+	struct iovec iov = { b, sizeof(b) };
+	struct msghdr msg = { 0 };
+	union {
+		struct cmsghdr h;
+		char space[CMSG_SPACE(2 * sizeof(int))];
+	} u;
+	msg.msg_iov = &iov;
+	msg.msg_iovlen = 1;
+	if (nfds != 0)
+		fut__pp_attach_fds(&msg, u.space,
+				   CMSG_SPACE(nfds * sizeof(int)), fds, nfds);
+	for (;;) {
+		ssize_t n = sendmsg(sock, &msg, MSG_NOSIGNAL | flags);
+		if (n == (ssize_t)sizeof(b))
+			return true;
+		if (n < 0 && errno == EINTR)
+			continue;
+		return false;
+	}
+}
+
+static bool send_ctl(int sock, unsigned type, uint32_t slot, uint32_t gen,
+		     pid_t pid, int value)
+{
+	struct fut__wire_ctl c = { type, slot, gen, pid, value };
+	return fut__pp_ctl_send(sock, &c, NULL, 0, 0);
+}
+
+/* A worker gets the parent's fd limit of the moment it was asked for,
+ * as a fork from the parent would (nofile: that soft limit, 0 unknown),
+ * not the fork server's raised one. */
+static void become_worker(struct server *s, uint32_t slot, int in, int out,
+			  int32_t nofile)
+{
+	(void)setpgid(0, 0);
+	struct rlimit rl;
+	if (nofile > 0 && getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
+	    (rlim_t)nofile <= rl.rlim_max) {
+		rl.rlim_cur = (rlim_t)nofile;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != s->self)
+		_exit(0);
+	int keep[2] = { in < out ? in : out, in < out ? out : in };
+	close_all_but(keep, 2);
+	(void)sigprocmask(SIG_SETMASK, &s->worker_mask, NULL);
+	fut__pp_child_main(s->cfg, &s->cfg->slots[slot], in, out);
+}
+
+/* One request from the parent; false at EOF or a fatal error. */
+static bool serve(struct server *s)
+{
+	unsigned char b[FUT__WIRE_CTL_SIZE + 1];
+	union {
+		struct cmsghdr h;
+		char space[CMSG_SPACE(2 * sizeof(int))];
+	} ctl;
+	struct iovec iov = { b, sizeof(b) };
+	struct msghdr m = { 0 };
+	m.msg_iov = &iov;
+	m.msg_iovlen = 1;
+	m.msg_control = ctl.space;
+	m.msg_controllen = sizeof(ctl.space);
+	ssize_t n = recvmsg(s->sock, &m, MSG_CMSG_CLOEXEC);
+	if (n < 0)
+		return errno == EINTR || errno == EAGAIN;
+	if (n == 0)
+		return false;
+	int fds[2] = { -1, -1 };
+	int nfds = 0;
+	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+	if (c != NULL && c->cmsg_level == SOL_SOCKET &&
+	    c->cmsg_type == SCM_RIGHTS) {
+		nfds = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+		if (nfds > 2)
+			nfds = 2;
+		memcpy(fds, CMSG_DATA(c), (size_t)nfds * sizeof(int));
+	}
+	struct fut__wire_ctl req;
+	if (fut__wire_ctl_get(b, (size_t)n, &req) != FUT_OK) {
+		/* Nothing to answer to: the parent never sends this. */
+		close_fds(fds, nfds);
+		return true;
+	}
+	if (nfds == 0 && req.type == FUT__WIRE_CTL_KILL) {
+		/* Only a child not reaped yet: its pid cannot be reused. */
+		if (req.slot < s->cfg->nslots &&
+		    s->cfg->table[req.slot].pid == req.pid &&
+		    s->cfg->table[req.slot].gen == req.gen)
+			(void)kill(-req.pid, SIGKILL);
+		return true;
+	}
+	if (nfds != 2 || (m.msg_flags & MSG_CTRUNC) ||
+	    req.type != FUT__WIRE_CTL_SPAWN || req.slot >= s->cfg->nslots ||
+	    s->cfg->table[req.slot].pid != 0) {
+		close_fds(fds, nfds);
+		/* The kernel drops the fds it cannot install here. */
+		int err = (m.msg_flags & MSG_CTRUNC) ? EMFILE : EINVAL;
+		return send_ctl(s->sock, FUT__WIRE_CTL_SPAWN_FAILED, req.slot,
+				req.gen, 0, err);
+	}
+	pid_t pid = fork();
+	if (pid == 0)
+		become_worker(s, req.slot, fds[0], fds[1], req.value);
+	int err = errno;
+	close_fds(fds, 2);
+	if (pid < 0)
+		return send_ctl(s->sock, FUT__WIRE_CTL_SPAWN_FAILED, req.slot,
+				req.gen, 0, err);
+	/* Also here, so that a kill of the group cannot come before the
+	 * child's own setpgid. */
+	(void)setpgid(pid, pid);
+	s->cfg->table[req.slot].pid = pid;
+	s->cfg->table[req.slot].gen = req.gen;
+	return send_ctl(s->sock, FUT__WIRE_CTL_SPAWNED, req.slot, req.gen, pid,
+			0);
+}
+
+static bool reap(struct server *s)
+{
+	struct signalfd_siginfo si;
+	bool term = false;
+	while (read(s->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+		if (si.ssi_signo == SIGTERM)
+			term = true;
+	if (term)
+		return false; /* the parent died */
+	for (;;) {
+		/* Peek first: while the worker is a zombie its pid (and so its
+		 * process group id) cannot be reused, so the group kill hits
+		 * only what the task left behind.  Then reap. */
+		siginfo_t si_w;
+		memset(&si_w, 0, sizeof(si_w));
+		if (waitid(P_ALL, 0, &si_w, WEXITED | WNOHANG | WNOWAIT) != 0 ||
+		    si_w.si_pid <= 0)
+			return true;
+		(void)kill(-si_w.si_pid, SIGKILL);
+		int status;
+		pid_t pid = waitpid(si_w.si_pid, &status, 0);
+		if (pid <= 0)
+			return true;
+		uint32_t slot = 0, gen = 0;
+		for (uint32_t i = 0; i < s->cfg->nslots; i++) {
+			if (s->cfg->table[i].pid == pid) {
+				slot = i;
+				gen = s->cfg->table[i].gen;
+				s->cfg->table[i].pid = 0;
+				break;
+			}
+		}
+		if (!send_ctl(s->sock, FUT__WIRE_CTL_EXITED, slot, gen, pid,
+			      status))
+			return false;
+	}
+}
+
+static void server_exit(struct server *s)
+{
+	for (uint32_t i = 0; i < s->cfg->nslots; i++)
+		if (s->cfg->table[i].pid > 0)
+			(void)kill(-s->cfg->table[i].pid, SIGKILL);
+	while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
+		;
+	_exit(0);
+}
+
+/*
+ * fds 0-2 are the application's stdio, or they were free when the pool
+ * made its fds (all close-on-exec) and some of those took them: the
+ * parent's wake eventfd, our own socket.  Left there, they would reach
+ * every worker, and a task's printf would write into them (into our
+ * socket: garbage for the manager).  Our socket moves above 2, and every
+ * free or close-on-exec fd of 0-2 becomes /dev/null, inheritable (exec
+ * would have closed it).  Best effort: without /dev/null or a free fd the
+ * fd stays as it was.
+ */
+static void claim_stdio(struct server *s)
+{
+	if (s->sock < 3) {
+		int moved = fcntl(s->sock, F_DUPFD_CLOEXEC, 3);
+		if (moved >= 0) {
+			(void)close(s->sock);
+			s->sock = moved;
+		}
+	}
+	for (int fd = 0; fd < 3; fd++) {
+		int flags = fcntl(fd, F_GETFD);
+		if ((flags >= 0 && !(flags & FD_CLOEXEC)) || fd == s->sock)
+			continue; /* the application's (or ours, stuck) */
+		if (flags >= 0)
+			(void)close(fd);
+		/* 0..fd-1 are open: the new fd is fd. */
+		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+		if (null == fd)
+			(void)fcntl(fd, F_SETFD, 0);
+		else if (null >= 0)
+			(void)close(null);
+	}
+}
+
+static void server_main(struct server *s, pid_t parent, bool pdeathsig)
+{
+	/* Out of the caller's process group: a ^C meant for the app does not
+	 * take the pool down; the server dies on EOF from the parent. */
+	(void)setpgid(0, 0);
+	/* SIGTERM when the parent dies, read from the signalfd: the server
+	 * then kills every worker's group (a task's own children too) and
+	 * exits. */
+	if (pdeathsig)
+		(void)prctl(PR_SET_PDEATHSIG, SIGTERM);
+	if (getppid() != parent)
+		_exit(0);
+	reset_handlers();
+	/* The pool may have been made under a tight fd limit raised since:
+	 * the server needs only a few fds, but must be able to take in
+	 * each worker's two. */
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	claim_stdio(s);
+	sigset_t m = s->worker_mask, chld;
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	sigaddset(&chld, SIGTERM);
+	sigaddset(&m, SIGCHLD);
+	sigaddset(&m, SIGTERM);
+	(void)sigprocmask(SIG_SETMASK, &m, NULL);
+	s->sigfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (s->sigfd < 0)
+		_exit(127);
+	int keep[2] = { s->sock < s->sigfd ? s->sock : s->sigfd,
+			s->sock < s->sigfd ? s->sigfd : s->sock };
+	close_all_but(keep, 2);
+	s->self = getpid();
+	for (;;) {
+		struct pollfd p[2] = { { s->sock, POLLIN, 0 },
+				       { s->sigfd, POLLIN, 0 } };
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (p[1].revents && !reap(s))
+			break;
+		if (p[0].revents && !serve(s))
+			break;
+	}
+	server_exit(s);
+}
+
+int fut__forkserver_start(const struct fut__forkserver_cfg *cfg, pid_t *pid,
+			  int *sock)
+{
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+		return FUT_ESYS;
+	struct server s = { 0 };
+	s.cfg = cfg;
+	s.sock = sv[1];
+	s.worker_mask = cfg->worker_mask;
+	/* No handler of the app may run in the child before it resets them:
+	 * block everything across the fork. */
+	sigset_t all, own;
+	sigfillset(&all);
+	if (pthread_sigmask(SIG_SETMASK, &all, &own) != 0) {
+		(void)close(sv[0]);
+		(void)close(sv[1]);
+		return FUT_ESYS;
+	}
+	pid_t parent = getpid();
+	/* PR_SET_PDEATHSIG fires when the forking *thread* exits: only ask
+	 * for it when that thread is the main one. */
+	bool pdeathsig = (pid_t)syscall(SYS_gettid) == parent;
+	pid_t child = fork();
+	if (child == 0) {
+		/* An allocation failure a test armed in the parent is the
+		 * parent's: no worker may inherit it. */
+		(void)fut__alloc_fail_nth(0);
+		(void)close(sv[0]);
+		server_main(&s, parent, pdeathsig);
+	}
+	int err = errno;
+	(void)pthread_sigmask(SIG_SETMASK, &own, NULL);
+	(void)close(sv[1]);
+	if (child < 0) {
+		(void)close(sv[0]);
+		errno = err;
+		return FUT_EAGAIN;
+	}
+	*pid = child;
+	*sock = sv[0];
+	return FUT_OK;
+}

@@ -1,0 +1,307 @@
+/*
+ * jobs.c: the process pool's jobs, how they end, and its queue.
+ *
+ * Owns: the job block (a task and its future in one block, the input
+ * copied behind it, or from FUT__TASK_SHARED_MIN bytes into a sealed memfd
+ * whose fd the block keeps until the outcome; small blocks come from the
+ * core's slab), its future's ops (destroy, interrupt), ending a job with a
+ * failure, and the queue: appending, putting jobs back at its head when
+ * their worker died, popping a frame's worth, draining it when the pool
+ * breaks.
+ * Threads: submitters create and enqueue jobs; the manager thread pops,
+ * requeues and ends them; any thread may drop the last reference.
+ * Locks: p->lock guards the queue and the broken state; the *_locked
+ * functions assert that the caller holds it.  Never held while a future
+ * completes.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/executor.h"
+#include "core/future_int.h"
+#include "core/slab.h"
+#include "core/sync.h"
+#include "core/task.h"
+#include "process_pool/pool.h"
+
+static void job_destroy(fut_future *f)
+{
+	struct pp_job *j = (struct pp_job *)(void *)f;
+	struct ppool *p = j->pool;
+	if (j->shared & PP_SHARED_RESULT)
+		(void)munmap(j->fut.value, j->fut.len);
+	fut__pp_job_input_close(j);
+	if (j->slab)
+		fut__slab_put(j);
+	else
+		fut__free(j);
+	fut__pp_unref(p);
+}
+
+/* The caller asked a running task to stop: the manager kills its worker. */
+static void job_interrupt(fut_future *f)
+{
+	struct pp_job *j = (struct pp_job *)(void *)f;
+	atomic_store(&j->pool->interrupt_scan, true);
+	fut__pp_wake(j->pool);
+}
+
+static const struct fut__future_ops job_ops = {
+	.interrupt = job_interrupt,
+	.destroy = job_destroy,
+};
+
+/* A pending job holding two references: the caller's and the queue's. */
+struct pp_job *fut__pp_job_new(struct ppool *p, fut_fn fn, const void *data,
+			       size_t len)
+{
+	if (len > SIZE_MAX - sizeof(struct pp_job))
+		return NULL;
+	/* Small jobs come from the core's slab of recycled blocks: for a
+	 * small task, a malloc and a free would be most of what submitting
+	 * it costs the caller (docs/perf-log.md). */
+	size_t size = sizeof(struct pp_job) + len;
+	unsigned cls = fut__slab_class_for(size);
+	bool slab = cls < FUT__SLAB_NCLASS;
+	struct pp_job *j = slab ? fut__slab_get(cls) : fut__malloc(size);
+	if (j == NULL)
+		return NULL;
+	j->slab = slab;
+	fut__future_init(&j->fut, &job_ops);
+	atomic_store_explicit(&j->fut.refs, 2, memory_order_relaxed);
+	j->pool = p;
+	j->next = NULL;
+	j->id = 0;
+	j->fn = fn;
+	j->len = len;
+	j->chunk_end = true;
+	j->shared = 0;
+	j->requeued = 0;
+	if (len != 0)
+		memcpy(j->input, data, len);
+	atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
+	return j;
+}
+
+/* A sealed memfd holding data[0, len), or -1 (errno set). */
+static int input_memfd(const void *data, size_t len)
+{
+	int fd = memfd_create("libfuture-input",
+			      MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return -1;
+	const char *p = data;
+	size_t left = len;
+	while (left > 0) {
+		ssize_t n = write(fd, p, left);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			int err = n < 0 ? errno : EIO;
+			(void)close(fd);
+			errno = err;
+			return -1;
+		}
+		p += n;
+		left -= (size_t)n;
+	}
+	if (fcntl(fd, F_ADD_SEALS,
+		  F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) !=
+	    0) {
+		int err = errno;
+		(void)close(fd);
+		errno = err;
+		return -1;
+	}
+	return fd;
+}
+
+/* A job whose len bytes of input wait in a memfd (the block holds its fd):
+ * the worker maps them instead of reading them off its socket.  NULL when
+ * the memfd cannot be had (no fd, no memory, FUT__PP_MAX_SHARED_INPUTS
+ * held already): the caller copies the input into the block instead. */
+struct pp_job *fut__pp_job_new_shared(struct ppool *p, fut_fn fn,
+				      const void *data, size_t len)
+{
+	if (atomic_fetch_add_explicit(&p->shared_inputs, 1,
+				      memory_order_relaxed) >=
+	    FUT__PP_MAX_SHARED_INPUTS) {
+		atomic_fetch_sub_explicit(&p->shared_inputs, 1,
+					  memory_order_relaxed);
+		return NULL;
+	}
+	int fd = input_memfd(data, len);
+	struct pp_job *j = fd >= 0 ? fut__pp_job_new(p, fn, &fd, sizeof(fd)) :
+				     NULL;
+	if (j == NULL) {
+		if (fd >= 0)
+			(void)close(fd);
+		atomic_fetch_sub_explicit(&p->shared_inputs, 1,
+					  memory_order_relaxed);
+		return NULL;
+	}
+	j->len = len;
+	j->shared = PP_SHARED_INPUT;
+	return j;
+}
+
+/* Frees a job that was never queued. */
+void fut__pp_job_discard(struct pp_job *j)
+{
+	fut_release(&j->fut);
+	fut_release(&j->fut);
+}
+
+int fut__pp_job_input_fd(const struct pp_job *j)
+{
+	int fd = -1;
+	if (j->shared & PP_SHARED_INPUT)
+		memcpy(&fd, j->input, sizeof(fd));
+	return fd;
+}
+
+void fut__pp_job_input_close(struct pp_job *j)
+{
+	int fd = fut__pp_job_input_fd(j);
+	if (fd < 0)
+		return;
+	(void)close(fd);
+	fd = -1;
+	memcpy(j->input, &fd, sizeof(fd));
+	atomic_fetch_sub_explicit(&j->pool->shared_inputs, 1,
+				  memory_order_relaxed);
+}
+
+void fut__pp_job_end(struct pp_job *j, int code, int task_code,
+		     int crash_status, const char *fmt, ...)
+{
+	char *msg = NULL;
+	fut__pp_job_input_close(j);
+	if (fmt != NULL) {
+		va_list ap;
+		va_start(ap, fmt);
+		msg = fut__vasprintf(fmt, ap);
+		va_end(ap);
+	}
+	(void)fut__future_fail(&j->fut, code,
+			       code == FUT_ECRASHED ? crash_status : task_code,
+			       msg);
+	fut_release(&j->fut);
+}
+
+void fut__pp_fail_broken(struct ppool *p, struct pp_job *list)
+{
+	while (list != NULL) {
+		struct pp_job *j = list;
+		list = j->next;
+		if (p->broken_msg != NULL)
+			fut__pp_job_end(j, FUT_EBROKEN, 0, 0, "%s",
+					p->broken_msg);
+		else
+			fut__pp_job_end(j, FUT_EBROKEN, 0, 0, NULL);
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* The queue                                                           */
+
+int fut__pp_admit_locked(const struct ppool *p)
+{
+	assert(fut__pp_lock_held(p));
+	if (p->shutdown)
+		return FUT_ESHUTDOWN;
+	if (p->broken)
+		return FUT_EBROKEN;
+	return FUT_OK;
+}
+
+int fut__pp_enqueue(struct ppool *p, struct pp_job *first, struct pp_job *last)
+{
+	fut__pp_lock(p);
+	int rc = fut__pp_admit_locked(p);
+	if (rc == FUT_OK) {
+		if (p->qtail != NULL)
+			p->qtail->next = first;
+		else
+			p->qhead = first;
+		p->qtail = last;
+		last->next = NULL;
+	}
+	fut__pp_unlock(p);
+	if (rc == FUT_OK)
+		fut__pp_wake(p);
+	return rc;
+}
+
+void fut__pp_requeue(struct ppool *p, struct pp_job *first, struct pp_job *last)
+{
+	if (first == NULL)
+		return;
+	fut__pp_lock(p);
+	bool broken = p->broken;
+	if (!broken) {
+		last->next = p->qhead;
+		p->qhead = first;
+		if (p->qtail == NULL)
+			p->qtail = last;
+	}
+	fut__pp_unlock(p);
+	if (broken) {
+		last->next = NULL;
+		fut__pp_fail_broken(p, first);
+	}
+}
+
+void fut__pp_break_locked(struct ppool *p, const char *why, struct pp_job **out)
+{
+	assert(fut__pp_lock_held(p));
+	if (!p->broken) {
+		p->broken = true;
+		/* NULL when out of memory: the jobs then read the code's
+		 * text. */
+		p->broken_msg = fut__strdup(why);
+	}
+	*out = p->qhead;
+	p->qhead = p->qtail = NULL;
+}
+
+struct pp_job *fut__pp_pop_batch_locked(struct ppool *p, size_t allowance)
+{
+	assert(fut__pp_lock_held(p));
+	struct pp_job *first = p->qhead, *last = NULL, *j = first;
+	size_t n = 0, bytes = 0;
+	while (j != NULL && n < allowance) {
+		if (n > 0 && (j->len > FUT__PP_FRAME_BYTES ||
+			      bytes + j->len > FUT__PP_FRAME_BYTES))
+			break;
+		bytes += j->len;
+		n++;
+		last = j;
+		if (j->chunk_end)
+			break;
+		j = j->next;
+	}
+	if (last == NULL)
+		return NULL;
+	p->qhead = last->next;
+	if (p->qhead == NULL)
+		p->qtail = NULL;
+	last->next = NULL;
+	return first;
+}
+
+size_t fut__pp_queued_chunks_locked(const struct ppool *p, size_t cap)
+{
+	assert(fut__pp_lock_held(p));
+	size_t n = 0;
+	for (const struct pp_job *j = p->qhead; j != NULL && n < cap;
+	     j = j->next)
+		if (j->chunk_end)
+			n++;
+	return n;
+}

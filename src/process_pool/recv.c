@@ -1,0 +1,180 @@
+/*
+ * recv.c: the process pool's result frames, read in.
+ *
+ * Owns: reading each worker's result pipe (non-blocking, into the
+ * manager's stage buffer or straight into a large payload's own buffer),
+ * decoding it (wire.c) and completing each job from its record, in the
+ * order the worker was given them: bytes (a short result takes the
+ * input's place in the job block), a task failure, nothing, a shared
+ * result (shared.c maps it); and a worker that sent a malformed frame.
+ * Threads: the manager thread only.
+ * Locks: none (the pipes are the manager's alone); never held while a
+ * future completes.
+ */
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/executor.h"
+#include "core/future_int.h"
+#include "core/slab.h"
+#include "core/sync.h"
+#include "core/task.h"
+#include "process_pool/pool.h"
+
+void fut__pp_bad_frame(struct pp_mgr *m, struct pp_worker *w, const char *why)
+{
+	if (w->bad_frame == NULL)
+		w->bad_frame = fut__strdup(why);
+	fut__pp_slot_kill(m, w, FUT_ECRASHED, false, 0);
+	/* Stop reading what it sends; its EXITED ends it. */
+	w->eof = true;
+	fut__pp_close_fd(&w->result_fd);
+}
+
+static void on_result(struct pp_mgr *m, struct pp_worker *w,
+		      struct fut__wire_rec *r)
+{
+	struct pp_job *j = w->head;
+	if (j == NULL || r->id != j->id) {
+		if (r->owned)
+			fut__free(r->data);
+		fut__pp_bad_frame(m, w, "a result for a task it was not given");
+		return;
+	}
+	w->head = j->next;
+	if (w->head == NULL)
+		w->tail = NULL;
+	j->next = NULL;
+	if (j->frame_last)
+		w->frames--;
+	/* It ran: its input will not be sent again. */
+	fut__pp_job_input_close(j);
+	if (r->kind == FUT__WIRE_R_SHARED) {
+		uint64_t len = fut__wire_get_u64(r->data);
+		if (r->owned)
+			fut__free(r->data);
+		int fd = fut__pp_take_fd(w);
+		if (fd >= 0) {
+			fut__pp_complete_shared(j, fd, len);
+			return;
+		}
+		int err = errno;
+		fut__pp_job_end(j, FUT_ESYS, err, 0,
+				"cannot take in the task's result (shared "
+				"memory): %s",
+				strerror(err));
+		if (err == EPROTO)
+			fut__pp_bad_frame(m, w,
+					  "a shared result without its memfd");
+		return;
+	}
+	if (r->kind == FUT__WIRE_R_BYTES && r->len != 0 && r->len <= j->len &&
+	    !r->owned && !(j->shared & PP_SHARED_INPUT)) {
+		/* A result no longer than the input takes the input's place
+		 * in the job block: no allocation per task. */
+		memcpy(j->input, r->data, r->len);
+		(void)fut__future_succeed_borrowed(&j->fut, j->input, r->len);
+		fut_release(&j->fut);
+		return;
+	}
+	void *data = r->data;
+	if (r->len != 0 && !r->owned) {
+		data = fut__malloc(r->len);
+		if (data != NULL)
+			memcpy(data, r->data, r->len);
+	}
+	if (r->len != 0 && data == NULL) {
+		fut__pp_job_end(j, FUT_ENOMEM, 0, 0,
+				"out of memory for the task's result");
+		return;
+	}
+	switch (r->kind) {
+	case FUT__WIRE_R_BYTES:
+		(void)fut__future_succeed_bytes(&j->fut, data, r->len);
+		fut_release(&j->fut);
+		return;
+	case FUT__WIRE_R_FAIL: {
+		char *msg = fut__malloc(r->len + 1);
+		if (msg != NULL) {
+			if (r->len != 0)
+				memcpy(msg, data, r->len);
+			msg[r->len] = '\0';
+		}
+		fut__free(data);
+		(void)fut__future_fail(&j->fut, FUT_ETASK, r->code, msg);
+		fut_release(&j->fut);
+		return;
+	}
+	case FUT__WIRE_R_VALUE:
+		fut__free(data);
+		fut__pp_job_end(j, FUT_ENOTSUP, 0, 0,
+				"a process-pool task returned a pointer "
+				"(fut_task_return); return bytes instead");
+		return;
+	default:
+		fut__free(data);
+		(void)fut__future_succeed(&j->fut, NULL);
+		fut_release(&j->fut);
+		return;
+	}
+}
+
+static void on_record(struct pp_mgr *m, struct pp_worker *w,
+		      struct fut__wire_rec *r)
+{
+	if (r->type == FUT__WIRE_HELLO)
+		fut__pp_slot_hello(m, w, r);
+	else if (w->state != PW_READY && w->state != PW_RETIRING)
+		fut__pp_bad_frame(m, w, "a result before its hello");
+	else
+		on_result(m, w, r);
+	if (r->type == FUT__WIRE_HELLO && r->owned)
+		fut__free(r->data);
+}
+
+/* fut__pp_read_results's reads, for fut__pp_feed. */
+struct reading {
+	struct pp_mgr *m;
+	struct pp_worker *w;
+};
+
+static ssize_t pipe_read(void *ctx, void *buf, size_t len, bool direct)
+{
+	(void)direct;
+	struct reading *rd = ctx;
+	return read(rd->w->result_fd, buf, len);
+}
+
+static bool pipe_record(void *ctx, struct fut__wire_rec *r)
+{
+	struct reading *rd = ctx;
+	on_record(rd->m, rd->w, r);
+	return !rd->w->eof;
+}
+
+void fut__pp_read_results(struct pp_mgr *m, struct pp_worker *w)
+{
+	static const struct fut__pp_feed_ops ops = { .read = pipe_read,
+						     .record = pipe_record };
+	struct reading rd = { m, w };
+	while (w->result_fd >= 0 && !w->eof) {
+		switch (fut__pp_feed(&w->dec, m->p->stage, FUT__PP_STAGE_BYTES,
+				     &ops, &rd)) {
+		case FUT__PP_FEED_AGAIN:
+			return;
+		case FUT__PP_FEED_EOF:
+			w->eof = true;
+			return;
+		case FUT__PP_FEED_NOMEM:
+			fut__pp_bad_frame(m, w, "no memory for its result");
+			break;
+		case FUT__PP_FEED_BAD:
+			fut__pp_bad_frame(m, w, w->dec.error);
+			break;
+		default:
+			break;
+		}
+	}
+}

@@ -1,0 +1,436 @@
+/*
+ * slot.c: a worker slot's life, and the fork server's.
+ *
+ * Owns: asking the fork server for a worker (the channel fds, the spawn
+ * request) and backing off when spawns fail; the hello that makes a
+ * worker ready; killing (through the fork server, the one process that
+ * knows whether the pid is still the worker's) and retiring a worker;
+ * its death: for each job still in flight, the one it was running (the
+ * id in its shared slot) fails FUT_ECRASHED, or with the code of the kill
+ * we asked for, the others go back to the queue; the fork server's
+ * control messages, and its restart when it died.
+ * Threads: the manager thread only.
+ * Locks: none of its own (the slots are the manager's alone); the queue's
+ * through jobs.c.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/executor.h"
+#include "core/future_int.h"
+#include "core/slab.h"
+#include "core/sync.h"
+#include "core/task.h"
+#include "process_pool/pool.h"
+
+/* A job is put back in the queue at most this often before it fails. */
+#define MAX_REQUEUES 3u
+/* Spawn failures in a row with no worker alive that break the pool. */
+#define MAX_SPAWN_FAILURES 5u
+/* Fork server restarts (in the pool's life) before the pool breaks. */
+#define MAX_FS_RESTARTS 16u
+
+static bool ctl_send(struct ppool *p, unsigned type, struct pp_worker *w,
+		     int32_t value, const int *fds)
+{
+	if (p->fs_sock < 0)
+		return false;
+	struct fut__wire_ctl c = { type, w->slot, w->gen, w->pid, value };
+	return fut__pp_ctl_send(p->fs_sock, &c, fds, fds != NULL ? 2 : 0,
+				MSG_DONTWAIT);
+}
+
+/* Nothing more goes to w: it reads EOF on its task socket, whose other
+ * direction stays open for the memfds of its shared results. */
+static void task_shut(struct pp_worker *w)
+{
+	if (w->task_fd < 0)
+		return;
+	(void)shutdown(w->task_fd, SHUT_WR);
+	w->back_fd = w->task_fd;
+	w->task_fd = -1;
+}
+
+/* Back to a free slot (its jobs already dealt with).  A memfd it sent
+ * that we never took is closed with the socket. */
+static void worker_clear(struct pp_worker *w)
+{
+	fut__pp_close_fd(&w->task_fd);
+	fut__pp_close_fd(&w->back_fd);
+	fut__pp_close_fd(&w->result_fd);
+	fut__wire_dec_fini(&w->dec);
+	fut__free(w->bad_frame);
+	w->bad_frame = NULL;
+	w->state = PW_FREE;
+	w->pid = 0;
+	w->eof = w->exited = w->orphan = false;
+	w->status = 0;
+	w->head = w->tail = NULL;
+	w->frames = 0;
+	w->sent = 0;
+	w->kill_reason = 0;
+	w->kill_all = false;
+	w->kill_id = 0;
+	fut__pp_out_drop(w);
+}
+
+/* Asks the fork server for a worker in w's slot.  0, or an errno with
+ * *what the call that failed. */
+int fut__pp_slot_spawn(struct pp_mgr *m, struct pp_worker *w, const char **what)
+{
+	struct ppool *p = m->p;
+	int sv[2], rp[2];
+	*what = "socketpair";
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+		return errno;
+	*what = "pipe2";
+	if (pipe2(rp, O_CLOEXEC) != 0) {
+		int err = errno;
+		(void)close(sv[0]);
+		(void)close(sv[1]);
+		return err;
+	}
+	int size = FUT__PP_CHANNEL_BYTES;
+	(void)setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+	(void)fcntl(rp[0], F_SETPIPE_SZ, size);
+	(void)fcntl(sv[0], F_SETFL, O_NONBLOCK);
+	(void)fcntl(rp[0], F_SETFL, O_NONBLOCK);
+	w->gen++;
+	w->pid = 0;
+	atomic_store(&p->slots[w->slot].started, 0);
+	atomic_store(&p->slots[w->slot].finished, 0);
+	int fds[2] = { sv[1], rp[1] };
+	/* Our fd limit of now (0: none to give): the worker takes it. */
+	struct rlimit rl;
+	int32_t nofile = 0;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur <= INT32_MAX)
+		nofile = (int32_t)rl.rlim_cur;
+	*what = "sending the spawn request";
+	bool sent = ctl_send(p, FUT__WIRE_CTL_SPAWN, w, nofile, fds);
+	int err = errno;
+	(void)close(sv[1]);
+	(void)close(rp[1]);
+	w->task_fd = sv[0];
+	w->result_fd = rp[0];
+	fut__wire_dec_init(&w->dec, FUT__WIRE_TO_PARENT);
+	if (!sent) {
+		worker_clear(w);
+		return err != 0 ? err : EIO;
+	}
+	w->state = PW_SPAWNING;
+	return 0;
+}
+
+static struct pp_worker *ctl_worker(struct ppool *p,
+				    const struct fut__wire_ctl *c)
+{
+	if (c->slot >= p->nslots)
+		return NULL;
+	struct pp_worker *w = &p->workers[c->slot];
+	return w->gen == c->gen && w->state != PW_FREE ? w : NULL;
+}
+
+/* what: the call that failed (fork in the fork server, or ours). */
+void fut__pp_slot_spawn_failed(struct pp_mgr *m, struct pp_worker *w,
+			       const char *what, int err)
+{
+	struct ppool *p = m->p;
+	worker_clear(w);
+	p->spawn_failures++;
+	unsigned k = p->spawn_failures < 7 ? p->spawn_failures : 7;
+	p->spawn_after_ns = m->now + ((int64_t)5000000 << k);
+	bool alive = false;
+	for (uint32_t i = 0; i < p->nslots; i++)
+		if (p->workers[i].state == PW_READY)
+			alive = true;
+	if (!alive && p->spawn_failures >= MAX_SPAWN_FAILURES) {
+		char why[128];
+		snprintf(why, sizeof(why),
+			 "cannot start a worker process: %s: %s", what,
+			 strerror(err));
+		fut__pp_break(m, why);
+	}
+}
+
+void fut__pp_slot_hello(struct pp_mgr *m, struct pp_worker *w,
+			const struct fut__wire_rec *r)
+{
+	if (w->state != PW_STARTING && w->state != PW_SPAWNING) {
+		fut__pp_bad_frame(m, w, "a second hello");
+		return;
+	}
+	if (r->kind == FUT__WIRE_HELLO_OK) {
+		w->state = PW_READY;
+		m->p->spawn_failures = 0;
+		return;
+	}
+	char why[96];
+	snprintf(why, sizeof(why),
+		 "the initializer failed in a worker process (returned %d)",
+		 (int)r->code);
+	w->state = PW_RETIRING;
+	task_shut(w);
+	fut__pp_break(m, why);
+}
+
+/* Kills w's process group (through the fork server, the one process that
+ * knows whether the pid is still w's).  Its job(s) will end with reason. */
+void fut__pp_slot_kill(struct pp_mgr *m, struct pp_worker *w, int reason,
+		       bool all, uint64_t id)
+{
+	if (w->kill_reason == 0) {
+		w->kill_reason = reason;
+		w->kill_all = all;
+		w->kill_id = id;
+	}
+	/* Nothing more goes to it. */
+	fut__pp_out_drop(w);
+	task_shut(w);
+	w->state = PW_RETIRING;
+	if (w->pid > 0 && !w->exited && !w->orphan)
+		(void)ctl_send(m->p, FUT__WIRE_CTL_KILL, w, 0, NULL);
+}
+
+/* Tells w to exit once it has answered what it has (EOF on its input). */
+void fut__pp_slot_retire(struct pp_worker *w)
+{
+	task_shut(w);
+	fut__pp_out_drop(w);
+	w->state = PW_RETIRING;
+}
+
+/* ------------------------------------------------------------------ */
+/* Death                                                               */
+
+static void describe_status(char *buf, size_t n, pid_t pid, int status)
+{
+	if (WIFSIGNALED(status)) {
+		const char *name = sigabbrev_np(WTERMSIG(status));
+		snprintf(buf, n,
+			 "worker process %d was killed by signal %d (SIG%s) "
+			 "while running the task",
+			 (int)pid, WTERMSIG(status), name ? name : "?");
+	} else if (WIFEXITED(status)) {
+		snprintf(buf, n,
+			 "worker process %d exited with status %d while "
+			 "running the task",
+			 (int)pid, WEXITSTATUS(status));
+	} else {
+		snprintf(buf, n, "worker process %d died", (int)pid);
+	}
+}
+
+static void end_killed(struct pp_mgr *m, struct pp_worker *w, struct pp_job *j)
+{
+	switch (w->kill_reason) {
+	case FUT_EDEADLINE:
+		fut__pp_job_end(j, FUT_EDEADLINE, 0, 0,
+				"task_timeout of %g s exceeded: worker process "
+				"%d killed",
+				m->p->timeout, (int)w->pid);
+		break;
+	case FUT_ECANCELLED:
+		fut__pp_job_end(j, FUT_ECANCELLED, 0, 0,
+				"interrupted: worker process %d killed",
+				(int)w->pid);
+		break;
+	case FUT_EBROKEN:
+		fut__pp_fail_broken(m->p, j);
+		break;
+	default:
+		fut__pp_job_end(j, FUT_ECRASHED, 0, w->status,
+				"worker process %d sent a malformed frame: %s",
+				(int)w->pid, w->bad_frame ? w->bad_frame : "?");
+		break;
+	}
+}
+
+/* w is dead and its results are read: settle every job it had. */
+void fut__pp_slot_finalize(struct pp_mgr *m, struct pp_worker *w)
+{
+	struct ppool *p = m->p;
+	uint64_t started = atomic_load_explicit(&p->slots[w->slot].started,
+						memory_order_acquire);
+	struct pp_job *list = w->head, *rq_first = NULL, *rq_last = NULL;
+	bool blamed = false;
+	w->head = w->tail = NULL;
+	for (struct pp_job *j = list; j != NULL; j = j->next)
+		if (j->id == started || (w->kill_id && j->id == w->kill_id))
+			blamed = true;
+	while (list != NULL) {
+		struct pp_job *j = list;
+		list = j->next;
+		j->next = NULL;
+		bool victim;
+		if (w->kill_all)
+			victim = true;
+		else if (w->kill_id != 0)
+			victim = j->id == w->kill_id;
+		else
+			victim = j->id == started ||
+				 (!blamed && w->bad_frame != NULL);
+		if (victim) {
+			blamed = true;
+			if (w->kill_reason != 0 &&
+			    (w->kill_reason != FUT_ECRASHED ||
+			     w->bad_frame != NULL)) {
+				end_killed(m, w, j);
+			} else {
+				char msg[160];
+				if (w->orphan && !w->exited)
+					/* Its wait status went to init. */
+					snprintf(msg, sizeof(msg),
+						 "worker process %d died with "
+						 "its fork server while "
+						 "running the task",
+						 (int)w->pid);
+				else
+					describe_status(msg, sizeof(msg),
+							w->pid, w->status);
+				fut__pp_job_end(j, FUT_ECRASHED, 0, w->status,
+						"%s", msg);
+			}
+			continue;
+		}
+		/* It had not started, or it finished but its result died
+		 * with the worker: run it again elsewhere. */
+		if (++j->requeued > MAX_REQUEUES) {
+			fut__pp_job_end(j, FUT_ECRASHED, 0, w->status,
+					"its worker process died %u times "
+					"before the task's result came back",
+					j->requeued);
+			continue;
+		}
+		j->id = 0;
+		j->chunk_end = true;
+		if (rq_last != NULL)
+			rq_last->next = j;
+		else
+			rq_first = j;
+		rq_last = j;
+	}
+	fut__pp_requeue(m->p, rq_first, rq_last);
+	worker_clear(w);
+}
+
+/* ------------------------------------------------------------------ */
+/* The fork server                                                     */
+
+static void on_ctl(struct pp_mgr *m, const struct fut__wire_ctl *c)
+{
+	struct ppool *p = m->p;
+	struct pp_worker *w = ctl_worker(p, c);
+	if (w == NULL)
+		return;
+	switch (c->type) {
+	case FUT__WIRE_CTL_SPAWNED:
+		if (w->pid != 0)
+			break;
+		w->pid = c->pid;
+		if (w->state == PW_SPAWNING)
+			w->state = PW_STARTING;
+		else if (w->kill_reason != 0)
+			/* Its hello came first, and a kill was asked before
+			 * its pid was known. */
+			(void)ctl_send(p, FUT__WIRE_CTL_KILL, w, 0, NULL);
+		break;
+	case FUT__WIRE_CTL_SPAWN_FAILED:
+		if (w->state == PW_SPAWNING)
+			fut__pp_slot_spawn_failed(
+				m, w,
+				c->value == EMFILE ?
+					"taking in the worker's fds" :
+					"fork",
+				c->value);
+		else if (w->pid == 0)
+			/* Retired while its spawn was pending (the pool broke
+			 * or shut down): no process will ever report on the
+			 * slot, and it never had a job. */
+			worker_clear(w);
+		break;
+	case FUT__WIRE_CTL_EXITED:
+		if (w->pid != c->pid && w->pid != 0)
+			break;
+		w->pid = c->pid;
+		w->exited = true;
+		w->status = c->value;
+		/* Everything it wrote before it died is in the pipe now. */
+		fut__pp_read_results(m, w);
+		fut__pp_slot_finalize(m, w);
+		break;
+	default:
+		break;
+	}
+}
+
+/* The fork server died (or spoke nonsense): its workers die with it
+ * (PR_SET_PDEATHSIG); each ends at the EOF of its pipe.  A new server is
+ * forked from this process, as at creation. */
+static void fs_restart(struct pp_mgr *m)
+{
+	struct ppool *p = m->p;
+	fut__pp_close_fd(&p->fs_sock);
+	if (p->fs_pid > 0) {
+		(void)kill(p->fs_pid, SIGKILL);
+		while (waitpid(p->fs_pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		p->fs_pid = 0;
+	}
+	for (uint32_t i = 0; i < p->nslots; i++) {
+		struct pp_worker *w = &p->workers[i];
+		if (w->state == PW_FREE)
+			continue;
+		if (w->state == PW_SPAWNING && w->pid == 0) {
+			worker_clear(w);
+			continue;
+		}
+		w->orphan = true;
+		task_shut(w);
+		w->state = PW_RETIRING;
+		if (w->eof)
+			fut__pp_slot_finalize(m, w);
+	}
+	if (m->closing)
+		return;
+	if (++m->fs_restarts > MAX_FS_RESTARTS) {
+		fut__pp_break(m, "the fork server died too often");
+		return;
+	}
+	int rc = fut__forkserver_start(&p->cfg, &p->fs_pid, &p->fs_sock);
+	if (rc != FUT_OK) {
+		char why[128];
+		snprintf(why, sizeof(why),
+			 "the fork server died and could not be restarted: %s",
+			 strerror(errno));
+		fut__pp_break(m, why);
+	}
+}
+
+/* Reads the fork server's messages; restarts it when it is gone. */
+void fut__pp_fs_read(struct pp_mgr *m)
+{
+	struct ppool *p = m->p;
+	for (;;) {
+		unsigned char b[FUT__WIRE_CTL_SIZE + 1];
+		ssize_t n = recv(p->fs_sock, b, sizeof(b), MSG_DONTWAIT);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return;
+		struct fut__wire_ctl c;
+		if (n <= 0 || fut__wire_ctl_get(b, (size_t)n, &c) != FUT_OK) {
+			fs_restart(m);
+			return;
+		}
+		on_ctl(m, &c);
+	}
+}
