@@ -16,7 +16,8 @@
 #  9. the house's walls: src/core/ includes only core/ and the public
 #     header; a pool includes core/ and its own folder, never the other
 #     pool; the process pool's child side (child.c, forkserver.c,
-#     child.h) never includes the parent's pool.h; wire.c, the pure
+#     child.h) never includes the parent's pool.h nor <pthread.h>, the
+#     worker's (child.c, child.h) nor <poll.h>; wire.c, the pure
 #     codec, includes neither <unistd.h> nor <pthread.h>; src/mpi/
 #     (libfuture-mpi) includes core/ and the codec only;
 # 10. clang-format --dry-run -Werror agrees with every C file of src,
@@ -132,8 +133,15 @@ for f in src/process_pool/child.c src/process_pool/forkserver.c \
 	[ -e "$f" ] || continue
 	includes "$f" | grep -qx 'process_pool/pool\.h' &&
 		fail "$f, the child's side, includes the parent's process_pool/pool.h"
-	grep -qE '^#[[:space:]]*include[[:space:]]*<(pthread|poll)\.h>' "$f" &&
-		fail "$f, the child's side, includes <pthread.h> or <poll.h>"
+	grep -qE '^#[[:space:]]*include[[:space:]]*<pthread\.h>' "$f" &&
+		fail "$f, the child's side, includes <pthread.h>"
+done
+# The worker loop and the contract waits on nothing but its socket: no
+# poll set (the fork server polls its socket and its signalfd).
+for f in src/process_pool/child.c src/process_pool/child.h; do
+	[ -e "$f" ] || continue
+	grep -qE '^#[[:space:]]*include[[:space:]]*<poll\.h>' "$f" &&
+		fail "$f, the worker's side, includes <poll.h>"
 done
 for f in src/process_pool/wire.c src/process_pool/wire.h; do
 	grep -qE '^#[[:space:]]*include[[:space:]]*<(unistd|pthread)\.h>' "$f" &&
