@@ -59,7 +59,9 @@ static void lat(int rank, long n, int size, int poll)
 {
 	char *buf = calloc(1, (size_t)size + 1);
 	MPI_Status st;
-	enum { BLOCKS = 5 };
+	enum {
+		BLOCKS = 5
+	};
 	double us[BLOCKS];
 	long per = n / BLOCKS;
 	for (int b = -1; b < BLOCKS; b++) { /* block -1 warms up */
@@ -68,7 +70,8 @@ static void lat(int rank, long n, int size, int poll)
 		double t0 = MPI_Wtime();
 		for (long i = 0; i < m; i++) {
 			if (rank == 0) {
-				MPI_Send(buf, size, MPI_BYTE, 1, 1, MPI_COMM_WORLD);
+				MPI_Send(buf, size, MPI_BYTE, 1, 1,
+					 MPI_COMM_WORLD);
 				if (poll)
 					poll_recv(buf, size, 1, 1, &st);
 				else
@@ -80,7 +83,8 @@ static void lat(int rank, long n, int size, int poll)
 				else
 					MPI_Recv(buf, size, MPI_BYTE, 0, 1,
 						 MPI_COMM_WORLD, &st);
-				MPI_Send(buf, size, MPI_BYTE, 0, 1, MPI_COMM_WORLD);
+				MPI_Send(buf, size, MPI_BYTE, 0, 1,
+					 MPI_COMM_WORLD);
 			}
 		}
 		if (b >= 0)
@@ -92,8 +96,8 @@ static void lat(int rank, long n, int size, int poll)
 		MPI_Comm_size(MPI_COMM_WORLD, &np);
 		printf("RESULT workload=W-MPI1 impl=c-%s-np%d n=%ld us_per_op=%.2f"
 		       " (min %.2f max %.2f)\n",
-		       poll ? "poll" : "block", np, per * BLOCKS, us[BLOCKS / 2],
-		       us[0], us[BLOCKS - 1]);
+		       poll ? "poll" : "block", np, per * BLOCKS,
+		       us[BLOCKS / 2], us[0], us[BLOCKS - 1]);
 	}
 	free(buf);
 }
@@ -139,7 +143,8 @@ static void farm(int rank, int np, long n, int w, int batch)
 				/* Results from one server come back in the order
 				 * of its tasks, so this slot's last send has been
 				 * received already: the wait returns at once. */
-				int k = 0, slot = (s - 1) * w + (int)(seq[s]++ % w);
+				int k = 0,
+				    slot = (s - 1) * w + (int)(seq[s]++ % w);
 				MPI_Wait(&reqs[slot], MPI_STATUS_IGNORE);
 				uint64_t *out = outs + (size_t)slot * 2 * batch;
 				for (; k < batch && sent < n; k++, sent++) {
@@ -147,8 +152,8 @@ static void farm(int rank, int np, long n, int w, int batch)
 					out[2 * k + 1] = (uint64_t)sent;
 					want += (uint64_t)sent + 1;
 				}
-				MPI_Isend(out, k * 16, MPI_BYTE, s, 1, MPI_COMM_WORLD,
-					  &reqs[slot]);
+				MPI_Isend(out, k * 16, MPI_BYTE, s, 1,
+					  MPI_COMM_WORLD, &reqs[slot]);
 				inflight[s]++;
 				progressed = 1;
 			}
