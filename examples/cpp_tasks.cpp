@@ -148,14 +148,15 @@ void check_threw(fut_future *f, const char *where, const char *message)
 	      "fut_error_message is not the exception's");
 }
 
-/* A plain fut_fn: no capture, so it converts; it throws nothing. */
-void square(fut_task *t) noexcept
-{
+/* A lambda that captures nothing is a fut_fn; this one runs on both
+ * pools.  noexcept: should it throw, std::terminate stops the exception
+ * here, before it reaches the library's frames. */
+const fut_fn square = [](fut_task *t) noexcept {
 	long x;
 	std::memcpy(&x, fut_task_input(t, nullptr), sizeof(x));
 	long y = x * x;
 	(void)fut_task_return_bytes(t, &y, sizeof(y));
-}
+};
 
 void thread_pool_part()
 {
@@ -191,7 +192,7 @@ void thread_pool_part()
 	}
 	executor_ptr pool(raw);
 
-	/* A lambda that captures nothing is a fut_fn. */
+	/* Another, taking a pointer: thread pools only. */
 	fut_fn cube = [](fut_task *t) noexcept {
 		long x = *static_cast<long *>(fut_task_arg(t));
 		long y = x * x * x;
