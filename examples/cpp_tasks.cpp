@@ -240,6 +240,10 @@ void process_pool_part()
 {
 	const char *where = "process pool";
 	int before = failures;
+	/* Flushed before the fork: the workers inherit stdio's buffer, and
+	 * one that flushes its copy prints our lines again (issue 15, item
+	 * 3; seen under TSan). */
+	std::fflush(stdout);
 	fut_executor *raw = nullptr;
 	fut_process_pool_opts opts = {};
 	opts.max_workers = 2;
