@@ -73,6 +73,25 @@ EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,\
 LOOP_EXAMPLES = uv_server glib_loop
 RUN_EXAMPLES := $(filter $(LOOP_EXAMPLES:%=$(BUILD)/examples/%),$(EXAMPLES))
 SKIP_EXAMPLES := $(filter $(LOOP_EXAMPLES:%=examples/%.c),$(EXAMPLES_UNBUILDABLE))
+# The C++ examples (examples/*.cpp) are built and run as the loop
+# examples are when $(CXX) is found, and skipped, saying so, when not.
+# CXXSTD=c++20 builds them as C++20.  With CC=clang the default CXX is
+# clang++: a sanitizer's runtime must be the one its objects were built
+# for.
+ifeq ($(origin CXX),default)
+  ifneq ($(findstring clang,$(CC)),)
+    CXX = $(subst clang,clang++,$(CC))
+  endif
+endif
+CXXSTD ?= c++11
+CXXFLAGS ?= $(OPT)
+HAVE_CXX := $(shell command -v $(CXX) >/dev/null 2>&1 && echo yes)
+CXX_EXAMPLE_SRCS := $(wildcard examples/*.cpp)
+CXX_EXAMPLES := $(if $(HAVE_CXX),$(CXX_EXAMPLE_SRCS:examples/%.cpp=$(BUILD)/examples/%))
+EXAMPLES += $(CXX_EXAMPLES)
+RUN_EXAMPLES += $(CXX_EXAMPLES)
+say_no_cxx = for s in $(if $(HAVE_CXX),,$(CXX_EXAMPLE_SRCS)); do \
+	echo "skipped: $$s: no C++ compiler"; done
 BENCH_SRCS := $(wildcard bench/*.c)
 BENCHES_UNBUILDABLE := $(call unbuildable,$(BENCH_SRCS))
 BENCHES := $(patsubst bench/%.c,$(BUILD)/bench/%,\
@@ -117,6 +136,11 @@ $(BUILD)/examples/%: examples/%.c $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -Wall -Wextra -Werror $(CFLAGS) $(SANFLAGS) -pthread \
 		-D_GNU_SOURCE -Iinclude -o $@ $< $(STATIC) $(call pkg_flags,$<) -lm
+
+$(BUILD)/examples/%: examples/%.cpp $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CXX) -std=$(CXXSTD) -Wall -Wextra -Werror $(CXXFLAGS) $(SANFLAGS) \
+		-pthread -Iinclude -o $@ $< $(STATIC) -lm
 
 $(BUILD)/bench/%: bench/%.c $(STATIC) $(wildcard bench/*.h)
 	@mkdir -p $(dir $@)
@@ -252,7 +276,7 @@ test-run: all $(TESTS) $(EXAMPLES)
 	@set -e; for t in $(TESTS) $(RUN_EXAMPLES); do \
 		echo "== $$t"; \
 		timeout $(TEST_TIMEOUT) $(TEST_WRAPPER) $$t; \
-	done; $(call say_skipped,$(SKIP_EXAMPLES))
+	done; $(call say_skipped,$(SKIP_EXAMPLES)); $(say_no_cxx)
 	@$(MAKE) --no-print-directory test-mpi
 	@echo "all tests passed ($(BUILD))"
 
@@ -340,7 +364,7 @@ bench: all $(BENCHES)
 	@sh bench/run.sh $(BUILD)
 
 examples: $(EXAMPLES)
-	@$(call say_skipped,$(EXAMPLES_UNBUILDABLE))
+	@$(call say_skipped,$(EXAMPLES_UNBUILDABLE)); $(say_no_cxx)
 
 # The man pages are generated from docs/api.md and committed; `make check`
 # (tests/check_docs.sh) fails when they drift from it.
@@ -481,7 +505,8 @@ uninstall:
 format:
 	clang-format -i include/*.h src/*/*.[ch] tests/*.c \
 		$(wildcard tests/*.h) $(wildcard tests/mpi/*.[ch]) \
-		$(wildcard examples/*.c) $(wildcard bench/*.c) $(wildcard bench/*.h)
+		$(wildcard examples/*.c) $(wildcard examples/*.cpp) \
+		$(wildcard bench/*.c) $(wildcard bench/*.h)
 
 clean:
 	rm -rf build

@@ -21,7 +21,8 @@
 #     codec, includes neither <unistd.h> nor <pthread.h>; src/mpi/
 #     (libfuture-mpi) includes core/ and the codec only;
 # 10. clang-format --dry-run -Werror agrees with every C file of src,
-#     include, tests, examples and bench (when clang-format exists).
+#     include, tests, examples and bench, and examples/*.cpp (when
+#     clang-format exists).
 set -eu
 cd "$(dirname "$0")/.."
 lib=${1:-build/libfuture.a}
@@ -151,7 +152,8 @@ done
 # 10
 if command -v clang-format >/dev/null 2>&1; then
 	files=$(ls src/*/*.[ch] include/*.h tests/*.[ch] tests/*/*.[ch] \
-		examples/*.c bench/*.[ch] bench/*/*.[ch] 2>/dev/null)
+		examples/*.c examples/*.cpp bench/*.[ch] bench/*/*.[ch] \
+		2>/dev/null)
 	clang-format --dry-run -Werror $files 2>/dev/null ||
 		fail "clang-format disagrees (make format fixes it):
 $(clang-format --dry-run $files 2>&1 | grep -E '^[^ ]+:[0-9]+:[0-9]+: (error|warning)' | cut -d: -f1,2 | head -20)"
