@@ -441,6 +441,32 @@ static void break_all(struct mclient *c, const char *fmt, int rank,
 		stop_ranks(c);
 }
 
+/* An ISOLATE server's worker died running j: the payload is the wait
+ * status (4 bytes, little-endian), then the message.  Takes data. */
+static void on_crash(struct mclient *c, int rank, struct mjob *j,
+		     unsigned char *data, size_t len)
+{
+	if (len < 4) {
+		fut__free(data);
+		job_fail(j, FUT_EBROKEN, 0, "malformed crash record");
+		break_all(c, "rank %d sent a crash record without a status%s",
+			  rank, "");
+		return;
+	}
+	uint32_t u = 0;
+	for (int k = 0; k < 4; k++)
+		u |= (uint32_t)data[k] << (8 * k);
+	char *msg = fut__malloc(len - 4 + 1);
+	if (msg != NULL) {
+		memcpy(msg, data + 4, len - 4);
+		msg[len - 4] = '\0';
+	}
+	fut__free(data);
+	(void)fut__future_complete(&j->fut, FUT_ECRASHED, 0, NULL, 0, false,
+				   msg, (int)u);
+	fut_release(&j->fut);
+}
+
 /* Completes the job of a result record. */
 static void on_result(struct mclient *c, int rank, struct fut__wire_rec *rec)
 {
@@ -484,8 +510,13 @@ static void on_result(struct mclient *c, int rank, struct fut__wire_rec *rec)
 					   true, NULL, 0);
 		fut_release(&j->fut);
 		return;
-	case FUT__WIRE_R_FAIL:
 	case FUT__WIRE_R_ERROR:
+		if (rec->code == FUT_ECRASHED) {
+			on_crash(c, rank, j, (unsigned char *)data, rec->len);
+			return;
+		}
+		/* fall through */
+	case FUT__WIRE_R_FAIL:
 		msg = fut__malloc(rec->len + 1);
 		if (msg != NULL) {
 			if (rec->len != 0)
@@ -724,7 +755,7 @@ static void *manager_main(void *arg)
 			fut__mpi_nap(&c->lock, &c->wake_cv, &c->wake,
 				     &c->sleeping, ns);
 	}
-	(void)MPI_Comm_free(&c->s.comm);
+	fut__mpi_comm_release(&c->s);
 	pthread_mutex_lock(&c->lock);
 	c->manager_done = true;
 	pthread_cond_broadcast(&c->done_cv);

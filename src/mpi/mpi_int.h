@@ -7,8 +7,10 @@
  * The files: names.c (the registry, the module table, task names),
  * link.c (a byte stream of wire frames over MPI messages, the polling
  * clock), client.c (the executor on root: queue, manager thread),
- * server.c (the serving ranks), mpi_executor.c (fut_mpi_executor_new: the
- * checks and the handshake, the finalize hook, fut_mpi_info).
+ * server.c (the serving ranks; with FUT_MPI_ISOLATE their tasks go to a
+ * libfuture process pool), spawn.c (FUT_MPI_SPAWN: the spawn, the
+ * children's side, the disconnect), mpi_executor.c (fut_mpi_executor_new:
+ * the checks and the handshake, fut_mpi_info).
  */
 #ifndef FUT_MPI_INT_H
 #define FUT_MPI_INT_H
@@ -122,13 +124,43 @@ void fut__mpi_live_count(int delta);
 
 struct fut__mpi_setup {
 	MPI_Comm comm; /* the duplicate, owned by the executor */
+	/* SPAWN: the intercommunicator between the spawning process and its
+	 * children, disconnected once comm (their merge) is freed; else
+	 * MPI_COMM_NULL. */
+	MPI_Comm inter;
 	int rank, size, root;
 	size_t threads, prefetch;
 	double spin, backoff;
 	/* The build-ids every server has (client only). */
 	struct fut__mpi_build_id *common;
 	size_t ncommon;
+	/* ISOLATE, servers only: the process pool the tasks run in, owned
+	 * by the server (freed when serving ends); else NULL. */
+	fut_executor *pool;
 };
+
+/* Frees setup->comm and, in spawn mode, disconnects setup->inter. */
+void fut__mpi_comm_release(struct fut__mpi_setup *setup);
+
+/* ------------------------------------------------------------------ */
+/* spawn.c                                                              */
+
+/* The spawning process: starts max_workers copies of command (NULL: this
+ * executable, resolved from /proc/self/exe) with argv, under
+ * MPI_ERRORS_RETURN, and merges them into *merged (this process rank 0)
+ * with the intercommunicator in *inter.  FUT_OK; FUT_EAGAIN (no such
+ * executable, or MPI_ERR_SPAWN); FUT_ENOTSUP (any other refusal);
+ * FUT_ENOMEM. */
+int fut__mpi_spawn(const char *command, char *const *argv, size_t n,
+		   MPI_Comm *inter, MPI_Comm *merged);
+/* A spawned copy: *merged gets the merge with its parent (ranks 1..n),
+ * *inter the parent intercommunicator.  FUT_OK, or FUT_ENOTSUP when this
+ * process was not spawned; FUT_EBROKEN when the merge failed. */
+int fut__mpi_spawned(MPI_Comm *inter, MPI_Comm *merged);
+
+/* ISOLATE: a worker process of a server's pool remembers its rank, for
+ * fut_mpi_task_rank() (set before the pool forks). */
+void fut__mpi_isolate_rank_set(int rank);
 
 /* The executor on root.  Takes setup->comm and setup->common in every
  * case.  FUT_OK, FUT_ENOMEM, FUT_EAGAIN (no manager thread). */
