@@ -30,6 +30,9 @@ run -np 1 "$t/test_mpi_launch" single
 run -np 1 "$t/test_mpi_launch" np1
 run -np 3 "$t/test_mpi_launch" nofree
 run -np 1 "$t/test_mpi_launch" mpmd : -np 2 "$t/test_mpi_peer"
+# FUT_MPI_SPAWN: a singleton (no mpirun) spawns copies of itself.
+echo "== $t/test_mpi_spawn (a singleton)"
+timeout 60 $wrap "$t/test_mpi_spawn"
 # The example, linked against the shared libraries.
 LD_LIBRARY_PATH="$build${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
 	run -x LD_LIBRARY_PATH -np 3 "$build/examples/mpi_primes"
