@@ -27,37 +27,9 @@ static fut_executor *make(const fut_mpi_opts *opts)
 	return ex;
 }
 
-static void fail_task(fut_task *t)
-{
-	fut_task_fail(t, 42, "failed on rank %d", fut_mpi_task_rank(t));
-}
-
-static int pointee;
-static void pointer_task(fut_task *t)
-{
-	fut_task_return(t, &pointee);
-}
-
 static void nothing_task(fut_task *t)
 {
 	(void)t;
-}
-
-static void check_echo(fut_executor *ex, size_t len)
-{
-	unsigned char *in = malloc(len ? len : 1);
-	assert_non_null(in);
-	for (size_t i = 0; i < len; i++)
-		in[i] = (unsigned char)(i * 7 + len);
-	fut_future *f;
-	assert_int_equal(fut_submit_bytes(ex, echo_task, in, len, &f), FUT_OK);
-	const void *out;
-	size_t outlen;
-	assert_int_equal(fut_result_bytes(f, 30, &out, &outlen), FUT_OK);
-	assert_int_equal(outlen, len);
-	assert_true(len == 0 || memcmp(out, in, len) == 0);
-	fut_release(f);
-	free(in);
 }
 
 static void results_come_back_byte_exact_split_or_not(void **state)
@@ -84,44 +56,8 @@ static void tasks_run_on_server_ranks_and_many_submit(void **state)
 	fut_executor *ex = make(&(fut_mpi_opts){ .prefetch = 8 });
 	if (ex == NULL)
 		return;
-	enum {
-		N = 2000
-	};
-	static uint32_t in[N];
-	fut_future *fs[N];
-	for (uint32_t i = 0; i < N; i++)
-		in[i] = i;
-	assert_int_equal(fut_submit_many(ex, echo_task, in, sizeof(in[0]), N,
-					 fs),
-			 FUT_OK);
-	assert_int_equal(fut_wait(fs, N, FUT_ALL_COMPLETED, 30), FUT_OK);
-	for (uint32_t i = 0; i < N; i++) {
-		const void *out;
-		size_t len;
-		assert_int_equal(fut_result_bytes(fs[i], 0, &out, &len),
-				 FUT_OK);
-		assert_int_equal(len, 4);
-		assert_memory_equal(out, &i, 4);
-		fut_release(fs[i]);
-	}
-	bool seen[3] = { false, false, false };
-	for (int k = 0; k < 16; k++) {
-		fut_future *f;
-		assert_int_equal(fut_submit_bytes(ex, echo_task, "rank?", 5,
-						  &f),
-				 FUT_OK);
-		const void *out;
-		size_t len;
-		assert_int_equal(fut_result_bytes(f, 30, &out, &len), FUT_OK);
-		int r;
-		assert_int_equal(len, sizeof(r));
-		memcpy(&r, out, sizeof(r));
-		assert_true(r == 1 || r == 2);
-		seen[r] = true;
-		fut_release(f);
-	}
-	/* Work goes round the servers. */
-	assert_true(seen[1] && seen[2]);
+	check_many(ex, 2000);
+	check_both_servers_work(ex);
 	assert_int_equal(fut_mpi_task_rank(NULL), -1);
 	fut_executor_free(ex);
 }
@@ -132,18 +68,8 @@ static void failures_cross_ranks(void **state)
 	fut_executor *ex = make(NULL);
 	if (ex == NULL)
 		return;
+	check_failures(ex);
 	fut_future *f;
-	assert_int_equal(fut_submit_bytes(ex, fail_task, NULL, 0, &f), FUT_OK);
-	assert_int_equal(fut_result(f, 30, NULL), FUT_ETASK);
-	assert_int_equal(fut_task_code(f), 42);
-	const char *msg = fut_error_message(f);
-	assert_true(strcmp(msg, "failed on rank 1") == 0 ||
-		    strcmp(msg, "failed on rank 2") == 0);
-	fut_release(f);
-	assert_int_equal(fut_submit_bytes(ex, pointer_task, NULL, 0, &f),
-			 FUT_OK);
-	assert_int_equal(fut_result(f, 30, NULL), FUT_ENOTSUP);
-	fut_release(f);
 	assert_int_equal(fut_submit_bytes(ex, nothing_task, NULL, 0, &f),
 			 FUT_OK);
 	const void *out = &out;
@@ -580,12 +506,6 @@ static void bad_options_are_einval_on_every_rank(void **state)
 /* ------------------------------------------------------------------ */
 /* FUT_MPI_ISOLATE: the tasks run in a process pool on each server     */
 
-static void segv_task(fut_task *t)
-{
-	(void)t;
-	raise(SIGSEGV);
-}
-
 static void abort_task(fut_task *t)
 {
 	(void)t;
@@ -615,7 +535,11 @@ static void pid_task(fut_task *t)
 
 static void check_crash(fut_future *f, int sig, int code)
 {
-	assert_int_equal(fut_result(f, 30, NULL), FUT_ECRASHED);
+	int rc = fut_result(f, 30, NULL);
+	if (rc != FUT_ECRASHED)
+		fprintf(stderr, "check_crash: %s: %s\n", fut_strerror(rc),
+			fut_error_message(f));
+	assert_int_equal(rc, FUT_ECRASHED);
 	int status = -1;
 	assert_int_equal(fut_crash_status(f, &status), FUT_OK);
 	if (sig != 0) {
@@ -665,38 +589,8 @@ static void isolate_crashes_fail_only_their_task(void **state)
 	check_echo(ex, 0);
 	check_echo(ex, 16);
 	check_echo(ex, (1u << 20) + 3);
-	fut_future *f;
-	assert_int_equal(fut_submit_bytes(ex, fail_task, NULL, 0, &f), FUT_OK);
-	assert_int_equal(fut_result(f, 30, NULL), FUT_ETASK);
-	assert_int_equal(fut_task_code(f), 42);
-	const char *msg = fut_error_message(f);
-	assert_true(strcmp(msg, "failed on rank 1") == 0 ||
-		    strcmp(msg, "failed on rank 2") == 0);
-	fut_release(f);
-	assert_int_equal(fut_submit_bytes(ex, pointer_task, NULL, 0, &f),
-			 FUT_OK);
-	assert_int_equal(fut_result(f, 30, NULL), FUT_ENOTSUP);
-	fut_release(f);
-	enum {
-		N = 500
-	};
-	static uint32_t in[N];
-	fut_future *fs[N];
-	for (uint32_t i = 0; i < N; i++)
-		in[i] = i;
-	assert_int_equal(fut_submit_many(ex, echo_task, in, sizeof(in[0]), N,
-					 fs),
-			 FUT_OK);
-	assert_int_equal(fut_wait(fs, N, FUT_ALL_COMPLETED, 30), FUT_OK);
-	for (uint32_t i = 0; i < N; i++) {
-		const void *out;
-		size_t len;
-		assert_int_equal(fut_result_bytes(fs[i], 0, &out, &len),
-				 FUT_OK);
-		assert_int_equal(len, 4);
-		assert_memory_equal(out, &i, 4);
-		fut_release(fs[i]);
-	}
+	check_failures(ex);
+	check_many(ex, 500);
 	fut_executor_free(ex);
 }
 

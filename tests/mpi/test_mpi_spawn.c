@@ -6,7 +6,6 @@
  * names) and exits.  Where the MPI cannot spawn, every test is skipped
  * with a message.
  */
-#include <signal.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -20,23 +19,6 @@ static double now(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static void fail_task(fut_task *t)
-{
-	fut_task_fail(t, 42, "failed on rank %d", fut_mpi_task_rank(t));
-}
-
-static int pointee;
-static void pointer_task(fut_task *t)
-{
-	fut_task_return(t, &pointee);
-}
-
-static void segv_task(fut_task *t)
-{
-	(void)t;
-	raise(SIGSEGV);
 }
 
 /* The spawning side: an executor over n spawned servers, or NULL (and
@@ -67,23 +49,6 @@ static fut_executor *spawn(size_t n, unsigned flags, char *const *argv)
 	return ex;
 }
 
-static void check_echo(fut_executor *ex, size_t len)
-{
-	unsigned char *in = malloc(len ? len : 1);
-	assert_non_null(in);
-	for (size_t i = 0; i < len; i++)
-		in[i] = (unsigned char)(i * 13 + len);
-	fut_future *f;
-	assert_int_equal(fut_submit_bytes(ex, echo_task, in, len, &f), FUT_OK);
-	const void *out;
-	size_t outlen;
-	assert_int_equal(fut_result_bytes(f, 30, &out, &outlen), FUT_OK);
-	assert_int_equal(outlen, len);
-	assert_true(len == 0 || memcmp(out, in, len) == 0);
-	fut_release(f);
-	free(in);
-}
-
 static void a_singleton_spawns_two_servers_results_and_failures(void **state)
 {
 	(void)state;
@@ -93,35 +58,8 @@ static void a_singleton_spawns_two_servers_results_and_failures(void **state)
 	check_echo(ex, 1 << 20);
 	/* Over the 1 MiB message limit main() set on both sides: parts. */
 	check_echo(ex, (64u << 20) + 1);
-	bool seen[3] = { false, false, false };
-	for (int k = 0; k < 16; k++) {
-		fut_future *f;
-		assert_int_equal(fut_submit_bytes(ex, echo_task, "rank?", 5,
-						  &f),
-				 FUT_OK);
-		const void *out;
-		size_t len;
-		assert_int_equal(fut_result_bytes(f, 30, &out, &len), FUT_OK);
-		int r;
-		assert_int_equal(len, sizeof(r));
-		memcpy(&r, out, sizeof(r));
-		assert_true(r == 1 || r == 2);
-		seen[r] = true;
-		fut_release(f);
-	}
-	assert_true(seen[1] && seen[2]);
-	fut_future *f;
-	assert_int_equal(fut_submit_bytes(ex, fail_task, NULL, 0, &f), FUT_OK);
-	assert_int_equal(fut_result(f, 30, NULL), FUT_ETASK);
-	assert_int_equal(fut_task_code(f), 42);
-	const char *msg = fut_error_message(f);
-	assert_true(strcmp(msg, "failed on rank 1") == 0 ||
-		    strcmp(msg, "failed on rank 2") == 0);
-	fut_release(f);
-	assert_int_equal(fut_submit_bytes(ex, pointer_task, NULL, 0, &f),
-			 FUT_OK);
-	assert_int_equal(fut_result(f, 30, NULL), FUT_ENOTSUP);
-	fut_release(f);
+	check_both_servers_work(ex);
+	check_failures(ex);
 	fut_executor_free(ex);
 }
 
