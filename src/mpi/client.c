@@ -83,6 +83,7 @@ struct mclient {
 	struct mrank *ranks; /* [s.size]; root's unused */
 	uint64_t next_id;
 	int next_rank;
+	int hot_rank; /* the rank whose result came last; -1: none yet */
 	bool stopping;
 	bool broke; /* break_all ran */
 };
@@ -565,6 +566,7 @@ static void feed(struct mclient *c, int rank, const unsigned char *data,
 		if (rc == FUT__WIRE_MORE)
 			return;
 		if (rc == FUT__WIRE_RECORD) {
+			c->hot_rank = rank;
 			on_result(c, rank, &rec);
 			if (c->broke)
 				return;
@@ -662,12 +664,22 @@ static void send_jobs(struct mclient *c, int r, struct mjob *list)
 		break_all(c, "rank %d: out of memory for a message%s", r, "");
 }
 
+/*
+ * Hands queued jobs to the ranks with room, round-robin, but the rank that
+ * answered last first: its loop has just sent and still spins, while a
+ * rank left idle for a round trip or more has fallen into its backoff.
+ * One task at a time round-robin made each server's idle gap two round
+ * trips: past poll_spin on a loaded machine, both servers slept, and
+ * round trips stayed at the backoff cap (W-MPI1: 2.7 ms; docs/mpi.md).
+ */
 static bool dispatch(struct mclient *c)
 {
 	bool did = false;
 	int size = c->s.size;
-	for (int k = 0; k < size; k++) {
-		int r = (c->next_rank + k) % size;
+	for (int k = -1; k < size; k++) {
+		int r = k < 0 ? c->hot_rank : (c->next_rank + k) % size;
+		if (r < 0)
+			continue;
 		struct mrank *mr = &c->ranks[r];
 		if (r == c->s.root || mr->stopped ||
 		    mr->inflight >= c->s.prefetch)
@@ -681,7 +693,8 @@ static bool dispatch(struct mclient *c)
 		if (list == NULL)
 			break;
 		send_jobs(c, r, list);
-		c->next_rank = (r + 1) % size;
+		if (k >= 0)
+			c->next_rank = (r + 1) % size;
 		did = true;
 	}
 	return did;
@@ -750,7 +763,7 @@ static void *manager_main(void *arg)
 			fut__mpi_idle_busy(&idle);
 			continue;
 		}
-		int64_t ns = fut__mpi_idle_next(&idle);
+		int64_t ns = fut__mpi_idle_next(&idle, true);
 		if (ns > 0) /* woken early by submit, interrupt, shutdown */
 			fut__mpi_nap(&c->lock, &c->wake_cv, &c->wake,
 				     &c->sleeping, ns);
@@ -878,6 +891,7 @@ int fut__mpi_client_new(fut_executor **out, struct fut__mpi_setup *setup)
 	c->s = *setup;
 	setup->common = NULL;
 	c->keyval = MPI_KEYVAL_INVALID;
+	c->hot_rank = -1;
 	c->batch = c->s.prefetch;
 	c->ranks = fut__calloc((size_t)c->s.size, sizeof(*c->ranks));
 	if (c->ranks == NULL) {
