@@ -171,11 +171,11 @@ static double cpu_of(int pid)
 static void idle(fut_executor *ex)
 {
 	int pids[3] = { (int)getpid(), 0, 0 };
-	/* One task per server: prefetch 1 and two at once reach both. */
+	/* One task per server: prefetch 1 and two queued together (one
+	 * fut_submit_many) reach both. */
 	fut_future *f[2];
-	for (int k = 0; k < 2; k++)
-		check(fut_submit_bytes(ex, pid_task, NULL, 0, &f[k]) == FUT_OK,
-		      "submit");
+	check(fut_submit_many(ex, pid_task, NULL, 0, 2, f) == FUT_OK,
+	      "submit_many");
 	for (int k = 0; k < 2; k++) {
 		const void *out;
 		size_t len;
