@@ -47,6 +47,7 @@ struct mrank {
 	size_t inflight;
 	uint32_t names_sent; /* ids 1..names_sent are known there */
 	bool stopped;
+	bool bye; /* its BYE came: nothing more of it is in flight */
 	struct fut__wire_dec dec;
 };
 
@@ -585,9 +586,9 @@ static bool receive_all(struct mclient *c)
 	for (;;) {
 		const void *data;
 		size_t len;
-		int src = -1;
+		int src = -1, tag = -1;
 		int rc = fut__mpi_link_recv(&c->link, MPI_ANY_SOURCE, &data,
-					    &len, &src);
+					    &len, &src, &tag);
 		if (rc == FUT_ETIMEDOUT)
 			return did;
 		if (rc != FUT_OK) {
@@ -596,6 +597,11 @@ static bool receive_all(struct mclient *c)
 			return true;
 		}
 		did = true;
+		if (tag == FUT__MPI_TAG_BYE) {
+			if (src >= 0 && src < c->s.size)
+				c->ranks[src].bye = true;
+			continue;
+		}
 		feed(c, src, data, len, c->broke);
 	}
 }
@@ -741,6 +747,15 @@ static bool drained(struct mclient *c)
 	return done;
 }
 
+/* True once every server's BYE came (they come after their STOP). */
+static bool all_said_bye(const struct mclient *c)
+{
+	for (int r = 0; r < c->s.size; r++)
+		if (r != c->s.root && !c->ranks[r].bye)
+			return false;
+	return true;
+}
+
 static void *manager_main(void *arg)
 {
 	struct mclient *c = arg;
@@ -757,7 +772,8 @@ static void *manager_main(void *arg)
 			stop_ranks(c);
 			c->stopping = true;
 		}
-		if (c->stopping && !fut__mpi_link_busy(&c->link))
+		if (c->stopping && !fut__mpi_link_busy(&c->link) &&
+		    all_said_bye(c))
 			break;
 		if (did) {
 			fut__mpi_idle_busy(&idle);

@@ -131,6 +131,11 @@ static void stop_servers(struct fut__mpi_setup *s)
 		if (r != root)
 			(void)MPI_Send(msg, (int)sizeof(msg), MPI_BYTE, r,
 				       FUT__MPI_TAG, *comm);
+	/* They had no task: their BYE is all that comes. */
+	for (int r = 0; r < size; r++)
+		if (r != root)
+			(void)MPI_Recv(NULL, 0, MPI_BYTE, r, FUT__MPI_TAG_BYE,
+				       *comm, MPI_STATUS_IGNORE);
 	fut__mpi_comm_release(s);
 }
 

@@ -22,8 +22,14 @@
 #include "internal.h"
 #include "wire.h"
 
-/* The one tag of the library's own communicator. */
+/* The tags of the library's own communicator: the wire stream, and a
+ * server's last message, empty, after everything it sent (the client
+ * receives with MPI_ANY_TAG, so the BYE cannot overtake the stream: once
+ * every server's BYE came, nothing of theirs is left in flight, and the
+ * communicator can be freed without orphaning a message that a later
+ * communicator could match -- MPICH reuses context ids at once). */
 #define FUT__MPI_TAG 1
+#define FUT__MPI_TAG_BYE 2
 
 /* ------------------------------------------------------------------ */
 /* names.c                                                              */
@@ -87,11 +93,14 @@ int fut__mpi_link_send(struct fut__mpi_link *l, int to, unsigned type,
 bool fut__mpi_link_progress(struct fut__mpi_link *l);
 /* True while sends are in flight. */
 bool fut__mpi_link_busy(const struct fut__mpi_link *l);
-/* One message from `from` (MPI_ANY_SOURCE allowed), if one is there:
- * FUT_OK with *data and *len (the link's stage, valid until the next call)
- * and *source; FUT_ETIMEDOUT when none; FUT_EBROKEN, FUT_ENOMEM. */
+/* One message from `from` (MPI_ANY_SOURCE allowed), of any tag, if one is
+ * there: FUT_OK with *data and *len (the link's stage, valid until the
+ * next call), *source and *tag; FUT_ETIMEDOUT when none; FUT_EBROKEN,
+ * FUT_ENOMEM. */
 int fut__mpi_link_recv(struct fut__mpi_link *l, int from, const void **data,
-		       size_t *len, int *source);
+		       size_t *len, int *source, int *tag);
+/* A server's BYE to root (blocking; empty).  FUT_OK or FUT_EBROKEN. */
+int fut__mpi_send_bye(MPI_Comm comm, int root);
 
 /* The polling clock: spin, then an exponential backoff up to a cap. */
 struct fut__mpi_idle {

@@ -602,9 +602,11 @@ static bool receive_all(struct server *s)
 	while (s->error == FUT_OK) {
 		const void *data;
 		size_t len, off = 0;
-		int src;
+		int src, tag;
 		int rc = fut__mpi_link_recv(&s->link, s->s.root, &data, &len,
-					    &src);
+					    &src, &tag);
+		if (rc == FUT_OK && tag != FUT__MPI_TAG)
+			rc = FUT_EBROKEN; /* the client sends no other */
 		if (rc == FUT_ETIMEDOUT)
 			break;
 		if (rc != FUT_OK) {
@@ -723,6 +725,11 @@ int fut__mpi_serve(struct fut__mpi_setup *setup)
 	loop(s);
 	for (size_t i = 0; i < s->nthreads; i++)
 		pthread_join(s->threads[i], NULL);
+	/* Everything this rank sent is out: the client may free the
+	 * communicator once every server said so. */
+	if (fut__mpi_send_bye(s->s.comm, s->s.root) != FUT_OK &&
+	    s->error == FUT_OK)
+		s->error = FUT_EBROKEN;
 	/* Every pool task has reported (busy is 0): no callback is left. */
 	fut_executor_free(s->s.pool);
 	setup->pool = NULL;
