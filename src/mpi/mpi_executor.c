@@ -84,9 +84,8 @@ static int make_comm(const fut_mpi_opts *o, struct fut__mpi_setup *s)
 	if (o->flags & FUT_MPI_SPAWN) {
 		int rc = fut__mpi_spawned(&s->inter, &s->comm);
 		if (rc == FUT_ENOTSUP)
-			rc = fut__mpi_spawn(o->command, o->argv,
-					    spawn_count(o), &s->inter,
-					    &s->comm);
+			rc = fut__mpi_spawn(o->command, o->argv, spawn_count(o),
+					    &s->inter, &s->comm);
 		if (rc != FUT_OK)
 			return rc;
 		s->root = 0;

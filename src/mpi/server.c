@@ -268,18 +268,17 @@ static void give_up(struct server *s, int code)
 	/* ISOLATE: what has not started is cancelled, what runs killed; the
 	 * done callbacks still record every outcome. */
 	if (s->s.pool != NULL)
-		(void)fut_executor_shutdown(s->s.pool,
-					    FUT_SHUTDOWN_NOWAIT |
-						    FUT_SHUTDOWN_CANCEL_PENDING |
-						    FUT_SHUTDOWN_INTERRUPT);
+		(void)fut_executor_shutdown(
+			s->s.pool, FUT_SHUTDOWN_NOWAIT |
+					   FUT_SHUTDOWN_CANCEL_PENDING |
+					   FUT_SHUTDOWN_INTERRUPT);
 }
 
 /* ------------------------------------------------------------------ */
 /* ISOLATE: the tasks run in the rank's process pool                   */
 
 /* Caller holds s->lock: records the outcome of pool future f. */
-static void add_pool_result_locked(struct server *s, uint64_t id,
-				   fut_future *f)
+static void add_pool_result_locked(struct server *s, uint64_t id, fut_future *f)
 {
 	const void *data = NULL;
 	size_t len = 0;
@@ -292,18 +291,20 @@ static void add_pool_result_locked(struct server *s, uint64_t id,
 		n = FUT__WIRE_MAX_MESSAGE - 4;
 	int added;
 	if (rc == FUT_OK && len == 0) {
-		added = fut__mpi_frame_add(&s->results, id, 0,
-					   FUT__WIRE_R_NONE, 0, NULL, 0);
+		added = fut__mpi_frame_add(&s->results, id, 0, FUT__WIRE_R_NONE,
+					   0, NULL, 0);
 	} else if (rc == FUT_OK) {
 		added = fut__mpi_frame_add(&s->results, id, 0,
 					   FUT__WIRE_R_BYTES, 0, data, len);
 	} else if (rc == FUT_ETASK) {
-		added = fut__mpi_frame_add(&s->results, id, 0,
-					   FUT__WIRE_R_FAIL, fut_task_code(f),
-					   msg, n);
+		added = fut__mpi_frame_add(&s->results, id, 0, FUT__WIRE_R_FAIL,
+					   fut_task_code(f), msg, n);
 	} else if (rc == FUT_ECRASHED) {
-		/* The wait status first, then the message. */
-		unsigned char buf[FUT__WIRE_MAX_MESSAGE];
+		/* The wait status first, then the message (the pool's are a
+		 * line: "worker process <pid> died: signal <n>"). */
+		unsigned char buf[4 + 1024];
+		if (n > sizeof(buf) - 4)
+			n = sizeof(buf) - 4;
 		int status = 0;
 		(void)fut_crash_status(f, &status);
 		uint32_t u = (uint32_t)status;
@@ -312,8 +313,8 @@ static void add_pool_result_locked(struct server *s, uint64_t id,
 		if (n != 0)
 			memcpy(buf + 4, msg, n);
 		added = fut__mpi_frame_add(&s->results, id, 0,
-					   FUT__WIRE_R_ERROR, FUT_ECRASHED,
-					   buf, 4 + n);
+					   FUT__WIRE_R_ERROR, FUT_ECRASHED, buf,
+					   4 + n);
 	} else {
 		added = fut__mpi_frame_add(&s->results, id, 0,
 					   FUT__WIRE_R_ERROR, rc, msg, n);
@@ -376,8 +377,7 @@ static void flush_run(struct server *s)
 	pthread_mutex_lock(&s->lock);
 	fut_fn fn = s->names[s->run_name - 1].fn;
 	pthread_mutex_unlock(&s->lock);
-	struct pbatch *b =
-		fut__malloc(sizeof(*b) + n * sizeof(struct ptask));
+	struct pbatch *b = fut__malloc(sizeof(*b) + n * sizeof(struct ptask));
 	if (b == NULL) {
 		fail_run(s, FUT_ENOMEM);
 		s->run_n = 0;
@@ -429,8 +429,7 @@ static void gather(struct server *s, const struct fut__wire_rec *r)
 		uint64_t *ids = fut__realloc(s->run_ids, cap * sizeof(*ids));
 		if (ids != NULL)
 			s->run_ids = ids;
-		fut_future **fs =
-			fut__realloc(s->run_futs, cap * sizeof(*fs));
+		fut_future **fs = fut__realloc(s->run_futs, cap * sizeof(*fs));
 		if (fs != NULL)
 			s->run_futs = fs;
 		if (ids == NULL || fs == NULL) {
@@ -471,8 +470,7 @@ static void pool_interrupt(struct server *s, uint64_t id)
 	flush_run(s);
 	fut_future *f = NULL;
 	pthread_mutex_lock(&s->lock);
-	for (struct pbatch *b = s->batches; b != NULL && f == NULL;
-	     b = b->next)
+	for (struct pbatch *b = s->batches; b != NULL && f == NULL; b = b->next)
 		for (size_t i = 0; i < b->n; i++)
 			if (b->t[i].id == id && !b->t[i].done) {
 				f = fut_retain(b->t[i].f);

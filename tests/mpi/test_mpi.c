@@ -555,8 +555,8 @@ static void check_crash(fut_future *f, int sig, int code)
 static void isolate_crashes_fail_only_their_task(void **state)
 {
 	(void)state;
-	fut_executor *ex = make(&(fut_mpi_opts){ .flags = FUT_MPI_ISOLATE,
-						 .prefetch = 4 });
+	fut_executor *ex = make(
+		&(fut_mpi_opts){ .flags = FUT_MPI_ISOLATE, .prefetch = 4 });
 	if (ex == NULL)
 		return;
 	fut_future *crash[3], *ok[8];
@@ -564,8 +564,8 @@ static void isolate_crashes_fail_only_their_task(void **state)
 	for (int i = 0; i < 8; i++) {
 		int x = i;
 		if (i < 3)
-			assert_int_equal(fut_submit_bytes(ex, crashers[i],
-							  NULL, 0, &crash[i]),
+			assert_int_equal(fut_submit_bytes(ex, crashers[i], NULL,
+							  0, &crash[i]),
 					 FUT_OK);
 		assert_int_equal(fut_submit_bytes(ex, square_task, &x,
 						  sizeof(x), &ok[i]),

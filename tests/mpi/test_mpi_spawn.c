@@ -117,9 +117,9 @@ static void spawn_options_are_checked(void **state)
 			 FUT_EINVAL);
 	assert_int_equal(
 		fut_mpi_executor_new(
-			&ex, &(fut_mpi_opts){ .flags = FUT_MPI_SPAWN,
-					      .max_workers =
-						      FUT_MAX_WORKERS + 1 }),
+			&ex,
+			&(fut_mpi_opts){ .flags = FUT_MPI_SPAWN,
+					 .max_workers = FUT_MAX_WORKERS + 1 }),
 		FUT_EINVAL);
 	assert_null(ex);
 }
@@ -159,8 +159,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(spawned_isolated_servers_survive_a_crash),
 		cmocka_unit_test(a_command_that_does_not_exist_fails_at_once),
 	};
-	int failed = cmocka_run_group_tests_name("mpi spawn", tests, NULL,
-						 NULL);
+	int failed =
+		cmocka_run_group_tests_name("mpi spawn", tests, NULL, NULL);
 	if (fut__mpi_live_objects() != 0) {
 		fprintf(stderr, "test_mpi_spawn: %zu objects leaked\n",
 			fut__mpi_live_objects());
