@@ -239,6 +239,20 @@ test-mpi:
 	@echo "test-mpi: skipped: no MPI ($(MPICC) not found; make deps-mpi)"
 endif
 
+# The MPI tests again against MPICH, beside Open MPI (Debian's mpich and
+# libmpich-dev: mpicc.mpich, mpirun.mpich), built into $(BUILD)/mpich;
+# skipped with a message where MPICH is not installed.  Its spawn tests
+# skip themselves (a singleton MPICH cannot spawn here).
+.PHONY: test-mpich
+test-mpich:
+	@if command -v mpicc.mpich >/dev/null 2>&1 && \
+	    command -v mpirun.mpich >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory BUILD=$(BUILD)/mpich \
+			MPICC=mpicc.mpich MPIRUN=mpirun.mpich test-mpi; \
+	else \
+		echo "test-mpich: skipped: no MPICH (apt-get install mpich libmpich-dev)"; \
+	fi
+
 # W-MPI1 and W-MPI2 beside the C floors and mpi4py.futures (bench/mpi/run.sh;
 # BENCH_MPI_QUICK=1 for one short run).
 .PHONY: bench-mpi

@@ -32,18 +32,20 @@ typedef struct fut_mpi_opts {
 	/* The rank that gets the executor. */
 	int root;
 	unsigned flags;
-	/* SPAWN: servers to start; 0: universe size - 1, at least 1. */
+	/* SPAWN: servers to start; 0: universe size - 1, at least 1.  In
+	 * spawn mode comm must be NULL and root 0. */
 	size_t max_workers;
 	/* SPAWN: NULL: this executable. */
 	const char *command;
-	/* SPAWN: NULL: none. */
+	/* SPAWN: the servers' arguments, NULL-terminated; NULL: none. */
 	char *const *argv;
 	/* Tasks at once per server; 0: 1.  At most FUT_MAX_WORKERS. */
 	size_t threads_per_rank;
 	/* Tasks in flight per server; 0: 2 x threads_per_rank. */
 	size_t prefetch;
-	/* Runs once on each server, with that rank's own initarg; non-zero
-	 * on any rank: FUT_EBROKEN. */
+	/* Runs once on each server, with that rank's own initarg (ISOLATE:
+	 * in the rank, before its pool forks); non-zero on any rank:
+	 * FUT_EBROKEN. */
 	int (*initializer)(void *initarg);
 	void *initarg;
 	/* ISOLATE only, as the process pool's. */
@@ -62,13 +64,24 @@ typedef struct fut_mpi_opts {
  * On root *out gets a new executor: free it with fut_executor_free().  On
  * every other rank the call serves tasks until the root's executor is shut
  * down, then returns FUT_OK with *out NULL.  MPI must be initialized with
- * MPI_THREAD_MULTIPLE.  FUT_EINVAL (bad input: NULL out, a root outside
- * comm, an intercommunicator, a comm of size 1, unknown flags, sizes over
+ * MPI_THREAD_MULTIPLE.
+ * FUT_MPI_SPAWN: the caller alone (comm NULL, root 0) spawns max_workers
+ * copies of command (NULL: this executable, from /proc/self/exe) and gets
+ * the executor; a spawned copy's own call, with the same flags, serves,
+ * then returns FUT_OK with *out NULL.
+ * FUT_MPI_ISOLATE: each server runs its tasks in a process pool of
+ * threads_per_rank workers (after its initializer): a crash fails only its
+ * task (FUT_ECRASHED, fut_crash_status()), task_timeout gives
+ * FUT_EDEADLINE, an interrupt kills the worker (FUT_ECANCELLED).
+ * FUT_EINVAL (bad input: NULL out, a root outside comm, an
+ * intercommunicator, a comm of size 1, unknown flags, sizes over
  * FUT_MAX_WORKERS, negative or NaN poll times, options of a mode not
- * asked for), FUT_ENOTSUP (MPI not initialized, a thread level below
- * MULTIPLE, a mode this version lacks), FUT_EBROKEN (an initializer
- * failed on some rank, or the ranks disagree on the options or the wire
- * version: every rank returns it), FUT_ENOMEM, FUT_ESYS.
+ * asked for, a comm or root in spawn mode), FUT_ENOTSUP (MPI not
+ * initialized, a thread level below MULTIPLE, a spawn MPI refused),
+ * FUT_EAGAIN (the spawn failed: MPI_ERR_SPAWN, or command is not an
+ * executable file), FUT_EBROKEN (an initializer or an isolated rank's
+ * pool failed on some rank, or the ranks disagree on the options or the
+ * wire version: every rank returns it), FUT_ENOMEM, FUT_ESYS.
  */
 FUT_API FUT_NODISCARD int fut_mpi_executor_new(fut_executor **out,
 					       const fut_mpi_opts *opts);

@@ -9,10 +9,12 @@
  *           fut_submit_bytes each then fut_wait(ALL), at prefetch 64, the
  *           default and 1; fut_submit_many in batches of 10,000 (tasks/s)
  *   idle    CPU seconds each rank used over 2 s without tasks (/proc)
- *   startup fut_mpi_executor_new's time on root, after MPI_Init
+ *   startup fut_mpi_executor_new's time on root, after MPI_Init; and,
+ *           run as `bench_mpi spawn` (a singleton, no mpirun), its time
+ *           to spawn 2 servers (FUT_MPI_SPAWN) and answer one task
  *
  * Results are checked (the bytes, the sum).  Prints RESULT lines in
- * PERF.md's format.  Usage: bench_mpi [N1 N2].
+ * PERF.md's format.  Usage: bench_mpi [N1 N2] | bench_mpi spawn.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -171,11 +173,11 @@ static double cpu_of(int pid)
 static void idle(fut_executor *ex)
 {
 	int pids[3] = { (int)getpid(), 0, 0 };
-	/* One task per server: prefetch 1 and two at once reach both. */
+	/* One task per server: prefetch 1 and two queued together (one
+	 * fut_submit_many) reach both. */
 	fut_future *f[2];
-	for (int k = 0; k < 2; k++)
-		check(fut_submit_bytes(ex, pid_task, NULL, 0, &f[k]) == FUT_OK,
-		      "submit");
+	check(fut_submit_many(ex, pid_task, NULL, 0, 2, f) == FUT_OK,
+	      "submit_many");
 	for (int k = 0; k < 2; k++) {
 		const void *out;
 		size_t len;
@@ -215,10 +217,48 @@ static fut_executor *make(const fut_mpi_opts *o, double *took)
 	return ex;
 }
 
+/* `bench_mpi spawn`, a singleton: FUT_MPI_SPAWN's start-up with 2
+ * servers (copies of this program, which serve and exit here). */
+static int spawn_startup(void)
+{
+	MPI_Comm parent = MPI_COMM_NULL;
+	MPI_Comm_get_parent(&parent);
+	static char spawn_arg[] = "spawn";
+	char *const args[] = { spawn_arg, NULL };
+	bool parent_side = parent == MPI_COMM_NULL;
+	fut_executor *ex = NULL;
+	double t = now();
+	int rc = fut_mpi_executor_new(
+		&ex, &(fut_mpi_opts){ .flags = FUT_MPI_SPAWN,
+				      .max_workers = parent_side ? 2 : 0,
+				      .argv = parent_side ? args : NULL });
+	double took = now() - t;
+	if (rc != FUT_OK) {
+		printf("bench_mpi: spawn skipped: %s\n", fut_strerror(rc));
+	} else if (ex != NULL) {
+		fut_future *f;
+		struct msg m = { 41, 0 };
+		check(fut_submit_bytes(ex, inc_task, &m, sizeof(m), &f) ==
+			      FUT_OK,
+		      "submit");
+		check(take(f) == 42, "spawn result");
+		double answered = now() - t;
+		fut_executor_free(ex);
+		printf("RESULT workload=startup impl=libfuture-mpi-spawn2 "
+		       "ms=%.1f first_answer_ms=%.1f\n",
+		       took * 1e3, answered * 1e3);
+	}
+	fflush(stdout);
+	MPI_Finalize();
+	return bad;
+}
+
 int main(int argc, char **argv)
 {
 	int provided = 0;
 	MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+	if (argc > 1 && strcmp(argv[1], "spawn") == 0)
+		return spawn_startup();
 	long n1 = argc > 1 ? atol(argv[1]) : 20000;
 	long n2 = argc > 2 ? atol(argv[2]) : 100000;
 	double took;

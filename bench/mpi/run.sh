@@ -48,6 +48,8 @@ while [ "$i" -lt "$runs" ]; do
 	{
 		timeout 300 "$MPIRUN" -np 3 "$build/bench/bench_mpi" "$n1" "$n2" ||
 			echo "FAILED bench_mpi"
+		# FUT_MPI_SPAWN's start-up: a singleton spawns 2 servers.
+		timeout 60 "$build/bench/bench_mpi" spawn
 		timeout 120 "$MPIRUN" -np 3 "$build/bench/mpi_floors" lat "$n1" 16 block
 		timeout 120 "$MPIRUN" -np 3 "$build/bench/mpi_floors" farm "$n2" 16 1
 		timeout 120 "$MPIRUN" -np 3 "$build/bench/mpi_floors" farm "$n2" 64 64

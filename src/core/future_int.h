@@ -135,7 +135,7 @@ FUT__PRIVATE int fut__future_succeed_bytes(fut_future *f, void *bytes,
 int fut__future_succeed_borrowed(fut_future *f, const void *data, size_t len);
 FUT__PRIVATE int fut__future_fail(fut_future *f, int error, int code,
 				  char *message);
-int fut__future_crash(fut_future *f, int status, char *message);
+FUT__PRIVATE int fut__future_crash(fut_future *f, int status, char *message);
 
 /* A completion in two steps, for a test that holds a future COMPLETING:
  * the claim (PENDING or RUNNING -> COMPLETING; false if f is done or

@@ -97,7 +97,7 @@ int fut__task_finish(fut_task *t, fut_future *f)
 		rc = fut__future_succeed(f, NULL);
 		break;
 	}
-	/* fut__future_complete took ownership of the bytes and message. */
+	/* The completion took ownership of the bytes and message. */
 	t->outcome = FUT__OUT_NONE;
 	t->value = NULL;
 	t->len = 0;

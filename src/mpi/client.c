@@ -47,6 +47,7 @@ struct mrank {
 	size_t inflight;
 	uint32_t names_sent; /* ids 1..names_sent are known there */
 	bool stopped;
+	bool bye; /* its BYE came: nothing more of it is in flight */
 	struct fut__wire_dec dec;
 };
 
@@ -83,6 +84,7 @@ struct mclient {
 	struct mrank *ranks; /* [s.size]; root's unused */
 	uint64_t next_id;
 	int next_rank;
+	int hot_rank; /* the rank whose result came last; -1: none yet */
 	bool stopping;
 	bool broke; /* break_all ran */
 };
@@ -440,6 +442,31 @@ static void break_all(struct mclient *c, const char *fmt, int rank,
 		stop_ranks(c);
 }
 
+/* An ISOLATE server's worker died running j: the payload is the wait
+ * status (4 bytes, little-endian), then the message.  Takes data. */
+static void on_crash(struct mclient *c, int rank, struct mjob *j,
+		     unsigned char *data, size_t len)
+{
+	if (len < 4) {
+		fut__free(data);
+		job_fail(j, FUT_EBROKEN, 0, "malformed crash record");
+		break_all(c, "rank %d sent a crash record without a status%s",
+			  rank, "");
+		return;
+	}
+	uint32_t u = 0;
+	for (int k = 0; k < 4; k++)
+		u |= (uint32_t)data[k] << (8 * k);
+	char *msg = fut__malloc(len - 4 + 1);
+	if (msg != NULL) {
+		memcpy(msg, data + 4, len - 4);
+		msg[len - 4] = '\0';
+	}
+	fut__free(data);
+	(void)fut__future_crash(&j->fut, (int)u, msg);
+	fut_release(&j->fut);
+}
+
 /* Completes the job of a result record. */
 static void on_result(struct mclient *c, int rank, struct fut__wire_rec *rec)
 {
@@ -482,8 +509,13 @@ static void on_result(struct mclient *c, int rank, struct fut__wire_rec *rec)
 		(void)fut__future_succeed_bytes(&j->fut, data, rec->len);
 		fut_release(&j->fut);
 		return;
-	case FUT__WIRE_R_FAIL:
 	case FUT__WIRE_R_ERROR:
+		if (rec->code == FUT_ECRASHED) {
+			on_crash(c, rank, j, (unsigned char *)data, rec->len);
+			return;
+		}
+		/* fall through */
+	case FUT__WIRE_R_FAIL:
 		msg = fut__malloc(rec->len + 1);
 		if (msg != NULL) {
 			if (rec->len != 0)
@@ -529,6 +561,7 @@ static void feed(struct mclient *c, int rank, const unsigned char *data,
 		if (rc == FUT__WIRE_MORE)
 			return;
 		if (rc == FUT__WIRE_RECORD) {
+			c->hot_rank = rank;
 			on_result(c, rank, &rec);
 			if (c->broke)
 				return;
@@ -547,9 +580,9 @@ static bool receive_all(struct mclient *c)
 	for (;;) {
 		const void *data;
 		size_t len;
-		int src = -1;
+		int src = -1, tag = -1;
 		int rc = fut__mpi_link_recv(&c->link, MPI_ANY_SOURCE, &data,
-					    &len, &src);
+					    &len, &src, &tag);
 		if (rc == FUT_ETIMEDOUT)
 			return did;
 		if (rc != FUT_OK) {
@@ -558,6 +591,11 @@ static bool receive_all(struct mclient *c)
 			return true;
 		}
 		did = true;
+		if (tag == FUT__MPI_TAG_BYE) {
+			if (src >= 0 && src < c->s.size)
+				c->ranks[src].bye = true;
+			continue;
+		}
 		feed(c, src, data, len, c->broke);
 	}
 }
@@ -626,12 +664,22 @@ static void send_jobs(struct mclient *c, int r, struct mjob *list)
 		break_all(c, "rank %d: out of memory for a message%s", r, "");
 }
 
+/*
+ * Hands queued jobs to the ranks with room, round-robin, but the rank that
+ * answered last first: its loop has just sent and still spins, while a
+ * rank left idle for a round trip or more has fallen into its backoff.
+ * One task at a time round-robin made each server's idle gap two round
+ * trips: past poll_spin on a loaded machine, both servers slept, and
+ * round trips stayed at the backoff cap (W-MPI1: 2.7 ms; docs/mpi.md).
+ */
 static bool dispatch(struct mclient *c)
 {
 	bool did = false;
 	int size = c->s.size;
-	for (int k = 0; k < size; k++) {
-		int r = (c->next_rank + k) % size;
+	for (int k = -1; k < size; k++) {
+		int r = k < 0 ? c->hot_rank : (c->next_rank + k) % size;
+		if (r < 0)
+			continue;
 		struct mrank *mr = &c->ranks[r];
 		if (r == c->s.root || mr->stopped ||
 		    mr->inflight >= c->s.prefetch)
@@ -645,7 +693,8 @@ static bool dispatch(struct mclient *c)
 		if (list == NULL)
 			break;
 		send_jobs(c, r, list);
-		c->next_rank = (r + 1) % size;
+		if (k >= 0)
+			c->next_rank = (r + 1) % size;
 		did = true;
 	}
 	return did;
@@ -692,6 +741,15 @@ static bool drained(struct mclient *c)
 	return done;
 }
 
+/* True once every server's BYE came (they come after their STOP). */
+static bool all_said_bye(const struct mclient *c)
+{
+	for (int r = 0; r < c->s.size; r++)
+		if (r != c->s.root && !c->ranks[r].bye)
+			return false;
+	return true;
+}
+
 static void *manager_main(void *arg)
 {
 	struct mclient *c = arg;
@@ -708,18 +766,19 @@ static void *manager_main(void *arg)
 			stop_ranks(c);
 			c->stopping = true;
 		}
-		if (c->stopping && !fut__mpi_link_busy(&c->link))
+		if (c->stopping && !fut__mpi_link_busy(&c->link) &&
+		    all_said_bye(c))
 			break;
 		if (did) {
 			fut__mpi_idle_busy(&idle);
 			continue;
 		}
-		int64_t ns = fut__mpi_idle_next(&idle);
+		int64_t ns = fut__mpi_idle_next(&idle, true);
 		if (ns > 0) /* woken early by submit, interrupt, shutdown */
 			fut__mpi_nap(&c->lock, &c->wake_cv, &c->wake,
 				     &c->sleeping, ns);
 	}
-	(void)MPI_Comm_free(&c->s.comm);
+	fut__mpi_comm_release(&c->s);
 	pthread_mutex_lock(&c->lock);
 	c->manager_done = true;
 	pthread_cond_broadcast(&c->done_cv);
@@ -842,6 +901,7 @@ int fut__mpi_client_new(fut_executor **out, struct fut__mpi_setup *setup)
 	c->s = *setup;
 	setup->common = NULL;
 	c->keyval = MPI_KEYVAL_INVALID;
+	c->hot_rank = -1;
 	c->batch = c->s.prefetch;
 	c->ranks = fut__calloc((size_t)c->s.size, sizeof(*c->ranks));
 	if (c->ranks == NULL) {

@@ -54,13 +54,74 @@ static int check_opts(const fut_mpi_opts *o)
 	if (!(o->flags & FUT_MPI_SPAWN) &&
 	    (o->command != NULL || o->argv != NULL || o->max_workers != 0))
 		return FUT_EINVAL;
+	/* Spawn mode: this process alone spawns (over MPI_COMM_SELF). */
+	if ((o->flags & FUT_MPI_SPAWN) && (o->comm != NULL || o->root != 0))
+		return FUT_EINVAL;
+	return FUT_OK;
+}
+
+/* Spawn mode: the servers to start, max_workers or else the universe
+ * size - 1, at least 1. */
+static size_t spawn_count(const fut_mpi_opts *o)
+{
+	if (o->max_workers != 0)
+		return o->max_workers;
+	int *usize = NULL, flag = 0;
+	size_t n = 1;
+	if (MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_UNIVERSE_SIZE, &usize,
+			      &flag) == MPI_SUCCESS &&
+	    flag && usize != NULL && *usize > 2)
+		n = (size_t)*usize - 1;
+	return n > FUT_MAX_WORKERS ? FUT_MAX_WORKERS : n;
+}
+
+/* Makes setup's communicator: world mode a duplicate of comm, spawn mode
+ * the merge with the spawned servers (or, in a spawned copy, with its
+ * parent).  FUT_OK, FUT_EINVAL, FUT_ESYS, or a spawn's code. */
+static int make_comm(const fut_mpi_opts *o, struct fut__mpi_setup *s)
+{
+	s->comm = s->inter = MPI_COMM_NULL;
+	if (o->flags & FUT_MPI_SPAWN) {
+		int rc = fut__mpi_spawned(&s->inter, &s->comm);
+		if (rc == FUT_ENOTSUP)
+			rc = fut__mpi_spawn(o->command, o->argv, spawn_count(o),
+					    &s->inter, &s->comm);
+		if (rc != FUT_OK)
+			return rc;
+		s->root = 0;
+		if (MPI_Comm_size(s->comm, &s->size) != MPI_SUCCESS ||
+		    MPI_Comm_rank(s->comm, &s->rank) != MPI_SUCCESS) {
+			fut__mpi_comm_release(s);
+			return FUT_EBROKEN;
+		}
+		return FUT_OK;
+	}
+	MPI_Comm comm = o->comm != NULL ? *o->comm : MPI_COMM_WORLD;
+	int inter = 0;
+	if (comm == MPI_COMM_NULL ||
+	    MPI_Comm_test_inter(comm, &inter) != MPI_SUCCESS || inter)
+		return FUT_EINVAL;
+	if (MPI_Comm_size(comm, &s->size) != MPI_SUCCESS ||
+	    MPI_Comm_rank(comm, &s->rank) != MPI_SUCCESS)
+		return FUT_EINVAL;
+	/* World mode needs a server: launch with mpiexec -n 2 or more. */
+	if (o->root < 0 || o->root >= s->size || s->size < 2)
+		return FUT_EINVAL;
+	s->root = o->root;
+	if (MPI_Comm_dup(comm, &s->comm) != MPI_SUCCESS) {
+		s->comm = MPI_COMM_NULL;
+		return FUT_ESYS;
+	}
+	(void)MPI_Comm_set_errhandler(s->comm, MPI_ERRORS_RETURN);
 	return FUT_OK;
 }
 
 /* Tells every server to stop at once (creation failed on root after the
- * handshake), then frees comm. */
-static void stop_servers(MPI_Comm *comm, int size, int root)
+ * handshake), then releases the communicators. */
+static void stop_servers(struct fut__mpi_setup *s)
 {
+	MPI_Comm *comm = &s->comm;
+	int size = s->size, root = s->root;
 	unsigned char msg[FUT__WIRE_FRAME_HDR + FUT__WIRE_REC_HDR];
 	fut__wire_put_frame(msg, FUT__WIRE_TASKS, 1, FUT__WIRE_REC_HDR);
 	fut__wire_put_record(msg + FUT__WIRE_FRAME_HDR, 0, 0, FUT__WIRE_T_STOP,
@@ -69,7 +130,12 @@ static void stop_servers(MPI_Comm *comm, int size, int root)
 		if (r != root)
 			(void)MPI_Send(msg, (int)sizeof(msg), MPI_BYTE, r,
 				       FUT__MPI_TAG, *comm);
-	(void)MPI_Comm_free(comm);
+	/* They had no task: their BYE is all that comes. */
+	for (int r = 0; r < size; r++)
+		if (r != root)
+			(void)MPI_Recv(NULL, 0, MPI_BYTE, r, FUT__MPI_TAG_BYE,
+				       *comm, MPI_STATUS_IGNORE);
+	fut__mpi_comm_release(s);
 }
 
 /* Root: the build-ids every server has, from the gathered lists. */
@@ -172,21 +238,10 @@ int fut_mpi_executor_new(fut_executor **out, const fut_mpi_opts *opts)
 	if (MPI_Query_thread(&level) != MPI_SUCCESS ||
 	    level < MPI_THREAD_MULTIPLE)
 		return FUT_ENOTSUP;
-	MPI_Comm comm = o.comm != NULL ? *o.comm : MPI_COMM_WORLD;
-	int inter = 0;
-	if (comm == MPI_COMM_NULL ||
-	    MPI_Comm_test_inter(comm, &inter) != MPI_SUCCESS || inter)
-		return FUT_EINVAL;
 	struct fut__mpi_setup s = { 0 };
-	if (MPI_Comm_size(comm, &s.size) != MPI_SUCCESS ||
-	    MPI_Comm_rank(comm, &s.rank) != MPI_SUCCESS)
-		return FUT_EINVAL;
-	/* World mode needs a server: launch with mpiexec -n 2 or more. */
-	if (o.root < 0 || o.root >= s.size || s.size < 2)
-		return FUT_EINVAL;
-	if (o.flags & (FUT_MPI_SPAWN | FUT_MPI_ISOLATE))
-		return FUT_ENOTSUP; /* not in this version (docs/mpi.md) */
-	s.root = o.root;
+	rc = make_comm(&o, &s);
+	if (rc != FUT_OK)
+		return rc;
 	s.threads = o.threads_per_rank ? o.threads_per_rank : 1;
 	s.prefetch = o.prefetch ? o.prefetch : 2 * s.threads;
 	s.spin = o.poll_spin != 0 ? o.poll_spin : 200e-6;
@@ -194,13 +249,10 @@ int fut_mpi_executor_new(fut_executor **out, const fut_mpi_opts *opts)
 	bool root = s.rank == s.root;
 
 	int *hellos = fut__calloc((size_t)s.size * HELLO_INTS, sizeof(int));
-	if (hellos == NULL)
+	if (hellos == NULL) {
+		fut__mpi_comm_release(&s);
 		return FUT_ENOMEM;
-	if (MPI_Comm_dup(comm, &s.comm) != MPI_SUCCESS) {
-		fut__free(hellos);
-		return FUT_ESYS;
 	}
-	(void)MPI_Comm_set_errhandler(s.comm, MPI_ERRORS_RETURN);
 
 	const struct fut__mpi_build_id *ids = NULL;
 	size_t nids = 0;
@@ -210,6 +262,19 @@ int fut_mpi_executor_new(fut_executor **out, const fut_mpi_opts *opts)
 			init_ok = 0;
 		if (o.initializer != NULL && o.initializer(o.initarg) != 0)
 			init_ok = 0;
+		/* ISOLATE: the pool forks now, after MPI_Init and the
+		 * initializer (its workers inherit what that set up); they
+		 * never call MPI. */
+		if (init_ok && (o.flags & FUT_MPI_ISOLATE)) {
+			fut__mpi_isolate_rank_set(s.rank);
+			fut_process_pool_opts po = {
+				.max_workers = s.threads,
+				.max_tasks_per_child = o.max_tasks_per_child,
+				.task_timeout = o.task_timeout,
+			};
+			if (fut_process_pool_new(&s.pool, &po) != FUT_OK)
+				init_ok = 0;
+		}
 	}
 	int hello[HELLO_INTS] = { 0 };
 	hello[H_MAGIC] = HELLO_MAGIC;
@@ -247,12 +312,13 @@ int fut_mpi_executor_new(fut_executor **out, const fut_mpi_opts *opts)
 	if (rc != FUT_OK) {
 		fut__free(s.common);
 		if (s.comm != MPI_COMM_NULL)
-			stop_servers(&s.comm, s.size, s.root);
+			stop_servers(&s);
 	}
 	return rc;
 fail:
 	fut__free(hellos);
-	(void)MPI_Comm_free(&s.comm);
+	fut_executor_free(s.pool);
+	fut__mpi_comm_release(&s);
 	return rc;
 }
 

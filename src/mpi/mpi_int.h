@@ -2,13 +2,15 @@
  * mpi_int.h: what the files of libfuture-mpi share.  Private: never
  * installed.  libfuture-mpi reaches the core only through the FUT__PRIVATE
  * internals (libfuture.so's LIBFUTURE_PRIVATE_<version> node) and struct
- * layouts of internal.h.
+ * layouts of the core's private headers (src/core/).
  *
  * The files: names.c (the registry, the module table, task names),
  * link.c (a byte stream of wire frames over MPI messages, the polling
  * clock), client.c (the executor on root: queue, manager thread),
- * server.c (the serving ranks), mpi_executor.c (fut_mpi_executor_new: the
- * checks and the handshake, the finalize hook, fut_mpi_info).
+ * server.c (the serving ranks; with FUT_MPI_ISOLATE their tasks go to a
+ * libfuture process pool), spawn.c (FUT_MPI_SPAWN: the spawn, the
+ * children's side, the disconnect), mpi_executor.c (fut_mpi_executor_new:
+ * the checks and the handshake, fut_mpi_info).
  */
 #ifndef FUT_MPI_INT_H
 #define FUT_MPI_INT_H
@@ -25,8 +27,14 @@
 #include "core/task.h"
 #include "process_pool/wire.h"
 
-/* The one tag of the library's own communicator. */
+/* The tags of the library's own communicator: the wire stream, and a
+ * server's last message, empty, after everything it sent (the client
+ * receives with MPI_ANY_TAG, so the BYE cannot overtake the stream: once
+ * every server's BYE came, nothing of theirs is left in flight, and the
+ * communicator can be freed without orphaning a message that a later
+ * communicator could match -- MPICH reuses context ids at once). */
 #define FUT__MPI_TAG 1
+#define FUT__MPI_TAG_BYE 2
 
 /* ------------------------------------------------------------------ */
 /* names.c                                                              */
@@ -90,11 +98,14 @@ int fut__mpi_link_send(struct fut__mpi_link *l, int to, unsigned type,
 bool fut__mpi_link_progress(struct fut__mpi_link *l);
 /* True while sends are in flight. */
 bool fut__mpi_link_busy(const struct fut__mpi_link *l);
-/* One message from `from` (MPI_ANY_SOURCE allowed), if one is there:
- * FUT_OK with *data and *len (the link's stage, valid until the next call)
- * and *source; FUT_ETIMEDOUT when none; FUT_EBROKEN, FUT_ENOMEM. */
+/* One message from `from` (MPI_ANY_SOURCE allowed), of any tag, if one is
+ * there: FUT_OK with *data and *len (the link's stage, valid until the
+ * next call), *source and *tag; FUT_ETIMEDOUT when none; FUT_EBROKEN,
+ * FUT_ENOMEM. */
 int fut__mpi_link_recv(struct fut__mpi_link *l, int from, const void **data,
-		       size_t *len, int *source);
+		       size_t *len, int *source, int *tag);
+/* A server's BYE to root (blocking; empty).  FUT_OK or FUT_EBROKEN. */
+int fut__mpi_send_bye(MPI_Comm comm, int root);
 
 /* The polling clock: spin, then an exponential backoff up to a cap. */
 struct fut__mpi_idle {
@@ -105,8 +116,9 @@ struct fut__mpi_idle {
 void fut__mpi_idle_init(struct fut__mpi_idle *c, double spin, double cap);
 /* Something happened: spin again next time. */
 void fut__mpi_idle_busy(struct fut__mpi_idle *c);
-/* Nothing happened: 0 while spinning, else how long to sleep (ns). */
-int64_t fut__mpi_idle_next(struct fut__mpi_idle *c);
+/* Nothing happened: 0 while spinning, else how long to sleep (ns).  spin false: sleep at once (a server whose own tasks
+ * run: their end wakes it). */
+int64_t fut__mpi_idle_next(struct fut__mpi_idle *c, bool spin);
 /* An absolute CLOCK_MONOTONIC timespec ns from now. */
 struct timespec fut__mpi_abstime(int64_t ns);
 /* Sleeps on cv (a CLOCK_MONOTONIC one) up to ns unless *wake (both flags
@@ -127,13 +139,43 @@ void fut__mpi_live_count(int delta);
 
 struct fut__mpi_setup {
 	MPI_Comm comm; /* the duplicate, owned by the executor */
+	/* SPAWN: the intercommunicator between the spawning process and its
+	 * children, disconnected once comm (their merge) is freed; else
+	 * MPI_COMM_NULL. */
+	MPI_Comm inter;
 	int rank, size, root;
 	size_t threads, prefetch;
 	double spin, backoff;
 	/* The build-ids every server has (client only). */
 	struct fut__mpi_build_id *common;
 	size_t ncommon;
+	/* ISOLATE, servers only: the process pool the tasks run in, owned
+	 * by the server (freed when serving ends); else NULL. */
+	fut_executor *pool;
 };
+
+/* Frees setup->comm and, in spawn mode, disconnects setup->inter. */
+void fut__mpi_comm_release(struct fut__mpi_setup *setup);
+
+/* ------------------------------------------------------------------ */
+/* spawn.c                                                              */
+
+/* The spawning process: starts max_workers copies of command (NULL: this
+ * executable, resolved from /proc/self/exe) with argv, under
+ * MPI_ERRORS_RETURN, and merges them into *merged (this process rank 0)
+ * with the intercommunicator in *inter.  FUT_OK; FUT_EAGAIN (no such
+ * executable, or MPI_ERR_SPAWN); FUT_ENOTSUP (any other refusal);
+ * FUT_ENOMEM. */
+int fut__mpi_spawn(const char *command, char *const *argv, size_t n,
+		   MPI_Comm *inter, MPI_Comm *merged);
+/* A spawned copy: *merged gets the merge with its parent (ranks 1..n),
+ * *inter the parent intercommunicator.  FUT_OK, or FUT_ENOTSUP when this
+ * process was not spawned; FUT_EBROKEN when the merge failed. */
+int fut__mpi_spawned(MPI_Comm *inter, MPI_Comm *merged);
+
+/* ISOLATE: a worker process of a server's pool remembers its rank, for
+ * fut_mpi_task_rank() (set before the pool forks). */
+void fut__mpi_isolate_rank_set(int rank);
 
 /* The executor on root.  Takes setup->comm and setup->common in every
  * case.  FUT_OK, FUT_ENOMEM, FUT_EAGAIN (no manager thread). */

@@ -8,6 +8,7 @@
 #define FUT_MPI_TEST_H
 
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -63,6 +64,116 @@ static inline void square_task(fut_task *t)
 	const int *x = fut_task_input(t, &len);
 	int y = len == sizeof(int) ? *x * *x : -1;
 	fut_task_return_bytes(t, &y, sizeof(y));
+}
+
+/* Fails with code 42 and a message naming the server's rank. */
+static inline void fail_task(fut_task *t)
+{
+	fut_task_fail(t, 42, "failed on rank %d", fut_mpi_task_rank(t));
+}
+
+/* Returns a pointer: FUT_ENOTSUP on the caller's side. */
+static inline void pointer_task(fut_task *t)
+{
+	static int pointee;
+	fut_task_return(t, &pointee);
+}
+
+static inline void segv_task(fut_task *t)
+{
+	(void)t;
+	raise(SIGSEGV);
+}
+
+/* len bytes to echo_task and back, byte-exact. */
+static inline void check_echo(fut_executor *ex, size_t len)
+{
+	unsigned char *in = (unsigned char *)malloc(len ? len : 1);
+	assert_non_null(in);
+	for (size_t i = 0; i < len; i++)
+		in[i] = (unsigned char)(i * 7 + len);
+	fut_future *f;
+	assert_int_equal(fut_submit_bytes(ex, echo_task, in, len, &f), FUT_OK);
+	const void *out;
+	size_t outlen;
+	assert_int_equal(fut_result_bytes(f, 30, &out, &outlen), FUT_OK);
+	assert_int_equal(outlen, len);
+	assert_true(len == 0 || memcmp(out, in, len) == 0);
+	fut_release(f);
+	free(in);
+}
+
+/* fut_task_fail's code and message cross (from rank 1 or 2), and a
+ * pointer result is FUT_ENOTSUP. */
+static inline void check_failures(fut_executor *ex)
+{
+	fut_future *f;
+	assert_int_equal(fut_submit_bytes(ex, fail_task, NULL, 0, &f), FUT_OK);
+	assert_int_equal(fut_result(f, 30, NULL), FUT_ETASK);
+	assert_int_equal(fut_task_code(f), 42);
+	const char *msg = fut_error_message(f);
+	assert_true(strcmp(msg, "failed on rank 1") == 0 ||
+		    strcmp(msg, "failed on rank 2") == 0);
+	fut_release(f);
+	assert_int_equal(fut_submit_bytes(ex, pointer_task, NULL, 0, &f),
+			 FUT_OK);
+	assert_int_equal(fut_result(f, 30, NULL), FUT_ENOTSUP);
+	fut_release(f);
+}
+
+/* n 4-byte inputs through fut_submit_many and echo_task, each back. */
+static inline void check_many(fut_executor *ex, uint32_t n)
+{
+	uint32_t *in = (uint32_t *)malloc(n * sizeof(*in));
+	fut_future **fs = (fut_future **)malloc(n * sizeof(*fs));
+	assert_non_null(in);
+	assert_non_null(fs);
+	for (uint32_t i = 0; i < n; i++)
+		in[i] = i;
+	assert_int_equal(fut_submit_many(ex, echo_task, in, sizeof(in[0]), n,
+					 fs),
+			 FUT_OK);
+	assert_int_equal(fut_wait(fs, n, FUT_ALL_COMPLETED, 30), FUT_OK);
+	for (uint32_t i = 0; i < n; i++) {
+		const void *out;
+		size_t len;
+		assert_int_equal(fut_result_bytes(fs[i], 0, &out, &len),
+				 FUT_OK);
+		assert_int_equal(len, 4);
+		assert_memory_equal(out, &i, 4);
+		fut_release(fs[i]);
+	}
+	free(fs);
+	free(in);
+}
+
+/* Tasks submitted together spread over both servers (ranks 1 and 2, and
+ * no other): at most prefetch (under 16) go to one rank.  (One at a time
+ * they go to the rank that answered last.) */
+static inline void check_both_servers_work(fut_executor *ex)
+{
+	enum {
+		N = 16
+	};
+	char in[N][5];
+	fut_future *fs[N];
+	for (int k = 0; k < N; k++)
+		memcpy(in[k], "rank?", 5);
+	assert_int_equal(fut_submit_many(ex, echo_task, in, 5, N, fs), FUT_OK);
+	bool seen[3] = { false, false, false };
+	for (int k = 0; k < N; k++) {
+		const void *out;
+		size_t len;
+		assert_int_equal(fut_result_bytes(fs[k], 30, &out, &len),
+				 FUT_OK);
+		int r;
+		assert_int_equal(len, sizeof(r));
+		memcpy(&r, out, sizeof(r));
+		assert_true(r == 1 || r == 2);
+		seen[r] = true;
+		fut_release(fs[k]);
+	}
+	assert_true(seen[1] && seen[2]);
 }
 
 #endif

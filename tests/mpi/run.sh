@@ -30,9 +30,18 @@ run -np 1 "$t/test_mpi_launch" single
 run -np 1 "$t/test_mpi_launch" np1
 run -np 3 "$t/test_mpi_launch" nofree
 run -np 1 "$t/test_mpi_launch" mpmd : -np 2 "$t/test_mpi_peer"
-# The example, linked against the shared libraries.
+# FUT_MPI_SPAWN: a singleton (no mpirun) spawns copies of itself.
+echo "== $t/test_mpi_spawn (a singleton)"
+timeout 60 $wrap "$t/test_mpi_spawn"
+# The example, linked against the shared libraries.  Passing the
+# environment on: Open MPI's -x, MPICH's (Hydra's) -envlist.
+pass_env="-x LD_LIBRARY_PATH"
+if "$MPIRUN" --version 2>&1 | grep -qi hydra; then
+	pass_env="-envlist LD_LIBRARY_PATH"
+fi
+# shellcheck disable=SC2086
 LD_LIBRARY_PATH="$build${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
-	run -x LD_LIBRARY_PATH -np 3 "$build/examples/mpi_primes"
+	run $pass_env -np 3 "$build/examples/mpi_primes"
 
 # A task that kills its server: the job must abort, within 10 s, and
 # leave no process behind (the documented outcome, docs/mpi.md).

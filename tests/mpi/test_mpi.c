@@ -6,8 +6,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,37 +27,9 @@ static fut_executor *make(const fut_mpi_opts *opts)
 	return ex;
 }
 
-static void fail_task(fut_task *t)
-{
-	fut_task_fail(t, 42, "failed on rank %d", fut_mpi_task_rank(t));
-}
-
-static int pointee;
-static void pointer_task(fut_task *t)
-{
-	fut_task_return(t, &pointee);
-}
-
 static void nothing_task(fut_task *t)
 {
 	(void)t;
-}
-
-static void check_echo(fut_executor *ex, size_t len)
-{
-	unsigned char *in = malloc(len ? len : 1);
-	assert_non_null(in);
-	for (size_t i = 0; i < len; i++)
-		in[i] = (unsigned char)(i * 7 + len);
-	fut_future *f;
-	assert_int_equal(fut_submit_bytes(ex, echo_task, in, len, &f), FUT_OK);
-	const void *out;
-	size_t outlen;
-	assert_int_equal(fut_result_bytes(f, 30, &out, &outlen), FUT_OK);
-	assert_int_equal(outlen, len);
-	assert_true(len == 0 || memcmp(out, in, len) == 0);
-	fut_release(f);
-	free(in);
 }
 
 static void results_come_back_byte_exact_split_or_not(void **state)
@@ -82,44 +56,8 @@ static void tasks_run_on_server_ranks_and_many_submit(void **state)
 	fut_executor *ex = make(&(fut_mpi_opts){ .prefetch = 8 });
 	if (ex == NULL)
 		return;
-	enum {
-		N = 2000
-	};
-	static uint32_t in[N];
-	fut_future *fs[N];
-	for (uint32_t i = 0; i < N; i++)
-		in[i] = i;
-	assert_int_equal(fut_submit_many(ex, echo_task, in, sizeof(in[0]), N,
-					 fs),
-			 FUT_OK);
-	assert_int_equal(fut_wait(fs, N, FUT_ALL_COMPLETED, 30), FUT_OK);
-	for (uint32_t i = 0; i < N; i++) {
-		const void *out;
-		size_t len;
-		assert_int_equal(fut_result_bytes(fs[i], 0, &out, &len),
-				 FUT_OK);
-		assert_int_equal(len, 4);
-		assert_memory_equal(out, &i, 4);
-		fut_release(fs[i]);
-	}
-	bool seen[3] = { false, false, false };
-	for (int k = 0; k < 16; k++) {
-		fut_future *f;
-		assert_int_equal(fut_submit_bytes(ex, echo_task, "rank?", 5,
-						  &f),
-				 FUT_OK);
-		const void *out;
-		size_t len;
-		assert_int_equal(fut_result_bytes(f, 30, &out, &len), FUT_OK);
-		int r;
-		assert_int_equal(len, sizeof(r));
-		memcpy(&r, out, sizeof(r));
-		assert_true(r == 1 || r == 2);
-		seen[r] = true;
-		fut_release(f);
-	}
-	/* Work goes round the servers. */
-	assert_true(seen[1] && seen[2]);
+	check_many(ex, 2000);
+	check_both_servers_work(ex);
 	assert_int_equal(fut_mpi_task_rank(NULL), -1);
 	fut_executor_free(ex);
 }
@@ -130,18 +68,8 @@ static void failures_cross_ranks(void **state)
 	fut_executor *ex = make(NULL);
 	if (ex == NULL)
 		return;
+	check_failures(ex);
 	fut_future *f;
-	assert_int_equal(fut_submit_bytes(ex, fail_task, NULL, 0, &f), FUT_OK);
-	assert_int_equal(fut_result(f, 30, NULL), FUT_ETASK);
-	assert_int_equal(fut_task_code(f), 42);
-	const char *msg = fut_error_message(f);
-	assert_true(strcmp(msg, "failed on rank 1") == 0 ||
-		    strcmp(msg, "failed on rank 2") == 0);
-	fut_release(f);
-	assert_int_equal(fut_submit_bytes(ex, pointer_task, NULL, 0, &f),
-			 FUT_OK);
-	assert_int_equal(fut_result(f, 30, NULL), FUT_ENOTSUP);
-	fut_release(f);
 	assert_int_equal(fut_submit_bytes(ex, nothing_task, NULL, 0, &f),
 			 FUT_OK);
 	const void *out = &out;
@@ -575,6 +503,176 @@ static void bad_options_are_einval_on_every_rank(void **state)
 	fut_executor_free(tp);
 }
 
+/* ------------------------------------------------------------------ */
+/* FUT_MPI_ISOLATE: the tasks run in a process pool on each server     */
+
+static void abort_task(fut_task *t)
+{
+	(void)t;
+	abort();
+}
+
+static void exit3_task(fut_task *t)
+{
+	(void)t;
+	_exit(3);
+}
+
+/* Sleeps 20 s, ignoring any interrupt. */
+static void deaf_task(fut_task *t)
+{
+	(void)t;
+	struct timespec ts = { 20, 0 };
+	nanosleep(&ts, NULL);
+	fut_task_return_bytes(t, "slept", 5);
+}
+
+static void pid_task(fut_task *t)
+{
+	int pid = (int)getpid();
+	fut_task_return_bytes(t, &pid, sizeof(pid));
+}
+
+static void check_crash(fut_future *f, int sig, int code)
+{
+	int rc = fut_result(f, 30, NULL);
+	if (rc != FUT_ECRASHED)
+		fprintf(stderr, "check_crash: %s: %s\n", fut_strerror(rc),
+			fut_error_message(f));
+	assert_int_equal(rc, FUT_ECRASHED);
+	int status = -1;
+	assert_int_equal(fut_crash_status(f, &status), FUT_OK);
+	if (sig != 0) {
+		assert_true(WIFSIGNALED(status));
+		assert_int_equal(WTERMSIG(status), sig);
+	} else {
+		assert_true(WIFEXITED(status));
+		assert_int_equal(WEXITSTATUS(status), code);
+	}
+	assert_non_null(fut_error_message(f));
+}
+
+static void isolate_crashes_fail_only_their_task(void **state)
+{
+	(void)state;
+	fut_executor *ex = make(
+		&(fut_mpi_opts){ .flags = FUT_MPI_ISOLATE, .prefetch = 4 });
+	if (ex == NULL)
+		return;
+	fut_future *crash[3], *ok[8];
+	fut_fn crashers[3] = { segv_task, abort_task, exit3_task };
+	for (int i = 0; i < 8; i++) {
+		int x = i;
+		if (i < 3)
+			assert_int_equal(fut_submit_bytes(ex, crashers[i], NULL,
+							  0, &crash[i]),
+					 FUT_OK);
+		assert_int_equal(fut_submit_bytes(ex, square_task, &x,
+						  sizeof(x), &ok[i]),
+				 FUT_OK);
+	}
+	check_crash(crash[0], SIGSEGV, 0);
+	check_crash(crash[1], SIGABRT, 0);
+	check_crash(crash[2], 0, 3);
+	for (int i = 0; i < 8; i++) {
+		const void *out;
+		size_t len;
+		assert_int_equal(fut_result_bytes(ok[i], 30, &out, &len),
+				 FUT_OK);
+		assert_int_equal(len, sizeof(int));
+		assert_int_equal(*(const int *)out, i * i);
+		fut_release(ok[i]);
+	}
+	for (int i = 0; i < 3; i++)
+		fut_release(crash[i]);
+	/* The ranks serve on: results, failures, submit_many. */
+	check_echo(ex, 0);
+	check_echo(ex, 16);
+	check_echo(ex, (1u << 20) + 3);
+	check_failures(ex);
+	check_many(ex, 500);
+	fut_executor_free(ex);
+}
+
+static void isolate_timeout_and_max_tasks_per_child(void **state)
+{
+	(void)state;
+	fut_executor *ex = make(&(fut_mpi_opts){ .flags = FUT_MPI_ISOLATE,
+						 .task_timeout = 0.5,
+						 .max_tasks_per_child = 1 });
+	if (ex == NULL)
+		return;
+	/* task_timeout: FUT_EDEADLINE, and the rank serves on. */
+	fut_future *f;
+	assert_int_equal(fut_submit_bytes(ex, deaf_task, NULL, 0, &f), FUT_OK);
+	assert_int_equal(fut_result(f, 30, NULL), FUT_EDEADLINE);
+	fut_release(f);
+	/* max_tasks_per_child 1: every task in a new worker process. */
+	enum {
+		N = 6
+	};
+	int pids[N];
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(fut_submit_bytes(ex, pid_task, NULL, 0, &f),
+				 FUT_OK);
+		const void *out;
+		size_t len;
+		assert_int_equal(fut_result_bytes(f, 30, &out, &len), FUT_OK);
+		assert_int_equal(len, sizeof(int));
+		memcpy(&pids[i], out, sizeof(int));
+		assert_int_not_equal(pids[i], (int)getpid());
+		for (int k = 0; k < i; k++)
+			assert_int_not_equal(pids[k], pids[i]);
+		fut_release(f);
+	}
+	fut_executor_free(ex);
+}
+
+/* An interrupt kills a task that ignores it: FUT_ECANCELLED, and the next
+ * task succeeds; shutdown(INTERRUPT) too. */
+static void isolate_interrupt_kills_a_deaf_task(void **state)
+{
+	(void)state;
+	fut_executor *ex = make(&(fut_mpi_opts){ .flags = FUT_MPI_ISOLATE });
+	if (ex == NULL)
+		return;
+	fut_future *f;
+	assert_int_equal(fut_submit_bytes(ex, deaf_task, NULL, 0, &f), FUT_OK);
+	wait_running(f);
+	/* Running on the rank is not yet running in its pool: give the
+	 * worker time to take it, so that the kill is what is tested. */
+	struct timespec ts = { 0, 300 * 1000 * 1000 };
+	nanosleep(&ts, NULL);
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	assert_int_equal(fut_interrupt(f), FUT_OK);
+	assert_int_equal(fut_result(f, 30, NULL), FUT_ECANCELLED);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	/* Killed, not slept out (20 s). */
+	assert_true(t1.tv_sec - t0.tv_sec < 10);
+	fut_release(f);
+	for (int i = 0; i < 4; i++) {
+		int x = i + 3;
+		assert_int_equal(fut_submit_bytes(ex, square_task, &x,
+						  sizeof(x), &f),
+				 FUT_OK);
+		const void *out;
+		size_t len;
+		assert_int_equal(fut_result_bytes(f, 30, &out, &len), FUT_OK);
+		assert_int_equal(*(const int *)out, x * x);
+		fut_release(f);
+	}
+	/* Shutdown with INTERRUPT kills what runs. */
+	assert_int_equal(fut_submit_bytes(ex, deaf_task, NULL, 0, &f), FUT_OK);
+	wait_running(f);
+	nanosleep(&ts, NULL);
+	assert_int_equal(fut_executor_shutdown(ex, FUT_SHUTDOWN_INTERRUPT),
+			 FUT_OK);
+	assert_int_equal(fut_result(f, 0, NULL), FUT_ECANCELLED);
+	fut_release(f);
+	fut_executor_free(ex);
+}
+
 int main(int argc, char **argv)
 {
 	init_mpi(&argc, &argv);
@@ -600,6 +698,9 @@ int main(int argc, char **argv)
 		cmocka_unit_test(shutdown_with_wait_from_a_callback_is_einval),
 		cmocka_unit_test(a_failing_initializer_breaks_every_rank),
 		cmocka_unit_test(a_malformed_message_breaks_the_executor),
+		cmocka_unit_test(isolate_crashes_fail_only_their_task),
+		cmocka_unit_test(isolate_timeout_and_max_tasks_per_child),
+		cmocka_unit_test(isolate_interrupt_kills_a_deaf_task),
 	};
 	int failed = cmocka_run_group_tests_name(
 		world_rank() == 0 ? "mpi client" : "mpi server", tests, NULL,
