@@ -29,6 +29,7 @@
 #include <cmocka.h>
 
 #include "future.h"
+#include "proc_helpers.h"
 
 /* ThreadSanitizer cannot start a thread in the child of a threaded
  * process ("dup thread with used id"): under it, the children here make
@@ -79,19 +80,6 @@ static double now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* Open fds of this process (/proc/self/fd), -1 where it cannot say. */
-static int open_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	if (d == NULL)
-		return -1;
-	int n = 0;
-	while (readdir(d) != NULL)
-		n++;
-	closedir(d);
-	return n;
-}
-
 struct report {
 	int submit_tp, submit_bytes_pp, many_tp, out_cleared;
 	int state_tp, state_pp, timed_tp, timed_pp;
@@ -119,14 +107,14 @@ static void child(fut_executor *tp, fut_executor *pp, fut_future *ftp,
 	r.state_pp = fut_state(fpp);
 	r.timed_tp = fut_result(ftp, 0.05, NULL);
 	r.timed_pp = fut_result(fpp, 0.05, NULL);
-	r.fds_before = open_fds();
+	r.fds_before = count_fds();
 	double t0 = now_s();
 	r.shutdown_tp = fut_executor_shutdown(tp, 0);
 	r.shutdown_pp = fut_executor_shutdown(pp, FUT_SHUTDOWN_CANCEL_PENDING);
 	fut_executor_free(tp);
 	fut_executor_free(pp);
 	r.free_seconds = now_s() - t0;
-	r.fds_after = open_fds();
+	r.fds_after = count_fds();
 	/* The handle is gone in this process. */
 	r.after_free = fut_submit(tp, plus_one, NULL, &f);
 	fut_executor *mine = NULL;
