@@ -121,12 +121,12 @@ int fut__tp_spawn_locked(struct tpool *p)
 	w->pool = p;
 	w->index = n;
 	atomic_fetch_add(&p->refs, 1);
-	if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
+	if (fut__tp_thread_start(&w->thread, worker_main, w, &w->stack) != 0) {
 		atomic_fetch_sub(&p->refs, 1);
 		return FUT_EAGAIN;
 	}
 	if (p->detached) { /* freed from its own thread: nobody joins */
-		pthread_detach(w->thread);
+		fut__tp_thread_abandon(w->thread, &w->stack);
 		w->joined = true;
 	}
 	p->nlive++;

@@ -228,6 +228,7 @@ static void join_all_locked(struct tpool *p)
 			pthread_mutex_unlock(&p->ctl);
 			pthread_join(th, NULL);
 			pthread_mutex_lock(&p->ctl);
+			fut__tp_thread_joined(&v->stack);
 		}
 	}
 }
@@ -270,7 +271,7 @@ static void tp_destroy(fut_executor *ex)
 		for (uint32_t i = 0; i < nt; i++) {
 			struct worker *v = p->workers[i];
 			if (v != NULL && !v->joined) {
-				pthread_detach(v->thread);
+				fut__tp_thread_abandon(v->thread, &v->stack);
 				v->joined = true;
 			}
 		}

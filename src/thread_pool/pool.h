@@ -63,9 +63,16 @@ struct run_frame {
 	struct run_frame *outer;
 };
 
+/* A worker thread's stack (stack.c); base NULL: glibc's own. */
+struct fut__tp_stack {
+	void *base;
+	size_t size;
+};
+
 struct worker {
 	struct tpool *pool;
 	pthread_t thread;
+	struct fut__tp_stack stack; /* guarded by p->ctl */
 	unsigned index;
 	bool joined;	/* guarded by p->ctl */
 	bool has_slot;	/* this thread's own */
@@ -176,6 +183,17 @@ void fut__tp_wake_all(struct tpool *p);
 /* Gives a slot back / takes one, sleeping until one is free. */
 void fut__tp_slot_put(struct tpool *p);
 void fut__tp_slot_get(struct tpool *p);
+
+/* stack.c */
+/* pthread_create on a kept stack, or a new one (glibc's when none can be
+ * made); *st records it.  pthread_create's code. */
+int fut__tp_thread_start(pthread_t *th, void *(*fn)(void *), void *arg,
+			 struct fut__tp_stack *st);
+/* After the thread was joined: its stack is kept for the next. */
+void fut__tp_thread_joined(struct fut__tp_stack *st);
+/* Instead of pthread_detach (a pool freed from its own task): the thread
+ * is joined once it has exited, by a later start, and its stack kept. */
+void fut__tp_thread_abandon(pthread_t th, struct fut__tp_stack *st);
 
 /* run.c */
 /* Runs j, then the queue's next tasks in the same slot; returns a

@@ -1,0 +1,168 @@
+/*
+ * thread_pool/stack.c: worker threads' stacks, kept for the next thread.
+ *
+ * Owns: the stacks the pool's threads run on (the default thread stack
+ * size, a guard page below), a process-wide cache of stacks whose thread
+ * was joined, and the threads of pools freed from their own task, which
+ * nobody joins at once: they are joined later, when they have exited
+ * (pthread_tryjoin_np), and their stacks go to the cache too.
+ * Threads: whoever starts a worker (a submitter, a worker) or joins one
+ * (the thread that frees a pool).
+ * Locks: `lock` guards the cache and the list of threads to reap; a leaf
+ * lock, never held across pthread_create or a join that can wait.
+ *
+ * Why: glibc keeps 40 MiB of stacks of exited threads for the next ones,
+ * five of the default 8 MiB; past that each thread maps a fresh stack and
+ * each join unmaps one, and a mapping and its unmapping (a TLB shootdown
+ * on every cpu) cost more than the thread's start.  A program that makes
+ * a pool of 16 threads per request, or whose pool grows past its threads
+ * of a burst before, started 16 threads in ~1.8 ms with fresh stacks and
+ * in ~0.45 ms with kept ones (docs/perf-log.md).  A kept stack holds at
+ * most KEEP_RESIDENT bytes of memory: the rest is given back.
+ */
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "thread_pool/pool.h"
+
+#define CACHE_MAX 64u		  /* stacks kept */
+#define REAP_MAX 256u		  /* threads of freed pools to join */
+#define KEEP_RESIDENT (64u << 10) /* bytes at a kept stack's top */
+
+struct reap {
+	pthread_t thread;
+	struct fut__tp_stack stack;
+};
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static struct fut__tp_stack cache[CACHE_MAX];
+static unsigned ncache;
+static struct reap reaps[REAP_MAX];
+static unsigned nreap;
+
+/* The default thread stack size (as pthread_create with no attributes
+ * would give) and the page size; 0 when it cannot be read. */
+static size_t default_size(size_t *page)
+{
+	*page = (size_t)sysconf(_SC_PAGESIZE);
+	pthread_attr_t a;
+	size_t size = 0;
+	if (pthread_getattr_default_np(&a) != 0)
+		return 0;
+	if (pthread_attr_getstacksize(&a, &size) != 0)
+		size = 0;
+	pthread_attr_destroy(&a);
+	return (size + *page - 1) & ~(*page - 1);
+}
+
+/* Back to the cache, its memory given back but for its top; unmapped
+ * when the cache is full.  Caller holds lock. */
+static void keep_locked(struct fut__tp_stack st)
+{
+	assert(fut__mutex_held(&lock));
+	if (ncache == CACHE_MAX) {
+		(void)munmap(st.base, st.size);
+		return;
+	}
+	if (st.size > KEEP_RESIDENT)
+		(void)madvise(st.base, st.size - KEEP_RESIDENT, MADV_DONTNEED);
+	cache[ncache++] = st;
+}
+
+/* Joins the threads of freed pools that have exited; their stacks are
+ * kept.  Caller holds lock. */
+static void reap_locked(void)
+{
+	assert(fut__mutex_held(&lock));
+	for (unsigned i = 0; i < nreap;) {
+		if (pthread_tryjoin_np(reaps[i].thread, NULL) == 0) {
+			keep_locked(reaps[i].stack);
+			reaps[i] = reaps[--nreap];
+		} else {
+			i++;
+		}
+	}
+}
+
+/* A stack of `size` bytes: a kept one, or a new mapping with a guard
+ * page at its bottom.  false when none can be had. */
+static bool take(size_t size, size_t page, struct fut__tp_stack *st)
+{
+	pthread_mutex_lock(&lock);
+	reap_locked();
+	for (unsigned i = ncache; i-- > 0;) {
+		if (cache[i].size == size) {
+			*st = cache[i];
+			cache[i] = cache[--ncache];
+			pthread_mutex_unlock(&lock);
+			return true;
+		}
+	}
+	pthread_mutex_unlock(&lock);
+	void *m = mmap(NULL, size, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK,
+		       -1, 0);
+	if (m == MAP_FAILED)
+		return false;
+	if (mprotect(m, page, PROT_NONE) != 0) {
+		(void)munmap(m, size);
+		return false;
+	}
+	*st = (struct fut__tp_stack){ .base = m, .size = size };
+	return true;
+}
+
+int fut__tp_thread_start(pthread_t *th, void *(*fn)(void *), void *arg,
+			 struct fut__tp_stack *st)
+{
+	*st = (struct fut__tp_stack){ 0 };
+	size_t page = 0;
+	size_t size = default_size(&page);
+	pthread_attr_t a;
+	bool ours = size > 2 * page && take(size, page, st);
+	if (ours) {
+		/* The stack starts above the guard page. */
+		if (pthread_attr_init(&a) != 0 ||
+		    pthread_attr_setstack(&a, (char *)st->base + page,
+					  st->size - page) != 0) {
+			fut__tp_thread_joined(st);
+			ours = false;
+		}
+	}
+	int rc = pthread_create(th, ours ? &a : NULL, fn, arg);
+	if (ours) {
+		pthread_attr_destroy(&a);
+		if (rc != 0)
+			fut__tp_thread_joined(st);
+	}
+	return rc;
+}
+
+void fut__tp_thread_joined(struct fut__tp_stack *st)
+{
+	if (st->base == NULL)
+		return;
+	pthread_mutex_lock(&lock);
+	keep_locked(*st);
+	pthread_mutex_unlock(&lock);
+	*st = (struct fut__tp_stack){ 0 };
+}
+
+void fut__tp_thread_abandon(pthread_t th, struct fut__tp_stack *st)
+{
+	if (st->base == NULL) { /* glibc's stack: it frees it */
+		pthread_detach(th);
+		return;
+	}
+	pthread_mutex_lock(&lock);
+	reap_locked();
+	bool listed = nreap < REAP_MAX;
+	if (listed)
+		reaps[nreap++] = (struct reap){ .thread = th, .stack = *st };
+	pthread_mutex_unlock(&lock);
+	if (!listed) /* never joined: its stack stays mapped */
+		pthread_detach(th);
+	*st = (struct fut__tp_stack){ 0 };
+}
