@@ -20,6 +20,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -291,9 +292,102 @@ static void test_a_task_that_forks_gets_a_working_child(void **state)
 	fut_executor_free(tp);
 }
 
+/* Process pool tasks: one prints and flushes stdout, one calls exit()
+ * (which flushes every stdio stream). */
+static void prints_and_flushes(fut_task *t)
+{
+	fputs("task line\n", stdout);
+	fflush(stdout);
+	fut_task_return_bytes(t, "k", 1);
+}
+
+static void calls_exit(fut_task *t)
+{
+	(void)t;
+	exit(0);
+}
+
+/* The helper: its stdout is a pipe, so the line it prints sits in
+ * stdout's buffer while the pool forks its fork server and workers. */
+static void buffered_line_helper(void)
+{
+	alarm(30);
+	fputs("parent line\n", stdout);
+	fut_executor *pp = NULL;
+	if (fut_process_pool_new(&pp, &(fut_process_pool_opts){
+					      .max_workers = 2 }) != FUT_OK)
+		_exit(2);
+	fut_future *a = NULL, *b = NULL;
+	if (fut_submit_bytes(pp, prints_and_flushes, NULL, 0, &a) != FUT_OK ||
+	    fut_submit_bytes(pp, calls_exit, NULL, 0, &b) != FUT_OK)
+		_exit(3);
+	const void *data = NULL;
+	size_t len = 0;
+	int ra = fut_result_bytes(a, 30.0, &data, &len);
+	int rb = fut_result_bytes(b, 30.0, &data, &len);
+	fut_release(a);
+	fut_release(b);
+	fut_executor_free(pp);
+	fflush(stdout);
+	_exit(ra == FUT_OK && rb == FUT_ECRASHED ? 0 : 4);
+}
+
+static int count_of(const char *hay, const char *needle)
+{
+	int n = 0;
+	for (const char *p = strstr(hay, needle); p != NULL;
+	     p = strstr(p + 1, needle))
+		n++;
+	return n;
+}
+
+/* Issue 15, point 3: what the program printed before the pool, still in
+ * stdout's buffer, is printed once, by the program: the fork server and
+ * the workers drop the buffers they inherit. */
+static void test_workers_never_print_the_parents_buffered_output(void **state)
+{
+	(void)state;
+	int out[2];
+	assert_int_equal(pipe(out), 0);
+	fflush(NULL); /* nothing of ours goes into the helper's buffers */
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(out[0]);
+		if (dup2(out[1], 1) != 1)
+			_exit(1);
+		close(out[1]);
+		buffered_line_helper();
+	}
+	close(out[1]);
+	char buf[4096];
+	size_t got = 0;
+	for (;;) {
+		struct pollfd p = { .fd = out[0], .events = POLLIN };
+		assert_int_equal(poll(&p, 1, 60000), 1);
+		ssize_t r = read(out[0], buf + got, sizeof(buf) - 1 - got);
+		if (r == 0 || (r < 0 && errno != EINTR))
+			break;
+		got += r > 0 ? (size_t)r : 0;
+		if (got == sizeof(buf) - 1)
+			break;
+	}
+	buf[got] = '\0';
+	close(out[0]);
+	int status = 0;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	print_message("helper's stdout: \"%s\"\n", buf);
+	assert_int_equal(count_of(buf, "parent line\n"), 1);
+	assert_int_equal(count_of(buf, "task line\n"), 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(
+			test_workers_never_print_the_parents_buffered_output),
 		cmocka_unit_test(
 			test_a_fork_child_leaves_the_parents_pools_alone),
 		cmocka_unit_test(test_a_task_that_forks_gets_a_working_child),
