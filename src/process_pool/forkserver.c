@@ -14,7 +14,7 @@
  * fork server (PR_SET_PDEATHSIG); its loop is child.c's.  Both processes
  * end with _exit: no atexit handler, no stdio flush of the parent's
  * buffers; and both drop (never flush) the stdio buffers they inherit,
- * first thing, so a task that flushes stdout or calls exit() cannot
+ * first thing, so a task that flushes stdout or calls exit cannot
  * print again what the parent had buffered (drop_stdio).
  * Threads: each process here is single-threaded (the parent's thread that
  * calls fut__forkserver_start only forks).
@@ -149,7 +149,7 @@ static bool send_ctl(int sock, unsigned type, uint32_t slot, uint32_t gen,
 
 /*
  * What the parent had written into stdio's buffers and not yet flushed is
- * the parent's to print: dropped here, so no worker's fflush or exit()
+ * the parent's to print: dropped here, so no worker's fflush or exit
  * prints it again (buffered input is the parent's too).  __fpurge takes
  * no lock and allocates nothing.
  */
