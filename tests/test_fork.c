@@ -16,6 +16,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -383,6 +384,80 @@ static void test_workers_never_print_the_parents_buffered_output(void **state)
 	assert_int_equal(count_of(buf, "task line\n"), 1);
 }
 
+/* An application's own lock (a logger's), taken by a task. */
+static pthread_mutex_t app_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void takes_app_lock(fut_task *t)
+{
+	pthread_mutex_lock(&app_lock);
+	pthread_mutex_unlock(&app_lock);
+	fut_task_return_bytes(t, "k", 1);
+}
+
+/* Holds app_lock until a byte comes on its pipe. */
+static void *holder(void *arg)
+{
+	int *p = arg; /* p[0]: told to let go; p[1]: says it holds */
+	pthread_mutex_lock(&app_lock);
+	char c = 'h';
+	if (write(p[1], &c, 1) != 1)
+		abort();
+	while (read(p[0], &c, 1) < 0 && errno == EINTR)
+		;
+	pthread_mutex_unlock(&app_lock);
+	return NULL;
+}
+
+/*
+ * Issue 15, point 4, as it stands: the fork server is a fork of the
+ * caller made in fut_process_pool_new, so a lock another thread holds at
+ * that instant is held for ever in the fork server and in every worker
+ * it forks; a task that takes it never returns (the parent released it
+ * long ago).  A known limitation of the fork start method, pinned here
+ * (docs/design-process-pool.md): the exec start method that lifts it is
+ * not built yet.  The task is interrupted (its worker killed).
+ */
+static void
+test_a_lock_held_at_pool_creation_is_held_in_the_workers(void **state)
+{
+	(void)state;
+	int to_holder[2], from_holder[2];
+	assert_int_equal(pipe(to_holder), 0);
+	assert_int_equal(pipe(from_holder), 0);
+	int ends[2] = { to_holder[0], from_holder[1] };
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, holder, ends), 0);
+	char c;
+	assert_int_equal(read(from_holder[0], &c, 1), 1);
+	fut_executor *pp = NULL;
+	assert_int_equal(fut_process_pool_new(
+				 &pp,
+				 &(fut_process_pool_opts){ .max_workers = 1 }),
+			 FUT_OK);
+	assert_int_equal(write(to_holder[1], "g", 1), 1);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	/* Free here: this thread takes it at once. */
+	assert_int_equal(pthread_mutex_trylock(&app_lock), 0);
+	pthread_mutex_unlock(&app_lock);
+	fut_future *f = NULL;
+	assert_int_equal(fut_submit_bytes(pp, takes_app_lock, NULL, 0, &f),
+			 FUT_OK);
+	const void *data = NULL;
+	size_t len = 0;
+	/* In the worker it is held for ever. */
+	assert_int_equal(fut_result_bytes(f, 1.0, &data, &len), FUT_ETIMEDOUT);
+	assert_int_equal(fut_state(f), FUT_RUNNING);
+	assert_int_equal(fut_interrupt(f), FUT_OK);
+	assert_int_equal(fut_result_bytes(f, 30.0, &data, &len),
+			 FUT_ECANCELLED);
+	fut_release(f);
+	fut_executor_free(pp);
+	for (int i = 0; i < 2; i++) {
+		close(to_holder[i]);
+		close(from_holder[i]);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -391,6 +466,8 @@ int main(void)
 		cmocka_unit_test(
 			test_a_fork_child_leaves_the_parents_pools_alone),
 		cmocka_unit_test(test_a_task_that_forks_gets_a_working_child),
+		cmocka_unit_test(
+			test_a_lock_held_at_pool_creation_is_held_in_the_workers),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
