@@ -413,14 +413,14 @@ static void *holder(void *arg)
  * caller made in fut_process_pool_new, so a lock another thread holds at
  * that instant is held for ever in the fork server and in every worker
  * it forks; a task that takes it never returns (the parent released it
- * long ago).  A known limitation of the fork start method, pinned here
- * (docs/design-process-pool.md): the exec start method that lifts it is
- * not built yet.  The task is interrupted (its worker killed).
+ * long ago).  The fork start method's limitation, pinned here
+ * (docs/design-process-pool.md); FUT_START_EXEC lifts it (test_pp_exec).
+ * The task is interrupted (its worker killed).
  */
-static void
-test_a_lock_held_at_pool_creation_is_held_in_the_workers(void **state)
+/* A pool of one worker made (with start_method) while another thread
+ * holds app_lock, which it lets go of once the pool is made. */
+static fut_executor *pool_made_while_locked(int start_method)
 {
-	(void)state;
 	int to_holder[2], from_holder[2];
 	assert_int_equal(pipe(to_holder), 0);
 	assert_int_equal(pipe(from_holder), 0);
@@ -430,15 +430,29 @@ test_a_lock_held_at_pool_creation_is_held_in_the_workers(void **state)
 	char c;
 	assert_int_equal(read(from_holder[0], &c, 1), 1);
 	fut_executor *pp = NULL;
-	assert_int_equal(fut_process_pool_new(
-				 &pp,
-				 &(fut_process_pool_opts){ .max_workers = 1 }),
-			 FUT_OK);
+	assert_int_equal(
+		fut_process_pool_new(&pp,
+				     &(fut_process_pool_opts){
+					     .max_workers = 1,
+					     .start_method = start_method }),
+		FUT_OK);
 	assert_int_equal(write(to_holder[1], "g", 1), 1);
 	assert_int_equal(pthread_join(th, NULL), 0);
+	for (int i = 0; i < 2; i++) {
+		close(to_holder[i]);
+		close(from_holder[i]);
+	}
 	/* Free here: this thread takes it at once. */
 	assert_int_equal(pthread_mutex_trylock(&app_lock), 0);
 	pthread_mutex_unlock(&app_lock);
+	return pp;
+}
+
+static void
+test_a_lock_held_at_pool_creation_is_held_in_the_workers(void **state)
+{
+	(void)state;
+	fut_executor *pp = pool_made_while_locked(FUT_START_FORK);
 	fut_future *f = NULL;
 	assert_int_equal(fut_submit_bytes(pp, takes_app_lock, NULL, 0, &f),
 			 FUT_OK);
@@ -452,10 +466,28 @@ test_a_lock_held_at_pool_creation_is_held_in_the_workers(void **state)
 			 FUT_ECANCELLED);
 	fut_release(f);
 	fut_executor_free(pp);
-	for (int i = 0; i < 2; i++) {
-		close(to_holder[i]);
-		close(from_holder[i]);
+}
+
+/* Issue 15, point 4: with FUT_START_EXEC the fork server is a fresh exec
+ * of this program: the lock is not held there, and tasks that take it
+ * return. */
+static void test_a_lock_held_at_creation_is_free_in_exec_workers(void **state)
+{
+	(void)state;
+	fut_executor *pp = pool_made_while_locked(FUT_START_EXEC);
+	for (int i = 0; i < 3; i++) {
+		fut_future *f = NULL;
+		assert_int_equal(fut_submit_bytes(pp, takes_app_lock, NULL, 0,
+						  &f),
+				 FUT_OK);
+		const void *data = NULL;
+		size_t len = 0;
+		assert_int_equal(fut_result_bytes(f, 60.0, &data, &len),
+				 FUT_OK);
+		assert_int_equal(len, 1);
+		fut_release(f);
 	}
+	fut_executor_free(pp);
 }
 
 int main(void)
@@ -468,6 +500,8 @@ int main(void)
 		cmocka_unit_test(test_a_task_that_forks_gets_a_working_child),
 		cmocka_unit_test(
 			test_a_lock_held_at_pool_creation_is_held_in_the_workers),
+		cmocka_unit_test(
+			test_a_lock_held_at_creation_is_free_in_exec_workers),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -19,7 +19,7 @@
 #include "core/alloc.h"
 #include "core/names.h"
 
-#define MAX_SEGS 4
+#define MAX_SEGS FUT__FN_MODULE_SEGS
 
 struct module {
 	struct fut__build_id id;
@@ -195,6 +195,45 @@ fut_fn fut__fn_resolve(const struct fut__fn_name *name)
 		fn = find_locked(name);
 	pthread_mutex_unlock(&lock);
 	return fn;
+}
+
+size_t fut__fn_table(struct fut__fn_module *out, size_t max)
+{
+	pthread_mutex_lock(&lock);
+	size_t n = 0;
+	if (scan_locked() == FUT_OK) {
+		n = nmodules;
+		for (size_t i = 0; i < n && i < max; i++) {
+			const struct module *m = &modules[i];
+			memset(&out[i], 0, sizeof(out[i]));
+			out[i].id = m->id;
+			out[i].base = m->base;
+			for (unsigned k = 0; k < m->nsegs; k++) {
+				out[i].lo[k] = m->lo[k];
+				out[i].hi[k] = m->hi[k];
+			}
+			out[i].nsegs = m->nsegs;
+		}
+	}
+	pthread_mutex_unlock(&lock);
+	return n;
+}
+
+fut_fn fut__fn_translate(const struct fut__fn_module *theirs, size_t n,
+			 uint64_t addr)
+{
+	for (size_t i = 0; i < n; i++) {
+		const struct fut__fn_module *m = &theirs[i];
+		for (uint32_t k = 0; k < m->nsegs && k < FUT__FN_MODULE_SEGS;
+		     k++) {
+			if (addr < m->lo[k] || addr >= m->hi[k])
+				continue;
+			struct fut__fn_name name = { .id = m->id,
+						     .off = addr - m->base };
+			return fut__fn_resolve(&name);
+		}
+	}
+	return NULL;
 }
 
 static const char hex[] = "0123456789abcdef";

@@ -47,6 +47,25 @@ size_t fut__fn_name_format(const struct fut__fn_name *name, char *buf);
 /* Parses that text form (len bytes, no NUL needed); false when it is not
  * one. */
 bool fut__fn_name_parse(const char *s, size_t len, struct fut__fn_name *out);
+/* A module of a process as another process sees it: its build-id, load
+ * address and executable segments. */
+#define FUT__FN_MODULE_SEGS 4
+struct fut__fn_module {
+	struct fut__build_id id;
+	uint64_t base;
+	uint64_t lo[FUT__FN_MODULE_SEGS], hi[FUT__FN_MODULE_SEGS];
+	uint32_t nsegs;
+};
+
+/* This process's modules (with a build-id and code), at most max of them
+ * into out; returns how many there are (more than max: some left out). */
+size_t fut__fn_table(struct fut__fn_module *out, size_t max);
+/* The function that address addr of the process whose table is
+ * theirs[0..n) means here: its module there, by build-id and offset,
+ * resolved here (fut__fn_resolve); NULL when it is none. */
+fut_fn fut__fn_translate(const struct fut__fn_module *theirs, size_t n,
+			 uint64_t addr);
+
 /* Every loaded module's build-id (of modules with one and with code);
  * *out stays valid until the next call that rescans.  FUT_OK,
  * FUT_ENOMEM. */

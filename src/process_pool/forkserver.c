@@ -386,6 +386,17 @@ static void server_main(struct server *s, pid_t parent, bool pdeathsig)
 	server_exit(s);
 }
 
+void fut__forkserver_serve(const struct fut__forkserver_cfg *cfg, int sock,
+			   pid_t parent, bool pdeathsig)
+{
+	struct server s = { 0 };
+	s.cfg = cfg;
+	s.sock = sock;
+	s.worker_mask = cfg->worker_mask;
+	server_main(&s, parent, pdeathsig);
+	_exit(0); /* server_main does not return */
+}
+
 int fut__forkserver_start(const struct fut__forkserver_cfg *cfg, pid_t *pid,
 			  int *sock)
 {
@@ -409,6 +420,13 @@ int fut__forkserver_start(const struct fut__forkserver_cfg *cfg, pid_t *pid,
 	/* PR_SET_PDEATHSIG fires when the forking *thread* exits: only ask
 	 * for it when that thread is the main one. */
 	bool pdeathsig = (pid_t)syscall(SYS_gettid) == parent;
+	char **env = cfg->exec ? fut__pp_exec_env(sv[1]) : NULL;
+	if (cfg->exec && env == NULL) {
+		(void)pthread_sigmask(SIG_SETMASK, &own, NULL);
+		(void)close(sv[0]);
+		(void)close(sv[1]);
+		return FUT_ENOMEM;
+	}
 	pid_t child = fork();
 	if (child == 0) {
 		drop_stdio();
@@ -416,15 +434,26 @@ int fut__forkserver_start(const struct fut__forkserver_cfg *cfg, pid_t *pid,
 		 * parent's: no worker may inherit it. */
 		(void)fut__alloc_fail_nth(0);
 		(void)close(sv[0]);
+		if (cfg->exec)
+			fut__pp_exec_child(env, sv[1]);
 		server_main(&s, parent, pdeathsig);
 	}
 	int err = errno;
+	fut__free(env);
 	(void)pthread_sigmask(SIG_SETMASK, &own, NULL);
 	(void)close(sv[1]);
 	if (child < 0) {
 		(void)close(sv[0]);
 		errno = err;
 		return FUT_EAGAIN;
+	}
+	if (cfg->exec && !fut__pp_exec_send(cfg, sv[0], parent, pdeathsig)) {
+		/* It waits for its configuration: EOF ends it. */
+		err = errno;
+		(void)close(sv[0]);
+		(void)waitpid(child, NULL, 0);
+		errno = err;
+		return FUT_ESYS;
 	}
 	*pid = child;
 	*sock = sv[0];

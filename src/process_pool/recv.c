@@ -140,6 +140,15 @@ static void on_result(struct pp_mgr *m, struct pp_worker *w,
 		fut_release(&j->fut);
 		return;
 	}
+	case FUT__WIRE_R_NOFN:
+		fut__free(data);
+		fut__pp_job_end(j, FUT_ENOTSUP, 0, 0,
+				"the task function is not in the fork "
+				"server's program (FUT_START_EXEC finds a "
+				"function by its module's build-id: a module "
+				"the program did not load at start has none "
+				"there)");
+		return;
 	case FUT__WIRE_R_VALUE:
 		fut__free(data);
 		fut__pp_job_end(j, FUT_ENOTSUP, 0, 0,

@@ -234,12 +234,14 @@ static const char *check_record(unsigned dir, unsigned type,
 	case FUT__WIRE_RESULTS:
 		if (r->id == 0 || r->fn != 0)
 			return "result record with a bad id or a function";
-		if (r->kind >= FUT__WIRE_R_NKINDS)
+		if (r->kind >= FUT__WIRE_R_NKINDS ||
+		    (r->kind == FUT__WIRE_R_NOFN && dir != FUT__WIRE_TO_PARENT))
 			return "unknown result kind";
 		if (r->kind != FUT__WIRE_R_FAIL && r->code != 0)
 			return "result record with a stray code";
 		if ((r->kind == FUT__WIRE_R_NONE ||
-		     r->kind == FUT__WIRE_R_VALUE) &&
+		     r->kind == FUT__WIRE_R_VALUE ||
+		     r->kind == FUT__WIRE_R_NOFN) &&
 		    r->len != 0)
 			return "payload on a result that has none";
 		if (r->kind == FUT__WIRE_R_FAIL &&

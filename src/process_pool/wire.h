@@ -56,7 +56,10 @@ enum {
 	/* payload: the u64 length of a result in shared memory, whose memfd
 	 * came over the task socket (SCM_RIGHTS) before this record */
 	FUT__WIRE_R_SHARED = 4,
-	FUT__WIRE_R_NKINDS = 5,
+	/* the task function is not in the worker's program (a fork server
+	 * started by exec could not resolve it): FUT_ENOTSUP */
+	FUT__WIRE_R_NOFN = 5,
+	FUT__WIRE_R_NKINDS = 6,
 };
 
 /*
