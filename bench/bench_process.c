@@ -19,6 +19,8 @@
  *       table; the targets are the thread pool's).
  *   MEM: peak RSS growth of this process with 1,000,000 16-byte tasks
  *       pending behind a blocked worker, per pending task + future.
+ *   W4 and W5 run again on a pool made with FUT_START_EXEC (impl
+ *       libfuture-process-exec): the fork server a fresh exec.
  * Prints RESULT lines (bench/run.sh takes medians).  BENCH_QUICK=1 scales
  * the counts down.
  */
@@ -36,6 +38,9 @@
 
 #define MSG 16
 #define W6_BYTES ((size_t)64 << 20)
+
+/* The impl of W4's and W5's RESULT lines. */
+static const char *impl = "libfuture-process";
 
 static void die(const char *what, int rc)
 {
@@ -173,9 +178,9 @@ static void w4(fut_executor *ex, long n)
 		check_echo(f, in);
 		fut_release(f);
 		if (i == n - 1)
-			printf("RESULT workload=W4 impl=libfuture-process n=%ld "
+			printf("RESULT workload=W4 impl=%s n=%ld "
 			       "us_per_op=%.3f\n",
-			       n, (bench_now() - t0) * 1e6 / (double)n);
+			       impl, n, (bench_now() - t0) * 1e6 / (double)n);
 	}
 }
 
@@ -203,7 +208,7 @@ static void w5(fut_executor *ex, long n)
 	}
 	check_all(fs, in, n);
 	double t = bench_now() - t0;
-	printf("RESULT workload=W5 impl=libfuture-process n=%ld rate=%.0f\n", n,
+	printf("RESULT workload=W5 impl=%s n=%ld rate=%.0f\n", impl, n,
 	       (double)n / t);
 	free(in);
 	free(fs);
@@ -416,6 +421,18 @@ int main(void)
 	w5(ex, bench_n(200000));
 	w5_one_call(ex, bench_n(200000));
 	w3(ex, bench_n(2000));
+	fut_executor_free(ex);
+	/* W4 and W5 with the fork server a fresh exec of this program. */
+	rc = fut_process_pool_new(
+		&ex,
+		&(fut_process_pool_opts){ .max_workers = 2,
+					  .start_method = FUT_START_EXEC });
+	if (rc != FUT_OK)
+		die("fut_process_pool_new", rc);
+	impl = "libfuture-process-exec";
+	w4(ex, bench_n(20000));
+	w5(ex, bench_n(200000));
+	impl = "libfuture-process";
 	/* One worker, so that the second run finds the buffer built. */
 	fut_executor_free(ex);
 	rc = fut_process_pool_new(&ex,

@@ -314,7 +314,25 @@ typedef struct fut_process_pool_opts {
 	/* Seconds, <= 0: none.  A task over it has its worker killed and ends
 	 * FUT_EDEADLINE; the worker is replaced. */
 	double task_timeout;
+	/* How the fork server starts: FUT_START_FORK (0) or FUT_START_EXEC. */
+	int start_method;
 } fut_process_pool_opts;
+
+/*
+ * FUT_START_FORK: the fork server is a fork of the caller, made in
+ * fut_process_pool_new: fastest, and tasks see the globals set before the
+ * pool; but a lock another thread holds at that instant stays held in
+ * every worker.  FUT_START_EXEC: the fork server is a fresh exec of the
+ * program's own executable (/proc/self/exe), which the library takes over
+ * before main runs: no thread, lock or memory of the caller; a task
+ * function is found there by its module's build-id and offset, and one
+ * the program does not have at start (a dlopen'd module) fails its
+ * future FUT_ENOTSUP.  initarg must be NULL (FUT_EINVAL).
+ */
+enum {
+	FUT_START_FORK = 0,
+	FUT_START_EXEC = 1,
+};
 
 /*
  * A thread pool.  opts may be NULL (defaults); a zeroed struct is the

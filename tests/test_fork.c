@@ -16,10 +16,12 @@
 #include <dirent.h>
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -279,12 +281,215 @@ static void test_a_task_that_forks_gets_a_working_child(void **state)
 	fut_executor_free(tp);
 }
 
+/* Process pool tasks: one prints and flushes stdout, one calls exit()
+ * (which flushes every stdio stream). */
+static void prints_and_flushes(fut_task *t)
+{
+	fputs("task line\n", stdout);
+	fflush(stdout);
+	fut_task_return_bytes(t, "k", 1);
+}
+
+static void calls_exit(fut_task *t)
+{
+	(void)t;
+	exit(0);
+}
+
+/* The helper: its stdout is a pipe, so the line it prints sits in
+ * stdout's buffer while the pool forks its fork server and workers. */
+static void buffered_line_helper(void)
+{
+	alarm(30);
+	fputs("parent line\n", stdout);
+	fut_executor *pp = NULL;
+	if (fut_process_pool_new(&pp, &(fut_process_pool_opts){
+					      .max_workers = 2 }) != FUT_OK)
+		_exit(2);
+	fut_future *a = NULL, *b = NULL;
+	if (fut_submit_bytes(pp, prints_and_flushes, NULL, 0, &a) != FUT_OK ||
+	    fut_submit_bytes(pp, calls_exit, NULL, 0, &b) != FUT_OK)
+		_exit(3);
+	const void *data = NULL;
+	size_t len = 0;
+	int ra = fut_result_bytes(a, 30.0, &data, &len);
+	int rb = fut_result_bytes(b, 30.0, &data, &len);
+	fut_release(a);
+	fut_release(b);
+	fut_executor_free(pp);
+	fflush(stdout);
+	_exit(ra == FUT_OK && rb == FUT_ECRASHED ? 0 : 4);
+}
+
+static int count_of(const char *hay, const char *needle)
+{
+	int n = 0;
+	for (const char *p = strstr(hay, needle); p != NULL;
+	     p = strstr(p + 1, needle))
+		n++;
+	return n;
+}
+
+/* Issue 15, point 3: what the program printed before the pool, still in
+ * stdout's buffer, is printed once, by the program: the fork server and
+ * the workers drop the buffers they inherit. */
+static void test_workers_never_print_the_parents_buffered_output(void **state)
+{
+	(void)state;
+	int out[2];
+	assert_int_equal(pipe(out), 0);
+	fflush(NULL); /* nothing of ours goes into the helper's buffers */
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(out[0]);
+		if (dup2(out[1], 1) != 1)
+			_exit(1);
+		close(out[1]);
+		buffered_line_helper();
+	}
+	close(out[1]);
+	char buf[4096];
+	size_t got = 0;
+	for (;;) {
+		struct pollfd p = { .fd = out[0], .events = POLLIN };
+		assert_int_equal(poll(&p, 1, 60000), 1);
+		ssize_t r = read(out[0], buf + got, sizeof(buf) - 1 - got);
+		if (r == 0 || (r < 0 && errno != EINTR))
+			break;
+		got += r > 0 ? (size_t)r : 0;
+		if (got == sizeof(buf) - 1)
+			break;
+	}
+	buf[got] = '\0';
+	close(out[0]);
+	int status = 0;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	print_message("helper's stdout: \"%s\"\n", buf);
+	assert_int_equal(count_of(buf, "parent line\n"), 1);
+	assert_int_equal(count_of(buf, "task line\n"), 1);
+}
+
+/* An application's own lock (a logger's), taken by a task. */
+static pthread_mutex_t app_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void takes_app_lock(fut_task *t)
+{
+	pthread_mutex_lock(&app_lock);
+	pthread_mutex_unlock(&app_lock);
+	fut_task_return_bytes(t, "k", 1);
+}
+
+/* Holds app_lock until a byte comes on its pipe. */
+static void *holder(void *arg)
+{
+	int *p = arg; /* p[0]: told to let go; p[1]: says it holds */
+	pthread_mutex_lock(&app_lock);
+	char c = 'h';
+	if (write(p[1], &c, 1) != 1)
+		abort();
+	while (read(p[0], &c, 1) < 0 && errno == EINTR)
+		;
+	pthread_mutex_unlock(&app_lock);
+	return NULL;
+}
+
+/*
+ * Issue 15, point 4, as it stands: the fork server is a fork of the
+ * caller made in fut_process_pool_new, so a lock another thread holds at
+ * that instant is held for ever in the fork server and in every worker
+ * it forks; a task that takes it never returns (the parent released it
+ * long ago).  The fork start method's limitation, pinned here
+ * (docs/design-process-pool.md); FUT_START_EXEC lifts it (test_pp_exec).
+ * The task is interrupted (its worker killed).
+ */
+/* A pool of one worker made (with start_method) while another thread
+ * holds app_lock, which it lets go of once the pool is made. */
+static fut_executor *pool_made_while_locked(int start_method)
+{
+	int to_holder[2], from_holder[2];
+	assert_int_equal(pipe(to_holder), 0);
+	assert_int_equal(pipe(from_holder), 0);
+	int ends[2] = { to_holder[0], from_holder[1] };
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, holder, ends), 0);
+	char c;
+	assert_int_equal(read(from_holder[0], &c, 1), 1);
+	fut_executor *pp = NULL;
+	assert_int_equal(
+		fut_process_pool_new(&pp,
+				     &(fut_process_pool_opts){
+					     .max_workers = 1,
+					     .start_method = start_method }),
+		FUT_OK);
+	assert_int_equal(write(to_holder[1], "g", 1), 1);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	for (int i = 0; i < 2; i++) {
+		close(to_holder[i]);
+		close(from_holder[i]);
+	}
+	/* Free here: this thread takes it at once. */
+	assert_int_equal(pthread_mutex_trylock(&app_lock), 0);
+	pthread_mutex_unlock(&app_lock);
+	return pp;
+}
+
+static void
+test_a_lock_held_at_pool_creation_is_held_in_the_workers(void **state)
+{
+	(void)state;
+	fut_executor *pp = pool_made_while_locked(FUT_START_FORK);
+	fut_future *f = NULL;
+	assert_int_equal(fut_submit_bytes(pp, takes_app_lock, NULL, 0, &f),
+			 FUT_OK);
+	const void *data = NULL;
+	size_t len = 0;
+	/* In the worker it is held for ever. */
+	assert_int_equal(fut_result_bytes(f, 1.0, &data, &len), FUT_ETIMEDOUT);
+	assert_int_equal(fut_state(f), FUT_RUNNING);
+	assert_int_equal(fut_interrupt(f), FUT_OK);
+	assert_int_equal(fut_result_bytes(f, 30.0, &data, &len),
+			 FUT_ECANCELLED);
+	fut_release(f);
+	fut_executor_free(pp);
+}
+
+/* Issue 15, point 4: with FUT_START_EXEC the fork server is a fresh exec
+ * of this program: the lock is not held there, and tasks that take it
+ * return. */
+static void test_a_lock_held_at_creation_is_free_in_exec_workers(void **state)
+{
+	(void)state;
+	fut_executor *pp = pool_made_while_locked(FUT_START_EXEC);
+	for (int i = 0; i < 3; i++) {
+		fut_future *f = NULL;
+		assert_int_equal(fut_submit_bytes(pp, takes_app_lock, NULL, 0,
+						  &f),
+				 FUT_OK);
+		const void *data = NULL;
+		size_t len = 0;
+		assert_int_equal(fut_result_bytes(f, 60.0, &data, &len),
+				 FUT_OK);
+		assert_int_equal(len, 1);
+		fut_release(f);
+	}
+	fut_executor_free(pp);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(
+			test_workers_never_print_the_parents_buffered_output),
+		cmocka_unit_test(
 			test_a_fork_child_leaves_the_parents_pools_alone),
 		cmocka_unit_test(test_a_task_that_forks_gets_a_working_child),
+		cmocka_unit_test(
+			test_a_lock_held_at_pool_creation_is_held_in_the_workers),
+		cmocka_unit_test(
+			test_a_lock_held_at_creation_is_free_in_exec_workers),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -326,12 +326,21 @@ static void run_one(const struct fut__forkserver_cfg *cfg,
 		}
 		input = map;
 	}
+	fut_fn fn = (fut_fn)(uintptr_t)r->fn;
+	if (cfg->parent_mods != NULL)
+		fn = fut__fn_translate(cfg->parent_mods, cfg->nparent_mods,
+				       r->fn);
+	if (fn == NULL) {
+		out_record(o, fd, r->id, FUT__WIRE_R_NOFN, 0, NULL, 0);
+		if (map != MAP_FAILED)
+			(void)munmap(map, input_len);
+		goto done;
+	}
 	if (cfg->track_time)
 		atomic_store_explicit(&slot->started_ns, fut__now_ns(),
 				      memory_order_relaxed);
 	atomic_store_explicit(&slot->started, r->id, memory_order_release);
 	struct fut_task t;
-	fut_fn fn = (fut_fn)(uintptr_t)r->fn;
 	fut__task_init(&t, fn, NULL, input, input_len, NULL);
 	struct emit_ctx ec = { .out = o, .fd = fd, .id = r->id };
 	const struct fut__task_sink sink = { .emit = emit_bytes,

@@ -17,6 +17,7 @@
 #include <sys/types.h>
 
 #include "core/base.h"
+#include "core/names.h"
 #include "process_pool/wire.h"
 
 /*
@@ -53,6 +54,16 @@ struct fut__forkserver_cfg {
 	 * and the workers start with it, whichever thread forks them (a
 	 * restart comes from the manager, which blocks every signal). */
 	sigset_t worker_mask;
+	/* FUT_START_EXEC: the fork server is a fresh exec of the program
+	 * (exec.c), handed slots_fd, a memfd of the slots (the parent's; -1
+	 * with fork).  In that server, parent_mods is the parent's module
+	 * table: a task's function, an address in the parent, is found
+	 * through it by build-id and offset (NULL with fork: it is used as
+	 * is). */
+	bool exec;
+	int slots_fd;
+	const struct fut__fn_module *parent_mods;
+	size_t nparent_mods;
 };
 
 /* ------------------------------------------------------------------ */
@@ -68,6 +79,22 @@ struct fut__forkserver_cfg {
  */
 int fut__forkserver_start(const struct fut__forkserver_cfg *cfg, pid_t *pid,
 			  int *sock);
+
+/* The fork server's loop on sock, in a process that is to become it (a
+ * fork of the parent, or exec.c's fresh exec).  Never returns. */
+void fut__forkserver_serve(const struct fut__forkserver_cfg *cfg, int sock,
+			   pid_t parent, bool pdeathsig)
+	__attribute__((noreturn));
+
+/* exec.c: FUT_START_EXEC.  In the parent, before the fork: what the
+ * fresh exec needs (one fut__malloc'd block: [0] the program's path, then
+ * its environment, which names sock; NULL: out of memory).  In the forked
+ * child: execs the program with it (async-signal-safe), or _exits 127.  In the parent, after the fork:
+ * sends cfg and the slots memfd to the new server on sock. */
+char **fut__pp_exec_env(int sock);
+void fut__pp_exec_child(char **block, int sock) __attribute__((noreturn));
+bool fut__pp_exec_send(const struct fut__forkserver_cfg *cfg, int sock,
+		       pid_t parent, bool pdeathsig);
 
 /*
  * Sends the control message c on sock, with the nfds (at most 2) fds of

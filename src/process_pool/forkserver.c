@@ -13,7 +13,9 @@
  * and _exits.  A worker leads its own process group and dies with the
  * fork server (PR_SET_PDEATHSIG); its loop is child.c's.  Both processes
  * end with _exit: no atexit handler, no stdio flush of the parent's
- * buffers.
+ * buffers; and both drop (never flush) the stdio buffers they inherit,
+ * first thing, so a task that flushes stdout or calls exit cannot
+ * print again what the parent had buffered (drop_stdio).
  * Threads: each process here is single-threaded (the parent's thread that
  * calls fut__forkserver_start only forks).
  * Locks: none (the parent's memory is a copy here).
@@ -23,6 +25,8 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdio_ext.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -143,12 +147,26 @@ static bool send_ctl(int sock, unsigned type, uint32_t slot, uint32_t gen,
 	return fut__pp_ctl_send(sock, &c, NULL, 0, 0);
 }
 
+/*
+ * What the parent had written into stdio's buffers and not yet flushed is
+ * the parent's to print: dropped here, so no worker's fflush or exit
+ * prints it again (buffered input is the parent's too).  __fpurge takes
+ * no lock and allocates nothing.
+ */
+static void drop_stdio(void)
+{
+	__fpurge(stdin);
+	__fpurge(stdout);
+	__fpurge(stderr);
+}
+
 /* A worker gets the parent's fd limit of the moment it was asked for,
  * as a fork from the parent would (nofile: that soft limit, 0 unknown),
  * not the fork server's raised one. */
 static void become_worker(struct server *s, uint32_t slot, int in, int out,
 			  int32_t nofile)
 {
+	drop_stdio(); /* empty already, unless the server printed */
 	(void)setpgid(0, 0);
 	struct rlimit rl;
 	if (nofile > 0 && getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
@@ -368,6 +386,17 @@ static void server_main(struct server *s, pid_t parent, bool pdeathsig)
 	server_exit(s);
 }
 
+void fut__forkserver_serve(const struct fut__forkserver_cfg *cfg, int sock,
+			   pid_t parent, bool pdeathsig)
+{
+	struct server s = { 0 };
+	s.cfg = cfg;
+	s.sock = sock;
+	s.worker_mask = cfg->worker_mask;
+	server_main(&s, parent, pdeathsig);
+	_exit(0); /* server_main does not return */
+}
+
 int fut__forkserver_start(const struct fut__forkserver_cfg *cfg, pid_t *pid,
 			  int *sock)
 {
@@ -391,21 +420,40 @@ int fut__forkserver_start(const struct fut__forkserver_cfg *cfg, pid_t *pid,
 	/* PR_SET_PDEATHSIG fires when the forking *thread* exits: only ask
 	 * for it when that thread is the main one. */
 	bool pdeathsig = (pid_t)syscall(SYS_gettid) == parent;
+	char **env = cfg->exec ? fut__pp_exec_env(sv[1]) : NULL;
+	if (cfg->exec && env == NULL) {
+		(void)pthread_sigmask(SIG_SETMASK, &own, NULL);
+		(void)close(sv[0]);
+		(void)close(sv[1]);
+		return FUT_ENOMEM;
+	}
 	pid_t child = fork();
 	if (child == 0) {
+		drop_stdio();
 		/* An allocation failure a test armed in the parent is the
 		 * parent's: no worker may inherit it. */
 		(void)fut__alloc_fail_nth(0);
 		(void)close(sv[0]);
+		if (cfg->exec)
+			fut__pp_exec_child(env, sv[1]);
 		server_main(&s, parent, pdeathsig);
 	}
 	int err = errno;
+	fut__free(env);
 	(void)pthread_sigmask(SIG_SETMASK, &own, NULL);
 	(void)close(sv[1]);
 	if (child < 0) {
 		(void)close(sv[0]);
 		errno = err;
 		return FUT_EAGAIN;
+	}
+	if (cfg->exec && !fut__pp_exec_send(cfg, sv[0], parent, pdeathsig)) {
+		/* It waits for its configuration: EOF ends it. */
+		err = errno;
+		(void)close(sv[0]);
+		(void)waitpid(child, NULL, 0);
+		errno = err;
+		return FUT_ESYS;
 	}
 	*pid = child;
 	*sock = sv[0];

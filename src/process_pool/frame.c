@@ -87,6 +87,13 @@ void fut__pp_frame_one(unsigned char hdr[FUT__PP_FRAME_ONE], unsigned type,
 	fut__wire_put_record(hdr + FUT__WIRE_FRAME_HDR, id, 0, kind, code, len);
 }
 
+bool fut__pp_could_hold(size_t len)
+{
+	void *probe = fut__malloc(len);
+	fut__free(probe);
+	return probe != NULL;
+}
+
 int fut__pp_feed(struct fut__wire_dec *d, unsigned char *stage,
 		 size_t stage_len, const struct fut__pp_feed_ops *ops,
 		 void *ctx)

@@ -53,6 +53,11 @@ void fut__pp_frame_fini(struct fut__pp_frame *f);
 void fut__pp_frame_one(unsigned char hdr[FUT__PP_FRAME_ONE], unsigned type,
 		       uint64_t id, uint32_t kind, int32_t code, uint64_t len);
 
+/* Could this process hold a payload of len bytes now?  Tries: allocates
+ * and frees them (address space; no page is touched).  A decoder's
+ * could_hold (wire.h). */
+bool fut__pp_could_hold(size_t len);
+
 /* What fut__pp_feed reads with and hands records to. */
 struct fut__pp_feed_ops {
 	/* One read(2) of the side's fd into buf (direct: the buffer is a

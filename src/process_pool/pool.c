@@ -44,6 +44,8 @@ static void pool_free(struct ppool *p)
 {
 	if (p->slots != NULL)
 		(void)munmap(p->slots, p->slots_bytes);
+	if (p->cfg.slots_fd >= 0)
+		(void)close(p->cfg.slots_fd);
 	if (p->wake_fd >= 0)
 		(void)close(p->wake_fd);
 	fut__free(p->cfg.table);
@@ -227,6 +229,7 @@ static void pp_orphan(fut_executor *ex)
 		close_fd(w->result_fd);
 		close_fd(w->back_fd);
 	}
+	close_fd(p->cfg.slots_fd);
 	if (p->slots != NULL)
 		(void)munmap(p->slots, p->slots_bytes);
 }
@@ -249,6 +252,7 @@ static int pool_alloc(struct ppool **out, const fut_process_pool_opts *o)
 		return FUT_ENOMEM;
 	p->wake_fd = -1;
 	p->fs_sock = -1;
+	p->cfg.slots_fd = -1;
 	if (pthread_mutex_init(&p->lock, NULL) != 0) {
 		fut__free(p);
 		return FUT_ENOMEM;
@@ -287,8 +291,23 @@ static int pool_alloc(struct ppool **out, const fut_process_pool_opts *o)
 		p->workers[i].ofd = -1;
 	}
 	p->slots_bytes = p->nslots * sizeof(struct fut__worker_slot);
-	void *m = mmap(NULL, p->slots_bytes, PROT_READ | PROT_WRITE,
-		       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	void *m = MAP_FAILED;
+	if (o->start_method == FUT_START_EXEC) {
+		/* A fresh exec inherits no mapping: the slots are a memfd
+		 * the new fork server maps. */
+		p->cfg.exec = true;
+		p->cfg.slots_fd = memfd_create("libfuture-slots", MFD_CLOEXEC);
+		if (p->cfg.slots_fd < 0)
+			return errno == EMFILE || errno == ENFILE ? FUT_EAGAIN :
+								    FUT_ESYS;
+		if (ftruncate(p->cfg.slots_fd, (off_t)p->slots_bytes) != 0)
+			return errno == ENOMEM ? FUT_ENOMEM : FUT_ESYS;
+		m = mmap(NULL, p->slots_bytes, PROT_READ | PROT_WRITE,
+			 MAP_SHARED, p->cfg.slots_fd, 0);
+	} else {
+		m = mmap(NULL, p->slots_bytes, PROT_READ | PROT_WRITE,
+			 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	}
 	if (m == MAP_FAILED)
 		return errno == ENOMEM ? FUT_ENOMEM : FUT_ESYS;
 	p->slots = m;
@@ -314,6 +333,12 @@ int fut_process_pool_new(fut_executor **out, const fut_process_pool_opts *opts)
 	if (opts != NULL)
 		o = *opts;
 	if (o.max_workers > FUT_MAX_WORKERS || o.task_timeout != o.task_timeout)
+		return FUT_EINVAL;
+	/* A fresh exec has none of the caller's memory: initarg would
+	 * point nowhere. */
+	if ((o.start_method != FUT_START_FORK &&
+	     o.start_method != FUT_START_EXEC) ||
+	    (o.start_method == FUT_START_EXEC && o.initarg != NULL))
 		return FUT_EINVAL;
 	if (o.max_workers == 0)
 		o.max_workers = (size_t)fut__ncpus();

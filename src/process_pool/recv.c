@@ -33,6 +33,33 @@ void fut__pp_bad_frame(struct pp_mgr *m, struct pp_worker *w, const char *why)
 	fut__pp_close_fd(&w->result_fd);
 }
 
+/* A dropped result of more bytes than this is not read through: its
+ * worker is killed and replaced (reading 4 GiB through a pipe to skip it
+ * took 25 s); a smaller one is skipped and the worker kept. */
+#define DROP_SKIP_MAX ((size_t)64 << 20)
+
+/* A result too large to hold here (the decoder dropped it from its
+ * header and skips its bytes): the task ends FUT_ENOMEM at once; the
+ * worker goes on, or is replaced when the rest is large (the tasks sent
+ * to it behind this one run elsewhere). */
+static void dropped_result(struct pp_mgr *m, struct pp_worker *w,
+			   struct pp_job *j, const struct fut__wire_rec *r)
+{
+	if (r->kind == FUT__WIRE_R_SHARED) {
+		int fd = fut__pp_take_fd(w);
+		fut__pp_close_fd(&fd);
+	}
+	bool replace = r->len > DROP_SKIP_MAX;
+	fut__pp_job_end(j, FUT_ENOMEM, 0, 0,
+			"out of memory for the task's %s: its %zu bytes "
+			"cannot be held by this process%s",
+			r->kind == FUT__WIRE_R_FAIL ? "failure message" :
+						      "result",
+			r->len, replace ? " (its worker is replaced)" : "");
+	if (replace)
+		fut__pp_slot_kill(m, w, FUT_ENOMEM, false, r->id);
+}
+
 static void on_result(struct pp_mgr *m, struct pp_worker *w,
 		      struct fut__wire_rec *r)
 {
@@ -51,6 +78,10 @@ static void on_result(struct pp_mgr *m, struct pp_worker *w,
 		w->frames--;
 	/* It ran: its input will not be sent again. */
 	fut__pp_job_input_close(j);
+	if (r->dropped) {
+		dropped_result(m, w, j, r);
+		return;
+	}
 	if (r->kind == FUT__WIRE_R_SHARED) {
 		uint64_t len = fut__wire_get_u64(r->data);
 		if (r->owned)
@@ -87,7 +118,9 @@ static void on_result(struct pp_mgr *m, struct pp_worker *w,
 	}
 	if (r->len != 0 && data == NULL) {
 		fut__pp_job_end(j, FUT_ENOMEM, 0, 0,
-				"out of memory for the task's result");
+				"out of memory for the task's result: %zu "
+				"bytes",
+				r->len);
 		return;
 	}
 	switch (r->kind) {
@@ -107,6 +140,15 @@ static void on_result(struct pp_mgr *m, struct pp_worker *w,
 		fut_release(&j->fut);
 		return;
 	}
+	case FUT__WIRE_R_NOFN:
+		fut__free(data);
+		fut__pp_job_end(j, FUT_ENOTSUP, 0, 0,
+				"the task function is not in the fork "
+				"server's program (FUT_START_EXEC finds a "
+				"function by its module's build-id: a module "
+				"the program did not load at start has none "
+				"there)");
+		return;
 	case FUT__WIRE_R_VALUE:
 		fut__free(data);
 		fut__pp_job_end(j, FUT_ENOTSUP, 0, 0,
@@ -124,7 +166,9 @@ static void on_result(struct pp_mgr *m, struct pp_worker *w,
 static void on_record(struct pp_mgr *m, struct pp_worker *w,
 		      struct fut__wire_rec *r)
 {
-	if (r->type == FUT__WIRE_HELLO)
+	if (r->dropped && r->type == FUT__WIRE_HELLO)
+		fut__pp_bad_frame(m, w, "no memory for its hello");
+	else if (r->type == FUT__WIRE_HELLO)
 		fut__pp_slot_hello(m, w, r);
 	else if (w->state != PW_READY && w->state != PW_RETIRING)
 		fut__pp_bad_frame(m, w, "a result before its hello");

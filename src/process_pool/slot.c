@@ -122,6 +122,10 @@ int fut__pp_slot_spawn(struct pp_mgr *m, struct pp_worker *w, const char **what)
 	w->task_fd = sv[0];
 	w->result_fd = rp[0];
 	fut__wire_dec_init(&w->dec, FUT__WIRE_TO_PARENT);
+	/* A result this process cannot hold ends its task FUT_ENOMEM as
+	 * soon as its header is read (recv.c). */
+	w->dec.may_drop = true;
+	w->dec.could_hold = fut__pp_could_hold;
 	if (!sent) {
 		worker_clear(w);
 		return err != 0 ? err : EIO;

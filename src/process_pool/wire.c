@@ -13,7 +13,11 @@
  * (fut__wire_dec_direct), which then becomes the caller's.  That buffer
  * starts at GATHER_FIRST bytes and doubles as bytes arrive: the declared
  * length is not trusted with memory, so a garbage header that claims a
- * terabyte costs a megabyte, not a terabyte-sized malloc.
+ * terabyte costs a megabyte, not a terabyte-sized malloc.  A decoder
+ * that may_drop (the process pool's) hands a payload it cannot hold (its
+ * caller's could_hold says so from the header, or an allocation fails)
+ * over as a dropped record at once, then skips its bytes: the stream goes
+ * on.
  * Threads: whoever owns the decoder (the manager thread, a worker).
  * Locks: none.
  */
@@ -26,6 +30,7 @@ enum {
 	S_FRAME = 0, /* gathering a frame header */
 	S_RECORD,    /* gathering a record header */
 	S_PAYLOAD,   /* gathering a payload into rec.data */
+	S_SKIP,	     /* skipping a dropped payload's bytes */
 	S_DEAD,	     /* an error was reported: nothing more */
 };
 
@@ -229,12 +234,14 @@ static const char *check_record(unsigned dir, unsigned type,
 	case FUT__WIRE_RESULTS:
 		if (r->id == 0 || r->fn != 0)
 			return "result record with a bad id or a function";
-		if (r->kind >= FUT__WIRE_R_NKINDS)
+		if (r->kind >= FUT__WIRE_R_NKINDS ||
+		    (r->kind == FUT__WIRE_R_NOFN && dir != FUT__WIRE_TO_PARENT))
 			return "unknown result kind";
 		if (r->kind != FUT__WIRE_R_FAIL && r->code != 0)
 			return "result record with a stray code";
 		if ((r->kind == FUT__WIRE_R_NONE ||
-		     r->kind == FUT__WIRE_R_VALUE) &&
+		     r->kind == FUT__WIRE_R_VALUE ||
+		     r->kind == FUT__WIRE_R_NOFN) &&
 		    r->len != 0)
 			return "payload on a result that has none";
 		if (r->kind == FUT__WIRE_R_FAIL &&
@@ -268,6 +275,7 @@ static int parse_record(struct fut__wire_dec *d)
 	r->data = NULL;
 	r->len = 0;
 	r->owned = false;
+	r->dropped = false;
 	/* Invariant: left_body >= left_recs * FUT__WIRE_REC_HDR. */
 	d->left_body -= FUT__WIRE_REC_HDR;
 	d->left_recs--;
@@ -299,8 +307,26 @@ static int emit(struct fut__wire_dec *d, struct fut__wire_rec *rec)
 	return FUT__WIRE_RECORD;
 }
 
+/* Hands the record over as dropped (its gathered bytes freed), and skips
+ * the rest of its payload. */
+static int emit_dropped(struct fut__wire_dec *d, struct fut__wire_rec *rec)
+{
+	if (d->rec.owned)
+		fut__free(d->rec.data);
+	d->rec.data = NULL;
+	d->rec.owned = false;
+	d->rec.dropped = true;
+	*rec = d->rec;
+	d->skip = (uint64_t)d->rec.len - d->got;
+	d->have = 0;
+	d->got = 0;
+	d->state = S_SKIP;
+	return FUT__WIRE_RECORD;
+}
+
 /* Makes room for more payload bytes: doubles the buffer, up to the
- * declared length.  False when out of memory (the decoder is dead). */
+ * declared length.  False when out of memory: the decoder is dead, or
+ * (may_drop) the record is to be handed over dropped. */
 static bool gather_room(struct fut__wire_dec *d)
 {
 	if (d->got < d->cap)
@@ -308,6 +334,8 @@ static bool gather_room(struct fut__wire_dec *d)
 	size_t cap = d->cap > d->rec.len / 2 ? d->rec.len : d->cap * 2;
 	void *grown = fut__realloc(d->rec.data, cap);
 	if (grown == NULL) {
+		if (d->may_drop)
+			return false;
 		fut__free(d->rec.data);
 		d->rec.data = NULL;
 		d->state = S_DEAD;
@@ -373,21 +401,40 @@ int fut__wire_dec_feed(struct fut__wire_dec *d, const void *buf, size_t len,
 			}
 			d->cap = d->rec.len < GATHER_FIRST ? d->rec.len :
 							     GATHER_FIRST;
+			d->got = 0;
+			if (d->may_drop && d->could_hold != NULL &&
+			    d->rec.len > GATHER_FIRST &&
+			    !d->could_hold(d->rec.len))
+				return emit_dropped(d, rec);
 			d->rec.data = fut__malloc(d->cap);
+			if (d->rec.data == NULL && d->may_drop)
+				return emit_dropped(d, rec);
 			if (d->rec.data == NULL) {
 				d->state = S_DEAD;
 				d->error = nomem;
 				return FUT__WIRE_ENOMEM;
 			}
 			d->rec.owned = true;
-			d->got = 0;
 			d->state = S_PAYLOAD;
 			break;
+		case S_SKIP: {
+			size_t take = len - pos;
+			if (take > d->skip)
+				take = (size_t)d->skip;
+			d->skip -= take;
+			pos += take;
+			if (d->skip != 0)
+				goto more;
+			d->state = d->rec.last ? S_FRAME : S_RECORD;
+			break;
+		}
 		case S_PAYLOAD: {
 			if (pos == len)
 				goto more;
 			if (!gather_room(d)) {
 				*used = pos;
+				if (d->may_drop)
+					return emit_dropped(d, rec);
 				return FUT__WIRE_ENOMEM;
 			}
 			size_t take = d->cap - d->got;

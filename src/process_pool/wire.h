@@ -56,7 +56,10 @@ enum {
 	/* payload: the u64 length of a result in shared memory, whose memfd
 	 * came over the task socket (SCM_RIGHTS) before this record */
 	FUT__WIRE_R_SHARED = 4,
-	FUT__WIRE_R_NKINDS = 5,
+	/* the task function is not in the worker's program (a fork server
+	 * started by exec could not resolve it): FUT_ENOTSUP */
+	FUT__WIRE_R_NOFN = 5,
+	FUT__WIRE_R_NKINDS = 6,
 };
 
 /*
@@ -111,6 +114,10 @@ struct fut__wire_rec {
 	 * else it points into the buffer given to fut__wire_dec_feed(). */
 	bool owned;
 	bool last; /* the last record of its frame */
+	/* A payload of len bytes that could not be held (a decoder that
+	 * may_drop, out of memory): data is NULL, and its bytes are skipped
+	 * as they come.  Handed over as soon as its header is read. */
+	bool dropped;
 };
 
 struct fut__wire_dec {
@@ -125,6 +132,14 @@ struct fut__wire_dec {
 	size_t got; /* payload bytes gathered into rec.data */
 	size_t cap; /* bytes allocated at rec.data (grows up to rec.len) */
 	const char *error;
+	/* Set after init: a payload it cannot allocate is a dropped record
+	 * (whose bytes are then skipped), not FUT__WIRE_ENOMEM; and, with
+	 * could_hold, a large payload (past the first gathering buffer) that
+	 * could_hold(len) refuses is dropped from its header, before any of
+	 * its bytes.  The decoder itself never tries a declared length. */
+	bool may_drop;
+	bool (*could_hold)(size_t len);
+	uint64_t skip; /* bytes of a dropped payload still to skip */
 };
 
 FUT__PRIVATE void fut__wire_dec_init(struct fut__wire_dec *d, unsigned dir);

@@ -9,7 +9,8 @@
  * ASan catches a read past the piece), and, where the mode says so, with
  * payloads read straight into fut__wire_dec_direct()'s buffer, one
  * deliberate direct read past the payload, or one allocation failed on
- * purpose.  Every 24-byte window at the start of the stream goes through
+ * purpose (the process pool's parent-side decoder then may_drop, as the
+ * pool's does: a payload it cannot hold is a dropped record, skipped).  Every 24-byte window at the start of the stream goes through
  * fut__wire_ctl_get().
  *
  * The oracle: whatever the bytes, nothing crashes or leaks; every record
@@ -67,6 +68,9 @@ struct frame {
 	size_t len, cap;
 	uint32_t count;
 	unsigned type;
+	/* A record was dropped: its bytes are skipped after it is handed
+	 * over, so the re-encoding oracle stops for this stream. */
+	bool lost;
 };
 
 static void frame_append(struct frame *fr, const void *p, size_t n)
@@ -86,7 +90,9 @@ static void frame_append(struct frame *fr, const void *p, size_t n)
 static void check_record(unsigned dir, const struct fut__wire_rec *r)
 {
 	check(r->len <= FUT_MAX_BYTES);
-	check((r->len == 0) == (r->data == NULL));
+	check(r->dropped ? r->data == NULL && r->len != 0 && !r->owned :
+			   (r->len == 0) == (r->data == NULL));
+	check(!r->dropped || dir == FUT__WIRE_TO_PARENT);
 	if (dir == FUT__WIRE_TO_RANK) {
 		/* libfuture-mpi's stream to a rank. */
 		check(r->type == FUT__WIRE_TASKS && r->code == 0);
@@ -145,6 +151,13 @@ static void take_record(unsigned dir, struct fut__wire_rec *r, struct frame *fr,
 			size_t *frame_start)
 {
 	check_record(dir, r);
+	if (r->dropped)
+		fr->lost = true;
+	if (fr->lost) {
+		if (r->owned)
+			fut__free(r->data);
+		return;
+	}
 	if (fr->count == 0)
 		fr->type = r->type;
 	check(r->type == fr->type);
@@ -168,6 +181,13 @@ static void take_record(unsigned dir, struct fut__wire_rec *r, struct frame *fr,
 	fr->count = 0;
 }
 
+/* The pool's asks malloc; here a payload past 4 KiB cannot be held (and
+ * libFuzzer's malloc limit is never reached). */
+static bool fuzz_could_hold(size_t len)
+{
+	return len <= 4096;
+}
+
 static void decode(unsigned dir, unsigned mode, uint32_t seed,
 		   const unsigned char *stream, size_t size)
 {
@@ -178,8 +198,11 @@ static void decode(unsigned dir, unsigned mode, uint32_t seed,
 	bool overread = (mode & MODE_OVERREAD) != 0;
 	int rc = FUT__WIRE_MORE;
 	fut__wire_dec_init(&d, dir);
-	if (mode & MODE_ALLOCFAIL)
+	if (mode & MODE_ALLOCFAIL) {
+		d.may_drop = dir == FUT__WIRE_TO_PARENT;
+		d.could_hold = fuzz_could_hold;
 		fut__alloc_fail_nth((long)(mode >> 4) + 1);
+	}
 	while (pos < size && (rc == FUT__WIRE_MORE || rc == FUT__WIRE_RECORD)) {
 		size_t n = piece_len(&rng, size - pos);
 		struct fut__wire_rec r;
@@ -234,7 +257,7 @@ static void decode(unsigned dir, unsigned mode, uint32_t seed,
 		pos += n;
 	}
 	fut__alloc_fail_nth(0);
-	if (rc == FUT__WIRE_MORE || rc == FUT__WIRE_RECORD)
+	if ((rc == FUT__WIRE_MORE || rc == FUT__WIRE_RECORD) && !fr.lost)
 		check(fut__wire_dec_idle(&d) == (frame_start == size));
 	fut__wire_dec_fini(&d);
 	free(fr.bytes);

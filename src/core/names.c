@@ -1,0 +1,298 @@
+/*
+ * names.c: a function's name across processes (core/names.h): its
+ * module's GNU build-id and its offset there.
+ *
+ * Owns: the module table (every loaded module's build-id and executable
+ * segments, from dl_iterate_phdr), read at the first use and again when
+ * an address or a build-id is not found in it (a module loaded since).
+ * Raw pointers never cross: a name resolves only to an address inside an
+ * executable segment of a module of this process with that build-id.
+ * Threads: any.
+ * Locks: `lock` guards the table; it is never held while anything else is
+ * called but dl_iterate_phdr and the allocator.
+ */
+#include <elf.h>
+#include <link.h>
+#include <pthread.h>
+#include <string.h>
+
+#include "core/alloc.h"
+#include "core/names.h"
+
+#define MAX_SEGS FUT__FN_MODULE_SEGS
+
+struct module {
+	struct fut__build_id id;
+	uintptr_t base;
+	uintptr_t lo[MAX_SEGS], hi[MAX_SEGS]; /* executable PT_LOADs */
+	unsigned nsegs;
+};
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static struct module *modules; /* lock; rebuilt when a name misses */
+static size_t nmodules;
+static struct fut__build_id *ids; /* lock: the build-ids alone */
+
+/* The GNU build-id note of a module, if it has one. */
+static void read_build_id(const struct dl_phdr_info *info,
+			  struct fut__build_id *id)
+{
+	id->len = 0;
+	for (int i = 0; i < info->dlpi_phnum; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+		if (ph->p_type != PT_NOTE)
+			continue;
+		const unsigned char *p =
+			(const unsigned char *)(info->dlpi_addr + ph->p_vaddr);
+		const unsigned char *end = p + ph->p_memsz;
+		while ((size_t)(end - p) >= sizeof(ElfW(Nhdr))) {
+			ElfW(Nhdr) nh;
+			memcpy(&nh, p, sizeof(nh));
+			size_t namesz = (nh.n_namesz + 3u) & ~(size_t)3;
+			size_t descsz = (nh.n_descsz + 3u) & ~(size_t)3;
+			const unsigned char *name = p + sizeof(nh);
+			const unsigned char *desc = name + namesz;
+			if ((size_t)(end - name) < namesz ||
+			    (size_t)(end - desc) < descsz)
+				break;
+			if (nh.n_type == NT_GNU_BUILD_ID && nh.n_namesz == 4 &&
+			    memcmp(name, "GNU", 4) == 0 && nh.n_descsz > 0 &&
+			    nh.n_descsz <= FUT__BUILD_ID_MAX) {
+				id->len = (unsigned char)nh.n_descsz;
+				memcpy(id->bytes, desc, nh.n_descsz);
+				return;
+			}
+			p = desc + descsz;
+		}
+	}
+}
+
+struct collect {
+	struct module *mods;
+	size_t n, cap;
+	bool nomem;
+};
+
+static int collect_one(struct dl_phdr_info *info, size_t size, void *arg)
+{
+	(void)size;
+	struct collect *c = arg;
+	if (c->n == c->cap) {
+		size_t cap = c->cap ? 2 * c->cap : 32;
+		struct module *grown =
+			fut__realloc(c->mods, cap * sizeof(*grown));
+		if (grown == NULL) {
+			c->nomem = true;
+			return 1;
+		}
+		c->mods = grown;
+		c->cap = cap;
+	}
+	struct module *m = &c->mods[c->n];
+	memset(m, 0, sizeof(*m));
+	m->base = (uintptr_t)info->dlpi_addr;
+	read_build_id(info, &m->id);
+	for (int i = 0; i < info->dlpi_phnum && m->nsegs < MAX_SEGS; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+		if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X))
+			continue;
+		m->lo[m->nsegs] = m->base + ph->p_vaddr;
+		m->hi[m->nsegs] = m->base + ph->p_vaddr + ph->p_memsz;
+		m->nsegs++;
+	}
+	if (m->id.len != 0 && m->nsegs != 0)
+		c->n++;
+	return 0;
+}
+
+/* Caller holds lock: (re)reads the modules. */
+static int scan_locked(void)
+{
+	struct collect c = { 0 };
+	(void)dl_iterate_phdr(collect_one, &c);
+	struct fut__build_id *list = fut__calloc(c.n ? c.n : 1, sizeof(*list));
+	if (c.nomem || list == NULL) {
+		fut__free(c.mods);
+		fut__free(list);
+		return FUT_ENOMEM;
+	}
+	for (size_t i = 0; i < c.n; i++)
+		list[i] = c.mods[i].id;
+	fut__free(modules);
+	fut__free(ids);
+	modules = c.mods;
+	nmodules = c.n;
+	ids = list;
+	return FUT_OK;
+}
+
+int fut__fn_modules(const struct fut__build_id **out, size_t *n)
+{
+	pthread_mutex_lock(&lock);
+	int rc = modules == NULL ? scan_locked() : FUT_OK;
+	*out = ids;
+	*n = rc == FUT_OK ? nmodules : 0;
+	pthread_mutex_unlock(&lock);
+	return rc;
+}
+
+/* Caller holds lock: the module holding address a, or NULL. */
+static const struct module *module_at_locked(uintptr_t a)
+{
+	for (size_t i = 0; i < nmodules; i++)
+		for (unsigned s = 0; s < modules[i].nsegs; s++)
+			if (a >= modules[i].lo[s] && a < modules[i].hi[s])
+				return &modules[i];
+	return NULL;
+}
+
+int fut__fn_name_of(fut_fn fn, struct fut__fn_name *out)
+{
+	memset(out, 0, sizeof(*out));
+	uintptr_t a = (uintptr_t)fn;
+	pthread_mutex_lock(&lock);
+	const struct module *m = modules ? module_at_locked(a) : NULL;
+	int rc = FUT_OK;
+	if (m == NULL && (rc = scan_locked()) == FUT_OK)
+		m = module_at_locked(a);
+	if (m != NULL) {
+		out->id = m->id;
+		out->off = (uint64_t)(a - m->base);
+		rc = FUT_OK;
+	} else if (rc == FUT_OK) {
+		rc = FUT_EINVAL;
+	}
+	pthread_mutex_unlock(&lock);
+	return rc;
+}
+
+/* Caller holds lock: the address of the name in this process, if it lies
+ * in an executable segment of a module with that build-id. */
+static fut_fn find_locked(const struct fut__fn_name *name)
+{
+	for (size_t i = 0; i < nmodules; i++) {
+		const struct module *m = &modules[i];
+		if (m->id.len != name->id.len ||
+		    memcmp(m->id.bytes, name->id.bytes, m->id.len) != 0)
+			continue;
+		if (name->off > UINTPTR_MAX - m->base)
+			continue;
+		uintptr_t a = m->base + (uintptr_t)name->off;
+		for (unsigned s = 0; s < m->nsegs; s++)
+			if (a >= m->lo[s] && a < m->hi[s])
+				return (fut_fn)a;
+	}
+	return NULL;
+}
+
+fut_fn fut__fn_resolve(const struct fut__fn_name *name)
+{
+	if (name->id.len == 0 || name->id.len > FUT__BUILD_ID_MAX)
+		return NULL;
+	pthread_mutex_lock(&lock);
+	fut_fn fn = modules != NULL ? find_locked(name) : NULL;
+	if (fn == NULL && scan_locked() == FUT_OK)
+		fn = find_locked(name);
+	pthread_mutex_unlock(&lock);
+	return fn;
+}
+
+size_t fut__fn_table(struct fut__fn_module *out, size_t max)
+{
+	pthread_mutex_lock(&lock);
+	size_t n = 0;
+	if (scan_locked() == FUT_OK) {
+		n = nmodules;
+		for (size_t i = 0; i < n && i < max; i++) {
+			const struct module *m = &modules[i];
+			memset(&out[i], 0, sizeof(out[i]));
+			out[i].id = m->id;
+			out[i].base = m->base;
+			for (unsigned k = 0; k < m->nsegs; k++) {
+				out[i].lo[k] = m->lo[k];
+				out[i].hi[k] = m->hi[k];
+			}
+			out[i].nsegs = m->nsegs;
+		}
+	}
+	pthread_mutex_unlock(&lock);
+	return n;
+}
+
+fut_fn fut__fn_translate(const struct fut__fn_module *theirs, size_t n,
+			 uint64_t addr)
+{
+	for (size_t i = 0; i < n; i++) {
+		const struct fut__fn_module *m = &theirs[i];
+		for (uint32_t k = 0; k < m->nsegs && k < FUT__FN_MODULE_SEGS;
+		     k++) {
+			if (addr < m->lo[k] || addr >= m->hi[k])
+				continue;
+			struct fut__fn_name name = { .id = m->id,
+						     .off = addr - m->base };
+			return fut__fn_resolve(&name);
+		}
+	}
+	return NULL;
+}
+
+static const char hex[] = "0123456789abcdef";
+
+size_t fut__fn_name_format(const struct fut__fn_name *name, char *buf)
+{
+	char *p = buf;
+	*p++ = '@';
+	for (unsigned k = 0; k < name->id.len && k < FUT__BUILD_ID_MAX; k++) {
+		*p++ = hex[name->id.bytes[k] >> 4];
+		*p++ = hex[name->id.bytes[k] & 15];
+	}
+	*p++ = '+';
+	*p++ = '0';
+	*p++ = 'x';
+	int digits = 1;
+	while (digits < 16 && (name->off >> (4 * digits)) != 0)
+		digits++;
+	for (int d = digits - 1; d >= 0; d--)
+		*p++ = hex[(name->off >> (4 * d)) & 15];
+	*p = '\0';
+	return (size_t)(p - buf);
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+bool fut__fn_name_parse(const char *s, size_t len, struct fut__fn_name *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (len == 0 || s[0] != '@')
+		return false;
+	size_t i = 1;
+	while (i + 1 < len && s[i] != '+') {
+		int hi = hexval(s[i]), lo = hexval(s[i + 1]);
+		if (hi < 0 || lo < 0 || out->id.len == FUT__BUILD_ID_MAX)
+			return false;
+		out->id.bytes[out->id.len++] = (unsigned char)(hi * 16 + lo);
+		i += 2;
+	}
+	if (out->id.len == 0 || i + 3 > len || s[i] != '+' || s[i + 1] != '0' ||
+	    s[i + 2] != 'x')
+		return false;
+	i += 3;
+	if (i == len || len - i > 16)
+		return false;
+	uint64_t v = 0;
+	for (; i < len; i++) {
+		int d = hexval(s[i]);
+		if (d < 0)
+			return false;
+		v = v * 16 + (uint64_t)d;
+	}
+	out->off = v;
+	return true;
+}

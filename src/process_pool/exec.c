@@ -1,0 +1,224 @@
+/*
+ * exec.c: the FUT_START_EXEC start method: the fork server is a fresh
+ * exec of the program's own executable (/proc/self/exe), entered through
+ * the library before main runs, as Python's forkserver: it inherits no
+ * thread, no lock and no memory of the caller.
+ *
+ * Owns: the hand-over.  The parent forks (forkserver.c), and the child
+ * execs the program with FUT__PP_EXEC_ENV=<fd> in its environment, fd its
+ * end of the fork server's socket.  The library's constructor (below)
+ * sees the variable before main, takes one message from the parent on
+ * that socket (this struct exec_msg and the slots memfd), and becomes the
+ * fork server: it never returns to main.  Task functions are addresses
+ * in the parent: a worker finds each through the parent's module table
+ * (core/names.h: build-id and offset); one it cannot find fails its task
+ * FUT_ENOTSUP (child.c).  The initializer is found the same way.
+ * Threads: the parent's caller of fut__forkserver_start; the new program's
+ * only thread.
+ * Locks: none.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/names.h"
+#include "process_pool/child.h"
+
+#define EXEC_ENV "FUT__PP_EXEC_SERVER"
+#define EXEC_MAGIC 0x46555458u /* "FUTX" */
+#define EXEC_MAX_MODULES 256u
+
+/* The parent's message to the new fork server: both are the same
+ * executable, so the layout is the same. */
+struct exec_msg {
+	uint32_t magic;
+	uint32_t nslots;
+	pid_t parent;
+	bool pdeathsig;
+	bool track_time;
+	sigset_t worker_mask;
+	uint64_t initializer; /* an address in the parent, 0: none */
+	uint32_t nmods;
+	struct fut__fn_module mods[EXEC_MAX_MODULES];
+};
+
+extern char **environ;
+
+/* The program to exec: what /proc/self/exe names (valgrind shows its
+ * guest there; the kernel's link would be valgrind itself), else the
+ * link. */
+static void exe_path(char *buf, size_t len)
+{
+	ssize_t n = readlink("/proc/self/exe", buf, len - 1);
+	static const char deleted[] = " (deleted)";
+	size_t dl = sizeof(deleted) - 1;
+	if (n <= 0 || (size_t)n >= len - 1 ||
+	    ((size_t)n > dl && memcmp(buf + n - dl, deleted, dl) == 0)) {
+		memcpy(buf, "/proc/self/exe", sizeof("/proc/self/exe"));
+		return;
+	}
+	buf[n] = '\0';
+}
+
+#define EXE_PATH_MAX 4096
+
+char **fut__pp_exec_env(int sock)
+{
+	size_t n = 0;
+	while (environ != NULL && environ[n] != NULL)
+		n++;
+	/* [0] the path, then the environment, NULL, then the strings. */
+	size_t bytes =
+		(n + 3) * sizeof(char *) + sizeof(EXEC_ENV) + 16 + EXE_PATH_MAX;
+	char **block = fut__malloc(bytes);
+	if (block == NULL)
+		return NULL;
+	char **env = block + 1;
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++)
+		if (strncmp(environ[i], EXEC_ENV "=", sizeof(EXEC_ENV)) != 0)
+			env[k++] = environ[i];
+	char *ours = (char *)(block + n + 3);
+	memcpy(ours, EXEC_ENV "=", sizeof(EXEC_ENV));
+	char digits[12];
+	int d = 0;
+	unsigned v = (unsigned)sock;
+	do
+		digits[d++] = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	char *p = ours + sizeof(EXEC_ENV);
+	while (d > 0)
+		*p++ = digits[--d];
+	*p++ = '\0';
+	env[k++] = ours;
+	env[k] = NULL;
+	block[0] = p;
+	exe_path(p, EXE_PATH_MAX);
+	return block;
+}
+
+void fut__pp_exec_child(char **block, int sock)
+{
+	/* Our end must survive the exec: the only fd of ours that does. */
+	if (fcntl(sock, F_SETFD, 0) == 0) {
+		static char name[] = "libfuture-forkserver";
+		char *argv[] = { name, NULL };
+		(void)execve(block[0], argv, block + 1);
+	}
+	_exit(127);
+}
+
+bool fut__pp_exec_send(const struct fut__forkserver_cfg *cfg, int sock,
+		       pid_t parent, bool pdeathsig)
+{
+	struct exec_msg *m = fut__malloc(sizeof(*m));
+	if (m == NULL) {
+		errno = ENOMEM;
+		return false;
+	}
+	memset(m, 0, sizeof(*m));
+	m->magic = EXEC_MAGIC;
+	m->nslots = cfg->nslots;
+	m->parent = parent;
+	m->pdeathsig = pdeathsig;
+	m->track_time = cfg->track_time;
+	m->worker_mask = cfg->worker_mask;
+	m->initializer = (uint64_t)(uintptr_t)cfg->initializer;
+	size_t n = fut__fn_table(m->mods, EXEC_MAX_MODULES);
+	m->nmods = (uint32_t)(n < EXEC_MAX_MODULES ? n : EXEC_MAX_MODULES);
+	struct iovec iov = { m, sizeof(*m) };
+	struct msghdr h = { .msg_iov = &iov, .msg_iovlen = 1 };
+	_Alignas(struct cmsghdr) char space[CMSG_SPACE(sizeof(int))];
+	fut__pp_attach_fds(&h, space, sizeof(space), &cfg->slots_fd, 1);
+	ssize_t sent;
+	do
+		sent = sendmsg(sock, &h, MSG_NOSIGNAL);
+	while (sent < 0 && errno == EINTR);
+	int err = errno;
+	fut__free(m);
+	errno = err;
+	return sent == (ssize_t)sizeof(struct exec_msg);
+}
+
+/* ------------------------------------------------------------------ */
+/* In the new program, before main                                    */
+
+/* The initializer of the parent's that this program does not have: its
+ * workers break the pool, as a failing initializer does. */
+static int unresolved_initializer(void *initarg)
+{
+	(void)initarg;
+	return FUT_ENOTSUP;
+}
+
+static struct fut__forkserver_cfg server_cfg;
+
+/* Takes the parent's message; false if it is not one. */
+static bool take_msg(int sock, struct exec_msg *m, int *slots_fd)
+{
+	struct iovec iov = { m, sizeof(*m) };
+	_Alignas(struct cmsghdr) char space[CMSG_SPACE(sizeof(int))];
+	struct msghdr h = { .msg_iov = &iov,
+			    .msg_iovlen = 1,
+			    .msg_control = space,
+			    .msg_controllen = sizeof(space) };
+	ssize_t got;
+	do
+		got = recvmsg(sock, &h, MSG_CMSG_CLOEXEC);
+	while (got < 0 && errno == EINTR);
+	struct cmsghdr *c = CMSG_FIRSTHDR(&h);
+	if (c == NULL || c->cmsg_level != SOL_SOCKET ||
+	    c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int)))
+		return false;
+	memcpy(slots_fd, CMSG_DATA(c), sizeof(int));
+	return got == (ssize_t)sizeof(*m) && m->magic == EXEC_MAGIC &&
+	       m->nslots != 0 && m->nmods <= EXEC_MAX_MODULES;
+}
+
+__attribute__((constructor)) static void fut__pp_exec_entry(void)
+{
+	const char *v = getenv(EXEC_ENV);
+	if (v == NULL)
+		return;
+	int sock = atoi(v);
+	(void)unsetenv(EXEC_ENV);
+	(void)fcntl(sock, F_SETFD, FD_CLOEXEC);
+	static struct exec_msg m;
+	int slots_fd = -1;
+	if (!take_msg(sock, &m, &slots_fd))
+		_exit(127);
+	size_t bytes = m.nslots * sizeof(struct fut__worker_slot);
+	void *slots = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED,
+			   slots_fd, 0);
+	(void)close(slots_fd);
+	struct fut__fs_child *table = fut__calloc(m.nslots, sizeof(*table));
+	if (slots == MAP_FAILED || table == NULL)
+		_exit(127);
+	struct fut__forkserver_cfg *cfg = &server_cfg;
+	cfg->slots = slots;
+	cfg->table = table;
+	cfg->nslots = m.nslots;
+	cfg->track_time = m.track_time;
+	cfg->worker_mask = m.worker_mask;
+	cfg->exec = true;
+	cfg->slots_fd = -1;
+	cfg->parent_mods = m.mods;
+	cfg->nparent_mods = m.nmods;
+	if (m.initializer != 0) {
+		fut_fn f = fut__fn_translate(m.mods, m.nmods, m.initializer);
+		cfg->initializer = f != NULL ?
+					   (int (*)(void *))(void (*)(void))f :
+					   unresolved_initializer;
+	}
+	/* Read the module table now: every worker inherits it. */
+	const struct fut__build_id *ids;
+	size_t nids;
+	(void)fut__fn_modules(&ids, &nids);
+	fut__forkserver_serve(cfg, sock, m.parent, m.pdeathsig);
+}
