@@ -324,6 +324,40 @@ static int pool_alloc(struct ppool **out, const fut_process_pool_opts *o)
 	return FUT_OK;
 }
 
+/*
+ * 0.1's fut_process_pool_opts ended at task_timeout.  A program built
+ * against that header passes the smaller struct: it links the symbol
+ * fut_process_pool_new@LIBFUTURE_0, which reads only those fields; a
+ * program built now links fut_process_pool_new@@LIBFUTURE_0.2
+ * (libfuture.map).  So the SONAME stays libfuture.so.0.
+ */
+struct pp_opts_0_1 {
+	size_t max_workers;
+	int (*initializer)(void *initarg);
+	void *initarg;
+	size_t max_tasks_per_child;
+	double task_timeout;
+};
+
+__attribute__((visibility("default"))) int
+fut__process_pool_new_0_1(fut_executor **out, const struct pp_opts_0_1 *opts);
+__asm__(".symver fut__process_pool_new_0_1, fut_process_pool_new@LIBFUTURE_0");
+
+int fut__process_pool_new_0_1(fut_executor **out,
+			      const struct pp_opts_0_1 *opts)
+{
+	if (opts == NULL)
+		return fut_process_pool_new(out, NULL);
+	fut_process_pool_opts o = {
+		.max_workers = opts->max_workers,
+		.initializer = opts->initializer,
+		.initarg = opts->initarg,
+		.max_tasks_per_child = opts->max_tasks_per_child,
+		.task_timeout = opts->task_timeout,
+	};
+	return fut_process_pool_new(out, &o);
+}
+
 int fut_process_pool_new(fut_executor **out, const fut_process_pool_opts *opts)
 {
 	if (out == NULL)
