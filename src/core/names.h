@@ -3,8 +3,8 @@
  * address space (ASLR, a fresh exec): its module's GNU build-id and its
  * offset in that module, and back (names.c).  Written once for every
  * executor that needs it (the process pool's exec start method, and
- * libfuture-mpi, whose src/mpi/names.c still has its own copy: see
- * docs/design.md, "Names").  No registry of user names here: that is
+ * libfuture-mpi, whose src/mpi/names.c adds its registry of user names
+ * on top).  No registry of user names here: that is
  * libfuture-mpi's.
  */
 #ifndef FUT_CORE_NAMES_H
@@ -33,20 +33,22 @@ struct fut__fn_name {
  * it.  FUT_OK; FUT_EINVAL when no such module holds fn (a module without
  * a build-id, or not code); FUT_ENOMEM.
  */
-int fut__fn_name_of(fut_fn fn, struct fut__fn_name *out);
+FUT__PRIVATE int fut__fn_name_of(fut_fn fn, struct fut__fn_name *out);
 /*
  * The function a name means in this process: the module loaded here with
  * that build-id, and only an address inside one of its executable
  * segments; NULL when there is none.  Nothing is ever called through an
  * address that did not come from this process's own module table.
  */
-fut_fn fut__fn_resolve(const struct fut__fn_name *name);
+FUT__PRIVATE fut_fn fut__fn_resolve(const struct fut__fn_name *name);
 /* "@<build-id hex>+0x<offset hex>" into buf (FUT__FN_NAME_TEXT bytes);
  * returns its length. */
-size_t fut__fn_name_format(const struct fut__fn_name *name, char *buf);
+FUT__PRIVATE size_t fut__fn_name_format(const struct fut__fn_name *name,
+					char *buf);
 /* Parses that text form (len bytes, no NUL needed); false when it is not
  * one. */
-bool fut__fn_name_parse(const char *s, size_t len, struct fut__fn_name *out);
+FUT__PRIVATE bool fut__fn_name_parse(const char *s, size_t len,
+				     struct fut__fn_name *out);
 /* A module of a process as another process sees it: its build-id, load
  * address and executable segments. */
 #define FUT__FN_MODULE_SEGS 4
@@ -69,6 +71,6 @@ fut_fn fut__fn_translate(const struct fut__fn_module *theirs, size_t n,
 /* Every loaded module's build-id (of modules with one and with code);
  * *out stays valid until the next call that rescans.  FUT_OK,
  * FUT_ENOMEM. */
-int fut__fn_modules(const struct fut__build_id **out, size_t *n);
+FUT__PRIVATE int fut__fn_modules(const struct fut__build_id **out, size_t *n);
 
 #endif /* FUT_CORE_NAMES_H */

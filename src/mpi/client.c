@@ -235,7 +235,7 @@ static uint32_t known_name_locked(const struct mclient *c, fut_fn fn)
 }
 
 static bool servers_have(const struct mclient *c,
-			 const struct fut__mpi_build_id *id)
+			 const struct fut__build_id *id)
 {
 	for (size_t i = 0; i < c->s.ncommon; i++)
 		if (c->s.common[i].len == id->len &&
@@ -254,7 +254,7 @@ static int name_id(struct mclient *c, fut_fn fn, uint32_t *id)
 	if (*id != 0)
 		return FUT_OK;
 	char name[FUT__WIRE_MAX_NAME + 1];
-	struct fut__mpi_build_id bid;
+	struct fut__build_id bid;
 	int rc = fut__mpi_name_of(fn, name, &bid);
 	if (rc != FUT_OK)
 		return rc;

@@ -21,7 +21,7 @@
 
 #define HELLO_MAGIC 0x46544d50 /* "FTMP" */
 #define HELLO_INTS 8
-#define ID_BYTES (1 + FUT__MPI_BUILD_ID_MAX)
+#define ID_BYTES (1 + FUT__BUILD_ID_MAX)
 
 enum {
 	H_MAGIC,
@@ -161,9 +161,9 @@ static int common_ids(const unsigned char *all, const int *counts,
 			everywhere = here;
 		}
 		if (everywhere) {
-			struct fut__mpi_build_id *c = &s->common[s->ncommon++];
+			struct fut__build_id *c = &s->common[s->ncommon++];
 			c->len = id[0];
-			memcpy(c->bytes, id + 1, FUT__MPI_BUILD_ID_MAX);
+			memcpy(c->bytes, id + 1, FUT__BUILD_ID_MAX);
 		}
 	}
 	return FUT_OK;
@@ -171,7 +171,7 @@ static int common_ids(const unsigned char *all, const int *counts,
 
 /* The servers' module lists to root (collective). */
 static int exchange_modules(struct fut__mpi_setup *s, const int *hellos,
-			    const struct fut__mpi_build_id *ids, size_t nids)
+			    const struct fut__build_id *ids, size_t nids)
 {
 	bool root = s->rank == s->root;
 	size_t mine = root ? 0 : nids;
@@ -202,7 +202,7 @@ static int exchange_modules(struct fut__mpi_setup *s, const int *hellos,
 	for (size_t i = 0; ok && i < mine; i++) {
 		send[i * ID_BYTES] = ids[i].len;
 		memcpy(send + i * ID_BYTES + 1, ids[i].bytes,
-		       FUT__MPI_BUILD_ID_MAX);
+		       FUT__BUILD_ID_MAX);
 	}
 	static unsigned char none[1];
 	if (MPI_Gatherv(ok ? send : none, ok ? (int)(mine * ID_BYTES) : 0,
@@ -254,7 +254,7 @@ int fut_mpi_executor_new(fut_executor **out, const fut_mpi_opts *opts)
 		return FUT_ENOMEM;
 	}
 
-	const struct fut__mpi_build_id *ids = NULL;
+	const struct fut__build_id *ids = NULL;
 	size_t nids = 0;
 	int init_ok = 1;
 	if (!root) {

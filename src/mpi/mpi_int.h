@@ -22,6 +22,7 @@
 #include "core/alloc.h"
 #include "core/executor.h"
 #include "core/future_int.h"
+#include "core/names.h"
 #include "core/slab.h"
 #include "core/sync.h"
 #include "core/task.h"
@@ -39,12 +40,7 @@
 /* ------------------------------------------------------------------ */
 /* names.c                                                              */
 
-/* The GNU build-id of a module: at most 32 bytes. */
-#define FUT__MPI_BUILD_ID_MAX 32u
-struct fut__mpi_build_id {
-	unsigned char len;
-	unsigned char bytes[FUT__MPI_BUILD_ID_MAX];
-};
+/* A module's GNU build-id: the core's (core/names.h). */
 
 /*
  * fn's name for the wire, into name[0..FUT__WIRE_MAX_NAME]: its
@@ -52,13 +48,13 @@ struct fut__mpi_build_id {
  * build-id (len 0 for a registered name).  FUT_OK, FUT_EINVAL (no module,
  * or one without a build-id, and not registered).
  */
-int fut__mpi_name_of(fut_fn fn, char *name, struct fut__mpi_build_id *id);
+int fut__mpi_name_of(fut_fn fn, char *name, struct fut__build_id *id);
 /* The function a name means here: the registry, then this process's own
  * modules with that build-id; NULL when neither has it. */
 fut_fn fut__mpi_resolve(const char *name, size_t len);
 /* This process's modules' build-ids: *n of them at *ids (owned by the
  * table, which lives until exit).  FUT_OK or FUT_ENOMEM. */
-int fut__mpi_modules(const struct fut__mpi_build_id **ids, size_t *n);
+int fut__mpi_modules(const struct fut__build_id **ids, size_t *n);
 
 /* ------------------------------------------------------------------ */
 /* link.c: wire frames as a byte stream over MPI messages               */
@@ -147,7 +143,7 @@ struct fut__mpi_setup {
 	size_t threads, prefetch;
 	double spin, backoff;
 	/* The build-ids every server has (client only). */
-	struct fut__mpi_build_id *common;
+	struct fut__build_id *common;
 	size_t ncommon;
 	/* ISOLATE, servers only: the process pool the tasks run in, owned
 	 * by the server (freed when serving ends); else NULL. */
