@@ -47,6 +47,19 @@ static inline bool process_gone(pid_t pid)
 	return !read_stat(id, &ppid, &st) || st == 'Z' || st == 'X';
 }
 
+/* Threads of this process (. and .. included). */
+static inline int count_threads(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	if (d == NULL)
+		return -1;
+	int n = 0;
+	while (readdir(d) != NULL)
+		n++;
+	closedir(d);
+	return n;
+}
+
 /* Open fds of this process (the directory's own fd, . and .. included). */
 static inline int count_fds(void)
 {

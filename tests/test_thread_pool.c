@@ -1549,6 +1549,32 @@ static void test_a_new_pool_runs_on_the_stacks_of_a_freed_one(void **state)
 	assert_int_equal(same, N);
 }
 
+/*
+ * Keep this test last: what it checks is the process's exit.  A pool
+ * freed from its own task leaves its worker to be joined later, when it
+ * has exited; no later thread start joins it here, so the library's exit
+ * hook must.  make check-valgrind fails the run if the thread's TLS
+ * block is left behind ("possibly lost").  Natively it checks that the
+ * worker ends.
+ */
+static void
+test_a_pool_freed_by_its_own_task_leaves_nothing_at_exit(void **state)
+{
+	(void)state;
+	int before = count_threads();
+	fut_executor *ex = new_worker_only_pool(1, NULL);
+	fut_future *f = NULL;
+	assert_int_equal(fut_submit(ex, free_self, ex, &f), FUT_OK);
+	assert_int_equal(result_of(f), 3);
+	fut_release(f);
+	int now = count_threads();
+	for (int i = 0; i < 5000 && now > before; i++) {
+		usleep(1000);
+		now = count_threads();
+	}
+	assert_int_equal(now, before);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1592,6 +1618,9 @@ int main(void)
 			test_a_blocked_batch_gets_room_as_the_worker_runs_its_local_jobs),
 		cmocka_unit_test(
 			test_nested_wait_on_a_saturated_pool_does_not_hang),
+		/* last: it checks the exit */
+		cmocka_unit_test(
+			test_a_pool_freed_by_its_own_task_leaves_nothing_at_exit),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

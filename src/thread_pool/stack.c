@@ -86,6 +86,16 @@ static void reap_locked(void)
 	}
 }
 
+/* Runs at process exit (or library unload): the threads of freed pools
+ * that have exited are joined, so that nothing of theirs (glibc's TLS
+ * block for the thread) outlives the process's last word on memory. */
+__attribute__((destructor)) static void reap_at_exit(void)
+{
+	pthread_mutex_lock(&lock);
+	reap_locked();
+	pthread_mutex_unlock(&lock);
+}
+
 /* A stack of `size` bytes: a kept one, or a new mapping with a guard
  * page at its bottom.  false when none can be had. */
 static bool take(size_t size, size_t page, struct fut__tp_stack *st)
