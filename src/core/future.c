@@ -145,17 +145,22 @@ static uint32_t settled_state(fut_future *f)
 	}
 }
 
+/* Bit sets of states, for claim() and move(). */
+#define IN(st) (1u << (st))
+#define FROM_ANY_LIVE                                                          \
+	(IN(FUT__S_PENDING) | IN(FUT__S_SENT) | IN(FUT__S_RUNNING))
+
 /*
- * Claims f for completion: PENDING (or RUNNING when from_running) ->
- * COMPLETING.  False if another thread completed or claimed it.
+ * Claims f for completion: from one of the states of `from` (a set of
+ * IN() bits) -> COMPLETING.  False if another thread completed or claimed
+ * it, or f is in no state of `from`.
  */
-static bool claim(fut_future *f, bool from_running)
+static bool claim(fut_future *f, uint32_t from)
 {
 	uint32_t s = atomic_load_explicit(&f->state, memory_order_relaxed);
 	for (;;) {
 		uint32_t st = s & FUT__S_MASK;
-		if (st != FUT__S_PENDING &&
-		    !(from_running && st == FUT__S_RUNNING))
+		if (!(from & IN(st)))
 			return false;
 		uint32_t next = (s & ~(uint32_t)FUT__S_MASK) |
 				FUT__S_COMPLETING;
@@ -231,7 +236,7 @@ static void settle(fut_future *f, int error, int task_code, void *value,
 
 bool fut__future_claim(fut_future *f)
 {
-	return claim(f, true);
+	return claim(f, FROM_ANY_LIVE);
 }
 
 void fut__future_settle_value(fut_future *f, void *value)
@@ -243,7 +248,7 @@ void fut__future_settle_value(fut_future *f, void *value)
 static int complete(fut_future *f, int error, int code, void *value, size_t len,
 		    bool owned, char *message)
 {
-	if (!claim(f, true)) {
+	if (!claim(f, FROM_ANY_LIVE)) {
 		if (owned)
 			fut__free(value);
 		fut__free(message);
@@ -277,7 +282,7 @@ int fut__future_crash(fut_future *f, int status, char *message)
 
 int fut__future_succeed_borrowed(fut_future *f, const void *data, size_t len)
 {
-	if (!claim(f, true))
+	if (!claim(f, FROM_ANY_LIVE))
 		return FUT_ESTATE;
 	/* No FUT__F_BYTES: fut__future_fini() leaves the bytes alone. */
 	settle(f, FUT_OK, 0, (void *)(uintptr_t)data, len, 0, NULL, 0);
@@ -299,6 +304,13 @@ int fut_state(const fut_future *f)
 	switch (fut__future_state(f)) {
 	case FUT__S_PENDING:
 		return FUT_PENDING;
+	case FUT__S_SENT:
+		/* Pending until its executor sees it start; then RUNNING for
+		 * good, and the state is read again (it may have moved on). */
+		if (!f->ops->started(f))
+			return FUT_PENDING;
+		(void)fut__future_start((fut_future *)(uintptr_t)f);
+		return fut_state(f);
 	case FUT__S_CANCELLED:
 		return FUT_CANCELLED;
 	case FUT__S_FINISHED:
@@ -412,12 +424,33 @@ bool fut_cancel(fut_future *f)
 {
 	if (!fut__future_ok(f))
 		return false;
-	if (claim(f, false)) {
-		f->error = FUT_ECANCELLED;
-		publish(f, FUT__S_CANCELLED);
-		return true;
+	uint32_t from = IN(FUT__S_PENDING);
+	for (;;) {
+		if (claim(f, from)) {
+			f->error = FUT_ECANCELLED;
+			publish(f, FUT__S_CANCELLED);
+			return true;
+		}
+		uint32_t st = settled_state(f) & FUT__S_MASK;
+		if (st == FUT__S_PENDING)
+			continue; /* taken back meanwhile */
+		if (st != FUT__S_SENT)
+			return st == FUT__S_CANCELLED;
+		/* Sent on: its executor takes it back first, if it has not
+		 * started. */
+		switch (f->ops->revoke(f)) {
+		case FUT__REVOKED:
+			from = IN(FUT__S_PENDING) | IN(FUT__S_SENT);
+			break;
+		case FUT__STARTED:
+			(void)fut__future_start(f);
+			from = IN(FUT__S_PENDING);
+			break;
+		default: /* moved: read the state again */
+			from = IN(FUT__S_PENDING);
+			break;
+		}
 	}
-	return (settled_state(f) & FUT__S_MASK) == FUT__S_CANCELLED;
 }
 
 int fut_interrupt(fut_future *f)
@@ -428,7 +461,7 @@ int fut_interrupt(fut_future *f)
 		uint32_t st = settled_state(f) & FUT__S_MASK;
 		if (FUT__S_DONE(st))
 			return FUT_ESTATE;
-		if (st == FUT__S_PENDING) {
+		if (st == FUT__S_PENDING || st == FUT__S_SENT) {
 			if (fut_cancel(f))
 				return FUT_OK;
 			continue; /* it started meanwhile */
@@ -540,7 +573,9 @@ int fut_future_new(fut_future **out)
 	return FUT_OK;
 }
 
-int fut__future_start(fut_future *f)
+/* A transition between live states: from one of `from` to `to`.  FUT_OK,
+ * FUT_ECANCELLED if f was cancelled, FUT_ESTATE if in no state of from. */
+static int move(fut_future *f, uint32_t from, uint32_t to)
 {
 	uint32_t s = atomic_load_explicit(&f->state, memory_order_relaxed);
 	for (;;) {
@@ -551,14 +586,29 @@ int fut__future_start(fut_future *f)
 		}
 		if (st == FUT__S_CANCELLED)
 			return FUT_ECANCELLED;
-		if (st != FUT__S_PENDING)
+		if (!(from & IN(st)))
 			return FUT_ESTATE;
-		uint32_t next = (s & ~(uint32_t)FUT__S_MASK) | FUT__S_RUNNING;
+		uint32_t next = (s & ~(uint32_t)FUT__S_MASK) | to;
 		if (atomic_compare_exchange_weak_explicit(&f->state, &s, next,
 							  memory_order_acq_rel,
 							  memory_order_relaxed))
 			return FUT_OK;
 	}
+}
+
+int fut__future_start(fut_future *f)
+{
+	return move(f, IN(FUT__S_PENDING) | IN(FUT__S_SENT), FUT__S_RUNNING);
+}
+
+int fut__future_send(fut_future *f)
+{
+	return move(f, IN(FUT__S_PENDING), FUT__S_SENT);
+}
+
+bool fut__future_unsend(fut_future *f)
+{
+	return move(f, IN(FUT__S_SENT), FUT__S_PENDING) == FUT_OK;
 }
 
 /*

@@ -15,6 +15,11 @@ enum {
 	FUT__S_COMPLETING = 2, /* one completer owns the result fields */
 	FUT__S_CANCELLED = 3,
 	FUT__S_FINISHED = 4,
+	/* Pending, its task handed to a place its executor can still take
+	 * it back from (a process-pool worker's frame): fut_cancel() asks
+	 * the executor (ops->revoke) first; reads as FUT_PENDING until the
+	 * task starts there (ops->started). */
+	FUT__S_SENT = 5,
 	FUT__S_MASK = 7,
 	FUT__S_SLEEPERS = 8, /* a thread sleeps on the state word */
 	FUT__S_LISTED = 16,  /* the waiter list is not empty */
@@ -58,6 +63,21 @@ struct fut__future_ops {
 	/* The last reference is gone; fut__future_fini() was called.  Free the
 	 * memory that holds f.  NULL: fut__free(f). */
 	void (*destroy)(fut_future *f);
+	/* f is SENT and fut_cancel() was called: take its task back where it
+	 * waits.  FUT__REVOKED: it will not start there (now or before: the
+	 * cancel may go on), FUT__STARTED: it started, FUT__MOVED: it is no
+	 * longer there (read the state again).  Needed with SENT. */
+	int (*revoke)(fut_future *f);
+	/* f is SENT: whether its task has started where it was sent.  Needed
+	 * with SENT. */
+	bool (*started)(const fut_future *f);
+};
+
+/* ops->revoke's answers. */
+enum {
+	FUT__STARTED = 0,
+	FUT__REVOKED = 1,
+	FUT__MOVED = 2,
 };
 
 struct fut_future {
@@ -151,6 +171,15 @@ void fut__future_settle_value(fut_future *f, void *value);
  * refuses (FUT_EINVAL) futures that have ops, i.e. that an executor owns.
  */
 FUT__PRIVATE int fut__future_start(fut_future *f);
+
+/* An executor hands f's task on to where it can still take it back
+ * (ops->revoke): PENDING -> SENT (FUT_OK), FUT_ECANCELLED if the caller
+ * cancelled it, FUT_ESTATE otherwise.  fut__future_start() then takes it
+ * from SENT to RUNNING once it is seen to start (so may fut_state()), and
+ * fut__future_unsend() back to PENDING when the executor took it back
+ * (false: it was cancelled meanwhile).  Any completion accepts SENT. */
+int fut__future_send(fut_future *f);
+bool fut__future_unsend(fut_future *f);
 
 /* Links w into f's list.  Returns false (w not linked) if f is done. */
 bool fut__future_register(fut_future *f, struct fut__waiter *w);
