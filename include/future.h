@@ -316,6 +316,9 @@ typedef struct fut_process_pool_opts {
 	double task_timeout;
 	/* How the fork server starts: FUT_START_FORK (0) or FUT_START_EXEC. */
 	int start_method;
+	/* Most tasks sent to a worker in one frame (Python's chunksize);
+	 * 0: automatic, about 2 ms of work per frame as tasks are timed. */
+	size_t chunk;
 } fut_process_pool_opts;
 
 /*

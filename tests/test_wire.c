@@ -461,7 +461,7 @@ test_result_fields_that_contradict_the_kind_are_rejected(void **state)
 		{ 0, 1, 0, 0, 0 },
 		{ 1, 0, 0, 0, 0 },
 		{ 1, 1, 1, 0, 0 },
-		{ 1, 1, 0, 1, 0 },
+		{ 1, 1, 2, 0, 0 },
 	};
 	for (size_t i = 0; i < 4; i++) {
 		size_t len;
@@ -470,9 +470,15 @@ test_result_fields_that_contradict_the_kind_are_rejected(void **state)
 		expect_rejected(FUT__WIRE_TO_WORKER, buf, len);
 		free(buf);
 	}
-	/* A task frame sent to the parent is refused too. */
+	/* A task record's code is its claim key: any value passes. */
+	const struct rec_spec keyed = { 1, 1, 0, -7, 3 };
 	size_t len;
-	unsigned char *buf = encode(FUT__WIRE_TASKS, tasks3, 1, &len);
+	unsigned char *buf = encode(FUT__WIRE_TASKS, &keyed, 1, &len);
+	int rc;
+	assert_int_equal(decode_all(FUT__WIRE_TO_WORKER, buf, len, &rc), 1);
+	free(buf);
+	/* A task frame sent to the parent is refused too. */
+	buf = encode(FUT__WIRE_TASKS, tasks3, 1, &len);
 	expect_rejected(FUT__WIRE_TO_PARENT, buf, len);
 	free(buf);
 }

@@ -308,6 +308,26 @@ static void *map_input(const struct fut__wire_rec *r, size_t *len)
 	return map;
 }
 
+/* Claims the task of r (its key is the record's code): false when the
+ * parent took it back first, and then the task is skipped, its memfd (a
+ * shared input's) closed unread. */
+static bool claim(struct fut__worker_slot *slot, const struct fut__wire_rec *r)
+{
+	uint32_t key = (uint32_t)r->code;
+	uint32_t want = fut__pp_claim_word(key, FUT__PP_SENT);
+	if (atomic_compare_exchange_strong_explicit(
+		    &slot->claim[key % FUT__PP_CLAIMS], &want,
+		    fut__pp_claim_word(key, FUT__PP_RUN), memory_order_acq_rel,
+		    memory_order_acquire))
+		return true;
+	if (r->kind == FUT__WIRE_T_SHARED) {
+		int mfd = in_fd_pop();
+		if (mfd >= 0)
+			(void)close(mfd);
+	}
+	return false;
+}
+
 static void run_one(const struct fut__forkserver_cfg *cfg,
 		    struct fut__worker_slot *slot, struct out *o, int fd,
 		    struct fut__wire_rec *r)
@@ -315,6 +335,8 @@ static void run_one(const struct fut__forkserver_cfg *cfg,
 	const void *input = r->data;
 	size_t input_len = r->len;
 	void *map = MAP_FAILED;
+	if (!claim(slot, r))
+		goto done;
 	if (r->kind == FUT__WIRE_T_SHARED) {
 		map = map_input(r, &input_len);
 		if (map == MAP_FAILED) {

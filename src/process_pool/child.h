@@ -20,6 +20,10 @@
 #include "core/names.h"
 #include "process_pool/wire.h"
 
+/* Claim words per slot: at most this many tasks are sent to a worker and
+ * not answered. */
+#define FUT__PP_CLAIMS 1024u
+
 /*
  * One per worker slot, in a MAP_SHARED page made before the fork server:
  * the worker stores the id of each task before it runs it (and, with a
@@ -34,7 +38,25 @@ struct fut__worker_slot {
 	_Atomic int64_t started_ns;
 	_Atomic uint64_t finished;
 	char pad[40];
+	/* The claim words of the tasks sent to the worker, one per task,
+	 * at its key (the task record's code) modulo FUT__PP_CLAIMS:
+	 * fut__pp_claim_word(key, FUT__PP_SENT) as the parent sends it; the
+	 * worker claims it (SENT -> RUN) just before it runs the task and
+	 * skips a task it cannot claim; until then the parent may take it
+	 * back (SENT -> REVOKED).  One compare-and-swap decides. */
+	_Atomic uint32_t claim[FUT__PP_CLAIMS];
 };
+
+enum {
+	FUT__PP_SENT = 1,
+	FUT__PP_RUN = 2,
+	FUT__PP_REVOKED = 3,
+};
+
+static inline uint32_t fut__pp_claim_word(uint32_t key, uint32_t st)
+{
+	return key << 2 | st;
+}
 
 /* The fork server's view of one slot (its own memory after the fork). */
 struct fut__fs_child {

@@ -51,9 +51,30 @@ static void job_interrupt(fut_future *f)
 	fut__pp_wake(j->pool);
 }
 
+/* A caller cancels a task sent to a worker: taken back unless the
+ * worker claimed it; the manager then drops it from the worker's list. */
+static int job_revoke(fut_future *f)
+{
+	struct pp_job *j = (struct pp_job *)(void *)f;
+	int r = fut__pp_claim_revoke(j->pool, j);
+	if (r == FUT__REVOKED) {
+		atomic_store(&j->pool->revoke_scan, true);
+		fut__pp_wake(j->pool);
+	}
+	return r;
+}
+
+static bool job_started(const fut_future *f)
+{
+	const struct pp_job *j = (const struct pp_job *)(const void *)f;
+	return fut__pp_claim_started(j->pool, j);
+}
+
 static const struct fut__future_ops job_ops = {
 	.interrupt = job_interrupt,
 	.destroy = job_destroy,
+	.revoke = job_revoke,
+	.started = job_started,
 };
 
 /* A pending job holding two references: the caller's and the queue's. */
@@ -77,6 +98,7 @@ struct pp_job *fut__pp_job_new(struct ppool *p, fut_fn fn, const void *data,
 	j->pool = p;
 	j->next = NULL;
 	j->id = 0;
+	atomic_init(&j->ticket, 0);
 	j->fn = fn;
 	j->len = len;
 	j->chunk_end = true;

@@ -64,6 +64,81 @@ void fut__pp_break(struct pp_mgr *m, const char *why)
 	}
 }
 
+/* The most tasks the next frame to w may hold (0: none now). */
+static size_t allowance(const struct ppool *p, const struct pp_worker *w)
+{
+	if (w->state != PW_READY || w->task_fd < 0 || fut__pp_out_pending(w))
+		return 0;
+	size_t n = FUT__PP_CLAIMS - w->inflight;
+	if (p->max_tasks_per_child != 0 && p->max_tasks_per_child - w->sent < n)
+		n = p->max_tasks_per_child - w->sent;
+	if (p->chunk != 0) {
+		if (p->chunk < n)
+			n = p->chunk;
+	} else if (p->task_ns != 0) {
+		/* Automatic: about FUT__PP_FRAME_NS of work per frame, so
+		 * that a long task holds few others behind it. */
+		int64_t depth = FUT__PP_FRAME_NS / p->task_ns;
+		if ((size_t)(depth < 1 ? 1 : depth) < n)
+			n = (size_t)(depth < 1 ? 1 : depth);
+	}
+	return n;
+}
+
+/* Whether w's process is inside a task (one whose result may have come
+ * back already: fut_task_return_bytes sends it at once). */
+static bool in_task(const struct ppool *p, const struct pp_worker *w)
+{
+	const struct fut__worker_slot *s = &p->slots[w->slot];
+	return atomic_load_explicit(&s->started, memory_order_acquire) !=
+	       atomic_load_explicit(&s->finished, memory_order_acquire);
+}
+
+/*
+ * Work conservation: the tasks sent to a worker that has been silent for
+ * FUT__PP_TAKE_BACK_NS (it runs a long task) and that it has not started
+ * come back to the head of the queue, for the next worker that is free
+ * (dispatch sends nothing more to the silent one meanwhile).  Sets
+ * m->take_back_at to when a worker that has tasks waiting will have been
+ * silent that long (-1: none).  True when it took some back.
+ */
+static bool take_back_waiting(struct pp_mgr *m)
+{
+	struct ppool *p = m->p;
+	m->take_back_at = -1;
+	size_t taken = 0;
+	for (uint32_t i = 0; i < p->nslots; i++) {
+		struct pp_worker *w = &p->workers[i];
+		if (w->tail == NULL || w->kill_reason != 0 ||
+		    fut__pp_claim_started(p, w->tail))
+			continue;
+		int64_t due = w->active_ns + FUT__PP_TAKE_BACK_NS;
+		if (due <= m->now) {
+			taken += fut__pp_take_back(m, w, false);
+		} else if (m->take_back_at < 0 || due < m->take_back_at) {
+			m->take_back_at = due;
+		}
+	}
+	return taken != 0;
+}
+
+/* shutdown(CANCEL_PENDING) asked: every task sent to a worker that has
+ * not started it is cancelled, and the caller told. */
+static void cancel_sent(struct pp_mgr *m)
+{
+	struct ppool *p = m->p;
+	fut__pp_lock(p);
+	uint64_t asked = p->cancel_asked;
+	fut__pp_unlock(p);
+	for (uint32_t i = 0; i < p->nslots; i++)
+		if (p->workers[i].kill_reason == 0)
+			(void)fut__pp_take_back(m, &p->workers[i], true);
+	fut__pp_lock(p);
+	p->cancel_done = asked;
+	pthread_cond_broadcast(&p->done_cv);
+	fut__pp_unlock(p);
+}
+
 /* Hands queued work to ready workers and spawns the ones it needs.
  * Returns true when it dropped cancelled jobs: a worker may then have got
  * less than it could take, and the caller runs it again. */
@@ -74,22 +149,24 @@ static bool dispatch(struct pp_mgr *m)
 	struct pp_job *batches[FUT_MAX_WORKERS * 2];
 	struct pp_worker *to[FUT_MAX_WORKERS * 2];
 	size_t nb = 0;
+	for (uint32_t i = 0; i < p->nslots; i++)
+		fut__pp_purge(m, &p->workers[i]);
 	fut__pp_lock(p);
 	for (uint32_t i = 0; i < p->nslots && p->qhead != NULL; i++) {
 		struct pp_worker *w = &p->workers[i];
-		if (w->state != PW_READY || w->task_fd < 0 ||
-		    fut__pp_out_pending(w))
+		size_t n = allowance(p, w);
+		if (n == 0)
+			continue;
+		/* Nothing more behind a long task: it would wait there while
+		 * another worker could take it. */
+		if ((w->head != NULL || in_task(p, w)) &&
+		    m->now - w->active_ns >= FUT__PP_TAKE_BACK_NS)
 			continue;
 		/* A second frame in flight only for bulk work (a chunk of
 		 * many), so that a worker never waits between frames. */
 		if (w->frames >= 2 || (w->frames == 1 && p->qhead->chunk_end))
 			continue;
-		size_t allowance = SIZE_MAX;
-		if (p->max_tasks_per_child != 0)
-			allowance = p->max_tasks_per_child - w->sent;
-		if (allowance == 0)
-			continue;
-		batches[nb] = fut__pp_pop_batch_locked(p, allowance);
+		batches[nb] = fut__pp_pop_batch_locked(p, n);
 		to[nb++] = w;
 	}
 	size_t live = 0, coming = 0;
@@ -149,9 +226,11 @@ static void scan_interrupts(struct pp_mgr *m, bool all)
 	struct ppool *p = m->p;
 	for (uint32_t i = 0; i < p->nslots; i++) {
 		struct pp_worker *w = &p->workers[i];
-		if (w->head == NULL || w->kill_reason != 0)
+		if (w->kill_reason != 0 || w->state == PW_FREE)
 			continue;
-		if (all) {
+		if (all && (w->head != NULL || in_task(p, w))) {
+			/* What it has not started runs elsewhere. */
+			(void)fut__pp_take_back(m, w, false);
 			fut__pp_slot_kill(m, w, FUT_ECANCELLED, true, 0);
 			continue;
 		}
@@ -175,7 +254,8 @@ static int64_t check_deadlines(struct pp_mgr *m)
 		return -1;
 	for (uint32_t i = 0; i < p->nslots; i++) {
 		struct pp_worker *w = &p->workers[i];
-		if (w->head == NULL || w->kill_reason != 0)
+		if (w->kill_reason != 0 || w->state == PW_FREE ||
+		    (w->head == NULL && !in_task(p, w)))
 			continue;
 		struct fut__worker_slot *s = &p->slots[w->slot];
 		uint64_t id =
@@ -242,6 +322,9 @@ static bool step_shutdown(struct pp_mgr *m)
 static int poll_timeout(struct pp_mgr *m, int64_t deadline)
 {
 	struct ppool *p = m->p;
+	if (m->take_back_at >= 0 &&
+	    (deadline < 0 || m->take_back_at < deadline))
+		deadline = m->take_back_at;
 	if (p->spawn_after_ns > m->now &&
 	    (deadline < 0 || p->spawn_after_ns < deadline))
 		deadline = p->spawn_after_ns;
@@ -268,12 +351,21 @@ static void loop(struct pp_mgr *m)
 		bool all = p->interrupt_all;
 		p->interrupt_all = false;
 		fut__pp_unlock(p);
+		if (atomic_exchange(&p->revoke_scan, false))
+			for (uint32_t i = 0; i < p->nslots; i++)
+				fut__pp_purge(m, &p->workers[i]);
 		bool scan = atomic_exchange(&p->interrupt_scan, false);
 		if (all || scan)
 			scan_interrupts(m, all);
 		retire_spent(m);
+		fut__pp_lock(p);
+		bool cancel = p->cancel_asked != p->cancel_done;
+		fut__pp_unlock(p);
+		if (cancel)
+			cancel_sent(m);
+		m->take_back_at = -1;
 		if (!m->closing)
-			while (dispatch(m))
+			while (dispatch(m) || take_back_waiting(m))
 				;
 		if (step_shutdown(m))
 			return;

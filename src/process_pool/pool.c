@@ -112,6 +112,8 @@ static int pp_submit_many(fut_executor *ex, fut_fn fn, const void *inputs,
 	/* Chunks: a few per worker, so that the work stays balanced, each
 	 * one frame each way (Python's chunksize). */
 	size_t chunk = (n + 4 * p->max_workers - 1) / (4 * p->max_workers);
+	if (p->chunk != 0)
+		chunk = p->chunk;
 	if (chunk > CHUNK_MAX)
 		chunk = CHUNK_MAX;
 	if (stride > FUT__WIRE_MAX_MESSAGE)
@@ -160,11 +162,15 @@ static int pp_shutdown(fut_executor *ex, unsigned flags)
 	if (wait && fut__current_executor() == ex)
 		return FUT_EINVAL;
 	struct pp_job *drained = NULL;
+	uint64_t ticket = 0;
 	fut__pp_lock(p);
 	p->shutdown = true;
 	if (flags & FUT_SHUTDOWN_CANCEL_PENDING) {
 		drained = p->qhead;
 		p->qhead = p->qtail = NULL;
+		/* And what was sent to a worker that has not started it: the
+		 * manager's to take back. */
+		ticket = ++p->cancel_asked;
 	}
 	if (flags & FUT_SHUTDOWN_INTERRUPT)
 		p->interrupt_all = true;
@@ -175,6 +181,15 @@ static int pp_shutdown(fut_executor *ex, unsigned flags)
 		drained = j->next;
 		(void)fut_cancel(&j->fut);
 		fut_release(&j->fut);
+	}
+	if (ticket != 0 && fut__current_executor() != ex) {
+		/* Every task not started is cancelled when this returns (the
+		 * manager's own call, from a done callback, cannot wait: it
+		 * takes them back as soon as the callback returns). */
+		fut__pp_lock(p);
+		while (p->cancel_done < ticket && !p->manager_done)
+			fut__pp_cond_wait(p, &p->done_cv);
+		fut__pp_unlock(p);
 	}
 	if (!wait)
 		return FUT_OK;
@@ -265,6 +280,7 @@ static int pool_alloc(struct ppool **out, const fut_process_pool_opts *o)
 	p->max_workers = o->max_workers;
 	p->nslots = (uint32_t)(2 * o->max_workers);
 	p->max_tasks_per_child = o->max_tasks_per_child;
+	p->chunk = o->chunk;
 	if (o->task_timeout > 0) {
 		p->timeout = o->task_timeout;
 		double ns = o->task_timeout * 1e9;

@@ -29,6 +29,9 @@ struct pp_job {
 	struct ppool *pool;    /* one pool reference while the block lives */
 	struct pp_job *next;   /* the queue or a worker's in-flight list */
 	uint64_t id;	       /* given at dispatch; 0 while queued */
+	/* Where its task was last sent: (slot + 1) << 32 | its claim key
+	 * there (claim.c); 0 before.  Read by a cancelling thread. */
+	_Atomic uint64_t ticket;
 	fut_fn fn;
 	size_t len;
 	bool chunk_end;	   /* the last job of its frame-sized chunk */
@@ -75,7 +78,14 @@ struct pp_worker {
 	int status;
 	struct pp_job *head, *tail; /* in flight, in the order it runs them */
 	unsigned frames;	    /* frames in flight */
-	size_t sent;		    /* tasks sent, for max_tasks_per_child */
+	unsigned inflight;	    /* jobs in head..tail */
+	uint32_t next_key;	    /* the claim key of the next task sent */
+	/* When it last sent a result, or was sent work while it had none:
+	 * a worker silent for long with tasks waiting behind the one it
+	 * runs has them taken back when another worker idles. */
+	int64_t active_ns;
+	unsigned answered; /* results read by this fut__pp_read_results */
+	size_t sent;	   /* tasks sent, for max_tasks_per_child */
 	/* Why we killed it: 0, or the code its victim(s) end with. */
 	int kill_reason;
 	bool kill_all;	  /* every job in flight ends kill_reason */
@@ -88,9 +98,11 @@ struct pp_worker {
 	size_t ooff;
 	const unsigned char *opay;
 	size_t opaylen, opayoff;
-	/* A memfd (a job's shared input, the job's) to send with the next
+	/* A memfd (a dup of a job's shared input) to send with the next
 	 * bytes that go out; -1. */
 	int ofd;
+	/* The job opay points into, which w holds a reference on; NULL. */
+	struct pp_job *out_job;
 	struct fut__wire_dec dec;
 };
 
@@ -101,6 +113,11 @@ struct ppool {
 	size_t max_workers;
 	uint32_t nslots; /* 2 * max_workers: retiring ones keep a slot */
 	size_t max_tasks_per_child;
+	size_t chunk; /* opts.chunk: most tasks per frame; 0: automatic */
+	/* The time a task takes, as its results come back (a moving
+	 * average, ns; 0: none seen): frames hold ~FUT__PP_FRAME_NS of work
+	 * (manager's). */
+	int64_t task_ns;
 	double timeout;	    /* task_timeout, seconds; 0: none */
 	int64_t timeout_ns; /* 0: none */
 	struct fut__forkserver_cfg cfg;
@@ -109,6 +126,9 @@ struct ppool {
 	int wake_fd; /* eventfd, open until the pool is freed */
 	_Atomic bool wake_pending;
 	_Atomic bool interrupt_scan; /* some future asked fut_interrupt */
+	/* A caller cancelled a task sent to a worker: the manager drops it
+	 * from the worker's list (claim.c). */
+	_Atomic bool revoke_scan;
 	/* Shared inputs whose memfd the pool holds open; at most
 	 * FUT__PP_MAX_SHARED_INPUTS, beyond that inputs are copied. */
 	_Atomic uint32_t shared_inputs;
@@ -125,11 +145,15 @@ struct ppool {
 	struct pp_job *qhead, *qtail; /* lock */
 	bool shutdown;		      /* lock */
 	bool interrupt_all;	      /* lock: kill what runs */
-	bool broken;		      /* lock */
-	char *broken_msg;	      /* lock: why (may be NULL) */
-	bool manager_done;	      /* lock */
-	bool joined;		      /* lock: someone joined the manager */
-	bool free_on_exit;	      /* lock: freed from the manager thread */
+	/* lock: shutdown(CANCEL_PENDING): tasks sent and not started are
+	 * cancelled too, by the manager, which then bumps cancel_done. */
+	bool cancel_sent;
+	uint64_t cancel_asked, cancel_done; /* lock */
+	bool broken;			    /* lock */
+	char *broken_msg;		    /* lock: why (may be NULL) */
+	bool manager_done;		    /* lock */
+	bool joined;	   /* lock: someone joined the manager */
+	bool free_on_exit; /* lock: freed from the manager thread */
 
 	/* The manager's own. */
 	pid_t fs_pid;
@@ -148,6 +172,12 @@ struct ppool {
 /* The most memfds of shared inputs a pool holds open at once: a queue
  * of many large inputs must not fill the application's fd table. */
 #define FUT__PP_MAX_SHARED_INPUTS 64u
+
+/* Automatic frames hold about this much work (pool.h's task_ns). */
+#define FUT__PP_FRAME_NS ((int64_t)2000000)
+/* A worker silent this long while tasks wait behind the one it runs has
+ * them taken back when another worker idles. */
+#define FUT__PP_TAKE_BACK_NS ((int64_t)5000000)
 
 /* A task frame carries at most this many input bytes copied into it; a
  * larger input travels alone, straight from its job block. */
@@ -216,6 +246,7 @@ struct pp_mgr {
 	int64_t now;
 	unsigned fs_restarts;
 	bool closing; /* shut down and drained: workers are told to go */
+	int64_t take_back_at; /* manager.c's take_back_waiting; -1: none */
 	struct pollfd *pfd;
 	struct pp_worker **pfd_w; /* the worker of each entry, NULL */
 };
@@ -319,6 +350,23 @@ void fut__pp_flush_out(struct pp_worker *w);
  * returns how many were dropped, cancelled while queued. */
 size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,
 			  struct pp_job *batch);
+
+/* claim.c: tasks sent ahead, until their worker claims them. */
+/* Gives j, about to be sent to w, its claim key there, SENT. */
+void fut__pp_claim_sent(struct ppool *p, struct pp_worker *w, struct pp_job *j);
+/* Takes j's task back if its worker has not claimed it: FUT__REVOKED,
+ * FUT__STARTED or FUT__MOVED (it was sent elsewhere since); any thread. */
+int fut__pp_claim_revoke(struct ppool *p, const struct pp_job *j);
+/* Whether j's worker claimed it; any thread. */
+bool fut__pp_claim_started(struct ppool *p, const struct pp_job *j);
+/* Drops the jobs at w's head that were taken back: they will send no
+ * result. */
+void fut__pp_purge(struct pp_mgr *m, struct pp_worker *w);
+/* Takes back every job sent to w that it has not claimed: they go back
+ * to the head of the queue, or are cancelled (cancel).  How many. */
+size_t fut__pp_take_back(struct pp_mgr *m, struct pp_worker *w, bool cancel);
+/* Unlinks j from w's list (prev: the job before it, NULL at the head). */
+void fut__pp_unlink(struct pp_worker *w, struct pp_job *prev, struct pp_job *j);
 
 /* shared.c: results in shared memory. */
 /* The memfd w sent before its R_SHARED record: -1 with errno set (EMFILE:

@@ -63,6 +63,8 @@ static void dropped_result(struct pp_mgr *m, struct pp_worker *w,
 static void on_result(struct pp_mgr *m, struct pp_worker *w,
 		      struct fut__wire_rec *r)
 {
+	/* Tasks taken back before it got to them send nothing. */
+	fut__pp_purge(m, w);
 	struct pp_job *j = w->head;
 	if (j == NULL || r->id != j->id) {
 		if (r->owned)
@@ -70,12 +72,8 @@ static void on_result(struct pp_mgr *m, struct pp_worker *w,
 		fut__pp_bad_frame(m, w, "a result for a task it was not given");
 		return;
 	}
-	w->head = j->next;
-	if (w->head == NULL)
-		w->tail = NULL;
-	j->next = NULL;
-	if (j->frame_last)
-		w->frames--;
+	fut__pp_unlink(w, NULL, j);
+	w->answered++;
 	/* It ran: its input will not be sent again. */
 	fut__pp_job_input_close(j);
 	if (r->dropped) {
@@ -198,15 +196,33 @@ static bool pipe_record(void *ctx, struct fut__wire_rec *r)
 	return !rd->w->eof;
 }
 
+/* What the results read by this call tell of how long a task takes: the
+ * time since w was last heard from (or given work while it had none),
+ * over the tasks answered.  A moving average over the pool's workers. */
+static void measure(struct pp_mgr *m, struct pp_worker *w)
+{
+	struct ppool *p = m->p;
+	if (w->answered == 0)
+		return;
+	int64_t per = (m->now - w->active_ns) / (int64_t)w->answered;
+	if (per < 1)
+		per = 1;
+	p->task_ns = p->task_ns == 0 ? per : (3 * p->task_ns + per) / 4;
+	w->active_ns = m->now;
+	w->answered = 0;
+}
+
 void fut__pp_read_results(struct pp_mgr *m, struct pp_worker *w)
 {
 	static const struct fut__pp_feed_ops ops = { .read = pipe_read,
 						     .record = pipe_record };
 	struct reading rd = { m, w };
+	w->answered = 0;
 	while (w->result_fd >= 0 && !w->eof) {
 		switch (fut__pp_feed(&w->dec, m->p->stage, FUT__PP_STAGE_BYTES,
 				     &ops, &rd)) {
 		case FUT__PP_FEED_AGAIN:
+			measure(m, w);
 			return;
 		case FUT__PP_FEED_EOF:
 			w->eof = true;

@@ -12,6 +12,7 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -23,6 +24,16 @@
 #include "core/sync.h"
 #include "core/task.h"
 #include "process_pool/pool.h"
+
+/* The job whose input is still being written to w from its block goes:
+ * w's reference to it with it. */
+static void out_job_drop(struct pp_worker *w)
+{
+	if (w->out_job != NULL) {
+		fut_release(&w->out_job->fut);
+		w->out_job = NULL;
+	}
+}
 
 void fut__pp_flush_out(struct pp_worker *w)
 {
@@ -61,7 +72,7 @@ void fut__pp_flush_out(struct pp_worker *w)
 			fut__pp_out_drop(w);
 			return;
 		}
-		w->ofd = -1; /* sent: the worker has its own copy */
+		fut__pp_close_fd(&w->ofd); /* sent: the worker has a copy */
 		size_t left = (size_t)got;
 		size_t a = w->out.len - w->ooff;
 		if (left >= a) {
@@ -75,8 +86,11 @@ void fut__pp_flush_out(struct pp_worker *w)
 		    w->opayoff == w->opaylen)
 			w->opay = NULL;
 	}
-	if (w->ooff == w->out.len)
+	if (w->ooff == w->out.len) {
 		w->ooff = w->out.len = 0;
+		if (w->opay == NULL)
+			out_job_drop(w);
+	}
 }
 
 void fut__pp_out_drop(struct pp_worker *w)
@@ -84,7 +98,8 @@ void fut__pp_out_drop(struct pp_worker *w)
 	w->out.len = w->ooff = 0;
 	w->opay = NULL;
 	w->opaylen = w->opayoff = 0;
-	w->ofd = -1;
+	fut__pp_close_fd(&w->ofd);
+	out_job_drop(w);
 }
 
 size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,
@@ -99,18 +114,23 @@ size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,
 		struct pp_job *j = batch;
 		batch = j->next;
 		j->next = NULL;
-		if (j->requeued == 0) {
-			if (fut__future_start(&j->fut) != FUT_OK) {
-				/* Cancelled while queued: done already. */
-				fut__pp_job_input_close(j);
-				fut_release(&j->fut);
-				dropped++;
-				continue;
-			}
-		} else if (atomic_load(&j->fut.flags) & FUT__F_INTERRUPT) {
-			/* Back from a dead worker (so RUNNING already), and
-			 * interrupted meanwhile. */
+		uint32_t st = fut__future_state(&j->fut);
+		if (st == FUT__S_RUNNING &&
+		    (atomic_load(&j->fut.flags) & FUT__F_INTERRUPT)) {
+			/* It ran on a worker that died before its result
+			 * came, and was interrupted meanwhile. */
 			fut__pp_job_end(j, FUT_ECANCELLED, 0, 0, "interrupted");
+			continue;
+		}
+		/* Its claim word first, then SENT: a cancel that sees SENT
+		 * finds the word (claim.c). */
+		fut__pp_claim_sent(p, w, j);
+		if (st != FUT__S_RUNNING &&
+		    fut__future_send(&j->fut) != FUT_OK) {
+			/* Cancelled while queued: done already. */
+			fut__pp_job_input_close(j);
+			fut_release(&j->fut);
+			dropped++;
 			continue;
 		}
 		/* The record's payload: the input copied into the frame, or
@@ -118,6 +138,14 @@ size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,
 		 * length of a shared input, whose memfd rides with the
 		 * frame. */
 		int in_fd = fut__pp_job_input_fd(j);
+		int ofd = in_fd < 0 ? -1 : fcntl(in_fd, F_DUPFD_CLOEXEC, 0);
+		if (in_fd >= 0 && ofd < 0) {
+			fut__pp_job_end(j, FUT_ESYS, errno, 0,
+					"cannot send the task's input (shared "
+					"memory): %s",
+					strerror(errno));
+			continue;
+		}
 		unsigned char shared_len[FUT__WIRE_SHARED_LEN];
 		const void *data = j->input;
 		size_t copy = j->len <= FUT__PP_FRAME_BYTES ? j->len : 0;
@@ -127,12 +155,15 @@ size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,
 			data = shared_len;
 			copy = len = sizeof(shared_len);
 		}
+		uint32_t key = (uint32_t)atomic_load_explicit(
+			&j->ticket, memory_order_relaxed);
 		if (!ok ||
 		    !fut__pp_frame_add(&w->out, p->next_id,
 				       (uint64_t)(uintptr_t)j->fn,
-				       in_fd >= 0 ? FUT__WIRE_T_SHARED : 0, 0,
-				       data, copy, len)) {
+				       in_fd >= 0 ? FUT__WIRE_T_SHARED : 0,
+				       (int32_t)key, data, copy, len)) {
 			ok = false;
+			fut__pp_close_fd(&ofd);
 			fut__pp_job_end(j, FUT_ENOMEM, 0, 0,
 					"out of memory for the task frame");
 			continue;
@@ -140,14 +171,19 @@ size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,
 		j->id = p->next_id++;
 		if (in_fd >= 0) {
 			/* It travels alone in its frame (its len is large):
-			 * one memfd pending per worker at most. */
-			w->ofd = in_fd;
+			 * one memfd pending per worker at most, w's own copy
+			 * (the job may end elsewhere meanwhile: claim.c). */
+			w->ofd = ofd;
 		} else if (copy < len) {
+			/* Written from the block, which w keeps meanwhile. */
 			w->opay = j->input;
 			w->opaylen = j->len;
 			w->opayoff = 0;
+			w->out_job =
+				(struct pp_job *)(void *)fut_retain(&j->fut);
 		}
 		j->frame_last = false;
+		w->inflight++;
 		if (last != NULL)
 			last->next = j;
 		else
@@ -158,6 +194,8 @@ size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,
 	if (count == 0)
 		return dropped;
 	last->frame_last = true;
+	if (w->head == NULL)
+		w->active_ns = fut__now_ns(); /* busy from now */
 	if (w->tail != NULL)
 		w->tail->next = first;
 	else

@@ -76,6 +76,8 @@ static void worker_clear(struct pp_worker *w)
 	w->status = 0;
 	w->head = w->tail = NULL;
 	w->frames = 0;
+	w->inflight = 0;
+	w->answered = 0;
 	w->sent = 0;
 	w->kill_reason = 0;
 	w->kill_all = false;
@@ -106,8 +108,12 @@ int fut__pp_slot_spawn(struct pp_mgr *m, struct pp_worker *w, const char **what)
 	(void)fcntl(rp[0], F_SETFL, O_NONBLOCK);
 	w->gen++;
 	w->pid = 0;
-	atomic_store(&p->slots[w->slot].started, 0);
-	atomic_store(&p->slots[w->slot].finished, 0);
+	struct fut__worker_slot *slot = &p->slots[w->slot];
+	atomic_store(&slot->started, 0);
+	atomic_store(&slot->finished, 0);
+	for (uint32_t k = 0; k < FUT__PP_CLAIMS; k++)
+		atomic_store_explicit(&slot->claim[k], 0, memory_order_relaxed);
+	w->next_key = 1;
 	int fds[2] = { sv[1], rp[1] };
 	/* Our fd limit of now (0: none to give): the worker takes it. */
 	struct rlimit rl;
@@ -306,7 +312,20 @@ void fut__pp_slot_finalize(struct pp_mgr *m, struct pp_worker *w)
 			continue;
 		}
 		/* It had not started, or it finished but its result died
-		 * with the worker: run it again elsewhere. */
+		 * with the worker: run it again elsewhere.  Not started, it
+		 * is SENT still, and pending again (or cancelled meanwhile:
+		 * dropped); started, it stays RUNNING. */
+		w->inflight--;
+		if (fut__pp_claim_revoke(p, j) == FUT__REVOKED) {
+			if (!fut__future_unsend(&j->fut) &&
+			    fut__future_state(&j->fut) != FUT__S_RUNNING) {
+				fut__pp_job_input_close(j);
+				fut_release(&j->fut);
+				continue;
+			}
+		} else {
+			(void)fut__future_start(&j->fut);
+		}
 		if (++j->requeued > MAX_REQUEUES) {
 			fut__pp_job_end(j, FUT_ECRASHED, 0, w->status,
 					"its worker process died %u times "

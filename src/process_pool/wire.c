@@ -224,9 +224,9 @@ static const char *check_record(unsigned dir, unsigned type,
 	case FUT__WIRE_TASKS:
 		if (r->id == 0 || r->fn == 0)
 			return "task record without id or function";
-		if ((r->kind != 0 && r->kind != FUT__WIRE_T_SHARED) ||
-		    r->code != 0)
-			return "task record with a result field set";
+		/* The code is the task's claim key (child.h). */
+		if (r->kind != 0 && r->kind != FUT__WIRE_T_SHARED)
+			return "task record of an unknown kind";
 		if (r->kind == FUT__WIRE_T_SHARED &&
 		    r->len != FUT__WIRE_SHARED_LEN)
 			return "shared task record of a bad length";

@@ -1,0 +1,312 @@
+/*
+ * test_pp_dispatch.c: how the process pool hands tasks to its workers:
+ * a long task never holds others behind it while a worker idles, a task
+ * sent ahead is pending (cancellable, not running) until its worker
+ * starts it, shutdown(CANCEL_PENDING) cancels every task not started,
+ * and the chunk option bounds what goes ahead.  The tasks stamp what
+ * they did into memory shared with the workers (mapped before the pool,
+ * so the fork server and its workers inherit it).
+ */
+#include "pp_test.h"
+
+#define MAX_TASKS 1100
+
+/* One per task: who ran it, and when (CLOCK_MONOTONIC, ns). */
+struct stamp {
+	_Atomic int32_t pid;
+	_Atomic int64_t start, end;
+};
+static struct stamp *stamps;
+
+struct sleep_in {
+	uint32_t index;
+	uint32_t ms;
+};
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Sleeps ms milliseconds; stamps its start and end; returns its index. */
+static void sleep_task(fut_task *t)
+{
+	struct sleep_in in;
+	size_t len = 0;
+	memcpy(&in, fut_task_input(t, &len), sizeof(in));
+	struct stamp *s = &stamps[in.index];
+	atomic_store(&s->pid, (int32_t)getpid());
+	atomic_store(&s->start, now_ns());
+	struct timespec d = { in.ms / 1000, (long)(in.ms % 1000) * 1000000 };
+	while (nanosleep(&d, &d) != 0 && errno == EINTR)
+		;
+	atomic_store(&s->end, now_ns());
+	uint64_t v = in.index;
+	(void)fut_task_return_bytes(t, &v, sizeof(v));
+}
+
+static void reset_stamps(void)
+{
+	for (size_t i = 0; i < MAX_TASKS; i++) {
+		atomic_store(&stamps[i].pid, 0);
+		atomic_store(&stamps[i].start, 0);
+		atomic_store(&stamps[i].end, 0);
+	}
+}
+
+/* n tasks in one fut_submit_many: task i sleeps ms[i]. */
+static void submit_sleeps(fut_executor *ex, const uint32_t *ms, size_t n,
+			  fut_future **fs)
+{
+	struct sleep_in *in = calloc(n, sizeof(*in));
+	assert_non_null(in);
+	for (size_t i = 0; i < n; i++)
+		in[i] = (struct sleep_in){ (uint32_t)i, ms[i] };
+	assert_int_equal(fut_submit_many(ex, sleep_task, in, sizeof(*in), n,
+					 fs),
+			 FUT_OK);
+	free(in);
+}
+
+static bool ran(size_t i)
+{
+	return atomic_load(&stamps[i].pid) != 0;
+}
+
+/* Waits until task i has started in its worker. */
+static void wait_ran(size_t i)
+{
+	for (long k = 0; !ran(i); k++) {
+		assert_true(k < 1200000); /* LONG_WAIT at 0.1 ms a round */
+		usleep(100);
+	}
+}
+
+/*
+ * The issue's mixed batch: one fut_submit_many of 2 tasks of 1 s and
+ * 1,000 of 1 ms on 8 workers.  Both long tasks fall in the first
+ * automatic chunk; the second must not wait behind the first on its
+ * worker while other workers idle: it is taken back (or never sent that
+ * far).  Read from the tasks' own stamps.
+ */
+static void test_a_long_task_holds_no_other_behind_it(void **state)
+{
+	(void)state;
+	enum {
+		W = 8,
+		N = 1002
+	};
+	reset_stamps();
+	fut_executor *ex =
+		pool_with(&(fut_process_pool_opts){ .max_workers = W });
+	static uint32_t ms[N];
+	static fut_future *fs[N];
+	for (size_t i = 0; i < N; i++)
+		ms[i] = i < 2 ? 1000 : 1;
+	int64_t t0 = now_ns();
+	submit_sleeps(ex, ms, N, fs);
+	assert_int_equal(fut_wait(fs, N, FUT_ALL_COMPLETED, LONG_WAIT), FUT_OK);
+	double took = (double)(now_ns() - t0) / 1e9;
+	for (size_t i = 0; i < N; i++) {
+		assert_int_equal(result_u64(fs[i]), i);
+		fut_release(fs[i]);
+	}
+	fut_executor_free(ex);
+	const struct stamp *a = &stamps[0], *b = &stamps[1];
+	print_message("mixed batch: %.3f s; long tasks on pids %d and %d, "
+		      "the second started %.3f s after the first\n",
+		      took, (int)a->pid, (int)b->pid,
+		      (double)(b->start - a->start) / 1e9);
+	/* One after the other on one worker: the later one started after
+	 * the earlier one ended, on the same pid. */
+	bool serial = a->pid == b->pid &&
+		      (b->start >= a->end || a->start >= b->end);
+	assert_false(serial);
+}
+
+/*
+ * 51 tasks of 200 ms in one fut_submit_many on one worker; once the
+ * first runs, shutdown(CANCEL_PENDING) cancels every task that had not
+ * started, sent ahead to the worker or still queued: each task records
+ * that it ran, and at most max_workers did.
+ */
+static void test_cancel_pending_cancels_tasks_sent_ahead(void **state)
+{
+	(void)state;
+	enum {
+		N = 51
+	};
+	reset_stamps();
+	fut_executor *ex =
+		pool_with(&(fut_process_pool_opts){ .max_workers = 1 });
+	uint32_t ms[N];
+	fut_future *fs[N];
+	for (size_t i = 0; i < N; i++)
+		ms[i] = 200;
+	submit_sleeps(ex, ms, N, fs);
+	wait_ran(0);
+	int64_t t0 = now_ns();
+	assert_int_equal(fut_executor_shutdown(ex, FUT_SHUTDOWN_CANCEL_PENDING),
+			 FUT_OK);
+	double took = (double)(now_ns() - t0) / 1e9;
+	size_t ran_n = 0, cancelled = 0;
+	for (size_t i = 0; i < N; i++) {
+		assert_true(fut_done(fs[i]));
+		if (fut_cancelled(fs[i])) {
+			cancelled++;
+			assert_false(ran(i));
+		} else {
+			assert_int_equal(result_u64(fs[i]), i);
+			assert_true(ran(i));
+			ran_n++;
+		}
+		fut_release(fs[i]);
+	}
+	fut_executor_free(ex);
+	print_message("CANCEL_PENDING: %zu ran, %zu cancelled, the "
+		      "shutdown took %.3f s\n",
+		      ran_n, cancelled, took);
+	assert_int_equal(ran_n + cancelled, N);
+	assert_true(ran_n <= 1);
+}
+
+/*
+ * Tasks sent ahead in the worker's frame but not started are pending:
+ * fut_running false, FUT_PENDING; a cancel of one takes it back (it never
+ * runs, the others do); the one the worker runs is RUNNING.
+ */
+static void
+test_a_task_sent_ahead_is_pending_until_its_worker_starts_it(void **state)
+{
+	(void)state;
+	enum {
+		N = 8
+	};
+	reset_stamps();
+	/* One chunk of N on one worker: all in its first frame. */
+	fut_executor *ex = pool_with(
+		&(fut_process_pool_opts){ .max_workers = 1, .chunk = N });
+	uint32_t ms[N];
+	fut_future *fs[N];
+	for (size_t i = 0; i < N; i++)
+		ms[i] = i == 0 ? 300 : 20;
+	submit_sleeps(ex, ms, N, fs);
+	wait_ran(0);
+	assert_true(fut_running(fs[0]));
+	for (size_t i = 1; i < N; i++) {
+		const struct pp_job *j =
+			(const struct pp_job *)(const void *)fs[i];
+		assert_int_not_equal(atomic_load(&j->ticket), 0);
+	}
+	for (size_t i = 1; i < N; i++) {
+		assert_false(fut_running(fs[i]));
+		assert_int_equal(fut_state(fs[i]), FUT_PENDING);
+	}
+	/* One in the middle of the frame, and the last. */
+	assert_true(fut_cancel(fs[3]));
+	assert_true(fut_cancel(fs[N - 1]));
+	assert_true(fut_cancelled(fs[3]));
+	for (size_t i = 0; i < N; i++) {
+		if (i == 3 || i == N - 1) {
+			assert_int_equal(final_code(fs[i]), FUT_ECANCELLED);
+			assert_false(ran(i));
+		} else {
+			assert_int_equal(result_u64(fs[i]), i);
+			assert_true(ran(i));
+		}
+		fut_release(fs[i]);
+	}
+	/* The worker skipped them and goes on. */
+	expect_square(submit_op(ex, OP_SQUARE, 0, 6), 6);
+	fut_executor_free(ex);
+}
+
+/* fut_interrupt of a task sent ahead and not started cancels it; of the
+ * running one, kills its worker (FUT_ECANCELLED) while the tasks behind
+ * it run elsewhere. */
+static void test_interrupt_of_a_task_sent_ahead_cancels_it(void **state)
+{
+	(void)state;
+	enum {
+		N = 4
+	};
+	reset_stamps();
+	fut_executor *ex =
+		pool_with(&(fut_process_pool_opts){ .max_workers = 1 });
+	uint32_t ms[N] = { 5000, 10, 10, 10 };
+	fut_future *fs[N];
+	submit_sleeps(ex, ms, N, fs);
+	wait_ran(0);
+	assert_int_equal(fut_interrupt(fs[2]), FUT_OK);
+	assert_true(fut_cancelled(fs[2]));
+	assert_int_equal(fut_interrupt(fs[0]), FUT_OK);
+	assert_int_equal(final_code(fs[0]), FUT_ECANCELLED);
+	assert_int_equal(result_u64(fs[1]), 1);
+	assert_int_equal(result_u64(fs[3]), 3);
+	assert_false(ran(2));
+	for (size_t i = 0; i < N; i++)
+		fut_release(fs[i]);
+	fut_executor_free(ex);
+}
+
+/* With chunk = 1 a worker is sent one task at a time; automatic chunks
+ * send several ahead.  Read from the jobs' tickets (set when sent). */
+static void test_the_chunk_option_bounds_what_is_sent_ahead(void **state)
+{
+	(void)state;
+	enum {
+		N = 10
+	};
+	for (int k = 0; k < 2; k++) {
+		size_t chunk = k == 0 ? 1 : 0;
+		reset_stamps();
+		fut_executor *ex = pool_with(&(fut_process_pool_opts){
+			.max_workers = 1, .chunk = chunk });
+		uint32_t ms[N];
+		fut_future *fs[N];
+		for (size_t i = 0; i < N; i++)
+			ms[i] = i == 0 ? 300 : 1;
+		submit_sleeps(ex, ms, N, fs);
+		wait_ran(0);
+		size_t sent = 0;
+		for (size_t i = 0; i < N; i++) {
+			const struct pp_job *j =
+				(const struct pp_job *)(const void *)fs[i];
+			sent += atomic_load(&j->ticket) != 0;
+		}
+		print_message("chunk %zu: %zu of %d tasks sent\n", chunk, sent,
+			      N);
+		if (chunk == 1)
+			assert_int_equal(sent, 1);
+		else
+			assert_true(sent > 1);
+		for (size_t i = 0; i < N; i++) {
+			assert_int_equal(result_u64(fs[i]), i);
+			fut_release(fs[i]);
+		}
+		fut_executor_free(ex);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_a_long_task_holds_no_other_behind_it),
+		cmocka_unit_test(test_cancel_pending_cancels_tasks_sent_ahead),
+		cmocka_unit_test(
+			test_a_task_sent_ahead_is_pending_until_its_worker_starts_it),
+		cmocka_unit_test(
+			test_interrupt_of_a_task_sent_ahead_cancels_it),
+		cmocka_unit_test(
+			test_the_chunk_option_bounds_what_is_sent_ahead),
+	};
+	if (!pp_test_prepare())
+		return 2;
+	stamps = mmap(NULL, MAX_TASKS * sizeof(*stamps), PROT_READ | PROT_WRITE,
+		      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (stamps == MAP_FAILED)
+		return 2;
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
