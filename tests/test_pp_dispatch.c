@@ -290,6 +290,39 @@ static void test_the_chunk_option_bounds_what_is_sent_ahead(void **state)
 	}
 }
 
+/* A large input streamed to a worker (fut_submit_many copies it into the
+ * job; only fut_submit_bytes puts it in shared memory) takes longer to
+ * write than a worker may stay silent with tasks behind a long one: it
+ * must not be taken back while its worker still reads it (0.2 sent it
+ * again and again, forever). */
+static void test_a_large_streamed_input_runs_once_it_is_read(void **state)
+{
+	(void)state;
+	enum {
+		LEN = 32 << 20
+	};
+	unsigned char *in = malloc(LEN);
+	assert_non_null(in);
+	for (size_t i = 0; i < LEN; i++)
+		in[i] = (unsigned char)(i * 7 + (i >> 12));
+	fut_executor *ex = new_pool(1);
+	for (int k = 0; k < 2; k++) {
+		fut_future *f = NULL;
+		assert_int_equal(fut_submit_many(ex, sample_task, in, LEN, 1,
+						 &f),
+				 FUT_OK);
+		assert_int_equal(result_u64(f), sample_of(in, LEN));
+		const struct pp_job *j = (const struct pp_job *)(const void *)f;
+		/* Sent once: the first key of a fresh worker's claims. */
+		print_message("round %d: ticket key %u\n", k,
+			      (unsigned)(atomic_load(&j->ticket) &
+					 0xffffffffu));
+		fut_release(f);
+	}
+	fut_executor_free(ex);
+	free(in);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -301,6 +334,8 @@ int main(void)
 			test_interrupt_of_a_task_sent_ahead_cancels_it),
 		cmocka_unit_test(
 			test_the_chunk_option_bounds_what_is_sent_ahead),
+		cmocka_unit_test(
+			test_a_large_streamed_input_runs_once_it_is_read),
 	};
 	if (!pp_test_prepare())
 		return 2;

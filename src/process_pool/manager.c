@@ -113,6 +113,19 @@ static bool take_back_waiting(struct pp_mgr *m)
 		    fut__pp_claim_started(p, w->tail))
 			continue;
 		int64_t due = w->active_ns + FUT__PP_TAKE_BACK_NS;
+		if (!in_task(p, w)) {
+			/* Not inside a task: it still reads what it was sent
+			 * (a large input takes a while), or is about to
+			 * start it; nothing is held behind a long task.
+			 * Taken back then, a large input would be sent
+			 * again and again and never run.  Looked at again
+			 * soon: it may start a long task meanwhile. */
+			if (due < m->now + FUT__PP_RECHECK_NS)
+				due = m->now + FUT__PP_RECHECK_NS;
+			if (m->take_back_at < 0 || due < m->take_back_at)
+				m->take_back_at = due;
+			continue;
+		}
 		if (due <= m->now) {
 			taken += fut__pp_take_back(m, w, false);
 		} else if (m->take_back_at < 0 || due < m->take_back_at) {

@@ -178,6 +178,9 @@ struct ppool {
 /* A worker silent this long while tasks wait behind the one it runs has
  * them taken back when another worker idles. */
 #define FUT__PP_TAKE_BACK_NS ((int64_t)5000000)
+/* A worker with tasks sent and none started yet is looked at again after
+ * this long: it may have begun a long one meanwhile. */
+#define FUT__PP_RECHECK_NS ((int64_t)1000000)
 
 /* A task frame carries at most this many input bytes copied into it; a
  * larger input travels alone, straight from its job block. */
