@@ -1,5 +1,6 @@
 /*
- * bench_process.c: W4-W6 of PERF.md on the process pool, two workers.
+ * bench_process.c: W4-W6 of PERF.md on the process pool, two workers
+ * (W5mix: eight).
  *
  *   W4: 20,000 times: submit a 16-byte input, wait for its 16 bytes back.
  *   W5: 200,000 tasks of 16 bytes in, 16 out, through fut_submit_many in
@@ -21,9 +22,19 @@
  *       pending behind a blocked worker, per pending task + future.
  *   W4 and W5 run again on a pool made with FUT_START_EXEC (impl
  *       libfuture-process-exec): the fork server a fresh exec.
+ *   W5mix, the mixed batch: 8 workers, one fut_submit_many call of 1,002
+ *       tasks that sleep the milliseconds their input names: 1,000 ms for
+ *       tasks 0 and 1 (side by side: one chunk or frame holds both),
+ *       1 ms for the other 1,000; seconds from the call until every
+ *       result is in and checked, the median of 3 runs, each the first
+ *       batch of a new pool.  The ideal is the longest task, ~1.0 s; the
+ *       two long tasks run one after the other (~2.1 s) if the worker
+ *       that holds both keeps them.
  * Prints RESULT lines (bench/run.sh takes medians).  BENCH_QUICK=1 scales
- * the counts down.
+ * the counts down (W5mix keeps its 1,002 tasks, one run).  With the
+ * argument W5mix only W5mix runs.
  */
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -127,6 +138,37 @@ static void w3_task(fut_task *t)
 		memcpy(&seed, in, sizeof(seed));
 	uint64_t x = w3_work(seed);
 	(void)fut_task_return_bytes(t, &x, sizeof(x));
+}
+
+/* W5mix's input: the milliseconds to sleep and the task's index. */
+struct w5mix_in {
+	uint32_t ms;
+	uint32_t index;
+};
+
+/* The answer W5mix's task gives for its input. */
+static uint64_t w5mix_answer(const struct w5mix_in *in)
+{
+	return (uint64_t)in->index * 1000003u + in->ms;
+}
+
+/* W5mix's task: sleeps in->ms milliseconds, then answers. */
+static void sleep_task(fut_task *t)
+{
+	struct w5mix_in in;
+	size_t len = 0;
+	const void *p = fut_task_input(t, &len);
+	if (len != sizeof(in)) {
+		(void)fut_task_fail(t, 1, "W5mix input of %zu bytes", len);
+		return;
+	}
+	memcpy(&in, p, sizeof(in));
+	struct timespec d = { (time_t)(in.ms / 1000),
+			      (long)(in.ms % 1000) * 1000000L };
+	while (nanosleep(&d, &d) != 0 && errno == EINTR)
+		;
+	uint64_t r = w5mix_answer(&in);
+	(void)fut_task_return_bytes(t, &r, sizeof(r));
 }
 
 /* Shared with the workers (the mapping survives their fork): MEM's gate. */
@@ -406,8 +448,76 @@ static void mem(long n)
 	       n, (double)(after - before) / (double)n);
 }
 
-int main(void)
+enum {
+	W5MIX_N = 1002,	   /* tasks in the one fut_submit_many call */
+	W5MIX_LONG = 2,	   /* the first this many: 1,000 ms, the rest 1 */
+	W5MIX_WORKERS = 8, /* max_workers */
+	W5MIX_RUNS = 3	   /* the printed figure is their median */
+};
+
+/* One W5mix run: the seconds from the fut_submit_many call until every
+ * result has been read and checked. */
+static double w5mix_once(fut_executor *ex, const struct w5mix_in *in, size_t n,
+			 fut_future **fs)
 {
+	double t0 = bench_now();
+	int rc = fut_submit_many(ex, sleep_task, in, sizeof(*in), n, fs);
+	if (rc != FUT_OK)
+		die("submit_many", rc);
+	for (size_t i = 0; i < n; i++) {
+		if (result_u64(fs[i]) != w5mix_answer(&in[i]))
+			die("W5mix result", FUT_ESTATE);
+		fut_release(fs[i]);
+	}
+	return bench_now() - t0;
+}
+
+/* W5mix, the mixed batch: runs times, each the first batch of a new pool
+ * of W5MIX_WORKERS, the median printed.  The clock runs from the submit,
+ * so it counts the workers' start (a few ms here).  No warm-up: the
+ * automatic frames hold about 2 ms of the time the pool has seen tasks
+ * take, and a pool that had timed tasks of a millisecond or more (a
+ * warm-up's, start-up included) would send tasks 0 and 1 one per frame;
+ * a new pool sends them in one chunk, the case W5mix is about. */
+static void w5mix(long runs)
+{
+	static struct w5mix_in in[W5MIX_N];
+	static fut_future *fs[W5MIX_N];
+	double t[W5MIX_RUNS];
+	const fut_process_pool_opts opts = { .max_workers = W5MIX_WORKERS };
+	if (runs < 1 || runs > W5MIX_RUNS)
+		runs = W5MIX_RUNS;
+	for (uint32_t i = 0; i < W5MIX_N; i++)
+		in[i] = (struct w5mix_in){ .ms = i < W5MIX_LONG ? 1000 : 1,
+					   .index = i };
+	for (long r = 0; r < runs; r++) {
+		fut_executor *ex = NULL;
+		int rc = fut_process_pool_new(&ex, &opts);
+		if (rc != FUT_OK)
+			die("fut_process_pool_new", rc);
+		double d = w5mix_once(ex, in, W5MIX_N, fs);
+		fut_executor_free(ex);
+		long k = r; /* insertion: t[0..r] stays sorted */
+		for (; k > 0 && t[k - 1] > d; k--)
+			t[k] = t[k - 1];
+		t[k] = d;
+	}
+	printf("RESULT workload=W5mix impl=libfuture-process n=%d "
+	       "seconds=%.3f\n",
+	       W5MIX_N,
+	       runs % 2 ? t[runs / 2] : (t[runs / 2 - 1] + t[runs / 2]) / 2);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc > 1 && strcmp(argv[1], "W5mix") == 0) {
+		w5mix(bench_n(W5MIX_RUNS));
+		return 0;
+	}
+	if (argc > 1) {
+		fprintf(stderr, "usage: bench_process [W5mix]\n");
+		return 2;
+	}
 	/* In a process of its own: its peak RSS is its own, and its heap
 	 * does not warm the timed workloads (W1 ran 7.7 M/s after it in the
 	 * same process, 5-6 M/s cold as the peers run). */
@@ -457,5 +567,6 @@ int main(void)
 	w6in(ex, in, want, true);
 	free(in);
 	fut_executor_free(ex);
+	w5mix(bench_n(W5MIX_RUNS));
 	return 0;
 }

@@ -1,10 +1,11 @@
 #!/bin/sh
 # bench/run.sh BUILD: runs every benchmark program in BUILD/bench/ (built by
-# `make bench`; W1-W6 and W7-W9, the blocking tasks of bench_io), the floors
-# among them, and the peers of PERF.md (GLib GThreadPool, oneTBB
-# task_group, Python concurrent.futures; peers/io_* for W7-W9), each
-# BENCH_RUNS times (default 5); prints the median of each
-# (workload, impl, figure) and then the ratios the issues set as targets.
+# `make bench`; W1-W6 and W5mix, and W7-W9, the blocking tasks of
+# bench_io), the floors among them, and the peers of PERF.md (GLib
+# GThreadPool, oneTBB task_group, Python concurrent.futures; peers/io_*
+# for W7-W9), each BENCH_RUNS times (default 5); prints the median of
+# each (workload, impl, figure) and then the ratios the issues set as
+# targets.
 #   BENCH_RUNS=n   runs per program
 #   BENCH_QUICK=1  a smoke run: one run, counts scaled down 10x
 # The peers are built here into BUILD/bench-peers/; missing packages
@@ -176,6 +177,8 @@ END {
 	tv = 2; bound("W9 ours worst ms to start all 16", "W9/libfuture-thread", "<= 2", "<=")
 	tv = 1; row("W9 ours / GLib worst time", "W9/libfuture-thread", "W9/glib-gthreadpool", "<= 1", "<=")
 	tv = 1.5; row("W5 in one call, distinct items / python-ppe-chunk1000 on distinct items", "W5-one-call/libfuture-process", "W5-distinct/python-ppe-chunk1000", ">= 1.5", ">=")
+	tv = 1.1; row("W5mix seconds ours / python-ppe-submit", "W5mix/libfuture-process", "W5mix/python-ppe-submit", "<= 1.1", "<=")
+	row("W5mix seconds ours / python-ppe-map32", "W5mix/libfuture-process", "W5mix/python-ppe-map32", "(report)", "report")
 	tv = 0.7; row("W6e through the result buffer / floor-fill-once MBps", "W6e/libfuture-process-buffer", "W6e/floor-fill-once", ">= 0.7", ">=")
 	tv = 5; row("W6e through the result buffer / python-ppe MBps", "W6e/libfuture-process-buffer", "W6e/python-ppe", ">= 5", ">=")
 	tv = 0; row("W6e through fut_task_return_bytes / floor-fill-once MBps", "W6e/libfuture-process-return-bytes", "W6e/floor-fill-once", "(report)", ">=")
