@@ -319,6 +319,11 @@ typedef struct fut_process_pool_opts {
 	/* Most tasks sent to a worker in one frame (Python's chunksize);
 	 * 0: automatic, about 2 ms of work per frame as tasks are timed. */
 	size_t chunk;
+	/* 0: unbounded; else fut_submit_bytes and fut_submit_many block while
+	 * this many tasks are not started, queued or sent ahead to a worker
+	 * (a larger batch goes in when none is).  From a done callback (the
+	 * pool's manager thread) a submit that would block is FUT_EAGAIN. */
+	size_t max_queue;
 } fut_process_pool_opts;
 
 /*

@@ -314,13 +314,191 @@ static void test_a_large_streamed_input_runs_once_it_is_read(void **state)
 		assert_int_equal(result_u64(f), sample_of(in, LEN));
 		const struct pp_job *j = (const struct pp_job *)(const void *)f;
 		/* Sent once: the first key of a fresh worker's claims. */
-		print_message("round %d: ticket key %u\n", k,
-			      (unsigned)(atomic_load(&j->ticket) &
-					 0xffffffffu));
+		assert_int_equal(atomic_load(&j->ticket) & 0xffffffffu, k + 1);
 		fut_release(f);
 	}
 	fut_executor_free(ex);
 	free(in);
+}
+
+/* One sleep task: task index i sleeps ms. */
+static fut_future *submit_sleep(fut_executor *ex, uint32_t i, uint32_t ms)
+{
+	struct sleep_in in = { i, ms };
+	fut_future *f = NULL;
+	assert_int_equal(fut_submit_bytes(ex, sleep_task, &in, sizeof(in), &f),
+			 FUT_OK);
+	return f;
+}
+
+/* How many of fs[0..n) no worker has started (fut_state reads the claim
+ * of a task sent ahead). */
+static size_t not_started(fut_future **fs, size_t n)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++)
+		k += fut_state(fs[i]) == FUT_PENDING;
+	return k;
+}
+
+/* max_queue bounds the tasks not started, queued or sent ahead: after
+ * each submit returns, at most max_queue of the submitted tasks are
+ * pending.  (A sweep over the futures only overstates what was pending
+ * when the submit returned: tasks only ever start meanwhile.)  Without
+ * the bound, the submits all return at once with ~14 pending. */
+static void test_max_queue_bounds_tasks_not_started(void **state)
+{
+	(void)state;
+	enum {
+		N = 16,
+		Q = 3
+	};
+	reset_stamps();
+	fut_executor *ex = pool_with(
+		&(fut_process_pool_opts){ .max_workers = 2, .max_queue = Q });
+	fut_future *fs[N];
+	size_t most = 0;
+	for (uint32_t i = 0; i < N; i++) {
+		fs[i] = submit_sleep(ex, i, 30);
+		size_t k = not_started(fs, i + 1);
+		assert_true(k <= Q);
+		if (k > most)
+			most = k;
+	}
+	print_message("at most %zu of %d pending after a submit\n", most, N);
+	/* A batch larger than max_queue goes in once none is pending. */
+	fut_future *batch[2 * Q];
+	uint32_t ms[2 * Q];
+	for (size_t i = 0; i < 2 * Q; i++)
+		ms[i] = 1;
+	for (size_t i = 0; i < N; i++)
+		(void)result_u64(fs[i]);
+	struct sleep_in in[2 * Q];
+	for (uint32_t i = 0; i < 2 * Q; i++)
+		in[i] = (struct sleep_in){ N + i, ms[i] };
+	assert_int_equal(fut_submit_many(ex, sleep_task, in, sizeof(in[0]),
+					 2 * Q, batch),
+			 FUT_OK);
+	for (size_t i = 0; i < 2 * Q; i++) {
+		assert_int_equal(result_u64(batch[i]), N + i);
+		fut_release(batch[i]);
+	}
+	for (size_t i = 0; i < N; i++) {
+		assert_int_equal(result_u64(fs[i]), i);
+		fut_release(fs[i]);
+	}
+	fut_executor_free(ex);
+}
+
+struct blocked_submit {
+	fut_executor *ex;
+	fut_future *f;
+	_Atomic int rc; /* -1 until the submit returns */
+};
+
+static void *submit_in_thread(void *arg)
+{
+	struct blocked_submit *b = arg;
+	struct sleep_in in = { 9, 1 };
+	int rc = fut_submit_bytes(b->ex, sleep_task, &in, sizeof(in), &b->f);
+	atomic_store(&b->rc, rc);
+	return NULL;
+}
+
+/* Waits until b's submit returned; its code. */
+static int submit_returned(struct blocked_submit *b)
+{
+	for (long k = 0; atomic_load(&b->rc) < 0; k++) {
+		assert_true(k < 1200000);
+		usleep(100);
+	}
+	return atomic_load(&b->rc);
+}
+
+/* A submit that waits for room gets it when a queued task is cancelled,
+ * and FUT_ESHUTDOWN when the pool shuts down meanwhile. */
+static void
+test_a_submit_waiting_for_room_wakes_on_cancel_and_shutdown(void **state)
+{
+	(void)state;
+	reset_stamps();
+	fut_executor *ex = pool_with(
+		&(fut_process_pool_opts){ .max_workers = 1, .max_queue = 1 });
+	fut_future *running = submit_sleep(ex, 0, 60000);
+	wait_ran(0);
+	fut_future *queued = submit_sleep(ex, 1, 1);
+	struct blocked_submit b = { .ex = ex, .rc = -1 };
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, submit_in_thread, &b), 0);
+	/* It waits: the one task not started fills the queue, behind a
+	 * task of a minute. */
+	usleep(50000);
+	assert_int_equal(atomic_load(&b.rc), -1);
+	assert_true(fut_cancel(queued));
+	assert_int_equal(submit_returned(&b), FUT_OK);
+	pthread_join(t, NULL);
+	/* Full again: the next one waits, and shutdown ends the wait. */
+	struct blocked_submit c = { .ex = ex, .rc = -1 };
+	assert_int_equal(pthread_create(&t, NULL, submit_in_thread, &c), 0);
+	usleep(50000);
+	assert_int_equal(atomic_load(&c.rc), -1);
+	assert_int_equal(
+		fut_executor_shutdown(ex, FUT_SHUTDOWN_NOWAIT |
+						  FUT_SHUTDOWN_CANCEL_PENDING |
+						  FUT_SHUTDOWN_INTERRUPT),
+		FUT_OK);
+	assert_int_equal(submit_returned(&c), FUT_ESHUTDOWN);
+	pthread_join(t, NULL);
+	assert_null(c.f);
+	assert_int_equal(final_code(running), FUT_ECANCELLED);
+	assert_int_equal(final_code(b.f), FUT_ECANCELLED);
+	fut_release(running);
+	fut_release(queued);
+	fut_release(b.f);
+	fut_executor_free(ex);
+}
+
+struct from_callback {
+	fut_executor *ex;
+	_Atomic int rc;
+	fut_future *f;
+};
+
+static void submit_from_callback(fut_future *done, void *arg)
+{
+	(void)done;
+	struct from_callback *c = arg;
+	struct sleep_in in = { 5, 1 };
+	atomic_store(&c->rc, fut_submit_bytes(c->ex, sleep_task, &in,
+					      sizeof(in), &c->f));
+}
+
+/* A done callback runs in the pool's manager thread, the one that makes
+ * room: its submit to a full pool is FUT_EAGAIN, never a deadlock. */
+static void test_a_submit_from_a_callback_to_a_full_pool_is_eagain(void **state)
+{
+	(void)state;
+	reset_stamps();
+	fut_executor *ex = pool_with(
+		&(fut_process_pool_opts){ .max_workers = 1, .max_queue = 2 });
+	struct from_callback c = { .ex = ex, .rc = -1 };
+	fut_future *first = submit_sleep(ex, 0, 200);
+	assert_int_equal(fut_add_done_callback(first, submit_from_callback, &c),
+			 FUT_OK);
+	wait_ran(0);
+	/* Not started while the first runs, nor seen started when its
+	 * result comes: the queue is full then. */
+	fut_future *a = submit_sleep(ex, 1, 500);
+	fut_future *b = submit_sleep(ex, 2, 500);
+	assert_int_equal(result_u64(first), 0);
+	assert_int_equal(atomic_load(&c.rc), FUT_EAGAIN);
+	assert_null(c.f);
+	assert_int_equal(result_u64(a), 1);
+	assert_int_equal(result_u64(b), 2);
+	fut_release(first);
+	fut_release(a);
+	fut_release(b);
+	fut_executor_free(ex);
 }
 
 int main(void)
@@ -336,6 +514,11 @@ int main(void)
 			test_the_chunk_option_bounds_what_is_sent_ahead),
 		cmocka_unit_test(
 			test_a_large_streamed_input_runs_once_it_is_read),
+		cmocka_unit_test(test_max_queue_bounds_tasks_not_started),
+		cmocka_unit_test(
+			test_a_submit_waiting_for_room_wakes_on_cancel_and_shutdown),
+		cmocka_unit_test(
+			test_a_submit_from_a_callback_to_a_full_pool_is_eagain),
 	};
 	if (!pp_test_prepare())
 		return 2;

@@ -98,8 +98,7 @@ static bool back_to_queue(struct pp_job *j)
 	if (fut__future_state(&j->fut) == FUT__S_RUNNING ||
 	    fut__future_unsend(&j->fut))
 		return true;
-	fut__pp_job_input_close(j);
-	fut_release(&j->fut); /* the manager's reference */
+	fut__pp_job_drop(j);
 	return false;
 }
 
@@ -136,8 +135,7 @@ size_t fut__pp_take_back(struct pp_mgr *m, struct pp_worker *w, bool cancel)
 		fut__pp_unlink(w, prev, j);
 		n++;
 		if (cancel && fut_cancel(&j->fut)) {
-			fut__pp_job_input_close(j);
-			fut_release(&j->fut);
+			fut__pp_job_drop(j);
 		} else if (back_to_queue(j)) {
 			if (last != NULL)
 				last->next = j;

@@ -102,6 +102,7 @@ struct pp_job *fut__pp_job_new(struct ppool *p, fut_fn fn, const void *data,
 	j->fn = fn;
 	j->len = len;
 	j->chunk_end = true;
+	atomic_init(&j->counted, false);
 	j->shared = 0;
 	j->requeued = 0;
 	if (len != 0)
@@ -199,10 +200,46 @@ void fut__pp_job_input_close(struct pp_job *j)
 				  memory_order_relaxed);
 }
 
+bool fut__pp_uncount_quiet(struct pp_job *j)
+{
+	if (!atomic_load_explicit(&j->counted, memory_order_relaxed) ||
+	    !atomic_exchange(&j->counted, false))
+		return false;
+	atomic_fetch_sub(&j->pool->unstarted, 1);
+	return true;
+}
+
+void fut__pp_room_wake(struct ppool *p)
+{
+	/* A waiter adds itself to room_waiters, then reads unstarted, both
+	 * under the lock and sequentially consistent, as the uncount above
+	 * and the read here: it saw the room, or it is seen here and woken
+	 * under the lock it waits with. */
+	if (atomic_load(&p->room_waiters) == 0)
+		return;
+	fut__pp_lock(p);
+	pthread_cond_broadcast(&p->room_cv);
+	fut__pp_unlock(p);
+}
+
+void fut__pp_uncount(struct pp_job *j)
+{
+	if (fut__pp_uncount_quiet(j))
+		fut__pp_room_wake(j->pool);
+}
+
+void fut__pp_job_drop(struct pp_job *j)
+{
+	fut__pp_uncount(j);
+	fut__pp_job_input_close(j);
+	fut_release(&j->fut); /* the manager's reference */
+}
+
 void fut__pp_job_end(struct pp_job *j, int code, int task_code,
 		     int crash_status, const char *fmt, ...)
 {
 	char *msg = NULL;
+	fut__pp_uncount(j);
 	fut__pp_job_input_close(j);
 	if (fmt != NULL) {
 		va_list ap;
@@ -288,6 +325,8 @@ void fut__pp_break_locked(struct ppool *p, const char *why, struct pp_job **out)
 		 * text. */
 		p->broken_msg = fut__strdup(why);
 	}
+	/* Submitters waiting for room: EBROKEN now. */
+	pthread_cond_broadcast(&p->room_cv);
 	*out = p->qhead;
 	p->qhead = p->qtail = NULL;
 }

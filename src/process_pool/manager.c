@@ -152,6 +152,37 @@ static void cancel_sent(struct pp_mgr *m)
 	fut__pp_unlock(p);
 }
 
+/*
+ * Submitters wait for room under max_queue: the tasks sent that started
+ * since (their claim words say so; their results may be a long task
+ * away) and the queued ones cancelled no longer count.  True while
+ * someone waits: the manager then looks again every
+ * FUT__PP_RECHECK_NS, since a worker starting a task tells it nothing.
+ */
+static bool room_scan(struct pp_mgr *m)
+{
+	struct ppool *p = m->p;
+	if (p->max_queue == 0 || atomic_load(&p->room_waiters) == 0)
+		return false;
+	bool freed = false;
+	for (uint32_t i = 0; i < p->nslots; i++)
+		for (struct pp_job *j = p->workers[i].head; j != NULL;
+		     j = j->next)
+			if (atomic_load_explicit(&j->counted,
+						 memory_order_relaxed) &&
+			    fut__pp_claim_started(p, j))
+				freed |= fut__pp_uncount_quiet(j);
+	fut__pp_lock(p);
+	for (struct pp_job *j = p->qhead; j != NULL; j = j->next)
+		if (atomic_load_explicit(&j->counted, memory_order_relaxed) &&
+		    fut__future_state(&j->fut) == FUT__S_CANCELLED)
+			freed |= fut__pp_uncount_quiet(j);
+	if (freed)
+		pthread_cond_broadcast(&p->room_cv);
+	fut__pp_unlock(p);
+	return true;
+}
+
 /* Hands queued work to ready workers and spawns the ones it needs.
  * Returns true when it dropped cancelled jobs: a worker may then have got
  * less than it could take, and the caller runs it again. */
@@ -332,9 +363,11 @@ static bool step_shutdown(struct pp_mgr *m)
 	return !any;
 }
 
-static int poll_timeout(struct pp_mgr *m, int64_t deadline)
+static int poll_timeout(struct pp_mgr *m, int64_t deadline, bool waiters)
 {
 	struct ppool *p = m->p;
+	if (waiters && (deadline < 0 || m->now + FUT__PP_RECHECK_NS < deadline))
+		deadline = m->now + FUT__PP_RECHECK_NS;
 	if (m->take_back_at >= 0 &&
 	    (deadline < 0 || m->take_back_at < deadline))
 		deadline = m->take_back_at;
@@ -380,6 +413,7 @@ static void loop(struct pp_mgr *m)
 		if (!m->closing)
 			while (dispatch(m) || take_back_waiting(m))
 				;
+		bool waiters = room_scan(m);
 		if (step_shutdown(m))
 			return;
 		int64_t deadline = check_deadlines(m);
@@ -411,7 +445,7 @@ static void loop(struct pp_mgr *m)
 				m->pfd_w[n++] = w;
 			}
 		}
-		int rc = poll(m->pfd, n, poll_timeout(m, deadline));
+		int rc = poll(m->pfd, n, poll_timeout(m, deadline, waiters));
 		if (rc < 0)
 			continue;
 		m->now = fut__now_ns();

@@ -54,6 +54,7 @@ static void pool_free(struct ppool *p)
 	fut__free(p->pfd);
 	fut__free(p->pfd_w);
 	fut__free(p->broken_msg);
+	pthread_cond_destroy(&p->room_cv);
 	pthread_cond_destroy(&p->done_cv);
 	pthread_mutex_destroy(&p->lock);
 	fut__free(p);
@@ -68,12 +69,54 @@ void fut__pp_unref(struct ppool *p)
 /* ------------------------------------------------------------------ */
 /* Submission                                                          */
 
-static int admit(struct ppool *p)
+/* Whether n more tasks fit under max_queue with u not started (a batch
+ * larger than max_queue goes in when none waits). */
+static bool room_for(const struct ppool *p, size_t u, size_t n)
 {
+	return u == 0 || (u < p->max_queue && n <= p->max_queue - u);
+}
+
+/* Admits n tasks: with max_queue, waits for room and takes it (*counted:
+ * the n are counted, to be given back with unadmit when they do not go
+ * in).  FUT_EAGAIN when the wait is the manager's own, from a done
+ * callback: nobody else could make room. */
+static int admit(struct ppool *p, size_t n, bool *counted)
+{
+	*counted = false;
 	fut__pp_lock(p);
-	int rc = fut__pp_admit_locked(p);
+	int rc;
+	for (;;) {
+		rc = fut__pp_admit_locked(p);
+		if (rc != FUT_OK || p->max_queue == 0)
+			break;
+		if (room_for(p, atomic_load(&p->unstarted), n)) {
+			atomic_fetch_add(&p->unstarted, n);
+			*counted = true;
+			break;
+		}
+		if (fut__current_executor() == &p->ex) {
+			rc = FUT_EAGAIN;
+			break;
+		}
+		/* The manager looks for tasks that started while someone
+		 * waits (fut__pp_room_wake says why in this order). */
+		atomic_fetch_add(&p->room_waiters, 1);
+		fut__pp_wake(p);
+		if (!room_for(p, atomic_load(&p->unstarted), n))
+			fut__pp_cond_wait(p, &p->room_cv);
+		atomic_fetch_sub(&p->room_waiters, 1);
+	}
 	fut__pp_unlock(p);
 	return rc;
+}
+
+/* n tasks admitted and counted did not go in. */
+static void unadmit(struct ppool *p, size_t n, bool counted)
+{
+	if (!counted)
+		return;
+	atomic_fetch_sub(&p->unstarted, n);
+	fut__pp_room_wake(p);
 }
 
 static int pp_submit(fut_executor *ex, fut_fn fn, void *arg, const void *data,
@@ -83,7 +126,8 @@ static int pp_submit(fut_executor *ex, fut_fn fn, void *arg, const void *data,
 	if (!bytes)
 		return FUT_ENOTSUP; /* a pointer means nothing in a child */
 	struct ppool *p = pool_of(ex);
-	int rc = admit(p);
+	bool counted;
+	int rc = admit(p, 1, &counted);
 	if (rc != FUT_OK)
 		return rc;
 	struct pp_job *j = NULL;
@@ -91,11 +135,15 @@ static int pp_submit(fut_executor *ex, fut_fn fn, void *arg, const void *data,
 		j = fut__pp_job_new_shared(p, fn, data, len);
 	if (j == NULL)
 		j = fut__pp_job_new(p, fn, data, len);
-	if (j == NULL)
+	if (j == NULL) {
+		unadmit(p, 1, counted);
 		return FUT_ENOMEM;
+	}
+	atomic_store_explicit(&j->counted, counted, memory_order_relaxed);
 	rc = fut__pp_enqueue(p, j, j);
 	if (rc != FUT_OK) {
 		fut__pp_job_discard(j);
+		unadmit(p, 1, counted);
 		return rc;
 	}
 	*out = &j->fut;
@@ -106,7 +154,8 @@ static int pp_submit_many(fut_executor *ex, fut_fn fn, const void *inputs,
 			  size_t stride, size_t n, fut_future **out)
 {
 	struct ppool *p = pool_of(ex);
-	int rc = admit(p);
+	bool counted;
+	int rc = admit(p, n, &counted);
 	if (rc != FUT_OK)
 		return rc;
 	/* Chunks: a few per worker, so that the work stays balanced, each
@@ -128,6 +177,8 @@ static int pp_submit_many(fut_executor *ex, fut_fn fn, const void *inputs,
 		if (j == NULL)
 			break;
 		j->chunk_end = (made + 1) % chunk == 0 || made + 1 == n;
+		atomic_store_explicit(&j->counted, counted,
+				      memory_order_relaxed);
 		if (last != NULL)
 			last->next = j;
 		else
@@ -147,6 +198,7 @@ static int pp_submit_many(fut_executor *ex, fut_fn fn, const void *inputs,
 		first = j->next;
 		fut__pp_job_discard(j);
 	}
+	unadmit(p, n, counted);
 	for (size_t i = 0; i < n; i++)
 		out[i] = NULL;
 	return rc;
@@ -174,11 +226,14 @@ static int pp_shutdown(fut_executor *ex, unsigned flags)
 	}
 	if (flags & FUT_SHUTDOWN_INTERRUPT)
 		p->interrupt_all = true;
+	/* Submitters waiting for room: ESHUTDOWN now. */
+	pthread_cond_broadcast(&p->room_cv);
 	fut__pp_wake(p);
 	fut__pp_unlock(p);
 	while (drained != NULL) {
 		struct pp_job *j = drained;
 		drained = j->next;
+		(void)fut__pp_uncount_quiet(j);
 		(void)fut_cancel(&j->fut);
 		fut_release(&j->fut);
 	}
@@ -277,10 +332,17 @@ static int pool_alloc(struct ppool **out, const fut_process_pool_opts *o)
 		fut__free(p);
 		return FUT_ENOMEM;
 	}
+	if (pthread_cond_init(&p->room_cv, NULL) != 0) {
+		pthread_cond_destroy(&p->done_cv);
+		pthread_mutex_destroy(&p->lock);
+		fut__free(p);
+		return FUT_ENOMEM;
+	}
 	p->max_workers = o->max_workers;
 	p->nslots = (uint32_t)(2 * o->max_workers);
 	p->max_tasks_per_child = o->max_tasks_per_child;
 	p->chunk = o->chunk;
+	p->max_queue = o->max_queue;
 	if (o->task_timeout > 0) {
 		p->timeout = o->task_timeout;
 		double ns = o->task_timeout * 1e9;

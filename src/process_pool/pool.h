@@ -34,8 +34,10 @@ struct pp_job {
 	_Atomic uint64_t ticket;
 	fut_fn fn;
 	size_t len;
-	bool chunk_end;	   /* the last job of its frame-sized chunk */
-	bool frame_last;   /* in flight: the last job of its frame */
+	bool chunk_end;	 /* the last job of its frame-sized chunk */
+	bool frame_last; /* in flight: the last job of its frame */
+	/* It counts against max_queue: not seen started or ended yet. */
+	_Atomic bool counted;
 	bool slab;	   /* a recycled block (fut__slab_get) */
 	uint8_t shared;	   /* PP_SHARED_* */
 	unsigned requeued; /* times it went back to the queue */
@@ -114,6 +116,12 @@ struct ppool {
 	uint32_t nslots; /* 2 * max_workers: retiring ones keep a slot */
 	size_t max_tasks_per_child;
 	size_t chunk; /* opts.chunk: most tasks per frame; 0: automatic */
+	/* opts.max_queue (0: none): submit waits while this many tasks are
+	 * not started, queued or sent ahead.  unstarted counts the jobs with
+	 * counted set; room_waiters the submitters waiting on room_cv. */
+	size_t max_queue;
+	_Atomic size_t unstarted;
+	_Atomic uint32_t room_waiters;
 	/* The time a task takes, as its results come back (a moving
 	 * average, ns; 0: none seen): frames hold ~FUT__PP_FRAME_NS of work
 	 * (manager's). */
@@ -142,6 +150,7 @@ struct ppool {
 	pthread_t lock_owner;
 	bool lock_owned;
 	pthread_cond_t done_cv;	      /* manager_done */
+	pthread_cond_t room_cv;	      /* room under max_queue, or the end */
 	struct pp_job *qhead, *qtail; /* lock */
 	bool shutdown;		      /* lock */
 	bool interrupt_all;	      /* lock: kill what runs */
@@ -282,6 +291,16 @@ void fut__pp_job_discard(struct pp_job *j);
 int fut__pp_job_input_fd(const struct pp_job *j);
 /* Closes j's shared input's fd: its task will not be sent again. */
 void fut__pp_job_input_close(struct pp_job *j);
+/* A job cancelled before it started, out of the queue or a worker's list:
+ * its input closed, uncounted, the manager's reference dropped. */
+void fut__pp_job_drop(struct pp_job *j);
+/* j no longer counts against max_queue (it started, or it ended): true
+ * when it did.  fut__pp_uncount also wakes the submitters waiting for
+ * room; fut__pp_uncount_quiet leaves that to its caller
+ * (fut__pp_room_wake). */
+bool fut__pp_uncount_quiet(struct pp_job *j);
+void fut__pp_uncount(struct pp_job *j);
+void fut__pp_room_wake(struct ppool *p);
 /* Fails j with code and a formatted message, then drops the manager's
  * reference to it. */
 void fut__pp_job_end(struct pp_job *j, int code, int task_code,

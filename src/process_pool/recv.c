@@ -74,7 +74,9 @@ static void on_result(struct pp_mgr *m, struct pp_worker *w,
 	}
 	fut__pp_unlink(w, NULL, j);
 	w->answered++;
-	/* It ran: its input will not be sent again. */
+	/* It ran: its input will not be sent again, and it no longer
+	 * counts against max_queue. */
+	fut__pp_uncount(j);
 	fut__pp_job_input_close(j);
 	if (r->dropped) {
 		dropped_result(m, w, j, r);

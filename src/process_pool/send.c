@@ -128,8 +128,7 @@ size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,
 		if (st != FUT__S_RUNNING &&
 		    fut__future_send(&j->fut) != FUT_OK) {
 			/* Cancelled while queued: done already. */
-			fut__pp_job_input_close(j);
-			fut_release(&j->fut);
+			fut__pp_job_drop(j);
 			dropped++;
 			continue;
 		}

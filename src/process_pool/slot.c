@@ -319,8 +319,7 @@ void fut__pp_slot_finalize(struct pp_mgr *m, struct pp_worker *w)
 		if (fut__pp_claim_revoke(p, j) == FUT__REVOKED) {
 			if (!fut__future_unsend(&j->fut) &&
 			    fut__future_state(&j->fut) != FUT__S_RUNNING) {
-				fut__pp_job_input_close(j);
-				fut_release(&j->fut);
+				fut__pp_job_drop(j);
 				continue;
 			}
 		} else {
