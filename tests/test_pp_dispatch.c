@@ -501,6 +501,37 @@ static void test_a_submit_from_a_callback_to_a_full_pool_is_eagain(void **state)
 	fut_executor_free(ex);
 }
 
+/* A result is not held behind the next task of its frame: a worker sends
+ * what it has before it starts a task after one that ran long (0.2's
+ * first cut kept the short task's result until the long one ended).  The
+ * short task is shorter than the 5 ms after which the long one would be
+ * taken back (its worker then skips it and sends the result anyway). */
+static void test_a_result_does_not_wait_behind_the_next_task(void **state)
+{
+	(void)state;
+	reset_stamps();
+	fut_executor *ex = pool_with(
+		&(fut_process_pool_opts){ .max_workers = 1, .chunk = 2 });
+	/* A worker up and idle first: a fresh one starts late, and its
+	 * long task would be taken back for being silent. */
+	fut_future *warm = submit_sleep(ex, 5, 1);
+	assert_int_equal(result_u64(warm), 5);
+	fut_release(warm);
+	uint32_t ms[2] = { 2, 60000 };
+	fut_future *fs[2];
+	submit_sleeps(ex, ms, 2, fs);
+	const void *data;
+	size_t len;
+	/* A timeout only against a hang: the long task runs a minute. */
+	assert_int_equal(fut_result_bytes(fs[0], 30, &data, &len), FUT_OK);
+	assert_false(fut_done(fs[1]));
+	assert_int_equal(fut_interrupt(fs[1]), FUT_OK);
+	assert_int_equal(final_code(fs[1]), FUT_ECANCELLED);
+	fut_release(fs[0]);
+	fut_release(fs[1]);
+	fut_executor_free(ex);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -514,6 +545,8 @@ int main(void)
 			test_the_chunk_option_bounds_what_is_sent_ahead),
 		cmocka_unit_test(
 			test_a_large_streamed_input_runs_once_it_is_read),
+		cmocka_unit_test(
+			test_a_result_does_not_wait_behind_the_next_task),
 		cmocka_unit_test(test_max_queue_bounds_tasks_not_started),
 		cmocka_unit_test(
 			test_a_submit_waiting_for_room_wakes_on_cancel_and_shutdown),

@@ -55,10 +55,15 @@ static bool write_all(int fd, const void *buf, size_t len)
 struct out {
 	struct fut__pp_frame f; /* a RESULTS frame, always begun */
 	int64_t since;		/* when the oldest unsent record was added */
+	int64_t last_ns;	/* how long the last task ran */
 };
 
 /* A result waits at most this long for the rest of its frame's. */
 #define FLUSH_NS 1000000
+/* Results waiting are sent before the next task starts when the last one
+ * ran this long: the next may run long too, and a result must not wait
+ * behind it (a write costs a few us, a small part of such a task). */
+#define FLUSH_BEFORE_NS 50000
 
 static void die(int code)
 {
@@ -358,8 +363,11 @@ static void run_one(const struct fut__forkserver_cfg *cfg,
 			(void)munmap(map, input_len);
 		goto done;
 	}
+	if (o->f.count != 0 && o->last_ns >= FLUSH_BEFORE_NS)
+		out_flush(o, fd);
+	int64_t t0 = fut__now_ns();
 	if (cfg->track_time)
-		atomic_store_explicit(&slot->started_ns, fut__now_ns(),
+		atomic_store_explicit(&slot->started_ns, t0,
 				      memory_order_relaxed);
 	atomic_store_explicit(&slot->started, r->id, memory_order_release);
 	struct fut_task t;
@@ -371,6 +379,7 @@ static void run_one(const struct fut__forkserver_cfg *cfg,
 	t.sink = &sink;
 	fut__task_run(&t);
 	atomic_store_explicit(&slot->finished, r->id, memory_order_release);
+	o->last_ns = fut__now_ns() - t0;
 	switch (t.outcome) {
 	case FUT__OUT_SENT:
 		break;
