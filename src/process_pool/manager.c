@@ -70,6 +70,10 @@ static size_t allowance(const struct ppool *p, const struct pp_worker *w)
 	if (w->state != PW_READY || w->task_fd < 0 || fut__pp_out_pending(w))
 		return 0;
 	size_t n = FUT__PP_CLAIMS - w->inflight;
+	/* Half the claims at most: room for a second frame while the
+	 * worker runs the first, so that it never waits between them. */
+	if (n > FUT__PP_CLAIMS / 2)
+		n = FUT__PP_CLAIMS / 2;
 	if (p->max_tasks_per_child != 0 && p->max_tasks_per_child - w->sent < n)
 		n = p->max_tasks_per_child - w->sent;
 	if (p->chunk != 0) {
