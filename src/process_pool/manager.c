@@ -64,6 +64,12 @@ void fut__pp_break(struct pp_mgr *m, const char *why)
 	}
 }
 
+/* The sooner of two deadlines, -1 being none. */
+static int64_t sooner(int64_t a, int64_t b)
+{
+	return a < 0 || (b >= 0 && b < a) ? b : a;
+}
+
 /* The most tasks the next frame to w may hold (0: none now). */
 static size_t allowance(const struct ppool *p, const struct pp_worker *w)
 {
@@ -126,15 +132,11 @@ static bool take_back_waiting(struct pp_mgr *m)
 			 * soon: it may start a long task meanwhile. */
 			if (due < m->now + FUT__PP_RECHECK_NS)
 				due = m->now + FUT__PP_RECHECK_NS;
-			if (m->take_back_at < 0 || due < m->take_back_at)
-				m->take_back_at = due;
+		} else if (due <= m->now) {
+			taken += fut__pp_take_back(m, w, false);
 			continue;
 		}
-		if (due <= m->now) {
-			taken += fut__pp_take_back(m, w, false);
-		} else if (m->take_back_at < 0 || due < m->take_back_at) {
-			m->take_back_at = due;
-		}
+		m->take_back_at = sooner(m->take_back_at, due);
 	}
 	return taken != 0;
 }
@@ -370,14 +372,11 @@ static bool step_shutdown(struct pp_mgr *m)
 static int poll_timeout(struct pp_mgr *m, int64_t deadline, bool waiters)
 {
 	struct ppool *p = m->p;
-	if (waiters && (deadline < 0 || m->now + FUT__PP_RECHECK_NS < deadline))
-		deadline = m->now + FUT__PP_RECHECK_NS;
-	if (m->take_back_at >= 0 &&
-	    (deadline < 0 || m->take_back_at < deadline))
-		deadline = m->take_back_at;
-	if (p->spawn_after_ns > m->now &&
-	    (deadline < 0 || p->spawn_after_ns < deadline))
-		deadline = p->spawn_after_ns;
+	if (waiters)
+		deadline = sooner(deadline, m->now + FUT__PP_RECHECK_NS);
+	deadline = sooner(deadline, m->take_back_at);
+	if (p->spawn_after_ns > m->now)
+		deadline = sooner(deadline, p->spawn_after_ns);
 	if (deadline < 0)
 		return -1;
 	int64_t ms = (deadline - m->now + 999999) / 1000000;

@@ -312,13 +312,13 @@ static void task(fut_task *t)
 			 * submits' are. */
 			if (rc == FUT_EAGAIN)
 				eagains++;
-			else if (rc != FUT_OK && rc != FUT_ECANCELLED)
+			else if (rc != FUT_OK && rc != FUT_ECANCELLED) {
+				const char *why = fut_error_message(g);
 				fprintf(stderr,
 					"stress: nested wait on %s: %s (%s)\n",
 					kinds[in.kind].name, fut_strerror(rc),
-					fut_error_message(g) ?
-						fut_error_message(g) :
-						"no message");
+					why ? why : "no message");
+			}
 			CHECK(rc == FUT_OK || rc == FUT_ECANCELLED ||
 			      rc == FUT_EAGAIN);
 			if (rc == FUT_OK) {
