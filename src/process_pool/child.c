@@ -56,6 +56,10 @@ struct out {
 	struct fut__pp_frame f; /* a RESULTS frame, always begun */
 	int64_t since;		/* when the oldest unsent record was added */
 	int64_t last_ns;	/* how long the last task ran */
+	/* When the last task ended, if the worker did nothing slow since
+	 * (no write, no read); 0: not known.  A run of tasks reads the
+	 * clock once a task: each starts when the one before it ended. */
+	int64_t mark;
 };
 
 /* A result waits at most this long for the rest of its frame's. */
@@ -84,6 +88,7 @@ static void out_flush(struct out *o, int fd)
 	if (!write_all(fd, o->f.buf, o->f.len))
 		die(0); /* the parent closed our channel: it is gone */
 	out_begin(o);
+	o->mark = 0;
 }
 
 static void out_record(struct out *o, int fd, uint64_t id, uint32_t kind,
@@ -101,7 +106,7 @@ static void out_record(struct out *o, int fd, uint64_t id, uint32_t kind,
 		return;
 	}
 	if (o->f.count == 0)
-		o->since = fut__now_ns();
+		o->since = o->mark != 0 ? o->mark : fut__now_ns();
 	if (!fut__pp_frame_add(&o->f, id, 0, kind, code, data, len, len))
 		die(126);
 }
@@ -366,7 +371,9 @@ static void run_one(const struct fut__forkserver_cfg *cfg,
 	}
 	if (o->f.count != 0 && o->last_ns >= FLUSH_BEFORE_NS)
 		out_flush(o, fd);
-	int64_t t0 = fut__now_ns();
+	int64_t t0 = o->mark;
+	if (t0 == 0 || cfg->track_time)
+		t0 = fut__now_ns(); /* a task_timeout needs the very start */
 	if (cfg->track_time)
 		atomic_store_explicit(&slot->started_ns, t0,
 				      memory_order_relaxed);
@@ -382,6 +389,7 @@ static void run_one(const struct fut__forkserver_cfg *cfg,
 	atomic_store_explicit(&slot->finished, r->id, memory_order_release);
 	ended = fut__now_ns();
 	o->last_ns = ended - t0;
+	o->mark = ended;
 	switch (t.outcome) {
 	case FUT__OUT_SENT:
 		break;
@@ -446,6 +454,7 @@ static ssize_t child_read(void *ctx, void *buf, size_t len, bool direct)
 	/* About to wait for input: send what is done first. */
 	if (!direct)
 		out_flush(&c->out, c->outfd);
+	c->out.mark = 0;
 	return recv_in(c->in, buf, len);
 }
 

@@ -38,9 +38,9 @@ struct pp_job {
 	bool frame_last; /* in flight: the last job of its frame */
 	/* It counts against max_queue: not seen started or ended yet. */
 	_Atomic bool counted;
-	bool slab;	   /* a recycled block (fut__slab_get) */
-	uint8_t shared;	   /* PP_SHARED_* */
-	unsigned requeued; /* times it went back to the queue */
+	bool slab;	  /* a recycled block (fut__slab_get) */
+	uint8_t shared;	  /* PP_SHARED_* */
+	uint8_t requeued; /* times it went back to the queue */
 	unsigned char input[];
 };
 
