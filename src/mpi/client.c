@@ -100,9 +100,11 @@ static int client_shutdown(fut_executor *ex, unsigned flags)
 	}
 	pthread_mutex_lock(&c->lock);
 	c->shutdown = true;
+	atomic_store(&c->shutting, true);
 	if (flags & FUT_SHUTDOWN_CANCEL_PENDING) {
 		drained_jobs = c->qhead;
 		c->qhead = c->qtail = NULL;
+		atomic_store(&c->queued, false);
 	}
 	fut__mpi_client_wake_locked(c);
 	pthread_mutex_unlock(&c->lock);

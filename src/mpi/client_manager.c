@@ -73,6 +73,7 @@ static void break_all(struct mclient *c, const char *fmt, int rank,
 	}
 	struct mjob *queued = c->qhead;
 	c->qhead = c->qtail = NULL;
+	atomic_store(&c->queued, false);
 	pthread_mutex_unlock(&c->lock);
 	fail_broken(c, queued);
 	for (int r = 0; r < c->s.size; r++) {
@@ -253,8 +254,10 @@ static struct mjob *pop_locked(struct mclient *c, size_t n)
 	if (last == NULL)
 		return NULL;
 	c->qhead = last->next;
-	if (c->qhead == NULL)
+	if (c->qhead == NULL) {
 		c->qtail = NULL;
+		atomic_store(&c->queued, false);
+	}
 	last->next = NULL;
 	return first;
 }
@@ -319,6 +322,9 @@ static void send_jobs(struct mclient *c, int r, struct mjob *list)
  */
 static bool dispatch(struct mclient *c)
 {
+	/* The poll loop comes here each turn: no lock while nothing waits. */
+	if (!atomic_load(&c->queued))
+		return false;
 	bool did = false;
 	int size = c->s.size;
 	for (int k = -1; k < size; k++) {
@@ -378,6 +384,8 @@ static bool send_interrupts(struct mclient *c)
 /* True once shut down with nothing left: then the ranks get their STOP. */
 static bool drained(struct mclient *c)
 {
+	if (!atomic_load(&c->shutting))
+		return false;
 	pthread_mutex_lock(&c->lock);
 	bool done = c->shutdown && c->qhead == NULL;
 	pthread_mutex_unlock(&c->lock);

@@ -170,6 +170,7 @@ static int enqueue(struct mclient *c, struct mjob *first, struct mjob *last)
 			c->qhead = first;
 		c->qtail = last;
 		last->next = NULL;
+		atomic_store(&c->queued, true);
 		fut__mpi_client_wake_locked(c);
 	}
 	pthread_mutex_unlock(&c->lock);
@@ -178,10 +179,14 @@ static int enqueue(struct mclient *c, struct mjob *first, struct mjob *last)
 
 static int admit(struct mclient *c, fut_fn fn, uint32_t *name)
 {
+	/* A name already known costs no second lock round. */
 	pthread_mutex_lock(&c->lock);
 	int rc = admit_locked(c);
+	*name = rc == FUT_OK ? known_name_locked(c, fn) : 0;
 	pthread_mutex_unlock(&c->lock);
-	return rc != FUT_OK ? rc : name_id(c, fn, name);
+	if (rc != FUT_OK || *name != 0)
+		return rc;
+	return name_id(c, fn, name);
 }
 
 int fut__mpi_client_submit(fut_executor *ex, fut_fn fn, void *arg,

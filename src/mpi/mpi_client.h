@@ -51,6 +51,11 @@ struct mclient {
 	_Atomic bool unhooking;
 	_Atomic bool interrupt_scan; /* some job asked for an interrupt */
 	_Atomic bool interrupt_all;  /* shutdown(INTERRUPT) */
+	/* Hints that let the manager's poll loop skip c->lock: queued is
+	 * stored with the queue (under the lock) and is false only when it
+	 * is empty; shutting is set with shutdown. */
+	_Atomic bool queued;
+	_Atomic bool shutting;
 
 	pthread_mutex_t lock;
 	pthread_cond_t wake_cv, done_cv;
