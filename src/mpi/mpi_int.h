@@ -6,11 +6,15 @@
  *
  * The files: names.c (the registry, the module table, task names),
  * link.c (a byte stream of wire frames over MPI messages, the polling
- * clock), client.c (the executor on root: queue, manager thread),
- * server.c (the serving ranks; with FUT_MPI_ISOLATE their tasks go to a
- * libfuture process pool), spawn.c (FUT_MPI_SPAWN: the spawn, the
- * children's side, the disconnect), mpi_executor.c (fut_mpi_executor_new:
- * the checks and the handshake, fut_mpi_info).
+ * clock); the executor on root: client.c (its handle, creation,
+ * shutdown and free), client_submit.c (jobs, submission) and
+ * client_manager.c (the manager thread), sharing mpi_client.h; the
+ * serving ranks: server.c (the MPI loop, the results), server_tasks.c
+ * (the task threads) and server_pool.c (FUT_MPI_ISOLATE: the tasks go to
+ * a libfuture process pool), sharing mpi_server.h; spawn.c
+ * (FUT_MPI_SPAWN: the spawn, the children's side, the disconnect),
+ * mpi_executor.c (fut_mpi_executor_new: the checks and the handshake,
+ * fut_mpi_info).
  */
 #ifndef FUT_MPI_INT_H
 #define FUT_MPI_INT_H
@@ -124,7 +128,7 @@ void fut__mpi_nap(pthread_mutex_t *lock, pthread_cond_t *cv, bool *wake,
 		  bool *sleeping, int64_t ns);
 
 /* ------------------------------------------------------------------ */
-/* client.c and server.c                                                */
+/* the client's files and the server's                                 */
 
 /* Test hook (LSan cannot check MPI programs): the library's live objects
  * in this process: clients, their jobs, server tasks.  0 once every

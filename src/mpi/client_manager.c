@@ -1,0 +1,447 @@
+/*
+ * client_manager.c: the client's manager thread, which owns every MPI
+ * call on root.
+ *
+ * Owns: the ranks as the manager sees them (struct mrank: jobs in flight,
+ * names sent, the decoder of their stream), dispatch, results and the
+ * executor's break.  It hands each server rank at most `prefetch` jobs, as
+ * many per message as fit up to `batch`, each claimed RUNNING
+ * (fut__future_start) as it goes; everything else stays PENDING and
+ * cancellable (mpi4py's rule, with prefetch 1 its exact one).  It sends a
+ * function's name to a rank once (a NAME record) and its small id after
+ * that (HPX's typename -> id).  Results complete the futures in this
+ * thread, so done callbacks run here.  A malformed message, or a result
+ * for a task the rank does not hold, breaks the executor: FUT_EBROKEN for
+ * every pending and running future, with the rank's name.  Once shut down
+ * and empty, it sends one STOP per rank and ends when every rank's BYE
+ * came.  It waits by polling (link.c's clock): spin, then an exponential
+ * backoff on a condition variable that submit signals.
+ * Threads: the manager only (c->ranks, c->link and the fields below "the
+ * manager's own" are its alone).
+ * Locks: c->lock for the queue, the broken flag and the name table; never
+ * held across an MPI call or a future's completion.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "mpi_client.h"
+
+/* ------------------------------------------------------------------ */
+/* The manager                                                         */
+
+/* Fails every job of list with FUT_EBROKEN. */
+static void fail_broken(struct mclient *c, struct mjob *list)
+{
+	while (list != NULL) {
+		struct mjob *j = list;
+		list = j->next;
+		fut__mpi_job_fail(j, FUT_EBROKEN, 0, c->broken_msg);
+	}
+}
+
+/* Sends one STOP to every server rank not yet stopped. */
+static void stop_ranks(struct mclient *c)
+{
+	for (int r = 0; r < c->s.size; r++) {
+		if (r == c->s.root || c->ranks[r].stopped)
+			continue;
+		struct fut__mpi_frame fr = { 0 };
+		if (fut__mpi_frame_add(&fr, 0, 0, FUT__WIRE_T_STOP, 0, NULL,
+				       0) != FUT_OK ||
+		    fut__mpi_link_send(&c->link, r, FUT__WIRE_TASKS, &fr) !=
+			    FUT_OK) {
+			fut__free(fr.buf);
+			continue; /* retried on the next pass */
+		}
+		c->ranks[r].stopped = true;
+	}
+}
+
+/* The executor is broken (why: formatted): every queued and running job
+ * ends FUT_EBROKEN, and every rank gets its STOP. */
+static void break_all(struct mclient *c, const char *fmt, int rank,
+		      const char *detail)
+{
+	char why[512];
+	snprintf(why, sizeof(why), fmt, rank, detail);
+	c->broke = true;
+	pthread_mutex_lock(&c->lock);
+	bool first = !c->broken;
+	if (first) {
+		c->broken = true;
+		c->broken_msg = fut__strdup(why);
+	}
+	struct mjob *queued = c->qhead;
+	c->qhead = c->qtail = NULL;
+	atomic_store(&c->queued, false);
+	pthread_mutex_unlock(&c->lock);
+	fail_broken(c, queued);
+	for (int r = 0; r < c->s.size; r++) {
+		struct mrank *mr = &c->ranks[r];
+		fail_broken(c, mr->head);
+		mr->head = mr->tail = NULL;
+		mr->inflight = 0;
+	}
+	if (first)
+		stop_ranks(c);
+}
+
+/* An ISOLATE server's worker died running j: the payload is the wait
+ * status (4 bytes, little-endian), then the message.  Takes data. */
+static void on_crash(struct mclient *c, int rank, struct mjob *j,
+		     unsigned char *data, size_t len)
+{
+	if (len < 4) {
+		fut__free(data);
+		fut__mpi_job_fail(j, FUT_EBROKEN, 0, "malformed crash record");
+		break_all(c, "rank %d sent a crash record without a status%s",
+			  rank, "");
+		return;
+	}
+	uint32_t u = 0;
+	for (int k = 0; k < 4; k++)
+		u |= (uint32_t)data[k] << (8 * k);
+	char *msg = fut__malloc(len - 4 + 1);
+	if (msg != NULL) {
+		memcpy(msg, data + 4, len - 4);
+		msg[len - 4] = '\0';
+	}
+	fut__free(data);
+	(void)fut__future_crash(&j->fut, (int)u, msg);
+	fut_release(&j->fut);
+}
+
+/* Completes the job of a result record. */
+static void on_result(struct mclient *c, int rank, struct fut__wire_rec *rec)
+{
+	struct mrank *mr = &c->ranks[rank];
+	struct mjob *j = mr->head, *prev = NULL;
+	while (j != NULL && j->id != rec->id) {
+		prev = j;
+		j = j->next;
+	}
+	if (j == NULL) {
+		if (rec->owned)
+			fut__free(rec->data);
+		break_all(c,
+			  "rank %d sent a result for a task it does not hold%s",
+			  rank, "");
+		return;
+	}
+	if (prev != NULL)
+		prev->next = j->next;
+	else
+		mr->head = j->next;
+	if (mr->tail == j)
+		mr->tail = prev;
+	mr->inflight--;
+
+	void *data = rec->data;
+	if (!rec->owned && rec->len != 0) {
+		data = fut__malloc(rec->len);
+		if (data != NULL)
+			memcpy(data, rec->data, rec->len);
+	}
+	if (rec->len != 0 && data == NULL) {
+		fut__mpi_job_fail(j, FUT_ENOMEM, 0,
+				  "out of memory for the task's result");
+		return;
+	}
+	char *msg = NULL;
+	switch (rec->kind) {
+	case FUT__WIRE_R_BYTES:
+		(void)fut__future_succeed_bytes(&j->fut, data, rec->len);
+		fut_release(&j->fut);
+		return;
+	case FUT__WIRE_R_ERROR:
+		if (rec->code == FUT_ECRASHED) {
+			on_crash(c, rank, j, (unsigned char *)data, rec->len);
+			return;
+		}
+		/* fall through */
+	case FUT__WIRE_R_FAIL:
+		msg = fut__malloc(rec->len + 1);
+		if (msg != NULL) {
+			if (rec->len != 0)
+				memcpy(msg, data, rec->len);
+			msg[rec->len] = '\0';
+		}
+		fut__free(data);
+		if (rec->kind == FUT__WIRE_R_FAIL)
+			(void)fut__future_fail(&j->fut, FUT_ETASK, rec->code,
+					       msg);
+		else
+			(void)fut__future_fail(&j->fut, rec->code, 0, msg);
+		fut_release(&j->fut);
+		return;
+	case FUT__WIRE_R_VALUE:
+		fut__free(data);
+		fut__mpi_job_fail(
+			j, FUT_ENOTSUP, 0,
+			"an MPI task returned a pointer (fut_task_return); "
+			"return bytes instead");
+		return;
+	default:
+		fut__free(data);
+		(void)fut__future_succeed(&j->fut, NULL);
+		fut_release(&j->fut);
+		return;
+	}
+}
+
+/* Feeds one message from rank into its decoder. */
+static void feed(struct mclient *c, int rank, const unsigned char *data,
+		 size_t len, bool broken)
+{
+	if (rank < 0 || rank >= c->s.size || rank == c->s.root || broken)
+		return; /* after a break, results are drained and dropped */
+	struct mrank *mr = &c->ranks[rank];
+	size_t off = 0;
+	while (off < len || !fut__wire_dec_idle(&mr->dec)) {
+		struct fut__wire_rec rec;
+		size_t used = 0;
+		int rc = fut__wire_dec_feed(&mr->dec, data + off, len - off,
+					    &used, &rec);
+		off += used;
+		if (rc == FUT__WIRE_MORE)
+			return;
+		if (rc == FUT__WIRE_RECORD) {
+			c->hot_rank = rank;
+			on_result(c, rank, &rec);
+			if (c->broke)
+				return;
+			continue;
+		}
+		break_all(c, "rank %d sent a malformed message: %s", rank,
+			  mr->dec.error != NULL ? mr->dec.error :
+						  "out of memory");
+		return;
+	}
+}
+
+static bool receive_all(struct mclient *c)
+{
+	bool did = false;
+	for (;;) {
+		const void *data;
+		size_t len;
+		int src = -1, tag = -1;
+		int rc = fut__mpi_link_recv(&c->link, MPI_ANY_SOURCE, &data,
+					    &len, &src, &tag);
+		if (rc == FUT_ETIMEDOUT)
+			return did;
+		if (rc != FUT_OK) {
+			break_all(c, "rank %d: an MPI receive failed%s",
+				  c->s.rank, "");
+			return true;
+		}
+		did = true;
+		if (tag == FUT__MPI_TAG_BYE) {
+			if (src >= 0 && src < c->s.size)
+				c->ranks[src].bye = true;
+			continue;
+		}
+		feed(c, src, data, len, c->broke);
+	}
+}
+
+/* Caller holds c->lock: pops up to n queued jobs. */
+static struct mjob *pop_locked(struct mclient *c, size_t n)
+{
+	struct mjob *first = c->qhead, *last = NULL;
+	for (struct mjob *j = first; j != NULL && n > 0; j = j->next, n--)
+		last = j;
+	if (last == NULL)
+		return NULL;
+	c->qhead = last->next;
+	if (c->qhead == NULL) {
+		c->qtail = NULL;
+		atomic_store(&c->queued, false);
+	}
+	last->next = NULL;
+	return first;
+}
+
+/* Sends rank r the jobs of list (claimed here; cancelled ones dropped). */
+static void send_jobs(struct mclient *c, int r, struct mjob *list)
+{
+	struct mrank *mr = &c->ranks[r];
+	struct fut__mpi_frame fr = { 0 };
+	while (list != NULL) {
+		struct mjob *j = list;
+		list = j->next;
+		j->next = NULL;
+		if (fut__future_start(&j->fut) != FUT_OK) {
+			fut_release(&j->fut); /* cancelled while queued */
+			continue;
+		}
+		int rc = FUT_OK;
+		while (rc == FUT_OK && mr->names_sent < j->name) {
+			pthread_mutex_lock(&c->lock);
+			const char *name = c->names[mr->names_sent].name;
+			pthread_mutex_unlock(&c->lock);
+			rc = fut__mpi_frame_add(&fr, mr->names_sent + 1, 0,
+						FUT__WIRE_T_NAME, 0, name,
+						strlen(name));
+			if (rc == FUT_OK)
+				mr->names_sent++;
+		}
+		j->id = ++c->next_id;
+		if (rc == FUT_OK)
+			rc = fut__mpi_frame_add(&fr, j->id, j->name,
+						FUT__WIRE_T_TASK, 0, j->input,
+						j->len);
+		if (rc != FUT_OK) {
+			fut__mpi_job_fail(
+				j, FUT_ENOMEM, 0,
+				"out of memory for the task's message");
+			continue;
+		}
+		if (mr->tail != NULL)
+			mr->tail->next = j;
+		else
+			mr->head = j;
+		mr->tail = j;
+		mr->inflight++;
+	}
+	int rc = fut__mpi_link_send(&c->link, r, FUT__WIRE_TASKS, &fr);
+	fut__free(fr.buf);
+	if (rc == FUT_EBROKEN)
+		break_all(c, "rank %d: an MPI send failed%s", r, "");
+	else if (rc != FUT_OK)
+		break_all(c, "rank %d: out of memory for a message%s", r, "");
+}
+
+/*
+ * Hands queued jobs to the ranks with room, round-robin, but the rank that
+ * answered last first: its loop has just sent and still spins, while a
+ * rank left idle for a round trip or more has fallen into its backoff.
+ * One task at a time round-robin made each server's idle gap two round
+ * trips: past poll_spin on a loaded machine, both servers slept, and
+ * round trips stayed at the backoff cap (W-MPI1: 2.7 ms; docs/mpi.md).
+ */
+static bool dispatch(struct mclient *c)
+{
+	/* The poll loop comes here each turn: no lock while nothing waits. */
+	if (!atomic_load(&c->queued))
+		return false;
+	bool did = false;
+	int size = c->s.size;
+	for (int k = -1; k < size; k++) {
+		int r = k < 0 ? c->hot_rank : (c->next_rank + k) % size;
+		if (r < 0)
+			continue;
+		struct mrank *mr = &c->ranks[r];
+		if (r == c->s.root || mr->stopped ||
+		    mr->inflight >= c->s.prefetch)
+			continue;
+		size_t room = c->s.prefetch - mr->inflight;
+		if (room > c->batch)
+			room = c->batch;
+		pthread_mutex_lock(&c->lock);
+		struct mjob *list = c->broken ? NULL : pop_locked(c, room);
+		pthread_mutex_unlock(&c->lock);
+		if (list == NULL)
+			break;
+		send_jobs(c, r, list);
+		if (k >= 0)
+			c->next_rank = (r + 1) % size;
+		did = true;
+	}
+	return did;
+}
+
+/* Sends an INTERRUPT for every running job that asked for one. */
+static bool send_interrupts(struct mclient *c)
+{
+	bool all = atomic_load(&c->interrupt_all);
+	bool did = false;
+	for (int r = 0; r < c->s.size; r++) {
+		struct fut__mpi_frame fr = { 0 };
+		for (struct mjob *j = c->ranks[r].head; j != NULL;
+		     j = j->next) {
+			bool asked = all || (atomic_load(&j->fut.flags) &
+					     FUT__F_INTERRUPT);
+			if (!asked || j->interrupt_sent)
+				continue;
+			if (fut__mpi_frame_add(&fr, j->id, 0,
+					       FUT__WIRE_T_INTERRUPT, 0, NULL,
+					       0) == FUT_OK)
+				j->interrupt_sent = true;
+		}
+		if (fr.count != 0) {
+			did = true;
+			if (fut__mpi_link_send(&c->link, r, FUT__WIRE_TASKS,
+					       &fr) != FUT_OK)
+				break_all(c, "rank %d: an MPI send failed%s", r,
+					  "");
+		}
+		fut__free(fr.buf);
+	}
+	return did;
+}
+
+/* True once shut down with nothing left: then the ranks get their STOP. */
+static bool drained(struct mclient *c)
+{
+	if (!atomic_load(&c->shutting))
+		return false;
+	pthread_mutex_lock(&c->lock);
+	bool done = c->shutdown && c->qhead == NULL;
+	pthread_mutex_unlock(&c->lock);
+	for (int r = 0; done && r < c->s.size; r++)
+		done = c->ranks[r].inflight == 0;
+	return done;
+}
+
+/* True once every server's BYE came (they come after their STOP). */
+static bool all_said_bye(const struct mclient *c)
+{
+	for (int r = 0; r < c->s.size; r++)
+		if (r != c->s.root && !c->ranks[r].bye)
+			return false;
+	return true;
+}
+
+void *fut__mpi_client_manager(void *arg)
+{
+	struct mclient *c = arg;
+	fut__current_executor_set(&c->ex);
+	struct fut__mpi_idle idle;
+	fut__mpi_idle_init(&idle, c->s.spin, c->s.backoff);
+	for (;;) {
+		bool did = receive_all(c);
+		did |= dispatch(c);
+		if (atomic_exchange(&c->interrupt_scan, false))
+			did |= send_interrupts(c);
+		did |= fut__mpi_link_progress(&c->link);
+		if (!c->stopping && drained(c)) {
+			stop_ranks(c);
+			c->stopping = true;
+		}
+		if (c->stopping && !fut__mpi_link_busy(&c->link) &&
+		    all_said_bye(c))
+			break;
+		if (did) {
+			fut__mpi_idle_busy(&idle);
+			continue;
+		}
+		int64_t ns = fut__mpi_idle_next(&idle, true);
+		if (ns > 0) /* woken early by submit, interrupt, shutdown */
+			fut__mpi_nap(&c->lock, &c->wake_cv, &c->wake,
+				     &c->sleeping, ns);
+	}
+	fut__mpi_comm_release(&c->s);
+	pthread_mutex_lock(&c->lock);
+	c->manager_done = true;
+	pthread_cond_broadcast(&c->done_cv);
+	bool free_handle = c->free_on_exit;
+	pthread_mutex_unlock(&c->lock);
+	fut__current_executor_set(NULL);
+	if (free_handle) {
+		pthread_detach(pthread_self());
+		fut__mpi_client_unref(c);
+	}
+	fut__mpi_client_unref(c);
+	return NULL;
+}

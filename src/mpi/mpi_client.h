@@ -1,0 +1,109 @@
+/*
+ * mpi_client.h: what the client's files share (client.c: the handle, its
+ * creation, shutdown and free; client_submit.c: jobs and submission;
+ * client_manager.c: the manager thread).  Private to libfuture-mpi.
+ *
+ * The manager thread owns every MPI call; submit, shutdown and interrupt
+ * run on any caller's thread.  c->lock guards the queue, the flags marked
+ * "lock" and the name table; it is never held across an MPI call or user
+ * code.  Lock order: c->lock -> a future's lock.
+ */
+#ifndef FUT_MPI_CLIENT_H
+#define FUT_MPI_CLIENT_H
+
+#include "mpi_int.h"
+
+struct mclient;
+
+struct mjob {
+	struct fut_future fut; /* first: the caller's handle */
+	struct mclient *c;     /* one client reference while the block lives */
+	struct mjob *next;     /* the queue, or its rank's in-flight list */
+	uint64_t id;
+	uint32_t name;
+	bool interrupt_sent;
+	size_t len;
+	unsigned char input[];
+};
+
+/* A server rank, as the manager sees it (the manager's alone). */
+struct mrank {
+	struct mjob *head, *tail; /* in flight, in the order sent */
+	size_t inflight;
+	uint32_t names_sent; /* ids 1..names_sent are known there */
+	bool stopped;
+	bool bye; /* its BYE came: nothing more of it is in flight */
+	struct fut__wire_dec dec;
+};
+
+struct cname {
+	fut_fn fn;
+	char *name;
+};
+
+struct mclient {
+	struct fut_executor ex; /* first: the handle */
+	_Atomic uint32_t refs;	/* handle + manager + one per job */
+	struct fut__mpi_setup s;
+	size_t batch;
+	pthread_t manager;
+	int keyval; /* the MPI_COMM_SELF attribute of the finalize hook */
+	_Atomic bool unhooking;
+	_Atomic bool interrupt_scan; /* some job asked for an interrupt */
+	_Atomic bool interrupt_all;  /* shutdown(INTERRUPT) */
+	/* Hints that let the manager's poll loop skip c->lock: queued is
+	 * stored with the queue (under the lock) and is false only when it
+	 * is empty; shutting is set with shutdown. */
+	_Atomic bool queued;
+	_Atomic bool shutting;
+
+	pthread_mutex_t lock;
+	pthread_cond_t wake_cv, done_cv;
+	struct mjob *qhead, *qtail; /* lock */
+	bool shutdown;		    /* lock */
+	bool broken;		    /* lock */
+	char *broken_msg;	    /* lock; never changes once set */
+	bool wake, sleeping;	    /* lock: the manager's sleep */
+	bool manager_done, joined;  /* lock */
+	bool free_on_exit;	    /* lock: freed from a callback */
+	struct cname *names;	    /* lock: id i + 1 at names[i] */
+	uint32_t nnames, capnames;  /* lock */
+
+	/* The manager's own. */
+	struct fut__mpi_link link;
+	struct mrank *ranks; /* [s.size]; root's unused */
+	uint64_t next_id;
+	int next_rank;
+	int hot_rank; /* the rank whose result came last; -1: none yet */
+	bool stopping;
+	bool broke; /* break_all ran */
+};
+
+static inline struct mclient *fut__mpi_client_of(fut_executor *ex)
+{
+	return fut__container_of(ex, struct mclient, ex);
+}
+
+/* client.c */
+
+/* Drops a reference: the handle's, the manager's or a job's. */
+void fut__mpi_client_unref(struct mclient *c);
+/* Caller holds c->lock: wakes the manager if it sleeps. */
+void fut__mpi_client_wake_locked(struct mclient *c);
+
+/* client_submit.c: the executor's submit calls, and a job's end */
+
+int fut__mpi_client_submit(fut_executor *ex, fut_fn fn, void *arg,
+			   const void *data, size_t len, bool bytes,
+			   fut_future **out);
+int fut__mpi_client_submit_many(fut_executor *ex, fut_fn fn, const void *inputs,
+				size_t stride, size_t n, fut_future **out);
+/* Completes j with a failure and drops the manager's reference. */
+void fut__mpi_job_fail(struct mjob *j, int code, int task_code,
+		       const char *msg);
+
+/* client_manager.c: the manager thread's body (arg: the client); it
+ * drops the manager's reference when it ends. */
+void *fut__mpi_client_manager(void *arg);
+
+#endif /* FUT_MPI_CLIENT_H */

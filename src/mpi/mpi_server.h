@@ -1,0 +1,114 @@
+/*
+ * mpi_server.h: what a serving rank's files share (server.c: the MPI loop
+ * and the results; server_tasks.c: the task threads; server_pool.c: the
+ * FUT_MPI_ISOLATE bridge to a process pool).  Private to libfuture-mpi.
+ *
+ * The calling thread runs the loop and owns every MPI call; the workers
+ * (or, with ISOLATE, the pool's manager thread) run the tasks and record
+ * their results.  s->lock guards the fields marked "lock"; it is never
+ * held while a task runs, across an MPI call, or across a call into the
+ * pool.
+ */
+#ifndef FUT_MPI_SERVER_H
+#define FUT_MPI_SERVER_H
+
+#include "mpi_int.h"
+
+struct stask {
+	struct stask *next;
+	uint64_t id;
+	uint32_t name;
+	_Atomic uint32_t flags; /* FUT__F_INTERRUPT */
+	size_t len;
+	unsigned char input[];
+};
+
+struct sname {
+	fut_fn fn; /* NULL: no such function here */
+	char *name;
+};
+
+struct pbatch;
+
+/* ISOLATE: a task in the pool. */
+struct ptask {
+	struct pbatch *b;
+	uint64_t id;
+	fut_future *f; /* the pool's future; released by its callback */
+	bool done;     /* s->lock */
+};
+
+/* ISOLATE: the tasks of one fut_submit_many, freed with the last one. */
+struct pbatch {
+	struct pbatch *next, *prev; /* s->lock: s->batches */
+	struct server *s;
+	size_t n, left; /* left: s->lock */
+	struct ptask t[];
+};
+
+struct server {
+	struct fut__mpi_setup s;
+	struct fut__mpi_link link;
+	struct fut__wire_dec dec;
+	struct sname *names; /* loop; read by workers under lock */
+	uint32_t nnames, capnames;
+	pthread_t *threads;
+	size_t nthreads;
+	int error; /* loop: why serving ended early */
+
+	pthread_mutex_t lock;
+	pthread_cond_t work_cv, loop_cv;
+	struct stask *qhead, *qtail;   /* lock */
+	struct stask *running;	       /* lock */
+	size_t busy;		       /* lock: tasks taken by workers */
+	bool stop;		       /* lock: STOP came (or serving failed) */
+	bool loop_sleeping, loop_wake; /* lock */
+	struct fut__mpi_frame results; /* lock */
+
+	/* ISOLATE: the batches in the pool (lock), and the run of tasks
+	 * being gathered from a message (the loop's): one function, one
+	 * input length. */
+	struct pbatch *batches;
+	uint32_t run_name;
+	size_t run_len, run_n, run_cap;
+	unsigned char *run_inputs;
+	size_t run_bytes; /* allocated at run_inputs */
+	uint64_t *run_ids;
+	fut_future **run_futs;
+};
+
+/* server.c */
+
+/* Caller holds s->lock: wakes the loop if results are due. */
+void fut__mpi_server_wake_locked(struct server *s);
+/* Caller holds s->lock: a result record for id was added (rc FUT_OK) or
+ * not (then a shorter one says so). */
+void fut__mpi_server_result_added_locked(struct server *s, uint64_t id, int rc);
+/* Caller holds s->lock: records t's outcome for the client, or that the
+ * task named not_found (when not NULL) is not here. */
+void fut__mpi_server_add_result_locked(struct server *s, uint64_t id,
+				       const fut_task *t,
+				       const char *not_found);
+/* Serving cannot go on: finish what runs, then return code (the loop). */
+void fut__mpi_server_give_up(struct server *s, int code);
+
+/* server_tasks.c */
+
+/* Runs one task taken from the queue (no lock held), records its result
+ * and frees it. */
+void fut__mpi_server_run_one(struct server *s, struct stask *st);
+/* Caller holds s->lock: takes the next queued task, or NULL. */
+struct stask *fut__mpi_server_take_locked(struct server *s);
+/* A worker thread's body (arg: the server). */
+void *fut__mpi_server_worker(void *arg);
+
+/* server_pool.c (ISOLATE; the loop's thread) */
+
+/* Gathers a task record for the pool. */
+void fut__mpi_pool_gather(struct server *s, const struct fut__wire_rec *r);
+/* Passes the tasks gathered to the pool: one fut_submit_many. */
+void fut__mpi_pool_flush(struct server *s);
+/* An INTERRUPT for task id, which the pool holds. */
+void fut__mpi_pool_interrupt(struct server *s, uint64_t id);
+
+#endif /* FUT_MPI_SERVER_H */
