@@ -163,8 +163,9 @@ FUT_API int fut_result(fut_future *f, double timeout, void **value);
 
 /*
  * As fut_result() for a byte result: *data and *len (both required) get the
- * bytes, owned by the future and valid until it is released.  A pointer
- * result gives the pointer and length 0.  On failure *data is NULL, *len 0.
+ * bytes, owned by the future and valid until it is released; they start
+ * 8-aligned on every executor.  A pointer result gives the pointer and
+ * length 0.  On failure *data is NULL, *len 0.
  */
 FUT_API int fut_result_bytes(fut_future *f, double timeout, const void **data,
 			     size_t *len);

@@ -266,6 +266,34 @@ static void test_byte_results_come_back(void **state)
 	fut_executor_free(ex);
 }
 
+/* A result of any length, short ones included (they take the input's
+ * place in the job block), starts 8-aligned: an int64_t or a double of
+ * it is read in place (docs/api.md, fut_result_bytes). */
+static void test_short_results_are_aligned_for_reading_in_place(void **state)
+{
+	(void)state;
+	fut_executor *ex = new_pool(2);
+	enum { MAXLEN = 40 };
+	fut_future *fs[MAXLEN + 1];
+	unsigned char in[MAXLEN];
+	for (size_t i = 0; i < MAXLEN; i++)
+		in[i] = (unsigned char)(i * 7 + 1);
+	for (size_t n = 1; n <= MAXLEN; n++)
+		assert_int_equal(fut_submit_bytes(ex, echo_task, in, n, &fs[n]),
+				 FUT_OK);
+	for (size_t n = 1; n <= MAXLEN; n++) {
+		const void *out;
+		size_t len;
+		assert_int_equal(fut_result_bytes(fs[n], 30, &out, &len),
+				 FUT_OK);
+		assert_int_equal(len, n);
+		assert_int_equal((uintptr_t)out % 8, 0);
+		assert_memory_equal(out, in, n);
+		fut_release(fs[n]);
+	}
+	fut_executor_free(ex);
+}
+
 static void test_empty_input_and_empty_result(void **state)
 {
 	(void)state;
@@ -1070,6 +1098,8 @@ int main(void)
 	 * do here, the library never raises SIGPIPE. */
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_byte_results_come_back),
+		cmocka_unit_test(
+			test_short_results_are_aligned_for_reading_in_place),
 		cmocka_unit_test(test_empty_input_and_empty_result),
 		cmocka_unit_test(test_submit_with_a_pointer_is_not_supported),
 		cmocka_unit_test(

@@ -41,7 +41,9 @@ struct pp_job {
 	bool slab;	  /* a recycled block (fut__slab_get) */
 	uint8_t shared;	  /* PP_SHARED_* */
 	uint8_t requeued; /* times it went back to the queue */
-	unsigned char input[];
+	/* 8-aligned: a short result takes the input's place and is read in
+	 * place by the caller (docs/api.md, fut_result_bytes). */
+	_Alignas(8) unsigned char input[];
 };
 
 /* A job's shared memory. */
