@@ -15,7 +15,9 @@
  * every pending and running future, with the rank's name.  Once shut down
  * and empty, it sends one STOP per rank and ends when every rank's BYE
  * came.  It waits by polling (link.c's clock): spin, then an exponential
- * backoff on a condition variable that submit signals.
+ * backoff on a condition variable that submit signals.  With no job in
+ * flight and no STOP unanswered it makes no MPI call (go_quiet()): a
+ * program whose futures are all done may call MPI_Finalize.
  * Threads: the manager only (c->ranks, c->link and the fields below "the
  * manager's own" are its alone).
  * Locks: c->lock for the queue, the broken flag and the name table; never
@@ -82,6 +84,7 @@ static void break_all(struct mclient *c, const char *fmt, int rank,
 		mr->head = mr->tail = NULL;
 		mr->inflight = 0;
 	}
+	c->inflight = 0;
 	if (first)
 		stop_ranks(c);
 }
@@ -111,6 +114,34 @@ static void on_crash(struct mclient *c, int rank, struct mjob *j,
 	fut_release(&j->fut);
 }
 
+/*
+ * The last job in flight is about to complete.  Once it has, its caller
+ * may call MPI_Finalize, and MPI forbids any other thread inside MPI then:
+ * MPICH 4.0 stops taking its global lock as MPI_Finalize starts, before
+ * the finalize hook runs, so a call of this thread that entered the lock
+ * before leaves without unlocking it, and MPI_Finalize aborts on
+ * destroying it (pthread_mutex_destroy: EBUSY; docs/reliability.md).  So
+ * the sends still in flight complete first (the servers hold every task
+ * sent: they received them; a second is ample), and receive_all() probes
+ * no more until a job or a STOP is out again: from here until the next
+ * submit or shutdown this thread makes no MPI call.
+ */
+static void go_quiet(struct mclient *c)
+{
+	(void)fut__mpi_link_flush(&c->link, 1000000000);
+}
+
+/* Whether a message can come: a job in flight, or a STOP not answered. */
+static bool expecting(const struct mclient *c)
+{
+	if (c->inflight != 0)
+		return true;
+	for (int r = 0; r < c->s.size; r++)
+		if (c->ranks[r].stopped && !c->ranks[r].bye)
+			return true;
+	return false;
+}
+
 /* Completes the job of a result record. */
 static void on_result(struct mclient *c, int rank, struct fut__wire_rec *rec)
 {
@@ -135,6 +166,8 @@ static void on_result(struct mclient *c, int rank, struct fut__wire_rec *rec)
 	if (mr->tail == j)
 		mr->tail = prev;
 	mr->inflight--;
+	if (--c->inflight == 0)
+		go_quiet(c);
 
 	void *data = rec->data;
 	if (!rec->owned && rec->len != 0) {
@@ -222,7 +255,7 @@ static void feed(struct mclient *c, int rank, const unsigned char *data,
 static bool receive_all(struct mclient *c)
 {
 	bool did = false;
-	for (;;) {
+	while (expecting(c)) {
 		const void *data;
 		size_t len;
 		int src = -1, tag = -1;
@@ -243,6 +276,7 @@ static bool receive_all(struct mclient *c)
 		}
 		feed(c, src, data, len, c->broke);
 	}
+	return did;
 }
 
 /* Caller holds c->lock: pops up to n queued jobs. */
@@ -303,6 +337,7 @@ static void send_jobs(struct mclient *c, int r, struct mjob *list)
 			mr->head = j;
 		mr->tail = j;
 		mr->inflight++;
+		c->inflight++;
 	}
 	int rc = fut__mpi_link_send(&c->link, r, FUT__WIRE_TASKS, &fr);
 	fut__free(fr.buf);

@@ -72,6 +72,7 @@ struct mclient {
 	/* The manager's own. */
 	struct fut__mpi_link link;
 	struct mrank *ranks; /* [s.size]; root's unused */
+	size_t inflight;     /* the sum of the ranks' */
 	uint64_t next_id;
 	int next_rank;
 	int hot_rank; /* the rank whose result came last; -1: none yet */

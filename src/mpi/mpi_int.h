@@ -98,6 +98,9 @@ int fut__mpi_link_send(struct fut__mpi_link *l, int to, unsigned type,
 bool fut__mpi_link_progress(struct fut__mpi_link *l);
 /* True while sends are in flight. */
 bool fut__mpi_link_busy(const struct fut__mpi_link *l);
+/* Tests the sends in flight until none is left, for up to ns: true once
+ * none is. */
+bool fut__mpi_link_flush(struct fut__mpi_link *l, int64_t ns);
 /* One message from `from` (MPI_ANY_SOURCE allowed), of any tag, if one is
  * there: FUT_OK with *data and *len (the link's stage, valid until the
  * next call), *source and *tag; FUT_ETIMEDOUT when none; FUT_EBROKEN,
