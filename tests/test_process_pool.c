@@ -273,7 +273,9 @@ static void test_short_results_are_aligned_for_reading_in_place(void **state)
 {
 	(void)state;
 	fut_executor *ex = new_pool(2);
-	enum { MAXLEN = 40 };
+	enum {
+		MAXLEN = 40
+	};
 	fut_future *fs[MAXLEN + 1];
 	unsigned char in[MAXLEN];
 	for (size_t i = 0; i < MAXLEN; i++)
