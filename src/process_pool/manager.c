@@ -383,66 +383,6 @@ static int poll_timeout(struct pp_mgr *m, int64_t deadline, bool waiters)
 	return ms > 60000 ? 60000 : (int)ms;
 }
 
-/*
- * Whether the manager may spin before it sleeps: a worker is idle, and a
- * cpu is left for the manager and one for a submitting thread once every
- * worker running a task has one.  Spinning while the only free cpu is the
- * one a worker's answer or the caller needs made W4 worse (55-62 us a
- * round trip, against 41-55 without spinning and 22-25 with this rule,
- * on 2 cpus: docs/perf-log.md); so on 2 cpus it spins only while no
- * task runs, waiting for the next submit, and never under W5.
- */
-static bool may_spin(const struct pp_mgr *m)
-{
-	const struct ppool *p = m->p;
-	size_t busy = 0, ready = 0;
-	for (uint32_t i = 0; i < p->nslots; i++) {
-		const struct pp_worker *w = &p->workers[i];
-		if (w->state != PW_READY)
-			continue;
-		ready++;
-		if (w->head != NULL)
-			busy++;
-	}
-	return ready > busy && busy + 2 <= m->ncpus;
-}
-
-/*
- * poll(2) over the manager's set, spinning first for FUT__PP_SPIN_NS
- * (poll with no wait) when may_spin: a result or a submit that comes
- * meanwhile then costs no wake-up of this thread, 10-25 us on these VMs
- * each, and a W4 round trip has two of them (a submit wakes the manager,
- * the worker's answer wakes it again).  Idle, the manager sleeps within
- * FUT__PP_SPIN_NS of its last event.
- */
-static int wait_events(struct pp_mgr *m, size_t n, int timeout)
-{
-	if (timeout != 0 && may_spin(m)) {
-		/* Spins that end with nothing spend a cpu others wanted (a
-		 * busy machine: the caller or the worker waits for one):
-		 * each costs 4 credits, each that pays earns 1, and with
-		 * none left the manager sleeps at once, trying a spin again
-		 * every 64th time to see whether the machine freed up. */
-		if (m->spin_credit <= 0 && ++m->spin_skipped >= 64) {
-			m->spin_credit = 1;
-			m->spin_skipped = 0;
-		}
-		if (m->spin_credit > 0) {
-			int64_t end = fut__now_ns() + FUT__PP_SPIN_NS;
-			do {
-				int rc = poll(m->pfd, n, 0);
-				if (rc != 0) {
-					if (m->spin_credit < 16)
-						m->spin_credit++;
-					return rc;
-				}
-			} while (fut__now_ns() < end);
-			m->spin_credit -= 4;
-		}
-	}
-	return poll(m->pfd, n, timeout);
-}
-
 static void loop(struct pp_mgr *m)
 {
 	struct ppool *p = m->p;
@@ -508,7 +448,7 @@ static void loop(struct pp_mgr *m)
 				m->pfd_w[n++] = w;
 			}
 		}
-		int rc = wait_events(m, n, poll_timeout(m, deadline, waiters));
+		int rc = poll(m->pfd, n, poll_timeout(m, deadline, waiters));
 		if (rc < 0)
 			continue;
 		m->now = fut__now_ns();
@@ -550,8 +490,6 @@ void *fut__pp_manager_main(void *arg)
 	m.p = p;
 	m.pfd = p->pfd;
 	m.pfd_w = p->pfd_w;
-	m.ncpus = (size_t)fut__ncpus();
-	m.spin_credit = 8;
 	loop(&m);
 	teardown(p);
 	fut__pp_lock(p);

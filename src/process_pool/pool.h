@@ -192,9 +192,6 @@ struct ppool {
 /* A worker with tasks sent and none started yet is looked at again after
  * this long: it may have begun a long one meanwhile. */
 #define FUT__PP_RECHECK_NS ((int64_t)1000000)
-/* The manager spins this long before it sleeps, while a cpu is free
- * (manager.c's wait_events): about two wake-ups of a thread here. */
-#define FUT__PP_SPIN_NS ((int64_t)50000)
 
 /* A task frame carries at most this many input bytes copied into it; a
  * larger input travels alone, straight from its job block. */
@@ -264,10 +261,6 @@ struct pp_mgr {
 	unsigned fs_restarts;
 	bool closing; /* shut down and drained: workers are told to go */
 	int64_t take_back_at; /* manager.c's take_back_waiting; -1: none */
-	size_t ncpus;	      /* of the machine, for may_spin */
-	/* manager.c's wait_events: spin while credit > 0 */
-	int spin_credit;
-	unsigned spin_skipped;
 	struct pollfd *pfd;
 	struct pp_worker **pfd_w; /* the worker of each entry, NULL */
 };
