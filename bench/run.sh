@@ -8,6 +8,8 @@
 # targets.
 #   BENCH_RUNS=n   runs per program
 #   BENCH_QUICK=1  a smoke run: one run, counts scaled down 10x
+#   BENCH_ONLY="bench_io io_glib io_python.py"  only the programs so named
+#                  (ours and the peers, by file name): W7-W9 side by side
 # The peers are built here into BUILD/bench-peers/; missing packages
 # (libglib2.0-dev, libtbb-dev, g++) are installed with apt-get when
 # possible, and a peer that cannot be built or run is skipped, saying so.
@@ -70,6 +72,18 @@ if command -v python3 >/dev/null 2>&1; then
 	progs="$progs python3:$here/peers/io_python.py"
 else
 	say "skipping the Python peer (no python3)"
+fi
+
+# BENCH_ONLY keeps the programs whose file name it lists.
+if [ -n "${BENCH_ONLY:-}" ]; then
+	kept=""
+	for p in $progs; do
+		case " $BENCH_ONLY " in
+		*" $(basename "${p#python3:}") "*) kept="$kept $p" ;;
+		esac
+	done
+	progs=$kept
+	[ -n "$progs" ] || { say "BENCH_ONLY=$BENCH_ONLY names no program"; exit 1; }
 fi
 
 # --- runs -------------------------------------------------------------

@@ -13,7 +13,9 @@
  * - The parent's stdout closed while the pool runs.
  * - No thread can be started (RLIMIT_NPROC, in a child process): submit
  *   gives FUT_EAGAIN and leaves nothing behind; the pool works once
- *   threads can be started again.
+ *   threads can be started again.  A burst whose thread starts fail (some
+ *   at once) runs on the threads there are, and every slot gets a thread
+ *   once they can start.
  * - No fd can be opened (RLIMIT_NOFILE): fut_as_completed_fd() gives -1
  *   with EMFILE, the iterator still works, and a later call gets the fd.
  * The process pool's faults are in test_pp_faults.c.
@@ -28,6 +30,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -750,22 +753,36 @@ static void test_pool_runs_with_stdout_closed(void **state)
 		}                                                              \
 	} while (0)
 
-static void child_no_threads(void)
+/* In a child: a pool of `workers`, for a user that RLIMIT_NPROC binds
+ * (root is exempt: it becomes nobody). */
+static fut_executor *child_pool(size_t workers)
 {
-	/* Root is exempt from RLIMIT_NPROC: become nobody first. */
 	if (geteuid() == 0) {
 		CHILD_CHECK(setgid(65534) == 0);
 		CHILD_CHECK(setuid(65534) == 0);
 	}
 	fut_executor *ex;
 	CHILD_CHECK(fut_thread_pool_new(
-			    &ex, &(fut_thread_pool_opts){ .max_workers = 2 }) ==
-		    FUT_OK);
-	struct rlimit old, low;
-	CHILD_CHECK(getrlimit(RLIMIT_NPROC, &old) == 0);
-	low = old;
-	low.rlim_cur = 0; /* the soft limit alone: it can come back */
+			    &ex, &(fut_thread_pool_opts){
+					 .max_workers = workers }) == FUT_OK);
+	return ex;
+}
+
+/* In a child: no thread can start from here on until *old is set back
+ * (the soft limit alone is lowered, so it can come back). */
+static void child_no_more_threads(struct rlimit *old)
+{
+	CHILD_CHECK(getrlimit(RLIMIT_NPROC, old) == 0);
+	struct rlimit low = *old;
+	low.rlim_cur = 0;
 	CHILD_CHECK(setrlimit(RLIMIT_NPROC, &low) == 0);
+}
+
+static void child_no_threads(void)
+{
+	fut_executor *ex = child_pool(2);
+	struct rlimit old;
+	child_no_more_threads(&old);
 	fut_future *f = (fut_future *)(uintptr_t)1;
 	for (int i = 0; i < 3; i++) {
 		CHILD_CHECK(fut_submit(ex, echo_task, &old, &f) == FUT_EAGAIN);
@@ -782,18 +799,94 @@ static void child_no_threads(void)
 	exit(0); /* exit, not _exit: the leak checkers run at exit */
 }
 
-static void test_submit_without_threads_gives_eagain(void **state)
+/* Runs child() in a forked child, which must exit 0. */
+static void expect_child_passes(void (*child)(void))
 {
-	(void)state;
 	fflush(NULL);
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0)
-		child_no_threads();
+		child();
 	int status;
 	assert_int_equal(waitpid(pid, &status, 0), pid);
 	assert_true(WIFEXITED(status));
 	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+static void test_submit_without_threads_gives_eagain(void **state)
+{
+	(void)state;
+	expect_child_passes(child_no_threads);
+}
+
+/* Tasks that all run at once or fail: each waits (10 s at most) until
+ * GATED of them run. */
+#define GATED 16
+static atomic_int gated_running;
+
+static void gated_task(fut_task *t)
+{
+	atomic_fetch_add(&gated_running, 1);
+	struct timespec end, now;
+	clock_gettime(CLOCK_MONOTONIC, &end);
+	end.tv_sec += 10;
+	while (atomic_load(&gated_running) < GATED) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (now.tv_sec > end.tv_sec ||
+		    (now.tv_sec == end.tv_sec && now.tv_nsec > end.tv_nsec)) {
+			fut_task_fail(t, FUT_ETIMEDOUT, "not all %d ran",
+				      GATED);
+			return;
+		}
+		sched_yield();
+	}
+	fut_task_return(t, NULL);
+}
+
+static void child_some_threads(void)
+{
+	fut_executor *ex = child_pool(GATED);
+	void *v;
+	fut_future *f;
+	CHILD_CHECK(fut_submit(ex, echo_task, &v, &f) == FUT_OK);
+	CHILD_CHECK(fut_result(f, FUT_FOREVER, &v) == FUT_OK);
+	fut_release(f);
+	struct rlimit old;
+	child_no_more_threads(&old);
+	/* A burst: the workers started to cover it all fail to start, some
+	 * of them at once; the one thread runs every task. */
+	enum {
+		BURST = 256
+	};
+	static fut_future *fs[BURST];
+	static unsigned char in[BURST];
+	CHILD_CHECK(fut_submit_many(ex, echo_task, in, 1, BURST, fs) == FUT_OK);
+	CHILD_CHECK(fut_wait(fs, BURST, FUT_ALL_COMPLETED, FUT_FOREVER) ==
+		    FUT_OK);
+	for (int i = 0; i < BURST; i++) {
+		CHILD_CHECK(fut_result(fs[i], 0, &v) == FUT_OK);
+		fut_release(fs[i]);
+	}
+	CHILD_CHECK(fut__tp_threads(ex) == 1);
+	/* Threads can start again: the places of the failed starts are
+	 * taken anew, and every slot gets a thread. */
+	CHILD_CHECK(setrlimit(RLIMIT_NPROC, &old) == 0);
+	for (int i = 0; i < GATED; i++)
+		CHILD_CHECK(fut_submit(ex, gated_task, NULL, &fs[i]) == FUT_OK);
+	for (int i = 0; i < GATED; i++) {
+		CHILD_CHECK(fut_result(fs[i], FUT_FOREVER, &v) == FUT_OK);
+		fut_release(fs[i]);
+	}
+	CHILD_CHECK(fut__tp_threads(ex) == GATED);
+	fut_executor_free(ex);
+	exit(0); /* exit, not _exit: the leak checkers run at exit */
+}
+
+static void
+test_a_burst_whose_thread_starts_fail_runs_and_recovers(void **state)
+{
+	(void)state;
+	expect_child_passes(child_some_threads);
 }
 
 static void test_as_completed_fd_reports_emfile_and_recovers(void **state)
@@ -856,6 +949,8 @@ int main(void)
 		cmocka_unit_test(test_signal_storm_surfaces_no_eintr),
 		cmocka_unit_test(test_pool_runs_with_stdout_closed),
 		cmocka_unit_test(test_submit_without_threads_gives_eagain),
+		cmocka_unit_test(
+			test_a_burst_whose_thread_starts_fail_runs_and_recovers),
 		cmocka_unit_test(
 			test_as_completed_fd_reports_emfile_and_recovers),
 	};

@@ -8,9 +8,10 @@
  * beside its sleep half.
  * Threads: workers; submitters call fut__tp_wakep and start the first
  * thread.
- * Locks: p->ctl guards starting a thread (workers[], nlive) and is taken
- * alone; everything else is atomics, the pairings written at each
- * function.
+ * Locks: p->ctl guards the places of threads (workers[], nlive, a
+ * worker's starting, hole and joined marks) and is taken alone; it is
+ * held across pthread_create only for a pool's first thread.  Everything
+ * else is atomics, the pairings written at each function.
  */
 #include <stdio.h>
 #include <string.h>
@@ -102,43 +103,111 @@ static void name_thread(struct worker *w)
 	pthread_setname_np(pthread_self(), name);
 }
 
-/* Starts one worker, which starts as a looker (the caller counted it in
- * nspinning).  Caller holds p->ctl. */
-int fut__tp_spawn_locked(struct tpool *p)
+/*
+ * Takes a place in workers[] for a thread about to be started: the place
+ * of a start that failed, else the next one.  The worker is counted from
+ * here on (nlive, a pool reference, the limits) and marked `starting`
+ * until start_done: a shutdown waits for it and a join skips it until
+ * then.  Caller holds p->ctl.
+ */
+static int reserve_locked(struct tpool *p, struct worker **out)
 {
 	assert(fut__mutex_held(&p->ctl));
 	uint32_t n = atomic_load_explicit(&p->nthreads, memory_order_relaxed);
-	if (n >= p->max_threads ||
-	    n - atomic_load(&p->nwaiting) >= p->max_workers)
+	uint32_t live = pool_threads(p);
+	if (live >= p->max_threads ||
+	    live - atomic_load(&p->nwaiting) >= p->max_workers)
 		return FUT_EAGAIN;
-	struct worker *w = p->workers[n];
-	if (w == NULL) {
-		w = fut__calloc(1, sizeof(*w));
-		if (w == NULL)
-			return FUT_ENOMEM;
-		p->workers[n] = w;
+	struct worker *w = NULL;
+	if (atomic_load(&p->nholes) > 0) {
+		for (uint32_t i = 0; i < n && w == NULL; i++)
+			if (p->workers[i]->hole)
+				w = p->workers[i];
+		assert(w != NULL);
+		w->hole = false;
+		atomic_fetch_sub(&p->nholes, 1);
+	} else {
+		w = p->workers[n];
+		if (w == NULL) {
+			w = fut__calloc(1, sizeof(*w));
+			if (w == NULL)
+				return FUT_ENOMEM;
+			p->workers[n] = w;
+		}
+		w->pool = p;
+		w->index = n;
+		atomic_store_explicit(&p->nthreads, n + 1,
+				      memory_order_release);
 	}
-	w->pool = p;
-	w->index = n;
-	atomic_fetch_add(&p->refs, 1);
-	if (fut__tp_thread_start(&w->thread, worker_main, w, &w->stack) != 0) {
-		atomic_fetch_sub(&p->refs, 1);
-		return FUT_EAGAIN;
-	}
-	if (p->detached) { /* freed from its own thread: nobody joins */
-		fut__tp_thread_abandon(w->thread, &w->stack);
-		w->joined = true;
-	}
+	w->joined = false;
+	w->starting = true;
 	p->nlive++;
-	atomic_store_explicit(&p->nthreads, n + 1, memory_order_release);
+	atomic_fetch_add(&p->refs, 1);
+	*out = w;
 	return FUT_OK;
 }
 
+/* After the pthread_create of a reserved worker (rc its code).  A place
+ * whose start failed is given back: the last one is dropped, one below
+ * others is left a hole for the next start.  Caller holds p->ctl. */
+static int start_done_locked(struct tpool *p, struct worker *w, int rc)
+{
+	assert(fut__mutex_held(&p->ctl));
+	w->starting = false;
+	if (rc == 0) {
+		if (p->detached) { /* freed from its own thread: nobody joins */
+			fut__tp_thread_abandon(w->thread, &w->stack);
+			w->joined = true;
+		}
+	} else {
+		w->joined = true; /* nothing to join */
+		uint32_t n = atomic_load_explicit(&p->nthreads,
+						  memory_order_relaxed);
+		if (w->index + 1 == n) {
+			atomic_store_explicit(&p->nthreads, n - 1,
+					      memory_order_release);
+		} else {
+			w->hole = true;
+			atomic_fetch_add(&p->nholes, 1);
+		}
+		p->nlive--;
+		atomic_fetch_sub(&p->refs, 1);
+	}
+	/* A join or a shutdown may wait for this start to be over. */
+	pthread_cond_broadcast(&p->ctl_cv);
+	return rc == 0 ? FUT_OK : FUT_EAGAIN;
+}
+
+/* Starts one worker, which starts as a looker (the caller counted it in
+ * nspinning).  Caller holds p->ctl, across pthread_create: the pool's
+ * first thread, started by a submit. */
+int fut__tp_spawn_locked(struct tpool *p)
+{
+	struct worker *w;
+	int rc = reserve_locked(p, &w);
+	if (rc != FUT_OK)
+		return rc;
+	rc = fut__tp_thread_start(&w->thread, worker_main, w, &w->stack);
+	return start_done_locked(p, w, rc);
+}
+
+/*
+ * Starts one worker from a worker or a submitter: p->ctl is held only to
+ * reserve its place and to record the start, not across pthread_create,
+ * so that threads starting others clone at once on every cpu (a clone is
+ * most of a thread's start; under the lock they took turns).
+ */
 static int spawn(struct tpool *p)
 {
+	struct worker *w;
 	pthread_mutex_lock(&p->ctl);
-	int rc = atomic_load(&p->broken) ? FUT_EBROKEN :
-					   fut__tp_spawn_locked(p);
+	int rc = atomic_load(&p->broken) ? FUT_EBROKEN : reserve_locked(p, &w);
+	pthread_mutex_unlock(&p->ctl);
+	if (rc != FUT_OK)
+		return rc;
+	rc = fut__tp_thread_start(&w->thread, worker_main, w, &w->stack);
+	pthread_mutex_lock(&p->ctl);
+	rc = start_done_locked(p, w, rc);
 	pthread_mutex_unlock(&p->ctl);
 	return rc;
 }
@@ -151,7 +220,9 @@ static int spawn(struct tpool *p)
  * futex call (each takes a token: it is then a looker, counted by us),
  * and starts threads for the rest, at most two per call: each new thread
  * does the same once it finds a task, so a burst of N starts its threads
- * as a binary tree, log2(N) steps deep, none of them in the submitter.
+ * as a binary tree, log2(N) steps deep, none of them in the submitter,
+ * and the threads that start others clone at once, one on each cpu
+ * (spawn holds no lock across pthread_create).
  * Pairs with idle_sleep's last look: it stops looking, then reads the
  * queue; a submitter pushed, then reads nspinning with a read-modify-
  * write: one of the two sees the other.

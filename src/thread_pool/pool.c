@@ -24,8 +24,8 @@
  *   idle worker looks at the queue (nspinning > 0), or one is on its way:
  *   a submit that finds none wakes a sleeper or starts a thread, and a
  *   worker that stops looking because it found a task does the same if
- *   more are queued, so a burst starts the workers one after another,
- *   each thread started by the one before (off the submitter's path).
+ *   more are queued, so a burst starts its workers as a tree, each new
+ *   thread starting up to two more (off the submitter's path).
  * - A worker that waits on a task of its own pool that has not started
  *   runs that very task inline (at most FUT__TP_INLINE_DEPTH deep); past
  *   that it hands its slot off, and the pool adds threads beyond
@@ -213,8 +213,9 @@ static void interrupt_running(struct tpool *p)
 }
 
 /* Joins every worker, those started meanwhile too (a task still running
- * may start one for a nested wait).  Caller holds p->ctl, which a worker
- * that starts another takes: it is dropped around each join. */
+ * may start one for a nested wait), each once its pthread_create is over.
+ * Caller holds p->ctl, which a worker that starts another takes: it is
+ * dropped around each join and while a start is under way. */
 static void join_all_locked(struct tpool *p)
 {
 	assert(fut__mutex_held(&p->ctl));
@@ -222,6 +223,8 @@ static void join_all_locked(struct tpool *p)
 	     i < atomic_load_explicit(&p->nthreads, memory_order_acquire);
 	     i++) {
 		struct worker *v = p->workers[i];
+		while (v != NULL && v->starting)
+			pthread_cond_wait(&p->ctl_cv, &p->ctl);
 		if (v != NULL && !v->joined) {
 			v->joined = true;
 			pthread_t th = v->thread;
@@ -270,7 +273,8 @@ static void tp_destroy(fut_executor *ex)
 		uint32_t nt = atomic_load(&p->nthreads);
 		for (uint32_t i = 0; i < nt; i++) {
 			struct worker *v = p->workers[i];
-			if (v != NULL && !v->joined) {
+			/* One being started is its starter's to abandon. */
+			if (v != NULL && !v->joined && !v->starting) {
 				fut__tp_thread_abandon(v->thread, &v->stack);
 				v->joined = true;
 			}
@@ -351,7 +355,7 @@ size_t fut__tp_blocked_submitters(fut_executor *ex)
 
 size_t fut__tp_threads(fut_executor *ex)
 {
-	return atomic_load(&pool_of(ex)->nthreads);
+	return pool_threads(pool_of(ex));
 }
 
 size_t fut__tp_queued(fut_executor *ex)

@@ -71,10 +71,14 @@ struct fut__tp_stack {
 
 struct worker {
 	struct tpool *pool;
+	/* Written by its starter, then guarded by p->ctl once `starting`
+	 * is false. */
 	pthread_t thread;
-	struct fut__tp_stack stack; /* guarded by p->ctl */
+	struct fut__tp_stack stack;
 	unsigned index;
-	bool joined;	/* guarded by p->ctl */
+	bool joined;	/* guarded by p->ctl: joined, or nothing to join */
+	bool starting;	/* guarded by p->ctl: pthread_create not yet over */
+	bool hole;	/* guarded by p->ctl: its start failed; place free */
 	bool has_slot;	/* this thread's own */
 	bool handed;	/* gave its slot up for a nested wait; its own */
 	unsigned depth; /* tasks run nested inline; this thread's own */
@@ -110,7 +114,8 @@ struct tpool {
 	_Atomic uint32_t nsleeping; /* idle workers asleep on wake */
 	_Atomic uint32_t tokens;    /* wake-ups sent, not yet taken */
 	_Atomic uint32_t wake;	    /* futex word of idle workers */
-	_Atomic uint32_t nthreads;  /* workers started (published) */
+	_Atomic uint32_t nthreads;  /* places in workers[] (published) */
+	_Atomic uint32_t nholes;    /* of them, left by starts that failed */
 	_Atomic uint32_t interrupting; /* shutdowns walking running stacks */
 
 	_Alignas(64) _Atomic size_t refs; /* handle + workers + job blocks */
@@ -127,6 +132,12 @@ static inline int pool_state(struct tpool *p)
 	if (atomic_load(&p->shutdown))
 		return FUT_ESHUTDOWN;
 	return FUT_OK;
+}
+
+/* Worker threads started or being started (not yet exited or not). */
+static inline uint32_t pool_threads(struct tpool *p)
+{
+	return atomic_load(&p->nthreads) - atomic_load(&p->nholes);
 }
 
 static inline struct tpool *pool_of(fut_executor *ex)

@@ -140,7 +140,7 @@ int fut__tp_hook_block(void *ctx)
 	fut__tp_wakep(p);
 	/* Every thread waits, none can be added, and tasks are queued: a
 	 * wait that depends on them would never end. */
-	if (atomic_load(&p->nwaiting) >= atomic_load(&p->nthreads) &&
+	if (atomic_load(&p->nwaiting) >= pool_threads(p) &&
 	    atomic_load(&p->nspinning) == 0 && fut__tp_queue_count(&p->q) > 0)
 		return FUT_EAGAIN;
 	return FUT_OK;
