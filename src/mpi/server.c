@@ -341,10 +341,10 @@ static struct stask *loop(struct server *s)
  * run_here: the body of the calling thread and of the standby thread.
  * Whichever holds the loop runs the next task itself when the rank has
  * none running: no hand-off to a task thread, which cost a wake-up and
- * two context switches a task (W-MPI1: 28 us a round trip against 10;
- * docs/perf-log.md).  While it runs the task it leaves the loop, so that
- * interrupts and the client's messages are still served: the other
- * thread takes the loop once the same task has run for a tick
+ * two context switches a task, most of a W-MPI1 round trip
+ * (docs/perf-log.md, 2026-12-05).  While it runs the task it leaves the
+ * loop, so that interrupts and the client's messages are still served:
+ * the other thread takes the loop once the same task has run for a tick
  * (poll_backoff), and the first thread, its task done, becomes the
  * standby.  The standby ticks while tasks run here and parks once a tick
  * saw none; a task run here wakes a parked standby.
