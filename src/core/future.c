@@ -371,7 +371,8 @@ static int wait_done(fut_future *f, double timeout)
 		.park = { .ready = single_ready,
 			  .assist = single_assist,
 			  .arm = single_arm,
-			  .word = &f->state },
+			  .word = &f->state,
+			  .no_spin = f->ops != NULL && f->ops->no_spin },
 		.f = f,
 	};
 	return fut__park_wait(&sp.park, deadline);

@@ -71,6 +71,11 @@ struct fut__future_ops {
 	/* f is SENT: whether its task has started where it was sent.  Needed
 	 * with SENT. */
 	bool (*started)(const fut_future *f);
+	/* A thread that waits for f sleeps at once instead of spinning first:
+	 * the threads that complete f share the cpus with the waiter and need
+	 * them (libfuture-mpi: the manager and the ranks' MPI loops; a
+	 * spinning caller starved them, docs/perf-log.md). */
+	bool no_spin;
 };
 
 /* ops->revoke's answers. */

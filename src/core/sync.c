@@ -169,7 +169,7 @@ int fut__park_wait(struct fut__park *p, int64_t deadline_ns)
 		}
 		if (!spun) {
 			spun = true;
-			if (spin(p)) {
+			if (!p->no_spin && spin(p)) {
 				rc = FUT_OK;
 				break;
 			}

@@ -102,6 +102,7 @@ struct fut__park {
 	bool (*assist)(struct fut__park *p);
 	bool (*arm)(struct fut__park *p, uint32_t *expected);
 	_Atomic uint32_t *word;
+	bool no_spin; /* sleep at once (fut__future_ops.no_spin) */
 };
 int fut__park_wait(struct fut__park *p, int64_t deadline_ns);
 

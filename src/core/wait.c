@@ -153,6 +153,10 @@ int fut_wait(fut_future *const *fs, size_t n, int return_when, double timeout)
 		.fs = fs,
 		.n = n,
 	};
+	/* Sleep at once only where every future asks it. */
+	ctx.park.no_spin = n != 0;
+	for (size_t i = 0; i < n && ctx.park.no_spin; i++)
+		ctx.park.no_spin = fs[i]->ops != NULL && fs[i]->ops->no_spin;
 	atomic_init(&ctx.fired, 0);
 	atomic_init(&ctx.pending, n);
 	size_t registered = 0;

@@ -40,9 +40,13 @@ static void job_interrupt(fut_future *f)
 	pthread_mutex_unlock(&c->lock);
 }
 
+/* no_spin: a caller spinning for its result held a cpu that the manager
+ * or a rank's loop needed: W-MPI1 flipped between 5 and 25-50 us a round
+ * trip; sleeping at once, 3.4-7 (docs/perf-log.md). */
 static const struct fut__future_ops job_ops = {
 	.interrupt = job_interrupt,
 	.destroy = job_destroy,
+	.no_spin = true,
 };
 
 /* A pending job with two references: the caller's and the queue's. */

@@ -3,9 +3,11 @@
  * and the results; server_tasks.c: the task threads; server_pool.c: the
  * FUT_MPI_ISOLATE bridge to a process pool).  Private to libfuture-mpi.
  *
- * The calling thread runs the loop and owns every MPI call; the workers
- * (or, with ISOLATE, the pool's manager thread) run the tasks and record
- * their results.  s->lock guards the fields marked "lock"; it is never
+ * One thread at a time runs the loop and makes every MPI call: the calling
+ * thread, or with threads_per_rank 1 whichever of it and the standby holds
+ * the loop (that one also runs the tasks); otherwise the workers (or, with
+ * ISOLATE, the pool's manager thread) run the tasks and record their
+ * results.  s->lock guards the fields marked "lock"; it is never
  * held while a task runs, across an MPI call, or across a call into the
  * pool.
  */
@@ -57,13 +59,23 @@ struct server {
 	int error; /* loop: why serving ended early */
 
 	pthread_mutex_t lock;
-	pthread_cond_t work_cv, loop_cv;
+	pthread_cond_t work_cv, loop_cv, standby_cv;
 	struct stask *qhead, *qtail;   /* lock */
 	struct stask *running;	       /* lock */
 	size_t busy;		       /* lock: tasks taken by workers */
 	bool stop;		       /* lock: STOP came (or serving failed) */
 	bool loop_sleeping, loop_wake; /* lock */
 	struct fut__mpi_frame results; /* lock */
+
+	/* threads_per_rank 1 (run_here): the loop's thread runs each task
+	 * itself, and the standby thread takes the loop over while one runs
+	 * long (server.c, serve()). */
+	bool run_here;
+	bool loop_owned;     /* lock: a thread runs the loop */
+	bool running_here;   /* lock: a task runs on the thread that left it */
+	bool finished;	     /* lock: the loop is done */
+	bool standby_parked; /* lock: the other thread sleeps without a tick */
+	uint64_t here_seq;   /* lock: tasks run that way so far */
 
 	/* ISOLATE: the batches in the pool (lock), and the run of tasks
 	 * being gathered from a message (the loop's): one function, one

@@ -4,16 +4,19 @@
  *
  * Owns: struct server (mpi_server.h): the decoder of the client's stream,
  * the name table (id -> function, resolved once per name through
- * names.c), and the results not yet sent.  The calling thread runs the
- * MPI loop and owns every MPI call: it polls the client with MPI_Iprobe
+ * names.c), and the results not yet sent.  One thread at a time runs the
+ * MPI loop and makes every MPI call: it polls the client with MPI_Iprobe
  * (link.c's clock: spin, then backoff on loop_cv, which a finished task
- * signals), queues tasks for the task threads (server_tasks.c) or, with
- * FUT_MPI_ISOLATE, gathers them for the rank's process pool
+ * signals), runs the next task itself when threads_per_rank is 1
+ * (serve(): the calling thread and a standby take turns at the loop),
+ * queues tasks for the task threads (server_tasks.c) when it is more, or,
+ * with FUT_MPI_ISOLATE, gathers them for the rank's process pool
  * (server_pool.c), raises a running task's interrupt flag (the task reads
  * it with fut_task_cancelled()), sends the results as they come, batched,
  * and returns once STOP came and everything before it was answered.
- * Threads: the calling thread (the loop); the result calls below run in
- * the workers, or the pool's manager (the done callbacks), too.
+ * Threads: the calling thread and, threads_per_rank 1, the standby (the
+ * loop, one at a time: loop_owned); the result calls below run in the
+ * workers, or the pool's manager (the done callbacks), too.
  * Locks: s->lock guards the fields marked "lock"; never held while a task
  * runs, across an MPI call, or across a call into the pool.
  */
@@ -223,8 +226,31 @@ static void on_record(struct server *s, const struct fut__wire_rec *r)
 	}
 }
 
-/* Reads and handles what the client sent; true if anything came. */
-static bool receive_all(struct server *s)
+/* Sends the results that are due; true if it sent any. */
+static bool send_results(struct server *s)
+{
+	pthread_mutex_lock(&s->lock);
+	struct fut__mpi_frame fr = { 0 };
+	if (fut__mpi_server_results_due_locked(s)) {
+		fr = s->results;
+		memset(&s->results, 0, sizeof(s->results));
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (fr.count == 0)
+		return false;
+	if (fut__mpi_link_send(&s->link, s->s.root, FUT__WIRE_RESULTS, &fr) !=
+	    FUT_OK)
+		fut__mpi_server_give_up(s, FUT_EBROKEN);
+	fut__free(fr.buf);
+	return true;
+}
+
+/*
+ * Reads and handles what the client sent; true if anything came.  one:
+ * a single message, so that a task it brings starts without a further
+ * MPI_Iprobe (which yields the cpu when nothing came, oversubscribed).
+ */
+static bool receive_all(struct server *s, bool one)
 {
 	bool did = false;
 	while (s->error == FUT_OK) {
@@ -264,39 +290,33 @@ static bool receive_all(struct server *s)
 		}
 		/* ISOLATE: what the message carried goes to the pool. */
 		fut__mpi_pool_flush(s);
+		if (one)
+			break;
 	}
 	return did;
 }
 
-static void loop(struct server *s)
+/*
+ * The MPI loop.  Returns a task for the calling thread to run (run_here,
+ * or no worker thread could start; one at a time), or NULL once done.
+ */
+static struct stask *loop(struct server *s)
 {
 	struct fut__mpi_idle idle;
 	fut__mpi_idle_init(&idle, s->s.spin, s->s.backoff);
+	bool here = s->run_here || (s->threads != NULL && s->nthreads == 0);
 	for (;;) {
-		bool did = receive_all(s);
+		/* Results first: a task run here has just ended. */
+		bool did = send_results(s);
+		did |= receive_all(s, here);
 		pthread_mutex_lock(&s->lock);
-		struct fut__mpi_frame fr = { 0 };
-		if (fut__mpi_server_results_due_locked(s)) {
-			fr = s->results;
-			memset(&s->results, 0, sizeof(s->results));
-		}
-		struct stask *inline_task =
-			s->nthreads == 0 ? fut__mpi_server_take_locked(s) :
-					   NULL;
+		struct stask *take = here && s->busy == 0 ?
+					     fut__mpi_server_take_locked(s) :
+					     NULL;
 		pthread_mutex_unlock(&s->lock);
-		if (inline_task != NULL) {
-			fut__mpi_server_run_one(s, inline_task);
-			did = true;
-		}
-		if (fr.count != 0) {
-			if (fut__mpi_link_send(&s->link, s->s.root,
-					       FUT__WIRE_RESULTS,
-					       &fr) != FUT_OK)
-				fut__mpi_server_give_up(s, FUT_EBROKEN);
-			did = true;
-		}
-		fut__free(fr.buf);
 		did |= fut__mpi_link_progress(&s->link);
+		if (take != NULL)
+			return take;
 		pthread_mutex_lock(&s->lock);
 		bool done = s->stop && s->qhead == NULL && s->busy == 0 &&
 			    s->results.count == 0;
@@ -305,7 +325,7 @@ static void loop(struct server *s)
 		bool spin = s->qhead == NULL && s->busy == 0;
 		pthread_mutex_unlock(&s->lock);
 		if (done && !fut__mpi_link_busy(&s->link))
-			return;
+			return NULL;
 		if (did) {
 			fut__mpi_idle_busy(&idle);
 			continue;
@@ -315,6 +335,65 @@ static void loop(struct server *s)
 			fut__mpi_nap(&s->lock, &s->loop_cv, &s->loop_wake,
 				     &s->loop_sleeping, ns);
 	}
+}
+
+/*
+ * run_here: the body of the calling thread and of the standby thread.
+ * Whichever holds the loop runs the next task itself when the rank has
+ * none running: no hand-off to a task thread, which cost a wake-up and
+ * two context switches a task, most of a W-MPI1 round trip
+ * (docs/perf-log.md, 2026-12-05).  While it runs the task it leaves the
+ * loop, so that interrupts and the client's messages are still served:
+ * the other thread takes the loop once the same task has run for a tick
+ * (poll_backoff), and the first thread, its task done, becomes the
+ * standby.  The standby ticks while tasks run here and parks once a tick
+ * saw none; a task run here wakes a parked standby.
+ */
+static void *serve(void *arg)
+{
+	struct server *s = arg;
+	int64_t tick = (int64_t)(s->s.backoff * 1e9);
+	if (tick < 100000) /* a tiny poll_backoff must not make it spin */
+		tick = 100000;
+	uint64_t seen = UINT64_MAX;
+	pthread_mutex_lock(&s->lock);
+	while (!s->finished) {
+		if (!s->loop_owned &&
+		    (!s->running_here || s->here_seq == seen)) {
+			s->loop_owned = true;
+			pthread_mutex_unlock(&s->lock);
+			struct stask *st = loop(s);
+			pthread_mutex_lock(&s->lock);
+			s->loop_owned = false;
+			if (st == NULL) {
+				s->finished = true;
+				pthread_cond_broadcast(&s->standby_cv);
+				break;
+			}
+			s->running_here = true;
+			s->here_seq++;
+			if (s->standby_parked)
+				pthread_cond_signal(&s->standby_cv);
+			pthread_mutex_unlock(&s->lock);
+			fut__mpi_server_run_one(s, st);
+			pthread_mutex_lock(&s->lock);
+			s->running_here = false;
+			continue;
+		}
+		bool active = s->running_here || s->here_seq != seen;
+		seen = s->here_seq;
+		if (active) {
+			struct timespec until = fut__mpi_abstime(tick);
+			(void)pthread_cond_timedwait(&s->standby_cv, &s->lock,
+						     &until);
+		} else {
+			s->standby_parked = true;
+			pthread_cond_wait(&s->standby_cv, &s->lock);
+			s->standby_parked = false;
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	return NULL;
 }
 
 int fut__mpi_serve(struct fut__mpi_setup *setup)
@@ -336,8 +415,11 @@ int fut__mpi_serve(struct fut__mpi_setup *setup)
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&s->loop_cv, &ca);
+	pthread_cond_init(&s->standby_cv, &ca);
 	pthread_condattr_destroy(&ca);
-	/* ISOLATE: the pool runs the tasks; no worker thread. */
+	/* ISOLATE: the pool runs the tasks; no worker thread.  One task at a
+	 * time: the loop's thread runs them, with a standby (serve()). */
+	s->run_here = s->s.pool == NULL && s->s.threads == 1;
 	s->threads = s->s.pool != NULL ?
 			     NULL :
 			     fut__calloc(s->s.threads, sizeof(*s->threads));
@@ -347,12 +429,15 @@ int fut__mpi_serve(struct fut__mpi_setup *setup)
 		pthread_sigmask(SIG_SETMASK, &all, &old);
 		while (s->nthreads < s->s.threads &&
 		       pthread_create(&s->threads[s->nthreads], NULL,
-				      fut__mpi_server_worker, s) == 0)
+				      s->run_here ? serve :
+						    fut__mpi_server_worker,
+				      s) == 0)
 			s->nthreads++;
 		pthread_sigmask(SIG_SETMASK, &old, NULL);
 	}
-	/* No worker thread at all: the loop runs the tasks itself. */
-	loop(s);
+	/* With worker threads, loop() returns no task: serve() only runs
+	 * it. */
+	(void)serve(s);
 	for (size_t i = 0; i < s->nthreads; i++)
 		pthread_join(s->threads[i], NULL);
 	/* Everything this rank sent is out: the client may free the
@@ -384,6 +469,7 @@ int fut__mpi_serve(struct fut__mpi_setup *setup)
 	fut__mpi_link_fini(&s->link);
 	pthread_cond_destroy(&s->work_cv);
 	pthread_cond_destroy(&s->loop_cv);
+	pthread_cond_destroy(&s->standby_cv);
 	pthread_mutex_destroy(&s->lock);
 	fut__free(s);
 	return rc;

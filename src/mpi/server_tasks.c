@@ -5,8 +5,9 @@
  * queued: threads_per_rank worker threads take tasks from s->qhead, run
  * them with this thread's fut_mpi_task_rank() set, record the result and
  * free the task, so the loop keeps running beside them (and fut_interrupt
- * reaches a running task as fut_task_cancelled()).  With no worker thread
- * the loop runs them itself.  Also fut_mpi_task_rank() for the
+ * reaches a running task as fut_task_cancelled()).  With threads_per_rank
+ * 1, or no worker thread, the loop's thread runs them itself (server.c,
+ * serve()).  Also fut_mpi_task_rank() for the
  * FUT_MPI_ISOLATE pool's worker processes.
  * Threads: the workers (or the loop); fut_mpi_task_rank in any task.
  * Locks: s->lock guards the queue, the running list and busy; never held

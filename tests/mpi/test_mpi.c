@@ -192,10 +192,11 @@ static void wait_running(fut_future *f)
 	assert_true(fut_running(f));
 }
 
-static void interrupt_reaches_a_running_task(void **state)
+/* One thread per rank runs tasks on the MPI loop's thread, its standby
+ * serving the loop meanwhile; more run them on task threads. */
+static void interrupt_reaches(const fut_mpi_opts *opts)
 {
-	(void)state;
-	fut_executor *ex = make(NULL);
+	fut_executor *ex = make(opts);
 	if (ex == NULL)
 		return;
 	fut_future *f;
@@ -212,6 +213,18 @@ static void interrupt_reaches_a_running_task(void **state)
 	assert_int_equal(fut_interrupt(f), FUT_ESTATE);
 	fut_release(f);
 	fut_executor_free(ex);
+}
+
+static void interrupt_reaches_a_running_task(void **state)
+{
+	(void)state;
+	interrupt_reaches(NULL);
+}
+
+static void interrupt_reaches_a_task_on_a_task_thread(void **state)
+{
+	(void)state;
+	interrupt_reaches(&(fut_mpi_opts){ .threads_per_rank = 2 });
 }
 
 static void shutdown_flags_behave_as_on_the_process_pool(void **state)
@@ -692,6 +705,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(a_registered_name_resolves),
 		cmocka_unit_test(queued_tasks_cancel_and_never_run),
 		cmocka_unit_test(interrupt_reaches_a_running_task),
+		cmocka_unit_test(interrupt_reaches_a_task_on_a_task_thread),
 		cmocka_unit_test(shutdown_flags_behave_as_on_the_process_pool),
 		cmocka_unit_test(wait_mixes_executors),
 		cmocka_unit_test(threads_submit_while_the_app_uses_mpi),
