@@ -186,18 +186,6 @@ bool fut__mpi_link_busy(const struct fut__mpi_link *l)
 	return l->nsends != 0;
 }
 
-static int64_t now_ns(void);
-
-bool fut__mpi_link_flush(struct fut__mpi_link *l, int64_t ns)
-{
-	if (l->nsends == 0)
-		return true;
-	int64_t until = now_ns() + ns;
-	while (l->nsends != 0 && now_ns() < until)
-		(void)fut__mpi_link_progress(l);
-	return l->nsends == 0;
-}
-
 int fut__mpi_send_bye(MPI_Comm comm, int root)
 {
 	static unsigned char none[1];
@@ -261,6 +249,16 @@ static int64_t now_ns(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+bool fut__mpi_link_flush(struct fut__mpi_link *l, int64_t ns)
+{
+	if (l->nsends == 0)
+		return true;
+	int64_t until = now_ns() + ns;
+	while (l->nsends != 0 && now_ns() < until)
+		(void)fut__mpi_link_progress(l);
+	return l->nsends == 0;
 }
 
 int64_t fut__mpi_idle_next(struct fut__mpi_idle *c, bool spin)
