@@ -13,6 +13,7 @@
  * held across pthread_create only for a pool's first thread.  Everything
  * else is atomics, the pairings written at each function.
  */
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -178,16 +179,41 @@ static int start_done_locked(struct tpool *p, struct worker *w, int rc)
 	return rc == 0 ? FUT_OK : FUT_EAGAIN;
 }
 
+/*
+ * The cpus the pool's first thread starts on: the submitter's own, less
+ * the one it runs on; false when that leaves none (or they cannot be
+ * read).  Linux puts a new thread on its starter's cpu, where it waits
+ * for the starter's time slice to end (1.8-3.8 ms here, the other cpu
+ * idle) while the submitter goes on submitting: the tasks queued behind
+ * the first one wait that long too (W8).  The thread takes the
+ * submitter's cpus back once it runs (worker_main), and the threads it
+ * starts start beside it.  Caller holds p->ctl.
+ */
+static bool away_from_here(struct tpool *p, cpu_set_t *away)
+{
+	int cpu = sched_getcpu();
+	if (cpu < 0 || cpu >= CPU_SETSIZE ||
+	    pthread_getaffinity_np(pthread_self(), sizeof(p->cpus), &p->cpus) !=
+		    0)
+		return false;
+	*away = p->cpus;
+	CPU_CLR(cpu, away);
+	return CPU_COUNT(away) > 0;
+}
+
 /* Starts one worker, which starts as a looker (the caller counted it in
  * nspinning).  Caller holds p->ctl, across pthread_create: the pool's
- * first thread, started by a submit. */
+ * first thread, started by a submit, away from the submitter's cpu. */
 int fut__tp_spawn_locked(struct tpool *p)
 {
 	struct worker *w;
 	int rc = reserve_locked(p, &w);
 	if (rc != FUT_OK)
 		return rc;
-	rc = fut__tp_thread_start(&w->thread, worker_main, w, &w->stack);
+	cpu_set_t away;
+	w->placed = away_from_here(p, &away);
+	rc = fut__tp_thread_start(&w->thread, worker_main, w, &w->stack,
+				  w->placed ? &away : NULL);
 	return start_done_locked(p, w, rc);
 }
 
@@ -205,7 +231,7 @@ static int spawn(struct tpool *p)
 	pthread_mutex_unlock(&p->ctl);
 	if (rc != FUT_OK)
 		return rc;
-	rc = fut__tp_thread_start(&w->thread, worker_main, w, &w->stack);
+	rc = fut__tp_thread_start(&w->thread, worker_main, w, &w->stack, NULL);
 	pthread_mutex_lock(&p->ctl);
 	rc = start_done_locked(p, w, rc);
 	pthread_mutex_unlock(&p->ctl);
@@ -423,6 +449,12 @@ static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 	struct tpool *p = w->pool;
+	if (w->placed) { /* the submitter's cpus back (away_from_here) */
+		pthread_mutex_lock(&p->ctl);
+		(void)pthread_setaffinity_np(pthread_self(), sizeof(p->cpus),
+					     &p->cpus);
+		pthread_mutex_unlock(&p->ctl);
+	}
 	name_thread(w);
 	w->hooks = (struct fut__wait_hooks){ .block = fut__tp_hook_block,
 					     .unblock = fut__tp_hook_unblock,

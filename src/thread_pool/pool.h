@@ -10,6 +10,7 @@
 
 #include <assert.h>
 #include <pthread.h>
+#include <sched.h>
 
 #include "core/alloc.h"
 #include "core/executor.h"
@@ -81,6 +82,7 @@ struct worker {
 	bool hole;	/* guarded by p->ctl: its start failed; place free */
 	bool has_slot;	/* this thread's own */
 	bool handed;	/* gave its slot up for a nested wait; its own */
+	bool placed;	/* started away from its starter's cpu (idle.c) */
 	unsigned depth; /* tasks run nested inline; this thread's own */
 	struct fut__wait_hooks hooks;
 	fut__lock lock; /* guards the walk of `running` (interrupt) */
@@ -123,6 +125,7 @@ struct tpool {
 	pthread_cond_t ctl_cv;
 	uint32_t nlive; /* guarded by ctl: worker threads not yet exited */
 	bool detached;	/* guarded by ctl: freed from its own thread */
+	cpu_set_t cpus; /* guarded by ctl: the first thread's starter's */
 };
 
 static inline int pool_state(struct tpool *p)
@@ -197,9 +200,10 @@ void fut__tp_slot_get(struct tpool *p);
 
 /* stack.c */
 /* pthread_create on a kept stack, or a new one (glibc's when none can be
- * made); *st records it.  pthread_create's code. */
+ * made); *st records it.  cpus: where the thread starts (NULL: where its
+ * starter may run).  pthread_create's code. */
 int fut__tp_thread_start(pthread_t *th, void *(*fn)(void *), void *arg,
-			 struct fut__tp_stack *st);
+			 struct fut__tp_stack *st, const cpu_set_t *cpus);
 /* After the thread was joined: its stack is kept for the next. */
 void fut__tp_thread_joined(struct fut__tp_stack *st);
 /* Instead of pthread_detach (a pool freed from its own task): the thread

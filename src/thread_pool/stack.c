@@ -20,7 +20,9 @@
  * in ~0.45 ms with kept ones (docs/perf-log.md).  A kept stack holds at
  * most KEEP_RESIDENT bytes of memory: the rest is given back.
  */
+#include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -125,28 +127,29 @@ static bool take(size_t size, size_t page, struct fut__tp_stack *st)
 }
 
 int fut__tp_thread_start(pthread_t *th, void *(*fn)(void *), void *arg,
-			 struct fut__tp_stack *st)
+			 struct fut__tp_stack *st, const cpu_set_t *cpus)
 {
 	*st = (struct fut__tp_stack){ 0 };
 	size_t page = 0;
 	size_t size = default_size(&page);
 	pthread_attr_t a;
+	if (pthread_attr_init(&a) != 0)
+		return pthread_create(th, NULL, fn, arg);
 	bool ours = size > 2 * page && take(size, page, st);
-	if (ours) {
-		/* The stack starts above the guard page. */
-		if (pthread_attr_init(&a) != 0 ||
-		    pthread_attr_setstack(&a, (char *)st->base + page,
+	/* The stack starts above the guard page. */
+	if (ours && pthread_attr_setstack(&a, (char *)st->base + page,
 					  st->size - page) != 0) {
-			fut__tp_thread_joined(st);
-			ours = false;
-		}
+		fut__tp_thread_joined(st);
+		ours = false;
 	}
-	int rc = pthread_create(th, ours ? &a : NULL, fn, arg);
-	if (ours) {
-		pthread_attr_destroy(&a);
-		if (rc != 0)
-			fut__tp_thread_joined(st);
-	}
+	bool placed = cpus != NULL &&
+		      pthread_attr_setaffinity_np(&a, sizeof(*cpus), cpus) == 0;
+	int rc = pthread_create(th, &a, fn, arg);
+	pthread_attr_destroy(&a);
+	if (ours && rc != 0)
+		fut__tp_thread_joined(st);
+	if (rc == EINVAL && placed) /* the cpus were taken away meanwhile */
+		return fut__tp_thread_start(th, fn, arg, st, NULL);
 	return rc;
 }
 
