@@ -9,12 +9,17 @@
  *   W6: a child writing 64 MiB through one pipe.
  *   W6e: "fill once": one process faulting in, writing and reading back
  *       64 MiB, with no transfer at all.
+ *   W7b: 256 raw threads that each block 20 ms, on glibc's own stacks,
+ *       started by one thread, or as a binary tree (each new thread
+ *       starts two more before it blocks): the thread start-up a pool
+ *       cannot avoid unless it keeps threads or stacks.
  * Each floor checks what it moved.
  */
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -23,6 +28,7 @@
 #include <unistd.h>
 
 #include "bench_common.h"
+#include "io_common.h"
 
 static void fail(const char *what)
 {
@@ -328,6 +334,71 @@ static void w6e_fill_once(void)
 	       (double)total / d / 1e6);
 }
 
+/* ------------------------------------------------------------------ */
+/* W7b                                                                 */
+
+static pthread_t w7b_threads[W7B_TASKS];
+static atomic_int w7b_next;
+static int w7b_created, w7b_done; /* guarded by w7b_mu */
+static pthread_mutex_t w7b_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t w7b_cv = PTHREAD_COND_INITIALIZER;
+static bool w7b_tree;
+
+/* Counts one more in *n and tells the main thread. */
+static void w7b_count(int *n)
+{
+	pthread_mutex_lock(&w7b_mu);
+	if (++*n == W7B_TASKS)
+		pthread_cond_signal(&w7b_cv);
+	pthread_mutex_unlock(&w7b_mu);
+}
+
+static void w7b_start(int i);
+
+static void *w7b_thread(void *arg)
+{
+	(void)arg;
+	for (int k = 0; w7b_tree && k < 2; k++) {
+		int i = atomic_fetch_add(&w7b_next, 1);
+		if (i < W7B_TASKS)
+			w7b_start(i);
+	}
+	io_block_ms(W7_BLOCK_MS);
+	w7b_count(&w7b_done);
+	return NULL;
+}
+
+static void w7b_start(int i)
+{
+	if (pthread_create(&w7b_threads[i], NULL, w7b_thread, NULL) != 0)
+		fail("W7b pthread_create");
+	w7b_count(&w7b_created);
+}
+
+/* One round: the efficiency, 20 ms / the time until every thread is
+ * done (as a pool's caller waits for every future). */
+static void w7b(bool tree)
+{
+	w7b_tree = tree;
+	w7b_created = w7b_done = 0;
+	atomic_store(&w7b_next, tree ? 1 : W7B_TASKS);
+	double t0 = bench_now();
+	for (int i = 0; i < (tree ? 1 : W7B_TASKS); i++)
+		w7b_start(i);
+	pthread_mutex_lock(&w7b_mu);
+	while (w7b_done < W7B_TASKS || w7b_created < W7B_TASKS)
+		pthread_cond_wait(&w7b_cv, &w7b_mu);
+	pthread_mutex_unlock(&w7b_mu);
+	double d = bench_now() - t0;
+	for (int i = 0; i < W7B_TASKS; i++)
+		if (pthread_join(w7b_threads[i], NULL) != 0)
+			fail("W7b pthread_join");
+	printf("RESULT workload=W7b impl=floor-threads-%s n=%d "
+	       "efficiency=%.3f\n",
+	       tree ? "tree" : "one-starter", W7B_TASKS,
+	       io_w7_ideal_s(W7B_TASKS, W7B_WORKERS) / d);
+}
+
 int main(void)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -337,5 +408,7 @@ int main(void)
 	w5(bench_n(200000));
 	w6();
 	w6e_fill_once();
+	w7b(false);
+	w7b(true);
 	return 0;
 }

@@ -187,6 +187,8 @@ END {
 	tv = 1; row("W7 ours / best peer efficiency", "W7/libfuture-thread", b, ">= 1", ">=")
 	b = best("W7b", "glib-gthreadpool python-tpe")
 	tv = 1.3; row("W7b ours / best peer efficiency", "W7b/libfuture-thread", b, ">= 1.3", ">=")
+	b = best("W7b", "floor-threads-one-starter floor-threads-tree")
+	row("W7b ours / raw pthread efficiency, the better start (floors.c)", "W7b/libfuture-thread", b, "(report)", "report")
 	tv = 0.5; row("W8 ours / GLib time", "W8/libfuture-thread", "W8/glib-gthreadpool", "<= 0.5", "<=")
 	tv = 2; bound("W9 ours worst ms to start all 16", "W9/libfuture-thread", "<= 2", "<=")
 	tv = 1; row("W9 ours / GLib worst time", "W9/libfuture-thread", "W9/glib-gthreadpool", "<= 1", "<=")
