@@ -337,57 +337,75 @@ static void test_the_pool_never_changes_a_worker_policy(void **state)
 	check_worker_policies(ex, tid, SCHED_IDLE, SCHED_IDLE);
 }
 
-/* A task that gives back the cpus its thread may run on. */
+/* Tasks that give back the cpus their thread may run on, each waiting
+ * until all PLACED_TASKS have run (so that each has a thread of its
+ * own), or 10 s. */
+enum {
+	PLACED_TASKS = 8
+};
+static _Atomic int placed_arrived;
+
 static void report_cpus(fut_task *t)
 {
 	cpu_set_t *out = fut_task_arg(t);
+	atomic_fetch_add(&placed_arrived, 1);
+	for (int i = 0;
+	     i < 10000 && atomic_load(&placed_arrived) < PLACED_TASKS; i++)
+		usleep(1000);
 	if (pthread_getaffinity_np(pthread_self(), sizeof(*out), out) != 0)
 		fut_task_fail(t, FUT_ESYS, "pthread_getaffinity_np");
 	else
 		fut_task_return(t, NULL);
 }
 
-/* A new pool's first worker, started by a submit on `cpus`: its cpus. */
-static void first_worker_cpus(const cpu_set_t *cpus, cpu_set_t *got)
+/* A new pool's workers, started by submits on `cpus` (tasks pushed
+ * between the starts, so the later ones are placed too): each one's
+ * cpus must be `cpus`. */
+static void check_worker_cpus(const cpu_set_t *cpus)
 {
-	cpu_set_t old;
+	cpu_set_t old, got[PLACED_TASKS];
 	assert_int_equal(
 		pthread_getaffinity_np(pthread_self(), sizeof(old), &old), 0);
 	assert_int_equal(
 		pthread_setaffinity_np(pthread_self(), sizeof(*cpus), cpus), 0);
-	fut_executor *ex = new_pool(1);
-	fut_future *f = NULL;
-	CPU_ZERO(got);
-	assert_int_equal(fut_submit(ex, report_cpus, got, &f), FUT_OK);
-	assert_int_equal(fut_result(f, 10.0, NULL), FUT_OK);
-	fut_release(f);
+	fut_executor *ex = new_pool(PLACED_TASKS);
+	fut_future *f[PLACED_TASKS];
+	atomic_store(&placed_arrived, 0);
+	for (int i = 0; i < PLACED_TASKS; i++) {
+		CPU_ZERO(&got[i]);
+		assert_int_equal(fut_submit(ex, report_cpus, &got[i], &f[i]),
+				 FUT_OK);
+	}
+	for (int i = 0; i < PLACED_TASKS; i++) {
+		assert_int_equal(fut_result(f[i], 20.0, NULL), FUT_OK);
+		fut_release(f[i]);
+		assert_true(CPU_EQUAL(&got[i], cpus));
+	}
 	fut_executor_free(ex);
 	assert_int_equal(
 		pthread_setaffinity_np(pthread_self(), sizeof(old), &old), 0);
 }
 
 /*
- * A pool's first thread starts away from its submitter's cpu (idle.c,
- * away_from_here), then runs where the submitter may: on all its cpus,
- * on the one cpu of a submitter pinned there (nothing else to start on),
+ * Threads start away from their submitter's cpu while it submits (idle.c,
+ * "Placement"), then run where the submitter may: on all its cpus, on
+ * the one cpu of a submitter pinned there (nothing else to start on),
  * and on a submitter's pair of cpus.
  */
-static void test_the_first_worker_takes_the_submitters_cpus(void **state)
+static void test_workers_take_the_submitters_cpus(void **state)
 {
 	(void)state;
-	cpu_set_t all, got;
+	cpu_set_t all;
 	assert_int_equal(
 		pthread_getaffinity_np(pthread_self(), sizeof(all), &all), 0);
-	first_worker_cpus(&all, &got);
-	assert_true(CPU_EQUAL(&got, &all));
+	check_worker_cpus(&all);
 
 	int here = sched_getcpu();
 	assert_true(here >= 0);
 	cpu_set_t one;
 	CPU_ZERO(&one);
 	CPU_SET(here, &one);
-	first_worker_cpus(&one, &got);
-	assert_true(CPU_EQUAL(&got, &one));
+	check_worker_cpus(&one);
 
 	if (CPU_COUNT(&all) >= 3) { /* two of them, not all */
 		cpu_set_t two;
@@ -395,8 +413,7 @@ static void test_the_first_worker_takes_the_submitters_cpus(void **state)
 		for (int c = 0; c < CPU_SETSIZE && CPU_COUNT(&two) < 2; c++)
 			if (CPU_ISSET(c, &all))
 				CPU_SET(c, &two);
-		first_worker_cpus(&two, &got);
-		assert_true(CPU_EQUAL(&got, &two));
+		check_worker_cpus(&two);
 	}
 }
 
@@ -1667,8 +1684,7 @@ int main(void)
 		cmocka_unit_test(
 			test_four_threads_submitting_at_once_get_every_result),
 		cmocka_unit_test(test_submit_many_runs_every_input),
-		cmocka_unit_test(
-			test_the_first_worker_takes_the_submitters_cpus),
+		cmocka_unit_test(test_workers_take_the_submitters_cpus),
 		cmocka_unit_test(test_bad_input_gives_einval),
 		cmocka_unit_test(test_allocation_failures_are_clean),
 		cmocka_unit_test(

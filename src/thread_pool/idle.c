@@ -180,24 +180,55 @@ static int start_done_locked(struct tpool *p, struct worker *w, int rc)
 }
 
 /*
- * The cpus the pool's first thread starts on: the submitter's own, less
- * the one it runs on; false when that leaves none (or they cannot be
- * read).  Linux puts a new thread on its starter's cpu, where it waits
- * for the starter's time slice to end (1.8-3.8 ms here, the other cpu
- * idle) while the submitter goes on submitting: the tasks queued behind
- * the first one wait that long too (W8).  The thread takes the
- * submitter's cpus back once it runs (worker_main), and the threads it
- * starts start beside it.  Caller holds p->ctl.
+ * Placement.  Linux puts a new thread on its starter's cpu, or on the
+ * other one when that has a queue, and there it waits for the running
+ * thread's time slice to end (1.8-3.8 ms on these VMs, the other cpu
+ * idle).  A submitter in a burst does not stop for it: the pool's
+ * threads started while it submits waited that long, and so did every
+ * task queued behind the first (W8).  So the pool's first thread starts
+ * on its submitter's cpus less the one the submitter runs on (its
+ * "home"), and a thread started later avoids that cpu too while the
+ * submits go on: when tasks were pushed since the last start placed.
+ * Once the submitter has stopped (W7b's and W9's bursts are over by the
+ * time the first thread starts others), starts are left to the kernel,
+ * both cpus clone, and the submitter's cpu takes threads once it waits.
+ * A placed thread takes the submitter's cpus back as its first act.
+ * Nothing is placed when the cpus cannot be read or the submitter may
+ * run on one cpu only.
  */
-static bool away_from_here(struct tpool *p, cpu_set_t *away)
+
+/* The first thread's cpus, in *away; false: leave it to the kernel.
+ * Caller holds p->ctl. */
+static bool place_first(struct tpool *p, cpu_set_t *away)
 {
-	int cpu = sched_getcpu();
-	if (cpu < 0 || cpu >= CPU_SETSIZE ||
+	assert(fut__mutex_held(&p->ctl));
+	p->home_cpu = sched_getcpu();
+	if (p->home_cpu < 0 || p->home_cpu >= CPU_SETSIZE ||
 	    pthread_getaffinity_np(pthread_self(), sizeof(p->cpus), &p->cpus) !=
-		    0)
+		    0 ||
+	    CPU_COUNT(&p->cpus) < 2) {
+		p->home_cpu = -1;
 		return false;
+	}
+	p->pushed_seen =
+		atomic_load_explicit(&p->q.pushed, memory_order_relaxed);
 	*away = p->cpus;
-	CPU_CLR(cpu, away);
+	CPU_CLR(p->home_cpu, away);
+	return CPU_COUNT(away) > 0;
+}
+
+/* A later thread's cpus, in *away, while tasks are being pushed; false:
+ * leave it to the kernel.  Caller holds p->ctl. */
+static bool place_later(struct tpool *p, cpu_set_t *away)
+{
+	assert(fut__mutex_held(&p->ctl));
+	uint64_t pushed =
+		atomic_load_explicit(&p->q.pushed, memory_order_relaxed);
+	if (p->home_cpu < 0 || pushed == p->pushed_seen)
+		return false;
+	p->pushed_seen = pushed;
+	*away = p->cpus;
+	CPU_CLR(p->home_cpu, away);
 	return CPU_COUNT(away) > 0;
 }
 
@@ -211,7 +242,7 @@ int fut__tp_spawn_locked(struct tpool *p)
 	if (rc != FUT_OK)
 		return rc;
 	cpu_set_t away;
-	w->placed = away_from_here(p, &away);
+	w->placed = place_first(p, &away);
 	rc = fut__tp_thread_start(&w->thread, worker_main, w, &w->stack,
 				  w->placed ? &away : NULL);
 	return start_done_locked(p, w, rc);
@@ -226,12 +257,16 @@ int fut__tp_spawn_locked(struct tpool *p)
 static int spawn(struct tpool *p)
 {
 	struct worker *w;
+	cpu_set_t away;
 	pthread_mutex_lock(&p->ctl);
 	int rc = atomic_load(&p->broken) ? FUT_EBROKEN : reserve_locked(p, &w);
+	if (rc == FUT_OK)
+		w->placed = place_later(p, &away);
 	pthread_mutex_unlock(&p->ctl);
 	if (rc != FUT_OK)
 		return rc;
-	rc = fut__tp_thread_start(&w->thread, worker_main, w, &w->stack, NULL);
+	rc = fut__tp_thread_start(&w->thread, worker_main, w, &w->stack,
+				  w->placed ? &away : NULL);
 	pthread_mutex_lock(&p->ctl);
 	rc = start_done_locked(p, w, rc);
 	pthread_mutex_unlock(&p->ctl);
@@ -449,7 +484,7 @@ static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
 	struct tpool *p = w->pool;
-	if (w->placed) { /* the submitter's cpus back (away_from_here) */
+	if (w->placed) { /* the submitter's cpus back (Placement) */
 		pthread_mutex_lock(&p->ctl);
 		(void)pthread_setaffinity_np(pthread_self(), sizeof(p->cpus),
 					     &p->cpus);

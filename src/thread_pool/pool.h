@@ -125,7 +125,10 @@ struct tpool {
 	pthread_cond_t ctl_cv;
 	uint32_t nlive; /* guarded by ctl: worker threads not yet exited */
 	bool detached;	/* guarded by ctl: freed from its own thread */
-	cpu_set_t cpus; /* guarded by ctl: the first thread's starter's */
+	/* Where threads start (idle.c, "Placement"), guarded by ctl. */
+	cpu_set_t cpus;	      /* the cpus of the first thread's starter */
+	int home_cpu;	      /* the cpu it ran on; -1: none */
+	uint64_t pushed_seen; /* q.pushed at the last start placed */
 };
 
 static inline int pool_state(struct tpool *p)
