@@ -244,7 +244,7 @@ void fut__mpi_idle_busy(struct fut__mpi_idle *c)
 	c->sleep_ns = 0;
 }
 
-static int64_t now_ns(void)
+int64_t fut__mpi_now_ns(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -255,15 +255,15 @@ bool fut__mpi_link_flush(struct fut__mpi_link *l, int64_t ns)
 {
 	if (l->nsends == 0)
 		return true;
-	int64_t until = now_ns() + ns;
-	while (l->nsends != 0 && now_ns() < until)
+	int64_t until = fut__mpi_now_ns() + ns;
+	while (l->nsends != 0 && fut__mpi_now_ns() < until)
 		(void)fut__mpi_link_progress(l);
 	return l->nsends == 0;
 }
 
 int64_t fut__mpi_idle_next(struct fut__mpi_idle *c, bool spin)
 {
-	int64_t now = now_ns();
+	int64_t now = fut__mpi_now_ns();
 	if (c->idle_since == 0)
 		c->idle_since = now;
 	if (spin && now - c->idle_since < c->spin_ns) {
@@ -297,7 +297,7 @@ void fut__mpi_nap(pthread_mutex_t *lock, pthread_cond_t *cv, bool *wake,
 struct timespec fut__mpi_abstime(int64_t ns)
 {
 	struct timespec ts;
-	int64_t t = now_ns() + ns;
+	int64_t t = fut__mpi_now_ns() + ns;
 	ts.tv_sec = (time_t)(t / 1000000000);
 	ts.tv_nsec = (long)(t % 1000000000);
 	return ts;

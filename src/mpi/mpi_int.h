@@ -122,6 +122,8 @@ void fut__mpi_idle_busy(struct fut__mpi_idle *c);
 /* Nothing happened: 0 while spinning, else how long to sleep (ns).  spin false: sleep at once (a server whose own tasks
  * run: their end wakes it). */
 int64_t fut__mpi_idle_next(struct fut__mpi_idle *c, bool spin);
+/* CLOCK_MONOTONIC, ns. */
+int64_t fut__mpi_now_ns(void);
 /* An absolute CLOCK_MONOTONIC timespec ns from now. */
 struct timespec fut__mpi_abstime(int64_t ns);
 /* Sleeps on cv (a CLOCK_MONOTONIC one) up to ns unless *wake (both flags

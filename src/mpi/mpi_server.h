@@ -76,6 +76,7 @@ struct server {
 	bool finished;	     /* lock: the loop is done */
 	bool standby_parked; /* lock: the other thread sleeps without a tick */
 	uint64_t here_seq;   /* lock: tasks run that way so far */
+	int64_t probed_ns;   /* the loop's: its last MPI_Iprobe (run_here) */
 
 	/* ISOLATE: the batches in the pool (lock), and the run of tasks
 	 * being gathered from a message (the loop's): one function, one

@@ -297,6 +297,17 @@ static bool receive_all(struct server *s, bool one)
 }
 
 /*
+ * run_here: while this rank's own tasks are queued, the loop runs the
+ * next one without an MPI_Iprobe first, for up to this long since the
+ * last one.  An empty MPI_Iprobe yields the cpu (Open MPI, oversubscribed):
+ * one a task made W-MPI2's servers switch 200,000 times a second
+ * (docs/perf-log.md).  A task that runs longer leaves the loop to the
+ * standby, which probes; an interrupt for a queued task waits at most
+ * this long more.
+ */
+#define PROBE_NS 50000
+
+/*
  * The MPI loop.  Returns a task for the calling thread to run (run_here,
  * or no worker thread could start; one at a time), or NULL once done.
  */
@@ -308,6 +319,19 @@ static struct stask *loop(struct server *s)
 	for (;;) {
 		/* Results first: a task run here has just ended. */
 		bool did = send_results(s);
+		if (here && fut__mpi_now_ns() - s->probed_ns < PROBE_NS) {
+			pthread_mutex_lock(&s->lock);
+			struct stask *next =
+				s->busy == 0 ? fut__mpi_server_take_locked(s) :
+					       NULL;
+			pthread_mutex_unlock(&s->lock);
+			if (next != NULL) {
+				(void)fut__mpi_link_progress(&s->link);
+				return next;
+			}
+		}
+		if (here)
+			s->probed_ns = fut__mpi_now_ns();
 		did |= receive_all(s, here);
 		pthread_mutex_lock(&s->lock);
 		struct stask *take = here && s->busy == 0 ?
