@@ -308,9 +308,14 @@ int fut_thread_pool_new(fut_executor **out, const fut_thread_pool_opts *opts)
 		int n = fut__ncpus() + 4;
 		o.max_workers = (size_t)(n < 32 ? n : 32);
 	}
-	struct tpool *p = fut__calloc(1, sizeof(*p));
+	/* Aligned as its members are (_Alignas(64)): malloc's 16 put the
+	 * queue's tail on the line of the count lookers poll, and the lock
+	 * submitters take on a line of its own only by chance. */
+	struct tpool *p =
+		fut__malloc_aligned(_Alignof(struct tpool), sizeof(*p));
 	if (p == NULL)
 		return FUT_ENOMEM;
+	memset(p, 0, sizeof(*p));
 	p->max_threads = o.max_workers + FUT__TP_EXTRA_THREADS;
 	p->workers = fut__calloc(p->max_threads, sizeof(*p->workers));
 	if (p->workers == NULL)
