@@ -61,9 +61,18 @@ static uint32_t refs_of(const fut_future *f)
 	return atomic_load(&f->refs);
 }
 
+/* The pool's references: its handle's, its job blocks' (one between
+ * them) and one per worker thread. */
 static size_t pool_refs(fut_executor *ex)
 {
 	return atomic_load(&((struct tpool *)(void *)ex)->refs);
+}
+
+/* Job blocks of the pool not yet destroyed: pushed, less destroyed. */
+static uint64_t pool_jobs(fut_executor *ex)
+{
+	struct tpool *p = (struct tpool *)(void *)ex;
+	return atomic_load(&p->q.pushed) + atomic_load(&p->jobs_left);
 }
 
 static void new_futures(fut_future **fs, size_t n)
@@ -457,8 +466,8 @@ static int submit_run(void *ctx)
 		c->out[i] = (fut_future *)(uintptr_t)1;
 	/* Quiet first: the last run's jobs are gone (a worker drops the
 	 * queue's reference after the caller saw the result), so the pool
-	 * holds only its handle's and its workers' references. */
-	while (pool_refs(c->ex) != 1 + fut__tp_threads(c->ex))
+	 * has no job block left. */
+	while (pool_jobs(c->ex) != 0)
 		sched_yield();
 	/* Empty the block caches so that this submit has to allocate. */
 	fut__slab_cache_flush();
@@ -494,6 +503,7 @@ static void submit_after(void *ctx, int rc, bool injected)
 		 * own; nothing else may. */
 		size_t started = fut__tp_threads(c->ex) - c->threads_before;
 		assert_int_equal(pool_refs(c->ex), c->refs_before + started);
+		assert_int_equal(pool_jobs(c->ex), 0);
 		assert_int_equal(fut__tp_queued(c->ex), 0);
 		return;
 	}
@@ -788,7 +798,7 @@ static void child_no_threads(void)
 		CHILD_CHECK(fut_submit(ex, echo_task, &old, &f) == FUT_EAGAIN);
 		CHILD_CHECK(f == NULL);
 		CHILD_CHECK(fut__tp_threads(ex) == 0);
-		CHILD_CHECK(pool_refs(ex) == 1);
+		CHILD_CHECK(pool_refs(ex) == 2 && pool_jobs(ex) == 0);
 	}
 	CHILD_CHECK(setrlimit(RLIMIT_NPROC, &old) == 0);
 	void *v;

@@ -124,17 +124,16 @@ static void test_wait_first_completed_returns_when_one_is_done(void **state)
 	release_all(fs, 4);
 }
 
-static void test_wait_all_completed_waits_for_every_future(void **state)
+/* fut_wait(ALL) on n new futures that a thread running `fn` (a feeder)
+ * completes: it returns once every one is done. */
+static void wait_all_as_fed(fut_future **fs, size_t n, void *(*fn)(void *))
 {
-	(void)state;
-	size_t n = 64;
-	fut_future *fs[64];
 	new_futures(fs, n);
 	pthread_barrier_t go;
 	pthread_barrier_init(&go, NULL, 2);
 	struct feeder fd = { fs, n, SIZE_MAX, &go };
 	pthread_t t;
-	pthread_create(&t, NULL, feed, &fd);
+	pthread_create(&t, NULL, fn, &fd);
 	pthread_barrier_wait(&go);
 	assert_int_equal(fut_wait(fs, n, FUT_ALL_COMPLETED, FUT_FOREVER),
 			 FUT_OK);
@@ -142,7 +141,14 @@ static void test_wait_all_completed_waits_for_every_future(void **state)
 		assert_true(fut_done(fs[i]));
 	pthread_join(t, NULL);
 	pthread_barrier_destroy(&go);
-	release_all(fs, n);
+}
+
+static void test_wait_all_completed_waits_for_every_future(void **state)
+{
+	(void)state;
+	fut_future *fs[64];
+	wait_all_as_fed(fs, 64, feed);
+	release_all(fs, 64);
 }
 
 static void test_wait_first_exception_returns_on_a_failure(void **state)
@@ -225,36 +231,72 @@ static void test_wait_on_ten_thousand_futures_completed_one_by_one(void **state)
 	(void)state;
 	size_t n = under_valgrind() ? 1000 : 10000;
 	fut_future **fs = calloc(n, sizeof(*fs));
-	new_futures(fs, n);
-	pthread_barrier_t go;
-	pthread_barrier_init(&go, NULL, 2);
-	struct feeder fd = { fs, n, SIZE_MAX, &go };
-	pthread_t t;
-	pthread_create(&t, NULL, feed, &fd);
-	pthread_barrier_wait(&go);
-	assert_int_equal(fut_wait(fs, n, FUT_ALL_COMPLETED, FUT_FOREVER),
-			 FUT_OK);
+	wait_all_as_fed(fs, n, feed);
 	for (size_t i = 0; i < n; i++) {
 		void *v;
 		assert_int_equal(fut_result(fs[i], 0, &v), FUT_OK);
 		assert_int_equal((uintptr_t)v, i + 1);
 	}
-	pthread_join(t, NULL);
-	pthread_barrier_destroy(&go);
 	release_all(fs, n);
 	free(fs);
 }
 
+/* A wait for the first of more than 16 futures allocates its nodes; a
+ * wait for all of them allocates nothing. */
 static void test_wait_out_of_memory_gives_enomem(void **state)
 {
 	(void)state;
 	fut_future *fs[40];
 	new_futures(fs, 40);
 	fut__alloc_fail_nth(1);
-	assert_int_equal(fut_wait(fs, 40, FUT_ALL_COMPLETED, 0.001),
+	assert_int_equal(fut_wait(fs, 40, FUT_FIRST_COMPLETED, 0.001),
 			 FUT_ENOMEM);
+	fut__alloc_fail_nth(1);
+	assert_int_equal(fut_wait(fs, 40, FUT_FIRST_EXCEPTION, 0.001),
+			 FUT_ENOMEM);
+	fut__alloc_fail_nth(1);
+	assert_int_equal(fut_wait(fs, 40, FUT_ALL_COMPLETED, 0.001),
+			 FUT_ETIMEDOUT);
 	fut__alloc_fail_nth(0);
 	release_all(fs, 40);
+}
+
+static void *feed_backwards(void *arg)
+{
+	struct feeder *fd = arg;
+	pthread_barrier_wait(fd->go);
+	for (size_t i = fd->n; i-- > 0;)
+		fut_set_result(fd->fs[i], (void *)(uintptr_t)(i + 1));
+	return NULL;
+}
+
+/* A wait for all of them, which looks at 16 at a time from the end,
+ * returns only once every one is done, whatever the order they complete
+ * in; and it times out on one pending future among done ones, wherever
+ * that one is. */
+static void test_wait_all_completed_in_any_order(void **state)
+{
+	(void)state;
+	size_t n = 1000;
+	fut_future **fs = calloc(n, sizeof(*fs));
+	wait_all_as_fed(fs, n, feed_backwards);
+	release_all(fs, n);
+
+	const size_t pending[] = { 0, 15, 16, 17, 500, 983, 984, 999 };
+	for (size_t k = 0; k < sizeof(pending) / sizeof(pending[0]); k++) {
+		new_futures(fs, n);
+		for (size_t i = 0; i < n; i++)
+			if (i != pending[k])
+				fut_set_result(fs[i], NULL);
+		assert_int_equal(fut_wait(fs, n, FUT_ALL_COMPLETED, 0.01),
+				 FUT_ETIMEDOUT);
+		assert_false(fut_done(fs[pending[k]]));
+		fut_set_result(fs[pending[k]], NULL);
+		assert_int_equal(fut_wait(fs, n, FUT_ALL_COMPLETED, 0.01),
+				 FUT_OK);
+		release_all(fs, n);
+	}
+	free(fs);
 }
 
 /* ------------------------------------------------------------------ */
@@ -555,6 +597,7 @@ int main(void)
 		cmocka_unit_test(
 			test_wait_on_ten_thousand_futures_completed_one_by_one),
 		cmocka_unit_test(test_wait_out_of_memory_gives_enomem),
+		cmocka_unit_test(test_wait_all_completed_in_any_order),
 		cmocka_unit_test(test_as_completed_yields_done_futures_first),
 		cmocka_unit_test(test_as_completed_yields_duplicates_once),
 		cmocka_unit_test(

@@ -157,7 +157,8 @@ void fut__future_fini(fut_future *f);
 FUT__PRIVATE int fut__future_succeed(fut_future *f, void *value);
 FUT__PRIVATE int fut__future_succeed_bytes(fut_future *f, void *bytes,
 					   size_t len);
-int fut__future_succeed_borrowed(fut_future *f, const void *data, size_t len);
+FUT__PRIVATE int fut__future_succeed_borrowed(fut_future *f, const void *data,
+					      size_t len);
 FUT__PRIVATE int fut__future_fail(fut_future *f, int error, int code,
 				  char *message);
 FUT__PRIVATE int fut__future_crash(fut_future *f, int status, char *message);

@@ -409,6 +409,19 @@ static void populate(void *p, size_t n)
 #endif
 }
 
+/* Reads a byte of each page of [p, p + n), from user space.  On a VM
+ * whose host shadows the guest's page tables (this project's VM), a page
+ * populate() made present still costs ~4.4 us at its first access from
+ * user space, by whichever thread of the process comes first: an idle
+ * worker pays it here, ahead of the submitter who will carve the slab
+ * (docs/perf-log.md, 2026-12-05 "W1").  Elsewhere it is a TLB miss per
+ * page. */
+static void touch(const void *p, size_t n)
+{
+	for (size_t i = 0; i < n; i += SLAB_PAGE)
+		(void)*((const volatile char *)p + i);
+}
+
 bool fut__slab_provision(void)
 {
 	for (unsigned cls = 0; cls < FUT__SLAB_NCLASS; cls++) {
@@ -423,6 +436,7 @@ bool fut__slab_provision(void)
 		atomic_fetch_add_explicit(&slab_bytes, MED_SLAB,
 					  memory_order_relaxed);
 		populate(s, MED_SLAB);
+		touch(s, MED_SLAB);
 		fut__lock_acquire(&ready[cls].lock);
 		uint32_t n = atomic_load_explicit(&ready[cls].n,
 						  memory_order_relaxed);

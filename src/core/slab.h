@@ -18,12 +18,12 @@
 
 /* The smallest class whose blocks hold `size` bytes; FUT__SLAB_NCLASS when
  * none does. */
-unsigned fut__slab_class_for(size_t size);
+FUT__PRIVATE unsigned fut__slab_class_for(size_t size);
 /* A free block of class cls from this thread's cache (class 0's are
  * 64-byte aligned, the others 16); NULL when out of memory. */
-void *fut__slab_get(unsigned cls);
+FUT__PRIVATE void *fut__slab_get(unsigned cls);
 /* Gives a block back (to this thread's cache). */
-void fut__slab_put(void *block);
+FUT__PRIVATE void fut__slab_put(void *block);
 /* Gives this thread's cached blocks back to their slabs and frees the
  * slabs with no block out, and those made ready (a pool was freed). */
 void fut__slab_trim(void);

@@ -152,7 +152,7 @@ int fut_task_return_bytes(fut_task *t, const void *data, size_t len)
 	if (t->outcome != FUT__OUT_NONE)
 		return FUT_ESTATE;
 	if (t->sink != NULL && t->sink->emit != NULL &&
-	    len >= FUT__TASK_EMIT_MIN) {
+	    (len >= FUT__TASK_EMIT_MIN || len <= t->sink->copy_max)) {
 		t->sink->emit(t, data, len, t->sink->ctx);
 		t->outcome = FUT__OUT_SENT;
 		return FUT_OK;

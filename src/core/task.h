@@ -24,7 +24,10 @@ enum {
  * buffer (fut_task_result_buffer) is asked of shared(), which maps len
  * bytes of a new memfd writable (*fd gets it) or returns NULL (errno
  * set): the task then gets heap memory instead, sent through the pipe.
- * Either function may be NULL.
+ * A byte result of at most copy_max bytes goes to emit() as well, which
+ * copies it (into the worker's frame of results) before the call
+ * returns: no allocation for a small result.  Either function may be
+ * NULL.
  */
 #define FUT__TASK_EMIT_MIN (256u * 1024u)
 #define FUT__TASK_SHARED_MIN (256u * 1024u)
@@ -32,6 +35,7 @@ struct fut__task_sink {
 	void (*emit)(fut_task *t, const void *data, size_t len, void *ctx);
 	void *(*shared)(size_t len, int *fd, void *ctx);
 	void *ctx;
+	size_t copy_max;
 };
 
 /*

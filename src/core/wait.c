@@ -9,13 +9,15 @@
  * nready's increments and the eventfd level).  Everything else in the
  * iterator belongs to the one thread using it.
  *
- * Design.  A wait registers one node on every pending future and sleeps on
- * one futex word of its own.  A completing future notifies each node under
+ * Design.  A wait registers nodes on pending futures and sleeps on one
+ * futex word of its own.  A completing future notifies each node under
  * its lock; the node does O(1) work (a counter, a list push) and wakes the
- * waiter only when the waiter's condition now holds: fut_wait on N futures
- * that complete one by one costs N notifications and one wake-up, and an
- * as_completed iterator is woken at most once per yielded future (and only
- * while it sleeps).  Nothing polls, nothing sleeps for a fixed time.
+ * waiter only when the waiter's condition now holds.  fut_wait for the
+ * first of N futures registers a node on each; fut_wait for all of them
+ * registers at most WAIT_CHUNK at a time, the last pending ones first
+ * (wait_all), and N futures that complete in order cost one wake-up.  An
+ * as_completed iterator is woken at most once per yielded future (and
+ * only while it sleeps).  Nothing polls, nothing sleeps for a fixed time.
  */
 #include <assert.h>
 #include <errno.h>
@@ -118,6 +120,101 @@ static bool wait_assist(struct fut__park *p)
 _Static_assert(FUT_MAX_COUNT <= SIZE_MAX / sizeof(struct wait_node),
 	       "a wait's nodes for FUT_MAX_COUNT futures must not overflow");
 
+/* A wait for fs[0..n) under `return_when`, its nodes not yet armed. */
+static void ctx_init(struct wait_ctx *ctx, fut_future *const *fs, size_t n,
+		     int return_when, bool no_spin)
+{
+	*ctx = (struct wait_ctx){
+		.park = { .ready = wait_ready,
+			  /* Only where every future must be done anyway:
+			   * running one inline must not delay a return
+			   * that another's completion would allow. */
+			  .assist = return_when == FUT_ALL_COMPLETED ?
+					    wait_assist :
+					    NULL,
+			  .arm = wait_arm,
+			  .word = &ctx->fired,
+			  .no_spin = no_spin },
+		.return_when = return_when,
+		.fs = fs,
+		.n = n,
+	};
+	atomic_init(&ctx->fired, 0);
+}
+
+/* Registers nodes[0..k) (each node's f set) for ctx, counted pending
+ * first; a future done before its node is linked is counted at once.
+ * Stops once the condition holds.  Returns how many were registered. */
+static size_t arm_nodes(struct wait_ctx *ctx, struct wait_node *nodes, size_t k)
+{
+	atomic_init(&ctx->pending, k);
+	size_t registered = 0;
+	for (; registered < k; registered++) {
+		struct wait_node *node = &nodes[registered];
+		node->ctx = ctx;
+		node->w.notify = wait_notify;
+		node->w.pprev = NULL;
+		if (fut__future_register(node->f, &node->w))
+			continue;
+		wait_notify(&node->w, node->f);
+		if (wait_ready(&ctx->park))
+			return registered + 1;
+	}
+	return registered;
+}
+
+static void disarm_nodes(struct wait_node *nodes, size_t registered)
+{
+	for (size_t i = 0; i < registered; i++)
+		fut__future_unregister(nodes[i].f, &nodes[i].w);
+}
+
+/*
+ * ALL_COMPLETED, with no memory of its own: it waits on at most
+ * WAIT_CHUNK futures at a time, the pending ones nearest the end first,
+ * then goes on down from the lowest of them.  Futures of a pool complete
+ * about in the order they were submitted, so the last ones are the last
+ * to finish, and a wait on a million futures registers 16 nodes and
+ * sleeps once (a node per future cost a wait on 100,000 futures 4 MB of
+ * fresh memory: docs/perf-log.md).  Futures that complete in the reverse
+ * order cost a wake-up per WAIT_CHUNK.  Each future is looked at about
+ * once: below the chunk, a future is done or waited on later.
+ */
+#define WAIT_CHUNK 16u
+
+static int wait_all(fut_future *const *fs, size_t n, int64_t deadline,
+		    bool no_spin)
+{
+	struct wait_node nodes[WAIT_CHUNK];
+	size_t top = n; /* fs[top..n) are done */
+	size_t cursor = 0;
+	for (;;) {
+		size_t k = 0;
+		size_t low = top;
+		while (low > 0 && k < WAIT_CHUNK) {
+			low--;
+			if (!fut_done(fs[low]))
+				nodes[k++].f = fs[low];
+		}
+		if (k == 0)
+			return FUT_OK;
+		struct wait_ctx ctx;
+		/* The assist may run any still-queued task below the top. */
+		ctx_init(&ctx, fs, top, FUT_ALL_COMPLETED, no_spin);
+		ctx.cursor = cursor < top ? cursor : 0;
+		size_t registered = arm_nodes(&ctx, nodes, k);
+		int rc = fut__park_wait(&ctx.park, deadline);
+		disarm_nodes(nodes, registered);
+		cursor = ctx.cursor;
+		if (rc == FUT_ETIMEDOUT &&
+		    condition_holds(fs, n, FUT_ALL_COMPLETED))
+			return FUT_OK;
+		if (rc != FUT_OK)
+			return rc;
+		top = low;
+	}
+}
+
 int fut_wait(fut_future *const *fs, size_t n, int return_when, double timeout)
 {
 	if ((fs == NULL && n != 0) || !valid_return_when(return_when) ||
@@ -131,7 +228,14 @@ int fut_wait(fut_future *const *fs, size_t n, int return_when, double timeout)
 	int64_t deadline = fut__deadline_ns(timeout);
 	if (deadline >= 0 && fut__now_ns() >= deadline)
 		return FUT_ETIMEDOUT;
+	/* Sleep at once only where every future asks it. */
+	bool no_spin = n != 0;
+	for (size_t i = 0; i < n && no_spin; i++)
+		no_spin = fs[i]->ops != NULL && fs[i]->ops->no_spin;
+	if (return_when == FUT_ALL_COMPLETED)
+		return wait_all(fs, n, deadline, no_spin);
 
+	/* The first of them: a node on every one. */
 	struct wait_node local[16];
 	struct wait_node *nodes = local;
 	if (n > sizeof(local) / sizeof(local[0])) {
@@ -139,45 +243,13 @@ int fut_wait(fut_future *const *fs, size_t n, int return_when, double timeout)
 		if (nodes == NULL)
 			return FUT_ENOMEM;
 	}
-	struct wait_ctx ctx = {
-		.park = { .ready = wait_ready,
-			  /* Only where every future must be done anyway:
-			   * running one inline must not delay a return
-			   * that another's completion would allow. */
-			  .assist = return_when == FUT_ALL_COMPLETED ?
-					    wait_assist :
-					    NULL,
-			  .arm = wait_arm,
-			  .word = &ctx.fired },
-		.return_when = return_when,
-		.fs = fs,
-		.n = n,
-	};
-	/* Sleep at once only where every future asks it. */
-	ctx.park.no_spin = n != 0;
-	for (size_t i = 0; i < n && ctx.park.no_spin; i++)
-		ctx.park.no_spin = fs[i]->ops != NULL && fs[i]->ops->no_spin;
-	atomic_init(&ctx.fired, 0);
-	atomic_init(&ctx.pending, n);
-	size_t registered = 0;
-	for (; registered < n; registered++) {
-		struct wait_node *node = &nodes[registered];
-		node->ctx = &ctx;
-		node->f = fs[registered];
-		node->w.notify = wait_notify;
-		node->w.pprev = NULL;
-		if (fut__future_register(node->f, &node->w))
-			continue;
-		/* Done before we could link: count it here. */
-		wait_notify(&node->w, node->f);
-		if (wait_ready(&ctx.park)) {
-			registered++;
-			break;
-		}
-	}
+	for (size_t i = 0; i < n; i++)
+		nodes[i].f = fs[i];
+	struct wait_ctx ctx;
+	ctx_init(&ctx, fs, n, return_when, no_spin);
+	size_t registered = arm_nodes(&ctx, nodes, n);
 	int rc = fut__park_wait(&ctx.park, deadline);
-	for (size_t i = 0; i < registered; i++)
-		fut__future_unregister(nodes[i].f, &nodes[i].w);
+	disarm_nodes(nodes, registered);
 	if (nodes != local)
 		fut__free(nodes);
 	if (rc == FUT_ETIMEDOUT && condition_holds(fs, n, return_when))

@@ -24,7 +24,10 @@ static void job_destroy(fut_future *f)
 {
 	struct mjob *j = (struct mjob *)(void *)f;
 	struct mclient *c = j->c;
-	fut__free(j);
+	if (j->slab)
+		fut__slab_put(j);
+	else
+		fut__free(j);
 	fut__mpi_live_count(-1);
 	fut__mpi_client_unref(c);
 }
@@ -55,9 +58,15 @@ static struct mjob *job_new(struct mclient *c, uint32_t name, const void *data,
 {
 	if (len > SIZE_MAX - sizeof(struct mjob))
 		return NULL;
-	struct mjob *j = fut__malloc(sizeof(*j) + len);
+	/* A small job takes a slab block, as the pools' do: no malloc and
+	 * free a task, and the manager walks blocks that lie together. */
+	unsigned cls = fut__slab_class_for(sizeof(struct mjob) + len);
+	bool slab = cls < FUT__SLAB_NCLASS;
+	struct mjob *j = slab ? fut__slab_get(cls) :
+				fut__malloc(sizeof(*j) + len);
 	if (j == NULL)
 		return NULL;
+	j->slab = slab;
 	fut__future_init(&j->fut, &job_ops);
 	atomic_store_explicit(&j->fut.refs, 2, memory_order_relaxed);
 	j->c = c;

@@ -25,8 +25,12 @@
 /* A buffer in flight, sent as `parts` messages. */
 struct fut__mpi_send {
 	unsigned char *buf; /* freed by the part that completes last */
+	size_t cap;	    /* bytes at buf */
 	unsigned *left;	    /* parts of buf still in flight */
 };
+
+/* The largest sent buffer a link keeps for its next frame. */
+#define SPARE_MAX ((size_t)64 << 10)
 
 static _Atomic size_t message_limit = INT_MAX;
 static _Atomic bool corrupt_next;
@@ -88,6 +92,7 @@ void fut__mpi_link_fini(struct fut__mpi_link *l)
 	fut__free(l->sends);
 	fut__free(l->reqs);
 	fut__free(l->stage);
+	fut__free(l->spare);
 	memset(l, 0, sizeof(*l));
 }
 
@@ -138,6 +143,7 @@ int fut__mpi_link_send(struct fut__mpi_link *l, int to, unsigned type,
 			break;
 		}
 		l->sends[l->nsends].buf = fr->buf;
+		l->sends[l->nsends].cap = fr->cap;
 		l->sends[l->nsends].left = left;
 		l->nsends++;
 		(*left)++;
@@ -148,6 +154,18 @@ int fut__mpi_link_send(struct fut__mpi_link *l, int to, unsigned type,
 	}
 	memset(fr, 0, sizeof(*fr));
 	return rc;
+}
+
+void fut__mpi_link_frame(struct fut__mpi_link *l, struct fut__mpi_frame *fr)
+{
+	if (fr->buf != NULL || l->spare == NULL)
+		return;
+	fr->buf = l->spare;
+	fr->cap = l->spare_cap;
+	fr->len = 0;
+	fr->count = 0;
+	l->spare = NULL;
+	l->spare_cap = 0;
 }
 
 bool fut__mpi_link_progress(struct fut__mpi_link *l)
@@ -170,7 +188,12 @@ bool fut__mpi_link_progress(struct fut__mpi_link *l)
 		any = true;
 		if (--*l->sends[i].left == 0) {
 			fut__free(l->sends[i].left);
-			fut__free(l->sends[i].buf);
+			if (l->spare == NULL && l->sends[i].cap <= SPARE_MAX) {
+				l->spare = l->sends[i].buf;
+				l->spare_cap = l->sends[i].cap;
+			} else {
+				fut__free(l->sends[i].buf);
+			}
 		}
 		l->nsends--;
 		memmove(&l->sends[i], &l->sends[i + 1],
@@ -244,7 +267,7 @@ void fut__mpi_idle_busy(struct fut__mpi_idle *c)
 	c->sleep_ns = 0;
 }
 
-static int64_t now_ns(void)
+int64_t fut__mpi_now_ns(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -255,15 +278,15 @@ bool fut__mpi_link_flush(struct fut__mpi_link *l, int64_t ns)
 {
 	if (l->nsends == 0)
 		return true;
-	int64_t until = now_ns() + ns;
-	while (l->nsends != 0 && now_ns() < until)
+	int64_t until = fut__mpi_now_ns() + ns;
+	while (l->nsends != 0 && fut__mpi_now_ns() < until)
 		(void)fut__mpi_link_progress(l);
 	return l->nsends == 0;
 }
 
 int64_t fut__mpi_idle_next(struct fut__mpi_idle *c, bool spin)
 {
-	int64_t now = now_ns();
+	int64_t now = fut__mpi_now_ns();
 	if (c->idle_since == 0)
 		c->idle_since = now;
 	if (spin && now - c->idle_since < c->spin_ns) {
@@ -297,7 +320,7 @@ void fut__mpi_nap(pthread_mutex_t *lock, pthread_cond_t *cv, bool *wake,
 struct timespec fut__mpi_abstime(int64_t ns)
 {
 	struct timespec ts;
-	int64_t t = now_ns() + ns;
+	int64_t t = fut__mpi_now_ns() + ns;
 	ts.tv_sec = (time_t)(t / 1000000000);
 	ts.tv_nsec = (long)(t % 1000000000);
 	return ts;

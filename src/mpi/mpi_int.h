@@ -86,6 +86,10 @@ struct fut__mpi_link {
 	size_t nsends, capsends;
 	unsigned char *stage;
 	size_t stage_cap;
+	/* A sent frame's buffer kept for the next frame (see
+	 * fut__mpi_link_frame). */
+	unsigned char *spare;
+	size_t spare_cap;
 };
 void fut__mpi_link_init(struct fut__mpi_link *l, MPI_Comm comm);
 /* Waits for nothing: cancels nothing.  Frees the link's memory. */
@@ -94,6 +98,9 @@ void fut__mpi_link_fini(struct fut__mpi_link *l);
  * (fr is then empty).  FUT_OK, FUT_ENOMEM, FUT_EBROKEN (MPI failed). */
 int fut__mpi_link_send(struct fut__mpi_link *l, int to, unsigned type,
 		       struct fut__mpi_frame *fr);
+/* Gives an empty fr the buffer of a frame sent before, if the link kept
+ * one: no malloc (and no glibc consolidation) a message. */
+void fut__mpi_link_frame(struct fut__mpi_link *l, struct fut__mpi_frame *fr);
 /* Completes what sends it can; true if one completed. */
 bool fut__mpi_link_progress(struct fut__mpi_link *l);
 /* True while sends are in flight. */
@@ -122,6 +129,8 @@ void fut__mpi_idle_busy(struct fut__mpi_idle *c);
 /* Nothing happened: 0 while spinning, else how long to sleep (ns).  spin false: sleep at once (a server whose own tasks
  * run: their end wakes it). */
 int64_t fut__mpi_idle_next(struct fut__mpi_idle *c, bool spin);
+/* CLOCK_MONOTONIC, ns. */
+int64_t fut__mpi_now_ns(void);
 /* An absolute CLOCK_MONOTONIC timespec ns from now. */
 struct timespec fut__mpi_abstime(int64_t ns);
 /* Sleeps on cv (a CLOCK_MONOTONIC one) up to ns unless *wake (both flags

@@ -19,8 +19,10 @@
 struct stask {
 	struct stask *next;
 	uint64_t id;
-	uint32_t name;
+	fut_fn fn;		/* NULL: not found here, */
+	const char *missing;	/* by this name (the name table's) */
 	_Atomic uint32_t flags; /* FUT__F_INTERRUPT */
+	bool slab; /* a slab block (core/slab.h), else fut__malloc'd */
 	size_t len;
 	unsigned char input[];
 };
@@ -76,6 +78,7 @@ struct server {
 	bool finished;	     /* lock: the loop is done */
 	bool standby_parked; /* lock: the other thread sleeps without a tick */
 	uint64_t here_seq;   /* lock: tasks run that way so far */
+	int64_t probed_ns;   /* the loop's: its last MPI_Iprobe (run_here) */
 
 	/* ISOLATE: the batches in the pool (lock), and the run of tasks
 	 * being gathered from a message (the loop's): one function, one
@@ -107,7 +110,7 @@ void fut__mpi_server_give_up(struct server *s, int code);
 /* server_tasks.c */
 
 /* Runs one task taken from the queue (no lock held), records its result
- * and frees it. */
+ * and frees it; returns with s->lock held. */
 void fut__mpi_server_run_one(struct server *s, struct stask *st);
 /* Caller holds s->lock: takes the next queued task, or NULL. */
 struct stask *fut__mpi_server_take_locked(struct server *s);

@@ -166,7 +166,11 @@ static void on_task(struct server *s, const struct fut__wire_rec *r)
 			fut__mpi_pool_gather(s, r);
 		return;
 	}
-	struct stask *st = fut__malloc(sizeof(*st) + r->len);
+	/* A small task takes a slab block: no malloc and free a task. */
+	unsigned cls = fut__slab_class_for(sizeof(struct stask) + r->len);
+	struct stask *st = cls < FUT__SLAB_NCLASS ?
+				   fut__slab_get(cls) :
+				   fut__malloc(sizeof(*st) + r->len);
 	if (st == NULL) {
 		fut__mpi_server_give_up(s, FUT_ENOMEM);
 		return;
@@ -174,7 +178,10 @@ static void on_task(struct server *s, const struct fut__wire_rec *r)
 	fut__mpi_live_count(1);
 	st->next = NULL;
 	st->id = r->id;
-	st->name = (uint32_t)r->fn;
+	/* Only this thread (the loop's) adds names: no lock to read them. */
+	st->fn = s->names[r->fn - 1].fn;
+	st->missing = st->fn == NULL ? s->names[r->fn - 1].name : NULL;
+	st->slab = cls < FUT__SLAB_NCLASS;
 	atomic_init(&st->flags, 0);
 	st->len = r->len;
 	if (r->len != 0)
@@ -226,22 +233,26 @@ static void on_record(struct server *s, const struct fut__wire_rec *r)
 	}
 }
 
-/* Sends the results that are due; true if it sent any. */
-static bool send_results(struct server *s)
+/* Caller holds s->lock (and the loop): moves the results that are due
+ * to *fr, and gives the next ones the link's spare buffer. */
+static void take_results_locked(struct server *s, struct fut__mpi_frame *fr)
 {
-	pthread_mutex_lock(&s->lock);
-	struct fut__mpi_frame fr = { 0 };
-	if (fut__mpi_server_results_due_locked(s)) {
-		fr = s->results;
-		memset(&s->results, 0, sizeof(s->results));
-	}
-	pthread_mutex_unlock(&s->lock);
-	if (fr.count == 0)
+	if (!fut__mpi_server_results_due_locked(s))
+		return;
+	*fr = s->results;
+	memset(&s->results, 0, sizeof(s->results));
+	fut__mpi_link_frame(&s->link, &s->results);
+}
+
+/* Sends the results of fr (take_results_locked); true if it had any. */
+static bool send_results(struct server *s, struct fut__mpi_frame *fr)
+{
+	if (fr->count == 0)
 		return false;
-	if (fut__mpi_link_send(&s->link, s->s.root, FUT__WIRE_RESULTS, &fr) !=
+	if (fut__mpi_link_send(&s->link, s->s.root, FUT__WIRE_RESULTS, fr) !=
 	    FUT_OK)
 		fut__mpi_server_give_up(s, FUT_EBROKEN);
-	fut__free(fr.buf);
+	fut__free(fr->buf);
 	return true;
 }
 
@@ -297,8 +308,20 @@ static bool receive_all(struct server *s, bool one)
 }
 
 /*
+ * run_here: while this rank's own tasks are queued, the loop runs the
+ * next one without an MPI_Iprobe first, for up to this long since the
+ * last one.  An empty MPI_Iprobe yields the cpu (Open MPI, oversubscribed):
+ * one a task made W-MPI2's servers switch 200,000 times a second
+ * (docs/perf-log.md).  A task that runs longer leaves the loop to the
+ * standby, which probes; an interrupt for a queued task waits at most
+ * this long more.
+ */
+#define PROBE_NS 50000
+
+/*
  * The MPI loop.  Returns a task for the calling thread to run (run_here,
- * or no worker thread could start; one at a time), or NULL once done.
+ * or no worker thread could start; one at a time), or NULL once done;
+ * either with s->lock held.
  */
 static struct stask *loop(struct server *s)
 {
@@ -306,26 +329,43 @@ static struct stask *loop(struct server *s)
 	fut__mpi_idle_init(&idle, s->s.spin, s->s.backoff);
 	bool here = s->run_here || (s->threads != NULL && s->nthreads == 0);
 	for (;;) {
-		/* Results first: a task run here has just ended. */
-		bool did = send_results(s);
-		did |= receive_all(s, here);
+		/* Results first: a task run here has just ended.  While tasks
+		 * of its own are queued, the next runs without a probe
+		 * (PROBE_NS); one lock round then serves both. */
+		bool fast = here && fut__mpi_now_ns() - s->probed_ns < PROBE_NS;
+		struct fut__mpi_frame fr = { 0 };
 		pthread_mutex_lock(&s->lock);
-		struct stask *take = here && s->busy == 0 ?
+		take_results_locked(s, &fr);
+		struct stask *take = fast && s->busy == 0 ?
 					     fut__mpi_server_take_locked(s) :
 					     NULL;
+		if (take != NULL && fr.count == 0 &&
+		    !fut__mpi_link_busy(&s->link))
+			return take;
 		pthread_mutex_unlock(&s->lock);
+		bool did = send_results(s, &fr);
+		if (take == NULL) {
+			if (here)
+				s->probed_ns = fut__mpi_now_ns();
+			did |= receive_all(s, here);
+			pthread_mutex_lock(&s->lock);
+			take = here && s->busy == 0 ?
+				       fut__mpi_server_take_locked(s) :
+				       NULL;
+			pthread_mutex_unlock(&s->lock);
+		}
 		did |= fut__mpi_link_progress(&s->link);
+		pthread_mutex_lock(&s->lock);
 		if (take != NULL)
 			return take;
-		pthread_mutex_lock(&s->lock);
 		bool done = s->stop && s->qhead == NULL && s->busy == 0 &&
 			    s->results.count == 0;
 		/* While this rank's own tasks run, their end wakes the loop:
 		 * it sleeps rather than spin, leaving the cpu to them. */
 		bool spin = s->qhead == NULL && s->busy == 0;
-		pthread_mutex_unlock(&s->lock);
 		if (done && !fut__mpi_link_busy(&s->link))
 			return NULL;
+		pthread_mutex_unlock(&s->lock);
 		if (did) {
 			fut__mpi_idle_busy(&idle);
 			continue;
@@ -362,8 +402,7 @@ static void *serve(void *arg)
 		    (!s->running_here || s->here_seq == seen)) {
 			s->loop_owned = true;
 			pthread_mutex_unlock(&s->lock);
-			struct stask *st = loop(s);
-			pthread_mutex_lock(&s->lock);
+			struct stask *st = loop(s); /* locks */
 			s->loop_owned = false;
 			if (st == NULL) {
 				s->finished = true;
@@ -375,8 +414,7 @@ static void *serve(void *arg)
 			if (s->standby_parked)
 				pthread_cond_signal(&s->standby_cv);
 			pthread_mutex_unlock(&s->lock);
-			fut__mpi_server_run_one(s, st);
-			pthread_mutex_lock(&s->lock);
+			fut__mpi_server_run_one(s, st); /* locks */
 			s->running_here = false;
 			continue;
 		}
@@ -454,7 +492,10 @@ int fut__mpi_serve(struct fut__mpi_setup *setup)
 	setup->inter = MPI_COMM_NULL;
 	for (struct stask *st = s->qhead, *next; st != NULL; st = next) {
 		next = st->next;
-		fut__free(st);
+		if (st->slab)
+			fut__slab_put(st);
+		else
+			fut__free(st);
 		fut__mpi_live_count(-1);
 	}
 	fut__free(s->run_inputs);

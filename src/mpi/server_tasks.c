@@ -44,15 +44,13 @@ int fut_mpi_task_rank(fut_task *t)
 	return -1;
 }
 
-/* Runs one task taken from the queue (no lock held). */
+/* Runs one task taken from the queue (no lock held); returns with
+ * s->lock held. */
 void fut__mpi_server_run_one(struct server *s, struct stask *st)
 {
-	pthread_mutex_lock(&s->lock);
-	struct sname nm = s->names[st->name - 1];
-	pthread_mutex_unlock(&s->lock);
 	fut_task t;
-	fut__task_init(&t, nm.fn, NULL, st->input, st->len, &st->flags);
-	if (nm.fn != NULL) {
+	fut__task_init(&t, st->fn, NULL, st->input, st->len, &st->flags);
+	if (st->fn != NULL) {
 		current_task = &t;
 		current_rank = s->s.rank;
 		fut__task_run(&t);
@@ -66,11 +64,12 @@ void fut__mpi_server_run_one(struct server *s, struct stask *st)
 		}
 	}
 	s->busy--;
-	fut__mpi_server_add_result_locked(s, st->id, &t,
-					  nm.fn == NULL ? nm.name : NULL);
-	pthread_mutex_unlock(&s->lock);
+	fut__mpi_server_add_result_locked(s, st->id, &t, st->missing);
 	fut__task_clear(&t);
-	fut__free(st);
+	if (st->slab)
+		fut__slab_put(st);
+	else
+		fut__free(st);
 	fut__mpi_live_count(-1);
 }
 
@@ -104,8 +103,7 @@ void *fut__mpi_server_worker(void *arg)
 			continue;
 		}
 		pthread_mutex_unlock(&s->lock);
-		fut__mpi_server_run_one(s, st);
-		pthread_mutex_lock(&s->lock);
+		fut__mpi_server_run_one(s, st); /* locks */
 	}
 	pthread_mutex_unlock(&s->lock);
 	return NULL;

@@ -22,7 +22,7 @@
 
 /* Claim words per slot: at most this many tasks are sent to a worker and
  * not answered. */
-#define FUT__PP_CLAIMS 1024u
+#define FUT__PP_CLAIMS 4096u
 
 /*
  * One per worker slot, in a MAP_SHARED page made before the fork server:

@@ -346,6 +346,9 @@ struct pp_job *fut__pp_pop_batch_locked(struct ppool *p, size_t allowance)
 		if (n > 0 && (j->len > FUT__PP_FRAME_BYTES ||
 			      bytes + j->len > FUT__PP_FRAME_BYTES))
 			break;
+		/* The future's line, which the send reads next (W5: the
+		 * caller's cpu wrote it last). */
+		__builtin_prefetch(&j->fut, 1);
 		bytes += j->len;
 		n++;
 		last = j;

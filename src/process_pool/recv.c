@@ -63,9 +63,14 @@ static void dropped_result(struct pp_mgr *m, struct pp_worker *w,
 static void on_result(struct pp_mgr *m, struct pp_worker *w,
 		      struct fut__wire_rec *r)
 {
-	/* Tasks taken back before it got to them send nothing. */
-	fut__pp_purge(m, w);
+	/* Tasks taken back before it got to them send nothing: a result
+	 * for the head is for a task not taken back, and the claim words
+	 * are read only when the head is another. */
 	struct pp_job *j = w->head;
+	if (j == NULL || r->id != j->id) {
+		fut__pp_purge(m, w);
+		j = w->head;
+	}
 	if (j == NULL || r->id != j->id) {
 		if (r->owned)
 			fut__free(r->data);

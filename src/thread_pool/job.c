@@ -4,7 +4,8 @@
  * Owns: struct job (a task and its future in one recycled block from
  * core/slab.c), its input (inline or a heap copy), running its task on a
  * worker's stack, ending jobs drained at shutdown, and the pool's memory
- * (freed with its last reference: the handle, each worker, each job).
+ * (freed with its last reference: the handle, each worker, and the job
+ * blocks', one between them).
  * Threads: submitters create jobs; the worker (or the waiter running it
  * inline) runs one; whoever drops the last reference of its future
  * recycles it.
@@ -40,6 +41,27 @@ void fut__tp_pool_unref(struct tpool *p)
 {
 	if (atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1)
 		pool_free(p);
+}
+
+/*
+ * The job blocks hold one pool reference between them, not one each: a
+ * read-modify-write on the pool per submit, and another per destroy,
+ * cost the submitter of a stream of tiny tasks ~15% (docs/perf-log.md,
+ * 2026-12-05 "W1").  A job counts once pushed (q.pushed, written under
+ * plock: no atomic of its own); a job whose push failed is discarded,
+ * never destroyed.  Before the settle jobs_left only goes down from 0,
+ * so no destroy finds it at 1; after it, it reaches 0 exactly once.
+ */
+void fut__tp_jobs_settle(struct tpool *p)
+{
+	/* Final: the queue is closed, and a push after the close fails. */
+	uint64_t pushed =
+		atomic_load_explicit(&p->q.pushed, memory_order_relaxed);
+	if (atomic_fetch_add_explicit(&p->jobs_left, pushed,
+				      memory_order_acq_rel) +
+		    pushed ==
+	    0)
+		fut__tp_pool_unref(p);
 }
 
 /* ------------------------------------------------------------------ */
@@ -138,7 +160,9 @@ static void job_destroy(fut_future *f)
 	struct job *j = fut__container_of(f, struct job, fut);
 	struct tpool *p = job_pool(j);
 	fut__slab_put(j);
-	fut__tp_pool_unref(p);
+	if (atomic_fetch_sub_explicit(&p->jobs_left, 1, memory_order_acq_rel) ==
+	    1)
+		fut__tp_pool_unref(p);
 }
 
 /* Ends every drained job: cancelled, or failed with `code`. */

@@ -125,7 +125,6 @@ static int tp_submit(fut_executor *ex, fut_fn fn, void *arg, const void *data,
 	int rc = admit(p, 1);
 	if (rc != FUT_OK)
 		return rc;
-	atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
 	struct job *j = fut__tp_job_new(p, fn, arg, data, len, bytes);
 	bool was_empty = false;
 	rc = j == NULL ? FUT_ENOMEM :
@@ -134,7 +133,6 @@ static int tp_submit(fut_executor *ex, fut_fn fn, void *arg, const void *data,
 		if (j != NULL)
 			fut__tp_job_discard(j);
 		fut__tp_queue_unreserve(&p->q, 1);
-		fut__tp_pool_unref(p);
 		return rc;
 	}
 	*out = &j->fut;
@@ -149,7 +147,6 @@ static int tp_submit_many(fut_executor *ex, fut_fn fn, const void *inputs,
 	int rc = admit(p, n);
 	if (rc != FUT_OK)
 		return rc;
-	atomic_fetch_add_explicit(&p->refs, n, memory_order_relaxed);
 	struct job *first = NULL, *last = NULL;
 	size_t made = 0;
 	for (; made < n; made++) {
@@ -182,9 +179,6 @@ static int tp_submit_many(fut_executor *ex, fut_fn fn, const void *inputs,
 		for (size_t i = 0; i < n; i++)
 			out[i] = NULL;
 		fut__tp_queue_unreserve(&p->q, n);
-		atomic_fetch_sub_explicit(&p->refs, n - 1,
-					  memory_order_relaxed);
-		fut__tp_pool_unref(p);
 		return rc;
 	}
 	after_push(p, was_empty);
@@ -286,6 +280,7 @@ static void tp_destroy(fut_executor *ex)
 		pthread_mutex_unlock(&p->ctl);
 	}
 	atomic_store_explicit(&p->ex.magic, 0, memory_order_relaxed);
+	fut__tp_jobs_settle(p); /* closed: by fut_executor_free or above */
 	fut__tp_pool_unref(p);
 }
 
@@ -313,9 +308,14 @@ int fut_thread_pool_new(fut_executor **out, const fut_thread_pool_opts *opts)
 		int n = fut__ncpus() + 4;
 		o.max_workers = (size_t)(n < 32 ? n : 32);
 	}
-	struct tpool *p = fut__calloc(1, sizeof(*p));
+	/* Aligned as its members are (_Alignas(64)): malloc's 16 put the
+	 * queue's tail on the line of the count lookers poll, and the lock
+	 * submitters take on a line of its own only by chance. */
+	struct tpool *p =
+		fut__malloc_aligned(_Alignof(struct tpool), sizeof(*p));
 	if (p == NULL)
 		return FUT_ENOMEM;
+	memset(p, 0, sizeof(*p));
 	p->max_threads = o.max_workers + FUT__TP_EXTRA_THREADS;
 	p->workers = fut__calloc(p->max_threads, sizeof(*p->workers));
 	if (p->workers == NULL)
@@ -336,7 +336,7 @@ int fut_thread_pool_new(fut_executor **out, const fut_thread_pool_opts *opts)
 	snprintf(p->prefix, sizeof(p->prefix), "%s",
 		 o.thread_name_prefix != NULL ? o.thread_name_prefix :
 						DEFAULT_PREFIX);
-	atomic_init(&p->refs, 1);
+	atomic_init(&p->refs, 2); /* the handle's and the job blocks' */
 	p->home_cpu = -1; /* no thread placed yet (idle.c) */
 	*out = &p->ex;
 	return FUT_OK;

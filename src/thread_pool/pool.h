@@ -120,7 +120,14 @@ struct tpool {
 	_Atomic uint32_t nholes;    /* of them, left by starts that failed */
 	_Atomic uint32_t interrupting; /* shutdowns walking running stacks */
 
-	_Alignas(64) _Atomic size_t refs; /* handle + workers + job blocks */
+	/* The handle, each worker, and one for every job block between
+	 * them (see fut__tp_jobs_settle). */
+	_Alignas(64) _Atomic size_t refs;
+	/* Job blocks not yet destroyed, less every job ever pushed: each
+	 * destroy counts down from 0 (wrapping), the handle's free adds
+	 * the queue's final pushed count; the one that brings it to 0
+	 * drops the job blocks' reference. */
+	_Atomic uint64_t jobs_left;
 	pthread_mutex_t ctl;
 	pthread_cond_t ctl_cv;
 	uint32_t nlive; /* guarded by ctl: worker threads not yet exited */
@@ -188,6 +195,9 @@ void fut__tp_job_discard(struct job *j);
 void fut__tp_end_drained(struct job *list, int code);
 /* Drops a reference of the pool; the last frees it. */
 void fut__tp_pool_unref(struct tpool *p);
+/* The handle is freed and the queue closed: adds every job ever pushed
+ * to jobs_left, and drops the job blocks' reference if none is left. */
+void fut__tp_jobs_settle(struct tpool *p);
 
 /* idle.c */
 /* Makes sure enough idle workers look at the queue (wakes or starts). */
