@@ -337,7 +337,7 @@ int fut_thread_pool_new(fut_executor **out, const fut_thread_pool_opts *opts)
 		 o.thread_name_prefix != NULL ? o.thread_name_prefix :
 						DEFAULT_PREFIX);
 	atomic_init(&p->refs, 2); /* the handle's and the job blocks' */
-	p->home_cpu = -1; /* no thread placed yet (idle.c) */
+	p->home_cpu = -1;	  /* no thread placed yet (idle.c) */
 	*out = &p->ex;
 	return FUT_OK;
 fail:
