@@ -4,14 +4,16 @@
  *
  * Owns: the slot count (nbusy, nwant, slotword), the lookers and sleepers
  * (nspinning, nsleeping, tokens, wake), starting threads (nthreads,
- * workers[]) and worker_main.  Each sleep protocol here has its wake half
- * beside its sleep half.
+ * workers[]) and where they start (cpus, home_cpu, pushed_seen: see
+ * "Placement"), and worker_main.  Each sleep protocol here has its wake
+ * half beside its sleep half.
  * Threads: workers; submitters call fut__tp_wakep and start the first
  * thread.
  * Locks: p->ctl guards the places of threads (workers[], nlive, a
- * worker's starting, hole and joined marks) and is taken alone; it is
- * held across pthread_create only for a pool's first thread.  Everything
- * else is atomics, the pairings written at each function.
+ * worker's starting, hole and joined marks) and their placement, and is
+ * taken alone; it is held across pthread_create only for a pool's first
+ * thread.  Everything else is atomics, the pairings written at each
+ * function.
  */
 #include <sched.h>
 #include <stdio.h>
