@@ -318,12 +318,8 @@ static struct slab *ready_pop(unsigned cls)
 	struct slab *s = ready[cls].head;
 	if (s != NULL) {
 		ready[cls].head = s->next;
-		atomic_store_explicit(
-			&ready[cls].n,
-			atomic_load_explicit(&ready[cls].n,
-					     memory_order_relaxed) -
-				1,
-			memory_order_relaxed);
+		atomic_fetch_sub_explicit(&ready[cls].n, 1,
+					  memory_order_relaxed);
 	}
 	fut__lock_release(&ready[cls].lock);
 	return s;
@@ -561,6 +557,18 @@ void *fut__slab_get(unsigned cls)
 	tcache.head[cls] = b->next;
 	tcache.n[cls]--;
 	return b;
+}
+
+void *fut__slab_alloc(size_t size, bool *slab)
+{
+	unsigned cls = fut__slab_class_for(size);
+	*slab = cls < FUT__SLAB_NCLASS;
+	return *slab ? fut__slab_get(cls) : fut__malloc(size);
+}
+
+void fut__slab_free(void *block, bool slab)
+{
+	(slab ? fut__slab_put : fut__free)(block);
 }
 
 void fut__slab_put(void *block)

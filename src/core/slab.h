@@ -18,12 +18,19 @@
 
 /* The smallest class whose blocks hold `size` bytes; FUT__SLAB_NCLASS when
  * none does. */
-FUT__PRIVATE unsigned fut__slab_class_for(size_t size);
+unsigned fut__slab_class_for(size_t size);
 /* A free block of class cls from this thread's cache (class 0's are
  * 64-byte aligned, the others 16); NULL when out of memory. */
-FUT__PRIVATE void *fut__slab_get(unsigned cls);
+void *fut__slab_get(unsigned cls);
 /* Gives a block back (to this thread's cache). */
-FUT__PRIVATE void fut__slab_put(void *block);
+void fut__slab_put(void *block);
+/* `size` bytes (16-byte aligned) for a record that lives as long as a
+ * task: a block of the smallest class that holds them (*slab true), else
+ * malloc's; NULL when out of memory.  For a small task a malloc and a
+ * free would be most of what submitting it costs (docs/perf-log.md). */
+FUT__PRIVATE void *fut__slab_alloc(size_t size, bool *slab);
+/* Gives back what fut__slab_alloc gave, `slab` as it said. */
+FUT__PRIVATE void fut__slab_free(void *block, bool slab);
 /* Gives this thread's cached blocks back to their slabs and frees the
  * slabs with no block out, and those made ready (a pool was freed). */
 void fut__slab_trim(void);

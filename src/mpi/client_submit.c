@@ -24,10 +24,7 @@ static void job_destroy(fut_future *f)
 {
 	struct mjob *j = (struct mjob *)(void *)f;
 	struct mclient *c = j->c;
-	if (j->slab)
-		fut__slab_put(j);
-	else
-		fut__free(j);
+	fut__slab_free(j, j->slab);
 	fut__mpi_live_count(-1);
 	fut__mpi_client_unref(c);
 }
@@ -58,12 +55,10 @@ static struct mjob *job_new(struct mclient *c, uint32_t name, const void *data,
 {
 	if (len > SIZE_MAX - sizeof(struct mjob))
 		return NULL;
-	/* A small job takes a slab block, as the pools' do: no malloc and
-	 * free a task, and the manager walks blocks that lie together. */
-	unsigned cls = fut__slab_class_for(sizeof(struct mjob) + len);
-	bool slab = cls < FUT__SLAB_NCLASS;
-	struct mjob *j = slab ? fut__slab_get(cls) :
-				fut__malloc(sizeof(*j) + len);
+	/* A small job takes a slab block, as the pools' do, and the
+	 * manager walks blocks that lie together. */
+	bool slab;
+	struct mjob *j = fut__slab_alloc(sizeof(*j) + len, &slab);
 	if (j == NULL)
 		return NULL;
 	j->slab = slab;

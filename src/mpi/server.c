@@ -166,11 +166,8 @@ static void on_task(struct server *s, const struct fut__wire_rec *r)
 			fut__mpi_pool_gather(s, r);
 		return;
 	}
-	/* A small task takes a slab block: no malloc and free a task. */
-	unsigned cls = fut__slab_class_for(sizeof(struct stask) + r->len);
-	struct stask *st = cls < FUT__SLAB_NCLASS ?
-				   fut__slab_get(cls) :
-				   fut__malloc(sizeof(*st) + r->len);
+	bool slab;
+	struct stask *st = fut__slab_alloc(sizeof(*st) + r->len, &slab);
 	if (st == NULL) {
 		fut__mpi_server_give_up(s, FUT_ENOMEM);
 		return;
@@ -181,7 +178,7 @@ static void on_task(struct server *s, const struct fut__wire_rec *r)
 	/* Only this thread (the loop's) adds names: no lock to read them. */
 	st->fn = s->names[r->fn - 1].fn;
 	st->missing = st->fn == NULL ? s->names[r->fn - 1].name : NULL;
-	st->slab = cls < FUT__SLAB_NCLASS;
+	st->slab = slab;
 	atomic_init(&st->flags, 0);
 	st->len = r->len;
 	if (r->len != 0)
@@ -492,10 +489,7 @@ int fut__mpi_serve(struct fut__mpi_setup *setup)
 	setup->inter = MPI_COMM_NULL;
 	for (struct stask *st = s->qhead, *next; st != NULL; st = next) {
 		next = st->next;
-		if (st->slab)
-			fut__slab_put(st);
-		else
-			fut__free(st);
+		fut__slab_free(st, st->slab);
 		fut__mpi_live_count(-1);
 	}
 	fut__free(s->run_inputs);

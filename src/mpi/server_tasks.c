@@ -66,10 +66,7 @@ void fut__mpi_server_run_one(struct server *s, struct stask *st)
 	s->busy--;
 	fut__mpi_server_add_result_locked(s, st->id, &t, st->missing);
 	fut__task_clear(&t);
-	if (st->slab)
-		fut__slab_put(st);
-	else
-		fut__free(st);
+	fut__slab_free(st, st->slab);
 	fut__mpi_live_count(-1);
 }
 

@@ -36,10 +36,7 @@ static void job_destroy(fut_future *f)
 	if (j->shared & PP_SHARED_RESULT)
 		(void)munmap(j->fut.value, j->fut.len);
 	fut__pp_job_input_close(j);
-	if (j->slab)
-		fut__slab_put(j);
-	else
-		fut__free(j);
+	fut__slab_free(j, j->slab);
 	fut__pp_unref(p);
 }
 
@@ -89,13 +86,8 @@ struct pp_job *fut__pp_job_new(struct ppool *p, fut_fn fn, const void *data,
 {
 	if (len > SIZE_MAX - sizeof(struct pp_job))
 		return NULL;
-	/* Small jobs come from the core's slab of recycled blocks: for a
-	 * small task, a malloc and a free would be most of what submitting
-	 * it costs the caller (docs/perf-log.md). */
-	size_t size = sizeof(struct pp_job) + len;
-	unsigned cls = fut__slab_class_for(size);
-	bool slab = cls < FUT__SLAB_NCLASS;
-	struct pp_job *j = slab ? fut__slab_get(cls) : fut__malloc(size);
+	bool slab;
+	struct pp_job *j = fut__slab_alloc(sizeof(struct pp_job) + len, &slab);
 	if (j == NULL)
 		return NULL;
 	j->slab = slab;

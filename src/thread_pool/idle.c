@@ -199,6 +199,15 @@ static int start_done_locked(struct tpool *p, struct worker *w, int rc)
  * run on one cpu only.
  */
 
+/* The submitter's cpus less its home, in *away; false when none is left.
+ * Caller holds p->ctl. */
+static bool away_from_home(const struct tpool *p, cpu_set_t *away)
+{
+	*away = p->cpus;
+	CPU_CLR(p->home_cpu, away);
+	return CPU_COUNT(away) > 0;
+}
+
 /* The first thread's cpus, in *away; false: leave it to the kernel.
  * Caller holds p->ctl. */
 static bool place_first(struct tpool *p, cpu_set_t *away)
@@ -214,9 +223,7 @@ static bool place_first(struct tpool *p, cpu_set_t *away)
 	}
 	p->pushed_seen =
 		atomic_load_explicit(&p->q.pushed, memory_order_relaxed);
-	*away = p->cpus;
-	CPU_CLR(p->home_cpu, away);
-	return CPU_COUNT(away) > 0;
+	return away_from_home(p, away);
 }
 
 /* A later thread's cpus, in *away, while tasks are being pushed; false:
@@ -229,9 +236,7 @@ static bool place_later(struct tpool *p, cpu_set_t *away)
 	if (p->home_cpu < 0 || pushed == p->pushed_seen)
 		return false;
 	p->pushed_seen = pushed;
-	*away = p->cpus;
-	CPU_CLR(p->home_cpu, away);
-	return CPU_COUNT(away) > 0;
+	return away_from_home(p, away);
 }
 
 /* Starts one worker, which starts as a looker (the caller counted it in
