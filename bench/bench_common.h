@@ -1,6 +1,6 @@
 /*
  * bench_common.h: helpers shared by the bench programs (bench/ and
- * bench/peers/): a monotonic clock, the W3 unit of CPU work, the quick
+ * bench/peers/): a monotonic clock, the process's CPU time, the W3 unit of CPU work, the quick
  * mode and peak RSS.
  */
 #ifndef BENCH_COMMON_H
@@ -17,6 +17,14 @@ static inline double bench_now(void)
 {
 	struct timespec t;
 	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* CPU time used so far by every thread of this process, in seconds. */
+static inline double bench_cpu_now(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
 	return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 

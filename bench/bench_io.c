@@ -84,8 +84,17 @@ static uint64_t sum_of_plus_one(long n)
 
 static atomic_long ran;
 
+/* The start of W7's and W7b's tasks: how many have started, and the
+ * process's CPU time when the last of the first `start_all` started (in
+ * W7b, when the pool's 256th thread ran its task). */
+static atomic_long started;
+static long start_all;
+static double start_cpu;
+
 static void blocking_task(fut_task *t)
 {
+	if (atomic_fetch_add(&started, 1) + 1 == start_all)
+		start_cpu = bench_cpu_now();
 	io_block_ms(W7_BLOCK_MS);
 	atomic_fetch_add(&ran, 1);
 	fut_task_return(t, (void *)((uintptr_t)fut_task_arg(t) + 1));
@@ -100,6 +109,9 @@ static void w7(const char *name, long tasks, size_t workers)
 		die("calloc", FUT_ENOMEM);
 	fut_executor *ex = pool(workers);
 	atomic_store(&ran, 0);
+	atomic_store(&started, 0);
+	start_all = tasks < (long)workers ? tasks : (long)workers;
+	double c0 = bench_cpu_now();
 	double t0 = bench_now();
 	submit_range(ex, blocking_task, fs, tasks);
 	wait_all(fs, tasks);
@@ -113,6 +125,10 @@ static void w7(const char *name, long tasks, size_t workers)
 		wrong(name, "sum", (long)sum, (long)sum_of_plus_one(tasks));
 	printf("RESULT workload=%s impl=%s n=%ld efficiency=%.3f\n", name, IMPL,
 	       tasks, io_w7_ideal_s(tasks, (long)workers) / d);
+	/* What starting each thread cost, every thread of the process
+	 * counted: the CPU until the last started, per thread. */
+	printf("RESULT workload=%s-start impl=%s n=%ld cpu_us=%.1f\n", name,
+	       IMPL, start_all, (start_cpu - c0) / (double)start_all * 1e6);
 }
 
 static void long_blocker(fut_task *t)
