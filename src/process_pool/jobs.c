@@ -8,8 +8,9 @@
  * failure, and the queue: appending, putting jobs back at its head when
  * their worker died, popping a frame's worth, draining it when the pool
  * breaks.
- * Threads: submitters create and enqueue jobs; the manager thread pops,
- * requeues and ends them; any thread may drop the last reference.
+ * Threads: submitters create and enqueue jobs (or hand one to an idle
+ * worker, door.c); the manager thread pops, requeues and ends them; any
+ * thread may drop the last reference.
  * Locks: p->lock guards the queue and the broken state; the *_locked
  * functions assert that the caller holds it.  Never held while a future
  * completes.
@@ -281,7 +282,11 @@ int fut__pp_enqueue(struct ppool *p, struct pp_job *first, struct pp_job *last)
 {
 	fut__pp_lock(p);
 	int rc = fut__pp_admit_locked(p);
-	if (rc == FUT_OK) {
+	/* One task, an idle worker and the manager asleep: the submitter
+	 * sends it (door.c), and nobody is woken but the worker. */
+	bool queue = rc == FUT_OK &&
+		     (first != last || !fut__pp_hand_off_locked(p, first));
+	if (queue) {
 		if (p->qtail != NULL)
 			p->qtail->next = first;
 		else
@@ -290,7 +295,7 @@ int fut__pp_enqueue(struct ppool *p, struct pp_job *first, struct pp_job *last)
 		last->next = NULL;
 	}
 	fut__pp_unlock(p);
-	if (rc == FUT_OK)
+	if (queue)
 		fut__pp_wake(p);
 	return rc;
 }

@@ -10,8 +10,10 @@
  * It completes the futures, so done callbacks run here.
  * Threads: this one; it blocks every signal.  fut__pp_wake is called
  * from any thread.
- * Locks: takes p->lock only to pop, push back or drain the queue and to
- * read the shutdown state; never while a future completes.
+ * Locks: takes p->lock only to pop, push back or drain the queue, to
+ * read the shutdown state and to open and close the doors of idle
+ * workers around its sleep in poll (door.c); never while a future
+ * completes.
  *
  * A job's way: queued -> popped into a frame for worker w (claimed with
  * fut__future_start, given an id) -> in w's in-flight list -> its result
@@ -70,8 +72,7 @@ static int64_t sooner(int64_t a, int64_t b)
 	return a < 0 || (b >= 0 && b < a) ? b : a;
 }
 
-/* The most tasks the next frame to w may hold (0: none now). */
-static size_t allowance(const struct ppool *p, const struct pp_worker *w)
+size_t fut__pp_allowance(const struct ppool *p, const struct pp_worker *w)
 {
 	if (w->state != PW_READY || w->task_fd < 0 || fut__pp_out_pending(w))
 		return 0;
@@ -95,15 +96,6 @@ static size_t allowance(const struct ppool *p, const struct pp_worker *w)
 	return n;
 }
 
-/* Whether w's process is inside a task (one whose result may have come
- * back already: fut_task_return_bytes sends it at once). */
-static bool in_task(const struct ppool *p, const struct pp_worker *w)
-{
-	const struct fut__worker_slot *s = &p->slots[w->slot];
-	return atomic_load_explicit(&s->started, memory_order_acquire) !=
-	       atomic_load_explicit(&s->finished, memory_order_acquire);
-}
-
 /*
  * Work conservation: the tasks sent to a worker that has been silent for
  * FUT__PP_TAKE_BACK_NS (it runs a long task) and that it has not started
@@ -123,7 +115,7 @@ static bool take_back_waiting(struct pp_mgr *m)
 		    fut__pp_claim_started(p, w->tail))
 			continue;
 		int64_t due = w->active_ns + FUT__PP_TAKE_BACK_NS;
-		if (!in_task(p, w)) {
+		if (!fut__pp_in_task(p, w)) {
 			/* Not inside a task: it still reads what it was sent
 			 * (a large input takes a while), or is about to
 			 * start it; nothing is held behind a long task.
@@ -204,12 +196,12 @@ static bool dispatch(struct pp_mgr *m)
 	fut__pp_lock(p);
 	for (uint32_t i = 0; i < p->nslots && p->qhead != NULL; i++) {
 		struct pp_worker *w = &p->workers[i];
-		size_t n = allowance(p, w);
+		size_t n = fut__pp_allowance(p, w);
 		if (n == 0)
 			continue;
 		/* Nothing more behind a long task: it would wait there while
 		 * another worker could take it. */
-		if ((w->head != NULL || in_task(p, w)) &&
+		if ((w->head != NULL || fut__pp_in_task(p, w)) &&
 		    m->now - w->active_ns >= FUT__PP_TAKE_BACK_NS)
 			continue;
 		/* A second frame in flight only for bulk work (a chunk of
@@ -278,7 +270,7 @@ static void scan_interrupts(struct pp_mgr *m, bool all)
 		struct pp_worker *w = &p->workers[i];
 		if (w->kill_reason != 0 || w->state == PW_FREE)
 			continue;
-		if (all && (w->head != NULL || in_task(p, w))) {
+		if (all && (w->head != NULL || fut__pp_in_task(p, w))) {
 			/* What it has not started runs elsewhere. */
 			(void)fut__pp_take_back(m, w, false);
 			fut__pp_slot_kill(m, w, FUT_ECANCELLED, true, 0);
@@ -305,7 +297,7 @@ static int64_t check_deadlines(struct pp_mgr *m)
 	for (uint32_t i = 0; i < p->nslots; i++) {
 		struct pp_worker *w = &p->workers[i];
 		if (w->kill_reason != 0 || w->state == PW_FREE ||
-		    (w->head == NULL && !in_task(p, w)))
+		    (w->head == NULL && !fut__pp_in_task(p, w)))
 			continue;
 		struct fut__worker_slot *s = &p->slots[w->slot];
 		uint64_t id =
@@ -448,7 +440,10 @@ static void loop(struct pp_mgr *m)
 				m->pfd_w[n++] = w;
 			}
 		}
-		int rc = poll(m->pfd, n, poll_timeout(m, deadline, waiters));
+		int timeout = poll_timeout(m, deadline, waiters);
+		fut__pp_doors_open(m);
+		int rc = poll(m->pfd, n, timeout);
+		fut__pp_doors_close(m);
 		if (rc < 0)
 			continue;
 		m->now = fut__now_ns();

@@ -64,8 +64,13 @@ enum {
 	PW_RETIRING, /* its task channel is closed or it was killed */
 };
 
-/* One worker slot: the manager's alone. */
+/* One worker slot: the manager's alone, but for an open door (door.c):
+ * then a submitter holding p->lock may send it one task. */
 struct pp_worker {
+	/* p->lock: idle while the manager sleeps, it takes one task from a
+	 * submitter (door.c); the manager touches nothing of the slot
+	 * until it closed the door again. */
+	bool door;
 	int state;
 	uint32_t slot;
 	uint32_t gen;
@@ -160,9 +165,11 @@ struct ppool {
 	 * cancelled too, by the manager, which then bumps cancel_done. */
 	bool cancel_sent;
 	uint64_t cancel_asked, cancel_done; /* lock */
-	bool broken;			    /* lock */
-	char *broken_msg;		    /* lock: why (may be NULL) */
-	bool manager_done;		    /* lock */
+	size_t doors;	   /* lock: workers whose door is open */
+	uint64_t handed;   /* lock: tasks sent through a door (for tests) */
+	bool broken;	   /* lock */
+	char *broken_msg;  /* lock: why (may be NULL) */
+	bool manager_done; /* lock */
 	bool joined;	   /* lock: someone joined the manager */
 	bool free_on_exit; /* lock: freed from the manager thread */
 
@@ -270,6 +277,8 @@ void fut__pp_unref(struct ppool *p);
 
 /* manager.c */
 void *fut__pp_manager_main(void *arg);
+/* The most tasks the next frame to w may hold (0: none now). */
+size_t fut__pp_allowance(const struct ppool *p, const struct pp_worker *w);
 /* Wakes the manager thread (any thread, any lock held or none): it will
  * look at the queue, the shutdown state and the interrupts again. */
 void fut__pp_wake(struct ppool *p);
@@ -329,6 +338,28 @@ struct pp_job *fut__pp_pop_batch_locked(struct ppool *p, size_t allowance);
 /* How many chunks the queue holds, up to cap. */
 size_t fut__pp_queued_chunks_locked(const struct ppool *p, size_t cap);
 
+/* Whether w's process is inside a task (one whose result may have come
+ * back already: fut_task_return_bytes sends it at once). */
+static inline bool fut__pp_in_task(const struct ppool *p,
+				   const struct pp_worker *w)
+{
+	const struct fut__worker_slot *s = &p->slots[w->slot];
+	return atomic_load_explicit(&s->started, memory_order_acquire) !=
+	       atomic_load_explicit(&s->finished, memory_order_acquire);
+}
+
+/* door.c: a task handed to an idle worker by its submitter, while the
+ * manager sleeps. */
+/* Before the manager sleeps: opens the door of every idle worker. */
+void fut__pp_doors_open(struct pp_mgr *m);
+/* As the manager wakes: closes every door (the tasks handed meanwhile
+ * are in their workers' lists already). */
+void fut__pp_doors_close(struct pp_mgr *m);
+/* Under p->lock, with j admitted: sends j to a worker whose door is open
+ * when the queue is empty, and closes that door.  False: j is to be
+ * queued. */
+bool fut__pp_hand_off_locked(struct ppool *p, struct pp_job *j);
+
 /* slot.c: a worker slot's life, and the fork server's. */
 /* Asks the fork server for a worker in w's slot.  0, or an errno with
  * *what the call that failed. */
@@ -374,6 +405,10 @@ void fut__pp_flush_out(struct pp_worker *w);
  * returns how many were dropped, cancelled while queued. */
 size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,
 			  struct pp_job *batch);
+/* A submitter's hand-off through w's open door, under p->lock: j (new,
+ * small, its input in its block) is claimed, encoded and sent alone.
+ * False when there was no memory for the frame: nothing changed. */
+bool fut__pp_send_one(struct ppool *p, struct pp_worker *w, struct pp_job *j);
 
 /* claim.c: tasks sent ahead, until their worker claims them. */
 /* Gives j, about to be sent to w, its claim key there, SENT. */

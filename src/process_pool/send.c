@@ -7,8 +7,10 @@
  * first, then a large input straight from its job block; an input in
  * shared memory is a SHARED record whose memfd (the job's) rides with the
  * frame's first bytes as SCM_RIGHTS.
- * Threads: the manager thread only.
- * Locks: none (the worker's fds and buffers are the manager's alone).
+ * Threads: the manager thread; and fut__pp_send_one in a submitting
+ * thread, through an idle worker's open door (door.c).
+ * Locks: none (the worker's fds and buffers are the manager's alone, but
+ * while its door is open: then whoever holds p->lock sends).
  */
 #include <assert.h>
 #include <errno.h>
@@ -102,6 +104,24 @@ void fut__pp_out_drop(struct pp_worker *w)
 	out_job_drop(w);
 }
 
+/* A frame of count jobs, first..last, is in w->out: they join w's list
+ * (in the order it runs them), and it goes out. */
+static void frame_out(struct pp_worker *w, struct pp_job *first,
+		      struct pp_job *last, uint32_t count)
+{
+	last->frame_last = true;
+	if (w->head == NULL)
+		w->active_ns = fut__now_ns(); /* busy from now */
+	if (w->tail != NULL)
+		w->tail->next = first;
+	else
+		w->head = first;
+	w->tail = last;
+	w->frames++;
+	w->sent += count;
+	fut__pp_flush_out(w);
+}
+
 size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,
 			  struct pp_job *batch)
 {
@@ -190,18 +210,33 @@ size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,
 		last = j;
 	}
 	uint32_t count = fut__pp_frame_end(&w->out, FUT__WIRE_TASKS);
-	if (count == 0)
-		return dropped;
-	last->frame_last = true;
-	if (w->head == NULL)
-		w->active_ns = fut__now_ns(); /* busy from now */
-	if (w->tail != NULL)
-		w->tail->next = first;
-	else
-		w->head = first;
-	w->tail = last;
-	w->frames++;
-	w->sent += count;
-	fut__pp_flush_out(w);
+	if (count != 0)
+		frame_out(w, first, last, count);
 	return dropped;
+}
+
+bool fut__pp_send_one(struct ppool *p, struct pp_worker *w, struct pp_job *j)
+{
+	assert(fut__pp_lock_held(p) && w->door && w->head == NULL);
+	assert(j->len <= FUT__PP_FRAME_BYTES && !(j->shared & PP_SHARED_INPUT));
+	/* Encoded first, with the id and key it is about to take: nothing
+	 * is changed when there is no memory for the frame. */
+	uint32_t key = w->next_key;
+	if (!fut__pp_frame_begin(&w->out) ||
+	    !fut__pp_frame_add(&w->out, p->next_id, (uint64_t)(uintptr_t)j->fn,
+			       0, (int32_t)key, j->input, j->len, j->len)) {
+		w->out.len = 0;
+		w->out.count = 0;
+		return false;
+	}
+	(void)fut__pp_frame_end(&w->out, FUT__WIRE_TASKS);
+	fut__pp_claim_sent(p, w, j);
+	/* Nobody else has seen the job yet: nobody could cancel it. */
+	int rc = fut__future_send(&j->fut);
+	assert(rc == FUT_OK);
+	(void)rc;
+	j->id = p->next_id++;
+	w->inflight++;
+	frame_out(w, j, j, 1);
+	return true;
 }

@@ -1,0 +1,241 @@
+/*
+ * test_pp_door.c: a task handed to an idle worker by the thread that
+ * submits it, while the manager sleeps (src/process_pool/door.c), ends as
+ * any other: with its result, crashed when its worker dies, cancelled by
+ * an interrupt, a cancel or a shutdown; and many threads submitting at
+ * once each get their own results.  Each test waits until the manager
+ * sleeps with a door open, then checks that the submit went through it
+ * (the pool's count of tasks handed off).
+ */
+#include "pp_test.h"
+
+static struct ppool *ppool_of(fut_executor *ex)
+{
+	return fut__container_of(ex, struct ppool, ex);
+}
+
+static uint64_t handed(fut_executor *ex)
+{
+	struct ppool *p = ppool_of(ex);
+	fut__pp_lock(p);
+	uint64_t n = p->handed;
+	fut__pp_unlock(p);
+	return n;
+}
+
+/* Waits until the manager sleeps with the door of an idle worker open.
+ * An idle pool's manager sleeps with no timeout: the door stays open
+ * until a submit or a worker wakes it. */
+static void wait_door(fut_executor *ex)
+{
+	struct ppool *p = ppool_of(ex);
+	for (long i = 0;; i++) {
+		CHECK(i < 1200000); /* LONG_WAIT at 0.1 ms a round */
+		fut__pp_lock(p);
+		size_t doors = p->doors;
+		fut__pp_unlock(p);
+		if (doors != 0)
+			return;
+		struct timespec ts = { 0, 100000 };
+		(void)nanosleep(&ts, NULL);
+	}
+}
+
+/* Submits op through an open door: the submitting thread sends it. */
+static fut_future *hand_off(fut_executor *ex, uint32_t op, uint64_t v)
+{
+	wait_door(ex);
+	uint64_t before = handed(ex);
+	fut_future *f = submit_op(ex, op, 0, v);
+	CHECK(handed(ex) == before + 1);
+	return f;
+}
+
+/* The pid of the pool's one worker (a pool of one). */
+static uint64_t worker_pid(fut_executor *ex)
+{
+	atomic_store(started, 0);
+	fut_future *f = submit_op(ex, OP_MEET, 1, 0);
+	uint64_t pid = result_u64(f);
+	fut_release(f);
+	return pid;
+}
+
+static void test_tasks_handed_to_an_idle_worker_give_their_results(void **state)
+{
+	(void)state;
+	fut_executor *ex = new_pool(1);
+	expect_square(submit_op(ex, OP_SQUARE, 0, 3), 3);
+	for (uint64_t v = 0; v < 20; v++)
+		expect_square(hand_off(ex, OP_SQUARE, v), v);
+	fut_executor_free(ex);
+}
+
+static void
+test_a_handed_task_that_crashes_its_worker_ends_crashed(void **state)
+{
+	(void)state;
+	fut_executor *ex = new_pool(1);
+	expect_square(submit_op(ex, OP_SQUARE, 0, 3), 3);
+	expect_failure(hand_off(ex, OP_SEGV, 0), FUT_ECRASHED, "SIGSEGV");
+	/* A new worker takes the next (queued: no worker idles until it
+	 * comes), and then one through its door. */
+	expect_square(submit_op(ex, OP_SQUARE, 0, 5), 5);
+	expect_square(hand_off(ex, OP_SQUARE, 7), 7);
+	fut_executor_free(ex);
+}
+
+static void
+test_a_worker_killed_after_a_hand_off_ends_its_task_crashed(void **state)
+{
+	(void)state;
+	fut_executor *ex = new_pool(1);
+	pid_t pid = (pid_t)worker_pid(ex);
+	atomic_store(started, 0);
+	fut_future *f = hand_off(ex, OP_BLOCK, 1);
+	wait_started(&f, 1, 1);
+	CHECK(kill(pid, SIGKILL) == 0);
+	expect_failure(f, FUT_ECRASHED, "SIGKILL");
+	expect_square(submit_op(ex, OP_SQUARE, 0, 6), 6);
+	fut_executor_free(ex);
+}
+
+/* The interrupt kills the worker that runs the task. */
+static void test_an_interrupt_reaches_a_handed_task(void **state)
+{
+	(void)state;
+	fut_executor *ex = new_pool(1);
+	uint64_t pid = worker_pid(ex);
+	atomic_store(started, 0);
+	fut_future *f = hand_off(ex, OP_BLOCK, 1);
+	wait_started(&f, 1, 1);
+	CHECK(fut_interrupt(f) == FUT_OK);
+	CHECK(final_code(f) == FUT_ECANCELLED);
+	fut_release(f);
+	CHECK(worker_pid(ex) != pid);
+	fut_executor_free(ex);
+}
+
+/* A cancel right after the hand-off races the worker's claim: whichever
+ * wins, the future ends once, as it says, and the worker lives on (a
+ * result for a task taken back would have it killed as a liar). */
+static void test_a_cancel_racing_a_hand_off_ends_the_task_once(void **state)
+{
+	(void)state;
+	fut_executor *ex = new_pool(1);
+	uint64_t pid = worker_pid(ex);
+	unsigned cancelled = 0;
+	for (uint64_t v = 0; v < 200; v++) {
+		fut_future *f = hand_off(ex, OP_SQUARE, v);
+		bool c = fut_cancel(f);
+		if (c) {
+			CHECK(final_code(f) == FUT_ECANCELLED);
+			CHECK(fut_cancelled(f));
+			fut_release(f);
+			cancelled++;
+		} else {
+			expect_square(f, v);
+		}
+	}
+	print_message("%u of 200 handed tasks cancelled before they ran\n",
+		      cancelled);
+	CHECK(worker_pid(ex) == pid);
+	fut_executor_free(ex);
+}
+
+static void test_shutdown_right_after_a_hand_off_ends_the_task(void **state)
+{
+	(void)state;
+	for (unsigned flags = 0; flags <= FUT_SHUTDOWN_CANCEL_PENDING;
+	     flags += FUT_SHUTDOWN_CANCEL_PENDING) {
+		fut_executor *ex = new_pool(1);
+		expect_square(submit_op(ex, OP_SQUARE, 0, 3), 3);
+		fut_future *f = hand_off(ex, OP_SQUARE, 4);
+		CHECK(fut_executor_shutdown(ex, flags) == FUT_OK);
+		/* Done when the shutdown returns: it ran, or it was
+		 * cancelled before its worker started it. */
+		int st = fut_state(f);
+		CHECK(st == FUT_FINISHED || st == FUT_CANCELLED);
+		if (flags == 0 || st == FUT_FINISHED)
+			expect_square(f, 4);
+		else
+			fut_release(f);
+		fut_executor_free(ex);
+	}
+}
+
+enum {
+	THREADS = 8,
+	PER_THREAD = 300,
+};
+
+struct submitter {
+	fut_executor *ex;
+	uint64_t base;
+	pthread_t thread;
+};
+
+static void *submit_and_wait(void *arg)
+{
+	struct submitter *s = arg;
+	for (uint64_t i = 0; i < PER_THREAD; i++)
+		expect_square(submit_op(s->ex, OP_SQUARE, 0, s->base + i),
+			      s->base + i);
+	return NULL;
+}
+
+static void
+test_many_threads_submitting_at_once_get_their_own_results(void **state)
+{
+	(void)state;
+	fut_executor *ex = new_pool(2);
+	start_two_workers(ex);
+	struct submitter s[THREADS];
+	for (int i = 0; i < THREADS; i++) {
+		s[i] = (struct submitter){ .ex = ex,
+					   .base = (uint64_t)i * 1000000 };
+		CHECK(pthread_create(&s[i].thread, NULL, submit_and_wait,
+				     &s[i]) == 0);
+	}
+	for (int i = 0; i < THREADS; i++)
+		CHECK(pthread_join(s[i].thread, NULL) == 0);
+	print_message("%llu of %d tasks handed off\n",
+		      (unsigned long long)handed(ex), THREADS * PER_THREAD);
+	fut_executor_free(ex);
+}
+
+/* With a task_timeout the manager times every task from its start: no
+ * door opens, every task goes through the queue. */
+static void test_no_door_opens_with_a_task_timeout(void **state)
+{
+	(void)state;
+	fut_executor *ex = pool_with(&(fut_process_pool_opts){
+		.max_workers = 1, .task_timeout = 60 });
+	for (uint64_t v = 0; v < 20; v++)
+		expect_square(submit_op(ex, OP_SQUARE, 0, v), v);
+	CHECK(handed(ex) == 0);
+	fut_executor_free(ex);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(
+			test_tasks_handed_to_an_idle_worker_give_their_results),
+		cmocka_unit_test(
+			test_a_handed_task_that_crashes_its_worker_ends_crashed),
+		cmocka_unit_test(
+			test_a_worker_killed_after_a_hand_off_ends_its_task_crashed),
+		cmocka_unit_test(test_an_interrupt_reaches_a_handed_task),
+		cmocka_unit_test(
+			test_a_cancel_racing_a_hand_off_ends_the_task_once),
+		cmocka_unit_test(
+			test_shutdown_right_after_a_hand_off_ends_the_task),
+		cmocka_unit_test(
+			test_many_threads_submitting_at_once_get_their_own_results),
+		cmocka_unit_test(test_no_door_opens_with_a_task_timeout),
+	};
+	if (!pp_test_prepare())
+		return 2;
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
