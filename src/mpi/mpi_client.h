@@ -46,7 +46,6 @@ struct cname {
 
 struct mclient {
 	struct fut_executor ex; /* first: the handle */
-	_Atomic uint32_t refs;	/* handle + manager + one per job */
 	struct fut__mpi_setup s;
 	size_t batch;
 	pthread_t manager;
@@ -81,6 +80,13 @@ struct mclient {
 	int hot_rank; /* the rank whose result came last; -1: none yet */
 	bool stopping;
 	bool broke; /* break_all ran */
+
+	/* Handle + manager + one per job, on cache lines of its own: the
+	 * caller's thread drops one for every job it releases, and shared
+	 * with the fields above it made the manager miss on them. */
+	char refs_gap[64];
+	_Atomic size_t refs;
+	char refs_gap_after[64 - sizeof(size_t)];
 };
 
 static inline struct mclient *fut__mpi_client_of(fut_executor *ex)
