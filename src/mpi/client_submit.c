@@ -68,6 +68,7 @@ static struct mjob *job_new(struct mclient *c, uint32_t name, const void *data,
 	atomic_store_explicit(&j->fut.refs, 2, memory_order_relaxed);
 	j->c = c;
 	j->next = NULL;
+	j->ahead = NULL;
 	j->id = 0;
 	j->name = name;
 	j->interrupt_sent = false;
@@ -249,6 +250,9 @@ int fut__mpi_client_submit_many(fut_executor *ex, fut_fn fn, const void *inputs,
 			first = j;
 		last = j;
 		out[made] = &j->fut;
+		if (made >= FUT__MPI_AHEAD)
+			((struct mjob *)(void *)out[made - FUT__MPI_AHEAD])
+				->ahead = j;
 	}
 	/* The handle's reference is held: these are never the last. */
 	atomic_fetch_sub_explicit(&c->refs, n - made, memory_order_relaxed);

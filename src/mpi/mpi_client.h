@@ -15,10 +15,17 @@
 
 struct mclient;
 
+/* How far ahead in a batch a job names another (struct mjob, ahead). */
+#define FUT__MPI_AHEAD 8
+
 struct mjob {
 	struct fut_future fut; /* first: the caller's handle */
 	struct mclient *c;     /* one client reference while the block lives */
 	struct mjob *next;     /* the queue, or its rank's in-flight list */
+	/* A job AHEAD places later in the same fut_submit_many, or NULL:
+	 * the manager prefetches it while it walks the queue (a hint only;
+	 * client_manager.c, pop_locked()). */
+	struct mjob *ahead;
 	uint64_t id;
 	uint32_t name;
 	bool interrupt_sent;
