@@ -293,8 +293,15 @@ static bool receive_all(struct mclient *c)
 static struct mjob *pop_locked(struct mclient *c, size_t n)
 {
 	struct mjob *first = c->qhead, *last = NULL;
-	for (struct mjob *j = first; j != NULL && n > 0; j = j->next, n--)
+	/* Each job's next is a cache miss (the submitter wrote it), and a
+	 * walk of misses one after another was 8-10% of the client's cpu in
+	 * W-MPI2: prefetching the job AHEAD places on, for writing (the
+	 * manager starts each), has that many in flight at once. */
+	for (struct mjob *j = first; j != NULL && n > 0; j = j->next, n--) {
+		if (j->ahead != NULL)
+			__builtin_prefetch(j->ahead, 1);
 		last = j;
+	}
 	if (last == NULL)
 		return NULL;
 	c->qhead = last->next;

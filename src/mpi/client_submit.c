@@ -25,7 +25,6 @@ static void job_destroy(fut_future *f)
 	struct mjob *j = (struct mjob *)(void *)f;
 	struct mclient *c = j->c;
 	fut__slab_free(j, j->slab);
-	fut__mpi_live_count(-1);
 	fut__mpi_client_unref(c);
 }
 
@@ -49,7 +48,10 @@ static const struct fut__future_ops job_ops = {
 	.no_spin = true,
 };
 
-/* A pending job with two references: the caller's and the queue's. */
+/* A pending job with two references: the caller's and the queue's.  The
+ * caller has taken the client reference the job holds (one atomic add for
+ * a whole fut_submit_many).  A job is not counted in the live objects: it
+ * holds its client, which is. */
 static struct mjob *job_new(struct mclient *c, uint32_t name, const void *data,
 			    size_t len)
 {
@@ -66,14 +68,13 @@ static struct mjob *job_new(struct mclient *c, uint32_t name, const void *data,
 	atomic_store_explicit(&j->fut.refs, 2, memory_order_relaxed);
 	j->c = c;
 	j->next = NULL;
+	j->ahead = NULL;
 	j->id = 0;
 	j->name = name;
 	j->interrupt_sent = false;
 	j->len = len;
 	if (len != 0)
 		memcpy(j->input, data, len);
-	atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
-	fut__mpi_live_count(1);
 	return j;
 }
 
@@ -209,9 +210,12 @@ int fut__mpi_client_submit(fut_executor *ex, fut_fn fn, void *arg,
 	int rc = admit(c, fn, &name);
 	if (rc != FUT_OK)
 		return rc;
+	atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
 	struct mjob *j = job_new(c, name, data, len);
-	if (j == NULL)
+	if (j == NULL) {
+		fut__mpi_client_unref(c);
 		return FUT_ENOMEM;
+	}
 	rc = enqueue(c, j, j);
 	if (rc != FUT_OK) {
 		job_discard(j);
@@ -231,6 +235,9 @@ int fut__mpi_client_submit_many(fut_executor *ex, fut_fn fn, const void *inputs,
 		return rc;
 	struct mjob *first = NULL, *last = NULL;
 	size_t made = 0;
+	/* The jobs' client references at once: n atomic adds were a tenth of
+	 * the submitting thread's time (W-MPI2, docs/perf-log.md). */
+	atomic_fetch_add_explicit(&c->refs, n, memory_order_relaxed);
 	for (; made < n; made++) {
 		const unsigned char *in =
 			(const unsigned char *)inputs + made * stride;
@@ -243,7 +250,12 @@ int fut__mpi_client_submit_many(fut_executor *ex, fut_fn fn, const void *inputs,
 			first = j;
 		last = j;
 		out[made] = &j->fut;
+		if (made >= FUT__MPI_AHEAD)
+			((struct mjob *)(void *)out[made - FUT__MPI_AHEAD])
+				->ahead = j;
 	}
+	/* The handle's reference is held: these are never the last. */
+	atomic_fetch_sub_explicit(&c->refs, n - made, memory_order_relaxed);
 	rc = made == n ? enqueue(c, first, last) : FUT_ENOMEM;
 	if (rc == FUT_OK)
 		return FUT_OK;

@@ -15,10 +15,17 @@
 
 struct mclient;
 
+/* How far ahead in a batch a job names another (struct mjob, ahead). */
+#define FUT__MPI_AHEAD 8
+
 struct mjob {
 	struct fut_future fut; /* first: the caller's handle */
 	struct mclient *c;     /* one client reference while the block lives */
 	struct mjob *next;     /* the queue, or its rank's in-flight list */
+	/* A job AHEAD places later in the same fut_submit_many, or NULL:
+	 * the manager prefetches it while it walks the queue (a hint only;
+	 * client_manager.c, pop_locked()). */
+	struct mjob *ahead;
 	uint64_t id;
 	uint32_t name;
 	bool interrupt_sent;
@@ -46,7 +53,6 @@ struct cname {
 
 struct mclient {
 	struct fut_executor ex; /* first: the handle */
-	_Atomic uint32_t refs;	/* handle + manager + one per job */
 	struct fut__mpi_setup s;
 	size_t batch;
 	pthread_t manager;
@@ -81,6 +87,13 @@ struct mclient {
 	int hot_rank; /* the rank whose result came last; -1: none yet */
 	bool stopping;
 	bool broke; /* break_all ran */
+
+	/* Handle + manager + one per job, on cache lines of its own: the
+	 * caller's thread drops one for every job it releases, and shared
+	 * with the fields above it made the manager miss on them. */
+	char refs_gap[64];
+	_Atomic size_t refs;
+	char refs_gap_after[64 - sizeof(size_t)];
 };
 
 static inline struct mclient *fut__mpi_client_of(fut_executor *ex)

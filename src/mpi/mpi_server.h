@@ -55,6 +55,10 @@ struct server {
 	struct fut__mpi_link link;
 	struct fut__wire_dec dec;
 	struct sname *names; /* loop; read by workers under lock */
+	/* The loop's: the tasks of the message being read, queued once it
+	 * is read (server.c, queue_inbox()). */
+	struct stask *inbox_head, *inbox_tail;
+	size_t inbox_n;
 	uint32_t nnames, capnames;
 	pthread_t *threads;
 	size_t nthreads;
@@ -63,6 +67,7 @@ struct server {
 	pthread_mutex_t lock;
 	pthread_cond_t work_cv, loop_cv, standby_cv;
 	struct stask *qhead, *qtail;   /* lock */
+	size_t ntasks;		       /* lock: tasks queued or running */
 	struct stask *running;	       /* lock */
 	size_t busy;		       /* lock: tasks taken by workers */
 	bool stop;		       /* lock: STOP came (or serving failed) */
@@ -73,12 +78,14 @@ struct server {
 	 * itself, and the standby thread takes the loop over while one runs
 	 * long (server.c, serve()). */
 	bool run_here;
-	bool loop_owned;     /* lock: a thread runs the loop */
-	bool running_here;   /* lock: a task runs on the thread that left it */
-	bool finished;	     /* lock: the loop is done */
-	bool standby_parked; /* lock: the other thread sleeps without a tick */
-	uint64_t here_seq;   /* lock: tasks run that way so far */
-	int64_t probed_ns;   /* the loop's: its last MPI_Iprobe (run_here) */
+	bool loop_owned;      /* lock: a thread runs the loop */
+	bool running_here;    /* lock: a task runs on the thread that left it */
+	bool finished;	      /* lock: the loop is done */
+	bool standby_parked;  /* lock: the other thread sleeps without a tick */
+	uint64_t here_seq;    /* lock: tasks run that way so far */
+	int64_t probed_ns;    /* the loop's: its last MPI_Iprobe (run_here) */
+	uint32_t since_probe; /* the loop's: tasks it took since then */
+	bool probe_wait;      /* the loop's: the last clock read was early */
 
 	/* ISOLATE: the batches in the pool (lock), and the run of tasks
 	 * being gathered from a message (the loop's): one function, one

@@ -44,12 +44,40 @@ int fut_mpi_task_rank(fut_task *t)
 	return -1;
 }
 
+/* A byte result up to this long is copied to the task runner's stack
+ * (the sink's emit), not to a malloc'd buffer freed again once it is in
+ * the frame: no allocation for a small result, as on the process pool. */
+#define RESULT_COPY_MAX 256u
+
+struct result_copy {
+	unsigned char small[RESULT_COPY_MAX];
+};
+
+/* The sink's emit: the result stays in t->value and t->len (outcome
+ * SENT) until run_one puts it in the frame: in rc->small, or for one of
+ * FUT__TASK_EMIT_MIN bytes or more a malloc'd copy (NULL: none, out of
+ * memory). */
+static void emit_result(fut_task *t, const void *data, size_t len, void *ctx)
+{
+	struct result_copy *rc = ctx;
+	void *copy = len <= sizeof(rc->small) ? rc->small : fut__malloc(len);
+	if (copy != NULL && len != 0)
+		memcpy(copy, data, len);
+	t->value = copy;
+	t->len = len;
+}
+
 /* Runs one task taken from the queue (no lock held); returns with
  * s->lock held. */
 void fut__mpi_server_run_one(struct server *s, struct stask *st)
 {
 	fut_task t;
 	fut__task_init(&t, st->fn, NULL, st->input, st->len, &st->flags);
+	struct result_copy copy;
+	const struct fut__task_sink sink = { .emit = emit_result,
+					     .ctx = &copy,
+					     .copy_max = RESULT_COPY_MAX };
+	t.sink = &sink;
 	if (st->fn != NULL) {
 		current_task = &t;
 		current_rank = s->s.rank;
@@ -65,9 +93,11 @@ void fut__mpi_server_run_one(struct server *s, struct stask *st)
 	}
 	s->busy--;
 	fut__mpi_server_add_result_locked(s, st->id, &t, st->missing);
+	if (t.outcome == FUT__OUT_SENT && t.value != copy.small)
+		fut__free(t.value);
 	fut__task_clear(&t);
 	fut__slab_free(st, st->slab);
-	fut__mpi_live_count(-1);
+	s->ntasks--;
 }
 
 /* Caller holds s->lock: takes the next task, or NULL. */
