@@ -38,13 +38,13 @@ static bool idle(const struct ppool *p, const struct pp_worker *w)
 	       fut__pp_allowance(p, w) != 0 && !fut__pp_in_task(p, w);
 }
 
-void fut__pp_doors_open(struct pp_mgr *m)
+bool fut__pp_doors_open(struct pp_mgr *m)
 {
 	struct ppool *p = m->p;
 	/* A task_timeout is the manager's to time from the task's start:
 	 * it would sleep through a deadline it was never told of. */
 	if (m->closing || p->timeout_ns != 0)
-		return;
+		return false;
 	fut__pp_lock(p);
 	assert(p->doors == 0);
 	if (p->qhead == NULL && !p->shutdown && !p->broken) {
@@ -56,7 +56,9 @@ void fut__pp_doors_open(struct pp_mgr *m)
 			}
 		}
 	}
+	bool opened = p->doors != 0;
 	fut__pp_unlock(p);
+	return opened;
 }
 
 void fut__pp_doors_close(struct pp_mgr *m)

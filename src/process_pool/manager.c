@@ -440,10 +440,13 @@ static void loop(struct pp_mgr *m)
 				m->pfd_w[n++] = w;
 			}
 		}
+		/* Doors only around a poll that may sleep: a busy manager's
+		 * loop takes p->lock for them not at all. */
 		int timeout = poll_timeout(m, deadline, waiters);
-		fut__pp_doors_open(m);
+		bool doors = timeout != 0 && fut__pp_doors_open(m);
 		int rc = poll(m->pfd, n, timeout);
-		fut__pp_doors_close(m);
+		if (doors)
+			fut__pp_doors_close(m);
 		if (rc < 0)
 			continue;
 		m->now = fut__now_ns();

@@ -350,10 +350,11 @@ static inline bool fut__pp_in_task(const struct ppool *p,
 
 /* door.c: a task handed to an idle worker by its submitter, while the
  * manager sleeps. */
-/* Before the manager sleeps: opens the door of every idle worker. */
-void fut__pp_doors_open(struct pp_mgr *m);
-/* As the manager wakes: closes every door (the tasks handed meanwhile
- * are in their workers' lists already). */
+/* Before the manager sleeps: opens the door of every idle worker; false
+ * when it opened none. */
+bool fut__pp_doors_open(struct pp_mgr *m);
+/* As the manager wakes, if it opened any: closes every door (the tasks
+ * handed meanwhile are in their workers' lists already). */
 void fut__pp_doors_close(struct pp_mgr *m);
 /* Under p->lock, with j admitted: sends j to a worker whose door is open
  * when the queue is empty, and closes that door.  False: j is to be
