@@ -2,7 +2,8 @@
  * alloc.c: the one place that calls malloc, calloc, realloc,
  * posix_memalign and free.
  *
- * Owns: the allocation wrapper and its fault-injection hook.
+ * Owns: the allocation wrapper and its fault-injection hook, and the
+ * helpers that make fresh pages present ahead of use (the slabs').
  * Threads: any; the hook is two atomics, so it costs one relaxed load per
  * allocation when disabled.
  * Locks: none.
@@ -13,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "core/alloc.h"
 
@@ -94,4 +97,25 @@ char *fut__vasprintf(const char *fmt, va_list ap)
 	if (s != NULL)
 		vsnprintf(s, (size_t)n + 1, fmt, ap);
 	return s;
+}
+
+void fut__pages_populate(void *p, size_t n)
+{
+#ifdef MADV_POPULATE_WRITE
+	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+	uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1);
+	uintptr_t e = ((uintptr_t)p + n) & ~(page - 1);
+	if (e > a)
+		(void)madvise((void *)a, e - a, MADV_POPULATE_WRITE);
+#else
+	(void)p;
+	(void)n;
+#endif
+}
+
+void fut__pages_touch(const void *p, size_t n)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	for (size_t i = 0; i < n; i += page)
+		(void)*((const volatile char *)p + i);
 }

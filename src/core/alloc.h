@@ -22,6 +22,18 @@ FUT__PRIVATE char *fut__strdup(const char *s);
 /* A new string formatted from fmt (NULL when out of memory). */
 FUT__PRIVATE char *fut__vasprintf(const char *fmt, va_list ap);
 
+/* Makes the whole pages of [p, p + n) present: one system call, where
+ * touching them would fault once per page.  Advice only: a kernel before
+ * 5.14 (no MADV_POPULATE_WRITE) faults them as they are touched. */
+void fut__pages_populate(void *p, size_t n);
+/* Reads a byte of each page of [p, p + n), from user space.  On a VM
+ * whose host shadows the guest's page tables (this project's VM), a page
+ * made present still costs ~4.4 us at its first access from user space,
+ * by whichever thread of the process comes first: an idle worker pays it
+ * here, ahead of the submitter who will use the memory (docs/perf-log.md,
+ * 2026-12-05 "W1").  Elsewhere it is a TLB miss per page. */
+void fut__pages_touch(const void *p, size_t n);
+
 /* Test hook: the n-th allocation from now fails (1: the next one), every
  * later one succeeds; 0 disables.  Returns the countdown it replaces: 0
  * when the failure set before was injected (or none was set), else how

@@ -13,43 +13,40 @@
  * list; ready[c].lock the ready list.  Both are leaf locks, never held
  * together.  The per-thread caches need none.
  *
- * Why: a task and its future live in one block.  Taking one from the
- * thread's cache is a pointer pop, cheaper than a malloc and a free per
- * task, which a stream of tiny tasks (W1) pays for (docs/perf-log.md).
- * Blocks outlive the pool that used them (futures outlive their pool), so
- * the caches are global, not per pool.
+ * Why: a task and its future live in one block; taking one from the
+ * thread's cache is a pointer pop, cheaper than the malloc and free per
+ * task a stream of tiny tasks (W1) pays (docs/perf-log.md).  Futures
+ * outlive their pool, so the caches are global, not per pool.
  *
  * Memory follows what is live (issue 15): a thread's cache holds at most
- * TCACHE_MAX blocks per class, and past that half of it goes back to the
- * blocks' own slabs, where the next refill of any thread finds them.  A
- * slab whose every block came back is freed, but for one per class kept
- * for the next burst.  (Before, blocks past the cache went to a global
- * list that pinned a slab per block, and a program that submitted
- * windows of 10,000 tasks grew ~8 MiB per million tasks.)  A thread's
- * cache goes back to the slabs when it exits, and the calling thread's
- * when a pool is freed (fut__slab_trim).
+ * TCACHE_MAX blocks per class; past that half of it goes back to the
+ * blocks' slabs, where any thread's next refill finds them.  (Before, such
+ * blocks pinned a slab each: windows of 10,000 tasks grew ~8 MiB per
+ * million tasks.)  A slab whose every block came back is kept while its
+ * class is busy (a refill in the last KEEP_NS), so that the next burst
+ * reuses its pages: freed, it came back from malloc as fresh pages every
+ * other burst, a fault each (W-MPI2, docs/perf-log.md).  Once the class
+ * has been quiet that long, the next give-back frees all but EMPTY_MAX.
+ * A thread's cache goes back when it exits, the caller's when a pool is
+ * freed (fut__slab_trim), which frees every empty slab.
  *
  * A slab is whole 4 KiB pages, 4 KiB aligned; each page starts with a
- * 64-byte page header that names its slab (the first page's holds the
- * slab itself), and blocks never straddle a page, so a block finds its
- * slab from its address alone.  A job block then carries no header: the
- * thread pool's 64-byte job takes 64 bytes (one cache line, 63 to a
- * page).  A slab is carved lazily, a refill at a time, so a program with
- * a few tasks touches a few pages.
+ * 64-byte header that names its slab (the first page's holds the slab),
+ * and blocks never straddle a page, so a block finds its slab from its
+ * address: a job block has no header (the thread pool's 64-byte job is
+ * one cache line, 63 to a page).  A slab is carved a refill at a time, so
+ * a program with a few tasks touches a few pages.
  *
- * Two slab sizes: a thread's first GROW_AFTER slabs of a class are small
- * (one page); after that they are MED_SLAB bytes, still under glibc's
- * mmap threshold (so a freed one is reused from the heap, not unmapped and
- * faulted in again), and their pages are made present with one
- * madvise(MADV_POPULATE_WRITE) instead of one page fault each: a million
- * pending tasks touch 16,000 pages, and a fault each cost a cold W1 more
- * than its tasks did (docs/perf-log.md has the numbers).
+ * A thread's first GROW_AFTER slabs of a class are one page; later ones
+ * MED_SLAB bytes, under glibc's mmap threshold (a freed one is reused from
+ * the heap, not unmapped), their pages made present with one
+ * madvise(MADV_POPULATE_WRITE), not a fault each: a million pending tasks
+ * touch 16,000 pages, and the faults cost a cold W1 more than its tasks
+ * did (docs/perf-log.md).
  */
 #include <assert.h>
 #include <pthread.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/slab.h"
@@ -61,8 +58,9 @@
 #define MED_SLAB ((size_t)112 << 10) /* bytes of a later slab */
 #define READY_MAX 2u		     /* larger slabs per class kept ready */
 #define TCACHE_MAX 256u		     /* blocks per class a thread keeps */
-#define EMPTY_MAX 1u /* slabs per class kept with every block back */
-#define REFILL 64u   /* blocks a cache takes from a slab at a time */
+#define EMPTY_MAX 1u	   /* slabs per class kept with every block back */
+#define KEEP_NS 1000000000 /* ...or all of them, this long after a refill */
+#define REFILL 64u	   /* blocks a cache takes from a slab at a time */
 
 /* What each page of a slab starts with. */
 struct page_header {
@@ -120,8 +118,16 @@ static _Thread_local struct tcache tcache;
 static struct {
 	fut__lock lock;
 	struct slab *partial;
-	uint32_t nempty; /* listed slabs with live == 0 */
+	uint32_t nempty;     /* listed slabs with live == 0 */
+	int64_t refilled_ns; /* the last refill's time */
 } classes[FUT__SLAB_NCLASS];
+
+/* Whether cls had a refill lately: its empty slabs are kept.  Caller
+ * holds the class lock. */
+static bool busy(unsigned cls)
+{
+	return fut__now_ns() - classes[cls].refilled_ns < KEEP_NS;
+}
 
 /* Larger slabs made ready by idle workers (fut__slab_provision), their
  * pages present, linked through next. */
@@ -254,7 +260,7 @@ static struct slab *give_back(unsigned cls, struct free_block *b)
 		list_add(cls, s);
 	if (s->live != 0)
 		return NULL;
-	if (classes[cls].nempty < EMPTY_MAX) {
+	if (classes[cls].nempty < EMPTY_MAX || busy(cls)) {
 		classes[cls].nempty++;
 		return NULL;
 	}
@@ -262,8 +268,39 @@ static struct slab *give_back(unsigned cls, struct free_block *b)
 	return s;
 }
 
+/* Caller holds the class lock: unlists the slabs of cls with no block
+ * out but `keep` of them, onto *dead (retire: and retires the others, so
+ * that none of their blocks is reused). */
+static void unlist_empty(unsigned cls, uint32_t keep, bool retire,
+			 struct slab **dead)
+{
+	for (struct slab *s = classes[cls].partial, *next; s != NULL;
+	     s = next) {
+		next = s->next;
+		if (s->live == 0 ? classes[cls].nempty <= keep : !retire)
+			continue;
+		list_remove(cls, s);
+		if (s->live != 0) {
+			s->retired = true;
+			continue;
+		}
+		classes[cls].nempty--;
+		s->next = *dead;
+		*dead = s;
+	}
+}
+
+static void free_slabs(struct slab *dead)
+{
+	while (dead != NULL) {
+		struct slab *next = dead->next;
+		slab_free(dead);
+		dead = next;
+	}
+}
+
 /* Gives back a list of blocks of class cls, and frees the slabs it
- * empties (but for EMPTY_MAX of them). */
+ * empties that are not kept (give_back()). */
 static void give_back_list(unsigned cls, struct free_block *b)
 {
 	struct slab *dead = NULL;
@@ -277,12 +314,11 @@ static void give_back_list(unsigned cls, struct free_block *b)
 		}
 		b = next;
 	}
+	/* Quiet: the empty slabs kept for a burst go, but for EMPTY_MAX. */
+	if (classes[cls].nempty > EMPTY_MAX && !busy(cls))
+		unlist_empty(cls, EMPTY_MAX, false, &dead);
 	fut__lock_release(&classes[cls].lock);
-	while (dead != NULL) {
-		struct slab *next = dead->next;
-		slab_free(dead);
-		dead = next;
-	}
+	free_slabs(dead);
 }
 
 /* Moves this thread's cache back to the slabs. */
@@ -333,26 +369,10 @@ static void release_empty(bool retire)
 	for (unsigned cls = 0; cls < FUT__SLAB_NCLASS; cls++) {
 		struct slab *dead = NULL;
 		fut__lock_acquire(&classes[cls].lock);
-		for (struct slab *s = classes[cls].partial, *next; s != NULL;
-		     s = next) {
-			next = s->next;
-			if (s->live != 0 && !retire)
-				continue;
-			list_remove(cls, s);
-			if (s->live != 0) {
-				s->retired = true;
-				continue;
-			}
-			s->next = dead;
-			dead = s;
-		}
-		classes[cls].nempty = 0;
+		unlist_empty(cls, 0, retire, &dead);
+		assert(classes[cls].nempty == 0);
 		fut__lock_release(&classes[cls].lock);
-		while (dead != NULL) {
-			struct slab *next = dead->next;
-			slab_free(dead);
-			dead = next;
-		}
+		free_slabs(dead);
 		atomic_store(&ready[cls].wanted, false);
 		for (struct slab *r; (r = ready_pop(cls)) != NULL;)
 			slab_free(r);
@@ -388,36 +408,6 @@ static void tcache_register(void)
 	tcache.registered = true;
 }
 
-/* Makes the whole pages of [p, p + n) present: one system call, where
- * touching them would fault once per page.  Advice only: a kernel before
- * 5.14 (no MADV_POPULATE_WRITE) faults them as they are touched. */
-static void populate(void *p, size_t n)
-{
-#ifdef MADV_POPULATE_WRITE
-	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-	uintptr_t a = ((uintptr_t)p + page - 1) & ~(page - 1);
-	uintptr_t e = ((uintptr_t)p + n) & ~(page - 1);
-	if (e > a)
-		(void)madvise((void *)a, e - a, MADV_POPULATE_WRITE);
-#else
-	(void)p;
-	(void)n;
-#endif
-}
-
-/* Reads a byte of each page of [p, p + n), from user space.  On a VM
- * whose host shadows the guest's page tables (this project's VM), a page
- * populate() made present still costs ~4.4 us at its first access from
- * user space, by whichever thread of the process comes first: an idle
- * worker pays it here, ahead of the submitter who will carve the slab
- * (docs/perf-log.md, 2026-12-05 "W1").  Elsewhere it is a TLB miss per
- * page. */
-static void touch(const void *p, size_t n)
-{
-	for (size_t i = 0; i < n; i += SLAB_PAGE)
-		(void)*((const volatile char *)p + i);
-}
-
 bool fut__slab_provision(void)
 {
 	for (unsigned cls = 0; cls < FUT__SLAB_NCLASS; cls++) {
@@ -431,8 +421,8 @@ bool fut__slab_provision(void)
 		s->bytes = MED_SLAB;
 		atomic_fetch_add_explicit(&slab_bytes, MED_SLAB,
 					  memory_order_relaxed);
-		populate(s, MED_SLAB);
-		touch(s, MED_SLAB);
+		fut__pages_populate(s, MED_SLAB);
+		fut__pages_touch(s, MED_SLAB);
 		fut__lock_acquire(&ready[cls].lock);
 		uint32_t n = atomic_load_explicit(&ready[cls].n,
 						  memory_order_relaxed);
@@ -472,7 +462,7 @@ static struct slab *new_slab(unsigned cls)
 		atomic_fetch_add_explicit(&slab_bytes, size,
 					  memory_order_relaxed);
 		if (med)
-			populate(s, size);
+			fut__pages_populate(s, size);
 	}
 	if (!med)
 		tcache.slabs_made[cls]++;
@@ -515,6 +505,7 @@ static bool refill(unsigned cls)
 	if (!tcache.registered)
 		tcache_register();
 	fut__lock_acquire(&classes[cls].lock);
+	classes[cls].refilled_ns = fut__now_ns();
 	struct slab *s = classes[cls].partial;
 	if (s != NULL) {
 		take_from(cls, s);
