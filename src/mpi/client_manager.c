@@ -142,7 +142,11 @@ static bool expecting(const struct mclient *c)
 	return false;
 }
 
-/* Completes the job of a result record. */
+static void finish_results(struct mclient *c);
+
+/* Takes the job of a result record out of its rank's list and holds the
+ * record until finish_results(): the rank's room is known, and the
+ * manager refills it, before it completes the futures. */
 static void on_result(struct mclient *c, int rank, struct fut__wire_rec *rec)
 {
 	struct mrank *mr = &c->ranks[rank];
@@ -166,9 +170,17 @@ static void on_result(struct mclient *c, int rank, struct fut__wire_rec *rec)
 	if (mr->tail == j)
 		mr->tail = prev;
 	mr->inflight--;
-	if (--c->inflight == 0)
-		go_quiet(c);
+	c->inflight--;
+	if (c->nheld == FUT__MPI_HELD_MAX)
+		finish_results(c);
+	c->held[c->nheld++] =
+		(struct mheld){ .j = j, .rank = rank, .rec = *rec };
+}
 
+/* Completes j with the outcome rec carries. */
+static void complete(struct mclient *c, int rank, struct mjob *j,
+		     struct fut__wire_rec *rec)
+{
 	if (rec->kind == FUT__WIRE_R_BYTES && rec->len != 0 &&
 	    rec->len <= j->len && !rec->owned) {
 		/* A result no longer than the input takes the input's place
@@ -232,6 +244,20 @@ static void on_result(struct mclient *c, int rank, struct fut__wire_rec *rec)
 	}
 }
 
+/* Completes the jobs of the results held (on_result()).  Their records'
+ * bytes lie in the message just received: this runs before the next. */
+static void finish_results(struct mclient *c)
+{
+	for (size_t i = 0; i < c->nheld; i++) {
+		/* The last job in flight is about to complete (go_quiet()). */
+		if (i == 0 && c->inflight == 0)
+			go_quiet(c);
+		struct mheld *h = &c->held[i];
+		complete(c, h->rank, h->j, &h->rec);
+	}
+	c->nheld = 0;
+}
+
 /* Feeds one message from rank into its decoder. */
 static void feed(struct mclient *c, int rank, const unsigned char *data,
 		 size_t len, bool broken)
@@ -262,6 +288,8 @@ static void feed(struct mclient *c, int rank, const unsigned char *data,
 	}
 }
 
+static bool dispatch(struct mclient *c);
+
 static bool receive_all(struct mclient *c)
 {
 	bool did = false;
@@ -285,6 +313,11 @@ static bool receive_all(struct mclient *c)
 			continue;
 		}
 		feed(c, src, data, len, c->broke);
+		/* The room the results made is refilled before their futures
+		 * complete: the rank's next tasks leave one completion pass
+		 * sooner (W-MPI2: a server sat idle ~24 us an exchange). */
+		(void)dispatch(c);
+		finish_results(c);
 	}
 	return did;
 }

@@ -36,6 +36,16 @@ struct mjob {
 	unsigned char input[];
 };
 
+/* A result read and not yet completed (client_manager.c, on_result()). */
+struct mheld {
+	struct mjob *j;
+	int rank;
+	struct fut__wire_rec rec;
+};
+
+/* Results held at most, completed when it fills. */
+#define FUT__MPI_HELD_MAX 256
+
 /* A server rank, as the manager sees it (the manager's alone). */
 struct mrank {
 	struct mjob *head, *tail; /* in flight, in the order sent */
@@ -87,6 +97,8 @@ struct mclient {
 	int hot_rank; /* the rank whose result came last; -1: none yet */
 	bool stopping;
 	bool broke; /* break_all ran */
+	struct mheld held[FUT__MPI_HELD_MAX];
+	size_t nheld;
 
 	/* Handle + manager + one per job, on cache lines of its own: the
 	 * caller's thread drops one for every job it releases, and shared
