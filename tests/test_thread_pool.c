@@ -1570,6 +1570,58 @@ static void test_memory_in_windows_stays_the_size_of_a_window(void **state)
 	free(fs);
 }
 
+/*
+ * A burst's slabs are kept while their class is busy (a refill in the last
+ * second), so that the next burst of the same size reuses their pages
+ * instead of faulting fresh ones; once the class has been quiet a second,
+ * the next give-back frees all but one; fut__slab_trim frees the rest.
+ */
+static void test_a_burst_reuses_the_slabs_of_the_last(void **state)
+{
+	(void)state;
+	size_t first_peak_bytes = 0;
+	enum {
+		N = 20000, /* 128-byte blocks: ~2.5 MiB of slabs */
+		HELD = 600 /* past a thread's cache: give-backs to the slabs */
+	};
+	fut__slab_cache_flush();
+	size_t base = fut__slab_bytes();
+	void **b = calloc(N, sizeof(*b));
+	assert_non_null(b);
+	for (int round = 0; round < 2; round++) {
+		for (size_t i = 0; i < N; i++) {
+			bool slab = false;
+			b[i] = fut__slab_alloc(100, &slab);
+			assert_non_null(b[i]);
+			assert_true(slab);
+		}
+		size_t peak = fut__slab_bytes();
+		assert_true(peak >= base + (size_t)N * 100);
+		/* The second burst made no slab: it took the first's. */
+		if (round == 1)
+			assert_int_equal(peak, first_peak_bytes);
+		first_peak_bytes = peak;
+		size_t keep = round == 0 ? 0 : HELD;
+		for (size_t i = keep; i < N; i++)
+			fut__slab_free(b[i], true);
+		/* Every slab emptied is kept while the class is busy. */
+		assert_int_equal(fut__slab_bytes(), peak);
+	}
+	/* Quiet for a second: the next give-back frees the kept slabs. */
+	struct timespec quiet = { 1, 100 * 1000 * 1000 };
+	nanosleep(&quiet, NULL);
+	for (size_t i = 0; i < HELD; i++)
+		fut__slab_free(b[i], true);
+	size_t after = fut__slab_bytes();
+	print_message("slabs: %zu KiB at the peak, %zu KiB after a quiet "
+		      "second\n",
+		      first_peak_bytes >> 10, after >> 10);
+	assert_true(after < first_peak_bytes / 4);
+	fut__slab_trim();
+	assert_true(fut__slab_bytes() <= base + (128u << 10));
+	free(b);
+}
+
 /* A gated task that returns the address of a local: where its thread's
  * stack is. */
 static void gated_stack_address(fut_task *t)
@@ -1705,6 +1757,7 @@ int main(void)
 		cmocka_unit_test(test_an_idle_worker_makes_the_next_slab_ready),
 		cmocka_unit_test(
 			test_memory_in_windows_stays_the_size_of_a_window),
+		cmocka_unit_test(test_a_burst_reuses_the_slabs_of_the_last),
 		cmocka_unit_test(
 			test_a_new_pool_runs_on_the_stacks_of_a_freed_one),
 		cmocka_unit_test(test_submit_blocks_while_the_queue_is_full),

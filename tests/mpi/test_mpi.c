@@ -83,6 +83,56 @@ static void failures_cross_ranks(void **state)
 	fut_executor_free(ex);
 }
 
+/* Sleeps 200 ms, then returns its input. */
+static void slow_echo_task(fut_task *t)
+{
+	size_t len;
+	const void *in = fut_task_input(t, &len);
+	struct timespec ts = { 0, 200 * 1000 * 1000 };
+	nanosleep(&ts, NULL);
+	fut_task_return_bytes(t, in, len);
+}
+
+/*
+ * A server holds the results of quick tasks for its whole window, but a
+ * task that ran long sends its result as it ends: the first of 4 slow
+ * tasks on one rank (prefetch 4) completes alone, 600 ms before the last,
+ * not with the next one (the rule before: half of prefetch gathered).
+ */
+static void a_long_task_result_goes_as_it_ends(void **state)
+{
+	(void)state;
+	fut_executor *ex = make(&(fut_mpi_opts){ .prefetch = 4 });
+	if (ex == NULL)
+		return;
+	uint32_t in[4] = { 10, 11, 12, 13 };
+	fut_future *fs[4];
+	assert_int_equal(fut_submit_many(ex, slow_echo_task, in, sizeof(in[0]),
+					 4, fs),
+			 FUT_OK);
+	assert_int_equal(fut_wait(fs, 4, FUT_FIRST_COMPLETED, 30), FUT_OK);
+	/* Results of one message complete a few microseconds apart: 50 ms
+	 * lets any that came with the first complete, 150 ms before the
+	 * second task can end. */
+	struct timespec ts = { 0, 50 * 1000 * 1000 };
+	nanosleep(&ts, NULL);
+	int done = 0;
+	for (int i = 0; i < 4; i++)
+		done += fut_done(fs[i]);
+	assert_int_equal(done, 1);
+	assert_int_equal(fut_wait(fs, 4, FUT_ALL_COMPLETED, 30), FUT_OK);
+	for (int i = 0; i < 4; i++) {
+		const void *out;
+		size_t len;
+		assert_int_equal(fut_result_bytes(fs[i], 0, &out, &len),
+				 FUT_OK);
+		assert_int_equal(len, sizeof(in[i]));
+		assert_memory_equal(out, &in[i], len);
+		fut_release(fs[i]);
+	}
+	fut_executor_free(ex);
+}
+
 static void registered_name_is_used(fut_task *t)
 {
 	fut_task_return_bytes(t, "registered", 10);
@@ -702,6 +752,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(results_come_back_byte_exact_split_or_not),
 		cmocka_unit_test(tasks_run_on_server_ranks_and_many_submit),
 		cmocka_unit_test(failures_cross_ranks),
+		cmocka_unit_test(a_long_task_result_goes_as_it_ends),
 		cmocka_unit_test(a_registered_name_resolves),
 		cmocka_unit_test(queued_tasks_cancel_and_never_run),
 		cmocka_unit_test(interrupt_reaches_a_running_task),
