@@ -322,6 +322,19 @@ static bool receive_all(struct mclient *c)
 	return did;
 }
 
+/* Asks for p's cache line for writing: the submitter wrote the job on
+ * another cpu, and a plain prefetch brings it shared, so the manager's
+ * claim (a compare-and-swap) then waits for it a second time.  x86's
+ * PREFETCHW (a no-op on cpus that lack it); elsewhere the compiler's. */
+static inline void prefetch_w(const void *p)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__asm__ volatile("prefetchw %0" : : "m"(*(const char *)p));
+#else
+	__builtin_prefetch(p, 1);
+#endif
+}
+
 /* Caller holds c->lock: pops up to n queued jobs. */
 static struct mjob *pop_locked(struct mclient *c, size_t n)
 {
@@ -331,8 +344,12 @@ static struct mjob *pop_locked(struct mclient *c, size_t n)
 	 * W-MPI2: prefetching the job AHEAD places on, for writing (the
 	 * manager starts each), has that many in flight at once. */
 	for (struct mjob *j = first; j != NULL && n > 0; j = j->next, n--) {
-		if (j->ahead != NULL)
-			__builtin_prefetch(j->ahead, 1);
+		if (j->ahead != NULL) {
+			/* Both lines: the future's, and the one with next and
+			 * ahead, which this walk reads. */
+			prefetch_w(j->ahead);
+			prefetch_w(&j->ahead->next);
+		}
 		last = j;
 	}
 	if (last == NULL)
