@@ -147,8 +147,10 @@ for src in examples/*.c; do
 done
 
 # The README's example, once the thread pool is in the library: it prints
-# the squares of 0..9 in completion order.
-if nm -D --defined-only "$libdir/libfuture.so.$version" | grep -q ' fut_thread_pool_new$'; then
+# the squares of 0..9 in completion order.  The library's symbols are
+# versioned (fut_thread_pool_new@@LIBFUTURE_0): a pattern without the
+# version never matched, and the example went unrun.
+if nm -D --defined-only "$libdir/libfuture.so.$version" | grep -q -E ' fut_thread_pool_new(@@[A-Z_0-9]+)?$'; then
 	awk '/^```c$/ { f = 1; next } /^```$/ { if (f) exit } f' README.md >"$work/readme.c"
 	# shellcheck disable=SC2086
 	$CC -std=c11 -Wall -Wextra -Werror -o "$work/readme" "$work/readme.c" $flags ||
