@@ -1,7 +1,7 @@
 /*
  * bench_common.h: helpers shared by the bench programs (bench/ and
- * bench/peers/): a monotonic clock, the process's CPU time, the W3 unit of CPU work, the quick
- * mode and peak RSS.
+ * bench/peers/): a monotonic clock, the process's CPU time, the W3 unit
+ * of CPU work, the quick mode and peak RSS.
  */
 #ifndef BENCH_COMMON_H
 #define BENCH_COMMON_H

@@ -189,9 +189,11 @@ END {
 	tv = 1.3; row("W7b ours / best peer efficiency", "W7b/libfuture-thread", b, ">= 1.3", ">=")
 	b = best("W7b", "floor-threads-one-starter floor-threads-tree")
 	row("W7b ours / raw pthread efficiency, the better start (floors.c)", "W7b/libfuture-thread", b, "(report)", "report")
-	# The most any pool can reach: 20 ms after the last of 256 thread
-	# starts, each costing the CPU of a raw thread start (the cheaper
-	# of the two in W7b-start) and every cpu starting threads all along.
+	# The most a pool can reach that starts every thread on a fresh
+	# stack: 20 ms after the last of 256 thread starts, each costing the
+	# CPU of a raw thread start (the cheaper of the two in W7b-start) and
+	# every cpu starting threads all along.  Not a bound on ours, which
+	# reuses the stacks left by the threads of W7 (docs/perf-log.md, 2026-12-06).
 	c = "W7b-start/floor-threads-one-starter"; k = "W7b-start/floor-threads-tree"
 	if (!has(c) || (has(k) && val[k] < val[c])) c = k
 	if (has(c) && ncpus > 0) {

@@ -125,16 +125,17 @@ static bool wait_assist(struct fut__park *p)
 _Static_assert(FUT_MAX_COUNT <= SIZE_MAX / sizeof(struct wait_node),
 	       "a wait's nodes for FUT_MAX_COUNT futures must not overflow");
 
-/* A wait for fs[0..n) under `return_when`, its nodes not yet armed. */
+/* A wait for fs[0..n) under `return_when`, its nodes not yet armed;
+ * assist: queued tasks of fs may run inline while it waits. */
 static void ctx_init(struct wait_ctx *ctx, fut_future *const *fs, size_t n,
-		     int return_when, bool no_spin)
+		     int return_when, bool no_spin, bool assist)
 {
 	*ctx = (struct wait_ctx){
 		.park = { .ready = wait_ready,
 			  /* Only where every future must be done anyway:
 			   * running one inline must not delay a return
 			   * that another's completion would allow. */
-			  .assist = return_when == FUT_ALL_COMPLETED ?
+			  .assist = assist && return_when == FUT_ALL_COMPLETED ?
 					    wait_assist :
 					    NULL,
 			  .arm = wait_arm,
@@ -205,9 +206,7 @@ static int wait_all(fut_future *const *fs, size_t n, int64_t deadline,
 			return FUT_OK;
 		struct wait_ctx ctx;
 		/* The assist may run any still-queued task below the top. */
-		ctx_init(&ctx, fs, top, FUT_ALL_COMPLETED, no_spin);
-		if (!assist)
-			ctx.park.assist = NULL;
+		ctx_init(&ctx, fs, top, FUT_ALL_COMPLETED, no_spin, assist);
 		ctx.cursor = cursor < top ? cursor : 0;
 		size_t registered = arm_nodes(&ctx, nodes, k);
 		int rc = fut__park_wait(&ctx.park, deadline);
@@ -257,7 +256,7 @@ int fut_wait(fut_future *const *fs, size_t n, int return_when, double timeout)
 	for (size_t i = 0; i < n; i++)
 		nodes[i].f = fs[i];
 	struct wait_ctx ctx;
-	ctx_init(&ctx, fs, n, return_when, no_spin);
+	ctx_init(&ctx, fs, n, return_when, no_spin, false);
 	size_t registered = arm_nodes(&ctx, nodes, n);
 	int rc = fut__park_wait(&ctx.park, deadline);
 	disarm_nodes(nodes, registered);

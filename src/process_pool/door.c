@@ -23,12 +23,6 @@
  */
 #include <assert.h>
 
-#include "core/alloc.h"
-#include "core/executor.h"
-#include "core/future_int.h"
-#include "core/slab.h"
-#include "core/sync.h"
-#include "core/task.h"
 #include "process_pool/pool.h"
 
 /* Whether w may take a task from a submitter while the manager sleeps. */

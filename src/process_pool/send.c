@@ -225,8 +225,7 @@ bool fut__pp_send_one(struct ppool *p, struct pp_worker *w, struct pp_job *j)
 	if (!fut__pp_frame_begin(&w->out) ||
 	    !fut__pp_frame_add(&w->out, p->next_id, (uint64_t)(uintptr_t)j->fn,
 			       0, (int32_t)key, j->input, j->len, j->len)) {
-		w->out.len = 0;
-		w->out.count = 0;
+		fut__pp_out_drop(w);
 		return false;
 	}
 	(void)fut__pp_frame_end(&w->out, FUT__WIRE_TASKS);
