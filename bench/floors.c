@@ -14,9 +14,14 @@
  *       starts two more before it blocks): the thread start-up a pool
  *       cannot avoid unless it keeps threads or stacks; W7b-start is
  *       the process's CPU time until the last has started, per thread.
+ *       floor-clone-prepared: the same 256 started by one thread with
+ *       bare clone(2) (no glibc thread set-up, no TLS) on stacks mapped
+ *       and made present before the clock starts: what the kernel alone
+ *       costs, the most any pool that starts its threads can reach.
  * Each floor checks what it moved.
  */
 #include <fcntl.h>
+#include <sched.h>
 #include <linux/futex.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -411,6 +416,64 @@ static void w7b(bool tree)
 	       (w7b_start_cpu - c0) / W7B_TASKS * 1e6);
 }
 
+/* W7b on bare clone(2): the kernel's thread start and nothing else.  A
+ * child shares the starter's TLS (no CLONE_SETTLS), so it makes raw
+ * system calls only; the kernel clears its tid word when it has exited
+ * (CLONE_CHILD_CLEARTID), before its stack is unmapped. */
+#define CLONE_STACK (64u << 10)
+
+static _Atomic uint32_t clone_done;
+static pid_t clone_tids[W7B_TASKS];
+
+static int clone_thread(void *arg)
+{
+	(void)arg;
+	if (atomic_fetch_add(&w7b_started, 1) + 1 == W7B_TASKS)
+		w7b_start_cpu = bench_cpu_now();
+	struct timespec ts = { 0, W7_BLOCK_MS * 1000000L };
+	while (syscall(SYS_nanosleep, &ts, &ts) != 0)
+		;
+	if (atomic_fetch_add(&clone_done, 1) + 1 == W7B_TASKS)
+		futex_wake(&clone_done);
+	return 0;
+}
+
+static void w7b_clone(void)
+{
+	size_t size = (size_t)W7B_TASKS * CLONE_STACK;
+	char *stacks = mmap(NULL, size, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	if (stacks == MAP_FAILED)
+		fail("W7b mmap");
+	atomic_store(&clone_done, 0);
+	atomic_store(&w7b_started, 0);
+	const int flags = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND |
+			  CLONE_THREAD | CLONE_SYSVSEM | CLONE_PARENT_SETTID |
+			  CLONE_CHILD_CLEARTID;
+	double c0 = bench_cpu_now();
+	double t0 = bench_now();
+	for (int i = 0; i < W7B_TASKS; i++)
+		if (clone(clone_thread, stacks + (size_t)(i + 1) * CLONE_STACK,
+			  flags, NULL, &clone_tids[i], NULL,
+			  &clone_tids[i]) < 0)
+			fail("W7b clone");
+	for (uint32_t n; (n = atomic_load(&clone_done)) < W7B_TASKS;)
+		futex_wait(&clone_done, n);
+	double d = bench_now() - t0;
+	for (int i = 0; i < W7B_TASKS; i++) /* cleared once it has exited */
+		for (pid_t t; (t = __atomic_load_n(&clone_tids[i],
+						   __ATOMIC_ACQUIRE)) != 0;)
+			syscall(SYS_futex, &clone_tids[i], FUTEX_WAIT, t, NULL,
+				NULL, 0);
+	munmap(stacks, size);
+	printf("RESULT workload=W7b impl=floor-clone-prepared n=%d "
+	       "efficiency=%.3f\n",
+	       W7B_TASKS, io_w7_ideal_s(W7B_TASKS, W7B_WORKERS) / d);
+	printf("RESULT workload=W7b-start impl=floor-clone-prepared n=%d "
+	       "cpu_us=%.1f\n",
+	       W7B_TASKS, (w7b_start_cpu - c0) / W7B_TASKS * 1e6);
+}
+
 int main(void)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -422,5 +485,6 @@ int main(void)
 	w6e_fill_once();
 	w7b(false);
 	w7b(true);
+	w7b_clone();
 	return 0;
 }
