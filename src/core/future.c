@@ -199,6 +199,11 @@ static void publish(fut_future *f, uint32_t final_state)
 	}
 	if (old & FUT__S_SLEEPERS)
 		fut__futex_wake(&f->state, INT32_MAX);
+	if (callbacks != NULL) {
+		const struct fut__wait_hooks *h = fut__wait_hooks_get();
+		if (h != NULL && h->callbacks != NULL)
+			h->callbacks(h->ctx);
+	}
 	while (callbacks != NULL) {
 		struct callback *c =
 			fut__container_of(callbacks, struct callback, node);

@@ -75,10 +75,14 @@ static inline bool fut__mutex_held(pthread_mutex_t *m)
  * - unblock(ctx) once when that wait ends, whatever ended it: the thread
  *   takes its place back (it may sleep until one is free).
  * Timed waits call neither: they keep their place, as any blocking call.
+ * - callbacks(ctx), when not NULL, before the thread runs the done
+ *   callbacks of a future it completed: they may take long, block or
+ *   wait, so the executor stops counting on the thread meanwhile.
  */
 struct fut__wait_hooks {
 	int (*block)(void *ctx);
 	void (*unblock)(void *ctx);
+	void (*callbacks)(void *ctx);
 	void *ctx;
 };
 /* Installs (or with NULL removes) this thread's hooks. */

@@ -81,6 +81,11 @@ void fut__tp_slot_get(struct tpool *p)
 		fut__futex_wait(&p->slotword, v, -1);
 	}
 	atomic_fetch_sub_explicit(&p->nwant, 1, memory_order_seq_cst);
+	/* Idle workers did not take tasks while we wanted (work_for_idle),
+	 * and more slots than ours may have come free meanwhile: a queued
+	 * task must not wait with one free. */
+	if (fut__tp_queue_count(&p->q) > 0)
+		fut__tp_wakep(p);
 }
 
 /* An idle worker may start a task now: one is queued and a slot free (a
@@ -309,9 +314,13 @@ void fut__tp_wakep(struct tpool *p)
 		uint64_t want = fut__tp_queue_count(&p->q);
 		if (want > p->max_workers - busy)
 			want = p->max_workers - busy;
-		if (want <= s)
+		/* A thread in the initializer will look for one task. */
+		uint64_t coming =
+			(uint64_t)s +
+			(p->initializer != NULL ? atomic_load(&p->ninit) : 0);
+		if (want <= coming)
 			return;
-		k = (uint32_t)(want - s);
+		k = (uint32_t)(want - coming);
 		if (atomic_compare_exchange_weak_explicit(
 			    &p->nspinning, &s, s + k, memory_order_seq_cst,
 			    memory_order_seq_cst))
@@ -354,6 +363,18 @@ static void stop_looking(struct tpool *p)
 	atomic_fetch_sub_explicit(&p->nspinning, 1, memory_order_seq_cst);
 	if (fut__tp_queue_count(&p->q) > 0)
 		fut__tp_wakep(p);
+}
+
+void fut__tp_step_aside(struct worker *w)
+{
+	w->aside = true;
+	stop_looking(w->pool);
+}
+
+void fut__tp_step_back(struct worker *w)
+{
+	w->aside = false;
+	atomic_fetch_add_explicit(&w->pool->nspinning, 1, memory_order_seq_cst);
 }
 
 static bool take_token(struct tpool *p)
@@ -503,13 +524,31 @@ static void *worker_main(void *arg)
 		pthread_mutex_unlock(&p->ctl);
 	}
 	name_thread(w);
-	w->hooks = (struct fut__wait_hooks){ .block = fut__tp_hook_block,
-					     .unblock = fut__tp_hook_unblock,
-					     .ctx = w };
+	w->hooks = (struct fut__wait_hooks){
+		.block = fut__tp_hook_block,
+		.unblock = fut__tp_hook_unblock,
+		.callbacks = fut__tp_hook_callbacks,
+		.ctx = w,
+	};
 	fut__current_executor_set(&p->ex);
 	fut__wait_hooks_set(&w->hooks);
-	if (p->initializer != NULL && p->initializer(p->initarg) != 0)
-		break_pool(p);
+	if (p->initializer != NULL) {
+		/* It may take long or wait: it stays counted for the task it
+		 * was started for (ninit), and the tasks queued beyond that
+		 * get threads of their own meanwhile, as Python's. */
+		w->initializing = true;
+		atomic_fetch_add_explicit(&p->ninit, 1, memory_order_seq_cst);
+		atomic_fetch_sub_explicit(&p->nspinning, 1,
+					  memory_order_seq_cst);
+		if (fut__tp_queue_count(&p->q) > 0)
+			fut__tp_wakep(p);
+		if (p->initializer(p->initarg) != 0)
+			break_pool(p);
+		atomic_fetch_add_explicit(&p->nspinning, 1,
+					  memory_order_seq_cst);
+		atomic_fetch_sub_explicit(&p->ninit, 1, memory_order_seq_cst);
+		w->initializing = false;
+	}
 	uint32_t ncpus = (uint32_t)fut__ncpus();
 	/* A looker here: counted in nspinning by whoever started us. */
 	for (;;) {

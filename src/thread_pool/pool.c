@@ -108,8 +108,14 @@ static int admit(struct tpool *p, size_t n)
  */
 static void after_push(struct tpool *p, bool was_empty)
 {
-	if (!was_empty)
+	if (!was_empty) {
+		/* A thread in the initializer takes only the task it was
+		 * started for: one queued behind it needs a thread too. */
+		if (p->initializer != NULL &&
+		    atomic_load_explicit(&p->ninit, memory_order_seq_cst) > 0)
+			fut__tp_wakep(p);
 		return;
+	}
 	/* A read-modify-write, not a load: it is ordered after the push as
 	 * a fence would be (TSan knows no fences), and it reads the latest
 	 * count, which a looker that stops changes with one too. */

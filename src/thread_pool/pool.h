@@ -77,11 +77,18 @@ struct worker {
 	pthread_t thread;
 	struct fut__tp_stack stack;
 	unsigned index;
-	bool joined;	/* guarded by p->ctl: joined, or nothing to join */
-	bool starting;	/* guarded by p->ctl: pthread_create not yet over */
-	bool hole;	/* guarded by p->ctl: its start failed; place free */
-	bool has_slot;	/* this thread's own */
-	bool handed;	/* gave its slot up for a nested wait; its own */
+	bool joined;   /* guarded by p->ctl: joined, or nothing to join */
+	bool starting; /* guarded by p->ctl: pthread_create not yet over */
+	bool hole;     /* guarded by p->ctl: its start failed; place free */
+	bool has_slot; /* this thread's own */
+	bool handed;   /* gave its slot up for a nested wait; its own */
+	/* Runs done callbacks with no slot and is no looker meanwhile
+	 * (idle.c, fut__tp_step_aside); its own. */
+	bool aside;
+	bool initializing; /* runs the initializer; its own */
+	/* In an untimed wait from the initializer or an aside callback:
+	 * counted in nwaiting; its own. */
+	bool aside_waits;
 	bool placed;	/* started away from its starter's cpu (idle.c) */
 	unsigned depth; /* tasks run nested inline; this thread's own */
 	struct fut__wait_hooks hooks;
@@ -99,6 +106,9 @@ struct tpool {
 	size_t max_threads; /* max_workers + FUT__TP_EXTRA_THREADS */
 	int (*initializer)(void *initarg);
 	void *initarg;
+	/* Threads in the initializer: each will look for the task it was
+	 * started for (idle.c, "Idle workers").  Written only then. */
+	_Atomic uint32_t ninit;
 	char prefix[16];
 	struct worker **workers; /* [max_threads]; published by nthreads */
 	_Atomic bool shutdown;	 /* written once */
@@ -202,6 +212,12 @@ void fut__tp_jobs_settle(struct tpool *p);
 /* idle.c */
 /* Makes sure enough idle workers look at the queue (wakes or starts). */
 void fut__tp_wakep(struct tpool *p);
+/* A looker that is about to run done callbacks without a slot (they may
+ * take long or wait): it stops counting as a looker, and the tasks
+ * queued meanwhile get another; fut__tp_step_back makes it a looker
+ * again. */
+void fut__tp_step_aside(struct worker *w);
+void fut__tp_step_back(struct worker *w);
 /* Starts one worker, counted a looker by the caller.  Caller holds
  * p->ctl. */
 int fut__tp_spawn_locked(struct tpool *p);
@@ -230,6 +246,7 @@ void fut__tp_run_jobs(struct worker *w, struct job *j, bool last);
 /* The nested-wait hooks of a worker (ctx: the struct worker). */
 int fut__tp_hook_block(void *ctx);
 void fut__tp_hook_unblock(void *ctx);
+void fut__tp_hook_callbacks(void *ctx);
 /* The worker of p that the calling thread is, or NULL. */
 struct worker *fut__tp_self_worker(struct tpool *p);
 /* fut__tp_job_ops.assist: runs f's task inline if this worker waits for

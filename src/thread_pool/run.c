@@ -53,6 +53,8 @@ static bool run_started(struct worker *w, struct job *j, bool last)
 		fut__tp_slot_put(p);
 	}
 	fut__task_finish(&t, &j->fut);
+	if (w->aside) /* callbacks came after all, and ran aside */
+		fut__tp_step_back(w);
 	return looking;
 }
 
@@ -125,16 +127,38 @@ bool fut__tp_job_assist(fut_future *f)
 /* ------------------------------------------------------------------ */
 /* Nested waits: the slot hand-off                                     */
 
+/* Done callbacks are about to run in worker ctx.  One that counts as a
+ * looker with no slot (run_started gave it up before it completed the
+ * future, which had no callbacks then) steps aside while they run. */
+void fut__tp_hook_callbacks(void *ctx)
+{
+	struct worker *w = ctx;
+	if (!w->has_slot && !w->aside)
+		fut__tp_step_aside(w);
+}
+
 int fut__tp_hook_block(void *ctx)
 {
 	struct worker *w = ctx;
 	struct tpool *p = w->pool;
-	if (!w->has_slot) /* the initializer waits: it holds none */
+	if (!w->has_slot && !w->aside && !w->initializing)
 		return FUT_OK;
-	w->has_slot = false;
-	w->handed = true;
-	atomic_fetch_add_explicit(&p->nwaiting, 1, memory_order_seq_cst);
-	fut__tp_slot_put(p);
+	if (w->has_slot) {
+		w->has_slot = false;
+		w->handed = true;
+		atomic_fetch_add_explicit(&p->nwaiting, 1,
+					  memory_order_seq_cst);
+		fut__tp_slot_put(p);
+	} else { /* the initializer or a callback, aside: no slot to give,
+		    but another thread may start in its place (and take
+		    the task the initializer's thread was started for) */
+		w->aside_waits = true;
+		atomic_fetch_add_explicit(&p->nwaiting, 1,
+					  memory_order_seq_cst);
+		if (w->initializing)
+			atomic_fetch_sub_explicit(&p->ninit, 1,
+						  memory_order_seq_cst);
+	}
 	if (fut__tp_queue_count(&p->q) == 0)
 		return FUT_OK;
 	fut__tp_wakep(p);
@@ -150,6 +174,15 @@ void fut__tp_hook_unblock(void *ctx)
 {
 	struct worker *w = ctx;
 	struct tpool *p = w->pool;
+	if (w->aside_waits) {
+		w->aside_waits = false;
+		if (w->initializing)
+			atomic_fetch_add_explicit(&p->ninit, 1,
+						  memory_order_seq_cst);
+		atomic_fetch_sub_explicit(&p->nwaiting, 1,
+					  memory_order_seq_cst);
+		return;
+	}
 	if (!w->handed)
 		return;
 	w->handed = false;

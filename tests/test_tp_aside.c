@@ -1,0 +1,315 @@
+/*
+ * test_tp_aside.c: the thread pool's contract when a worker runs user
+ * code that is not a task, and when a slot comes back from a nested wait
+ * (docs/api.md, "Scheduling"):
+ * - the initializer: tasks queued while it runs get threads of their own
+ *   (as Python's, which starts a thread per submit), and a wait in it on
+ *   a task of its own pool is served;
+ * - done callbacks run by the worker that completed the future, even one
+ *   added just as the task returned: a callback that waits on a task of
+ *   the pool gets it run;
+ * - a worker taking its slot back after a nested wait leaves no other
+ *   slot free while a task is queued.
+ * Each failed before the fix it covers (found by review, 2026-12-06).
+ * Timeouts here only guard against hangs (GUARD_S): a wait that would
+ * never end is ended by cancelling what it waits for, and the test fails.
+ */
+#include <pthread.h>
+#include <sched.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "future.h"
+#include "core/sync.h"
+#include "thread_pool/pool.h"
+
+#define GUARD_S 20.0 /* a guard against a hang, never a measurement */
+
+static void tiny(fut_task *t)
+{
+	fut_task_return(t, (void *)((uintptr_t)fut_task_arg(t) + 1));
+}
+
+static fut_executor *new_pool(size_t workers, int (*init)(void *))
+{
+	fut_executor *ex = NULL;
+	assert_int_equal(fut_thread_pool_new(&ex,
+					     &(fut_thread_pool_opts){
+						     .max_workers = workers,
+						     .initializer = init }),
+			 FUT_OK);
+	return ex;
+}
+
+/* Submits tiny(x) to ex and waits for it, untimed, publishing the future
+ * in *waited meanwhile (for the guard to cancel); FUT_OK if it gave x+1. */
+static int submit_and_wait(fut_executor *ex, uintptr_t x,
+			   _Atomic(fut_future *) *waited)
+{
+	fut_future *f = NULL;
+	int rc = fut_submit(ex, tiny, (void *)x, &f);
+	if (rc != FUT_OK)
+		return rc;
+	atomic_store(waited, f);
+	void *v = NULL;
+	rc = fut_result(f, FUT_FOREVER, &v);
+	if (rc == FUT_OK && (uintptr_t)v != x + 1)
+		rc = FUT_EINVAL;
+	atomic_store(waited, NULL);
+	fut_release(f);
+	return rc;
+}
+
+/* Waits until *flag is set, at most GUARD_S; true if it was. */
+static bool guard_until(_Atomic bool *flag)
+{
+	int64_t deadline = fut__now_ns() + (int64_t)(GUARD_S * 1e9);
+	while (!atomic_load(flag) && fut__now_ns() < deadline)
+		sched_yield();
+	return atomic_load(flag);
+}
+
+/* ------------------------------------------------------------------ */
+/* The initializer                                                     */
+
+static fut_executor *init_pool;
+static _Atomic bool init_first;
+static _Atomic(fut_future *) init_waited; /* what the initializer waits on */
+static _Atomic int init_rc;
+static _Atomic bool init_done;
+
+/* The first thread's initializer submits a task to its own pool and
+ * waits for it, untimed. */
+static int init_waits(void *arg)
+{
+	(void)arg;
+	if (!atomic_exchange(&init_first, false))
+		return 0;
+	atomic_store(&init_rc, submit_and_wait(init_pool, 41, &init_waited));
+	atomic_store(&init_done, true);
+	return 0;
+}
+
+static void check_initializer_wait(size_t workers)
+{
+	atomic_store(&init_first, true);
+	atomic_store(&init_done, false);
+	atomic_store(&init_rc, -1);
+	init_pool = new_pool(workers, init_waits);
+	fut_future *f = NULL;
+	assert_int_equal(fut_submit(init_pool, tiny, (void *)(uintptr_t)1, &f),
+			 FUT_OK);
+	bool done = guard_until(&init_done);
+	if (!done) { /* hung: end the wait, then fail */
+		fut_future *w = atomic_load(&init_waited);
+		if (w != NULL)
+			(void)fut_cancel(w);
+		(void)guard_until(&init_done);
+	}
+	void *v = NULL;
+	assert_int_equal(fut_result(f, GUARD_S, &v), FUT_OK);
+	assert_int_equal((uintptr_t)v, 2);
+	fut_release(f);
+	fut_executor_free(init_pool);
+	assert_true(done);
+	assert_int_equal(atomic_load(&init_rc), FUT_OK);
+}
+
+static void test_an_initializer_that_waits_on_its_pool_is_served(void **state)
+{
+	(void)state;
+	check_initializer_wait(1);
+	check_initializer_wait(2);
+}
+
+/* N initializers that wait for one another: they can only all return if
+ * the pool runs them at once, a thread per queued task. */
+#define INIT_N 4
+static _Atomic int inits_in;
+static _Atomic int inits_saw_all;
+
+static int init_meets_the_others(void *arg)
+{
+	(void)arg;
+	atomic_fetch_add(&inits_in, 1);
+	int64_t deadline = fut__now_ns() + (int64_t)(GUARD_S * 1e9);
+	while (atomic_load(&inits_in) < INIT_N && fut__now_ns() < deadline)
+		sched_yield();
+	if (atomic_load(&inits_in) >= INIT_N)
+		atomic_fetch_add(&inits_saw_all, 1);
+	return 0;
+}
+
+static void test_tasks_queued_during_initializers_get_threads(void **state)
+{
+	(void)state;
+	atomic_store(&inits_in, 0);
+	atomic_store(&inits_saw_all, 0);
+	fut_executor *ex = new_pool(INIT_N, init_meets_the_others);
+	fut_future *fs[INIT_N];
+	for (uintptr_t i = 0; i < INIT_N; i++)
+		assert_int_equal(fut_submit(ex, tiny, (void *)i, &fs[i]),
+				 FUT_OK);
+	for (uintptr_t i = 0; i < INIT_N; i++) {
+		void *v = NULL;
+		assert_int_equal(fut_result(fs[i], 2 * GUARD_S, &v), FUT_OK);
+		assert_int_equal((uintptr_t)v, i + 1);
+		fut_release(fs[i]);
+	}
+	fut_executor_free(ex);
+	assert_int_equal(atomic_load(&inits_saw_all), INIT_N);
+}
+
+/* ------------------------------------------------------------------ */
+/* Done callbacks added as the task returns                            */
+
+static fut_executor *cb_pool;
+static _Atomic bool go;
+static _Atomic bool cb_done;
+static _Atomic int cb_rc;
+static _Atomic(fut_future *) cb_waited;
+static _Atomic int cb_in_worker_without_slot;
+
+static void spin_until_go(fut_task *t)
+{
+	while (!atomic_load_explicit(&go, memory_order_relaxed))
+		;
+	fut_task_return(t, NULL);
+}
+
+/* Submits a task to the pool and waits for it, untimed, as a done
+ * callback may. */
+static void cb_waits(fut_future *done, void *ud)
+{
+	(void)done;
+	(void)ud;
+	struct worker *w = fut__tp_self_worker((struct tpool *)(void *)cb_pool);
+	if (w != NULL && (!w->has_slot || w->aside))
+		atomic_fetch_add(&cb_in_worker_without_slot, 1);
+	atomic_store(&cb_rc, submit_and_wait(cb_pool, 6, &cb_waited));
+	atomic_store(&cb_done, true);
+}
+
+/* Adds the callback at varied moments around the task's return, until
+ * it has run in the worker after the worker gave its slot up (the
+ * window) a few times, or enough rounds went by. */
+static void check_callback_as_task_ends(size_t workers)
+{
+	cb_pool = new_pool(workers, NULL);
+	atomic_store(&cb_in_worker_without_slot, 0);
+	unsigned seed = 1;
+	for (long i = 0;
+	     i < 20000 && atomic_load(&cb_in_worker_without_slot) < 5; i++) {
+		atomic_store(&go, false);
+		atomic_store(&cb_done, false);
+		atomic_store(&cb_rc, -1);
+		fut_future *f = NULL;
+		assert_int_equal(fut_submit(cb_pool, spin_until_go, NULL, &f),
+				 FUT_OK);
+		while (fut_state(f) == FUT_PENDING)
+			sched_yield();
+		atomic_store(&go, true);
+		seed = seed * 1103515245u + 12345u;
+		for (unsigned k = (seed >> 16) % 400; k > 0; k--)
+			fut__cpu_relax();
+		assert_int_equal(fut_add_done_callback(f, cb_waits, NULL),
+				 FUT_OK);
+		bool done = guard_until(&cb_done);
+		if (!done) { /* hung: end the wait, then fail */
+			fut_future *e = atomic_load(&cb_waited);
+			if (e != NULL)
+				(void)fut_cancel(e);
+			(void)guard_until(&cb_done);
+		}
+		fut_release(f);
+		assert_true(done);
+		assert_int_equal(atomic_load(&cb_rc), FUT_OK);
+	}
+	print_message("callbacks run in a worker without its slot: %d\n",
+		      atomic_load(&cb_in_worker_without_slot));
+	fut_executor_free(cb_pool);
+}
+
+static void test_a_callback_added_as_its_task_ends_can_wait(void **state)
+{
+	(void)state;
+	check_callback_as_task_ends(1);
+	check_callback_as_task_ends(2);
+}
+
+/* ------------------------------------------------------------------ */
+/* A slot taken back after a nested wait                               */
+
+static void *take_slot_back(void *arg)
+{
+	fut__tp_slot_get(arg);
+	return NULL;
+}
+
+/*
+ * Both slots are held; a worker back from a nested wait wants its slot
+ * (nwant 1), so the idle workers stay asleep and a task queued then
+ * waits.  Both slots come free; the waiter takes one: the other must go
+ * to the queued task.  The slot holders are the test's (nbusy raised by
+ * hand) and the waiter a thread of the test in fut__tp_slot_get: the
+ * state a pool reaches when two tasks end while a worker that was
+ * woken from its wait is slow to get a cpu back.
+ */
+static void
+test_a_slot_taken_back_leaves_none_free_with_tasks_queued(void **state)
+{
+	(void)state;
+	fut_executor *ex = new_pool(2, NULL);
+	struct tpool *p = (struct tpool *)(void *)ex;
+	fut_future *f = NULL;
+	assert_int_equal(fut_submit(ex, tiny, NULL, &f), FUT_OK);
+	assert_int_equal(fut_result(f, GUARD_S, NULL), FUT_OK);
+	fut_release(f);
+	int64_t deadline = fut__now_ns() + (int64_t)(GUARD_S * 1e9);
+	while (atomic_load(&p->nspinning) != 0 && fut__now_ns() < deadline)
+		sched_yield(); /* every worker asleep */
+	assert_int_equal(atomic_load(&p->nspinning), 0);
+	atomic_fetch_add(&p->nbusy, 2);
+	pthread_t waiter;
+	assert_int_equal(pthread_create(&waiter, NULL, take_slot_back, p), 0);
+	while (atomic_load(&p->nwant) != 1 && fut__now_ns() < deadline)
+		sched_yield();
+	assert_int_equal(atomic_load(&p->nwant), 1);
+	fut_future *d = NULL;
+	assert_int_equal(fut_submit(ex, tiny, (void *)(uintptr_t)9, &d),
+			 FUT_OK);
+	atomic_fetch_sub(&p->nbusy, 1); /* one holder leaves quietly... */
+	fut__tp_slot_put(p);		/* ...the other wakes the waiter */
+	assert_int_equal(pthread_join(waiter, NULL), 0);
+	int rc = fut_result(d, GUARD_S, NULL);
+	if (rc != FUT_OK)
+		(void)fut_cancel(d);
+	fut__tp_slot_put(p); /* the waiter's slot */
+	fut_release(d);
+	fut_executor_free(ex);
+	assert_int_equal(rc, FUT_OK);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(
+			test_an_initializer_that_waits_on_its_pool_is_served),
+		cmocka_unit_test(
+			test_tasks_queued_during_initializers_get_threads),
+		cmocka_unit_test(
+			test_a_callback_added_as_its_task_ends_can_wait),
+		cmocka_unit_test(
+			test_a_slot_taken_back_leaves_none_free_with_tasks_queued),
+	};
+	/* TEST_FILTER=pattern runs the matching tests only. */
+	if (getenv("TEST_FILTER") != NULL)
+		cmocka_set_test_filter(getenv("TEST_FILTER"));
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
