@@ -94,6 +94,9 @@ static int client_shutdown(fut_executor *ex, unsigned flags)
 	if (wait && fut__current_executor() == ex)
 		return FUT_EINVAL;
 	struct mjob *drained_jobs = NULL;
+	/* A done callback run below may free the executor: c stays ours
+	 * until we return. */
+	atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
 	if (flags & FUT_SHUTDOWN_INTERRUPT) {
 		atomic_store(&c->interrupt_all, true);
 		atomic_store(&c->interrupt_scan, true);
@@ -114,16 +117,17 @@ static int client_shutdown(fut_executor *ex, unsigned flags)
 		(void)fut_cancel(&j->fut);
 		fut_release(&j->fut);
 	}
-	if (!wait)
-		return FUT_OK;
-	pthread_mutex_lock(&c->lock);
-	while (!c->manager_done)
-		pthread_cond_wait(&c->done_cv, &c->lock);
-	bool join = !c->joined;
-	c->joined = true;
-	pthread_mutex_unlock(&c->lock);
-	if (join)
-		pthread_join(c->manager, NULL);
+	if (wait) {
+		pthread_mutex_lock(&c->lock);
+		while (!c->manager_done)
+			pthread_cond_wait(&c->done_cv, &c->lock);
+		bool join = !c->joined;
+		c->joined = true;
+		pthread_mutex_unlock(&c->lock);
+		if (join)
+			pthread_join(c->manager, NULL);
+	}
+	fut__mpi_client_unref(c);
 	return FUT_OK;
 }
 

@@ -41,11 +41,12 @@ static void fail_broken(struct mclient *c, struct mjob *list)
 	}
 }
 
-/* Sends one STOP to every server rank not yet stopped. */
+/* Sends one STOP to every server rank not yet stopped (nor gone: one that
+ * gave up said BYE unasked). */
 static void stop_ranks(struct mclient *c)
 {
 	for (int r = 0; r < c->s.size; r++) {
-		if (r == c->s.root || c->ranks[r].stopped)
+		if (r == c->s.root || c->ranks[r].stopped || c->ranks[r].bye)
 			continue;
 		struct fut__mpi_frame fr = { 0 };
 		if (fut__mpi_frame_add(&fr, 0, 0, FUT__WIRE_T_STOP, 0, NULL,
@@ -308,8 +309,15 @@ static bool receive_all(struct mclient *c)
 		}
 		did = true;
 		if (tag == FUT__MPI_TAG_BYE) {
-			if (src >= 0 && src < c->s.size)
-				c->ranks[src].bye = true;
+			if (src < 0 || src >= c->s.size)
+				continue;
+			c->ranks[src].bye = true;
+			/* Before its STOP, or with tasks of ours: it gave up
+			 * serving (no memory, a malformed message), and what
+			 * it held will never come back. */
+			if (!c->ranks[src].stopped || c->ranks[src].inflight)
+				break_all(c, "rank %d stopped serving%s", src,
+					  " (it gave up: see its return code)");
 			continue;
 		}
 		feed(c, src, data, len, c->broke);
@@ -518,10 +526,10 @@ void *fut__mpi_client_manager(void *arg)
 		if (atomic_exchange(&c->interrupt_scan, false))
 			did |= send_interrupts(c);
 		did |= fut__mpi_link_progress(&c->link);
-		if (!c->stopping && drained(c)) {
-			stop_ranks(c);
+		if (!c->stopping && drained(c))
 			c->stopping = true;
-		}
+		if (c->stopping) /* again each pass: a STOP not sent is retried */
+			stop_ranks(c);
 		if (c->stopping && !fut__mpi_link_busy(&c->link) &&
 		    all_said_bye(c))
 			break;

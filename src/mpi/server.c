@@ -31,8 +31,10 @@
  * while tasks this rank received are still queued (here, or in the pool:
  * more of them than it runs at once): one message then answers many
  * tasks, and the client refills the rank with one message.  A result
- * never waits for a task that runs: once nothing is queued, everything
- * goes.  With run_here, while its tasks are quick (the loop's last clock
+ * does not wait for a task that runs: once nothing is queued, everything
+ * goes (but for the last task taken here while results wait for the
+ * window: they go when it ends or when the standby takes the loop,
+ * docs/mpi.md).  With run_here, while its tasks are quick (the loop's last clock
  * read came within PROBE_NS of its last probe) they wait for the whole
  * window, `prefetch`; once a task has run long, they go as they come (a
  * message is little beside such a task).  W-MPI2, alternated on the slow

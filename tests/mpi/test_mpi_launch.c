@@ -13,11 +13,27 @@
  *   mpmd         the client of `-np 1 ./test_mpi_launch mpmd : -np 2
  *                ./test_mpi_peer`: a registered name runs on the peer
  *                program; an unregistered function is FUT_ENOTSUP at submit
+ *   giveup       a server gives up serving (a malformed message, as when
+ *                it runs out of memory): the task it held ends
+ *                FUT_EBROKEN, free returns, every rank ends (before
+ *                2026-12-06 the future never completed and the client
+ *                hung in free)
+ *   stopnomem    the manager cannot build a STOP at shutdown: it tries
+ *                again, and shutdown returns (it hung)
+ *   cbfree       shutdown(CANCEL_PENDING) runs a cancelled task's done
+ *                callback, which frees the executor (ASan saw shutdown
+ *                read the freed client)
+ * The three last were found by review (2026-12-06); run.sh's timeout ends
+ * a hang as a failure.
  */
 #include <signal.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "mpi_test.h"
+
+/* The core's allocation-failure hook (core/alloc.h; static link only). */
+long fut__alloc_fail_nth(long n);
 
 #define CHECK(cond)                                                            \
 	do {                                                                   \
@@ -136,6 +152,88 @@ static int mode_mpmd(void)
 	return 0;
 }
 
+static int mode_giveup(void)
+{
+	fut_executor *ex = NULL;
+	int rc = fut_mpi_executor_new(&ex, &(fut_mpi_opts){ .prefetch = 1 });
+	if (ex == NULL) { /* a server: the one that gave up says so */
+		CHECK(rc == FUT_OK || rc == FUT_EBROKEN);
+		return 0;
+	}
+	/* The task's message reaches its server malformed: the server
+	 * gives up serving (as it does when out of memory). */
+	fut__mpi_test_corrupt_next_send();
+	fut_future *f;
+	int x = 3;
+	CHECK(fut_submit_bytes(ex, square_task, &x, sizeof(x), &f) == FUT_OK);
+	CHECK(fut_result(f, 30, NULL) == FUT_EBROKEN);
+	CHECK(strstr(fut_error_message(f), "stopped serving") != NULL);
+	fut_release(f);
+	CHECK(fut_submit_bytes(ex, square_task, &x, sizeof(x), &f) ==
+	      FUT_EBROKEN);
+	fut_executor_free(ex);
+	return 0;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+	while (nanosleep(&ts, &ts) != 0)
+		;
+}
+
+static int mode_stopnomem(void)
+{
+	fut_executor *ex = NULL;
+	CHECK(fut_mpi_executor_new(&ex, NULL) == FUT_OK);
+	if (ex == NULL)
+		return 0;
+	sleep_ms(200); /* the manager idles: its next allocation is a STOP */
+	(void)fut__alloc_fail_nth(1);
+	CHECK(fut_executor_shutdown(ex, 0) == FUT_OK);
+	(void)fut__alloc_fail_nth(0);
+	fut_executor_free(ex);
+	return 0;
+}
+
+static void slow_task(fut_task *t)
+{
+	(void)t;
+	sleep_ms(100);
+}
+
+static fut_executor *cb_ex;
+
+static void free_executor_cb(fut_future *f, void *ud)
+{
+	(void)f;
+	(void)ud;
+	fut_executor_free(cb_ex);
+}
+
+static int mode_cbfree(void)
+{
+	CHECK(fut_mpi_executor_new(&cb_ex, &(fut_mpi_opts){ .prefetch = 1 }) ==
+	      FUT_OK);
+	if (cb_ex == NULL)
+		return 0;
+	enum {
+		N = 6
+	};
+	fut_future *fs[N];
+	for (int i = 0; i < N; i++)
+		CHECK(fut_submit_bytes(cb_ex, slow_task, NULL, 0, &fs[i]) ==
+		      FUT_OK);
+	sleep_ms(20); /* two run (prefetch 1, two servers), four queued */
+	CHECK(fut_add_done_callback(fs[N - 1], free_executor_cb, NULL) ==
+	      FUT_OK);
+	for (int i = 0; i < N; i++)
+		fut_release(fs[i]);
+	CHECK(fut_executor_shutdown(cb_ex, FUT_SHUTDOWN_CANCEL_PENDING) ==
+	      FUT_OK);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "";
@@ -153,8 +251,16 @@ int main(int argc, char **argv)
 		rc = mode_die();
 	else if (strcmp(mode, "mpmd") == 0)
 		rc = mode_mpmd();
+	else if (strcmp(mode, "giveup") == 0)
+		rc = mode_giveup();
+	else if (strcmp(mode, "stopnomem") == 0)
+		rc = mode_stopnomem();
+	else if (strcmp(mode, "cbfree") == 0)
+		rc = mode_cbfree();
 	else {
-		fprintf(stderr, "usage: %s uninit|single|np1|nofree|die|mpmd\n",
+		fprintf(stderr,
+			"usage: %s uninit|single|np1|nofree|die|mpmd|giveup|"
+			"stopnomem|cbfree\n",
 			argv[0]);
 		rc = 2;
 	}
