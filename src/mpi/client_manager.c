@@ -479,6 +479,8 @@ static bool send_interrupts(struct mclient *c)
 					       FUT__WIRE_T_INTERRUPT, 0, NULL,
 					       0) == FUT_OK)
 				j->interrupt_sent = true;
+			else /* no memory: the next pass tries again */
+				atomic_store(&c->interrupt_scan, true);
 		}
 		if (fr.count != 0) {
 			did = true;

@@ -32,6 +32,7 @@ run -np 3 "$t/test_mpi_launch" nofree
 run -np 3 "$t/test_mpi_launch" giveup
 run -np 3 "$t/test_mpi_launch" stopnomem
 run -np 3 "$t/test_mpi_launch" cbfree
+run -np 3 "$t/test_mpi_launch" intnomem
 run -np 1 "$t/test_mpi_launch" mpmd : -np 2 "$t/test_mpi_peer"
 # FUT_MPI_SPAWN: a singleton (no mpirun) spawns copies of itself.
 echo "== $t/test_mpi_spawn (a singleton)"

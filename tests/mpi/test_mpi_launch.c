@@ -20,6 +20,8 @@
  *                hung in free)
  *   stopnomem    the manager cannot build a STOP at shutdown: it tries
  *                again, and shutdown returns (it hung)
+ *   intnomem     the manager cannot build an interrupt's record: it tries
+ *                again, and the running task stops (it ran on)
  *   cbfree       shutdown(CANCEL_PENDING) runs a cancelled task's done
  *                callback, which frees the executor (ASan saw shutdown
  *                read the freed client)
@@ -196,6 +198,40 @@ static int mode_stopnomem(void)
 	return 0;
 }
 
+/* Loops until interrupted, 10 s at most. */
+static void looping_task(fut_task *t)
+{
+	for (int i = 0; i < 1000 && !fut_task_cancelled(t); i++)
+		sleep_ms(10);
+	if (fut_task_cancelled(t))
+		fut_task_return_bytes(t, "stopped", 7);
+}
+
+static int mode_intnomem(void)
+{
+	fut_executor *ex = NULL;
+	CHECK(fut_mpi_executor_new(&ex, NULL) == FUT_OK);
+	if (ex == NULL)
+		return 0;
+	fut_future *f;
+	CHECK(fut_submit_bytes(ex, looping_task, NULL, 0, &f) == FUT_OK);
+	for (int i = 0; i < 1000 && !fut_running(f); i++)
+		sleep_ms(10);
+	CHECK(fut_running(f));
+	sleep_ms(200); /* the manager idles: its next allocation is the
+			  interrupt's record */
+	(void)fut__alloc_fail_nth(1);
+	CHECK(fut_interrupt(f) == FUT_OK);
+	const void *out = NULL;
+	size_t len = 0;
+	CHECK(fut_result_bytes(f, 30, &out, &len) == FUT_OK);
+	(void)fut__alloc_fail_nth(0);
+	CHECK(len == 7 && memcmp(out, "stopped", 7) == 0);
+	fut_release(f);
+	fut_executor_free(ex);
+	return 0;
+}
+
 static void slow_task(fut_task *t)
 {
 	(void)t;
@@ -257,10 +293,12 @@ int main(int argc, char **argv)
 		rc = mode_stopnomem();
 	else if (strcmp(mode, "cbfree") == 0)
 		rc = mode_cbfree();
+	else if (strcmp(mode, "intnomem") == 0)
+		rc = mode_intnomem();
 	else {
 		fprintf(stderr,
 			"usage: %s uninit|single|np1|nofree|die|mpmd|giveup|"
-			"stopnomem|cbfree\n",
+			"stopnomem|cbfree|intnomem\n",
 			argv[0]);
 		rc = 2;
 	}
