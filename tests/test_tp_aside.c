@@ -75,6 +75,20 @@ static bool guard_until(_Atomic bool *flag)
 	return atomic_load(flag);
 }
 
+/* As guard_until; if the guard ran out (a hang), cancels the future the
+ * hung wait is on (published in *waited), so that it ends and the test
+ * can fail.  True if *flag was set in time. */
+static bool guard_or_cancel(_Atomic bool *flag, _Atomic(fut_future *) *waited)
+{
+	if (guard_until(flag))
+		return true;
+	fut_future *w = atomic_load(waited);
+	if (w != NULL)
+		(void)fut_cancel(w);
+	(void)guard_until(flag);
+	return false;
+}
+
 /* ------------------------------------------------------------------ */
 /* The initializer                                                     */
 
@@ -105,13 +119,7 @@ static void check_initializer_wait(size_t workers)
 	fut_future *f = NULL;
 	assert_int_equal(fut_submit(init_pool, tiny, (void *)(uintptr_t)1, &f),
 			 FUT_OK);
-	bool done = guard_until(&init_done);
-	if (!done) { /* hung: end the wait, then fail */
-		fut_future *w = atomic_load(&init_waited);
-		if (w != NULL)
-			(void)fut_cancel(w);
-		(void)guard_until(&init_done);
-	}
+	bool done = guard_or_cancel(&init_done, &init_waited);
 	void *v = NULL;
 	assert_int_equal(fut_result(f, GUARD_S, &v), FUT_OK);
 	assert_int_equal((uintptr_t)v, 2);
@@ -220,13 +228,7 @@ static void check_callback_as_task_ends(size_t workers)
 			fut__cpu_relax();
 		assert_int_equal(fut_add_done_callback(f, cb_waits, NULL),
 				 FUT_OK);
-		bool done = guard_until(&cb_done);
-		if (!done) { /* hung: end the wait, then fail */
-			fut_future *e = atomic_load(&cb_waited);
-			if (e != NULL)
-				(void)fut_cancel(e);
-			(void)guard_until(&cb_done);
-		}
+		bool done = guard_or_cancel(&cb_done, &cb_waited);
 		fut_release(f);
 		assert_true(done);
 		assert_int_equal(atomic_load(&cb_rc), FUT_OK);

@@ -86,11 +86,8 @@ struct worker {
 	 * (idle.c, fut__tp_step_aside); its own. */
 	bool aside;
 	bool initializing; /* runs the initializer; its own */
-	/* In an untimed wait from the initializer or an aside callback:
-	 * counted in nwaiting; its own. */
-	bool aside_waits;
-	bool placed;	/* started away from its starter's cpu (idle.c) */
-	unsigned depth; /* tasks run nested inline; this thread's own */
+	bool placed;	   /* started away from its starter's cpu (idle.c) */
+	unsigned depth;	   /* tasks run nested inline; this thread's own */
 	struct fut__wait_hooks hooks;
 	fut__lock lock; /* guards the walk of `running` (interrupt) */
 	/* Tasks it runs, innermost first: written by the worker alone;

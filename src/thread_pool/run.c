@@ -143,21 +143,15 @@ int fut__tp_hook_block(void *ctx)
 	struct tpool *p = w->pool;
 	if (!w->has_slot && !w->aside && !w->initializing)
 		return FUT_OK;
+	atomic_fetch_add_explicit(&p->nwaiting, 1, memory_order_seq_cst);
 	if (w->has_slot) {
 		w->has_slot = false;
 		w->handed = true;
-		atomic_fetch_add_explicit(&p->nwaiting, 1,
-					  memory_order_seq_cst);
 		fut__tp_slot_put(p);
-	} else { /* the initializer or a callback, aside: no slot to give,
-		    but another thread may start in its place (and take
-		    the task the initializer's thread was started for) */
-		w->aside_waits = true;
-		atomic_fetch_add_explicit(&p->nwaiting, 1,
-					  memory_order_seq_cst);
-		if (w->initializing)
-			atomic_fetch_sub_explicit(&p->ninit, 1,
-						  memory_order_seq_cst);
+	} else if (w->initializing) {
+		/* No slot to give, but another thread may start in its
+		 * place and take the task this one was started for. */
+		atomic_fetch_sub_explicit(&p->ninit, 1, memory_order_seq_cst);
 	}
 	if (fut__tp_queue_count(&p->q) == 0)
 		return FUT_OK;
@@ -174,19 +168,14 @@ void fut__tp_hook_unblock(void *ctx)
 {
 	struct worker *w = ctx;
 	struct tpool *p = w->pool;
-	if (w->aside_waits) {
-		w->aside_waits = false;
-		if (w->initializing)
-			atomic_fetch_add_explicit(&p->ninit, 1,
-						  memory_order_seq_cst);
-		atomic_fetch_sub_explicit(&p->nwaiting, 1,
-					  memory_order_seq_cst);
-		return;
+	if (w->handed) {
+		w->handed = false;
+		fut__tp_slot_get(p);
+		w->has_slot = true;
+	} else if (w->initializing) {
+		atomic_fetch_add_explicit(&p->ninit, 1, memory_order_seq_cst);
+	} else if (!w->aside) {
+		return; /* hook_block counted nothing */
 	}
-	if (!w->handed)
-		return;
-	w->handed = false;
-	fut__tp_slot_get(p);
-	w->has_slot = true;
 	atomic_fetch_sub_explicit(&p->nwaiting, 1, memory_order_seq_cst);
 }

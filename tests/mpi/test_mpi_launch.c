@@ -46,6 +46,15 @@ long fut__alloc_fail_nth(long n);
 		}                                                              \
 	} while (0)
 
+/* fut_mpi_executor_new(opts), which must succeed: the executor on root,
+ * NULL on a server once it has served. */
+static fut_executor *client(const fut_mpi_opts *opts)
+{
+	fut_executor *ex = NULL;
+	CHECK(fut_mpi_executor_new(&ex, opts) == FUT_OK);
+	return ex;
+}
+
 static void kill_self_task(fut_task *t)
 {
 	(void)t;
@@ -102,8 +111,7 @@ static int mode_np1(void)
 
 static int mode_nofree(void)
 {
-	fut_executor *ex = NULL;
-	CHECK(fut_mpi_executor_new(&ex, NULL) == FUT_OK);
+	fut_executor *ex = client(NULL);
 	if (ex == NULL)
 		return 0;
 	int x = 9;
@@ -120,8 +128,7 @@ static int mode_nofree(void)
 
 static int mode_die(void)
 {
-	fut_executor *ex = NULL;
-	CHECK(fut_mpi_executor_new(&ex, NULL) == FUT_OK);
+	fut_executor *ex = client(NULL);
 	if (ex == NULL)
 		return 0;
 	fut_future *f;
@@ -134,8 +141,7 @@ static int mode_die(void)
 static int mode_mpmd(void)
 {
 	CHECK(fut_mpi_register("mpmd.square", square_task) == FUT_OK);
-	fut_executor *ex = NULL;
-	CHECK(fut_mpi_executor_new(&ex, NULL) == FUT_OK);
+	fut_executor *ex = client(NULL);
 	CHECK(ex != NULL);
 	int x = 12;
 	fut_future *f;
@@ -186,8 +192,7 @@ static void sleep_ms(long ms)
 
 static int mode_stopnomem(void)
 {
-	fut_executor *ex = NULL;
-	CHECK(fut_mpi_executor_new(&ex, NULL) == FUT_OK);
+	fut_executor *ex = client(NULL);
 	if (ex == NULL)
 		return 0;
 	sleep_ms(200); /* the manager idles: its next allocation is a STOP */
@@ -209,8 +214,7 @@ static void looping_task(fut_task *t)
 
 static int mode_intnomem(void)
 {
-	fut_executor *ex = NULL;
-	CHECK(fut_mpi_executor_new(&ex, NULL) == FUT_OK);
+	fut_executor *ex = client(NULL);
 	if (ex == NULL)
 		return 0;
 	fut_future *f;
@@ -249,8 +253,7 @@ static void free_executor_cb(fut_future *f, void *ud)
 
 static int mode_cbfree(void)
 {
-	CHECK(fut_mpi_executor_new(&cb_ex, &(fut_mpi_opts){ .prefetch = 1 }) ==
-	      FUT_OK);
+	cb_ex = client(&(fut_mpi_opts){ .prefetch = 1 });
 	if (cb_ex == NULL)
 		return 0;
 	enum {
