@@ -34,12 +34,13 @@
  * does not wait for a task that runs: once nothing is queued, everything
  * goes (but for the last task taken here while results wait for the
  * window: they go when it ends or when the standby takes the loop,
- * docs/mpi.md).  With run_here, while its tasks are quick (the loop's last clock
- * read came within PROBE_NS of its last probe) they wait for the whole
- * window, `prefetch`; once a task has run long, they go as they come (a
- * message is little beside such a task).  W-MPI2, alternated on the slow
- * VM: the whole window 2.57 M/s against half of it 2.28 (docs/perf-log.md).
- * Otherwise they wait until half of `prefetch` gathered.
+ * docs/mpi.md).  With run_here, while its tasks are quick (the loop's
+ * last clock read came within PROBE_NS of its last probe) they wait for
+ * the whole window, `prefetch`; once a task has run long, they go as they
+ * come (a message is little beside such a task).  W-MPI2, alternated on
+ * the slow VM: the whole window 2.57 M/s against half of it 2.28
+ * (docs/perf-log.md).  Otherwise they wait until half of `prefetch`
+ * gathered.
  */
 static bool fut__mpi_server_results_due_locked(const struct server *s)
 {
