@@ -146,10 +146,13 @@ static void client_destroy(fut_executor *ex)
 {
 	struct mclient *c = fut__mpi_client_of(ex);
 	atomic_store_explicit(&c->ex.magic, 0, memory_order_relaxed);
-	unhook(c);
 	if (fut__current_executor() == ex) {
 		/* Freed from one of its own done callbacks: the manager ends
-		 * the work, detaches and drops the handle's reference. */
+		 * the work, detaches and drops the handle's reference.  No
+		 * MPI call here: the caller that has this future's result
+		 * may be in MPI_Finalize already, even deleting this very
+		 * attribute (MPICH then released it twice and aborted).  The
+		 * attribute stays, with its reference: the hook drops it. */
 		(void)client_shutdown(ex, FUT_SHUTDOWN_NOWAIT);
 		pthread_mutex_lock(&c->lock);
 		c->free_on_exit = true;
@@ -157,6 +160,7 @@ static void client_destroy(fut_executor *ex)
 		pthread_mutex_unlock(&c->lock);
 		return;
 	}
+	unhook(c);
 	fut__mpi_client_unref(c);
 }
 
@@ -174,7 +178,9 @@ void fut__mpi_client_finalize(fut_executor *ex)
 }
 
 /* MPI_Finalize deletes MPI_COMM_SELF's attributes first: an executor the
- * program forgot to free is shut down there, so finalize does not hang. */
+ * program forgot to free (or freed from one of its done callbacks) is shut
+ * down there, so finalize does not hang.  Runs once, in MPI_Finalize or in
+ * unhook()'s delete, and drops the attribute's reference. */
 static int finalize_hook(MPI_Comm comm, int keyval, void *value, void *extra)
 {
 	(void)comm;
@@ -183,6 +189,7 @@ static int finalize_hook(MPI_Comm comm, int keyval, void *value, void *extra)
 	struct mclient *c = value;
 	if (!atomic_load(&c->unhooking))
 		fut__mpi_client_finalize(&c->ex);
+	fut__mpi_client_unref(c);
 	return MPI_SUCCESS;
 }
 
@@ -232,11 +239,17 @@ int fut__mpi_client_new(fut_executor **out, struct fut__mpi_setup *setup)
 		return FUT_EAGAIN;
 	}
 	setup->comm = MPI_COMM_NULL;
+	/* The attribute holds a reference, which its hook drops. */
+	atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
 	if (MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, finalize_hook,
-				   &c->keyval, NULL) == MPI_SUCCESS &&
-	    MPI_Comm_set_attr(MPI_COMM_SELF, c->keyval, c) != MPI_SUCCESS) {
+				   &c->keyval, NULL) != MPI_SUCCESS) {
+		c->keyval = MPI_KEYVAL_INVALID;
+		fut__mpi_client_unref(c);
+	} else if (MPI_Comm_set_attr(MPI_COMM_SELF, c->keyval, c) !=
+		   MPI_SUCCESS) {
 		(void)MPI_Comm_free_keyval(&c->keyval);
 		c->keyval = MPI_KEYVAL_INVALID;
+		fut__mpi_client_unref(c);
 	}
 	*out = &c->ex;
 	return FUT_OK;

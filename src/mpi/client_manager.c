@@ -312,6 +312,10 @@ static bool receive_all(struct mclient *c)
 			if (src < 0 || src >= c->s.size)
 				continue;
 			c->ranks[src].bye = true;
+			/* A one-byte BYE: it gave up, and reads (and drops) what
+			 * we sent it until this answer (link.c). */
+			if (len != 0)
+				(void)fut__mpi_send_bye(c->s.comm, src, false);
 			/* Before its STOP, or with tasks of ours: it gave up
 			 * serving (no memory, a malformed message), and what
 			 * it held will never come back. */
@@ -462,17 +466,23 @@ static bool dispatch(struct mclient *c)
 	return did;
 }
 
-/* Sends an INTERRUPT for every running job that asked for one. */
+/* Sends an INTERRUPT for every running job that asked for one.
+ * shutdown(INTERRUPT) asks once, for the jobs in flight then, as
+ * fut_interrupt() of each (the pools' rule): the flag goes onto them, so
+ * a later scan (another job's fut_interrupt()) spares jobs sent since. */
 static bool send_interrupts(struct mclient *c)
 {
-	bool all = atomic_load(&c->interrupt_all);
+	bool all = atomic_exchange(&c->interrupt_all, false);
 	bool did = false;
 	for (int r = 0; r < c->s.size; r++) {
 		struct fut__mpi_frame fr = { 0 };
 		for (struct mjob *j = c->ranks[r].head; j != NULL;
 		     j = j->next) {
-			bool asked = all || (atomic_load(&j->fut.flags) &
-					     FUT__F_INTERRUPT);
+			if (all)
+				atomic_fetch_or(&j->fut.flags,
+						FUT__F_INTERRUPT);
+			bool asked = atomic_load(&j->fut.flags) &
+				     FUT__F_INTERRUPT;
 			if (!asked || j->interrupt_sent)
 				continue;
 			if (fut__mpi_frame_add(&fr, j->id, 0,

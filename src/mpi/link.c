@@ -209,11 +209,11 @@ bool fut__mpi_link_busy(const struct fut__mpi_link *l)
 	return l->nsends != 0;
 }
 
-int fut__mpi_send_bye(MPI_Comm comm, int root)
+int fut__mpi_send_bye(MPI_Comm comm, int root, bool gave_up)
 {
 	static unsigned char none[1];
-	return MPI_Send(none, 0, MPI_BYTE, root, FUT__MPI_TAG_BYE, comm) ==
-			       MPI_SUCCESS ?
+	return MPI_Send(none, gave_up ? 1 : 0, MPI_BYTE, root, FUT__MPI_TAG_BYE,
+			comm) == MPI_SUCCESS ?
 		       FUT_OK :
 		       FUT_EBROKEN;
 }

@@ -130,11 +130,19 @@ static void stop_servers(struct fut__mpi_setup *s)
 		if (r != root)
 			(void)MPI_Send(msg, (int)sizeof(msg), MPI_BYTE, r,
 				       FUT__MPI_TAG, *comm);
-	/* They had no task: their BYE is all that comes. */
-	for (int r = 0; r < size; r++)
-		if (r != root)
-			(void)MPI_Recv(NULL, 0, MPI_BYTE, r, FUT__MPI_TAG_BYE,
-				       *comm, MPI_STATUS_IGNORE);
+	/* They had no task: their BYE is all that comes (one byte from one
+	 * that gave up, which waits for our answer). */
+	for (int r = 0; r < size; r++) {
+		if (r == root)
+			continue;
+		unsigned char byte;
+		MPI_Status st;
+		int n = 0;
+		if (MPI_Recv(&byte, 1, MPI_BYTE, r, FUT__MPI_TAG_BYE, *comm,
+			     &st) == MPI_SUCCESS &&
+		    MPI_Get_count(&st, MPI_BYTE, &n) == MPI_SUCCESS && n == 1)
+			(void)fut__mpi_send_bye(*comm, r, false);
+	}
 	fut__mpi_comm_release(s);
 }
 

@@ -114,8 +114,12 @@ bool fut__mpi_link_flush(struct fut__mpi_link *l, int64_t ns);
  * FUT_ENOMEM. */
 int fut__mpi_link_recv(struct fut__mpi_link *l, int from, const void **data,
 		       size_t *len, int *source, int *tag);
-/* A server's BYE to root (blocking; empty).  FUT_OK or FUT_EBROKEN. */
-int fut__mpi_send_bye(MPI_Comm comm, int root);
+/* A server's BYE to root (blocking): empty, or one byte when it gave up
+ * serving (it then drains what root sent until root's own empty BYE, so
+ * that no send of root's is left unmatched: a large one would never
+ * complete).  Root answers a one-byte BYE with an empty one, through the
+ * same call.  FUT_OK or FUT_EBROKEN. */
+int fut__mpi_send_bye(MPI_Comm comm, int root, bool gave_up);
 
 /* The polling clock: spin, then an exponential backoff up to a cap. */
 struct fut__mpi_idle {

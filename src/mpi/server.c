@@ -23,6 +23,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "mpi_server.h"
 
@@ -488,6 +489,40 @@ static void *serve(void *arg)
 	return NULL;
 }
 
+/*
+ * This rank gave up serving and said so (a one-byte BYE): what the client
+ * sent since is read and dropped until its answer, an empty BYE, which
+ * MPI cannot deliver before the messages sent ahead of it.  Left unread, a
+ * message too large to go eagerly would never complete on the client, and
+ * its manager would wait for it forever (free hung).
+ */
+static void drain(struct server *s)
+{
+	struct fut__mpi_idle idle;
+	fut__mpi_idle_init(&idle, s->s.spin, s->s.backoff);
+	for (;;) {
+		const void *data;
+		size_t len;
+		int src, tag;
+		int rc = fut__mpi_link_recv(&s->link, s->s.root, &data, &len,
+					    &src, &tag);
+		if (rc == FUT_OK && tag == FUT__MPI_TAG_BYE)
+			return;
+		if (rc == FUT_OK) {
+			fut__mpi_idle_busy(&idle);
+			continue;
+		}
+		if (rc != FUT_ETIMEDOUT)
+			return; /* MPI failed, or no memory: nothing better */
+		int64_t ns = fut__mpi_idle_next(&idle, true);
+		if (ns > 0) {
+			struct timespec ts = { (time_t)(ns / 1000000000),
+					       (long)(ns % 1000000000) };
+			(void)nanosleep(&ts, NULL);
+		}
+	}
+}
+
 int fut__mpi_serve(struct fut__mpi_setup *setup)
 {
 	struct server *s = fut__calloc(1, sizeof(*s));
@@ -534,9 +569,13 @@ int fut__mpi_serve(struct fut__mpi_setup *setup)
 		pthread_join(s->threads[i], NULL);
 	/* Everything this rank sent is out: the client may free the
 	 * communicator once every server said so. */
-	if (fut__mpi_send_bye(s->s.comm, s->s.root) != FUT_OK &&
-	    s->error == FUT_OK)
-		s->error = FUT_EBROKEN;
+	bool gave_up = s->error != FUT_OK;
+	if (fut__mpi_send_bye(s->s.comm, s->s.root, gave_up) != FUT_OK) {
+		if (s->error == FUT_OK)
+			s->error = FUT_EBROKEN;
+	} else if (gave_up) {
+		drain(s);
+	}
 	/* Every pool task has reported (busy is 0): no callback is left. */
 	fut_executor_free(s->s.pool);
 	setup->pool = NULL;

@@ -25,7 +25,18 @@
  *   cbfree       shutdown(CANCEL_PENDING) runs a cancelled task's done
  *                callback, which frees the executor (ASan saw shutdown
  *                read the freed client)
- * The three last were found by review (2026-12-06); run.sh's timeout ends
+ *   bignomem     a server runs out of memory while a task runs there, and
+ *                a large message goes to it after that: free returns (the
+ *                message was never received, its send never completed,
+ *                and free hung)
+ *   cbfinal      never freed; a done callback frees the executor while
+ *                main, which has the result, is in MPI_Finalize (the
+ *                callback deleted the hook's attribute inside finalize:
+ *                MPICH aborted on a keyval released twice)
+ *   intonce      shutdown(INTERRUPT) interrupts what runs then, once: a
+ *                task sent after it runs on when another task is
+ *                interrupted (the flag stayed, and it stopped too)
+ * The last six were found by review (2026-12-06); run.sh's timeout ends
  * a hang as a failure.
  */
 #include <signal.h>
@@ -236,6 +247,50 @@ static int mode_intnomem(void)
 	return 0;
 }
 
+/* Whether f ended with looping_task's "stopped". */
+static bool stopped(fut_future *f)
+{
+	const void *out = NULL;
+	size_t len = 0;
+	return fut_result_bytes(f, 30, &out, &len) == FUT_OK && len == 7 &&
+	       memcmp(out, "stopped", 7) == 0;
+}
+
+static int mode_intonce(void)
+{
+	fut_executor *ex = client(&(fut_mpi_opts){ .prefetch = 1 });
+	if (ex == NULL)
+		return 0;
+	enum {
+		N = 4
+	};
+	fut_future *fs[N];
+	for (int i = 0; i < N; i++)
+		CHECK(fut_submit_bytes(ex, looping_task, NULL, 0, &fs[i]) ==
+		      FUT_OK);
+	for (int i = 0; i < 1000 && !(fut_running(fs[0]) && fut_running(fs[1]));
+	     i++)
+		sleep_ms(10);
+	/* Two run (prefetch 1, two servers); two wait, and are sent once
+	 * the first two stop. */
+	CHECK(fut_executor_shutdown(ex, FUT_SHUTDOWN_INTERRUPT |
+						FUT_SHUTDOWN_NOWAIT) == FUT_OK);
+	CHECK(stopped(fs[0]) && stopped(fs[1]));
+	for (int i = 0; i < 1000 && !(fut_running(fs[2]) && fut_running(fs[3]));
+	     i++)
+		sleep_ms(10);
+	CHECK(fut_interrupt(fs[2]) == FUT_OK);
+	CHECK(stopped(fs[2]));
+	sleep_ms(300);
+	CHECK(!fut_done(fs[3])); /* not interrupted: it loops on */
+	CHECK(fut_interrupt(fs[3]) == FUT_OK);
+	CHECK(stopped(fs[3]));
+	for (int i = 0; i < N; i++)
+		fut_release(fs[i]);
+	fut_executor_free(ex);
+	return 0;
+}
+
 static void slow_task(fut_task *t)
 {
 	(void)t;
@@ -273,6 +328,77 @@ static int mode_cbfree(void)
 	return 0;
 }
 
+/* Runs on a server: its next allocation fails (the NAME record of the
+ * next new function: it gives up serving), and it runs on for 1 s. */
+static void arm_nomem_task(fut_task *t)
+{
+	(void)fut__alloc_fail_nth(1);
+	sleep_ms(1000);
+	fut_task_return_bytes(t, "armed", 5);
+}
+
+static void other_task(fut_task *t)
+{
+	fut_task_return_bytes(t, "other", 5);
+}
+
+static int mode_bignomem(void)
+{
+	fut_executor *ex = NULL;
+	int rc = fut_mpi_executor_new(&ex, &(fut_mpi_opts){ .prefetch = 4 });
+	if (ex == NULL) { /* a server: the one that gave up says so */
+		CHECK(rc == FUT_OK || rc == FUT_ENOMEM);
+		return 0;
+	}
+	enum {
+		BIG = 1 << 20 /* over every transport's eager limit */
+	};
+	char *in = calloc(1, BIG);
+	CHECK(in != NULL);
+	fut_future *f, *fs[3];
+	/* The rank that answers is the hot one: the next tasks go there. */
+	CHECK(fut_submit_bytes(ex, echo_task, "x", 1, &f) == FUT_OK);
+	CHECK(fut_result(f, 30, NULL) == FUT_OK);
+	fut_release(f);
+	CHECK(fut_submit_bytes(ex, arm_nomem_task, NULL, 0, &fs[0]) == FUT_OK);
+	sleep_ms(200);
+	CHECK(fut_submit_bytes(ex, other_task, NULL, 0, &fs[1]) == FUT_OK);
+	sleep_ms(100);
+	rc = fut_submit_bytes(ex, echo_task, in, BIG, &fs[2]);
+	CHECK(rc == FUT_OK || rc == FUT_EBROKEN);
+	for (int i = 0; i < (rc == FUT_OK ? 3 : 2); i++) {
+		(void)fut_result(fs[i], 30, NULL);
+		CHECK(fut_done(fs[i]));
+		fut_release(fs[i]);
+	}
+	fut_executor_free(ex);
+	free(in);
+	return 0;
+}
+
+static void free_late_cb(fut_future *f, void *ud)
+{
+	(void)f;
+	(void)ud;
+	sleep_ms(200); /* main is in MPI_Finalize by now */
+	fut_executor_free(cb_ex);
+}
+
+static int mode_cbfinal(void)
+{
+	cb_ex = client(NULL);
+	if (cb_ex == NULL)
+		return 0;
+	int x = 9;
+	fut_future *f;
+	CHECK(fut_submit_bytes(cb_ex, square_task, &x, sizeof(x), &f) ==
+	      FUT_OK);
+	CHECK(fut_add_done_callback(f, free_late_cb, NULL) == FUT_OK);
+	CHECK(fut_result(f, 30, NULL) == FUT_OK);
+	fut_release(f);
+	return 0; /* MPI_Finalize, while the callback frees */
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "";
@@ -298,10 +424,16 @@ int main(int argc, char **argv)
 		rc = mode_cbfree();
 	else if (strcmp(mode, "intnomem") == 0)
 		rc = mode_intnomem();
+	else if (strcmp(mode, "bignomem") == 0)
+		rc = mode_bignomem();
+	else if (strcmp(mode, "cbfinal") == 0)
+		rc = mode_cbfinal();
+	else if (strcmp(mode, "intonce") == 0)
+		rc = mode_intonce();
 	else {
 		fprintf(stderr,
 			"usage: %s uninit|single|np1|nofree|die|mpmd|giveup|"
-			"stopnomem|cbfree|intnomem\n",
+			"stopnomem|cbfree|intnomem|bignomem|cbfinal|intonce\n",
 			argv[0]);
 		rc = 2;
 	}
