@@ -11,7 +11,8 @@
  * of one tag, which MPI keeps in order; the receiver's decoder is a
  * stream decoder, so message boundaries mean nothing to it.  Receiving is
  * MPI_Iprobe then MPI_Recv of the probed message: no wait inside MPI,
- * whose blocking calls busy-poll (mpi4py/mpi4py#419).
+ * whose blocking calls busy-poll (mpi4py/mpi4py#419).  Also a server's
+ * goodbye (BYE), and the drain of a server that gave up serving.
  * Threads: the one thread of its side that owns every MPI call.
  * Locks: none.
  */
@@ -301,6 +302,40 @@ int64_t fut__mpi_idle_next(struct fut__mpi_idle *c, bool spin)
 	if (c->sleep_ns > c->cap_ns)
 		c->sleep_ns = c->cap_ns;
 	return c->sleep_ns;
+}
+
+/*
+ * A server that gave up serving said so (a one-byte BYE): what root sent
+ * since is read and dropped until root's answer, an empty BYE, which MPI
+ * cannot deliver before the messages sent ahead of it.  Left unread, a
+ * message too large to go eagerly would never complete on root, and its
+ * manager would wait for it forever (free hung).
+ */
+void fut__mpi_link_drain(struct fut__mpi_link *l, int root, double spin,
+			 double backoff)
+{
+	struct fut__mpi_idle idle;
+	fut__mpi_idle_init(&idle, spin, backoff);
+	for (;;) {
+		const void *data;
+		size_t len;
+		int src, tag;
+		int rc = fut__mpi_link_recv(l, root, &data, &len, &src, &tag);
+		if (rc == FUT_OK && tag == FUT__MPI_TAG_BYE)
+			return;
+		if (rc == FUT_OK) {
+			fut__mpi_idle_busy(&idle);
+			continue;
+		}
+		if (rc != FUT_ETIMEDOUT)
+			return; /* MPI failed, or no memory: nothing better */
+		int64_t ns = fut__mpi_idle_next(&idle, true);
+		if (ns > 0) {
+			struct timespec ts = { (time_t)(ns / 1000000000),
+					       (long)(ns % 1000000000) };
+			(void)nanosleep(&ts, NULL);
+		}
+	}
 }
 
 void fut__mpi_nap(pthread_mutex_t *lock, pthread_cond_t *cv, bool *wake,

@@ -120,6 +120,10 @@ int fut__mpi_link_recv(struct fut__mpi_link *l, int from, const void **data,
  * complete).  Root answers a one-byte BYE with an empty one, through the
  * same call.  FUT_OK or FUT_EBROKEN. */
 int fut__mpi_send_bye(MPI_Comm comm, int root, bool gave_up);
+/* A server that gave up: reads and drops what root sends until root's
+ * answer to its BYE (polling with the given spin and backoff, seconds). */
+void fut__mpi_link_drain(struct fut__mpi_link *l, int root, double spin,
+			 double backoff);
 
 /* The polling clock: spin, then an exponential backoff up to a cap. */
 struct fut__mpi_idle {

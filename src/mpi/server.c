@@ -23,7 +23,6 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "mpi_server.h"
 
@@ -489,40 +488,6 @@ static void *serve(void *arg)
 	return NULL;
 }
 
-/*
- * This rank gave up serving and said so (a one-byte BYE): what the client
- * sent since is read and dropped until its answer, an empty BYE, which
- * MPI cannot deliver before the messages sent ahead of it.  Left unread, a
- * message too large to go eagerly would never complete on the client, and
- * its manager would wait for it forever (free hung).
- */
-static void drain(struct server *s)
-{
-	struct fut__mpi_idle idle;
-	fut__mpi_idle_init(&idle, s->s.spin, s->s.backoff);
-	for (;;) {
-		const void *data;
-		size_t len;
-		int src, tag;
-		int rc = fut__mpi_link_recv(&s->link, s->s.root, &data, &len,
-					    &src, &tag);
-		if (rc == FUT_OK && tag == FUT__MPI_TAG_BYE)
-			return;
-		if (rc == FUT_OK) {
-			fut__mpi_idle_busy(&idle);
-			continue;
-		}
-		if (rc != FUT_ETIMEDOUT)
-			return; /* MPI failed, or no memory: nothing better */
-		int64_t ns = fut__mpi_idle_next(&idle, true);
-		if (ns > 0) {
-			struct timespec ts = { (time_t)(ns / 1000000000),
-					       (long)(ns % 1000000000) };
-			(void)nanosleep(&ts, NULL);
-		}
-	}
-}
-
 int fut__mpi_serve(struct fut__mpi_setup *setup)
 {
 	struct server *s = fut__calloc(1, sizeof(*s));
@@ -574,7 +539,8 @@ int fut__mpi_serve(struct fut__mpi_setup *setup)
 		if (s->error == FUT_OK)
 			s->error = FUT_EBROKEN;
 	} else if (gave_up) {
-		drain(s);
+		fut__mpi_link_drain(&s->link, s->s.root, s->s.spin,
+				    s->s.backoff);
 	}
 	/* Every pool task has reported (busy is 0): no callback is left. */
 	fut_executor_free(s->s.pool);
