@@ -9,7 +9,10 @@
  *   added just as the task returned: a callback that waits on a task of
  *   the pool gets it run;
  * - a worker taking its slot back after a nested wait leaves no other
- *   slot free while a task is queued.
+ *   slot free while a task is queued, and no longer counts as waiting
+ *   at the thread bound; a job run inline is no queued task there;
+ * - an initializer that submits to its pool's full queue gives its
+ *   place up.
  * Each failed before the fix it covers (found by review, 2026-12-06).
  * Timeouts here only guard against hangs (GUARD_S): a wait that would
  * never end is ended by cancelling what it waits for, and the test fails.
@@ -298,6 +301,187 @@ test_a_slot_taken_back_leaves_none_free_with_tasks_queued(void **state)
 	assert_int_equal(rc, FUT_OK);
 }
 
+/*
+ * The thread bound (review of 2026-12-06, /tmp/tp-review): one worker,
+ * so 257 threads at most; `holders` tasks wait on gate G until the end.
+ * A nested wait may say FUT_EAGAIN only when every thread waits and a
+ * task is queued that none will run.
+ */
+static fut_future *bound_gate;	  /* the holders' gate */
+static fut_future *bound_back;	  /* X's gate: its wait ends */
+static fut_future *bound_h;	  /* what the tested wait waits on */
+static _Atomic int bound_in;	  /* tasks that started */
+static _Atomic bool bound_go;	  /* the tested task may wait */
+static _Atomic int bound_rc = -1; /* the tested wait's code */
+
+static void bound_hold(fut_task *t)
+{
+	fut_future *gate = fut_task_arg(t);
+	atomic_fetch_add(&bound_in, 1);
+	(void)fut_result(gate, -1, NULL);
+}
+
+static void bound_set_h(fut_task *t)
+{
+	(void)t;
+	(void)fut_set_result(bound_h, NULL);
+}
+
+/* Y of the first test: queues Z (which sets H), then waits on H once
+ * told; A of the second: runs a task inline, then waits on H. */
+static void bound_wait_h(fut_task *t)
+{
+	fut_executor *ex = fut_task_arg(t);
+	fut_future *z = NULL;
+	bool inline_first = atomic_load(&bound_go);
+	assert_int_equal(fut_submit(ex, inline_first ? tiny : bound_set_h, NULL,
+				    &z),
+			 FUT_OK);
+	if (inline_first) /* runs it here: its job stays queued */
+		assert_int_equal(fut_result(z, -1, NULL), FUT_OK);
+	fut_release(z);
+	atomic_fetch_add(&bound_in, 1);
+	while (!atomic_load(&bound_go))
+		sched_yield();
+	atomic_store(&bound_rc, fut_result(bound_h, -1, NULL));
+}
+
+static bool bound_wait_in(int n)
+{
+	int64_t deadline = fut__now_ns() + (int64_t)(GUARD_S * 1e9);
+	while (atomic_load(&bound_in) < n && fut__now_ns() < deadline)
+		sched_yield();
+	return atomic_load(&bound_in) >= n;
+}
+
+/* Starts `holders` tasks on gate G (and X on its own gate when `x`). */
+static fut_executor *bound_pool(int holders, bool x, fut_future **fs)
+{
+	fut_executor *ex = new_pool(1, NULL);
+	assert_int_equal(fut_future_new(&bound_gate), FUT_OK);
+	assert_int_equal(fut_future_new(&bound_back), FUT_OK);
+	assert_int_equal(fut_future_new(&bound_h), FUT_OK);
+	atomic_store(&bound_in, 0);
+	atomic_store(&bound_rc, -1);
+	for (int i = 0; i < holders; i++)
+		assert_int_equal(fut_submit(ex, bound_hold,
+					    i == 0 && x ? bound_back :
+							  bound_gate,
+					    &fs[i]),
+				 FUT_OK);
+	assert_true(bound_wait_in(holders));
+	struct timespec ts = { 0, 20000000 }; /* all asleep, slots handed */
+	nanosleep(&ts, NULL);
+	return ex;
+}
+
+static void bound_end(fut_executor *ex, fut_future **fs, int n)
+{
+	(void)fut_set_result(bound_back, NULL);
+	(void)fut_set_result(bound_h, NULL);
+	(void)fut_set_result(bound_gate, NULL);
+	for (int i = 0; i < n; i++) {
+		assert_int_equal(fut_result(fs[i], GUARD_S, NULL), FUT_OK);
+		fut_release(fs[i]);
+	}
+	fut_executor_free(ex);
+	fut_release(bound_gate);
+	fut_release(bound_back);
+	fut_release(bound_h);
+}
+
+/*
+ * X's wait ends while Y holds the one slot: X sleeps for it.  Y queues Z
+ * and waits: X takes the slot Y gives up, ends, and runs Z, which ends
+ * Y's wait.  X counted as waiting until it had its slot made Y's wait
+ * FUT_EAGAIN at the bound.
+ */
+static void test_a_worker_back_from_its_wait_counts_at_the_bound(void **state)
+{
+	(void)state;
+	fut_future *fs[257];
+	fut_executor *ex = bound_pool(256, true, fs);
+	atomic_store(&bound_go, false);
+	assert_int_equal(fut_submit(ex, bound_wait_h, ex, &fs[256]), FUT_OK);
+	assert_true(bound_wait_in(257));
+	assert_int_equal(fut__tp_threads(ex), 257);
+	(void)fut_set_result(bound_back, NULL); /* X's wait is over */
+	struct timespec ts = { 0, 20000000 };	/* X sleeps for a slot */
+	nanosleep(&ts, NULL);
+	atomic_store(&bound_go, true);
+	/* Z sets H: Y's wait ends by itself (the guard only ends a hang) */
+	int64_t deadline = fut__now_ns() + (int64_t)(GUARD_S * 1e9);
+	while (atomic_load(&bound_rc) == -1 && fut__now_ns() < deadline)
+		sched_yield();
+	int rc = atomic_load(&bound_rc);
+	bound_end(ex, fs, 257);
+	assert_int_equal(rc, FUT_OK);
+}
+
+/* At the bound, a task run inline leaves only its started job queued:
+ * nothing is left to run, and a wait on a gate set later is served. */
+static void test_a_job_run_inline_is_no_queued_task_at_the_bound(void **state)
+{
+	(void)state;
+	fut_future *fs[257];
+	fut_executor *ex = bound_pool(256, false, fs);
+	atomic_store(&bound_go, true); /* inline first, then wait at once */
+	assert_int_equal(fut_submit(ex, bound_wait_h, ex, &fs[256]), FUT_OK);
+	assert_true(bound_wait_in(257));
+	struct timespec ts = { 0, 50000000 }; /* the wait on H sleeps */
+	nanosleep(&ts, NULL);
+	assert_int_equal(atomic_load(&bound_rc), -1);
+	bound_end(ex, fs, 257);
+	assert_int_equal(atomic_load(&bound_rc), FUT_OK);
+}
+
+/* An initializer that submits to its pool's full queue (max_queue 1,
+ * behind the task its thread was started for) gives its place up: the
+ * queued task gets a thread. */
+static fut_executor *fullq_pool;
+static _Atomic int fullq_rc = -1;
+static _Atomic bool fullq_once;
+static fut_future *fullq_f;
+
+static int init_submits(void *arg)
+{
+	(void)arg;
+	if (!atomic_exchange(&fullq_once, true))
+		atomic_store(&fullq_rc,
+			     fut_submit(fullq_pool, tiny, NULL, &fullq_f));
+	return 0;
+}
+
+static void
+test_an_initializer_submitting_to_a_full_queue_holds_up_nothing(void **state)
+{
+	(void)state;
+	assert_int_equal(
+		fut_thread_pool_new(
+			&fullq_pool,
+			&(fut_thread_pool_opts){ .max_workers = 2,
+						 .max_queue = 1,
+						 .initializer = init_submits }),
+		FUT_OK);
+	fut_future *a = NULL;
+	assert_int_equal(fut_submit(fullq_pool, tiny, NULL, &a), FUT_OK);
+	int rc = fut_result(a, GUARD_S, NULL);
+	/* A's end gave room: the initializer's submit goes in (before the
+	 * free below, or it would lose to the shutdown). */
+	int64_t deadline = fut__now_ns() + (int64_t)(GUARD_S * 1e9);
+	while (rc == FUT_OK && atomic_load(&fullq_rc) == -1 &&
+	       fut__now_ns() < deadline)
+		sched_yield();
+	if (atomic_load(&fullq_rc) == -1) /* wakes the initializer's submit */
+		(void)fut_executor_shutdown(fullq_pool, FUT_SHUTDOWN_NOWAIT);
+	fut_executor_free(fullq_pool);
+	fut_release(a);
+	if (atomic_load(&fullq_rc) == FUT_OK)
+		fut_release(fullq_f);
+	assert_int_equal(rc, FUT_OK);
+	assert_int_equal(atomic_load(&fullq_rc), FUT_OK);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -309,6 +493,12 @@ int main(void)
 			test_a_callback_added_as_its_task_ends_can_wait),
 		cmocka_unit_test(
 			test_a_slot_taken_back_leaves_none_free_with_tasks_queued),
+		cmocka_unit_test(
+			test_a_worker_back_from_its_wait_counts_at_the_bound),
+		cmocka_unit_test(
+			test_a_job_run_inline_is_no_queued_task_at_the_bound),
+		cmocka_unit_test(
+			test_an_initializer_submitting_to_a_full_queue_holds_up_nothing),
 	};
 	/* TEST_FILTER=pattern runs the matching tests only. */
 	if (getenv("TEST_FILTER") != NULL)

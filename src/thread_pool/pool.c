@@ -47,6 +47,7 @@ struct admit_wait {
 	struct tpool *p;
 	struct worker *w; /* the submitter, if a worker of p */
 	int rc;		  /* hook_block's */
+	bool blocked;	  /* hook_block ran: hook_unblock runs */
 };
 
 /* Before a submitter sleeps for room: a worker gives its slot up. */
@@ -56,8 +57,12 @@ static int admit_stop(void *ctx)
 	int rc = pool_state(a->p);
 	if (rc != FUT_OK)
 		return rc;
-	if (a->w != NULL && a->w->has_slot && !a->w->handed)
+	/* Its slot, or an initializer's or a callback's place (which
+	 * hook_block knows how to give up), as a nested wait does. */
+	if (a->w != NULL && !a->blocked) {
+		a->blocked = true;
 		a->rc = fut__tp_hook_block(a->w);
+	}
 	return a->rc;
 }
 
@@ -73,7 +78,7 @@ static int admit(struct tpool *p, size_t n)
 				.w = p->q.max != 0 ? fut__tp_self_worker(p) :
 						     NULL };
 	rc = fut__tp_queue_reserve(&p->q, n, admit_stop, &a);
-	if (a.w != NULL && a.w->handed)
+	if (a.blocked)
 		fut__tp_hook_unblock(a.w);
 	if (rc != FUT_OK)
 		return rc;

@@ -128,11 +128,10 @@ static void give_room(struct tp_queue *q, size_t n)
 		fut__tp_queue_wake_room(q);
 }
 
-struct job *fut__tp_queue_pop(struct tp_queue *q, bool *last)
+/* After a pop, out of clock: j (or NULL) is unlinked and its room given
+ * back. */
+static struct job *popped(struct tp_queue *q, struct job *j)
 {
-	fut__lock_acquire(&q->clock);
-	struct job *j = pop_locked(q, last);
-	fut__lock_release(&q->clock);
 	if (j != NULL) {
 		atomic_store_explicit(&j->link.next, NULL,
 				      memory_order_relaxed);
@@ -140,6 +139,28 @@ struct job *fut__tp_queue_pop(struct tp_queue *q, bool *last)
 			give_room(q, 1);
 	}
 	return j;
+}
+
+struct job *fut__tp_queue_pop(struct tp_queue *q, bool *last)
+{
+	fut__lock_acquire(&q->clock);
+	struct job *j = pop_locked(q, last);
+	fut__lock_release(&q->clock);
+	return popped(q, j);
+}
+
+struct job *fut__tp_queue_pop_stale(struct tp_queue *q)
+{
+	bool last;
+	struct job *j = NULL;
+	fut__lock_acquire(&q->clock);
+	struct tp_link *h = q->head;
+	if (h == &q->stub)
+		h = atomic_load_explicit(&h->next, memory_order_acquire);
+	if (h != NULL && fut__future_state(&job_of(h)->fut) != FUT__S_PENDING)
+		j = pop_locked(q, &last);
+	fut__lock_release(&q->clock);
+	return popped(q, j);
 }
 
 struct job *fut__tp_queue_drain(struct tp_queue *q)

@@ -54,6 +54,9 @@ int fut__tp_queue_push(struct tp_queue *q, struct job *first, struct job *last,
 /* The oldest job, or NULL; *last: it was the last one queued (read
  * without touching the submitters' cache lines). */
 struct job *fut__tp_queue_pop(struct tp_queue *q, bool *last);
+/* The oldest job if it is no longer pending (run inline by a waiter, or
+ * cancelled), else NULL: it only needs dropping. */
+struct job *fut__tp_queue_pop_stale(struct tp_queue *q);
 /* Closes the queue to pushes: with `code` FUT_ESHUTDOWN, or a broken
  * pool's code (FUT_EBROKEN). */
 void fut__tp_queue_close(struct tp_queue *q, int code);

@@ -157,9 +157,15 @@ int fut__tp_hook_block(void *ctx)
 		return FUT_OK;
 	fut__tp_wakep(p);
 	/* Every thread waits, none can be added, and tasks are queued: a
-	 * wait that depends on them would never end. */
-	if (atomic_load(&p->nwaiting) >= pool_threads(p) &&
-	    atomic_load(&p->nspinning) == 0 && fut__tp_queue_count(&p->q) > 0)
+	 * wait that depends on them would never end.  Jobs that ran inline
+	 * (or were cancelled) count in the queue until popped: they are
+	 * dropped here first, they need no thread. */
+	if (atomic_load(&p->nwaiting) < pool_threads(p) ||
+	    atomic_load(&p->nspinning) != 0)
+		return FUT_OK;
+	for (struct job *j; (j = fut__tp_queue_pop_stale(&p->q)) != NULL;)
+		(void)run_job(w, j, false); /* not pending: only dropped */
+	if (fut__tp_queue_count(&p->q) > 0)
 		return FUT_EAGAIN;
 	return FUT_OK;
 }
@@ -168,14 +174,17 @@ void fut__tp_hook_unblock(void *ctx)
 {
 	struct worker *w = ctx;
 	struct tpool *p = w->pool;
+	if (!w->handed && !w->initializing && !w->aside)
+		return; /* hook_block counted nothing */
+	/* Its wait is over: it no longer counts as waiting, even while it
+	 * sleeps for a slot below (a slot it is sure to get: hook_block's
+	 * FUT_EAGAIN must not count it). */
+	atomic_fetch_sub_explicit(&p->nwaiting, 1, memory_order_seq_cst);
 	if (w->handed) {
 		w->handed = false;
 		fut__tp_slot_get(p);
 		w->has_slot = true;
 	} else if (w->initializing) {
 		atomic_fetch_add_explicit(&p->ninit, 1, memory_order_seq_cst);
-	} else if (!w->aside) {
-		return; /* hook_block counted nothing */
 	}
-	atomic_fetch_sub_explicit(&p->nwaiting, 1, memory_order_seq_cst);
 }
