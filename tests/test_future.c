@@ -647,10 +647,67 @@ static void test_bad_input_gives_einval(void **state)
 	assert_null(out);
 	assert_int_equal(fut_submit_bytes(NULL, NULL, "a", 1, &out),
 			 FUT_EINVAL);
+	out = (fut_future *)1;
 	assert_int_equal(fut_submit_many(NULL, NULL, "a", 1, 1, &out),
 			 FUT_EINVAL);
+	assert_null(out); /* every slot NULL on failure */
 	assert_int_equal(fut_executor_shutdown(NULL, 0), FUT_EINVAL);
 	fut_executor_free(NULL);
+	fut_release(f);
+}
+
+/* A fake executor for SENT: one claim word per send, as the process pool's
+ * tickets.  The first revoke plays the manager between the caller's revoke
+ * and its claim: it drops the revoked task from the worker, puts it back
+ * in the queue and sends it again, on a new ticket. */
+enum {
+	CLAIM_SENT,
+	CLAIM_REVOKED,
+	CLAIM_RUN
+};
+static int claim_word[4];
+static int claim_ticket;
+static int claim_revokes;
+
+static int resend_revoke(fut_future *f)
+{
+	int r = claim_word[claim_ticket] == CLAIM_RUN ? FUT__STARTED :
+							FUT__REVOKED;
+	claim_word[claim_ticket] = r == FUT__REVOKED ? CLAIM_REVOKED : r;
+	if (claim_revokes++ == 0 && r == FUT__REVOKED) {
+		assert_true(fut__future_unsend(f));
+		claim_word[++claim_ticket] = CLAIM_SENT;
+		assert_int_equal(fut__future_send(f), FUT_OK);
+	}
+	return r;
+}
+
+static bool resend_started(const fut_future *f)
+{
+	(void)f;
+	return claim_word[claim_ticket] == CLAIM_RUN;
+}
+
+static void test_cancel_revokes_the_send_it_claims(void **state)
+{
+	(void)state;
+	static const struct fut__future_ops ops = {
+		.revoke = resend_revoke,
+		.started = resend_started,
+	};
+	fut_future *f = fut__malloc(sizeof(*f));
+	assert_non_null(f);
+	fut__future_init(f, &ops);
+	claim_ticket = 0;
+	claim_revokes = 0;
+	claim_word[0] = CLAIM_SENT;
+	assert_int_equal(fut__future_send(f), FUT_OK);
+	assert_true(fut_cancel(f));
+	assert_true(fut_cancelled(f));
+	/* The task of the second send was taken back too: no worker runs
+	 * the task of a future that reads cancelled. */
+	assert_int_equal(claim_word[claim_ticket], CLAIM_REVOKED);
+	assert_int_equal(claim_revokes, 2);
 	fut_release(f);
 }
 
@@ -727,6 +784,7 @@ int main(void)
 		cmocka_unit_test(
 			test_producer_calls_refuse_an_executors_future),
 		cmocka_unit_test(test_bad_input_gives_einval),
+		cmocka_unit_test(test_cancel_revokes_the_send_it_claims),
 		cmocka_unit_test(
 			test_out_of_memory_gives_enomem_and_changes_nothing),
 	};

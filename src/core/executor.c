@@ -104,17 +104,17 @@ int fut_submit_bytes(fut_executor *ex, fut_fn fn, const void *data, size_t len,
 int fut_submit_many(fut_executor *ex, fut_fn fn, const void *inputs,
 		    size_t stride, size_t n, fut_future **out)
 {
-	if (!executor_ok(ex) || fn == NULL)
-		return FUT_EINVAL;
 	if (n == 0)
-		return FUT_OK;
-	/* Every check before out[] is written: a bad count must not make
-	 * us write past the caller's array. */
+		return executor_ok(ex) && fn != NULL ? FUT_OK : FUT_EINVAL;
+	/* The count is checked before out[] is written: a bad one must not
+	 * make us write past the caller's array.  Every other failure
+	 * leaves out[] all NULL, as documented. */
 	if (out == NULL || n > FUT_MAX_COUNT)
 		return FUT_EINVAL;
 	for (size_t i = 0; i < n; i++)
 		out[i] = NULL;
-	if ((inputs == NULL && stride != 0) || stride > FUT_MAX_BYTES ||
+	if (!executor_ok(ex) || fn == NULL || (inputs == NULL && stride != 0) ||
+	    stride > FUT_MAX_BYTES ||
 	    (stride != 0 && n > FUT_MAX_BYTES / stride))
 		return FUT_EINVAL;
 	if (FUT__UNLIKELY(orphaned(ex)))

@@ -14,7 +14,9 @@
  * its own.  Its state word holds the state in three bits plus two flags:
  * SLEEPERS (a thread sleeps on the word with a futex: the cheap single
  * future wait, or a thread waiting out another's completion) and LISTED
- * (waiter nodes are linked, so the completer must take the lock).  A
+ * (waiter nodes are linked, so the completer must take the lock); the
+ * bits above count the future's sends (PENDING -> SENT), so that a cancel
+ * that revoked one send never claims a later one.  A
  * completer first claims the future (PENDING/RUNNING -> COMPLETING) so that
  * exactly one thread writes the outcome, then publishes it with one atomic
  * exchange to FINISHED or CANCELLED; the bits that exchange returns say
@@ -152,15 +154,18 @@ static uint32_t settled_state(fut_future *f)
 
 /*
  * Claims f for completion: from one of the states of `from` (a set of
- * IN() bits) -> COMPLETING.  False if another thread completed or claimed
- * it, or f is in no state of `from`.
+ * IN() bits) -> COMPLETING; from SENT only if of the send whose state
+ * word `sent` is, when not 0 (a cancel that revoked that very send).
+ * False if another thread completed or claimed it, or f is in no state of
+ * `from`.
  */
-static bool claim(fut_future *f, uint32_t from)
+static bool claim(fut_future *f, uint32_t from, uint32_t sent)
 {
 	uint32_t s = atomic_load_explicit(&f->state, memory_order_relaxed);
 	for (;;) {
 		uint32_t st = s & FUT__S_MASK;
-		if (!(from & IN(st)))
+		if (!(from & IN(st)) || (sent != 0 && st == FUT__S_SENT &&
+					 FUT__S_GEN(s) != FUT__S_GEN(sent)))
 			return false;
 		uint32_t next = (s & ~(uint32_t)FUT__S_MASK) |
 				FUT__S_COMPLETING;
@@ -241,7 +246,7 @@ static void settle(fut_future *f, int error, int task_code, void *value,
 
 bool fut__future_claim(fut_future *f)
 {
-	return claim(f, FROM_ANY_LIVE);
+	return claim(f, FROM_ANY_LIVE, 0);
 }
 
 void fut__future_settle_value(fut_future *f, void *value)
@@ -253,7 +258,7 @@ void fut__future_settle_value(fut_future *f, void *value)
 static int complete(fut_future *f, int error, int code, void *value, size_t len,
 		    bool owned, char *message)
 {
-	if (!claim(f, FROM_ANY_LIVE)) {
+	if (!claim(f, FROM_ANY_LIVE, 0)) {
 		if (owned)
 			fut__free(value);
 		fut__free(message);
@@ -287,7 +292,7 @@ int fut__future_crash(fut_future *f, int status, char *message)
 
 int fut__future_succeed_borrowed(fut_future *f, const void *data, size_t len)
 {
-	if (!claim(f, FROM_ANY_LIVE))
+	if (!claim(f, FROM_ANY_LIVE, 0))
 		return FUT_ESTATE;
 	/* No FUT__F_BYTES: fut__future_fini() leaves the bytes alone. */
 	settle(f, FUT_OK, 0, (void *)(uintptr_t)data, len, 0, NULL, 0);
@@ -430,14 +435,21 @@ bool fut_cancel(fut_future *f)
 {
 	if (!fut__future_ok(f))
 		return false;
-	uint32_t from = IN(FUT__S_PENDING);
+	/* From PENDING; from SENT too once a revoke took back the task of
+	 * that very send (its state word, `sent`).  A later send (the
+	 * executor took the task back and sent it again, with a new claim,
+	 * after our revoke) is not ours to cancel: its task may start. */
+	uint32_t from = IN(FUT__S_PENDING), sent = 0;
 	for (;;) {
-		if (claim(f, from)) {
+		if (claim(f, from, sent)) {
 			f->error = FUT_ECANCELLED;
 			publish(f, FUT__S_CANCELLED);
 			return true;
 		}
-		uint32_t st = settled_state(f) & FUT__S_MASK;
+		uint32_t s = settled_state(f);
+		uint32_t st = s & FUT__S_MASK;
+		from = IN(FUT__S_PENDING);
+		sent = 0;
 		if (st == FUT__S_PENDING)
 			continue; /* taken back meanwhile */
 		if (st != FUT__S_SENT)
@@ -446,14 +458,13 @@ bool fut_cancel(fut_future *f)
 		 * started. */
 		switch (f->ops->revoke(f)) {
 		case FUT__REVOKED:
-			from = IN(FUT__S_PENDING) | IN(FUT__S_SENT);
+			from |= IN(FUT__S_SENT);
+			sent = s;
 			break;
 		case FUT__STARTED:
 			(void)fut__future_start(f);
-			from = IN(FUT__S_PENDING);
 			break;
 		default: /* moved: read the state again */
-			from = IN(FUT__S_PENDING);
 			break;
 		}
 	}
@@ -579,9 +590,10 @@ int fut_future_new(fut_future **out)
 	return FUT_OK;
 }
 
-/* A transition between live states: from one of `from` to `to`.  FUT_OK,
- * FUT_ECANCELLED if f was cancelled, FUT_ESTATE if in no state of from. */
-static int move(fut_future *f, uint32_t from, uint32_t to)
+/* A transition between live states: from one of `from` to `to`, the send
+ * generation raised by `bump`.  FUT_OK, FUT_ECANCELLED if f was cancelled,
+ * FUT_ESTATE if in no state of from. */
+static int move(fut_future *f, uint32_t from, uint32_t to, uint32_t bump)
 {
 	uint32_t s = atomic_load_explicit(&f->state, memory_order_relaxed);
 	for (;;) {
@@ -594,7 +606,7 @@ static int move(fut_future *f, uint32_t from, uint32_t to)
 			return FUT_ECANCELLED;
 		if (!(from & IN(st)))
 			return FUT_ESTATE;
-		uint32_t next = (s & ~(uint32_t)FUT__S_MASK) | to;
+		uint32_t next = ((s & ~(uint32_t)FUT__S_MASK) + bump) | to;
 		if (atomic_compare_exchange_weak_explicit(&f->state, &s, next,
 							  memory_order_acq_rel,
 							  memory_order_relaxed))
@@ -604,17 +616,17 @@ static int move(fut_future *f, uint32_t from, uint32_t to)
 
 int fut__future_start(fut_future *f)
 {
-	return move(f, IN(FUT__S_PENDING) | IN(FUT__S_SENT), FUT__S_RUNNING);
+	return move(f, IN(FUT__S_PENDING) | IN(FUT__S_SENT), FUT__S_RUNNING, 0);
 }
 
 int fut__future_send(fut_future *f)
 {
-	return move(f, IN(FUT__S_PENDING), FUT__S_SENT);
+	return move(f, IN(FUT__S_PENDING), FUT__S_SENT, FUT__S_GEN_ONE);
 }
 
 bool fut__future_unsend(fut_future *f)
 {
-	return move(f, IN(FUT__S_SENT), FUT__S_PENDING) == FUT_OK;
+	return move(f, IN(FUT__S_SENT), FUT__S_PENDING, 0) == FUT_OK;
 }
 
 /*

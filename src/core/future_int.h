@@ -23,7 +23,12 @@ enum {
 	FUT__S_MASK = 7,
 	FUT__S_SLEEPERS = 8, /* a thread sleeps on the state word */
 	FUT__S_LISTED = 16,  /* the waiter list is not empty */
+	/* The bits above: the send generation, bumped by each PENDING ->
+	 * SENT, so that fut_cancel() tells the SENT it revoked from a later
+	 * one (the task taken back and sent again meanwhile). */
+	FUT__S_GEN_ONE = 32,
 };
+#define FUT__S_GEN(s) ((s) & ~(uint32_t)(FUT__S_GEN_ONE - 1))
 #define FUT__S_DONE(s)                                                         \
 	(((s)&FUT__S_MASK) == FUT__S_CANCELLED ||                              \
 	 ((s)&FUT__S_MASK) == FUT__S_FINISHED)
