@@ -693,6 +693,148 @@ test_the_fork_server_and_its_workers_die_with_the_parent(void **state)
 	}
 }
 
+/* ------------------------------------------------------------------ */
+/* Requeued, early deaths, SIGCHLD ignored (review 2026-12-06)        */
+
+/* A replacement worker takes a while to start: a task requeued after a
+ * crash waits in the queue meanwhile. */
+static int slow_init(void *arg)
+{
+	(void)arg;
+	struct timespec ts = { 0, 50 * 1000 * 1000 };
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+	return 0;
+}
+
+/*
+ * One frame [square, segv] on one worker: the square ran, its result
+ * (batched with the frame's) died with the worker, and it is queued
+ * again RUNNING while the replacement starts.  shutdown(CANCEL_PENDING)
+ * then must not take it for pending: it used to drain it, fail to cancel
+ * it and drop it, RUNNING for ever.
+ */
+static void
+test_a_task_requeued_after_a_crash_survives_cancel_pending(void **state)
+{
+	(void)state;
+	int fds = count_fds(), kids = count_children();
+	fut_executor *ex = pool_with(&(fut_process_pool_opts){
+		.max_workers = 1, .chunk = 2, .initializer = slow_init });
+	struct op_in in[2] = { { OP_SQUARE, 0, 7 }, { OP_SEGV, 0, 0 } };
+	fut_future *fs[2];
+	assert_int_equal(fut_submit_many(ex, op_task, in, sizeof(in[0]), 2, fs),
+			 FUT_OK);
+	assert_int_equal(final_code(fs[1]), FUT_ECRASHED);
+	fut_release(fs[1]);
+	struct timespec ts = { 0, 10 * 1000 * 1000 };
+	nanosleep(&ts, NULL);
+	assert_int_equal(fut_executor_shutdown(ex, FUT_SHUTDOWN_CANCEL_PENDING),
+			 FUT_OK);
+	expect_square(fs[0], 7);
+	fut_executor_free(ex);
+	assert_int_equal(count_fds(), fds);
+	assert_int_equal(count_children(), kids);
+}
+
+static int crashing_init(void *arg)
+{
+	(void)arg;
+	raise(SIGSEGV);
+	return 0;
+}
+
+/* A worker that dies in its initializer, before its hello, is a spawn
+ * that failed: five in a row break the pool (it used to be forked again
+ * for ever, its task pending and the free hung). */
+static void test_a_worker_dying_in_its_initializer_breaks_the_pool(void **state)
+{
+	(void)state;
+	int fds = count_fds(), kids = count_children();
+	fut_executor *ex = pool_with(&(fut_process_pool_opts){
+		.max_workers = 2, .initializer = crashing_init });
+	fut_future *f = submit_op(ex, OP_SQUARE, 0, 3);
+	expect_failure(f, FUT_EBROKEN, "before its hello");
+	fut_release(f);
+	fut_future *g = NULL;
+	struct op_in in = { OP_SQUARE, 0, 3 };
+	assert_int_equal(fut_submit_bytes(ex, op_task, &in, sizeof(in), &g),
+			 FUT_EBROKEN);
+	fut_executor_free(ex);
+	assert_int_equal(count_fds(), fds);
+	assert_int_equal(count_children(), kids);
+}
+
+/* An application that ignores SIGCHLD: the fork server must still hear
+ * of its workers' deaths (the kernel reaped them unreported, so a crash
+ * never ended its task and the free hung); a task still sees SIGCHLD
+ * ignored, as the application left it. */
+static void sigchld_task(fut_task *t)
+{
+	struct sigaction sa;
+	(void)sigaction(SIGCHLD, NULL, &sa);
+	return_u64(t, sa.sa_handler == SIG_IGN);
+}
+
+static void test_a_pool_works_with_sigchld_ignored(void **state)
+{
+	(void)state;
+	struct sigaction ign, old;
+	memset(&ign, 0, sizeof(ign));
+	ign.sa_handler = SIG_IGN;
+	assert_int_equal(sigaction(SIGCHLD, &ign, &old), 0);
+	int fds = count_fds();
+	fut_executor *ex = new_pool(1);
+	fut_future *f = NULL;
+	assert_int_equal(fut_submit_bytes(ex, sigchld_task, NULL, 0, &f),
+			 FUT_OK);
+	assert_int_equal(result_u64(f), 1);
+	fut_release(f);
+	f = submit_op(ex, OP_SEGV, 0, 0);
+	assert_int_equal(final_code(f), FUT_ECRASHED);
+	fut_release(f);
+	expect_square(submit_op(ex, OP_SQUARE, 0, 5), 5);
+	fut_executor_free(ex);
+	assert_int_equal(count_fds(), fds);
+	assert_int_equal(sigaction(SIGCHLD, &old, NULL), 0);
+}
+
+/* shutdown(CANCEL_PENDING) closes the memfds of the large inputs it
+ * cancels, not when the caller releases their futures. */
+static void test_cancel_pending_closes_shared_inputs(void **state)
+{
+	(void)state;
+	int kids = count_children();
+	fut_executor *ex = new_pool(1);
+	atomic_store(started, 0);
+	fut_future *blocked = submit_op(ex, OP_BLOCK, 0, 0);
+	wait_started(&blocked, 1, 1);
+	size_t n = 256 * 1024;
+	unsigned char *big = calloc(1, n);
+	assert_non_null(big);
+	int fds = count_fds();
+	fut_future *fs[2];
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(fut_submit_bytes(ex, sample_task, big, n,
+						  &fs[i]),
+				 FUT_OK);
+	assert_int_equal(fut_executor_shutdown(ex, FUT_SHUTDOWN_CANCEL_PENDING |
+							   FUT_SHUTDOWN_NOWAIT),
+			 FUT_OK);
+	for (int i = 0; i < 2; i++)
+		assert_true(fut_cancelled(fs[i]));
+	assert_int_equal(count_fds(), fds);
+	assert_int_equal(fut_executor_shutdown(ex, FUT_SHUTDOWN_INTERRUPT),
+			 FUT_OK);
+	assert_int_equal(final_code(blocked), FUT_ECANCELLED);
+	fut_release(blocked);
+	for (int i = 0; i < 2; i++)
+		fut_release(fs[i]);
+	fut_executor_free(ex);
+	free(big);
+	assert_int_equal(count_children(), kids);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -721,6 +863,12 @@ int main(void)
 			test_signal_storm_with_process_pool_work_surfaces_no_eintr),
 		cmocka_unit_test(
 			test_the_fork_server_and_its_workers_die_with_the_parent),
+		cmocka_unit_test(
+			test_a_task_requeued_after_a_crash_survives_cancel_pending),
+		cmocka_unit_test(
+			test_a_worker_dying_in_its_initializer_breaks_the_pool),
+		cmocka_unit_test(test_a_pool_works_with_sigchld_ignored),
+		cmocka_unit_test(test_cancel_pending_closes_shared_inputs),
 	};
 	if (!pp_test_prepare())
 		return 2;

@@ -112,6 +112,10 @@ struct server {
 	int sigfd;
 	pid_t self;
 	sigset_t worker_mask;
+	/* SIGCHLD as the application left it (SIG_IGN, or SA_NOCLDWAIT):
+	 * given back to each worker.  The server itself needs the default,
+	 * or the kernel reaps its workers unreported. */
+	struct sigaction chld;
 };
 
 bool fut__pp_ctl_send(int sock, const struct fut__wire_ctl *c, const int *fds,
@@ -179,6 +183,7 @@ static void become_worker(struct server *s, uint32_t slot, int in, int out,
 		_exit(0);
 	int keep[2] = { in < out ? in : out, in < out ? out : in };
 	close_all_but(keep, 2);
+	(void)sigaction(SIGCHLD, &s->chld, NULL);
 	(void)sigprocmask(SIG_SETMASK, &s->worker_mask, NULL);
 	fut__pp_child_main(s->cfg, &s->cfg->slots[slot], in, out);
 }
@@ -347,6 +352,11 @@ static void server_main(struct server *s, pid_t parent, bool pdeathsig)
 	if (getppid() != parent)
 		_exit(0);
 	reset_handlers();
+	(void)sigaction(SIGCHLD, NULL, &s->chld);
+	struct sigaction dfl;
+	memset(&dfl, 0, sizeof(dfl));
+	dfl.sa_handler = SIG_DFL;
+	(void)sigaction(SIGCHLD, &dfl, NULL);
 	/* The pool may have been made under a tight fd limit raised since:
 	 * the server needs only a few fds, but must be able to take in
 	 * each worker's two. */

@@ -218,8 +218,26 @@ static int pp_shutdown(fut_executor *ex, unsigned flags)
 	fut__pp_lock(p);
 	p->shutdown = true;
 	if (flags & FUT_SHUTDOWN_CANCEL_PENDING) {
-		drained = p->qhead;
-		p->qhead = p->qtail = NULL;
+		/* What has not started leaves the queue.  A job that ran on a
+		 * worker that died before its result came is queued RUNNING
+		 * (slot.c): it cannot be cancelled, and stays to run again. */
+		struct pp_job **dt = &drained, *keep = NULL, *kt = NULL;
+		for (struct pp_job *j = p->qhead, *next; j != NULL; j = next) {
+			next = j->next;
+			j->next = NULL;
+			if (fut__future_state(&j->fut) == FUT__S_RUNNING) {
+				if (kt != NULL)
+					kt->next = j;
+				else
+					keep = j;
+				kt = j;
+			} else {
+				*dt = j;
+				dt = &j->next;
+			}
+		}
+		p->qhead = keep;
+		p->qtail = kt;
 		/* And what was sent to a worker that has not started it: the
 		 * manager's to take back. */
 		ticket = ++p->cancel_asked;
@@ -235,6 +253,9 @@ static int pp_shutdown(fut_executor *ex, unsigned flags)
 		drained = j->next;
 		(void)fut__pp_uncount_quiet(j);
 		(void)fut_cancel(&j->fut);
+		/* Its input's memfd goes with it, not with the caller's
+		 * last reference. */
+		fut__pp_job_input_close(j);
 		fut_release(&j->fut);
 	}
 	if (ticket != 0 && fut__current_executor() != ex) {

@@ -164,9 +164,13 @@ void fut__pp_slot_spawn_failed(struct pp_mgr *m, struct pp_worker *w,
 			alive = true;
 	if (!alive && p->spawn_failures >= MAX_SPAWN_FAILURES) {
 		char why[128];
-		snprintf(why, sizeof(why),
-			 "cannot start a worker process: %s: %s", what,
-			 strerror(err));
+		if (err != 0)
+			snprintf(why, sizeof(why),
+				 "cannot start a worker process: %s: %s", what,
+				 strerror(err));
+		else
+			snprintf(why, sizeof(why),
+				 "cannot start a worker process: %s", what);
 		fut__pp_break(m, why);
 	}
 }
@@ -387,6 +391,25 @@ static void on_ctl(struct pp_mgr *m, const struct fut__wire_ctl *c)
 		w->status = c->value;
 		/* Everything it wrote before it died is in the pipe now. */
 		fut__pp_read_results(m, w);
+		if ((w->state == PW_STARTING || w->state == PW_SPAWNING) &&
+		    w->kill_reason == 0) {
+			/* It died before its hello (in its initializer): a
+			 * failed spawn, so that a worker that can never start
+			 * breaks the pool instead of being forked for ever. */
+			char what[96];
+			if (WIFSIGNALED(c->value))
+				snprintf(what, sizeof(what),
+					 "it was killed by signal %d before "
+					 "its hello",
+					 WTERMSIG(c->value));
+			else
+				snprintf(what, sizeof(what),
+					 "it exited with status %d before its "
+					 "hello",
+					 WEXITSTATUS(c->value));
+			fut__pp_slot_spawn_failed(m, w, what, 0);
+			break;
+		}
 		fut__pp_slot_finalize(m, w);
 		break;
 	default:
