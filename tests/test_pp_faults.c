@@ -754,8 +754,7 @@ static void test_a_worker_dying_in_its_initializer_breaks_the_pool(void **state)
 	fut_executor *ex = pool_with(&(fut_process_pool_opts){
 		.max_workers = 2, .initializer = crashing_init });
 	fut_future *f = submit_op(ex, OP_SQUARE, 0, 3);
-	expect_failure(f, FUT_EBROKEN, "before its hello");
-	fut_release(f);
+	expect_failure(f, FUT_EBROKEN, "before its hello"); /* releases f */
 	fut_future *g = NULL;
 	struct op_in in = { OP_SQUARE, 0, 3 };
 	assert_int_equal(fut_submit_bytes(ex, op_task, &in, sizeof(in), &g),
