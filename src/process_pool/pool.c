@@ -221,23 +221,20 @@ static int pp_shutdown(fut_executor *ex, unsigned flags)
 		/* What has not started leaves the queue.  A job that ran on a
 		 * worker that died before its result came is queued RUNNING
 		 * (slot.c): it cannot be cancelled, and stays to run again. */
-		struct pp_job **dt = &drained, *keep = NULL, *kt = NULL;
-		for (struct pp_job *j = p->qhead, *next; j != NULL; j = next) {
-			next = j->next;
-			j->next = NULL;
+		struct pp_job **at = &p->qhead, **dt = &drained;
+		p->qtail = NULL;
+		while (*at != NULL) {
+			struct pp_job *j = *at;
 			if (fut__future_state(&j->fut) == FUT__S_RUNNING) {
-				if (kt != NULL)
-					kt->next = j;
-				else
-					keep = j;
-				kt = j;
-			} else {
-				*dt = j;
-				dt = &j->next;
+				p->qtail = j;
+				at = &j->next;
+				continue;
 			}
+			*at = j->next;
+			j->next = NULL;
+			*dt = j;
+			dt = &j->next;
 		}
-		p->qhead = keep;
-		p->qtail = kt;
 		/* And what was sent to a worker that has not started it: the
 		 * manager's to take back. */
 		ticket = ++p->cancel_asked;
