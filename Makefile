@@ -226,12 +226,19 @@ $(BUILD)/tests/mpi/%: tests/mpi/%.c $(MPI_STATIC) $(STATIC) \
 		$(wildcard tests/mpi/*.h)
 	@mkdir -p $(dir $@)
 	$(MPICC) $(TEST_CFLAGS) $(CMOCKA_CFLAGS) -Itests/mpi -o $@ $< \
-		$(MPI_STATIC) $(STATIC) $(CMOCKA_LIBS) -lm
+		$(MPI_STATIC) $(STATIC) $(CMOCKA_LIBS) -lm -ldl
+
+# A module the "dlopen" mode of test_mpi_launch loads (with a build-id).
+MPI_PLUGIN = $(BUILD)/tests/mpi/libmpi_plugin.so
+$(MPI_PLUGIN): tests/mpi/mpi_plugin.c include/future.h
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -Wall -Wextra -Werror $(CFLAGS) -fPIC -shared \
+		-Wl,--build-id -Iinclude -o $@ $<
 
 # Every MPI test under `timeout 60 mpirun`, loopback only, root allowed,
 # oversubscribed (tests/mpi/run.sh).  Part of `make test` when MPI exists.
 ifeq ($(HAVE_MPI),yes)
-test-mpi: mpi $(MPI_TESTS)
+test-mpi: mpi $(MPI_TESTS) $(MPI_PLUGIN)
 	@MPIRUN=$(MPIRUN) TEST_WRAPPER="$(TEST_WRAPPER)" SANITIZER=$(SANITIZER) \
 		sh tests/mpi/run.sh $(BUILD)
 else

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "future.h"
+#include "core/alloc.h"
 #include "core/names.h"
 
 static void a_task(fut_task *t)
@@ -38,10 +39,11 @@ static void test_a_function_is_named_and_resolved(void **state)
 	assert_int_equal(back.off, n.off);
 	assert_memory_equal(&back.id, &n.id, sizeof(n.id));
 	assert_true(fut__fn_resolve(&back) == a_task);
-	const struct fut__build_id *ids = NULL;
+	struct fut__build_id *ids = NULL;
 	size_t nids = 0;
 	assert_int_equal(fut__fn_modules(&ids, &nids), FUT_OK);
 	assert_true(nids >= 1);
+	fut__free(ids);
 }
 
 static void test_what_is_not_code_here_resolves_to_nothing(void **state)

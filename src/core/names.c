@@ -126,12 +126,26 @@ static int scan_locked(void)
 	return FUT_OK;
 }
 
-int fut__fn_modules(const struct fut__build_id **out, size_t *n)
+int fut__fn_modules(struct fut__build_id **out, size_t *n)
 {
+	/* Read again each time: a table read before a dlopen lacks that
+	 * module (an MPI server's list then made root refuse its functions,
+	 * FUT_ENOTSUP).  A copy: another thread's rescan frees `ids`. */
+	*out = NULL;
+	*n = 0;
 	pthread_mutex_lock(&lock);
-	int rc = modules == NULL ? scan_locked() : FUT_OK;
-	*out = ids;
-	*n = rc == FUT_OK ? nmodules : 0;
+	int rc = scan_locked();
+	struct fut__build_id *copy = NULL;
+	if (rc == FUT_OK)
+		copy = fut__calloc(nmodules ? nmodules : 1, sizeof(*copy));
+	if (copy != NULL) {
+		if (nmodules != 0)
+			memcpy(copy, ids, nmodules * sizeof(*copy));
+		*out = copy;
+		*n = nmodules;
+	} else {
+		rc = FUT_ENOMEM;
+	}
 	pthread_mutex_unlock(&lock);
 	return rc;
 }

@@ -68,9 +68,10 @@ size_t fut__fn_table(struct fut__fn_module *out, size_t max);
 fut_fn fut__fn_translate(const struct fut__fn_module *theirs, size_t n,
 			 uint64_t addr);
 
-/* Every loaded module's build-id (of modules with one and with code);
- * *out stays valid until the next call that rescans.  FUT_OK,
- * FUT_ENOMEM. */
-FUT__PRIVATE int fut__fn_modules(const struct fut__build_id **out, size_t *n);
+/* Every loaded module's build-id (of modules with one and with code),
+ * read anew (a module loaded since the last read is in it): *out gets a
+ * fut__malloc'd array of *n, the caller's to free.  FUT_OK, FUT_ENOMEM
+ * (then *out NULL and *n 0). */
+FUT__PRIVATE int fut__fn_modules(struct fut__build_id **out, size_t *n);
 
 #endif /* FUT_CORE_NAMES_H */

@@ -262,13 +262,15 @@ int fut_mpi_executor_new(fut_executor **out, const fut_mpi_opts *opts)
 		return FUT_ENOMEM;
 	}
 
-	const struct fut__build_id *ids = NULL;
+	struct fut__build_id *ids = NULL;
 	size_t nids = 0;
 	int init_ok = 1;
 	if (!root) {
-		if (fut__mpi_modules(&ids, &nids) != FUT_OK)
-			init_ok = 0;
 		if (o.initializer != NULL && o.initializer(o.initarg) != 0)
+			init_ok = 0;
+		/* After the initializer: a module it dlopened is named too
+		 * (read before, root refused its functions, FUT_ENOTSUP). */
+		if (fut__mpi_modules(&ids, &nids) != FUT_OK)
 			init_ok = 0;
 		/* ISOLATE: the pool forks now, after MPI_Init and the
 		 * initializer (its workers inherit what that set up); they
@@ -311,6 +313,7 @@ int fut_mpi_executor_new(fut_executor **out, const fut_mpi_opts *opts)
 	if (rc != FUT_OK)
 		goto fail;
 	rc = exchange_modules(&s, hellos, ids, nids);
+	fut__free(ids);
 	fut__free(hellos);
 	hellos = NULL;
 	if (!root) /* root decides: it stops us if it cannot go on */
@@ -324,6 +327,7 @@ int fut_mpi_executor_new(fut_executor **out, const fut_mpi_opts *opts)
 	}
 	return rc;
 fail:
+	fut__free(ids);
 	fut__free(hellos);
 	fut_executor_free(s.pool);
 	fut__mpi_comm_release(&s);

@@ -56,9 +56,10 @@ int fut__mpi_name_of(fut_fn fn, char *name, struct fut__build_id *id);
 /* The function a name means here: the registry, then this process's own
  * modules with that build-id; NULL when neither has it. */
 fut_fn fut__mpi_resolve(const char *name, size_t len);
-/* This process's modules' build-ids: *n of them at *ids (owned by the
- * table, which lives until exit).  FUT_OK or FUT_ENOMEM. */
-int fut__mpi_modules(const struct fut__build_id **ids, size_t *n);
+/* This process's modules' build-ids, read now (a module dlopened since
+ * an earlier executor included): *n of them at *ids, fut__malloc'd, the
+ * caller's to free.  FUT_OK or FUT_ENOMEM. */
+int fut__mpi_modules(struct fut__build_id **ids, size_t *n);
 
 /* ------------------------------------------------------------------ */
 /* link.c: wire frames as a byte stream over MPI messages               */

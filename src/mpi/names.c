@@ -80,8 +80,8 @@ out:
 	return rc;
 }
 
-/* The GNU build-id note of a module, if it has one. */
-int fut__mpi_modules(const struct fut__build_id **out, size_t *n)
+/* This process's modules' build-ids, read now. */
+int fut__mpi_modules(struct fut__build_id **out, size_t *n)
 {
 	return fut__fn_modules(out, n);
 }

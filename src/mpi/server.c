@@ -422,7 +422,11 @@ static struct stask *loop(struct server *s)
 			fut__mpi_idle_busy(&idle);
 			continue;
 		}
-		int64_t ns = fut__mpi_idle_next(&idle, spin);
+		/* Results in flight move only in our MPI calls (a large
+		 * message, a fragment pipeline at a time): no nap meanwhile. */
+		int64_t ns = fut__mpi_link_busy(&s->link) ?
+				     0 :
+				     fut__mpi_idle_next(&idle, spin);
 		if (ns > 0) { /* woken early by a finished task */
 			pthread_mutex_unlock(&s->lock);
 			fut__mpi_nap(&s->lock, &s->loop_cv, &s->loop_wake,

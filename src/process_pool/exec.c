@@ -217,8 +217,9 @@ __attribute__((constructor)) static void fut__pp_exec_entry(void)
 					   unresolved_initializer;
 	}
 	/* Read the module table now: every worker inherits it. */
-	const struct fut__build_id *ids;
+	struct fut__build_id *ids;
 	size_t nids;
 	(void)fut__fn_modules(&ids, &nids);
+	fut__free(ids);
 	fut__forkserver_serve(cfg, sock, m.parent, m.pdeathsig);
 }

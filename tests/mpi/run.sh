@@ -36,6 +36,8 @@ run -np 3 "$t/test_mpi_launch" intnomem
 run -np 3 "$t/test_mpi_launch" bignomem
 run -np 3 "$t/test_mpi_launch" cbfinal
 run -np 3 "$t/test_mpi_launch" intonce
+run -np 3 "$t/test_mpi_launch" dlopen "$t/libmpi_plugin.so"
+run -np 3 "$t/test_mpi_launch" bigslow
 run -np 1 "$t/test_mpi_launch" mpmd : -np 2 "$t/test_mpi_peer"
 # FUT_MPI_SPAWN: a singleton (no mpirun) spawns copies of itself.
 echo "== $t/test_mpi_spawn (a singleton)"

@@ -36,9 +36,20 @@
  *   intonce      shutdown(INTERRUPT) interrupts what runs then, once: a
  *                task sent after it runs on when another task is
  *                interrupted (the flag stayed, and it stopped too)
- * The last six were found by review (2026-12-06); run.sh's timeout ends
+ *   dlopen PATH  two executors one after the other; the second's
+ *                servers dlopen PATH (mpi_plugin.c) in their initializer,
+ *                root before it: a function of that module runs (the
+ *                servers sent the module list read when the first was
+ *                made, and before their initializer ran, which lacked it:
+ *                FUT_ENOTSUP at submit)
+ *   bigslow      a 16 MiB echo with poll_backoff 50 ms takes under 5 s
+ *                (a large send moves only while its sender calls MPI: each
+ *                side napped between its MPI_Tests, ~80 KB a nap, and it
+ *                took ~20 s)
+ * The last eight were found by review (2026-12-06); run.sh's timeout ends
  * a hang as a failure.
  */
+#include <dlfcn.h>
 #include <signal.h>
 #include <time.h>
 #include <unistd.h>
@@ -399,6 +410,70 @@ static int mode_cbfinal(void)
 	return 0; /* MPI_Finalize, while the callback frees */
 }
 
+static int load_module(void *path)
+{
+	return dlopen(path, RTLD_NOW) != NULL ? 0 : -1;
+}
+
+static int mode_dlopen(const char *path)
+{
+	fut_executor *ex = client(NULL);
+	if (ex != NULL) {
+		int x = 3;
+		fut_future *f;
+		CHECK(fut_submit_bytes(ex, square_task, &x, sizeof(x), &f) ==
+		      FUT_OK);
+		CHECK(fut_result(f, 30, NULL) == FUT_OK);
+		fut_release(f);
+		fut_executor_free(ex);
+	}
+	/* Loaded after the first executor read the module table: by root
+	 * now, by the servers in their initializer. */
+	if (world_rank() == 0)
+		CHECK(load_module((void *)path) == 0);
+	ex = client(&(fut_mpi_opts){ .initializer = load_module,
+				     .initarg = (void *)path });
+	if (ex == NULL)
+		return 0;
+	fut_fn fn = (fut_fn)dlsym(dlopen(path, RTLD_NOW), "mpi_plugin_task");
+	CHECK(fn != NULL);
+	fut_future *f;
+	CHECK(fut_submit_bytes(ex, fn, "x", 1, &f) == FUT_OK);
+	CHECK(fut_result(f, 30, NULL) == FUT_OK);
+	fut_release(f);
+	fut_executor_free(ex);
+	return 0;
+}
+
+static int mode_bigslow(void)
+{
+	fut_executor *ex = client(&(fut_mpi_opts){ .poll_backoff = 0.05 });
+	if (ex == NULL)
+		return 0;
+	size_t n = (size_t)16 << 20;
+	unsigned char *in = malloc(n);
+	CHECK(in != NULL);
+	for (size_t i = 0; i < n; i++)
+		in[i] = (unsigned char)(i * 7);
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	fut_future *f;
+	CHECK(fut_submit_bytes(ex, echo_task, in, n, &f) == FUT_OK);
+	const void *out;
+	size_t len;
+	CHECK(fut_result_bytes(f, 50, &out, &len) == FUT_OK);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	CHECK(len == n && memcmp(out, in, n) == 0);
+	double took = (double)(t1.tv_sec - t0.tv_sec) +
+		      (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+	printf("bigslow: 16 MiB there and back in %.2f s\n", took);
+	CHECK(took < 5);
+	fut_release(f);
+	fut_executor_free(ex);
+	free(in);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "";
@@ -430,10 +505,15 @@ int main(int argc, char **argv)
 		rc = mode_cbfinal();
 	else if (strcmp(mode, "intonce") == 0)
 		rc = mode_intonce();
+	else if (strcmp(mode, "bigslow") == 0)
+		rc = mode_bigslow();
+	else if (strcmp(mode, "dlopen") == 0 && argc > 2)
+		rc = mode_dlopen(argv[2]);
 	else {
 		fprintf(stderr,
 			"usage: %s uninit|single|np1|nofree|die|mpmd|giveup|"
-			"stopnomem|cbfree|intnomem|bignomem|cbfinal|intonce\n",
+			"stopnomem|cbfree|intnomem|bignomem|cbfinal|intonce|"
+			"dlopen PATH|bigslow\n",
 			argv[0]);
 		rc = 2;
 	}
