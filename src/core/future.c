@@ -446,6 +446,8 @@ bool fut_cancel(fut_future *f)
 	for (;;) {
 		if (claim(f, from, sent)) {
 			f->error = FUT_ECANCELLED;
+			if (f->ops != NULL && f->ops->cancelled != NULL)
+				f->ops->cancelled(f);
 			publish(f, FUT__S_CANCELLED);
 			return true;
 		}

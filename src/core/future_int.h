@@ -40,6 +40,9 @@ enum {
 	/* A bit the executor that owns the future gives its own meaning
 	 * (the thread pool: the task's data is an input it copied). */
 	FUT__F_EXECUTOR = 4,
+	/* A second one (the thread pool: the job's max_queue room was
+	 * given back). */
+	FUT__F_EXECUTOR2 = 8,
 };
 
 #define FUT__FUTURE_MAGIC 0x4655u /* "FU" */
@@ -76,6 +79,12 @@ struct fut__future_ops {
 	/* f is SENT: whether its task has started where it was sent.  Needed
 	 * with SENT. */
 	bool (*started)(const fut_future *f);
+	/* fut_cancel() has just claimed f (it had not started), before its
+	 * waiters and done callbacks hear of it: the executor lets go of
+	 * what the task held while it waited (the thread pool: its place
+	 * under max_queue, so that a callback may submit in its stead).
+	 * May be NULL. */
+	void (*cancelled)(fut_future *f);
 	/* A thread that waits for f sleeps at once instead of spinning first:
 	 * the threads that complete f share the cpus with the waiter and need
 	 * them (libfuture-mpi: the manager and the ranks' MPI loops; a

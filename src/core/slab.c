@@ -385,6 +385,15 @@ void fut__slab_trim(void)
 	release_empty(false);
 }
 
+/* A fork child must not inherit a lock another thread held. */
+__attribute__((constructor)) static void guard_locks(void)
+{
+	for (unsigned cls = 0; cls < FUT__SLAB_NCLASS; cls++) {
+		fut__lock_fork_guard(&classes[cls].lock);
+		fut__lock_fork_guard(&ready[cls].lock);
+	}
+}
+
 /* Runs at process exit (or library unload): the main thread's cache and
  * the empty slabs go back to malloc. */
 __attribute__((destructor)) static void release_all(void)

@@ -118,6 +118,33 @@ void fut__lock_wake(fut__lock *l)
 	fut__futex_wake(&l->word, 1);
 }
 
+/* The locks taken around fork() (fut__lock_fork_guard). */
+#define FORK_LOCKS_MAX 8u
+static fut__lock *fork_locks[FORK_LOCKS_MAX];
+static unsigned nfork_locks;
+
+static void fork_prepare(void)
+{
+	for (unsigned i = 0; i < nfork_locks; i++)
+		fut__lock_acquire(fork_locks[i]);
+}
+
+/* In the parent, and in the child, whose one thread took them. */
+static void fork_done(void)
+{
+	for (unsigned i = nfork_locks; i-- > 0;)
+		fut__lock_release(fork_locks[i]);
+}
+
+void fut__lock_fork_guard(fut__lock *l)
+{
+	if (nfork_locks == FORK_LOCKS_MAX)
+		return;
+	if (nfork_locks == 0)
+		(void)pthread_atfork(fork_prepare, fork_done, fork_done);
+	fork_locks[nfork_locks++] = l;
+}
+
 static _Thread_local const struct fut__wait_hooks *thread_hooks;
 
 void fut__wait_hooks_set(const struct fut__wait_hooks *hooks)

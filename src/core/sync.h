@@ -52,6 +52,14 @@ static inline void fut__lock_release(fut__lock *l)
 						   memory_order_release) == 2))
 		fut__lock_wake(l);
 }
+/*
+ * Takes l around every fork(), as glibc takes malloc's locks: a child
+ * forked while another thread held l would find it held for good (that
+ * thread is not in the child), and its first use would hang.  For a
+ * process-wide leaf lock (never held while another is taken), guarded
+ * once, at load time (a constructor): the calls are not thread-safe.
+ */
+void fut__lock_fork_guard(fut__lock *l);
 #define fut__lock_held(l)                                                      \
 	(atomic_load_explicit(&(l)->word, memory_order_relaxed) != 0)
 /* For asserts: a pthread mutex is held (by some thread: pthread cannot

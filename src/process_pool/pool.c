@@ -207,12 +207,43 @@ static int pp_submit_many(fut_executor *ex, fut_fn fn, const void *inputs,
 /* ------------------------------------------------------------------ */
 /* Shutdown and free                                                   */
 
+/* The pool whose drained jobs this thread cancels (their callbacks run
+ * here), or NULL. */
+static _Thread_local struct ppool *draining;
+
+/* Cancels the jobs a shutdown took out of the queue, counted in
+ * ndraining meanwhile (the caller counted them). */
+static void cancel_drained(struct ppool *p, struct pp_job *drained)
+{
+	struct ppool *outer = draining;
+	draining = p;
+	while (drained != NULL) {
+		struct pp_job *j = drained;
+		drained = j->next;
+		(void)fut__pp_uncount_quiet(j);
+		(void)fut_cancel(&j->fut);
+		/* Its input's memfd goes with it, not with the caller's
+		 * last reference. */
+		fut__pp_job_input_close(j);
+		fut_release(&j->fut);
+	}
+	draining = outer;
+	fut__pp_lock(p);
+	p->ndraining--;
+	pthread_cond_broadcast(&p->done_cv);
+	fut__pp_unlock(p);
+}
+
 static int pp_shutdown(fut_executor *ex, unsigned flags)
 {
 	struct ppool *p = pool_of(ex);
 	bool wait = (flags & FUT_SHUTDOWN_NOWAIT) == 0;
-	if (wait && fut__current_executor() == ex)
+	bool own = fut__current_executor() == ex;
+	if (wait && own)
 		return FUT_EINVAL;
+	/* A done callback run here (a cancel's) may free the pool: it
+	 * lives until this call is over. */
+	atomic_fetch_add(&p->refs, 1);
 	struct pp_job *drained = NULL;
 	uint64_t ticket = 0;
 	fut__pp_lock(p);
@@ -239,41 +270,41 @@ static int pp_shutdown(fut_executor *ex, unsigned flags)
 		 * manager's to take back. */
 		ticket = ++p->cancel_asked;
 	}
+	/* A shutdown that finds the queue drained waits for this one. */
+	if (drained != NULL)
+		p->ndraining++;
 	if (flags & FUT_SHUTDOWN_INTERRUPT)
 		p->interrupt_all = true;
 	/* Submitters waiting for room: ESHUTDOWN now. */
 	pthread_cond_broadcast(&p->room_cv);
 	fut__pp_wake(p);
 	fut__pp_unlock(p);
-	while (drained != NULL) {
-		struct pp_job *j = drained;
-		drained = j->next;
-		(void)fut__pp_uncount_quiet(j);
-		(void)fut_cancel(&j->fut);
-		/* Its input's memfd goes with it, not with the caller's
-		 * last reference. */
-		fut__pp_job_input_close(j);
-		fut_release(&j->fut);
-	}
-	if (ticket != 0 && fut__current_executor() != ex) {
+	if (drained != NULL)
+		cancel_drained(p, drained);
+	/* Another shutdown's drained jobs are not done until it cancelled
+	 * them (a callback of our own drain does not wait for itself). */
+	uint32_t mine = draining == p ? 1 : 0;
+	if (ticket != 0 && !own) {
 		/* Every task not started is cancelled when this returns (the
 		 * manager's own call, from a done callback, cannot wait: it
 		 * takes them back as soon as the callback returns). */
 		fut__pp_lock(p);
-		while (p->cancel_done < ticket && !p->manager_done)
+		while ((p->cancel_done < ticket && !p->manager_done) ||
+		       p->ndraining > mine)
 			fut__pp_cond_wait(p, &p->done_cv);
 		fut__pp_unlock(p);
 	}
-	if (!wait)
-		return FUT_OK;
-	fut__pp_lock(p);
-	while (!p->manager_done)
-		fut__pp_cond_wait(p, &p->done_cv);
-	bool join = !p->joined;
-	p->joined = true;
-	fut__pp_unlock(p);
-	if (join)
-		pthread_join(p->manager, NULL);
+	if (wait) {
+		fut__pp_lock(p);
+		while (!p->manager_done || p->ndraining > mine)
+			fut__pp_cond_wait(p, &p->done_cv);
+		bool join = !p->joined;
+		p->joined = true;
+		fut__pp_unlock(p);
+		if (join)
+			pthread_join(p->manager, NULL);
+	}
+	fut__pp_unref(p);
 	return FUT_OK;
 }
 

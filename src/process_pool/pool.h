@@ -165,6 +165,8 @@ struct ppool {
 	 * cancelled too, by the manager, which then bumps cancel_done. */
 	bool cancel_sent;
 	uint64_t cancel_asked, cancel_done; /* lock */
+	/* lock: shutdowns cancelling the queued jobs they took out. */
+	uint32_t ndraining;
 	size_t doors;	   /* lock: workers whose door is open */
 	uint64_t handed;   /* lock: tasks sent through a door (for tests) */
 	bool broken;	   /* lock */

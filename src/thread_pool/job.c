@@ -17,11 +17,13 @@
 #include "thread_pool/pool.h"
 
 static void job_destroy(fut_future *f);
+static void job_cancelled(fut_future *f);
 
 const struct fut__future_ops fut__tp_job_ops = {
 	.interrupt = NULL, /* the flag fut_interrupt() sets is all we need */
 	.assist = fut__tp_job_assist,
 	.destroy = job_destroy,
+	.cancelled = job_cancelled,
 };
 
 /* ------------------------------------------------------------------ */
@@ -153,6 +155,14 @@ void fut__tp_job_discard(struct job *j)
 	fut__tp_job_forget(j);
 	fut__future_fini(&j->fut);
 	fut__slab_put(j);
+}
+
+/* Cancelled before it started: queued, or taken and not yet started
+ * (its room went back then).  The block holds the pool. */
+static void job_cancelled(fut_future *f)
+{
+	struct job *j = fut__container_of(f, struct job, fut);
+	fut__tp_queue_cancelled(&job_pool(j)->q, j);
 }
 
 static void job_destroy(fut_future *f)

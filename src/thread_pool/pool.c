@@ -241,27 +241,64 @@ static void join_all_locked(struct tpool *p)
 	}
 }
 
+/* The pool whose drained jobs this thread cancels (their callbacks run
+ * here), or NULL. */
+static _Thread_local struct tpool *draining;
+
+/* CANCEL_PENDING: cancels every queued job.  The drain is counted under
+ * ctl, so that a shutdown that drains nothing because this one took it
+ * all sees it (and waits for it: the jobs it holds are not done yet). */
+static void cancel_queued(struct tpool *p)
+{
+	pthread_mutex_lock(&p->ctl);
+	struct job *list = fut__tp_queue_drain(&p->q);
+	if (list != NULL)
+		p->ndraining++;
+	pthread_mutex_unlock(&p->ctl);
+	if (list == NULL)
+		return;
+	struct tpool *outer = draining;
+	draining = p;
+	fut__tp_end_drained(list, FUT_ECANCELLED);
+	draining = outer;
+	pthread_mutex_lock(&p->ctl);
+	p->ndraining--;
+	pthread_cond_broadcast(&p->ctl_cv);
+	pthread_mutex_unlock(&p->ctl);
+}
+
 static int tp_shutdown(fut_executor *ex, unsigned flags)
 {
 	struct tpool *p = pool_of(ex);
 	bool wait = (flags & FUT_SHUTDOWN_NOWAIT) == 0;
-	if (wait && fut__current_executor() == ex)
+	bool own = fut__current_executor() == ex;
+	if (wait && own)
 		return FUT_EINVAL;
+	/* A done callback run here (a cancel's) may free the pool: it
+	 * lives until this call is over. */
+	atomic_fetch_add(&p->refs, 1);
 	fut__tp_queue_close(&p->q, FUT_ESHUTDOWN);
 	atomic_store(&p->shutdown, true);
 	if (flags & FUT_SHUTDOWN_CANCEL_PENDING)
-		fut__tp_end_drained(fut__tp_queue_drain(&p->q), FUT_ECANCELLED);
+		cancel_queued(p);
 	if (flags & FUT_SHUTDOWN_INTERRUPT)
 		interrupt_running(p);
 	fut__tp_wake_all(p);
 	fut__tp_queue_wake_room(&p->q);
-	if (!wait)
-		return FUT_OK;
-	pthread_mutex_lock(&p->ctl);
-	while (p->nlive > 0)
-		pthread_cond_wait(&p->ctl_cv, &p->ctl);
-	join_all_locked(p);
-	pthread_mutex_unlock(&p->ctl);
+	if (wait || ((flags & FUT_SHUTDOWN_CANCEL_PENDING) && !own)) {
+		pthread_mutex_lock(&p->ctl);
+		/* Jobs another shutdown drained are not done until it has
+		 * cancelled them (a callback of our own drain that shuts
+		 * down does not wait for itself). */
+		while (p->ndraining > (draining == p ? 1u : 0u))
+			pthread_cond_wait(&p->ctl_cv, &p->ctl);
+		while (wait && p->nlive > 0)
+			pthread_cond_wait(&p->ctl_cv, &p->ctl);
+		if (wait)
+			join_all_locked(p);
+		pthread_mutex_unlock(&p->ctl);
+	}
+	fut__tp_pool_unref(p);
 	return FUT_OK;
 }
 

@@ -139,6 +139,8 @@ struct tpool {
 	pthread_cond_t ctl_cv;
 	uint32_t nlive; /* guarded by ctl: worker threads not yet exited */
 	bool detached;	/* guarded by ctl: freed from its own thread */
+	/* Guarded by ctl: shutdowns cancelling the jobs they drained. */
+	uint32_t ndraining;
 	/* Where threads start (idle.c, "Placement"), guarded by ctl. */
 	cpu_set_t cpus;	      /* the cpus of the first thread's starter */
 	int home_cpu;	      /* the cpu it ran on; -1: none */

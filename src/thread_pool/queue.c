@@ -128,6 +128,16 @@ static void give_room(struct tp_queue *q, size_t n)
 		fut__tp_queue_wake_room(q);
 }
 
+/* Whether j's room is still held, which it then no longer is: a job's
+ * room goes back once, when it is taken off the queue (popped, drained)
+ * or cancelled while queued, whichever comes first. */
+static bool room_held(struct job *j)
+{
+	return !(atomic_fetch_or_explicit(&j->fut.flags, FUT__F_EXECUTOR2,
+					  memory_order_relaxed) &
+		 FUT__F_EXECUTOR2);
+}
+
 /* After a pop, out of clock: j (or NULL) is unlinked and its room given
  * back. */
 static struct job *popped(struct tp_queue *q, struct job *j)
@@ -135,10 +145,16 @@ static struct job *popped(struct tp_queue *q, struct job *j)
 	if (j != NULL) {
 		atomic_store_explicit(&j->link.next, NULL,
 				      memory_order_relaxed);
-		if (q->max != 0)
+		if (q->max != 0 && room_held(j))
 			give_room(q, 1);
 	}
 	return j;
+}
+
+void fut__tp_queue_cancelled(struct tp_queue *q, struct job *j)
+{
+	if (q->max != 0 && room_held(j))
+		give_room(q, 1);
 }
 
 struct job *fut__tp_queue_pop(struct tp_queue *q, bool *last)
@@ -169,9 +185,11 @@ struct job *fut__tp_queue_drain(struct tp_queue *q)
 	size_t n = 0;
 	bool last = false;
 	fut__lock_acquire(&q->clock);
-	for (struct job *j; (j = pop_locked(q, &last)) != NULL; n++) {
+	for (struct job *j; (j = pop_locked(q, &last)) != NULL;) {
 		atomic_store_explicit(&j->link.next, NULL,
 				      memory_order_relaxed);
+		if (q->max != 0 && room_held(j))
+			n++;
 		if (tail != NULL)
 			atomic_store_explicit(&tail->link.next, &j->link,
 					      memory_order_relaxed);
@@ -180,7 +198,7 @@ struct job *fut__tp_queue_drain(struct tp_queue *q)
 		tail = j;
 	}
 	fut__lock_release(&q->clock);
-	if (q->max != 0 && n > 0)
+	if (n > 0)
 		give_room(q, n);
 	return list;
 }

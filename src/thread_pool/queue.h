@@ -23,7 +23,8 @@ struct tp_link {
  * it under plock.  pushed and popped count jobs in and out (written under
  * their lock, read without it as hints: queued = pushed - popped).
  * max_queue is held with reservations: `reserved` counts jobs admitted
- * and not yet taken, and a submitter that finds no room sleeps on `room`.
+ * and neither taken nor cancelled, and a submitter that finds no room
+ * sleeps on `room`.
  */
 struct tp_queue {
 	_Alignas(64) fut__lock plock;
@@ -60,6 +61,9 @@ struct job *fut__tp_queue_pop_stale(struct tp_queue *q);
 /* Closes the queue to pushes: with `code` FUT_ESHUTDOWN, or a broken
  * pool's code (FUT_EBROKEN). */
 void fut__tp_queue_close(struct tp_queue *q, int code);
+/* A job still queued was cancelled: its room goes back now, not when it
+ * is popped (max_queue bounds the tasks that wait to start). */
+void fut__tp_queue_cancelled(struct tp_queue *q, struct job *j);
 /* Empties the queue: the caller owns the returned list (linked through
  * link.next as struct job; each still holds its queue reference). */
 struct job *fut__tp_queue_drain(struct tp_queue *q);

@@ -44,6 +44,23 @@ static unsigned ncache;
 static struct reap reaps[REAP_MAX];
 static unsigned nreap;
 
+/* The lock is taken around fork(): a child forked while another thread
+ * held it would find it held for good (that thread is not there). */
+static void fork_prepare(void)
+{
+	pthread_mutex_lock(&lock);
+}
+
+static void fork_done(void)
+{
+	pthread_mutex_unlock(&lock);
+}
+
+__attribute__((constructor)) static void guard_lock(void)
+{
+	(void)pthread_atfork(fork_prepare, fork_done, fork_done);
+}
+
 /* The default thread stack size (as pthread_create with no attributes
  * would give) and the page size; 0 when it cannot be read. */
 static size_t default_size(size_t *page)

@@ -1,0 +1,198 @@
+/*
+ * test_pp_shutdown.c: a process pool's queued tasks cancelled by
+ * shutdowns, and what may happen meanwhile: the twins of
+ * test_tp_cancel.c's.
+ *
+ * - a shutdown with FUT_SHUTDOWN_CANCEL_PENDING returns once every task
+ *   not started is cancelled, and one that waits once every task is done,
+ *   also while another shutdown cancels the queued jobs it took out;
+ * - a done callback run by a shutdown's cancel may free the pool.
+ *
+ * Found by review on 2026-12-06 (the second fails under ASan only).
+ * Timeouts only bound a hang, which then fails.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <semaphore.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "future.h"
+#include "process_pool/pool.h"
+#define QUEUED 32
+#include "drain_helpers.h"
+
+/* Sleeps the milliseconds of its input. */
+static void nap(fut_task *t)
+{
+	uint32_t ms = 0;
+	memcpy(&ms, fut_task_input(t, NULL), sizeof(ms));
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+/* A pool of one worker busy on a long nap (*busy: its future), with
+ * QUEUED tasks queued behind it (one frame at a time: they stay in the
+ * pool's queue, where a shutdown takes them out itself). */
+static fut_executor *busy_pool(fut_future **busy, fut_future **queued)
+{
+	fut_executor *ex = NULL;
+	assert_int_equal(
+		fut_process_pool_new(&ex,
+				     &(fut_process_pool_opts){ .max_workers = 1,
+							       .chunk = 1 }),
+		FUT_OK);
+	uint32_t ms = 60000; /* interrupted at the end */
+	assert_int_equal(fut_submit_bytes(ex, nap, &ms, sizeof(ms), busy),
+			 FUT_OK);
+	while (fut_state(*busy) != FUT_RUNNING)
+		sched_yield();
+	ms = 0;
+	for (int i = 0; i < QUEUED; i++)
+		assert_int_equal(fut_submit_bytes(ex, nap, &ms, sizeof(ms),
+						  &queued[i]),
+				 FUT_OK);
+	return ex;
+}
+
+/* ------------------------------------------------------------------ */
+/* Shutdowns at once                                                   */
+
+/* The first queued task that shutdown A cancels itself (it took it out
+ * of the queue) holds A in its callback until `go`. */
+
+static void hold_canceller(fut_future *f, void *ud)
+{
+	(void)f;
+	struct held_drain *h = ud;
+	/* Not the manager's (a task it took back from the worker). */
+	if (!pthread_equal(pthread_self(), h->a) ||
+	    atomic_exchange(&h->held, true))
+		return;
+	sem_post(&h->in_callback);
+	(void)sem_wait_bounded(&h->go);
+}
+
+/* Whether the pool's manager thread has ended (the pool is shut down
+ * and nothing is left for it). */
+static bool manager_done(fut_executor *ex)
+{
+	struct ppool *p = (struct ppool *)(void *)ex;
+	pthread_mutex_lock(&p->lock);
+	bool done = p->manager_done;
+	pthread_mutex_unlock(&p->lock);
+	return done;
+}
+
+static void check_shutdown_beside_a_drain(unsigned b_flags)
+{
+	fut_future *busy = NULL;
+	struct held_drain h = { .b_flags = b_flags };
+	h.ex = busy_pool(&busy, h.queued);
+	sem_init(&h.in_callback, 0, 0);
+	sem_init(&h.go, 0, 0);
+	for (int i = 0; i < QUEUED; i++)
+		assert_int_equal(fut_add_done_callback(h.queued[i],
+						       hold_canceller, &h),
+				 FUT_OK);
+	assert_int_equal(pthread_create(&h.a, NULL, shutdown_a, &h), 0);
+	assert_true(sem_wait_bounded(&h.in_callback));
+	/* The queue is empty, the running task ends, the manager too: B
+	 * has nothing to wait for but A. */
+	assert_int_equal(fut_interrupt(busy), FUT_OK);
+	assert_int_equal(fut_result(busy, 60.0, NULL), FUT_ECANCELLED);
+	while (!manager_done(h.ex))
+		sched_yield();
+	held_drain_race(&h);
+	fut_release(busy);
+	fut_executor_free(h.ex);
+}
+
+/* Shutdown A takes the queued tasks out, then cancels them one by one,
+ * running their callbacks; a shutdown B meanwhile found the queue empty
+ * and returned with A's futures still pending (63 of 64 in a run). */
+static void test_cancel_pending_beside_another_drain_returns_when_all_cancelled(
+	void **state)
+{
+	(void)state;
+	check_shutdown_beside_a_drain(FUT_SHUTDOWN_CANCEL_PENDING |
+				      FUT_SHUTDOWN_NOWAIT);
+}
+
+static void
+test_shutdown_wait_beside_another_drain_returns_when_all_done(void **state)
+{
+	(void)state;
+	check_shutdown_beside_a_drain(0);
+}
+
+/* ------------------------------------------------------------------ */
+/* Freed from a callback                                               */
+
+struct last_frees {
+	fut_executor *ex;
+	_Atomic int left;
+};
+
+static void count_down(fut_future *f, void *ud)
+{
+	(void)f;
+	struct last_frees *l = ud;
+	if (atomic_fetch_sub(&l->left, 1) == 1)
+		fut_executor_free(l->ex);
+}
+
+/* The last queued future's callback frees the pool while a shutdown
+ * cancels it: the shutdown went on in freed memory (ASan: heap-use-
+ * after-free in pp_shutdown, 10 runs of 10). */
+static void test_a_cancelled_tasks_callback_may_free_the_pool(void **state)
+{
+	(void)state;
+	fut_future *busy = NULL, *queued[QUEUED];
+	struct last_frees l = { .left = QUEUED };
+	l.ex = busy_pool(&busy, queued);
+	for (int i = 0; i < QUEUED; i++) {
+		assert_int_equal(fut_add_done_callback(queued[i], count_down,
+						       &l),
+				 FUT_OK);
+		fut_release(queued[i]);
+	}
+	fut_release(busy);
+	/* INTERRUPT: the callback's free waits for the running task. */
+	assert_int_equal(fut_executor_shutdown(l.ex,
+					       FUT_SHUTDOWN_CANCEL_PENDING |
+						       FUT_SHUTDOWN_INTERRUPT |
+						       FUT_SHUTDOWN_NOWAIT),
+			 FUT_OK);
+	/* The manager may take some back: all cancelled in the end. */
+	int64_t waited = 0;
+	while (atomic_load(&l.left) > 0 && waited++ < 60000)
+		usleep(1000);
+	assert_int_equal(atomic_load(&l.left), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(
+			test_cancel_pending_beside_another_drain_returns_when_all_cancelled),
+		cmocka_unit_test(
+			test_shutdown_wait_beside_another_drain_returns_when_all_done),
+		cmocka_unit_test(
+			test_a_cancelled_tasks_callback_may_free_the_pool),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,364 @@
+/*
+ * test_tp_cancel.c: a thread pool's queued tasks cancelled, by
+ * fut_cancel() or by shutdowns, and what may happen meanwhile.
+ *
+ * - max_queue bounds the tasks that wait to start: a task cancelled while
+ *   queued gives its room back at once, before its done callbacks run;
+ * - a shutdown with FUT_SHUTDOWN_CANCEL_PENDING returns once every task
+ *   not started is cancelled, and one that waits once every task is done,
+ *   also while another shutdown cancels what it drained;
+ * - a done callback run by a shutdown's cancel may free the pool.
+ *
+ * Found by review on 2026-12-06, each with a program that hung, returned
+ * early or touched freed memory (the last under ASan only).  Where a test
+ * must know that a thread sleeps inside the library it polls the pool's
+ * counters or the thread's state, never a sleep; timeouts only bound a
+ * hang, which then fails.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <semaphore.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "future.h"
+#include "thread_pool/pool.h"
+#define QUEUED 4 /* queued behind a busy worker, for two shutdowns */
+#include "drain_helpers.h"
+
+static void plus_one(fut_task *t)
+{
+	fut_task_return(t, (void *)((uintptr_t)fut_task_arg(t) + 1));
+}
+
+static uintptr_t result_of(fut_future *f)
+{
+	void *v = NULL;
+	assert_int_equal(fut_result(f, FUT_FOREVER, &v), FUT_OK);
+	return (uintptr_t)v;
+}
+
+/* A task that holds its worker until the gate opens. */
+struct gate {
+	sem_t started, release;
+};
+
+static void gated(fut_task *t)
+{
+	struct gate *g = fut_task_arg(t);
+	sem_post(&g->started);
+	sem_wait(&g->release);
+	fut_task_return(t, (void *)1);
+}
+
+/* A pool of one worker, busy on g until it opens; max_queue as given. */
+static fut_executor *busy_pool(size_t max_queue, struct gate *g,
+			       fut_future **running)
+{
+	sem_init(&g->started, 0, 0);
+	sem_init(&g->release, 0, 0);
+	fut_executor *ex = NULL;
+	assert_int_equal(fut_thread_pool_new(&ex,
+					     &(fut_thread_pool_opts){
+						     .max_workers = 1,
+						     .max_queue = max_queue }),
+			 FUT_OK);
+	assert_int_equal(fut_submit(ex, gated, g, running), FUT_OK);
+	sem_wait(&g->started);
+	return ex;
+}
+
+static void gate_fini(struct gate *g)
+{
+	sem_destroy(&g->started);
+	sem_destroy(&g->release);
+}
+
+/* Room held under max_queue: jobs admitted and neither taken nor
+ * cancelled. */
+static size_t reserved(fut_executor *ex)
+{
+	return atomic_load(&pool_of(ex)->q.reserved);
+}
+
+/* ------------------------------------------------------------------ */
+/* max_queue                                                           */
+
+struct blocked_submit {
+	fut_executor *ex;
+	fut_future *f;
+	int rc;
+	sem_t done;
+};
+
+static void *submit_one(void *arg)
+{
+	struct blocked_submit *b = arg;
+	b->rc = fut_submit(b->ex, plus_one, NULL, &b->f);
+	sem_post(&b->done);
+	return NULL;
+}
+
+/*
+ * A submitter blocked on a full queue goes on once every queued task is
+ * cancelled, while the one worker is still busy: they wait no more.
+ * Before, their room came back only when the worker popped them, so the
+ * submit slept until the running task ended.  The room goes back once:
+ * the worker that pops the cancelled jobs later gives none.
+ */
+static void test_cancelling_queued_tasks_makes_room(void **state)
+{
+	(void)state;
+	struct gate g;
+	fut_future *running = NULL;
+	fut_executor *ex = busy_pool(2, &g, &running);
+	fut_future *queued[2];
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(fut_submit(ex, plus_one, NULL, &queued[i]),
+				 FUT_OK);
+	struct blocked_submit b = { .ex = ex };
+	sem_init(&b.done, 0, 0);
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, submit_one, &b), 0);
+	while (fut__tp_blocked_submitters(ex) == 0)
+		sched_yield();
+	for (int i = 0; i < 2; i++)
+		assert_true(fut_cancel(queued[i]));
+	bool went_on = sem_wait_bounded(&b.done);
+	sem_post(&g.release); /* the running task ends only now */
+	pthread_join(th, NULL);
+	assert_true(went_on);
+	assert_int_equal(b.rc, FUT_OK);
+	assert_int_equal(result_of(b.f), 1);
+	assert_int_equal(result_of(running), 1);
+	/* Every job taken: no room held, none given twice. */
+	assert_int_equal(fut__tp_queued(ex), 0);
+	assert_int_equal(reserved(ex), 0);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(fut_error(queued[i]), FUT_ECANCELLED);
+		fut_release(queued[i]);
+	}
+	fut_release(b.f);
+	fut_release(running);
+	fut_executor_free(ex);
+	sem_destroy(&b.done);
+	gate_fini(&g);
+}
+
+/* A done callback that submits a task in the cancelled one's stead. */
+struct resubmit {
+	fut_executor *ex;
+	fut_future *f;
+	int rc;
+};
+
+static void resubmit(fut_future *f, void *ud)
+{
+	(void)f;
+	struct resubmit *r = ud;
+	r->rc = fut_submit(r->ex, plus_one, (void *)41, &r->f);
+}
+
+struct canceller {
+	fut_future *f;
+	bool cancelled;
+	sem_t done;
+};
+
+static void *cancel_one(void *arg)
+{
+	struct canceller *c = arg;
+	c->cancelled = fut_cancel(c->f);
+	sem_post(&c->done);
+	return NULL;
+}
+
+/*
+ * The callbacks of a cancelled queued task run in the canceller, after its
+ * room came back: one that submits in its stead to the full queue goes
+ * in.  Before, it slept for room that only the popping worker would give
+ * back; a canceller that is also the one to end the running task never
+ * returned.
+ */
+static void
+test_a_cancelled_tasks_callback_may_submit_in_its_stead(void **state)
+{
+	(void)state;
+	struct gate g;
+	fut_future *running = NULL;
+	fut_executor *ex = busy_pool(1, &g, &running);
+	struct canceller c = { 0 };
+	sem_init(&c.done, 0, 0);
+	assert_int_equal(fut_submit(ex, plus_one, NULL, &c.f), FUT_OK);
+	struct resubmit r = { .ex = ex, .rc = -1 };
+	assert_int_equal(fut_add_done_callback(c.f, resubmit, &r), FUT_OK);
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, cancel_one, &c), 0);
+	bool returned = sem_wait_bounded(&c.done);
+	sem_post(&g.release);
+	pthread_join(th, NULL);
+	assert_true(returned);
+	assert_true(c.cancelled);
+	assert_int_equal(r.rc, FUT_OK);
+	assert_int_equal(result_of(r.f), 42);
+	assert_int_equal(result_of(running), 1);
+	assert_int_equal(reserved(ex), 0);
+	fut_release(r.f);
+	fut_release(c.f);
+	fut_release(running);
+	fut_executor_free(ex);
+	sem_destroy(&c.done);
+	gate_fini(&g);
+}
+
+/* ------------------------------------------------------------------ */
+/* Shutdowns at once                                                   */
+
+/* The first queued task's callback holds its canceller (shutdown A)
+ * until `go`: A has drained the queue and cancels one by one. */
+
+static void hold_canceller(fut_future *f, void *ud)
+{
+	(void)f;
+	struct held_drain *h = ud;
+	sem_post(&h->in_callback);
+	(void)sem_wait_bounded(&h->go);
+}
+
+/* The pool's worker threads not yet exited. */
+static uint32_t live_threads(fut_executor *ex)
+{
+	struct tpool *p = pool_of(ex);
+	pthread_mutex_lock(&p->ctl);
+	uint32_t n = p->nlive;
+	pthread_mutex_unlock(&p->ctl);
+	return n;
+}
+
+/* Shutdown B (b_flags) while shutdown A cancels what it drained: B
+ * returns with every queued future done. */
+static void check_shutdown_beside_a_drain(unsigned b_flags)
+{
+	struct gate g;
+	fut_future *running = NULL;
+	struct held_drain h = { .b_flags = b_flags };
+	h.ex = busy_pool(0, &g, &running);
+	sem_init(&h.in_callback, 0, 0);
+	sem_init(&h.go, 0, 0);
+	for (int i = 0; i < QUEUED; i++)
+		assert_int_equal(fut_submit(h.ex, plus_one, NULL, &h.queued[i]),
+				 FUT_OK);
+	assert_int_equal(fut_add_done_callback(h.queued[0], hold_canceller, &h),
+			 FUT_OK);
+	assert_int_equal(pthread_create(&h.a, NULL, shutdown_a, &h), 0);
+	assert_true(sem_wait_bounded(&h.in_callback));
+	/* The running task ends and its worker exits (the queue is empty):
+	 * B has nothing to wait for but A. */
+	sem_post(&g.release);
+	assert_int_equal(result_of(running), 1);
+	while (live_threads(h.ex) > 0)
+		sched_yield();
+	held_drain_race(&h);
+	fut_release(running);
+	fut_executor_free(h.ex);
+	gate_fini(&g);
+}
+
+/*
+ * Shutdown A drains the queue, then cancels the jobs one by one, running
+ * their callbacks.  A shutdown B meanwhile finds the queue empty: it
+ * returned at once, with A's futures still pending, though docs/api.md
+ * says CANCEL_PENDING "cancels what has not started ... every such future
+ * is cancelled when the call returns", and a wait "returns when every
+ * submitted task has finished".
+ */
+static void test_cancel_pending_beside_another_drain_returns_when_all_cancelled(
+	void **state)
+{
+	(void)state;
+	check_shutdown_beside_a_drain(FUT_SHUTDOWN_CANCEL_PENDING |
+				      FUT_SHUTDOWN_NOWAIT);
+}
+
+static void
+test_shutdown_wait_beside_another_drain_returns_when_all_done(void **state)
+{
+	(void)state;
+	check_shutdown_beside_a_drain(0);
+}
+
+/* ------------------------------------------------------------------ */
+/* Freed from a callback                                               */
+
+struct last_frees {
+	fut_executor *ex;
+	struct gate *g;
+	_Atomic int left;
+};
+
+/* Counts the futures down; the last one ends the running task (which
+ * the free waits for) and frees the pool. */
+static void count_down(fut_future *f, void *ud)
+{
+	(void)f;
+	struct last_frees *l = ud;
+	if (atomic_fetch_sub(&l->left, 1) == 1) {
+		sem_post(&l->g->release);
+		fut_executor_free(l->ex);
+	}
+}
+
+/*
+ * "Free the pool when its last future is done", the last one cancelled by
+ * a shutdown: its callback runs in the shutdown's caller and frees the
+ * pool, the drain drops the last job, and the shutdown went on to wake
+ * the pool's workers and submitters in freed memory (ASan: heap-use-
+ * after-free in fut__tp_wake_all).  The shutdown holds the pool now.
+ */
+static void test_a_cancelled_tasks_callback_may_free_the_pool(void **state)
+{
+	(void)state;
+	struct gate g;
+	fut_future *running = NULL;
+	struct last_frees l = { .g = &g, .left = QUEUED };
+	l.ex = busy_pool(0, &g, &running);
+	fut_release(running); /* the jobs' futures alone hold the pool */
+	for (int i = 0; i < QUEUED; i++) {
+		fut_future *f = NULL;
+		assert_int_equal(fut_submit(l.ex, plus_one, NULL, &f), FUT_OK);
+		assert_int_equal(fut_add_done_callback(f, count_down, &l),
+				 FUT_OK);
+		fut_release(f);
+	}
+	assert_int_equal(fut_executor_shutdown(l.ex,
+					       FUT_SHUTDOWN_CANCEL_PENDING |
+						       FUT_SHUTDOWN_NOWAIT),
+			 FUT_OK);
+	assert_int_equal(atomic_load(&l.left), 0);
+	gate_fini(&g);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_cancelling_queued_tasks_makes_room),
+		cmocka_unit_test(
+			test_a_cancelled_tasks_callback_may_submit_in_its_stead),
+		cmocka_unit_test(
+			test_cancel_pending_beside_another_drain_returns_when_all_cancelled),
+		cmocka_unit_test(
+			test_shutdown_wait_beside_another_drain_returns_when_all_done),
+		cmocka_unit_test(
+			test_a_cancelled_tasks_callback_may_free_the_pool),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
