@@ -15,6 +15,7 @@
  * itself if it has not started, and gives its place in the pool up while
  * it sleeps (the hooks); no other thread ever runs a pool's task.
  */
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
@@ -138,6 +139,9 @@ static void fork_done(void)
 
 void fut__lock_fork_guard(fut__lock *l)
 {
+	/* Only the slab's six locks use it: a seventh class would need a
+	 * larger table, not a lock left unguarded. */
+	assert(nfork_locks < FORK_LOCKS_MAX);
 	if (nfork_locks == FORK_LOCKS_MAX)
 		return;
 	if (nfork_locks == 0)
