@@ -313,12 +313,17 @@ static fut_future *bound_h;	  /* what the tested wait waits on */
 static _Atomic int bound_in;	  /* tasks that started */
 static _Atomic bool bound_go;	  /* the tested task may wait */
 static _Atomic int bound_rc = -1; /* the tested wait's code */
+static _Atomic int bound_bad;	  /* holders whose wait failed */
 
 static void bound_hold(fut_task *t)
 {
 	fut_future *gate = fut_task_arg(t);
 	atomic_fetch_add(&bound_in, 1);
-	(void)fut_result(gate, -1, NULL);
+	/* Below the bound, or with the gate set: never FUT_EAGAIN (a
+	 * waiter that counted itself before its own wakep made another
+	 * give up, at load, before the fix of 2026-12-06). */
+	if (fut_result(gate, -1, NULL) != FUT_OK)
+		atomic_fetch_add(&bound_bad, 1);
 }
 
 static void bound_set_h(fut_task *t)
@@ -346,6 +351,15 @@ static void bound_wait_h(fut_task *t)
 	atomic_store(&bound_rc, fut_result(bound_h, -1, NULL));
 }
 
+/* Until *v reaches n (true) or the guard ends (false). */
+static bool reaches(_Atomic uint32_t *v, uint32_t n)
+{
+	int64_t deadline = fut__now_ns() + (int64_t)(GUARD_S * 1e9);
+	while (atomic_load(v) < n && fut__now_ns() < deadline)
+		sched_yield();
+	return atomic_load(v) >= n;
+}
+
 static bool bound_wait_in(int n)
 {
 	int64_t deadline = fut__now_ns() + (int64_t)(GUARD_S * 1e9);
@@ -363,6 +377,7 @@ static fut_executor *bound_pool(int holders, bool x, fut_future **fs)
 	assert_int_equal(fut_future_new(&bound_h), FUT_OK);
 	atomic_store(&bound_in, 0);
 	atomic_store(&bound_rc, -1);
+	atomic_store(&bound_bad, 0);
 	for (int i = 0; i < holders; i++)
 		assert_int_equal(fut_submit(ex, bound_hold,
 					    i == 0 && x ? bound_back :
@@ -370,8 +385,8 @@ static fut_executor *bound_pool(int holders, bool x, fut_future **fs)
 					    &fs[i]),
 				 FUT_OK);
 	assert_true(bound_wait_in(holders));
-	struct timespec ts = { 0, 20000000 }; /* all asleep, slots handed */
-	nanosleep(&ts, NULL);
+	/* all asleep, slots handed */
+	assert_true(reaches(&pool_of(ex)->nwaiting, (uint32_t)holders));
 	return ex;
 }
 
@@ -388,6 +403,7 @@ static void bound_end(fut_executor *ex, fut_future **fs, int n)
 	fut_release(bound_gate);
 	fut_release(bound_back);
 	fut_release(bound_h);
+	assert_int_equal(atomic_load(&bound_bad), 0);
 }
 
 /*
@@ -405,9 +421,8 @@ static void test_a_worker_back_from_its_wait_counts_at_the_bound(void **state)
 	assert_int_equal(fut_submit(ex, bound_wait_h, ex, &fs[256]), FUT_OK);
 	assert_true(bound_wait_in(257));
 	assert_int_equal(fut__tp_threads(ex), 257);
-	(void)fut_set_result(bound_back, NULL); /* X's wait is over */
-	struct timespec ts = { 0, 20000000 };	/* X sleeps for a slot */
-	nanosleep(&ts, NULL);
+	(void)fut_set_result(bound_back, NULL);	      /* X's wait is over */
+	assert_true(reaches(&pool_of(ex)->nwant, 1)); /* X sleeps for a slot */
 	atomic_store(&bound_go, true);
 	/* Z sets H: Y's wait ends by itself (the guard only ends a hang) */
 	int64_t deadline = fut__now_ns() + (int64_t)(GUARD_S * 1e9);

@@ -123,9 +123,10 @@ static int reserve_locked(struct tpool *p, struct worker **out)
 	assert(fut__mutex_held(&p->ctl));
 	uint32_t n = atomic_load_explicit(&p->nthreads, memory_order_relaxed);
 	uint32_t live = pool_threads(p);
-	if (live >= p->max_threads ||
-	    live - atomic_load(&p->nwaiting) >= p->max_workers)
+	if (live >= p->max_threads)
 		return FUT_EAGAIN;
+	if (live - atomic_load(&p->nwaiting) >= p->max_workers)
+		return FUT_ESTATE; /* enough run, or will once back */
 	struct worker *w = NULL;
 	if (atomic_load(&p->nholes) > 0) {
 		for (uint32_t i = 0; i < n && w == NULL; i++)
@@ -354,6 +355,24 @@ void fut__tp_wakep(struct tpool *p)
 			break;
 	if (start > 0) /* could not start them */
 		atomic_fetch_sub(&p->nspinning, start);
+}
+
+/*
+ * A nested wait (run.c, fut__tp_hook_block) found every thread waiting,
+ * no looker, and tasks queued.  The counts may be passing: a thread that
+ * took a task and began to wait counts itself before its own wakep
+ * starts the next thread.  So the waiter starts a looker itself (one too
+ * many at worst: it looks, then sleeps).  False only when none can be
+ * added: the pool has max_threads, or the system refused one.
+ */
+bool fut__tp_start_looker(struct tpool *p)
+{
+	atomic_fetch_add_explicit(&p->nspinning, 1, memory_order_seq_cst);
+	int rc = spawn(p);
+	if (rc != FUT_OK)
+		atomic_fetch_sub_explicit(&p->nspinning, 1,
+					  memory_order_seq_cst);
+	return rc == FUT_OK || rc == FUT_ESTATE || rc == FUT_EBROKEN;
 }
 
 /* A looker found a task: if more are queued than lookers, others come

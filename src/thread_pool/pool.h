@@ -220,6 +220,7 @@ void fut__tp_step_back(struct worker *w);
 /* Starts one worker, counted a looker by the caller.  Caller holds
  * p->ctl. */
 int fut__tp_spawn_locked(struct tpool *p);
+bool fut__tp_start_looker(struct tpool *p);
 /* Wakes every idle worker (shutdown, a break, a worker that exits). */
 void fut__tp_wake_all(struct tpool *p);
 /* Gives a slot back / takes one, sleeping until one is free. */

@@ -165,9 +165,9 @@ int fut__tp_hook_block(void *ctx)
 		return FUT_OK;
 	for (struct job *j; (j = fut__tp_queue_pop_stale(&p->q)) != NULL;)
 		(void)run_job(w, j, false); /* not pending: only dropped */
-	if (fut__tp_queue_count(&p->q) > 0)
-		return FUT_EAGAIN;
-	return FUT_OK;
+	if (fut__tp_queue_count(&p->q) == 0 || fut__tp_start_looker(p))
+		return FUT_OK;
+	return FUT_EAGAIN;
 }
 
 void fut__tp_hook_unblock(void *ctx)
