@@ -53,7 +53,7 @@ void fut__executor_init(fut_executor *ex)
 }
 
 /* A fork child's copy of an executor its parent made. */
-static bool orphaned(const fut_executor *ex)
+bool fut__executor_orphaned(const fut_executor *ex)
 {
 	return ex->fork_gen !=
 	       atomic_load_explicit(&fork_gen, memory_order_relaxed);
@@ -83,7 +83,7 @@ int fut_submit(fut_executor *ex, fut_fn fn, void *arg, fut_future **out)
 		*out = NULL;
 	if (!executor_ok(ex) || fn == NULL || out == NULL)
 		return FUT_EINVAL;
-	if (FUT__UNLIKELY(orphaned(ex)))
+	if (FUT__UNLIKELY(fut__executor_orphaned(ex)))
 		return FUT_EBROKEN;
 	return ex->ops->submit(ex, fn, arg, NULL, 0, false, out);
 }
@@ -96,7 +96,7 @@ int fut_submit_bytes(fut_executor *ex, fut_fn fn, const void *data, size_t len,
 	if (!executor_ok(ex) || fn == NULL || out == NULL ||
 	    (data == NULL && len != 0) || len > FUT_MAX_BYTES)
 		return FUT_EINVAL;
-	if (FUT__UNLIKELY(orphaned(ex)))
+	if (FUT__UNLIKELY(fut__executor_orphaned(ex)))
 		return FUT_EBROKEN;
 	return ex->ops->submit(ex, fn, NULL, data, len, true, out);
 }
@@ -117,7 +117,7 @@ int fut_submit_many(fut_executor *ex, fut_fn fn, const void *inputs,
 	    stride > FUT_MAX_BYTES ||
 	    (stride != 0 && n > FUT_MAX_BYTES / stride))
 		return FUT_EINVAL;
-	if (FUT__UNLIKELY(orphaned(ex)))
+	if (FUT__UNLIKELY(fut__executor_orphaned(ex)))
 		return FUT_EBROKEN;
 	return ex->ops->submit_many(ex, fn, inputs, stride, n, out);
 }
@@ -126,7 +126,8 @@ int fut_executor_shutdown(fut_executor *ex, unsigned flags)
 {
 	if (!executor_ok(ex) || (flags & ~ALL_SHUTDOWN_FLAGS) != 0)
 		return FUT_EINVAL;
-	if (orphaned(ex)) /* the parent's threads: nothing to wait for */
+	/* A fork child's copy: the parent's threads, nothing to wait for. */
+	if (fut__executor_orphaned(ex))
 		return FUT_OK;
 	return ex->ops->shutdown(ex, flags);
 }
@@ -135,7 +136,7 @@ void fut_executor_free(fut_executor *ex)
 {
 	if (!executor_ok(ex))
 		return;
-	if (orphaned(ex)) {
+	if (fut__executor_orphaned(ex)) {
 		/* A fork child's copy: the parent's workers, fork server and
 		 * pipes are left alone; this process's copies of its fds
 		 * close.  Its memory stays: the futures it made, inherited

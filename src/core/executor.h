@@ -50,6 +50,12 @@ struct fut_executor {
  * FUT_EBROKEN, shutdown returns at once, free calls ops->orphan. */
 FUT__PRIVATE void fut__executor_init(fut_executor *ex);
 
+/* Whether ex is a fork child's copy of an executor its parent made (its
+ * threads and processes are the parent's).  Also true once such a copy
+ * was freed: its memory stays for the futures that point into it.  The
+ * futures' ops ask it before they reach the executor's workers or fds. */
+bool fut__executor_orphaned(const fut_executor *ex);
+
 /* The executor whose thread this is (NULL in the caller's threads); set
  * by executors in their workers and manager threads. */
 FUT__PRIVATE fut_executor *fut__current_executor(void);

@@ -41,19 +41,39 @@ static void job_destroy(fut_future *f)
 	fut__pp_unref(p);
 }
 
-/* The caller asked a running task to stop: the manager kills its worker. */
+/*
+ * A fork child's copy of a job (docs/api.md, "Executors in a fork
+ * child"): its task is in the parent's queue or worker, out of this
+ * process's reach.  Its ops stay off the pool's fds and shared slots:
+ * the eventfd and the claim words are the parent's too (a cancel here
+ * would take a task back from the parent's worker), and once the child
+ * freed the pool they are closed (their numbers reused) and unmapped.
+ */
+static bool inherited(const struct pp_job *j)
+{
+	return fut__executor_orphaned(&j->pool->ex);
+}
+
+/* The caller asked a running task to stop: the manager kills its worker.
+ * In a fork child the flag fut_interrupt() raised is all there is. */
 static void job_interrupt(fut_future *f)
 {
 	struct pp_job *j = (struct pp_job *)(void *)f;
+	if (inherited(j))
+		return;
 	atomic_store(&j->pool->interrupt_scan, true);
 	fut__pp_wake(j->pool);
 }
 
 /* A caller cancels a task sent to a worker: taken back unless the
- * worker claimed it; the manager then drops it from the worker's list. */
+ * worker claimed it; the manager then drops it from the worker's list.
+ * In a fork child it never starts: the child's copy is cancelled, as a
+ * queued one's is. */
 static int job_revoke(fut_future *f)
 {
 	struct pp_job *j = (struct pp_job *)(void *)f;
+	if (inherited(j))
+		return FUT__REVOKED;
 	int r = fut__pp_claim_revoke(j->pool, j);
 	if (r == FUT__REVOKED) {
 		atomic_store(&j->pool->revoke_scan, true);
@@ -62,10 +82,11 @@ static int job_revoke(fut_future *f)
 	return r;
 }
 
+/* In a fork child, pending as at the fork. */
 static bool job_started(const fut_future *f)
 {
 	const struct pp_job *j = (const struct pp_job *)(const void *)f;
-	return fut__pp_claim_started(j->pool, j);
+	return !inherited(j) && fut__pp_claim_started(j->pool, j);
 }
 
 static const struct fut__future_ops job_ops = {
