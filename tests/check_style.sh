@@ -16,7 +16,7 @@
 #  9. the house's walls: src/core/ includes only core/ and the public
 #     header; a pool includes core/ and its own folder, never the other
 #     pool; the process pool's child side (child.c, forkserver.c,
-#     child.h) never includes the parent's pool.h nor <pthread.h>, the
+#     inherit.c, child.h) never includes the parent's pool.h nor <pthread.h>, the
 #     worker's (child.c, child.h) nor <poll.h>; wire.c, the pure
 #     codec, includes neither <unistd.h> nor <pthread.h>; src/mpi/
 #     (libfuture-mpi) includes core/, the codec and its own mpi_*.h only;
@@ -130,7 +130,7 @@ check_walls thread_pool 'core/[a-z_]+\.h|thread_pool/[a-z_]+\.h'
 check_walls process_pool 'core/[a-z_]+\.h|process_pool/[a-z_]+\.h'
 check_walls mpi 'future\.h|future_mpi\.h|core/[a-z_]+\.h|process_pool/wire\.h|mpi_[a-z]+\.h'
 for f in src/process_pool/child.c src/process_pool/forkserver.c \
-	src/process_pool/child.h; do
+	src/process_pool/inherit.c src/process_pool/child.h; do
 	[ -e "$f" ] || continue
 	includes "$f" | grep -qx 'process_pool/pool\.h' &&
 		fail "$f, the child's side, includes the parent's process_pool/pool.h"
@@ -138,7 +138,8 @@ for f in src/process_pool/child.c src/process_pool/forkserver.c \
 		fail "$f, the child's side, includes <pthread.h>"
 done
 # The worker loop and the contract waits on nothing but its socket: no
-# poll set (the fork server polls its socket and its signalfd).
+# poll set (the fork server polls its socket, its signalfd and the
+# parent's pidfd).
 for f in src/process_pool/child.c src/process_pool/child.h; do
 	[ -e "$f" ] || continue
 	grep -qE '^#[[:space:]]*include[[:space:]]*<poll\.h>' "$f" &&

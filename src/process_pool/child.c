@@ -239,7 +239,7 @@ static void *shared_map(size_t len, int *fd, void *ctx)
 		errno = ENOMEM;
 		return NULL;
 	}
-	int m = memfd_create("libfuture-result",
+	int m = memfd_create(FUT__PP_RESULT_MEMFD,
 			     MFD_CLOEXEC | MFD_ALLOW_SEALING);
 	if (m < 0)
 		return NULL;

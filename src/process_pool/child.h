@@ -105,8 +105,7 @@ int fut__forkserver_start(const struct fut__forkserver_cfg *cfg, pid_t *pid,
 /* The fork server's loop on sock, in a process that is to become it (a
  * fork of the parent, or exec.c's fresh exec).  Never returns. */
 void fut__forkserver_serve(const struct fut__forkserver_cfg *cfg, int sock,
-			   pid_t parent, bool pdeathsig)
-	__attribute__((noreturn));
+			   pid_t parent) __attribute__((noreturn));
 
 /* exec.c: FUT_START_EXEC.  In the parent, before the fork: what the
  * fresh exec needs (one fut__malloc'd block: [0] the program's path, then
@@ -116,7 +115,7 @@ void fut__forkserver_serve(const struct fut__forkserver_cfg *cfg, int sock,
 char **fut__pp_exec_env(int sock);
 void fut__pp_exec_child(char **block, int sock) __attribute__((noreturn));
 bool fut__pp_exec_send(const struct fut__forkserver_cfg *cfg, int sock,
-		       pid_t parent, bool pdeathsig);
+		       pid_t parent);
 
 /*
  * Sends the control message c on sock, with the nfds (at most 2) fds of
@@ -147,6 +146,14 @@ static inline void fut__pp_attach_fds(struct msghdr *m, void *space, size_t len,
 	c->cmsg_len = CMSG_LEN(n * sizeof(int));
 	memcpy(CMSG_DATA(c), fds, n * sizeof(int));
 }
+
+/* The name of a worker's memfd for a shared result (child.c): the fork
+ * server finds the parent's mappings of them by it and drops them. */
+#define FUT__PP_RESULT_MEMFD "libfuture-result"
+
+/* In the fork server, just forked: unmaps the parent's mappings of
+ * shared results (inherit.c).  Best effort: without /proc they stay. */
+void fut__pp_drop_results(void);
 
 /* Pipe and socket buffer size asked for each worker channel. */
 #define FUT__PP_CHANNEL_BYTES (1u << 20)

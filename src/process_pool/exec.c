@@ -40,7 +40,6 @@ struct exec_msg {
 	uint32_t magic;
 	uint32_t nslots;
 	pid_t parent;
-	bool pdeathsig;
 	bool track_time;
 	sigset_t worker_mask;
 	uint64_t initializer; /* an address in the parent, 0: none */
@@ -115,7 +114,7 @@ void fut__pp_exec_child(char **block, int sock)
 }
 
 bool fut__pp_exec_send(const struct fut__forkserver_cfg *cfg, int sock,
-		       pid_t parent, bool pdeathsig)
+		       pid_t parent)
 {
 	struct exec_msg *m = fut__malloc(sizeof(*m));
 	if (m == NULL) {
@@ -126,7 +125,6 @@ bool fut__pp_exec_send(const struct fut__forkserver_cfg *cfg, int sock,
 	m->magic = EXEC_MAGIC;
 	m->nslots = cfg->nslots;
 	m->parent = parent;
-	m->pdeathsig = pdeathsig;
 	m->track_time = cfg->track_time;
 	m->worker_mask = cfg->worker_mask;
 	m->initializer = (uint64_t)(uintptr_t)cfg->initializer;
@@ -221,5 +219,5 @@ __attribute__((constructor)) static void fut__pp_exec_entry(void)
 	size_t nids;
 	(void)fut__fn_modules(&ids, &nids);
 	fut__free(ids);
-	fut__forkserver_serve(cfg, sock, m.parent, m.pdeathsig);
+	fut__forkserver_serve(cfg, sock, m.parent);
 }

@@ -4,18 +4,24 @@
  * Owns: the fork server process (forked by fut__forkserver_start from the
  * parent) and the forking of every worker process.  The fork server is
  * single-threaded and runs only async-signal-safe calls (poll, recvmsg,
- * fork, waitpid, send, kill, close, fcntl, open), so it may be forked from
- * a multi-threaded parent: this is how a dead fork server is restarted.
+ * fork, waitpid, send, kill, close, fcntl, open, read, munmap,
+ * pidfd_open), so it may be forked from a multi-threaded parent: this is
+ * how a dead fork server is restarted.
  * It receives SPAWN requests with the worker's two channel fds
  * (SCM_RIGHTS), forks the worker, reports its pid, reaps its children
  * (SIGCHLD through a signalfd) and reports each (pid, wait status).  On
- * EOF from the parent it kills every worker's process group, reaps them
- * and _exits.  A worker leads its own process group and dies with the
- * fork server (PR_SET_PDEATHSIG); its loop is child.c's.  Both processes
- * end with _exit: no atexit handler, no stdio flush of the parent's
- * buffers; and both drop (never flush) the stdio buffers they inherit,
- * first thing, so a task that flushes stdout or calls exit cannot
- * print again what the parent had buffered (drop_stdio).
+ * EOF from the parent, or once the parent process is gone (a pidfd of it,
+ * else a look at getppid() each second), it kills every worker's process
+ * group, reaps them and _exits: not when the parent's thread that forked
+ * it exits, which PR_SET_PDEATHSIG would take for the parent's death.
+ * A worker leads its own process group and dies with the fork server
+ * (PR_SET_PDEATHSIG: the server has one thread); its loop is child.c's.
+ * The server drops the parent's mappings of shared results it inherits
+ * (inherit.c).  Both processes end with _exit: no atexit handler, no
+ * stdio flush of the parent's buffers; and both drop (never flush) the
+ * stdio buffers they inherit, first thing, so a task that flushes stdout
+ * or calls exit cannot print again what the parent had buffered
+ * (drop_stdio).
  * Threads: each process here is single-threaded (the parent's thread that
  * calls fut__forkserver_start only forks).
  * Locks: none (the parent's memory is a copy here).
@@ -67,6 +73,24 @@ static void close_fds(const int *fds, int n)
 {
 	for (int i = 0; i < n; i++)
 		(void)close(fds[i]);
+}
+
+/* Sorts fds[0..n) ascending and drops the negative ones (not open);
+ * how many are left. */
+static int sort_fds(int *fds, int n)
+{
+	for (int i = 1; i < n; i++)
+		for (int j = i; j > 0 && fds[j] < fds[j - 1]; j--) {
+			int t = fds[j];
+			fds[j] = fds[j - 1];
+			fds[j - 1] = t;
+		}
+	int lo = 0;
+	while (lo < n && fds[lo] < 0)
+		lo++;
+	for (int i = lo; i < n; i++)
+		fds[i - lo] = fds[i];
+	return n - lo;
 }
 
 /* Closes every fd >= 3 but keep[0..n) (ascending). */
@@ -265,7 +289,7 @@ static bool reap(struct server *s)
 		if (si.ssi_signo == SIGTERM)
 			term = true;
 	if (term)
-		return false; /* the parent died */
+		return false; /* told to go */
 	for (;;) {
 		/* Peek first: while the worker is a zombie its pid (and so its
 		 * process group id) cannot be reused, so the group kill hits
@@ -339,16 +363,39 @@ static void claim_stdio(struct server *s)
 	}
 }
 
-static void server_main(struct server *s, pid_t parent, bool pdeathsig)
+/*
+ * A pidfd of the parent process, polled: readable once its last thread
+ * has gone, not when the thread that forked us exits (PR_SET_PDEATHSIG
+ * would fire then: a main thread that made the pool and called
+ * pthread_exit took every worker down).  -1 where pidfd_open is missing
+ * (before Linux 5.3, or filtered out): the loop then looks at getppid()
+ * each second.  Opened before the getppid() check, so that it cannot
+ * name a new process that took a dead parent's pid; kept above 2, where
+ * claim_stdio would take it for a free fd of the workers' stdio.
+ */
+static int watch_parent(pid_t parent)
+{
+#ifdef SYS_pidfd_open
+	int fd = (int)syscall(SYS_pidfd_open, parent, 0);
+	if (fd >= 0 && fd < 3) {
+		int moved = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+		(void)close(fd);
+		fd = moved;
+	}
+	return fd;
+#else
+	(void)parent;
+	return -1;
+#endif
+}
+
+static void server_main(struct server *s, pid_t parent)
 {
 	/* Out of the caller's process group: a ^C meant for the app does not
-	 * take the pool down; the server dies on EOF from the parent. */
+	 * take the pool down; the server dies on EOF from the parent, or
+	 * with it (watch_parent). */
 	(void)setpgid(0, 0);
-	/* SIGTERM when the parent dies, read from the signalfd: the server
-	 * then kills every worker's group (a task's own children too) and
-	 * exits. */
-	if (pdeathsig)
-		(void)prctl(PR_SET_PDEATHSIG, SIGTERM);
+	int pidfd = watch_parent(parent);
 	if (getppid() != parent)
 		_exit(0);
 	reset_handlers();
@@ -376,18 +423,21 @@ static void server_main(struct server *s, pid_t parent, bool pdeathsig)
 	s->sigfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (s->sigfd < 0)
 		_exit(127);
-	int keep[2] = { s->sock < s->sigfd ? s->sock : s->sigfd,
-			s->sock < s->sigfd ? s->sigfd : s->sock };
-	close_all_but(keep, 2);
+	int keep[3] = { s->sock, s->sigfd, pidfd };
+	close_all_but(keep, sort_fds(keep, 3));
+	fut__pp_drop_results();
 	s->self = getpid();
 	for (;;) {
-		struct pollfd p[2] = { { s->sock, POLLIN, 0 },
-				       { s->sigfd, POLLIN, 0 } };
-		if (poll(p, 2, -1) < 0) {
-			if (errno == EINTR)
-				continue;
+		struct pollfd p[3] = { { s->sock, POLLIN, 0 },
+				       { s->sigfd, POLLIN, 0 },
+				       { pidfd, POLLIN, 0 } };
+		int n = poll(p, 3, pidfd >= 0 ? -1 : 1000);
+		if (n < 0 && errno != EINTR)
 			break;
-		}
+		if (p[2].revents || (pidfd < 0 && getppid() != parent))
+			break; /* the parent process is gone */
+		if (n <= 0)
+			continue;
 		if (p[1].revents && !reap(s))
 			break;
 		if (p[0].revents && !serve(s))
@@ -397,13 +447,13 @@ static void server_main(struct server *s, pid_t parent, bool pdeathsig)
 }
 
 void fut__forkserver_serve(const struct fut__forkserver_cfg *cfg, int sock,
-			   pid_t parent, bool pdeathsig)
+			   pid_t parent)
 {
 	struct server s = { 0 };
 	s.cfg = cfg;
 	s.sock = sock;
 	s.worker_mask = cfg->worker_mask;
-	server_main(&s, parent, pdeathsig);
+	server_main(&s, parent);
 	_exit(0); /* server_main does not return */
 }
 
@@ -427,9 +477,6 @@ int fut__forkserver_start(const struct fut__forkserver_cfg *cfg, pid_t *pid,
 		return FUT_ESYS;
 	}
 	pid_t parent = getpid();
-	/* PR_SET_PDEATHSIG fires when the forking *thread* exits: only ask
-	 * for it when that thread is the main one. */
-	bool pdeathsig = (pid_t)syscall(SYS_gettid) == parent;
 	char **env = cfg->exec ? fut__pp_exec_env(sv[1]) : NULL;
 	if (cfg->exec && env == NULL) {
 		(void)pthread_sigmask(SIG_SETMASK, &own, NULL);
@@ -446,7 +493,7 @@ int fut__forkserver_start(const struct fut__forkserver_cfg *cfg, pid_t *pid,
 		(void)close(sv[0]);
 		if (cfg->exec)
 			fut__pp_exec_child(env, sv[1]);
-		server_main(&s, parent, pdeathsig);
+		server_main(&s, parent);
 	}
 	int err = errno;
 	fut__free(env);
@@ -457,7 +504,7 @@ int fut__forkserver_start(const struct fut__forkserver_cfg *cfg, pid_t *pid,
 		errno = err;
 		return FUT_EAGAIN;
 	}
-	if (cfg->exec && !fut__pp_exec_send(cfg, sv[0], parent, pdeathsig)) {
+	if (cfg->exec && !fut__pp_exec_send(cfg, sv[0], parent)) {
 		/* It waits for its configuration: EOF ends it. */
 		err = errno;
 		(void)close(sv[0]);
