@@ -357,14 +357,11 @@ void fut__tp_wakep(struct tpool *p)
 		atomic_fetch_sub(&p->nspinning, start);
 }
 
-/*
- * A nested wait (run.c, fut__tp_hook_block) found every thread waiting,
- * no looker, and tasks queued.  The counts may be passing: a thread that
- * took a task and began to wait counts itself before its own wakep
- * starts the next thread.  So the waiter starts a looker itself (one too
- * many at worst: it looks, then sleeps).  False only when none can be
- * added: the pool has max_threads, or the system refused one.
- */
+/* A nested wait (fut__tp_hook_block) saw every thread wait, no looker,
+ * tasks queued: maybe in passing (a thread that took a task and began to
+ * wait counts itself before its own wakep), so it starts a looker itself
+ * (one too many at worst).  False when none can be added: the pool has
+ * max_threads, or the system refused one. */
 bool fut__tp_start_looker(struct tpool *p)
 {
 	atomic_fetch_add_explicit(&p->nspinning, 1, memory_order_seq_cst);
