@@ -39,7 +39,12 @@ static bool is_sent(fut_future *f)
 	       (atomic_load(&f->state) & FUT__S_MASK) == FUT__S_SENT;
 }
 
-static void scene_set(struct scene *s)
+static void scene_end(struct scene *s);
+
+/* One try at the scene: false if the manager took `sent` back already
+ * (it does so 5 ms after the worker started a long task: a slow or
+ * loaded machine may get there before the fork). */
+static bool scene_try(struct scene *s)
 {
 	atomic_store(started, 0);
 	s->pp = pool_with(
@@ -57,7 +62,16 @@ static void scene_set(struct scene *s)
 		CHECK(i < 1200000);
 		usleep(100);
 	}
-	CHECK(is_sent(s->sent));
+	if (is_sent(s->sent))
+		return true;
+	scene_end(s);
+	return false;
+}
+
+static void scene_set(struct scene *s)
+{
+	for (int i = 0; !scene_try(s); i++)
+		CHECK(i < 20);
 }
 
 /* The parent's tasks after the child: the blocked one interrupted, the
@@ -207,14 +221,19 @@ test_an_inherited_future_sent_ahead_is_cancelled_after_the_free(void **state)
 
 struct revoke_report {
 	int state, cancelled, interrupt;
+	bool sent_before, sent_after; /* the shared claim word, in the child */
 };
+
+static bool still_sent(const struct scene *s);
 
 static void cancel_before_free(void *scene, void *ud)
 {
 	struct scene *s = scene;
 	struct revoke_report *r = ud;
+	r->sent_before = still_sent(s);
 	r->state = fut_state(s->sent);
 	r->cancelled = fut_cancel(s->sent);
+	r->sent_after = still_sent(s);
 	r->interrupt = fut_interrupt(s->block);
 	fut_executor_free(s->pp);
 }
@@ -244,10 +263,15 @@ test_an_inherited_cancel_leaves_the_parents_worker_alone(void **state)
 	assert_int_equal(r.state, FUT_PENDING);
 	assert_true(r.cancelled);
 	assert_int_equal(r.interrupt, FUT_OK);
-	/* The worker still runs `block`: nothing has read the word since. */
+	/* The child's cancel left the word the parent's worker reads as it
+	 * was (read in the child, around the cancel: the parent's manager
+	 * may take the task back itself once 5 ms have passed). */
+	if (r.sent_before)
+		assert_true(r.sent_after);
+	else
+		print_message(
+			"taken back before the child looked: unchecked\n");
 	assert_int_equal(fut_state(s.block), FUT_RUNNING);
-	assert_true(is_sent(s.sent));
-	assert_true(still_sent(&s));
 	scene_end(&s);
 }
 
