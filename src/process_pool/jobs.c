@@ -321,13 +321,45 @@ int fut__pp_enqueue(struct ppool *p, struct pp_job *first, struct pp_job *last)
 	return rc;
 }
 
+/* Takes the jobs not started out of *first..*last (the RUNNING ones ran
+ * on a worker that died before their results came, and run again, as
+ * the shutdown's own drain leaves them queued): returns them, a list.
+ * *first and *last become what is left (NULL: nothing). */
+static struct pp_job *split_pending(struct pp_job **first, struct pp_job **last)
+{
+	struct pp_job *keep = NULL, *keep_last = NULL, *cut = NULL;
+	struct pp_job **ct = &cut, *end = *last, *next;
+	for (struct pp_job *j = *first; j != NULL; j = next) {
+		next = j == end ? NULL : j->next;
+		j->next = NULL;
+		if (fut__future_state(&j->fut) == FUT__S_RUNNING) {
+			if (keep_last != NULL)
+				keep_last->next = j;
+			else
+				keep = j;
+			keep_last = j;
+		} else {
+			*ct = j;
+			ct = &j->next;
+		}
+	}
+	*first = keep;
+	*last = keep_last;
+	return cut;
+}
+
 void fut__pp_requeue(struct ppool *p, struct pp_job *first, struct pp_job *last)
 {
 	if (first == NULL)
 		return;
+	struct pp_job *cut = NULL;
 	fut__pp_lock(p);
 	bool broken = p->broken;
-	if (!broken) {
+	/* shutdown(CANCEL_PENDING) drained the queue already: queued now,
+	 * these would run after it, though they never started. */
+	if (!broken && p->cancel_pending)
+		cut = split_pending(&first, &last);
+	if (!broken && first != NULL) {
 		last->next = p->qhead;
 		p->qhead = first;
 		if (p->qtail == NULL)
@@ -337,6 +369,13 @@ void fut__pp_requeue(struct ppool *p, struct pp_job *first, struct pp_job *last)
 	if (broken) {
 		last->next = NULL;
 		fut__pp_fail_broken(p, first);
+	}
+	while (cut != NULL) {
+		struct pp_job *j = cut;
+		cut = j->next;
+		j->next = NULL;
+		(void)fut_cancel(&j->fut); /* or a caller's cancel won */
+		fut__pp_job_drop(j);
 	}
 }
 

@@ -134,16 +134,20 @@ static bool take_back_waiting(struct pp_mgr *m)
 }
 
 /* shutdown(CANCEL_PENDING) asked: every task sent to a worker that has
- * not started it is cancelled, and the caller told. */
+ * not started it is cancelled, and the caller told.  Also on a worker
+ * killed for one task (an interrupt, a timeout): the others sent to it
+ * would be queued again when it dies, after the caller was told. */
 static void cancel_sent(struct pp_mgr *m)
 {
 	struct ppool *p = m->p;
 	fut__pp_lock(p);
 	uint64_t asked = p->cancel_asked;
 	fut__pp_unlock(p);
-	for (uint32_t i = 0; i < p->nslots; i++)
-		if (p->workers[i].kill_reason == 0)
-			(void)fut__pp_take_back(m, &p->workers[i], true);
+	for (uint32_t i = 0; i < p->nslots; i++) {
+		struct pp_worker *w = &p->workers[i];
+		if (w->kill_reason == 0 || w->kill_id != 0)
+			(void)fut__pp_take_back(m, w, true);
+	}
 	fut__pp_lock(p);
 	p->cancel_done = asked;
 	pthread_cond_broadcast(&p->done_cv);

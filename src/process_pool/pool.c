@@ -267,8 +267,11 @@ static int pp_shutdown(fut_executor *ex, unsigned flags)
 			dt = &j->next;
 		}
 		/* And what was sent to a worker that has not started it: the
-		 * manager's to take back. */
+		 * manager's to take back.  What comes back later (from a
+		 * worker killed or dead meanwhile) is cancelled as it comes
+		 * (fut__pp_requeue). */
 		ticket = ++p->cancel_asked;
+		p->cancel_pending = true;
 	}
 	/* A shutdown that finds the queue drained waits for this one. */
 	if (drained != NULL)

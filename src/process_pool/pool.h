@@ -165,6 +165,10 @@ struct ppool {
 	 * cancelled too, by the manager, which then bumps cancel_done. */
 	bool cancel_sent;
 	uint64_t cancel_asked, cancel_done; /* lock */
+	/* lock: shut down with CANCEL_PENDING: a task not started that
+	 * comes back from a worker (taken back, or its worker died) is
+	 * cancelled instead of queued, since that drain is over. */
+	bool cancel_pending;
 	/* lock: shutdowns cancelling the queued jobs they took out. */
 	uint32_t ndraining;
 	size_t doors;	   /* lock: workers whose door is open */
@@ -327,7 +331,8 @@ int fut__pp_admit_locked(const struct ppool *p);
  * the pool takes no more work. */
 int fut__pp_enqueue(struct ppool *p, struct pp_job *first, struct pp_job *last);
 /* Puts first..last (in order) back at the head of the queue, or fails
- * them when the pool broke. */
+ * them when the pool broke; after a shutdown(CANCEL_PENDING), cancels
+ * the ones not started instead. */
 void fut__pp_requeue(struct ppool *p, struct pp_job *first,
 		     struct pp_job *last);
 /* The pool is broken (why is copied); every queued job is moved to *out

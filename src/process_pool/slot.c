@@ -7,7 +7,8 @@
  * knows whether the pid is still the worker's) and retiring a worker;
  * its death: for each job still in flight, the one it was running (the
  * id in its shared slot) fails FUT_ECRASHED, or with the code of the kill
- * we asked for, the others go back to the queue; the fork server's
+ * we asked for, the others go back to the queue (or are cancelled, after
+ * a shutdown(CANCEL_PENDING): jobs.c); the fork server's
  * control messages, and its restart when it died.
  * Threads: the manager thread only.
  * Locks: none of its own (the slots are the manager's alone); the queue's
