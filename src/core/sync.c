@@ -137,6 +137,20 @@ static void fork_done(void)
 		fut__lock_release(fork_locks[i]);
 }
 
+/* Fork children since load (fut__fork_gen). */
+static _Atomic uint32_t fork_gen;
+
+static void fork_child(void)
+{
+	fork_done();
+	atomic_fetch_add_explicit(&fork_gen, 1, memory_order_relaxed);
+}
+
+uint32_t fut__fork_gen(void)
+{
+	return atomic_load_explicit(&fork_gen, memory_order_relaxed);
+}
+
 void fut__lock_fork_guard(fut__lock *l)
 {
 	/* Only the slab's six locks use it: a seventh class would need a
@@ -144,9 +158,14 @@ void fut__lock_fork_guard(fut__lock *l)
 	assert(nfork_locks < FORK_LOCKS_MAX);
 	if (nfork_locks == FORK_LOCKS_MAX)
 		return;
-	if (nfork_locks == 0)
-		(void)pthread_atfork(fork_prepare, fork_done, fork_done);
 	fork_locks[nfork_locks++] = l;
+}
+
+/* At load: the handlers take the guarded locks (those guarded by then,
+ * and any later) and count the fork children. */
+__attribute__((constructor)) static void install_fork_handlers(void)
+{
+	(void)pthread_atfork(fork_prepare, fork_done, fork_child);
 }
 
 static _Thread_local const struct fut__wait_hooks *thread_hooks;

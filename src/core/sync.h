@@ -60,6 +60,10 @@ static inline void fut__lock_release(fut__lock *l)
  * once, at load time (a constructor): the calls are not thread-safe.
  */
 void fut__lock_fork_guard(fut__lock *l);
+/* How many fork children deep this process is since the library loaded
+ * (counted by the handler fut__lock_fork_guard installs, at load time):
+ * a value recorded earlier that differs says "made in a parent". */
+uint32_t fut__fork_gen(void);
 #define fut__lock_held(l)                                                      \
 	(atomic_load_explicit(&(l)->word, memory_order_relaxed) != 0)
 /* For asserts: a pthread mutex is held (by some thread: pthread cannot

@@ -21,6 +21,7 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -288,17 +289,47 @@ struct fut_as_completed {
 	struct ac_node *ready_head, *ready_tail;
 	int fd;	     /* eventfd, -1 until asked for */
 	bool raised; /* the eventfd counter is non-zero */
+	/* fut__fork_gen() when fd was made: in a fork child fd is the
+	 * parent's eventfd (one counter), replaced before it is touched. */
+	uint32_t fd_gen;
 	/* The owner's: an open-addressing set of every node, by future. */
 	struct ac_node **table;
 	size_t cap, count, yielded;
 	struct fut__park park;
 };
 
+/*
+ * In a fork child, an iterator made in the parent has the parent's
+ * eventfd: reading or writing it would move the parent's level.  A fresh
+ * one takes its place under the same number (dup3), cleared.  False (fd
+ * left alone) when none can be had; the next call tries again.  Caller
+ * holds it->lock.
+ */
+static bool own_fd(fut_as_completed *it)
+{
+	uint32_t gen = fut__fork_gen();
+	if (FUT__LIKELY(it->fd_gen == gen))
+		return true;
+	int fresh = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (fresh < 0)
+		return false;
+	int r;
+	do
+		r = dup3(fresh, it->fd, O_CLOEXEC);
+	while (r < 0 && errno == EINTR);
+	(void)close(fresh);
+	if (r < 0)
+		return false;
+	it->raised = false;
+	it->fd_gen = gen;
+	return true;
+}
+
 /* Makes the eventfd readable or not; caller holds it->lock. */
 static void set_level(fut_as_completed *it, bool readable)
 {
 	assert(fut__lock_held(&it->lock));
-	if (it->fd < 0 || readable == it->raised)
+	if (it->fd < 0 || !own_fd(it) || readable == it->raised)
 		return;
 	uint64_t v = 1;
 	ssize_t r;
@@ -497,8 +528,10 @@ int fut_as_completed_fd(fut_as_completed *it)
 	if (it->fd < 0) {
 		it->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 		it->raised = false;
-		set_level(it, it->ready_head != NULL || exhausted(it));
+		it->fd_gen = fut__fork_gen();
 	}
+	/* Also a fork child's first call: its own eventfd, at its level. */
+	set_level(it, it->ready_head != NULL || exhausted(it));
 	int fd = it->fd;
 	fut__lock_release(&it->lock);
 	return fd;

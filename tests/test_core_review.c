@@ -1,0 +1,148 @@
+/*
+ * test_core_review.c: core behaviours a review found broken, pinned.
+ *
+ * - An as_completed iterator's eventfd in a fork child: the child's copy
+ *   of the fd is the parent's eventfd (one counter, shared), so the
+ *   child's completions and yields moved the parent's level.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "future.h"
+
+static fut_future *new_future(void)
+{
+	fut_future *f = NULL;
+	assert_int_equal(fut_future_new(&f), FUT_OK);
+	return f;
+}
+
+static bool fd_readable(int fd)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	int r;
+	do
+		r = poll(&p, 1, 0);
+	while (r < 0 && errno == EINTR);
+	return r == 1 && (p.revents & POLLIN);
+}
+
+/* Forks; the child runs fn(it, fs) and exits with its code (0: all
+ * held).  Returns the child's exit status. */
+static int in_child(int (*fn)(fut_as_completed *, fut_future **),
+		    fut_as_completed *it, fut_future **fs)
+{
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(fn(it, fs));
+	int status = 0;
+	pid_t r;
+	do
+		r = waitpid(pid, &status, 0);
+	while (r < 0 && errno == EINTR);
+	assert_int_equal(r, pid);
+	assert_true(WIFEXITED(status));
+	return WEXITSTATUS(status);
+}
+
+/* The child completes an inherited future: its own fd turns readable. */
+static int child_completes(fut_as_completed *it, fut_future **fs)
+{
+	int fd = fut_as_completed_fd(it);
+	if (fd < 0 || fd_readable(fd))
+		return 1;
+	if (fut_set_result(fs[0], NULL) != FUT_OK)
+		return 2;
+	if (!fd_readable(fd))
+		return 3;
+	fut_as_completed_free(it); /* fs[0] not taken: left ready */
+	return 0;
+}
+
+static void test_as_completed_fd_of_a_fork_child_leaves_the_parents_level_alone(
+	void **state)
+{
+	(void)state;
+	fut_future *fs[2] = { new_future(), new_future() };
+	fut_as_completed *it = NULL;
+	assert_int_equal(fut_as_completed_new(&it, fs, 2), FUT_OK);
+	int fd = fut_as_completed_fd(it);
+	assert_true(fd >= 0);
+	assert_false(fd_readable(fd));
+
+	assert_int_equal(in_child(child_completes, it, fs), 0);
+
+	/* Nothing completed here: next would block, so not readable. */
+	fut_future *f = NULL;
+	assert_int_equal(fut_as_completed_next(it, 0, &f), FUT_ETIMEDOUT);
+	assert_false(fd_readable(fd));
+	/* And the parent's own completions still show. */
+	assert_int_equal(fut_set_result(fs[1], NULL), FUT_OK);
+	assert_true(fd_readable(fd));
+	assert_int_equal(fut_as_completed_next(it, 0, &f), FUT_OK);
+	assert_ptr_equal(f, fs[1]);
+	assert_false(fd_readable(fd));
+	fut_as_completed_free(it);
+	fut_release(fs[0]);
+	fut_release(fs[1]);
+}
+
+/* The child takes the future the parent has ready. */
+static int child_yields(fut_as_completed *it, fut_future **fs)
+{
+	fut_future *f = NULL;
+	if (fut_as_completed_next(it, 0, &f) != FUT_OK || f != fs[0])
+		return 1;
+	int fd = fut_as_completed_fd(it);
+	if (fd < 0 || fd_readable(fd))
+		return 2;
+	fut_as_completed_free(it);
+	return 0;
+}
+
+static void
+test_as_completed_next_in_a_fork_child_keeps_the_parents_fd_up(void **state)
+{
+	(void)state;
+	fut_future *fs[2] = { new_future(), new_future() };
+	fut_as_completed *it = NULL;
+	assert_int_equal(fut_as_completed_new(&it, fs, 2), FUT_OK);
+	int fd = fut_as_completed_fd(it);
+	assert_true(fd >= 0);
+	assert_int_equal(fut_set_result(fs[0], NULL), FUT_OK);
+	assert_true(fd_readable(fd));
+
+	assert_int_equal(in_child(child_yields, it, fs), 0);
+
+	/* Here fs[0] was not yielded: next would not block, so readable. */
+	assert_true(fd_readable(fd));
+	fut_future *f = NULL;
+	assert_int_equal(fut_as_completed_next(it, 0, &f), FUT_OK);
+	assert_ptr_equal(f, fs[0]);
+	assert_false(fd_readable(fd));
+	fut_as_completed_free(it);
+	fut_release(fs[0]);
+	fut_release(fs[1]);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(
+			test_as_completed_fd_of_a_fork_child_leaves_the_parents_level_alone),
+		cmocka_unit_test(
+			test_as_completed_next_in_a_fork_child_keeps_the_parents_fd_up),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
