@@ -163,8 +163,7 @@ struct ppool {
 	bool interrupt_all;	      /* lock: kill what runs */
 	/* lock: shutdown(CANCEL_PENDING): tasks sent and not started are
 	 * cancelled too, by the manager, which then bumps cancel_done. */
-	bool cancel_sent;
-	uint64_t cancel_asked, cancel_done; /* lock */
+	uint64_t cancel_asked, cancel_done;
 	/* lock: shut down with CANCEL_PENDING: a task not started that
 	 * comes back from a worker (taken back, or its worker died) is
 	 * cancelled instead of queued, since that drain is over. */
