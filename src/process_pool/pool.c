@@ -504,8 +504,10 @@ int fut_process_pool_new(fut_executor **out, const fut_process_pool_opts *opts)
 	     o.start_method != FUT_START_EXEC) ||
 	    (o.start_method == FUT_START_EXEC && o.initarg != NULL))
 		return FUT_EINVAL;
-	if (o.max_workers == 0)
-		o.max_workers = (size_t)fut__ncpus();
+	if (o.max_workers == 0) /* the cpus, at most FUT_MAX_WORKERS */
+		o.max_workers = (size_t)fut__ncpus() < FUT_MAX_WORKERS ?
+					(size_t)fut__ncpus() :
+					FUT_MAX_WORKERS;
 	struct ppool *p = NULL;
 	int rc = pool_alloc(&p, &o);
 	if (rc != FUT_OK)
