@@ -33,7 +33,9 @@ static void break_pool(struct tpool *p)
 {
 	atomic_store(&p->broken, true);
 	fut__tp_queue_close(&p->q, FUT_EBROKEN);
-	fut__tp_end_drained(fut__tp_queue_drain(&p->q), FUT_EBROKEN);
+	/* Counted as a shutdown's drain: a CANCEL_PENDING meanwhile waits
+	 * for the jobs it took. */
+	fut__tp_drain_end(p, FUT_EBROKEN);
 	fut__tp_wake_all(p);
 	fut__tp_queue_wake_room(&p->q);
 }
@@ -125,7 +127,10 @@ static int reserve_locked(struct tpool *p, struct worker **out)
 	uint32_t live = pool_threads(p);
 	if (live >= p->max_threads)
 		return FUT_EAGAIN;
-	if (live - atomic_load(&p->nwaiting) >= p->max_workers)
+	/* Threads that hold no slot and will not look meanwhile (waiting,
+	 * or running callbacks aside) are none of max_workers. */
+	uint32_t off = atomic_load(&p->nwaiting) + atomic_load(&p->naside);
+	if (live - (off < live ? off : live) >= p->max_workers)
 		return FUT_ESTATE; /* enough run, or will once back */
 	struct worker *w = NULL;
 	if (atomic_load(&p->nholes) > 0) {
@@ -372,25 +377,14 @@ bool fut__tp_start_looker(struct tpool *p)
 	return rc == FUT_OK || rc == FUT_ESTATE || rc == FUT_EBROKEN;
 }
 
-/* A looker found a task: if more are queued than lookers, others come
- * (Go's resetspinning, for as many as there are tasks to start). */
-static void stop_looking(struct tpool *p)
+/* A looker found a task (or steps aside): if more are queued than
+ * lookers, others come (Go's resetspinning, for as many as there are
+ * tasks to start). */
+void fut__tp_stop_looking(struct tpool *p)
 {
 	atomic_fetch_sub_explicit(&p->nspinning, 1, memory_order_seq_cst);
 	if (fut__tp_queue_count(&p->q) > 0)
 		fut__tp_wakep(p);
-}
-
-void fut__tp_step_aside(struct worker *w)
-{
-	w->aside = true;
-	stop_looking(w->pool);
-}
-
-void fut__tp_step_back(struct worker *w)
-{
-	w->aside = false;
-	atomic_fetch_add_explicit(&w->pool->nspinning, 1, memory_order_seq_cst);
 }
 
 static bool take_token(struct tpool *p)
@@ -576,7 +570,7 @@ static void *worker_main(void *arg)
 		bool last = false;
 		struct job *j = look(w, spin, &last);
 		if (j != NULL) {
-			stop_looking(p);
+			fut__tp_stop_looking(p);
 			fut__tp_run_jobs(w, j, last); /* returns a looker */
 			continue;
 		}

@@ -245,10 +245,11 @@ static void join_all_locked(struct tpool *p)
  * here), or NULL. */
 static _Thread_local struct tpool *draining;
 
-/* CANCEL_PENDING: cancels every queued job.  The drain is counted under
- * ctl, so that a shutdown that drains nothing because this one took it
- * all sees it (and waits for it: the jobs it holds are not done yet). */
-static void cancel_queued(struct tpool *p)
+/* Drains the queue and ends every job drained: cancelled (CANCEL_PENDING)
+ * or failed with `code` (a break).  The drain is counted under ctl, so
+ * that a shutdown that drains nothing because this one took it all sees
+ * it (and waits for it: the jobs it holds are not done yet). */
+void fut__tp_drain_end(struct tpool *p, int code)
 {
 	pthread_mutex_lock(&p->ctl);
 	struct job *list = fut__tp_queue_drain(&p->q);
@@ -259,7 +260,7 @@ static void cancel_queued(struct tpool *p)
 		return;
 	struct tpool *outer = draining;
 	draining = p;
-	fut__tp_end_drained(list, FUT_ECANCELLED);
+	fut__tp_end_drained(list, code);
 	draining = outer;
 	pthread_mutex_lock(&p->ctl);
 	p->ndraining--;
@@ -280,7 +281,7 @@ static int tp_shutdown(fut_executor *ex, unsigned flags)
 	fut__tp_queue_close(&p->q, FUT_ESHUTDOWN);
 	atomic_store(&p->shutdown, true);
 	if (flags & FUT_SHUTDOWN_CANCEL_PENDING)
-		cancel_queued(p);
+		fut__tp_drain_end(p, FUT_ECANCELLED);
 	if (flags & FUT_SHUTDOWN_INTERRUPT)
 		interrupt_running(p);
 	fut__tp_wake_all(p);

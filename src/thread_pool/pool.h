@@ -83,7 +83,7 @@ struct worker {
 	bool has_slot; /* this thread's own */
 	bool handed;   /* gave its slot up for a nested wait; its own */
 	/* Runs done callbacks with no slot and is no looker meanwhile
-	 * (idle.c, fut__tp_step_aside); its own. */
+	 * (run.c, fut__tp_step_aside); its own. */
 	bool aside;
 	bool initializing; /* runs the initializer; its own */
 	bool placed;	   /* started away from its starter's cpu (idle.c) */
@@ -116,15 +116,18 @@ struct tpool {
 	/* Slots and idle workers: see "Slots" and "Idle workers" in
 	 * idle.c. */
 	_Alignas(64) _Atomic uint32_t nbusy; /* threads holding a slot */
-	_Atomic uint32_t nwant;	    /* waiters wanting their slot back */
-	_Atomic uint32_t slotword;  /* futex word of those waiters */
-	_Atomic uint32_t nwaiting;  /* workers in a nested wait, slot given */
-	_Atomic uint32_t nspinning; /* idle workers looking for work */
-	_Atomic uint32_t nsleeping; /* idle workers asleep on wake */
-	_Atomic uint32_t tokens;    /* wake-ups sent, not yet taken */
-	_Atomic uint32_t wake;	    /* futex word of idle workers */
-	_Atomic uint32_t nthreads;  /* places in workers[] (published) */
-	_Atomic uint32_t nholes;    /* of them, left by starts that failed */
+	_Atomic uint32_t nwant;	   /* waiters wanting their slot back */
+	_Atomic uint32_t slotword; /* futex word of those waiters */
+	_Atomic uint32_t nwaiting; /* workers in a nested wait, slot given */
+	/* Workers running done callbacks aside (no slot) outside a nested
+	 * wait: as nwaiting, no thread of max_workers (reserve_locked). */
+	_Atomic uint32_t naside;
+	_Atomic uint32_t nspinning;    /* idle workers looking for work */
+	_Atomic uint32_t nsleeping;    /* idle workers asleep on wake */
+	_Atomic uint32_t tokens;       /* wake-ups sent, not yet taken */
+	_Atomic uint32_t wake;	       /* futex word of idle workers */
+	_Atomic uint32_t nthreads;     /* places in workers[] (published) */
+	_Atomic uint32_t nholes;       /* of them, left by starts that failed */
 	_Atomic uint32_t interrupting; /* shutdowns walking running stacks */
 
 	/* The handle, each worker, and one for every job block between
@@ -139,7 +142,8 @@ struct tpool {
 	pthread_cond_t ctl_cv;
 	uint32_t nlive; /* guarded by ctl: worker threads not yet exited */
 	bool detached;	/* guarded by ctl: freed from its own thread */
-	/* Guarded by ctl: shutdowns cancelling the jobs they drained. */
+	/* Guarded by ctl: shutdowns (or a break) ending the jobs they
+	 * drained. */
 	uint32_t ndraining;
 	/* Where threads start (idle.c, "Placement"), guarded by ctl. */
 	cpu_set_t cpus;	      /* the cpus of the first thread's starter */
@@ -211,12 +215,8 @@ void fut__tp_jobs_settle(struct tpool *p);
 /* idle.c */
 /* Makes sure enough idle workers look at the queue (wakes or starts). */
 void fut__tp_wakep(struct tpool *p);
-/* A looker that is about to run done callbacks without a slot (they may
- * take long or wait): it stops counting as a looker, and the tasks
- * queued meanwhile get another; fut__tp_step_back makes it a looker
- * again. */
-void fut__tp_step_aside(struct worker *w);
-void fut__tp_step_back(struct worker *w);
+/* A looker stops looking; wakes or starts lookers for what is queued. */
+void fut__tp_stop_looking(struct tpool *p);
 /* Starts one worker, counted a looker by the caller.  Caller holds
  * p->ctl. */
 int fut__tp_spawn_locked(struct tpool *p);
@@ -226,6 +226,11 @@ void fut__tp_wake_all(struct tpool *p);
 /* Gives a slot back / takes one, sleeping until one is free. */
 void fut__tp_slot_put(struct tpool *p);
 void fut__tp_slot_get(struct tpool *p);
+
+/* pool.c */
+/* Drains the queue and ends its jobs (fut__tp_end_drained's `code`),
+ * counted in ndraining: a CANCEL_PENDING shutdown waits for it. */
+void fut__tp_drain_end(struct tpool *p, int code);
 
 /* stack.c */
 /* pthread_create on a kept stack, or a new one (glibc's when none can be
@@ -249,6 +254,12 @@ void fut__tp_hook_unblock(void *ctx);
 void fut__tp_hook_callbacks(void *ctx);
 /* The worker of p that the calling thread is, or NULL. */
 struct worker *fut__tp_self_worker(struct tpool *p);
+/* A looker that is about to run done callbacks without a slot (they may
+ * take long or wait): it stops counting as a looker (it counts in
+ * naside), and the tasks queued meanwhile get another; fut__tp_step_back
+ * makes it a looker again. */
+void fut__tp_step_aside(struct worker *w);
+void fut__tp_step_back(struct worker *w);
 /* fut__tp_job_ops.assist: runs f's task inline if this worker waits for
  * it and it has not started. */
 bool fut__tp_job_assist(fut_future *f);

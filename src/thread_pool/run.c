@@ -127,13 +127,32 @@ bool fut__tp_job_assist(fut_future *f)
 /* ------------------------------------------------------------------ */
 /* Nested waits: the slot hand-off                                     */
 
+/* It counts in naside before it stops looking: a thread started then
+ * (or by a submit meanwhile) must not be refused at max_workers threads
+ * for it. */
+void fut__tp_step_aside(struct worker *w)
+{
+	w->aside = true;
+	atomic_fetch_add_explicit(&w->pool->naside, 1, memory_order_seq_cst);
+	fut__tp_stop_looking(w->pool);
+}
+
+void fut__tp_step_back(struct worker *w)
+{
+	w->aside = false;
+	atomic_fetch_add_explicit(&w->pool->nspinning, 1, memory_order_seq_cst);
+	atomic_fetch_sub_explicit(&w->pool->naside, 1, memory_order_seq_cst);
+}
+
 /* Done callbacks are about to run in worker ctx.  One that counts as a
  * looker with no slot (run_started gave it up before it completed the
- * future, which had no callbacks then) steps aside while they run. */
+ * future, which had no callbacks then) steps aside while they run.  A
+ * thread in the initializer is no looker (it counts in ninit): it has
+ * nothing to step aside from. */
 void fut__tp_hook_callbacks(void *ctx)
 {
 	struct worker *w = ctx;
-	if (!w->has_slot && !w->aside)
+	if (!w->has_slot && !w->aside && !w->initializing)
 		fut__tp_step_aside(w);
 }
 
@@ -143,6 +162,9 @@ int fut__tp_hook_block(void *ctx)
 	struct tpool *p = w->pool;
 	if (!w->has_slot && !w->aside && !w->initializing)
 		return FUT_OK;
+	/* Aside: from naside to nwaiting, never counted twice meanwhile. */
+	if (w->aside)
+		atomic_fetch_sub_explicit(&p->naside, 1, memory_order_seq_cst);
 	atomic_fetch_add_explicit(&p->nwaiting, 1, memory_order_seq_cst);
 	if (w->has_slot) {
 		w->has_slot = false;
@@ -186,5 +208,7 @@ void fut__tp_hook_unblock(void *ctx)
 		w->has_slot = true;
 	} else if (w->initializing) {
 		atomic_fetch_add_explicit(&p->ninit, 1, memory_order_seq_cst);
+	} else if (w->aside) {
+		atomic_fetch_add_explicit(&p->naside, 1, memory_order_seq_cst);
 	}
 }
