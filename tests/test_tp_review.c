@@ -12,6 +12,11 @@
  *   task returned) stops counting as a looker, but it still counted as a
  *   running thread against max_workers: a task submitted meanwhile found
  *   its slot free and no thread would start for it.
+ * - A task that forked and returned in the child: the thread that forked
+ *   went on as a worker there, ran the parent's next queued task a
+ *   second time in the child, then slept for ever (docs/api.md: the
+ *   thread that forked is none of the parent's executors' threads in the
+ *   child).
  * Timeouts here only guard against hangs (GUARD_S).
  */
 #include <pthread.h>
@@ -20,7 +25,11 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -269,6 +278,93 @@ static void test_a_callback_run_aside_leaves_its_slot_usable(void **st)
 	assert_int_equal(atomic_load(&aside_stuck), 0);
 }
 
+/* ------------------------------------------------------------------ */
+/* A task that forks and returns in the child                          */
+
+static _Atomic bool in_fork_child;
+
+/* LeakSanitizer would report the parent's memory at the child's exit:
+ * it is off in the child. */
+#if defined(__SANITIZE_ADDRESS__)
+int __lsan_is_turned_off(void);
+int __lsan_is_turned_off(void)
+{
+	return atomic_load(&in_fork_child);
+}
+#endif
+
+static int fork_pipe[2];
+static fut_future *fork_gate; /* set once B is queued */
+
+/* Forks once B is queued (a timed wait: it keeps the one slot, and no
+ * submit allocates as it forks); both sides return.  The parent's
+ * result: the child's pid. */
+static void forks_and_returns(fut_task *t)
+{
+	if (fut_result(fork_gate, GUARD_S, NULL) != FUT_OK) {
+		fut_task_return(t, NULL);
+		return;
+	}
+	pid_t pid = fork();
+	if (pid == 0) {
+		atomic_store(&in_fork_child, true);
+		alarm(10); /* a child that hangs ends; the test fails */
+		fut_task_return(t, NULL);
+		return;
+	}
+	fut_task_return(t, (void *)(intptr_t)pid);
+}
+
+/* Writes the pid of the process it runs in. */
+static void writes_pid(fut_task *t)
+{
+	pid_t me = getpid();
+	(void)!write(fork_pipe[1], &me, sizeof(me));
+	fut_task_return(t, NULL);
+}
+
+/*
+ * One worker; A forks, B is queued behind it.  In the child the thread
+ * that forked must take no task of the parent's: B runs once, in the
+ * parent, and the child, its only thread done, exits 0.
+ */
+static void test_a_task_that_forks_leaves_no_worker_in_the_child(void **st)
+{
+	(void)st;
+	assert_int_equal(pipe(fork_pipe), 0);
+	fut_executor *ex = NULL;
+	assert_int_equal(fut_thread_pool_new(
+				 &ex,
+				 &(fut_thread_pool_opts){ .max_workers = 1 }),
+			 FUT_OK);
+	fut_future *a = NULL, *b = NULL;
+	assert_int_equal(fut_future_new(&fork_gate), FUT_OK);
+	(void)fflush(NULL); /* nothing buffered for the child to repeat */
+	assert_int_equal(fut_submit(ex, forks_and_returns, NULL, &a), FUT_OK);
+	assert_int_equal(fut_submit(ex, writes_pid, NULL, &b), FUT_OK);
+	assert_int_equal(fut_set_result(fork_gate, NULL), FUT_OK);
+	void *v = NULL;
+	assert_int_equal(fut_result(a, GUARD_S, &v), FUT_OK);
+	assert_int_equal(fut_result(b, GUARD_S, NULL), FUT_OK);
+	pid_t child = (pid_t)(intptr_t)v;
+	assert_true(child > 0);
+	int status = 0;
+	while (waitpid(child, &status, 0) < 0)
+		;
+	close(fork_pipe[1]);
+	pid_t ran[4];
+	ssize_t n = read(fork_pipe[0], ran, sizeof(ran));
+	close(fork_pipe[0]);
+	fut_release(a);
+	fut_release(b);
+	fut_release(fork_gate);
+	fut_executor_free(ex);
+	assert_int_equal(n, (ssize_t)sizeof(pid_t)); /* B ran once */
+	assert_int_equal(ran[0], getpid());
+	assert_true(WIFEXITED(status)); /* not hung (SIGALRM) */
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -278,6 +374,8 @@ int main(void)
 			test_cancel_pending_waits_for_a_broken_pools_drain),
 		cmocka_unit_test(
 			test_a_callback_run_aside_leaves_its_slot_usable),
+		cmocka_unit_test(
+			test_a_task_that_forks_leaves_no_worker_in_the_child),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -562,6 +562,10 @@ static void *worker_main(void *arg)
 	uint32_t ncpus = (uint32_t)fut__ncpus();
 	/* A looker here: counted in nspinning by whoever started us. */
 	for (;;) {
+		/* A fork child of a task's (or the initializer's): the thread
+		 * ends, touching nothing of the parent's pool. */
+		if (FUT__UNLIKELY(fut__executor_orphaned(&p->ex)))
+			return NULL;
 		/* At most ncpus - 1 spin (one cpu is left to the thread that
 		 * submits); the others look once and sleep. */
 		bool spin = ncpus > 1 &&

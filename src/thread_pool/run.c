@@ -82,6 +82,11 @@ void fut__tp_run_jobs(struct worker *w, struct job *j, bool last)
 	while (j != NULL) {
 		if (run_job(w, j, last))
 			return;
+		/* The task forked and this is the child, where the thread
+		 * that forked is no worker (docs/api.md): the parent's queue
+		 * is not ours (worker_main lets the thread end). */
+		if (FUT__UNLIKELY(fut__executor_orphaned(&p->ex)))
+			return;
 		if (atomic_load_explicit(&p->nwant, memory_order_relaxed) > 0 ||
 		    atomic_load_explicit(&p->broken, memory_order_relaxed))
 			break;
