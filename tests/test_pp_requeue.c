@@ -132,7 +132,34 @@ static void wait_until(_Atomic bool *flag)
 	}
 }
 
-static void scene_set(struct scene *s)
+/* A void scene goes: the manager let go, every task ended. */
+static void scene_drop(struct scene *s)
+{
+	assert_int_equal(sem_post(&s->hold.release), 0);
+	assert_int_equal(fut_executor_shutdown(s->ex,
+					       FUT_SHUTDOWN_CANCEL_PENDING |
+						       FUT_SHUTDOWN_INTERRUPT),
+			 FUT_OK);
+	assert_int_equal(fut_wait(s->fs, NTASKS, FUT_ALL_COMPLETED, LONG_WAIT),
+			 FUT_OK);
+	fut_executor_free(s->ex);
+	for (int i = 0; i < NTASKS; i++)
+		fut_release(s->fs[i]);
+	sem_destroy(&s->hold.release);
+	atomic_store(&sh->ran, 0);
+}
+
+/* The manager took the tasks behind the first back to the queue before
+ * it was held: it does so when the worker has been inside a task for
+ * 5 ms, as a slow first task (under valgrind) may be.  Held, it moves
+ * nothing more. */
+static bool taken_back(struct scene *s)
+{
+	return (atomic_load(&s->fs[1]->state) & FUT__S_MASK) == FUT__S_PENDING;
+}
+
+/* One try at the scene; false (the pool gone) if it was taken back. */
+static bool scene_try(struct scene *s)
 {
 	atomic_store(&sh->init_go, 0);
 	atomic_store(&sh->blocked, 0);
@@ -156,12 +183,24 @@ static void scene_set(struct scene *s)
 	atomic_store(&sh->init_go, 1);
 	wait_until(&s->hold.held);
 	for (long i = 0; atomic_load(&sh->blocked) == 0; i++) {
+		if (taken_back(s)) {
+			print_message("taken back before the hold: again\n");
+			scene_drop(s);
+			return false;
+		}
 		assert_true(i < ROUNDS_1MS);
 		nap_1ms();
 	}
 	assert_int_equal(fut_state(s->fs[1]), FUT_RUNNING);
 	for (int i = 2; i < NTASKS; i++)
 		assert_false(fut_done(s->fs[i]));
+	return true;
+}
+
+static void scene_set(struct scene *s)
+{
+	for (int i = 0; !scene_try(s); i++)
+		assert_true(i < 20);
 }
 
 static void scene_release(struct scene *s)
