@@ -81,7 +81,9 @@ typedef struct fut_mpi_opts {
  * FUT_EAGAIN (the spawn failed: MPI_ERR_SPAWN, or command is not an
  * executable file), FUT_EBROKEN (an initializer or an isolated rank's
  * pool failed on some rank, or the ranks disagree on the options or the
- * wire version: every rank returns it), FUT_ENOMEM, FUT_ESYS.
+ * wire version: every rank returns it), FUT_ENOMEM (this rank ran out
+ * of memory in the handshake: every other rank returns FUT_EBROKEN),
+ * FUT_ESYS.
  */
 FUT_API FUT_NODISCARD int fut_mpi_executor_new(fut_executor **out,
 					       const fut_mpi_opts *opts);

@@ -6,7 +6,7 @@
  * names sent, the decoder of their stream), dispatch, results and the
  * executor's break.  It hands each server rank at most `prefetch` jobs, as
  * many per message as fit up to `batch`, each claimed RUNNING
- * (fut__future_start) as it goes; everything else stays PENDING and
+ * (fut__future_start) as it leaves the queue; everything else stays PENDING and
  * cancellable (mpi4py's rule, with prefetch 1 its exact one).  It sends a
  * function's name to a rank once (a NAME record) and its small id after
  * that (HPX's typename -> id).  Results complete the futures in this
@@ -347,7 +347,12 @@ static inline void prefetch_w(const void *p)
 #endif
 }
 
-/* Caller holds c->lock: pops up to n queued jobs. */
+/* Caller holds c->lock: pops up to n queued jobs, each claimed RUNNING
+ * here, under the lock, or marked dropped (cancelled while queued): a
+ * shutdown(CANCEL_PENDING) that drains the queue then cancels every job
+ * not claimed yet (claimed in send_jobs() instead, a job popped and not
+ * yet claimed was neither, and stayed PENDING after that shutdown
+ * returned, to run). */
 static struct mjob *pop_locked(struct mclient *c, size_t n)
 {
 	struct mjob *first = c->qhead, *last = NULL;
@@ -362,6 +367,7 @@ static struct mjob *pop_locked(struct mclient *c, size_t n)
 			prefetch_w(j->ahead);
 			prefetch_w(&j->ahead->next);
 		}
+		j->dropped = fut__future_start(&j->fut) != FUT_OK;
 		last = j;
 	}
 	if (last == NULL)
@@ -375,7 +381,8 @@ static struct mjob *pop_locked(struct mclient *c, size_t n)
 	return first;
 }
 
-/* Sends rank r the jobs of list (claimed here; cancelled ones dropped). */
+/* Sends rank r the jobs of list (claimed by pop_locked(); the dropped ones,
+ * cancelled while queued, released). */
 static void send_jobs(struct mclient *c, int r, struct mjob *list)
 {
 	struct mrank *mr = &c->ranks[r];
@@ -385,7 +392,7 @@ static void send_jobs(struct mclient *c, int r, struct mjob *list)
 		struct mjob *j = list;
 		list = j->next;
 		j->next = NULL;
-		if (fut__future_start(&j->fut) != FUT_OK) {
+		if (j->dropped) {
 			fut_release(&j->fut); /* cancelled while queued */
 			continue;
 		}

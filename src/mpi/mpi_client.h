@@ -29,7 +29,8 @@ struct mjob {
 	uint64_t id;
 	uint32_t name;
 	bool interrupt_sent;
-	bool slab; /* a slab block (core/slab.h), else fut__malloc'd */
+	bool dropped; /* cancelled while queued (client_manager.c) */
+	bool slab;    /* a slab block (core/slab.h), else fut__malloc'd */
 	size_t len;
 	/* The task's input until it is sent; then a result no longer than
 	 * it (client_manager.c, on_result()). */

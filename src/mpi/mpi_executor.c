@@ -177,53 +177,97 @@ static int common_ids(const unsigned char *all, const int *counts,
 	return FUT_OK;
 }
 
-/* The servers' module lists to root (collective). */
-static int exchange_modules(struct fut__mpi_setup *s, const int *hellos,
+/*
+ * Every rank's verdict on the memory it needed (collective): a rank out of
+ * memory still takes part in each collective call of the handshake, or
+ * the others would wait there forever.  bcast: root's word alone (an
+ * MPI_Bcast), else every rank's (an MPI_Allreduce, MPI_MIN).  FUT_OK when
+ * the memory was there; else FUT_ENOMEM on a rank that lacked it,
+ * FUT_EBROKEN on the others (or when MPI failed).
+ */
+static int verdict(MPI_Comm comm, int root, bool ok, bool bcast)
+{
+	int mine = ok, all = 0;
+	int err = bcast ? MPI_Bcast(&mine, 1, MPI_INT, root, comm) :
+			  MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, comm);
+	if (bcast)
+		all = mine;
+	if (err != MPI_SUCCESS)
+		return FUT_EBROKEN;
+	return all ? FUT_OK : ok ? FUT_EBROKEN : FUT_ENOMEM;
+}
+
+/* The buffers of the handshake: each is allocated before the verdict
+ * that precedes the collective call that needs it. */
+struct handshake {
+	int *hellos;	      /* every rank's hello */
+	unsigned char *send;  /* a server's build-ids, ID_BYTES each */
+	size_t mine;	      /* how many */
+	int *counts, *displs; /* root's */
+};
+
+static void handshake_free(struct handshake *h)
+{
+	fut__free(h->hellos);
+	fut__free(h->send);
+	fut__free(h->counts);
+	fut__free(h->displs);
+}
+
+/* Allocates h's buffers (and fills a server's); false when one is
+ * missing. */
+static bool handshake_alloc(struct handshake *h, const struct fut__mpi_setup *s,
 			    const struct fut__build_id *ids, size_t nids)
 {
+	h->hellos = fut__calloc((size_t)s->size * HELLO_INTS, sizeof(int));
+	if (s->rank == s->root) {
+		h->counts = fut__calloc((size_t)s->size, sizeof(int));
+		h->displs = fut__calloc((size_t)s->size, sizeof(int));
+		return h->hellos != NULL && h->counts != NULL &&
+		       h->displs != NULL;
+	}
+	h->send = fut__calloc(nids ? nids : 1, ID_BYTES);
+	if (h->send == NULL)
+		return false;
+	h->mine = nids;
+	for (size_t i = 0; i < nids; i++) {
+		h->send[i * ID_BYTES] = ids[i].len;
+		memcpy(h->send + i * ID_BYTES + 1, ids[i].bytes,
+		       FUT__BUILD_ID_MAX);
+	}
+	return h->hellos != NULL;
+}
+
+/* The servers' module lists to root (collective), once root said it has
+ * room for them (*agreed: then the servers serve, and root decides).
+ * FUT_OK, FUT_ENOMEM (root), FUT_EBROKEN. */
+static int exchange_modules(struct fut__mpi_setup *s, struct handshake *h,
+			    bool *agreed)
+{
 	bool root = s->rank == s->root;
-	size_t mine = root ? 0 : nids;
-	unsigned char *send = fut__calloc(mine ? mine : 1, ID_BYTES);
-	int *counts = fut__calloc((size_t)s->size, sizeof(int));
-	int *displs = fut__calloc((size_t)s->size, sizeof(int));
 	unsigned char *all = NULL;
-	int rc = FUT_OK;
 	size_t total = 0;
-	for (int r = 0; r < s->size; r++) {
-		if (counts != NULL && displs != NULL) {
-			counts[r] = r == s->root ?
-					    0 :
-					    hellos[r * HELLO_INTS + H_NMODS] *
-						    (int)ID_BYTES;
-			displs[r] = (int)total;
-		}
-		if (r != s->root)
-			total += (size_t)hellos[r * HELLO_INTS + H_NMODS] *
-				 ID_BYTES;
+	for (int r = 0; root && r < s->size; r++) {
+		h->counts[r] = r == s->root ?
+				       0 :
+				       h->hellos[r * HELLO_INTS + H_NMODS] *
+					       (int)ID_BYTES;
+		h->displs[r] = (int)total;
+		total += (size_t)h->counts[r];
 	}
 	if (root)
 		all = fut__malloc(total ? total : 1);
-	/* Out of memory still takes part in the gather (with nothing), so
-	 * that no rank is left waiting; the verdict comes after. */
-	bool ok = send != NULL && counts != NULL && displs != NULL &&
-		  (!root || all != NULL);
-	for (size_t i = 0; ok && i < mine; i++) {
-		send[i * ID_BYTES] = ids[i].len;
-		memcpy(send + i * ID_BYTES + 1, ids[i].bytes,
-		       FUT__BUILD_ID_MAX);
-	}
-	static unsigned char none[1];
-	if (MPI_Gatherv(ok ? send : none, ok ? (int)(mine * ID_BYTES) : 0,
-			MPI_BYTE, all, counts, displs, MPI_BYTE, s->root,
+	int rc = verdict(s->comm, s->root, !root || all != NULL, true);
+	*agreed = rc == FUT_OK;
+	if (rc != FUT_OK)
+		return rc;
+	if (MPI_Gatherv(root ? all : h->send,
+			root ? 0 : (int)(h->mine * ID_BYTES), MPI_BYTE, all,
+			h->counts, h->displs, MPI_BYTE, s->root,
 			s->comm) != MPI_SUCCESS)
 		rc = FUT_EBROKEN;
-	else if (!ok)
-		rc = FUT_ENOMEM;
 	else if (root)
-		rc = common_ids(all, counts, displs, s->size, s->root, s);
-	fut__free(send);
-	fut__free(counts);
-	fut__free(displs);
+		rc = common_ids(all, h->counts, h->displs, s->size, s->root, s);
 	fut__free(all);
 	return rc;
 }
@@ -256,12 +300,6 @@ int fut_mpi_executor_new(fut_executor **out, const fut_mpi_opts *opts)
 	s.backoff = o.poll_backoff != 0 ? o.poll_backoff : 1e-3;
 	bool root = s.rank == s.root;
 
-	int *hellos = fut__calloc((size_t)s.size * HELLO_INTS, sizeof(int));
-	if (hellos == NULL) {
-		fut__mpi_comm_release(&s);
-		return FUT_ENOMEM;
-	}
-
 	struct fut__build_id *ids = NULL;
 	size_t nids = 0;
 	int init_ok = 1;
@@ -286,6 +324,14 @@ int fut_mpi_executor_new(fut_executor **out, const fut_mpi_opts *opts)
 				init_ok = 0;
 		}
 	}
+	/* Out of memory on any rank: every rank returns, and none waits in
+	 * a collective call that another left. */
+	struct handshake h = { 0 };
+	bool agreed = false;
+	rc = verdict(s.comm, s.root, handshake_alloc(&h, &s, ids, nids), false);
+	fut__free(ids);
+	if (rc != FUT_OK)
+		goto fail;
 	int hello[HELLO_INTS] = { 0 };
 	hello[H_MAGIC] = HELLO_MAGIC;
 	hello[H_WIRE] = FUT__WIRE_VERSION;
@@ -295,27 +341,27 @@ int fut_mpi_executor_new(fut_executor **out, const fut_mpi_opts *opts)
 	hello[H_ROOT] = o.root;
 	hello[H_INIT_OK] = init_ok;
 	hello[H_NMODS] = (int)nids;
-	if (MPI_Allgather(hello, HELLO_INTS, MPI_INT, hellos, HELLO_INTS,
+	if (MPI_Allgather(hello, HELLO_INTS, MPI_INT, h.hellos, HELLO_INTS,
 			  MPI_INT, s.comm) != MPI_SUCCESS) {
 		rc = FUT_EBROKEN;
 		goto fail;
 	}
 	for (int r = 0; r < s.size; r++) {
-		const int *h = hellos + r * HELLO_INTS;
-		if (h[H_MAGIC] != hello[H_MAGIC] ||
-		    h[H_WIRE] != hello[H_WIRE] ||
-		    h[H_VERSION] != hello[H_VERSION] ||
-		    h[H_FLAGS] != hello[H_FLAGS] ||
-		    h[H_ROOT] != hello[H_ROOT] || h[H_INIT_OK] != 1 ||
-		    h[H_NMODS] < 0 || h[H_NMODS] > 1 << 20)
+		const int *hr = h.hellos + r * HELLO_INTS;
+		if (hr[H_MAGIC] != hello[H_MAGIC] ||
+		    hr[H_WIRE] != hello[H_WIRE] ||
+		    hr[H_VERSION] != hello[H_VERSION] ||
+		    hr[H_FLAGS] != hello[H_FLAGS] ||
+		    hr[H_ROOT] != hello[H_ROOT] || hr[H_INIT_OK] != 1 ||
+		    hr[H_NMODS] < 0 || hr[H_NMODS] > 1 << 20)
 			rc = FUT_EBROKEN;
 	}
 	if (rc != FUT_OK)
 		goto fail;
-	rc = exchange_modules(&s, hellos, ids, nids);
-	fut__free(ids);
-	fut__free(hellos);
-	hellos = NULL;
+	rc = exchange_modules(&s, &h, &agreed);
+	if (!agreed)
+		goto fail;
+	handshake_free(&h);
 	if (!root) /* root decides: it stops us if it cannot go on */
 		return fut__mpi_serve(&s);
 	if (rc == FUT_OK)
@@ -327,9 +373,11 @@ int fut_mpi_executor_new(fut_executor **out, const fut_mpi_opts *opts)
 	}
 	return rc;
 fail:
-	fut__free(ids);
-	fut__free(hellos);
+	handshake_free(&h);
+	fut__free(s.common);
+	s.common = NULL;
 	fut_executor_free(s.pool);
+	fut__mpi_isolate_rank_set(-1);
 	fut__mpi_comm_release(&s);
 	return rc;
 }

@@ -195,7 +195,8 @@ int fut__mpi_spawn(const char *command, char *const *argv, size_t n,
 int fut__mpi_spawned(MPI_Comm *inter, MPI_Comm *merged);
 
 /* ISOLATE: a worker process of a server's pool remembers its rank, for
- * fut_mpi_task_rank() (set before the pool forks). */
+ * fut_mpi_task_rank() (set before the pool forks; -1 once it is freed, so
+ * that a process pool made later gets -1). */
 void fut__mpi_isolate_rank_set(int rank);
 
 /* The executor on root.  Takes setup->comm and setup->common in every

@@ -382,7 +382,9 @@ static struct stask *loop(struct server *s)
 {
 	struct fut__mpi_idle idle;
 	fut__mpi_idle_init(&idle, s->s.spin, s->s.backoff);
-	bool here = s->run_here || (s->threads != NULL && s->nthreads == 0);
+	/* No task thread (none could start, or no memory for their table):
+	 * the loop's thread runs the tasks. */
+	bool here = s->run_here || (s->s.pool == NULL && s->nthreads == 0);
 	for (;;) {
 		/* Results first: a task run here has just ended.  While tasks
 		 * of its own are queued, the next runs without a probe
@@ -496,10 +498,21 @@ int fut__mpi_serve(struct fut__mpi_setup *setup)
 {
 	struct server *s = fut__calloc(1, sizeof(*s));
 	if (s == NULL) {
-		/* The client never hears from this rank: it waits (docs). */
+		/* It gives up at once, as a server that ran out of memory
+		 * later: its BYE breaks the executor on the client, which
+		 * answers it (silent, the client waited for it forever). */
 		fut_executor_free(setup->pool);
 		setup->pool = NULL;
+		fut__mpi_isolate_rank_set(-1);
+		struct fut__mpi_link l;
+		fut__mpi_link_init(&l, setup->comm);
+		if (fut__mpi_send_bye(setup->comm, setup->root, true) == FUT_OK)
+			fut__mpi_link_drain(&l, setup->root, setup->spin,
+					    setup->backoff);
+		fut__mpi_link_fini(&l);
 		fut__mpi_comm_release(setup);
+		setup->comm = MPI_COMM_NULL;
+		setup->inter = MPI_COMM_NULL;
 		return FUT_ENOMEM;
 	}
 	s->s = *setup;
@@ -549,6 +562,8 @@ int fut__mpi_serve(struct fut__mpi_setup *setup)
 	/* Every pool task has reported (busy is 0): no callback is left. */
 	fut_executor_free(s->s.pool);
 	setup->pool = NULL;
+	/* A process this rank forks from now on runs no task of ours. */
+	fut__mpi_isolate_rank_set(-1);
 	int rc = s->error;
 	fut__mpi_comm_release(&s->s);
 	setup->comm = MPI_COMM_NULL;

@@ -38,6 +38,12 @@ run -np 3 "$t/test_mpi_launch" cbfinal
 run -np 3 "$t/test_mpi_launch" intonce
 run -np 3 "$t/test_mpi_launch" dlopen "$t/libmpi_plugin.so"
 run -np 3 "$t/test_mpi_launch" bigslow
+run -np 3 "$t/test_mpi_edge" sweep 0
+run -np 3 "$t/test_mpi_edge" sweep 1
+run -np 3 "$t/test_mpi_edge" threads
+run -np 3 "$t/test_mpi_edge" isolate
+run -np 3 "$t/test_mpi_edge" cancel
+run -np 3 "$t/test_mpi_edge" taskrank
 run -np 1 "$t/test_mpi_launch" mpmd : -np 2 "$t/test_mpi_peer"
 # FUT_MPI_SPAWN: a singleton (no mpirun) spawns copies of itself.
 echo "== $t/test_mpi_spawn (a singleton)"

@@ -1,0 +1,222 @@
+/*
+ * test_mpi_edge.c: out of memory on one rank from the call of
+ * fut_mpi_executor_new on (tests/mpi/run.sh runs each mode under mpirun
+ * -np 3; not cmocka tests, because what they check is that every rank's
+ * call returns).  The rank fails its n-th allocation, for n = 1, 2...
+ * until one is not reached; each time every rank's call returns a
+ * documented code, four tasks then end (their result, or FUT_EBROKEN /
+ * FUT_ENOMEM), free returns, and no live object is left:
+ *   sweep RANK   RANK 0 (root) or 1 (a server), the default options
+ *   threads      rank 1, threads_per_rank 2
+ *   isolate      rank 1, FUT_MPI_ISOLATE
+ * Found by review (2026-12-06): a rank whose first allocation failed left
+ * the others in MPI_Allgather forever; root out of memory for the module
+ * lists passed NULL buffers to MPI_Gatherv (SIGSEGV); a server that could
+ * not allocate its state never answered, and one with threads_per_rank 2
+ * that could not allocate its table of task threads queued its tasks for
+ * threads that never existed (the futures never completed, free hung).
+ * run.sh's timeout ends a hang as a failure.
+ */
+#include <sched.h>
+
+#include "mpi_test.h"
+
+/* The core's allocation-failure hook (core/alloc.h; static link only). */
+long fut__alloc_fail_nth(long n);
+
+#define CHECK(cond)                                                            \
+	do {                                                                   \
+		if (!(cond)) {                                                 \
+			fprintf(stderr, "%s:%d: rank %d: check failed: %s\n",  \
+				__FILE__, __LINE__, world_rank(), #cond);      \
+			exit(1);                                               \
+		}                                                              \
+	} while (0)
+
+/* One task through ex: its square, or the executor broke (a server gave
+ * up) or the client ran out of memory for it. */
+static void one_task(fut_executor *ex)
+{
+	int x = 7;
+	fut_future *f = NULL;
+	int rc = fut_submit_bytes(ex, square_task, &x, sizeof(x), &f);
+	CHECK(rc == FUT_OK || rc == FUT_EBROKEN || rc == FUT_ENOMEM ||
+	      rc == FUT_ENOTSUP);
+	if (rc != FUT_OK)
+		return;
+	const void *out = NULL;
+	size_t len = 0;
+	rc = fut_result_bytes(f, 30, &out, &len);
+	CHECK(rc == FUT_OK || rc == FUT_EBROKEN || rc == FUT_ENOMEM);
+	if (rc == FUT_OK)
+		CHECK(len == sizeof(int) && *(const int *)out == 49);
+	fut_release(f);
+}
+
+/* RANK fails its n-th allocation from its fut_mpi_executor_new call on,
+ * for n = 1, 2... until one is not reached; opts as given.  NOMEM_DEBUG
+ * set: root prints each n (to find a hang). */
+static int sweep(int who, const fut_mpi_opts *opts, const char *what)
+{
+	int rank = world_rank();
+	long n = 1;
+	for (; n <= 400; n++) {
+		if (getenv("NOMEM_DEBUG") != NULL && rank == 0)
+			fprintf(stderr, "n=%ld\n", n);
+		if (rank == who)
+			(void)fut__alloc_fail_nth(n);
+		fut_executor *ex = NULL;
+		int rc = fut_mpi_executor_new(&ex, opts);
+		long left = 0;
+		if (rank == who && rank != 0)
+			left = fut__alloc_fail_nth(0);
+		CHECK(rc == FUT_OK || rc == FUT_ENOMEM || rc == FUT_EBROKEN);
+		CHECK((ex != NULL) == (rank == 0 && rc == FUT_OK));
+		if (ex != NULL) {
+			for (int i = 0; i < 4; i++)
+				one_task(ex);
+			fut_executor_free(ex);
+		}
+		if (rank == who && rank == 0)
+			left = fut__alloc_fail_nth(0);
+		CHECK(fut__mpi_live_objects() == 0);
+		/* Done once the failure was not reached (left > 0). */
+		long any = 0;
+		CHECK(MPI_Allreduce(&left, &any, 1, MPI_LONG, MPI_MAX,
+				    MPI_COMM_WORLD) == MPI_SUCCESS);
+		if (any > 0)
+			break;
+	}
+	CHECK(n <= 400);
+	if (rank == 0)
+		printf("%s: %ld allocations of rank %d failed in turn\n", what,
+		       n - 1, who);
+	return 0;
+}
+
+/* shutdown(NOWAIT | CANCEL_PENDING) while the manager is handing a
+ * window of large tasks to a rank: once it returns, no future is left
+ * PENDING (each is cancelled, or was claimed RUNNING before), rounds
+ * times. */
+static int mode_cancel(void)
+{
+	enum {
+		PREFETCH = 32,
+		N = 3 * PREFETCH,
+		LEN = 128 << 10,
+		ROUNDS = 20
+	};
+	unsigned char *in = calloc(N, LEN);
+	CHECK(in != NULL);
+	int bad = 0;
+	for (int round = 0; round < ROUNDS; round++) {
+		fut_executor *ex = NULL;
+		CHECK(fut_mpi_executor_new(
+			      &ex, &(fut_mpi_opts){ .prefetch = PREFETCH }) ==
+		      FUT_OK);
+		if (ex == NULL)
+			continue;
+		fut_future *f[N];
+		CHECK(fut_submit_many(ex, echo_task, in, LEN, N, f) == FUT_OK);
+		/* The manager claims the first window's tasks one by one. */
+		while (fut_state(f[0]) == FUT_PENDING)
+			sched_yield();
+		CHECK(fut_executor_shutdown(
+			      ex, FUT_SHUTDOWN_NOWAIT |
+					  FUT_SHUTDOWN_CANCEL_PENDING) ==
+		      FUT_OK);
+		int pending = 0;
+		for (int i = 0; i < N; i++)
+			pending += fut_state(f[i]) == FUT_PENDING;
+		if (pending != 0) {
+			fprintf(stderr, "round %d: %d futures still PENDING\n",
+				round, pending);
+			bad++;
+		}
+		for (int i = 0; i < N; i++) {
+			int rc = fut_result(f[i], 30, NULL);
+			CHECK(rc == FUT_OK || rc == FUT_ECANCELLED);
+			fut_release(f[i]);
+		}
+		fut_executor_free(ex);
+	}
+	free(in);
+	CHECK(bad == 0);
+	return 0;
+}
+
+/* Returns fut_mpi_task_rank() of its own task. */
+static void rank_task(fut_task *t)
+{
+	int r = fut_mpi_task_rank(t);
+	fut_task_return_bytes(t, &r, sizeof(r));
+}
+
+/* fut_mpi_task_rank() of a task of a process pool made on each rank after
+ * an ISOLATE executor served there: -1, a task of another executor (the
+ * rank's number stayed set for every process forked since). */
+static int mode_taskrank(void)
+{
+	fut_executor *ex = NULL;
+	CHECK(fut_mpi_executor_new(
+		      &ex, &(fut_mpi_opts){ .flags = FUT_MPI_ISOLATE }) ==
+	      FUT_OK);
+	if (ex != NULL) {
+		fut_future *f;
+		CHECK(fut_submit_bytes(ex, rank_task, NULL, 0, &f) == FUT_OK);
+		const void *out = NULL;
+		size_t len = 0;
+		CHECK(fut_result_bytes(f, 30, &out, &len) == FUT_OK);
+		CHECK(len == sizeof(int) && *(const int *)out >= 1);
+		fut_release(f);
+		fut_executor_free(ex);
+	}
+	fut_executor *pool = NULL;
+	CHECK(fut_process_pool_new(&pool, NULL) == FUT_OK);
+	fut_future *f;
+	CHECK(fut_submit_bytes(pool, rank_task, NULL, 0, &f) == FUT_OK);
+	const void *out = NULL;
+	size_t len = 0;
+	CHECK(fut_result_bytes(f, 30, &out, &len) == FUT_OK);
+	CHECK(len == sizeof(int));
+	int r = *(const int *)out;
+	fut_release(f);
+	fut_executor_free(pool);
+	if (r != -1)
+		fprintf(stderr, "rank %d: a process pool's task got rank %d\n",
+			world_rank(), r);
+	/* Every rank's verdict, and a plain exit: an exit(1) of a rank
+	 * while its fork server ends hung mpirun now and then. */
+	int bad = r != -1, any = 0;
+	CHECK(MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD) ==
+	      MPI_SUCCESS);
+	return any;
+}
+
+int main(int argc, char **argv)
+{
+	init_mpi(&argc, &argv);
+	const char *mode = argc > 1 ? argv[1] : "";
+	int rc;
+	if (strcmp(mode, "sweep") == 0 && argc > 2)
+		rc = sweep(atoi(argv[2]), NULL, mode);
+	else if (strcmp(mode, "threads") == 0)
+		rc = sweep(1, &(fut_mpi_opts){ .threads_per_rank = 2 }, mode);
+	else if (strcmp(mode, "cancel") == 0)
+		rc = mode_cancel();
+	else if (strcmp(mode, "taskrank") == 0)
+		rc = mode_taskrank();
+	else if (strcmp(mode, "isolate") == 0)
+		rc = sweep(1, &(fut_mpi_opts){ .flags = FUT_MPI_ISOLATE },
+			   mode);
+	else {
+		fprintf(stderr,
+			"usage: %s sweep RANK|threads|isolate|cancel|taskrank\n",
+			argv[0]);
+		rc = 2;
+	}
+	MPI_Finalize();
+	if (rc == 0)
+		printf("%s: ok\n", mode);
+	return rc;
+}
