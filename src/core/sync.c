@@ -26,6 +26,12 @@
 
 #include "core/sync.h"
 
+#ifdef __has_include
+#if __has_include(<linux/membarrier.h>)
+#include <linux/membarrier.h>
+#endif
+#endif
+
 int64_t fut__now_ns(void)
 {
 	struct timespec ts;
@@ -140,10 +146,13 @@ static void fork_done(void)
 /* Fork children since load (fut__fork_gen). */
 static _Atomic uint32_t fork_gen;
 
+static void fence_refork(void);
+
 static void fork_child(void)
 {
 	fork_done();
 	atomic_fetch_add_explicit(&fork_gen, 1, memory_order_relaxed);
+	fence_refork();
 }
 
 uint32_t fut__fork_gen(void)
@@ -239,4 +248,45 @@ int fut__park_wait(struct fut__park *p, int64_t deadline_ns)
 	if (blocked && h->unblock != NULL)
 		h->unblock(h->ctx);
 	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* The asymmetric fence (sync.h)                                       */
+
+_Atomic bool fut__fence_asym;
+static pthread_once_t fence_once = PTHREAD_ONCE_INIT;
+
+static void fence_decide(void)
+{
+#if defined(SYS_membarrier) && defined(MEMBARRIER_CMD_PRIVATE_EXPEDITED)
+	if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+		    0, 0) == 0)
+		atomic_store(&fut__fence_asym, true);
+#endif
+}
+
+/* A fork child is a new mm: its registration is its own to make (the
+ * child has one thread, none on the light side yet). */
+static void fence_refork(void)
+{
+	if (atomic_load(&fut__fence_asym)) {
+		atomic_store(&fut__fence_asym, false);
+		fence_decide();
+	}
+}
+
+void fut__fence_setup(void)
+{
+	(void)pthread_once(&fence_once, fence_decide);
+}
+
+void fut__fence_heavy(void)
+{
+	fut__fence_full();
+#if defined(SYS_membarrier) && defined(MEMBARRIER_CMD_PRIVATE_EXPEDITED)
+	/* Registered, it does not fail (membarrier(2)). */
+	if (atomic_load(&fut__fence_asym))
+		(void)syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED,
+			      0, 0);
+#endif
 }

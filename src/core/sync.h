@@ -28,6 +28,39 @@ void fut__cpu_relax(void);
 /* Online cpus, at least 1 (cached). */
 int fut__ncpus(void);
 
+/*
+ * An asymmetric fence (Dekker's pattern with one side rare): a hot path
+ * that stores, then loads, pairs fut__fence_light() between the two with
+ * a rare path that stores, fut__fence_heavy(), then loads; one of the
+ * two sees the other's store.  With membarrier(2) the light side is a
+ * compiler barrier and the heavy one a barrier on every cpu running a
+ * thread of this process; without it (before Linux 4.14, or refused),
+ * both are full fences.  fut__fence_setup() decides, once, before a
+ * thread that takes the light side starts.
+ */
+void fut__fence_setup(void);
+void fut__fence_heavy(void);
+extern _Atomic bool fut__fence_asym;
+/* A full fence.  GCC's ThreadSanitizer refuses atomic_thread_fence: a
+ * seq_cst read-modify-write (a locked instruction, a full fence on x86
+ * and arm64) stands in for it there. */
+static inline void fut__fence_full(void)
+{
+#ifdef __SANITIZE_THREAD__
+	static _Atomic int dummy;
+	(void)atomic_fetch_add_explicit(&dummy, 0, memory_order_seq_cst);
+#else
+	atomic_thread_fence(memory_order_seq_cst);
+#endif
+}
+static inline void fut__fence_light(void)
+{
+	if (atomic_load_explicit(&fut__fence_asym, memory_order_relaxed))
+		atomic_signal_fence(memory_order_seq_cst);
+	else
+		fut__fence_full();
+}
+
 /* A 4-byte mutex (futex based: 0 free, 1 locked, 2 locked with sleepers).
  * Zero-initialised is unlocked. */
 typedef struct fut__lock {

@@ -202,6 +202,11 @@ static int tp_submit_many(fut_executor *ex, fut_fn fn, const void *inputs,
 static void interrupt_running(struct tpool *p)
 {
 	atomic_fetch_add_explicit(&p->interrupting, 1, memory_order_seq_cst);
+	/* A task that went RUNNING before this call but has not pushed its
+	 * frame yet is not on the stacks walked below: its worker sees the
+	 * new generation after its push and interrupts it (run_started). */
+	atomic_fetch_add_explicit(&p->interrupt_gen, 1, memory_order_seq_cst);
+	fut__fence_heavy();
 	uint32_t nt = atomic_load_explicit(&p->nthreads, memory_order_acquire);
 	for (uint32_t i = 0; i < nt; i++) {
 		struct worker *v = p->workers[i];
@@ -345,6 +350,7 @@ static const struct fut__executor_ops tp_ops = {
 
 int fut_thread_pool_new(fut_executor **out, const fut_thread_pool_opts *opts)
 {
+	fut__fence_setup(); /* before any worker takes its light side */
 	if (out == NULL)
 		return FUT_EINVAL;
 	*out = NULL;

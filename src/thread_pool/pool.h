@@ -129,6 +129,9 @@ struct tpool {
 	_Atomic uint32_t nthreads;     /* places in workers[] (published) */
 	_Atomic uint32_t nholes;       /* of them, left by starts that failed */
 	_Atomic uint32_t interrupting; /* shutdowns walking running stacks */
+	/* Interrupting shutdowns begun: a task that starts as one walks is
+	 * interrupted by its own worker (run.c, run_started). */
+	_Atomic uint32_t interrupt_gen;
 
 	/* The handle, each worker, and one for every job block between
 	 * them (see fut__tp_jobs_settle). */

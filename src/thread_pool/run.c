@@ -23,7 +23,8 @@
  * the future has waiters listed (done callbacks run here, and may take a
  * while).  Returns true if it did.
  */
-static bool run_started(struct worker *w, struct job *j, bool last)
+static bool run_started(struct worker *w, struct job *j, bool last,
+			uint32_t gen)
 {
 	struct tpool *p = w->pool;
 	struct run_frame fr = {
@@ -32,6 +33,13 @@ static bool run_started(struct worker *w, struct job *j, bool last)
 			atomic_load_explicit(&w->running, memory_order_relaxed),
 	};
 	atomic_store_explicit(&w->running, &fr, memory_order_release);
+	/* An interrupting shutdown begun since the job went RUNNING may
+	 * have walked the stack before the frame was on it: one of us sees
+	 * the other (the fence pairs with its fut__fence_heavy). */
+	fut__fence_light();
+	if (FUT__UNLIKELY(atomic_load_explicit(&p->interrupt_gen,
+					       memory_order_relaxed) != gen))
+		(void)fut_interrupt(&j->fut);
 	fut_task t;
 	fut__tp_job_run(&t, j);
 	/* Off the stack before the job can be recycled.  A shutdown that
@@ -64,11 +72,15 @@ static bool run_started(struct worker *w, struct job *j, bool last)
 static bool run_job(struct worker *w, struct job *j, bool last)
 {
 	bool looking = false;
+	/* Read before the start: a shutdown that interrupts after it sees
+	 * RUNNING bumps it after this (the start's CAS orders the two). */
+	uint32_t gen = atomic_load_explicit(&w->pool->interrupt_gen,
+					    memory_order_relaxed);
 	int rc = fut__future_start(&j->fut);
 	if (rc == FUT_ECANCELLED) /* never to run: it is ours to forget */
 		fut__tp_job_forget(j);
 	else if (rc == FUT_OK)
-		looking = run_started(w, j, last);
+		looking = run_started(w, j, last, gen);
 	fut_release(&j->fut);
 	return looking;
 }
@@ -118,13 +130,16 @@ bool fut__tp_job_assist(fut_future *f)
 	struct tpool *p = job_pool(j); /* alive: the block holds a reference */
 	struct worker *w = fut__tp_self_worker(p);
 	if (w == NULL || !w->has_slot || w->depth >= FUT__TP_INLINE_DEPTH ||
-	    fut__future_state(f) != FUT__S_PENDING ||
-	    fut__future_start(f) != FUT_OK)
+	    fut__future_state(f) != FUT__S_PENDING)
+		return false;
+	uint32_t gen =
+		atomic_load_explicit(&p->interrupt_gen, memory_order_relaxed);
+	if (fut__future_start(f) != FUT_OK)
 		return false;
 	/* The job stays queued: the worker that pops it finds it started
 	 * and drops it. */
 	w->depth++;
-	(void)run_started(w, j, false);
+	(void)run_started(w, j, false, gen);
 	w->depth--;
 	return true;
 }
