@@ -54,7 +54,7 @@ FUT__PRIVATE void fut__executor_init(fut_executor *ex);
  * threads and processes are the parent's).  Also true once such a copy
  * was freed: its memory stays for the futures that point into it.  The
  * futures' ops ask it before they reach the executor's workers or fds. */
-bool fut__executor_orphaned(const fut_executor *ex);
+FUT__PRIVATE bool fut__executor_orphaned(const fut_executor *ex);
 
 /* The executor whose thread this is (NULL in the caller's threads); set
  * by executors in their workers and manager threads. */

@@ -33,6 +33,11 @@ static void job_interrupt(fut_future *f)
 {
 	struct mjob *j = (struct mjob *)(void *)f;
 	struct mclient *c = j->c;
+	/* A fork child's copy (docs/api.md, "Executors in a fork child"):
+	 * the flag fut_interrupt() raised is all there is.  The client's
+	 * lock may have been held by a thread the child lacks. */
+	if (fut__executor_orphaned(&c->ex))
+		return;
 	atomic_store(&c->interrupt_scan, true);
 	pthread_mutex_lock(&c->lock);
 	fut__mpi_client_wake_locked(c);

@@ -18,8 +18,11 @@
  * run.sh's timeout ends a hang as a failure.
  */
 #include <sched.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "mpi_test.h"
+#include "mpi/mpi_client.h"
 
 /* The core's allocation-failure hook (core/alloc.h; static link only). */
 long fut__alloc_fail_nth(long n);
@@ -193,6 +196,59 @@ static int mode_taskrank(void)
 	return any;
 }
 
+/*
+ * forkint: a fork child interrupts a future it inherited from the
+ * client while the parent's client lock was held at the fork (as the
+ * manager holds it in its loop): the child's copy of that lock stays
+ * held for good.  fut_interrupt there must not take it (docs/api.md,
+ * "Executors in a fork child"); before the fix the child hung until its
+ * alarm.  The lock is held by the test, across the fork, to make the
+ * case certain.
+ */
+static void spin_until_interrupted(fut_task *t)
+{
+	for (int i = 0; i < 30000 && !fut_task_cancelled(t); i++) {
+		struct timespec ts = { 0, 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+	(void)fut_task_return_bytes(t, NULL, 0);
+}
+
+static int mode_forkint(void)
+{
+	fut_executor *ex = NULL;
+	CHECK(fut_mpi_executor_new(&ex, NULL) == FUT_OK);
+	if (ex == NULL)
+		return 0; /* a server: it served */
+	fut_future *f = NULL;
+	CHECK(fut_submit_bytes(ex, spin_until_interrupted, NULL, 0, &f) ==
+	      FUT_OK);
+	for (int i = 0; fut_state(f) != FUT_RUNNING; i++) {
+		CHECK(i < 30000);
+		struct timespec ts = { 0, 1000 * 1000 };
+		nanosleep(&ts, NULL);
+	}
+	struct mclient *c = fut__mpi_client_of(ex);
+	pthread_mutex_lock(&c->lock);
+	pid_t pid = fork();
+	if (pid == 0) {
+		alarm(10);
+		_exit(fut_interrupt(f) == FUT_OK ? 0 : 1);
+	}
+	pthread_mutex_unlock(&c->lock);
+	CHECK(pid > 0);
+	int status = 0;
+	CHECK(waitpid(pid, &status, 0) == pid);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		fprintf(stderr, "forkint: the child ended with status %#x\n",
+			status);
+	CHECK(fut_interrupt(f) == FUT_OK);
+	CHECK(fut_wait(&f, 1, FUT_ALL_COMPLETED, 30) == FUT_OK);
+	fut_release(f);
+	fut_executor_free(ex);
+	return !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+}
+
 int main(int argc, char **argv)
 {
 	init_mpi(&argc, &argv);
@@ -206,12 +262,15 @@ int main(int argc, char **argv)
 		rc = mode_cancel();
 	else if (strcmp(mode, "taskrank") == 0)
 		rc = mode_taskrank();
+	else if (strcmp(mode, "forkint") == 0)
+		rc = mode_forkint();
 	else if (strcmp(mode, "isolate") == 0)
 		rc = sweep(1, &(fut_mpi_opts){ .flags = FUT_MPI_ISOLATE },
 			   mode);
 	else {
 		fprintf(stderr,
-			"usage: %s sweep RANK|threads|isolate|cancel|taskrank\n",
+			"usage: %s sweep RANK|threads|isolate|cancel|taskrank|"
+			"forkint\n",
 			argv[0]);
 		rc = 2;
 	}
