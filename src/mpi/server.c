@@ -98,11 +98,14 @@ void fut__mpi_server_add_result_locked(struct server *s, uint64_t id,
 						FUT__WIRE_R_BYTES, 0, t->value,
 						t->len);
 	} else if (t->outcome == FUT__OUT_FAIL) {
-		size_t n = t->message != NULL ? strlen(t->message) : 0;
+		/* No message: the code's text, as a thread pool gives. */
+		const char *msg = t->message != NULL ? t->message :
+						       fut_strerror(FUT_ETASK);
+		size_t n = strlen(msg);
 		if (n > FUT__WIRE_MAX_MESSAGE)
 			n = FUT__WIRE_MAX_MESSAGE;
 		rc = fut__mpi_frame_add(&s->results, id, 0, FUT__WIRE_R_FAIL,
-					t->task_code, t->message, n);
+					t->task_code, msg, n);
 	} else if (t->outcome == FUT__OUT_VALUE) {
 		rc = fut__mpi_frame_add(&s->results, id, 0, FUT__WIRE_R_VALUE,
 					0, NULL, 0);

@@ -489,11 +489,16 @@ static void run_one(const struct fut__forkserver_cfg *cfg,
 		out_record(o, fd, r->id, FUT__WIRE_R_VALUE, 0, NULL, 0);
 		break;
 	case FUT__OUT_FAIL: {
-		size_t mlen = t.message ? strlen(t.message) : 0;
+		/* No message (fmt NULL, or no memory for it): the code's
+		 * text, as a thread pool gives; the caller would read an
+		 * empty one. */
+		const char *msg = t.message != NULL ? t.message :
+						      fut_strerror(FUT_ETASK);
+		size_t mlen = strlen(msg);
 		if (mlen > FUT__WIRE_MAX_MESSAGE)
 			mlen = FUT__WIRE_MAX_MESSAGE;
-		out_record(o, fd, r->id, FUT__WIRE_R_FAIL, t.task_code,
-			   t.message, mlen);
+		out_record(o, fd, r->id, FUT__WIRE_R_FAIL, t.task_code, msg,
+			   mlen);
 		break;
 	}
 	default:

@@ -72,6 +72,12 @@ static inline void fail_task(fut_task *t)
 	fut_task_fail(t, 42, "failed on rank %d", fut_mpi_task_rank(t));
 }
 
+/* Fails with no message: the caller reads the code's text. */
+static inline void fail_null_task(fut_task *t)
+{
+	fut_task_fail(t, 43, NULL);
+}
+
 /* Returns a pointer: FUT_ENOTSUP on the caller's side. */
 static inline void pointer_task(fut_task *t)
 {
@@ -103,8 +109,9 @@ static inline void check_echo(fut_executor *ex, size_t len)
 	free(in);
 }
 
-/* fut_task_fail's code and message cross (from rank 1 or 2), and a
- * pointer result is FUT_ENOTSUP. */
+/* fut_task_fail's code and message cross (from rank 1 or 2), no
+ * message as the code's text (it came as ""), and a pointer result is
+ * FUT_ENOTSUP. */
 static inline void check_failures(fut_executor *ex)
 {
 	fut_future *f;
@@ -114,6 +121,12 @@ static inline void check_failures(fut_executor *ex)
 	const char *msg = fut_error_message(f);
 	assert_true(strcmp(msg, "failed on rank 1") == 0 ||
 		    strcmp(msg, "failed on rank 2") == 0);
+	fut_release(f);
+	assert_int_equal(fut_submit_bytes(ex, fail_null_task, NULL, 0, &f),
+			 FUT_OK);
+	assert_int_equal(fut_result(f, 30, NULL), FUT_ETASK);
+	assert_int_equal(fut_task_code(f), 43);
+	assert_string_equal(fut_error_message(f), fut_strerror(FUT_ETASK));
 	fut_release(f);
 	assert_int_equal(fut_submit_bytes(ex, pointer_task, NULL, 0, &f),
 			 FUT_OK);
