@@ -522,7 +522,10 @@ const char *fut_error_message(const fut_future *f)
 	int rc = outcome(f);
 	if (rc == FUT_OK)
 		return NULL;
-	if (rc != FUT_ECANCELLED && f->message != NULL)
+	/* A cancel writes no message (the field may still name the task's
+	 * input); a future that finished FUT_ECANCELLED (a process-pool
+	 * task interrupted) has the one its executor gave. */
+	if (fut__future_state(f) != FUT__S_CANCELLED && f->message != NULL)
 		return f->message;
 	return fut_strerror(rc);
 }

@@ -1,0 +1,92 @@
+/*
+ * test_contract_review_more.c: more of the review of 2026-12-06 (wing
+ * H), beside test_contract_review.c (which is full).
+ *
+ * Bug it found (the test failed before the fix):
+ * - fut_error_message() of a process-pool future that fut_interrupt()
+ *   (or FUT_SHUTDOWN_INTERRUPT) ended FUT_ECANCELLED gave
+ *   "future was cancelled", not the message the pool gave it
+ *   ("interrupted: worker process N killed"): every FUT_ECANCELLED
+ *   outcome was read as a cancel, which writes no message.  docs/api.md:
+ *   the code's text only "where no message was given".
+ *
+ * Timeouts here only guard against hangs (GUARD_S).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "future.h"
+
+#define GUARD_S 60.0 /* a guard against a hang, never a measurement */
+
+/* Runs until its worker is killed (the guard ends it otherwise). */
+static void until_killed(fut_task *t)
+{
+	(void)t;
+	for (int i = 0; i < 600; i++)
+		usleep(100 * 1000);
+}
+
+static void wait_running(fut_future *f)
+{
+	for (int i = 0; i < 60000 && fut_state(f) == FUT_PENDING; i++)
+		usleep(1000);
+	assert_int_equal(fut_state(f), FUT_RUNNING);
+}
+
+static void check_interrupted(fut_future *f)
+{
+	assert_int_equal(fut_result(f, GUARD_S, NULL), FUT_ECANCELLED);
+	const char *msg = fut_error_message(f);
+	assert_non_null(msg);
+	if (strncmp(msg, "interrupted", 11) != 0)
+		fail_msg("message \"%s\", want the pool's \"interrupted...\"",
+			 msg);
+}
+
+static void test_an_interrupted_process_task_keeps_its_message(void **state)
+{
+	(void)state;
+	fut_executor *ex = NULL;
+	fut_process_pool_opts o = { .max_workers = 2 };
+	assert_int_equal(fut_process_pool_new(&ex, &o), FUT_OK);
+	fut_future *f = NULL, *g = NULL, *queued = NULL;
+	assert_int_equal(fut_submit_bytes(ex, until_killed, NULL, 0, &f),
+			 FUT_OK);
+	assert_int_equal(fut_submit_bytes(ex, until_killed, NULL, 0, &g),
+			 FUT_OK);
+	assert_int_equal(fut_submit_bytes(ex, until_killed, NULL, 0, &queued),
+			 FUT_OK);
+	wait_running(f);
+	wait_running(g);
+	/* Behind two tasks that never end: a cancel still reads the
+	 * code's text. */
+	assert_true(fut_cancel(queued));
+	assert_string_equal(fut_error_message(queued),
+			    fut_strerror(FUT_ECANCELLED));
+
+	assert_int_equal(fut_interrupt(f), FUT_OK);
+	check_interrupted(f);
+	assert_int_equal(fut_executor_shutdown(ex, FUT_SHUTDOWN_INTERRUPT),
+			 FUT_OK);
+	check_interrupted(g);
+	fut_release(f);
+	fut_release(g);
+	fut_release(queued);
+	fut_executor_free(ex);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(
+			test_an_interrupted_process_task_keeps_its_message),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
