@@ -403,6 +403,7 @@ static void loop(struct pp_mgr *m)
 		if (all || scan)
 			scan_interrupts(m, all);
 		retire_spent(m);
+		fut__pp_slot_resend_kills(m);
 		fut__pp_lock(p);
 		bool cancel = p->cancel_asked != p->cancel_done;
 		fut__pp_unlock(p);
@@ -420,7 +421,9 @@ static void loop(struct pp_mgr *m)
 		m->pfd[n] = (struct pollfd){ p->wake_fd, POLLIN, 0 };
 		m->pfd_w[n++] = NULL;
 		if (p->fs_sock >= 0) {
-			m->pfd[n] = (struct pollfd){ p->fs_sock, POLLIN, 0 };
+			/* POLLOUT: room for the KILLs that did not fit. */
+			short fs_ev = m->kill_retry ? POLLIN | POLLOUT : POLLIN;
+			m->pfd[n] = (struct pollfd){ p->fs_sock, fs_ev, 0 };
 			m->pfd_w[n++] = NULL;
 		}
 		size_t first = n;

@@ -100,6 +100,9 @@ struct pp_worker {
 	bool kill_all;	  /* every job in flight ends kill_reason */
 	uint64_t kill_id; /* else the one job that does */
 	char *bad_frame;  /* it sent a malformed frame: why */
+	/* Its KILL did not fit in the fork server's socket: sent again
+	 * when there is room (fut__pp_slot_resend_kills). */
+	bool kill_unsent;
 	/* Output still to write: out.buf[ooff, out.len) then
 	 * opay[opayoff, opaylen) (a large input, sent from the job block
 	 * itself). */
@@ -271,7 +274,8 @@ struct pp_mgr {
 	struct ppool *p;
 	int64_t now;
 	unsigned fs_restarts;
-	bool closing; /* shut down and drained: workers are told to go */
+	bool closing;	 /* shut down and drained: workers are told to go */
+	bool kill_retry; /* a worker's KILL waits for room in fs_sock */
 	int64_t take_back_at; /* manager.c's take_back_waiting; -1: none */
 	struct pollfd *pfd;
 	struct pp_worker **pfd_w; /* the worker of each entry, NULL */
@@ -383,6 +387,8 @@ void fut__pp_slot_hello(struct pp_mgr *m, struct pp_worker *w,
  * flight (all), or the one with that id. */
 void fut__pp_slot_kill(struct pp_mgr *m, struct pp_worker *w, int reason,
 		       bool all, uint64_t id);
+/* Sends again the KILLs that found the fork server's socket full. */
+void fut__pp_slot_resend_kills(struct pp_mgr *m);
 /* Tells w to exit once it has answered what it has. */
 void fut__pp_slot_retire(struct pp_worker *w);
 /* w is dead and its results are read: settles every job it had and frees

@@ -83,6 +83,7 @@ static void worker_clear(struct pp_worker *w)
 	w->kill_reason = 0;
 	w->kill_all = false;
 	w->kill_id = 0;
+	w->kill_unsent = false;
 	fut__pp_out_drop(w);
 }
 
@@ -197,6 +198,22 @@ void fut__pp_slot_hello(struct pp_mgr *m, struct pp_worker *w,
 	fut__pp_break(m, why);
 }
 
+/* Asks the fork server to kill w's process group.  A burst of kills (a
+ * shutdown that interrupts hundreds of workers) may find its socket
+ * full: dropped, a kill would leave its task running, its future
+ * pending, for ever; it is sent again once there is room (the manager
+ * polls for it). */
+static void send_kill(struct pp_mgr *m, struct pp_worker *w)
+{
+	if (w->pid <= 0 || w->exited || w->orphan || m->p->fs_sock < 0)
+		return;
+	if (!ctl_send(m->p, FUT__WIRE_CTL_KILL, w, 0, NULL) &&
+	    (errno == EAGAIN || errno == ENOBUFS)) {
+		w->kill_unsent = true;
+		m->kill_retry = true;
+	}
+}
+
 /* Kills w's process group (through the fork server, the one process that
  * knows whether the pid is still w's).  Its job(s) will end with reason. */
 void fut__pp_slot_kill(struct pp_mgr *m, struct pp_worker *w, int reason,
@@ -211,8 +228,22 @@ void fut__pp_slot_kill(struct pp_mgr *m, struct pp_worker *w, int reason,
 	fut__pp_out_drop(w);
 	task_shut(w);
 	w->state = PW_RETIRING;
-	if (w->pid > 0 && !w->exited && !w->orphan)
-		(void)ctl_send(m->p, FUT__WIRE_CTL_KILL, w, 0, NULL);
+	send_kill(m, w);
+}
+
+void fut__pp_slot_resend_kills(struct pp_mgr *m)
+{
+	struct ppool *p = m->p;
+	if (!m->kill_retry)
+		return;
+	m->kill_retry = false;
+	for (uint32_t i = 0; i < p->nslots; i++) {
+		struct pp_worker *w = &p->workers[i];
+		if (w->kill_unsent) {
+			w->kill_unsent = false;
+			send_kill(m, w);
+		}
+	}
 }
 
 /* Tells w to exit once it has answered what it has (EOF on its input). */
@@ -368,7 +399,7 @@ static void on_ctl(struct pp_mgr *m, const struct fut__wire_ctl *c)
 		else if (w->kill_reason != 0)
 			/* Its hello came first, and a kill was asked before
 			 * its pid was known. */
-			(void)ctl_send(p, FUT__WIRE_CTL_KILL, w, 0, NULL);
+			send_kill(m, w);
 		break;
 	case FUT__WIRE_CTL_SPAWN_FAILED:
 		if (w->state == PW_SPAWNING)
@@ -442,6 +473,15 @@ static void fs_restart(struct pp_mgr *m)
 		w->orphan = true;
 		task_shut(w);
 		w->state = PW_RETIRING;
+		/* No server is left to kill its group when it dies: a
+		 * process its task forked would outlive it, holding its
+		 * result pipe open, and its jobs would wait for an EOF
+		 * that never comes.  Its pipe still open, a process of its
+		 * group holds it (it, or one it forked): the group id is
+		 * still its. */
+		fut__pp_read_results(m, w);
+		if (w->pid > 0 && !w->exited && !w->eof)
+			(void)kill(-w->pid, SIGKILL);
 		if (w->eof)
 			fut__pp_slot_finalize(m, w);
 	}

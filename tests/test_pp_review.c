@@ -1,0 +1,177 @@
+/*
+ * test_pp_review.c: the process pool's second review pass: what a task's
+ * own processes do to a worker's death when its fork server is gone.
+ *
+ * - a task forks a helper (not exec'd: it keeps the worker's result
+ *   pipe), then its fork server is SIGKILLed: the worker dies with it
+ *   (PR_SET_PDEATHSIG), its helper must die with it too (docs/api.md:
+ *   every kill takes the worker's whole process group) and its task end
+ *   FUT_ECRASHED, not wait for ever for the pipe's EOF.
+ *
+ * - a burst of kills larger than the fork server's socket holds (a
+ *   shutdown with FUT_SHUTDOWN_INTERRUPT of a pool of 300 busy workers,
+ *   while the fork server is slow to read: stopped here) kills every
+ *   worker: no kill is dropped when the socket is full.
+ *
+ * Every wait has a generous timeout only so that a bug fails the test
+ * instead of hanging it; no test asserts a duration and no sleep
+ * synchronises anything.
+ */
+#include "pp_test.h"
+
+/* The helper a task forked (shared with the workers), for the test to
+ * look at and clean up. */
+static _Atomic int *helper_pid;
+
+/* Forks a helper that keeps every fd of the worker's and waits for ever,
+ * then blocks. */
+static void fork_helper_then_block(fut_task *t)
+{
+	(void)t;
+	pid_t kid = fork();
+	if (kid == 0) {
+		for (;;)
+			pause();
+	}
+	atomic_store(helper_pid, (int)kid);
+	atomic_fetch_add(started, 1);
+	block_for_an_hour();
+}
+
+/* True once pid is gone or a zombie (its fds closed either way). */
+static bool dead(pid_t pid)
+{
+	char path[64], buf[256];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		return true;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	const char *close_paren = strrchr(buf, ')');
+	return close_paren != NULL && close_paren[1] == ' ' &&
+	       (close_paren[2] == 'Z' || close_paren[2] == 'X');
+}
+
+static void
+test_a_task_helper_dies_with_its_worker_when_the_fork_server_dies(void **state)
+{
+	(void)state;
+	atomic_store(started, 0);
+	atomic_store(helper_pid, 0);
+	fut_executor *ex = new_pool(1);
+	fut_future *f = NULL;
+	CHECK(fut_submit_bytes(ex, fork_helper_then_block, NULL, 0, &f) ==
+	      FUT_OK);
+	wait_started(&f, 1, 1);
+	pid_t helper = (pid_t)atomic_load(helper_pid);
+	CHECK(helper > 0);
+	kill_fork_server_and_wait_for_the_next();
+	(void)fut_wait(&f, 1, FUT_ALL_COMPLETED, 30.0);
+	bool done = fut_done(f);
+	bool helper_died = false;
+	for (long i = 0; done && i < 300000 && !helper_died; i++) {
+		helper_died = dead(helper);
+		if (!helper_died)
+			(void)fut_wait(&f, 1, FUT_ALL_COMPLETED, 0.0001);
+	}
+	/* Whatever happened, the helper goes now: the pool can end. */
+	(void)kill(helper, SIGKILL);
+	if (!done)
+		diag("the task never ended: its worker's helper holds the "
+		     "result pipe\n");
+	CHECK(done);
+	CHECK(helper_died);
+	expect_failure(f, FUT_ECRASHED, "fork server");
+	/* It goes on, on a new fork server. */
+	expect_square(submit_op(ex, OP_SQUARE, 0, 5), 5);
+	fut_executor_free(ex);
+}
+
+/* The worker pids of the blocked tasks, for the clean-up of a failure. */
+#define BURST 300
+static _Atomic int *burst_pids;
+
+static void record_pid_then_block(fut_task *t)
+{
+	(void)t;
+	int i = atomic_fetch_add(started, 1);
+	if (i >= 0 && i < BURST)
+		atomic_store(&burst_pids[i], (int)getpid());
+	block_for_an_hour();
+}
+
+/* The parent's end of the fork server's socket (the manager's; read
+ * once, it changes only when the server restarts). */
+static int fs_sock_of(fut_executor *ex)
+{
+	struct ppool *p = (struct ppool *)(void *)ex;
+	return p->fs_sock;
+}
+
+static void
+test_a_burst_of_kills_past_the_servers_socket_kills_all(void **state)
+{
+	(void)state;
+	atomic_store(started, 0);
+	fut_executor *ex =
+		pool_with(&(fut_process_pool_opts){ .max_workers = BURST });
+	fut_future *fs[BURST];
+	for (int i = 0; i < BURST; i++)
+		CHECK(fut_submit_bytes(ex, record_pid_then_block, NULL, 0,
+				       &fs[i]) == FUT_OK);
+	wait_started(fs, BURST, BURST);
+	/* The server stopped, the kills queue in its socket until it is
+	 * full: more kills than it holds. */
+	pid_t server = fork_server_pid();
+	int sock = fs_sock_of(ex);
+	CHECK(kill(server, SIGSTOP) == 0);
+	CHECK(fut_executor_shutdown(ex, FUT_SHUTDOWN_INTERRUPT |
+						FUT_SHUTDOWN_NOWAIT) == FUT_OK);
+	struct pollfd pfd = { sock, POLLOUT, 0 };
+	for (long i = 0; poll(&pfd, 1, 0) == 1; i++) {
+		CHECK(i < 10000000);
+		sched_yield();
+	}
+	CHECK(kill(server, SIGCONT) == 0);
+	(void)fut_wait(fs, BURST, FUT_ALL_COMPLETED, 60.0);
+	int ended = 0;
+	for (int i = 0; i < BURST; i++)
+		ended += fut_done(fs[i]);
+	if (ended != BURST) {
+		diag("%d of %d tasks never ended: their kills were "
+		     "dropped\n",
+		     BURST - ended, BURST);
+		for (int i = 0; i < BURST; i++)
+			if (atomic_load(&burst_pids[i]) > 0)
+				(void)kill(atomic_load(&burst_pids[i]),
+					   SIGKILL);
+	}
+	CHECK(ended == BURST);
+	for (int i = 0; i < BURST; i++) {
+		CHECK(fut_error(fs[i]) == FUT_ECANCELLED);
+		fut_release(fs[i]);
+	}
+	fut_executor_free(ex);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(
+			test_a_task_helper_dies_with_its_worker_when_the_fork_server_dies),
+		cmocka_unit_test(
+			test_a_burst_of_kills_past_the_servers_socket_kills_all),
+	};
+	if (!pp_test_prepare())
+		return 2;
+	helper_pid = mmap(NULL, sizeof(*helper_pid), PROT_READ | PROT_WRITE,
+			  MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	burst_pids = mmap(NULL, BURST * sizeof(*burst_pids),
+			  PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+			  -1, 0);
+	if (helper_pid == MAP_FAILED || burst_pids == MAP_FAILED)
+		return 2;
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
