@@ -13,6 +13,12 @@
  *   while the fork server is slow to read: stopped here) kills every
  *   worker: no kill is dropped when the socket is full.
  *
+ * - a burst of spawns larger than that socket holds (the first work of a
+ *   pool of 300 workers while the fork server is slow to read: stopped
+ *   here) is spawned once the server reads again: a request refused by
+ *   the full socket is no failed spawn, and five of them in a row with
+ *   no worker alive do not break the pool.
+ *
  * Every wait has a generous timeout only so that a bug fails the test
  * instead of hanging it; no test asserts a duration and no sleep
  * synchronises anything.
@@ -130,10 +136,8 @@ test_a_burst_of_kills_past_the_servers_socket_kills_all(void **state)
 	CHECK(fut_executor_shutdown(ex, FUT_SHUTDOWN_INTERRUPT |
 						FUT_SHUTDOWN_NOWAIT) == FUT_OK);
 	struct pollfd pfd = { sock, POLLOUT, 0 };
-	for (long i = 0; poll(&pfd, 1, 0) == 1; i++) {
-		CHECK(i < 10000000);
+	for (long i = 0; i < 10000000 && poll(&pfd, 1, 0) == 1; i++)
 		sched_yield();
-	}
 	CHECK(kill(server, SIGCONT) == 0);
 	(void)fut_wait(fs, BURST, FUT_ALL_COMPLETED, 60.0);
 	int ended = 0;
@@ -156,6 +160,35 @@ test_a_burst_of_kills_past_the_servers_socket_kills_all(void **state)
 	fut_executor_free(ex);
 }
 
+static void
+test_a_burst_of_spawns_past_the_servers_socket_all_start(void **state)
+{
+	(void)state;
+	fut_executor *ex =
+		pool_with(&(fut_process_pool_opts){ .max_workers = BURST });
+	pid_t server = fork_server_pid();
+	int sock = fs_sock_of(ex);
+	CHECK(kill(server, SIGSTOP) == 0);
+	struct op_in in[BURST];
+	for (int i = 0; i < BURST; i++)
+		in[i] = (struct op_in){ OP_SQUARE, 0, (uint64_t)i };
+	fut_future *fs[BURST];
+	CHECK(fut_submit_many(ex, op_task, in, sizeof(in[0]), BURST, fs) ==
+	      FUT_OK);
+	/* The spawn requests fill the socket; then, while the server stays
+	 * stopped, nothing may end (the pool broke, before: each refused
+	 * request counted as a failed fork). */
+	struct pollfd pfd = { sock, POLLOUT, 0 };
+	for (long i = 0; i < 10000000 && poll(&pfd, 1, 0) == 1; i++)
+		sched_yield();
+	int rc = fut_wait(fs, BURST, FUT_FIRST_COMPLETED, 3.0);
+	CHECK(kill(server, SIGCONT) == 0);
+	CHECK(rc == FUT_ETIMEDOUT);
+	for (int i = 0; i < BURST; i++)
+		expect_square(fs[i], (uint64_t)i);
+	fut_executor_free(ex);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -163,6 +196,8 @@ int main(void)
 			test_a_task_helper_dies_with_its_worker_when_the_fork_server_dies),
 		cmocka_unit_test(
 			test_a_burst_of_kills_past_the_servers_socket_kills_all),
+		cmocka_unit_test(
+			test_a_burst_of_spawns_past_the_servers_socket_all_start),
 	};
 	if (!pp_test_prepare())
 		return 2;

@@ -241,7 +241,10 @@ static bool dispatch(struct pp_mgr *m)
 		const char *what;
 		int err = fut__pp_slot_spawn(m, w, &what);
 		if (err != 0) {
-			fut__pp_slot_spawn_failed(m, w, what, err);
+			/* No what: its socket is full; tried again once it
+			 * has room. */
+			if (what != NULL)
+				fut__pp_slot_spawn_failed(m, w, what, err);
 			break;
 		}
 		coming++;
@@ -421,8 +424,8 @@ static void loop(struct pp_mgr *m)
 		m->pfd[n] = (struct pollfd){ p->wake_fd, POLLIN, 0 };
 		m->pfd_w[n++] = NULL;
 		if (p->fs_sock >= 0) {
-			/* POLLOUT: room for the KILLs that did not fit. */
-			short fs_ev = m->kill_retry ? POLLIN | POLLOUT : POLLIN;
+			/* POLLOUT: room for what did not fit. */
+			short fs_ev = m->fs_full ? POLLIN | POLLOUT : POLLIN;
 			m->pfd[n] = (struct pollfd){ p->fs_sock, fs_ev, 0 };
 			m->pfd_w[n++] = NULL;
 		}

@@ -274,8 +274,9 @@ struct pp_mgr {
 	struct ppool *p;
 	int64_t now;
 	unsigned fs_restarts;
-	bool closing;	 /* shut down and drained: workers are told to go */
-	bool kill_retry; /* a worker's KILL waits for room in fs_sock */
+	bool closing; /* shut down and drained: workers are told to go */
+	/* fs_sock was full: a KILL or a SPAWN waits for room (POLLOUT). */
+	bool fs_full;
 	int64_t take_back_at; /* manager.c's take_back_waiting; -1: none */
 	struct pollfd *pfd;
 	struct pp_worker **pfd_w; /* the worker of each entry, NULL */
@@ -373,7 +374,8 @@ bool fut__pp_hand_off_locked(struct ppool *p, struct pp_job *j);
 
 /* slot.c: a worker slot's life, and the fork server's. */
 /* Asks the fork server for a worker in w's slot.  0, or an errno with
- * *what the call that failed. */
+ * *what the call that failed (NULL: the fork server's socket was full,
+ * no failure; m->fs_full is set and the slot is free again). */
 int fut__pp_slot_spawn(struct pp_mgr *m, struct pp_worker *w,
 		       const char **what);
 /* A spawn failed (what: the call that failed; err its errno): back off,
@@ -387,7 +389,8 @@ void fut__pp_slot_hello(struct pp_mgr *m, struct pp_worker *w,
  * flight (all), or the one with that id. */
 void fut__pp_slot_kill(struct pp_mgr *m, struct pp_worker *w, int reason,
 		       bool all, uint64_t id);
-/* Sends again the KILLs that found the fork server's socket full. */
+/* Sends again the KILLs that found the fork server's socket full, and
+ * clears m->fs_full (a SPAWN that did not fit is the next dispatch's). */
 void fut__pp_slot_resend_kills(struct pp_mgr *m);
 /* Tells w to exit once it has answered what it has. */
 void fut__pp_slot_retire(struct pp_worker *w);

@@ -136,6 +136,13 @@ int fut__pp_slot_spawn(struct pp_mgr *m, struct pp_worker *w, const char **what)
 	w->dec.could_hold = fut__pp_could_hold;
 	if (!sent) {
 		worker_clear(w);
+		if (err == EAGAIN || err == ENOBUFS) {
+			/* The server is slow to read, not out of workers:
+			 * counted as a failed spawn, five such in a row would
+			 * break the pool. */
+			*what = NULL;
+			m->fs_full = true;
+		}
 		return err != 0 ? err : EIO;
 	}
 	w->state = PW_SPAWNING;
@@ -210,7 +217,7 @@ static void send_kill(struct pp_mgr *m, struct pp_worker *w)
 	if (!ctl_send(m->p, FUT__WIRE_CTL_KILL, w, 0, NULL) &&
 	    (errno == EAGAIN || errno == ENOBUFS)) {
 		w->kill_unsent = true;
-		m->kill_retry = true;
+		m->fs_full = true;
 	}
 }
 
@@ -234,9 +241,9 @@ void fut__pp_slot_kill(struct pp_mgr *m, struct pp_worker *w, int reason,
 void fut__pp_slot_resend_kills(struct pp_mgr *m)
 {
 	struct ppool *p = m->p;
-	if (!m->kill_retry)
+	if (!m->fs_full)
 		return;
-	m->kill_retry = false;
+	m->fs_full = false;
 	for (uint32_t i = 0; i < p->nslots; i++) {
 		struct pp_worker *w = &p->workers[i];
 		if (w->kill_unsent) {
