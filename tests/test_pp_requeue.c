@@ -132,20 +132,30 @@ static void wait_until(_Atomic bool *flag)
 	}
 }
 
-/* A void scene goes: the manager let go, every task ended. */
-static void scene_drop(struct scene *s)
+static void scene_release(struct scene *s)
 {
 	assert_int_equal(sem_post(&s->hold.release), 0);
-	assert_int_equal(fut_executor_shutdown(s->ex,
-					       FUT_SHUTDOWN_CANCEL_PENDING |
-						       FUT_SHUTDOWN_INTERRUPT),
-			 FUT_OK);
+}
+
+static void scene_end(struct scene *s)
+{
 	assert_int_equal(fut_wait(s->fs, NTASKS, FUT_ALL_COMPLETED, LONG_WAIT),
 			 FUT_OK);
 	fut_executor_free(s->ex);
 	for (int i = 0; i < NTASKS; i++)
 		fut_release(s->fs[i]);
 	sem_destroy(&s->hold.release);
+}
+
+/* A void scene goes: the manager let go, every task ended. */
+static void scene_drop(struct scene *s)
+{
+	scene_release(s);
+	assert_int_equal(fut_executor_shutdown(s->ex,
+					       FUT_SHUTDOWN_CANCEL_PENDING |
+						       FUT_SHUTDOWN_INTERRUPT),
+			 FUT_OK);
+	scene_end(s);
 	atomic_store(&sh->ran, 0);
 }
 
@@ -201,21 +211,6 @@ static void scene_set(struct scene *s)
 {
 	for (int i = 0; !scene_try(s); i++)
 		assert_true(i < 20);
-}
-
-static void scene_release(struct scene *s)
-{
-	assert_int_equal(sem_post(&s->hold.release), 0);
-}
-
-static void scene_end(struct scene *s)
-{
-	assert_int_equal(fut_wait(s->fs, NTASKS, FUT_ALL_COMPLETED, LONG_WAIT),
-			 FUT_OK);
-	fut_executor_free(s->ex);
-	for (int i = 0; i < NTASKS; i++)
-		fut_release(s->fs[i]);
-	sem_destroy(&s->hold.release);
 }
 
 /* The long task was interrupted: FUT_ECANCELLED, not cancelled. */

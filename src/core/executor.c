@@ -24,17 +24,15 @@
 
 static _Thread_local fut_executor *current;
 
-/* Fork children since the library loaded: the pthread_atfork child
- * handler counts them, so that an executor made before a fork tells it
- * is a copy without a system call (getpid) on the submit path. */
-static _Atomic uint32_t fork_gen;
+/* An executor made before a fork tells it is a copy by the fork
+ * children sync.c counts (fut__fork_gen), without a system call (getpid)
+ * on the submit path. */
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 /* In the child, in the thread that forked: that thread is none of the
  * parent's executors' threads here, and waits nothing for them. */
 static void atfork_child(void)
 {
-	atomic_fetch_add_explicit(&fork_gen, 1, memory_order_relaxed);
 	current = NULL;
 	fut__wait_hooks_set(NULL);
 }
@@ -47,7 +45,7 @@ static void register_atfork(void)
 void fut__executor_init(fut_executor *ex)
 {
 	pthread_once(&atfork_once, register_atfork);
-	ex->fork_gen = atomic_load_explicit(&fork_gen, memory_order_relaxed);
+	ex->fork_gen = fut__fork_gen();
 	atomic_store_explicit(&ex->magic, FUT__EXECUTOR_MAGIC,
 			      memory_order_release);
 }
@@ -55,8 +53,7 @@ void fut__executor_init(fut_executor *ex)
 /* A fork child's copy of an executor its parent made. */
 bool fut__executor_orphaned(const fut_executor *ex)
 {
-	return ex->fork_gen !=
-	       atomic_load_explicit(&fork_gen, memory_order_relaxed);
+	return ex->fork_gen != fut__fork_gen();
 }
 
 fut_executor *fut__current_executor(void)

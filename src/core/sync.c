@@ -144,20 +144,15 @@ static void fork_done(void)
 }
 
 /* Fork children since load (fut__fork_gen). */
-static _Atomic uint32_t fork_gen;
+_Atomic uint32_t fut__fork_count;
 
 static void fence_refork(void);
 
 static void fork_child(void)
 {
 	fork_done();
-	atomic_fetch_add_explicit(&fork_gen, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&fut__fork_count, 1, memory_order_relaxed);
 	fence_refork();
-}
-
-uint32_t fut__fork_gen(void)
-{
-	return atomic_load_explicit(&fork_gen, memory_order_relaxed);
 }
 
 void fut__lock_fork_guard(fut__lock *l)

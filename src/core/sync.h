@@ -96,7 +96,11 @@ void fut__lock_fork_guard(fut__lock *l);
 /* How many fork children deep this process is since the library loaded
  * (counted by the handler fut__lock_fork_guard installs, at load time):
  * a value recorded earlier that differs says "made in a parent". */
-uint32_t fut__fork_gen(void);
+extern _Atomic uint32_t fut__fork_count;
+static inline uint32_t fut__fork_gen(void)
+{
+	return atomic_load_explicit(&fut__fork_count, memory_order_relaxed);
+}
 #define fut__lock_held(l)                                                      \
 	(atomic_load_explicit(&(l)->word, memory_order_relaxed) != 0)
 /* For asserts: a pthread mutex is held (by some thread: pthread cannot
