@@ -37,9 +37,19 @@
  * alone, from where it lies. */
 #define FLUSH_BYTES (64u * 1024u)
 
+/* The slot's count of bytes written to the result pipe (child.h). */
+static _Atomic uint64_t *written;
+
+/* Writes to the result pipe, the only fd it writes to, each byte counted
+ * in the slot before it goes: bytes the parent reads past that count
+ * were written by a task, not by us. */
 static bool write_all(int fd, const void *buf, size_t len)
 {
 	const char *p = buf;
+	atomic_store_explicit(
+		written,
+		atomic_load_explicit(written, memory_order_relaxed) + len,
+		memory_order_release);
 	while (len > 0) {
 		ssize_t n = write(fd, p, len);
 		if (n < 0 && errno == EINTR)
@@ -560,6 +570,7 @@ void fut__pp_child_main(const struct fut__forkserver_cfg *cfg,
 			struct fut__worker_slot *slot, int in, int outfd)
 {
 	back_sock = in;
+	written = &slot->written;
 	int rc = cfg->initializer ? cfg->initializer(cfg->initarg) : 0;
 	say_hello(outfd, rc);
 	if (rc != 0)

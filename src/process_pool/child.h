@@ -37,7 +37,11 @@ struct fut__worker_slot {
 	_Atomic uint64_t started;
 	_Atomic int64_t started_ns;
 	_Atomic uint64_t finished;
-	char pad[40];
+	/* Bytes the worker has written to its result pipe, raised before
+	 * each write: the parent never reads more from an honest worker.
+	 * More is a task's own write to the pipe (recv.c). */
+	_Atomic uint64_t written;
+	char pad[32];
 	/* The claim words of the tasks sent to the worker, one per task,
 	 * at its key (the task record's code) modulo FUT__PP_CLAIMS:
 	 * fut__pp_claim_word(key, FUT__PP_SENT) as the parent sends it; the

@@ -93,8 +93,9 @@ struct pp_worker {
 	 * a worker silent for long with tasks waiting behind the one it
 	 * runs has them taken back when another worker idles. */
 	int64_t active_ns;
-	unsigned answered; /* results read by this fut__pp_read_results */
-	size_t sent;	   /* tasks sent, for max_tasks_per_child */
+	unsigned answered;   /* results read by this fut__pp_read_results */
+	uint64_t read_bytes; /* from its result pipe */
+	size_t sent;	     /* tasks sent, for max_tasks_per_child */
 	/* Why we killed it: 0, or the code its victim(s) end with. */
 	int kill_reason;
 	bool kill_all;	  /* every job in flight ends kill_reason */

@@ -187,13 +187,32 @@ static void on_record(struct pp_mgr *m, struct pp_worker *w,
 struct reading {
 	struct pp_mgr *m;
 	struct pp_worker *w;
+	bool foreign; /* bytes the worker did not write came */
 };
 
+/* The worker counts in its slot every byte it writes to the pipe before
+ * it writes it (child.c), so an honest worker's count is never behind
+ * what was read.  Bytes past it were written by one of its tasks (it
+ * found the fd): a forged frame could announce a length that never
+ * comes and stall the pipe for ever, while the decoder sees nothing
+ * wrong.  Such a read is dropped and counts as an EOF; the caller kills
+ * the worker. */
 static ssize_t pipe_read(void *ctx, void *buf, size_t len, bool direct)
 {
 	(void)direct;
 	struct reading *rd = ctx;
-	return read(rd->w->result_fd, buf, len);
+	struct pp_worker *w = rd->w;
+	ssize_t n = read(w->result_fd, buf, len);
+	if (n <= 0)
+		return n;
+	w->read_bytes += (uint64_t)n;
+	if (w->read_bytes >
+	    atomic_load_explicit(&rd->m->p->slots[w->slot].written,
+				 memory_order_acquire)) {
+		rd->foreign = true;
+		return 0;
+	}
+	return n;
 }
 
 static bool pipe_record(void *ctx, struct fut__wire_rec *r)
@@ -223,7 +242,7 @@ void fut__pp_read_results(struct pp_mgr *m, struct pp_worker *w)
 {
 	static const struct fut__pp_feed_ops ops = { .read = pipe_read,
 						     .record = pipe_record };
-	struct reading rd = { m, w };
+	struct reading rd = { m, w, false };
 	w->answered = 0;
 	while (w->result_fd >= 0 && !w->eof) {
 		switch (fut__pp_feed(&w->dec, m->p->stage, FUT__PP_STAGE_BYTES,
@@ -232,6 +251,12 @@ void fut__pp_read_results(struct pp_mgr *m, struct pp_worker *w)
 			measure(m, w);
 			return;
 		case FUT__PP_FEED_EOF:
+			if (rd.foreign)
+				fut__pp_bad_frame(
+					m, w,
+					"bytes on its result pipe that "
+					"the worker did not write (a "
+					"task wrote to the pipe)");
 			w->eof = true;
 			return;
 		case FUT__PP_FEED_NOMEM:

@@ -113,6 +113,8 @@ int fut__pp_slot_spawn(struct pp_mgr *m, struct pp_worker *w, const char **what)
 	struct fut__worker_slot *slot = &p->slots[w->slot];
 	atomic_store(&slot->started, 0);
 	atomic_store(&slot->finished, 0);
+	atomic_store(&slot->written, 0);
+	w->read_bytes = 0;
 	for (uint32_t k = 0; k < FUT__PP_CLAIMS; k++)
 		atomic_store_explicit(&slot->claim[k], 0, memory_order_relaxed);
 	w->next_key = 1;
