@@ -40,11 +40,11 @@
 
 #include "future.h"
 #include "process_pool/pool.h"
+#include "hold_helpers.h"
 
 #define LONG_WAIT 120.0
 #define NTASKS 8	     /* one frame: the first, the long one, WAITING */
 #define WAITING (NTASKS - 2) /* sent behind the long one */
-#define ROUNDS_1MS (120 * 1000) /* LONG_WAIT in 1 ms naps */
 
 /* Mapped before any pool: the workers share it. */
 struct shared {
@@ -60,23 +60,12 @@ enum op {
 	OP_COUNT
 };
 
-static void nap_1ms(void)
-{
-	struct timespec ts = { 0, 1000000 };
-	(void)nanosleep(&ts, NULL);
-}
-
 /* No worker says hello (so no task runs) before the test holds the
  * manager in the first task's callback. */
 static int wait_for_go(void *arg)
 {
 	(void)arg;
-	for (long i = 0; atomic_load(&sh->init_go) == 0; i++) {
-		if (i > ROUNDS_1MS)
-			return 1;
-		nap_1ms();
-	}
-	return 0;
+	return wait_for_flag(&sh->init_go);
 }
 
 static void op_task(fut_task *t)
@@ -99,21 +88,6 @@ static void op_task(fut_task *t)
 	}
 }
 
-/* The manager thread, held in the first task's done callback. */
-struct hold {
-	sem_t release;
-	_Atomic bool held;
-};
-
-static void hold_manager(fut_future *f, void *ud)
-{
-	(void)f;
-	struct hold *h = ud;
-	atomic_store(&h->held, true);
-	while (sem_wait(&h->release) != 0 && errno == EINTR)
-		;
-}
-
 /* A one-worker pool whose worker runs fs[1] (it blocks) with fs[2..]
  * sent to it in the same frame and not started, while its manager is
  * held (until release). */
@@ -123,14 +97,6 @@ struct scene {
 	fut_future *fs[NTASKS];
 	struct hold hold;
 };
-
-static void wait_until(_Atomic bool *flag)
-{
-	for (long i = 0; !atomic_load(flag); i++) {
-		assert_true(i < ROUNDS_1MS);
-		nap_1ms();
-	}
-}
 
 static void scene_release(struct scene *s)
 {

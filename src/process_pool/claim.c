@@ -113,6 +113,7 @@ void fut__pp_purge(struct pp_mgr *m, struct pp_worker *w)
 		    fut__pp_claim_word((uint32_t)t, FUT__PP_REVOKED))
 			return;
 		fut__pp_unlink(w, NULL, j);
+		w->sent--; /* it will not run there */
 		if (back_to_queue(j))
 			fut__pp_requeue(p, j, j);
 	}
@@ -133,6 +134,7 @@ size_t fut__pp_take_back(struct pp_mgr *m, struct pp_worker *w, bool cancel)
 			continue;
 		}
 		fut__pp_unlink(w, prev, j);
+		w->sent--; /* it will not run there */
 		n++;
 		if (cancel && fut_cancel(&j->fut)) {
 			fut__pp_job_drop(j);

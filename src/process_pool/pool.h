@@ -95,7 +95,9 @@ struct pp_worker {
 	int64_t active_ns;
 	unsigned answered;   /* results read by this fut__pp_read_results */
 	uint64_t read_bytes; /* from its result pipe */
-	size_t sent;	     /* tasks sent, for max_tasks_per_child */
+	/* Tasks sent and not taken back (each runs there, or dies with
+	 * it): what max_tasks_per_child counts. */
+	size_t sent;
 	/* Why we killed it: 0, or the code its victim(s) end with. */
 	int kill_reason;
 	bool kill_all;	  /* every job in flight ends kill_reason */
