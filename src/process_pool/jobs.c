@@ -321,18 +321,19 @@ int fut__pp_enqueue(struct ppool *p, struct pp_job *first, struct pp_job *last)
 	return rc;
 }
 
-/* Takes the jobs not started out of *first..*last (the RUNNING ones ran
- * on a worker that died before their results came, and run again, as
- * the shutdown's own drain leaves them queued): returns them, a list.
- * *first and *last become what is left (NULL: nothing). */
-static struct pp_job *split_pending(struct pp_job **first, struct pp_job **last)
+/* Takes the jobs that are RUNNING (running true: they ran on a worker
+ * that died before their results came) or not started (false) out of
+ * *first..*last: returns them, a list.  *first and *last become what is
+ * left (NULL: nothing). */
+static struct pp_job *split(struct pp_job **first, struct pp_job **last,
+			    bool running)
 {
 	struct pp_job *keep = NULL, *keep_last = NULL, *cut = NULL;
 	struct pp_job **ct = &cut, *end = *last, *next;
 	for (struct pp_job *j = *first; j != NULL; j = next) {
 		next = j == end ? NULL : j->next;
 		j->next = NULL;
-		if (fut__future_state(&j->fut) == FUT__S_RUNNING) {
+		if ((fut__future_state(&j->fut) == FUT__S_RUNNING) != running) {
 			if (keep_last != NULL)
 				keep_last->next = j;
 			else
@@ -348,17 +349,45 @@ static struct pp_job *split_pending(struct pp_job **first, struct pp_job **last)
 	return cut;
 }
 
+void fut__pp_end_rerun(struct pp_job *list)
+{
+	while (list != NULL) {
+		struct pp_job *j = list;
+		list = j->next;
+		j->next = NULL;
+		fut__pp_job_end(j, FUT_ECANCELLED, 0, 0,
+				"interrupted: the task's worker process died "
+				"before its result came, and it was not run "
+				"again");
+	}
+}
+
+struct pp_job *fut__pp_take_reruns_locked(struct ppool *p)
+{
+	assert(fut__pp_lock_held(p));
+	struct pp_job *first = p->qhead, *last = p->qtail;
+	struct pp_job *reruns = split(&first, &last, true);
+	p->qhead = first;
+	p->qtail = last;
+	return reruns;
+}
+
 void fut__pp_requeue(struct ppool *p, struct pp_job *first, struct pp_job *last)
 {
 	if (first == NULL)
 		return;
-	struct pp_job *cut = NULL;
+	struct pp_job *cut = NULL, *reruns = NULL;
 	fut__pp_lock(p);
 	bool broken = p->broken;
 	/* shutdown(CANCEL_PENDING) drained the queue already: queued now,
-	 * these would run after it, though they never started. */
+	 * these would run after it, though they never started.  The
+	 * RUNNING ones ran (their results died with their worker) and run
+	 * again, as that drain leaves them queued; unless a
+	 * shutdown(INTERRUPT) came: it ends what runs. */
 	if (!broken && p->cancel_pending)
-		cut = split_pending(&first, &last);
+		cut = split(&first, &last, false);
+	if (!broken && p->interrupting)
+		reruns = split(&first, &last, true);
 	if (!broken && first != NULL) {
 		last->next = p->qhead;
 		p->qhead = first;
@@ -377,6 +406,7 @@ void fut__pp_requeue(struct ppool *p, struct pp_job *first, struct pp_job *last)
 		(void)fut_cancel(&j->fut); /* or a caller's cancel won */
 		fut__pp_job_drop(j);
 	}
+	fut__pp_end_rerun(reruns);
 }
 
 void fut__pp_break_locked(struct ppool *p, const char *why, struct pp_job **out)

@@ -398,7 +398,11 @@ static void loop(struct pp_mgr *m)
 		fut__pp_lock(p);
 		bool all = p->interrupt_all;
 		p->interrupt_all = false;
+		/* Queued to run again: they ran, and end as interrupted. */
+		struct pp_job *reruns = all ? fut__pp_take_reruns_locked(p) :
+					      NULL;
 		fut__pp_unlock(p);
+		fut__pp_end_rerun(reruns);
 		if (atomic_exchange(&p->revoke_scan, false))
 			for (uint32_t i = 0; i < p->nslots; i++)
 				fut__pp_purge(m, &p->workers[i]);

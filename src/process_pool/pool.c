@@ -277,7 +277,7 @@ static int pp_shutdown(fut_executor *ex, unsigned flags)
 	if (drained != NULL)
 		p->ndraining++;
 	if (flags & FUT_SHUTDOWN_INTERRUPT)
-		p->interrupt_all = true;
+		p->interrupt_all = p->interrupting = true;
 	/* Submitters waiting for room: ESHUTDOWN now. */
 	pthread_cond_broadcast(&p->room_cv);
 	fut__pp_wake(p);

@@ -174,6 +174,10 @@ struct ppool {
 	 * comes back from a worker (taken back, or its worker died) is
 	 * cancelled instead of queued, since that drain is over. */
 	bool cancel_pending;
+	/* lock: shut down with INTERRUPT: a RUNNING task queued again (its
+	 * worker died before its result came) ends FUT_ECANCELLED instead
+	 * of running again (fut__pp_requeue, the manager's loop). */
+	bool interrupting;
 	/* lock: shutdowns cancelling the queued jobs they took out. */
 	uint32_t ndraining;
 	size_t doors;	   /* lock: workers whose door is open */
@@ -337,9 +341,16 @@ int fut__pp_admit_locked(const struct ppool *p);
 /* Appends first..last to the queue and wakes the manager, or returns why
  * the pool takes no more work. */
 int fut__pp_enqueue(struct ppool *p, struct pp_job *first, struct pp_job *last);
+/* Takes the RUNNING jobs out of the queue: a list (caller holds the
+ * lock). */
+struct pp_job *fut__pp_take_reruns_locked(struct ppool *p);
+/* Ends each job of list FUT_ECANCELLED: RUNNING, queued to run again,
+ * and interrupted by a shutdown. */
+void fut__pp_end_rerun(struct pp_job *list);
 /* Puts first..last (in order) back at the head of the queue, or fails
  * them when the pool broke; after a shutdown(CANCEL_PENDING), cancels
- * the ones not started instead. */
+ * the ones not started instead, and after a shutdown(INTERRUPT) ends the
+ * RUNNING ones FUT_ECANCELLED. */
 void fut__pp_requeue(struct ppool *p, struct pp_job *first,
 		     struct pp_job *last);
 /* The pool is broken (why is copied); every queued job is moved to *out
