@@ -129,8 +129,9 @@ check_walls core 'future\.h|core/[a-z_]+\.h'
 check_walls thread_pool 'core/[a-z_]+\.h|thread_pool/[a-z_]+\.h'
 check_walls process_pool 'core/[a-z_]+\.h|process_pool/[a-z_]+\.h'
 check_walls mpi 'future\.h|future_mpi\.h|core/[a-z_]+\.h|process_pool/wire\.h|mpi_[a-z]+\.h'
-for f in src/process_pool/child.c src/process_pool/forkserver.c \
-	src/process_pool/inherit.c src/process_pool/child.h; do
+for f in src/process_pool/child.c src/process_pool/child_in.c \
+	src/process_pool/forkserver.c src/process_pool/inherit.c \
+	src/process_pool/child.h; do
 	[ -e "$f" ] || continue
 	includes "$f" | grep -qx 'process_pool/pool\.h' &&
 		fail "$f, the child's side, includes the parent's process_pool/pool.h"
@@ -140,7 +141,8 @@ done
 # The worker loop and the contract waits on nothing but its socket: no
 # poll set (the fork server polls its socket, its signalfd and the
 # parent's pidfd).
-for f in src/process_pool/child.c src/process_pool/child.h; do
+for f in src/process_pool/child.c src/process_pool/child_in.c \
+	src/process_pool/child.h; do
 	[ -e "$f" ] || continue
 	grep -qE '^#[[:space:]]*include[[:space:]]*<poll\.h>' "$f" &&
 		fail "$f, the worker's side, includes <poll.h>"

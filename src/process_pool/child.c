@@ -5,9 +5,9 @@
  * (fut__pp_child_main): it runs the initializer, says hello, then loops:
  * read a frame of tasks, run each (storing its id in the shared slot
  * first), send the results batched per frame.  Shared memory both ways:
- * the memfds of large inputs ride in on the task socket (mapped for the
- * task), and a large result buffer is a memfd sent back over the same
- * socket.  It ends with _exit on EOF of its task channel.
+ * the memfds of large inputs ride in on the task socket (child_in.c maps
+ * them for the task), and a large result buffer is a memfd sent back
+ * over the same socket.  It ends with _exit on EOF of its task channel.
  * Threads: the worker process is single-threaded (a task may make
  * threads of its own).
  * Locks: none (nothing is shared but the slot words the worker writes and
@@ -325,90 +325,6 @@ static void send_shared(struct out *o, int fd, uint64_t id, fut_task *t)
 	t->len = 0;
 }
 
-/* The memfds of shared inputs that came over the task socket, in order,
- * not yet taken by their records; -1 for one the kernel could not give us
- * (no fd free: MSG_CTRUNC). */
-#define IN_FDS 16
-static int in_fds[IN_FDS];
-static unsigned in_head, in_count;
-
-static void in_fd_push(int mfd)
-{
-	if (in_count == IN_FDS) {
-		/* The parent sends one per frame: cannot happen. */
-		if (mfd >= 0)
-			(void)close(mfd);
-		return;
-	}
-	in_fds[(in_head + in_count++) % IN_FDS] = mfd;
-}
-
-static int in_fd_pop(void)
-{
-	if (in_count == 0)
-		return -1;
-	int mfd = in_fds[in_head];
-	in_head = (in_head + 1) % IN_FDS;
-	in_count--;
-	return mfd;
-}
-
-/* read(2) of the task socket that keeps the memfds riding with the
- * bytes. */
-static ssize_t recv_in(int sock, void *buf, size_t len)
-{
-	union {
-		struct cmsghdr h;
-		char space[CMSG_SPACE(4 * sizeof(int))];
-	} u;
-	struct iovec iov = { buf, len };
-	struct msghdr m = { 0 };
-	m.msg_iov = &iov;
-	m.msg_iovlen = 1;
-	m.msg_control = u.space;
-	m.msg_controllen = sizeof(u.space);
-	ssize_t n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC);
-	if (n <= 0)
-		return n;
-	for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c != NULL;
-	     c = CMSG_NXTHDR(&m, c)) {
-		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-			continue;
-		size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-		for (size_t i = 0; i < k; i++) {
-			int mfd;
-			memcpy(&mfd, CMSG_DATA(c) + i * sizeof(int),
-			       sizeof(mfd));
-			in_fd_push(mfd);
-		}
-	}
-	if (m.msg_flags & MSG_CTRUNC)
-		in_fd_push(-1);
-	return n;
-}
-
-/* A T_SHARED record's input: its memfd mapped read-only (*len its
- * length), or MAP_FAILED with errno set. */
-static void *map_input(const struct fut__wire_rec *r, size_t *len)
-{
-	uint64_t want = fut__wire_get_u64(r->data);
-	int mfd = in_fd_pop();
-	if (mfd < 0) {
-		errno = EMFILE;
-		return MAP_FAILED;
-	}
-	void *map = MAP_FAILED;
-	errno = EPROTO;
-	if (want != 0 && want <= FUT_MAX_BYTES)
-		map = mmap(NULL, (size_t)want, PROT_READ,
-			   MAP_SHARED | MAP_POPULATE, mfd, 0);
-	int err = errno;
-	(void)close(mfd);
-	errno = err;
-	*len = (size_t)want;
-	return map;
-}
-
 /* Claims the task of r (its key is the record's code): false when the
  * parent took it back first, and then the task is skipped, its memfd (a
  * shared input's) closed unread. */
@@ -422,7 +338,7 @@ static bool claim(struct fut__worker_slot *slot, const struct fut__wire_rec *r)
 		    memory_order_acquire))
 		return true;
 	if (r->kind == FUT__WIRE_T_SHARED) {
-		int mfd = in_fd_pop();
+		int mfd = fut__pp_in_fd_pop();
 		if (mfd >= 0)
 			(void)close(mfd);
 	}
@@ -440,7 +356,7 @@ static void run_one(const struct fut__forkserver_cfg *cfg,
 	if (!claim(slot, r))
 		goto done;
 	if (r->kind == FUT__WIRE_T_SHARED) {
-		map = map_input(r, &input_len);
+		map = fut__pp_map_input(r, &input_len);
 		if (map == MAP_FAILED) {
 			static const char why[] =
 				"cannot map the task's input (shared memory)";
@@ -556,7 +472,7 @@ static ssize_t child_read(void *ctx, void *buf, size_t len, bool direct)
 	if (!direct)
 		out_flush(&c->out, c->outfd);
 	c->out.mark = 0;
-	return recv_in(c->in, buf, len);
+	return fut__pp_recv_in(c->in, buf, len);
 }
 
 static bool child_record(void *ctx, struct fut__wire_rec *r)

@@ -163,6 +163,19 @@ void fut__pp_drop_results(void);
 #define FUT__PP_CHANNEL_BYTES (1u << 20)
 
 /* ------------------------------------------------------------------ */
+/* Within the worker (child.c, child_in.c)                             */
+
+/* recvmsg(2) of the task socket into buf: the memfds that ride with the
+ * bytes (shared inputs) are queued, in order. */
+ssize_t fut__pp_recv_in(int sock, void *buf, size_t len);
+/* The next queued memfd (the caller's to close), or -1: none, or one the
+ * kernel could not give us (no fd free). */
+int fut__pp_in_fd_pop(void);
+/* A T_SHARED record's input: the next memfd mapped read-only (*len its
+ * length), closed; MAP_FAILED with errno set when it cannot be. */
+void *fut__pp_map_input(const struct fut__wire_rec *r, size_t *len);
+
+/* ------------------------------------------------------------------ */
 /* Between the fork server and the worker it forks                     */
 
 /* The worker's life (child.c), in the process the fork server forked for
