@@ -9,7 +9,10 @@
  * - a task that ran on a worker which died before its result came is
  *   RUNNING and queued again; a shutdown(FUT_SHUTDOWN_INTERRUPT) that
  *   comes meanwhile ends it FUT_ECANCELLED, as an interrupted task,
- *   instead of running it a second time.
+ *   instead of running it a second time;
+ * - a worker that dies between two tasks (the first returned, its result
+ *   not sent yet; the second not started) fails neither: the first runs
+ *   again, the second runs (it used to blame the first, FUT_ECRASHED).
  *
  * Found by review on 2026-12-06.  The first test holds the manager
  * thread in a done callback while it sets the scene, as
@@ -38,6 +41,7 @@
 
 #include "future.h"
 #include "core/future_int.h"
+#include "process_pool/child.h"
 #include "hold_helpers.h"
 
 #define LONG_WAIT 120.0
@@ -50,6 +54,7 @@ struct shared {
 	_Atomic int blocked; /* long tasks that started */
 	_Atomic int go;	     /* the long task may return */
 	_Atomic int ran;     /* runs of the task that dies unanswered */
+	_Atomic int runs;    /* runs of OP_LAST */
 };
 static struct shared *sh;
 
@@ -59,6 +64,7 @@ enum op {
 	OP_PID,	  /* its worker's pid */
 	OP_RAN,	  /* counts itself in sh->ran */
 	OP_DIE,	  /* kills its worker */
+	OP_LAST,  /* the first run: its worker exits once it returned */
 };
 
 static int wait_for_go(void *arg)
@@ -90,6 +96,10 @@ static void op_task(fut_task *t)
 	case OP_DIE:
 		raise(SIGKILL);
 		return;
+	case OP_LAST:
+		if (atomic_fetch_add(&sh->runs, 1) == 0)
+			fut__pp_exit_after_task();
+		break;
 	default:
 		break;
 	}
@@ -288,6 +298,37 @@ test_interrupt_ends_a_task_queued_again_after_its_worker_died(void **st)
 	}
 }
 
+/* ------------------------------------------------------------------ */
+/* A worker dying between tasks                                        */
+
+static void test_a_worker_dying_between_tasks_fails_neither(void **st)
+{
+	(void)st;
+	fut_executor *ex = NULL;
+	fut_future *fs[2];
+	atomic_store(&sh->init_go, 1);
+	atomic_store(&sh->runs, 0);
+	fut_process_pool_opts o = { .max_workers = 1, .chunk = 2 };
+	assert_int_equal(fut_process_pool_new(&ex, &o), FUT_OK);
+	/* One frame: the first's result waits for the second's (it is
+	 * not the frame's last) when its worker exits. */
+	uint32_t ops[2] = { OP_LAST, OP_PID };
+	assert_int_equal(fut_submit_many(ex, op_task, ops, sizeof(ops[0]), 2,
+					 fs),
+			 FUT_OK);
+	assert_int_equal(fut_wait(fs, 2, FUT_ALL_COMPLETED, LONG_WAIT), FUT_OK);
+	if (fut_error(fs[0]) != FUT_OK)
+		fail_msg("the task that returned before its worker exited: "
+			 "%s",
+			 fut_error_message(fs[0]));
+	assert_int_equal(atomic_load(&sh->runs), 2);
+	int32_t first = pid_of(fs[0]), second = pid_of(fs[1]);
+	assert_int_equal(first, second); /* both on the new worker */
+	fut_release(fs[0]);
+	fut_release(fs[1]);
+	fut_executor_free(ex);
+}
+
 int main(void)
 {
 	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
@@ -301,6 +342,8 @@ int main(void)
 			test_tasks_taken_back_do_not_count_toward_the_limit),
 		cmocka_unit_test(
 			test_interrupt_ends_a_task_queued_again_after_its_worker_died),
+		cmocka_unit_test(
+			test_a_worker_dying_between_tasks_fails_neither),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

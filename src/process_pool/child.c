@@ -219,8 +219,15 @@ static void emit_bytes(fut_task *t, const void *data, size_t len, void *ctx)
 
 /* The worker's task socket: a shared result's memfd goes back over it. */
 static int back_sock = -1;
-/* Test hook: the errno the next shared buffer fails with (0: none). */
+/* Test hooks: the errno the next shared buffer fails with (0: none);
+ * exit after the task that runs (fut__pp_exit_after_task). */
 static int shared_fail_errno;
+static bool exit_after_task;
+
+void fut__pp_exit_after_task(void)
+{
+	exit_after_task = true;
+}
 
 void fut__pp_shared_fail_next(int err)
 {
@@ -479,6 +486,8 @@ static bool child_record(void *ctx, struct fut__wire_rec *r)
 {
 	struct child *c = ctx;
 	run_one(c->cfg, c->slot, &c->out, c->outfd, r);
+	if (exit_after_task)
+		die(0);
 	return true;
 }
 

@@ -135,6 +135,11 @@ bool fut__pp_ctl_send(int sock, const struct fut__wire_ctl *c, const int *fds,
  * heap memory, sent through the pipe. */
 void fut__pp_shared_fail_next(int err);
 
+/* Test hook, for a task to call in its worker: once the task returned
+ * and its result is recorded (not yet sent, unless it was the last of
+ * its frame), the worker exits (status 0), between two tasks. */
+void fut__pp_exit_after_task(void);
+
 /* Puts n fds into m as one SCM_RIGHTS message, in space (len bytes,
  * zeroed here, at least CMSG_SPACE(n * sizeof(int)), aligned for a
  * struct cmsghdr). */

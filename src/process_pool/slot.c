@@ -313,13 +313,21 @@ static void end_killed(struct pp_mgr *m, struct pp_worker *w, struct pp_job *j)
 void fut__pp_slot_finalize(struct pp_mgr *m, struct pp_worker *w)
 {
 	struct ppool *p = m->p;
-	uint64_t started = atomic_load_explicit(&p->slots[w->slot].started,
-						memory_order_acquire);
+	const struct fut__worker_slot *s = &p->slots[w->slot];
+	uint64_t started =
+		atomic_load_explicit(&s->started, memory_order_acquire);
+	/* It died between tasks (the last one it started had returned):
+	 * none was running.  That one's result, still in its buffer, died
+	 * with it: it runs again, as the others it ran. */
+	bool running = started != 0 &&
+		       atomic_load_explicit(&s->finished,
+					    memory_order_acquire) != started;
 	struct pp_job *list = w->head, *rq_first = NULL, *rq_last = NULL;
 	bool blamed = false;
 	w->head = w->tail = NULL;
 	for (struct pp_job *j = list; j != NULL; j = j->next)
-		if (j->id == started || (w->kill_id && j->id == w->kill_id))
+		if ((running && j->id == started) ||
+		    (w->kill_id && j->id == w->kill_id))
 			blamed = true;
 	while (list != NULL) {
 		struct pp_job *j = list;
@@ -331,7 +339,7 @@ void fut__pp_slot_finalize(struct pp_mgr *m, struct pp_worker *w)
 		else if (w->kill_id != 0)
 			victim = j->id == w->kill_id;
 		else
-			victim = j->id == started ||
+			victim = (running && j->id == started) ||
 				 (!blamed && w->bad_frame != NULL);
 		if (victim) {
 			blamed = true;
