@@ -301,9 +301,12 @@ test_interrupt_ends_a_task_queued_again_after_its_worker_died(void **st)
 /* ------------------------------------------------------------------ */
 /* A worker dying between tasks                                        */
 
-static void test_a_worker_dying_between_tasks_fails_neither(void **st)
+/* One try: false when the first task's result left before its worker
+ * exited (a worker sends a result 1 ms old before it goes on: the task
+ * ran on that long after it returned its bytes, as under valgrind), so
+ * the worker did not die with it unsent. */
+static bool between_try(void)
 {
-	(void)st;
 	fut_executor *ex = NULL;
 	fut_future *fs[2];
 	atomic_store(&sh->init_go, 1);
@@ -321,12 +324,33 @@ static void test_a_worker_dying_between_tasks_fails_neither(void **st)
 		fail_msg("the task that returned before its worker exited: "
 			 "%s",
 			 fut_error_message(fs[0]));
-	assert_int_equal(atomic_load(&sh->runs), 2);
-	int32_t first = pid_of(fs[0]), second = pid_of(fs[1]);
-	assert_int_equal(first, second); /* both on the new worker */
+	bool set = atomic_load(&sh->runs) != 1;
+	if (set) {
+		/* It ran again, on the new worker, with the second. */
+		assert_int_equal(atomic_load(&sh->runs), 2);
+		assert_int_equal(pid_of(fs[0]), pid_of(fs[1]));
+	} else {
+		print_message("its result left before its worker exited: "
+			      "again\n");
+	}
+	assert_int_equal(fut_error(fs[1]), FUT_OK);
 	fut_release(fs[0]);
 	fut_release(fs[1]);
 	fut_executor_free(ex);
+	return set;
+}
+
+static void test_a_worker_dying_between_tasks_fails_neither(void **st)
+{
+	(void)st;
+	for (int i = 0; !between_try(); i++) {
+		/* Under valgrind the first run of code after a task is slow
+		 * to translate: its result is 1 ms old, and sent, each
+		 * time. */
+		if (i >= 3 && getenv("FUT_TEST_UNDER_VALGRIND") != NULL)
+			skip();
+		assert_true(i < 20);
+	}
 }
 
 int main(void)
