@@ -9,7 +9,9 @@
  * Locks: none.
  *
  * Tests fail the n-th allocation (fut__alloc_fail_nth) to prove that every
- * constructor unwinds with FUT_ENOMEM and leaks nothing.
+ * constructor unwinds with FUT_ENOMEM and leaks nothing, or a run of them
+ * (fut__alloc_fail_run) to prove that a path which meets a failure while
+ * handling one still ends what it handles.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,11 +21,27 @@
 
 #include "core/alloc.h"
 
-static _Atomic long fail_countdown; /* 0: off; n: the n-th call fails */
+/* 0: off; n: calls up to the last failure of the run, which fails the
+ * last fail_run of them (1: the n-th call alone). */
+static _Atomic long fail_countdown;
+static _Atomic long fail_run = 1; /* read only while the countdown runs */
+
+long fut__alloc_fail_run(long n, long count)
+{
+	if (n <= 0 || count <= 0) {
+		n = 0;
+		count = 1;
+	}
+	long run = atomic_exchange(&fail_run, count);
+	long left = atomic_exchange(&fail_countdown, n > 0 ? n + count - 1 : 0);
+	/* The replaced run's first failure is the (left - run + 1)-th call
+	 * from now; 0 once it came (or none was set). */
+	return left >= run ? left - run + 1 : 0;
+}
 
 long fut__alloc_fail_nth(long n)
 {
-	return atomic_exchange(&fail_countdown, n > 0 ? n : 0);
+	return fut__alloc_fail_run(n, 1);
 }
 
 /* True if the hook says this allocation must fail. */
@@ -32,7 +50,7 @@ static bool injected_failure(void)
 	long c = atomic_load_explicit(&fail_countdown, memory_order_relaxed);
 	while (FUT__UNLIKELY(c > 0)) {
 		if (atomic_compare_exchange_weak(&fail_countdown, &c, c - 1))
-			return c == 1;
+			return c <= atomic_load(&fail_run);
 	}
 	return false;
 }

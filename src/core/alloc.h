@@ -39,5 +39,10 @@ void fut__pages_touch(const void *p, size_t n);
  * when the failure set before was injected (or none was set), else how
  * many allocations were still due before it. */
 FUT__PRIVATE long fut__alloc_fail_nth(long n);
+/* Test hook: count allocations in a row fail, from the n-th from now on
+ * (fut__alloc_fail_nth(n) is fut__alloc_fail_run(n, 1)); n or count 0
+ * disables.  Returns as fut__alloc_fail_nth, for the first failure of the
+ * run it replaces.  Static link only (tests/mpi). */
+long fut__alloc_fail_run(long n, long count);
 
 #endif /* FUT_CORE_ALLOC_H */

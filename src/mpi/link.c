@@ -309,7 +309,8 @@ int64_t fut__mpi_idle_next(struct fut__mpi_idle *c, bool spin)
  * since is read and dropped until root's answer, an empty BYE, which MPI
  * cannot deliver before the messages sent ahead of it.  Left unread, a
  * message too large to go eagerly would never complete on root, and its
- * manager would wait for it forever (free hung).
+ * manager would wait for it forever (free hung): out of memory for one,
+ * it tries again until memory comes back.
  */
 void fut__mpi_link_drain(struct fut__mpi_link *l, int root, double spin,
 			 double backoff)
@@ -327,8 +328,11 @@ void fut__mpi_link_drain(struct fut__mpi_link *l, int root, double spin,
 			fut__mpi_idle_busy(&idle);
 			continue;
 		}
-		if (rc != FUT_ETIMEDOUT)
-			return; /* MPI failed, or no memory: nothing better */
+		if (rc == FUT_EBROKEN)
+			return; /* MPI failed: nothing better */
+		/* None came, or no memory to stage it: the message waits in
+		 * MPI, so try again after a nap (given up, root's send of it
+		 * would never complete, and its free would hang). */
 		int64_t ns = fut__mpi_idle_next(&idle, true);
 		if (ns > 0) {
 			struct timespec ts = { (time_t)(ns / 1000000000),

@@ -9,8 +9,8 @@
  * clock); the executor on root: client.c (its handle, creation,
  * shutdown and free), client_submit.c (jobs, submission) and
  * client_manager.c (the manager thread), sharing mpi_client.h; the
- * serving ranks: server.c (the MPI loop, the results), server_tasks.c
- * (the task threads) and server_pool.c (FUT_MPI_ISOLATE: the tasks go to
+ * serving ranks: server.c (the MPI loop), server_results.c (the results
+ * until they are sent), server_tasks.c (the task threads) and server_pool.c (FUT_MPI_ISOLATE: the tasks go to
  * a libfuture process pool), sharing mpi_server.h; spawn.c
  * (FUT_MPI_SPAWN: the spawn, the children's side, the disconnect),
  * mpi_executor.c (fut_mpi_executor_new: the checks and the handshake,

@@ -1,6 +1,6 @@
 /*
- * mpi_server.h: what a serving rank's files share (server.c: the MPI loop
- * and the results; server_tasks.c: the task threads; server_pool.c: the
+ * mpi_server.h: what a serving rank's files share (server.c: the MPI loop;
+ * server_results.c: the results until they are sent; server_tasks.c: the task threads; server_pool.c: the
  * FUT_MPI_ISOLATE bridge to a process pool).  Private to libfuture-mpi.
  *
  * One thread at a time runs the loop and makes every MPI call: the calling
@@ -73,6 +73,11 @@ struct server {
 	bool stop;		       /* lock: STOP came (or serving failed) */
 	bool loop_sleeping, loop_wake; /* lock */
 	struct fut__mpi_frame results; /* lock */
+	/* lock: the ids whose result found no memory even for the record
+	 * that says so, sent as one once memory lets (server_results.c);
+	 * room for one per task held is made when it comes. */
+	uint64_t *lost;
+	size_t nlost, caplost;
 
 	/* threads_per_rank 1 (run_here): the loop's thread runs each task
 	 * itself, and the standby thread takes the loop over while one runs
@@ -99,18 +104,28 @@ struct server {
 	fut_future **run_futs;
 };
 
-/* server.c */
+/* server_results.c (every function: caller holds s->lock) */
 
-/* Caller holds s->lock: wakes the loop if results are due. */
+/* Wakes the loop if results are due. */
 void fut__mpi_server_wake_locked(struct server *s);
-/* Caller holds s->lock: a result record for id was added (rc FUT_OK) or
- * not (then a shorter one says so). */
+/* A result record for id was added (rc FUT_OK) or not (then a shorter
+ * one says so, now or, out of memory, once there is some). */
 void fut__mpi_server_result_added_locked(struct server *s, uint64_t id, int rc);
-/* Caller holds s->lock: records t's outcome for the client, or that the
- * task named not_found (when not NULL) is not here. */
+/* Records t's outcome for the client, or that the task named not_found
+ * (when not NULL) is not here. */
 void fut__mpi_server_add_result_locked(struct server *s, uint64_t id,
 				       const fut_task *t,
 				       const char *not_found);
+/* The loop's: the lost ids it can now record, then the results that are
+ * due move to *fr. */
+void fut__mpi_server_take_results_locked(struct server *s,
+					 struct fut__mpi_frame *fr);
+/* Room in s->lost for every task held and `more` coming; false: no
+ * memory (serving must give up). */
+bool fut__mpi_server_reserve_locked(struct server *s, size_t more);
+
+/* server.c */
+
 /* Serving cannot go on: finish what runs, then return code (the loop). */
 void fut__mpi_server_give_up(struct server *s, int code);
 

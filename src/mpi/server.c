@@ -1,6 +1,6 @@
 /*
  * server.c: a serving rank, inside its fut_mpi_executor_new() call: the
- * MPI loop and the results.
+ * MPI loop (the results it sends are server_results.c's).
  *
  * Owns: struct server (mpi_server.h): the decoder of the client's stream,
  * the name table (id -> function, resolved once per name through
@@ -25,96 +25,6 @@
 #include <string.h>
 
 #include "mpi_server.h"
-
-/*
- * Caller holds s->lock: whether the results gathered go now.  They wait
- * while tasks this rank received are still queued (here, or in the pool:
- * more of them than it runs at once): one message then answers many
- * tasks, and the client refills the rank with one message.  A result
- * does not wait for a task that runs: once nothing is queued, everything
- * goes (but for the last task taken here while results wait for the
- * window: they go when it ends or when the standby takes the loop,
- * docs/mpi.md).  With run_here, while its tasks are quick (the loop's
- * last clock read came within PROBE_NS of its last probe) they wait for
- * the whole window, `prefetch`; once a task has run long, they go as they
- * come (a message is little beside such a task).  W-MPI2, alternated on
- * the slow VM: the whole window 2.57 M/s against half of it 2.28
- * (docs/perf-log.md).  Otherwise they wait until half of `prefetch`
- * gathered.
- */
-static bool fut__mpi_server_results_due_locked(const struct server *s)
-{
-	if (s->results.count == 0)
-		return false;
-	bool queued = s->s.pool != NULL ? s->busy > s->s.threads :
-					  s->qhead != NULL;
-	size_t due = !s->run_here  ? s->s.prefetch / 2 :
-		     s->probe_wait ? s->s.prefetch :
-				     1;
-	return s->stop || !queued || s->results.count >= due;
-}
-
-/* Caller holds s->lock: wakes the loop if results are due. */
-void fut__mpi_server_wake_locked(struct server *s)
-{
-	if (!fut__mpi_server_results_due_locked(s))
-		return;
-	s->loop_wake = true;
-	if (s->loop_sleeping)
-		pthread_cond_signal(&s->loop_cv);
-}
-
-/* Caller holds s->lock: a result record for id was added (rc FUT_OK) or
- * not (then a shorter one says so). */
-void fut__mpi_server_result_added_locked(struct server *s, uint64_t id, int rc)
-{
-	if (rc != FUT_OK) {
-		static const char nomem[] = "out of memory for the result";
-		(void)fut__mpi_frame_add(&s->results, id, 0, FUT__WIRE_R_ERROR,
-					 FUT_ENOMEM, nomem, sizeof(nomem) - 1);
-	}
-	fut__mpi_server_wake_locked(s);
-}
-
-/* Caller holds s->lock: records t's outcome for the client. */
-void fut__mpi_server_add_result_locked(struct server *s, uint64_t id,
-				       const fut_task *t, const char *not_found)
-{
-	int rc;
-	if (not_found != NULL) {
-		char msg[256];
-		int n = snprintf(msg, sizeof(msg),
-				 "task %s not found on rank %d", not_found,
-				 s->s.rank);
-		rc = fut__mpi_frame_add(&s->results, id, 0, FUT__WIRE_R_ERROR,
-					FUT_ENOTSUP, msg, (size_t)n);
-	} else if (t->outcome == FUT__OUT_BYTES ||
-		   t->outcome == FUT__OUT_SENT) {
-		/* SENT: emitted to the runner's copy (server_tasks.c); NULL
-		 * with a length when that copy found no memory. */
-		rc = t->value == NULL && t->len != 0 ?
-			     FUT_ENOMEM :
-			     fut__mpi_frame_add(&s->results, id, 0,
-						FUT__WIRE_R_BYTES, 0, t->value,
-						t->len);
-	} else if (t->outcome == FUT__OUT_FAIL) {
-		/* No message: the code's text, as a thread pool gives. */
-		const char *msg = t->message != NULL ? t->message :
-						       fut_strerror(FUT_ETASK);
-		size_t n = strlen(msg);
-		if (n > FUT__WIRE_MAX_MESSAGE)
-			n = FUT__WIRE_MAX_MESSAGE;
-		rc = fut__mpi_frame_add(&s->results, id, 0, FUT__WIRE_R_FAIL,
-					t->task_code, msg, n);
-	} else if (t->outcome == FUT__OUT_VALUE) {
-		rc = fut__mpi_frame_add(&s->results, id, 0, FUT__WIRE_R_VALUE,
-					0, NULL, 0);
-	} else {
-		rc = fut__mpi_frame_add(&s->results, id, 0, FUT__WIRE_R_NONE, 0,
-					NULL, 0);
-	}
-	fut__mpi_server_result_added_locked(s, id, rc);
-}
 
 /* Serving cannot go on (a malformed message from the client, no memory):
  * finish what runs, then return code. */
@@ -177,12 +87,15 @@ static void on_task(struct server *s, const struct fut__wire_rec *r)
 	}
 	if (s->s.pool != NULL) {
 		pthread_mutex_lock(&s->lock);
+		bool room = fut__mpi_server_reserve_locked(s, 1);
 		const struct sname *nm = &s->names[r->fn - 1];
-		if (nm->fn == NULL)
+		if (room && nm->fn == NULL)
 			fut__mpi_server_add_result_locked(s, r->id, NULL,
 							  nm->name);
 		pthread_mutex_unlock(&s->lock);
-		if (nm->fn != NULL)
+		if (!room)
+			fut__mpi_server_give_up(s, FUT_ENOMEM);
+		else if (nm->fn != NULL)
 			fut__mpi_pool_gather(s, r);
 		return;
 	}
@@ -223,6 +136,9 @@ static void queue_inbox(struct server *s)
 		s->qhead = s->inbox_head;
 	s->qtail = s->inbox_tail;
 	s->ntasks += s->inbox_n;
+	/* Without room for their results' ids, the tasks still run, but
+	 * serving gives up: the client then fails them (EBROKEN). */
+	bool room = fut__mpi_server_reserve_locked(s, 0);
 	if (s->inbox_n > 1)
 		pthread_cond_broadcast(&s->work_cv);
 	else
@@ -230,6 +146,8 @@ static void queue_inbox(struct server *s)
 	pthread_mutex_unlock(&s->lock);
 	s->inbox_head = s->inbox_tail = NULL;
 	s->inbox_n = 0;
+	if (!room)
+		fut__mpi_server_give_up(s, FUT_ENOMEM);
 }
 
 static void on_interrupt(struct server *s, uint64_t id)
@@ -271,18 +189,8 @@ static void on_record(struct server *s, const struct fut__wire_rec *r)
 	}
 }
 
-/* Caller holds s->lock (and the loop): moves the results that are due
- * to *fr, and gives the next ones the link's spare buffer. */
-static void take_results_locked(struct server *s, struct fut__mpi_frame *fr)
-{
-	if (!fut__mpi_server_results_due_locked(s))
-		return;
-	*fr = s->results;
-	memset(&s->results, 0, sizeof(s->results));
-	fut__mpi_link_frame(&s->link, &s->results);
-}
-
-/* Sends the results of fr (take_results_locked); true if it had any. */
+/* Sends the results of fr (fut__mpi_server_take_results_locked); true if
+ * it had any. */
 static bool send_results(struct server *s, struct fut__mpi_frame *fr)
 {
 	if (fr->count == 0)
@@ -394,7 +302,7 @@ static struct stask *loop(struct server *s)
 		 * (PROBE_NS). */
 		bool fast = here && probe_may_wait(s);
 		struct fut__mpi_frame fr = { 0 };
-		take_results_locked(s, &fr);
+		fut__mpi_server_take_results_locked(s, &fr);
 		struct stask *take = fast && s->busy == 0 ?
 					     fut__mpi_server_take_locked(s) :
 					     NULL;
@@ -416,8 +324,11 @@ static struct stask *loop(struct server *s)
 			take = fut__mpi_server_take_locked(s);
 		if (take != NULL)
 			return take;
+		/* A lost result's id is sent before the end, once memory
+		 * lets it (server_results.c), unless serving gave up. */
 		bool done = s->stop && s->qhead == NULL && s->busy == 0 &&
-			    s->results.count == 0;
+			    s->results.count == 0 &&
+			    (s->nlost == 0 || s->error != FUT_OK);
 		/* While this rank's own tasks run, their end wakes the loop:
 		 * it sleeps rather than spin, leaving the cpu to them. */
 		bool spin = s->qhead == NULL && s->busy == 0;
@@ -586,6 +497,7 @@ int fut__mpi_serve(struct fut__mpi_setup *setup)
 		fut__free(s->names[i].name);
 	fut__free(s->names);
 	fut__free(s->results.buf);
+	fut__free(s->lost);
 	fut__free(s->threads);
 	fut__wire_dec_fini(&s->dec);
 	fut__mpi_link_fini(&s->link);

@@ -95,21 +95,18 @@ static void pool_done(fut_future *f, void *ud)
 	}
 }
 
-/* The gathered run of tasks fails with code (the pool refused it). */
+/* The gathered run of tasks fails with code (the pool refused it); a
+ * record without memory becomes a lost id (server_results.c). */
 static void fail_run(struct server *s, int code)
 {
+	static const char why[] = "the rank's process pool refused the task";
 	pthread_mutex_lock(&s->lock);
-	for (size_t i = 0; i < s->run_n; i++) {
-		static const char why[] = "the rank's process pool refused "
-					  "the task";
-		if (fut__mpi_frame_add(&s->results, s->run_ids[i], 0,
-				       FUT__WIRE_R_ERROR, code, why,
-				       sizeof(why) - 1) != FUT_OK) {
-			pthread_mutex_unlock(&s->lock);
-			fut__mpi_server_give_up(s, FUT_ENOMEM);
-			return;
-		}
-	}
+	for (size_t i = 0; i < s->run_n; i++)
+		fut__mpi_server_result_added_locked(
+			s, s->run_ids[i],
+			fut__mpi_frame_add(&s->results, s->run_ids[i], 0,
+					   FUT__WIRE_R_ERROR, code, why,
+					   sizeof(why) - 1));
 	pthread_mutex_unlock(&s->lock);
 }
 

@@ -34,6 +34,7 @@ run -np 3 "$t/test_mpi_launch" stopnomem
 run -np 3 "$t/test_mpi_launch" cbfree
 run -np 3 "$t/test_mpi_launch" intnomem
 run -np 3 "$t/test_mpi_launch" bignomem
+run -np 3 "$t/test_mpi_launch" drainnomem
 run -np 3 "$t/test_mpi_launch" cbfinal
 run -np 3 "$t/test_mpi_launch" intonce
 run -np 3 "$t/test_mpi_launch" dlopen "$t/libmpi_plugin.so"
@@ -45,6 +46,7 @@ run -np 3 "$t/test_mpi_edge" isolate
 run -np 3 "$t/test_mpi_edge" cancel
 run -np 3 "$t/test_mpi_edge" taskrank
 run -np 3 "$t/test_mpi_edge" forkint
+run -np 3 "$t/test_mpi_edge" lostresult
 run -np 1 "$t/test_mpi_launch" mpmd : -np 2 "$t/test_mpi_peer"
 # FUT_MPI_SPAWN: a singleton (no mpirun) spawns copies of itself.
 echo "== $t/test_mpi_spawn (a singleton)"

@@ -9,6 +9,14 @@
  *   sweep RANK   RANK 0 (root) or 1 (a server), the default options
  *   threads      rank 1, threads_per_rank 2
  *   isolate      rank 1, FUT_MPI_ISOLATE
+ * and, not a sweep:
+ *   lostresult   a task makes its server fail the next N allocations in a
+ *                row (N = 2, 3, 8; threads_per_rank 1 and 2), then
+ *                returns a small result: its record and the shorter one
+ *                that says "out of memory" both find none.  The future
+ *                must end, FUT_ENOMEM with that message, and the rank
+ *                serve on.  Before 2026-12-06 the result was lost: the
+ *                future never completed (here: not within 20 s).
  * Found by review (2026-12-06): a rank whose first allocation failed left
  * the others in MPI_Allgather forever; root out of memory for the module
  * lists passed NULL buffers to MPI_Gatherv (SIGSEGV); a server that could
@@ -24,8 +32,9 @@
 #include "mpi_test.h"
 #include "mpi/mpi_client.h"
 
-/* The core's allocation-failure hook (core/alloc.h; static link only). */
+/* The core's allocation-failure hooks (core/alloc.h; static link only). */
 long fut__alloc_fail_nth(long n);
+long fut__alloc_fail_run(long n, long count);
 
 #define CHECK(cond)                                                            \
 	do {                                                                   \
@@ -94,6 +103,57 @@ static int sweep(int who, const fut_mpi_opts *opts, const char *what)
 	if (rank == 0)
 		printf("%s: %ld allocations of rank %d failed in turn\n", what,
 		       n - 1, who);
+	return 0;
+}
+
+/* Runs on a server: the next N allocations there fail (N: its input),
+ * then it returns 4 bytes (copied to the stack: none of them). */
+static void fail_run_task(fut_task *t)
+{
+	const long *n = fut_task_input(t, NULL);
+	(void)fut__alloc_fail_run(1, *n);
+	fut_task_return_bytes(t, "four", 4);
+}
+
+/* lostresult (see the top): the first task of each executor, so that its
+ * server's frame of results has no buffer yet. */
+static int mode_lostresult(void)
+{
+	static const long runs[] = { 2, 3, 8 };
+	for (size_t threads = 1; threads <= 2; threads++) {
+		for (size_t i = 0; i < sizeof(runs) / sizeof(runs[0]); i++) {
+			fut_executor *ex = NULL;
+			CHECK(fut_mpi_executor_new(
+				      &ex, &(fut_mpi_opts){
+						   .threads_per_rank = threads,
+					   }) == FUT_OK);
+			if (ex == NULL) {
+				/* A server: what the run left armed, off. */
+				(void)fut__alloc_fail_nth(0);
+				continue;
+			}
+			fut_future *f = NULL;
+			CHECK(fut_submit_bytes(ex, fail_run_task, &runs[i],
+					       sizeof(runs[i]), &f) == FUT_OK);
+			/* The timeout only guards against the hang. */
+			int rc = fut_result(f, 20, NULL);
+			if (rc != FUT_ENOMEM)
+				fprintf(stderr,
+					"lostresult: threads %zu, %ld "
+					"failures: %s (%s)\n",
+					threads, runs[i], fut_strerror(rc),
+					rc == FUT_ETIMEDOUT ?
+						"the future never ended" :
+						fut_error_message(f));
+			CHECK(rc == FUT_ENOMEM);
+			CHECK(strstr(fut_error_message(f), "out of memory") !=
+			      NULL);
+			fut_release(f);
+			one_task(ex); /* the rank serves on */
+			fut_executor_free(ex);
+			CHECK(fut__mpi_live_objects() == 0);
+		}
+	}
 	return 0;
 }
 
@@ -260,6 +320,8 @@ int main(int argc, char **argv)
 		rc = sweep(1, &(fut_mpi_opts){ .threads_per_rank = 2 }, mode);
 	else if (strcmp(mode, "cancel") == 0)
 		rc = mode_cancel();
+	else if (strcmp(mode, "lostresult") == 0)
+		rc = mode_lostresult();
 	else if (strcmp(mode, "taskrank") == 0)
 		rc = mode_taskrank();
 	else if (strcmp(mode, "forkint") == 0)
@@ -270,7 +332,7 @@ int main(int argc, char **argv)
 	else {
 		fprintf(stderr,
 			"usage: %s sweep RANK|threads|isolate|cancel|taskrank|"
-			"forkint\n",
+			"forkint|lostresult\n",
 			argv[0]);
 		rc = 2;
 	}

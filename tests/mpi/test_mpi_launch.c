@@ -29,6 +29,10 @@
  *                a large message goes to it after that: free returns (the
  *                message was never received, its send never completed,
  *                and free hung)
+ *   drainnomem   bignomem, but the server's allocations keep failing,
+ *                100 in a row: its drain finds no memory for the large
+ *                message either, and must try again (it gave up: the
+ *                message was never received, and free hung)
  *   cbfinal      never freed; a done callback frees the executor while
  *                main, which has the result, is in MPI_Finalize (the
  *                callback deleted the hook's attribute inside finalize:
@@ -56,8 +60,9 @@
 
 #include "mpi_test.h"
 
-/* The core's allocation-failure hook (core/alloc.h; static link only). */
+/* The core's allocation-failure hooks (core/alloc.h; static link only). */
 long fut__alloc_fail_nth(long n);
+long fut__alloc_fail_run(long n, long count);
 
 #define CHECK(cond)                                                            \
 	do {                                                                   \
@@ -339,11 +344,14 @@ static int mode_cbfree(void)
 	return 0;
 }
 
-/* Runs on a server: its next allocation fails (the NAME record of the
- * next new function: it gives up serving), and it runs on for 1 s. */
+/* Runs on a server: its next allocations fail, as many in a row as the
+ * long it is given (none: one): the first is the NAME record of the next
+ * new function (it gives up serving).  It runs on for 1 s. */
 static void arm_nomem_task(fut_task *t)
 {
-	(void)fut__alloc_fail_nth(1);
+	size_t len;
+	const long *run = fut_task_input(t, &len);
+	(void)fut__alloc_fail_run(1, len == sizeof(*run) ? *run : 1);
 	sleep_ms(1000);
 	fut_task_return_bytes(t, "armed", 5);
 }
@@ -353,11 +361,14 @@ static void other_task(fut_task *t)
 	fut_task_return_bytes(t, "other", 5);
 }
 
-static int mode_bignomem(void)
+/* bignomem and drainnomem: run allocations in a row fail on the server
+ * (1, or enough for its drain to meet them too). */
+static int mode_bignomem(long run)
 {
 	fut_executor *ex = NULL;
 	int rc = fut_mpi_executor_new(&ex, &(fut_mpi_opts){ .prefetch = 4 });
 	if (ex == NULL) { /* a server: the one that gave up says so */
+		(void)fut__alloc_fail_nth(0);
 		CHECK(rc == FUT_OK || rc == FUT_ENOMEM);
 		return 0;
 	}
@@ -371,7 +382,8 @@ static int mode_bignomem(void)
 	CHECK(fut_submit_bytes(ex, echo_task, "x", 1, &f) == FUT_OK);
 	CHECK(fut_result(f, 30, NULL) == FUT_OK);
 	fut_release(f);
-	CHECK(fut_submit_bytes(ex, arm_nomem_task, NULL, 0, &fs[0]) == FUT_OK);
+	CHECK(fut_submit_bytes(ex, arm_nomem_task, &run, sizeof(run), &fs[0]) ==
+	      FUT_OK);
 	sleep_ms(200);
 	CHECK(fut_submit_bytes(ex, other_task, NULL, 0, &fs[1]) == FUT_OK);
 	sleep_ms(100);
@@ -500,7 +512,9 @@ int main(int argc, char **argv)
 	else if (strcmp(mode, "intnomem") == 0)
 		rc = mode_intnomem();
 	else if (strcmp(mode, "bignomem") == 0)
-		rc = mode_bignomem();
+		rc = mode_bignomem(1);
+	else if (strcmp(mode, "drainnomem") == 0)
+		rc = mode_bignomem(100);
 	else if (strcmp(mode, "cbfinal") == 0)
 		rc = mode_cbfinal();
 	else if (strcmp(mode, "intonce") == 0)
@@ -512,8 +526,8 @@ int main(int argc, char **argv)
 	else {
 		fprintf(stderr,
 			"usage: %s uninit|single|np1|nofree|die|mpmd|giveup|"
-			"stopnomem|cbfree|intnomem|bignomem|cbfinal|intonce|"
-			"dlopen PATH|bigslow\n",
+			"stopnomem|cbfree|intnomem|bignomem|drainnomem|cbfinal|"
+			"intonce|dlopen PATH|bigslow\n",
 			argv[0]);
 		rc = 2;
 	}
