@@ -711,6 +711,51 @@ static void test_cancel_revokes_the_send_it_claims(void **state)
 	fut_release(f);
 }
 
+static void not_a_heap_block(fut_task *t)
+{
+	(void)t;
+}
+
+/*
+ * An executor keeps its task in the outcome's field until the task runs
+ * (the thread pool: the function and its argument).  A cancel writes no
+ * outcome, so the field still holds the task: the future must neither
+ * give it out as the message nor free it.  Before 0.2.0 fini freed the
+ * field as a message whenever the error was not FUT_OK, the cancel's
+ * included, and only the thread pool's clearing of it (in every path
+ * that drops a cancelled job) kept that from freeing the function.
+ */
+static void
+test_cancel_never_frees_or_reads_the_field_as_a_message(void **state)
+{
+	(void)state;
+	static char input[8];
+	fut_future *f = fut__malloc(sizeof(*f));
+	assert_non_null(f);
+	fut__future_init(f, &executor_ops);
+	f->task.fn = not_a_heap_block;
+	f->task.data = input;
+	assert_true(fut_cancel(f));
+	assert_int_equal(fut_error(f), FUT_ECANCELLED);
+	assert_string_equal(fut_error_message(f), fut_strerror(FUT_ECANCELLED));
+	assert_int_equal(fut_task_code(f), 0);
+	fut_release(f); /* freed the function before: an invalid free */
+
+	/* A producer's future: the same, and so with a message given to a
+	 * completion that came too late. */
+	f = new_future();
+	assert_true(fut_cancel(f));
+	assert_int_equal(fut_set_error(f, 3, "too late"), FUT_ESTATE);
+	assert_string_equal(fut_error_message(f), fut_strerror(FUT_ECANCELLED));
+	fut_release(f);
+
+	/* A failure's message is the future's, freed with it. */
+	f = new_future();
+	assert_int_equal(fut_set_error(f, 3, "mine"), FUT_OK);
+	assert_string_equal(fut_error_message(f), "mine");
+	fut_release(f);
+}
+
 static void test_out_of_memory_gives_enomem_and_changes_nothing(void **state)
 {
 	(void)state;
@@ -785,6 +830,8 @@ int main(void)
 			test_producer_calls_refuse_an_executors_future),
 		cmocka_unit_test(test_bad_input_gives_einval),
 		cmocka_unit_test(test_cancel_revokes_the_send_it_claims),
+		cmocka_unit_test(
+			test_cancel_never_frees_or_reads_the_field_as_a_message),
 		cmocka_unit_test(
 			test_out_of_memory_gives_enomem_and_changes_nothing),
 	};

@@ -46,10 +46,12 @@ struct callback {
 
 void fut__future_fini(fut_future *f)
 {
-	if (atomic_load_explicit(&f->flags, memory_order_relaxed) &
-	    FUT__F_BYTES)
+	/* What the flags say f owns; a cancelled future owns nothing here
+	 * (its executor may have left its task in the field). */
+	uint32_t flags = atomic_load_explicit(&f->flags, memory_order_relaxed);
+	if (flags & FUT__F_BYTES)
 		fut__free(f->value);
-	else if (f->error != FUT_OK)
+	else if (flags & FUT__F_MESSAGE)
 		fut__free(f->message);
 	/* Only callback nodes can remain (a future released while pending);
 	 * waiter nodes belong to waits, which hold their futures. */
@@ -238,6 +240,8 @@ static void settle(fut_future *f, int error, int task_code, void *value,
 		if (flags & FUT__F_BYTES)
 			fut__free(value);
 		flags &= ~(uint32_t)FUT__F_BYTES;
+		if (message != NULL)
+			flags |= FUT__F_MESSAGE;
 		f->message = message;
 		f->len = 0;
 	}
@@ -523,9 +527,11 @@ const char *fut_error_message(const fut_future *f)
 	if (rc == FUT_OK)
 		return NULL;
 	/* A cancel writes no message (the field may still name the task's
-	 * input); a future that finished FUT_ECANCELLED (a process-pool
-	 * task interrupted) has the one its executor gave. */
-	if (fut__future_state(f) != FUT__S_CANCELLED && f->message != NULL)
+	 * input): only FUT__F_MESSAGE says the field is one.  A future that
+	 * finished FUT_ECANCELLED (a process-pool task interrupted) has the
+	 * one its executor gave. */
+	if (atomic_load_explicit(&f->flags, memory_order_relaxed) &
+	    FUT__F_MESSAGE)
 		return f->message;
 	return fut_strerror(rc);
 }

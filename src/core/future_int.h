@@ -43,6 +43,11 @@ enum {
 	/* A second one (the thread pool: the job's max_queue room was
 	 * given back). */
 	FUT__F_EXECUTOR2 = 8,
+	/* message is a failure's text the future owns.  Only a completion
+	 * with a message sets it (never a cancel), so what else the shared
+	 * field holds -- a value, an executor's task before it ran -- is
+	 * never read or freed as a message. */
+	FUT__F_MESSAGE = 16,
 };
 
 #define FUT__FUTURE_MAGIC 0x4655u /* "FU" */
@@ -114,7 +119,9 @@ struct fut_future {
 	union {
 		struct {
 			/* One or the other: a failure has no value, a
-			 * success no message (error tells which). */
+			 * success no message.  The flags say what the
+			 * future owns here: FUT__F_BYTES, FUT__F_MESSAGE,
+			 * or nothing (a pointer result, a cancel). */
 			union {
 				void *value;
 				char *message;
