@@ -231,6 +231,12 @@ FUT_API FUT_NODISCARD int fut_future_new(fut_future **out);
  * FUT_ECANCELLED when it was cancelled; FUT_ESTATE when not pending. */
 FUT_API int fut_set_running(fut_future *f);
 
+/* True once fut_interrupt() asked the future's running task to stop:
+ * how a producer reads the flag that call raises on a future of
+ * fut_future_new() (a task reads its own with fut_task_cancelled()).
+ * The flag stays raised; false for a NULL future. */
+FUT_API bool fut_interrupt_requested(const fut_future *f);
+
 /* Complete the future once with a pointer result; FUT_ESTATE if it is
  * already done.  Done callbacks run in the caller. */
 FUT_API int fut_set_result(fut_future *f, void *value);

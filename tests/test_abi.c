@@ -8,7 +8,8 @@
  * test puts such a struct at the very end of a readable page, with an
  * unreadable page after it.  The test loads the shared library beside
  * its own build folder (../libfuture.so.0) and calls through dlvsym, as
- * an old binary's dynamic linker would bind it.
+ * an old binary's dynamic linker would bind it.  Also: the functions new
+ * in 0.2 are bound to its version node.
  */
 #include <dlfcn.h>
 #include <limits.h>
@@ -115,11 +116,28 @@ static void test_a_binary_built_against_0_1_makes_a_process_pool(void **state)
 	dlclose(h);
 }
 
+/* A function new in 0.2 is bound to LIBFUTURE_0.2 only: a binary that
+ * uses it names that node, and 0.1's library, which lacks it, refuses
+ * the binary when it loads, not at the first call. */
+static void test_functions_new_in_0_2_are_in_its_node(void **state)
+{
+	(void)state;
+	void *h = library();
+	bool (*requested)(const fut_future *) =
+		(bool (*)(const fut_future *))dlvsym(
+			h, "fut_interrupt_requested", "LIBFUTURE_0.2");
+	assert_non_null(requested);
+	assert_null(dlvsym(h, "fut_interrupt_requested", "LIBFUTURE_0"));
+	assert_false(requested(NULL));
+	dlclose(h);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(
 			test_a_binary_built_against_0_1_makes_a_process_pool),
+		cmocka_unit_test(test_functions_new_in_0_2_are_in_its_node),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

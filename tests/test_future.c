@@ -2,6 +2,7 @@
  * test_future.c: the future, caller and producer side, and the task record.
  */
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -394,6 +395,46 @@ static void test_interrupt_running_future_raises_the_task_flag(void **state)
 	assert_true(fut_task_cancelled(&t));
 	assert_int_equal(fut_state(f), FUT_RUNNING);
 	fut_set_result(f, NULL);
+	assert_int_equal(fut_interrupt(f), FUT_ESTATE);
+	fut_release(f);
+}
+
+/* The producer of a fut_future_new() future: it runs until asked to
+ * stop, then ends the future its own way. */
+static void *stop_when_asked(void *arg)
+{
+	fut_future *f = arg;
+	while (!fut_interrupt_requested(f))
+		sched_yield();
+	(void)fut_set_error(f, 7, "stopped on request");
+	return NULL;
+}
+
+static void
+test_producer_reads_an_interrupt_with_interrupt_requested(void **state)
+{
+	(void)state;
+	assert_false(fut_interrupt_requested(NULL));
+	/* Pending: the interrupt cancels it, and raises no flag. */
+	fut_future *f = new_future();
+	assert_false(fut_interrupt_requested(f));
+	assert_int_equal(fut_interrupt(f), FUT_OK);
+	assert_true(fut_cancelled(f));
+	assert_false(fut_interrupt_requested(f));
+	fut_release(f);
+	/* Running: the flag goes up, stays up, and the producer (another
+	 * thread) decides what the future ends with. */
+	f = new_future();
+	assert_int_equal(fut_set_running(f), FUT_OK);
+	assert_false(fut_interrupt_requested(f));
+	pthread_t producer;
+	assert_int_equal(pthread_create(&producer, NULL, stop_when_asked, f),
+			 0);
+	assert_int_equal(fut_interrupt(f), FUT_OK);
+	assert_int_equal(fut_result(f, FUT_FOREVER, NULL), FUT_ETASK);
+	assert_int_equal(pthread_join(producer, NULL), 0);
+	assert_string_equal(fut_error_message(f), "stopped on request");
+	assert_true(fut_interrupt_requested(f));
 	assert_int_equal(fut_interrupt(f), FUT_ESTATE);
 	fut_release(f);
 }
@@ -816,6 +857,8 @@ int main(void)
 		cmocka_unit_test(test_interrupt_pending_future_cancels_it),
 		cmocka_unit_test(
 			test_interrupt_running_future_raises_the_task_flag),
+		cmocka_unit_test(
+			test_producer_reads_an_interrupt_with_interrupt_requested),
 		cmocka_unit_test(
 			test_crash_status_is_readable_only_for_crashed_futures),
 		cmocka_unit_test(

@@ -502,6 +502,13 @@ int fut_interrupt(fut_future *f)
 	}
 }
 
+bool fut_interrupt_requested(const fut_future *f)
+{
+	return fut__future_ok(f) &&
+	       (atomic_load_explicit(&f->flags, memory_order_acquire) &
+		FUT__F_INTERRUPT);
+}
+
 int fut_error(const fut_future *f)
 {
 	if (!fut__future_ok(f))
