@@ -1,6 +1,8 @@
 /*
  * test_faults.c: the library when the system says no.
  *
+ * - The allocation-failure hook: a run of failures in a row
+ *   (fut__alloc_fail_run), as tests/mpi use it.
  * - Allocation failure at every allocation site in turn: each public call
  *   that allocates is run with the 1st, 2nd, 3rd... allocation failing
  *   (fut__alloc_fail_nth) until it runs with no failure injected.  Each
@@ -938,9 +940,49 @@ static void test_as_completed_fd_reports_emfile_and_recovers(void **state)
 	finish_and_release(fs, 2);
 }
 
+/* The hook itself: a run of count allocations in a row fails from the
+ * n-th on, and what replacing it returns says whether its first failure
+ * came (0) or how many allocations were still due for it.  First in the
+ * list: no pool of an earlier test allocates meanwhile. */
+static void test_a_run_of_allocations_fails_in_a_row(void **state)
+{
+	(void)state;
+	void *p[6];
+	assert_int_equal(fut__alloc_fail_run(2, 3), 0);
+	for (int i = 0; i < 6; i++)
+		p[i] = fut__malloc(8);
+	assert_non_null(p[0]);
+	assert_null(p[1]);
+	assert_null(p[2]);
+	assert_null(p[3]);
+	assert_non_null(p[4]);
+	assert_non_null(p[5]);
+	for (int i = 0; i < 6; i++)
+		fut__free(p[i]);
+	assert_int_equal(fut__alloc_fail_nth(0), 0);
+
+	/* Not reached: one allocation went, its first failure is next but
+	 * one. */
+	(void)fut__alloc_fail_run(3, 4);
+	fut__free(fut__malloc(8));
+	assert_int_equal(fut__alloc_fail_run(0, 0), 2);
+	void *q = fut__malloc(8);
+	assert_non_null(q); /* disabled */
+	fut__free(q);
+
+	/* Begun: replacing it gives 0, and the rest of it is off. */
+	(void)fut__alloc_fail_run(1, 3);
+	assert_null(fut__malloc(8));
+	assert_int_equal(fut__alloc_fail_nth(0), 0);
+	q = fut__malloc(8);
+	assert_non_null(q);
+	fut__free(q);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_a_run_of_allocations_fails_in_a_row),
 		cmocka_unit_test(
 			test_future_new_fails_cleanly_at_every_allocation),
 		cmocka_unit_test(
