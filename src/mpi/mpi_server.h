@@ -78,6 +78,8 @@ struct server {
 	 * room for one per task held is made when it comes. */
 	uint64_t *lost;
 	size_t nlost, caplost;
+	/* The loop's: results whose send found no memory, sent first. */
+	struct fut__mpi_frame unsent;
 
 	/* threads_per_rank 1 (run_here): the loop's thread runs each task
 	 * itself, and the standby thread takes the loop over while one runs

@@ -195,8 +195,14 @@ static bool send_results(struct server *s, struct fut__mpi_frame *fr)
 {
 	if (fr->count == 0)
 		return false;
-	if (fut__mpi_link_send(&s->link, s->s.root, FUT__WIRE_RESULTS, fr) !=
-	    FUT_OK)
+	int rc = fut__mpi_link_send(&s->link, s->s.root, FUT__WIRE_RESULTS, fr);
+	if (rc == FUT_ENOMEM) {
+		/* Nothing went, fr is whole: loop() sends it first, once
+		 * memory lets (a nap between tries). */
+		s->unsent = *fr;
+		return false;
+	}
+	if (rc != FUT_OK)
 		fut__mpi_server_give_up(s, FUT_EBROKEN);
 	fut__free(fr->buf);
 	return true;
@@ -301,8 +307,10 @@ static struct stask *loop(struct server *s)
 		 * of its own are queued, the next runs without a probe
 		 * (PROBE_NS). */
 		bool fast = here && probe_may_wait(s);
-		struct fut__mpi_frame fr = { 0 };
-		fut__mpi_server_take_results_locked(s, &fr);
+		struct fut__mpi_frame fr = s->unsent;
+		memset(&s->unsent, 0, sizeof(s->unsent));
+		if (fr.count == 0)
+			fut__mpi_server_take_results_locked(s, &fr);
 		struct stask *take = fast && s->busy == 0 ?
 					     fut__mpi_server_take_locked(s) :
 					     NULL;
@@ -324,11 +332,13 @@ static struct stask *loop(struct server *s)
 			take = fut__mpi_server_take_locked(s);
 		if (take != NULL)
 			return take;
-		/* A lost result's id is sent before the end, once memory
-		 * lets it (server_results.c), unless serving gave up. */
+		/* A lost result's id, and results a send found no memory
+		 * for, go before the end, once memory lets them
+		 * (server_results.c), unless serving gave up. */
 		bool done = s->stop && s->qhead == NULL && s->busy == 0 &&
 			    s->results.count == 0 &&
-			    (s->nlost == 0 || s->error != FUT_OK);
+			    ((s->nlost == 0 && s->unsent.count == 0) ||
+			     s->error != FUT_OK);
 		/* While this rank's own tasks run, their end wakes the loop:
 		 * it sleeps rather than spin, leaving the cpu to them. */
 		bool spin = s->qhead == NULL && s->busy == 0;
@@ -497,6 +507,7 @@ int fut__mpi_serve(struct fut__mpi_setup *setup)
 		fut__free(s->names[i].name);
 	fut__free(s->names);
 	fut__free(s->results.buf);
+	fut__free(s->unsent.buf);
 	fut__free(s->lost);
 	fut__free(s->threads);
 	fut__wire_dec_fini(&s->dec);

@@ -9,7 +9,13 @@
  *   sweep RANK   RANK 0 (root) or 1 (a server), the default options
  *   threads      rank 1, threads_per_rank 2
  *   isolate      rank 1, FUT_MPI_ISOLATE
- * and, not a sweep:
+ * Found by review (2026-12-06): a rank whose first allocation failed left
+ * the others in MPI_Allgather forever; root out of memory for the module
+ * lists passed NULL buffers to MPI_Gatherv (SIGSEGV); a server that could
+ * not allocate its state never answered, and one with threads_per_rank 2
+ * that could not allocate its table of task threads queued its tasks for
+ * threads that never existed (the futures never completed, free hung).
+ * Not sweeps, runs of failures in a row (fut__alloc_fail_run):
  *   lostresult   a task makes its server fail the next N allocations in a
  *                row (N = 2, 3, 8; threads_per_rank 1 and 2), then
  *                returns a small result: its record and the shorter one
@@ -17,12 +23,12 @@
  *                must end, FUT_ENOMEM with that message, and the rank
  *                serve on.  Before 2026-12-06 the result was lost: the
  *                future never completed (here: not within 20 s).
- * Found by review (2026-12-06): a rank whose first allocation failed left
- * the others in MPI_Allgather forever; root out of memory for the module
- * lists passed NULL buffers to MPI_Gatherv (SIGSEGV); a server that could
- * not allocate its state never answered, and one with threads_per_rank 2
- * that could not allocate its table of task threads queued its tasks for
- * threads that never existed (the futures never completed, free hung).
+ *   sendnomem    the same task arms the run from its server's second
+ *                allocation on (N = 1, 3, 10): the results frame is
+ *                made, and the send finds no memory.  The future must
+ *                end with its result once memory is back, and the rank
+ *                serve on (before 2026-12-06 the server gave up serving:
+ *                FUT_EBROKEN, and the executor broke).
  * run.sh's timeout ends a hang as a failure.
  */
 #include <sched.h>
@@ -106,22 +112,67 @@ static int sweep(int who, const fut_mpi_opts *opts, const char *what)
 	return 0;
 }
 
-/* Runs on a server: the next N allocations there fail (N: its input),
- * then it returns 4 bytes (copied to the stack: none of them). */
+/* Runs on a server: from the allocation run[0] on, run[1] in a row fail
+ * there, then it returns 4 bytes (copied to the stack: no allocation). */
 static void fail_run_task(fut_task *t)
 {
-	const long *n = fut_task_input(t, NULL);
-	(void)fut__alloc_fail_run(1, *n);
+	const long *run = fut_task_input(t, NULL);
+	(void)fut__alloc_fail_run(run[0], run[1]);
 	fut_task_return_bytes(t, "four", 4);
 }
 
-/* lostresult (see the top): the first task of each executor, so that its
- * server's frame of results has no buffer yet. */
-static int mode_lostresult(void)
+/* The first task of a new executor (its server's frame of results has no
+ * buffer yet, nor its link a table of sends) arms a run of failures
+ * from allocation `from` on, `count` long; threads_per_rank as given.
+ * Returns the future's outcome: its result must be right, a FUT_ENOMEM
+ * must say "out of memory". */
+static int first_task_with_failures(fut_executor *ex, long from, long count,
+				    size_t threads)
 {
-	static const long runs[] = { 2, 3, 8 };
+	long run[2] = { from, count };
+	fut_future *f = NULL;
+	CHECK(fut_submit_bytes(ex, fail_run_task, run, sizeof(run), &f) ==
+	      FUT_OK);
+	/* The timeout only guards against the hang. */
+	int rc = fut_result(f, 20, NULL);
+	const char *message = rc == FUT_ETIMEDOUT ? "the future never ended" :
+			      rc == FUT_OK	  ? "(none)" :
+						    fut_error_message(f);
+	fprintf(stderr, "%ld failures from the %ld-th, threads %zu: %s (%s)\n",
+		count, from, threads, fut_strerror(rc), message);
+	if (rc == FUT_ENOMEM)
+		CHECK(strstr(message, "out of memory") != NULL);
+	if (rc == FUT_OK) {
+		const void *out = NULL;
+		size_t len = 0;
+		CHECK(fut_result_bytes(f, 0, &out, &len) == FUT_OK);
+		CHECK(len == 4 && memcmp(out, "four", 4) == 0);
+	}
+	fut_release(f);
+	return rc;
+}
+
+/* A task after the failures: its square, and nothing else will do (the
+ * rank serves on, the executor is not broken). */
+static void square_ok(fut_executor *ex)
+{
+	int x = 9;
+	fut_future *f = NULL;
+	CHECK(fut_submit_bytes(ex, square_task, &x, sizeof(x), &f) == FUT_OK);
+	const void *out = NULL;
+	size_t len = 0;
+	CHECK(fut_result_bytes(f, 20, &out, &len) == FUT_OK);
+	CHECK(len == sizeof(int) && *(const int *)out == 81);
+	fut_release(f);
+}
+
+/* lostresult and sendnomem (see the top): each run of failures on a new
+ * executor's first task, which must end `want` (with a message that
+ * says "out of memory" for FUT_ENOMEM); then the rank serves on. */
+static int failure_runs(long from, const long *counts, size_t n, int want)
+{
 	for (size_t threads = 1; threads <= 2; threads++) {
-		for (size_t i = 0; i < sizeof(runs) / sizeof(runs[0]); i++) {
+		for (size_t i = 0; i < n; i++) {
 			fut_executor *ex = NULL;
 			CHECK(fut_mpi_executor_new(
 				      &ex, &(fut_mpi_opts){
@@ -132,29 +183,26 @@ static int mode_lostresult(void)
 				(void)fut__alloc_fail_nth(0);
 				continue;
 			}
-			fut_future *f = NULL;
-			CHECK(fut_submit_bytes(ex, fail_run_task, &runs[i],
-					       sizeof(runs[i]), &f) == FUT_OK);
-			/* The timeout only guards against the hang. */
-			int rc = fut_result(f, 20, NULL);
-			if (rc != FUT_ENOMEM)
-				fprintf(stderr,
-					"lostresult: threads %zu, %ld "
-					"failures: %s (%s)\n",
-					threads, runs[i], fut_strerror(rc),
-					rc == FUT_ETIMEDOUT ?
-						"the future never ended" :
-						fut_error_message(f));
-			CHECK(rc == FUT_ENOMEM);
-			CHECK(strstr(fut_error_message(f), "out of memory") !=
-			      NULL);
-			fut_release(f);
-			one_task(ex); /* the rank serves on */
+			CHECK(first_task_with_failures(ex, from, counts[i],
+						       threads) == want);
+			square_ok(ex);
 			fut_executor_free(ex);
 			CHECK(fut__mpi_live_objects() == 0);
 		}
 	}
 	return 0;
+}
+
+static int mode_lostresult(void)
+{
+	static const long counts[] = { 2, 3, 8 };
+	return failure_runs(1, counts, 3, FUT_ENOMEM);
+}
+
+static int mode_sendnomem(void)
+{
+	static const long counts[] = { 1, 3, 10 };
+	return failure_runs(2, counts, 3, FUT_OK);
 }
 
 /* shutdown(NOWAIT | CANCEL_PENDING) while the manager is handing a
@@ -322,6 +370,8 @@ int main(int argc, char **argv)
 		rc = mode_cancel();
 	else if (strcmp(mode, "lostresult") == 0)
 		rc = mode_lostresult();
+	else if (strcmp(mode, "sendnomem") == 0)
+		rc = mode_sendnomem();
 	else if (strcmp(mode, "taskrank") == 0)
 		rc = mode_taskrank();
 	else if (strcmp(mode, "forkint") == 0)
@@ -332,7 +382,7 @@ int main(int argc, char **argv)
 	else {
 		fprintf(stderr,
 			"usage: %s sweep RANK|threads|isolate|cancel|taskrank|"
-			"forkint|lostresult\n",
+			"forkint|lostresult|sendnomem\n",
 			argv[0]);
 		rc = 2;
 	}
