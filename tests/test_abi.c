@@ -129,6 +129,12 @@ static void test_functions_new_in_0_2_are_in_its_node(void **state)
 	assert_non_null(requested);
 	assert_null(dlvsym(h, "fut_interrupt_requested", "LIBFUTURE_0"));
 	assert_false(requested(NULL));
+	void *(*buffer)(fut_task *, size_t) =
+		(void *(*)(fut_task *, size_t))dlvsym(
+			h, "fut_task_result_buffer", "LIBFUTURE_0.2");
+	assert_non_null(buffer);
+	assert_null(dlvsym(h, "fut_task_result_buffer", "LIBFUTURE_0"));
+	assert_null(buffer(NULL, 16));
 	dlclose(h);
 }
 
