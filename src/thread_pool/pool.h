@@ -220,9 +220,15 @@ void fut__tp_jobs_settle(struct tpool *p);
 void fut__tp_wakep(struct tpool *p);
 /* A looker stops looking; wakes or starts lookers for what is queued. */
 void fut__tp_stop_looking(struct tpool *p);
-/* Starts one worker, counted a looker by the caller.  Caller holds
- * p->ctl. */
+/* A worker thread's body (arg: its struct worker). */
+void *fut__tp_worker_main(void *arg);
+
+/* start.c */
+/* Starts one worker, counted a looker by the caller: p->ctl held across
+ * pthread_create (the pool's first thread, _locked) or only around it. */
 int fut__tp_spawn_locked(struct tpool *p);
+int fut__tp_spawn(struct tpool *p);
+/* A nested wait's looker; false when none can be added. */
 bool fut__tp_start_looker(struct tpool *p);
 /* Wakes every idle worker (shutdown, a break, a worker that exits). */
 void fut__tp_wake_all(struct tpool *p);
