@@ -387,7 +387,7 @@ static void check_worker_cpus(const cpu_set_t *cpus)
 }
 
 /*
- * Threads start away from their submitter's cpu while it submits (idle.c,
+ * Threads start away from their submitter's cpu while it submits (start.c,
  * "Placement"), then run where the submitter may: on all its cpus, on
  * the one cpu of a submitter pinned there (nothing else to start on),
  * and on a submitter's pair of cpus.
@@ -415,6 +415,71 @@ static void test_workers_take_the_submitters_cpus(void **state)
 				CPU_SET(c, &two);
 		check_worker_cpus(&two);
 	}
+}
+
+/* A task that moves its own thread onto `moved`, then submits one that
+ * needs a thread of its own (a timed wait runs nothing inline) and
+ * reports that thread's cpus in `got`. */
+struct mover {
+	fut_executor *ex;
+	cpu_set_t moved, got;
+};
+
+static void report_own_cpus(fut_task *t)
+{
+	cpu_set_t *out = fut_task_arg(t);
+	if (pthread_getaffinity_np(pthread_self(), sizeof(*out), out) != 0)
+		fut_task_fail(t, FUT_ESYS, "pthread_getaffinity_np");
+	else
+		fut_task_return(t, NULL);
+}
+
+static void move_then_submit(fut_task *t)
+{
+	struct mover *m = fut_task_arg(t);
+	fut_future *f;
+	int rc = pthread_setaffinity_np(pthread_self(), sizeof(m->moved),
+					&m->moved);
+	if (rc == 0)
+		rc = fut_submit(m->ex, report_own_cpus, &m->got, &f);
+	if (rc == 0) {
+		rc = fut_result(f, 20.0, NULL);
+		fut_release(f);
+	}
+	if (rc != 0)
+		fut_task_fail(t, rc, "moving or submitting");
+	else
+		fut_task_return(t, NULL);
+}
+
+/* A pool's threads run on its first submitter's cpus whoever starts them:
+ * a worker whose task moved its thread elsewhere starts the next one
+ * there no more (pthread_create's default, the starter's cpus). */
+static void
+test_a_thread_started_by_a_moved_worker_runs_on_the_pools_cpus(void **state)
+{
+	(void)state;
+	cpu_set_t all, one;
+	assert_int_equal(
+		pthread_getaffinity_np(pthread_self(), sizeof(all), &all), 0);
+	if (CPU_COUNT(&all) < 2)
+		skip();
+	int here = sched_getcpu();
+	assert_true(here >= 0);
+	CPU_ZERO(&one);
+	CPU_SET(here, &one);
+	assert_int_equal(
+		pthread_setaffinity_np(pthread_self(), sizeof(one), &one), 0);
+	struct mover m = { .ex = new_pool(2), .moved = all };
+	fut_future *f;
+	assert_int_equal(fut_submit(m.ex, move_then_submit, &m, &f), FUT_OK);
+	assert_int_equal(fut_result(f, 30.0, NULL), FUT_OK);
+	fut_release(f);
+	assert_int_equal(fut__tp_threads(m.ex), 2);
+	assert_true(CPU_EQUAL(&m.got, &one));
+	fut_executor_free(m.ex);
+	assert_int_equal(
+		pthread_setaffinity_np(pthread_self(), sizeof(all), &all), 0);
 }
 
 static void test_busy_workers_make_the_pool_start_more_threads(void **state)
@@ -1750,6 +1815,8 @@ int main(void)
 			test_four_threads_submitting_at_once_get_every_result),
 		cmocka_unit_test(test_submit_many_runs_every_input),
 		cmocka_unit_test(test_workers_take_the_submitters_cpus),
+		cmocka_unit_test(
+			test_a_thread_started_by_a_moved_worker_runs_on_the_pools_cpus),
 		cmocka_unit_test(test_bad_input_gives_einval),
 		cmocka_unit_test(test_allocation_failures_are_clean),
 		cmocka_unit_test(
@@ -1769,5 +1836,8 @@ int main(void)
 		cmocka_unit_test(
 			test_a_pool_freed_by_its_own_task_leaves_nothing_at_exit),
 	};
+	/* TEST_FILTER=pattern runs the matching tests only. */
+	if (getenv("TEST_FILTER") != NULL)
+		cmocka_set_test_filter(getenv("TEST_FILTER"));
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -150,6 +150,7 @@ struct tpool {
 	uint32_t ndraining;
 	/* Where threads start (idle.c, "Placement"), guarded by ctl. */
 	cpu_set_t cpus;	      /* the cpus of the first thread's starter */
+	bool cpus_known;      /* they could be read: every thread runs there */
 	int home_cpu;	      /* the cpu it ran on; -1: none */
 	uint64_t pushed_seen; /* q.pushed at the last start placed */
 };

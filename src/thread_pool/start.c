@@ -109,6 +109,11 @@ static int start_done_locked(struct tpool *p, struct worker *w, int rc)
  * A placed thread takes the submitter's cpus back as its first act.
  * Nothing is placed when the cpus cannot be read or the submitter may
  * run on one cpu only.
+ *
+ * A thread not placed starts on those cpus too, the pool's, whoever
+ * starts it: pthread_create's default, its starter's cpus, would hand a
+ * task's pinning of its own thread to every thread that thread starts.
+ * Only cpus that cannot be read leave a start to the default.
  */
 
 /* The submitter's cpus less its home, in *away; false when none is left.
@@ -120,15 +125,15 @@ static bool away_from_home(const struct tpool *p, cpu_set_t *away)
 	return CPU_COUNT(away) > 0;
 }
 
-/* The first thread's cpus, in *away; false: leave it to the kernel.
- * Caller holds p->ctl. */
+/* The first thread's cpus, in *away (and the pool's, in p->cpus); false:
+ * leave it to the kernel.  Caller holds p->ctl. */
 static bool place_first(struct tpool *p, cpu_set_t *away)
 {
 	assert(fut__mutex_held(&p->ctl));
+	p->cpus_known = pthread_getaffinity_np(pthread_self(), sizeof(p->cpus),
+					       &p->cpus) == 0;
 	p->home_cpu = sched_getcpu();
-	if (p->home_cpu < 0 || p->home_cpu >= CPU_SETSIZE ||
-	    pthread_getaffinity_np(pthread_self(), sizeof(p->cpus), &p->cpus) !=
-		    0 ||
+	if (!p->cpus_known || p->home_cpu < 0 || p->home_cpu >= CPU_SETSIZE ||
 	    CPU_COUNT(&p->cpus) < 2) {
 		p->home_cpu = -1;
 		return false;
@@ -151,6 +156,27 @@ static bool place_later(struct tpool *p, cpu_set_t *away)
 	return away_from_home(p, away);
 }
 
+/* Where w starts, in *cpus (first: the pool's first thread): away from
+ * the submitter's home, or on the pool's cpus when its starter is not on
+ * them (a task moved its worker); false: where its starter may run (on
+ * the pool's cpus already, or they could not be read).  Reading the
+ * starter's cpus is one system call; naming cpus for every start made a
+ * thread's start cost ~15 us more, since the new thread then sets them
+ * (W7b, docs/perf-log.md).  Caller holds p->ctl. */
+static bool start_cpus_locked(struct tpool *p, struct worker *w, bool first,
+			      cpu_set_t *cpus)
+{
+	w->placed = first ? place_first(p, cpus) : place_later(p, cpus);
+	if (w->placed)
+		return true;
+	if (!p->cpus_known ||
+	    (pthread_getaffinity_np(pthread_self(), sizeof(*cpus), cpus) == 0 &&
+	     CPU_EQUAL(cpus, &p->cpus)))
+		return false;
+	*cpus = p->cpus;
+	return true;
+}
+
 /* Starts one worker, which starts as a looker (the caller counted it in
  * nspinning).  Caller holds p->ctl, across pthread_create: the pool's
  * first thread, started by a submit, away from the submitter's cpu. */
@@ -160,25 +186,25 @@ int fut__tp_spawn_locked(struct tpool *p)
 	int rc = reserve_locked(p, &w);
 	if (rc != FUT_OK)
 		return rc;
-	cpu_set_t away;
-	w->placed = place_first(p, &away);
+	cpu_set_t cpus;
+	bool set = start_cpus_locked(p, w, true, &cpus);
 	rc = fut__tp_thread_start(&w->thread, fut__tp_worker_main, w, &w->stack,
-				  w->placed ? &away : NULL);
+				  set ? &cpus : NULL);
 	return start_done_locked(p, w, rc);
 }
 
-/* Starts reserved worker w away from the submitter's cpu while it
- * submits (Placement).  Caller holds p->ctl, which is dropped across
+/* Starts reserved worker w where Placement says.  Caller holds p->ctl,
+ * which is dropped across
  * pthread_create: threads that start others clone at once on every cpu
  * (a clone is most of a thread's start; under the lock they took turns). */
 static int start_reserved_locked(struct tpool *p, struct worker *w)
 {
 	assert(fut__mutex_held(&p->ctl));
-	cpu_set_t away;
-	w->placed = place_later(p, &away);
+	cpu_set_t cpus;
+	bool set = start_cpus_locked(p, w, false, &cpus);
 	pthread_mutex_unlock(&p->ctl);
 	int rc = fut__tp_thread_start(&w->thread, fut__tp_worker_main, w,
-				      &w->stack, w->placed ? &away : NULL);
+				      &w->stack, set ? &cpus : NULL);
 	pthread_mutex_lock(&p->ctl);
 	return start_done_locked(p, w, rc);
 }
