@@ -255,24 +255,33 @@ static void
 test_an_inherited_cancel_leaves_the_parents_worker_alone(void **state)
 {
 	(void)state;
-	struct scene s;
-	scene_set(&s);
-	struct revoke_report r;
-	memset(&r, 0, sizeof(r));
-	assert_true(in_fork_child(cancel_before_free, &s, &r, sizeof(r)));
-	assert_int_equal(r.state, FUT_PENDING);
-	assert_true(r.cancelled);
-	assert_int_equal(r.interrupt, FUT_OK);
-	/* The child's cancel left the word the parent's worker reads as it
-	 * was (read in the child, around the cancel: the parent's manager
-	 * may take the task back itself once 5 ms have passed). */
-	if (r.sent_before)
-		assert_true(r.sent_after);
-	else
-		print_message(
-			"taken back before the child looked: unchecked\n");
-	assert_int_equal(fut_state(s.block), FUT_RUNNING);
-	scene_end(&s);
+	for (int attempt = 0;; attempt++) {
+		struct scene s;
+		scene_set(&s);
+		struct revoke_report r;
+		memset(&r, 0, sizeof(r));
+		assert_true(
+			in_fork_child(cancel_before_free, &s, &r, sizeof(r)));
+		assert_int_equal(r.state, FUT_PENDING);
+		assert_true(r.cancelled);
+		assert_int_equal(r.interrupt, FUT_OK);
+		assert_int_equal(fut_state(s.block), FUT_RUNNING);
+		scene_end(&s);
+		/* The child's cancel left the word the parent's worker reads
+		 * as it was (read in the child, around the cancel).  The
+		 * parent's manager may take the task back itself once 5 ms
+		 * have passed: before the child looked (unchecked), or
+		 * between its two reads, as a slow child (valgrind) sees in
+		 * CI.  Then again: a cancel that writes the word writes it
+		 * every time. */
+		if (!r.sent_before)
+			print_message(
+				"taken back before the child looked: unchecked\n");
+		if (!r.sent_before || r.sent_after)
+			return;
+		print_message("changed between the child's reads: again\n");
+		assert_true(attempt < 10);
+	}
 }
 
 /* ------------------------------------------------------------------ */
