@@ -355,9 +355,13 @@ $(BUILD)/stress/stress: tests/stress/stress.c $(STATIC)
 stress: all $(BUILD)/stress/stress
 	STRESS_SECONDS=$(STRESS_SECONDS) $(TEST_WRAPPER) $(BUILD)/stress/stress
 
+# A stuck run prints its process tree and every thread's backtrace
+# (tests/stress/on_hang.sh, with gdb) before it fails: a CI log then says
+# where it stuck.
 check-stress: all $(BUILD)/stress/stress
-	STRESS_SECONDS=$(STRESS_CHECK_SECONDS) timeout $(TEST_TIMEOUT) \
-		$(TEST_WRAPPER) $(BUILD)/stress/stress
+	STRESS_SECONDS=$(STRESS_CHECK_SECONDS) \
+		STRESS_ON_HANG="$${STRESS_ON_HANG:-sh $(CURDIR)/tests/stress/on_hang.sh}" \
+		timeout $(TEST_TIMEOUT) $(TEST_WRAPPER) $(BUILD)/stress/stress
 
 # The ASan stress leaves the process pool out (tests/stress/stress.c says
 # why); valgrind runs one thread at a time, so its fork is safe: a short

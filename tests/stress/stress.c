@@ -19,7 +19,9 @@
  * whose leak check runs at exit.  A watchdog aborts (with the seed) when
  * no thread has made progress for STRESS_WATCHDOG seconds (120 by default),
  * and says what each thread and main were doing; STRESS_ON_HANG="cmd"
- * runs `cmd <pid>` before that (a debugger's backtrace of every thread).
+ * runs `cmd <pid>` before that, or when a future is found not done in
+ * time (tests/stress/on_hang.sh: the process tree and a debugger's
+ * backtrace of every thread; make check-stress sets it where gdb is).
  *
  * Some tasks write their result in fut_task_result_buffer, one in eight
  * of them past 256 KiB (shared memory on the process pool).
@@ -516,6 +518,21 @@ struct worker {
 static _Atomic(const char *) phase = "running";
 static _Atomic(const char *) phase_kind = "";
 
+/* STRESS_ON_HANG="cmd": runs `cmd <pid>` (tests/stress/on_hang.sh: the
+ * process tree and every thread's backtrace), once, where the stress
+ * finds itself stuck: the watchdog, or a future not done in time. */
+static void on_hang(void)
+{
+	static atomic_flag ran = ATOMIC_FLAG_INIT;
+	const char *cmd = getenv("STRESS_ON_HANG");
+	if (cmd == NULL || atomic_flag_test_and_set(&ran))
+		return;
+	char line[512];
+	snprintf(line, sizeof(line), "%s %d 1>&2", cmd, (int)getpid());
+	if (system(line) != 0)
+		fprintf(stderr, "stress: %s failed\n", line);
+}
+
 /* Waits for a held future, checks it against its final callback, and
  * drops it. */
 static void retire(struct record *r)
@@ -528,6 +545,7 @@ static void retire(struct record *r)
 			RETIRE_TIMEOUT, kinds[r->note->in.kind].name,
 			r->note->in.task, fut_state(r->f));
 		failures++;
+		on_hang();
 	}
 	/* The final callback runs right after the state is published. */
 	double until = now() + RETIRE_TIMEOUT;
@@ -821,17 +839,7 @@ static void *watchdog(void *arg)
 			for (int i = 0; i < nworkers; i++)
 				fprintf(stderr, "stress: thread %d is in %s\n",
 					i, atomic_load(&workers[i].doing));
-			/* STRESS_ON_HANG="cmd": runs `cmd <pid>` first (a
-			 * debugger's backtrace of every thread, say). */
-			const char *cmd = getenv("STRESS_ON_HANG");
-			if (cmd != NULL) {
-				char line[512];
-				snprintf(line, sizeof(line), "%s %d", cmd,
-					 (int)getpid());
-				if (system(line) != 0)
-					fprintf(stderr, "stress: %s failed\n",
-						line);
-			}
+			on_hang();
 			abort();
 		}
 	}
