@@ -530,6 +530,7 @@ uninstall:
 format:
 	clang-format -i include/*.h src/*/*.[ch] tests/*.c \
 		$(wildcard tests/*.h) $(wildcard tests/mpi/*.[ch]) \
+		$(wildcard tests/stress/*.c) $(wildcard tests/fuzz/*.c) \
 		$(wildcard examples/*.c) $(wildcard examples/*.cpp) \
 		$(wildcard bench/*.c) $(wildcard bench/*.h)
 

@@ -1000,7 +1000,8 @@ int main(int argc, char **argv)
 			 * by one of its own tasks finishes its own: retire()
 			 * waits for it (and fails the run if it never does). */
 			const struct record *r = &w[i].held[k];
-			CHECK(fut_done(r->f) || was_self_freed(r->note->in.pool));
+			CHECK(fut_done(r->f) ||
+			      was_self_freed(r->note->in.pool));
 			ops++;
 			retire(&w[i].held[k]);
 		}
