@@ -32,6 +32,21 @@ static inline int world_rank(void)
 	return r;
 }
 
+/* The core's allocation-failure hooks (core/alloc.h; static link only). */
+long fut__alloc_fail_nth(long n);
+long fut__alloc_fail_run(long n, long count);
+
+/* A check outside cmocka's runner (a server rank, a fork child): says
+ * where and on which rank, and exits 1. */
+#define CHECK(cond)                                                            \
+	do {                                                                   \
+		if (!(cond)) {                                                 \
+			fprintf(stderr, "%s:%d: rank %d: check failed: %s\n",  \
+				__FILE__, __LINE__, world_rank(), #cond);      \
+			exit(1);                                               \
+		}                                                              \
+	} while (0)
+
 /* MPI_Init_thread with MULTIPLE, or exit 1. */
 static inline void init_mpi(int *argc, char ***argv)
 {

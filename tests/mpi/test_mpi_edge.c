@@ -38,19 +38,6 @@
 #include "mpi_test.h"
 #include "mpi/mpi_client.h"
 
-/* The core's allocation-failure hooks (core/alloc.h; static link only). */
-long fut__alloc_fail_nth(long n);
-long fut__alloc_fail_run(long n, long count);
-
-#define CHECK(cond)                                                            \
-	do {                                                                   \
-		if (!(cond)) {                                                 \
-			fprintf(stderr, "%s:%d: rank %d: check failed: %s\n",  \
-				__FILE__, __LINE__, world_rank(), #cond);      \
-			exit(1);                                               \
-		}                                                              \
-	} while (0)
-
 /* One task through ex: its square, or the executor broke (a server gave
  * up) or the client ran out of memory for it. */
 static void one_task(fut_executor *ex)

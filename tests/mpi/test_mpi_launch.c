@@ -60,19 +60,6 @@
 
 #include "mpi_test.h"
 
-/* The core's allocation-failure hooks (core/alloc.h; static link only). */
-long fut__alloc_fail_nth(long n);
-long fut__alloc_fail_run(long n, long count);
-
-#define CHECK(cond)                                                            \
-	do {                                                                   \
-		if (!(cond)) {                                                 \
-			fprintf(stderr, "%s:%d: rank %d: check failed: %s\n",  \
-				__FILE__, __LINE__, world_rank(), #cond);      \
-			exit(1);                                               \
-		}                                                              \
-	} while (0)
-
 /* fut_mpi_executor_new(opts), which must succeed: the executor on root,
  * NULL on a server once it has served. */
 static fut_executor *client(const fut_mpi_opts *opts)
