@@ -982,6 +982,62 @@ static void test_an_input_is_freed_however_its_task_ends(void **state)
 	gate_fini(&g);
 }
 
+/* Returns whether its input starts aligned as malloc's memory is. */
+static void input_aligned(fut_task *t)
+{
+	const void *in = fut_task_input(t, NULL);
+	fut_task_return(
+		t, (void *)(uintptr_t)((uintptr_t)in % _Alignof(max_align_t) ==
+				       0));
+}
+
+/*
+ * A task's input starts aligned as malloc's memory (docs/api.md,
+ * fut_task_input: no promise beyond malloc's), inline in the job block
+ * or a heap copy, so that a task may read a long double or a
+ * max_align_t of it in place.  Both started 8 bytes past it, behind the
+ * input's length.
+ */
+static void test_an_input_starts_aligned_as_malloc_memory(void **state)
+{
+	(void)state;
+	static unsigned char in[5000];
+	const size_t sizes[] = {
+		1,   16, 48, 49, FUT__TP_INLINE_BYTES, FUT__TP_INLINE_BYTES + 1,
+		5000
+	};
+	enum {
+		N = sizeof(sizes) / sizeof(sizes[0])
+	};
+	fut_executor *ex = new_pool(2);
+	fut_future *fs[N];
+	for (size_t k = 0; k < N; k++)
+		assert_int_equal(fut_submit_bytes(ex, input_aligned, in,
+						  sizes[k], &fs[k]),
+				 FUT_OK);
+	fut_future *many[3];
+	assert_int_equal(fut_submit_many(ex, input_aligned, in, 24, 3, many),
+			 FUT_OK);
+	for (size_t k = 0; k < N; k++) {
+		void *aligned = NULL;
+		assert_int_equal(fut_result(fs[k], FUT_FOREVER, &aligned),
+				 FUT_OK);
+		if (aligned == NULL)
+			print_error("input of %zu bytes misaligned\n",
+				    sizes[k]);
+		assert_non_null(aligned);
+		fut_release(fs[k]);
+	}
+	for (size_t k = 0; k < 3; k++) {
+		void *aligned = NULL;
+		assert_int_equal(fut_result(many[k], FUT_FOREVER, &aligned),
+				 FUT_OK);
+		assert_non_null(aligned);
+		fut_release(many[k]);
+	}
+	fut_executor_free(ex);
+}
+
 static void test_tasks_and_callbacks_can_submit(void **state)
 {
 	(void)state;
@@ -1809,6 +1865,7 @@ int main(void)
 		cmocka_unit_test(test_free_from_own_task_defers_the_free),
 		cmocka_unit_test(test_failing_initializer_breaks_the_pool),
 		cmocka_unit_test(test_an_input_is_freed_however_its_task_ends),
+		cmocka_unit_test(test_an_input_starts_aligned_as_malloc_memory),
 		cmocka_unit_test(test_tasks_and_callbacks_can_submit),
 		cmocka_unit_test(test_futures_outlive_the_pool),
 		cmocka_unit_test(

@@ -8,13 +8,13 @@
 #include "core/base.h"
 
 /* Three block classes (user bytes): small (64, 64-byte aligned: a
- * thread-pool job is one), mid (128) and large (152).  Executors size
- * their records to fit: a thread-pool job with inline input and a
- * process-pool job take the two larger ones. */
+ * thread-pool job is one), mid (128) and large (160), the larger two
+ * 16-aligned.  Executors size their records to fit: a thread-pool job
+ * with inline input and a process-pool job take the two larger ones. */
 #define FUT__SLAB_NCLASS 3u
 #define FUT__SLAB_SMALL 64u
 #define FUT__SLAB_MID 128u
-#define FUT__SLAB_LARGE 152u
+#define FUT__SLAB_LARGE 160u
 
 /* The smallest class whose blocks hold `size` bytes; FUT__SLAB_NCLASS when
  * none does. */

@@ -48,13 +48,20 @@ struct job {
 	unsigned char bytes[]; /* inline class: a struct job_input */
 };
 
+/* The bytes start aligned as malloc's memory, as docs/api.md promises
+ * (a task may read a long double of its input in place): in a heap copy,
+ * and inline, behind the 64-byte job in a block of slab.c's larger
+ * classes, which are 16-aligned. */
 struct job_input {
 	size_t len;
-	unsigned char bytes[];
+	_Alignas(max_align_t) unsigned char bytes[];
 };
 
 _Static_assert(sizeof(struct job) <= FUT__SLAB_SMALL,
 	       "a job must fit the smallest block class");
+_Static_assert(offsetof(struct job, bytes) % _Alignof(max_align_t) == 0 &&
+		       _Alignof(max_align_t) <= 16,
+	       "an inline input starts aligned in a 16-aligned block");
 
 struct tpool;
 
@@ -274,8 +281,9 @@ void fut__tp_step_back(struct worker *w);
  * it and it has not started. */
 bool fut__tp_job_assist(fut_future *f);
 
-/* FUT__SLAB_LARGE holds a job and an inline input with its 8-byte length. */
-#define FUT__TP_INLINE_BYTES (FUT__SLAB_LARGE - FUT__SLAB_SMALL - 8u)
+/* FUT__SLAB_LARGE holds a job and an inline input with its length. */
+#define FUT__TP_INLINE_BYTES                                                   \
+	(FUT__SLAB_LARGE - FUT__SLAB_SMALL - offsetof(struct job_input, bytes))
 
 /* Test hooks: submitters of thread pool ex now blocked on a full queue
  * (max_queue), and the worker threads it has started. */
