@@ -163,8 +163,12 @@ MPI_STATIC = $(BUILD)/libfuture-mpi.a
 MPI_NO_UNDEFINED = $(if $(SANFLAGS),,-Wl,--no-undefined)
 MPI_SONAME = libfuture-mpi.so.$(MAJOR)
 MPI_SHARED = $(BUILD)/libfuture-mpi.so.$(VERSION)
-# The MPI's own .pc for libfuture-mpi.pc's Requires, where there is one.
-MPI_PC = $(shell for p in mpi-c ompi-c mpich; do \
+# The MPI's own .pc for libfuture-mpi.pc's Requires, where there is one:
+# that of the MPI $(MPICC) wraps (Open MPI's answers --showme), not the
+# first installed: Debian's mpi-c is Open MPI's even for mpicc.mpich
+# (tests/mpi/check_pc.sh).
+MPI_PC = $(shell if $(MPICC) --showme:version >/dev/null 2>&1; then \
+	l="ompi-c mpi-c"; else l="mpich"; fi; for p in $$l; do \
 	pkg-config --exists $$p 2>/dev/null && { echo $$p; break; }; done)
 MPI_TEST_SRCS := $(wildcard tests/mpi/test_*.c)
 # The MPI examples link the shared libraries, as a user's program would:
@@ -217,7 +221,7 @@ MPI_PC_SED = sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
 	-e 's|@MPI_LIBS@|$(if $(MPI_PC),,$(shell $(MPICC) --showme:link 2>/dev/null))|g' \
 	libfuture-mpi.pc.in
 
-$(BUILD)/libfuture-mpi.pc: libfuture-mpi.pc.in include/future.h
+$(BUILD)/libfuture-mpi.pc: libfuture-mpi.pc.in include/future.h Makefile
 	@mkdir -p $(dir $@)
 	$(MPI_PC_SED) >$@
 
@@ -241,6 +245,7 @@ ifeq ($(HAVE_MPI),yes)
 test-mpi: mpi $(MPI_TESTS) $(MPI_PLUGIN)
 	@MPIRUN=$(MPIRUN) TEST_WRAPPER="$(TEST_WRAPPER)" SANITIZER=$(SANITIZER) \
 		sh tests/mpi/run.sh $(BUILD)
+	@sh tests/mpi/check_pc.sh $(BUILD) $(MPICC)
 else
 test-mpi:
 	@echo "test-mpi: skipped: no MPI ($(MPICC) not found; make deps-mpi)"
