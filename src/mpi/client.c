@@ -117,6 +117,18 @@ static int client_shutdown(fut_executor *ex, unsigned flags)
 		(void)fut_cancel(&j->fut);
 		fut_release(&j->fut);
 	}
+	if (!wait && fut__current_executor() != ex) {
+		/* NOWAIT: once the caller has every result it may call
+		 * MPI_Finalize, and MPI forbids any other thread inside MPI
+		 * then (MPICH aborts: docs/mpi.md, Finalize).  So the STOPs
+		 * of an executor shut down idle, and the BYEs that answer
+		 * them, are done before this returns; with work left it
+		 * returns once the manager has seen the shutdown. */
+		pthread_mutex_lock(&c->lock);
+		while (!c->manager_done && !c->shutdown_seen)
+			pthread_cond_wait(&c->done_cv, &c->lock);
+		pthread_mutex_unlock(&c->lock);
+	}
 	if (wait) {
 		pthread_mutex_lock(&c->lock);
 		while (!c->manager_done)

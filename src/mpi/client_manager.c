@@ -524,6 +524,19 @@ static bool drained(struct mclient *c)
 	return done;
 }
 
+/* Shut down with work left: a shutdown(NOWAIT) waiting in client.c may
+ * return (its caller's futures are not all done).  Shut down idle, the
+ * manager stops the ranks and ends instead, and that caller waits for
+ * it: MPI_Finalize may follow that shutdown at once. */
+static void see_shutdown(struct mclient *c)
+{
+	c->seen = true;
+	pthread_mutex_lock(&c->lock);
+	c->shutdown_seen = true;
+	pthread_cond_broadcast(&c->done_cv);
+	pthread_mutex_unlock(&c->lock);
+}
+
 /* True once every server's BYE came (they come after their STOP). */
 static bool all_said_bye(const struct mclient *c)
 {
@@ -547,6 +560,8 @@ void *fut__mpi_client_manager(void *arg)
 		did |= fut__mpi_link_progress(&c->link);
 		if (!c->stopping && drained(c))
 			c->stopping = true;
+		else if (!c->stopping && !c->seen && atomic_load(&c->shutting))
+			see_shutdown(c);
 		if (c->stopping) /* again each pass: a STOP not sent is retried */
 			stop_ranks(c);
 		if (c->stopping && !fut__mpi_link_busy(&c->link) &&

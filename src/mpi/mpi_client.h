@@ -85,9 +85,12 @@ struct mclient {
 	char *broken_msg;	    /* lock; never changes once set */
 	bool wake, sleeping;	    /* lock: the manager's sleep */
 	bool manager_done, joined;  /* lock */
-	bool free_on_exit;	    /* lock: freed from a callback */
-	struct cname *names;	    /* lock: id i + 1 at names[i] */
-	uint32_t nnames, capnames;  /* lock */
+	/* lock: the manager saw the shutdown with work left; until then a
+	 * shutdown(NOWAIT) waits (client.c, client_shutdown()). */
+	bool shutdown_seen;
+	bool free_on_exit;	   /* lock: freed from a callback */
+	struct cname *names;	   /* lock: id i + 1 at names[i] */
+	uint32_t nnames, capnames; /* lock */
 
 	/* The manager's own. */
 	struct fut__mpi_link link;
@@ -97,6 +100,7 @@ struct mclient {
 	int next_rank;
 	int hot_rank; /* the rank whose result came last; -1: none yet */
 	bool stopping;
+	bool seen;  /* shutdown_seen was set */
 	bool broke; /* break_all ran */
 	struct mheld held[FUT__MPI_HELD_MAX];
 	size_t nheld;

@@ -29,6 +29,13 @@
  *                end with its result once memory is back, and the rank
  *                serve on (before 2026-12-06 the server gave up serving:
  *                FUT_EBROKEN, and the executor broke).
+ *   nowaitfin    every future done, shutdown(NOWAIT), MPI_Finalize at
+ *                once, never freed: no other thread of root may call MPI
+ *                as MPI_Finalize begins (counted through the profiling
+ *                interface).  Before 2026-12-07 the manager sent the STOPs
+ *                and probed for the BYEs after shutdown returned: MPICH
+ *                aborted in finalize ~1 run in 15, "pthread_mutex_destroy:
+ *                Device or resource busy" (docs/reliability.md).
  * run.sh's timeout ends a hang as a failure.
  */
 #include <sched.h>
@@ -344,9 +351,90 @@ static int mode_forkint(void)
 	return !WIFEXITED(status) || WEXITSTATUS(status) != 0;
 }
 
+/*
+ * nowaitfin: MPI calls of other threads from MPI_Finalize's start on,
+ * counted through the MPI profiling interface (these definitions take
+ * the place of the MPI library's for this program, static libfuture-mpi
+ * included).  MPI_Finalize watches for 200 ms before it finalizes: in a
+ * program without that pause, such a call races finalize.
+ */
+static _Atomic bool watch_finalize, watching;
+static _Atomic long stray_calls;
+static pthread_t main_thread;
+
+static void stray(void)
+{
+	if (atomic_load(&watching) &&
+	    !pthread_equal(pthread_self(), main_thread))
+		atomic_fetch_add(&stray_calls, 1);
+}
+
+int MPI_Iprobe(int source, int tag, MPI_Comm comm, int *flag,
+	       MPI_Status *status)
+{
+	stray();
+	return PMPI_Iprobe(source, tag, comm, flag, status);
+}
+
+int MPI_Isend(const void *buf, int count, MPI_Datatype type, int dest, int tag,
+	      MPI_Comm comm, MPI_Request *request)
+{
+	stray();
+	return PMPI_Isend(buf, count, type, dest, tag, comm, request);
+}
+
+int MPI_Test(MPI_Request *request, int *flag, MPI_Status *status)
+{
+	stray();
+	return PMPI_Test(request, flag, status);
+}
+
+int MPI_Comm_free(MPI_Comm *comm)
+{
+	stray();
+	return PMPI_Comm_free(comm);
+}
+
+int MPI_Finalize(void)
+{
+	if (atomic_load(&watch_finalize)) {
+		atomic_store(&watching, true);
+		nanosleep(&(struct timespec){ 0, 200000000 }, NULL);
+		atomic_store(&watching, false);
+	}
+	return PMPI_Finalize();
+}
+
+/* Every future done, shutdown(NOWAIT), then MPI_Finalize at once, never
+ * freed.  The servers nap up to 0.5 s (each rank passes its own poll
+ * times) when the STOP comes: the manager, which sent it after
+ * shutdown returned, was probing for their BYE as finalize began. */
+static int mode_nowaitfin(void)
+{
+	bool root = world_rank() == 0;
+	fut_executor *ex = NULL;
+	CHECK(fut_mpi_executor_new(
+		      &ex, &(fut_mpi_opts){ .poll_backoff = root ? 0 : 0.5 }) ==
+	      FUT_OK);
+	if (ex == NULL)
+		return 0;
+	int x = 5;
+	fut_future *f;
+	CHECK(fut_submit_bytes(ex, square_task, &x, sizeof(x), &f) == FUT_OK);
+	CHECK(fut_result(f, 30, NULL) == FUT_OK);
+	fut_release(f);
+	/* The servers nap 0.5 s at a time by now. */
+	nanosleep(&(struct timespec){ 1, 500000000 }, NULL);
+	CHECK(fut_executor_shutdown(ex, FUT_SHUTDOWN_NOWAIT) == FUT_OK);
+	atomic_store(&watch_finalize, true);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
+	main_thread = pthread_self();
 	init_mpi(&argc, &argv);
+	int rank = world_rank();
 	const char *mode = argc > 1 ? argv[1] : "";
 	int rc;
 	if (strcmp(mode, "sweep") == 0 && argc > 2)
@@ -363,17 +451,26 @@ int main(int argc, char **argv)
 		rc = mode_taskrank();
 	else if (strcmp(mode, "forkint") == 0)
 		rc = mode_forkint();
+	else if (strcmp(mode, "nowaitfin") == 0)
+		rc = mode_nowaitfin();
 	else if (strcmp(mode, "isolate") == 0)
 		rc = sweep(1, &(fut_mpi_opts){ .flags = FUT_MPI_ISOLATE },
 			   mode);
 	else {
 		fprintf(stderr,
 			"usage: %s sweep RANK|threads|isolate|cancel|taskrank|"
-			"forkint|lostresult|sendnomem\n",
+			"forkint|lostresult|sendnomem|nowaitfin\n",
 			argv[0]);
 		rc = 2;
 	}
 	MPI_Finalize();
+	if (atomic_load(&stray_calls) != 0) {
+		fprintf(stderr,
+			"%s: rank %d: %ld MPI calls of another thread as "
+			"MPI_Finalize began\n",
+			mode, rank, atomic_load(&stray_calls));
+		rc = 1;
+	}
 	if (rc == 0)
 		printf("%s: ok\n", mode);
 	return rc;
