@@ -41,25 +41,6 @@ static void fail_broken(struct mclient *c, struct mjob *list)
 	}
 }
 
-/* Sends one STOP to every server rank not yet stopped (nor gone: one that
- * gave up said BYE unasked). */
-static void stop_ranks(struct mclient *c)
-{
-	for (int r = 0; r < c->s.size; r++) {
-		if (r == c->s.root || c->ranks[r].stopped || c->ranks[r].bye)
-			continue;
-		struct fut__mpi_frame fr = { 0 };
-		if (fut__mpi_frame_add(&fr, 0, 0, FUT__WIRE_T_STOP, 0, NULL,
-				       0) != FUT_OK ||
-		    fut__mpi_link_send(&c->link, r, FUT__WIRE_TASKS, &fr) !=
-			    FUT_OK) {
-			fut__free(fr.buf);
-			continue; /* retried on the next pass */
-		}
-		c->ranks[r].stopped = true;
-	}
-}
-
 /* The executor is broken (why: formatted): every queued and running job
  * ends FUT_EBROKEN, and every rank gets its STOP. */
 static void break_all(struct mclient *c, const char *fmt, int rank,
@@ -87,7 +68,7 @@ static void break_all(struct mclient *c, const char *fmt, int rank,
 	}
 	c->inflight = 0;
 	if (first)
-		stop_ranks(c);
+		fut__mpi_stop_ranks(c);
 }
 
 /* An ISOLATE server's worker died running j: the payload is the wait
@@ -125,10 +106,13 @@ static void on_crash(struct mclient *c, int rank, struct mjob *j,
  * the sends still in flight complete first (the servers hold every task
  * sent: they received them; a second is ample), and receive_all() probes
  * no more until a job or a STOP is out again: from here until the next
- * submit or shutdown this thread makes no MPI call.
+ * submit or shutdown this thread makes no MPI call.  Shut down and
+ * empty, it stops the ranks first instead (client_stop.c).
  */
 static void go_quiet(struct mclient *c)
 {
+	if (!c->broke && fut__mpi_drained(c) && fut__mpi_stop_first(c))
+		return;
 	(void)fut__mpi_link_flush(&c->link, 1000000000);
 }
 
@@ -511,41 +495,6 @@ static bool send_interrupts(struct mclient *c)
 	return did;
 }
 
-/* True once shut down with nothing left: then the ranks get their STOP. */
-static bool drained(struct mclient *c)
-{
-	if (!atomic_load(&c->shutting))
-		return false;
-	pthread_mutex_lock(&c->lock);
-	bool done = c->shutdown && c->qhead == NULL;
-	pthread_mutex_unlock(&c->lock);
-	for (int r = 0; done && r < c->s.size; r++)
-		done = c->ranks[r].inflight == 0;
-	return done;
-}
-
-/* Shut down with work left: a shutdown(NOWAIT) waiting in client.c may
- * return (its caller's futures are not all done).  Shut down idle, the
- * manager stops the ranks and ends instead, and that caller waits for
- * it: MPI_Finalize may follow that shutdown at once. */
-static void see_shutdown(struct mclient *c)
-{
-	c->seen = true;
-	pthread_mutex_lock(&c->lock);
-	c->shutdown_seen = true;
-	pthread_cond_broadcast(&c->done_cv);
-	pthread_mutex_unlock(&c->lock);
-}
-
-/* True once every server's BYE came (they come after their STOP). */
-static bool all_said_bye(const struct mclient *c)
-{
-	for (int r = 0; r < c->s.size; r++)
-		if (r != c->s.root && !c->ranks[r].bye)
-			return false;
-	return true;
-}
-
 void *fut__mpi_client_manager(void *arg)
 {
 	struct mclient *c = arg;
@@ -558,14 +507,14 @@ void *fut__mpi_client_manager(void *arg)
 		if (atomic_exchange(&c->interrupt_scan, false))
 			did |= send_interrupts(c);
 		did |= fut__mpi_link_progress(&c->link);
-		if (!c->stopping && drained(c))
+		if (!c->stopping && fut__mpi_drained(c))
 			c->stopping = true;
 		else if (!c->stopping && !c->seen && atomic_load(&c->shutting))
-			see_shutdown(c);
+			fut__mpi_see_shutdown(c);
 		if (c->stopping) /* again each pass: a STOP not sent is retried */
-			stop_ranks(c);
+			fut__mpi_stop_ranks(c);
 		if (c->stopping && !fut__mpi_link_busy(&c->link) &&
-		    all_said_bye(c))
+		    fut__mpi_all_said_bye(c))
 			break;
 		if (did) {
 			fut__mpi_idle_busy(&idle);

@@ -136,6 +136,21 @@ int fut__mpi_client_submit_many(fut_executor *ex, fut_fn fn, const void *inputs,
 void fut__mpi_job_fail(struct mjob *j, int code, int task_code,
 		       const char *msg);
 
+/* client_stop.c: the manager's stop of the ranks */
+
+/* Sends one STOP to every server rank not yet stopped (nor gone). */
+void fut__mpi_stop_ranks(struct mclient *c);
+/* True once shut down with nothing left: then the ranks get their STOP. */
+bool fut__mpi_drained(struct mclient *c);
+/* True once every server's BYE came. */
+bool fut__mpi_all_said_bye(const struct mclient *c);
+/* Shut down with work left: a waiting shutdown(NOWAIT) may return. */
+void fut__mpi_see_shutdown(struct mclient *c);
+/* Shut down and empty, the last job about to complete: STOPs and BYEs
+ * first, then the communicator freed; false when the main loop must
+ * finish that. */
+bool fut__mpi_stop_first(struct mclient *c);
+
 /* client_manager.c: the manager thread's body (arg: the client); it
  * drops the manager's reference when it ends. */
 void *fut__mpi_client_manager(void *arg);

@@ -7,8 +7,9 @@
  * The files: names.c (the registry, the module table, task names),
  * link.c (a byte stream of wire frames over MPI messages, the polling
  * clock); the executor on root: client.c (its handle, creation,
- * shutdown and free), client_submit.c (jobs, submission) and
- * client_manager.c (the manager thread), sharing mpi_client.h; the
+ * shutdown and free), client_submit.c (jobs, submission),
+ * client_manager.c (the manager thread) and client_stop.c (its stop of
+ * the ranks), sharing mpi_client.h; the
  * serving ranks: server.c (the MPI loop), server_results.c (the results
  * until they are sent), server_tasks.c (the task threads) and server_pool.c (FUT_MPI_ISOLATE: the tasks go to
  * a libfuture process pool), sharing mpi_server.h; spawn.c

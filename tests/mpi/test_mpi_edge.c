@@ -36,6 +36,9 @@
  *                and probed for the BYEs after shutdown returned: MPICH
  *                aborted in finalize ~1 run in 15, "pthread_mutex_destroy:
  *                Device or resource busy" (docs/reliability.md).
+ *   nowaitbusy   the same with a task running at the shutdown, whose
+ *                result the caller waits for: the manager sent the STOPs
+ *                after completing it (before 2026-12-07).
  * run.sh's timeout ends a hang as a failure.
  */
 #include <sched.h>
@@ -430,6 +433,35 @@ static int mode_nowaitfin(void)
 	return 0;
 }
 
+static void nap_task(fut_task *t)
+{
+	nanosleep(&(struct timespec){ 0, 300000000 }, NULL);
+	fut_task_return_bytes(t, "ok", 2);
+}
+
+/* nowaitfin with a task running at the shutdown: its caller waits for
+ * its result, then MPI_Finalize.  The manager sent the STOPs after that
+ * last completion, and probed for the BYEs as finalize began. */
+static int mode_nowaitbusy(void)
+{
+	bool root = world_rank() == 0;
+	fut_executor *ex = NULL;
+	CHECK(fut_mpi_executor_new(
+		      &ex, &(fut_mpi_opts){ .poll_backoff = root ? 0 : 0.5 }) ==
+	      FUT_OK);
+	if (ex == NULL)
+		return 0;
+	/* The servers nap 0.5 s at a time by now. */
+	nanosleep(&(struct timespec){ 1, 500000000 }, NULL);
+	fut_future *f;
+	CHECK(fut_submit_bytes(ex, nap_task, NULL, 0, &f) == FUT_OK);
+	CHECK(fut_executor_shutdown(ex, FUT_SHUTDOWN_NOWAIT) == FUT_OK);
+	CHECK(fut_result(f, 30, NULL) == FUT_OK);
+	fut_release(f);
+	atomic_store(&watch_finalize, true);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	main_thread = pthread_self();
@@ -453,13 +485,15 @@ int main(int argc, char **argv)
 		rc = mode_forkint();
 	else if (strcmp(mode, "nowaitfin") == 0)
 		rc = mode_nowaitfin();
+	else if (strcmp(mode, "nowaitbusy") == 0)
+		rc = mode_nowaitbusy();
 	else if (strcmp(mode, "isolate") == 0)
 		rc = sweep(1, &(fut_mpi_opts){ .flags = FUT_MPI_ISOLATE },
 			   mode);
 	else {
 		fprintf(stderr,
 			"usage: %s sweep RANK|threads|isolate|cancel|taskrank|"
-			"forkint|lostresult|sendnomem|nowaitfin\n",
+			"forkint|lostresult|sendnomem|nowaitfin|nowaitbusy\n",
 			argv[0]);
 		rc = 2;
 	}

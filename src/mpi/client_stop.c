@@ -1,0 +1,121 @@
+/*
+ * client_stop.c: how the client's manager (client_manager.c) stops the
+ * server ranks.
+ *
+ * Owns: the STOP of each rank once the executor is shut down and empty,
+ * and the wait for every rank's BYE after it.  Shut down with nothing
+ * queued, the STOPs go and the BYEs come before the last job in flight
+ * completes (fut__mpi_stop_first()): the caller may call MPI_Finalize
+ * once it has that result, and no other thread may be inside MPI then.
+ * Threads: the manager only.
+ * Locks: c->lock for the queue and the shutdown flags.
+ */
+#include "mpi_client.h"
+
+/* Sends one STOP to every server rank not yet stopped (nor gone: one that
+ * gave up said BYE unasked). */
+void fut__mpi_stop_ranks(struct mclient *c)
+{
+	for (int r = 0; r < c->s.size; r++) {
+		if (r == c->s.root || c->ranks[r].stopped || c->ranks[r].bye)
+			continue;
+		struct fut__mpi_frame fr = { 0 };
+		if (fut__mpi_frame_add(&fr, 0, 0, FUT__WIRE_T_STOP, 0, NULL,
+				       0) != FUT_OK ||
+		    fut__mpi_link_send(&c->link, r, FUT__WIRE_TASKS, &fr) !=
+			    FUT_OK) {
+			fut__free(fr.buf);
+			continue; /* retried on the next pass */
+		}
+		c->ranks[r].stopped = true;
+	}
+}
+
+/* True once shut down with nothing left: then the ranks get their STOP. */
+bool fut__mpi_drained(struct mclient *c)
+{
+	if (!atomic_load(&c->shutting))
+		return false;
+	pthread_mutex_lock(&c->lock);
+	bool done = c->shutdown && c->qhead == NULL;
+	pthread_mutex_unlock(&c->lock);
+	for (int r = 0; done && r < c->s.size; r++)
+		done = c->ranks[r].inflight == 0;
+	return done;
+}
+
+/* True once every server's BYE came (they come after their STOP). */
+bool fut__mpi_all_said_bye(const struct mclient *c)
+{
+	for (int r = 0; r < c->s.size; r++)
+		if (r != c->s.root && !c->ranks[r].bye)
+			return false;
+	return true;
+}
+
+/* Shut down with work left: a shutdown(NOWAIT) waiting in client.c may
+ * return (its caller's futures are not all done).  Shut down idle, the
+ * manager stops the ranks and ends instead, and that caller waits for
+ * it: MPI_Finalize may follow that shutdown at once. */
+void fut__mpi_see_shutdown(struct mclient *c)
+{
+	c->seen = true;
+	pthread_mutex_lock(&c->lock);
+	c->shutdown_seen = true;
+	pthread_cond_broadcast(&c->done_cv);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/*
+ * Shut down, and the last job is about to complete: the ranks get their
+ * STOP, and their BYEs come, before it does (nothing else can come: every
+ * result is in), for the same reason.  The BYEs are read into a byte of
+ * our own: the held records point into the link's stage.  False, the
+ * main loop then finishing the stop, when something else came or MPI
+ * failed.
+ */
+bool fut__mpi_stop_first(struct mclient *c)
+{
+	c->stopping = true;
+	struct fut__mpi_idle idle;
+	fut__mpi_idle_init(&idle, c->s.spin, c->s.backoff);
+	for (;;) {
+		fut__mpi_stop_ranks(c);
+		bool did = fut__mpi_link_progress(&c->link);
+		int flag = 0, n = -1;
+		MPI_Status st;
+		if (MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, c->s.comm, &flag,
+			       &st) != MPI_SUCCESS)
+			return false;
+		if (flag) {
+			int src = st.MPI_SOURCE;
+			unsigned char byte;
+			if (st.MPI_TAG != FUT__MPI_TAG_BYE || src < 0 ||
+			    src >= c->s.size ||
+			    MPI_Get_count(&st, MPI_BYTE, &n) != MPI_SUCCESS ||
+			    n < 0 || n > 1 ||
+			    MPI_Recv(&byte, 1, MPI_BYTE, src, FUT__MPI_TAG_BYE,
+				     c->s.comm,
+				     MPI_STATUS_IGNORE) != MPI_SUCCESS)
+				return false;
+			c->ranks[src].bye = true;
+			if (n != 0) /* it gave up: it waits for our answer */
+				(void)fut__mpi_send_bye(c->s.comm, src, false);
+			did = true;
+		}
+		if (fut__mpi_all_said_bye(c) && !fut__mpi_link_busy(&c->link)) {
+			fut__mpi_comm_release(&c->s);
+			return true;
+		}
+		if (did) {
+			fut__mpi_idle_busy(&idle);
+			continue;
+		}
+		int64_t ns = fut__mpi_link_busy(&c->link) ?
+				     0 :
+				     fut__mpi_idle_next(&idle, true);
+		if (ns > 0)
+			fut__mpi_nap(&c->lock, &c->wake_cv, &c->wake,
+				     &c->sleeping, ns);
+	}
+}
