@@ -303,12 +303,14 @@ int fut_mpi_executor_new(fut_executor **out, const fut_mpi_opts *opts)
 	struct fut__build_id *ids = NULL;
 	size_t nids = 0;
 	int init_ok = 1;
+	bool nomem = false; /* this rank lacked memory for its module list */
 	if (!root) {
 		if (o.initializer != NULL && o.initializer(o.initarg) != 0)
 			init_ok = 0;
 		/* After the initializer: a module it dlopened is named too
 		 * (read before, root refused its functions, FUT_ENOTSUP). */
-		if (fut__mpi_modules(&ids, &nids) != FUT_OK)
+		nomem = fut__mpi_modules(&ids, &nids) != FUT_OK;
+		if (nomem)
 			init_ok = 0;
 		/* ISOLATE: the pool forks now, after MPI_Init and the
 		 * initializer (its workers inherit what that set up); they
@@ -356,6 +358,9 @@ int fut_mpi_executor_new(fut_executor **out, const fut_mpi_opts *opts)
 		    hr[H_NMODS] < 0 || hr[H_NMODS] > 1 << 20)
 			rc = FUT_EBROKEN;
 	}
+	/* Every rank fails; the one out of memory says so (docs/mpi.md). */
+	if (rc != FUT_OK && nomem)
+		rc = FUT_ENOMEM;
 	if (rc != FUT_OK)
 		goto fail;
 	rc = exchange_modules(&s, &h, &agreed);

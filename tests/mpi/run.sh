@@ -50,6 +50,7 @@ run -np 3 "$t/test_mpi_edge" lostresult
 run -np 3 "$t/test_mpi_edge" sendnomem
 run -np 3 "$t/test_mpi_edge" nowaitfin
 run -np 3 "$t/test_mpi_edge" nowaitbusy
+run -np 3 "$t/test_mpi_edge" modnomem
 run -np 1 "$t/test_mpi_launch" mpmd : -np 2 "$t/test_mpi_peer"
 # FUT_MPI_SPAWN: a singleton (no mpirun) spawns copies of itself.
 echo "== $t/test_mpi_spawn (a singleton)"

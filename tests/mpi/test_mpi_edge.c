@@ -39,6 +39,9 @@
  *   nowaitbusy   the same with a task running at the shutdown, whose
  *                result the caller waits for: the manager sent the STOPs
  *                after completing it (before 2026-12-07).
+ *   modnomem     rank 1 has no memory for its module list: its call
+ *                returns FUT_ENOMEM, the others FUT_EBROKEN (it returned
+ *                FUT_EBROKEN too before 2026-12-07).
  * run.sh's timeout ends a hang as a failure.
  */
 #include <sched.h>
@@ -433,6 +436,29 @@ static int mode_nowaitfin(void)
 	return 0;
 }
 
+/* Rank 1's first allocation, its module list's, fails: that rank's call
+ * returns FUT_ENOMEM, every other's FUT_EBROKEN (it returned EBROKEN
+ * too, as if its initializer had failed). */
+static int mode_modnomem(void)
+{
+	int rank = world_rank();
+	if (rank == 1)
+		(void)fut__alloc_fail_nth(1);
+	fut_executor *ex = NULL;
+	int rc = fut_mpi_executor_new(&ex, NULL);
+	long left = rank == 1 ? fut__alloc_fail_nth(0) : 0;
+	if (rank == 1 && left > 0) {
+		fprintf(stderr, "modnomem: no allocation failed\n");
+		return 1;
+	}
+	if (rc != (rank == 1 ? FUT_ENOMEM : FUT_EBROKEN) || ex != NULL) {
+		fprintf(stderr, "modnomem: rank %d: %s\n", rank,
+			fut_strerror(rc));
+		return 1;
+	}
+	return 0;
+}
+
 static void nap_task(fut_task *t)
 {
 	nanosleep(&(struct timespec){ 0, 300000000 }, NULL);
@@ -487,13 +513,16 @@ int main(int argc, char **argv)
 		rc = mode_nowaitfin();
 	else if (strcmp(mode, "nowaitbusy") == 0)
 		rc = mode_nowaitbusy();
+	else if (strcmp(mode, "modnomem") == 0)
+		rc = mode_modnomem();
 	else if (strcmp(mode, "isolate") == 0)
 		rc = sweep(1, &(fut_mpi_opts){ .flags = FUT_MPI_ISOLATE },
 			   mode);
 	else {
 		fprintf(stderr,
 			"usage: %s sweep RANK|threads|isolate|cancel|taskrank|"
-			"forkint|lostresult|sendnomem|nowaitfin|nowaitbusy\n",
+			"forkint|lostresult|sendnomem|nowaitfin|nowaitbusy|"
+			"modnomem\n",
 			argv[0]);
 		rc = 2;
 	}
