@@ -6,7 +6,9 @@
  * - a shutdown with FUT_SHUTDOWN_CANCEL_PENDING returns once every task
  *   not started is cancelled, and one that waits once every task is done,
  *   also while another shutdown cancels the queued jobs it took out;
- * - a done callback run by a shutdown's cancel may free the pool.
+ * - a done callback run by a shutdown's cancel may free the pool;
+ * - a shutdown with FUT_SHUTDOWN_INTERRUPT ends a worker stuck in its
+ *   initializer, so that the free returns.
  *
  * Found by review on 2026-12-06 (the second fails under ASan only).
  * Timeouts only bound a hang, which then fails.
@@ -26,6 +28,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <sys/mman.h>
 
 #include <cmocka.h>
 
@@ -184,6 +188,71 @@ static void test_a_cancelled_tasks_callback_may_free_the_pool(void **state)
 	assert_int_equal(atomic_load(&l.left), 0);
 }
 
+/* ------------------------------------------------------------------ */
+/* A worker stuck in its initializer                                   */
+
+/* Says it runs (in the shared word initarg points to), then never
+ * returns. */
+static int stuck_initializer(void *initarg)
+{
+	atomic_store((_Atomic int *)initarg, 1);
+	for (;;)
+		pause();
+	return 0;
+}
+
+static void *shutdown_and_free(void *arg)
+{
+	fut_executor *ex = arg;
+	(void)fut_executor_shutdown(ex, FUT_SHUTDOWN_CANCEL_PENDING |
+						FUT_SHUTDOWN_INTERRUPT);
+	fut_executor_free(ex);
+	return NULL;
+}
+
+/* A worker whose initializer never returns, one task queued for it:
+ * shutdown(CANCEL_PENDING | INTERRUPT) cancels the task, but killed only
+ * workers with a task, so the worker lived and the shutdown (and the
+ * free) waited for it for ever. */
+static void
+test_shutdown_interrupt_ends_a_worker_stuck_in_its_initializer(void **state)
+{
+	(void)state;
+	_Atomic int *ran = mmap(NULL, sizeof(*ran), PROT_READ | PROT_WRITE,
+				MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	assert_true(ran != MAP_FAILED);
+	atomic_init(ran, 0);
+	fut_executor *ex = NULL;
+	assert_int_equal(
+		fut_process_pool_new(&ex,
+				     &(fut_process_pool_opts){
+					     .max_workers = 1,
+					     .initializer = stuck_initializer,
+					     .initarg = (void *)ran }),
+		FUT_OK);
+	uint32_t ms = 0;
+	fut_future *f = NULL;
+	assert_int_equal(fut_submit_bytes(ex, nap, &ms, sizeof(ms), &f),
+			 FUT_OK);
+	/* The worker is in its initializer. */
+	for (int i = 0; i < 60000 && atomic_load(ran) == 0; i++)
+		usleep(1000);
+	assert_int_equal(atomic_load(ran), 1);
+	/* The hang is bounded (a bug fails instead). */
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, shutdown_and_free, ex), 0);
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 60;
+	int rc;
+	while ((rc = pthread_timedjoin_np(th, NULL, &until)) == EINTR)
+		;
+	assert_int_equal(rc, 0);
+	assert_int_equal(fut_state(f), FUT_CANCELLED);
+	fut_release(f);
+	(void)munmap((void *)ran, sizeof(*ran));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -193,6 +262,8 @@ int main(void)
 			test_shutdown_wait_beside_another_drain_returns_when_all_done),
 		cmocka_unit_test(
 			test_a_cancelled_tasks_callback_may_free_the_pool),
+		cmocka_unit_test(
+			test_shutdown_interrupt_ends_a_worker_stuck_in_its_initializer),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -283,6 +283,15 @@ static void scan_interrupts(struct pp_mgr *m, bool all)
 			fut__pp_slot_kill(m, w, FUT_ECANCELLED, true, 0);
 			continue;
 		}
+		if (all &&
+		    (w->state == PW_SPAWNING || w->state == PW_STARTING)) {
+			/* In its initializer (it has no task yet): one that
+			 * never returns would keep the shutdown waiting for
+			 * ever.  Killed before its pid is known, it dies as
+			 * that comes (on_ctl). */
+			fut__pp_slot_kill(m, w, FUT_ECANCELLED, true, 0);
+			continue;
+		}
 		for (struct pp_job *j = w->head; j != NULL; j = j->next) {
 			if (atomic_load(&j->fut.flags) & FUT__F_INTERRUPT) {
 				fut__pp_slot_kill(m, w, FUT_ECANCELLED, false,
