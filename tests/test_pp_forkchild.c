@@ -17,6 +17,10 @@
  * pool's wake eventfd's number; without the free, the child's cancel
  * took the task back from the parent's worker.
  *
+ * A task may also free a pool its worker inherited (the worker is a
+ * fork child too): the fds that free would close are the worker's own
+ * by then.
+ *
  * The child reports through a pipe; a crash or a hang (alarm) there
  * leaves no report, and the parent fails.  Timeouts only bound waits.
  */
@@ -381,6 +385,50 @@ static void test_inherited_thread_pool_futures_stay_in_the_child(void **state)
 	close(gate[1]);
 }
 
+/* ------------------------------------------------------------------ */
+/* A pool freed in another pool's worker                               */
+
+/* The pool made first, which the second pool's workers inherit. */
+static fut_executor *first_pool;
+
+/* Frees the inherited first pool, then answers (its return code 0). */
+static void free_first_pool(fut_task *t)
+{
+	fut_executor_free(first_pool);
+	uint64_t ok = 0;
+	(void)fut_task_return_bytes(t, &ok, sizeof(ok));
+}
+
+/* A worker is a fork child of its pool's fork server, which closed every
+ * fd it inherited: the numbers of the first pool's fds are the worker's
+ * own by then (its task socket and result pipe take the lowest).  The
+ * free closed them by number, so the worker lost its channels and died
+ * after the task, which ran again on each new worker until it failed
+ * FUT_ECRASHED ("its worker process died 4 times"). */
+static void test_a_task_may_free_a_pool_its_worker_inherited(void **state)
+{
+	(void)state;
+	first_pool = pool_with(&(fut_process_pool_opts){ .max_workers = 1 });
+	fut_future *f = submit_op(first_pool, OP_SQUARE, 0, 3);
+	CHECK(result_u64(f) == 9); /* its worker's fds are open too */
+	fut_release(f);
+	fut_executor *second =
+		pool_with(&(fut_process_pool_opts){ .max_workers = 1 });
+	assert_int_equal(fut_submit_bytes(second, free_first_pool, NULL, 0, &f),
+			 FUT_OK);
+	CHECK(result_u64(f) == 0);
+	fut_release(f);
+	/* Both pools go on in the parent. */
+	f = submit_op(second, OP_SQUARE, 0, 4);
+	CHECK(result_u64(f) == 16);
+	fut_release(f);
+	f = submit_op(first_pool, OP_SQUARE, 0, 5);
+	CHECK(result_u64(f) == 25);
+	fut_release(f);
+	fut_executor_free(second);
+	fut_executor_free(first_pool);
+}
+
 int main(void)
 {
 	if (!pp_test_prepare())
@@ -394,6 +442,8 @@ int main(void)
 			test_an_inherited_cancel_leaves_the_parents_worker_alone),
 		cmocka_unit_test(
 			test_inherited_thread_pool_futures_stay_in_the_child),
+		cmocka_unit_test(
+			test_a_task_may_free_a_pool_its_worker_inherited),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -336,13 +336,20 @@ static void close_fd(int fd)
 }
 
 /* In a fork child: this process's copies of the pool's fds close (the
- * wake eventfd, the fork server's socket, each worker's pipes) and of the
- * workers' shared slots mapping; the parent's manager, fork server and
+ * wake eventfd, the fork server's socket, each worker's pipes), unless
+ * they are gone already, and of the workers' shared slots mapping; the parent's manager, fork server and
  * workers never notice.  The rest stays: inherited futures point into
  * their job blocks, which hold a reference of the pool. */
 static void pp_orphan(fut_executor *ex)
 {
 	struct ppool *p = pool_of(ex);
+	if (p->slots != NULL)
+		(void)munmap(p->slots, p->slots_bytes);
+	/* In a worker (or its fork server) of another pool, made after this
+	 * one: every fd inherited was closed there, and the numbers are the
+	 * worker's own channels now. */
+	if (fut__executor_fds_lost(ex))
+		return;
 	close_fd(p->wake_fd);
 	close_fd(p->fs_sock);
 	for (uint32_t i = 0; p->workers != NULL && i < p->nslots; i++) {
@@ -352,8 +359,6 @@ static void pp_orphan(fut_executor *ex)
 		close_fd(w->back_fd);
 	}
 	close_fd(p->cfg.slots_fd);
-	if (p->slots != NULL)
-		(void)munmap(p->slots, p->slots_bytes);
 }
 
 static const struct fut__executor_ops pp_ops = {
