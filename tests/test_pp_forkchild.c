@@ -429,6 +429,63 @@ static void test_a_task_may_free_a_pool_its_worker_inherited(void **state)
 	fut_executor_free(first_pool);
 }
 
+/* An iterator the program made (its fd too) before the pool. */
+static fut_as_completed *first_iterator;
+
+/* Polls the inherited iterator's fd, then frees it; answers 0. */
+static void use_first_iterator(fut_task *t)
+{
+	(void)fut_as_completed_fd(first_iterator);
+	fut_as_completed_free(first_iterator);
+	uint64_t ok = 0;
+	(void)fut_task_return_bytes(t, &ok, sizeof(ok));
+}
+
+/* The same for an as_completed iterator's eventfd: in a fork child the
+ * iterator takes a fresh eventfd under its number (dup3) and its free
+ * closes it; in a worker that number was the worker's own channel: its
+ * task socket and result pipe take the lowest numbers, 3 and 4, and the
+ * iterator's fd is made at 4 here.  The dup3 put an eventfd in place of
+ * the result pipe: the worker died writing the result, the task ran
+ * again on each new worker and failed FUT_ECRASHED. */
+static void test_a_task_may_use_an_iterator_its_worker_inherited(void **state)
+{
+	(void)state;
+	fut_future *standalone = NULL;
+	assert_int_equal(fut_future_new(&standalone), FUT_OK);
+	assert_int_equal(fut_as_completed_new(&first_iterator, &standalone, 1),
+			 FUT_OK);
+	/* Its fd at 4 if that is free: the lower ones held meanwhile. */
+	int held[4], nheld = 0, d;
+	while ((d = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0 && d < 4)
+		held[nheld++] = d;
+	if (d >= 0)
+		close(d);
+	assert_true(fut_as_completed_fd(first_iterator) >= 0);
+	while (nheld > 0)
+		close(held[--nheld]);
+	fut_executor *pool =
+		pool_with(&(fut_process_pool_opts){ .max_workers = 1 });
+	fut_future *f = NULL;
+	assert_int_equal(fut_submit_bytes(pool, use_first_iterator, NULL, 0,
+					  &f),
+			 FUT_OK);
+	CHECK(result_u64(f) == 0);
+	fut_release(f);
+	f = submit_op(pool, OP_SQUARE, 0, 4);
+	CHECK(result_u64(f) == 16);
+	fut_release(f);
+	fut_executor_free(pool);
+	/* The parent's iterator is untouched. */
+	assert_int_equal(fut_set_result(standalone, NULL), FUT_OK);
+	fut_future *got = NULL;
+	assert_int_equal(fut_as_completed_next(first_iterator, 0, &got),
+			 FUT_OK);
+	assert_ptr_equal(got, standalone);
+	fut_as_completed_free(first_iterator);
+	fut_release(standalone);
+}
+
 int main(void)
 {
 	if (!pp_test_prepare())
@@ -444,6 +501,8 @@ int main(void)
 			test_inherited_thread_pool_futures_stay_in_the_child),
 		cmocka_unit_test(
 			test_a_task_may_free_a_pool_its_worker_inherited),
+		cmocka_unit_test(
+			test_a_task_may_use_an_iterator_its_worker_inherited),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

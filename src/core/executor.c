@@ -50,22 +50,9 @@ void fut__executor_init(fut_executor *ex)
 			      memory_order_release);
 }
 
-/* The fork generation in which this process closed every fd it
- * inherited (0: never).  Written by a single-threaded process (a fork
- * server or a worker, as it starts); atomic for a task's threads. */
-static _Atomic uint32_t fds_gone_gen;
-
-void fut__executor_fds_gone(void)
-{
-	atomic_store_explicit(&fds_gone_gen, fut__fork_gen(),
-			      memory_order_relaxed);
-}
-
 bool fut__executor_fds_lost(const fut_executor *ex)
 {
-	uint32_t gone =
-		atomic_load_explicit(&fds_gone_gen, memory_order_relaxed);
-	return gone != 0 && ex->fork_gen < gone;
+	return fut__fd_lost(ex->fork_gen);
 }
 
 /* A fork child's copy of an executor its parent made. */

@@ -56,12 +56,9 @@ FUT__PRIVATE void fut__executor_init(fut_executor *ex);
  * futures' ops ask it before they reach the executor's workers or fds. */
 FUT__PRIVATE bool fut__executor_orphaned(const fut_executor *ex);
 
-/* This process has closed every fd it inherited (a process pool's fork
- * server and its workers do, as they start): the numbers of the fds of an
- * executor made before are someone else's now, and its orphan op must not
- * close them. */
-FUT__PRIVATE void fut__executor_fds_gone(void);
-/* Whether ex's fds went so (it was made before the close). */
+/* Whether ex was made before this process closed every fd it inherited
+ * (fut__fds_gone, core/sync.h): the numbers of its fds are someone
+ * else's now, and its orphan op must not close them. */
 FUT__PRIVATE bool fut__executor_fds_lost(const fut_executor *ex);
 
 /* The executor whose thread this is (NULL in the caller's threads); set

@@ -148,6 +148,24 @@ _Atomic uint32_t fut__fork_count;
 
 static void fence_refork(void);
 
+/* The fork generation in which this process closed every fd it
+ * inherited (0: never).  Written by a single-threaded process (a fork
+ * server or a worker, as it starts); atomic for a task's threads. */
+static _Atomic uint32_t fds_gone_gen;
+
+void fut__fds_gone(void)
+{
+	atomic_store_explicit(&fds_gone_gen, fut__fork_gen(),
+			      memory_order_relaxed);
+}
+
+bool fut__fd_lost(uint32_t gen)
+{
+	uint32_t gone =
+		atomic_load_explicit(&fds_gone_gen, memory_order_relaxed);
+	return gone != 0 && gen < gone;
+}
+
 static void fork_child(void)
 {
 	fork_done();

@@ -101,6 +101,14 @@ static inline uint32_t fut__fork_gen(void)
 {
 	return atomic_load_explicit(&fut__fork_count, memory_order_relaxed);
 }
+/* This process has closed every fd it inherited (a process pool's fork
+ * server and its workers do, as they start): the number of an fd made
+ * before, in a parent, is someone else's now (the worker's own channels
+ * take the lowest). */
+void fut__fds_gone(void);
+/* Whether an fd made at fork generation gen went so: this process must
+ * neither close it nor dup onto its number. */
+bool fut__fd_lost(uint32_t gen);
 #define fut__lock_held(l)                                                      \
 	(atomic_load_explicit(&(l)->word, memory_order_relaxed) != 0)
 /* For asserts: a pthread mutex is held (by some thread: pthread cannot

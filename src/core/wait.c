@@ -301,9 +301,10 @@ struct fut_as_completed {
 /*
  * In a fork child, an iterator made in the parent has the parent's
  * eventfd: reading or writing it would move the parent's level.  A fresh
- * one takes its place under the same number (dup3), cleared.  False (fd
- * left alone) when none can be had; the next call tries again.  Caller
- * holds it->lock.
+ * one takes its place under the same number (dup3), cleared; or under a
+ * number of its own where this process closed the parent's (a
+ * process-pool worker: fut__fd_lost).  False (fd left alone) when none
+ * can be had; the next call tries again.  Caller holds it->lock.
  */
 static bool own_fd(fut_as_completed *it)
 {
@@ -313,6 +314,15 @@ static bool own_fd(fut_as_completed *it)
 	int fresh = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (fresh < 0)
 		return false;
+	if (fut__fd_lost(it->fd_gen)) {
+		/* A process-pool worker closed the parent's fd as it started,
+		 * and the number may be its own channel's now: the fresh fd
+		 * keeps its own number. */
+		it->fd = fresh;
+		it->raised = false;
+		it->fd_gen = gen;
+		return true;
+	}
 	int r;
 	do
 		r = dup3(fresh, it->fd, O_CLOEXEC);
@@ -555,7 +565,7 @@ void fut_as_completed_free(fut_as_completed *it)
 		fut__free(node);
 	}
 	fut__free(it->table);
-	if (it->fd >= 0)
+	if (it->fd >= 0 && !fut__fd_lost(it->fd_gen))
 		close(it->fd);
 	it->magic = 0;
 	fut__free(it);

@@ -44,7 +44,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
-#include "core/executor.h"
+#include "core/sync.h"
 #include "process_pool/child.h"
 #include "process_pool/wire.h"
 
@@ -208,7 +208,7 @@ static void become_worker(struct server *s, uint32_t slot, int in, int out,
 		_exit(0);
 	int keep[2] = { in < out ? in : out, in < out ? out : in };
 	close_all_but(keep, 2);
-	fut__executor_fds_gone();
+	fut__fds_gone();
 	(void)sigaction(SIGCHLD, &s->chld, NULL);
 	(void)sigprocmask(SIG_SETMASK, &s->worker_mask, NULL);
 	fut__pp_child_main(s->cfg, &s->cfg->slots[slot], in, out);
@@ -427,7 +427,7 @@ static void server_main(struct server *s, pid_t parent)
 		_exit(127);
 	int keep[3] = { s->sock, s->sigfd, pidfd };
 	close_all_but(keep, sort_fds(keep, 3));
-	fut__executor_fds_gone();
+	fut__fds_gone();
 	fut__pp_drop_results();
 	s->self = getpid();
 	for (;;) {
