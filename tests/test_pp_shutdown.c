@@ -8,7 +8,7 @@
  *   also while another shutdown cancels the queued jobs it took out;
  * - a done callback run by a shutdown's cancel may free the pool;
  * - a shutdown with FUT_SHUTDOWN_INTERRUPT ends a worker stuck in its
- *   initializer, so that the free returns.
+ *   initializer, so that the free returns; so does a pool that broke.
  *
  * Found by review on 2026-12-06 (the second fails under ASan only).
  * Timeouts only bound a hang, which then fails.
@@ -210,6 +210,24 @@ static void *shutdown_and_free(void *arg)
 	return NULL;
 }
 
+static void *just_free(void *arg)
+{
+	fut_executor_free(arg);
+	return NULL;
+}
+
+/* Joins th within 60 s (only so that a hang fails): its return code. */
+static int join_bounded(pthread_t th)
+{
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 60;
+	int rc;
+	while ((rc = pthread_timedjoin_np(th, NULL, &until)) == EINTR)
+		;
+	return rc;
+}
+
 /* A worker whose initializer never returns, one task queued for it:
  * shutdown(CANCEL_PENDING | INTERRUPT) cancels the task, but killed only
  * workers with a task, so the worker lived and the shutdown (and the
@@ -241,15 +259,68 @@ test_shutdown_interrupt_ends_a_worker_stuck_in_its_initializer(void **state)
 	/* The hang is bounded (a bug fails instead). */
 	pthread_t th;
 	assert_int_equal(pthread_create(&th, NULL, shutdown_and_free, ex), 0);
-	struct timespec until;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += 60;
-	int rc;
-	while ((rc = pthread_timedjoin_np(th, NULL, &until)) == EINTR)
-		;
-	assert_int_equal(rc, 0);
+	assert_int_equal(join_bounded(th), 0);
 	assert_int_equal(fut_state(f), FUT_CANCELLED);
 	fut_release(f);
+	(void)munmap((void *)ran, sizeof(*ran));
+}
+
+/* The first worker's initializer fails (it breaks the pool) once a
+ * second one runs (a slow machine might break the pool before it asked
+ * for the second), the others' never return. */
+static int first_fails_others_stick(void *initarg)
+{
+	_Atomic int *ran = initarg;
+	if (atomic_fetch_add(ran, 1) == 0) {
+		for (int i = 0; i < 60000 && atomic_load(ran) < 2; i++)
+			usleep(1000);
+		return 1;
+	}
+	for (;;)
+		pause();
+	return 0;
+}
+
+/* Two workers: one's initializer fails and breaks the pool, the other's
+ * never returns.  The break failed the queued tasks, told the workers
+ * with no task to exit once they read EOF, and killed none of them: the
+ * one in its initializer never read, and the free (a plain one, no
+ * interrupt) waited for it for ever.  A broken pool's workers are of no
+ * more use, as Python's terminate_broken() says of them. */
+static void
+test_a_broken_pool_ends_a_worker_stuck_in_its_initializer(void **state)
+{
+	(void)state;
+	_Atomic int *ran = mmap(NULL, sizeof(*ran), PROT_READ | PROT_WRITE,
+				MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	assert_true(ran != MAP_FAILED);
+	atomic_init(ran, 0);
+	fut_executor *ex = NULL;
+	assert_int_equal(
+		fut_process_pool_new(&ex,
+				     &(fut_process_pool_opts){
+					     .max_workers = 2,
+					     .initializer =
+						     first_fails_others_stick,
+					     .initarg = (void *)ran }),
+		FUT_OK);
+	uint32_t ms = 0;
+	fut_future *f[2] = { NULL, NULL };
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(fut_submit_bytes(ex, nap, &ms, sizeof(ms),
+						  &f[i]),
+				 FUT_OK);
+	/* Both are in their initializers (the first may have failed). */
+	for (int i = 0; i < 60000 && atomic_load(ran) < 2; i++)
+		usleep(1000);
+	assert_int_equal(atomic_load(ran), 2);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(fut_result(f[i], 60.0, NULL), FUT_EBROKEN);
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, just_free, ex), 0);
+	assert_int_equal(join_bounded(th), 0);
+	for (int i = 0; i < 2; i++)
+		fut_release(f[i]);
 	(void)munmap((void *)ran, sizeof(*ran));
 }
 
@@ -264,6 +335,8 @@ int main(void)
 			test_a_cancelled_tasks_callback_may_free_the_pool),
 		cmocka_unit_test(
 			test_shutdown_interrupt_ends_a_worker_stuck_in_its_initializer),
+		cmocka_unit_test(
+			test_a_broken_pool_ends_a_worker_stuck_in_its_initializer),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -59,7 +59,10 @@ void fut__pp_break(struct pp_mgr *m, const char *why)
 		struct pp_worker *w = &p->workers[i];
 		if (w->state == PW_FREE)
 			continue;
-		if (w->head != NULL)
+		/* One still in its initializer may never read the EOF of a
+		 * retirement: nothing is left for it to do. */
+		if (w->head != NULL || w->state == PW_SPAWNING ||
+		    w->state == PW_STARTING)
 			fut__pp_slot_kill(m, w, FUT_EBROKEN, true, 0);
 		else
 			fut__pp_slot_retire(w);
