@@ -19,6 +19,10 @@
  *   the full socket is no failed spawn, and five of them in a row with
  *   no worker alive do not break the pool.
  *
+ * - a task that moves its worker out of its own process group (into the
+ *   fork server's) is still killed by an interrupt: the kill of the
+ *   group alone found no process there.
+ *
  * Every wait has a generous timeout only so that a bug fails the test
  * instead of hanging it; no test asserts a duration and no sleep
  * synchronises anything.
@@ -189,6 +193,41 @@ test_a_burst_of_spawns_past_the_servers_socket_all_start(void **state)
 	fut_executor_free(ex);
 }
 
+/* Moves its worker into its fork server's process group (the worker's
+ * own group is left empty), says so in *started, then blocks. */
+static void leave_own_group_then_block(fut_task *t)
+{
+	(void)t;
+	if (setpgid(0, getpgid(getppid())) != 0)
+		_exit(3); /* the test then fails: no ECANCELLED */
+	atomic_fetch_add(started, 1);
+	block_for_an_hour();
+}
+
+/* The fork server killed the worker's process group (-pid), which was
+ * empty: the worker lived on, and its future stayed RUNNING (a 60 s wait
+ * timed out). */
+static void test_an_interrupt_kills_a_worker_that_left_its_group(void **state)
+{
+	(void)state;
+	atomic_store(started, 0);
+	fut_executor *ex = new_pool(1);
+	fut_future *f = NULL;
+	assert_int_equal(fut_submit_bytes(ex, leave_own_group_then_block, NULL,
+					  0, &f),
+			 FUT_OK);
+	for (long i = 0; atomic_load(started) == 0; i++) {
+		assert_true(i < 600000);
+		usleep(100);
+	}
+	assert_int_equal(fut_interrupt(f), FUT_OK);
+	int rc = fut_result(f, 60.0, NULL);
+	explain(f, rc, FUT_ECANCELLED);
+	assert_int_equal(rc, FUT_ECANCELLED);
+	fut_release(f);
+	fut_executor_free(ex);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -198,6 +237,8 @@ int main(void)
 			test_a_burst_of_kills_past_the_servers_socket_kills_all),
 		cmocka_unit_test(
 			test_a_burst_of_spawns_past_the_servers_socket_all_start),
+		cmocka_unit_test(
+			test_an_interrupt_kills_a_worker_that_left_its_group),
 	};
 	if (!pp_test_prepare())
 		return 2;

@@ -214,6 +214,16 @@ static void become_worker(struct server *s, uint32_t slot, int in, int out,
 	fut__pp_child_main(s->cfg, &s->cfg->slots[slot], in, out);
 }
 
+/* Kills a worker not reaped yet (so its pid is still its own) and its
+ * process group: its task's children die with it.  The worker itself by
+ * its pid too: a task may have moved it to another group (setpgid), and
+ * the kill of its own group would then find nothing. */
+static void kill_worker(pid_t pid)
+{
+	(void)kill(-pid, SIGKILL);
+	(void)kill(pid, SIGKILL);
+}
+
 /* One request from the parent; false at EOF or a fatal error. */
 static bool serve(struct server *s)
 {
@@ -254,7 +264,7 @@ static bool serve(struct server *s)
 		if (req.slot < s->cfg->nslots &&
 		    s->cfg->table[req.slot].pid == req.pid &&
 		    s->cfg->table[req.slot].gen == req.gen)
-			(void)kill(-req.pid, SIGKILL);
+			kill_worker(req.pid);
 		return true;
 	}
 	if (nfds != 2 || (m.msg_flags & MSG_CTRUNC) ||
@@ -325,7 +335,7 @@ static void server_exit(struct server *s)
 {
 	for (uint32_t i = 0; i < s->cfg->nslots; i++)
 		if (s->cfg->table[i].pid > 0)
-			(void)kill(-s->cfg->table[i].pid, SIGKILL);
+			kill_worker(s->cfg->table[i].pid);
 	while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
 		;
 	_exit(0);
