@@ -9,7 +9,8 @@
  * executable segment of a module of this process with that build-id.
  * Threads: any.
  * Locks: `lock` guards the table; it is never held while anything else is
- * called but dl_iterate_phdr and the allocator.
+ * called but dl_iterate_phdr and the allocator.  It is taken around
+ * fork(), as the library's other process-wide locks are.
  */
 #include <elf.h>
 #include <link.h>
@@ -32,6 +33,24 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct module *modules; /* lock; rebuilt when a name misses */
 static size_t nmodules;
 static struct fut__build_id *ids; /* lock: the build-ids alone */
+
+/* The lock is taken around fork(): a child forked while another thread
+ * read the table (a FUT_START_EXEC fork server starting) would find it
+ * held for good, and its own such pool would hang in its creation. */
+static void fork_prepare(void)
+{
+	pthread_mutex_lock(&lock);
+}
+
+static void fork_done(void)
+{
+	pthread_mutex_unlock(&lock);
+}
+
+__attribute__((constructor)) static void guard_lock(void)
+{
+	(void)pthread_atfork(fork_prepare, fork_done, fork_done);
+}
 
 /* The GNU build-id note of a module, if it has one. */
 static void read_build_id(const struct dl_phdr_info *info,

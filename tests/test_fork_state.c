@@ -1,0 +1,158 @@
+/*
+ * test_fork_state.c: the library's process-wide state in a fork child of a
+ * threaded program (docs/api.md, "Executors in a fork child").
+ *
+ * The library's own process-wide locks are taken around fork() and are
+ * free in the child, whatever the parent's other threads were doing.  The
+ * children here report through a pipe; a hang is bounded by
+ * alarm() and the parent's poll, and then fails.  Timeouts only bound
+ * the waits.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "future.h"
+#include "core/names.h"
+
+/* gcc 12's ASan and TSan allocators take no lock around fork(): a child
+ * forked while another thread allocates may hang in its first malloc,
+ * whatever the library does (docs/reliability.md). */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define FORK_SAFE_MALLOC 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define FORK_SAFE_MALLOC 0
+#endif
+#endif
+#ifndef FORK_SAFE_MALLOC
+#define FORK_SAFE_MALLOC 1
+#endif
+
+/* make check-valgrind sets FUT_TEST_UNDER_VALGRIND: fewer forks. */
+static bool under_valgrind(void)
+{
+	const char *v = getenv("FUT_TEST_UNDER_VALGRIND");
+	return v != NULL && *v != '\0' && *v != '0';
+}
+
+static void a_task(fut_task *t)
+{
+	fut_task_return_bytes(t, "k", 1);
+}
+
+/* Forks up to `forks` children that each run child_fn and say 'y' on a
+ * pipe; counts those that hung (no word in 10 s: the first ends the
+ * forks) and those that said 'n'.  Returns how many it forked. */
+static int fork_children(int forks, char (*child_fn)(void), int *hung,
+			 int *failed)
+{
+	*hung = *failed = 0;
+	int i = 0;
+	for (; i < forks && *hung == 0; i++) {
+		int rep[2];
+		assert_int_equal(pipe(rep), 0);
+		pid_t pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			close(rep[0]);
+			alarm(20);
+			char ok = child_fn();
+			_exit(write(rep[1], &ok, 1) == 1 ? 0 : 1);
+		}
+		close(rep[1]);
+		struct pollfd pf = { .fd = rep[0], .events = POLLIN };
+		char ok = 0;
+		if (poll(&pf, 1, 10000) != 1 || read(rep[0], &ok, 1) != 1) {
+			kill(pid, SIGKILL);
+			(*hung)++;
+		} else if (ok != 'y') {
+			print_message("child %d said '%c'\n", i, ok);
+			(*failed)++;
+		}
+		close(rep[0]);
+		int status = 0;
+		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+			;
+	}
+	return i;
+}
+
+/*
+ * The table of the program's modules (src/core/names.c) is read under a
+ * process-wide lock whenever a FUT_START_EXEC fork server starts (made by
+ * fut_process_pool_new, or restarted by the pool's manager thread).  A
+ * child forked while another thread held it inherited it held for good:
+ * the child's own FUT_START_EXEC pool hung in its creation.  The thread
+ * here reads the table in a loop, as such starts do, so that most forks
+ * land while it holds the lock.
+ */
+static void *reads_the_module_table(void *arg)
+{
+	_Atomic bool *stop = arg;
+	static struct fut__fn_module mods[64];
+	while (!atomic_load(stop))
+		(void)fut__fn_table(mods, 64);
+	return NULL;
+}
+
+static char exec_pool_child(void)
+{
+	fut_executor *pp = NULL;
+	if (fut_process_pool_new(&pp, &(fut_process_pool_opts){
+					      .max_workers = 1,
+					      .start_method = FUT_START_EXEC,
+				      }) != FUT_OK)
+		return 'n';
+	fut_future *f = NULL;
+	char ok = fut_submit_bytes(pp, a_task, NULL, 0, &f) == FUT_OK &&
+				  fut_result(f, 10.0, NULL) == FUT_OK ?
+			  'y' :
+			  'n';
+	fut_release(f);
+	fut_executor_free(pp);
+	return ok;
+}
+
+static void
+test_a_child_forked_while_the_module_table_is_read_gets_a_pool(void **state)
+{
+	(void)state;
+	if (!FORK_SAFE_MALLOC)
+		skip();
+	_Atomic bool stop = false;
+	pthread_t th;
+	assert_int_equal(
+		pthread_create(&th, NULL, reads_the_module_table, &stop), 0);
+	int forks = under_valgrind() ? 4 : 20, hung = 0, failed = 0;
+	forks = fork_children(forks, exec_pool_child, &hung, &failed);
+	atomic_store(&stop, true);
+	pthread_join(th, NULL);
+	print_message("%d forks: %d children hung, %d failed\n", forks, hung,
+		      failed);
+	assert_int_equal(hung, 0);
+	assert_int_equal(failed, 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(
+			test_a_child_forked_while_the_module_table_is_read_gets_a_pool),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
