@@ -56,9 +56,21 @@ static void fork_done(void)
 	pthread_mutex_unlock(&lock);
 }
 
+/* The threads to join are the parent's, none of them this process's: a
+ * join of one would read the child's copy of its descriptor (and "join"
+ * one that had exited).  They are forgotten; the copies of their stacks
+ * stay mapped, as they were: the thread that forked may run on one, and
+ * what another held there (a wait's nodes, linked into futures) stays
+ * readable. */
+static void fork_child(void)
+{
+	nreap = 0;
+	pthread_mutex_unlock(&lock);
+}
+
 __attribute__((constructor)) static void guard_lock(void)
 {
-	(void)pthread_atfork(fork_prepare, fork_done, fork_done);
+	(void)pthread_atfork(fork_prepare, fork_done, fork_child);
 }
 
 /* The default thread stack size (as pthread_create with no attributes
