@@ -267,11 +267,115 @@ static void test_a_fork_child_joins_no_thread_of_the_parent(void **state)
 #endif
 }
 
+/*
+ * An initializer that forks: in the child, the thread that forked is no
+ * worker of the pool (docs/api.md), and the inherited futures stay as
+ * they were at the fork.  An initializer that failed there broke the
+ * parent's pool in the child: the child's copy of the task queued behind
+ * it ended FUT_EBROKEN and its done callback ran in the child.  The
+ * callback writes the pid it runs in.
+ */
+#if CHILD_CAN_START_THREADS
+struct init_fork {
+	int gate;  /* read before the fork */
+	pid_t pid; /* the child, in the parent */
+};
+
+static void exit_quietly(void)
+{
+	_exit(0);
+}
+
+static int forks_then_fails_in_the_child(void *arg)
+{
+	struct init_fork *s = arg;
+	char c;
+	ssize_t r;
+	do
+		r = read(s->gate, &c, 1);
+	while (r < 0 && errno == EINTR);
+	pid_t pid = fork();
+	if (pid == 0) {
+		alarm(20);
+		/* The process ends with the thread: LeakSanitizer's report of
+		 * what it inherited is skipped. */
+		(void)atexit(exit_quietly);
+		return -1; /* the child's copy fails; the thread ends */
+	}
+	s->pid = pid;
+	return 0;
+}
+
+static void says_its_pid(fut_future *f, void *ud)
+{
+	(void)f;
+	pid_t me = getpid();
+	if (write((int)(intptr_t)ud, &me, sizeof(me)) != sizeof(me))
+		abort();
+}
+#endif
+
+static void
+test_an_initializer_that_forks_breaks_nothing_in_the_child(void **state)
+{
+	(void)state;
+#if !CHILD_CAN_START_THREADS
+	skip();
+#else
+	int gate[2], pids[2];
+	assert_int_equal(pipe(gate), 0);
+	assert_int_equal(pipe(pids), 0);
+	struct init_fork s = { .gate = gate[0] };
+	fut_executor *ex = NULL;
+	assert_int_equal(
+		fut_thread_pool_new(
+			&ex,
+			&(fut_thread_pool_opts){
+				.max_workers = 1,
+				.initializer = forks_then_fails_in_the_child,
+				.initarg = &s }),
+		FUT_OK);
+	fut_future *f = NULL;
+	assert_int_equal(fut_submit(ex, plus_one, (void *)1, &f), FUT_OK);
+	assert_int_equal(fut_add_done_callback(f, says_its_pid,
+					       (void *)(intptr_t)pids[1]),
+			 FUT_OK);
+	assert_int_equal(write(gate[1], "g", 1), 1);
+	void *v = NULL;
+	assert_int_equal(fut_result(f, 30.0, &v), FUT_OK);
+	assert_int_equal((uintptr_t)v, 2);
+	assert_true(s.pid > 0);
+	int status = 0;
+	while (waitpid(s.pid, &status, 0) < 0 && errno == EINTR)
+		;
+	close(pids[1]); /* the child's copy is closed: it exited */
+	pid_t seen[4];
+	ssize_t got = 0, r;
+	while ((r = read(pids[0], (char *)seen + got, sizeof(seen) - got)) > 0)
+		got += r;
+	int n = (int)(got / (ssize_t)sizeof(pid_t)), in_child = 0;
+	for (int i = 0; i < n; i++)
+		in_child += seen[i] != getpid();
+	print_message("the callback ran %d times, %d in the child\n", n,
+		      in_child);
+	assert_int_equal(in_child, 0);
+	assert_int_equal(n, 1);
+	fut_release(f);
+	fut_executor_free(ex);
+	for (int i = 0; i < 2; i++) {
+		close(gate[i]);
+		close(pids[i]);
+	}
+#endif
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(
 			test_a_fork_child_joins_no_thread_of_the_parent),
+		cmocka_unit_test(
+			test_an_initializer_that_forks_breaks_nothing_in_the_child),
 		cmocka_unit_test(
 			test_a_child_forked_while_the_module_table_is_read_gets_a_pool),
 	};

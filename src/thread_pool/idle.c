@@ -353,7 +353,10 @@ void *fut__tp_worker_main(void *arg)
 					  memory_order_seq_cst);
 		if (fut__tp_queue_count(&p->q) > 0)
 			fut__tp_wakep(p);
-		if (p->initializer(p->initarg) != 0)
+		/* One that forked and failed in the child breaks nothing of
+		 * the parent's pool there (the loop lets the thread end). */
+		if (p->initializer(p->initarg) != 0 &&
+		    !fut__executor_orphaned(&p->ex))
 			break_pool(p);
 		atomic_fetch_add_explicit(&p->nspinning, 1,
 					  memory_order_seq_cst);
