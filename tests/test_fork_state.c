@@ -369,6 +369,116 @@ test_an_initializer_that_forks_breaks_nothing_in_the_child(void **state)
 #endif
 }
 
+/*
+ * A task that waits for two tasks of its own pool (FUT_ALL_COMPLETED)
+ * runs the first inline, and that one forks.  In the child the thread
+ * is no worker (docs/api.md), but its wait, which goes on for the second
+ * task there, had read the worker's wait hooks before the fork: it gave
+ * the worker's slot up and started a thread for the parent's pool in the
+ * child, where the pool's initializer ran.  The initializer writes the
+ * pid it runs in; the child ends, 'E' on the same pipe, at an alarm.
+ */
+#if CHILD_CAN_START_THREADS
+static int inits_pipe = -1;
+
+static int says_where_it_starts(void *arg)
+{
+	(void)arg;
+	pid_t me = getpid();
+	if (write(inits_pipe, &me, sizeof(me)) != sizeof(me))
+		abort();
+	return 0;
+}
+
+static void child_alarm(int sig)
+{
+	(void)sig;
+	pid_t end = 0; /* no pid: the child's last word */
+	_exit(write(inits_pipe, &end, sizeof(end)) == sizeof(end) ? 0 : 1);
+}
+
+/* Run inline by its waiter: forks; the child returns from it at once. */
+static void forks_inline(fut_task *t)
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		signal(SIGALRM, child_alarm);
+		alarm(1);
+	}
+	fut_task_return(t, (void *)(intptr_t)pid);
+}
+
+/* Waits for a task that forks and another, both of its own pool. */
+static void waits_for_a_fork(fut_task *t)
+{
+	fut_executor *ex = fut_task_arg(t);
+	fut_future *fs[2] = { NULL, NULL };
+	pid_t pid = -1;
+	if (fut_submit(ex, forks_inline, NULL, &fs[0]) == FUT_OK &&
+	    fut_submit(ex, plus_one, NULL, &fs[1]) == FUT_OK &&
+	    fut_wait(fs, 2, FUT_ALL_COMPLETED, FUT_FOREVER) == FUT_OK) {
+		void *v = NULL;
+		(void)fut_result(fs[0], 0, &v);
+		pid = (pid_t)(intptr_t)v;
+	}
+	fut_release(fs[0]);
+	fut_release(fs[1]);
+	fut_task_return(t, (void *)(intptr_t)pid);
+}
+#endif
+
+static void test_a_wait_that_forks_starts_no_thread_in_the_child(void **state)
+{
+	(void)state;
+#if !CHILD_CAN_START_THREADS
+	skip();
+#else
+	int pids[2];
+	assert_int_equal(pipe(pids), 0);
+	inits_pipe = pids[1];
+	fut_executor *ex = NULL;
+	assert_int_equal(fut_thread_pool_new(
+				 &ex,
+				 &(fut_thread_pool_opts){
+					 .max_workers = 1,
+					 .initializer = says_where_it_starts }),
+			 FUT_OK);
+	fut_future *f = NULL;
+	assert_int_equal(fut_submit(ex, waits_for_a_fork, ex, &f), FUT_OK);
+	void *v = NULL;
+	assert_int_equal(fut_result(f, 30.0, &v), FUT_OK);
+	pid_t child = (pid_t)(intptr_t)v;
+	assert_true(child > 0);
+	fut_release(f);
+	fut_executor_free(ex);
+	/* Every pid the initializer wrote, up to the child's last word. */
+	int in_parent = 0, in_child = 0;
+	for (;;) {
+		struct pollfd pf = { .fd = pids[0], .events = POLLIN };
+		pid_t who = 0;
+		if (poll(&pf, 1, 60000) != 1 ||
+		    read(pids[0], &who, sizeof(who)) != sizeof(who)) {
+			kill(child, SIGKILL);
+			fail_msg("no word from the child");
+		}
+		if (who == 0)
+			break;
+		in_parent += who == getpid();
+		in_child += who == child;
+	}
+	int status = 0;
+	while (waitpid(child, &status, 0) < 0 && errno == EINTR)
+		;
+	close(pids[0]);
+	close(pids[1]);
+	print_message("the initializer ran %d times in the parent, %d in the "
+		      "child\n",
+		      in_parent, in_child);
+	assert_int_equal(in_parent, 1);
+	assert_int_equal(in_child, 0);
+#endif
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -376,6 +486,8 @@ int main(void)
 			test_a_fork_child_joins_no_thread_of_the_parent),
 		cmocka_unit_test(
 			test_an_initializer_that_forks_breaks_nothing_in_the_child),
+		cmocka_unit_test(
+			test_a_wait_that_forks_starts_no_thread_in_the_child),
 		cmocka_unit_test(
 			test_a_child_forked_while_the_module_table_is_read_gets_a_pool),
 	};

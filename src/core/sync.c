@@ -225,7 +225,7 @@ static bool spin(struct fut__park *p, int64_t deadline_ns)
 
 int fut__park_wait(struct fut__park *p, int64_t deadline_ns)
 {
-	const struct fut__wait_hooks *h = deadline_ns < 0 ? thread_hooks : NULL;
+	const struct fut__wait_hooks *h = NULL;
 	bool spun = false, blocked = false;
 	int rc;
 	for (;;) {
@@ -251,7 +251,11 @@ int fut__park_wait(struct fut__park *p, int64_t deadline_ns)
 			}
 			continue;
 		}
-		if (!blocked && h != NULL && h->block != NULL) {
+		/* The hooks are read here, not as the wait began: a task run
+		 * inline (assist) may have forked, and in the child this thread
+		 * is no worker any more (the handler cleared them). */
+		if (!blocked && deadline_ns < 0 && (h = thread_hooks) != NULL &&
+		    h->block != NULL) {
 			blocked = true;
 			if ((rc = h->block(h->ctx)) != FUT_OK)
 				break;
