@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -479,6 +480,74 @@ static void test_a_wait_that_forks_starts_no_thread_in_the_child(void **state)
 #endif
 }
 
+/*
+ * A process-pool task that forks, and whose child returns from it too,
+ * as a thread-pool task's may (docs/api.md): the child is no worker.  It
+ * went on as one, on the worker's own pipes: it sent a result for the
+ * task (the worker's came too, "a result for a task it was not given",
+ * and the manager killed the worker, failing the task it ran), and it
+ * took tasks sent to the worker.  Rounds of a task that forks and one
+ * that does not; the one that forks returns a little after its child.
+ */
+static void forks_and_returns(fut_task *t)
+{
+	pid_t pid = fork();
+	if (pid > 0) {
+		struct timespec ts = { 0, 20 * 1000000 };
+		while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+			;
+	}
+	fut_task_return_bytes(t, pid == 0 ? "c" : "w", 1);
+}
+
+static void echoes(fut_task *t)
+{
+	size_t len = 0;
+	const void *in = fut_task_input(t, &len);
+	fut_task_return_bytes(t, in, len);
+}
+
+static void test_a_process_pool_task_that_forks_fails_no_task(void **state)
+{
+	(void)state;
+	fut_executor *pp = NULL;
+	assert_int_equal(fut_process_pool_new(
+				 &pp,
+				 &(fut_process_pool_opts){ .max_workers = 1 }),
+			 FUT_OK);
+	int rounds = under_valgrind() ? 3 : 10, bad = 0;
+	for (int i = 0; i < rounds; i++) {
+		fut_future *a = NULL, *b = NULL;
+		assert_int_equal(fut_submit_bytes(pp, forks_and_returns, NULL,
+						  0, &a),
+				 FUT_OK);
+		assert_int_equal(fut_submit_bytes(pp, echoes, &i, sizeof(i),
+						  &b),
+				 FUT_OK);
+		const void *data = NULL;
+		size_t len = 0;
+		int ra = fut_result_bytes(a, 60.0, &data, &len);
+		bool a_ok = ra == FUT_OK && len == 1 &&
+			    memcmp(data, "w", 1) == 0;
+		int rb = fut_result_bytes(b, 60.0, &data, &len);
+		bool b_ok = rb == FUT_OK && len == sizeof(i) &&
+			    memcmp(data, &i, sizeof(i)) == 0;
+		if (!a_ok || !b_ok) {
+			print_message(
+				"round %d: forking task %d%s, next %d: "
+				"%s\n",
+				i, ra,
+				ra == FUT_OK && !a_ok ? " (the child's)" : "",
+				rb, rb != FUT_OK ? fut_error_message(b) : "");
+			bad++;
+		}
+		fut_release(a);
+		fut_release(b);
+	}
+	fut_executor_free(pp);
+	assert_int_equal(bad, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -488,6 +557,8 @@ int main(void)
 			test_an_initializer_that_forks_breaks_nothing_in_the_child),
 		cmocka_unit_test(
 			test_a_wait_that_forks_starts_no_thread_in_the_child),
+		cmocka_unit_test(
+			test_a_process_pool_task_that_forks_fails_no_task),
 		cmocka_unit_test(
 			test_a_child_forked_while_the_module_table_is_read_gets_a_pool),
 	};

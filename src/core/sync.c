@@ -166,11 +166,22 @@ bool fut__fd_lost(uint32_t gen)
 	return gone != 0 && gen < gone;
 }
 
+static void (*_Atomic child_hook)(void);
+
+void fut__fork_child_hook(void (*fn)(void))
+{
+	atomic_store_explicit(&child_hook, fn, memory_order_relaxed);
+}
+
 static void fork_child(void)
 {
 	fork_done();
 	atomic_fetch_add_explicit(&fut__fork_count, 1, memory_order_relaxed);
 	fence_refork();
+	void (*fn)(void) =
+		atomic_load_explicit(&child_hook, memory_order_relaxed);
+	if (fn != NULL)
+		fn();
 }
 
 void fut__lock_fork_guard(fut__lock *l)

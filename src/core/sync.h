@@ -109,6 +109,10 @@ void fut__fds_gone(void);
 /* Whether an fd made at fork generation gen went so: this process must
  * neither close it nor dup onto its number. */
 bool fut__fd_lost(uint32_t gen);
+/* fn runs in every fork child of this process from now on, after the
+ * library's fork handlers (one fn: the last one set).  For a
+ * single-threaded process (a process-pool worker), set before it forks. */
+void fut__fork_child_hook(void (*fn)(void));
 #define fut__lock_held(l)                                                      \
 	(atomic_load_explicit(&(l)->word, memory_order_relaxed) != 0)
 /* For asserts: a pthread mutex is held (by some thread: pthread cannot

@@ -491,11 +491,49 @@ static bool child_record(void *ctx, struct fut__wire_rec *r)
 	return true;
 }
 
+/* What a process a task (or the initializer) forks must not use as the
+ * worker's: its channels and the shared slots. */
+static int worker_in = -1, worker_out = -1;
+static void *slots_map;
+static size_t slots_bytes;
+static _Atomic uint64_t written_elsewhere;
+
+/*
+ * In a child a task forked: it is no worker (as a thread-pool task's
+ * fork child is none, docs/api.md).  If the task returned there too, the
+ * loop went on as the worker's: it sent a result for the task (the caller
+ * got the child's), and read tasks sent to the worker.  Its copies of
+ * the channels become /dev/null (the loop then reads no task and the
+ * child exits), the slots a private mapping, the count of bytes written
+ * its own.  Runs in that child only: nothing on a task's path.
+ */
+static void task_forked(void)
+{
+	written = &written_elsewhere;
+	if (slots_map != NULL)
+		(void)mmap(slots_map, slots_bytes, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (null < 0) { /* no fd: the channels close instead */
+		(void)close(worker_in);
+		(void)close(worker_out);
+		return;
+	}
+	(void)dup3(null, worker_in, O_CLOEXEC);
+	(void)dup3(null, worker_out, O_CLOEXEC);
+	(void)close(null);
+}
+
 void fut__pp_child_main(const struct fut__forkserver_cfg *cfg,
 			struct fut__worker_slot *slot, int in, int outfd)
 {
 	back_sock = in;
 	written = &slot->written;
+	worker_in = in;
+	worker_out = outfd;
+	slots_map = cfg->slots;
+	slots_bytes = cfg->nslots * sizeof(*cfg->slots);
+	fut__fork_child_hook(task_forked);
 	int rc = cfg->initializer ? cfg->initializer(cfg->initarg) : 0;
 	say_hello(outfd, rc);
 	if (rc != 0)
