@@ -337,9 +337,10 @@ static void close_fd(int fd)
 
 /* In a fork child: this process's copies of the pool's fds close (the
  * wake eventfd, the fork server's socket, each worker's pipes), unless
- * they are gone already, and of the workers' shared slots mapping; the parent's manager, fork server and
- * workers never notice.  The rest stays: inherited futures point into
- * their job blocks, which hold a reference of the pool. */
+ * they are gone already, and of the workers' shared slots mapping; the
+ * parent's manager, fork server and workers never notice.  The rest
+ * stays: inherited futures point into their job blocks, which hold a
+ * reference of the pool. */
 static void pp_orphan(fut_executor *ex)
 {
 	struct ppool *p = pool_of(ex);
