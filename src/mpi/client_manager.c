@@ -365,12 +365,19 @@ static struct mjob *pop_locked(struct mclient *c, size_t n)
 	return first;
 }
 
-/* Sends rank r the jobs of list (claimed by pop_locked(); the dropped ones,
- * cancelled while queued, released). */
+/*
+ * Sends rank r the jobs of list (claimed by pop_locked(); the dropped ones,
+ * cancelled while queued, released).  A job whose record finds no memory
+ * ends FUT_ENOMEM, but only once the frame is out, and, the last job in
+ * flight, after go_quiet(): the NAME records it added stay in the frame
+ * (the rank learns a name early, harmless), and sent after its future
+ * completed, its caller could be in MPI_Finalize (test mode namenomem).
+ */
 static void send_jobs(struct mclient *c, int r, struct mjob *list)
 {
 	struct mrank *mr = &c->ranks[r];
 	struct fut__mpi_frame fr = { 0 };
+	struct mjob *failed = NULL;
 	fut__mpi_link_frame(&c->link, &fr);
 	while (list != NULL) {
 		struct mjob *j = list;
@@ -397,9 +404,8 @@ static void send_jobs(struct mclient *c, int r, struct mjob *list)
 						FUT__WIRE_T_TASK, 0, j->input,
 						j->len);
 		if (rc != FUT_OK) {
-			fut__mpi_job_fail(
-				j, FUT_ENOMEM, 0,
-				"out of memory for the task's message");
+			j->next = failed;
+			failed = j;
 			continue;
 		}
 		if (mr->tail != NULL)
@@ -416,6 +422,14 @@ static void send_jobs(struct mclient *c, int r, struct mjob *list)
 		break_all(c, "rank %d: an MPI send failed%s", r, "");
 	else if (rc != FUT_OK)
 		break_all(c, "rank %d: out of memory for a message%s", r, "");
+	if (failed != NULL && c->inflight == 0)
+		go_quiet(c);
+	while (failed != NULL) {
+		struct mjob *j = failed;
+		failed = j->next;
+		fut__mpi_job_fail(j, FUT_ENOMEM, 0,
+				  "out of memory for the task's message");
+	}
 }
 
 /*

@@ -1,0 +1,287 @@
+/*
+ * test_mpi_nomem.c: the client's and the servers' out-of-memory paths
+ * past the handshake (tests/mpi/run.sh runs each mode under mpirun -np 3;
+ * not cmocka tests: what they check is how every rank's call ends).
+ * Found by review (2026-12-07):
+ *   namenomem    the manager's next allocation, the growth of a frame that
+ *                already holds a NAME record, fails for the task that
+ *                follows it, the last one in flight: its future ends
+ *                FUT_ENOMEM, and from then on the manager makes no MPI
+ *                call (the program may call MPI_Finalize).  Before, the
+ *                frame of the NAME alone went out after that future
+ *                completed: other threads' MPI calls as MPI_Finalize
+ *                began (counted through the profiling interface), what
+ *                made MPICH abort in finalize (docs/reliability.md).
+ *   namestop     the same after shutdown(NOWAIT): the manager also sent
+ *                the STOPs and probed for the BYEs after it.
+ *   srvnomem     a server out of memory for a task record, for a name,
+ *                and to receive a message (each in turn, on a new
+ *                executor): it gives up serving and returns FUT_ENOMEM;
+ *                the task it ran finishes with its result, the one it
+ *                could not take ends FUT_EBROKEN, "rank N stopped
+ *                serving"; the executor is broken (docs/mpi.md), the
+ *                other server returns FUT_OK, free returns, MPI_Finalize
+ *                completes.
+ * run.sh's timeout ends a hang as a failure.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <time.h>
+
+#include "mpi_test.h"
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+	while (nanosleep(&ts, &ts) != 0)
+		;
+}
+
+/* ------------------------------------------------------------------ */
+/* Other threads' MPI calls while watched (the profiling interface).   */
+
+static _Atomic bool watch_finalize, watching;
+static _Atomic long stray_calls;
+static pthread_t main_thread;
+
+static void stray(void)
+{
+	if (atomic_load(&watching) &&
+	    !pthread_equal(pthread_self(), main_thread))
+		atomic_fetch_add(&stray_calls, 1);
+}
+
+int MPI_Iprobe(int source, int tag, MPI_Comm comm, int *flag,
+	       MPI_Status *status)
+{
+	stray();
+	return PMPI_Iprobe(source, tag, comm, flag, status);
+}
+
+int MPI_Isend(const void *buf, int count, MPI_Datatype type, int dest, int tag,
+	      MPI_Comm comm, MPI_Request *request)
+{
+	stray();
+	return PMPI_Isend(buf, count, type, dest, tag, comm, request);
+}
+
+int MPI_Test(MPI_Request *request, int *flag, MPI_Status *status)
+{
+	stray();
+	return PMPI_Test(request, flag, status);
+}
+
+int MPI_Finalize(void)
+{
+	if (atomic_load(&watch_finalize)) {
+		atomic_store(&watching, true);
+		sleep_ms(200);
+	}
+	/* The finalize hook's own calls are allowed. */
+	atomic_store(&watching, false);
+	return PMPI_Finalize();
+}
+
+/* ------------------------------------------------------------------ */
+/* namenomem, namestop                                                 */
+
+static void nap_task(fut_task *t)
+{
+	sleep_ms(100);
+	fut_task_return_bytes(t, "ok", 2);
+}
+
+enum {
+	BIG_IN = 8192 /* over the frame the manager's link keeps */
+};
+static unsigned char big_in[BIG_IN];
+static fut_executor *name_ex;
+static bool name_stop;
+static fut_future *_Atomic name_f;
+
+/* On the manager, as the last job fails: from here on, every MPI call of
+ * another thread counts. */
+static void watch_cb(fut_future *f, void *ud)
+{
+	(void)f;
+	(void)ud;
+	atomic_store(&watching, true);
+}
+
+/* On the manager, as the first job completes: the next job, a function
+ * the rank has no name for and a larger input, then the manager's next
+ * allocation fails: the frame's growth for its TASK record, after its
+ * NAME record went into the frame. */
+static void arm_cb(fut_future *f, void *ud)
+{
+	(void)f;
+	(void)ud;
+	fut_future *g = NULL;
+	CHECK(fut_submit_bytes(name_ex, echo_task, big_in, BIG_IN, &g) ==
+	      FUT_OK);
+	CHECK(fut_add_done_callback(g, watch_cb, NULL) == FUT_OK);
+	if (name_stop)
+		CHECK(fut_executor_shutdown(name_ex, FUT_SHUTDOWN_NOWAIT) ==
+		      FUT_OK);
+	atomic_store(&name_f, g);
+	(void)fut__alloc_fail_nth(1);
+}
+
+static int mode_namenomem(bool stop)
+{
+	CHECK(fut_mpi_executor_new(&name_ex, NULL) == FUT_OK);
+	if (name_ex == NULL)
+		return 0;
+	name_stop = stop;
+	fut_future *f = NULL;
+	CHECK(fut_submit_bytes(name_ex, nap_task, NULL, 0, &f) == FUT_OK);
+	CHECK(fut_add_done_callback(f, arm_cb, NULL) == FUT_OK);
+	fut_future *g = NULL;
+	for (int i = 0; i < 3000 && (g = atomic_load(&name_f)) == NULL; i++)
+		sleep_ms(10);
+	CHECK(g != NULL);
+	int rc = fut_result(g, 30, NULL);
+	CHECK(fut__alloc_fail_nth(0) == 0); /* the failure was injected */
+	fprintf(stderr, "%s: the job: %s (%s)\n",
+		stop ? "namestop" : "namenomem", fut_strerror(rc),
+		rc == FUT_OK ? "" : fut_error_message(g));
+	CHECK(rc == FUT_ENOMEM);
+	CHECK(strstr(fut_error_message(g), "out of memory") != NULL);
+	CHECK(fut_result(f, 0, NULL) == FUT_OK);
+	fut_release(f);
+	fut_release(g);
+	/* Never freed: MPI_Finalize ends it (docs/mpi.md, Finalize). */
+	atomic_store(&watch_finalize, true);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* srvnomem                                                            */
+
+/* On a server: its next allocation fails; it runs on 500 ms. */
+static void arm_task(fut_task *t)
+{
+	(void)fut__alloc_fail_nth(1);
+	sleep_ms(500);
+	fut_task_return_bytes(t, "armed", 5);
+}
+
+static void other_task(fut_task *t)
+{
+	fut_task_return_bytes(t, "other", 5);
+}
+
+enum {
+	P_TASK, /* a task record (input too long for a slab block) */
+	P_NAME, /* the name of a function new to the rank */
+	P_RECV, /* a message over the receive stage */
+	P_N
+};
+static const char *const path_names[P_N] = { "a task record", "a name",
+					     "a receive" };
+
+/* Ends f, which must be FUT_EBROKEN with "rank R stopped serving". */
+static void check_broken(fut_future *f, int r, const char *what)
+{
+	int rc = fut_result(f, 30, NULL);
+	const char *msg = rc == FUT_ETIMEDOUT ? "never ended" :
+			  rc == FUT_OK	      ? "" :
+						fut_error_message(f);
+	fprintf(stderr, "srvnomem: %s: %s (%s)\n", what, fut_strerror(rc), msg);
+	char want[64];
+	snprintf(want, sizeof(want), "rank %d stopped serving", r);
+	CHECK(rc == FUT_EBROKEN && strstr(msg, want) != NULL);
+	fut_release(f);
+}
+
+/* Every rank: whether exactly one server gave up (FUT_ENOMEM) while the
+ * other returned FUT_OK. */
+static void one_gave_up(int rc, bool server)
+{
+	CHECK(!server || rc == FUT_OK || rc == FUT_ENOMEM);
+	int mine[2] = { server && rc == FUT_ENOMEM, server && rc == FUT_OK };
+	int all[2] = { 0, 0 };
+	CHECK(MPI_Allreduce(mine, all, 2, MPI_INT, MPI_SUM, MPI_COMM_WORLD) ==
+	      MPI_SUCCESS);
+	if (world_rank() == 0)
+		fprintf(stderr, "srvnomem: %d server(s) gave up, %d ended ok\n",
+			all[0], all[1]);
+	CHECK(all[0] == 1 && all[1] == 1);
+}
+
+static void server_gives_up(int path)
+{
+	fut_executor *ex = NULL;
+	int rc = fut_mpi_executor_new(&ex, &(fut_mpi_opts){ .prefetch = 4 });
+	if (ex == NULL) {
+		(void)fut__alloc_fail_nth(0);
+		CHECK(fut__mpi_live_objects() == 0);
+		one_gave_up(rc, true);
+		return;
+	}
+	/* The rank that answers is the hot one: the next tasks go there. */
+	fut_future *f = NULL;
+	CHECK(fut_submit_bytes(ex, echo_task, "rank?", 5, &f) == FUT_OK);
+	const void *out = NULL;
+	size_t len = 0;
+	CHECK(fut_result_bytes(f, 30, &out, &len) == FUT_OK);
+	CHECK(len == sizeof(int));
+	int r = *(const int *)out;
+	fut_release(f);
+	fut_future *armed = NULL, *hit = NULL;
+	CHECK(fut_submit_bytes(ex, arm_task, NULL, 0, &armed) == FUT_OK);
+	sleep_ms(200); /* it runs; the standby holds the loop */
+	static unsigned char in[128 << 10];
+	size_t n = path == P_TASK ? 1024 : path == P_RECV ? sizeof(in) : 0;
+	CHECK(fut_submit_bytes(ex, path == P_NAME ? other_task : echo_task, in,
+			       n, &hit) == FUT_OK);
+	check_broken(hit, r, path_names[path]);
+	/* What ran there finished, and its result came before the rank's
+	 * goodbye. */
+	CHECK(fut_result_bytes(armed, 30, &out, &len) == FUT_OK);
+	CHECK(len == 5 && memcmp(out, "armed", 5) == 0);
+	fut_release(armed);
+	CHECK(fut_submit_bytes(ex, echo_task, "x", 1, &f) == FUT_EBROKEN);
+	fut_executor_free(ex);
+	CHECK(fut__mpi_live_objects() == 0);
+	one_gave_up(rc, false);
+}
+
+static int mode_srvnomem(void)
+{
+	for (int path = 0; path < P_N; path++)
+		server_gives_up(path);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	main_thread = pthread_self();
+	init_mpi(&argc, &argv);
+	int rank = world_rank();
+	const char *mode = argc > 1 ? argv[1] : "";
+	int rc;
+	if (strcmp(mode, "namenomem") == 0)
+		rc = mode_namenomem(false);
+	else if (strcmp(mode, "namestop") == 0)
+		rc = mode_namenomem(true);
+	else if (strcmp(mode, "srvnomem") == 0)
+		rc = mode_srvnomem();
+	else {
+		fprintf(stderr, "usage: %s namenomem|namestop|srvnomem\n",
+			argv[0]);
+		rc = 2;
+	}
+	MPI_Finalize();
+	if (atomic_load(&stray_calls) != 0) {
+		fprintf(stderr,
+			"%s: rank %d: %ld MPI calls of another thread after "
+			"the last future completed\n",
+			mode, rank, atomic_load(&stray_calls));
+		rc = 1;
+	}
+	if (rc == 0)
+		printf("%s: ok\n", mode);
+	return rc;
+}
