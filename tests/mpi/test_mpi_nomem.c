@@ -14,6 +14,10 @@
  *                made MPICH abort in finalize (docs/reliability.md).
  *   namestop     the same after shutdown(NOWAIT): the manager also sent
  *                the STOPs and probed for the BYEs after it.
+ *   recvnomem    root has no memory to receive a message of results, 3
+ *                times in a row: the manager tries again (the message
+ *                waits in MPI), and the future gets its result.  Before,
+ *                the executor broke, "rank 0: an MPI receive failed".
  *   srvnomem     a server out of memory for a task record, for a name,
  *                and to receive a message (each in turn, on a new
  *                executor): it gives up serving and returns FUT_ENOMEM;
@@ -157,6 +161,50 @@ static int mode_namenomem(bool stop)
 }
 
 /* ------------------------------------------------------------------ */
+/* recvnomem                                                           */
+
+/* Echoes its input after 300 ms. */
+static void slow_echo_task(fut_task *t)
+{
+	sleep_ms(300);
+	echo_task(t);
+}
+
+static int mode_recvnomem(void)
+{
+	fut_executor *ex = NULL;
+	CHECK(fut_mpi_executor_new(&ex, NULL) == FUT_OK);
+	if (ex == NULL)
+		return 0;
+	enum {
+		LEN = 256 << 10 /* over the receive stage's first size */
+	};
+	unsigned char *in = malloc(LEN);
+	CHECK(in != NULL);
+	for (size_t i = 0; i < LEN; i++)
+		in[i] = (unsigned char)(i * 13);
+	fut_future *f = NULL;
+	CHECK(fut_submit_bytes(ex, slow_echo_task, in, LEN, &f) == FUT_OK);
+	sleep_ms(100); /* sent; the manager idles until the result */
+	(void)fut__alloc_fail_run(1, 3);
+	const void *out = NULL;
+	size_t len = 0;
+	int rc = fut_result_bytes(f, 30, &out, &len);
+	long left = fut__alloc_fail_nth(0);
+	fprintf(stderr, "recvnomem: %s (%s)\n", fut_strerror(rc),
+		rc == FUT_OK ? "" : fut_error_message(f));
+	CHECK(left == 0); /* the failures were injected */
+	CHECK(rc == FUT_OK);
+	CHECK(len == LEN && memcmp(out, in, LEN) == 0);
+	fut_release(f);
+	check_echo(ex, 100); /* it serves on */
+	fut_executor_free(ex);
+	free(in);
+	CHECK(fut__mpi_live_objects() == 0);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
 /* srvnomem                                                            */
 
 /* On a server: its next allocation fails; it runs on 500 ms. */
@@ -266,10 +314,13 @@ int main(int argc, char **argv)
 		rc = mode_namenomem(false);
 	else if (strcmp(mode, "namestop") == 0)
 		rc = mode_namenomem(true);
+	else if (strcmp(mode, "recvnomem") == 0)
+		rc = mode_recvnomem();
 	else if (strcmp(mode, "srvnomem") == 0)
 		rc = mode_srvnomem();
 	else {
-		fprintf(stderr, "usage: %s namenomem|namestop|srvnomem\n",
+		fprintf(stderr,
+			"usage: %s namenomem|namestop|recvnomem|srvnomem\n",
 			argv[0]);
 		rc = 2;
 	}
