@@ -290,18 +290,18 @@ static bool probe_may_wait(struct server *s)
 
 /*
  * The MPI loop.  Caller holds s->lock.  Returns a task for the calling
- * thread to run (run_here, or no worker thread could start; one at a
- * time), or NULL once done; either with s->lock held.  The lock is held
- * from the end of one task to the start of the next: one lock round a
- * task, with the result's (docs/perf-log.md).
+ * thread to run (run_here; one at a time), or NULL once done; either
+ * with s->lock held.  The lock is held from the end of one task to the
+ * start of the next: one lock round a task, with the result's
+ * (docs/perf-log.md).
  */
 static struct stask *loop(struct server *s)
 {
 	struct fut__mpi_idle idle;
 	fut__mpi_idle_init(&idle, s->s.spin, s->s.backoff);
-	/* No task thread (none could start, or no memory for their table):
-	 * the loop's thread runs the tasks. */
-	bool here = s->run_here || (s->s.pool == NULL && s->nthreads == 0);
+	/* threads_per_rank 1: the loop's thread runs the tasks (a rank
+	 * without a thread beside its loop gave up: fut__mpi_serve()). */
+	bool here = s->run_here;
 	for (;;) {
 		/* Results first: a task run here has just ended.  While tasks
 		 * of its own are queued, the next runs without a probe
@@ -418,6 +418,16 @@ static void *serve(void *arg)
 	return NULL;
 }
 
+static _Atomic bool fail_thread_start;
+
+/* Test hook: the next server of this process starts none of its threads
+ * (its standby, or its task threads), as if pthread_create failed. */
+void fut__mpi_test_fail_thread_start(void);
+void fut__mpi_test_fail_thread_start(void)
+{
+	atomic_store(&fail_thread_start, true);
+}
+
 int fut__mpi_serve(struct fut__mpi_setup *setup)
 {
 	struct server *s = fut__calloc(1, sizeof(*s));
@@ -460,7 +470,8 @@ int fut__mpi_serve(struct fut__mpi_setup *setup)
 		sigset_t all, old;
 		sigfillset(&all);
 		pthread_sigmask(SIG_SETMASK, &all, &old);
-		while (s->nthreads < s->s.threads &&
+		bool fail = atomic_exchange(&fail_thread_start, false);
+		while (!fail && s->nthreads < s->s.threads &&
 		       pthread_create(&s->threads[s->nthreads], NULL,
 				      s->run_here ? serve :
 						    fut__mpi_server_worker,
@@ -468,6 +479,16 @@ int fut__mpi_serve(struct fut__mpi_setup *setup)
 			s->nthreads++;
 		pthread_sigmask(SIG_SETMASK, &old, NULL);
 	}
+	/* No thread beside the loop (no memory for their table, or none
+	 * could start): the loop's thread alone would run the tasks, and
+	 * while one ran nothing would read the client's messages, so an
+	 * interrupt would never reach it (test mode nostandby: such a task
+	 * ran on).  It gives up serving at once, as without memory for its
+	 * state: FUT_EAGAIN (FUT_ENOMEM), and the client breaks the
+	 * executor. */
+	if (s->s.pool == NULL && s->nthreads == 0)
+		fut__mpi_server_give_up(s, s->threads == NULL ? FUT_ENOMEM :
+								FUT_EAGAIN);
 	/* With worker threads, loop() returns no task: serve() only runs
 	 * it. */
 	(void)serve(s);

@@ -6,9 +6,9 @@
  * them with this thread's fut_mpi_task_rank() set, record the result and
  * free the task, so the loop keeps running beside them (and fut_interrupt
  * reaches a running task as fut_task_cancelled()).  With threads_per_rank
- * 1, or no worker thread, the loop's thread runs them itself (server.c,
- * serve()).  Also fut_mpi_task_rank() for the
- * FUT_MPI_ISOLATE pool's worker processes.
+ * 1 the loop's thread runs them itself, a standby beside it (server.c,
+ * serve()); a rank that could start no thread gave up serving.  Also
+ * fut_mpi_task_rank() for the FUT_MPI_ISOLATE pool's worker processes.
  * Threads: the workers (or the loop); fut_mpi_task_rank in any task.
  * Locks: s->lock guards the queue, the running list and busy; never held
  * while a task runs.

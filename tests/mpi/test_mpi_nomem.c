@@ -26,6 +26,14 @@
  *                serving"; the executor is broken (docs/mpi.md), the
  *                other server returns FUT_OK, free returns, MPI_Finalize
  *                completes.
+ *   nostandby    rank 1 starts no thread beside its loop (a test hook,
+ *                as if pthread_create failed; threads_per_rank 1: the
+ *                standby): it gives up serving at once and returns
+ *                FUT_EAGAIN, the executor is broken ("rank 1 stopped
+ *                serving"), and no future outlives an interrupt by a
+ *                second.  Before, the rank served alone, and a task
+ *                running there never saw its interrupt (it ran on to
+ *                its end, 3 s), nothing reading the client's messages.
  * run.sh's timeout ends a hang as a failure.
  */
 #include <pthread.h>
@@ -40,6 +48,13 @@ static void sleep_ms(long ms)
 	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
 	while (nanosleep(&ts, &ts) != 0)
 		;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* ------------------------------------------------------------------ */
@@ -303,6 +318,89 @@ static int mode_srvnomem(void)
 	return 0;
 }
 
+/* ------------------------------------------------------------------ */
+/* nostandby                                                           */
+
+void fut__mpi_test_fail_thread_start(void);
+
+/* Loops until interrupted, 3 s at most: "stopped", or "ran out". */
+static void looping_task(fut_task *t)
+{
+	for (int i = 0; i < 300 && !fut_task_cancelled(t); i++)
+		sleep_ms(10);
+	if (fut_task_cancelled(t))
+		fut_task_return_bytes(t, "stopped", 7);
+	else
+		fut_task_return_bytes(t, "ran out", 7);
+}
+
+static int mode_nostandby(void)
+{
+	if (world_rank() == 1)
+		fut__mpi_test_fail_thread_start();
+	fut_executor *ex = NULL;
+	int rc = fut_mpi_executor_new(&ex, &(fut_mpi_opts){ .prefetch = 1 });
+	if (ex == NULL) {
+		fprintf(stderr, "nostandby: rank %d: %s\n", world_rank(),
+			fut_strerror(rc));
+		CHECK(rc == (world_rank() == 1 ? FUT_EAGAIN : FUT_OK));
+		CHECK(fut__mpi_live_objects() == 0);
+		return 0;
+	}
+	enum {
+		N = 2 /* one a server (prefetch 1) */
+	};
+	fut_future *fs[N] = { NULL, NULL };
+	for (int i = 0; i < N; i++) {
+		rc = fut_submit_bytes(ex, looping_task, NULL, 0, &fs[i]);
+		CHECK(rc == FUT_OK || rc == FUT_EBROKEN);
+	}
+	for (int i = 0; i < 200; i++) {
+		bool all = true;
+		for (int k = 0; k < N; k++)
+			all &= fs[k] == NULL || fut_state(fs[k]) != FUT_PENDING;
+		if (all)
+			break;
+		sleep_ms(10);
+	}
+	sleep_ms(100);
+	/* Each ends within a second: the interrupt reached it, or the
+	 * executor is broken (a rank without the thread beside its loop
+	 * gave up serving). */
+	for (int k = 0; k < N; k++)
+		CHECK(fs[k] == NULL || fut_interrupt(fs[k]) == FUT_OK ||
+		      fut_done(fs[k]));
+	double t0 = now_s();
+	int bad = 0;
+	for (int k = 0; k < N; k++) {
+		if (fs[k] == NULL)
+			continue;
+		double left = 1.0 - (now_s() - t0);
+		rc = fut_result(fs[k], left > 0 ? left : 0, NULL);
+		const void *out = NULL;
+		size_t len = 0;
+		if (rc == FUT_OK)
+			CHECK(fut_result_bytes(fs[k], 0, &out, &len) == FUT_OK);
+		const char *msg = rc == FUT_OK ? (const char *)out :
+				  rc == FUT_ETIMEDOUT ?
+						 "not in 1 s" :
+						 fut_error_message(fs[k]);
+		fprintf(stderr, "nostandby: task %d: %s (%.*s)\n", k,
+			fut_strerror(rc), rc == FUT_OK ? (int)len : 60, msg);
+		if (!(rc == FUT_OK && len == 7 &&
+		      memcmp(out, "stopped", 7) == 0) &&
+		    !(rc == FUT_EBROKEN &&
+		      strstr(fut_error_message(fs[k]),
+			     "rank 1 stopped serving") != NULL))
+			bad++;
+		(void)fut_result(fs[k], 30, NULL);
+		fut_release(fs[k]);
+	}
+	fut_executor_free(ex);
+	CHECK(fut__mpi_live_objects() == 0);
+	return bad != 0;
+}
+
 int main(int argc, char **argv)
 {
 	main_thread = pthread_self();
@@ -318,9 +416,12 @@ int main(int argc, char **argv)
 		rc = mode_recvnomem();
 	else if (strcmp(mode, "srvnomem") == 0)
 		rc = mode_srvnomem();
+	else if (strcmp(mode, "nostandby") == 0)
+		rc = mode_nostandby();
 	else {
 		fprintf(stderr,
-			"usage: %s namenomem|namestop|recvnomem|srvnomem\n",
+			"usage: %s namenomem|namestop|recvnomem|srvnomem|"
+			"nostandby\n",
 			argv[0]);
 		rc = 2;
 	}
