@@ -226,8 +226,12 @@ int fut__mpi_client_new(fut_executor **out, struct fut__mpi_setup *setup)
 		fut__mpi_live_count(-1);
 		goto nomem;
 	}
-	for (int r = 0; r < c->s.size; r++)
+	for (int r = 0; r < c->s.size; r++) {
 		fut__wire_dec_init(&c->ranks[r].dec, FUT__WIRE_TO_CLIENT);
+		/* A result it has no memory to gather is handed over dropped
+		 * (client_manager.c, complete()). */
+		c->ranks[r].dec.may_drop = true;
+	}
 	fut__mpi_link_init(&c->link, c->s.comm);
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_condattr_t ca;

@@ -166,6 +166,14 @@ static void on_result(struct mclient *c, int rank, struct fut__wire_rec *rec)
 static void complete(struct mclient *c, int rank, struct mjob *j,
 		     struct fut__wire_rec *rec)
 {
+	if (rec->dropped) {
+		/* A result in several messages, and no memory to gather it:
+		 * its bytes are skipped, the rank serves on (test mode
+		 * gathernomem: it broke the executor, "malformed"). */
+		fut__mpi_job_fail(j, FUT_ENOMEM, 0,
+				  "out of memory for the task's result");
+		return;
+	}
 	if (rec->kind == FUT__WIRE_R_BYTES && rec->len != 0 &&
 	    rec->len <= j->len && !rec->owned) {
 		/* A result no longer than the input takes the input's place

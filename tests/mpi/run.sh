@@ -51,7 +51,7 @@ run -np 3 "$t/test_mpi_edge" sendnomem
 run -np 3 "$t/test_mpi_edge" nowaitfin
 run -np 3 "$t/test_mpi_edge" nowaitbusy
 run -np 3 "$t/test_mpi_edge" modnomem
-for m in namenomem namestop recvnomem srvnomem nostandby; do
+for m in namenomem namestop recvnomem srvnomem nostandby gathernomem; do
 	run -np 3 "$t/test_mpi_nomem" $m
 done
 run -np 1 "$t/test_mpi_launch" mpmd : -np 2 "$t/test_mpi_peer"

@@ -34,6 +34,11 @@
  *                second.  Before, the rank served alone, and a task
  *                running there never saw its interrupt (it ran on to
  *                its end, 3 s), nothing reading the client's messages.
+ *   gathernomem  a result in several messages (a server's message limit
+ *                100 bytes, a test hook), and no memory on root to gather
+ *                it: that future ends FUT_ENOMEM, and the executor serves
+ *                on.  Before, it broke: "rank N sent a malformed message:
+ *                out of memory".
  * run.sh's timeout ends a hang as a failure.
  */
 #include <pthread.h>
@@ -215,6 +220,49 @@ static int mode_recvnomem(void)
 	check_echo(ex, 100); /* it serves on */
 	fut_executor_free(ex);
 	free(in);
+	CHECK(fut__mpi_live_objects() == 0);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* gathernomem                                                         */
+
+enum {
+	SPLIT_LEN = 1000
+};
+
+/* On a server: its messages from now on are 100 bytes at most, and its
+ * result, SPLIT_LEN bytes, comes 300 ms later. */
+static void split_task(fut_task *t)
+{
+	fut__mpi_set_message_limit(100);
+	sleep_ms(300);
+	unsigned char out[SPLIT_LEN];
+	memset(out, 'r', sizeof(out));
+	fut_task_return_bytes(t, out, sizeof(out));
+}
+
+static int mode_gathernomem(void)
+{
+	fut_executor *ex = NULL;
+	CHECK(fut_mpi_executor_new(&ex, NULL) == FUT_OK);
+	if (ex == NULL)
+		return 0;
+	check_echo(ex, 10); /* the receive stage is made */
+	fut_future *f = NULL;
+	CHECK(fut_submit_bytes(ex, split_task, NULL, 0, &f) == FUT_OK);
+	sleep_ms(100); /* sent; the manager idles until the result */
+	(void)fut__alloc_fail_nth(1);
+	int rc = fut_result(f, 30, NULL);
+	CHECK(fut__alloc_fail_nth(0) == 0); /* the failure was injected */
+	const char *msg = rc == FUT_OK ? "" : fut_error_message(f);
+	fprintf(stderr, "gathernomem: %s (%s)\n", fut_strerror(rc), msg);
+	CHECK(rc == FUT_ENOMEM && strstr(msg, "out of memory") != NULL);
+	fut_release(f);
+	/* The executor serves on, that rank's results in 100-byte parts. */
+	for (int i = 0; i < 4; i++)
+		check_echo(ex, SPLIT_LEN);
+	fut_executor_free(ex);
 	CHECK(fut__mpi_live_objects() == 0);
 	return 0;
 }
@@ -418,10 +466,12 @@ int main(int argc, char **argv)
 		rc = mode_srvnomem();
 	else if (strcmp(mode, "nostandby") == 0)
 		rc = mode_nostandby();
+	else if (strcmp(mode, "gathernomem") == 0)
+		rc = mode_gathernomem();
 	else {
 		fprintf(stderr,
 			"usage: %s namenomem|namestop|recvnomem|srvnomem|"
-			"nostandby\n",
+			"nostandby|gathernomem\n",
 			argv[0]);
 		rc = 2;
 	}
