@@ -1,6 +1,7 @@
 #!/bin/sh
 # Usage: tests/mpi/run.sh BUILD
-# Runs the MPI tests of BUILD/tests/mpi under `timeout 60 mpirun`: Open
+# Runs the MPI tests of BUILD/tests/mpi under `timeout -k 10 60 mpirun` (a
+# launcher stuck in its abort is killed 10 s after the TERM): Open
 # MPI on loopback only (pml ob1, btl self,vader,tcp on lo), root allowed,
 # oversubscribed (../shared/design-mpi.md section 4).  Sanitizer builds run
 # with detect_leaks=0: Open MPI's own allocations make LSan useless; TSan
@@ -13,19 +14,21 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
 # What TSan sees inside Open MPI, which it cannot follow (tsan.supp).
 here=$(cd "$(dirname "$0")" && pwd)
 export TSAN_OPTIONS="${TSAN_OPTIONS:+$TSAN_OPTIONS }suppressions=$here/tsan.supp"
-t=$build/tests/mpi
+# Absolute: the check for processes left behind (pgrep -f, below) must not
+# match another build's tests running on the same machine.
+t=$(cd "$build/tests/mpi" && pwd)
 wrap=${TEST_WRAPPER:-}
 
 run()
 {
 	echo "== mpirun $*"
 	# shellcheck disable=SC2086
-	timeout 60 $wrap "$MPIRUN" "$@"
+	timeout -k 10 60 $wrap "$MPIRUN" "$@"
 }
 
 start=$(date +%s)
 run -np 3 "$t/test_mpi"
-timeout 60 $wrap "$t/test_mpi_launch" uninit
+timeout -k 10 60 $wrap "$t/test_mpi_launch" uninit
 run -np 1 "$t/test_mpi_launch" single
 run -np 1 "$t/test_mpi_launch" np1
 run -np 3 "$t/test_mpi_launch" nofree
@@ -57,7 +60,7 @@ done
 run -np 1 "$t/test_mpi_launch" mpmd : -np 2 "$t/test_mpi_peer"
 # FUT_MPI_SPAWN: a singleton (no mpirun) spawns copies of itself.
 echo "== $t/test_mpi_spawn (a singleton)"
-timeout 60 $wrap "$t/test_mpi_spawn"
+timeout -k 10 60 $wrap "$t/test_mpi_spawn"
 # The example, linked against the shared libraries.  Passing the
 # environment on: Open MPI's -x, MPICH's (Hydra's) -envlist.
 pass_env="-x LD_LIBRARY_PATH"
@@ -72,7 +75,7 @@ LD_LIBRARY_PATH="$build${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
 # leave no process behind (the documented outcome, docs/mpi.md).
 echo "== mpirun -np 3 $t/test_mpi_launch die (must abort)"
 t0=$(date +%s)
-if timeout 30 "$MPIRUN" -np 3 "$t/test_mpi_launch" die >"$build/tests/mpi/die.log" 2>&1; then
+if timeout -k 10 30 "$MPIRUN" -np 3 "$t/test_mpi_launch" die >"$build/tests/mpi/die.log" 2>&1; then
 	cat "$build/tests/mpi/die.log"
 	echo "run.sh: the job whose rank died exited 0" >&2
 	exit 1
