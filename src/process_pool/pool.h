@@ -66,6 +66,10 @@ enum {
 
 /* One worker slot: the manager's alone, but for an open door (door.c):
  * then a submitter holding p->lock may send it one task. */
+/* A kill_id no job has: the worker is killed and none of its jobs
+ * blamed (they run again elsewhere). */
+#define FUT__PP_BLAME_NONE UINT64_MAX
+
 struct pp_worker {
 	/* p->lock: idle while the manager sleeps, it takes one task from a
 	 * submitter (door.c); the manager touches nothing of the slot
@@ -460,7 +464,7 @@ void fut__pp_unlink(struct pp_worker *w, struct pp_job *prev, struct pp_job *j);
 /* shared.c: results in shared memory. */
 /* The memfd w sent before its R_SHARED record: -1 with errno set (EMFILE:
  * no fd free to take it in; EPROTO: none came). */
-int fut__pp_take_fd(struct pp_worker *w);
+int fut__pp_take_fd(struct pp_worker *w, bool *foreign);
 /* Completes j with the len bytes of the sealed memfd fd (which it closes),
  * mapped read-only, or fails j; drops the manager's reference to j. */
 void fut__pp_complete_shared(struct pp_job *j, int fd, uint64_t len);

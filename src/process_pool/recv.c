@@ -33,6 +33,19 @@ void fut__pp_bad_frame(struct pp_mgr *m, struct pp_worker *w, const char *why)
 	fut__pp_close_fd(&w->result_fd);
 }
 
+/*
+ * Bytes on w's task socket that the worker did not send (it sends each
+ * memfd with one byte): a task of w wrote them, at some time since the
+ * last shared result, and which one cannot be told.  They were skipped
+ * (fut__pp_take_fd), the result they stood in front of is good; w is
+ * replaced, its jobs not yet answered run again elsewhere and none is
+ * blamed.
+ */
+static void foreign_bytes(struct pp_mgr *m, struct pp_worker *w)
+{
+	fut__pp_slot_kill(m, w, FUT_ECRASHED, false, FUT__PP_BLAME_NONE);
+}
+
 /* A dropped result of more bytes than this is not read through: its
  * worker is killed and replaced (reading 4 GiB through a pipe to skip it
  * took 25 s); a smaller one is skipped and the worker kept. */
@@ -46,8 +59,11 @@ static void dropped_result(struct pp_mgr *m, struct pp_worker *w,
 			   struct pp_job *j, const struct fut__wire_rec *r)
 {
 	if (r->kind == FUT__WIRE_R_SHARED) {
-		int fd = fut__pp_take_fd(w);
+		bool foreign = false;
+		int fd = fut__pp_take_fd(w, &foreign);
 		fut__pp_close_fd(&fd);
+		if (foreign)
+			foreign_bytes(m, w);
 	}
 	bool replace = r->len > DROP_SKIP_MAX;
 	fut__pp_job_end(j, FUT_ENOMEM, 0, 0,
@@ -91,7 +107,10 @@ static void on_result(struct pp_mgr *m, struct pp_worker *w,
 		uint64_t len = fut__wire_get_u64(r->data);
 		if (r->owned)
 			fut__free(r->data);
-		int fd = fut__pp_take_fd(w);
+		bool foreign = false;
+		int fd = fut__pp_take_fd(w, &foreign);
+		if (foreign)
+			foreign_bytes(m, w);
 		if (fd >= 0) {
 			fut__pp_complete_shared(j, fd, len);
 			return;

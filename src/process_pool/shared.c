@@ -12,6 +12,7 @@
  * Locks: none (the worker's fds are the manager's alone).
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -36,36 +37,54 @@
 #endif
 
 /* The memfd w sent before its R_SHARED record: -1 with errno set
- * (EMFILE: we had no fd free to take it in; EPROTO: none came). */
-int fut__pp_take_fd(struct pp_worker *w)
+ * (EMFILE: we had no fd free to take it in; EPROTO: none came).
+ * *foreign is set when bytes without a memfd came first: the worker
+ * sends each memfd with one byte, so those were written by a task that
+ * found the socket.  They are skipped (the memfd is behind them); the
+ * caller replaces the worker. */
+int fut__pp_take_fd(struct pp_worker *w, bool *foreign)
 {
 	int sock = w->task_fd >= 0 ? w->task_fd : w->back_fd;
-	unsigned char byte;
-	struct iovec iov = { &byte, 1 };
+	/* A read stops after the bytes that carry fds: foreign bytes in
+	 * front are read with the worker's, never those behind. */
+	unsigned char bytes[256];
+	struct iovec iov = { bytes, sizeof(bytes) };
 	union {
 		struct cmsghdr h;
 		char space[CMSG_SPACE(sizeof(int))];
 	} u;
-	struct msghdr msg = { 0 };
-	msg.msg_iov = &iov;
-	msg.msg_iovlen = 1;
-	msg.msg_control = u.space;
-	msg.msg_controllen = sizeof(u.space);
-	ssize_t n;
-	do
-		n = recvmsg(sock, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-	while (n < 0 && errno == EINTR);
-	struct cmsghdr *c = n == 1 ? CMSG_FIRSTHDR(&msg) : NULL;
-	if (c != NULL && c->cmsg_level == SOL_SOCKET &&
-	    c->cmsg_type == SCM_RIGHTS &&
-	    c->cmsg_len == CMSG_LEN(sizeof(int))) {
-		int fd;
-		memcpy(&fd, CMSG_DATA(c), sizeof(fd));
-		return fd;
+	for (;;) {
+		struct msghdr msg = { 0 };
+		msg.msg_iov = &iov;
+		msg.msg_iovlen = 1;
+		msg.msg_control = u.space;
+		msg.msg_controllen = sizeof(u.space);
+		ssize_t n;
+		do
+			n = recvmsg(sock, &msg,
+				    MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		while (n < 0 && errno == EINTR);
+		struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&msg) : NULL;
+		if (n > 1)
+			*foreign = true;
+		if (c != NULL && c->cmsg_level == SOL_SOCKET &&
+		    c->cmsg_type == SCM_RIGHTS &&
+		    c->cmsg_len == CMSG_LEN(sizeof(int))) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(c), sizeof(fd));
+			return fd;
+		}
+		/* The kernel drops an fd it cannot install, and says so. */
+		if (n > 0 && (msg.msg_flags & MSG_CTRUNC)) {
+			errno = EMFILE;
+			return -1;
+		}
+		if (n <= 0) {
+			errno = EPROTO;
+			return -1;
+		}
+		*foreign = true;
 	}
-	/* The kernel drops an fd it cannot install, and says so. */
-	errno = n == 1 && (msg.msg_flags & MSG_CTRUNC) ? EMFILE : EPROTO;
-	return -1;
 }
 
 /* Maps the result j's worker left in shared memory (len bytes, the memfd
