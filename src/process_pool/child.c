@@ -15,6 +15,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -83,6 +84,13 @@ struct out {
 	uint64_t gate;
 	int64_t cal_ns;
 	uint64_t cal_ticks;
+	/* Bytes read from the task socket (the parent counts what it sent
+	 * in the slot, child.h). */
+	uint64_t in_read;
+	/* The last task run (ran), and the last one whose result waits
+	 * here, unsent (suspect, 0: none): the one blamed if bytes sent to
+	 * us are found gone (child_read). */
+	uint64_t ran, suspect;
 };
 
 /*
@@ -180,6 +188,7 @@ static void out_flush(struct out *o, int fd)
 		die(0); /* the parent closed our channel: it is gone */
 	out_begin(o);
 	o->mark = 0;
+	o->suspect = 0;
 }
 
 static void out_record(struct out *o, int fd, uint64_t id, uint32_t kind,
@@ -194,12 +203,15 @@ static void out_record(struct out *o, int fd, uint64_t id, uint32_t kind,
 		if (!write_all(fd, hdr, sizeof(hdr)) ||
 		    !write_all(fd, data, len))
 			die(0);
+		o->suspect = 0;
 		return;
 	}
 	if (o->f.count == 0)
 		o->since = o->mark != 0 ? o->mark : read_clock(o);
 	if (!fut__pp_frame_add(&o->f, id, 0, kind, code, data, len, len))
 		die(126);
+	if (id == o->ran)
+		o->suspect = id;
 }
 
 /* What the worker is sending to, for a large result the task emits
@@ -352,6 +364,22 @@ static bool claim(struct fut__worker_slot *slot, const struct fut__wire_rec *r)
 	return false;
 }
 
+/*
+ * A frame's results go as its last task returned, but when bytes sent
+ * to us wait on the task socket, unread, and this read's bytes are used
+ * up: then they go once the next read shows the bytes there (child_read)
+ * -- none of this frame's tasks took them -- a moment later, with no
+ * task run between.  When the read's bytes are not used up (more), the
+ * results go now, unchecked (a check would cost a syscall a frame).
+ */
+static bool frame_flush_now(struct fut__worker_slot *slot, const struct out *o,
+			    const struct fut__wire_rec *r)
+{
+	return r->more ||
+	       o->in_read == atomic_load_explicit(&slot->in_sending,
+						  memory_order_acquire);
+}
+
 static void run_one(const struct fut__forkserver_cfg *cfg,
 		    struct fut__worker_slot *slot, struct out *o, int fd,
 		    struct fut__wire_rec *r)
@@ -394,6 +422,7 @@ static void run_one(const struct fut__forkserver_cfg *cfg,
 	atomic_store_explicit(&slot->started, r->id, memory_order_release);
 	struct fut_task t;
 	fut__task_init(&t, fn, NULL, input, input_len, NULL);
+	o->ran = r->id;
 	struct emit_ctx ec = { .out = o, .fd = fd, .id = r->id };
 	/* A small byte result is copied into the frame at once (no
 	 * allocation for it); from FUT__TASK_EMIT_MIN it is written from
@@ -448,7 +477,8 @@ done:
 	 * or old: a result should not wait long behind a slow task (nor die
 	 * with the worker if a later task crashes it).  The time the task
 	 * ended serves as now: one clock read a task fewer. */
-	if (r->last || o->f.len >= FLUSH_BYTES ||
+	if ((r->last && frame_flush_now(slot, o, r)) ||
+	    o->f.len >= FLUSH_BYTES ||
 	    (o->f.count != 0 &&
 	     (ended != 0 ? ended : task_end(o)) - o->since >= FLUSH_NS))
 		out_flush(o, fd);
@@ -472,14 +502,55 @@ struct child {
 	int in, outfd;
 };
 
+/*
+ * Bytes the parent sent (in_sent, stored once they were on the socket)
+ * that are neither read by us nor on the socket were read by a task
+ * that found it: the frame they belonged to is lost, and we would wait
+ * for it for ever.  So the read waits only when we have read all the
+ * parent is sending (in_sending, raised before each send); else it is
+ * made not to wait.  Finding no bytes though in_sent says some wait,
+ * the worker exits (124), blaming the last task it ran whose result it
+ * holds (slot->broke; that result is not sent, the parent ends the task
+ * FUT_ECRASHED); its other tasks run again.  Finding none while a send
+ * is under way (in_sent not raised yet), it yields until it is.  The
+ * same one read as before, told not to wait.
+ */
 static ssize_t child_read(void *ctx, void *buf, size_t len, bool direct)
 {
 	struct child *c = ctx;
-	/* About to wait for input: send what is done first. */
-	if (!direct)
-		out_flush(&c->out, c->outfd);
-	c->out.mark = 0;
-	return fut__pp_recv_in(c->in, buf, len);
+	struct out *o = &c->out;
+	struct fut__worker_slot *s = c->slot;
+	ssize_t n;
+	for (;;) {
+		uint64_t sent =
+			atomic_load_explicit(&s->in_sent, memory_order_acquire);
+		if (o->in_read >= sent &&
+		    o->in_read >= atomic_load_explicit(&s->in_sending,
+						       memory_order_acquire)) {
+			/* About to wait for input: send what is done
+			 * first. */
+			if (!direct)
+				out_flush(o, c->outfd);
+			n = fut__pp_recv_in(c->in, buf, len, 0);
+			break;
+		}
+		n = fut__pp_recv_in(c->in, buf, len, MSG_DONTWAIT);
+		if (n >= 0 || errno != EAGAIN) {
+			if (!direct)
+				out_flush(o, c->outfd);
+			break;
+		}
+		if (o->in_read < sent) {
+			atomic_store_explicit(&s->broke, o->suspect,
+					      memory_order_release);
+			die(124);
+		}
+		(void)sched_yield();
+	}
+	if (n > 0)
+		o->in_read += (uint64_t)n;
+	o->mark = 0;
+	return n;
 }
 
 static bool child_record(void *ctx, struct fut__wire_rec *r)

@@ -41,7 +41,18 @@ struct fut__worker_slot {
 	 * each write: the parent never reads more from an honest worker.
 	 * More is a task's own write to the pipe (recv.c). */
 	_Atomic uint64_t written;
-	char pad[32];
+	/* Bytes the parent has sent on the task socket: in_sending raised
+	 * before each send by what it tries to send, in_sent after it by
+	 * what went (in_sending then lowered to it).  A worker that has
+	 * read in_sent bytes or fewer and finds none waiting knows a task
+	 * read them (child.c); one that has read in_sending knows none
+	 * could have been. */
+	_Atomic uint64_t in_sending;
+	_Atomic uint64_t in_sent;
+	/* The id of the task the worker blames as it exits for bytes a task
+	 * took from its task socket (0: none). */
+	_Atomic uint64_t broke;
+	char pad[8];
 	/* The claim words of the tasks sent to the worker, one per task,
 	 * at its key (the task record's code) modulo FUT__PP_CLAIMS:
 	 * fut__pp_claim_word(key, FUT__PP_SENT) as the parent sends it; the
@@ -170,9 +181,10 @@ void fut__pp_drop_results(void);
 /* ------------------------------------------------------------------ */
 /* Within the worker (child.c, child_in.c)                             */
 
-/* recvmsg(2) of the task socket into buf: the memfds that ride with the
- * bytes (shared inputs) are queued, in order. */
-ssize_t fut__pp_recv_in(int sock, void *buf, size_t len);
+/* recvmsg(2) of the task socket into buf, with flags (MSG_DONTWAIT):
+ * the memfds that ride with the bytes (shared inputs) are queued, in
+ * order. */
+ssize_t fut__pp_recv_in(int sock, void *buf, size_t len, int flags);
 /* The next queued memfd (the caller's to close), or -1: none, or one the
  * kernel could not give us (no fd free). */
 int fut__pp_in_fd_pop(void);

@@ -51,7 +51,7 @@ int fut__pp_in_fd_pop(void)
 
 /* read(2) of the task socket that keeps the memfds riding with the
  * bytes. */
-ssize_t fut__pp_recv_in(int sock, void *buf, size_t len)
+ssize_t fut__pp_recv_in(int sock, void *buf, size_t len, int flags)
 {
 	union {
 		struct cmsghdr h;
@@ -63,7 +63,7 @@ ssize_t fut__pp_recv_in(int sock, void *buf, size_t len)
 	m.msg_iovlen = 1;
 	m.msg_control = u.space;
 	m.msg_controllen = sizeof(u.space);
-	ssize_t n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC);
+	ssize_t n = recvmsg(sock, &m, MSG_CMSG_CLOEXEC | flags);
 	if (n <= 0)
 		return n;
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c != NULL;

@@ -113,8 +113,10 @@ int fut__pp_feed(struct fut__wire_dec *d, unsigned char *stage,
 		return FUT__PP_FEED_EOF;
 	if (direct) {
 		if (fut__wire_dec_direct_done(d, (size_t)n, &r) ==
-		    FUT__WIRE_RECORD)
+		    FUT__WIRE_RECORD) {
+			r.more = false;
 			(void)ops->record(ctx, &r);
+		}
 		return FUT__PP_FEED_OK;
 	}
 	size_t off = 0;
@@ -127,6 +129,7 @@ int fut__pp_feed(struct fut__wire_dec *d, unsigned char *stage,
 			return FUT__PP_FEED_NOMEM;
 		if (st == FUT__WIRE_EBAD)
 			return FUT__PP_FEED_BAD;
+		r.more = off < (size_t)n;
 		if (st == FUT__WIRE_RECORD && !ops->record(ctx, &r))
 			break;
 	}

@@ -482,7 +482,7 @@ static void loop(struct pp_mgr *m)
 			if (m->pfd[i].revents == 0)
 				continue;
 			if (m->pfd[i].events & POLLOUT)
-				fut__pp_flush_out(w);
+				fut__pp_flush_out(p, w);
 			else
 				fut__pp_read_results(m, w);
 			if (w->eof && w->orphan && w->state != PW_FREE)

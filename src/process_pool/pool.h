@@ -434,7 +434,7 @@ static inline bool fut__pp_out_pending(const struct pp_worker *w)
 void fut__pp_out_drop(struct pp_worker *w);
 /* Writes what w has pending, as far as its socket takes it now (a worker
  * gone leaves its EXITED to settle its jobs). */
-void fut__pp_flush_out(struct pp_worker *w);
+void fut__pp_flush_out(struct ppool *p, struct pp_worker *w);
 /* Claims, encodes and sends the jobs popped for w (batch, in order):
  * returns how many were dropped, cancelled while queued. */
 size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,

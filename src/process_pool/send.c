@@ -37,8 +37,31 @@ static void out_job_drop(struct pp_worker *w)
 	}
 }
 
-void fut__pp_flush_out(struct pp_worker *w)
+/*
+ * The worker's count of the bytes sent on its task socket (child.h):
+ * raised by what is about to go before a send (in_sending), and by what
+ * went after it (in_sent).  One writer at a time (the manager, or the
+ * holder of p->lock through a door): a relaxed load, release stores.
+ */
+static void count_sending(struct fut__worker_slot *s, size_t len)
 {
+	uint64_t sent = atomic_load_explicit(&s->in_sent, memory_order_relaxed);
+	atomic_store_explicit(&s->in_sending, sent + len, memory_order_release);
+}
+
+static void count_sent(struct fut__worker_slot *s, ssize_t got)
+{
+	uint64_t sent = atomic_load_explicit(&s->in_sent, memory_order_relaxed);
+	if (got > 0) {
+		sent += (uint64_t)got;
+		atomic_store_explicit(&s->in_sent, sent, memory_order_release);
+	}
+	atomic_store_explicit(&s->in_sending, sent, memory_order_release);
+}
+
+void fut__pp_flush_out(struct ppool *p, struct pp_worker *w)
+{
+	struct fut__worker_slot *slot = &p->slots[w->slot];
 	while (w->task_fd >= 0 && (w->ooff < w->out.len || w->opay != NULL)) {
 		struct iovec iov[2];
 		int n = 0;
@@ -63,8 +86,11 @@ void fut__pp_flush_out(struct pp_worker *w)
 		if (w->ofd >= 0)
 			fut__pp_attach_fds(&msg, u.space, sizeof(u.space),
 					   &w->ofd, 1);
+		count_sending(slot,
+			      iov[0].iov_len + (n == 2 ? iov[1].iov_len : 0));
 		ssize_t got =
 			sendmsg(w->task_fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+		count_sent(slot, got);
 		if (got < 0 && errno == EINTR)
 			continue;
 		if (got < 0 && errno == EAGAIN)
@@ -106,8 +132,8 @@ void fut__pp_out_drop(struct pp_worker *w)
 
 /* A frame of count jobs, first..last, is in w->out: they join w's list
  * (in the order it runs them), and it goes out. */
-static void frame_out(struct pp_worker *w, struct pp_job *first,
-		      struct pp_job *last, uint32_t count)
+static void frame_out(struct ppool *p, struct pp_worker *w,
+		      struct pp_job *first, struct pp_job *last, uint32_t count)
 {
 	last->frame_last = true;
 	if (w->head == NULL)
@@ -119,7 +145,7 @@ static void frame_out(struct pp_worker *w, struct pp_job *first,
 	w->tail = last;
 	w->frames++;
 	w->sent += count;
-	fut__pp_flush_out(w);
+	fut__pp_flush_out(p, w);
 }
 
 size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,
@@ -211,7 +237,7 @@ size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,
 	}
 	uint32_t count = fut__pp_frame_end(&w->out, FUT__WIRE_TASKS);
 	if (count != 0)
-		frame_out(w, first, last, count);
+		frame_out(p, w, first, last, count);
 	return dropped;
 }
 
@@ -236,6 +262,6 @@ bool fut__pp_send_one(struct ppool *p, struct pp_worker *w, struct pp_job *j)
 	(void)rc;
 	j->id = p->next_id++;
 	w->inflight++;
-	frame_out(w, j, j, 1);
+	frame_out(p, w, j, j, 1);
 	return true;
 }

@@ -114,6 +114,9 @@ int fut__pp_slot_spawn(struct pp_mgr *m, struct pp_worker *w, const char **what)
 	atomic_store(&slot->started, 0);
 	atomic_store(&slot->finished, 0);
 	atomic_store(&slot->written, 0);
+	atomic_store(&slot->in_sending, 0);
+	atomic_store(&slot->in_sent, 0);
+	atomic_store(&slot->broke, 0);
 	w->read_bytes = 0;
 	for (uint32_t k = 0; k < FUT__PP_CLAIMS; k++)
 		atomic_store_explicit(&slot->claim[k], 0, memory_order_relaxed);
@@ -309,6 +312,28 @@ static void end_killed(struct pp_mgr *m, struct pp_worker *w, struct pp_job *j)
 	}
 }
 
+/* The worker found bytes it was sent gone from its task socket (a task
+ * read them) and exited blaming its last task, id, whose result it held
+ * back (child.c): that job, if w still has it and was not killed for
+ * another reason, ends FUT_ECRASHED; the others run again. */
+static void blame_thief(struct pp_worker *w, const struct pp_job *list,
+			uint64_t id)
+{
+	if (id == 0 || w->kill_reason != 0)
+		return;
+	for (const struct pp_job *j = list; j != NULL; j = j->next) {
+		if (j->id != id)
+			continue;
+		w->kill_reason = FUT_ECRASHED;
+		w->kill_id = id;
+		if (w->bad_frame == NULL)
+			w->bad_frame = fut__strdup(
+				"its task read from the worker's task socket "
+				"(bytes sent to the worker never reached it)");
+		return;
+	}
+}
+
 /* w is dead and its results are read: settle every job it had. */
 void fut__pp_slot_finalize(struct pp_mgr *m, struct pp_worker *w)
 {
@@ -325,6 +350,8 @@ void fut__pp_slot_finalize(struct pp_mgr *m, struct pp_worker *w)
 	struct pp_job *list = w->head, *rq_first = NULL, *rq_last = NULL;
 	bool blamed = false;
 	w->head = w->tail = NULL;
+	blame_thief(w, list,
+		    atomic_load_explicit(&s->broke, memory_order_acquire));
 	for (struct pp_job *j = list; j != NULL; j = j->next)
 		if ((running && j->id == started) ||
 		    (w->kill_id && j->id == w->kill_id))

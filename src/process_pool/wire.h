@@ -114,6 +114,9 @@ struct fut__wire_rec {
 	 * else it points into the buffer given to fut__wire_dec_feed(). */
 	bool owned;
 	bool last; /* the last record of its frame */
+	/* fut__pp_feed: more bytes of the same read follow it (the next
+	 * frame's, when last). */
+	bool more;
 	/* A payload of len bytes that could not be held (a decoder that
 	 * may_drop, out of memory): data is NULL, and its bytes are skipped
 	 * as they come.  Handed over as soon as its header is read. */
