@@ -18,6 +18,10 @@
  * memfd with one byte, never bytes without one), the result is good, and
  * the worker is replaced.
  *
+ * A task that filled the socket left the worker waiting for ever for
+ * room to send the next shared result's memfd.  Now the worker sends it
+ * without waiting, and exits when the room went to a task's bytes.
+ *
  * One worker, so that every task goes to the same one.  Waits have
  * timeouts only to fail a hang.
  */
@@ -94,6 +98,18 @@ static void scribbler_task(fut_task *t)
 {
 	int sock = find_socket();
 	(void)!write(sock, "x", 1);
+	uint64_t v = 7;
+	(void)fut_task_return_bytes(t, &v, sizeof(v));
+}
+
+/* Fills the socket (as much as it takes without waiting), then
+ * returns as usual. */
+static void filler_task(fut_task *t)
+{
+	static char junk[65536];
+	int sock = find_socket();
+	while (send(sock, junk, sizeof(junk), MSG_DONTWAIT) > 0)
+		;
 	uint64_t v = 7;
 	(void)fut_task_return_bytes(t, &v, sizeof(v));
 }
@@ -247,6 +263,21 @@ static void test_a_byte_written_to_the_socket_fails_no_shared_result(void **st)
 	fut_executor_free(ex);
 }
 
+/* The filler leaves no room on the socket for the memfd of the next
+ * shared result. */
+static void test_a_socket_filled_by_a_task_hangs_no_shared_result(void **st)
+{
+	(void)st;
+	fut_executor *ex = lone_worker();
+	fut_future *bad = submit(ex, filler_task, 0);
+	wait_done(bad, "the filler");
+	fut_release(bad);
+	expect_shared(submit(ex, shared_task, 0x5A), 0x5A,
+		      "a shared result after the filler");
+	expect_square(submit(ex, square_task, 3), 3, "a later task");
+	fut_executor_free(ex);
+}
+
 int main(void)
 {
 	if (getenv("TEST_FILTER") != NULL)
@@ -259,6 +290,8 @@ int main(void)
 		cmocka_unit_test(test_a_task_that_steals_a_frame_hangs_nothing),
 		cmocka_unit_test(
 			test_a_byte_written_to_the_socket_fails_no_shared_result),
+		cmocka_unit_test(
+			test_a_socket_filled_by_a_task_hangs_no_shared_result),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -229,8 +229,10 @@ static void emit_bytes(fut_task *t, const void *data, size_t len, void *ctx)
 	out_record(e->out, e->fd, e->id, FUT__WIRE_R_BYTES, 0, data, len);
 }
 
-/* The worker's task socket: a shared result's memfd goes back over it. */
+/* The worker's task socket: a shared result's memfd goes back over it;
+ * and its slot. */
 static int back_sock = -1;
+static struct fut__worker_slot *back_slot;
 /* Test hooks: the errno the next shared buffer fails with (0: none);
  * exit after the task that runs (fut__pp_exit_after_task). */
 static int shared_fail_errno;
@@ -294,27 +296,16 @@ static void *shared_map(size_t len, int *fd, void *ctx)
 	return p;
 }
 
-/* Sends fd over the task socket with one byte (SCM_RIGHTS). */
-static bool send_fd(int sock, int fd)
+/* fut__pp_send_back's flush: the results waiting, sent. */
+struct flush_to {
+	struct out *o;
+	int fd;
+};
+
+static void flush_cb(void *ctx)
 {
-	unsigned char byte = 0;
-	struct iovec iov = { &byte, 1 };
-	union {
-		struct cmsghdr h;
-		char space[CMSG_SPACE(sizeof(int))];
-	} u;
-	struct msghdr m = { 0 };
-	m.msg_iov = &iov;
-	m.msg_iovlen = 1;
-	fut__pp_attach_fds(&m, u.space, sizeof(u.space), &fd, 1);
-	for (;;) {
-		ssize_t n = sendmsg(sock, &m, MSG_NOSIGNAL);
-		if (n == 1)
-			return true;
-		if (n < 0 && errno == EINTR)
-			continue;
-		return false;
-	}
+	struct flush_to *f = ctx;
+	out_flush(f->o, f->fd);
 }
 
 /*
@@ -332,7 +323,8 @@ static void send_shared(struct out *o, int fd, uint64_t id, fut_task *t)
 	int seals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
 	if (fcntl(mfd, F_ADD_SEALS, seals | F_SEAL_WRITE) != 0)
 		(void)fcntl(mfd, F_ADD_SEALS, seals);
-	if (!send_fd(back_sock, mfd))
+	struct flush_to ft = { o, fd };
+	if (!fut__pp_send_back(back_slot, back_sock, mfd, flush_cb, &ft))
 		die(0); /* the parent closed our channel: it is gone */
 	unsigned char len[FUT__WIRE_SHARED_LEN];
 	fut__wire_put_u64(len, t->len);
@@ -605,6 +597,7 @@ void fut__pp_child_main(const struct fut__forkserver_cfg *cfg,
 	slots_map = cfg->slots;
 	slots_bytes = cfg->nslots * sizeof(*cfg->slots);
 	fut__fork_child_hook(task_forked);
+	back_slot = slot;
 	int rc = cfg->initializer ? cfg->initializer(cfg->initarg) : 0;
 	say_hello(outfd, rc);
 	if (rc != 0)

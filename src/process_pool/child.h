@@ -52,7 +52,10 @@ struct fut__worker_slot {
 	/* The id of the task the worker blames as it exits for bytes a task
 	 * took from its task socket (0: none). */
 	_Atomic uint64_t broke;
-	char pad[8];
+	/* The memfds of shared results the parent took from the task socket
+	 * (shared.c): the worker's unread ones are those it sent less these
+	 * (child.c, send_fd). */
+	_Atomic uint64_t back_taken;
 	/* The claim words of the tasks sent to the worker, one per task,
 	 * at its key (the task record's code) modulo FUT__PP_CLAIMS:
 	 * fut__pp_claim_word(key, FUT__PP_SENT) as the parent sends it; the
@@ -191,6 +194,12 @@ int fut__pp_in_fd_pop(void);
 /* A T_SHARED record's input: the next memfd mapped read-only (*len its
  * length), closed; MAP_FAILED with errno set when it cannot be. */
 void *fut__pp_map_input(const struct fut__wire_rec *r, size_t *len);
+/* Sends the memfd fd of a shared result over the task socket (slot:
+ * the worker's); flush(ctx) sends the results waiting, before it waits
+ * for room.  False: the parent is gone.  Exits (123) when a task's
+ * bytes left no room. */
+bool fut__pp_send_back(struct fut__worker_slot *slot, int sock, int fd,
+		       void (*flush)(void *), void *ctx);
 
 /* ------------------------------------------------------------------ */
 /* Between the fork server and the worker it forks                     */

@@ -5,7 +5,8 @@
  *
  * Owns: the queue of memfds that came over the socket and are not yet
  * taken by their records (in order; -1 for one the kernel could not give
- * us), the reads that fill it, and the mapping of a shared input.
+ * us), the reads that fill it, and the mapping of a shared input; and
+ * the sends of shared results' memfds back over it.
  * Threads: the worker process's one thread (a task's own threads never
  * call here).
  * Locks: none.
@@ -16,6 +17,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "process_pool/child.h"
@@ -103,4 +105,60 @@ void *fut__pp_map_input(const struct fut__wire_rec *r, size_t *len)
 	errno = err;
 	*len = (size_t)want;
 	return map;
+}
+
+/* The memfds sent back over the task socket (the slot counts those the
+ * parent took, child.h). */
+static uint64_t back_sent;
+/* No room on the socket with fewer of ours unread than this (a 1 MiB
+ * buffer; each costs ~1 KiB of it): the room went to bytes a task
+ * wrote there. */
+#define BACK_FULL_MIN 16u
+
+/*
+ * Sends fd over the task socket with one byte (SCM_RIGHTS); flush(ctx)
+ * sends the results waiting.  Bytes a task wrote to the socket, which
+ * the parent never reads (it reads the socket only for a shared result's
+ * record, shared.c), may leave no room: waiting, the worker would wait
+ * for ever.  So it does not wait unless
+ * enough of its own memfds are unread to fill the socket, whose records
+ * it sends first (the parent takes each as it reads its record); else it
+ * exits (123), and its tasks not yet answered run again elsewhere.
+ */
+bool fut__pp_send_back(struct fut__worker_slot *slot, int sock, int fd,
+		       void (*flush)(void *), void *ctx)
+{
+	unsigned char byte = 0;
+	struct iovec iov = { &byte, 1 };
+	union {
+		struct cmsghdr h;
+		char space[CMSG_SPACE(sizeof(int))];
+	} u;
+	struct msghdr m = { 0 };
+	m.msg_iov = &iov;
+	m.msg_iovlen = 1;
+	fut__pp_attach_fds(&m, u.space, sizeof(u.space), &fd, 1);
+	for (;;) {
+		ssize_t n = sendmsg(sock, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n == 1) {
+			back_sent++;
+			return true;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN) {
+			if (back_sent -
+				    atomic_load_explicit(&slot->back_taken,
+							 memory_order_acquire) <
+			    BACK_FULL_MIN)
+				_exit(123);
+			flush(ctx);
+			/* The parent takes ours as it reads their records:
+			 * room then, or a look again at what it took. */
+			struct timespec ts = { 0, 10000000 };
+			(void)nanosleep(&ts, NULL);
+			continue;
+		}
+		return false;
+	}
 }

@@ -464,7 +464,7 @@ void fut__pp_unlink(struct pp_worker *w, struct pp_job *prev, struct pp_job *j);
 /* shared.c: results in shared memory. */
 /* The memfd w sent before its R_SHARED record: -1 with errno set (EMFILE:
  * no fd free to take it in; EPROTO: none came). */
-int fut__pp_take_fd(struct pp_worker *w, bool *foreign);
+int fut__pp_take_fd(struct ppool *p, struct pp_worker *w, bool *foreign);
 /* Completes j with the len bytes of the sealed memfd fd (which it closes),
  * mapped read-only, or fails j; drops the manager's reference to j. */
 void fut__pp_complete_shared(struct pp_job *j, int fd, uint64_t len);

@@ -60,7 +60,7 @@ static void dropped_result(struct pp_mgr *m, struct pp_worker *w,
 {
 	if (r->kind == FUT__WIRE_R_SHARED) {
 		bool foreign = false;
-		int fd = fut__pp_take_fd(w, &foreign);
+		int fd = fut__pp_take_fd(m->p, w, &foreign);
 		fut__pp_close_fd(&fd);
 		if (foreign)
 			foreign_bytes(m, w);
@@ -108,7 +108,7 @@ static void on_result(struct pp_mgr *m, struct pp_worker *w,
 		if (r->owned)
 			fut__free(r->data);
 		bool foreign = false;
-		int fd = fut__pp_take_fd(w, &foreign);
+		int fd = fut__pp_take_fd(m->p, w, &foreign);
 		if (foreign)
 			foreign_bytes(m, w);
 		if (fd >= 0) {

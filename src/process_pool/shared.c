@@ -42,8 +42,9 @@
  * sends each memfd with one byte, so those were written by a task that
  * found the socket.  They are skipped (the memfd is behind them); the
  * caller replaces the worker. */
-int fut__pp_take_fd(struct pp_worker *w, bool *foreign)
+int fut__pp_take_fd(struct ppool *p, struct pp_worker *w, bool *foreign)
 {
+	_Atomic uint64_t *taken = &p->slots[w->slot].back_taken;
 	int sock = w->task_fd >= 0 ? w->task_fd : w->back_fd;
 	/* A read stops after the bytes that carry fds: foreign bytes in
 	 * front are read with the worker's, never those behind. */
@@ -67,15 +68,24 @@ int fut__pp_take_fd(struct pp_worker *w, bool *foreign)
 		struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&msg) : NULL;
 		if (n > 1)
 			*foreign = true;
-		if (c != NULL && c->cmsg_level == SOL_SOCKET &&
-		    c->cmsg_type == SCM_RIGHTS &&
-		    c->cmsg_len == CMSG_LEN(sizeof(int))) {
+		bool fd_came = c != NULL && c->cmsg_level == SOL_SOCKET &&
+			       c->cmsg_type == SCM_RIGHTS &&
+			       c->cmsg_len == CMSG_LEN(sizeof(int));
+		/* The kernel drops an fd it cannot install, and says so. */
+		bool fd_lost = n > 0 && (msg.msg_flags & MSG_CTRUNC);
+		if (fd_came || fd_lost)
+			atomic_store_explicit(
+				taken,
+				atomic_load_explicit(taken,
+						     memory_order_relaxed) +
+					1,
+				memory_order_release);
+		if (fd_came) {
 			int fd;
 			memcpy(&fd, CMSG_DATA(c), sizeof(fd));
 			return fd;
 		}
-		/* The kernel drops an fd it cannot install, and says so. */
-		if (n > 0 && (msg.msg_flags & MSG_CTRUNC)) {
+		if (fd_lost) {
 			errno = EMFILE;
 			return -1;
 		}

@@ -105,6 +105,7 @@ int fut__pp_slot_spawn(struct pp_mgr *m, struct pp_worker *w, const char **what)
 	}
 	int size = FUT__PP_CHANNEL_BYTES;
 	(void)setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+	(void)setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
 	(void)fcntl(rp[0], F_SETPIPE_SZ, size);
 	(void)fcntl(sv[0], F_SETFL, O_NONBLOCK);
 	(void)fcntl(rp[0], F_SETFL, O_NONBLOCK);
@@ -117,6 +118,7 @@ int fut__pp_slot_spawn(struct pp_mgr *m, struct pp_worker *w, const char **what)
 	atomic_store(&slot->in_sending, 0);
 	atomic_store(&slot->in_sent, 0);
 	atomic_store(&slot->broke, 0);
+	atomic_store(&slot->back_taken, 0);
 	w->read_bytes = 0;
 	for (uint32_t k = 0; k < FUT__PP_CLAIMS; k++)
 		atomic_store_explicit(&slot->claim[k], 0, memory_order_relaxed);
