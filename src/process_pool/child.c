@@ -23,14 +23,12 @@
 #include <sys/sysinfo.h>
 #include <sys/uio.h>
 #include <unistd.h>
-#if defined(__x86_64__) || defined(__i386__)
-#include <x86intrin.h>
-#endif
 
 #include "core/alloc.h"
 #include "core/sync.h"
 #include "core/task.h"
 #include "process_pool/child.h"
+#include "process_pool/child_clock.h"
 #include "process_pool/frame.h"
 #include "process_pool/wire.h"
 
@@ -75,15 +73,7 @@ struct out {
 	 * clock at most once a task: each starts when the one before it
 	 * ended. */
 	int64_t mark;
-	/* The tick counter (below) at the last clock read, clock_ns, and
-	 * how many ticks make GATE_NS (0: not known yet; the clock is then
-	 * read after every task); cal_ns and cal_ticks: the pair it was
-	 * last worked out from. */
-	uint64_t ticks;
-	int64_t clock_ns;
-	uint64_t gate;
-	int64_t cal_ns;
-	uint64_t cal_ticks;
+	struct fut__pp_clock clk; /* child_clock.h */
 	/* Bytes read from the task socket (the parent counts what it sent
 	 * in the slot, child.h). */
 	uint64_t in_read;
@@ -92,74 +82,6 @@ struct out {
 	 * us are found gone (child_read). */
 	uint64_t ran, suspect;
 };
-
-/*
- * A task that ends less than GATE_NS after the clock was last read ran
- * shorter than that, and needs no clock read of its own: the CPU's tick
- * counter tells, at less than half the cost (W5's tasks of ~100 ns read
- * the clock, 25 ns through the vDSO on the VMs we measure on, for a
- * fifth of a worker's time; docs/perf-log.md).  Every rule that reads
- * the time (a result sent before a task that follows one of 50 us, a
- * result at most 1 ms old) is then off by at most GATE_NS.  The counter's
- * rate is worked out from two clock reads CAL_NS or more apart (and
- * again every RECAL_NS); a counter that goes back or leaps (another
- * CPU's) only makes the worker read the clock.
- */
-#define GATE_NS 2000
-#define CAL_NS 1000000
-#define RECAL_NS 100000000
-/* A gate of more ticks than this is a bad reading (a counter of 10 GHz
- * or more): not used. */
-#define GATE_MAX_TICKS ((uint64_t)GATE_NS * 10)
-
-/* The CPU's tick counter in *t; false where there is none to read. */
-static inline bool read_ticks(uint64_t *t)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	*t = __rdtsc();
-	return true;
-#elif defined(__aarch64__)
-	uint64_t v;
-	__asm__ __volatile__("mrs %0, cntvct_el0" : "=r"(v));
-	*t = v;
-	return true;
-#else
-	(void)t;
-	return false;
-#endif
-}
-
-/* The clock, read; the tick counter with it. */
-static int64_t read_clock(struct out *o)
-{
-	int64_t now = fut__now_ns();
-	uint64_t tk;
-	o->clock_ns = now;
-	if (!read_ticks(&tk))
-		return now;
-	o->ticks = tk;
-	int64_t span = now - o->cal_ns;
-	if (o->cal_ns != 0 && span >= (o->gate == 0 ? CAL_NS : RECAL_NS)) {
-		double g = (double)(tk - o->cal_ticks) * GATE_NS / (double)span;
-		o->gate = g >= 1 && g <= (double)GATE_MAX_TICKS ? (uint64_t)g :
-								  0;
-	} else if (o->cal_ns != 0 && span >= 0) {
-		return now;
-	}
-	o->cal_ns = now;
-	o->cal_ticks = tk;
-	return now;
-}
-
-/* When the task that just returned ended: the last clock read when that
- * was less than GATE_NS ago (the tick counter says so), else the clock. */
-static int64_t task_end(struct out *o)
-{
-	uint64_t tk;
-	if (o->gate != 0 && read_ticks(&tk) && tk - o->ticks < o->gate)
-		return o->clock_ns;
-	return read_clock(o);
-}
 
 /* A result waits at most this long for the rest of its frame's. */
 #define FLUSH_NS 1000000
@@ -207,7 +129,7 @@ static void out_record(struct out *o, int fd, uint64_t id, uint32_t kind,
 		return;
 	}
 	if (o->f.count == 0)
-		o->since = o->mark != 0 ? o->mark : read_clock(o);
+		o->since = o->mark != 0 ? o->mark : fut__pp_clock_read(&o->clk);
 	if (!fut__pp_frame_add(&o->f, id, 0, kind, code, data, len, len))
 		die(126);
 	if (id == o->ran)
@@ -406,8 +328,8 @@ static void run_one(const struct fut__forkserver_cfg *cfg,
 	if (o->f.count != 0 && o->last_ns >= FLUSH_BEFORE_NS)
 		out_flush(o, fd);
 	int64_t t0 = o->mark;
-	if (t0 == 0 || cfg->track_time)
-		t0 = read_clock(o); /* a task_timeout needs the very start */
+	if (t0 == 0 || cfg->track_time) /* a task_timeout needs the start */
+		t0 = fut__pp_clock_read(&o->clk);
 	if (cfg->track_time)
 		atomic_store_explicit(&slot->started_ns, t0,
 				      memory_order_relaxed);
@@ -427,7 +349,8 @@ static void run_one(const struct fut__forkserver_cfg *cfg,
 	fut__task_run(&t);
 	atomic_store_explicit(&slot->finished, r->id, memory_order_release);
 	/* A task_timeout times the next task from its very start. */
-	ended = cfg->track_time ? read_clock(o) : task_end(o);
+	ended = cfg->track_time ? fut__pp_clock_read(&o->clk) :
+				  fut__pp_clock_task_end(&o->clk);
 	o->last_ns = ended - t0;
 	o->mark = ended;
 	switch (t.outcome) {
@@ -472,7 +395,9 @@ done:
 	if ((r->last && frame_flush_now(slot, o, r)) ||
 	    o->f.len >= FLUSH_BYTES ||
 	    (o->f.count != 0 &&
-	     (ended != 0 ? ended : task_end(o)) - o->since >= FLUSH_NS))
+	     (ended != 0 ? ended : fut__pp_clock_task_end(&o->clk)) -
+			     o->since >=
+		     FLUSH_NS))
 		out_flush(o, fd);
 }
 
