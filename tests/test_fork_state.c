@@ -349,10 +349,23 @@ test_an_initializer_that_forks_breaks_nothing_in_the_child(void **state)
 	int status = 0;
 	while (waitpid(s.pid, &status, 0) < 0 && errno == EINTR)
 		;
-	close(pids[1]); /* the child's copy is closed: it exited */
+	/* The worker runs the callback after it woke fut_result: until its
+	 * pid is read, our end stays open (a write to it closed aborts). */
 	pid_t seen[4];
 	ssize_t got = 0, r;
-	while ((r = read(pids[0], (char *)seen + got, sizeof(seen) - got)) > 0)
+	bool ours = false;
+	while (!ours && got < (ssize_t)sizeof(seen)) {
+		struct pollfd pfd = { .fd = pids[0], .events = POLLIN };
+		assert_int_equal(poll(&pfd, 1, 30000), 1);
+		r = read(pids[0], (char *)seen + got, sizeof(seen) - got);
+		assert_true(r > 0);
+		got += r;
+		for (ssize_t i = 0; i < got / (ssize_t)sizeof(pid_t); i++)
+			ours = ours || seen[i] == getpid();
+	}
+	close(pids[1]); /* the child's copy is closed: it exited */
+	while (got < (ssize_t)sizeof(seen) &&
+	       (r = read(pids[0], (char *)seen + got, sizeof(seen) - got)) > 0)
 		got += r;
 	int n = (int)(got / (ssize_t)sizeof(pid_t)), in_child = 0;
 	for (int i = 0; i < n; i++)
