@@ -498,6 +498,11 @@ static _Atomic uint64_t written_elsewhere;
 static void task_forked(void)
 {
 	written = &written_elsewhere;
+	/* The result pipe stays open here, unused, under another number: a
+	 * process of the worker's group that holds it tells the pool, once
+	 * the fork server is gone, that the group still lives and must be
+	 * killed (slot.c, fs_restart), as a helper that kept it did. */
+	(void)fcntl(worker_out, F_DUPFD_CLOEXEC, 3);
 	if (slots_map != NULL)
 		(void)mmap(slots_map, slots_bytes, PROT_READ | PROT_WRITE,
 			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
