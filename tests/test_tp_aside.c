@@ -23,6 +23,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -322,8 +323,11 @@ static void bound_hold(fut_task *t)
 	/* Below the bound, or with the gate set: never FUT_EAGAIN (a
 	 * waiter that counted itself before its own wakep made another
 	 * give up, at load, before the fix of 2026-12-06). */
-	if (fut_result(gate, -1, NULL) != FUT_OK)
+	int rc = fut_result(gate, -1, NULL);
+	if (rc != FUT_OK) {
 		atomic_fetch_add(&bound_bad, 1);
+		fprintf(stderr, "a holder's wait: %s\n", fut_strerror(rc));
+	}
 }
 
 static void bound_set_h(fut_task *t)
