@@ -209,6 +209,12 @@ int fut__tp_hook_block(void *ctx)
 		(void)run_job(w, j, false); /* not pending: only dropped */
 	if (fut__tp_queue_count(&p->q) == 0 || fut__tp_start_looker(p))
 		return FUT_OK;
+	/* None could be added: maybe because another started one between
+	 * the look above and this try (a submit's, at the bound), and that
+	 * one takes the queue unless it waits already too. */
+	if (atomic_load(&p->nwaiting) < pool_threads(p) ||
+	    atomic_load(&p->nspinning) != 0 || fut__tp_queue_count(&p->q) == 0)
+		return FUT_OK;
 	return FUT_EAGAIN;
 }
 
