@@ -49,6 +49,7 @@
 #include <unistd.h>
 
 #include "mpi_test.h"
+#include "pmpi_watch.h"
 #include "mpi/mpi_client.h"
 
 /* One task through ex: its square, or the executor broke (a server gave
@@ -357,60 +358,8 @@ static int mode_forkint(void)
 	return !WIFEXITED(status) || WEXITSTATUS(status) != 0;
 }
 
-/*
- * nowaitfin: MPI calls of other threads from MPI_Finalize's start on,
- * counted through the MPI profiling interface (these definitions take
- * the place of the MPI library's for this program, static libfuture-mpi
- * included).  MPI_Finalize watches for 200 ms before it finalizes: in a
- * program without that pause, such a call races finalize.
- */
-static _Atomic bool watch_finalize, watching;
-static _Atomic long stray_calls;
-static pthread_t main_thread;
-
-static void stray(void)
-{
-	if (atomic_load(&watching) &&
-	    !pthread_equal(pthread_self(), main_thread))
-		atomic_fetch_add(&stray_calls, 1);
-}
-
-int MPI_Iprobe(int source, int tag, MPI_Comm comm, int *flag,
-	       MPI_Status *status)
-{
-	stray();
-	return PMPI_Iprobe(source, tag, comm, flag, status);
-}
-
-int MPI_Isend(const void *buf, int count, MPI_Datatype type, int dest, int tag,
-	      MPI_Comm comm, MPI_Request *request)
-{
-	stray();
-	return PMPI_Isend(buf, count, type, dest, tag, comm, request);
-}
-
-int MPI_Test(MPI_Request *request, int *flag, MPI_Status *status)
-{
-	stray();
-	return PMPI_Test(request, flag, status);
-}
-
-int MPI_Comm_free(MPI_Comm *comm)
-{
-	stray();
-	return PMPI_Comm_free(comm);
-}
-
-int MPI_Finalize(void)
-{
-	if (atomic_load(&watch_finalize)) {
-		atomic_store(&watching, true);
-		nanosleep(&(struct timespec){ 0, 200000000 }, NULL);
-		atomic_store(&watching, false);
-	}
-	return PMPI_Finalize();
-}
-
+/* nowaitfin, nowaitbusy: MPI calls of other threads from MPI_Finalize's
+ * start on (pmpi_watch.h). */
 /* Every future done, shutdown(NOWAIT), then MPI_Finalize at once, never
  * freed.  The servers nap up to 0.5 s (each rank passes its own poll
  * times) when the STOP comes: the manager, which sent it after
@@ -527,13 +476,7 @@ int main(int argc, char **argv)
 		rc = 2;
 	}
 	MPI_Finalize();
-	if (atomic_load(&stray_calls) != 0) {
-		fprintf(stderr,
-			"%s: rank %d: %ld MPI calls of another thread as "
-			"MPI_Finalize began\n",
-			mode, rank, atomic_load(&stray_calls));
-		rc = 1;
-	}
+	rc = stray_report(mode, rank, "as MPI_Finalize began", rc);
 	if (rc == 0)
 		printf("%s: ok\n", mode);
 	return rc;

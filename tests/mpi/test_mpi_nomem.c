@@ -47,6 +47,7 @@
 #include <time.h>
 
 #include "mpi_test.h"
+#include "pmpi_watch.h"
 
 static void sleep_ms(long ms)
 {
@@ -60,51 +61,6 @@ static double now_s(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* ------------------------------------------------------------------ */
-/* Other threads' MPI calls while watched (the profiling interface).   */
-
-static _Atomic bool watch_finalize, watching;
-static _Atomic long stray_calls;
-static pthread_t main_thread;
-
-static void stray(void)
-{
-	if (atomic_load(&watching) &&
-	    !pthread_equal(pthread_self(), main_thread))
-		atomic_fetch_add(&stray_calls, 1);
-}
-
-int MPI_Iprobe(int source, int tag, MPI_Comm comm, int *flag,
-	       MPI_Status *status)
-{
-	stray();
-	return PMPI_Iprobe(source, tag, comm, flag, status);
-}
-
-int MPI_Isend(const void *buf, int count, MPI_Datatype type, int dest, int tag,
-	      MPI_Comm comm, MPI_Request *request)
-{
-	stray();
-	return PMPI_Isend(buf, count, type, dest, tag, comm, request);
-}
-
-int MPI_Test(MPI_Request *request, int *flag, MPI_Status *status)
-{
-	stray();
-	return PMPI_Test(request, flag, status);
-}
-
-int MPI_Finalize(void)
-{
-	if (atomic_load(&watch_finalize)) {
-		atomic_store(&watching, true);
-		sleep_ms(200);
-	}
-	/* The finalize hook's own calls are allowed. */
-	atomic_store(&watching, false);
-	return PMPI_Finalize();
 }
 
 /* ------------------------------------------------------------------ */
@@ -476,13 +432,7 @@ int main(int argc, char **argv)
 		rc = 2;
 	}
 	MPI_Finalize();
-	if (atomic_load(&stray_calls) != 0) {
-		fprintf(stderr,
-			"%s: rank %d: %ld MPI calls of another thread after "
-			"the last future completed\n",
-			mode, rank, atomic_load(&stray_calls));
-		rc = 1;
-	}
+	rc = stray_report(mode, rank, "after the last future completed", rc);
 	if (rc == 0)
 		printf("%s: ok\n", mode);
 	return rc;
