@@ -319,17 +319,15 @@ static bool own_fd(fut_as_completed *it)
 		 * and the number may be its own channel's now: the fresh fd
 		 * keeps its own number. */
 		it->fd = fresh;
-		it->raised = false;
-		it->fd_gen = gen;
-		return true;
+	} else {
+		int r;
+		do
+			r = dup3(fresh, it->fd, O_CLOEXEC);
+		while (r < 0 && errno == EINTR);
+		(void)close(fresh);
+		if (r < 0)
+			return false;
 	}
-	int r;
-	do
-		r = dup3(fresh, it->fd, O_CLOEXEC);
-	while (r < 0 && errno == EINTR);
-	(void)close(fresh);
-	if (r < 0)
-		return false;
 	it->raised = false;
 	it->fd_gen = gen;
 	return true;

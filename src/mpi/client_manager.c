@@ -542,18 +542,7 @@ void *fut__mpi_client_manager(void *arg)
 		if (c->stopping && !fut__mpi_link_busy(&c->link) &&
 		    fut__mpi_all_said_bye(c))
 			break;
-		if (did) {
-			fut__mpi_idle_busy(&idle);
-			continue;
-		}
-		/* A send in flight moves only in our MPI calls (a large one, a
-		 * fragment pipeline at a time): no nap until it is out. */
-		int64_t ns = fut__mpi_link_busy(&c->link) ?
-				     0 :
-				     fut__mpi_idle_next(&idle, true);
-		if (ns > 0) /* woken early by submit, interrupt, shutdown */
-			fut__mpi_nap(&c->lock, &c->wake_cv, &c->wake,
-				     &c->sleeping, ns);
+		fut__mpi_manager_pause(c, &idle, did);
 	}
 	fut__mpi_comm_release(&c->s);
 	pthread_mutex_lock(&c->lock);

@@ -7,6 +7,8 @@
  * queued, the STOPs go and the BYEs come before the last job in flight
  * completes (fut__mpi_stop_first()): the caller may call MPI_Finalize
  * once it has that result, and no other thread may be inside MPI then.
+ * Also the pause between two turns of either polling loop, the main one
+ * (client_manager.c) and this one.
  * Threads: the manager only.
  * Locks: c->lock for the queue and the shutdown flags.
  */
@@ -107,15 +109,22 @@ bool fut__mpi_stop_first(struct mclient *c)
 			fut__mpi_comm_release(&c->s);
 			return true;
 		}
-		if (did) {
-			fut__mpi_idle_busy(&idle);
-			continue;
-		}
-		int64_t ns = fut__mpi_link_busy(&c->link) ?
-				     0 :
-				     fut__mpi_idle_next(&idle, true);
-		if (ns > 0)
-			fut__mpi_nap(&c->lock, &c->wake_cv, &c->wake,
-				     &c->sleeping, ns);
+		fut__mpi_manager_pause(c, &idle, did);
 	}
+}
+
+void fut__mpi_manager_pause(struct mclient *c, struct fut__mpi_idle *idle,
+			    bool did)
+{
+	if (did) {
+		fut__mpi_idle_busy(idle);
+		return;
+	}
+	/* A send in flight moves only in our MPI calls (a large one, a
+	 * fragment pipeline at a time): no nap until it is out. */
+	int64_t ns = fut__mpi_link_busy(&c->link) ?
+			     0 :
+			     fut__mpi_idle_next(idle, true);
+	if (ns > 0)
+		fut__mpi_nap(&c->lock, &c->wake_cv, &c->wake, &c->sleeping, ns);
 }

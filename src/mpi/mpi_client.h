@@ -136,7 +136,7 @@ int fut__mpi_client_submit_many(fut_executor *ex, fut_fn fn, const void *inputs,
 void fut__mpi_job_fail(struct mjob *j, int code, int task_code,
 		       const char *msg);
 
-/* client_stop.c: the manager's stop of the ranks */
+/* client_stop.c: the manager's stop of the ranks, and its pause */
 
 /* Sends one STOP to every server rank not yet stopped (nor gone). */
 void fut__mpi_stop_ranks(struct mclient *c);
@@ -146,6 +146,11 @@ bool fut__mpi_drained(struct mclient *c);
 bool fut__mpi_all_said_bye(const struct mclient *c);
 /* Shut down with work left: a waiting shutdown(NOWAIT) may return. */
 void fut__mpi_see_shutdown(struct mclient *c);
+/* The end of a turn of the manager's polling loop: back to busy when it
+ * did something, else a nap once the spin is over (none while a send is
+ * in flight); a submit, an interrupt or a shutdown cuts the nap short. */
+void fut__mpi_manager_pause(struct mclient *c, struct fut__mpi_idle *idle,
+			    bool did);
 /* Shut down and empty, the last job about to complete: STOPs and BYEs
  * first, then the communicator freed; false when the main loop must
  * finish that. */

@@ -481,7 +481,7 @@ static bool child_record(void *ctx, struct fut__wire_rec *r)
 
 /* What a process a task (or the initializer) forks must not use as the
  * worker's: its channels and the shared slots. */
-static int worker_in = -1, worker_out = -1;
+static int worker_out = -1; /* its channel in is back_sock */
 static void *slots_map;
 static size_t slots_bytes;
 static _Atomic uint64_t written_elsewhere;
@@ -508,11 +508,11 @@ static void task_forked(void)
 			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
 	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (null < 0) { /* no fd: the channels close instead */
-		(void)close(worker_in);
+		(void)close(back_sock);
 		(void)close(worker_out);
 		return;
 	}
-	(void)dup3(null, worker_in, O_CLOEXEC);
+	(void)dup3(null, back_sock, O_CLOEXEC);
 	(void)dup3(null, worker_out, O_CLOEXEC);
 	(void)close(null);
 }
@@ -522,7 +522,6 @@ void fut__pp_child_main(const struct fut__forkserver_cfg *cfg,
 {
 	back_sock = in;
 	written = &slot->written;
-	worker_in = in;
 	worker_out = outfd;
 	slots_map = cfg->slots;
 	slots_bytes = cfg->nslots * sizeof(*cfg->slots);

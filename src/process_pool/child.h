@@ -54,7 +54,7 @@ struct fut__worker_slot {
 	_Atomic uint64_t broke;
 	/* The memfds of shared results the parent took from the task socket
 	 * (shared.c): the worker's unread ones are those it sent less these
-	 * (child.c, send_fd). */
+	 * (child_in.c, fut__pp_send_back). */
 	_Atomic uint64_t back_taken;
 	/* The claim words of the tasks sent to the worker, one per task,
 	 * at its key (the task record's code) modulo FUT__PP_CLAIMS:

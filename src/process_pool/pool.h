@@ -64,12 +64,12 @@ enum {
 	PW_RETIRING, /* its task channel is closed or it was killed */
 };
 
-/* One worker slot: the manager's alone, but for an open door (door.c):
- * then a submitter holding p->lock may send it one task. */
 /* A kill_id no job has: the worker is killed and none of its jobs
  * blamed (they run again elsewhere). */
 #define FUT__PP_BLAME_NONE UINT64_MAX
 
+/* One worker slot: the manager's alone, but for an open door (door.c):
+ * then a submitter holding p->lock may send it one task. */
 struct pp_worker {
 	/* p->lock: idle while the manager sleeps, it takes one task from a
 	 * submitter (door.c); the manager touches nothing of the slot

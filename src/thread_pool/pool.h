@@ -155,7 +155,7 @@ struct tpool {
 	/* Guarded by ctl: shutdowns (or a break) ending the jobs they
 	 * drained. */
 	uint32_t ndraining;
-	/* Where threads start (idle.c, "Placement"), guarded by ctl. */
+	/* Where threads start (start.c, "Placement"), guarded by ctl. */
 	cpu_set_t cpus;	      /* the cpus of the first thread's starter */
 	bool cpus_known;      /* they could be read: every thread runs there */
 	int home_cpu;	      /* the cpu it ran on; -1: none */
@@ -230,6 +230,11 @@ void fut__tp_wakep(struct tpool *p);
 void fut__tp_stop_looking(struct tpool *p);
 /* A worker thread's body (arg: its struct worker). */
 void *fut__tp_worker_main(void *arg);
+/* Wakes every idle worker (shutdown, a break, a worker that exits). */
+void fut__tp_wake_all(struct tpool *p);
+/* Gives a slot back / takes one, sleeping until one is free. */
+void fut__tp_slot_put(struct tpool *p);
+void fut__tp_slot_get(struct tpool *p);
 
 /* start.c */
 /* Starts one worker, counted a looker by the caller: p->ctl held across
@@ -238,11 +243,6 @@ int fut__tp_spawn_locked(struct tpool *p);
 int fut__tp_spawn(struct tpool *p);
 /* A nested wait's looker; false when none can be added. */
 bool fut__tp_start_looker(struct tpool *p);
-/* Wakes every idle worker (shutdown, a break, a worker that exits). */
-void fut__tp_wake_all(struct tpool *p);
-/* Gives a slot back / takes one, sleeping until one is free. */
-void fut__tp_slot_put(struct tpool *p);
-void fut__tp_slot_get(struct tpool *p);
 
 /* pool.c */
 /* Drains the queue and ends its jobs (fut__tp_end_drained's `code`),
