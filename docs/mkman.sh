@@ -46,8 +46,11 @@ esac
 LC_ALL=C awk -v version="$version" -v outdir="$out" -v lib="$lib" \
 	-v hdr="$(basename "$header")" -v src="$api" '
 # ---------------------------------------------------------------- input
-FILENAME == ARGV[1] { L[++n] = $0; next }
-FILENAME == ARGV[2] { header_line($0); next }
+# By position, not by name: the same file may come twice (mpi.md is both
+# the source and the README of the libfuture-mpi pages).
+FNR == 1 { ++input }
+input == 1 { L[++n] = $0; next }
+input == 2 { header_line($0); next }
 /^```c$/ && !exdone { inex = 1; next }
 inex && /^```$/ { inex = 0; exdone = 1; next }
 inex { EX[++nex] = $0; next }

@@ -72,7 +72,7 @@ if [ -r "$mkman" ]; then
 		status=1
 	elif ! diff -r "$tmp/man" "$man" >"$tmp/man.diff" 2>&1; then
 		head -n 40 "$tmp/man.diff" >&2
-		echo "check_docs: $man differs from what docs/mkman.sh makes of $api: run make man" >&2
+		echo "check_docs: $man differs from what docs/mkman.sh makes of $api${mpi_funcs:+ and $mpi_api}: run make man" >&2
 		status=1
 	fi
 fi
