@@ -224,7 +224,9 @@ FUT_API void fut_release(fut_future *f);
 /* ------------------------------------------------------------------ */
 /* Futures, producer side: for building executors and tools on top      */
 
-/* A new pending future with no executor (new reference). */
+/* A new pending future with no executor (new reference).  The four
+ * fut_set_* calls below are for such futures only: on one an executor
+ * made they return FUT_EINVAL and change nothing (as for NULL). */
 FUT_API FUT_NODISCARD int fut_future_new(fut_future **out);
 
 /* Python's set_running_or_notify_cancel(): FUT_OK and RUNNING, or
