@@ -173,7 +173,8 @@ MPI_PC = $(shell if $(MPICC) --showme:version >/dev/null 2>&1; then \
 MPI_TEST_SRCS := $(wildcard tests/mpi/test_*.c)
 # The MPI examples link the shared libraries, as a user's program would:
 # run, they prove libfuture-mpi.so loads against libfuture.so's private
-# node.
+# node.  Their run path, $ORIGIN/.., finds those in $(BUILD), so that
+# README's `mpirun -np 3 build/examples/mpi_primes` runs as written.
 MPI_EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,\
 	$(wildcard examples/mpi_*.c))
 MPI_TESTS := $(MPI_TEST_SRCS:tests/mpi/%.c=$(BUILD)/tests/mpi/%)
@@ -193,7 +194,7 @@ $(BUILD)/examples/mpi_%: examples/mpi_%.c $(BUILD)/libfuture-mpi.so
 	@mkdir -p $(dir $@)
 	$(MPICC) -std=c11 -Wall -Wextra -Werror $(CFLAGS) $(SANFLAGS) -pthread \
 		-D_GNU_SOURCE -Iinclude -o $@ $< -L$(BUILD) -lfuture-mpi \
-		-lfuture -lm
+		-lfuture -lm -Wl,-rpath,'$$ORIGIN/..'
 
 $(BUILD)/obj/mpi/%.o: src/mpi/%.c include/future.h include/future_mpi.h \
 		$(wildcard src/*/*.h)
@@ -543,4 +544,9 @@ clean:
 	rm -rf build
 
 help:
-	@echo "targets: all test check stress fuzz bench demo examples install uninstall install-check dist distcheck man clean format"
+	@echo "targets: all lib test check stress fuzz fuzz-seeds bench demo examples"
+	@echo "         install uninstall install-check dist distcheck man clean format"
+	@echo "         check-build check-valgrind check-stress check-stress-valgrind"
+	@echo "         deps deps-mpi mpi test-mpi test-mpich bench-mpi help"
+	@echo "variables: PREFIX DESTDIR CC CFLAGS LDFLAGS SANITIZER=address|thread"
+	@echo "         MPICC BENCH_ONLY BENCH_RUNS BENCH_MPI_QUICK STRESS_SECONDS"
