@@ -157,7 +157,9 @@ FUT_API bool fut_cancelled(const fut_future *f);
  * it ended with (FUT_ECANCELLED, FUT_ETASK, FUT_ECRASHED, FUT_EBROKEN,
  * FUT_EDEADLINE...), or FUT_ETIMEDOUT when the wait ran out (nothing
  * changed).  A byte result gives the pointer to its bytes (owned by the
- * future).  FUT_EINVAL for a NULL future.
+ * future).  FUT_EINVAL for a NULL future.  FUT_EAGAIN only for an untimed
+ * wait in a thread-pool worker that its pool can neither run nor hand its
+ * slot over for (docs/api.md, "threads: who runs what").
  */
 FUT_API int fut_result(fut_future *f, double timeout, void **value);
 
@@ -165,7 +167,8 @@ FUT_API int fut_result(fut_future *f, double timeout, void **value);
  * As fut_result() for a byte result: *data and *len (both required) get the
  * bytes, owned by the future and valid until it is released; they start
  * 8-aligned on every executor.  A pointer result gives the pointer and
- * length 0.  On failure *data is NULL, *len 0.
+ * length 0.  On failure *data is NULL, *len 0.  Codes as fut_result(), and
+ * FUT_EINVAL for NULL data or len.
  */
 FUT_API int fut_result_bytes(fut_future *f, double timeout, const void **data,
 			     size_t *len);
@@ -393,7 +396,8 @@ FUT_API FUT_NODISCARD int fut_submit(fut_executor *ex, fut_fn fn, void *arg,
  * of 256 KiB or more is copied into a sealed memfd that the worker maps
  * (one fd held until the task's outcome comes, 64 at most per pool), or,
  * past that or when no memfd can be had, into the task's frame as a
- * smaller one is. */
+ * smaller one is.  Codes as fut_submit(), and FUT_EINVAL for NULL data
+ * with a length or len over FUT_MAX_BYTES. */
 FUT_API FUT_NODISCARD int fut_submit_bytes(fut_executor *ex, fut_fn fn,
 					   const void *data, size_t len,
 					   fut_future **out);
@@ -403,6 +407,8 @@ FUT_API FUT_NODISCARD int fut_submit_bytes(fut_executor *ex, fut_fn fn,
  * bytes each (copied before return): one lock, one wake-up, and on a process
  * pool as few pipe frames as possible.  out[0..n) get new references.  All
  * or nothing: on failure nothing was submitted and out holds no future.
+ * n over FUT_MAX_COUNT is FUT_EINVAL before out is written; other codes as
+ * fut_submit_bytes().
  */
 FUT_API FUT_NODISCARD int fut_submit_many(fut_executor *ex, fut_fn fn,
 					  const void *inputs, size_t stride,
@@ -431,7 +437,9 @@ FUT_API void fut_executor_free(fut_executor *ex);
  * cancelled future is no failure), FUT_ALL_COMPLETED.  FUT_OK when it
  * holds, FUT_ETIMEDOUT when the timeout ran out first; read fut_done() for
  * the split.  n == 0 is FUT_OK; the same future may appear twice.  The
- * futures are borrowed.
+ * futures are borrowed.  FUT_EINVAL for NULL fs with n > 0, n over
+ * FUT_MAX_COUNT (checked before any element is read), a NULL future or an
+ * unknown return_when; FUT_ENOMEM; FUT_EAGAIN as fut_result().
  */
 FUT_API int fut_wait(fut_future *const *fs, size_t n, int return_when,
 		     double timeout);
@@ -440,17 +448,21 @@ FUT_API int fut_wait(fut_future *const *fs, size_t n, int return_when,
  * An iterator that yields the futures as they complete, already-done ones
  * first, each at most once (duplicates are yielded once).  It holds its own
  * reference on each future until fut_as_completed_free().  *out gets a new
- * iterator.
+ * iterator.  FUT_EINVAL for NULL out, NULL fs with n > 0, n over
+ * FUT_MAX_COUNT (checked before any element is read) or a NULL future;
+ * FUT_ENOMEM.
  */
 FUT_API FUT_NODISCARD int fut_as_completed_new(fut_as_completed **out,
 					       fut_future *const *fs, size_t n);
 
 /* The next done future (borrowed) in *out; FUT_ETIMEDOUT when none
- * completed in time; FUT_END when all were yielded. */
+ * completed in time; FUT_END when all were yielded.  FUT_EINVAL for NULL
+ * it or out; FUT_EAGAIN as fut_result(). */
 FUT_API int fut_as_completed_next(fut_as_completed *it, double timeout,
 				  fut_future **out);
 
-/* Adds a future while iterating (a no-op if it is there already). */
+/* Adds a future while iterating (a no-op if it is there already).
+ * FUT_EINVAL for NULL it or f; FUT_ENOMEM. */
 FUT_API int fut_as_completed_add(fut_as_completed *it, fut_future *f);
 
 /*
