@@ -537,7 +537,9 @@ static void test_worker_threads_are_named_after_the_prefix(void **state)
 	(void)state;
 	expect_thread_name("render", "render-1");
 	expect_thread_name(NULL, "fut-worker-1");
-	expect_thread_name("averyveryverylongprefix", "averyveryverylo");
+	/* Linux keeps 15 bytes: the prefix is cut, the number kept. */
+	expect_thread_name("averyveryverylongprefix", "averyveryvery-1");
+	expect_thread_name("fifteen-bytes-p", "fifteen-bytes-1");
 }
 
 static void spin_until_interrupted(fut_task *t)

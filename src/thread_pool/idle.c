@@ -99,11 +99,15 @@ static bool work_for_idle(struct tpool *p)
 /* ------------------------------------------------------------------ */
 /* Idle workers: who looks at the queue, who sleeps, who is woken      */
 
+/* "<prefix>-<n>" in the 15 bytes Linux keeps: a long prefix is cut, not
+ * the number, so that every worker still has a name of its own. */
 static void name_thread(struct worker *w)
 {
-	char name[32]; /* prefix (15) + '-' + number fit; Linux keeps 15 */
-	snprintf(name, sizeof(name), "%s-%u", w->pool->prefix, w->index + 1);
-	name[15] = '\0';
+	char num[16], name[16];
+	int k = snprintf(num, sizeof(num), "-%u", w->index + 1);
+	size_t n = strnlen(w->pool->prefix, sizeof(name) - 1 - (size_t)k);
+	memcpy(name, w->pool->prefix, n);
+	memcpy(name + n, num, (size_t)k + 1);
 	pthread_setname_np(pthread_self(), name);
 }
 
