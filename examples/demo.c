@@ -144,13 +144,18 @@ static void *compute(void *arg)
 	fut_future *f = job->future; /* this thread's own reference */
 
 	if (fut_set_running(f) == FUT_OK) { /* else it was cancelled */
+		int rc;
 		if (job->range.lo >= job->range.hi) {
-			fut_set_error(f, EDOM, "empty range");
+			rc = fut_set_error(f, EDOM, "empty range");
 		} else {
 			uint64_t sum = sum_squares(job->range);
 			/* Copied before fut_set_result_bytes returns. */
-			fut_set_result_bytes(f, &sum, sizeof sum);
+			rc = fut_set_result_bytes(f, &sum, sizeof sum);
 		}
+		/* No memory for the copy: fail it with the code's own text,
+		 * which needs none, so that its waiters still wake. */
+		if (rc == FUT_ENOMEM)
+			(void)fut_set_error(f, ENOMEM, NULL);
 	}
 	fut_release(f);
 	return NULL;

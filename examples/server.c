@@ -245,7 +245,10 @@ int main(int argc, char **argv)
 						     sizeof(c->n),
 						     &c->f) != FUT_OK)
 					return 1;
-				fut_as_completed_add(done, c->f);
+				/* Out of memory, the request would never be
+				 * answered: give up, as for a failed submit. */
+				if (fut_as_completed_add(done, c->f) != FUT_OK)
+					return 1;
 				put_conn(c);
 				in_flight++;
 				if (!watching) {

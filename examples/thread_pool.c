@@ -9,19 +9,23 @@
  *
  * Usage: thread_pool [FILE...]   (default: a few files under /etc)
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "future.h"
 
 /* The task: reads the file named by its argument; returns the line count
- * as a pointer-sized value, or fails with errno-ish detail. */
+ * as a pointer-sized value, or fails with errno as the task code and its
+ * text in the message. */
 static void count_lines(fut_task *t)
 {
 	const char *path = fut_task_arg(t);
 	FILE *fp = fopen(path, "r");
 	if (fp == NULL) {
-		fut_task_fail(t, 1, "cannot open %s", path);
+		int e = errno;
+		fut_task_fail(t, e, "cannot open %s: %s", path, strerror(e));
 		return;
 	}
 	size_t lines = 0;
@@ -52,8 +56,11 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	fut_future **fs = calloc(n, sizeof(*fs));
-	if (fs == NULL)
+	if (fs == NULL) {
+		fprintf(stderr, "out of memory\n");
+		fut_executor_free(ex);
 		return 1;
+	}
 	size_t submitted = 0;
 	for (; submitted < n; submitted++) {
 		rc = fut_submit(ex, count_lines, (void *)paths[submitted],
@@ -66,6 +73,8 @@ int main(int argc, char **argv)
 
 	fut_as_completed *it = NULL;
 	rc = fut_as_completed_new(&it, fs, submitted);
+	if (rc != FUT_OK)
+		fprintf(stderr, "as_completed: %s\n", fut_strerror(rc));
 	fut_future *f;
 	while (rc == FUT_OK &&
 	       fut_as_completed_next(it, FUT_FOREVER, &f) == FUT_OK) {
@@ -84,5 +93,5 @@ int main(int argc, char **argv)
 		fut_release(fs[i]);
 	free(fs);
 	fut_executor_free(ex);
-	return 0;
+	return rc == FUT_OK ? 0 : 1;
 }
