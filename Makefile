@@ -464,10 +464,15 @@ install: all libfuture.pc.in $(CMAKE_FILES:%=cmake/%.in)
 	done
 	@if [ -d docs/man ] && ls docs/man/*.3 >/dev/null 2>&1; then \
 		install -d $(DESTDIR)$(MANDIR)/man3; \
-		install -m 644 docs/man/*.3 $(DESTDIR)$(MANDIR)/man3/; \
+		for m in docs/man/*.3; do case $$m in \
+		*/fut_mpi_*|*/libfuture-mpi.3) ;; \
+		*) install -m 644 $$m $(DESTDIR)$(MANDIR)/man3/ || exit 1 ;; \
+		esac; done; \
 	fi
 	@if [ -f $(MPI_SHARED) ]; then \
 		set -x; \
+		install -m 644 docs/man/fut_mpi_*.3 docs/man/libfuture-mpi.3 \
+			$(DESTDIR)$(MANDIR)/man3/; \
 		install -m 644 include/future_mpi.h $(DESTDIR)$(INCLUDEDIR)/; \
 		install -m 644 $(MPI_STATIC) $(DESTDIR)$(LIBDIR)/; \
 		install -m 755 $(MPI_SHARED) $(DESTDIR)$(LIBDIR)/; \
@@ -532,6 +537,7 @@ uninstall:
 	@if [ -d docs/man ]; then for m in docs/man/*.3; do \
 		[ -e "$$m" ] && rm -f $(DESTDIR)$(MANDIR)/man3/$$(basename $$m); \
 	done; fi; true
+	@rmdir $(DESTDIR)$(CMAKEDIR) 2>/dev/null || true
 
 format:
 	clang-format -i include/*.h src/*/*.[ch] tests/*.c \

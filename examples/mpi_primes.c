@@ -10,7 +10,8 @@
  *           print('%d is prime: %s' % (number, prime))
  *
  * fut_submit_many() is executor.map: one call, one future per input, the
- * inputs copied into frames for the worker processes.  The task reads its
+ * inputs copied before it returns and sent to the serving ranks in MPI
+ * messages.  The task reads its
  * number with fut_task_input() and answers one byte with
  * fut_task_return_bytes().  The last number is not prime; the program
  * checks every answer and exits 0 only if all are right.
@@ -74,7 +75,11 @@ int main(int argc, char **argv)
 	int rc = fut_mpi_executor_new(&ex, NULL); /* every other rank serves */
 	if (rc != FUT_OK || ex == NULL) {
 		if (rc != FUT_OK)
-			fprintf(stderr, "mpi_primes: %s\n", fut_strerror(rc));
+			fprintf(stderr, "mpi_primes: %s%s\n", fut_strerror(rc),
+				rc == FUT_EINVAL ?
+					" (launch it with mpirun -np 2 "
+					"or more)" :
+					"");
 		MPI_Finalize();
 		return rc != FUT_OK;
 	}
