@@ -101,7 +101,7 @@ FUT_API int fut_mpi_register(const char *name, fut_fn fn);
 /*
  * For an MPI executor: *servers gets its number of server ranks, *rank
  * this process's rank in comm (either pointer may be NULL).  FUT_EINVAL
- * for NULL or an executor that is not an MPI one.
+ * for NULL or an executor that is not an MPI one; both then read 0.
  */
 FUT_API int fut_mpi_info(const fut_executor *ex, int *servers, int *rank);
 

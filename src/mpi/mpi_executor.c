@@ -389,6 +389,11 @@ fail:
 
 int fut_mpi_info(const fut_executor *ex, int *servers, int *rank)
 {
+	/* On failure the out-pointers read 0, as every out-pointer does. */
+	if (servers != NULL)
+		*servers = 0;
+	if (rank != NULL)
+		*rank = 0;
 	if (!fut__mpi_client_is(ex))
 		return FUT_EINVAL;
 	fut__mpi_client_info(ex, servers, rank);

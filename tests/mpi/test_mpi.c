@@ -563,6 +563,16 @@ static void bad_options_are_einval_on_every_rank(void **state)
 	fut_executor *tp;
 	assert_int_equal(fut_thread_pool_new(&tp, NULL), FUT_OK);
 	assert_int_equal(fut_mpi_info(tp, NULL, NULL), FUT_EINVAL);
+	/* On failure the out-pointers read 0, as every out-pointer of the
+	 * API does (they kept what the caller had left there). */
+	int servers = 7, rank = 7;
+	assert_int_equal(fut_mpi_info(tp, &servers, &rank), FUT_EINVAL);
+	assert_int_equal(servers, 0);
+	assert_int_equal(rank, 0);
+	servers = rank = 7;
+	assert_int_equal(fut_mpi_info(NULL, &servers, &rank), FUT_EINVAL);
+	assert_int_equal(servers, 0);
+	assert_int_equal(rank, 0);
 	fut_executor_free(tp);
 }
 
