@@ -157,9 +157,12 @@ FUT_API bool fut_cancelled(const fut_future *f);
  * it ended with (FUT_ECANCELLED, FUT_ETASK, FUT_ECRASHED, FUT_EBROKEN,
  * FUT_EDEADLINE...), or FUT_ETIMEDOUT when the wait ran out (nothing
  * changed).  A byte result gives the pointer to its bytes (owned by the
- * future).  FUT_EINVAL for a NULL future.  FUT_EAGAIN only for an untimed
- * wait in a thread-pool worker that its pool can neither run nor hand its
- * slot over for (docs/api.md, "threads: who runs what").
+ * future).  FUT_EINVAL for a NULL future, and, with no timeout, for one
+ * whose task the calling thread runs (a thread-pool task's own future, or
+ * that of a task below it on its stack): it would wait for itself.
+ * FUT_EAGAIN only for an untimed wait in a thread-pool worker that its
+ * pool can neither run nor hand its slot over for (docs/api.md, "threads:
+ * who runs what").
  */
 FUT_API int fut_result(fut_future *f, double timeout, void **value);
 
@@ -438,8 +441,9 @@ FUT_API void fut_executor_free(fut_executor *ex);
  * holds, FUT_ETIMEDOUT when the timeout ran out first; read fut_done() for
  * the split.  n == 0 is FUT_OK; the same future may appear twice.  The
  * futures are borrowed.  FUT_EINVAL for NULL fs with n > 0, n over
- * FUT_MAX_COUNT (checked before any element is read), a NULL future or an
- * unknown return_when; FUT_ENOMEM; FUT_EAGAIN as fut_result().
+ * FUT_MAX_COUNT (checked before any element is read), a NULL future, an
+ * unknown return_when, or an untimed wait for itself (fut_result's) that
+ * nothing else could end; FUT_ENOMEM; FUT_EAGAIN as fut_result().
  */
 FUT_API int fut_wait(fut_future *const *fs, size_t n, int return_when,
 		     double timeout);
@@ -457,7 +461,9 @@ FUT_API FUT_NODISCARD int fut_as_completed_new(fut_as_completed **out,
 
 /* The next done future (borrowed) in *out; FUT_ETIMEDOUT when none
  * completed in time; FUT_END when all were yielded.  FUT_EINVAL for NULL
- * it or out; FUT_EAGAIN as fut_result(). */
+ * it or out, or an untimed wait for itself (every future not yielded
+ * runs in the calling thread, as fut_result's); FUT_EAGAIN as
+ * fut_result(). */
 FUT_API int fut_as_completed_next(fut_as_completed *it, double timeout,
 				  fut_future **out);
 

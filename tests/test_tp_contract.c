@@ -773,6 +773,117 @@ static void test_bad_counts_are_refused_before_any_element(void **state)
 	fut_executor_free(ex);
 }
 
+/* ------------------------------------------------------------------ */
+/* A task that waits for itself                                        */
+
+/* What wait_on_itself saw: its own future (set by the submitter), then
+ * the codes of its waits. */
+struct self_wait {
+	fut_future *_Atomic self;
+	fut_future *done;  /* a future already done */
+	fut_future *inner; /* the task run inline below, or NULL */
+	int rc[12];
+	void *value;
+	const void *data;
+	size_t len;
+};
+
+static fut_future *own_future(struct self_wait *s)
+{
+	fut_future *f;
+	while ((f = atomic_load(&s->self)) == NULL)
+		sched_yield();
+	return f;
+}
+
+static void wait_on_itself(fut_task *t)
+{
+	struct self_wait *s = fut_task_arg(t);
+	fut_future *f = own_future(s);
+	fut_future *two[2] = { f, s->done };
+	s->value = (void *)1;
+	s->data = (void *)1;
+	s->len = 1;
+	s->rc[0] = fut_result(f, FUT_FOREVER, &s->value);
+	s->rc[1] = fut_result_bytes(f, FUT_FOREVER, &s->data, &s->len);
+	s->rc[2] = fut_wait(&f, 1, FUT_ALL_COMPLETED, FUT_FOREVER);
+	s->rc[3] = fut_wait(&f, 1, FUT_FIRST_COMPLETED, FUT_FOREVER);
+	s->rc[4] = fut_wait(&f, 1, FUT_FIRST_EXCEPTION, FUT_FOREVER);
+	s->rc[5] = fut_wait(two, 2, FUT_ALL_COMPLETED, FUT_FOREVER);
+	/* The condition holds through the other one: no refusal. */
+	s->rc[6] = fut_wait(two, 2, FUT_FIRST_COMPLETED, FUT_FOREVER);
+	/* A timed wait runs out as any. */
+	s->rc[7] = fut_result(f, 0.001, NULL);
+	s->rc[8] = fut_wait(&f, 1, FUT_ALL_COMPLETED, 0.001);
+	/* An iterator: the done one first, then nothing else can come. */
+	fut_as_completed *it = NULL;
+	fut_future *next = NULL;
+	if (fut_as_completed_new(&it, two, 2) != FUT_OK)
+		return;
+	s->rc[9] = fut_as_completed_next(it, FUT_FOREVER, &next);
+	s->rc[10] = fut_as_completed_next(it, FUT_FOREVER, &next);
+	s->rc[11] = fut_as_completed_next(it, 0.001, &next);
+	fut_as_completed_free(it);
+}
+
+/* Run inline by its submitter's untimed wait (one worker): it waits for
+ * that submitter, whose task lies below it on the same thread. */
+static void wait_on_outer(fut_task *t)
+{
+	struct self_wait *s = fut_task_arg(t);
+	s->rc[1] = fut_result(own_future(s), FUT_FOREVER, NULL);
+}
+
+static void submit_and_wait_inline(fut_task *t)
+{
+	struct self_wait *s = fut_task_arg(t);
+	(void)own_future(s);
+	fut_executor *ex = (fut_executor *)s->value;
+	if (fut_submit(ex, wait_on_outer, s, &s->inner) == FUT_OK)
+		s->rc[0] = fut_result(s->inner, FUT_FOREVER, NULL);
+}
+
+static void test_a_task_waiting_for_itself_is_einval(void **state)
+{
+	(void)state;
+	fut_executor *ex = new_pool(1);
+	struct self_wait s = { .rc = { -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+				       -1, -1 } };
+	assert_int_equal(fut_future_new(&s.done), FUT_OK);
+	assert_int_equal(fut_set_result(s.done, NULL), FUT_OK);
+	fut_future *f = NULL;
+	assert_int_equal(fut_submit(ex, wait_on_itself, &s, &f), FUT_OK);
+	atomic_store(&s.self, f);
+	/* It hung here, its waits never ending. */
+	assert_int_equal(fut_result(f, 10, NULL), FUT_OK);
+	assert_int_equal(s.rc[0], FUT_EINVAL);
+	assert_null(s.value);
+	assert_int_equal(s.rc[1], FUT_EINVAL);
+	assert_null(s.data);
+	assert_int_equal(s.len, 0);
+	for (int i = 2; i < 6; i++)
+		assert_int_equal(s.rc[i], FUT_EINVAL);
+	assert_int_equal(s.rc[6], FUT_OK);
+	assert_int_equal(s.rc[7], FUT_ETIMEDOUT);
+	assert_int_equal(s.rc[8], FUT_ETIMEDOUT);
+	assert_int_equal(s.rc[9], FUT_OK);
+	assert_int_equal(s.rc[10], FUT_EINVAL);
+	assert_int_equal(s.rc[11], FUT_ETIMEDOUT);
+	fut_release(f);
+
+	struct self_wait in = { .rc = { -1, -1 }, .value = ex };
+	assert_int_equal(fut_submit(ex, submit_and_wait_inline, &in, &f),
+			 FUT_OK);
+	atomic_store(&in.self, f);
+	assert_int_equal(fut_result(f, 10, NULL), FUT_OK);
+	assert_int_equal(in.rc[0], FUT_OK);
+	assert_int_equal(in.rc[1], FUT_EINVAL);
+	fut_release(in.inner);
+	fut_release(f);
+	fut_release(s.done);
+	fut_executor_free(ex);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -799,6 +910,7 @@ int main(void)
 		cmocka_unit_test(test_tasks_start_in_submission_order),
 		cmocka_unit_test(
 			test_bad_counts_are_refused_before_any_element),
+		cmocka_unit_test(test_a_task_waiting_for_itself_is_einval),
 	};
 	/* TEST_FILTER=pattern runs the matching tests only. */
 	if (getenv("TEST_FILTER") != NULL)

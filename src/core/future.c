@@ -378,12 +378,15 @@ static bool single_arm(struct fut__park *p, uint32_t *expected)
 			    expected);
 }
 
-/* Waits until f is done or the timeout runs out. */
+/* Waits until f is done or the timeout runs out; FUT_EINVAL, without a
+ * timeout, when this thread runs f's task: it would wait for itself. */
 static int wait_done(fut_future *f, double timeout)
 {
 	if (FUT__S_DONE(atomic_load_explicit(&f->state, memory_order_acquire)))
 		return FUT_OK;
 	int64_t deadline = fut__deadline_ns(timeout);
+	if (deadline < 0 && fut__future_runs_here(f))
+		return FUT_EINVAL;
 	struct single_park sp = {
 		.park = { .ready = single_ready,
 			  .assist = single_assist,

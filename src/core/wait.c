@@ -222,6 +222,19 @@ static int wait_all(fut_future *const *fs, size_t n, int64_t deadline,
 	}
 }
 
+/* In an executor's thread (the only ones that run tasks), whether an
+ * untimed wait would wait for itself: one not done runs here and all must
+ * be done, or all not done run here (the caller then checks the rest). */
+static bool waits_for_itself(fut_future *const *fs, size_t n, int rw)
+{
+	size_t pending = 0, here = 0;
+	for (size_t i = 0; i < n; i++) {
+		pending += !fut_done(fs[i]);
+		here += !fut_done(fs[i]) && fut__future_runs_here(fs[i]);
+	}
+	return here != 0 && (rw == FUT_ALL_COMPLETED || here == pending);
+}
+
 int fut_wait(fut_future *const *fs, size_t n, int return_when, double timeout)
 {
 	if ((fs == NULL && n != 0) || !valid_return_when(return_when) ||
@@ -243,6 +256,10 @@ int fut_wait(fut_future *const *fs, size_t n, int return_when, double timeout)
 	int64_t deadline = fut__deadline_ns(timeout);
 	if (deadline >= 0 && fut__now_ns() >= deadline)
 		return FUT_ETIMEDOUT;
+	if (deadline < 0 && fut__wait_hooks_get() != NULL &&
+	    waits_for_itself(fs, n, return_when))
+		return condition_holds(fs, n, return_when) ? FUT_OK :
+							     FUT_EINVAL;
 	if (return_when == FUT_ALL_COMPLETED)
 		return wait_all(fs, n, deadline, no_spin, assist);
 
@@ -487,6 +504,16 @@ static bool ac_ok(const fut_as_completed *it)
 	return it != NULL && it->magic == AC_MAGIC;
 }
 
+/* Whether every future not yet yielded runs here, as fut_wait's. */
+static bool ac_self(const fut_as_completed *it)
+{
+	size_t here = 0;
+	for (size_t i = 0; i < it->cap; i++)
+		here += it->table[i] != NULL && !fut_done(it->table[i]->f) &&
+			fut__future_runs_here(it->table[i]->f);
+	return here != 0 && here == it->count - it->yielded;
+}
+
 int fut_as_completed_next(fut_as_completed *it, double timeout,
 			  fut_future **out)
 {
@@ -514,6 +541,9 @@ int fut_as_completed_next(fut_as_completed *it, double timeout,
 		fut__lock_release(&it->lock);
 		if (end)
 			return FUT_END;
+		if (deadline < 0 && fut__wait_hooks_get() != NULL &&
+		    ac_self(it))
+			return FUT_EINVAL;
 		int rc = fut__park_wait(&it->park, deadline);
 		atomic_store_explicit(&it->sleeping, 0, memory_order_relaxed);
 		if (rc != FUT_OK)

@@ -22,6 +22,7 @@ static void job_cancelled(fut_future *f);
 const struct fut__future_ops fut__tp_job_ops = {
 	.interrupt = NULL, /* the flag fut_interrupt() sets is all we need */
 	.assist = fut__tp_job_assist,
+	.runs_here = fut__tp_job_runs_here,
 	.destroy = job_destroy,
 	.cancelled = job_cancelled,
 };

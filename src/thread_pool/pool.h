@@ -280,6 +280,9 @@ void fut__tp_step_back(struct worker *w);
 /* fut__tp_job_ops.assist: runs f's task inline if this worker waits for
  * it and it has not started. */
 bool fut__tp_job_assist(fut_future *f);
+/* fut__tp_job_ops.runs_here: whether this worker runs f's task, perhaps
+ * below a nested wait. */
+bool fut__tp_job_runs_here(fut_future *f);
 
 /* FUT__SLAB_LARGE holds a job and an inline input with its length. */
 #define FUT__TP_INLINE_BYTES                                                   \

@@ -144,6 +144,22 @@ bool fut__tp_job_assist(fut_future *f)
 	return true;
 }
 
+/* Whether this thread runs f's task: on its running stack, which only
+ * this thread writes. */
+bool fut__tp_job_runs_here(fut_future *f)
+{
+	struct job *j = fut__container_of(f, struct job, fut);
+	struct worker *w = fut__tp_self_worker(job_pool(j));
+	if (w == NULL)
+		return false;
+	for (const struct run_frame *fr =
+		     atomic_load_explicit(&w->running, memory_order_relaxed);
+	     fr != NULL; fr = fr->outer)
+		if (fr->job == j)
+			return true;
+	return false;
+}
+
 /* ------------------------------------------------------------------ */
 /* Nested waits: the slot hand-off                                     */
 
