@@ -73,11 +73,12 @@ typedef struct fut_mpi_opts {
  * threads_per_rank workers (after its initializer): a crash fails only its
  * task (FUT_ECRASHED, fut_crash_status()), task_timeout gives
  * FUT_EDEADLINE, an interrupt kills the worker (FUT_ECANCELLED).
- * FUT_EINVAL (bad input: NULL out, a root outside comm, an
+ * FUT_EINVAL (bad input: NULL out, a root outside comm, MPI_COMM_NULL, an
  * intercommunicator, a comm of size 1, unknown flags, sizes over
- * FUT_MAX_WORKERS, negative or NaN poll times, options of a mode not
- * asked for, a comm or root in spawn mode), FUT_ENOTSUP (MPI not
- * initialized, a thread level below MULTIPLE, a spawn MPI refused),
+ * FUT_MAX_WORKERS, negative, NaN or over 60 s poll times, a NaN
+ * task_timeout, options of a mode not asked for, a comm or root in spawn
+ * mode), FUT_ENOTSUP (MPI not initialized, a thread level below
+ * MULTIPLE, a spawn MPI refused),
  * FUT_EAGAIN (the spawn failed: MPI_ERR_SPAWN, or command is not an
  * executable file), FUT_EBROKEN (an initializer or an isolated rank's
  * pool failed on some rank, or the ranks disagree on the options or the
