@@ -158,8 +158,9 @@ FUT_API bool fut_cancelled(const fut_future *f);
  * FUT_EDEADLINE...), or FUT_ETIMEDOUT when the wait ran out (nothing
  * changed).  A byte result gives the pointer to its bytes (owned by the
  * future).  FUT_EINVAL for a NULL future, and, with no timeout, for one
- * whose task the calling thread runs (a thread-pool task's own future, or
- * that of a task below it on its stack): it would wait for itself.
+ * only the calling thread could complete (a thread-pool task's own
+ * future, or that of a task below it on its stack; in a process pool's
+ * done callback, one of that pool): it would wait for itself.
  * FUT_EAGAIN only for an untimed wait in a thread-pool worker that its
  * pool can neither run nor hand its slot over for (docs/api.md, "threads:
  * who runs what").
@@ -462,8 +463,8 @@ FUT_API FUT_NODISCARD int fut_as_completed_new(fut_as_completed **out,
 /* The next done future (borrowed) in *out; FUT_ETIMEDOUT when none
  * completed in time; FUT_END when all were yielded.  FUT_EINVAL for NULL
  * it or out, or an untimed wait for itself (every future not yielded
- * runs in the calling thread, as fut_result's); FUT_EAGAIN as
- * fut_result(). */
+ * is one only the calling thread could complete, as fut_result's);
+ * FUT_EAGAIN as fut_result(). */
 FUT_API int fut_as_completed_next(fut_as_completed *it, double timeout,
 				  fut_future **out);
 

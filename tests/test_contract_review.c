@@ -525,6 +525,74 @@ static void test_callbacks_submit_wait_cancel_and_free_on_processes(void **st)
 	check_callbacks_across(true);
 }
 
+/* A process pool's done callback runs in its manager thread, the one
+ * that completes every task of the pool: an untimed wait there for
+ * another of its futures would wait for itself (it hung). */
+static void nap_half_a_second(fut_task *t)
+{
+	(void)t;
+	usleep(500 * 1000);
+}
+
+static void sleep_a_minute(fut_task *t)
+{
+	(void)t;
+	sleep(60);
+}
+
+struct in_manager {
+	fut_future *other; /* runs on, until interrupted */
+	atomic_int rc[5];
+	atomic_int ran;
+};
+
+static void wait_in_the_manager(fut_future *f, void *ud)
+{
+	struct in_manager *m = ud;
+	fut_future *two[2] = { m->other, f };
+	fut_as_completed *it = NULL;
+	fut_future *next = NULL;
+	atomic_store(&m->rc[0], fut_result(m->other, FUT_FOREVER, NULL));
+	atomic_store(&m->rc[1],
+		     fut_wait(&m->other, 1, FUT_ALL_COMPLETED, FUT_FOREVER));
+	/* f is done: that wait holds at once. */
+	atomic_store(&m->rc[2],
+		     fut_wait(two, 2, FUT_FIRST_COMPLETED, FUT_FOREVER));
+	if (fut_as_completed_new(&it, &m->other, 1) == FUT_OK)
+		atomic_store(&m->rc[3],
+			     fut_as_completed_next(it, FUT_FOREVER, &next));
+	fut_as_completed_free(it);
+	atomic_store(&m->rc[4], fut_result(m->other, 0.001, NULL));
+	atomic_store(&m->ran, 1);
+}
+
+static void test_a_wait_in_the_process_managers_callback_is_einval(void **st)
+{
+	(void)st;
+	fut_executor *ex = new_pool(true, 2);
+	struct in_manager m = { .rc = { -1, -1, -1, -1, -1 } };
+	fut_future *f = NULL;
+	assert_int_equal(fut_submit_bytes(ex, sleep_a_minute, NULL, 0,
+					  &m.other),
+			 FUT_OK);
+	assert_int_equal(fut_submit_bytes(ex, nap_half_a_second, NULL, 0, &f),
+			 FUT_OK);
+	assert_int_equal(fut_add_done_callback(f, wait_in_the_manager, &m),
+			 FUT_OK);
+	for (int i = 0; i < 10000 && !atomic_load(&m.ran); i++)
+		usleep(1000);
+	assert_int_equal(atomic_load(&m.rc[0]), FUT_EINVAL);
+	assert_int_equal(atomic_load(&m.rc[1]), FUT_EINVAL);
+	assert_int_equal(atomic_load(&m.rc[2]), FUT_OK);
+	assert_int_equal(atomic_load(&m.rc[3]), FUT_EINVAL);
+	assert_int_equal(atomic_load(&m.rc[4]), FUT_ETIMEDOUT);
+	assert_int_equal(fut_interrupt(m.other), FUT_OK);
+	assert_int_equal(fut_result(m.other, GUARD_S, NULL), FUT_ECANCELLED);
+	fut_release(m.other);
+	fut_release(f);
+	fut_executor_free(ex);
+}
+
 static void test_as_completed_fd_in_epoll_over_both_pools(void **state)
 {
 	(void)state;
@@ -595,6 +663,8 @@ int main(void)
 		cmocka_unit_test(
 			test_callbacks_submit_wait_cancel_and_free_on_processes),
 		cmocka_unit_test(test_as_completed_fd_in_epoll_over_both_pools),
+		cmocka_unit_test(
+			test_a_wait_in_the_process_managers_callback_is_einval),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -90,9 +90,12 @@ struct fut__future_ops {
 	 * under max_queue, so that a callback may submit in its stead).
 	 * May be NULL. */
 	void (*cancelled)(fut_future *f);
-	/* Whether the calling thread runs f's task, perhaps further down its
-	 * stack (a task it runs inline below a nested wait): a wait for f
-	 * with no timeout would never end there.  May be NULL. */
+	/* Whether f, not done, can complete only through the calling thread:
+	 * it runs f's task, perhaps further down its stack (a thread-pool
+	 * task run inline below a nested wait), or it is the thread that
+	 * completes every task of f's executor (a manager, where done
+	 * callbacks run).  A wait for f with no timeout would never end
+	 * there.  May be NULL. */
 	bool (*runs_here)(fut_future *f);
 	/* A thread that waits for f sleeps at once instead of spinning first:
 	 * the threads that complete f share the cpus with the waiter and need
@@ -223,13 +226,12 @@ static inline uint32_t fut__future_state(const fut_future *f)
 	return atomic_load_explicit(&f->state, memory_order_acquire) &
 	       FUT__S_MASK;
 }
-/* Whether an untimed wait for f in this thread would wait for itself:
- * f runs here (ops->runs_here).  Cheap when it does not: f RUNNING, and
- * the caller one of its executor's threads. */
+/* Whether an untimed wait for f (not done) in this thread would wait for
+ * itself (ops->runs_here): a thread-local read or two where it does not. */
 static inline bool fut__future_runs_here(fut_future *f)
 {
 	return f->ops != NULL && f->ops->runs_here != NULL &&
-	       fut__future_state(f) == FUT__S_RUNNING && f->ops->runs_here(f);
+	       f->ops->runs_here(f);
 }
 /* True if f finished with a failure (not a cancel); f must be done. */
 bool fut__future_failed(const fut_future *f);

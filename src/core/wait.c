@@ -222,7 +222,7 @@ static int wait_all(fut_future *const *fs, size_t n, int64_t deadline,
 	}
 }
 
-/* In an executor's thread (the only ones that run tasks), whether an
+/* In an executor's thread (elsewhere runs_here is never true), whether an
  * untimed wait would wait for itself: one not done runs here and all must
  * be done, or all not done run here (the caller then checks the rest). */
 static bool waits_for_itself(fut_future *const *fs, size_t n, int rw)
@@ -256,7 +256,7 @@ int fut_wait(fut_future *const *fs, size_t n, int return_when, double timeout)
 	int64_t deadline = fut__deadline_ns(timeout);
 	if (deadline >= 0 && fut__now_ns() >= deadline)
 		return FUT_ETIMEDOUT;
-	if (deadline < 0 && fut__wait_hooks_get() != NULL &&
+	if (deadline < 0 && fut__current_executor() != NULL &&
 	    waits_for_itself(fs, n, return_when))
 		return condition_holds(fs, n, return_when) ? FUT_OK :
 							     FUT_EINVAL;
@@ -541,7 +541,7 @@ int fut_as_completed_next(fut_as_completed *it, double timeout,
 		fut__lock_release(&it->lock);
 		if (end)
 			return FUT_END;
-		if (deadline < 0 && fut__wait_hooks_get() != NULL &&
+		if (deadline < 0 && fut__current_executor() != NULL &&
 		    ac_self(it))
 			return FUT_EINVAL;
 		int rc = fut__park_wait(&it->park, deadline);

@@ -47,8 +47,16 @@ static void job_interrupt(fut_future *f)
 /* no_spin: a caller spinning for its result held a cpu that the manager
  * or a rank's loop needed: W-MPI1 flipped between 5 and 25-50 us a round
  * trip; sleeping at once, 3.4-7 (docs/perf-log.md). */
+/* The manager completes every job (done callbacks run there): a wait in
+ * it for one would wait for itself. */
+static bool job_runs_here(fut_future *f)
+{
+	return fut__current_executor() == &((struct mjob *)(void *)f)->c->ex;
+}
+
 static const struct fut__future_ops job_ops = {
 	.interrupt = job_interrupt,
+	.runs_here = job_runs_here,
 	.destroy = job_destroy,
 	.no_spin = true,
 };

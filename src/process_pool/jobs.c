@@ -89,11 +89,20 @@ static bool job_started(const fut_future *f)
 	return !inherited(j) && fut__pp_claim_started(j->pool, j);
 }
 
+/* The manager completes every task of its pool (done callbacks run
+ * there): a wait in it for one would wait for itself. */
+static bool job_runs_here(fut_future *f)
+{
+	return fut__current_executor() ==
+	       &((struct pp_job *)(void *)f)->pool->ex;
+}
+
 static const struct fut__future_ops job_ops = {
 	.interrupt = job_interrupt,
 	.destroy = job_destroy,
 	.revoke = job_revoke,
 	.started = job_started,
+	.runs_here = job_runs_here,
 };
 
 /* A job of 16 bytes of input (W5's) fits the slab's 128-byte class: at

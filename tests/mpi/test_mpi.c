@@ -437,6 +437,8 @@ static void threads_submit_while_the_app_uses_mpi(void **state)
 struct in_callback {
 	fut_executor *ex;
 	_Atomic int shutdown_rc;
+	fut_future *other; /* a task that runs on */
+	_Atomic int wait_rc;
 };
 
 static void shutdown_from_callback(fut_future *f, void *ud)
@@ -444,6 +446,8 @@ static void shutdown_from_callback(fut_future *f, void *ud)
 	(void)f;
 	struct in_callback *cb = ud;
 	atomic_store(&cb->shutdown_rc, fut_executor_shutdown(cb->ex, 0));
+	/* Only this thread, the manager, could complete it: it hung. */
+	atomic_store(&cb->wait_rc, fut_result(cb->other, FUT_FOREVER, NULL));
 }
 
 static void shutdown_with_wait_from_a_callback_is_einval(void **state)
@@ -452,9 +456,11 @@ static void shutdown_with_wait_from_a_callback_is_einval(void **state)
 	fut_executor *ex = make(NULL);
 	if (ex == NULL)
 		return;
-	struct in_callback cb = { ex, -1 };
+	struct in_callback cb = { ex, -1, NULL, -1 };
 	fut_future *f;
 	assert_int_equal(fut_submit_bytes(ex, looping_task, NULL, 0, &f),
+			 FUT_OK);
+	assert_int_equal(fut_submit_bytes(ex, looping_task, NULL, 0, &cb.other),
 			 FUT_OK);
 	assert_int_equal(fut_add_done_callback(f, shutdown_from_callback, &cb),
 			 FUT_OK);
@@ -462,9 +468,15 @@ static void shutdown_with_wait_from_a_callback_is_einval(void **state)
 	assert_int_equal(fut_interrupt(f), FUT_OK);
 	assert_int_equal(fut_result(f, 30, NULL), FUT_OK);
 	/* The callback ran in the manager thread: it would wait for itself. */
+	for (int i = 0; i < 10000 && atomic_load(&cb.wait_rc) == -1; i++)
+		usleep(1000);
+	assert_int_equal(atomic_load(&cb.wait_rc), FUT_EINVAL);
+	assert_int_equal(fut_interrupt(cb.other), FUT_OK);
+	assert_int_equal(fut_result(cb.other, 30, NULL), FUT_OK);
 	fut_executor_free(ex);
 	assert_int_equal(atomic_load(&cb.shutdown_rc), FUT_EINVAL);
 	fut_release(f);
+	fut_release(cb.other);
 }
 
 static int init_fails_on_rank_2(void *arg)
