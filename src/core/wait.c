@@ -222,9 +222,8 @@ static int wait_all(fut_future *const *fs, size_t n, int64_t deadline,
 	}
 }
 
-/* In an executor's thread (elsewhere runs_here is never true), whether an
- * untimed wait would wait for itself: one not done runs here and all must
- * be done, or all not done run here (the caller then checks the rest). */
+/* In an executor's thread (elsewhere runs_here is never true): one not done
+ * runs here and all must be done, or all not done run here. */
 static bool waits_for_itself(fut_future *const *fs, size_t n, int rw)
 {
 	size_t pending = 0, here = 0;
@@ -504,13 +503,20 @@ static bool ac_ok(const fut_as_completed *it)
 	return it != NULL && it->magic == AC_MAGIC;
 }
 
-/* Whether every future not yet yielded runs here, as fut_wait's. */
+/* Whether every future not yet yielded runs here, as fut_wait's.  It
+ * stops at the first that does not: the tail of an iteration, few
+ * pending at random places, reads about cap / pending slots a call. */
 static bool ac_self(const fut_as_completed *it)
 {
 	size_t here = 0;
-	for (size_t i = 0; i < it->cap; i++)
-		here += it->table[i] != NULL && !fut_done(it->table[i]->f) &&
-			fut__future_runs_here(it->table[i]->f);
+	for (size_t i = 0; i < it->cap; i++) {
+		struct ac_node *node = it->table[i];
+		if (node == NULL || fut_done(node->f))
+			continue;
+		if (!fut__future_runs_here(node->f))
+			return false;
+		here++;
+	}
 	return here != 0 && here == it->count - it->yielded;
 }
 
