@@ -13,7 +13,6 @@
  * Locks: `lock` guards the registry; the core's table has its own.  Never
  * held while anything else is called but the allocator.
  */
-#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -36,8 +35,12 @@ static bool name_ok(const char *name)
 	if (n == 0 || n > NAME_MAX_LEN || name[0] == '@')
 		return false;
 	for (size_t i = 0; i < n; i++) {
+		/* ASCII itself, not isalnum(): in a Latin-1 locale that
+		 * takes bytes the documented [A-Za-z0-9_.:-] does not. */
 		unsigned char c = (unsigned char)name[i];
-		if (!isalnum(c) && c != '_' && c != '.' && c != ':' && c != '-')
+		bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			     (c >= '0' && c <= '9');
+		if (!alnum && c != '_' && c != '.' && c != ':' && c != '-')
 			return false;
 	}
 	return true;
