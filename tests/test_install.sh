@@ -13,6 +13,9 @@
 #   installed copy, a program linked with libfuture::libfuture runs and
 #   loads the installed shared library, one linked with libfuture::static
 #   runs without it, and a newer MINOR or MAJOR than installed is refused;
+#   with libfuture-mpi installed, COMPONENTS mpi builds examples/mpi_primes.c
+#   with libfuture::mpi and libfuture::mpi_static, run under mpirun;
+#   without it, COMPONENTS mpi is refused;
 # - a DESTDIR install stages the same files under DESTDIR, with a .pc that
 #   names PREFIX, not DESTDIR;
 # - make uninstall leaves nothing but empty directories.
@@ -178,7 +181,11 @@ if command -v cmake >/dev/null 2>&1; then
 	cat >"$work/cmake/CMakeLists.txt" <<'CMAKE'
 cmake_minimum_required(VERSION 3.13)
 project(libfuture_consumer C)
-find_package(libfuture ${WANT} REQUIRED)
+if(COMPONENTS)
+	find_package(libfuture ${WANT} REQUIRED COMPONENTS ${COMPONENTS})
+else()
+	find_package(libfuture ${WANT} REQUIRED)
+endif()
 foreach(kind libfuture static)
 	add_executable(hello_${kind} hello.c)
 	target_link_libraries(hello_${kind} PRIVATE libfuture::${kind})
@@ -189,9 +196,49 @@ CMAKE
 	cmake_try()
 	{
 		rm -rf "$work/cmake/build"
-		cmake -S "$work/cmake" -B "$work/cmake/build" -DWANT="$1" \
+		want=$1
+		shift
+		cmake -S "$work/cmake" -B "$work/cmake/build" -DWANT="$want" \
 			-DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_C_COMPILER="$CC" \
-			>"$work/cmake.log" 2>&1
+			"$@" >"$work/cmake.log" 2>&1
+	}
+	# libfuture-mpi installed: COMPONENTS mpi gives libfuture::mpi and
+	# libfuture::mpi_static, and examples/mpi_primes.c built with each
+	# runs under mpirun against the installed libraries.
+	cmake_mpi()
+	{
+		mkdir -p "$work/cmake_mpi"
+		cp examples/mpi_primes.c "$work/cmake_mpi/"
+		cat >"$work/cmake_mpi/CMakeLists.txt" <<'CMAKE'
+cmake_minimum_required(VERSION 3.13)
+project(libfuture_mpi_consumer C)
+find_package(libfuture ${WANT} REQUIRED COMPONENTS mpi)
+foreach(kind mpi mpi_static)
+	add_executable(primes_${kind} mpi_primes.c)
+	target_link_libraries(primes_${kind} PRIVATE libfuture::${kind} m)
+	target_compile_definitions(primes_${kind} PRIVATE _GNU_SOURCE)
+endforeach()
+CMAKE
+		cmake -S "$work/cmake_mpi" -B "$work/cmake_mpi/build" \
+			-DWANT="$major.$minor" -DCMAKE_PREFIX_PATH="$prefix" \
+			-DCMAKE_C_COMPILER="$CC" >"$work/cmake_mpi.log" 2>&1 &&
+			cmake --build "$work/cmake_mpi/build" \
+				>>"$work/cmake_mpi.log" 2>&1 ||
+			{ cat "$work/cmake_mpi.log" >&2; fail "cmake: COMPONENTS mpi"; }
+		LD_LIBRARY_PATH="$libdir" ldd "$work/cmake_mpi/build/primes_mpi" |
+			grep -q "$libdir/libfuture-mpi.so.$major" ||
+			fail "libfuture::mpi does not load the installed library"
+		(
+			. tests/mpi/env.sh
+			for kind in mpi mpi_static; do
+				LD_LIBRARY_PATH="$libdir" timeout 120 \
+					${MPIRUN:-mpirun} -x LD_LIBRARY_PATH -np 3 \
+					"$work/cmake_mpi/build/primes_$kind" \
+					>"$work/primes_$kind.out" 2>&1 ||
+					{ cat "$work/primes_$kind.out" >&2; exit 1; }
+			done
+		) || fail "a libfuture::mpi program failed under mpirun"
+		echo "test_install: cmake COMPONENTS mpi: libfuture::mpi and libfuture::mpi_static build and run under mpirun"
 	}
 	cmake_try "$major.$minor" || { cat "$work/cmake.log" >&2; fail "cmake: find_package(libfuture $major.$minor)"; }
 	cmake --build "$work/cmake/build" >>"$work/cmake.log" 2>&1 ||
@@ -212,6 +259,16 @@ CMAKE
 			{ cat "$work/cmake.log" >&2; fail "cmake: find_package(libfuture $newer) failed without naming $version"; }
 	done
 	echo "test_install: cmake refuses libfuture $major.$((minor + 1)) and $((major + 1)).0"
+	if [ -f "$libdir/libfuture-mpi.so.$version" ]; then
+		cmake_mpi
+	elif cmake_try "$major.$minor" -DCOMPONENTS=mpi; then
+		fail "cmake: COMPONENTS mpi found without libfuture-mpi installed"
+	elif grep -q 'component mpi' "$work/cmake.log"; then
+		echo "test_install: cmake refuses COMPONENTS mpi without libfuture-mpi"
+	else
+		cat "$work/cmake.log" >&2
+		fail "cmake: COMPONENTS mpi failed without saying why"
+	fi
 else
 	echo "test_install: skipped: cmake not found (the CMake package is installed but not tried)"
 fi
