@@ -192,6 +192,42 @@ void fut__tp_hook_callbacks(void *ctx)
 		fut__tp_step_aside(w);
 }
 
+/*
+ * A wait that gave its place up: FUT_EAGAIN if every thread waits, none
+ * can be added, and tasks are queued (a wait that depends on them would
+ * never end).  Jobs that ran inline (or were cancelled) count in the
+ * queue until popped: they are dropped first, they need no thread.
+ *
+ * A start that fails is looked at again: another's start may have taken
+ * the last place between the look and the try (a submit's, at the
+ * bound), and what that thread did since counts: it may be looking, or
+ * it ran a job inline and waits too, the job still queued: its own test
+ * saw this wait's looker credit (held while the start is tried) and
+ * left the job to it, or has not come to it yet.  So the rule is
+ * applied in full again, until it says no or a start fails with the
+ * thread count it looked at: then none could be added.
+ */
+static int past_bound(struct worker *w)
+{
+	struct tpool *p = w->pool;
+	uint32_t tried = UINT32_MAX; /* threads when a start last failed */
+	for (;;) {
+		if (atomic_load(&p->nwaiting) < pool_threads(p) ||
+		    atomic_load(&p->nspinning) != 0)
+			return FUT_OK;
+		for (struct job *j; (j = fut__tp_queue_pop_stale(&p->q));)
+			(void)run_job(w, j, false); /* only dropped */
+		if (fut__tp_queue_count(&p->q) == 0)
+			return FUT_OK;
+		uint32_t threads = pool_threads(p);
+		if (threads == tried)
+			return FUT_EAGAIN;
+		if (fut__tp_start_looker(p))
+			return FUT_OK;
+		tried = threads;
+	}
+}
+
 int fut__tp_hook_block(void *ctx)
 {
 	struct worker *w = ctx;
@@ -214,24 +250,7 @@ int fut__tp_hook_block(void *ctx)
 	if (fut__tp_queue_count(&p->q) == 0)
 		return FUT_OK;
 	fut__tp_wakep(p);
-	/* Every thread waits, none can be added, and tasks are queued: a
-	 * wait that depends on them would never end.  Jobs that ran inline
-	 * (or were cancelled) count in the queue until popped: they are
-	 * dropped here first, they need no thread. */
-	if (atomic_load(&p->nwaiting) < pool_threads(p) ||
-	    atomic_load(&p->nspinning) != 0)
-		return FUT_OK;
-	for (struct job *j; (j = fut__tp_queue_pop_stale(&p->q)) != NULL;)
-		(void)run_job(w, j, false); /* not pending: only dropped */
-	if (fut__tp_queue_count(&p->q) == 0 || fut__tp_start_looker(p))
-		return FUT_OK;
-	/* None could be added: maybe because another started one between
-	 * the look above and this try (a submit's, at the bound), and that
-	 * one takes the queue unless it waits already too. */
-	if (atomic_load(&p->nwaiting) < pool_threads(p) ||
-	    atomic_load(&p->nspinning) != 0 || fut__tp_queue_count(&p->q) == 0)
-		return FUT_OK;
-	return FUT_EAGAIN;
+	return past_bound(w);
 }
 
 void fut__tp_hook_unblock(void *ctx)

@@ -1,0 +1,193 @@
+/*
+ * test_tp_bound.c: the thread pool's nested-wait rule at the thread bound
+ * (docs/api.md, "Past the bound"): a worker's untimed wait returns
+ * FUT_EAGAIN only when, as it starts to sleep, every thread waits, none
+ * can be added and tasks are queued.
+ *
+ * A wait that saw every thread waiting tried to start a looker; another
+ * start took the last place first; the thread it started ran a task that
+ * ran a job inline and waited too, the job still queued.  The first wait
+ * then looked again, counted that job (which needs no thread) as a queued
+ * task and returned FUT_EAGAIN: test_tp_aside's bound tests, about 1 run
+ * in 40 under load (2026-12-07).  Here the interleaving is made: the test
+ * holds the pool's start lock (p->ctl) so that the wait's start waits
+ * for it, and starts the other thread itself meanwhile.
+ * Timeouts here only guard against hangs (GUARD_S).
+ */
+#include <pthread.h>
+#include <sched.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "future.h"
+#include "core/sync.h"
+#include "thread_pool/pool.h"
+
+#define GUARD_S 20.0 /* a guard against a hang, never a measurement */
+#define HOLDERS 255  /* with L and A: 257 threads, the bound of 1 worker */
+
+static fut_future *gate;      /* what the holders and L wait on */
+static fut_future *h;	      /* what A waits on */
+static _Atomic int in;	      /* tasks that started */
+static _Atomic bool l_go;     /* L may wait */
+static _Atomic int l_rc = -1; /* L's wait's code */
+static _Atomic int a_ran;     /* A ran its job inline */
+static _Atomic int bad;	      /* holders whose wait failed */
+
+static void tiny(fut_task *t)
+{
+	(void)t;
+}
+
+static void hold(fut_task *t)
+{
+	(void)t;
+	atomic_fetch_add(&in, 1);
+	if (fut_result(gate, -1, NULL) != FUT_OK)
+		atomic_fetch_add(&bad, 1);
+}
+
+/* L: holds its slot until told, then waits on the gate. */
+static void late(fut_task *t)
+{
+	(void)t;
+	atomic_fetch_add(&in, 1);
+	while (!atomic_load(&l_go))
+		sched_yield();
+	atomic_store(&l_rc, fut_result(gate, -1, NULL));
+}
+
+/* A: runs a task of its pool inline (its job stays queued), then waits
+ * on H. */
+static void runs_inline(fut_task *t)
+{
+	fut_executor *ex = fut_task_arg(t);
+	fut_future *z = NULL;
+	assert_int_equal(fut_submit(ex, tiny, NULL, &z), FUT_OK);
+	assert_int_equal(fut_result(z, -1, NULL), FUT_OK);
+	fut_release(z);
+	atomic_store(&a_ran, 1);
+	(void)fut_result(h, -1, NULL);
+}
+
+/* Until *v reaches n (true) or the guard ends (false). */
+static bool reaches(_Atomic uint32_t *v, uint32_t n)
+{
+	int64_t deadline = fut__now_ns() + (int64_t)(GUARD_S * 1e9);
+	while (atomic_load(v) < n && fut__now_ns() < deadline)
+		sched_yield();
+	return atomic_load(v) >= n;
+}
+
+static bool int_reaches(_Atomic int *v, int n)
+{
+	int64_t deadline = fut__now_ns() + (int64_t)(GUARD_S * 1e9);
+	while (atomic_load(v) < n && fut__now_ns() < deadline)
+		sched_yield();
+	return atomic_load(v) >= n;
+}
+
+static void nap_ms(long ms)
+{
+	struct timespec ts = { 0, ms * 1000000 };
+	nanosleep(&ts, NULL);
+}
+
+/*
+ * Starts one thread of p while the caller holds p->ctl (as the pool's
+ * first start does), counted a looker as a start is.  From one cpu: a
+ * thread started away from its starter's cpu takes p->ctl as it begins
+ * (start.c, Placement), and this one must run while the lock is held.
+ */
+static void start_one_locked(struct tpool *p)
+{
+	cpu_set_t all, one;
+	assert_int_equal(
+		pthread_getaffinity_np(pthread_self(), sizeof(all), &all), 0);
+	CPU_ZERO(&one);
+	CPU_SET(sched_getcpu(), &one);
+	assert_int_equal(
+		pthread_setaffinity_np(pthread_self(), sizeof(one), &one), 0);
+	atomic_fetch_add(&p->nspinning, 1);
+	int rc = fut__tp_spawn_locked(p);
+	assert_int_equal(
+		pthread_setaffinity_np(pthread_self(), sizeof(all), &all), 0);
+	assert_int_equal(rc, FUT_OK);
+}
+
+static void
+test_a_job_run_inline_by_a_thread_started_meanwhile_is_no_task(void **state)
+{
+	(void)state;
+	fut_executor *ex = NULL;
+	assert_int_equal(fut_thread_pool_new(
+				 &ex,
+				 &(fut_thread_pool_opts){ .max_workers = 1 }),
+			 FUT_OK);
+	struct tpool *p = pool_of(ex);
+	assert_int_equal(fut_future_new(&gate), FUT_OK);
+	assert_int_equal(fut_future_new(&h), FUT_OK);
+	fut_future *fs[HOLDERS + 2];
+	for (int i = 0; i < HOLDERS; i++)
+		assert_int_equal(fut_submit(ex, hold, NULL, &fs[i]), FUT_OK);
+	assert_true(int_reaches(&in, HOLDERS));
+	assert_true(reaches(&p->nwaiting, HOLDERS)); /* slots handed */
+	/* L takes the slot; A is queued behind it, no thread started for
+	 * it (no slot free). */
+	assert_int_equal(fut_submit(ex, late, NULL, &fs[HOLDERS]), FUT_OK);
+	assert_true(int_reaches(&in, HOLDERS + 1));
+	assert_int_equal(fut_submit(ex, runs_inline, ex, &fs[HOLDERS + 1]),
+			 FUT_OK);
+	assert_int_equal(fut__tp_threads(ex), HOLDERS + 1);
+	/* A slot held here keeps L's wait from waking or starting a
+	 * thread for A: it sees every thread waiting, no looker, A queued,
+	 * and tries a start of its own, which waits for p->ctl. */
+	atomic_fetch_add(&p->nbusy, 1);
+	pthread_mutex_lock(&p->ctl);
+	atomic_store(&l_go, true);
+	assert_true(reaches(&p->nspinning, 1)); /* L's looker credit */
+	/* Meanwhile another start takes the last place; its thread takes
+	 * A, which runs its job inline and waits on H, relying on L's
+	 * looker; the job stays queued. */
+	fut__tp_slot_put(p);
+	start_one_locked(p);
+	assert_true(int_reaches(&a_ran, 1));
+	assert_true(reaches(&p->nwaiting, HOLDERS + 2));
+	nap_ms(50); /* A's wait sleeps */
+	assert_int_equal(fut__tp_threads(ex), HOLDERS + 2);
+	/* L's start fails at the bound; it looks again: every thread
+	 * waits, and what is queued is a job that ran: no task. */
+	pthread_mutex_unlock(&p->ctl);
+	nap_ms(50);
+	int early = atomic_load(&l_rc);
+	(void)fut_set_result(h, NULL);
+	(void)fut_set_result(gate, NULL);
+	for (int i = 0; i < HOLDERS + 2; i++) {
+		assert_int_equal(fut_result(fs[i], GUARD_S, NULL), FUT_OK);
+		fut_release(fs[i]);
+	}
+	fut_executor_free(ex);
+	fut_release(gate);
+	fut_release(h);
+	if (early != -1)
+		fprintf(stderr, "L's wait ended before its gate: %s\n",
+			fut_strerror(early));
+	assert_int_equal(early, -1);
+	assert_int_equal(atomic_load(&l_rc), FUT_OK);
+	assert_int_equal(atomic_load(&bad), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(
+			test_a_job_run_inline_by_a_thread_started_meanwhile_is_no_task),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
