@@ -4,14 +4,17 @@
  * FUT_EAGAIN only when, as it starts to sleep, every thread waits, none
  * can be added and tasks are queued.
  *
- * A wait that saw every thread waiting tried to start a looker; another
- * start took the last place first; the thread it started ran a task that
- * ran a job inline and waited too, the job still queued.  The first wait
- * then looked again, counted that job (which needs no thread) as a queued
- * task and returned FUT_EAGAIN: test_tp_aside's bound tests, about 1 run
- * in 40 under load (2026-12-07).  Here the interleaving is made: the test
- * holds the pool's start lock (p->ctl) so that the wait's start waits
- * for it, and starts the other thread itself meanwhile.
+ * - A wait that saw every thread waiting tried to start a looker;
+ *   another start took the last place first; the thread it started ran
+ *   a task that ran a job inline and waited too, the job still queued.
+ *   The first wait then looked again, counted that job (which needs no
+ *   thread) as a queued task and returned FUT_EAGAIN: test_tp_aside's
+ *   bound tests, about 1 run in 40 under load (2026-12-07).
+ * - A wait that saw a looker counted took it for a thread on its way,
+ *   though it was a submit's start about to fail at the bound: it slept
+ *   with a task queued that nothing would run.
+ * The interleavings are made: the test holds the pool's start lock
+ * (p->ctl) so that a start waits for it.
  * Timeouts here only guard against hangs (GUARD_S).
  */
 #include <pthread.h>
@@ -131,6 +134,7 @@ test_a_job_run_inline_by_a_thread_started_meanwhile_is_no_task(void **state)
 				 &(fut_thread_pool_opts){ .max_workers = 1 }),
 			 FUT_OK);
 	struct tpool *p = pool_of(ex);
+	atomic_store(&in, 0);
 	assert_int_equal(fut_future_new(&gate), FUT_OK);
 	assert_int_equal(fut_future_new(&h), FUT_OK);
 	fut_future *fs[HOLDERS + 2];
@@ -153,13 +157,13 @@ test_a_job_run_inline_by_a_thread_started_meanwhile_is_no_task(void **state)
 	atomic_store(&l_go, true);
 	assert_true(reaches(&p->nspinning, 1)); /* L's looker credit */
 	/* Meanwhile another start takes the last place; its thread takes
-	 * A, which runs its job inline and waits on H, relying on L's
-	 * looker; the job stays queued. */
+	 * A, which runs its job inline and waits on H; the job stays
+	 * queued while A's test waits for L's start to end. */
 	fut__tp_slot_put(p);
 	start_one_locked(p);
 	assert_true(int_reaches(&a_ran, 1));
 	assert_true(reaches(&p->nwaiting, HOLDERS + 2));
-	nap_ms(50); /* A's wait sleeps */
+	nap_ms(50); /* A's wait has come to its test */
 	assert_int_equal(fut__tp_threads(ex), HOLDERS + 2);
 	/* L's start fails at the bound; it looks again: every thread
 	 * waits, and what is queued is a job that ran: no task. */
@@ -183,11 +187,111 @@ test_a_job_run_inline_by_a_thread_started_meanwhile_is_no_task(void **state)
 	assert_int_equal(atomic_load(&bad), 0);
 }
 
+/* W: holds its slot until told, then waits on what J sets. */
+static fut_future *j_sets;
+static _Atomic bool w_go;
+static _Atomic int w_rc = -1;
+
+static void sets(fut_task *t)
+{
+	(void)t;
+	(void)fut_set_result(j_sets, NULL);
+}
+
+static void waits_for_j(fut_task *t)
+{
+	(void)t;
+	atomic_fetch_add(&in, 1);
+	while (!atomic_load(&w_go))
+		sched_yield();
+	atomic_store(&w_rc, fut_result(j_sets, -1, NULL));
+}
+
+struct submit_arg {
+	fut_executor *ex;
+	fut_future *f;
+	int rc;
+};
+
+static void *submit_j(void *arg)
+{
+	struct submit_arg *a = arg;
+	a->rc = fut_submit(a->ex, sets, NULL, &a->f);
+	return NULL;
+}
+
+/*
+ * At the bound, a submit from outside the pool has counted a looker for
+ * its task and tries a start (here it waits for p->ctl, held by the
+ * test) as the last thread begins to wait, on what that task sets.  The
+ * start fails: nothing will run the task.  The wait waits for the start's
+ * outcome and says FUT_EAGAIN; it took the looker for a thread on its
+ * way and slept for ever.
+ */
+static void test_a_wait_at_the_bound_waits_for_a_start_under_way(void **state)
+{
+	(void)state;
+	fut_executor *ex = NULL;
+	assert_int_equal(fut_thread_pool_new(
+				 &ex,
+				 &(fut_thread_pool_opts){ .max_workers = 1 }),
+			 FUT_OK);
+	struct tpool *p = pool_of(ex);
+	atomic_store(&in, 0);
+	assert_int_equal(fut_future_new(&gate), FUT_OK);
+	assert_int_equal(fut_future_new(&j_sets), FUT_OK);
+	fut_future *fs[HOLDERS + 2];
+	for (int i = 0; i < HOLDERS + 1; i++)
+		assert_int_equal(fut_submit(ex, hold, NULL, &fs[i]), FUT_OK);
+	assert_true(int_reaches(&in, HOLDERS + 1));
+	assert_true(reaches(&p->nwaiting, HOLDERS + 1));
+	assert_int_equal(fut_submit(ex, waits_for_j, NULL, &fs[HOLDERS + 1]),
+			 FUT_OK);
+	assert_true(int_reaches(&in, HOLDERS + 2));
+	assert_int_equal(fut__tp_threads(ex), HOLDERS + 2); /* the bound */
+	/* W's slot looks free to the submit (as after W gave it up and
+	 * before its test): it counts a looker and tries a start, which
+	 * waits for p->ctl. */
+	pthread_mutex_lock(&p->ctl);
+	atomic_fetch_sub(&p->nbusy, 1);
+	struct submit_arg sa = { .ex = ex, .rc = -1 };
+	pthread_t s;
+	assert_int_equal(pthread_create(&s, NULL, submit_j, &sa), 0);
+	assert_true(reaches(&p->nspinning, 1));
+	atomic_fetch_add(&p->nbusy, 1);
+	atomic_store(&w_go, true); /* W waits while the start is under way */
+	assert_true(reaches(&p->nwaiting, HOLDERS + 2));
+	nap_ms(50);
+	pthread_mutex_unlock(&p->ctl); /* the start fails at the bound */
+	assert_int_equal(pthread_join(s, NULL), 0);
+	assert_int_equal(sa.rc, FUT_OK);
+	int64_t deadline = fut__now_ns() + (int64_t)(GUARD_S * 1e9);
+	while (atomic_load(&w_rc) == -1 && fut__now_ns() < deadline)
+		sched_yield();
+	int rc = atomic_load(&w_rc);
+	if (rc == -1) /* W sleeps: end its wait */
+		(void)fut_set_result(j_sets, NULL);
+	(void)fut_set_result(gate, NULL);
+	assert_int_equal(fut_result(sa.f, GUARD_S, NULL), FUT_OK);
+	fut_release(sa.f);
+	for (int i = 0; i < HOLDERS + 2; i++) {
+		assert_int_equal(fut_result(fs[i], GUARD_S, NULL), FUT_OK);
+		fut_release(fs[i]);
+	}
+	fut_executor_free(ex);
+	fut_release(gate);
+	fut_release(j_sets);
+	assert_int_equal(rc, FUT_EAGAIN);
+	assert_int_equal(atomic_load(&bad), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(
 			test_a_job_run_inline_by_a_thread_started_meanwhile_is_no_task),
+		cmocka_unit_test(
+			test_a_wait_at_the_bound_waits_for_a_start_under_way),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

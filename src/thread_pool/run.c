@@ -203,18 +203,25 @@ void fut__tp_hook_callbacks(void *ctx)
  * bound), and what that thread did since counts: it may be looking, or
  * it ran a job inline and waits too, the job still queued: its own test
  * saw this wait's looker credit (held while the start is tried) and
- * left the job to it, or has not come to it yet.  So the rule is
- * applied in full again, until it says no or a start fails with the
- * thread count it looked at: then none could be added.
+ * waited for it, or has not come to it yet.  So the rule is applied in
+ * full again, until it says no or a start fails with the thread count it
+ * looked at: then none could be added.
  */
 static int past_bound(struct worker *w)
 {
 	struct tpool *p = w->pool;
 	uint32_t tried = UINT32_MAX; /* threads when a start last failed */
 	for (;;) {
-		if (atomic_load(&p->nwaiting) < pool_threads(p) ||
-		    atomic_load(&p->nspinning) != 0)
+		if (atomic_load(&p->nwaiting) < pool_threads(p))
 			return FUT_OK;
+		/* Every thread waits: a looker counted is a start under way
+		 * (a submit's, a waiter's), its place not yet taken.  Its
+		 * thread comes (the count of threads grows) or the start
+		 * fails and no one may run the queue: see which. */
+		if (atomic_load(&p->nspinning) != 0) {
+			sched_yield();
+			continue;
+		}
 		for (struct job *j; (j = fut__tp_queue_pop_stale(&p->q));)
 			(void)run_job(w, j, false); /* only dropped */
 		if (fut__tp_queue_count(&p->q) == 0)
