@@ -13,6 +13,10 @@
  * - A wait that saw a looker counted took it for a thread on its way,
  *   though it was a submit's start about to fail at the bound: it slept
  *   with a task queued that nothing would run.
+ * - A start that failed at the bound gave its looker credit back and
+ *   woke nobody, though a wakep had counted on it while a worker slept:
+ *   the task queued waited beside the sleeper (test_tp_aside's inline
+ *   bound test hung so, with delays injected).
  * The interleavings are made: the test holds the pool's start lock
  * (p->ctl) so that a start waits for it.
  * Timeouts here only guard against hangs (GUARD_S).
@@ -25,6 +29,11 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <time.h>
+#include <dirent.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -103,6 +112,46 @@ static void nap_ms(long ms)
 }
 
 /*
+ * Until no other thread of the process runs (each is asleep: in Linux's
+ * /proc, no state R), or the guard ends.  A holder counts itself waiting
+ * as its test begins: one preempted before the rest of it could make
+ * that test after the scene below is set, and take part in it.
+ */
+static bool all_asleep(void)
+{
+	int64_t deadline = fut__now_ns() + (int64_t)(GUARD_S * 1e9);
+	pid_t self = (pid_t)syscall(SYS_gettid);
+	for (;;) {
+		int running = 0;
+		DIR *d = opendir("/proc/self/task");
+		if (d == NULL)
+			return false;
+		for (struct dirent *e; (e = readdir(d)) != NULL;) {
+			if (e->d_name[0] == '.' || atoi(e->d_name) == self)
+				continue;
+			char path[320], buf[512];
+			snprintf(path, sizeof(path), "/proc/self/task/%s/stat",
+				 e->d_name);
+			FILE *f = fopen(path, "r");
+			if (f == NULL)
+				continue;
+			size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+			fclose(f);
+			buf[n] = '\0';
+			const char *st = strrchr(buf, ')');
+			if (st != NULL && st[1] == ' ' && st[2] == 'R')
+				running++;
+		}
+		closedir(d);
+		if (running == 0)
+			return true;
+		if (fut__now_ns() >= deadline)
+			return false;
+		nap_ms(1);
+	}
+}
+
+/*
  * Starts one thread of p while the caller holds p->ctl (as the pool's
  * first start does), counted a looker as a start is.  From one cpu: a
  * thread started away from its starter's cpu takes p->ctl as it begins
@@ -142,6 +191,7 @@ test_a_job_run_inline_by_a_thread_started_meanwhile_is_no_task(void **state)
 		assert_int_equal(fut_submit(ex, hold, NULL, &fs[i]), FUT_OK);
 	assert_true(int_reaches(&in, HOLDERS));
 	assert_true(reaches(&p->nwaiting, HOLDERS)); /* slots handed */
+	assert_true(all_asleep());
 	/* L takes the slot; A is queued behind it, no thread started for
 	 * it (no slot free). */
 	assert_int_equal(fut_submit(ex, late, NULL, &fs[HOLDERS]), FUT_OK);
@@ -245,6 +295,7 @@ static void test_a_wait_at_the_bound_waits_for_a_start_under_way(void **state)
 		assert_int_equal(fut_submit(ex, hold, NULL, &fs[i]), FUT_OK);
 	assert_true(int_reaches(&in, HOLDERS + 1));
 	assert_true(reaches(&p->nwaiting, HOLDERS + 1));
+	assert_true(all_asleep());
 	assert_int_equal(fut_submit(ex, waits_for_j, NULL, &fs[HOLDERS + 1]),
 			 FUT_OK);
 	assert_true(int_reaches(&in, HOLDERS + 2));
@@ -285,6 +336,72 @@ static void test_a_wait_at_the_bound_waits_for_a_start_under_way(void **state)
 	assert_int_equal(atomic_load(&bad), 0);
 }
 
+static void sets_ran(fut_task *t)
+{
+	(void)t;
+	atomic_store(&a_ran, 1);
+}
+
+/*
+ * L's looker start waits for p->ctl while A is queued; meanwhile the
+ * last place goes to a thread that finds no slot free, and sleeps.  The
+ * slot comes free, and its wakep counts on L's looker.  L's start fails
+ * at the bound: the sleeper must be woken for A, which no one ran
+ * before (every other thread waits).
+ */
+static void test_a_failed_start_wakes_a_sleeper_for_a_queued_task(void **state)
+{
+	(void)state;
+	fut_executor *ex = NULL;
+	assert_int_equal(fut_thread_pool_new(
+				 &ex,
+				 &(fut_thread_pool_opts){ .max_workers = 1 }),
+			 FUT_OK);
+	struct tpool *p = pool_of(ex);
+	atomic_store(&in, 0);
+	atomic_store(&l_go, false);
+	atomic_store(&l_rc, -1);
+	atomic_store(&a_ran, 0);
+	assert_int_equal(fut_future_new(&gate), FUT_OK);
+	fut_future *fs[HOLDERS + 2];
+	for (int i = 0; i < HOLDERS; i++)
+		assert_int_equal(fut_submit(ex, hold, NULL, &fs[i]), FUT_OK);
+	assert_true(int_reaches(&in, HOLDERS));
+	assert_true(reaches(&p->nwaiting, HOLDERS));
+	assert_true(all_asleep());
+	assert_int_equal(fut_submit(ex, late, NULL, &fs[HOLDERS]), FUT_OK);
+	assert_true(int_reaches(&in, HOLDERS + 1));
+	assert_int_equal(fut_submit(ex, sets_ran, NULL, &fs[HOLDERS + 1]),
+			 FUT_OK);
+	atomic_fetch_add(&p->nbusy, 1); /* as in the first test */
+	pthread_mutex_lock(&p->ctl);
+	atomic_store(&l_go, true);
+	assert_true(reaches(&p->nspinning, 1)); /* L's looker credit */
+	start_one_locked(p);			/* finds no slot free: sleeps */
+	assert_true(reaches(&p->nsleeping, 1));
+	/* The slot comes free as a waiter's does: put, then wakep, which
+	 * counts on L's looker. */
+	fut__tp_slot_put(p);
+	fut__tp_wakep(p);
+	nap_ms(20);
+	assert_int_equal(atomic_load(&a_ran), 0);
+	pthread_mutex_unlock(&p->ctl); /* L's start fails at the bound */
+	int64_t deadline = fut__now_ns() + (int64_t)(GUARD_S * 1e9);
+	while (atomic_load(&a_ran) == 0 && fut__now_ns() < deadline)
+		sched_yield();
+	int ran = atomic_load(&a_ran);
+	(void)fut_set_result(gate, NULL); /* the holders' threads run A */
+	for (int i = 0; i < HOLDERS + 2; i++) {
+		assert_int_equal(fut_result(fs[i], GUARD_S, NULL), FUT_OK);
+		fut_release(fs[i]);
+	}
+	fut_executor_free(ex);
+	fut_release(gate);
+	assert_int_equal(ran, 1);
+	assert_int_equal(atomic_load(&l_rc), FUT_OK);
+	assert_int_equal(atomic_load(&bad), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -292,6 +409,8 @@ int main(void)
 			test_a_job_run_inline_by_a_thread_started_meanwhile_is_no_task),
 		cmocka_unit_test(
 			test_a_wait_at_the_bound_waits_for_a_start_under_way),
+		cmocka_unit_test(
+			test_a_failed_start_wakes_a_sleeper_for_a_queued_task),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

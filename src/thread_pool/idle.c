@@ -128,7 +128,7 @@ static void name_thread(struct worker *w)
  */
 #define SPAWN_PER_CALL 2u
 
-void fut__tp_wakep(struct tpool *p)
+static void wake_or_start(struct tpool *p, bool may_start)
 {
 	uint32_t s = atomic_load_explicit(&p->nspinning, memory_order_seq_cst);
 	uint32_t k;
@@ -172,14 +172,37 @@ void fut__tp_wakep(struct tpool *p)
 	/* The credits no thread will come for go first: a thread started
 	 * below counts on nspinning naming exactly the lookers there are or
 	 * that are on their way. */
-	uint32_t start = k < SPAWN_PER_CALL ? k : SPAWN_PER_CALL;
+	uint32_t start = !may_start	    ? 0 :
+			 k < SPAWN_PER_CALL ? k :
+					      SPAWN_PER_CALL;
 	if (k > start)
 		atomic_fetch_sub(&p->nspinning, k - start);
 	for (; start > 0; start--)
 		if (fut__tp_spawn(p) != FUT_OK)
 			break;
 	if (start > 0) /* could not start them */
-		atomic_fetch_sub(&p->nspinning, start);
+		fut__tp_starts_failed(p, start);
+}
+
+void fut__tp_wakep(struct tpool *p)
+{
+	wake_or_start(p, true);
+}
+
+/*
+ * Looker credits claimed for starts that failed go back.  A submitter
+ * that pushed since they were claimed saw them and woke nobody, and a
+ * worker asleep since before its push never saw its task: wakes sleepers
+ * for what is queued now (as a looker that stops looking would), and
+ * starts none (that just failed).  Without it a task queued at the bound
+ * waited beside a sleeping thread while every other one waited.
+ */
+void fut__tp_starts_failed(struct tpool *p, uint32_t n)
+{
+	atomic_fetch_sub_explicit(&p->nspinning, n, memory_order_seq_cst);
+	if (fut__tp_queue_count(&p->q) > 0 &&
+	    atomic_load_explicit(&p->nsleeping, memory_order_seq_cst) > 0)
+		wake_or_start(p, false);
 }
 
 /* A looker found a task (or steps aside): if more are queued than

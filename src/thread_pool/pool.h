@@ -226,6 +226,9 @@ void fut__tp_jobs_settle(struct tpool *p);
 /* idle.c */
 /* Makes sure enough idle workers look at the queue (wakes or starts). */
 void fut__tp_wakep(struct tpool *p);
+/* n looker credits of starts that failed go back; sleepers are woken
+ * for what is queued. */
+void fut__tp_starts_failed(struct tpool *p, uint32_t n);
 /* A looker stops looking; wakes or starts lookers for what is queued. */
 void fut__tp_stop_looking(struct tpool *p);
 /* A worker thread's body (arg: its struct worker). */

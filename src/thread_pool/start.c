@@ -233,7 +233,6 @@ bool fut__tp_start_looker(struct tpool *p)
 	atomic_fetch_add_explicit(&p->nspinning, 1, memory_order_seq_cst);
 	int rc = fut__tp_spawn(p);
 	if (rc != FUT_OK)
-		atomic_fetch_sub_explicit(&p->nspinning, 1,
-					  memory_order_seq_cst);
+		fut__tp_starts_failed(p, 1);
 	return rc == FUT_OK || rc == FUT_ESTATE || rc == FUT_EBROKEN;
 }
