@@ -152,6 +152,40 @@ static bool all_asleep(void)
 }
 
 /*
+ * The scene every test begins with: a pool of one slot, n holders that
+ * each gave their slot up to wait on the gate, every thread asleep.
+ * The holders' futures go to fs[0..n).
+ */
+static struct tpool *holders_waiting(fut_executor **ex, fut_future **fs, int n)
+{
+	assert_int_equal(fut_thread_pool_new(
+				 ex,
+				 &(fut_thread_pool_opts){ .max_workers = 1 }),
+			 FUT_OK);
+	struct tpool *p = pool_of(*ex);
+	atomic_store(&in, 0);
+	assert_int_equal(fut_future_new(&gate), FUT_OK);
+	for (int i = 0; i < n; i++)
+		assert_int_equal(fut_submit(*ex, hold, NULL, &fs[i]), FUT_OK);
+	assert_true(int_reaches(&in, n));
+	assert_true(reaches(&p->nwaiting, (uint32_t)n)); /* slots handed */
+	assert_true(all_asleep());
+	return p;
+}
+
+/* Opens the gate, waits for the n futures of fs and frees the pool. */
+static void finish(fut_executor *ex, fut_future **fs, int n)
+{
+	(void)fut_set_result(gate, NULL);
+	for (int i = 0; i < n; i++) {
+		assert_int_equal(fut_result(fs[i], GUARD_S, NULL), FUT_OK);
+		fut_release(fs[i]);
+	}
+	fut_executor_free(ex);
+	fut_release(gate);
+}
+
+/*
  * Starts one thread of p while the caller holds p->ctl (as the pool's
  * first start does), counted a looker as a start is.  From one cpu: a
  * thread started away from its starter's cpu takes p->ctl as it begins
@@ -178,20 +212,9 @@ test_a_job_run_inline_by_a_thread_started_meanwhile_is_no_task(void **state)
 {
 	(void)state;
 	fut_executor *ex = NULL;
-	assert_int_equal(fut_thread_pool_new(
-				 &ex,
-				 &(fut_thread_pool_opts){ .max_workers = 1 }),
-			 FUT_OK);
-	struct tpool *p = pool_of(ex);
-	atomic_store(&in, 0);
-	assert_int_equal(fut_future_new(&gate), FUT_OK);
-	assert_int_equal(fut_future_new(&h), FUT_OK);
 	fut_future *fs[HOLDERS + 2];
-	for (int i = 0; i < HOLDERS; i++)
-		assert_int_equal(fut_submit(ex, hold, NULL, &fs[i]), FUT_OK);
-	assert_true(int_reaches(&in, HOLDERS));
-	assert_true(reaches(&p->nwaiting, HOLDERS)); /* slots handed */
-	assert_true(all_asleep());
+	struct tpool *p = holders_waiting(&ex, fs, HOLDERS);
+	assert_int_equal(fut_future_new(&h), FUT_OK);
 	/* L takes the slot; A is queued behind it, no thread started for
 	 * it (no slot free). */
 	assert_int_equal(fut_submit(ex, late, NULL, &fs[HOLDERS]), FUT_OK);
@@ -221,13 +244,7 @@ test_a_job_run_inline_by_a_thread_started_meanwhile_is_no_task(void **state)
 	nap_ms(50);
 	int early = atomic_load(&l_rc);
 	(void)fut_set_result(h, NULL);
-	(void)fut_set_result(gate, NULL);
-	for (int i = 0; i < HOLDERS + 2; i++) {
-		assert_int_equal(fut_result(fs[i], GUARD_S, NULL), FUT_OK);
-		fut_release(fs[i]);
-	}
-	fut_executor_free(ex);
-	fut_release(gate);
+	finish(ex, fs, HOLDERS + 2);
 	fut_release(h);
 	if (early != -1)
 		fprintf(stderr, "L's wait ended before its gate: %s\n",
@@ -282,20 +299,9 @@ static void test_a_wait_at_the_bound_waits_for_a_start_under_way(void **state)
 {
 	(void)state;
 	fut_executor *ex = NULL;
-	assert_int_equal(fut_thread_pool_new(
-				 &ex,
-				 &(fut_thread_pool_opts){ .max_workers = 1 }),
-			 FUT_OK);
-	struct tpool *p = pool_of(ex);
-	atomic_store(&in, 0);
-	assert_int_equal(fut_future_new(&gate), FUT_OK);
-	assert_int_equal(fut_future_new(&j_sets), FUT_OK);
 	fut_future *fs[HOLDERS + 2];
-	for (int i = 0; i < HOLDERS + 1; i++)
-		assert_int_equal(fut_submit(ex, hold, NULL, &fs[i]), FUT_OK);
-	assert_true(int_reaches(&in, HOLDERS + 1));
-	assert_true(reaches(&p->nwaiting, HOLDERS + 1));
-	assert_true(all_asleep());
+	struct tpool *p = holders_waiting(&ex, fs, HOLDERS + 1);
+	assert_int_equal(fut_future_new(&j_sets), FUT_OK);
 	assert_int_equal(fut_submit(ex, waits_for_j, NULL, &fs[HOLDERS + 1]),
 			 FUT_OK);
 	assert_true(int_reaches(&in, HOLDERS + 2));
@@ -325,12 +331,7 @@ static void test_a_wait_at_the_bound_waits_for_a_start_under_way(void **state)
 	(void)fut_set_result(gate, NULL);
 	assert_int_equal(fut_result(sa.f, GUARD_S, NULL), FUT_OK);
 	fut_release(sa.f);
-	for (int i = 0; i < HOLDERS + 2; i++) {
-		assert_int_equal(fut_result(fs[i], GUARD_S, NULL), FUT_OK);
-		fut_release(fs[i]);
-	}
-	fut_executor_free(ex);
-	fut_release(gate);
+	finish(ex, fs, HOLDERS + 2);
 	fut_release(j_sets);
 	assert_int_equal(rc, FUT_EAGAIN);
 	assert_int_equal(atomic_load(&bad), 0);
@@ -352,23 +353,12 @@ static void sets_ran(fut_task *t)
 static void test_a_failed_start_wakes_a_sleeper_for_a_queued_task(void **state)
 {
 	(void)state;
-	fut_executor *ex = NULL;
-	assert_int_equal(fut_thread_pool_new(
-				 &ex,
-				 &(fut_thread_pool_opts){ .max_workers = 1 }),
-			 FUT_OK);
-	struct tpool *p = pool_of(ex);
-	atomic_store(&in, 0);
 	atomic_store(&l_go, false);
 	atomic_store(&l_rc, -1);
 	atomic_store(&a_ran, 0);
-	assert_int_equal(fut_future_new(&gate), FUT_OK);
+	fut_executor *ex = NULL;
 	fut_future *fs[HOLDERS + 2];
-	for (int i = 0; i < HOLDERS; i++)
-		assert_int_equal(fut_submit(ex, hold, NULL, &fs[i]), FUT_OK);
-	assert_true(int_reaches(&in, HOLDERS));
-	assert_true(reaches(&p->nwaiting, HOLDERS));
-	assert_true(all_asleep());
+	struct tpool *p = holders_waiting(&ex, fs, HOLDERS);
 	assert_int_equal(fut_submit(ex, late, NULL, &fs[HOLDERS]), FUT_OK);
 	assert_true(int_reaches(&in, HOLDERS + 1));
 	assert_int_equal(fut_submit(ex, sets_ran, NULL, &fs[HOLDERS + 1]),
@@ -390,13 +380,7 @@ static void test_a_failed_start_wakes_a_sleeper_for_a_queued_task(void **state)
 	while (atomic_load(&a_ran) == 0 && fut__now_ns() < deadline)
 		sched_yield();
 	int ran = atomic_load(&a_ran);
-	(void)fut_set_result(gate, NULL); /* the holders' threads run A */
-	for (int i = 0; i < HOLDERS + 2; i++) {
-		assert_int_equal(fut_result(fs[i], GUARD_S, NULL), FUT_OK);
-		fut_release(fs[i]);
-	}
-	fut_executor_free(ex);
-	fut_release(gate);
+	finish(ex, fs, HOLDERS + 2); /* the holders' threads run A */
 	assert_int_equal(ran, 1);
 	assert_int_equal(atomic_load(&l_rc), FUT_OK);
 	assert_int_equal(atomic_load(&bad), 0);
