@@ -14,11 +14,11 @@
  */
 #include <elf.h>
 #include <link.h>
-#include <pthread.h>
 #include <string.h>
 
 #include "core/alloc.h"
 #include "core/names.h"
+#include "core/sync.h"
 
 #define MAX_SEGS FUT__FN_MODULE_SEGS
 
@@ -29,27 +29,18 @@ struct module {
 	unsigned nsegs;
 };
 
-static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static fut__lock lock;
 static struct module *modules; /* lock; rebuilt when a name misses */
 static size_t nmodules;
 static struct fut__build_id *ids; /* lock: the build-ids alone */
 
-/* The lock is taken around fork(): a child forked while another thread
- * read the table (a FUT_START_EXEC fork server starting) would find it
- * held for good, and its own such pool would hang in its creation. */
-static void fork_prepare(void)
-{
-	pthread_mutex_lock(&lock);
-}
-
-static void fork_done(void)
-{
-	pthread_mutex_unlock(&lock);
-}
-
+/* The lock is taken around fork() (fut__lock_fork_guard): a child forked
+ * while another thread read the table (a FUT_START_EXEC fork server
+ * starting) would find it held for good, and its own such pool would
+ * hang in its creation. */
 __attribute__((constructor)) static void guard_lock(void)
 {
-	(void)pthread_atfork(fork_prepare, fork_done, fork_done);
+	fut__lock_fork_guard(&lock);
 }
 
 /* The GNU build-id note of a module, if it has one. */
@@ -152,7 +143,7 @@ int fut__fn_modules(struct fut__build_id **out, size_t *n)
 	 * FUT_ENOTSUP).  A copy: another thread's rescan frees `ids`. */
 	*out = NULL;
 	*n = 0;
-	pthread_mutex_lock(&lock);
+	fut__lock_acquire(&lock);
 	int rc = scan_locked();
 	struct fut__build_id *copy = NULL;
 	if (rc == FUT_OK)
@@ -165,7 +156,7 @@ int fut__fn_modules(struct fut__build_id **out, size_t *n)
 	} else {
 		rc = FUT_ENOMEM;
 	}
-	pthread_mutex_unlock(&lock);
+	fut__lock_release(&lock);
 	return rc;
 }
 
@@ -183,7 +174,7 @@ int fut__fn_name_of(fut_fn fn, struct fut__fn_name *out)
 {
 	memset(out, 0, sizeof(*out));
 	uintptr_t a = (uintptr_t)fn;
-	pthread_mutex_lock(&lock);
+	fut__lock_acquire(&lock);
 	const struct module *m = modules ? module_at_locked(a) : NULL;
 	int rc = FUT_OK;
 	if (m == NULL && (rc = scan_locked()) == FUT_OK)
@@ -195,7 +186,7 @@ int fut__fn_name_of(fut_fn fn, struct fut__fn_name *out)
 	} else if (rc == FUT_OK) {
 		rc = FUT_EINVAL;
 	}
-	pthread_mutex_unlock(&lock);
+	fut__lock_release(&lock);
 	return rc;
 }
 
@@ -222,17 +213,17 @@ fut_fn fut__fn_resolve(const struct fut__fn_name *name)
 {
 	if (name->id.len == 0 || name->id.len > FUT__BUILD_ID_MAX)
 		return NULL;
-	pthread_mutex_lock(&lock);
+	fut__lock_acquire(&lock);
 	fut_fn fn = modules != NULL ? find_locked(name) : NULL;
 	if (fn == NULL && scan_locked() == FUT_OK)
 		fn = find_locked(name);
-	pthread_mutex_unlock(&lock);
+	fut__lock_release(&lock);
 	return fn;
 }
 
 size_t fut__fn_table(struct fut__fn_module *out, size_t max)
 {
-	pthread_mutex_lock(&lock);
+	fut__lock_acquire(&lock);
 	size_t n = 0;
 	if (scan_locked() == FUT_OK) {
 		n = nmodules;
@@ -248,7 +239,7 @@ size_t fut__fn_table(struct fut__fn_module *out, size_t max)
 			out[i].nsegs = m->nsegs;
 		}
 	}
-	pthread_mutex_unlock(&lock);
+	fut__lock_release(&lock);
 	return n;
 }
 

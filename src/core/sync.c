@@ -186,8 +186,8 @@ static void fork_child(void)
 
 void fut__lock_fork_guard(fut__lock *l)
 {
-	/* Only the slab's six locks use it: a seventh class would need a
-	 * larger table, not a lock left unguarded. */
+	/* The slab's six locks and the module table's (names.c) use it: a
+	 * lock more would need a larger table, not a lock left unguarded. */
 	assert(nfork_locks < FORK_LOCKS_MAX);
 	if (nfork_locks == FORK_LOCKS_MAX)
 		return;

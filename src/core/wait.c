@@ -223,15 +223,19 @@ static int wait_all(fut_future *const *fs, size_t n, int64_t deadline,
 }
 
 /* In an executor's thread (elsewhere runs_here is never true): one not done
- * runs here and all must be done, or all not done run here. */
+ * runs here and all must be done, or all not done run here.  It stops at
+ * the first future that decides it. */
 static bool waits_for_itself(fut_future *const *fs, size_t n, int rw)
 {
-	size_t pending = 0, here = 0;
+	bool all = rw == FUT_ALL_COMPLETED, here = false;
 	for (size_t i = 0; i < n; i++) {
-		pending += !fut_done(fs[i]);
-		here += !fut_done(fs[i]) && fut__future_runs_here(fs[i]);
+		if (fut_done(fs[i]))
+			continue;
+		here = fut__future_runs_here(fs[i]);
+		if (here == all)
+			return all;
 	}
-	return here != 0 && (rw == FUT_ALL_COMPLETED || here == pending);
+	return here;
 }
 
 int fut_wait(fut_future *const *fs, size_t n, int return_when, double timeout)
