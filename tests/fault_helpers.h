@@ -19,12 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-/* make check-valgrind sets FUT_TEST_UNDER_VALGRIND: counts go down. */
-static inline bool under_valgrind(void)
-{
-	const char *v = getenv("FUT_TEST_UNDER_VALGRIND");
-	return v != NULL && *v != '\0' && *v != '0';
-}
+#include "test_env.h"
 
 /* The lowest fd number open(2) would give now (RLIMIT_NOFILE bounds fd
  * numbers: a limit there leaves none to open), or -1. */

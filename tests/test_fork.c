@@ -34,34 +34,17 @@
 
 #include "future.h"
 #include "proc_helpers.h"
+#include "test_env.h"
 
 /* ThreadSanitizer cannot start a thread in the child of a threaded
  * process ("dup thread with used id"): under it, the children here make
  * no pool of their own, and the rest is still checked. */
-#if defined(__SANITIZE_THREAD__)
-#define CHILD_CAN_START_THREADS 0
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define CHILD_CAN_START_THREADS 0
-#endif
-#endif
-#ifndef CHILD_CAN_START_THREADS
-#define CHILD_CAN_START_THREADS 1
-#endif
+#define CHILD_CAN_START_THREADS (!UNDER_TSAN)
 
 /* AddressSanitizer's allocator (gcc 12's) takes no lock around fork(): a
  * child forked while another thread allocates may hang in its first
  * malloc, whatever the library does. */
-#if defined(__SANITIZE_ADDRESS__)
-#define FORK_SAFE_MALLOC 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define FORK_SAFE_MALLOC 0
-#endif
-#endif
-#ifndef FORK_SAFE_MALLOC
-#define FORK_SAFE_MALLOC 1
-#endif
+#define FORK_SAFE_MALLOC (!UNDER_ASAN)
 
 static void plus_one(fut_task *t)
 {
@@ -503,13 +486,6 @@ static void test_a_lock_held_at_creation_is_free_in_exec_workers(void **state)
  * thread start hung: one fork in 20 or so did, before the library took its
  * process-wide locks around fork().
  */
-/* make check-valgrind sets FUT_TEST_UNDER_VALGRIND: fewer forks. */
-static bool under_valgrind(void)
-{
-	const char *v = getenv("FUT_TEST_UNDER_VALGRIND");
-	return v != NULL && *v != '\0' && *v != '0';
-}
-
 struct churn {
 	fut_executor *ex;
 	_Atomic bool stop;

@@ -31,41 +31,17 @@
 
 #include "future.h"
 #include "core/names.h"
+#include "test_env.h"
 
 /* gcc 12's ASan and TSan allocators take no lock around fork(): a child
  * forked while another thread allocates may hang in its first malloc,
  * whatever the library does (docs/reliability.md). */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define FORK_SAFE_MALLOC 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define FORK_SAFE_MALLOC 0
-#endif
-#endif
-#ifndef FORK_SAFE_MALLOC
-#define FORK_SAFE_MALLOC 1
-#endif
+#define FORK_SAFE_MALLOC (!UNDER_ASAN && !UNDER_TSAN)
 
 /* ThreadSanitizer cannot start a thread in the child of a threaded
  * process ("dup thread with used id"), and intercepts the pthread calls
  * the test below counts. */
-#if defined(__SANITIZE_THREAD__)
-#define CHILD_CAN_START_THREADS 0
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define CHILD_CAN_START_THREADS 0
-#endif
-#endif
-#ifndef CHILD_CAN_START_THREADS
-#define CHILD_CAN_START_THREADS 1
-#endif
-
-/* make check-valgrind sets FUT_TEST_UNDER_VALGRIND: fewer forks. */
-static bool under_valgrind(void)
-{
-	const char *v = getenv("FUT_TEST_UNDER_VALGRIND");
-	return v != NULL && *v != '\0' && *v != '0';
-}
+#define CHILD_CAN_START_THREADS (!UNDER_TSAN)
 
 static void a_task(fut_task *t)
 {

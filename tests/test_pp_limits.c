@@ -36,16 +36,7 @@
 #include "process_pool/wire.h"
 #include "fault_helpers.h"
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define UNDER_SANITIZER 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-#define UNDER_SANITIZER 1
-#endif
-#endif
-#ifndef UNDER_SANITIZER
-#define UNDER_SANITIZER 0
-#endif
+#define UNDER_SANITIZER (UNDER_ASAN || UNDER_TSAN)
 
 #define BIG_LEN ((size_t)2 << 20) /* past the decoder's first 1 MiB */
 

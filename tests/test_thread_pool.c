@@ -33,12 +33,7 @@
 #include "core/task.h"
 #include "thread_pool/pool.h"
 #include "proc_helpers.h"
-
-static bool under_valgrind(void)
-{
-	const char *v = getenv("FUT_TEST_UNDER_VALGRIND");
-	return v != NULL && *v != '\0' && *v != '0';
-}
+#include "test_env.h"
 
 static fut_executor *new_pool(size_t workers)
 {

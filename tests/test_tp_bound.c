@@ -44,13 +44,21 @@
 #define GUARD_S 20.0 /* a guard against a hang, never a measurement */
 #define HOLDERS 255  /* with L and A: 257 threads, the bound of 1 worker */
 
-static fut_future *gate;      /* what the holders and L wait on */
-static fut_future *h;	      /* what A waits on */
-static _Atomic int in;	      /* tasks that started */
-static _Atomic bool l_go;     /* L may wait */
-static _Atomic int l_rc = -1; /* L's wait's code */
-static _Atomic int a_ran;     /* A ran its job inline */
-static _Atomic int bad;	      /* holders whose wait failed */
+static fut_future *gate;   /* what the holders and L wait on */
+static fut_future *h;	   /* what A waits on */
+static fut_future *j_sets; /* what W waits on, and J sets */
+static _Atomic int in;	   /* tasks that started */
+static _Atomic int a_ran;  /* A ran its job inline */
+static _Atomic int bad;	   /* holders whose wait failed */
+
+/* L and W: a task that holds its slot until told, then waits on *on. */
+struct told {
+	_Atomic bool go;
+	_Atomic int rc; /* its wait's code; -1 until the wait ends */
+	fut_future **on;
+};
+static struct told l = { .rc = -1, .on = &gate };
+static struct told w = { .rc = -1, .on = &j_sets };
 
 static void tiny(fut_task *t)
 {
@@ -65,14 +73,13 @@ static void hold(fut_task *t)
 		atomic_fetch_add(&bad, 1);
 }
 
-/* L: holds its slot until told, then waits on the gate. */
-static void late(fut_task *t)
+static void waits_when_told(fut_task *t)
 {
-	(void)t;
+	struct told *x = fut_task_arg(t);
 	atomic_fetch_add(&in, 1);
-	while (!atomic_load(&l_go))
+	while (!atomic_load(&x->go))
 		sched_yield();
-	atomic_store(&l_rc, fut_result(gate, -1, NULL));
+	atomic_store(&x->rc, fut_result(*x->on, -1, NULL));
 }
 
 /* A: runs a task of its pool inline (its job stays queued), then waits
@@ -217,7 +224,8 @@ test_a_job_run_inline_by_a_thread_started_meanwhile_is_no_task(void **state)
 	assert_int_equal(fut_future_new(&h), FUT_OK);
 	/* L takes the slot; A is queued behind it, no thread started for
 	 * it (no slot free). */
-	assert_int_equal(fut_submit(ex, late, NULL, &fs[HOLDERS]), FUT_OK);
+	assert_int_equal(fut_submit(ex, waits_when_told, &l, &fs[HOLDERS]),
+			 FUT_OK);
 	assert_true(int_reaches(&in, HOLDERS + 1));
 	assert_int_equal(fut_submit(ex, runs_inline, ex, &fs[HOLDERS + 1]),
 			 FUT_OK);
@@ -227,7 +235,7 @@ test_a_job_run_inline_by_a_thread_started_meanwhile_is_no_task(void **state)
 	 * and tries a start of its own, which waits for p->ctl. */
 	atomic_fetch_add(&p->nbusy, 1);
 	pthread_mutex_lock(&p->ctl);
-	atomic_store(&l_go, true);
+	atomic_store(&l.go, true);
 	assert_true(reaches(&p->nspinning, 1)); /* L's looker credit */
 	/* Meanwhile another start takes the last place; its thread takes
 	 * A, which runs its job inline and waits on H; the job stays
@@ -242,7 +250,7 @@ test_a_job_run_inline_by_a_thread_started_meanwhile_is_no_task(void **state)
 	 * waits, and what is queued is a job that ran: no task. */
 	pthread_mutex_unlock(&p->ctl);
 	nap_ms(50);
-	int early = atomic_load(&l_rc);
+	int early = atomic_load(&l.rc);
 	(void)fut_set_result(h, NULL);
 	finish(ex, fs, HOLDERS + 2);
 	fut_release(h);
@@ -250,28 +258,14 @@ test_a_job_run_inline_by_a_thread_started_meanwhile_is_no_task(void **state)
 		fprintf(stderr, "L's wait ended before its gate: %s\n",
 			fut_strerror(early));
 	assert_int_equal(early, -1);
-	assert_int_equal(atomic_load(&l_rc), FUT_OK);
+	assert_int_equal(atomic_load(&l.rc), FUT_OK);
 	assert_int_equal(atomic_load(&bad), 0);
 }
-
-/* W: holds its slot until told, then waits on what J sets. */
-static fut_future *j_sets;
-static _Atomic bool w_go;
-static _Atomic int w_rc = -1;
 
 static void sets(fut_task *t)
 {
 	(void)t;
 	(void)fut_set_result(j_sets, NULL);
-}
-
-static void waits_for_j(fut_task *t)
-{
-	(void)t;
-	atomic_fetch_add(&in, 1);
-	while (!atomic_load(&w_go))
-		sched_yield();
-	atomic_store(&w_rc, fut_result(j_sets, -1, NULL));
 }
 
 struct submit_arg {
@@ -302,7 +296,7 @@ static void test_a_wait_at_the_bound_waits_for_a_start_under_way(void **state)
 	fut_future *fs[HOLDERS + 2];
 	struct tpool *p = holders_waiting(&ex, fs, HOLDERS + 1);
 	assert_int_equal(fut_future_new(&j_sets), FUT_OK);
-	assert_int_equal(fut_submit(ex, waits_for_j, NULL, &fs[HOLDERS + 1]),
+	assert_int_equal(fut_submit(ex, waits_when_told, &w, &fs[HOLDERS + 1]),
 			 FUT_OK);
 	assert_true(int_reaches(&in, HOLDERS + 2));
 	assert_int_equal(fut__tp_threads(ex), HOLDERS + 2); /* the bound */
@@ -316,16 +310,16 @@ static void test_a_wait_at_the_bound_waits_for_a_start_under_way(void **state)
 	assert_int_equal(pthread_create(&s, NULL, submit_j, &sa), 0);
 	assert_true(reaches(&p->nspinning, 1));
 	atomic_fetch_add(&p->nbusy, 1);
-	atomic_store(&w_go, true); /* W waits while the start is under way */
+	atomic_store(&w.go, true); /* W waits while the start is under way */
 	assert_true(reaches(&p->nwaiting, HOLDERS + 2));
 	nap_ms(50);
 	pthread_mutex_unlock(&p->ctl); /* the start fails at the bound */
 	assert_int_equal(pthread_join(s, NULL), 0);
 	assert_int_equal(sa.rc, FUT_OK);
 	int64_t deadline = fut__now_ns() + (int64_t)(GUARD_S * 1e9);
-	while (atomic_load(&w_rc) == -1 && fut__now_ns() < deadline)
+	while (atomic_load(&w.rc) == -1 && fut__now_ns() < deadline)
 		sched_yield();
-	int rc = atomic_load(&w_rc);
+	int rc = atomic_load(&w.rc);
 	if (rc == -1) /* W sleeps: end its wait */
 		(void)fut_set_result(j_sets, NULL);
 	(void)fut_set_result(gate, NULL);
@@ -353,19 +347,20 @@ static void sets_ran(fut_task *t)
 static void test_a_failed_start_wakes_a_sleeper_for_a_queued_task(void **state)
 {
 	(void)state;
-	atomic_store(&l_go, false);
-	atomic_store(&l_rc, -1);
+	atomic_store(&l.go, false);
+	atomic_store(&l.rc, -1);
 	atomic_store(&a_ran, 0);
 	fut_executor *ex = NULL;
 	fut_future *fs[HOLDERS + 2];
 	struct tpool *p = holders_waiting(&ex, fs, HOLDERS);
-	assert_int_equal(fut_submit(ex, late, NULL, &fs[HOLDERS]), FUT_OK);
+	assert_int_equal(fut_submit(ex, waits_when_told, &l, &fs[HOLDERS]),
+			 FUT_OK);
 	assert_true(int_reaches(&in, HOLDERS + 1));
 	assert_int_equal(fut_submit(ex, sets_ran, NULL, &fs[HOLDERS + 1]),
 			 FUT_OK);
 	atomic_fetch_add(&p->nbusy, 1); /* as in the first test */
 	pthread_mutex_lock(&p->ctl);
-	atomic_store(&l_go, true);
+	atomic_store(&l.go, true);
 	assert_true(reaches(&p->nspinning, 1)); /* L's looker credit */
 	start_one_locked(p);			/* finds no slot free: sleeps */
 	assert_true(reaches(&p->nsleeping, 1));
@@ -382,7 +377,7 @@ static void test_a_failed_start_wakes_a_sleeper_for_a_queued_task(void **state)
 	int ran = atomic_load(&a_ran);
 	finish(ex, fs, HOLDERS + 2); /* the holders' threads run A */
 	assert_int_equal(ran, 1);
-	assert_int_equal(atomic_load(&l_rc), FUT_OK);
+	assert_int_equal(atomic_load(&l.rc), FUT_OK);
 	assert_int_equal(atomic_load(&bad), 0);
 }
 

@@ -21,6 +21,7 @@
 #include "core/slab.h"
 #include "core/sync.h"
 #include "core/task.h"
+#include "test_env.h"
 
 static fut_future *new_future(void)
 {
@@ -39,11 +40,6 @@ static void release_all(fut_future **fs, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
 		fut_release(fs[i]);
-}
-
-static bool under_valgrind(void)
-{
-	return getenv("FUT_TEST_UNDER_VALGRIND") != NULL;
 }
 
 /* A thread that completes futures in order, each after the main thread
