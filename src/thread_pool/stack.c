@@ -44,35 +44,6 @@ static unsigned ncache;
 static struct reap reaps[REAP_MAX];
 static unsigned nreap;
 
-/* The lock is taken around fork(): a child forked while another thread
- * held it would find it held for good (that thread is not there). */
-static void fork_prepare(void)
-{
-	pthread_mutex_lock(&lock);
-}
-
-static void fork_done(void)
-{
-	pthread_mutex_unlock(&lock);
-}
-
-/* The threads to join are the parent's, none of them this process's: a
- * join of one would read the child's copy of its descriptor (and "join"
- * one that had exited).  They are forgotten; the copies of their stacks
- * stay mapped, as they were: the thread that forked may run on one, and
- * what another held there (a wait's nodes, linked into futures) stays
- * readable. */
-static void fork_child(void)
-{
-	nreap = 0;
-	pthread_mutex_unlock(&lock);
-}
-
-__attribute__((constructor)) static void guard_lock(void)
-{
-	(void)pthread_atfork(fork_prepare, fork_done, fork_child);
-}
-
 /* The default thread stack size (as pthread_create with no attributes
  * would give) and the page size; 0 when it cannot be read. */
 static size_t default_size(size_t *page)
@@ -115,6 +86,39 @@ static void reap_locked(void)
 			i++;
 		}
 	}
+}
+
+/* The lock is taken around fork(): a child forked while another thread
+ * held it would find it held for good (that thread is not there).  The
+ * threads of freed pools that have exited are joined first: a child
+ * would inherit them unjoined, and a leak checker there (ThreadSanitizer
+ * at the child's _exit) reports each as leaked. */
+static void fork_prepare(void)
+{
+	pthread_mutex_lock(&lock);
+	reap_locked();
+}
+
+static void fork_done(void)
+{
+	pthread_mutex_unlock(&lock);
+}
+
+/* The threads to join are the parent's, none of them this process's: a
+ * join of one would read the child's copy of its descriptor (and "join"
+ * one that had exited).  They are forgotten; the copies of their stacks
+ * stay mapped, as they were: the thread that forked may run on one, and
+ * what another held there (a wait's nodes, linked into futures) stays
+ * readable. */
+static void fork_child(void)
+{
+	nreap = 0;
+	pthread_mutex_unlock(&lock);
+}
+
+__attribute__((constructor)) static void guard_lock(void)
+{
+	(void)pthread_atfork(fork_prepare, fork_done, fork_child);
 }
 
 /* Runs at process exit (or library unload): the threads of freed pools
