@@ -337,8 +337,9 @@ struct wait_ctx {
 	fut_future *fs[MANY];
 };
 
-static int complete_one(void *ctx)
+static int complete_one(void *ctx, struct fut__park *park)
 {
+	(void)park;
 	struct wait_ctx *c = ctx;
 	fut_future *f = c->fs[MANY - 1];
 	if (!fut_done(f))

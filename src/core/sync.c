@@ -268,7 +268,7 @@ int fut__park_wait(struct fut__park *p, int64_t deadline_ns)
 		if (!blocked && deadline_ns < 0 && (h = thread_hooks) != NULL &&
 		    h->block != NULL) {
 			blocked = true;
-			if ((rc = h->block(h->ctx)) != FUT_OK)
+			if ((rc = h->block(h->ctx, p)) != FUT_OK)
 				break;
 			continue;
 		}

@@ -129,10 +129,14 @@ static inline bool fut__mutex_held(pthread_mutex_t *m)
  * Per-thread wait hooks.  An executor installs them in its own threads so
  * that a task which waits (fut_result, fut_wait, as_completed) without a
  * deadline does not hold up the executor's other work meanwhile:
- * - block(ctx) is called once, before the thread first sleeps in such a
- *   wait: the executor may hand the thread's place (its slot) to another
- *   thread.  A code other than FUT_OK ends the wait with that code (the
- *   executor could not keep its queue moving: FUT_EAGAIN);
+ * - block(ctx, park) is called once, before the thread first sleeps in
+ *   such a wait: the executor may hand the thread's place (its slot) to
+ *   another thread.  A code other than FUT_OK ends the wait with that code
+ *   (the executor could not keep its queue moving: FUT_EAGAIN).  park is
+ *   the wait's (below): until unblock(ctx) returns, another thread may
+ *   call park->ready(park) to learn that the wait is over before this one
+ *   runs again (a ready() reads only atomics and what was set before the
+ *   wait began);
  * - unblock(ctx) once when that wait ends, whatever ended it: the thread
  *   takes its place back (it may sleep until one is free).
  * Timed waits call neither: they keep their place, as any blocking call.
@@ -140,8 +144,9 @@ static inline bool fut__mutex_held(pthread_mutex_t *m)
  *   callbacks of a future it completed: they may take long, block or
  *   wait, so the executor stops counting on the thread meanwhile.
  */
+struct fut__park;
 struct fut__wait_hooks {
-	int (*block)(void *ctx);
+	int (*block)(void *ctx, struct fut__park *park);
 	void (*unblock)(void *ctx);
 	void (*callbacks)(void *ctx);
 	void *ctx;

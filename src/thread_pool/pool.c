@@ -61,7 +61,7 @@ static int admit_stop(void *ctx)
 	 * hook_block knows how to give up), as a nested wait does. */
 	if (a->w != NULL && !a->blocked) {
 		a->blocked = true;
-		a->rc = fut__tp_hook_block(a->w);
+		a->rc = fut__tp_hook_block(a->w, NULL);
 	}
 	return a->rc;
 }

@@ -269,7 +269,7 @@ void fut__tp_thread_abandon(pthread_t th, struct fut__tp_stack *st);
  * looker without a slot. */
 void fut__tp_run_jobs(struct worker *w, struct job *j, bool last);
 /* The nested-wait hooks of a worker (ctx: the struct worker). */
-int fut__tp_hook_block(void *ctx);
+int fut__tp_hook_block(void *ctx, struct fut__park *park);
 void fut__tp_hook_unblock(void *ctx);
 void fut__tp_hook_callbacks(void *ctx);
 /* The worker of p that the calling thread is, or NULL. */

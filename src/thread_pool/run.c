@@ -235,8 +235,9 @@ static int past_bound(struct worker *w)
 	}
 }
 
-int fut__tp_hook_block(void *ctx)
+int fut__tp_hook_block(void *ctx, struct fut__park *park)
 {
+	(void)park;
 	struct worker *w = ctx;
 	struct tpool *p = w->pool;
 	if (!w->has_slot && !w->aside && !w->initializing)
