@@ -17,8 +17,13 @@
  *   woke nobody, though a wakep had counted on it while a worker slept:
  *   the task queued waited beside the sleeper (test_tp_aside's inline
  *   bound test hung so, with delays injected).
+ * - A thread whose wait was over counted as waiting until its wait hook
+ *   returned: a wait beside it (it not yet woken) said FUT_EAGAIN though
+ *   it was coming back to run the task queued, and so did its own wait
+ *   when what it waited on was set while its test was under way.
  * The interleavings are made: the test holds the pool's start lock
- * (p->ctl) so that a start waits for it.
+ * (p->ctl) so that a start waits for it, or a future's lock so that the
+ * thread that sets it waits before it wakes the waiter.
  * Timeouts here only guard against hangs (GUARD_S).
  */
 #include <pthread.h>
@@ -381,6 +386,149 @@ static void test_a_failed_start_wakes_a_sleeper_for_a_queued_task(void **state)
 	assert_int_equal(atomic_load(&bad), 0);
 }
 
+static fut_future *back; /* what X waits on */
+static struct told x = { .rc = -1, .on = &back };
+static struct told y = { .go = true, .rc = -1, .on = &h };
+
+/* The scene of the last two tests begins as the others do; X, Y and T
+ * will have fs[HOLDERS..HOLDERS + 3). */
+static struct tpool *over_begin(fut_executor **ex, fut_future **fs)
+{
+	atomic_store(&a_ran, 0);
+	struct tpool *p = holders_waiting(ex, fs, HOLDERS);
+	assert_int_equal(fut_future_new(&back), FUT_OK);
+	assert_int_equal(fut_future_new(&h), FUT_OK);
+	return p;
+}
+
+/* Until T ran (X, back from its wait, runs it), then H is set and the
+ * scene ends.  Whether T ran; *y_early: Y's code before H was set. */
+static int over_end(fut_executor *ex, fut_future **fs, const struct told *yw,
+		    int *y_early)
+{
+	int64_t deadline = fut__now_ns() + (int64_t)(GUARD_S * 1e9);
+	while (atomic_load(&a_ran) == 0 && fut__now_ns() < deadline)
+		sched_yield();
+	int ran = atomic_load(&a_ran);
+	*y_early = atomic_load(&yw->rc);
+	(void)fut_set_result(h, NULL);
+	finish(ex, fs, HOLDERS + 3);
+	fut_release(back);
+	fut_release(h);
+	return ran;
+}
+
+/*
+ * X's wait is over (what it waits on is set) while its test is under
+ * way: a start it tries waits for p->ctl, held by the test.  Meanwhile
+ * the last place goes to Y, which waits too, T still queued.  X's start
+ * fails at the bound, and every thread counts as waiting, X among them
+ * until its wait hook returns: X's wait and Y's said FUT_EAGAIN (X's for
+ * a future set, Y's beside a thread coming back to run T), one or both.
+ */
+static void test_a_wait_that_is_over_is_no_thread_waiting(void **state)
+{
+	(void)state;
+	fut_executor *ex = NULL;
+	fut_future *fs[HOLDERS + 3];
+	struct tpool *p = over_begin(&ex, fs);
+	/* X takes the slot; Y and T are queued behind it. */
+	assert_int_equal(fut_submit(ex, waits_when_told, &x, &fs[HOLDERS]),
+			 FUT_OK);
+	assert_true(int_reaches(&in, HOLDERS + 1));
+	assert_int_equal(fut_submit(ex, waits_when_told, &y, &fs[HOLDERS + 1]),
+			 FUT_OK);
+	assert_int_equal(fut_submit(ex, sets_ran, NULL, &fs[HOLDERS + 2]),
+			 FUT_OK);
+	atomic_fetch_add(&p->nbusy, 1); /* as in the first test */
+	pthread_mutex_lock(&p->ctl);
+	atomic_store(&x.go, true);
+	assert_true(reaches(&p->nspinning, 1)); /* X's looker credit */
+	(void)fut_set_result(back, NULL);	/* X's wait is over */
+	/* The last place: its thread takes Y, which waits on H. */
+	fut__tp_slot_put(p);
+	start_one_locked(p);
+	assert_true(int_reaches(&in, HOLDERS + 2));
+	assert_true(reaches(&p->nwaiting, HOLDERS + 2));
+	nap_ms(50); /* Y's wait has come to its test */
+	assert_int_equal(fut__tp_threads(ex), HOLDERS + 2);
+	pthread_mutex_unlock(&p->ctl); /* X's start fails at the bound */
+	int y_early;
+	int ran = over_end(ex, fs, &y, &y_early);
+	int x_rc = atomic_load(&x.rc);
+	if (x_rc != FUT_OK || y_early != -1)
+		fprintf(stderr, "X's wait: %s; Y's, before H: %s\n",
+			x_rc == -1 ? "not over" : fut_strerror(x_rc),
+			y_early == -1 ? "not over" : fut_strerror(y_early));
+	assert_int_equal(x_rc, FUT_OK);
+	assert_int_equal(y_early, -1);
+	assert_int_equal(ran, 1); /* X came back and ran T */
+	assert_int_equal(atomic_load(&y.rc), FUT_OK);
+	assert_int_equal(atomic_load(&bad), 0);
+}
+
+static struct told x_asleep = { .go = true, .rc = -1, .on = &back };
+static struct told y_told = { .rc = -1, .on = &h };
+
+static void nothing(fut_future *f, void *ud)
+{
+	(void)f;
+	(void)ud;
+}
+
+static void *sets_back(void *arg)
+{
+	(void)arg;
+	(void)fut_set_result(back, NULL);
+	return NULL;
+}
+
+/*
+ * X sleeps in its wait; what it waits on is set, and the setter is held
+ * (the test holds the future's lock, which it takes for a callback)
+ * before it wakes X: X's wait is over, X not yet back.  Y, the last
+ * thread, begins to wait at the bound with T queued: X comes back and
+ * runs T, so Y's wait must sleep; it said FUT_EAGAIN, X still counted.
+ */
+static void test_a_thread_whose_wait_is_over_is_no_thread_waiting(void **state)
+{
+	(void)state;
+	fut_executor *ex = NULL;
+	fut_future *fs[HOLDERS + 3];
+	struct tpool *p = over_begin(&ex, fs);
+	assert_int_equal(fut_add_done_callback(back, nothing, NULL), FUT_OK);
+	assert_int_equal(fut_submit(ex, waits_when_told, &x_asleep,
+				    &fs[HOLDERS]),
+			 FUT_OK);
+	assert_true(reaches(&p->nwaiting, HOLDERS + 1));
+	assert_int_equal(fut_submit(ex, waits_when_told, &y_told,
+				    &fs[HOLDERS + 1]),
+			 FUT_OK);
+	assert_true(int_reaches(&in, HOLDERS + 2));
+	assert_int_equal(fut_submit(ex, sets_ran, NULL, &fs[HOLDERS + 2]),
+			 FUT_OK);
+	assert_int_equal(fut__tp_threads(ex), HOLDERS + 2); /* the bound */
+	fut__lock_acquire(&back->lock);
+	pthread_t s;
+	assert_int_equal(pthread_create(&s, NULL, sets_back, NULL), 0);
+	while (!fut_done(back)) /* set; X not woken */
+		sched_yield();
+	atomic_store(&y_told.go, true);
+	assert_true(all_asleep());	/* Y's wait made its test */
+	fut__lock_release(&back->lock); /* X is woken */
+	assert_int_equal(pthread_join(s, NULL), 0);
+	int y_early;
+	int ran = over_end(ex, fs, &y_told, &y_early);
+	if (y_early != -1)
+		fprintf(stderr, "Y's wait ended before H: %s\n",
+			fut_strerror(y_early));
+	assert_int_equal(y_early, -1);
+	assert_int_equal(ran, 1); /* X came back and ran T */
+	assert_int_equal(atomic_load(&x_asleep.rc), FUT_OK);
+	assert_int_equal(atomic_load(&y_told.rc), FUT_OK);
+	assert_int_equal(atomic_load(&bad), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -390,6 +538,9 @@ int main(void)
 			test_a_wait_at_the_bound_waits_for_a_start_under_way),
 		cmocka_unit_test(
 			test_a_failed_start_wakes_a_sleeper_for_a_queued_task),
+		cmocka_unit_test(test_a_wait_that_is_over_is_no_thread_waiting),
+		cmocka_unit_test(
+			test_a_thread_whose_wait_is_over_is_no_thread_waiting),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

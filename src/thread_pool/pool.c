@@ -58,7 +58,9 @@ static int admit_stop(void *ctx)
 	if (rc != FUT_OK)
 		return rc;
 	/* Its slot, or an initializer's or a callback's place (which
-	 * hook_block knows how to give up), as a nested wait does. */
+	 * hook_block knows how to give up), as a nested wait does.  No
+	 * park: room that comes free may go to another submit first, so
+	 * this wait counts as one until it has its room. */
 	if (a->w != NULL && !a->blocked) {
 		a->blocked = true;
 		a->rc = fut__tp_hook_block(a->w, NULL);

@@ -96,10 +96,15 @@ struct worker {
 	bool placed;	   /* started away from its starter's cpu (idle.c) */
 	unsigned depth;	   /* tasks run nested inline; this thread's own */
 	struct fut__wait_hooks hooks;
-	fut__lock lock; /* guards the walk of `running` (interrupt) */
+	/* Guards the walk of `running` (interrupt) and another thread's
+	 * look at `park` (run.c, a_wait_is_over). */
+	fut__lock lock;
 	/* Tasks it runs, innermost first: written by the worker alone;
 	 * read by an interrupting shutdown under lock (see run_started). */
 	_Atomic(struct run_frame *) running;
+	/* Its nested wait's, from hook_block until hook_unblock (NULL for
+	 * a submit's wait for room); written by the worker alone. */
+	_Atomic(struct fut__park *) park;
 };
 
 struct tpool {

@@ -7,7 +7,8 @@
  * Threads: workers only: a thread that is not one of the pool's workers
  * never runs its tasks.
  * Locks: w->lock guards the walk of a worker's running stack (an
- * interrupting shutdown); taken alone, never while a task runs.
+ * interrupting shutdown) and another's look at its wait (past_bound);
+ * taken alone, never while a task runs.
  */
 #include "thread_pool/pool.h"
 
@@ -193,10 +194,40 @@ void fut__tp_hook_callbacks(void *ctx)
 }
 
 /*
+ * Whether a thread counted waiting comes back: its wait is over (what it
+ * waits on is done) though its hook_unblock has not run yet (it is not
+ * woken or not scheduled yet, or it is in past_bound too), or it ran
+ * since nwaiting was read.  Its park is looked at under its lock, which
+ * hook_unblock takes before the park's frame can go.
+ */
+static bool a_wait_is_over(struct tpool *p)
+{
+	uint32_t n = atomic_load_explicit(&p->nthreads, memory_order_acquire);
+	for (uint32_t i = 0; i < n; i++) {
+		struct worker *v = p->workers[i];
+		if (v == NULL ||
+		    atomic_load_explicit(&v->park, memory_order_relaxed) ==
+			    NULL)
+			continue;
+		fut__lock_acquire(&v->lock);
+		struct fut__park *park =
+			atomic_load_explicit(&v->park, memory_order_acquire);
+		bool over = park != NULL && park->ready(park);
+		fut__lock_release(&v->lock);
+		if (over)
+			return true;
+	}
+	/* One that cleared its park had left nwaiting first. */
+	return atomic_load(&p->nwaiting) < pool_threads(p);
+}
+
+/*
  * A wait that gave its place up: FUT_EAGAIN if every thread waits, none
  * can be added, and tasks are queued (a wait that depends on them would
- * never end).  Jobs that ran inline (or were cancelled) count in the
- * queue until popped: they are dropped first, they need no thread.
+ * never end).  A thread whose wait is over waits no more, though it
+ * counts in nwaiting until it is back (a_wait_is_over): it will run
+ * them.  Jobs that ran inline (or were cancelled) count in the queue
+ * until popped: they are dropped first, they need no thread.
  *
  * A start that fails is looked at again: another's start may have taken
  * the last place between the look and the try (a submit's, at the
@@ -228,7 +259,7 @@ static int past_bound(struct worker *w)
 			return FUT_OK;
 		uint32_t threads = pool_threads(p);
 		if (threads == tried)
-			return FUT_EAGAIN;
+			return a_wait_is_over(p) ? FUT_OK : FUT_EAGAIN;
 		if (fut__tp_start_looker(p))
 			return FUT_OK;
 		tried = threads;
@@ -237,11 +268,12 @@ static int past_bound(struct worker *w)
 
 int fut__tp_hook_block(void *ctx, struct fut__park *park)
 {
-	(void)park;
 	struct worker *w = ctx;
 	struct tpool *p = w->pool;
 	if (!w->has_slot && !w->aside && !w->initializing)
 		return FUT_OK;
+	/* Before it counts: one that sees it counted sees its park. */
+	atomic_store_explicit(&w->park, park, memory_order_release);
 	/* Aside: from naside to nwaiting, never counted twice meanwhile. */
 	if (w->aside)
 		atomic_fetch_sub_explicit(&p->naside, 1, memory_order_seq_cst);
@@ -271,6 +303,14 @@ void fut__tp_hook_unblock(void *ctx)
 	 * sleeps for a slot below (a slot it is sure to get: hook_block's
 	 * FUT_EAGAIN must not count it). */
 	atomic_fetch_sub_explicit(&p->nwaiting, 1, memory_order_seq_cst);
+	/* After, so that a past_bound that finds no park sees the count
+	 * fall; under the lock, so that one that looks at the park is done
+	 * before the park (on this thread's stack, in the wait) goes. */
+	if (atomic_load_explicit(&w->park, memory_order_relaxed) != NULL) {
+		fut__lock_acquire(&w->lock);
+		atomic_store_explicit(&w->park, NULL, memory_order_relaxed);
+		fut__lock_release(&w->lock);
+	}
 	if (w->handed) {
 		w->handed = false;
 		fut__tp_slot_get(p);
