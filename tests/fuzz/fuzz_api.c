@@ -4,9 +4,14 @@
  * Each input byte picks an operation on one of eight future slots, one
  * as_completed iterator, or one thread pool; the following bytes are its
  * arguments.  Invalid calls are part of the game: whatever the sequence,
- * nothing may crash, leak (ASan/LSan), or break the invariants checked
- * here: every code is a known one, a done callback runs exactly once, and
- * an iterator yields each future at most once.
+ * nothing may crash, leak (ASan/LSan), hang (run it with -timeout) or
+ * break the invariants checked here: every code is a known one, a done
+ * callback runs exactly once, and an iterator yields each future at most
+ * once.  A submitted task may be a waiter: it waits, in a worker, for the
+ * pool's futures in the slots when it was submitted (fut_wait in any mode,
+ * or fut_result; no timeout, a short one or none), so that chains of
+ * nested waits, with cancels, interrupts and shutdowns among them, go
+ * through the pool's hand-over of a waiting worker's slot (issue 11).
  */
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -60,6 +65,74 @@ static void tiny_task(fut_task *t)
 		fut_task_return_bytes(t, in, len);
 	else
 		fut_task_return(t, fut_task_arg(t));
+}
+
+/* A waiter's orders: the futures it waits for (its own references),
+ * how and how long.  Freed by its future's done callback, which runs
+ * once whether the task ran or was cancelled. */
+struct waiter {
+	fut_future *fs[SLOTS];
+	size_t n;
+	uint8_t how; /* fut_wait's return_when, or fut_result of fs[0] */
+	uint8_t how_long;
+};
+
+static void waiter_task(fut_task *t)
+{
+	struct waiter *w = fut_task_arg(t);
+	static const double timeouts[] = { FUT_FOREVER, 0, 0.001 };
+	double timeout = timeouts[w->how_long % 3];
+	bool by_result = w->how % 5 == 4 && w->n > 0;
+	int mode = w->how % 4; /* 0: not a mode, FUT_EINVAL */
+	int rc = by_result ? fut_result(w->fs[0], timeout, NULL) :
+			     fut_wait(w->fs, w->n, mode, timeout);
+	check_code(rc);
+	/* An untimed wait that returned FUT_OK waited for what it was told:
+	 * every future, or (FUT_FIRST_COMPLETED) one. */
+	if (timeout == FUT_FOREVER && rc == FUT_OK && !by_result) {
+		size_t done = 0;
+		for (size_t i = 0; i < w->n; i++)
+			done += fut_done(w->fs[i]);
+		if (mode == FUT_ALL_COMPLETED && done != w->n)
+			abort();
+		if (mode == FUT_FIRST_COMPLETED && w->n > 0 && done == 0)
+			abort();
+	}
+	if (by_result && timeout == FUT_FOREVER && rc != FUT_EAGAIN &&
+	    rc != FUT_EINVAL && !fut_done(w->fs[0]))
+		abort();
+	fut_task_return(t, NULL);
+}
+
+static void waiter_done(fut_future *f, void *ud)
+{
+	(void)f;
+	struct waiter *w = ud;
+	for (size_t i = 0; i < w->n; i++)
+		fut_release(w->fs[i]);
+	free(w);
+}
+
+/* Submits a waiter for the pool's futures in slot[], pooled[] telling
+ * them; *out as fut_submit's. */
+static int submit_waiter(fut_executor *pool, fut_future **slot,
+			 const bool *pooled, uint8_t how, uint8_t how_long,
+			 fut_future **out)
+{
+	struct waiter *w = calloc(1, sizeof(*w));
+	if (w == NULL)
+		return FUT_ENOMEM;
+	for (int i = 0; i < SLOTS; i++)
+		if (slot[i] != NULL && pooled[i])
+			w->fs[w->n++] = fut_retain(slot[i]);
+	w->how = how;
+	w->how_long = how_long;
+	int rc = fut_submit(pool, waiter_task, w, out);
+	if (rc == FUT_OK)
+		rc = fut_add_done_callback(*out, waiter_done, w);
+	else
+		waiter_done(NULL, w);
+	return rc;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -187,8 +260,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				check_code(fut_thread_pool_new(&pool, &o));
 			} else if (f == NULL) {
 				uint8_t b = take(&in);
-				check_code(fut_submit_bytes(pool, tiny_task, &b,
-							    1, &slot[s]));
+				if (b & 0x80)
+					check_code(submit_waiter(
+						pool, slot, pooled, b,
+						take(&in), &slot[s]));
+				else
+					check_code(fut_submit_bytes(
+						pool, tiny_task, &b, 1,
+						&slot[s]));
 				pooled[s] = slot[s] != NULL;
 			}
 			break;
