@@ -309,6 +309,7 @@ test-run: all $(TESTS) $(EXAMPLES)
 
 check: deps
 	$(MAKE) --no-print-directory check-build
+	$(MAKE) --no-print-directory check-fuzz
 	$(MAKE) --no-print-directory SANITIZER=address test-run
 	$(MAKE) --no-print-directory SANITIZER=thread test-run
 	$(MAKE) --no-print-directory check-valgrind
@@ -426,8 +427,31 @@ fuzz: $(FUZZERS)
 		work=build/fuzz/corpus-$$name; mkdir -p $$work; \
 		[ -d $$seeds ] && cp -n $$seeds/* $$work/ 2>/dev/null || true; \
 		echo "== $$name for $(FUZZ_SECONDS) s"; \
-		$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		$$f -max_total_time=$(FUZZ_SECONDS) -timeout=60 \
+			-print_final_stats=1 \
 			-artifact_prefix=build/fuzz/$$name- $$work; \
+	done
+
+# Runs each target once over every input of its seed corpus (the seeds
+# and the regressions kept there): no mutation, so it passes or fails
+# the same way every time.  make check runs it; it skips, saying so, when
+# clang cannot link libFuzzer (Debian: libclang-rt-dev).
+.PHONY: check-fuzz
+check-fuzz:
+	@if printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n)\n{ (void)d; (void)n; return 0; }\n' | \
+		clang -fsanitize=fuzzer -x c -o /dev/null - >/dev/null 2>&1; then \
+		$(MAKE) --no-print-directory check-fuzz-run; \
+	else \
+		echo "check-fuzz: skipped: clang cannot link libFuzzer (libclang-rt-dev)"; \
+	fi
+
+.PHONY: check-fuzz-run
+check-fuzz-run: $(FUZZERS)
+	@set -e; for f in $(FUZZERS); do \
+		name=$$(basename $$f); seeds=tests/fuzz/$${name#fuzz_}; \
+		echo "== $$name over the $$(ls $$seeds | wc -l) inputs of $$seeds"; \
+		if ! $$f -timeout=60 $$seeds/* >build/fuzz/$$name.check 2>&1; \
+		then cat build/fuzz/$$name.check; exit 1; fi; \
 	done
 
 # Rewrites fuzz_wire's seed corpus (tests/fuzz/wire/) with the encoder.
@@ -552,7 +576,8 @@ clean:
 help:
 	@echo "targets: all lib test check stress fuzz fuzz-seeds bench demo examples"
 	@echo "         install uninstall install-check dist distcheck man clean format"
-	@echo "         check-build check-valgrind check-stress check-stress-valgrind"
+	@echo "         check-build check-fuzz check-valgrind check-stress"
+	@echo "         check-stress-valgrind"
 	@echo "         deps deps-mpi mpi test-mpi test-mpich bench-mpi help"
 	@echo "variables: PREFIX DESTDIR CC CFLAGS LDFLAGS SANITIZER=address|thread"
 	@echo "         MPICC BENCH_ONLY BENCH_RUNS BENCH_MPI_QUICK STRESS_SECONDS"
