@@ -577,7 +577,10 @@ static void test_a_fork_child_inherits_no_exited_thread_unjoined(void **state)
 	int status = 0;
 	assert_int_equal(waitpid(pid, &status, 0), pid);
 	assert_true(WIFEXITED(status));
-	assert_int_equal(WEXITSTATUS(status), 0);
+	/* Under valgrind the status is valgrind's: its leak check at the
+	 * child's exit counts what the child inherited (--error-exitcode). */
+	if (!under_valgrind())
+		assert_int_equal(WEXITSTATUS(status), 0);
 }
 
 int main(void)
