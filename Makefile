@@ -69,9 +69,10 @@ EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,\
 	$(filter-out $(EXAMPLES_UNBUILDABLE),$(EXAMPLE_SRCS)))
 # The event-loop examples also run in `make test` (so under ASan and TSan
 # in `make check`): each starts its own clients, checks every answer and
-# ends by itself.
+# ends by itself.  So does du, which checks its sum against a serial walk.
 LOOP_EXAMPLES = uv_server glib_loop
-RUN_EXAMPLES := $(filter $(LOOP_EXAMPLES:%=$(BUILD)/examples/%),$(EXAMPLES))
+RUN_EXAMPLES := $(filter $(LOOP_EXAMPLES:%=$(BUILD)/examples/%) \
+	$(BUILD)/examples/du,$(EXAMPLES))
 SKIP_EXAMPLES := $(filter $(LOOP_EXAMPLES:%=examples/%.c),$(EXAMPLES_UNBUILDABLE))
 # The C++ examples (examples/*.cpp) are built and run as the loop
 # examples are when $(CXX) is found, and skipped, saying so, when not.
