@@ -1,8 +1,9 @@
 /*
  * proc_helpers.h: what the process-pool tests read from /proc (shared by
  * test_process_pool.c and, through pp_test.h, test_pp_faults.c and
- * test_pp_alloc.c): this process's fds and children, its fork server, and
- * whether a process still runs.  Functions are static inline: each file
+ * test_pp_alloc.c; the thread-pool tests read threads): this process's
+ * fds, threads and children, its fork server, and whether a process or
+ * a thread still runs.  Functions are static inline: each file
  * uses some of them.  A /proc that cannot be read gives -1 (counts) or
  * "gone", which the callers' comparisons then fail on.
  */
@@ -45,6 +46,18 @@ static inline bool process_gone(pid_t pid)
 	char st;
 	snprintf(id, sizeof(id), "%d", (int)pid);
 	return !read_stat(id, &ppid, &st) || st == 'Z' || st == 'X';
+}
+
+/* Until thread tid of this process has exited (true), or ms milliseconds
+ * passed (false): a thread is named by its id, since a count of threads
+ * is fooled by another test's thread ending meanwhile. */
+static inline bool thread_gone(pid_t tid, int ms)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/self/task/%d", (int)tid);
+	for (int i = 0; i < ms && access(path, F_OK) == 0; i++)
+		usleep(1000);
+	return access(path, F_OK) != 0;
 }
 
 /* Threads of this process (. and .. included). */

@@ -31,6 +31,7 @@
 
 #include "future.h"
 #include "core/names.h"
+#include "proc_helpers.h"
 #include "test_env.h"
 
 /* gcc 12's ASan and TSan allocators take no lock around fork(): a child
@@ -564,12 +565,7 @@ static void test_a_fork_child_inherits_no_exited_thread_unjoined(void **state)
 	assert_int_equal(fut_result(f, 30.0, NULL), FUT_OK);
 	fut_release(f);
 	/* Until the worker has exited (bounded: it only returns). */
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/self/task/%d",
-		 (int)atomic_load(&freer_tid));
-	for (int i = 0; i < 3000 && access(path, F_OK) == 0; i++)
-		usleep(10000);
-	assert_int_not_equal(access(path, F_OK), 0);
+	assert_true(thread_gone(atomic_load(&freer_tid), 30000));
 	pid_t pid = fork();
 	assert_int_not_equal(pid, -1);
 	if (pid == 0)

@@ -45,16 +45,17 @@
 #include "future.h"
 #include "core/sync.h"
 #include "thread_pool/pool.h"
+#include "proc_helpers.h"
 
 #define GUARD_S 20.0 /* a guard against a hang, never a measurement */
 #define HOLDERS 255  /* with L and A: 257 threads, the bound of 1 worker */
 
-static fut_future *gate;   /* what the holders and L wait on */
-static fut_future *h;	   /* what A waits on */
-static fut_future *j_sets; /* what W waits on, and J sets */
-static _Atomic int in;	   /* tasks that started */
-static _Atomic int a_ran;  /* A ran its job inline */
-static _Atomic int bad;	   /* holders whose wait failed */
+static fut_future *gate;       /* what the holders and L wait on */
+static fut_future *h;	       /* what A waits on */
+static fut_future *j_sets;     /* what W waits on, and J sets */
+static _Atomic uint32_t in;    /* tasks that started */
+static _Atomic uint32_t a_ran; /* A ran its job inline */
+static _Atomic int bad;	       /* holders whose wait failed */
 
 /* L and W: a task that holds its slot until told, then waits on *on. */
 struct told {
@@ -109,14 +110,6 @@ static bool reaches(_Atomic uint32_t *v, uint32_t n)
 	return atomic_load(v) >= n;
 }
 
-static bool int_reaches(_Atomic int *v, int n)
-{
-	int64_t deadline = fut__now_ns() + (int64_t)(GUARD_S * 1e9);
-	while (atomic_load(v) < n && fut__now_ns() < deadline)
-		sched_yield();
-	return atomic_load(v) >= n;
-}
-
 static void nap_ms(long ms)
 {
 	struct timespec ts = { 0, ms * 1000000 };
@@ -141,17 +134,11 @@ static bool all_asleep(void)
 		for (struct dirent *e; (e = readdir(d)) != NULL;) {
 			if (e->d_name[0] == '.' || atoi(e->d_name) == self)
 				continue;
-			char path[320], buf[512];
-			snprintf(path, sizeof(path), "/proc/self/task/%s/stat",
-				 e->d_name);
-			FILE *f = fopen(path, "r");
-			if (f == NULL)
-				continue;
-			size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-			fclose(f);
-			buf[n] = '\0';
-			const char *st = strrchr(buf, ')');
-			if (st != NULL && st[1] == ' ' && st[2] == 'R')
+			char task[280]; /* read_stat reads /proc/<task>/stat */
+			int ppid;
+			char st;
+			snprintf(task, sizeof(task), "self/task/%s", e->d_name);
+			if (read_stat(task, &ppid, &st) && st == 'R')
 				running++;
 		}
 		closedir(d);
@@ -179,7 +166,7 @@ static struct tpool *holders_waiting(fut_executor **ex, fut_future **fs, int n)
 	assert_int_equal(fut_future_new(&gate), FUT_OK);
 	for (int i = 0; i < n; i++)
 		assert_int_equal(fut_submit(*ex, hold, NULL, &fs[i]), FUT_OK);
-	assert_true(int_reaches(&in, n));
+	assert_true(reaches(&in, (uint32_t)n));
 	assert_true(reaches(&p->nwaiting, (uint32_t)n)); /* slots handed */
 	assert_true(all_asleep());
 	return p;
@@ -231,7 +218,7 @@ test_a_job_run_inline_by_a_thread_started_meanwhile_is_no_task(void **state)
 	 * it (no slot free). */
 	assert_int_equal(fut_submit(ex, waits_when_told, &l, &fs[HOLDERS]),
 			 FUT_OK);
-	assert_true(int_reaches(&in, HOLDERS + 1));
+	assert_true(reaches(&in, HOLDERS + 1));
 	assert_int_equal(fut_submit(ex, runs_inline, ex, &fs[HOLDERS + 1]),
 			 FUT_OK);
 	assert_int_equal(fut__tp_threads(ex), HOLDERS + 1);
@@ -247,7 +234,7 @@ test_a_job_run_inline_by_a_thread_started_meanwhile_is_no_task(void **state)
 	 * queued while A's test waits for L's start to end. */
 	fut__tp_slot_put(p);
 	start_one_locked(p);
-	assert_true(int_reaches(&a_ran, 1));
+	assert_true(reaches(&a_ran, 1));
 	assert_true(reaches(&p->nwaiting, HOLDERS + 2));
 	nap_ms(50); /* A's wait has come to its test */
 	assert_int_equal(fut__tp_threads(ex), HOLDERS + 2);
@@ -303,7 +290,7 @@ static void test_a_wait_at_the_bound_waits_for_a_start_under_way(void **state)
 	assert_int_equal(fut_future_new(&j_sets), FUT_OK);
 	assert_int_equal(fut_submit(ex, waits_when_told, &w, &fs[HOLDERS + 1]),
 			 FUT_OK);
-	assert_true(int_reaches(&in, HOLDERS + 2));
+	assert_true(reaches(&in, HOLDERS + 2));
 	assert_int_equal(fut__tp_threads(ex), HOLDERS + 2); /* the bound */
 	/* W's slot looks free to the submit (as after W gave it up and
 	 * before its test): it counts a looker and tries a start, which
@@ -360,7 +347,7 @@ static void test_a_failed_start_wakes_a_sleeper_for_a_queued_task(void **state)
 	struct tpool *p = holders_waiting(&ex, fs, HOLDERS);
 	assert_int_equal(fut_submit(ex, waits_when_told, &l, &fs[HOLDERS]),
 			 FUT_OK);
-	assert_true(int_reaches(&in, HOLDERS + 1));
+	assert_true(reaches(&in, HOLDERS + 1));
 	assert_int_equal(fut_submit(ex, sets_ran, NULL, &fs[HOLDERS + 1]),
 			 FUT_OK);
 	atomic_fetch_add(&p->nbusy, 1); /* as in the first test */
@@ -376,10 +363,8 @@ static void test_a_failed_start_wakes_a_sleeper_for_a_queued_task(void **state)
 	nap_ms(20);
 	assert_int_equal(atomic_load(&a_ran), 0);
 	pthread_mutex_unlock(&p->ctl); /* L's start fails at the bound */
-	int64_t deadline = fut__now_ns() + (int64_t)(GUARD_S * 1e9);
-	while (atomic_load(&a_ran) == 0 && fut__now_ns() < deadline)
-		sched_yield();
-	int ran = atomic_load(&a_ran);
+	(void)reaches(&a_ran, 1);
+	int ran = (int)atomic_load(&a_ran);
 	finish(ex, fs, HOLDERS + 2); /* the holders' threads run A */
 	assert_int_equal(ran, 1);
 	assert_int_equal(atomic_load(&l.rc), FUT_OK);
@@ -406,10 +391,8 @@ static struct tpool *over_begin(fut_executor **ex, fut_future **fs)
 static int over_end(fut_executor *ex, fut_future **fs, const struct told *yw,
 		    int *y_early)
 {
-	int64_t deadline = fut__now_ns() + (int64_t)(GUARD_S * 1e9);
-	while (atomic_load(&a_ran) == 0 && fut__now_ns() < deadline)
-		sched_yield();
-	int ran = atomic_load(&a_ran);
+	(void)reaches(&a_ran, 1);
+	int ran = (int)atomic_load(&a_ran);
 	*y_early = atomic_load(&yw->rc);
 	(void)fut_set_result(h, NULL);
 	finish(ex, fs, HOLDERS + 3);
@@ -435,7 +418,7 @@ static void test_a_wait_that_is_over_is_no_thread_waiting(void **state)
 	/* X takes the slot; Y and T are queued behind it. */
 	assert_int_equal(fut_submit(ex, waits_when_told, &x, &fs[HOLDERS]),
 			 FUT_OK);
-	assert_true(int_reaches(&in, HOLDERS + 1));
+	assert_true(reaches(&in, HOLDERS + 1));
 	assert_int_equal(fut_submit(ex, waits_when_told, &y, &fs[HOLDERS + 1]),
 			 FUT_OK);
 	assert_int_equal(fut_submit(ex, sets_ran, NULL, &fs[HOLDERS + 2]),
@@ -448,7 +431,7 @@ static void test_a_wait_that_is_over_is_no_thread_waiting(void **state)
 	/* The last place: its thread takes Y, which waits on H. */
 	fut__tp_slot_put(p);
 	start_one_locked(p);
-	assert_true(int_reaches(&in, HOLDERS + 2));
+	assert_true(reaches(&in, HOLDERS + 2));
 	assert_true(reaches(&p->nwaiting, HOLDERS + 2));
 	nap_ms(50); /* Y's wait has come to its test */
 	assert_int_equal(fut__tp_threads(ex), HOLDERS + 2);
@@ -504,7 +487,7 @@ static void test_a_thread_whose_wait_is_over_is_no_thread_waiting(void **state)
 	assert_int_equal(fut_submit(ex, waits_when_told, &y_told,
 				    &fs[HOLDERS + 1]),
 			 FUT_OK);
-	assert_true(int_reaches(&in, HOLDERS + 2));
+	assert_true(reaches(&in, HOLDERS + 2));
 	assert_int_equal(fut_submit(ex, sets_ran, NULL, &fs[HOLDERS + 2]),
 			 FUT_OK);
 	assert_int_equal(fut__tp_threads(ex), HOLDERS + 2); /* the bound */

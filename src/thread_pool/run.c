@@ -193,6 +193,12 @@ void fut__tp_hook_callbacks(void *ctx)
 		fut__tp_step_aside(w);
 }
 
+/* Whether every thread of the pool counts as waiting. */
+static bool every_thread_waits(struct tpool *p)
+{
+	return atomic_load(&p->nwaiting) >= pool_threads(p);
+}
+
 /*
  * Whether a thread counted waiting comes back: its wait is over (what it
  * waits on is done) though its hook_unblock has not run yet (it is not
@@ -218,7 +224,7 @@ static bool a_wait_is_over(struct tpool *p)
 			return true;
 	}
 	/* One that cleared its park had left nwaiting first. */
-	return atomic_load(&p->nwaiting) < pool_threads(p);
+	return !every_thread_waits(p);
 }
 
 /*
@@ -243,7 +249,7 @@ static int past_bound(struct worker *w)
 	struct tpool *p = w->pool;
 	uint32_t tried = UINT32_MAX; /* threads when a start last failed */
 	for (;;) {
-		if (atomic_load(&p->nwaiting) < pool_threads(p))
+		if (!every_thread_waits(p))
 			return FUT_OK;
 		/* Every thread waits: a looker counted is a start under way
 		 * (a submit's, a waiter's), its place not yet taken.  Its
