@@ -1740,6 +1740,66 @@ static void test_a_burst_reuses_the_slabs_of_the_last(void **state)
 	free(b);
 }
 
+/*
+ * A slab whose every block came back is carved again from its start: the
+ * next refill hands out its blocks by address, not through a free list
+ * threaded through blocks long out of the cache (docs/perf-log.md,
+ * "W-MPI2's caller").  Three threads, each with a cache of its own: the
+ * first takes blocks of a new one-page slab, the second gives them back
+ * in a scrambled order, the third takes them again.
+ */
+enum {
+	CARVED = 40 /* of a one-page slab of 64-byte blocks (63) */
+};
+
+static void *take_carved(void *arg)
+{
+	void **b = arg;
+	for (int i = 0; i < CARVED; i++)
+		b[i] = fut__slab_get(0);
+	return NULL;
+}
+
+static void *give_scrambled(void *arg)
+{
+	void **b = arg;
+	for (int odd = 0; odd < 2; odd++)
+		for (int i = odd; i < CARVED; i += 2)
+			fut__slab_put(b[i]);
+	return NULL;
+}
+
+static void in_a_thread(void *(*fn)(void *), void *arg)
+{
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, fn, arg), 0);
+	assert_int_equal(pthread_join(t, NULL), 0); /* its cache flushed */
+}
+
+static void test_an_emptied_slab_is_carved_again_from_its_start(void **state)
+{
+	(void)state;
+	void *first[CARVED], *again[CARVED];
+	fut__slab_cache_flush(); /* the next refill makes a new slab */
+	in_a_thread(take_carved, first);
+	size_t bytes;
+	void *slab = fut__slab_of(first[0], &bytes);
+	assert_int_equal(bytes, 4096);
+	in_a_thread(give_scrambled, first);
+	in_a_thread(take_carved, again);
+	ptrdiff_t step = (char *)again[0] - (char *)again[1];
+	assert_int_equal(step, FUT__SLAB_SMALL);
+	for (int i = 0; i < CARVED; i++) {
+		assert_ptr_equal(fut__slab_of(again[i], &bytes), slab);
+		/* A refill's blocks come off the cache last carved first. */
+		if (i > 0)
+			assert_int_equal(
+				(char *)again[i - 1] - (char *)again[i], step);
+	}
+	in_a_thread(give_scrambled, again);
+	fut__slab_trim();
+}
+
 /* A gated task that returns the address of a local: where its thread's
  * stack is. */
 static void gated_stack_address(fut_task *t)
@@ -1870,6 +1930,8 @@ int main(void)
 		cmocka_unit_test(
 			test_memory_in_windows_stays_the_size_of_a_window),
 		cmocka_unit_test(test_a_burst_reuses_the_slabs_of_the_last),
+		cmocka_unit_test(
+			test_an_emptied_slab_is_carved_again_from_its_start),
 		cmocka_unit_test(
 			test_a_new_pool_runs_on_the_stacks_of_a_freed_one),
 		cmocka_unit_test(test_submit_blocks_while_the_queue_is_full),

@@ -261,6 +261,12 @@ static struct slab *give_back(unsigned cls, struct free_block *b)
 	if (s->live != 0)
 		return NULL;
 	if (classes[cls].nempty < EMPTY_MAX || busy(cls)) {
+		/* Every block is back: carve it again from its start.  A
+		 * refill then computes addresses instead of chasing a free
+		 * list through blocks long out of the cache, a miss each
+		 * (W-MPI2's caller, W1 warm; docs/perf-log.md). */
+		s->free = NULL;
+		s->carve = PAGE_HEADER;
 		classes[cls].nempty++;
 		return NULL;
 	}
