@@ -46,6 +46,9 @@ fi
 
 progs=""
 for p in "$build"/bench/*; do
+	case ${p##*/} in
+	bench_mpi | mpi_floors) continue ;; # MPI jobs: make bench-mpi
+	esac
 	[ -f "$p" ] && [ -x "$p" ] && progs="$progs $p"
 done
 # build_glib NAME: builds peers/NAME.c against GLib into $peers/NAME.
