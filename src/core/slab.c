@@ -25,7 +25,9 @@
  * million tasks.)  A slab whose every block came back is kept while its
  * class is busy (a refill in the last KEEP_NS), so that the next burst
  * reuses its pages: freed, it came back from malloc as fresh pages every
- * other burst, a fault each (W-MPI2, docs/perf-log.md).  Once the class
+ * other burst, a fault each (W-MPI2, docs/perf-log.md).  Kept, it is
+ * carved again from its start, so that a refill does not chase a free
+ * list through blocks long out of the cache.  Once the class
  * has been quiet that long, the next give-back frees all but EMPTY_MAX.
  * A thread's cache goes back when it exits, the caller's when a pool is
  * freed (fut__slab_trim), which frees every empty slab.
