@@ -26,8 +26,8 @@
  * class is busy (a refill in the last KEEP_NS), so that the next burst
  * reuses its pages: freed, it came back from malloc as fresh pages every
  * other burst, a fault each (W-MPI2, docs/perf-log.md).  Kept, it is
- * carved again from its start, so that a refill does not chase a free
- * list through blocks long out of the cache.  Once the class
+ * carved again from its start: a refill then computes addresses instead
+ * of chasing a free list through blocks out of the cache, a miss each.  Once the class
  * has been quiet that long, the next give-back frees all but EMPTY_MAX.
  * A thread's cache goes back when it exits, the caller's when a pool is
  * freed (fut__slab_trim), which frees every empty slab.
@@ -253,9 +253,8 @@ static struct slab *give_back(unsigned cls, struct free_block *b)
 	struct slab *s = slab_of(b);
 	assert(fut__lock_held(&classes[cls].lock) && s->live > 0);
 	s->live--;
-	if (s->retired) {
+	if (s->retired)
 		return s->live == 0 ? s : NULL;
-	}
 	b->next = s->free;
 	s->free = b;
 	if (!s->listed)
@@ -263,10 +262,7 @@ static struct slab *give_back(unsigned cls, struct free_block *b)
 	if (s->live != 0)
 		return NULL;
 	if (classes[cls].nempty < EMPTY_MAX || busy(cls)) {
-		/* Every block is back: carve it again from its start.  A
-		 * refill then computes addresses instead of chasing a free
-		 * list through blocks long out of the cache, a miss each
-		 * (W-MPI2's caller, W1 warm; docs/perf-log.md). */
+		/* Carved again: see the opening comment. */
 		s->free = NULL;
 		s->carve = PAGE_HEADER;
 		classes[cls].nempty++;
@@ -583,15 +579,13 @@ void fut__slab_put(void *block)
 {
 	struct free_block *b = block;
 	unsigned cls = slab_of(block)->cls;
-	/* A thread that never took a block registers too, so that its
-	 * cache is flushed when it exits. */
+	/* A thread that only gives back registers too (flushed at exit). */
 	if (!tcache.registered)
 		tcache_register();
 	if (tcache.n[cls] >= TCACHE_MAX) {
-		/* The cache is full: half of it goes back to its slabs,
-		 * where any thread's next refill finds them (a thread that
-		 * only releases, a worker dropping the last reference,
-		 * feeds the threads that only submit). */
+		/* Full: half goes back to its slabs, for any thread's next
+		 * refill (a worker dropping the last reference feeds the
+		 * threads that only submit). */
 		struct free_block *half = tcache.head[cls], *last = half;
 		for (unsigned i = 1; i < TCACHE_MAX / 2; i++)
 			last = last->next;
