@@ -26,10 +26,10 @@
  * class is busy (a refill in the last KEEP_NS), so that the next burst
  * reuses its pages: freed, it came back from malloc as fresh pages every
  * other burst, a fault each (W-MPI2, docs/perf-log.md).  Kept, it is
- * carved again from its start: a refill then computes addresses instead
- * of chasing a free list through blocks out of the cache, a miss each.  Once the class
- * has been quiet that long, the next give-back frees all but EMPTY_MAX.
- * A thread's cache goes back when it exits, the caller's when a pool is
+ * carved again from its start (a refill computes addresses, no chase of
+ * a free list through blocks out of the cache).  Once the class has been
+ * quiet that long, the next give-back frees all but EMPTY_MAX.  A
+ * thread's cache goes back when it exits, the caller's when a pool is
  * freed (fut__slab_trim), which frees every empty slab.
  *
  * A slab is whole 4 KiB pages, 4 KiB aligned; each page starts with a
