@@ -1744,9 +1744,9 @@ static void test_a_burst_reuses_the_slabs_of_the_last(void **state)
  * A slab whose every block came back is carved again from its start: the
  * next refill hands out its blocks by address, not through a free list
  * threaded through blocks long out of the cache (docs/perf-log.md,
- * "W-MPI2's caller").  Three threads, each with a cache of its own: the
- * first takes blocks of a new one-page slab, the second gives them back
- * in a scrambled order, the third takes them again.
+ * 2026-12-07, "an emptied slab carved again").  Three threads, each with
+ * a cache of its own: the first takes blocks of a new one-page slab, the
+ * second gives them back in a scrambled order, the third takes them again.
  */
 enum {
 	CARVED = 40 /* of a one-page slab of 64-byte blocks (63) */
