@@ -245,9 +245,8 @@ static void list_remove(unsigned cls, struct slab *s)
 	s->listed = false;
 }
 
-/* Gives block b back to its slab.  Returns the slab when it is now to be
- * freed (the caller frees it after dropping the lock), else NULL.
- * Caller holds the class lock. */
+/* Gives block b back to its slab; returns the slab if it is to be freed
+ * (the caller holds the class lock and frees it once dropped), else NULL. */
 static struct slab *give_back(unsigned cls, struct free_block *b)
 {
 	struct slab *s = slab_of(b);
@@ -255,14 +254,15 @@ static struct slab *give_back(unsigned cls, struct free_block *b)
 	s->live--;
 	if (s->retired)
 		return s->live == 0 ? s : NULL;
-	b->next = s->free;
-	s->free = b;
 	if (!s->listed)
 		list_add(cls, s);
-	if (s->live != 0)
+	if (s->live != 0) {
+		b->next = s->free;
+		s->free = b;
 		return NULL;
+	}
 	if (classes[cls].nempty < EMPTY_MAX || busy(cls)) {
-		/* Carved again: see the opening comment. */
+		/* Carved again (see the opening comment): no free list. */
 		s->free = NULL;
 		s->carve = PAGE_HEADER;
 		classes[cls].nempty++;
