@@ -107,11 +107,15 @@ static void on_crash(struct mclient *c, int rank, struct mjob *j,
  * sent: they received them; a second is ample), and receive_all() probes
  * no more until a job or a STOP is out again: from here until the next
  * submit or shutdown this thread makes no MPI call.  Shut down and
- * empty, it stops the ranks first instead (client_stop.c).
+ * empty, it stops the ranks first instead (client_stop.c), once: a
+ * second call (the rest of a message's results, after the first
+ * FUT__MPI_HELD_MAX completed) must not probe the communicator that
+ * stop freed (MPI_ERR_COMM aborted the job; test_mpi_edge heldstop).
  */
 static void go_quiet(struct mclient *c)
 {
-	if (!c->broke && fut__mpi_drained(c) && fut__mpi_stop_first(c))
+	if (!c->broke && !c->stopping && fut__mpi_drained(c) &&
+	    fut__mpi_stop_first(c))
 		return;
 	(void)fut__mpi_link_flush(&c->link, 1000000000);
 }
@@ -344,11 +348,15 @@ static inline void prefetch_w(const void *p)
 }
 
 /* Caller holds c->lock: pops up to n queued jobs, each claimed RUNNING
- * here, under the lock, or marked dropped (cancelled while queued): a
- * shutdown(CANCEL_PENDING) that drains the queue then cancels every job
- * not claimed yet (claimed in send_jobs() instead, a job popped and not
- * yet claimed was neither, and stayed PENDING after that shutdown
- * returned, to run). */
+ * here, under the lock, and with them every job marked dropped
+ * (cancelled while queued) on the way: a shutdown(CANCEL_PENDING) that
+ * drains the queue then cancels every job not claimed yet (claimed in
+ * send_jobs() instead, a job popped and not yet claimed was neither, and
+ * stayed PENDING after that shutdown returned, to run).  A dropped job
+ * takes no room: cancelled jobs left in the queue, a rank's room a pass,
+ * kept fut__mpi_drained() false after the last job ran, and the manager
+ * stopped the ranks while its caller could be in MPI_Finalize
+ * (test_mpi_edge cancelfin). */
 static struct mjob *pop_locked(struct mclient *c, size_t n)
 {
 	struct mjob *first = c->qhead, *last = NULL;
@@ -356,7 +364,7 @@ static struct mjob *pop_locked(struct mclient *c, size_t n)
 	 * walk of misses one after another was 8-10% of the client's cpu in
 	 * W-MPI2: prefetching the job AHEAD places on, for writing (the
 	 * manager starts each), has that many in flight at once. */
-	for (struct mjob *j = first; j != NULL && n > 0; j = j->next, n--) {
+	for (struct mjob *j = first; j != NULL && n > 0; j = j->next) {
 		if (j->ahead != NULL) {
 			/* Both lines: the future's, and the one with next and
 			 * ahead, which this walk reads. */
@@ -364,6 +372,8 @@ static struct mjob *pop_locked(struct mclient *c, size_t n)
 			prefetch_w(&j->ahead->next);
 		}
 		j->dropped = fut__future_start(&j->fut) != FUT_OK;
+		if (!j->dropped)
+			n--;
 		last = j;
 	}
 	if (last == NULL)

@@ -54,6 +54,8 @@ run -np 3 "$t/test_mpi_edge" sendnomem
 run -np 3 "$t/test_mpi_edge" nowaitfin
 run -np 3 "$t/test_mpi_edge" nowaitbusy
 run -np 3 "$t/test_mpi_edge" modnomem
+run -np 3 "$t/test_mpi_edge" heldstop
+run -np 3 "$t/test_mpi_edge" cancelfin
 for m in namenomem namestop recvnomem srvnomem nostandby gathernomem; do
 	run -np 3 "$t/test_mpi_nomem" $m
 done

@@ -42,6 +42,13 @@
  *   modnomem     rank 1 has no memory for its module list: its call
  *                returns FUT_ENOMEM, the others FUT_EBROKEN (it returned
  *                FUT_EBROKEN too before 2026-12-07).
+ *   heldstop     shutdown(NOWAIT), then a results message of more than
+ *                256 records ends the last job: the job aborted on an
+ *                MPI_Iprobe of the freed communicator (before
+ *                2026-12-07, mode_heldstop()).
+ *   cancelfin    nowaitfin with 19,999 of 20,000 jobs cancelled while
+ *                queued (the manager still called MPI in finalize before
+ *                2026-12-07, mode_cancelfin()).
  * run.sh's timeout ends a hang as a failure.
  */
 #include <sched.h>
@@ -437,6 +444,87 @@ static int mode_nowaitbusy(void)
 	return 0;
 }
 
+static void byte_task(fut_task *t)
+{
+	fut_task_return_bytes(t, "b", 1);
+}
+
+/* A results message of more than FUT__MPI_HELD_MAX (256) records whose
+ * last completes the last job in flight, after shutdown(NOWAIT): the
+ * manager completed the first 256 at the last one's record, and with it
+ * the last job (go_quiet(): the STOPs go, the BYEs come, the communicator
+ * is freed), then the rest, and went quiet again: MPI_Iprobe on the freed
+ * communicator, MPI_ERR_COMM, the job aborted (found by review,
+ * 2026-12-07).  With prefetch 1024 the 514 tasks go to one server in one
+ * message, and it answers the first alone and the other 513 (2 x 256 +
+ * 1) in one message. */
+static int mode_heldstop(void)
+{
+	enum {
+		N = 514
+	};
+	for (int round = 0; round < 4; round++) {
+		fut_executor *ex = NULL;
+		CHECK(fut_mpi_executor_new(
+			      &ex, &(fut_mpi_opts){ .prefetch = 1024 }) ==
+		      FUT_OK);
+		if (ex == NULL)
+			continue;
+		static unsigned char in[N];
+		static fut_future *f[N];
+		CHECK(fut_submit_many(ex, byte_task, in, 1, N, f) == FUT_OK);
+		CHECK(fut_executor_shutdown(ex, FUT_SHUTDOWN_NOWAIT) == FUT_OK);
+		for (size_t i = 0; i < N; i++) {
+			const void *d;
+			size_t len;
+			CHECK(fut_result_bytes(f[i], 30, &d, &len) == FUT_OK &&
+			      len == 1);
+			fut_release(f[i]);
+		}
+		fut_executor_free(ex);
+	}
+	return 0;
+}
+
+static void tenth_task(fut_task *t)
+{
+	nanosleep(&(struct timespec){ 0, 100000000 }, NULL);
+	fut_task_return_bytes(t, "ok", 2);
+}
+
+/* nowaitfin with most jobs cancelled while queued: the queue still held
+ * them (a cancelled job leaves it when dispatch pops it, at most
+ * `prefetch` a rank a pass), so the manager took the executor for busy:
+ * shutdown(NOWAIT) returned at once, and the STOPs went, and the BYEs
+ * were probed for, while MPI_Finalize ran (found by review, 2026-12-07:
+ * 1,500-2,300 calls of the manager's inside it). */
+static int mode_cancelfin(void)
+{
+	enum {
+		N = 20000
+	};
+	fut_executor *ex = NULL;
+	CHECK(fut_mpi_executor_new(&ex, &(fut_mpi_opts){ .prefetch = 1 }) ==
+	      FUT_OK);
+	if (ex == NULL)
+		return 0;
+	static unsigned char in[N];
+	static fut_future *f[N];
+	CHECK(fut_submit_many(ex, tenth_task, in, 1, N, f) == FUT_OK);
+	size_t cancelled = 0;
+	for (size_t i = 0; i < N; i++)
+		cancelled += fut_cancel(f[i]);
+	CHECK(cancelled > N - 10);
+	CHECK(fut_executor_shutdown(ex, FUT_SHUTDOWN_NOWAIT) == FUT_OK);
+	for (size_t i = 0; i < N; i++) {
+		int rc = fut_wait(&f[i], 1, FUT_ALL_COMPLETED, 30);
+		CHECK(rc == FUT_OK);
+		fut_release(f[i]);
+	}
+	atomic_store(&watch_finalize, true);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	main_thread = pthread_self();
@@ -464,6 +552,10 @@ int main(int argc, char **argv)
 		rc = mode_nowaitbusy();
 	else if (strcmp(mode, "modnomem") == 0)
 		rc = mode_modnomem();
+	else if (strcmp(mode, "heldstop") == 0)
+		rc = mode_heldstop();
+	else if (strcmp(mode, "cancelfin") == 0)
+		rc = mode_cancelfin();
 	else if (strcmp(mode, "isolate") == 0)
 		rc = sweep(1, &(fut_mpi_opts){ .flags = FUT_MPI_ISOLATE },
 			   mode);
@@ -471,7 +563,7 @@ int main(int argc, char **argv)
 		fprintf(stderr,
 			"usage: %s sweep RANK|threads|isolate|cancel|taskrank|"
 			"forkint|lostresult|sendnomem|nowaitfin|nowaitbusy|"
-			"modnomem\n",
+			"modnomem|heldstop|cancelfin\n",
 			argv[0]);
 		rc = 2;
 	}
