@@ -26,16 +26,45 @@
 
 #include "mpi_server.h"
 
-/* Serving cannot go on (a malformed message from the client, no memory):
- * finish what runs, then return code. */
+/* Frees the tasks of list (none started). */
+static void drop_tasks(struct stask *list)
+{
+	for (struct stask *st = list, *next; st != NULL; st = next) {
+		next = st->next;
+		fut__slab_free(st, st->slab);
+	}
+}
+
+/*
+ * Serving cannot go on (a malformed message from the client, no memory):
+ * stop what runs, finish it, then return code.  The client breaks the
+ * executor at this rank's goodbye, so what has not started is dropped:
+ * the tasks of the message being read (not queued yet: a task thread
+ * that saw the queue empty and `stop` would have ended, leaving them to
+ * no one) and the queued ones.  What runs is interrupted, as
+ * fut_interrupt() does, since no INTERRUPT is read from now on: a task
+ * waiting for one would have kept the rank, and the client's free, for
+ * ever (found by review, 2026-12-07).
+ */
 void fut__mpi_server_give_up(struct server *s, int code)
 {
 	if (s->error == FUT_OK)
 		s->error = code;
+	struct stask *inbox = s->inbox_head;
+	s->inbox_head = s->inbox_tail = NULL;
+	s->inbox_n = 0;
 	pthread_mutex_lock(&s->lock);
 	s->stop = true;
+	struct stask *queued = s->qhead;
+	for (struct stask *st = queued; st != NULL; st = st->next)
+		s->ntasks--;
+	s->qhead = s->qtail = NULL;
+	for (struct stask *st = s->running; st != NULL; st = st->next)
+		atomic_fetch_or(&st->flags, FUT__F_INTERRUPT);
 	pthread_cond_broadcast(&s->work_cv);
 	pthread_mutex_unlock(&s->lock);
+	drop_tasks(inbox);
+	drop_tasks(queued);
 	/* ISOLATE: what has not started is cancelled, what runs killed; the
 	 * done callbacks still record every outcome. */
 	if (s->s.pool != NULL)

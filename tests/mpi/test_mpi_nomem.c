@@ -25,7 +25,9 @@
  *                could not take ends FUT_EBROKEN, "rank N stopped
  *                serving"; the executor is broken (docs/mpi.md), the
  *                other server returns FUT_OK, free returns, MPI_Finalize
- *                completes.
+ *                completes.  Then once more with the running task one
+ *                that ends only when interrupted: the server interrupts
+ *                it as it gives up (it ran to its end before 2026-12-07).
  *   nostandby    rank 1 starts no thread beside its loop (a test hook,
  *                as if pthread_create failed; threads_per_rank 1: the
  *                standby): it gives up serving at once and returns
@@ -315,10 +317,61 @@ static void server_gives_up(int path)
 	one_gave_up(rc, false);
 }
 
+/* On a server: its next allocation fails; it runs until interrupted, 8 s
+ * at most: "stopped", or "ran out". */
+static void arm_loop_task(fut_task *t)
+{
+	(void)fut__alloc_fail_nth(1);
+	for (int i = 0; i < 800 && !fut_task_cancelled(t); i++)
+		sleep_ms(10);
+	fut_task_return_bytes(t, fut_task_cancelled(t) ? "stopped" : "ran out",
+			      7);
+}
+
+/* A server gives up while a task that waits for its interrupt runs: it
+ * reads no INTERRUPT from then on, so it interrupts that task itself.
+ * Before (found by review, 2026-12-07) the task ran to its own end,
+ * "ran out" after 8 s here, and a task with no end kept the rank, and
+ * the client's free, for ever. */
+static void server_gives_up_running(void)
+{
+	fut_executor *ex = NULL;
+	int rc = fut_mpi_executor_new(&ex, &(fut_mpi_opts){ .prefetch = 4 });
+	if (ex == NULL) {
+		(void)fut__alloc_fail_nth(0);
+		CHECK(fut__mpi_live_objects() == 0);
+		one_gave_up(rc, true);
+		return;
+	}
+	fut_future *f = NULL;
+	CHECK(fut_submit_bytes(ex, echo_task, "rank?", 5, &f) == FUT_OK);
+	const void *out = NULL;
+	size_t len = 0;
+	CHECK(fut_result_bytes(f, 30, &out, &len) == FUT_OK);
+	CHECK(len == sizeof(int));
+	int r = *(const int *)out;
+	fut_release(f);
+	fut_future *armed = NULL, *hit = NULL;
+	CHECK(fut_submit_bytes(ex, arm_loop_task, NULL, 0, &armed) == FUT_OK);
+	sleep_ms(200); /* it runs; the standby holds the loop */
+	static unsigned char in[1024];
+	CHECK(fut_submit_bytes(ex, echo_task, in, sizeof(in), &hit) == FUT_OK);
+	check_broken(hit, r, "a task record, a task running");
+	CHECK(fut_result_bytes(armed, 30, &out, &len) == FUT_OK);
+	fprintf(stderr, "srvnomem: the running task: %.*s\n", (int)len,
+		(const char *)out);
+	CHECK(len == 7 && memcmp(out, "stopped", 7) == 0);
+	fut_release(armed);
+	fut_executor_free(ex);
+	CHECK(fut__mpi_live_objects() == 0);
+	one_gave_up(rc, false);
+}
+
 static int mode_srvnomem(void)
 {
 	for (int path = 0; path < P_N; path++)
 		server_gives_up(path);
+	server_gives_up_running();
 	return 0;
 }
 
