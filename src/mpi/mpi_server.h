@@ -40,6 +40,7 @@ struct ptask {
 	uint64_t id;
 	fut_future *f; /* the pool's future; released by its callback */
 	bool done;     /* s->lock */
+	bool watched;  /* no memory for its callback: the loop polls it */
 };
 
 /* ISOLATE: the tasks of one fut_submit_many, freed with the last one. */
@@ -98,6 +99,7 @@ struct server {
 	 * being gathered from a message (the loop's): one function, one
 	 * input length. */
 	struct pbatch *batches;
+	size_t nwatched; /* the loop's: tasks it polls (ptask watched) */
 	uint32_t run_name;
 	size_t run_len, run_n, run_cap;
 	unsigned char *run_inputs;
@@ -149,5 +151,8 @@ void fut__mpi_pool_gather(struct server *s, const struct fut__wire_rec *r);
 void fut__mpi_pool_flush(struct server *s);
 /* An INTERRUPT for task id, which the pool holds. */
 void fut__mpi_pool_interrupt(struct server *s, uint64_t id);
+/* Records the outcome of each watched task whose future is done; true if
+ * there were any. */
+bool fut__mpi_pool_poll(struct server *s);
 
 #endif /* FUT_MPI_SERVER_H */

@@ -356,6 +356,7 @@ static struct stask *loop(struct server *s)
 			did |= receive_all(s, here);
 		}
 		did |= fut__mpi_link_progress(&s->link);
+		did |= fut__mpi_pool_poll(s);
 		pthread_mutex_lock(&s->lock);
 		if (take == NULL && here && s->busy == 0)
 			take = fut__mpi_server_take_locked(s);

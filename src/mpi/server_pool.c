@@ -10,8 +10,9 @@
  * crash's wait status included (an ERROR record whose payload starts with
  * the status, 4 bytes little-endian); an INTERRUPT becomes fut_interrupt()
  * of the pool future, which kills its worker.
- * Threads: the loop (gather, flush, interrupt); the pool's manager, or
- * the loop when a future was done already (the done callbacks).
+ * Threads: the loop (gather, flush, interrupt, poll); the pool's
+ * manager, or the loop when a future was done already or had no memory
+ * for its callback (the done callbacks).
  * Locks: s->lock guards s->batches, a batch's left and a task's done; it
  * is never held across a call into the pool.
  */
@@ -139,7 +140,7 @@ void fut__mpi_pool_flush(struct server *s)
 	b->prev = NULL;
 	for (size_t i = 0; i < n; i++)
 		b->t[i] = (struct ptask){ b, s->run_ids[i], s->run_futs[i],
-					  false };
+					  false, false };
 	pthread_mutex_lock(&s->lock);
 	b->next = s->batches;
 	if (b->next != NULL)
@@ -151,11 +152,38 @@ void fut__mpi_pool_flush(struct server *s)
 	for (size_t i = 0; i < n; i++) {
 		fut_future *f = b->t[i].f;
 		if (fut_add_done_callback(f, pool_done, &b->t[i]) != FUT_OK) {
-			/* No memory for the callback: wait here instead. */
-			(void)fut_result(f, FUT_FOREVER, NULL);
-			pool_done(f, &b->t[i]);
+			/* No memory for the callback: the loop polls it
+			 * (fut__mpi_pool_poll), a nap at most apart.  It
+			 * waited here, and while it did nothing was read: an
+			 * INTERRUPT, the one end of a task that waits for
+			 * one, neither (found by review, 2026-12-07). */
+			b->t[i].watched = true;
+			s->nwatched++;
 		}
 	}
+}
+
+bool fut__mpi_pool_poll(struct server *s)
+{
+	if (s->nwatched == 0)
+		return false;
+	/* Collected under the lock, completed after it (pool_done takes
+	 * it).  A batch outlives its watched tasks: it goes with its last
+	 * task done, and only this thread completes these. */
+	struct ptask *due[64];
+	size_t n = 0;
+	pthread_mutex_lock(&s->lock);
+	for (struct pbatch *b = s->batches; b != NULL && n < 64; b = b->next)
+		for (size_t i = 0; i < b->n && n < 64; i++)
+			if (b->t[i].watched && !b->t[i].done &&
+			    fut_done(b->t[i].f))
+				due[n++] = &b->t[i];
+	pthread_mutex_unlock(&s->lock);
+	for (size_t i = 0; i < n; i++) {
+		s->nwatched--;
+		pool_done(due[i]->f, due[i]);
+	}
+	return n != 0;
 }
 
 /* Gathers a task for the pool; a run ends at another function or input
