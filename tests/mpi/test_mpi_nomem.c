@@ -236,6 +236,17 @@ static void arm_task(fut_task *t)
 	fut_task_return_bytes(t, "armed", 5);
 }
 
+/* On a server: its next allocation fails; it runs until interrupted, 8 s
+ * at most: "stopped", or "ran out". */
+static void arm_loop_task(fut_task *t)
+{
+	(void)fut__alloc_fail_nth(1);
+	for (int i = 0; i < 800 && !fut_task_cancelled(t); i++)
+		sleep_ms(10);
+	fut_task_return_bytes(t, fut_task_cancelled(t) ? "stopped" : "ran out",
+			      7);
+}
+
 static void other_task(fut_task *t)
 {
 	fut_task_return_bytes(t, "other", 5);
@@ -279,7 +290,13 @@ static void one_gave_up(int rc, bool server)
 	CHECK(all[0] == 1 && all[1] == 1);
 }
 
-static void server_gives_up(int path)
+/* A server gives up (out of memory on `path`) while a task runs there:
+ * one that ends by itself (arm_task), or, `waits`, one that ends only
+ * when interrupted (arm_loop_task): the server reads no INTERRUPT once it
+ * gave up, so it interrupts that task itself.  Before (found by review,
+ * 2026-12-07) such a task ran to its own end, "ran out" after 8 s here,
+ * and one with no end kept the rank, and the client's free, for ever. */
+static void server_gives_up(int path, bool waits)
 {
 	fut_executor *ex = NULL;
 	int rc = fut_mpi_executor_new(&ex, &(fut_mpi_opts){ .prefetch = 4 });
@@ -299,69 +316,23 @@ static void server_gives_up(int path)
 	int r = *(const int *)out;
 	fut_release(f);
 	fut_future *armed = NULL, *hit = NULL;
-	CHECK(fut_submit_bytes(ex, arm_task, NULL, 0, &armed) == FUT_OK);
+	CHECK(fut_submit_bytes(ex, waits ? arm_loop_task : arm_task, NULL, 0,
+			       &armed) == FUT_OK);
 	sleep_ms(200); /* it runs; the standby holds the loop */
 	static unsigned char in[128 << 10];
 	size_t n = path == P_TASK ? 1024 : path == P_RECV ? sizeof(in) : 0;
 	CHECK(fut_submit_bytes(ex, path == P_NAME ? other_task : echo_task, in,
 			       n, &hit) == FUT_OK);
 	check_broken(hit, r, path_names[path]);
-	/* What ran there finished, and its result came before the rank's
-	 * goodbye. */
+	/* What ran there finished (interrupted, if it waited for that), and
+	 * its result came before the rank's goodbye. */
+	const char *want = waits ? "stopped" : "armed";
 	CHECK(fut_result_bytes(armed, 30, &out, &len) == FUT_OK);
-	CHECK(len == 5 && memcmp(out, "armed", 5) == 0);
+	fprintf(stderr, "srvnomem: the task running there: %.*s\n", (int)len,
+		(const char *)out);
+	CHECK(len == strlen(want) && memcmp(out, want, len) == 0);
 	fut_release(armed);
 	CHECK(fut_submit_bytes(ex, echo_task, "x", 1, &f) == FUT_EBROKEN);
-	fut_executor_free(ex);
-	CHECK(fut__mpi_live_objects() == 0);
-	one_gave_up(rc, false);
-}
-
-/* On a server: its next allocation fails; it runs until interrupted, 8 s
- * at most: "stopped", or "ran out". */
-static void arm_loop_task(fut_task *t)
-{
-	(void)fut__alloc_fail_nth(1);
-	for (int i = 0; i < 800 && !fut_task_cancelled(t); i++)
-		sleep_ms(10);
-	fut_task_return_bytes(t, fut_task_cancelled(t) ? "stopped" : "ran out",
-			      7);
-}
-
-/* A server gives up while a task that waits for its interrupt runs: it
- * reads no INTERRUPT from then on, so it interrupts that task itself.
- * Before (found by review, 2026-12-07) the task ran to its own end,
- * "ran out" after 8 s here, and a task with no end kept the rank, and
- * the client's free, for ever. */
-static void server_gives_up_running(void)
-{
-	fut_executor *ex = NULL;
-	int rc = fut_mpi_executor_new(&ex, &(fut_mpi_opts){ .prefetch = 4 });
-	if (ex == NULL) {
-		(void)fut__alloc_fail_nth(0);
-		CHECK(fut__mpi_live_objects() == 0);
-		one_gave_up(rc, true);
-		return;
-	}
-	fut_future *f = NULL;
-	CHECK(fut_submit_bytes(ex, echo_task, "rank?", 5, &f) == FUT_OK);
-	const void *out = NULL;
-	size_t len = 0;
-	CHECK(fut_result_bytes(f, 30, &out, &len) == FUT_OK);
-	CHECK(len == sizeof(int));
-	int r = *(const int *)out;
-	fut_release(f);
-	fut_future *armed = NULL, *hit = NULL;
-	CHECK(fut_submit_bytes(ex, arm_loop_task, NULL, 0, &armed) == FUT_OK);
-	sleep_ms(200); /* it runs; the standby holds the loop */
-	static unsigned char in[1024];
-	CHECK(fut_submit_bytes(ex, echo_task, in, sizeof(in), &hit) == FUT_OK);
-	check_broken(hit, r, "a task record, a task running");
-	CHECK(fut_result_bytes(armed, 30, &out, &len) == FUT_OK);
-	fprintf(stderr, "srvnomem: the running task: %.*s\n", (int)len,
-		(const char *)out);
-	CHECK(len == 7 && memcmp(out, "stopped", 7) == 0);
-	fut_release(armed);
 	fut_executor_free(ex);
 	CHECK(fut__mpi_live_objects() == 0);
 	one_gave_up(rc, false);
@@ -370,8 +341,8 @@ static void server_gives_up_running(void)
 static int mode_srvnomem(void)
 {
 	for (int path = 0; path < P_N; path++)
-		server_gives_up(path);
-	server_gives_up_running();
+		server_gives_up(path, false);
+	server_gives_up(P_TASK, true);
 	return 0;
 }
 
