@@ -215,9 +215,10 @@ FUT_API int fut_crash_status(const fut_future *f, int *status);
 /*
  * Adds a done callback: it runs once when the future is done (finished or
  * cancelled), in the thread that completes it, or at once in the caller if
- * it is already done.  Callbacks run in the order added, with no library
- * lock held: they may call any fut_ function, submit work, or release the
- * future.  FUT_ENOMEM leaves nothing registered.
+ * it is already done.  Callbacks registered before it completes run in
+ * the order added (one added after runs at once, in the adding thread),
+ * with no library lock held: they may call any fut_ function, submit
+ * work, or release the future.  FUT_ENOMEM leaves nothing registered.
  */
 FUT_API int fut_add_done_callback(fut_future *f, fut_callback cb, void *ud);
 

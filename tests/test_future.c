@@ -350,6 +350,36 @@ static void test_callback_may_release_the_future(void **state)
 	fut_release(f);
 }
 
+/* The first callback drops the only reference (the caller handed it
+ * over); the second still gets a live future, whether fut_set_result()
+ * or fut_cancel() completes it: the library holds a reference across the
+ * callbacks.  Before (found by review, 2026-12-07) the second read a
+ * freed future: AddressSanitizer, heap-use-after-free in fut_done. */
+static void drop_reference(fut_future *f, void *ud)
+{
+	(void)ud;
+	fut_release(f);
+}
+
+static void test_a_callback_may_drop_the_last_reference(void **state)
+{
+	(void)state;
+	for (int cancel = 0; cancel < 2; cancel++) {
+		struct cb_log log = { 0 };
+		fut_future *f = new_future();
+		assert_int_equal(fut_add_done_callback(f, drop_reference, NULL),
+				 FUT_OK);
+		assert_int_equal(fut_add_done_callback(f, record_cb, &log),
+				 FUT_OK);
+		if (cancel)
+			assert_true(fut_cancel(f));
+		else
+			assert_int_equal(fut_set_result(f, NULL), FUT_OK);
+		assert_int_equal(log.n, 1);
+		assert_int_equal(log.calls[0], 1);
+	}
+}
+
 static void
 test_released_pending_future_with_callbacks_leaks_nothing(void **state)
 {
@@ -851,6 +881,7 @@ int main(void)
 			test_callback_on_done_future_runs_at_once_in_caller),
 		cmocka_unit_test(test_callbacks_run_in_the_order_added),
 		cmocka_unit_test(test_callback_may_release_the_future),
+		cmocka_unit_test(test_a_callback_may_drop_the_last_reference),
 		cmocka_unit_test(
 			test_released_pending_future_with_callbacks_leaks_nothing),
 		cmocka_unit_test(test_retain_keeps_the_future_alive),

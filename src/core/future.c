@@ -209,11 +209,17 @@ static void publish(fut_future *f, uint32_t final_state)
 	}
 	if (old & FUT__S_SLEEPERS)
 		fut__futex_wake(&f->state, INT32_MAX);
-	if (callbacks != NULL) {
-		const struct fut__wait_hooks *h = fut__wait_hooks_get();
-		if (h != NULL && h->callbacks != NULL)
-			h->callbacks(h->ctx);
-	}
+	if (callbacks == NULL)
+		return;
+	const struct fut__wait_hooks *h = fut__wait_hooks_get();
+	if (h != NULL && h->callbacks != NULL)
+		h->callbacks(h->ctx);
+	/* A callback may release the future (docs/api.md): the reference
+	 * held here keeps it for the callbacks after that one, whoever the
+	 * completer is.  fut_set_result() and fut_cancel() by a caller whose
+	 * reference a callback dropped handed the next callbacks a freed
+	 * future (found by review, 2026-12-07). */
+	fut_retain(f);
 	while (callbacks != NULL) {
 		struct callback *c =
 			fut__container_of(callbacks, struct callback, node);
@@ -221,6 +227,7 @@ static void publish(fut_future *f, uint32_t final_state)
 		c->cb(f, c->ud);
 		fut__free(c);
 	}
+	fut_release(f);
 }
 
 /* Fills the outcome of a claimed future and publishes it. */
