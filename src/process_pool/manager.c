@@ -80,6 +80,19 @@ size_t fut__pp_allowance(const struct ppool *p, const struct pp_worker *w)
 	if (w->state != PW_READY || w->task_fd < 0 || fut__pp_out_pending(w))
 		return 0;
 	size_t n = FUT__PP_CLAIMS - w->inflight;
+	/* Every job in w's list must own its claim word, key % CLAIMS: the
+	 * keys from its oldest to the next one stay under CLAIMS apart.
+	 * Counting the list is not enough: a job given a key that left no
+	 * job in the list (cancelled as it was sent, or failed) widens the
+	 * span, and a later key then took the word of a task w had yet to
+	 * answer (found by review, 2026-12-07: an assertion in the caller,
+	 * or without asserts a task skipped and others run twice). */
+	if (w->head != NULL) {
+		uint32_t oldest = (uint32_t)atomic_load_explicit(
+			&w->head->ticket, memory_order_relaxed);
+		uint32_t span = w->next_key - oldest;
+		n = span >= FUT__PP_CLAIMS ? 0 : FUT__PP_CLAIMS - span;
+	}
 	/* Half the claims at most: room for a second frame while the
 	 * worker runs the first, so that it never waits between them. */
 	if (n > FUT__PP_CLAIMS / 2)

@@ -168,6 +168,13 @@ size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,
 			fut__pp_job_end(j, FUT_ECANCELLED, 0, 0, "interrupted");
 			continue;
 		}
+		if (st == FUT__S_CANCELLED) {
+			/* Cancelled while queued: done already, and no key
+			 * spent (fut__pp_allowance). */
+			fut__pp_job_drop(j);
+			dropped++;
+			continue;
+		}
 		/* Its claim word first, then SENT: a cancel that sees SENT
 		 * finds the word (claim.c). */
 		fut__pp_claim_sent(p, w, j);
