@@ -832,6 +832,52 @@ static void test_submit_without_threads_gives_eagain(void **state)
 	expect_child_passes(child_no_threads);
 }
 
+static void answer_task(fut_task *t)
+{
+	fut_task_return(t, (void *)(uintptr_t)42);
+}
+
+static void *submit_one(void *arg)
+{
+	fut_future *f = NULL;
+	int rc = fut_submit(arg, answer_task, NULL, &f);
+	fut_release(f);
+	return (void *)(intptr_t)rc;
+}
+
+/*
+ * The pool's first thread start fails slowly (a test hook: 200 ms, then
+ * EAGAIN) while another thread submits.  Its submit says FUT_EAGAIN; the
+ * other, made meanwhile, must run.  Before (found by review, 2026-12-07)
+ * that one saw the first start's place taken, pushed beside the looker it
+ * counted on, and when the start failed its task waited in a pool of no
+ * thread for ever (here, fut_result ran out).
+ */
+static void test_a_submit_beside_a_failed_first_start_runs(void **state)
+{
+	(void)state;
+	fut_executor *ex = NULL;
+	assert_int_equal(fut_thread_pool_new(
+				 &ex,
+				 &(fut_thread_pool_opts){ .max_workers = 4 }),
+			 FUT_OK);
+	fut__tp_test_fail_next_start(200);
+	pthread_t first;
+	assert_int_equal(pthread_create(&first, NULL, submit_one, ex), 0);
+	nanosleep(&(struct timespec){ 0, 50000000 }, NULL);
+	fut_future *f = NULL;
+	assert_int_equal(fut_submit(ex, answer_task, NULL, &f), FUT_OK);
+	void *rc = NULL;
+	assert_int_equal(pthread_join(first, &rc), 0);
+	assert_int_equal((intptr_t)rc, FUT_EAGAIN);
+	void *v = NULL;
+	/* A timeout only against a hang. */
+	assert_int_equal(fut_result(f, 30, &v), FUT_OK);
+	assert_int_equal((uintptr_t)v, 42);
+	fut_release(f);
+	fut_executor_free(ex);
+}
+
 /* Tasks that all run at once or fail: each waits (10 s at most) until
  * GATED of them run. */
 #define GATED 16
@@ -1002,6 +1048,8 @@ int main(void)
 		cmocka_unit_test(test_signal_storm_surfaces_no_eintr),
 		cmocka_unit_test(test_pool_runs_with_stdout_closed),
 		cmocka_unit_test(test_submit_without_threads_gives_eagain),
+		cmocka_unit_test(
+			test_a_submit_beside_a_failed_first_start_runs),
 		cmocka_unit_test(
 			test_a_burst_whose_thread_starts_fail_runs_and_recovers),
 		cmocka_unit_test(

@@ -84,12 +84,19 @@ static int admit(struct tpool *p, size_t n)
 		fut__tp_hook_unblock(a.w);
 	if (rc != FUT_OK)
 		return rc;
-	if (atomic_load_explicit(&p->nthreads, memory_order_acquire) == 0) {
+	if (!atomic_load_explicit(&p->started, memory_order_acquire)) {
 		/* The first thread, in the submitter, so that a pool that
-		 * cannot start one says so (FUT_EAGAIN). */
+		 * cannot start one says so (FUT_EAGAIN).  Until one started,
+		 * every submit comes here: one that saw the first start's
+		 * place (nthreads 1) while it was under way pushed, counted
+		 * on its looker, and when that start failed its task waited
+		 * in a pool of no thread (found by review, 2026-12-07).
+		 * Here it waits for the start's outcome (ctl is held across
+		 * it) and makes its own if that one failed. */
 		pthread_mutex_lock(&p->ctl);
 		rc = pool_state(p);
 		if (rc == FUT_OK &&
+		    !atomic_load_explicit(&p->started, memory_order_relaxed) &&
 		    atomic_load_explicit(&p->nthreads, memory_order_relaxed) ==
 			    0) {
 			atomic_fetch_add(&p->nspinning, 1);

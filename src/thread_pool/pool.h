@@ -156,7 +156,10 @@ struct tpool {
 	pthread_mutex_t ctl;
 	pthread_cond_t ctl_cv;
 	uint32_t nlive; /* guarded by ctl: worker threads not yet exited */
-	bool detached;	/* guarded by ctl: freed from its own thread */
+	/* A worker thread has started: set (under ctl) at the first
+	 * pthread_create that succeeds, never cleared (admit()). */
+	_Atomic bool started;
+	bool detached; /* guarded by ctl: freed from its own thread */
 	/* Guarded by ctl: shutdowns (or a break) ending the jobs they
 	 * drained. */
 	uint32_t ndraining;
@@ -261,6 +264,9 @@ void fut__tp_drain_end(struct tpool *p, int code);
 /* pthread_create on a kept stack, or a new one (glibc's when none can be
  * made); *st records it.  cpus: where the thread starts (NULL: where its
  * starter may run).  pthread_create's code. */
+/* Test hook: the next thread start waits ms, then fails (EAGAIN), as a
+ * pthread_create refused slowly. */
+void fut__tp_test_fail_next_start(long ms);
 int fut__tp_thread_start(pthread_t *th, void *(*fn)(void *), void *arg,
 			 struct fut__tp_stack *st, const cpu_set_t *cpus);
 /* After the thread was joined: its stack is kept for the next. */

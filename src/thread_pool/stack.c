@@ -159,10 +159,30 @@ static bool take(size_t size, size_t page, struct fut__tp_stack *st)
 	return true;
 }
 
+/* Test hook (fut__tp_test_fail_next_start): ms to wait before refusing
+ * the next start, -1 for none. */
+static _Atomic long fail_next_ms = -1;
+
+void fut__tp_test_fail_next_start(long ms)
+{
+	atomic_store(&fail_next_ms, ms);
+}
+
 int fut__tp_thread_start(pthread_t *th, void *(*fn)(void *), void *arg,
 			 struct fut__tp_stack *st, const cpu_set_t *cpus)
 {
 	*st = (struct fut__tp_stack){ 0 };
+	if (FUT__UNLIKELY(atomic_load_explicit(&fail_next_ms,
+					       memory_order_relaxed) >= 0)) {
+		long ms = atomic_exchange(&fail_next_ms, -1);
+		if (ms >= 0) {
+			struct timespec ts = { ms / 1000,
+					       (ms % 1000) * 1000000L };
+			while (nanosleep(&ts, &ts) != 0)
+				;
+			return EAGAIN;
+		}
+	}
 	size_t page = 0;
 	size_t size = default_size(&page);
 	pthread_attr_t a;

@@ -70,6 +70,7 @@ static int start_done_locked(struct tpool *p, struct worker *w, int rc)
 	assert(fut__mutex_held(&p->ctl));
 	w->starting = false;
 	if (rc == 0) {
+		atomic_store_explicit(&p->started, true, memory_order_release);
 		if (p->detached) { /* freed from its own thread: nobody joins */
 			fut__tp_thread_abandon(w->thread, &w->stack);
 			w->joined = true;
