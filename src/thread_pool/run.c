@@ -48,7 +48,11 @@ static bool run_started(struct worker *w, struct job *j, bool last,
 	 * either sees the frame gone (we stored first) or we see it
 	 * interrupting and wait out its walk. */
 	atomic_store_explicit(&w->running, fr.outer, memory_order_seq_cst);
-	if (atomic_load_explicit(&p->interrupting, memory_order_seq_cst) != 0) {
+	/* Not in a fork child of the task's: a walk under way as it forked
+	 * left w->lock held there, with no thread to release it (found by
+	 * review, 2026-12-07: the child never exited). */
+	if (atomic_load_explicit(&p->interrupting, memory_order_seq_cst) != 0 &&
+	    !fut__executor_orphaned(&p->ex)) {
 		fut__lock_acquire(&w->lock);
 		fut__lock_release(&w->lock);
 	}
