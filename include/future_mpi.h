@@ -80,7 +80,8 @@ typedef struct fut_mpi_opts {
  * mode), FUT_ENOTSUP (MPI not initialized, a thread level below
  * MULTIPLE, a spawn MPI refused),
  * FUT_EAGAIN (the spawn failed: MPI_ERR_SPAWN, or command is not an
- * executable file), FUT_EBROKEN (an initializer or an isolated rank's
+ * executable file; or no manager thread), FUT_EBROKEN (an initializer or
+ * an isolated rank's
  * pool failed on some rank, or the ranks disagree on the options or the
  * wire version: every rank returns it), FUT_ENOMEM (this rank ran out
  * of memory in the handshake: every other rank returns FUT_EBROKEN),

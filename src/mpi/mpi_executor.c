@@ -116,36 +116,6 @@ static int make_comm(const fut_mpi_opts *o, struct fut__mpi_setup *s)
 	return FUT_OK;
 }
 
-/* Tells every server to stop at once (creation failed on root after the
- * handshake), then releases the communicators. */
-static void stop_servers(struct fut__mpi_setup *s)
-{
-	MPI_Comm *comm = &s->comm;
-	int size = s->size, root = s->root;
-	unsigned char msg[FUT__WIRE_FRAME_HDR + FUT__WIRE_REC_HDR];
-	fut__wire_put_frame(msg, FUT__WIRE_TASKS, 1, FUT__WIRE_REC_HDR);
-	fut__wire_put_record(msg + FUT__WIRE_FRAME_HDR, 0, 0, FUT__WIRE_T_STOP,
-			     0, 0);
-	for (int r = 0; r < size; r++)
-		if (r != root)
-			(void)MPI_Send(msg, (int)sizeof(msg), MPI_BYTE, r,
-				       FUT__MPI_TAG, *comm);
-	/* They had no task: their BYE is all that comes (one byte from one
-	 * that gave up, which waits for our answer). */
-	for (int r = 0; r < size; r++) {
-		if (r == root)
-			continue;
-		unsigned char byte;
-		MPI_Status st;
-		int n = 0;
-		if (MPI_Recv(&byte, 1, MPI_BYTE, r, FUT__MPI_TAG_BYE, *comm,
-			     &st) == MPI_SUCCESS &&
-		    MPI_Get_count(&st, MPI_BYTE, &n) == MPI_SUCCESS && n == 1)
-			(void)fut__mpi_send_bye(*comm, r, false);
-	}
-	fut__mpi_comm_release(s);
-}
-
 /* Root: the build-ids every server has, from the gathered lists. */
 static int common_ids(const unsigned char *all, const int *counts,
 		      const int *displs, int size, int root,
@@ -366,17 +336,28 @@ int fut_mpi_executor_new(fut_executor **out, const fut_mpi_opts *opts)
 	rc = exchange_modules(&s, &h, &agreed);
 	if (!agreed)
 		goto fail;
-	handshake_free(&h);
-	if (!root) /* root decides: it stops us if it cannot go on */
-		return fut__mpi_serve(&s);
-	if (rc == FUT_OK)
+	/* Root's last steps can still fail (memory for the common ids and
+	 * its executor, its manager thread): it says how they went before
+	 * the servers serve.  They were serving already, and root's STOP
+	 * made them return FUT_OK though no executor was made (found by
+	 * review, 2026-12-07; docs/mpi.md: FUT_EBROKEN).  The manager may
+	 * already poll the communicator: a collective beside a thread's
+	 * point-to-point calls is allowed (MPI_THREAD_MULTIPLE). */
+	MPI_Comm comm = s.comm;
+	if (root && rc == FUT_OK)
 		rc = fut__mpi_client_new(out, &s);
-	if (rc != FUT_OK) {
-		fut__free(s.common);
-		if (s.comm != MPI_COMM_NULL)
-			stop_servers(&s);
+	int made = rc == FUT_OK;
+	(void)MPI_Bcast(&made, 1, MPI_INT, s.root, comm);
+	if (!root && made) {
+		handshake_free(&h);
+		return fut__mpi_serve(&s);
 	}
-	return rc;
+	if (!made && rc == FUT_OK)
+		rc = FUT_EBROKEN; /* a server: root could not go on */
+	if (root && rc == FUT_OK) {
+		handshake_free(&h);
+		return rc;
+	}
 fail:
 	handshake_free(&h);
 	fut__free(s.common);

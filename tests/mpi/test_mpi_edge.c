@@ -98,6 +98,7 @@ static int sweep(int who, const fut_mpi_opts *opts, const char *what)
 			left = fut__alloc_fail_nth(0);
 		CHECK(rc == FUT_OK || rc == FUT_ENOMEM || rc == FUT_EBROKEN);
 		CHECK((ex != NULL) == (rank == 0 && rc == FUT_OK));
+
 		if (ex != NULL) {
 			for (int i = 0; i < 4; i++)
 				one_task(ex);
@@ -106,6 +107,20 @@ static int sweep(int who, const fut_mpi_opts *opts, const char *what)
 		if (rank == who && rank == 0)
 			left = fut__alloc_fail_nth(0);
 		CHECK(fut__mpi_live_objects() == 0);
+		/* Root out of memory makes it FUT_ENOMEM and every server
+		 * FUT_EBROKEN (docs/mpi.md).  After the handshake's verdict,
+		 * root's failure left the servers FUT_OK, though no executor
+		 * was made (found by review, 2026-12-07). */
+		int roots = rc;
+		CHECK(MPI_Bcast(&roots, 1, MPI_INT, 0, MPI_COMM_WORLD) ==
+		      MPI_SUCCESS);
+		if (who == 0 && rank != 0 && roots == FUT_ENOMEM &&
+		    rc != FUT_EBROKEN) {
+			fprintf(stderr, "%s: n=%ld: root %s, rank %d %s\n",
+				what, n, fut_strerror(roots), rank,
+				fut_strerror(rc));
+			CHECK(rc == FUT_EBROKEN);
+		}
 		/* Done once the failure was not reached (left > 0). */
 		long any = 0;
 		CHECK(MPI_Allreduce(&left, &any, 1, MPI_LONG, MPI_MAX,
