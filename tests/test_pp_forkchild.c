@@ -486,6 +486,85 @@ static void test_a_task_may_use_an_iterator_its_worker_inherited(void **state)
 	fut_release(standalone);
 }
 
+static void inner_task(fut_task *t)
+{
+	fut_task_return_bytes(t, "inner", 5);
+}
+
+/* A process-pool task that makes a process pool of its own (start method
+ * in its input), runs a task there and returns that task's bytes, or
+ * fails with the inner outcome. */
+static void nesting_task(fut_task *t)
+{
+	size_t len = 0;
+	const int *method = fut_task_input(t, &len);
+	fut_executor *inner = NULL;
+	int rc = fut_process_pool_new(
+		&inner, &(fut_process_pool_opts){ .max_workers = 1,
+						  .start_method = *method });
+	if (rc != FUT_OK) {
+		fut_task_fail(t, rc, "inner pool: %s", fut_strerror(rc));
+		return;
+	}
+	fut_future *f = NULL;
+	const void *data = NULL;
+	size_t n = 0;
+	rc = fut_submit_bytes(inner, inner_task, NULL, 0, &f);
+	if (rc == FUT_OK)
+		rc = fut_result_bytes(f, 20, &data, &n);
+	if (rc == FUT_OK)
+		fut_task_return_bytes(t, data, n);
+	else
+		fut_task_fail(t, rc, "inner task: %s: %s", fut_strerror(rc),
+			      f != NULL && fut_error_message(f) != NULL ?
+				      fut_error_message(f) :
+				      "");
+	fut_release(f);
+	fut_executor_free(inner);
+}
+
+/*
+ * A pool made inside a process-pool task (its worker process is a fork
+ * child too) works as any other (docs/api.md), with either start method.
+ * Before (found by review, 2026-12-07) the worker's fork-child hook,
+ * meant for a child the task forks, stayed installed in that child's own
+ * children: the inner fork server ran it as it forked the inner worker
+ * and turned the fds the inner worker had just received into /dev/null.
+ * Inner tasks ended FUT_ECRASHED (fork), or never ended (exec).
+ */
+static void test_a_task_may_make_a_process_pool_of_its_own(void **state)
+{
+	(void)state;
+	int methods[2] = { FUT_START_FORK, FUT_START_EXEC };
+	for (int m = 0; m < 2; m++) {
+		fut_executor *ex = NULL;
+		assert_int_equal(fut_process_pool_new(
+					 &ex,
+					 &(fut_process_pool_opts){
+						 .max_workers = 1,
+						 .start_method = methods[m] }),
+				 FUT_OK);
+		fut_future *f = NULL;
+		assert_int_equal(fut_submit_bytes(ex, nesting_task, &methods[m],
+						  sizeof(int), &f),
+				 FUT_OK);
+		const void *data = NULL;
+		size_t len = 0;
+		/* A timeout only against a hang. */
+		int rc = fut_result_bytes(f, 60, &data, &len);
+		if (rc != FUT_OK)
+			fprintf(stderr, "start method %d: %s: %s\n", methods[m],
+				fut_strerror(rc),
+				fut_error_message(f) ? fut_error_message(f) :
+						       "");
+		assert_int_equal(rc, FUT_OK);
+		assert_int_equal(len, 5);
+		assert_memory_equal(data, "inner", 5);
+		fut_release(f);
+		fut_executor_free(ex);
+	}
+}
+
 int main(void)
 {
 	if (!pp_test_prepare())
@@ -503,6 +582,8 @@ int main(void)
 			test_a_task_may_free_a_pool_its_worker_inherited),
 		cmocka_unit_test(
 			test_a_task_may_use_an_iterator_its_worker_inherited),
+		cmocka_unit_test(
+			test_a_task_may_make_a_process_pool_of_its_own),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

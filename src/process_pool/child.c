@@ -497,6 +497,12 @@ static _Atomic uint64_t written_elsewhere;
  */
 static void task_forked(void)
 {
+	/* Once: this child is no worker, and neither are its own children.
+	 * Left installed, the hook ran in them too, where the channels'
+	 * numbers may name other fds by then: the fork server of a pool
+	 * made in a task turned its new worker's channels into /dev/null
+	 * (found by review, 2026-12-07). */
+	fut__fork_child_hook(NULL);
 	written = &written_elsewhere;
 	/* The result pipe stays open here, unused, under another number: a
 	 * process of the worker's group that holds it tells the pool, once
