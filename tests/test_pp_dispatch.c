@@ -624,6 +624,63 @@ static void test_cancelled_tasks_take_no_claim_word(void **state)
 	fut_executor_free(ex);
 }
 
+/* Runs of runs_task's 'K' tasks, in memory the workers share. */
+static _Atomic int *k_runs;
+
+/* 'J': returns at once; 'K': counts its run, then sleeps 1 s. */
+static void runs_task(fut_task *t)
+{
+	size_t len = 0;
+	const char *in = fut_task_input(t, &len);
+	if (len == 1 && in[0] == 'K') {
+		atomic_fetch_add(k_runs, 1);
+		sleep(1);
+	}
+	fut_task_return_bytes(t, in, len);
+}
+
+/*
+ * J and K go to a worker in one frame (chunk 2): J returns at once, but
+ * its result waits for the frame's end, so J still reads RUNNING while K
+ * runs.  fut_interrupt(J) must not kill the worker for K: J ran, its
+ * result comes, and K runs once.  Before (found by review, 2026-12-07)
+ * the worker was killed: J ended FUT_ECANCELLED, and K ran again on a new
+ * worker, twice in all.
+ */
+static void test_an_interrupt_kills_only_for_the_task_that_runs(void **state)
+{
+	(void)state;
+	atomic_store(k_runs, 0);
+	fut_executor *ex = NULL;
+	assert_int_equal(
+		fut_process_pool_new(&ex,
+				     &(fut_process_pool_opts){ .max_workers = 1,
+							       .chunk = 2 }),
+		FUT_OK);
+	fut_future *warm = NULL;
+	assert_int_equal(fut_submit_bytes(ex, runs_task, "J", 1, &warm),
+			 FUT_OK);
+	assert_int_equal(fut_result(warm, 30, NULL), FUT_OK);
+	fut_release(warm);
+	fut_future *f[2];
+	assert_int_equal(fut_submit_many(ex, runs_task, "JK", 1, 2, f), FUT_OK);
+	/* K runs by now (the timeout only against a hang). */
+	for (int i = 0; i < 3000 && atomic_load(k_runs) == 0; i++)
+		usleep(1000);
+	assert_int_equal(atomic_load(k_runs), 1);
+	assert_int_equal(fut_interrupt(f[0]), FUT_OK);
+	const void *data;
+	size_t len;
+	assert_int_equal(fut_result_bytes(f[0], 30, &data, &len), FUT_OK);
+	assert_memory_equal(data, "J", 1);
+	assert_int_equal(fut_result_bytes(f[1], 30, &data, &len), FUT_OK);
+	assert_memory_equal(data, "K", 1);
+	assert_int_equal(atomic_load(k_runs), 1);
+	fut_release(f[0]);
+	fut_release(f[1]);
+	fut_executor_free(ex);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -645,12 +702,18 @@ int main(void)
 		cmocka_unit_test(
 			test_a_submit_from_a_callback_to_a_full_pool_is_eagain),
 		cmocka_unit_test(test_cancelled_tasks_take_no_claim_word),
+		cmocka_unit_test(
+			test_an_interrupt_kills_only_for_the_task_that_runs),
 	};
 	if (!pp_test_prepare())
 		return 2;
 	stamps = mmap(NULL, MAX_TASKS * sizeof(*stamps), PROT_READ | PROT_WRITE,
 		      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (stamps == MAP_FAILED)
+		return 2;
+	k_runs = mmap(NULL, sizeof(*k_runs), PROT_READ | PROT_WRITE,
+		      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (k_runs == MAP_FAILED)
 		return 2;
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

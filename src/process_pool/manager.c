@@ -161,7 +161,12 @@ static void cancel_sent(struct pp_mgr *m)
 	fut__pp_unlock(p);
 	for (uint32_t i = 0; i < p->nslots; i++) {
 		struct pp_worker *w = &p->workers[i];
-		if (w->kill_reason == 0 || w->kill_id != 0)
+		/* A worker being killed gives back what it has not started
+		 * too, unless every job of its ends with the kill: one killed
+		 * for a malformed frame (no job named) was skipped, and its
+		 * tasks sent ahead stayed pending after the call returned
+		 * (found by review, 2026-12-07). */
+		if (w->kill_reason == 0 || !w->kill_all)
 			(void)fut__pp_take_back(m, w, true);
 	}
 	fut__pp_lock(p);
@@ -286,6 +291,45 @@ static void retire_spent(struct pp_mgr *m)
 /* ------------------------------------------------------------------ */
 /* Interrupts and deadlines                                            */
 
+/* Whether w's list holds j. */
+static bool listed(const struct pp_worker *w, const struct pp_job *j)
+{
+	for (const struct pp_job *k = w->head; k != NULL; k = k->next)
+		if (k == j)
+			return true;
+	return false;
+}
+
+/*
+ * An interrupt asked for j, a task of w's list: w is killed only if j is
+ * the task it runs now.  One it has not started is taken back (with the
+ * others not started, which run as they would), and ends interrupted as
+ * it is sent again (send.c); one it ran already sends its result (a
+ * frame held it back).  Before (found by review, 2026-12-07) w was
+ * killed for j whatever it ran: the task it did run was run again
+ * elsewhere, its side effects twice, and j's result was lost.  True when
+ * the scan of w's list must stop (the list changed, or w dies).
+ */
+static bool interrupt_one(struct pp_mgr *m, struct pp_worker *w,
+			  struct pp_job *j)
+{
+	struct ppool *p = m->p;
+	if (!fut__pp_claim_started(p, j)) {
+		(void)fut__pp_take_back(m, w, false);
+		if (!listed(w, j))
+			return true;
+		/* Claimed meanwhile: it runs now, or ran. */
+	}
+	struct fut__worker_slot *s = &p->slots[w->slot];
+	uint64_t id = atomic_load_explicit(&s->started, memory_order_acquire);
+	uint64_t done =
+		atomic_load_explicit(&s->finished, memory_order_acquire);
+	if (id != j->id || done == id)
+		return false;
+	fut__pp_slot_kill(m, w, FUT_ECANCELLED, false, j->id);
+	return true;
+}
+
 static void scan_interrupts(struct pp_mgr *m, bool all)
 {
 	struct ppool *p = m->p;
@@ -309,11 +353,10 @@ static void scan_interrupts(struct pp_mgr *m, bool all)
 			continue;
 		}
 		for (struct pp_job *j = w->head; j != NULL; j = j->next) {
-			if (atomic_load(&j->fut.flags) & FUT__F_INTERRUPT) {
-				fut__pp_slot_kill(m, w, FUT_ECANCELLED, false,
-						  j->id);
+			if (!(atomic_load(&j->fut.flags) & FUT__F_INTERRUPT))
+				continue;
+			if (interrupt_one(m, w, j))
 				break;
-			}
 		}
 	}
 }
