@@ -324,7 +324,10 @@ static bool interrupt_one(struct pp_mgr *m, struct pp_worker *w,
 	uint64_t id = atomic_load_explicit(&s->started, memory_order_acquire);
 	uint64_t done =
 		atomic_load_explicit(&s->finished, memory_order_acquire);
-	if (id != j->id || done == id)
+	/* Ids grow along the list.  One below the started one, or that one
+	 * finished, ran: nothing to kill.  Else j runs, or was claimed and
+	 * the slot does not say so yet (the worker claims, then stores). */
+	if (j->id < id || (j->id == id && done == id))
 		return false;
 	fut__pp_slot_kill(m, w, FUT_ECANCELLED, false, j->id);
 	return true;
