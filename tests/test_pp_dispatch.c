@@ -670,7 +670,11 @@ static void test_an_interrupt_kills_only_for_the_task_that_runs(void **state)
 	for (int i = 0; i < 3000 && atomic_load(k_runs) == 0; i++)
 		usleep(1000);
 	assert_int_equal(atomic_load(k_runs), 1);
-	assert_int_equal(fut_interrupt(f[0]), FUT_OK);
+	/* J's result waits for the frame's end, mostly: when the worker
+	 * sent it at once (it may, under valgrind's timing), J is done and
+	 * the interrupt is FUT_ESTATE, and K must still run once. */
+	int rc = fut_interrupt(f[0]);
+	assert_true(rc == FUT_OK || rc == FUT_ESTATE);
 	const void *data;
 	size_t len;
 	assert_int_equal(fut_result_bytes(f[0], 30, &data, &len), FUT_OK);
