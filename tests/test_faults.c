@@ -846,7 +846,7 @@ static void *submit_one(void *arg)
 }
 
 /*
- * The pool's first thread start fails slowly (a test hook: 200 ms, then
+ * The pool's first thread start fails slowly (a test hook: 500 ms, then
  * EAGAIN) while another thread submits.  Its submit says FUT_EAGAIN; the
  * other, made meanwhile, must run.  Before (found by review, 2026-12-07)
  * that one saw the first start's place taken, pushed beside the looker it
@@ -861,10 +861,15 @@ static void test_a_submit_beside_a_failed_first_start_runs(void **state)
 				 &ex,
 				 &(fut_thread_pool_opts){ .max_workers = 4 }),
 			 FUT_OK);
-	fut__tp_test_fail_next_start(200);
+	fut__tp_test_fail_next_start(500);
 	pthread_t first;
 	assert_int_equal(pthread_create(&first, NULL, submit_one, ex), 0);
-	nanosleep(&(struct timespec){ 0, 50000000 }, NULL);
+	/* Until the first start is under way (its place published); the
+	 * hook holds it 500 ms.  A bound only against a hang. */
+	for (int i = 0; i < 10000 && atomic_load(&pool_of(ex)->nthreads) == 0;
+	     i++)
+		nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
+	assert_int_not_equal(atomic_load(&pool_of(ex)->nthreads), 0);
 	fut_future *f = NULL;
 	assert_int_equal(fut_submit(ex, answer_task, NULL, &f), FUT_OK);
 	void *rc = NULL;
