@@ -21,6 +21,7 @@
 #include <semaphore.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -347,6 +348,80 @@ static void test_a_cancelled_tasks_callback_may_free_the_pool(void **state)
 	gate_fini(&g);
 }
 
+static fut_executor *freed_by_task;
+static atomic_bool freer_runs;
+
+static void quick_task(fut_task *t)
+{
+	fut_task_return(t, NULL);
+}
+
+/* Frees its own pool once a submitter sleeps for room. */
+static void free_when_blocked(fut_task *t)
+{
+	atomic_store(&freer_runs, true);
+	for (int i = 0;
+	     i < 10000000 && fut__tp_blocked_submitters(freed_by_task) == 0;
+	     i++)
+		sched_yield();
+	fut_executor_free(freed_by_task);
+	fut_task_return(t, NULL);
+}
+
+/* Fills the queue (max_queue 1, the worker busy), then sleeps for room
+ * in a second submit; returns that submit's code. */
+static void *fill_then_block(void *arg)
+{
+	(void)arg;
+	fut_future *f = NULL;
+	int rc = fut_submit(freed_by_task, quick_task, NULL, &f);
+	fut_release(f);
+	f = NULL;
+	rc = fut_submit(freed_by_task, quick_task, NULL, &f);
+	fut_release(f);
+	return (void *)(intptr_t)rc;
+}
+
+/*
+ * A submitter sleeps for room (max_queue 1) when a task of the pool frees
+ * the pool: the pool goes with its last thread, and the submitter must
+ * wake into a live pool and return (the queue closed: FUT_ESHUTDOWN, or
+ * it got its room first).  Before (found by review, 2026-12-07) it held
+ * no reference and woke into freed memory: AddressSanitizer,
+ * heap-use-after-free in fut__tp_queue_push (make check runs this under
+ * ASan; a plain build may not notice).
+ */
+static void test_a_submitter_waiting_for_room_outlives_no_pool(void **state)
+{
+	(void)state;
+	for (int round = 0; round < 50; round++) {
+		assert_int_equal(fut_thread_pool_new(&freed_by_task,
+						     &(fut_thread_pool_opts){
+							     .max_workers = 1,
+							     .max_queue = 1 }),
+				 FUT_OK);
+		fut_future *t = NULL;
+		assert_int_equal(fut_submit(freed_by_task, free_when_blocked,
+					    NULL, &t),
+				 FUT_OK);
+		fut_release(t);
+		/* It runs (not queued): the submitter's first submit fills
+		 * the queue, its second sleeps.  Bounds only against a hang. */
+		for (int i = 0; i < 10000 && !atomic_load(&freer_runs); i++)
+			usleep(1000);
+		atomic_store(&freer_runs, false);
+		pthread_t s;
+		assert_int_equal(
+			pthread_create(&s, NULL, fill_then_block, NULL), 0);
+		void *rc = NULL;
+		assert_int_equal(pthread_join(s, &rc), 0);
+		assert_true((intptr_t)rc == FUT_OK ||
+			    (intptr_t)rc == FUT_ESHUTDOWN ||
+			    (intptr_t)rc == FUT_EINVAL);
+		usleep(200);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -359,6 +434,8 @@ int main(void)
 			test_shutdown_wait_beside_another_drain_returns_when_all_done),
 		cmocka_unit_test(
 			test_a_cancelled_tasks_callback_may_free_the_pool),
+		cmocka_unit_test(
+			test_a_submitter_waiting_for_room_outlives_no_pool),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

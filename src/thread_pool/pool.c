@@ -138,10 +138,28 @@ static void after_push(struct tpool *p, bool was_empty)
 		fut__tp_wakep(p);
 }
 
-static int tp_submit(fut_executor *ex, fut_fn fn, void *arg, const void *data,
-		     size_t len, bool bytes, fut_future **out)
+/*
+ * A submit that may sleep for room (max_queue) keeps the pool meanwhile:
+ * a task may free the pool, which then goes with its last thread, and
+ * the submitter woke into freed memory (found by review, 2026-12-07:
+ * ASan).  An unbounded queue never sleeps a submit: no reference, no
+ * atomic on W1's path.
+ */
+static void hold_pool(struct tpool *p)
 {
-	struct tpool *p = pool_of(ex);
+	if (p->q.max != 0)
+		atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
+}
+
+static void let_pool_go(struct tpool *p)
+{
+	if (p->q.max != 0)
+		fut__tp_pool_unref(p);
+}
+
+static int submit_one(struct tpool *p, fut_fn fn, void *arg, const void *data,
+		      size_t len, bool bytes, fut_future **out)
+{
 	int rc = admit(p, 1);
 	if (rc != FUT_OK)
 		return rc;
@@ -160,10 +178,19 @@ static int tp_submit(fut_executor *ex, fut_fn fn, void *arg, const void *data,
 	return FUT_OK;
 }
 
-static int tp_submit_many(fut_executor *ex, fut_fn fn, const void *inputs,
-			  size_t stride, size_t n, fut_future **out)
+static int tp_submit(fut_executor *ex, fut_fn fn, void *arg, const void *data,
+		     size_t len, bool bytes, fut_future **out)
 {
 	struct tpool *p = pool_of(ex);
+	hold_pool(p);
+	int rc = submit_one(p, fn, arg, data, len, bytes, out);
+	let_pool_go(p);
+	return rc;
+}
+
+static int submit_batch(struct tpool *p, fut_fn fn, const void *inputs,
+			size_t stride, size_t n, fut_future **out)
+{
 	int rc = admit(p, n);
 	if (rc != FUT_OK)
 		return rc;
@@ -203,6 +230,16 @@ static int tp_submit_many(fut_executor *ex, fut_fn fn, const void *inputs,
 	}
 	after_push(p, was_empty);
 	return FUT_OK;
+}
+
+static int tp_submit_many(fut_executor *ex, fut_fn fn, const void *inputs,
+			  size_t stride, size_t n, fut_future **out)
+{
+	struct tpool *p = pool_of(ex);
+	hold_pool(p);
+	int rc = submit_batch(p, fn, inputs, stride, n, out);
+	let_pool_go(p);
+	return rc;
 }
 
 /* ------------------------------------------------------------------ */
