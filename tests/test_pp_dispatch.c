@@ -533,18 +533,6 @@ static void test_a_result_does_not_wait_behind_the_next_task(void **state)
 	fut_executor_free(ex);
 }
 
-/* A process pool of one worker that is sent two tasks at a time. */
-static fut_executor *one_worker_two_ahead(void)
-{
-	fut_executor *ex = NULL;
-	assert_int_equal(
-		fut_process_pool_new(&ex,
-				     &(fut_process_pool_opts){ .max_workers = 1,
-							       .chunk = 2 }),
-		FUT_OK);
-	return ex;
-}
-
 /* Sleeps its input's ms (an int), returns the input. */
 static void echo_after_task(fut_task *t)
 {
@@ -584,7 +572,8 @@ static void test_cancelled_tasks_take_no_claim_word(void **state)
 		CANCELLED = 4094,
 		N = 2 + CANCELLED + 4
 	};
-	fut_executor *ex = one_worker_two_ahead();
+	fut_executor *ex = pool_with(
+		&(fut_process_pool_opts){ .max_workers = 1, .chunk = 2 });
 	int zero = 0;
 	fut_future *hold = NULL;
 	assert_int_equal(fut_submit_bytes(ex, echo_after_task, &zero,
@@ -658,7 +647,8 @@ static void test_an_interrupt_kills_only_for_the_task_that_runs(void **state)
 {
 	(void)state;
 	atomic_store(k_runs, 0);
-	fut_executor *ex = one_worker_two_ahead();
+	fut_executor *ex = pool_with(
+		&(fut_process_pool_opts){ .max_workers = 1, .chunk = 2 });
 	fut_future *warm = NULL;
 	assert_int_equal(fut_submit_bytes(ex, runs_task, "J", 1, &warm),
 			 FUT_OK);

@@ -537,13 +537,8 @@ static void test_a_task_may_make_a_process_pool_of_its_own(void **state)
 	(void)state;
 	int methods[2] = { FUT_START_FORK, FUT_START_EXEC };
 	for (int m = 0; m < 2; m++) {
-		fut_executor *ex = NULL;
-		assert_int_equal(fut_process_pool_new(
-					 &ex,
-					 &(fut_process_pool_opts){
-						 .max_workers = 1,
-						 .start_method = methods[m] }),
-				 FUT_OK);
+		fut_executor *ex = pool_with(&(fut_process_pool_opts){
+			.max_workers = 1, .start_method = methods[m] });
 		fut_future *f = NULL;
 		assert_int_equal(fut_submit_bytes(ex, nesting_task, &methods[m],
 						  sizeof(int), &f),

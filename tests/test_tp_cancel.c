@@ -351,11 +351,6 @@ static void test_a_cancelled_tasks_callback_may_free_the_pool(void **state)
 static fut_executor *freed_by_task;
 static atomic_bool freer_runs;
 
-static void quick_task(fut_task *t)
-{
-	fut_task_return(t, NULL);
-}
-
 /* Frees its own pool once a submitter sleeps for room. */
 static void free_when_blocked(fut_task *t)
 {
@@ -374,10 +369,10 @@ static void *fill_then_block(void *arg)
 {
 	(void)arg;
 	fut_future *f = NULL;
-	int rc = fut_submit(freed_by_task, quick_task, NULL, &f);
+	int rc = fut_submit(freed_by_task, plus_one, NULL, &f);
 	fut_release(f);
 	f = NULL;
-	rc = fut_submit(freed_by_task, quick_task, NULL, &f);
+	rc = fut_submit(freed_by_task, plus_one, NULL, &f);
 	fut_release(f);
 	return (void *)(intptr_t)rc;
 }

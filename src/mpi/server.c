@@ -26,13 +26,15 @@
 
 #include "mpi_server.h"
 
-/* Frees the tasks of list (none started). */
-static void drop_tasks(struct stask *list)
+/* Frees the tasks of list (none started); returns how many. */
+static size_t drop_tasks(struct stask *list)
 {
-	for (struct stask *st = list, *next; st != NULL; st = next) {
+	size_t n = 0;
+	for (struct stask *st = list, *next; st != NULL; st = next, n++) {
 		next = st->next;
 		fut__slab_free(st, st->slab);
 	}
+	return n;
 }
 
 /*
@@ -543,11 +545,7 @@ int fut__mpi_serve(struct fut__mpi_setup *setup)
 	fut__mpi_comm_release(&s->s);
 	setup->comm = MPI_COMM_NULL;
 	setup->inter = MPI_COMM_NULL;
-	for (struct stask *st = s->qhead, *next; st != NULL; st = next) {
-		next = st->next;
-		fut__slab_free(st, st->slab);
-		s->ntasks--;
-	}
+	s->ntasks -= drop_tasks(s->qhead);
 	/* Tasks not freed (none, unless a bug leaked them) stay counted as
 	 * live objects, which the tests check. */
 	fut__mpi_live_count((int)s->ntasks);

@@ -168,19 +168,16 @@ size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,
 			fut__pp_job_end(j, FUT_ECANCELLED, 0, 0, "interrupted");
 			continue;
 		}
-		if (st == FUT__S_CANCELLED) {
-			/* Cancelled while queued: done already, and no key
-			 * spent (fut__pp_allowance). */
-			fut__pp_job_drop(j);
-			dropped++;
-			continue;
-		}
 		/* Its claim word first, then SENT: a cancel that sees SENT
-		 * finds the word (claim.c). */
-		fut__pp_claim_sent(p, w, j);
-		if (st != FUT__S_RUNNING &&
-		    fut__future_send(&j->fut) != FUT_OK) {
-			/* Cancelled while queued: done already. */
+		 * finds the word (claim.c).  One cancelled already spends no
+		 * key (fut__pp_allowance). */
+		bool cancelled = st == FUT__S_CANCELLED;
+		if (!cancelled) {
+			fut__pp_claim_sent(p, w, j);
+			cancelled = st != FUT__S_RUNNING &&
+				    fut__future_send(&j->fut) != FUT_OK;
+		}
+		if (cancelled) { /* while queued: done already */
 			fut__pp_job_drop(j);
 			dropped++;
 			continue;
