@@ -861,7 +861,7 @@ static void test_a_submit_beside_a_failed_first_start_runs(void **state)
 				 &ex,
 				 &(fut_thread_pool_opts){ .max_workers = 4 }),
 			 FUT_OK);
-	fut__tp_test_fail_next_start(500);
+	fut__tp_test_fail_start(0, 500);
 	pthread_t first;
 	assert_int_equal(pthread_create(&first, NULL, submit_one, ex), 0);
 	/* Until the first start is under way (its place published); the

@@ -348,6 +348,62 @@ static void test_a_cancelled_tasks_callback_may_free_the_pool(void **state)
 	gate_fini(&g);
 }
 
+/* ------------------------------------------------------------------ */
+/* Taken and not started                                               */
+
+/* Returns 1 if it was interrupted before it began, else 0. */
+static void report_interrupt(fut_task *t)
+{
+	fut_task_return(t, (void *)(uintptr_t)(fut_task_cancelled(t) ? 1 : 0));
+}
+
+/*
+ * A worker takes A off the queue, B still queued behind it, and starts a
+ * thread for B (a test hook holds that start 500 ms, then fails it).
+ * Meanwhile shutdown(CANCEL_PENDING | INTERRUPT): B is cancelled, and A,
+ * taken, must not wait there pending to start after the call returned
+ * (docs/api.md: "every such future is cancelled when the call returns"):
+ * it is running by then, so the interrupt reaches it.  Before (found by
+ * review, 2026-12-07) a worker started the job it took only after that
+ * thread start: the drain missed A, the call returned with A pending,
+ * and A then ran uninterrupted.
+ */
+static void
+test_a_task_taken_before_a_cancelling_shutdown_is_running(void **state)
+{
+	(void)state;
+	fut_executor *ex = NULL;
+	assert_int_equal(fut_thread_pool_new(
+				 &ex,
+				 &(fut_thread_pool_opts){ .max_workers = 2 }),
+			 FUT_OK);
+	/* The first start (the submitter's, of the worker that takes A)
+	 * goes through; that worker's start of a second thread is held. */
+	fut__tp_test_fail_start(1, 500);
+	static const char no_input[2];
+	fut_future *f[2] = { NULL, NULL };
+	assert_int_equal(fut_submit_many(ex, report_interrupt, no_input, 1, 2,
+					 f),
+			 FUT_OK);
+	/* Until the second start is under way (its place published), A
+	 * taken.  A bound only against a hang. */
+	for (int i = 0; i < 10000 && atomic_load(&pool_of(ex)->nthreads) < 2;
+	     i++)
+		nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
+	assert_int_equal(atomic_load(&pool_of(ex)->nthreads), 2);
+	assert_int_equal(fut_executor_shutdown(ex,
+					       FUT_SHUTDOWN_CANCEL_PENDING |
+						       FUT_SHUTDOWN_INTERRUPT |
+						       FUT_SHUTDOWN_NOWAIT),
+			 FUT_OK);
+	assert_true(fut_running(f[0]) || fut_done(f[0]));
+	assert_true(fut_cancelled(f[1]));
+	assert_int_equal(result_of(f[0]), 1);
+	fut_release(f[0]);
+	fut_release(f[1]);
+	fut_executor_free(ex);
+}
+
 static fut_executor *freed_by_task;
 static atomic_bool freer_runs;
 
@@ -431,6 +487,8 @@ int main(void)
 			test_a_cancelled_tasks_callback_may_free_the_pool),
 		cmocka_unit_test(
 			test_a_submitter_waiting_for_room_outlives_no_pool),
+		cmocka_unit_test(
+			test_a_task_taken_before_a_cancelling_shutdown_is_running),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -251,19 +251,18 @@ static bool should_exit(struct tpool *p)
 	       (atomic_load(&p->shutdown) && fut__tp_queue_count(&p->q) == 0);
 }
 
-/* A slot and the oldest task, or NULL; *last as fut__tp_queue_pop's. */
-static struct job *take(struct worker *w, bool *last)
+/* A slot and the oldest task into *t; false if none. */
+static bool take(struct worker *w, struct tp_taken *t)
 {
 	struct tpool *p = w->pool;
 	if (!work_for_idle(p) || !slot_try(p))
-		return NULL;
-	struct job *j = fut__tp_queue_pop(&p->q, last);
-	if (j == NULL) {
+		return false;
+	if (!fut__tp_take(p, t)) {
 		fut__tp_slot_put(p);
-		return NULL;
+		return false;
 	}
 	w->has_slot = true;
-	return j;
+	return true;
 }
 
 /*
@@ -296,8 +295,8 @@ static void gather(struct tpool *p)
 }
 
 /* A looker looks for a task: a bounded spin when `spin`, else once.
- * Returns it with a slot held, or NULL. */
-static struct job *look(struct worker *w, bool spin, bool *last)
+ * True if it took one into *t, with a slot held. */
+static bool look(struct worker *w, bool spin, struct tp_taken *t)
 {
 	struct tpool *p = w->pool;
 	int64_t until = spin ? fut__now_ns() + FUT__SPIN_NS : 0;
@@ -310,11 +309,10 @@ static struct job *look(struct worker *w, bool spin, bool *last)
 		for (int i = 0; i < 16; i++) {
 			if (spin && fut__tp_queue_count(&p->q) > 0)
 				gather(p);
-			struct job *j = take(w, last);
-			if (j != NULL)
-				return j;
+			if (take(w, t))
+				return true;
 			if (!spin || should_exit(p))
-				return NULL;
+				return false;
 			/* A few pauses between looks: each look reads the
 			 * line the submitter writes. */
 			for (int k = 0; k < 4; k++)
@@ -324,7 +322,7 @@ static struct job *look(struct worker *w, bool spin, bool *last)
 		 * gets its pages here rather than in the submitter. */
 		(void)fut__slab_provision();
 		if (fut__now_ns() >= until)
-			return NULL;
+			return false;
 	}
 }
 
@@ -402,11 +400,10 @@ void *fut__tp_worker_main(void *arg)
 		bool spin = ncpus > 1 &&
 			    atomic_load_explicit(&p->nspinning,
 						 memory_order_relaxed) < ncpus;
-		bool last = false;
-		struct job *j = look(w, spin, &last);
-		if (j != NULL) {
+		struct tp_taken t;
+		if (look(w, spin, &t)) {
 			fut__tp_stop_looking(p);
-			fut__tp_run_jobs(w, j, last); /* returns a looker */
+			fut__tp_run_jobs(w, &t); /* returns a looker */
 			continue;
 		}
 		if (should_exit(p))

@@ -261,12 +261,12 @@ bool fut__tp_start_looker(struct tpool *p);
 void fut__tp_drain_end(struct tpool *p, int code);
 
 /* stack.c */
+/* Test hook: the thread start after the next `after` ones waits ms,
+ * then fails (EAGAIN), as a pthread_create refused slowly. */
+void fut__tp_test_fail_start(unsigned after, long ms);
 /* pthread_create on a kept stack, or a new one (glibc's when none can be
  * made); *st records it.  cpus: where the thread starts (NULL: where its
  * starter may run).  pthread_create's code. */
-/* Test hook: the next thread start waits ms, then fails (EAGAIN), as a
- * pthread_create refused slowly. */
-void fut__tp_test_fail_next_start(long ms);
 int fut__tp_thread_start(pthread_t *th, void *(*fn)(void *), void *arg,
 			 struct fut__tp_stack *st, const cpu_set_t *cpus);
 /* After the thread was joined: its stack is kept for the next. */
@@ -276,9 +276,21 @@ void fut__tp_thread_joined(struct fut__tp_stack *st);
 void fut__tp_thread_abandon(pthread_t th, struct fut__tp_stack *st);
 
 /* run.c */
-/* Runs j, then the queue's next tasks in the same slot; returns a
+/* A job a worker took off the queue (fut__tp_queue_take): `rc` its
+ * start's, `last` as the take's, `gen` the pool's interrupt_gen read
+ * before the take (run.c, run_started). */
+struct tp_taken {
+	struct job *job;
+	int rc;
+	bool last;
+	uint32_t gen;
+};
+
+/* Takes the oldest job into *t; false if the queue had none. */
+bool fut__tp_take(struct tpool *p, struct tp_taken *t);
+/* Runs t's job, then the queue's next tasks in the same slot; returns a
  * looker without a slot. */
-void fut__tp_run_jobs(struct worker *w, struct job *j, bool last);
+void fut__tp_run_jobs(struct worker *w, struct tp_taken *t);
 /* The nested-wait hooks of a worker (ctx: the struct worker). */
 int fut__tp_hook_block(void *ctx, struct fut__park *park);
 void fut__tp_hook_unblock(void *ctx);

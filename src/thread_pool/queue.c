@@ -4,8 +4,9 @@
  * Owns: struct tp_queue (queue.h): one FIFO, its counts, its
  * closing, and the room protocol of max_queue (both halves: the
  * submitter's sleep and the taker's wake-up).
- * Threads: submitters push (and may sleep for room); workers pop;
- * shutdown and a broken pool close and drain.
+ * Threads: submitters push (and may sleep for room); workers take (and
+ * start the job's future as they do); shutdown and a broken pool close
+ * and drain.
  * Locks: plock (producers) guards tail, closed, broken and pushed's
  * writes; clock (consumers) guards head and popped's writes.  A pop that
  * takes the last job takes plock inside clock to put the stub back; no
@@ -157,10 +158,18 @@ void fut__tp_queue_cancelled(struct tp_queue *q, struct job *j)
 		give_room(q, 1);
 }
 
-struct job *fut__tp_queue_pop(struct tp_queue *q, bool *last)
+struct job *fut__tp_queue_take(struct tp_queue *q, bool *last, int *rc)
 {
 	fut__lock_acquire(&q->clock);
 	struct job *j = pop_locked(q, last);
+	/* Started while the lock is held: a shutdown's drain, which takes
+	 * it, finds every job either still queued (it cancels those) or
+	 * RUNNING (its interrupt reaches those).  Started after the lock,
+	 * a job taken just before the drain could start after
+	 * shutdown(CANCEL_PENDING) returned (found by review, 2026-12-07).
+	 * The state shares the job's cache line with the link just read. */
+	if (j != NULL)
+		*rc = fut__future_start(&j->fut);
 	fut__lock_release(&q->clock);
 	return popped(q, j);
 }

@@ -53,8 +53,12 @@ void fut__tp_queue_init(struct tp_queue *q, size_t max);
 int fut__tp_queue_push(struct tp_queue *q, struct job *first, struct job *last,
 		       size_t n, bool *was_empty);
 /* The oldest job, or NULL; *last: it was the last one queued (read
- * without touching the submitters' cache lines). */
-struct job *fut__tp_queue_pop(struct tp_queue *q, bool *last);
+ * without touching the submitters' cache lines).  Its future is started
+ * before the job leaves the queue, under the consumers' lock, so that a
+ * drain misses no job taken and not started: *rc is FUT_OK (it is
+ * RUNNING: the caller's to run), FUT_ECANCELLED (cancelled while queued:
+ * the caller's to forget) or FUT_ESTATE (a waiter ran it inline). */
+struct job *fut__tp_queue_take(struct tp_queue *q, bool *last, int *rc);
 /* The oldest job if it is no longer pending (run inline by a waiter, or
  * cancelled), else NULL: it only needs dropping. */
 struct job *fut__tp_queue_pop_stale(struct tp_queue *q);

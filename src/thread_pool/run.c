@@ -71,33 +71,38 @@ static bool run_started(struct worker *w, struct job *j, bool last,
 	return looking;
 }
 
+bool fut__tp_take(struct tpool *p, struct tp_taken *t)
+{
+	/* Read before the start: a shutdown that interrupts after it sees
+	 * RUNNING bumps it after this (the start's CAS orders the two). */
+	t->gen = atomic_load_explicit(&p->interrupt_gen, memory_order_relaxed);
+	t->job = fut__tp_queue_take(&p->q, &t->last, &t->rc);
+	return t->job != NULL;
+}
+
 /* Runs (or drops, if cancelled or already run inline) a job taken off the
  * queue, then drops the queue's reference.  True if the worker is now a
  * looker without a slot (run_started). */
-static bool run_job(struct worker *w, struct job *j, bool last)
+static bool run_job(struct worker *w, const struct tp_taken *t)
 {
 	bool looking = false;
-	/* Read before the start: a shutdown that interrupts after it sees
-	 * RUNNING bumps it after this (the start's CAS orders the two). */
-	uint32_t gen = atomic_load_explicit(&w->pool->interrupt_gen,
-					    memory_order_relaxed);
-	int rc = fut__future_start(&j->fut);
-	if (rc == FUT_ECANCELLED) /* never to run: it is ours to forget */
+	struct job *j = t->job;
+	if (t->rc == FUT_ECANCELLED) /* never to run: it is ours to forget */
 		fut__tp_job_forget(j);
-	else if (rc == FUT_OK)
-		looking = run_started(w, j, last, gen);
+	else if (t->rc == FUT_OK)
+		looking = run_started(w, j, t->last, t->gen);
 	fut_release(&j->fut);
 	return looking;
 }
 
-/* Runs j and then the queue's next tasks in the same slot, until the
- * queue is empty or a waiter wants a slot back; then gives it up and
- * looks again. */
-void fut__tp_run_jobs(struct worker *w, struct job *j, bool last)
+/* Runs the job taken and then the queue's next tasks in the same slot,
+ * until the queue is empty or a waiter wants a slot back; then gives it
+ * up and looks again. */
+void fut__tp_run_jobs(struct worker *w, struct tp_taken *t)
 {
 	struct tpool *p = w->pool;
-	while (j != NULL) {
-		if (run_job(w, j, last))
+	for (;;) {
+		if (run_job(w, t))
 			return;
 		/* The task forked and this is the child, where the thread
 		 * that forked is no worker (docs/api.md): the parent's queue
@@ -105,9 +110,9 @@ void fut__tp_run_jobs(struct worker *w, struct job *j, bool last)
 		if (FUT__UNLIKELY(fut__executor_orphaned(&p->ex)))
 			return;
 		if (atomic_load_explicit(&p->nwant, memory_order_relaxed) > 0 ||
-		    atomic_load_explicit(&p->broken, memory_order_relaxed))
+		    atomic_load_explicit(&p->broken, memory_order_relaxed) ||
+		    !fut__tp_take(p, t))
 			break;
-		j = fut__tp_queue_pop(&p->q, &last);
 	}
 	/* A looker first, then a free slot: never a free slot that a
 	 * submitter sees without a looker for it (it would start a thread). */
@@ -263,8 +268,15 @@ static int past_bound(struct worker *w)
 			sched_yield();
 			continue;
 		}
-		for (struct job *j; (j = fut__tp_queue_pop_stale(&p->q));)
-			(void)run_job(w, j, false); /* only dropped */
+		for (struct job *j; (j = fut__tp_queue_pop_stale(&p->q));) {
+			/* Not pending: the start says which (cancelled, or
+			 * run inline) and changes nothing; only dropped. */
+			struct tp_taken t = {
+				.job = j,
+				.rc = fut__future_start(&j->fut),
+			};
+			(void)run_job(w, &t);
+		}
 		if (fut__tp_queue_count(&p->q) == 0)
 			return FUT_OK;
 		uint32_t threads = pool_threads(p);

@@ -159,30 +159,41 @@ static bool take(size_t size, size_t page, struct fut__tp_stack *st)
 	return true;
 }
 
-/* Test hook (fut__tp_test_fail_next_start): ms to wait before refusing
- * the next start, -1 for none. */
-static _Atomic long fail_next_ms = -1;
+/* Test hook (fut__tp_test_fail_start): ms to wait before refusing a
+ * start, -1 for none; starts to let through before that one. */
+static _Atomic long fail_ms = -1;
+static _Atomic unsigned fail_after;
 
-void fut__tp_test_fail_next_start(long ms)
+void fut__tp_test_fail_start(unsigned after, long ms)
 {
-	atomic_store(&fail_next_ms, ms);
+	atomic_store(&fail_after, after);
+	atomic_store(&fail_ms, ms);
+}
+
+/* Whether the test hook refuses this start (after holding it). */
+static bool start_refused(void)
+{
+	unsigned a = atomic_load(&fail_after);
+	while (a > 0)
+		if (atomic_compare_exchange_weak(&fail_after, &a, a - 1))
+			return false;
+	long ms = atomic_exchange(&fail_ms, -1);
+	if (ms < 0)
+		return false;
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+	while (nanosleep(&ts, &ts) != 0)
+		;
+	return true;
 }
 
 int fut__tp_thread_start(pthread_t *th, void *(*fn)(void *), void *arg,
 			 struct fut__tp_stack *st, const cpu_set_t *cpus)
 {
 	*st = (struct fut__tp_stack){ 0 };
-	if (FUT__UNLIKELY(atomic_load_explicit(&fail_next_ms,
-					       memory_order_relaxed) >= 0)) {
-		long ms = atomic_exchange(&fail_next_ms, -1);
-		if (ms >= 0) {
-			struct timespec ts = { ms / 1000,
-					       (ms % 1000) * 1000000L };
-			while (nanosleep(&ts, &ts) != 0)
-				;
-			return EAGAIN;
-		}
-	}
+	if (FUT__UNLIKELY(atomic_load_explicit(&fail_ms,
+					       memory_order_relaxed) >= 0) &&
+	    start_refused())
+		return EAGAIN;
 	size_t page = 0;
 	size_t size = default_size(&page);
 	pthread_attr_t a;
