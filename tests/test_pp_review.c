@@ -23,6 +23,10 @@
  *   fork server's) is still killed by an interrupt: the kill of the
  *   group alone found no process there.
  *
+ * - the program forks a helper that does not exec (it holds a copy of
+ *   the pool's socket to its fork server), then frees the pool: the free
+ *   ends the fork server and returns while the helper lives.
+ *
  * Every wait has a generous timeout only so that a bug fails the test
  * instead of hanging it; no test asserts a duration and no sleep
  * synchronises anything.
@@ -228,6 +232,42 @@ static void test_an_interrupt_kills_a_worker_that_left_its_group(void **state)
 	fut_executor_free(ex);
 }
 
+/*
+ * The program forks a helper that does not exec (it inherits a copy of
+ * the pool's socket to its fork server) and then frees the pool: the
+ * free must end the fork server and return, the helper still alive.
+ * Before (found by review, 2026-12-07) the free only closed the socket,
+ * the fork server waited for an EOF the helper's copy held back, and the
+ * free returned when the helper exited (here: its alarm, 10 s).
+ */
+static void test_free_returns_beside_a_fork_child_of_the_program(void **state)
+{
+	(void)state;
+	fut_executor *ex = new_pool(1);
+	expect_square(submit_op(ex, OP_SQUARE, 0, 7), 7);
+	pid_t server = fork_server_pid(); /* before the helper: a child too */
+	int gate[2];
+	CHECK(pipe(gate) == 0);
+	pid_t kid = fork();
+	CHECK(kid >= 0);
+	if (kid == 0) {
+		alarm(10);
+		char c;
+		(void)close(gate[1]);
+		(void)read(gate[0], &c, 1);
+		_exit(0);
+	}
+	(void)close(gate[0]);
+	fut_executor_free(ex);
+	/* The server was reaped; the helper waits on its gate still. */
+	CHECK(kill(server, 0) != 0);
+	CHECK(waitpid(kid, NULL, WNOHANG) == 0);
+	(void)close(gate[1]);
+	int status = 0;
+	CHECK(waitpid(kid, &status, 0) == kid);
+	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -239,6 +279,8 @@ int main(void)
 			test_a_burst_of_spawns_past_the_servers_socket_all_start),
 		cmocka_unit_test(
 			test_an_interrupt_kills_a_worker_that_left_its_group),
+		cmocka_unit_test(
+			test_free_returns_beside_a_fork_child_of_the_program),
 	};
 	if (!pp_test_prepare())
 		return 2;

@@ -114,11 +114,19 @@ struct fut__forkserver_cfg {
  * async-signal-safe work until it runs its loop (which is
  * async-signal-safe throughout), so this may be called from a
  * multi-threaded process.  *pid gets its pid and *sock the parent's end of
- * a SOCK_SEQPACKET socket (O_CLOEXEC).  FUT_OK, FUT_ESYS (errno set),
- * FUT_EAGAIN (fork failed).
+ * a SOCK_SEQPACKET socket (O_CLOEXEC).  FUT_OK, FUT_ENOMEM, FUT_ESYS
+ * (errno set), FUT_EAGAIN (fork failed).
  */
 int fut__forkserver_start(const struct fut__forkserver_cfg *cfg, pid_t *pid,
 			  int *sock);
+
+/*
+ * Ends a fork server that fut__forkserver_start() started: its socket's
+ * end of the connection is shut down, not only closed (a fork child of
+ * the application's holds a copy of *sock, and the server would wait for
+ * EOF until that child exits), then it is reaped.  *sock becomes -1.
+ */
+void fut__forkserver_stop(int *sock, pid_t pid);
 
 /* The fork server's loop on sock, in a process that is to become it (a
  * fork of the parent, or exec.c's fresh exec).  Never returns. */

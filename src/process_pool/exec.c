@@ -129,6 +129,14 @@ bool fut__pp_exec_send(const struct fut__forkserver_cfg *cfg, int sock,
 	m->worker_mask = cfg->worker_mask;
 	m->initializer = (uint64_t)(uintptr_t)cfg->initializer;
 	size_t n = fut__fn_table(m->mods, EXEC_MAX_MODULES);
+	if (n == 0) {
+		/* A program has its own module at least: none is a scan that
+		 * found no memory.  Sent, that empty table would end every
+		 * task FUT_ENOTSUP (found by review, 2026-12-07). */
+		fut__free(m);
+		errno = ENOMEM;
+		return false;
+	}
 	m->nmods = (uint32_t)(n < EXEC_MAX_MODULES ? n : EXEC_MAX_MODULES);
 	struct iovec iov = { m, sizeof(*m) };
 	struct msghdr h = { .msg_iov = &iov, .msg_iovlen = 1 };

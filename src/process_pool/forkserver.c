@@ -520,12 +520,23 @@ int fut__forkserver_start(const struct fut__forkserver_cfg *cfg, pid_t *pid,
 	if (cfg->exec && !fut__pp_exec_send(cfg, sv[0], parent)) {
 		/* It waits for its configuration: EOF ends it. */
 		err = errno;
-		(void)close(sv[0]);
-		(void)waitpid(child, NULL, 0);
+		fut__forkserver_stop(&sv[0], child);
 		errno = err;
-		return FUT_ESYS;
+		return err == ENOMEM ? FUT_ENOMEM : FUT_ESYS;
 	}
 	*pid = child;
 	*sock = sv[0];
 	return FUT_OK;
+}
+
+void fut__forkserver_stop(int *sock, pid_t pid)
+{
+	/* Found by review, 2026-12-07: with only a close, the program's
+	 * fork child (a helper that does not exec) kept the server, and
+	 * fut_executor_free() waited for that child to exit. */
+	(void)shutdown(*sock, SHUT_RDWR);
+	(void)close(*sock);
+	*sock = -1;
+	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+		;
 }

@@ -557,12 +557,9 @@ static void teardown(struct ppool *p)
 	for (uint32_t i = 0; i < p->nslots; i++) {
 		fut__pp_frame_fini(&p->workers[i].out);
 	}
-	if (p->fs_sock >= 0) {
-		/* EOF: the fork server kills what is left and exits. */
-		fut__pp_close_fd(&p->fs_sock);
-		while (waitpid(p->fs_pid, NULL, 0) < 0 && errno == EINTR)
-			;
-	}
+	/* EOF: the fork server kills what is left and exits. */
+	if (p->fs_sock >= 0)
+		fut__forkserver_stop(&p->fs_sock, p->fs_pid);
 }
 
 void *fut__pp_manager_main(void *arg)

@@ -543,13 +543,9 @@ int fut_process_pool_new(fut_executor **out, const fut_process_pool_opts *opts)
 	return FUT_OK;
 fail:
 	if (p != NULL) {
-		if (p->fs_sock >= 0) {
-			/* EOF tells the fork server to go; reap it. */
-			(void)close(p->fs_sock);
-			while (waitpid(p->fs_pid, NULL, 0) < 0 &&
-			       errno == EINTR)
-				;
-		}
+		/* EOF tells the fork server to go; reap it. */
+		if (p->fs_sock >= 0)
+			fut__forkserver_stop(&p->fs_sock, p->fs_pid);
 		pool_free(p);
 	}
 	return rc;
