@@ -27,11 +27,22 @@
  *   the pool's socket to its fork server), then frees the pool: the free
  *   ends the fork server and returns while the helper lives.
  *
+ * - without close_range(2) the fork server and its workers still close
+ *   every fd of the program's, one above RLIMIT_NOFILE too.
+ *
  * Every wait has a generous timeout only so that a bug fails the test
  * instead of hanging it; no test asserts a duration and no sleep
  * synchronises anything.
  */
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+
 #include "pp_test.h"
+#include "test_env.h"
 
 /* The helper a task forked (shared with the workers), for the test to
  * look at and clean up. */
@@ -268,6 +279,95 @@ static void test_free_returns_beside_a_fork_child_of_the_program(void **state)
 	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
+/* Returns 1 if the fd named by its input is open in the worker. */
+static void fd_is_open(fut_task *t)
+{
+	size_t len = 0;
+	const void *data = fut_task_input(t, &len);
+	int fd = -1;
+	if (len == sizeof(fd))
+		memcpy(&fd, data, sizeof(fd));
+	return_u64(t, fcntl(fd, F_GETFD) >= 0 ? 1 : 0);
+}
+
+/* Makes close_range(2) fail with ENOSYS in this process from now on, as
+ * before Linux 5.9 or under a container's seccomp filter.  False if the
+ * filter cannot be installed. */
+static bool no_close_range(void)
+{
+#ifdef SYS_close_range
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+			 offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_close_range, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = { sizeof(f) / sizeof(f[0]), f };
+	return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
+	       prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0;
+#else
+	return false;
+#endif
+}
+
+/* In a child: an fd of the program's above RLIMIT_NOFILE (opened before
+ * the limit was lowered), close_range refused; the worker must not have
+ * it.  Exits 0 if it has not, 1 if it has, 77 if it cannot be set up. */
+static void child_high_fd(void)
+{
+	in_child = true;
+	struct rlimit rl;
+	CHECK(getrlimit(RLIMIT_NOFILE, &rl) == 0);
+	if (rl.rlim_max < 2048)
+		exit(77);
+	int high = rl.rlim_max > 15000 ? 15000 : (int)rl.rlim_max - 10;
+	rl.rlim_cur = (rlim_t)high + 1;
+	CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+	int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	CHECK(fd >= 0 && dup3(fd, high, O_CLOEXEC) == high);
+	rl.rlim_cur = rl.rlim_max = 1024; /* a sandbox's step, say */
+	CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+	if (!no_close_range())
+		exit(77);
+	fut_executor *ex = new_pool(1);
+	fut_future *f = NULL;
+	CHECK(fut_submit_bytes(ex, fd_is_open, &high, sizeof(high), &f) ==
+	      FUT_OK);
+	uint64_t open_there = result_u64(f);
+	fut_release(f);
+	fut_executor_free(ex);
+	exit(open_there == 0 ? 0 : 1);
+}
+
+/*
+ * Without close_range(2) (Linux before 5.9, or a seccomp filter that
+ * refuses it), the fork server and its workers close the program's fds
+ * one by one.  Before (found by review, 2026-12-07) they closed every
+ * number up to min(RLIMIT_NOFILE, 65536) only: an fd above (opened before
+ * the program lowered its limit, or past 65535) stayed open in every
+ * worker, a listening socket of the program's among them.  Now they close
+ * what /proc/self/fd lists.  Not under valgrind (its own fds, and the
+ * filter, are its to manage).
+ */
+static void test_workers_get_no_high_fd_without_close_range(void **state)
+{
+	(void)state;
+	if (under_valgrind())
+		skip();
+	fflush(NULL);
+	pid_t kid = fork();
+	assert_true(kid >= 0);
+	if (kid == 0)
+		child_high_fd();
+	int status = 0;
+	assert_int_equal(waitpid(kid, &status, 0), kid);
+	assert_true(WIFEXITED(status));
+	if (WEXITSTATUS(status) == 77)
+		skip();
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -281,6 +381,8 @@ int main(void)
 			test_an_interrupt_kills_a_worker_that_left_its_group),
 		cmocka_unit_test(
 			test_free_returns_beside_a_fork_child_of_the_program),
+		cmocka_unit_test(
+			test_workers_get_no_high_fd_without_close_range),
 	};
 	if (!pp_test_prepare())
 		return 2;
