@@ -222,7 +222,8 @@ FUT_API int fut_crash_status(const fut_future *f, int *status);
  */
 FUT_API int fut_add_done_callback(fut_future *f, fut_callback cb, void *ud);
 
-/* Takes one more reference; returns f. */
+/* Takes one more reference; returns f (NULL, taking none, past
+ * 2^32 - 2^16 references: the count would wrap). */
 FUT_API fut_future *fut_retain(fut_future *f);
 
 /* Drops one reference; the last frees the future.  Releasing a pending

@@ -403,6 +403,29 @@ static void test_retain_keeps_the_future_alive(void **state)
 	fut_release(f);
 }
 
+/*
+ * Retains past the count's room are refused, not wrapped: with 2^32
+ * retains the count came back to 1 and the next release freed a future
+ * still held (found by review, 2026-12-07: ASan, heap-use-after-free).
+ * The count is set near its bound here rather than retained there
+ * (4 billion calls).
+ */
+static void test_retain_past_the_bound_is_refused(void **state)
+{
+	(void)state;
+	fut_future *f = new_future();
+	atomic_store(&f->refs, FUT__REFS_MAX - 1);
+	assert_ptr_equal(fut_retain(f), f); /* the last one taken */
+	assert_null(fut_retain(f));
+	assert_null(fut_retain(f));
+	assert_int_equal(atomic_load(&f->refs), FUT__REFS_MAX);
+	fut_release(f);
+	assert_ptr_equal(fut_retain(f), f);
+	atomic_store(&f->refs, 1); /* back to the caller's own */
+	assert_int_equal(fut_set_result_bytes(f, "x", 1), FUT_OK);
+	fut_release(f);
+}
+
 static void test_interrupt_pending_future_cancels_it(void **state)
 {
 	(void)state;
@@ -885,6 +908,7 @@ int main(void)
 		cmocka_unit_test(
 			test_released_pending_future_with_callbacks_leaks_nothing),
 		cmocka_unit_test(test_retain_keeps_the_future_alive),
+		cmocka_unit_test(test_retain_past_the_bound_is_refused),
 		cmocka_unit_test(test_interrupt_pending_future_cancels_it),
 		cmocka_unit_test(
 			test_interrupt_running_future_raises_the_task_flag),

@@ -219,7 +219,7 @@ static void publish(fut_future *f, uint32_t final_state)
 	 * completer is.  fut_set_result() and fut_cancel() by a caller whose
 	 * reference a callback dropped handed the next callbacks a freed
 	 * future (found by review, 2026-12-07). */
-	fut_retain(f);
+	fut__future_ref(f);
 	while (callbacks != NULL) {
 		struct callback *c =
 			fut__container_of(callbacks, struct callback, node);
@@ -586,8 +586,16 @@ int fut_add_done_callback(fut_future *f, fut_callback cb, void *ud)
 
 fut_future *fut_retain(fut_future *f)
 {
-	if (fut__future_ok(f))
-		atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+	if (!fut__future_ok(f))
+		return f;
+	/* A count that would wrap is refused: one release more would free
+	 * a future still held (found by review, 2026-12-07: 2^32 retains). */
+	if (FUT__UNLIKELY(atomic_fetch_add_explicit(&f->refs, 1,
+						    memory_order_relaxed) >=
+			  FUT__REFS_MAX)) {
+		atomic_fetch_sub_explicit(&f->refs, 1, memory_order_relaxed);
+		return NULL;
+	}
 	return f;
 }
 

@@ -241,4 +241,15 @@ static inline bool fut__future_ok(const fut_future *f)
 	return f != NULL && f->magic == FUT__FUTURE_MAGIC;
 }
 
+/* The most references fut_retain() takes: the 2^16 below the count's
+ * wrap are the library's own, each held a while (a completion's, an
+ * iterator's, an executor's), which fut__future_ref() takes unchecked. */
+#define FUT__REFS_MAX 0xffff0000u
+
+/* One more reference, for the library's own use. */
+static inline void fut__future_ref(fut_future *f)
+{
+	atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+}
+
 #endif /* FUT_CORE_FUTURE_INT_H */

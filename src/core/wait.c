@@ -460,7 +460,8 @@ static int add_one(fut_as_completed *it, fut_future *f)
 	if (node == NULL)
 		return FUT_ENOMEM;
 	node->it = it;
-	node->f = fut_retain(f);
+	fut__future_ref(f);
+	node->f = f;
 	node->w.notify = ac_notify;
 	node->w.pprev = NULL;
 	it->table[slot_of(it, f)] = node;

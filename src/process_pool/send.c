@@ -228,8 +228,8 @@ size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,
 			w->opay = j->input;
 			w->opaylen = j->len;
 			w->opayoff = 0;
-			w->out_job =
-				(struct pp_job *)(void *)fut_retain(&j->fut);
+			fut__future_ref(&j->fut);
+			w->out_job = j;
 		}
 		j->frame_last = false;
 		w->inflight++;
