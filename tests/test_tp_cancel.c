@@ -7,7 +7,8 @@
  * - a shutdown with FUT_SHUTDOWN_CANCEL_PENDING returns once every task
  *   not started is cancelled, and one that waits once every task is done,
  *   also while another shutdown cancels what it drained;
- * - a done callback run by a shutdown's cancel may free the pool.
+ * - a done callback run by a shutdown's cancel may free the pool, or wait
+ *   for it (the drain's other jobs end first).
  *
  * Found by review on 2026-12-06, each with a program that hung, returned
  * early or touched freed memory (the last under ASan only).  Where a test
@@ -404,6 +405,105 @@ test_a_task_taken_before_a_cancelling_shutdown_is_running(void **state)
 	fut_executor_free(ex);
 }
 
+/* A drained job's callback waits for the pool (below). */
+struct nested {
+	fut_executor *ex;
+	sem_t ready, gate;
+	fut_future *g, *j1, *j5;
+	int shutdown_rc;
+};
+static struct nested nest;
+
+static void held(fut_task *t)
+{
+	sem_wait(&nest.gate);
+	fut_task_return(t, NULL);
+}
+
+/* J1's callback, run by main's drain: lets G go, then waits for the
+ * pool, T among its tasks. */
+static void shut_down_and_wait(fut_future *f, void *ud)
+{
+	(void)f;
+	(void)ud;
+	sem_post(&nest.gate);
+	nest.shutdown_rc = fut_executor_shutdown(nest.ex, 0);
+}
+
+/* Queues G, J1 and J5 behind itself, then waits (untimed, handing its
+ * slot over: G runs) for J5. */
+static void wait_for_j5(fut_task *t)
+{
+	/* No cmocka assert off the test's thread: a failure returns 0. */
+	bool ok = fut_submit(nest.ex, held, NULL, &nest.g) == FUT_OK &&
+		  fut_submit(nest.ex, plus_one, NULL, &nest.j1) == FUT_OK &&
+		  fut_add_done_callback(nest.j1, shut_down_and_wait, NULL) ==
+			  FUT_OK &&
+		  fut_submit(nest.ex, plus_one, NULL, &nest.j5) == FUT_OK;
+	sem_post(&nest.ready);
+	ok = ok &&
+	     fut_wait(&nest.j5, 1, FUT_FIRST_COMPLETED, FUT_FOREVER) == FUT_OK;
+	fut_task_return(t, (void *)(intptr_t)(ok && fut_cancelled(nest.j5)));
+}
+
+static void *cancel_pending(void *arg)
+{
+	(void)arg;
+	return (void *)(intptr_t)fut_executor_shutdown(
+		nest.ex, FUT_SHUTDOWN_CANCEL_PENDING);
+}
+
+/*
+ * One worker: T queues G, J1 and J5 and waits for J5 (its slot handed
+ * over: a second thread runs G, which holds it).  shutdown(CANCEL_PENDING)
+ * drains J1 and J5 and cancels J1; J1's callback lets G go and shuts the
+ * pool down with a wait, which waits for T, which waits for J5.  Before
+ * (found by review, 2026-12-07) J5, still on the drain's list, was
+ * cancelled only once that callback returned: a deadlock (Python's
+ * cancel_futures has the same one).  The callback's wait now ends the
+ * drain's rest first.
+ */
+static void
+test_a_drained_callback_that_waits_ends_the_drain_first(void **state)
+{
+	(void)state;
+	sem_init(&nest.ready, 0, 0);
+	sem_init(&nest.gate, 0, 0);
+	nest.shutdown_rc = -1;
+	assert_int_equal(fut_thread_pool_new(
+				 &nest.ex,
+				 &(fut_thread_pool_opts){ .max_workers = 1 }),
+			 FUT_OK);
+	fut_future *t = NULL;
+	assert_int_equal(fut_submit(nest.ex, wait_for_j5, NULL, &t), FUT_OK);
+	sem_wait(&nest.ready);
+	/* T waits and G runs once G is RUNNING: J1 and J5 stay queued. */
+	for (int i = 0; i < 100000 && !fut_running(nest.g); i++)
+		usleep(100);
+	assert_true(fut_running(nest.g));
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, cancel_pending, NULL), 0);
+	/* A bound only against the deadlock, which then fails the test
+	 * (its threads stay blocked). */
+	struct timespec end;
+	clock_gettime(CLOCK_REALTIME, &end);
+	end.tv_sec += 30;
+	void *rc = NULL;
+	assert_int_equal(pthread_timedjoin_np(th, &rc, &end), 0);
+	assert_int_equal((intptr_t)rc, FUT_OK);
+	assert_int_equal(nest.shutdown_rc, FUT_OK);
+	assert_true(fut_cancelled(nest.j1) && fut_cancelled(nest.j5));
+	assert_int_equal(result_of(t), 1); /* T saw J5 cancelled */
+	assert_int_equal(fut_result(nest.g, 0, NULL), FUT_OK);
+	fut_release(t);
+	fut_release(nest.g);
+	fut_release(nest.j1);
+	fut_release(nest.j5);
+	fut_executor_free(nest.ex);
+	sem_destroy(&nest.ready);
+	sem_destroy(&nest.gate);
+}
+
 static fut_executor *freed_by_task;
 static atomic_bool freer_runs;
 
@@ -489,6 +589,8 @@ int main(void)
 			test_a_submitter_waiting_for_room_outlives_no_pool),
 		cmocka_unit_test(
 			test_a_task_taken_before_a_cancelling_shutdown_is_running),
+		cmocka_unit_test(
+			test_a_drained_callback_that_waits_ends_the_drain_first),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -176,12 +176,14 @@ static void job_destroy(fut_future *f)
 		fut__tp_pool_unref(p);
 }
 
-/* Ends every drained job: cancelled, or failed with `code`. */
-void fut__tp_end_drained(struct job *list, int code)
+void fut__tp_end_drained(struct tp_drain *d)
 {
-	while (list != NULL) {
-		struct job *j = list;
-		list = next_job(j);
+	while (d->rest != NULL) {
+		/* Off the list before its callbacks run: one of them may end
+		 * the rest (a shutdown that waits). */
+		struct job *j = d->rest;
+		d->rest = next_job(j);
+		int code = d->code;
 		/* Claimed from PENDING only: a task a worker started inline
 		 * is its own. */
 		if (code == FUT_ECANCELLED) {

@@ -292,9 +292,18 @@ static void join_all_locked(struct tpool *p)
 	}
 }
 
-/* The pool whose drained jobs this thread cancels (their callbacks run
- * here), or NULL. */
-static _Thread_local struct tpool *draining;
+/* The drains this thread runs, innermost first (their jobs' callbacks
+ * run here). */
+static _Thread_local struct tp_drain *draining;
+
+/* This thread's drain of p, or NULL. */
+static struct tp_drain *drain_here(const struct tpool *p)
+{
+	struct tp_drain *d = draining;
+	while (d != NULL && d->pool != p)
+		d = d->outer;
+	return d;
+}
 
 /* Drains the queue and ends every job drained: cancelled (CANCEL_PENDING)
  * or failed with `code` (a break).  The drain is counted under ctl, so
@@ -309,10 +318,12 @@ void fut__tp_drain_end(struct tpool *p, int code)
 	pthread_mutex_unlock(&p->ctl);
 	if (list == NULL)
 		return;
-	struct tpool *outer = draining;
-	draining = p;
-	fut__tp_end_drained(list, code);
-	draining = outer;
+	struct tp_drain d = {
+		.pool = p, .rest = list, .code = code, .outer = draining
+	};
+	draining = &d;
+	fut__tp_end_drained(&d);
+	draining = d.outer;
 	pthread_mutex_lock(&p->ctl);
 	p->ndraining--;
 	pthread_cond_broadcast(&p->ctl_cv);
@@ -337,12 +348,18 @@ static int tp_shutdown(fut_executor *ex, unsigned flags)
 		interrupt_running(p);
 	fut__tp_wake_all(p);
 	fut__tp_queue_wake_room(&p->q);
+	struct tp_drain *mine = drain_here(p);
+	/* A callback of a job this thread's drain ended waits: the jobs
+	 * that drain still holds end first, here (a running task may wait
+	 * for one of them: found by review, 2026-12-07, a deadlock). */
+	if (wait && mine != NULL)
+		fut__tp_end_drained(mine);
 	if (wait || ((flags & FUT_SHUTDOWN_CANCEL_PENDING) && !own)) {
 		pthread_mutex_lock(&p->ctl);
 		/* Jobs another shutdown drained are not done until it has
 		 * cancelled them (a callback of our own drain that shuts
 		 * down does not wait for itself). */
-		while (p->ndraining > (draining == p ? 1u : 0u))
+		while (p->ndraining > (mine != NULL ? 1u : 0u))
 			pthread_cond_wait(&p->ctl_cv, &p->ctl);
 		while (wait && p->nlive > 0)
 			pthread_cond_wait(&p->ctl_cv, &p->ctl);

@@ -223,8 +223,18 @@ void fut__tp_job_run(fut_task *t, struct job *j);
 void fut__tp_job_forget(struct job *j);
 /* A job that was never queued: back to the cache. */
 void fut__tp_job_discard(struct job *j);
-/* Ends every drained job: cancelled, or failed with `code`. */
-void fut__tp_end_drained(struct job *list, int code);
+/* Jobs a drain took off the queue that are still to end, on the
+ * draining thread's stack: a done callback run by that drain that shuts
+ * the pool down with a wait ends the rest first (pool.c, tp_shutdown). */
+struct tp_drain {
+	struct tpool *pool;
+	struct job *rest;	/* linked through link.next */
+	int code;		/* FUT_ECANCELLED, or a break's code */
+	struct tp_drain *outer; /* this thread's drain it runs inside */
+};
+/* Ends every job of d->rest, taking each off before it ends it:
+ * cancelled, or failed with d->code. */
+void fut__tp_end_drained(struct tp_drain *d);
 /* Drops a reference of the pool; the last frees it. */
 void fut__tp_pool_unref(struct tpool *p);
 /* The handle is freed and the queue closed: adds every job ever pushed
