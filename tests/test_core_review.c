@@ -3,7 +3,9 @@
  *
  * - An as_completed iterator's eventfd in a fork child: the child's copy
  *   of the fd is the parent's eventfd (one counter, shared), so the
- *   child's completions and yields moved the parent's level.
+ *   child's completions and yields moved the parent's level; a child
+ *   that could not make its own got the parent's fd, and one that had
+ *   closed the parent's got a closed fd.
  */
 #include <errno.h>
 #include <poll.h>
@@ -13,12 +15,14 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "future.h"
+#include "test_env.h"
 
 static fut_future *new_future(void)
 {
@@ -136,6 +140,93 @@ test_as_completed_next_in_a_fork_child_keeps_the_parents_fd_up(void **state)
 	fut_release(fs[1]);
 }
 
+/* The child has no fd to spare: -1 (EMFILE), not the parent's fd;
+ * with one again, an fd of its own at its own level. */
+static int child_without_fds(fut_as_completed *it, fut_future **fs)
+{
+	int lowest = dup(0);
+	if (lowest < 0)
+		return 1;
+	(void)close(lowest);
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return 2;
+	rlim_t soft = rl.rlim_cur;
+	rl.rlim_cur = (rlim_t)lowest; /* no new fd can open */
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return 3;
+	errno = 0;
+	if (fut_as_completed_fd(it) != -1 || errno != EMFILE)
+		return 4;
+	rl.rlim_cur = soft;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return 5;
+	int fd = fut_as_completed_fd(it);
+	if (fd < 0 || fd_readable(fd))
+		return 6;
+	if (fut_set_result(fs[0], NULL) != FUT_OK || !fd_readable(fd))
+		return 7;
+	return 0;
+}
+
+/*
+ * Before (found by review, 2026-12-07) a child whose eventfd() failed got
+ * the parent's fd, whose level is not the child's: its own completion did
+ * not show there.  Not under valgrind, whose own fds sit past the limit.
+ */
+static void
+test_as_completed_fd_of_a_child_without_fds_is_minus_one(void **state)
+{
+	(void)state;
+	if (under_valgrind())
+		skip();
+	fut_future *fs[1] = { new_future() };
+	fut_as_completed *it = NULL;
+	assert_int_equal(fut_as_completed_new(&it, fs, 1), FUT_OK);
+	int fd = fut_as_completed_fd(it);
+	assert_true(fd >= 0);
+	assert_int_equal(in_child(child_without_fds, it, fs), 0);
+	assert_false(fd_readable(fd)); /* the child's completion is its own */
+	fut_as_completed_free(it);
+	fut_release(fs[0]);
+}
+
+static int inherited_fd = -1;
+
+/* The child closes the inherited fd first, as a daemon closes every fd
+ * after its fork: its next fd (the eventfd it makes) takes that number
+ * when no lower one is free. */
+static int child_closes_the_fd(fut_as_completed *it, fut_future **fs)
+{
+	(void)close(inherited_fd);
+	int fd = fut_as_completed_fd(it);
+	if (fd < 0 || fd_readable(fd))
+		return 1;
+	if (fut_set_result(fs[0], NULL) != FUT_OK || !fd_readable(fd))
+		return 2;
+	return 0;
+}
+
+/*
+ * Before (found by review, 2026-12-07) the fresh eventfd, under the
+ * closed fd's number, was dup3'd onto itself (EINVAL) and closed: every
+ * call returned a closed fd (poll: POLLNVAL).
+ */
+static void
+test_as_completed_fd_of_a_child_that_closed_it_is_its_own(void **state)
+{
+	(void)state;
+	fut_future *fs[1] = { new_future() };
+	fut_as_completed *it = NULL;
+	assert_int_equal(fut_as_completed_new(&it, fs, 1), FUT_OK);
+	inherited_fd = fut_as_completed_fd(it);
+	assert_true(inherited_fd >= 0);
+	assert_int_equal(in_child(child_closes_the_fd, it, fs), 0);
+	assert_false(fd_readable(inherited_fd));
+	fut_as_completed_free(it);
+	fut_release(fs[0]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -143,6 +234,10 @@ int main(void)
 			test_as_completed_fd_of_a_fork_child_leaves_the_parents_level_alone),
 		cmocka_unit_test(
 			test_as_completed_next_in_a_fork_child_keeps_the_parents_fd_up),
+		cmocka_unit_test(
+			test_as_completed_fd_of_a_child_without_fds_is_minus_one),
+		cmocka_unit_test(
+			test_as_completed_fd_of_a_child_that_closed_it_is_its_own),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -334,10 +334,12 @@ static bool own_fd(fut_as_completed *it)
 	int fresh = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (fresh < 0)
 		return false;
-	if (fut__fd_lost(it->fd_gen)) {
+	if (fut__fd_lost(it->fd_gen) || fresh == it->fd) {
 		/* A process-pool worker closed the parent's fd as it started,
 		 * and the number may be its own channel's now: the fresh fd
-		 * keeps its own number. */
+		 * keeps its own number.  Or the child closed the parent's fd
+		 * (a daemon closes every fd), and the fresh one took its
+		 * number: dup3 onto itself would fail. */
 		it->fd = fresh;
 	} else {
 		int r;
@@ -581,8 +583,12 @@ int fut_as_completed_fd(fut_as_completed *it)
 	}
 	/* Also a fork child's first call: its own eventfd, at its level. */
 	set_level(it, it->ready_head != NULL || exhausted(it));
-	int fd = it->fd;
+	/* A fork child that could not make its own (errno set): not the
+	 * parent's, whose level is not ours (found by review, 2026-12-07). */
+	int fd = it->fd_gen == fut__fork_gen() ? it->fd : -1;
+	int err = errno;
 	fut__lock_release(&it->lock);
+	errno = err;
 	return fd;
 }
 
