@@ -99,7 +99,11 @@ while [ "$i" -le "$runs" ]; do
 		esac
 		say "run $i/$runs: $cmd"
 		timeout 900 $cmd >"$work/out" 2>"$work/err" ||
-			{ say "FAILED: $cmd"; sed 's/^/  /' "$work/err" >&2; }
+			{
+				say "FAILED: $cmd"
+				sed 's/^/  /' "$work/err" >&2
+				echo "$cmd" >>"$work/failed"
+			}
 		grep '^RESULT ' "$work/out" >>"$work/results"
 	done
 	i=$((i + 1))
@@ -142,10 +146,12 @@ function verdict(r, ok) {
 	if (ok == "report") return ""
 	return (ok == ">=" ? (r >= tv) : (r <= tv)) ? "met" : "NOT met"
 }
-function row(what, num, den, target, ok,    r) {
+function row(what, num, den, target, ok,    r, m) {
+	m = missing; missing = "" # set by best(), for this row only
 	if (!has(num) || !has(den)) {
 		printf "| %s | n/a (missing %s) | %s | |\n", what, \
-			has(num) ? den : num, target
+			has(num) ? (den != "" ? den : "every peer:" m) : num, \
+			target
 		return
 	}
 	if (val[den] == 0) {
@@ -153,6 +159,11 @@ function row(what, num, den, target, ok,    r) {
 		return
 	}
 	r = val[num] / val[den]
+	if (m != "" && ok != "report") {
+		printf "| %s | %.3f | %s | no verdict: missing%s |\n", what, r, \
+			target, m
+		return
+	}
 	printf "| %s | %.3f | %s | %s |\n", what, r, target, verdict(r, ok)
 }
 # An absolute target: val[key] against tv.
@@ -164,11 +175,15 @@ function bound(what, key, target, ok,    r) {
 	r = val[key]
 	printf "| %s | %.3f | %s | %s |\n", what, r, target, verdict(r, ok)
 }
+# The peer of list with the highest figure; one missing is named in
+# `missing`, and row() then gives no verdict (the target is against the
+# best of them all).
 function best(w, list,    n, i, b, k) {
-	n = split(list, names, " "); b = ""
+	n = split(list, names, " "); b = ""; missing = ""
 	for (i = 1; i <= n; i++) {
 		k = w "/" names[i]
-		if (has(k) && (b == "" || val[k] > val[b])) b = k
+		if (!has(k)) missing = missing " " names[i]
+		else if (b == "" || val[k] > val[b]) b = k
 	}
 	return b
 }
@@ -223,7 +238,7 @@ END {
 	row("W5mix seconds ours / python-ppe-map32", "W5mix/libfuture-process", "W5mix/python-ppe-map32", "(report)", "report")
 	tv = 0.7; row("W6e through the result buffer / floor-fill-once MBps", "W6e/libfuture-process-buffer", "W6e/floor-fill-once", ">= 0.7", ">=")
 	tv = 5; row("W6e through the result buffer / python-ppe MBps", "W6e/libfuture-process-buffer", "W6e/python-ppe", ">= 5", ">=")
-	tv = 0; row("W6e through fut_task_return_bytes / floor-fill-once MBps", "W6e/libfuture-process-return-bytes", "W6e/floor-fill-once", "(report)", ">=")
+	row("W6e through fut_task_return_bytes / floor-fill-once MBps", "W6e/libfuture-process-return-bytes", "W6e/floor-fill-once", "(report)", "report")
 	k = "MEM/libfuture-thread"
 	if (has(k))
 		printf "| memory, bytes per pending task + future | %.1f | < 200 | %s |\n", \
@@ -231,3 +246,12 @@ END {
 	else
 		print "| memory, bytes per pending task + future | n/a | < 200 | |"
 }' ncpus="$(nproc 2>/dev/null || echo 0)" "$work/medians"
+
+# A program that failed its own check (a wrong sum) or crashed: its
+# figures are not to be quoted, and make bench fails.
+if [ -s "$work/failed" ]; then
+	echo
+	echo "FAILED: $(wc -l <"$work/failed") run(s) failed (see above); the"
+	echo "figures above do not count."
+	exit 1
+fi
