@@ -288,7 +288,7 @@ void fut__tp_thread_abandon(pthread_t th, struct fut__tp_stack *st);
 /* run.c */
 /* A job a worker took off the queue (fut__tp_queue_take): `rc` its
  * start's, `last` as the take's, `gen` the pool's interrupt_gen read
- * before the take (run.c, run_started). */
+ * in the take, just before the start (run.c, run_started). */
 struct tp_taken {
 	struct job *job;
 	int rc;

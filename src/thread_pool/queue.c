@@ -158,10 +158,17 @@ void fut__tp_queue_cancelled(struct tp_queue *q, struct job *j)
 		give_room(q, 1);
 }
 
-struct job *fut__tp_queue_take(struct tp_queue *q, bool *last, int *rc)
+struct job *fut__tp_queue_take(struct tp_queue *q, bool *last, int *rc,
+			       const _Atomic uint32_t *gen, uint32_t *gen_seen)
 {
 	fut__lock_acquire(&q->clock);
 	struct job *j = pop_locked(q, last);
+	/* Read before the start, as late as can be: an interrupting
+	 * shutdown that bumps it after the start sees the job RUNNING (the
+	 * start's CAS orders the two), and one that bumped it before the
+	 * read does not interrupt a job it found queued (a reviewer's
+	 * injected pause there interrupted a job taken after the call). */
+	*gen_seen = atomic_load_explicit(gen, memory_order_relaxed);
 	/* Started while the lock is held: a shutdown's drain, which takes
 	 * it, finds every job either still queued (it cancels those) or
 	 * RUNNING (its interrupt reaches those).  Started after the lock,

@@ -57,8 +57,11 @@ int fut__tp_queue_push(struct tp_queue *q, struct job *first, struct job *last,
  * before the job leaves the queue, under the consumers' lock, so that a
  * drain misses no job taken and not started: *rc is FUT_OK (it is
  * RUNNING: the caller's to run), FUT_ECANCELLED (cancelled while queued:
- * the caller's to forget) or FUT_ESTATE (a waiter ran it inline). */
-struct job *fut__tp_queue_take(struct tp_queue *q, bool *last, int *rc);
+ * the caller's to forget) or FUT_ESTATE (a waiter ran it inline).
+ * *gen_seen: *gen read under the lock just before the start (the pool's
+ * interrupt generation: thread_pool/run.c, run_started). */
+struct job *fut__tp_queue_take(struct tp_queue *q, bool *last, int *rc,
+			       const _Atomic uint32_t *gen, uint32_t *gen_seen);
 /* The oldest job if it is no longer pending (run inline by a waiter, or
  * cancelled), else NULL: it only needs dropping. */
 struct job *fut__tp_queue_pop_stale(struct tp_queue *q);

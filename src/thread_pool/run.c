@@ -73,10 +73,8 @@ static bool run_started(struct worker *w, struct job *j, bool last,
 
 bool fut__tp_take(struct tpool *p, struct tp_taken *t)
 {
-	/* Read before the start: a shutdown that interrupts after it sees
-	 * RUNNING bumps it after this (the start's CAS orders the two). */
-	t->gen = atomic_load_explicit(&p->interrupt_gen, memory_order_relaxed);
-	t->job = fut__tp_queue_take(&p->q, &t->last, &t->rc);
+	t->job = fut__tp_queue_take(&p->q, &t->last, &t->rc, &p->interrupt_gen,
+				    &t->gen);
 	return t->job != NULL;
 }
 
