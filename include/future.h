@@ -381,7 +381,9 @@ FUT_API FUT_NODISCARD int fut_thread_pool_new(fut_executor **out,
  * A process pool.  A single-threaded fork server is forked now; every
  * worker is forked from it, never from the caller's process afterwards.
  * Tasks take and return bytes through pipes.  A worker that dies fails only
- * the task it was running (FUT_ECRASHED) and is replaced.  Done callbacks
+ * the task it was running (FUT_ECRASHED) and is replaced; tasks of its
+ * frame that had returned, their results not sent yet, run again (not
+ * with chunk 1).  Done callbacks
  * run in the pool's manager thread.  FUT_EINVAL, FUT_ENOMEM, FUT_EAGAIN
  * (no process could be forked), FUT_ESYS.
  */

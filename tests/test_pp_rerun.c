@@ -12,7 +12,9 @@
  *   instead of running it a second time;
  * - a worker that dies between two tasks (the first returned, its result
  *   not sent yet; the second not started) fails neither: the first runs
- *   again, the second runs (it used to blame the first, FUT_ECRASHED).
+ *   again, the second runs (it used to blame the first, FUT_ECRASHED);
+ *   with chunk 1 the first's result leaves before its worker goes on, and
+ *   no task runs twice.
  *
  * Found by review on 2026-12-06.  The first test holds the manager
  * thread in a done callback while it sets the scene, as
@@ -353,6 +355,38 @@ static void test_a_worker_dying_between_tasks_fails_neither(void **st)
 	}
 }
 
+/*
+ * The same with chunk 1: each task a frame of its own, its result sent
+ * before the worker goes on, so none runs twice (docs/api.md: "with
+ * chunk 1 every task runs at most once").  The worker still exits after
+ * the first task; the second runs on its successor.
+ */
+static void test_with_chunk_1_a_task_runs_at_most_once(void **st)
+{
+	(void)st;
+	for (int round = 0; round < 5; round++) {
+		fut_executor *ex = NULL;
+		fut_future *fs[2];
+		atomic_store(&sh->init_go, 1);
+		atomic_store(&sh->runs, 0);
+		fut_process_pool_opts o = { .max_workers = 1, .chunk = 1 };
+		assert_int_equal(fut_process_pool_new(&ex, &o), FUT_OK);
+		uint32_t ops[2] = { OP_LAST, OP_PID };
+		assert_int_equal(fut_submit_many(ex, op_task, ops,
+						 sizeof(ops[0]), 2, fs),
+				 FUT_OK);
+		assert_int_equal(fut_wait(fs, 2, FUT_ALL_COMPLETED, LONG_WAIT),
+				 FUT_OK);
+		assert_int_equal(fut_error(fs[0]), FUT_OK);
+		assert_int_equal(fut_error(fs[1]), FUT_OK);
+		assert_int_equal(atomic_load(&sh->runs), 1);
+		assert_int_not_equal(pid_of(fs[0]), pid_of(fs[1]));
+		fut_release(fs[0]);
+		fut_release(fs[1]);
+		fut_executor_free(ex);
+	}
+}
+
 int main(void)
 {
 	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
@@ -368,6 +402,7 @@ int main(void)
 			test_interrupt_ends_a_task_queued_again_after_its_worker_died),
 		cmocka_unit_test(
 			test_a_worker_dying_between_tasks_fails_neither),
+		cmocka_unit_test(test_with_chunk_1_a_task_runs_at_most_once),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
