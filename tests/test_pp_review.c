@@ -30,6 +30,10 @@
  * - without close_range(2) the fork server and its workers still close
  *   every fd of the program's, one above RLIMIT_NOFILE too.
  *
+ * - a task queued while its worker runs on after an early (large)
+ *   result starts when that task ends; one queued behind a job the
+ *   manager ends as it sends it (no fd for its shared input) runs.
+ *
  * Every wait has a generous timeout only so that a bug fails the test
  * instead of hanging it; no test asserts a duration and no sleep
  * synchronises anything.
@@ -347,25 +351,129 @@ static void child_high_fd(void)
  * number up to min(RLIMIT_NOFILE, 65536) only: an fd above (opened before
  * the program lowered its limit, or past 65535) stayed open in every
  * worker, a listening socket of the program's among them.  Now they close
- * what /proc/self/fd lists.  Not under valgrind (its own fds, and the
- * filter, are its to manage).
+ * what /proc/self/fd lists.
  */
-static void test_workers_get_no_high_fd_without_close_range(void **state)
+/* Runs child() in a forked child (not under valgrind, whose own fds sit
+ * past the limits these children set): passes on its exit 0, skips on
+ * 77 (it could not set its scene up). */
+static void in_a_child(void (*child)(void))
 {
-	(void)state;
 	if (under_valgrind())
 		skip();
 	fflush(NULL);
 	pid_t kid = fork();
 	assert_true(kid >= 0);
 	if (kid == 0)
-		child_high_fd();
+		child();
 	int status = 0;
 	assert_int_equal(waitpid(kid, &status, 0), kid);
 	assert_true(WIFEXITED(status));
 	if (WEXITSTATUS(status) == 77)
 		skip();
 	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+static void test_workers_get_no_high_fd_without_close_range(void **state)
+{
+	(void)state;
+	in_a_child(child_high_fd);
+}
+
+/* Gives a 300,000-byte result (sent as it is given: a large one is
+ * written from the task's buffer at once), then runs on for 200 ms. */
+static void early_result(fut_task *t)
+{
+	static unsigned char big[300000];
+	(void)fut_task_return_bytes(t, big, sizeof(big));
+	struct timespec ts = { 0, 200 * 1000 * 1000 };
+	while (nanosleep(&ts, &ts) != 0)
+		;
+}
+
+static void pid_task(fut_task *t)
+{
+	return_u64(t, (uint64_t)getpid());
+}
+
+/*
+ * A task's large result comes back early and the task runs on; a task
+ * submitted once its worker has been silent 5 ms must still start when
+ * that task ends.  Before (found by review, 2026-12-07) the manager sent
+ * nothing to a silent worker inside a task, and that task's end wrote
+ * nothing that would wake it: the second task waited for the next
+ * submit (here for ever: the 30 s bound only keeps a hang from hanging).
+ */
+static void test_a_task_behind_an_early_result_starts_when_it_ends(void **state)
+{
+	(void)state;
+	fut_executor *ex = new_pool(1);
+	fut_future *a = NULL, *b = NULL;
+	CHECK(fut_submit_bytes(ex, early_result, NULL, 0, &a) == FUT_OK);
+	const void *data = NULL;
+	size_t len = 0;
+	CHECK(fut_result_bytes(a, LONG_WAIT, &data, &len) == FUT_OK);
+	CHECK(len == 300000);
+	struct timespec ts = { 0, 20 * 1000 * 1000 }; /* silent 5 ms+ */
+	while (nanosleep(&ts, &ts) != 0)
+		;
+	CHECK(fut_submit_bytes(ex, pid_task, NULL, 0, &b) == FUT_OK);
+	int rc = fut_result_bytes(b, 30, &data, &len);
+	explain(b, rc, FUT_OK);
+	CHECK(rc == FUT_OK);
+	fut_release(a);
+	fut_release(b);
+	fut_executor_free(ex);
+}
+
+/* Runs 300 ms. */
+static void slow_task(fut_task *t)
+{
+	struct timespec ts = { 0, 300 * 1000 * 1000 };
+	while (nanosleep(&ts, &ts) != 0)
+		;
+	return_u64(t, 1);
+}
+
+/* In a child: A (a shared input) and B queued behind a running task;
+ * no fd left when they are sent, so A's input cannot go.  Exits 0 when
+ * A ends FUT_ESYS and B runs. */
+static void child_no_fd_for_a_shared_input(void)
+{
+	in_child = true;
+	fut_executor *ex = new_pool(1);
+	fut_future *l = NULL, *a = NULL, *b = NULL;
+	CHECK(fut_submit_bytes(ex, slow_task, NULL, 0, &l) == FUT_OK);
+	for (int i = 0; i < 30000 && !fut_running(l) && !fut_done(l); i++)
+		usleep(1000);
+	CHECK(fut_running(l));
+	static unsigned char big[300000]; /* a memfd from 256 KiB */
+	CHECK(fut_submit_bytes(ex, pid_task, big, sizeof(big), &a) == FUT_OK);
+	CHECK(fut_submit_bytes(ex, pid_task, NULL, 0, &b) == FUT_OK);
+	int lowest = dup(0);
+	CHECK(lowest >= 0 && close(lowest) == 0);
+	struct rlimit rl;
+	CHECK(getrlimit(RLIMIT_NOFILE, &rl) == 0);
+	rl.rlim_cur = (rlim_t)lowest; /* no fd left for the manager's dup */
+	CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+	CHECK(fut_wait(&a, 1, FUT_ALL_COMPLETED, LONG_WAIT) == FUT_OK);
+	CHECK(fut_error(a) == FUT_ESYS);
+	int rc = fut_wait(&b, 1, FUT_ALL_COMPLETED, 30);
+	if (rc != FUT_OK)
+		diag("B still %u after A ended", fut_state(b));
+	CHECK(rc == FUT_OK && fut_error(b) == FUT_OK);
+	exit(0);
+}
+
+/*
+ * A job the manager ends as it sends a batch (no fd for a shared input,
+ * no memory for the frame) stopped the jobs queued behind it: nothing
+ * would come from the worker, which got no frame, and the manager slept.
+ * Before (found by review, 2026-12-07) B waited for the next submit.
+ */
+static void test_a_job_ended_as_it_is_sent_does_not_stop_the_queue(void **state)
+{
+	(void)state;
+	in_a_child(child_no_fd_for_a_shared_input);
 }
 
 int main(void)
@@ -383,6 +491,10 @@ int main(void)
 			test_free_returns_beside_a_fork_child_of_the_program),
 		cmocka_unit_test(
 			test_workers_get_no_high_fd_without_close_range),
+		cmocka_unit_test(
+			test_a_task_behind_an_early_result_starts_when_it_ends),
+		cmocka_unit_test(
+			test_a_job_ended_as_it_is_sent_does_not_stop_the_queue),
 	};
 	if (!pp_test_prepare())
 		return 2;

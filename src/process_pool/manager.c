@@ -227,8 +227,18 @@ static bool dispatch(struct pp_mgr *m)
 		/* Nothing more behind a long task: it would wait there while
 		 * another worker could take it. */
 		if ((w->head != NULL || fut__pp_in_task(p, w)) &&
-		    m->now - w->active_ns >= FUT__PP_TAKE_BACK_NS)
+		    m->now - w->active_ns >= FUT__PP_TAKE_BACK_NS) {
+			/* Its task's result went early (a large one is sent
+			 * as the task gives it): when the task ends, the
+			 * worker writes nothing that would wake us.  Look
+			 * again soon (found by review, 2026-12-07: a task
+			 * queued behind it waited for the next submit). */
+			if (w->head == NULL)
+				m->recheck_at =
+					sooner(m->recheck_at,
+					       m->now + FUT__PP_RECHECK_NS);
 			continue;
+		}
 		/* A second frame in flight only for bulk work (a chunk of
 		 * many), so that a worker never waits between frames. */
 		if (w->frames >= 2 || (w->frames == 1 && p->qhead->chunk_end))
@@ -445,6 +455,7 @@ static int poll_timeout(struct pp_mgr *m, int64_t deadline, bool waiters)
 	if (waiters)
 		deadline = sooner(deadline, m->now + FUT__PP_RECHECK_NS);
 	deadline = sooner(deadline, m->take_back_at);
+	deadline = sooner(deadline, m->recheck_at);
 	if (p->spawn_after_ns > m->now)
 		deadline = sooner(deadline, p->spawn_after_ns);
 	if (deadline < 0)
@@ -488,6 +499,7 @@ static void loop(struct pp_mgr *m)
 		if (cancel)
 			cancel_sent(m);
 		m->take_back_at = -1;
+		m->recheck_at = -1;
 		if (!m->closing)
 			while (dispatch(m) || take_back_waiting(m))
 				;

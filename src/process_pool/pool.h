@@ -289,6 +289,10 @@ struct pp_mgr {
 	/* fs_sock was full: a KILL or a SPAWN waits for room (POLLOUT). */
 	bool fs_full;
 	int64_t take_back_at; /* manager.c's take_back_waiting; -1: none */
+	/* manager.c's dispatch: when to look again at a worker it skipped
+	 * inside a task whose result went early (the task's end writes
+	 * nothing); -1: none. */
+	int64_t recheck_at;
 	struct pollfd *pfd;
 	struct pp_worker **pfd_w; /* the worker of each entry, NULL */
 };
@@ -436,7 +440,9 @@ void fut__pp_out_drop(struct pp_worker *w);
  * gone leaves its EXITED to settle its jobs). */
 void fut__pp_flush_out(struct ppool *p, struct pp_worker *w);
 /* Claims, encodes and sends the jobs popped for w (batch, in order):
- * returns how many were dropped, cancelled while queued. */
+ * returns how many it did not send, cancelled while queued or ended
+ * here (interrupted, no fd or no memory for it): the caller dispatches
+ * again, as nothing from w may come for the jobs queued behind them. */
 size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,
 			  struct pp_job *batch);
 /* A submitter's hand-off through w's open door, under p->lock: j (new,

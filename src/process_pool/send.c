@@ -166,6 +166,7 @@ size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,
 			/* It ran on a worker that died before its result
 			 * came, and was interrupted meanwhile. */
 			fut__pp_job_end(j, FUT_ECANCELLED, 0, 0, "interrupted");
+			dropped++;
 			continue;
 		}
 		/* Its claim word first, then SENT: a cancel that sees SENT
@@ -193,6 +194,7 @@ size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,
 					"cannot send the task's input (shared "
 					"memory): %s",
 					strerror(errno));
+			dropped++;
 			continue;
 		}
 		unsigned char shared_len[FUT__WIRE_SHARED_LEN];
@@ -215,6 +217,7 @@ size_t fut__pp_send_batch(struct ppool *p, struct pp_worker *w,
 			fut__pp_close_fd(&ofd);
 			fut__pp_job_end(j, FUT_ENOMEM, 0, 0,
 					"out of memory for the task frame");
+			dropped++;
 			continue;
 		}
 		j->id = p->next_id++;
