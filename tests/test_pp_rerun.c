@@ -307,21 +307,29 @@ test_interrupt_ends_a_task_queued_again_after_its_worker_died(void **st)
  * exited (a worker sends a result 1 ms old before it goes on: the task
  * ran on that long after it returned its bytes, as under valgrind), so
  * the worker did not die with it unsent. */
-static bool between_try(void)
+/* A pool of one worker, `chunk` as given, runs OP_LAST (its worker exits
+ * after it) and OP_PID, submitted together; both done when it returns. */
+static fut_executor *last_then_pid(size_t chunk, fut_future *fs[2])
 {
 	fut_executor *ex = NULL;
-	fut_future *fs[2];
 	atomic_store(&sh->init_go, 1);
 	atomic_store(&sh->runs, 0);
-	fut_process_pool_opts o = { .max_workers = 1, .chunk = 2 };
+	fut_process_pool_opts o = { .max_workers = 1, .chunk = chunk };
 	assert_int_equal(fut_process_pool_new(&ex, &o), FUT_OK);
-	/* One frame: the first's result waits for the second's (it is
-	 * not the frame's last) when its worker exits. */
 	uint32_t ops[2] = { OP_LAST, OP_PID };
 	assert_int_equal(fut_submit_many(ex, op_task, ops, sizeof(ops[0]), 2,
 					 fs),
 			 FUT_OK);
 	assert_int_equal(fut_wait(fs, 2, FUT_ALL_COMPLETED, LONG_WAIT), FUT_OK);
+	return ex;
+}
+
+static bool between_try(void)
+{
+	fut_future *fs[2];
+	/* One frame: the first's result waits for the second's (it is
+	 * not the frame's last) when its worker exits. */
+	fut_executor *ex = last_then_pid(2, fs);
 	if (fut_error(fs[0]) != FUT_OK)
 		fail_msg("the task that returned before its worker exited: "
 			 "%s",
@@ -365,18 +373,8 @@ static void test_with_chunk_1_a_task_runs_at_most_once(void **st)
 {
 	(void)st;
 	for (int round = 0; round < 5; round++) {
-		fut_executor *ex = NULL;
 		fut_future *fs[2];
-		atomic_store(&sh->init_go, 1);
-		atomic_store(&sh->runs, 0);
-		fut_process_pool_opts o = { .max_workers = 1, .chunk = 1 };
-		assert_int_equal(fut_process_pool_new(&ex, &o), FUT_OK);
-		uint32_t ops[2] = { OP_LAST, OP_PID };
-		assert_int_equal(fut_submit_many(ex, op_task, ops,
-						 sizeof(ops[0]), 2, fs),
-				 FUT_OK);
-		assert_int_equal(fut_wait(fs, 2, FUT_ALL_COMPLETED, LONG_WAIT),
-				 FUT_OK);
+		fut_executor *ex = last_then_pid(1, fs);
 		assert_int_equal(fut_error(fs[0]), FUT_OK);
 		assert_int_equal(fut_error(fs[1]), FUT_OK);
 		assert_int_equal(atomic_load(&sh->runs), 1);
