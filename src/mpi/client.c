@@ -87,6 +87,58 @@ void fut__mpi_client_wake_locked(struct mclient *c)
 /* ------------------------------------------------------------------ */
 /* Shutdown and free                                                   */
 
+/* The executors held in this process (hold_stop), each with a
+ * reference, until their manager ends or fut__mpi_release_held() takes
+ * them. */
+static pthread_mutex_t held_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct mclient *held_list;
+
+static void list_held(struct mclient *c)
+{
+	atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+	pthread_mutex_lock(&held_lock);
+	c->held_next = held_list;
+	held_list = c;
+	pthread_mutex_unlock(&held_lock);
+}
+
+void fut__mpi_unlist_held(struct mclient *c)
+{
+	bool found = false;
+	pthread_mutex_lock(&held_lock);
+	for (struct mclient **p = &held_list; *p != NULL; p = &(*p)->held_next)
+		if (*p == c) {
+			*p = c->held_next;
+			found = true;
+			break;
+		}
+	pthread_mutex_unlock(&held_lock);
+	if (found)
+		fut__mpi_client_unref(c);
+}
+
+void fut__mpi_release_held(void)
+{
+	pthread_mutex_lock(&held_lock);
+	struct mclient *list = held_list;
+	held_list = NULL;
+	pthread_mutex_unlock(&held_lock);
+	while (list != NULL) {
+		struct mclient *c = list;
+		list = c->held_next;
+		/* From one of its own callbacks (a collective call there):
+		 * it stops the ranks once that callback returns. */
+		bool own = pthread_equal(c->manager, pthread_self());
+		pthread_mutex_lock(&c->lock);
+		c->release_stop = true;
+		fut__mpi_client_wake_locked(c);
+		while (!own && !c->manager_done)
+			pthread_cond_wait(&c->done_cv, &c->lock);
+		pthread_mutex_unlock(&c->lock);
+		fut__mpi_client_unref(c);
+	}
+}
+
 static int client_shutdown(fut_executor *ex, unsigned flags)
 {
 	struct mclient *c = fut__mpi_client_of(ex);
@@ -101,6 +153,7 @@ static int client_shutdown(fut_executor *ex, unsigned flags)
 		atomic_store(&c->interrupt_all, true);
 		atomic_store(&c->interrupt_scan, true);
 	}
+	bool held = false;
 	pthread_mutex_lock(&c->lock);
 	c->shutdown = true;
 	atomic_store(&c->shutting, true);
@@ -109,8 +162,22 @@ static int client_shutdown(fut_executor *ex, unsigned flags)
 		c->qhead = c->qtail = NULL;
 		atomic_store(&c->queued, false);
 	}
+	if (fut__current_executor() == ex) {
+		/* A done callback, on the manager's thread (its fields are
+		 * ours to read): with nothing left, its future may have been
+		 * the last, and the thread that has it in MPI_Finalize
+		 * already.  STOPs now raced that (MPICH aborted; found by
+		 * review, 2026-12-07), so they wait (mpi_client.h). */
+		held = !c->hold_stop && !c->release_stop && c->qhead == NULL &&
+		       c->inflight == 0 && !c->stopping && !c->broke;
+		c->hold_stop |= held;
+	} else {
+		c->release_stop = true;
+	}
 	fut__mpi_client_wake_locked(c);
 	pthread_mutex_unlock(&c->lock);
+	if (held)
+		list_held(c);
 	while (drained_jobs != NULL) {
 		struct mjob *j = drained_jobs;
 		drained_jobs = j->next;

@@ -42,7 +42,8 @@ static void fail_broken(struct mclient *c, struct mjob *list)
 }
 
 /* The executor is broken (why: formatted): every queued and running job
- * ends FUT_EBROKEN, and every rank gets its STOP. */
+ * ends FUT_EBROKEN, what runs is interrupted, and every rank gets its
+ * STOP. */
 static void break_all(struct mclient *c, const char *fmt, int rank,
 		      const char *detail)
 {
@@ -62,6 +63,8 @@ static void break_all(struct mclient *c, const char *fmt, int rank,
 	fail_broken(c, queued);
 	for (int r = 0; r < c->s.size; r++) {
 		struct mrank *mr = &c->ranks[r];
+		if (r != c->s.root && !mr->bye)
+			fut__mpi_interrupt_rank(c, r);
 		fail_broken(c, mr->head);
 		mr->head = mr->tail = NULL;
 		mr->inflight = 0;
@@ -543,10 +546,20 @@ void *fut__mpi_client_manager(void *arg)
 		if (atomic_exchange(&c->interrupt_scan, false))
 			did |= send_interrupts(c);
 		did |= fut__mpi_link_progress(&c->link);
-		if (!c->stopping && fut__mpi_drained(c))
-			c->stopping = true;
-		else if (!c->stopping && !c->seen && atomic_load(&c->shutting))
-			fut__mpi_see_shutdown(c);
+		/* One read of `shutting` decides both: read twice, a shutdown
+		 * between the reads made an idle executor look busy, and a
+		 * shutdown(NOWAIT) returned before the STOPs and the BYEs
+		 * (found by review, 2026-12-07: MPI calls after it). */
+		if (!c->stopping && atomic_load(&c->shutting)) {
+			if (!fut__mpi_drained(c)) {
+				if (!c->seen)
+					fut__mpi_see_shutdown(c);
+			} else if (fut__mpi_stop_held(c)) {
+				continue; /* it napped, no MPI call */
+			} else {
+				c->stopping = true;
+			}
+		}
 		if (c->stopping) /* again each pass: a STOP not sent is retried */
 			fut__mpi_stop_ranks(c);
 		if (c->stopping && !fut__mpi_link_busy(&c->link) &&
@@ -555,6 +568,7 @@ void *fut__mpi_client_manager(void *arg)
 		fut__mpi_manager_pause(c, &idle, did);
 	}
 	fut__mpi_comm_release(&c->s);
+	fut__mpi_unlist_held(c);
 	pthread_mutex_lock(&c->lock);
 	c->manager_done = true;
 	pthread_cond_broadcast(&c->done_cv);

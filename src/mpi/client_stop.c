@@ -8,7 +8,8 @@
  * completes (fut__mpi_stop_first()): the caller may call MPI_Finalize
  * once it has that result, and no other thread may be inside MPI then.
  * Also the pause between two turns of either polling loop, the main one
- * (client_manager.c) and this one.
+ * (client_manager.c) and this one; the hold of a stop asked for from
+ * the last done callback (mpi_client.h, hold_stop); a break's INTERRUPTs.
  * Threads: the manager only.
  * Locks: c->lock for the queue and the shutdown flags.
  */
@@ -127,4 +128,36 @@ void fut__mpi_manager_pause(struct mclient *c, struct fut__mpi_idle *idle,
 			     fut__mpi_idle_next(idle, true);
 	if (ns > 0)
 		fut__mpi_nap(&c->lock, &c->wake_cv, &c->wake, &c->sleeping, ns);
+}
+
+/* Asks rank r to interrupt every job of its list, whose futures the
+ * break is about to end: no one wants their results, and a task that
+ * waits for fut_task_cancelled() would keep the rank, and with it the
+ * shutdown and the free, for ever (found by review, 2026-12-07).  Best
+ * effort: a send that fails leaves what runs to end by itself. */
+void fut__mpi_interrupt_rank(struct mclient *c, int r)
+{
+	struct fut__mpi_frame fr = { 0 };
+	for (struct mjob *j = c->ranks[r].head; j != NULL; j = j->next)
+		if (!j->interrupt_sent &&
+		    fut__mpi_frame_add(&fr, j->id, 0, FUT__WIRE_T_INTERRUPT, 0,
+				       NULL, 0) != FUT_OK)
+			break;
+	if (fr.count != 0)
+		(void)fut__mpi_link_send(&c->link, r, FUT__WIRE_TASKS, &fr);
+	fut__free(fr.buf);
+}
+
+/* Shut down from a done callback with nothing left (mpi_client.h,
+ * hold_stop): true, after a nap until something wakes it, while no
+ * thread outside that callback has let the manager stop the ranks. */
+bool fut__mpi_stop_held(struct mclient *c)
+{
+	pthread_mutex_lock(&c->lock);
+	bool held = c->hold_stop && !c->release_stop;
+	pthread_mutex_unlock(&c->lock);
+	if (held)
+		fut__mpi_nap(&c->lock, &c->wake_cv, &c->wake, &c->sleeping,
+			     1000000000);
+	return held;
 }

@@ -88,7 +88,15 @@ struct mclient {
 	/* lock: the manager saw the shutdown with work left; until then a
 	 * shutdown(NOWAIT) waits (client.c, client_shutdown()). */
 	bool shutdown_seen;
-	bool free_on_exit;	   /* lock: freed from a callback */
+	bool free_on_exit; /* lock: freed from a callback */
+	/* lock: shut down from one of its done callbacks with nothing in
+	 * flight or queued: the thread that has the last result may be in
+	 * MPI_Finalize, so the manager makes no MPI call (no STOP) until a
+	 * thread outside that callback lets it: the finalize hook, a
+	 * shutdown or free of another thread, or a new executor's creation
+	 * (client.c, fut__mpi_release_held()). */
+	bool hold_stop, release_stop;
+	struct mclient *held_next; /* client.c's list of held ones */
 	struct cname *names;	   /* lock: id i + 1 at names[i] */
 	uint32_t nnames, capnames; /* lock */
 
@@ -124,6 +132,8 @@ static inline struct mclient *fut__mpi_client_of(fut_executor *ex)
 void fut__mpi_client_unref(struct mclient *c);
 /* Caller holds c->lock: wakes the manager if it sleeps. */
 void fut__mpi_client_wake_locked(struct mclient *c);
+/* The manager, at its end: takes c off the list of held executors. */
+void fut__mpi_unlist_held(struct mclient *c);
 
 /* client_submit.c: the executor's submit calls, and a job's end */
 
@@ -155,6 +165,14 @@ void fut__mpi_manager_pause(struct mclient *c, struct fut__mpi_idle *idle,
  * first, then the communicator freed; false when the main loop must
  * finish that. */
 bool fut__mpi_stop_first(struct mclient *c);
+
+/* Asks rank r to interrupt every job in flight there (a break ends their
+ * futures); best effort. */
+void fut__mpi_interrupt_rank(struct mclient *c, int r);
+/* Shut down from a done callback with nothing left (hold_stop): true,
+ * after a nap, while no thread outside that callback has let the manager
+ * stop the ranks. */
+bool fut__mpi_stop_held(struct mclient *c);
 
 /* client_manager.c: the manager thread's body (arg: the client); it
  * drops the manager's reference when it ends. */

@@ -81,6 +81,18 @@ static inline void square_task(fut_task *t)
 	fut_task_return_bytes(t, &y, sizeof(y));
 }
 
+/* One square_task through ex with cb as its done callback: returns once
+ * the caller has its result (the callback may free ex). */
+static inline void square_with_callback(fut_executor *ex, fut_callback cb)
+{
+	int x = 9;
+	fut_future *f;
+	CHECK(fut_submit_bytes(ex, square_task, &x, sizeof(x), &f) == FUT_OK);
+	CHECK(fut_add_done_callback(f, cb, NULL) == FUT_OK);
+	CHECK(fut_result(f, 30, NULL) == FUT_OK);
+	fut_release(f);
+}
+
 /* Fails with code 42 and a message naming the server's rank. */
 static inline void fail_task(fut_task *t)
 {

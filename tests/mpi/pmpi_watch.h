@@ -77,4 +77,16 @@ static int stray_report(const char *mode, int rank, const char *when, int rc)
 	return 1;
 }
 
+/* The end of a test mode's main(): MPI_Finalize, then its exit status
+ * (stray_report), and "MODE: ok" when it passed. */
+static int finalize_and_report(const char *mode, int rank, const char *when,
+			       int rc)
+{
+	MPI_Finalize();
+	rc = stray_report(mode, rank, when, rc);
+	if (rc == 0)
+		printf("%s: ok\n", mode);
+	return rc;
+}
+
 #endif

@@ -399,13 +399,7 @@ static int mode_cbfinal(void)
 	cb_ex = client(NULL);
 	if (cb_ex == NULL)
 		return 0;
-	int x = 9;
-	fut_future *f;
-	CHECK(fut_submit_bytes(cb_ex, square_task, &x, sizeof(x), &f) ==
-	      FUT_OK);
-	CHECK(fut_add_done_callback(f, free_late_cb, NULL) == FUT_OK);
-	CHECK(fut_result(f, 30, NULL) == FUT_OK);
-	fut_release(f);
+	square_with_callback(cb_ex, free_late_cb);
 	return 0; /* MPI_Finalize, while the callback frees */
 }
 

@@ -455,9 +455,6 @@ int main(int argc, char **argv)
 			argv[0]);
 		rc = 2;
 	}
-	MPI_Finalize();
-	rc = stray_report(mode, rank, "after the last future completed", rc);
-	if (rc == 0)
-		printf("%s: ok\n", mode);
-	return rc;
+	return finalize_and_report(mode, rank,
+				   "after the last future completed", rc);
 }

@@ -1,0 +1,179 @@
+/*
+ * test_mpi_stop.c: how an executor stops its ranks, in modes that
+ * tests/mpi/run.sh runs under mpirun -np 3 (not cmocka tests: what they
+ * check is that every rank's call returns, and which MPI calls another
+ * thread of root makes, counted through the profiling interface,
+ * pmpi_watch.h).  Found by review (2026-12-07):
+ *   brokenint    a rank's malformed result breaks the executor while the
+ *                other rank runs a task that waits for
+ *                fut_task_cancelled(): the break must interrupt it.  Before,
+ *                it ran on (here capped at 20 s, and that rank reports it),
+ *                and shutdown(INTERRUPT|NOWAIT) and free waited for it.
+ *   nowaitrace   300 times: an idle executor, shutdown(NOWAIT), then 3 ms
+ *                in which no other thread of root may call MPI (the STOPs
+ *                and BYEs come before it returns).  Before, a shutdown
+ *                between the manager's two reads of its flag made the
+ *                executor look busy: 5 of 300 returned first.
+ *   cbfreefin    the last future's done callback frees the executor while
+ *                main, which has its result, calls MPI_Finalize: no other
+ *                thread may call MPI as finalize begins (the servers nap
+ *                up to 0.5 s, so the BYEs came late).  Before, the manager
+ *                sent the STOPs after the callback (MPICH aborted in
+ *                finalize, 2 runs in 15).
+ *   heldnew      the same free from the last callback, then a second
+ *                executor: its creation lets the first stop its ranks
+ *                first (they would miss its collective calls).
+ * run.sh's timeout ends a hang as a failure.
+ */
+#include <time.h>
+#include <unistd.h>
+
+#include "mpi_test.h"
+#include "pmpi_watch.h"
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* brokenint: set on the server whose task saw the interrupt, or that
+ * ran none; a server whose task ran out its 20 s fails. */
+static bool waited_ok = true;
+
+static void wait_cancel_task(fut_task *t)
+{
+	double t0 = now_s();
+	while (!fut_task_cancelled(t) && now_s() - t0 < 20)
+		usleep(1000);
+	waited_ok = fut_task_cancelled(t);
+	fut_task_return_bytes(t, "w", 1);
+}
+
+static void quick_task(fut_task *t)
+{
+	fut_task_return_bytes(t, "q", 1);
+}
+
+static int mode_brokenint(void)
+{
+	/* Every server's next send is malformed: the one that answers the
+	 * quick task breaks the executor (prefetch 1: the waiting task
+	 * fills the other rank). */
+	if (world_rank() != 0)
+		fut__mpi_test_corrupt_next_send();
+	fut_executor *ex = NULL;
+	CHECK(fut_mpi_executor_new(&ex, &(fut_mpi_opts){ .prefetch = 1 }) ==
+	      FUT_OK);
+	if (ex == NULL) {
+		if (!waited_ok)
+			fprintf(stderr,
+				"brokenint: rank %d: the task ran on "
+				"after the break\n",
+				world_rank());
+		return waited_ok ? 0 : 1;
+	}
+	fut_future *fs[2];
+	CHECK(fut_submit_bytes(ex, wait_cancel_task, NULL, 0, &fs[0]) ==
+	      FUT_OK);
+	usleep(200000); /* it runs by now */
+	CHECK(fut_submit_bytes(ex, quick_task, NULL, 0, &fs[1]) == FUT_OK);
+	CHECK(fut_wait(fs, 2, FUT_ALL_COMPLETED, 30) == FUT_OK);
+	for (int i = 0; i < 2; i++) {
+		CHECK(fut_result(fs[i], 0, NULL) == FUT_EBROKEN);
+		fut_release(fs[i]);
+	}
+	CHECK(fut_executor_shutdown(ex, FUT_SHUTDOWN_INTERRUPT |
+						FUT_SHUTDOWN_NOWAIT) == FUT_OK);
+	fut_executor_free(ex);
+	return 0;
+}
+
+static int mode_nowaitrace(void)
+{
+	bool root = world_rank() == 0;
+	long late = 0;
+	for (int i = 0; i < 300; i++) {
+		fut_executor *ex = NULL;
+		/* Root's manager spins the whole time, reading the flag. */
+		CHECK(fut_mpi_executor_new(
+			      &ex,
+			      &(fut_mpi_opts){ .poll_spin = root ? 60 : 0 }) ==
+		      FUT_OK);
+		if (ex == NULL)
+			continue;
+		usleep(300);
+		atomic_store(&stray_calls, 0);
+		CHECK(fut_executor_shutdown(ex, FUT_SHUTDOWN_NOWAIT) == FUT_OK);
+		atomic_store(&watching, true);
+		usleep(3000);
+		atomic_store(&watching, false);
+		late += atomic_load(&stray_calls) != 0;
+		fut_executor_free(ex);
+	}
+	atomic_store(&stray_calls, 0);
+	if (late != 0)
+		fprintf(stderr,
+			"nowaitrace: %ld of 300 shutdown(NOWAIT)s "
+			"returned before the manager's MPI calls\n",
+			late);
+	return late != 0;
+}
+
+static fut_executor *cb_ex;
+
+static void free_now_cb(fut_future *f, void *ud)
+{
+	(void)f;
+	(void)ud;
+	fut_executor_free(cb_ex);
+}
+
+static int mode_cbfreefin(void)
+{
+	bool root = world_rank() == 0;
+	CHECK(fut_mpi_executor_new(&cb_ex,
+				   &(fut_mpi_opts){ .poll_backoff =
+							    root ? 0 : 0.5 }) ==
+	      FUT_OK);
+	if (cb_ex == NULL)
+		return 0;
+	square_with_callback(cb_ex, free_now_cb);
+	atomic_store(&watch_finalize, true);
+	return 0; /* MPI_Finalize at once */
+}
+
+static int mode_heldnew(void)
+{
+	for (int round = 0; round < 2; round++) {
+		CHECK(fut_mpi_executor_new(&cb_ex, NULL) == FUT_OK);
+		if (cb_ex != NULL)
+			square_with_callback(cb_ex, free_now_cb);
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	main_thread = pthread_self();
+	init_mpi(&argc, &argv);
+	int rank = world_rank();
+	const char *mode = argc > 1 ? argv[1] : "";
+	int rc;
+	if (strcmp(mode, "brokenint") == 0)
+		rc = mode_brokenint();
+	else if (strcmp(mode, "nowaitrace") == 0)
+		rc = mode_nowaitrace();
+	else if (strcmp(mode, "cbfreefin") == 0)
+		rc = mode_cbfreefin();
+	else if (strcmp(mode, "heldnew") == 0)
+		rc = mode_heldnew();
+	else {
+		fprintf(stderr,
+			"usage: %s brokenint|nowaitrace|cbfreefin|heldnew\n",
+			argv[0]);
+		rc = 2;
+	}
+	return finalize_and_report(mode, rank, "as MPI_Finalize began", rc);
+}
