@@ -161,8 +161,10 @@ static gboolean on_completions(gint fd, GIOCondition cond, gpointer data)
 		take_answer(st, f); /* f is borrowed from the iterator */
 		st->checked++;
 		st->in_flight--;
-		if (st->submitted < st->jobs && submit_next(st) != FUT_OK)
+		if (st->submitted < st->jobs && submit_next(st) != FUT_OK) {
+			st->fd_source = 0; /* removed by this return */
 			return G_SOURCE_REMOVE;
+		}
 	}
 	if (rc == FUT_ETIMEDOUT)
 		return G_SOURCE_CONTINUE;

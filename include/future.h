@@ -294,9 +294,10 @@ FUT_API int fut_task_return_bytes(fut_task *t, const void *data, size_t len);
 FUT_API void *fut_task_result_buffer(fut_task *t, size_t len);
 
 /* Settles a failure: the future ends FUT_ETASK with task_code and the
- * formatted message (fmt may be NULL).  FUT_ESTATE if already settled.
- * A thread pool keeps the whole message; a process pool (and the MPI
- * executor) its first 64 KiB. */
+ * formatted message (fmt may be NULL; fmt itself when the locale cannot
+ * write it).  FUT_ENOMEM: settled without a message.  FUT_ESTATE if
+ * already settled.  A thread pool keeps the whole message; a process
+ * pool (and the MPI executor) its first 64 KiB. */
 FUT_API int fut_task_fail(fut_task *t, int task_code, const char *fmt, ...)
 	FUT_PRINTF(3, 4);
 

@@ -44,6 +44,7 @@
 #include "process_pool/wire.h"
 #include "fault_helpers.h"
 #include "proc_helpers.h"
+#include "test_env.h"
 #define LONG_WAIT 120.0
 #define VALGRIND_ERROR_EXIT 99 /* the Makefile's valgrind --error-exitcode */
 
@@ -387,6 +388,26 @@ static inline bool pp_test_prepare(void)
 	if (getenv("TEST_FILTER") != NULL)
 		cmocka_set_test_filter(getenv("TEST_FILTER"));
 	return true;
+}
+
+/* Runs child() in a forked child (not under valgrind, whose own fds sit
+ * past the limits these children set): passes on its exit 0, skips on
+ * 77 (it could not set its scene up). */
+static inline void in_a_child(void (*child)(void))
+{
+	if (under_valgrind())
+		skip();
+	fflush(NULL);
+	pid_t kid = fork();
+	assert_true(kid >= 0);
+	if (kid == 0)
+		child();
+	int status = 0;
+	assert_int_equal(waitpid(kid, &status, 0), kid);
+	assert_true(WIFEXITED(status));
+	if (WEXITSTATUS(status) == 77)
+		skip();
+	assert_int_equal(WEXITSTATUS(status), 0);
 }
 
 #endif /* FUT_PP_TEST_H */

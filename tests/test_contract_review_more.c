@@ -10,6 +10,12 @@
  *   outcome was read as a cancel, which writes no message.  docs/api.md:
  *   the code's text only "where no message was given".
  *
+ * Review of 2026-12-07 (thirteenth session), failed before the fix:
+ * - fut_task_fail() with a format the locale cannot write (a %ls of a
+ *   character the C locale has no byte for: vsnprintf fails, EILSEQ)
+ *   returned FUT_ENOMEM and settled no message, the code's text in its
+ *   place.  The message is the format itself now, and the call FUT_OK.
+ *
  * Timeouts here only guard against hangs (GUARD_S).
  */
 #include <setjmp.h>
@@ -18,6 +24,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
+#include <wchar.h>
 
 #include <cmocka.h>
 
@@ -82,11 +89,39 @@ static void test_an_interrupted_process_task_keeps_its_message(void **state)
 	fut_executor_free(ex);
 }
 
+/* Fails with a message the C locale cannot write; returns the call's
+ * code as the task code. */
+static void fail_unwritable(fut_task *t)
+{
+	int rc = fut_task_fail(t, 0, "bad %ls", L"\u00e9");
+	(void)fut_task_fail(t, rc, "not settled twice"); /* FUT_ESTATE */
+}
+
+static void
+test_a_failure_the_locale_cannot_write_keeps_its_format(void **state)
+{
+	(void)state;
+	fut_executor *ex = NULL;
+	assert_int_equal(fut_thread_pool_new(
+				 &ex,
+				 &(fut_thread_pool_opts){ .max_workers = 1 }),
+			 FUT_OK);
+	fut_future *f = NULL;
+	assert_int_equal(fut_submit(ex, fail_unwritable, NULL, &f), FUT_OK);
+	assert_int_equal(fut_result(f, GUARD_S, NULL), FUT_ETASK);
+	assert_int_equal(fut_task_code(f), FUT_OK); /* the call's code */
+	assert_string_equal(fut_error_message(f), "bad %ls");
+	fut_release(f);
+	fut_executor_free(ex);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(
 			test_an_interrupted_process_task_keeps_its_message),
+		cmocka_unit_test(
+			test_a_failure_the_locale_cannot_write_keeps_its_format),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

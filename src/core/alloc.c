@@ -13,6 +13,7 @@
  * (fut__alloc_fail_run) to prove that a path which meets a failure while
  * handling one still ends what it handles.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,10 +111,12 @@ char *fut__vasprintf(const char *fmt, va_list ap)
 	int n = vsnprintf(NULL, 0, fmt, again);
 	va_end(again);
 	if (n < 0)
-		return NULL;
+		return NULL; /* errno: EILSEQ, EOVERFLOW */
 	char *s = fut__malloc((size_t)n + 1);
 	if (s != NULL)
 		vsnprintf(s, (size_t)n + 1, fmt, ap);
+	else
+		errno = ENOMEM;
 	return s;
 }
 

@@ -19,7 +19,8 @@ FUT__PRIVATE void *fut__calloc(size_t n, size_t size);
 FUT__PRIVATE void *fut__realloc(void *p, size_t n);
 FUT__PRIVATE void fut__free(void *p);
 FUT__PRIVATE char *fut__strdup(const char *s);
-/* A new string formatted from fmt (NULL when out of memory). */
+/* A new string formatted from fmt; NULL when out of memory (errno
+ * ENOMEM) or when vsnprintf fails (its errno: EILSEQ, EOVERFLOW). */
 FUT__PRIVATE char *fut__vasprintf(const char *fmt, va_list ap);
 
 /* Makes the whole pages of [p, p + n) present: one system call, where

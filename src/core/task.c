@@ -12,6 +12,7 @@
  * future's flags word, written by whoever calls fut_interrupt().
  * Locks: none: one task runs in one thread at a time.
  */
+#include <errno.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -153,7 +154,8 @@ int fut_task_return_bytes(fut_task *t, const void *data, size_t len)
 		return FUT_ESTATE;
 	if (t->sink != NULL && t->sink->emit != NULL &&
 	    (len >= FUT__TASK_EMIT_MIN || len <= t->sink->copy_max)) {
-		t->sink->emit(t, data, len, t->sink->ctx);
+		if (!t->sink->emit(t, data, len, t->sink->ctx))
+			return FUT_ENOMEM; /* not settled: it may fail instead */
 		t->outcome = FUT__OUT_SENT;
 		return FUT_OK;
 	}
@@ -207,6 +209,12 @@ int fut_task_fail(fut_task *t, int task_code, const char *fmt, ...)
 		va_start(ap, fmt);
 		message = fut__vasprintf(fmt, ap);
 		va_end(ap);
+		/* A format with no text in this locale (an encoding error, a
+		 * %ls of a character it cannot write): the format itself
+		 * tells more than none (it gave FUT_ENOMEM and no message:
+		 * found by review, 2026-12-07). */
+		if (message == NULL && errno == EILSEQ)
+			message = fut__strdup(fmt);
 		if (message == NULL)
 			rc = FUT_ENOMEM; /* settled all the same, untold */
 	}

@@ -26,13 +26,15 @@ enum {
  * set): the task then gets heap memory instead, sent through the pipe.
  * A byte result of at most copy_max bytes goes to emit() as well, which
  * copies it (into the worker's frame of results) before the call
- * returns: no allocation for a small result.  Either function may be
+ * returns: no allocation for a small result.  emit() returns false when
+ * it took nothing (no memory for its copy): the task is not settled, and
+ * fut_task_return_bytes returns FUT_ENOMEM.  Either function may be
  * NULL.
  */
 #define FUT__TASK_EMIT_MIN (256u * 1024u)
 #define FUT__TASK_SHARED_MIN (256u * 1024u)
 struct fut__task_sink {
-	void (*emit)(fut_task *t, const void *data, size_t len, void *ctx);
+	bool (*emit)(fut_task *t, const void *data, size_t len, void *ctx);
 	void *(*shared)(size_t len, int *fd, void *ctx);
 	void *ctx;
 	size_t copy_max;

@@ -55,16 +55,21 @@ struct result_copy {
 
 /* The sink's emit: the result stays in t->value and t->len (outcome
  * SENT) until run_one puts it in the frame: in rc->small, or for one of
- * FUT__TASK_EMIT_MIN bytes or more a malloc'd copy (NULL: none, out of
- * memory). */
-static void emit_result(fut_task *t, const void *data, size_t len, void *ctx)
+ * FUT__TASK_EMIT_MIN bytes or more a malloc'd copy.  False with no
+ * memory for that copy: fut_task_return_bytes then returns FUT_ENOMEM
+ * and the task is not settled (it returned FUT_OK, settled, and a later
+ * fut_task_fail got FUT_ESTATE: found by review, 2026-12-07). */
+static bool emit_result(fut_task *t, const void *data, size_t len, void *ctx)
 {
 	struct result_copy *rc = ctx;
 	void *copy = len <= sizeof(rc->small) ? rc->small : fut__malloc(len);
-	if (copy != NULL && len != 0)
+	if (copy == NULL)
+		return false;
+	if (len != 0)
 		memcpy(copy, data, len);
 	t->value = copy;
 	t->len = len;
+	return true;
 }
 
 /* Runs one task taken from the queue (no lock held); returns with

@@ -144,11 +144,12 @@ struct emit_ctx {
 	uint64_t id;
 };
 
-static void emit_bytes(fut_task *t, const void *data, size_t len, void *ctx)
+static bool emit_bytes(fut_task *t, const void *data, size_t len, void *ctx)
 {
 	(void)t;
 	struct emit_ctx *e = ctx;
 	out_record(e->out, e->fd, e->id, FUT__WIRE_R_BYTES, 0, data, len);
+	return true; /* or the worker died */
 }
 
 /* The worker's task socket: a shared result's memfd goes back over it;
@@ -246,11 +247,24 @@ static void send_shared(struct out *o, int fd, uint64_t id, fut_task *t)
 	if (fcntl(mfd, F_ADD_SEALS, seals | F_SEAL_WRITE) != 0)
 		(void)fcntl(mfd, F_ADD_SEALS, seals);
 	struct flush_to ft = { o, fd };
-	if (!fut__pp_send_back(back_slot, back_sock, mfd, flush_cb, &ft))
+	if (fut__pp_send_back(back_slot, back_sock, mfd, flush_cb, &ft)) {
+		unsigned char len[FUT__WIRE_SHARED_LEN];
+		fut__wire_put_u64(len, t->len);
+		out_record(o, fd, id, FUT__WIRE_R_SHARED, 0, len, sizeof(len));
+	} else if (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN) {
 		die(0); /* the parent closed our channel: it is gone */
-	unsigned char len[FUT__WIRE_SHARED_LEN];
-	fut__wire_put_u64(len, t->len);
-	out_record(o, fd, id, FUT__WIRE_R_SHARED, 0, len, sizeof(len));
+	} else {
+		/* The fd could not go (ETOOMANYREFS: this user has more fds
+		 * in flight than RLIMIT_NOFILE; ENOBUFS, ENOMEM): the bytes
+		 * go through the pipe, as a result that had no shared
+		 * memory.  Before (found by review, 2026-12-07) the worker
+		 * exited, and the task ran again, 4 times. */
+		void *copy = mmap(NULL, t->len, PROT_READ, MAP_SHARED, mfd, 0);
+		if (copy == MAP_FAILED)
+			die(126);
+		out_record(o, fd, id, FUT__WIRE_R_BYTES, 0, copy, t->len);
+		(void)munmap(copy, t->len);
+	}
 	(void)close(mfd);
 	t->buffer_fd = -1;
 	t->outcome = FUT__OUT_NONE;

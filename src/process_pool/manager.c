@@ -284,20 +284,6 @@ static bool dispatch(struct pp_mgr *m)
 	return dropped != 0;
 }
 
-/* Retires workers that reached max_tasks_per_child. */
-static void retire_spent(struct pp_mgr *m)
-{
-	struct ppool *p = m->p;
-	if (p->max_tasks_per_child == 0)
-		return;
-	for (uint32_t i = 0; i < p->nslots; i++) {
-		struct pp_worker *w = &p->workers[i];
-		if (w->state == PW_READY && w->head == NULL &&
-		    w->sent >= p->max_tasks_per_child)
-			fut__pp_slot_retire(w);
-	}
-}
-
 /* ------------------------------------------------------------------ */
 /* Interrupts and deadlines                                            */
 
@@ -491,15 +477,15 @@ static void loop(struct pp_mgr *m)
 		bool scan = atomic_exchange(&p->interrupt_scan, false);
 		if (all || scan)
 			scan_interrupts(m, all);
-		retire_spent(m);
+		m->take_back_at = -1;
+		m->recheck_at = -1;
+		fut__pp_slot_retire_spent(m);
 		fut__pp_slot_resend_kills(m);
 		fut__pp_lock(p);
 		bool cancel = p->cancel_asked != p->cancel_done;
 		fut__pp_unlock(p);
 		if (cancel)
 			cancel_sent(m);
-		m->take_back_at = -1;
-		m->recheck_at = -1;
 		if (!m->closing)
 			while (dispatch(m) || take_back_waiting(m))
 				;

@@ -110,6 +110,8 @@ struct pp_worker {
 	/* Its KILL did not fit in the fork server's socket: sent again
 	 * when there is room (fut__pp_slot_resend_kills). */
 	bool kill_unsent;
+	/* A send to it failed, not for want of room: errno (send.c). */
+	int send_errno;
 	/* Output still to write: out.buf[ooff, out.len) then
 	 * opay[opayoff, opaylen) (a large input, sent from the job block
 	 * itself). */
@@ -291,7 +293,8 @@ struct pp_mgr {
 	int64_t take_back_at; /* manager.c's take_back_waiting; -1: none */
 	/* manager.c's dispatch: when to look again at a worker it skipped
 	 * inside a task whose result went early (the task's end writes
-	 * nothing); -1: none. */
+	 * nothing), and retire_spent's for such a worker that is spent;
+	 * -1: none. */
 	int64_t recheck_at;
 	struct pollfd *pfd;
 	struct pp_worker **pfd_w; /* the worker of each entry, NULL */
@@ -416,6 +419,11 @@ void fut__pp_slot_kill(struct pp_mgr *m, struct pp_worker *w, int reason,
 void fut__pp_slot_resend_kills(struct pp_mgr *m);
 /* Tells w to exit once it has answered what it has. */
 void fut__pp_slot_retire(struct pp_worker *w);
+/* Retires the workers that reached max_tasks_per_child. */
+void fut__pp_slot_retire_spent(struct pp_mgr *m);
+/* Sends w nothing more: EOF on its input (its socket stays, for the fds
+ * it sends back). */
+void fut__pp_task_shut(struct pp_worker *w);
 /* w is dead and its results are read: settles every job it had and frees
  * the slot. */
 void fut__pp_slot_finalize(struct pp_mgr *m, struct pp_worker *w);

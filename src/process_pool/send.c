@@ -96,8 +96,17 @@ void fut__pp_flush_out(struct ppool *p, struct pp_worker *w)
 		if (got < 0 && errno == EAGAIN)
 			return;
 		if (got < 0) {
-			/* It is gone: its EXITED will settle its jobs. */
+			/* Gone (EPIPE): its EXITED settles its jobs.  Alive
+			 * (ETOOMANYREFS: this user has more fds in flight
+			 * than RLIMIT_NOFILE, for a shared input's memfd;
+			 * ENOBUFS, ENOMEM), it waited for ever for bytes that
+			 * never came, its jobs with it (found by review,
+			 * 2026-12-07): told to exit (EOF), it answers what it
+			 * has, and its EXITED runs the rest again elsewhere,
+			 * or ends them FUT_ESYS after a few tries. */
+			w->send_errno = errno;
 			fut__pp_out_drop(w);
+			fut__pp_task_shut(w);
 			return;
 		}
 		fut__pp_close_fd(&w->ofd); /* sent: the worker has a copy */

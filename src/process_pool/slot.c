@@ -52,7 +52,7 @@ static bool ctl_send(struct ppool *p, unsigned type, struct pp_worker *w,
 
 /* Nothing more goes to w: it reads EOF on its task socket, whose other
  * direction stays open for the memfds of its shared results. */
-static void task_shut(struct pp_worker *w)
+void fut__pp_task_shut(struct pp_worker *w)
 {
 	if (w->task_fd < 0)
 		return;
@@ -84,6 +84,7 @@ static void worker_clear(struct pp_worker *w)
 	w->kill_all = false;
 	w->kill_id = 0;
 	w->kill_unsent = false;
+	w->send_errno = 0;
 	fut__pp_out_drop(w);
 }
 
@@ -208,7 +209,7 @@ void fut__pp_slot_hello(struct pp_mgr *m, struct pp_worker *w,
 		 "the initializer failed in a worker process (returned %d)",
 		 (int)r->code);
 	w->state = PW_RETIRING;
-	task_shut(w);
+	fut__pp_task_shut(w);
 	fut__pp_break(m, why);
 }
 
@@ -240,7 +241,7 @@ void fut__pp_slot_kill(struct pp_mgr *m, struct pp_worker *w, int reason,
 	}
 	/* Nothing more goes to it. */
 	fut__pp_out_drop(w);
-	task_shut(w);
+	fut__pp_task_shut(w);
 	w->state = PW_RETIRING;
 	send_kill(m, w);
 }
@@ -263,9 +264,32 @@ void fut__pp_slot_resend_kills(struct pp_mgr *m)
 /* Tells w to exit once it has answered what it has (EOF on its input). */
 void fut__pp_slot_retire(struct pp_worker *w)
 {
-	task_shut(w);
+	fut__pp_task_shut(w);
 	fut__pp_out_drop(w);
 	w->state = PW_RETIRING;
+}
+
+/* Retires workers that reached max_tasks_per_child.  Not one still
+ * inside its last task, whose result went early (a large one is sent as
+ * the task gives it): retired, it no longer counted, and a new worker
+ * ran tasks beside it, more than max_workers at once (found by review,
+ * 2026-12-07).  Its end writes nothing, so it is looked at again soon. */
+void fut__pp_slot_retire_spent(struct pp_mgr *m)
+{
+	struct ppool *p = m->p;
+	if (p->max_tasks_per_child == 0)
+		return;
+	for (uint32_t i = 0; i < p->nslots; i++) {
+		struct pp_worker *w = &p->workers[i];
+		if (w->state != PW_READY || w->head != NULL ||
+		    w->sent < p->max_tasks_per_child)
+			continue;
+		int64_t again = m->now + FUT__PP_RECHECK_NS;
+		if (!fut__pp_in_task(p, w))
+			fut__pp_slot_retire(w);
+		else if (m->recheck_at < 0 || m->recheck_at > again)
+			m->recheck_at = again;
+	}
 }
 
 /* ------------------------------------------------------------------ */
@@ -408,10 +432,18 @@ void fut__pp_slot_finalize(struct pp_mgr *m, struct pp_worker *w)
 			(void)fut__future_start(&j->fut);
 		}
 		if (++j->requeued > MAX_REQUEUES) {
-			fut__pp_job_end(j, FUT_ECRASHED, 0, w->status,
-					"its worker process died %u times "
-					"before the task's result came back",
-					j->requeued);
+			if (w->send_errno != 0)
+				fut__pp_job_end(j, FUT_ESYS, w->send_errno, 0,
+						"cannot send the task to a "
+						"worker process (%u tries): %s",
+						j->requeued,
+						strerror(w->send_errno));
+			else
+				fut__pp_job_end(j, FUT_ECRASHED, 0, w->status,
+						"its worker process died %u "
+						"times before the task's "
+						"result came back",
+						j->requeued);
 			continue;
 		}
 		j->id = 0;
@@ -517,7 +549,7 @@ static void fs_restart(struct pp_mgr *m)
 			continue;
 		}
 		w->orphan = true;
-		task_shut(w);
+		fut__pp_task_shut(w);
 		w->state = PW_RETIRING;
 		/* No server is left to kill its group when it dies: a
 		 * process its task forked would outlive it, holding its

@@ -59,7 +59,8 @@ run -np 3 "$t/test_mpi_edge" cancelfin
 for m in brokenint nowaitrace cbfreefin heldnew; do
 	run -np 3 "$t/test_mpi_stop" $m
 done
-for m in namenomem namestop recvnomem srvnomem nostandby gathernomem; do
+for m in namenomem namestop recvnomem srvnomem nostandby gathernomem \
+	emitnomem; do
 	run -np 3 "$t/test_mpi_nomem" $m
 done
 run -np 1 "$t/test_mpi_launch" mpmd : -np 2 "$t/test_mpi_peer"

@@ -41,6 +41,11 @@
  *                it: that future ends FUT_ENOMEM, and the executor serves
  *                on.  Before, it broke: "rank N sent a malformed message:
  *                out of memory".
+ *   emitnomem    a server's copy of a task's 300 KiB result finds no
+ *                memory: fut_task_return_bytes returns FUT_ENOMEM and
+ *                the task is not settled (its fut_task_fail, code 7,
+ *                reaches root).  Before, it returned FUT_OK, settled, and
+ *                the future ended FUT_ENOMEM whatever the task did next.
  * run.sh's timeout ends a hang as a failure.
  */
 #include <pthread.h>
@@ -220,6 +225,43 @@ static int mode_gathernomem(void)
 	/* The executor serves on, that rank's results in 100-byte parts. */
 	for (int i = 0; i < 4; i++)
 		check_echo(ex, SPLIT_LEN);
+	fut_executor_free(ex);
+	CHECK(fut__mpi_live_objects() == 0);
+	return 0;
+}
+
+/* On a server: the copy of its 300 KiB result finds no memory (its next
+ * allocation): then it fails, code 7, which must settle it. */
+static void emit_nomem_task(fut_task *t)
+{
+	static unsigned char big[300 * 1024];
+	(void)fut__alloc_fail_nth(1);
+	int rc = fut_task_return_bytes(t, big, sizeof(big));
+	(void)fut__alloc_fail_nth(0);
+	if (rc != FUT_OK)
+		fut_task_fail(t, 7, "return_bytes: %s", fut_strerror(rc));
+}
+
+/* emitnomem: a server's copy of a large result finds no memory: the
+ * task's fut_task_return_bytes must say FUT_ENOMEM, unsettled, so that
+ * it can fail instead.  Before (found by review, 2026-12-07) it returned
+ * FUT_OK, settled, and the future ended FUT_ENOMEM whatever it did. */
+static int mode_emitnomem(void)
+{
+	fut_executor *ex = NULL;
+	CHECK(fut_mpi_executor_new(&ex, NULL) == FUT_OK);
+	if (ex == NULL)
+		return 0;
+	fut_future *f = NULL;
+	CHECK(fut_submit_bytes(ex, emit_nomem_task, NULL, 0, &f) == FUT_OK);
+	int rc = fut_result(f, 30, NULL);
+	const char *msg = rc == FUT_OK ? "" : fut_error_message(f);
+	if (rc != FUT_ETASK || fut_task_code(f) != 7)
+		fprintf(stderr, "emitnomem: %s (%s)\n", fut_strerror(rc), msg);
+	CHECK(rc == FUT_ETASK && fut_task_code(f) == 7 &&
+	      strstr(msg, "out of memory") != NULL);
+	fut_release(f);
+	check_echo(ex, 10); /* it serves on */
 	fut_executor_free(ex);
 	CHECK(fut__mpi_live_objects() == 0);
 	return 0;
@@ -448,10 +490,12 @@ int main(int argc, char **argv)
 		rc = mode_nostandby();
 	else if (strcmp(mode, "gathernomem") == 0)
 		rc = mode_gathernomem();
+	else if (strcmp(mode, "emitnomem") == 0)
+		rc = mode_emitnomem();
 	else {
 		fprintf(stderr,
 			"usage: %s namenomem|namestop|recvnomem|srvnomem|"
-			"nostandby|gathernomem\n",
+			"nostandby|gathernomem|emitnomem\n",
 			argv[0]);
 		rc = 2;
 	}

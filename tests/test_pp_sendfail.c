@@ -1,0 +1,185 @@
+/*
+ * test_pp_sendfail.c: a memfd that cannot be passed.  A process of a user
+ * that has more fds in flight (sent over unix sockets, not yet received)
+ * than its RLIMIT_NOFILE gets ETOOMANYREFS from sendmsg(SCM_RIGHTS),
+ * unless it has CAP_SYS_RESOURCE or CAP_SYS_ADMIN: each test runs in a
+ * forked child that drops root first (to nobody).  Found by review
+ * (2026-12-07):
+ *
+ * - the manager could not send a shared input's memfd to a live worker:
+ *   it took the error for a dead worker, dropped the frame, and the task
+ *   waited for ever (its free too).  The worker is now told to exit, the
+ *   task runs again elsewhere, and after a few tries ends FUT_ESYS (here
+ *   FUT_EBROKEN: the spawn of the next worker fails the same way).
+ *
+ * - a worker could not send a shared result's memfd back: it exited,
+ *   and the task ran again, 4 times, then ended FUT_ECRASHED (with chunk
+ *   1 too, which promises at most one run).  The bytes go through the
+ *   pipe instead.
+ *
+ * Every wait has a generous timeout only so that a bug fails the test
+ * instead of hanging it.
+ */
+#include <sys/socket.h>
+
+#include "pp_test.h"
+
+#define SHARED_LEN ((size_t)300 * 1024) /* a memfd from 256 KiB */
+
+/* Drops root (and with it the capabilities that lift the limit); exits
+ * 77, a skip, when it cannot. */
+static void become_nobody(void)
+{
+	if (geteuid() != 0)
+		return;
+	if (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0)
+		exit(77);
+}
+
+/* Sends fds over a socket no one reads until sendmsg fails (the user's
+ * fds in flight are past the sender's RLIMIT_NOFILE), or `most` went.
+ * Keeps the socket open: they stay in flight. */
+static void fds_in_flight(int most)
+{
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+		return;
+	int fds[100];
+	for (int i = 0; i < 100; i++)
+		fds[i] = sv[0];
+	for (int sent = 0; sent < most; sent += 100) {
+		char b = 0;
+		struct iovec iov = { &b, 1 };
+		union {
+			struct cmsghdr h;
+			char space[CMSG_SPACE(sizeof(fds))];
+		} u;
+		memset(&u, 0, sizeof(u));
+		struct msghdr m = { .msg_iov = &iov,
+				    .msg_iovlen = 1,
+				    .msg_control = u.space,
+				    .msg_controllen = sizeof(u.space) };
+		struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(fds));
+		memcpy(CMSG_DATA(c), fds, sizeof(fds));
+		if (sendmsg(sv[0], &m, MSG_DONTWAIT) != 1)
+			return;
+	}
+}
+
+/* The last byte of its input, plus its length. */
+static void tail_task(fut_task *t)
+{
+	size_t len;
+	const unsigned char *in = fut_task_input(t, &len);
+	return_u64(t, len + (len != 0 ? in[len - 1] : 0));
+}
+
+static void child_input_memfd_cannot_go(void)
+{
+	in_child = true;
+	become_nobody();
+	fut_executor *ex = new_pool(1);
+	unsigned char *in = calloc(1, SHARED_LEN);
+	CHECK(in != NULL);
+	in[SHARED_LEN - 1] = 5;
+	fut_future *f = NULL;
+	const void *data;
+	size_t len;
+	/* The worker is up, and a shared input goes while the limit is. */
+	CHECK(fut_submit_bytes(ex, tail_task, in, SHARED_LEN, &f) == FUT_OK);
+	CHECK(fut_result_bytes(f, LONG_WAIT, &data, &len) == FUT_OK);
+	fut_release(f);
+	fds_in_flight(400);
+	struct rlimit rl;
+	CHECK(getrlimit(RLIMIT_NOFILE, &rl) == 0);
+	rl.rlim_cur = 100;
+	CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+	CHECK(fut_submit_bytes(ex, tail_task, in, SHARED_LEN, &f) == FUT_OK);
+	int rc = fut_wait(&f, 1, FUT_ALL_COMPLETED, LONG_WAIT);
+	if (rc != FUT_OK)
+		diag("the task is still %u\n", fut_state(f));
+	CHECK(rc == FUT_OK);
+	/* Its worker told to exit, a new one asked for: the spawn request
+	 * passes fds too, fails the same way, and the pool breaks (no
+	 * worker can be had); a spawn that went would end it FUT_ESYS. */
+	if (fut_error(f) != FUT_EBROKEN)
+		explain(f, fut_error(f), FUT_ESYS);
+	CHECK(fut_error(f) == FUT_ESYS || fut_error(f) == FUT_EBROKEN);
+	fut_release(f);
+	fut_executor_free(ex);
+	free(in);
+	exit(0);
+}
+
+static void test_an_input_memfd_that_cannot_go_ends_its_task(void **state)
+{
+	(void)state;
+	in_a_child(child_input_memfd_cannot_go);
+}
+
+/* Times a task of the pool ran (shared with the workers). */
+static _Atomic int *runs;
+
+/* Puts the user's fds in flight past the worker's limit, then gives its
+ * result in a shared buffer: bytes i & 0xff. */
+static void shared_result_task(fut_task *t)
+{
+	atomic_fetch_add(runs, 1);
+	fds_in_flight(1 << 20);
+	unsigned char *b = fut_task_result_buffer(t, SHARED_LEN);
+	if (b != NULL)
+		for (size_t i = 0; i < SHARED_LEN; i++)
+			b[i] = (unsigned char)i;
+}
+
+static void child_result_memfd_cannot_go(void)
+{
+	in_child = true;
+	become_nobody();
+	atomic_store(runs, 0);
+	fut_executor *ex = pool_with(
+		&(fut_process_pool_opts){ .max_workers = 1, .chunk = 1 });
+	fut_future *f = NULL;
+	CHECK(fut_submit_bytes(ex, shared_result_task, NULL, 0, &f) == FUT_OK);
+	const void *data = NULL;
+	size_t len = 0;
+	int rc = fut_result_bytes(f, LONG_WAIT, &data, &len);
+	explain(f, rc, FUT_OK);
+	CHECK(rc == FUT_OK && len == SHARED_LEN);
+	const unsigned char *b = data;
+	for (size_t i = 0; i < SHARED_LEN; i++)
+		CHECK(b[i] == (unsigned char)i);
+	if (atomic_load(runs) != 1)
+		diag("the task ran %d times\n", atomic_load(runs));
+	CHECK(atomic_load(runs) == 1);
+	fut_release(f);
+	fut_executor_free(ex);
+	exit(0);
+}
+
+static void
+test_a_result_memfd_that_cannot_go_comes_through_the_pipe(void **state)
+{
+	(void)state;
+	in_a_child(child_result_memfd_cannot_go);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(
+			test_an_input_memfd_that_cannot_go_ends_its_task),
+		cmocka_unit_test(
+			test_a_result_memfd_that_cannot_go_comes_through_the_pipe),
+	};
+	if (!pp_test_prepare())
+		return 2;
+	runs = mmap(NULL, sizeof(*runs), PROT_READ | PROT_WRITE,
+		    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (runs == MAP_FAILED)
+		return 2;
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
