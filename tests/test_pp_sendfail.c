@@ -1,5 +1,6 @@
 /*
- * test_pp_sendfail.c: a memfd that cannot be passed.  A process of a user
+ * test_pp_sendfail.c: inputs and results that cannot take their usual
+ * path.  First, a memfd that cannot be passed.  A process of a user
  * that has more fds in flight (sent over unix sockets, not yet received)
  * than its RLIMIT_NOFILE gets ETOOMANYREFS from sendmsg(SCM_RIGHTS),
  * unless it has CAP_SYS_RESOURCE or CAP_SYS_ADMIN: each test runs in a
@@ -16,6 +17,10 @@
  *   and the task ran again, 4 times, then ended FUT_ECRASHED (with chunk
  *   1 too, which promises at most one run).  The bytes go through the
  *   pipe instead.
+ *
+ * - a worker with no memory to grow its frame of results for a task's
+ *   60 KiB result died, and the task ran again (4 times, with chunk 1
+ *   too).  The record goes in a frame of its own, which needs none.
  *
  * Every wait has a generous timeout only so that a bug fails the test
  * instead of hanging it.
@@ -167,6 +172,39 @@ test_a_result_memfd_that_cannot_go_comes_through_the_pipe(void **state)
 	in_a_child(child_result_memfd_cannot_go);
 }
 
+/* Counted; its worker's next allocation, the growth of its frame of
+ * results for this 60 KiB result, fails. */
+static void frame_nomem_task(fut_task *t)
+{
+	static unsigned char r[60 * 1024];
+	atomic_fetch_add(runs, 1);
+	r[sizeof(r) - 1] = 9;
+	(void)fut__alloc_fail_nth(1);
+	(void)fut_task_return_bytes(t, r, sizeof(r));
+	(void)fut__alloc_fail_nth(0);
+}
+
+static void test_a_result_with_no_frame_memory_runs_once(void **state)
+{
+	(void)state;
+	atomic_store(runs, 0);
+	fut_executor *ex = pool_with(
+		&(fut_process_pool_opts){ .max_workers = 1, .chunk = 1 });
+	fut_future *f = NULL;
+	CHECK(fut_submit_bytes(ex, frame_nomem_task, NULL, 0, &f) == FUT_OK);
+	const void *data = NULL;
+	size_t len = 0;
+	int rc = fut_result_bytes(f, LONG_WAIT, &data, &len);
+	explain(f, rc, FUT_OK);
+	CHECK(rc == FUT_OK && len == 60 * 1024);
+	CHECK(((const unsigned char *)data)[len - 1] == 9);
+	if (atomic_load(runs) != 1)
+		diag("the task ran %d times\n", atomic_load(runs));
+	CHECK(atomic_load(runs) == 1);
+	fut_release(f);
+	fut_executor_free(ex);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -174,6 +212,7 @@ int main(void)
 			test_an_input_memfd_that_cannot_go_ends_its_task),
 		cmocka_unit_test(
 			test_a_result_memfd_that_cannot_go_comes_through_the_pipe),
+		cmocka_unit_test(test_a_result_with_no_frame_memory_runs_once),
 	};
 	if (!pp_test_prepare())
 		return 2;

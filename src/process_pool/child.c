@@ -113,25 +113,35 @@ static void out_flush(struct out *o, int fd)
 	o->suspect = 0;
 }
 
+/* A record in a frame of its own, written from where its payload lies:
+ * no allocation. */
+static void out_alone(struct out *o, int fd, uint64_t id, uint32_t kind,
+		      int32_t code, const void *data, size_t len)
+{
+	unsigned char hdr[FUT__PP_FRAME_ONE];
+	out_flush(o, fd);
+	fut__pp_frame_one(hdr, FUT__WIRE_RESULTS, id, kind, code, len);
+	if (!write_all(fd, hdr, sizeof(hdr)) || !write_all(fd, data, len))
+		die(0);
+	o->suspect = 0;
+}
+
+/* A large payload goes alone; so does a record the frame has no memory
+ * to grow for (the worker died there, and the task that had returned ran
+ * again, with chunk 1 too: found by review, 2026-12-07). */
 static void out_record(struct out *o, int fd, uint64_t id, uint32_t kind,
 		       int32_t code, const void *data, size_t len)
 {
 	if (len > FLUSH_BYTES) {
-		/* A large payload goes in a frame of its own, written from
-		 * where it lies. */
-		unsigned char hdr[FUT__PP_FRAME_ONE];
-		out_flush(o, fd);
-		fut__pp_frame_one(hdr, FUT__WIRE_RESULTS, id, kind, code, len);
-		if (!write_all(fd, hdr, sizeof(hdr)) ||
-		    !write_all(fd, data, len))
-			die(0);
-		o->suspect = 0;
+		out_alone(o, fd, id, kind, code, data, len);
 		return;
 	}
 	if (o->f.count == 0)
 		o->since = o->mark != 0 ? o->mark : fut__pp_clock_read(&o->clk);
-	if (!fut__pp_frame_add(&o->f, id, 0, kind, code, data, len, len))
-		die(126);
+	if (!fut__pp_frame_add(&o->f, id, 0, kind, code, data, len, len)) {
+		out_alone(o, fd, id, kind, code, data, len);
+		return;
+	}
 	if (id == o->ran)
 		o->suspect = id;
 }
