@@ -63,7 +63,10 @@ typedef struct fut_mpi_opts {
  * root and flags; a zeroed struct or NULL means MPI_COMM_WORLD and root 0).
  * On root *out gets a new executor: free it with fut_executor_free().  On
  * every other rank the call serves tasks until the root's executor is shut
- * down, then returns FUT_OK with *out NULL.  MPI must be initialized with
+ * down and drained (its STOP came), then returns FUT_OK with *out NULL.
+ * A program that frees it from the done callback of its last future and
+ * calls MPI_Finalize at once shuts it down (FUT_SHUTDOWN_NOWAIT) first
+ * (docs/mpi.md, Finalize).  MPI must be initialized with
  * MPI_THREAD_MULTIPLE.
  * FUT_MPI_SPAWN: the caller alone (comm NULL, root 0) spawns max_workers
  * copies of command (NULL: this executable, from /proc/self/exe) and gets

@@ -10,8 +10,9 @@
  * - the manager could not send a shared input's memfd to a live worker:
  *   it took the error for a dead worker, dropped the frame, and the task
  *   waited for ever (its free too).  The worker is now told to exit, the
- *   task runs again elsewhere, and after a few tries ends FUT_ESYS (here
- *   FUT_EBROKEN: the spawn of the next worker fails the same way).
+ *   task runs again elsewhere, and after 4 tries ends FUT_ESYS (with 4
+ *   workers up; with one, FUT_EBROKEN: the spawn of the next worker fails
+ *   the same way, and the pool breaks).
  *
  * - a worker could not send a shared result's memfd back: it exited,
  *   and the task ran again, 4 times, then ended FUT_ECRASHED (with chunk
@@ -125,6 +126,60 @@ static void test_an_input_memfd_that_cannot_go_ends_its_task(void **state)
 	in_a_child(child_input_memfd_cannot_go);
 }
 
+/* Tasks of the pool running now (shared with the workers). */
+static _Atomic int *gathered;
+
+/* Waits until 4 run at once: each on a worker of its own. */
+static void gather_task(fut_task *t)
+{
+	atomic_fetch_add(gathered, 1);
+	for (int i = 0; i < 30000 && atomic_load(gathered) < 4; i++)
+		usleep(1000);
+	return_u64(t, (uint64_t)atomic_load(gathered));
+}
+
+/* Four workers up before the fds go in flight: the shared input is
+ * tried on each (no new one can be spawned: a spawn request passes fds
+ * too) and ends FUT_ESYS with the errno. */
+static void child_input_memfd_tried_on_every_worker(void)
+{
+	in_child = true;
+	become_nobody();
+	fut_executor *ex = new_pool(4);
+	fut_future *warm[4];
+	for (int i = 0; i < 4; i++)
+		CHECK(fut_submit_bytes(ex, gather_task, NULL, 0, &warm[i]) ==
+		      FUT_OK);
+	CHECK(fut_wait(warm, 4, FUT_ALL_COMPLETED, LONG_WAIT) == FUT_OK);
+	for (int i = 0; i < 4; i++) {
+		CHECK(fut_error(warm[i]) == FUT_OK);
+		fut_release(warm[i]);
+	}
+	unsigned char *in = calloc(1, SHARED_LEN);
+	CHECK(in != NULL);
+	fds_in_flight(400);
+	struct rlimit rl;
+	CHECK(getrlimit(RLIMIT_NOFILE, &rl) == 0);
+	rl.rlim_cur = 100;
+	CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+	fut_future *f = NULL;
+	CHECK(fut_submit_bytes(ex, tail_task, in, SHARED_LEN, &f) == FUT_OK);
+	CHECK(fut_wait(&f, 1, FUT_ALL_COMPLETED, LONG_WAIT) == FUT_OK);
+	explain(f, fut_error(f), FUT_ESYS);
+	CHECK(fut_error(f) == FUT_ESYS && fut_task_code(f) == ETOOMANYREFS);
+	fut_release(f);
+	fut_executor_free(ex);
+	free(in);
+	exit(0);
+}
+
+static void test_an_input_memfd_tried_on_every_worker_ends_esys(void **state)
+{
+	(void)state;
+	atomic_store(gathered, 0);
+	in_a_child(child_input_memfd_tried_on_every_worker);
+}
+
 /* Times a task of the pool ran (shared with the workers). */
 static _Atomic int *runs;
 
@@ -211,14 +266,19 @@ int main(void)
 		cmocka_unit_test(
 			test_an_input_memfd_that_cannot_go_ends_its_task),
 		cmocka_unit_test(
+			test_an_input_memfd_tried_on_every_worker_ends_esys),
+		cmocka_unit_test(
 			test_a_result_memfd_that_cannot_go_comes_through_the_pipe),
 		cmocka_unit_test(test_a_result_with_no_frame_memory_runs_once),
 	};
 	if (!pp_test_prepare())
 		return 2;
-	runs = mmap(NULL, sizeof(*runs), PROT_READ | PROT_WRITE,
-		    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	if (runs == MAP_FAILED)
+	_Atomic int *shared = mmap(NULL, 2 * sizeof(*shared),
+				   PROT_READ | PROT_WRITE,
+				   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (shared == MAP_FAILED)
 		return 2;
+	runs = &shared[0];
+	gathered = &shared[1];
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -87,7 +87,7 @@ void fut__mpi_client_wake_locked(struct mclient *c)
 /* ------------------------------------------------------------------ */
 /* Shutdown and free                                                   */
 
-/* The executors held in this process (hold_stop), each with a
+/* The executors held in this process (holding), each with a
  * reference, until their manager ends or fut__mpi_release_held() takes
  * them. */
 static pthread_mutex_t held_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -131,6 +131,7 @@ void fut__mpi_release_held(void)
 		bool own = pthread_equal(c->manager, pthread_self());
 		pthread_mutex_lock(&c->lock);
 		c->release_stop = true;
+		atomic_store(&c->holding, false);
 		fut__mpi_client_wake_locked(c);
 		while (!own && !c->manager_done)
 			pthread_cond_wait(&c->done_cv, &c->lock);
@@ -165,14 +166,16 @@ static int client_shutdown(fut_executor *ex, unsigned flags)
 	if (fut__current_executor() == ex) {
 		/* A done callback, on the manager's thread (its fields are
 		 * ours to read): with nothing left, its future may have been
-		 * the last, and the thread that has it in MPI_Finalize
-		 * already.  STOPs now raced that (MPICH aborted; found by
-		 * review, 2026-12-07), so they wait (mpi_client.h). */
-		held = !c->hold_stop && !c->release_stop && c->qhead == NULL &&
-		       c->inflight == 0 && !c->stopping && !c->broke;
-		c->hold_stop |= held;
+		 * the last, and the thread that has it in MPI_Finalize soon.
+		 * The wait for the BYEs raced that (MPICH aborted; found by
+		 * review, 2026-12-07), so it waits (mpi_client.h). */
+		held = !c->release_stop && !atomic_load(&c->holding) &&
+		       c->qhead == NULL && c->inflight == 0 && !c->stopping;
+		if (held)
+			atomic_store(&c->holding, true);
 	} else {
 		c->release_stop = true;
+		atomic_store(&c->holding, false);
 	}
 	fut__mpi_client_wake_locked(c);
 	pthread_mutex_unlock(&c->lock);

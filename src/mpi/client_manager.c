@@ -56,22 +56,31 @@ static void break_all(struct mclient *c, const char *fmt, int rank,
 		c->broken = true;
 		c->broken_msg = fut__strdup(why);
 	}
-	struct mjob *queued = c->qhead;
+	struct mjob *all = c->qhead, **tail = &all;
 	c->qhead = c->qtail = NULL;
 	atomic_store(&c->queued, false);
 	pthread_mutex_unlock(&c->lock);
-	fail_broken(c, queued);
+	/* The INTERRUPTs and the STOPs go before any future ends: a done
+	 * callback may free the executor, and the thread that has its
+	 * outcome call MPI_Finalize (found by review, 2026-12-07). */
+	for (int r = 0; r < c->s.size; r++)
+		if (r != c->s.root && !c->ranks[r].bye)
+			fut__mpi_interrupt_rank(c, r);
+	if (first)
+		fut__mpi_stop_ranks(c);
+	(void)fut__mpi_link_flush(&c->link, 1000000000);
+	while (*tail != NULL)
+		tail = &(*tail)->next;
 	for (int r = 0; r < c->s.size; r++) {
 		struct mrank *mr = &c->ranks[r];
-		if (r != c->s.root && !mr->bye)
-			fut__mpi_interrupt_rank(c, r);
-		fail_broken(c, mr->head);
+		*tail = mr->head;
+		if (mr->head != NULL)
+			tail = &mr->tail->next;
 		mr->head = mr->tail = NULL;
 		mr->inflight = 0;
 	}
 	c->inflight = 0;
-	if (first)
-		fut__mpi_stop_ranks(c);
+	fail_broken(c, all);
 }
 
 /* An ISOLATE server's worker died running j: the payload is the wait
@@ -123,9 +132,12 @@ static void go_quiet(struct mclient *c)
 	(void)fut__mpi_link_flush(&c->link, 1000000000);
 }
 
-/* Whether a message can come: a job in flight, or a STOP not answered. */
+/* Whether a message can come: a job in flight, or a STOP not answered;
+ * not while the executor is held (the BYEs wait: client_stop.c). */
 static bool expecting(const struct mclient *c)
 {
+	if (atomic_load_explicit(&c->holding, memory_order_relaxed))
+		return false;
 	if (c->inflight != 0)
 		return true;
 	for (int r = 0; r < c->s.size; r++)
@@ -541,6 +553,8 @@ void *fut__mpi_client_manager(void *arg)
 	struct fut__mpi_idle idle;
 	fut__mpi_idle_init(&idle, c->s.spin, c->s.backoff);
 	for (;;) {
+		if (fut__mpi_hold(c)) /* freed from its last callback */
+			continue;
 		bool did = receive_all(c);
 		did |= dispatch(c);
 		if (atomic_exchange(&c->interrupt_scan, false))
@@ -551,14 +565,10 @@ void *fut__mpi_client_manager(void *arg)
 		 * shutdown(NOWAIT) returned before the STOPs and the BYEs
 		 * (found by review, 2026-12-07: MPI calls after it). */
 		if (!c->stopping && atomic_load(&c->shutting)) {
-			if (!fut__mpi_drained(c)) {
-				if (!c->seen)
-					fut__mpi_see_shutdown(c);
-			} else if (fut__mpi_stop_held(c)) {
-				continue; /* it napped, no MPI call */
-			} else {
+			if (fut__mpi_drained(c))
 				c->stopping = true;
-			}
+			else if (!c->seen)
+				fut__mpi_see_shutdown(c);
 		}
 		if (c->stopping) /* again each pass: a STOP not sent is retried */
 			fut__mpi_stop_ranks(c);

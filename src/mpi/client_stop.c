@@ -9,7 +9,7 @@
  * once it has that result, and no other thread may be inside MPI then.
  * Also the pause between two turns of either polling loop, the main one
  * (client_manager.c) and this one; the hold of a stop asked for from
- * the last done callback (mpi_client.h, hold_stop); a break's INTERRUPTs.
+ * the last done callback (mpi_client.h, holding); a break's INTERRUPTs.
  * Threads: the manager only.
  * Locks: c->lock for the queue and the shutdown flags.
  */
@@ -149,15 +149,22 @@ void fut__mpi_interrupt_rank(struct mclient *c, int r)
 }
 
 /* Shut down from a done callback with nothing left (mpi_client.h,
- * hold_stop): true, after a nap until something wakes it, while no
- * thread outside that callback has let the manager stop the ranks. */
-bool fut__mpi_stop_held(struct mclient *c)
+ * holding): the STOPs go at once, so that the servers' calls return (a
+ * collective call of the program's may follow: holding them too hung
+ * it); then no MPI call until a thread outside the callback releases the
+ * executor (the BYEs wait).  Those sends are the only MPI calls that may
+ * meet an MPI_Finalize the thread with the last outcome begins at once
+ * (docs/mpi.md says how to have none). */
+bool fut__mpi_hold(struct mclient *c)
 {
-	pthread_mutex_lock(&c->lock);
-	bool held = c->hold_stop && !c->release_stop;
-	pthread_mutex_unlock(&c->lock);
-	if (held)
-		fut__mpi_nap(&c->lock, &c->wake_cv, &c->wake, &c->sleeping,
-			     1000000000);
-	return held;
+	if (!atomic_load_explicit(&c->holding, memory_order_acquire))
+		return false;
+	if (!c->hold_sent) {
+		c->stopping = true;
+		fut__mpi_stop_ranks(c);
+		(void)fut__mpi_link_flush(&c->link, 1000000000);
+		c->hold_sent = true;
+	}
+	fut__mpi_nap(&c->lock, &c->wake_cv, &c->wake, &c->sleeping, 1000000000);
+	return true;
 }

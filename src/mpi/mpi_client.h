@@ -89,13 +89,15 @@ struct mclient {
 	 * shutdown(NOWAIT) waits (client.c, client_shutdown()). */
 	bool shutdown_seen;
 	bool free_on_exit; /* lock: freed from a callback */
-	/* lock: shut down from one of its done callbacks with nothing in
-	 * flight or queued: the thread that has the last result may be in
-	 * MPI_Finalize, so the manager makes no MPI call (no STOP) until a
-	 * thread outside that callback lets it: the finalize hook, a
-	 * shutdown or free of another thread, or a new executor's creation
-	 * (client.c, fut__mpi_release_held()). */
-	bool hold_stop, release_stop;
+	/* Shut down from one of its done callbacks with nothing in flight
+	 * or queued: the thread that has the last outcome may call
+	 * MPI_Finalize, so the manager sends the STOPs at once (the servers
+	 * return) and then makes no MPI call (the BYEs wait) until a thread
+	 * outside that callback releases it (release_stop, under the lock):
+	 * the finalize hook, a shutdown or free of another thread, or a new
+	 * executor's creation (client.c, fut__mpi_release_held()). */
+	_Atomic bool holding;
+	bool release_stop;	   /* lock */
 	struct mclient *held_next; /* client.c's list of held ones */
 	struct cname *names;	   /* lock: id i + 1 at names[i] */
 	uint32_t nnames, capnames; /* lock */
@@ -108,8 +110,9 @@ struct mclient {
 	int next_rank;
 	int hot_rank; /* the rank whose result came last; -1: none yet */
 	bool stopping;
-	bool seen;  /* shutdown_seen was set */
-	bool broke; /* break_all ran */
+	bool hold_sent; /* holding: the STOPs went, the BYEs wait */
+	bool seen;	/* shutdown_seen was set */
+	bool broke;	/* break_all ran */
 	struct mheld held[FUT__MPI_HELD_MAX];
 	size_t nheld;
 
@@ -169,10 +172,9 @@ bool fut__mpi_stop_first(struct mclient *c);
 /* Asks rank r to interrupt every job in flight there (a break ends their
  * futures); best effort. */
 void fut__mpi_interrupt_rank(struct mclient *c, int r);
-/* Shut down from a done callback with nothing left (hold_stop): true,
- * after a nap, while no thread outside that callback has let the manager
- * stop the ranks. */
-bool fut__mpi_stop_held(struct mclient *c);
+/* While the executor is held (holding): sends the STOPs once, then naps
+ * until something wakes it; true while held. */
+bool fut__mpi_hold(struct mclient *c);
 
 /* client_manager.c: the manager thread's body (arg: the client); it
  * drops the manager's reference when it ends. */

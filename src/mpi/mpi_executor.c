@@ -260,8 +260,8 @@ int fut_mpi_executor_new(fut_executor **out, const fut_mpi_opts *opts)
 	if (MPI_Query_thread(&level) != MPI_SUCCESS ||
 	    level < MPI_THREAD_MULTIPLE)
 		return FUT_ENOTSUP;
-	/* The servers of an executor freed from its last done callback
-	 * serve until it stops them: before our collective calls. */
+	/* An executor freed from its last done callback waits for a call
+	 * like this one to take its servers' BYEs and end (mpi_client.h). */
 	fut__mpi_release_held();
 	struct fut__mpi_setup s = { 0 };
 	rc = make_comm(&o, &s);

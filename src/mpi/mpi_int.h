@@ -209,9 +209,9 @@ void fut__mpi_client_info(const fut_executor *ex, int *servers, int *rank);
 /* From the finalize hook: shuts the executor down and waits. */
 void fut__mpi_client_finalize(fut_executor *ex);
 /* Lets every executor of this process held after a free from its last
- * done callback (mpi_client.h, hold_stop) stop its ranks, and waits until
- * they have: fut_mpi_executor_new calls it first, since their servers
- * would otherwise miss its collective calls. */
+ * done callback (mpi_client.h, holding) take its servers' BYEs and end,
+ * and waits until they have: fut_mpi_executor_new calls it first, so that
+ * no manager of an old executor calls MPI beside its collective calls. */
 void fut__mpi_release_held(void);
 
 /* Serves until the client's STOP; frees setup->comm.  FUT_OK, or the code

@@ -11,7 +11,8 @@
  * RUNNING once the worker claimed it.  The manager takes back the tasks
  * waiting behind a long one when another worker idles (manager.c), every
  * task not started at shutdown(CANCEL_PENDING), and drops from a worker's
- * list the tasks a caller took back.
+ * list the tasks a caller took back.  Also how many tasks a worker may be
+ * sent ahead (fut__pp_allowance), which its claim words bound.
  * Threads: fut__pp_claim_revoke and fut__pp_claim_started run in any
  * thread (a cancelling or polling caller); the rest is the manager's.
  * Locks: none: the claim word is the decision; the worker lists are the
@@ -150,5 +151,42 @@ size_t fut__pp_take_back(struct pp_mgr *m, struct pp_worker *w, bool cancel)
 	if (last != NULL)
 		last->chunk_end = true;
 	fut__pp_requeue(p, first, last);
+	return n;
+}
+
+size_t fut__pp_allowance(const struct ppool *p, const struct pp_worker *w)
+{
+	if (w->state != PW_READY || w->task_fd < 0 || fut__pp_out_pending(w))
+		return 0;
+	size_t n = FUT__PP_CLAIMS - w->inflight;
+	/* Every job in w's list must own its claim word, key % CLAIMS: the
+	 * keys from its oldest to the next one stay under CLAIMS apart.
+	 * Counting the list is not enough: a job given a key that left no
+	 * job in the list (cancelled as it was sent, or failed) widens the
+	 * span, and a later key then took the word of a task w had yet to
+	 * answer (found by review, 2026-12-07: an assertion in the caller,
+	 * or without asserts a task skipped and others run twice). */
+	if (w->head != NULL) {
+		uint32_t oldest = (uint32_t)atomic_load_explicit(
+			&w->head->ticket, memory_order_relaxed);
+		uint32_t span = w->next_key - oldest;
+		n = span >= FUT__PP_CLAIMS ? 0 : FUT__PP_CLAIMS - span;
+	}
+	/* Half the claims at most: room for a second frame while the
+	 * worker runs the first, so that it never waits between them. */
+	if (n > FUT__PP_CLAIMS / 2)
+		n = FUT__PP_CLAIMS / 2;
+	if (p->max_tasks_per_child != 0 && p->max_tasks_per_child - w->sent < n)
+		n = p->max_tasks_per_child - w->sent;
+	if (p->chunk != 0) {
+		if (p->chunk < n)
+			n = p->chunk;
+	} else if (p->task_ns != 0) {
+		/* Automatic: about FUT__PP_FRAME_NS of work per frame, so
+		 * that a long task holds few others behind it. */
+		int64_t depth = FUT__PP_FRAME_NS / p->task_ns;
+		if ((size_t)(depth < 1 ? 1 : depth) < n)
+			n = (size_t)(depth < 1 ? 1 : depth);
+	}
 	return n;
 }

@@ -75,43 +75,6 @@ static int64_t sooner(int64_t a, int64_t b)
 	return a < 0 || (b >= 0 && b < a) ? b : a;
 }
 
-size_t fut__pp_allowance(const struct ppool *p, const struct pp_worker *w)
-{
-	if (w->state != PW_READY || w->task_fd < 0 || fut__pp_out_pending(w))
-		return 0;
-	size_t n = FUT__PP_CLAIMS - w->inflight;
-	/* Every job in w's list must own its claim word, key % CLAIMS: the
-	 * keys from its oldest to the next one stay under CLAIMS apart.
-	 * Counting the list is not enough: a job given a key that left no
-	 * job in the list (cancelled as it was sent, or failed) widens the
-	 * span, and a later key then took the word of a task w had yet to
-	 * answer (found by review, 2026-12-07: an assertion in the caller,
-	 * or without asserts a task skipped and others run twice). */
-	if (w->head != NULL) {
-		uint32_t oldest = (uint32_t)atomic_load_explicit(
-			&w->head->ticket, memory_order_relaxed);
-		uint32_t span = w->next_key - oldest;
-		n = span >= FUT__PP_CLAIMS ? 0 : FUT__PP_CLAIMS - span;
-	}
-	/* Half the claims at most: room for a second frame while the
-	 * worker runs the first, so that it never waits between them. */
-	if (n > FUT__PP_CLAIMS / 2)
-		n = FUT__PP_CLAIMS / 2;
-	if (p->max_tasks_per_child != 0 && p->max_tasks_per_child - w->sent < n)
-		n = p->max_tasks_per_child - w->sent;
-	if (p->chunk != 0) {
-		if (p->chunk < n)
-			n = p->chunk;
-	} else if (p->task_ns != 0) {
-		/* Automatic: about FUT__PP_FRAME_NS of work per frame, so
-		 * that a long task holds few others behind it. */
-		int64_t depth = FUT__PP_FRAME_NS / p->task_ns;
-		if ((size_t)(depth < 1 ? 1 : depth) < n)
-			n = (size_t)(depth < 1 ? 1 : depth);
-	}
-	return n;
-}
-
 /*
  * Work conservation: the tasks sent to a worker that has been silent for
  * FUT__PP_TAKE_BACK_NS (it runs a long task) and that it has not started
@@ -282,6 +245,35 @@ static bool dispatch(struct pp_mgr *m)
 		live++;
 	}
 	return dropped != 0;
+}
+
+/* Retires workers that reached max_tasks_per_child.  Not one still
+ * inside its last task, whose result went early (a large one is sent as
+ * the task gives it): retired, it no longer counted, and a new worker
+ * ran tasks beside it, more than max_workers at once (found by review,
+ * 2026-12-07).  Its end writes nothing, so while tasks wait it is looked
+ * at again soon. */
+static void retire_spent(struct pp_mgr *m)
+{
+	struct ppool *p = m->p;
+	if (p->max_tasks_per_child == 0)
+		return;
+	for (uint32_t i = 0; i < p->nslots; i++) {
+		struct pp_worker *w = &p->workers[i];
+		if (w->state != PW_READY || w->head != NULL ||
+		    w->sent < p->max_tasks_per_child)
+			continue;
+		int64_t again = m->now + FUT__PP_RECHECK_NS;
+		if (!fut__pp_in_task(p, w)) {
+			fut__pp_slot_retire(w);
+			continue;
+		}
+		fut__pp_lock(p);
+		bool waiting = p->qhead != NULL;
+		fut__pp_unlock(p);
+		if (waiting)
+			m->recheck_at = sooner(m->recheck_at, again);
+	}
 }
 
 /* ------------------------------------------------------------------ */
@@ -479,7 +471,7 @@ static void loop(struct pp_mgr *m)
 			scan_interrupts(m, all);
 		m->take_back_at = -1;
 		m->recheck_at = -1;
-		fut__pp_slot_retire_spent(m);
+		retire_spent(m);
 		fut__pp_slot_resend_kills(m);
 		fut__pp_lock(p);
 		bool cancel = p->cancel_asked != p->cancel_done;

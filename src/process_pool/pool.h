@@ -305,7 +305,7 @@ void fut__pp_unref(struct ppool *p);
 
 /* manager.c */
 void *fut__pp_manager_main(void *arg);
-/* The most tasks the next frame to w may hold (0: none now). */
+/* claim.c: the most tasks the next frame to w may hold (0: none now). */
 size_t fut__pp_allowance(const struct ppool *p, const struct pp_worker *w);
 /* Wakes the manager thread (any thread, any lock held or none): it will
  * look at the queue, the shutdown state and the interrupts again. */
@@ -419,8 +419,6 @@ void fut__pp_slot_kill(struct pp_mgr *m, struct pp_worker *w, int reason,
 void fut__pp_slot_resend_kills(struct pp_mgr *m);
 /* Tells w to exit once it has answered what it has. */
 void fut__pp_slot_retire(struct pp_worker *w);
-/* Retires the workers that reached max_tasks_per_child. */
-void fut__pp_slot_retire_spent(struct pp_mgr *m);
 /* Sends w nothing more: EOF on its input (its socket stays, for the fds
  * it sends back). */
 void fut__pp_task_shut(struct pp_worker *w);

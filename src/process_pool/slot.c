@@ -269,29 +269,6 @@ void fut__pp_slot_retire(struct pp_worker *w)
 	w->state = PW_RETIRING;
 }
 
-/* Retires workers that reached max_tasks_per_child.  Not one still
- * inside its last task, whose result went early (a large one is sent as
- * the task gives it): retired, it no longer counted, and a new worker
- * ran tasks beside it, more than max_workers at once (found by review,
- * 2026-12-07).  Its end writes nothing, so it is looked at again soon. */
-void fut__pp_slot_retire_spent(struct pp_mgr *m)
-{
-	struct ppool *p = m->p;
-	if (p->max_tasks_per_child == 0)
-		return;
-	for (uint32_t i = 0; i < p->nslots; i++) {
-		struct pp_worker *w = &p->workers[i];
-		if (w->state != PW_READY || w->head != NULL ||
-		    w->sent < p->max_tasks_per_child)
-			continue;
-		int64_t again = m->now + FUT__PP_RECHECK_NS;
-		if (!fut__pp_in_task(p, w))
-			fut__pp_slot_retire(w);
-		else if (m->recheck_at < 0 || m->recheck_at > again)
-			m->recheck_at = again;
-	}
-}
-
 /* ------------------------------------------------------------------ */
 /* Death                                                               */
 

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -81,14 +82,25 @@ static inline void square_task(fut_task *t)
 	fut_task_return_bytes(t, &y, sizeof(y));
 }
 
-/* One square_task through ex with cb as its done callback: returns once
- * the caller has its result (the callback may free ex). */
+/* square_task after 100 ms: its caller adds a done callback meanwhile. */
+static inline void slow_square_task(fut_task *t)
+{
+	struct timespec ts = { 0, 100000000 };
+	while (nanosleep(&ts, &ts) != 0)
+		;
+	square_task(t);
+}
+
+/* One slow_square_task through ex with cb as its done callback, which
+ * the manager runs, its ud ex: returns once the caller has its result
+ * (the callback may free ex). */
 static inline void square_with_callback(fut_executor *ex, fut_callback cb)
 {
 	int x = 9;
 	fut_future *f;
-	CHECK(fut_submit_bytes(ex, square_task, &x, sizeof(x), &f) == FUT_OK);
-	CHECK(fut_add_done_callback(f, cb, NULL) == FUT_OK);
+	CHECK(fut_submit_bytes(ex, slow_square_task, &x, sizeof(x), &f) ==
+	      FUT_OK);
+	CHECK(fut_add_done_callback(f, cb, ex) == FUT_OK);
 	CHECK(fut_result(f, 30, NULL) == FUT_OK);
 	fut_release(f);
 }

@@ -14,15 +14,28 @@
  *                and BYEs come before it returns).  Before, a shutdown
  *                between the manager's two reads of its flag made the
  *                executor look busy: 5 of 300 returned first.
- *   cbfreefin    the last future's done callback frees the executor while
- *                main, which has its result, calls MPI_Finalize: no other
- *                thread may call MPI as finalize begins (the servers nap
- *                up to 0.5 s, so the BYEs came late).  Before, the manager
- *                sent the STOPs after the callback (MPICH aborted in
- *                finalize, 2 runs in 15).
- *   heldnew      the same free from the last callback, then a second
- *                executor: its creation lets the first stop its ranks
- *                first (they would miss its collective calls).
+ *   cbfreefin    the last future's done callback frees the executor,
+ *                shut down (NOWAIT) once the task was submitted, as
+ *                docs/mpi.md says, while main, which has the result,
+ *                calls MPI_Finalize: no other thread may call MPI as
+ *                finalize begins (the servers nap up to 0.5 s, so the
+ *                BYEs come late).  Without the shutdown the manager
+ *                probed for the BYEs after the callback (MPICH aborted in
+ *                finalize, 2 runs in 15); it sends the STOPs at once now
+ *                and the BYEs wait, which leaves those sends to race.
+ *   heldnew      a free from the last callback (no shutdown first), then
+ *                a second executor: its creation lets the first take its
+ *                BYEs first.
+ *   cbfreebarrier  the same free, then MPI_Barrier on every rank: the
+ *                STOPs go as the callback returns, so the servers' calls
+ *                return (only the BYEs wait; a hold of the STOPs too,
+ *                this fix's first form, hung here).
+ *   brokencbfin  every server's result is malformed; the one future's
+ *                done callback frees the broken executor and main calls
+ *                MPI_Finalize at once: the INTERRUPTs and STOPs went
+ *                before the future ended, the BYEs wait (before, the
+ *                manager sent them after and probed for the BYEs as
+ *                finalize began).
  * run.sh's timeout ends a hang as a failure.
  */
 #include <time.h>
@@ -123,13 +136,19 @@ static int mode_nowaitrace(void)
 
 static fut_executor *cb_ex;
 
+/* Frees its executor, ud, from its manager's thread (the test would pass
+ * vacuously on main, which holds no stop).  Not cb_ex: main may be making
+ * the next executor there already. */
 static void free_now_cb(fut_future *f, void *ud)
 {
 	(void)f;
-	(void)ud;
-	fut_executor_free(cb_ex);
+	CHECK(!pthread_equal(pthread_self(), main_thread));
+	fut_executor_free(ud);
 }
 
+/* The documented way (docs/mpi.md, Finalize): shut down once the last
+ * task is submitted, so that the STOPs and BYEs come before the last
+ * future completes; its done callback frees. */
 static int mode_cbfreefin(void)
 {
 	bool root = world_rank() == 0;
@@ -139,9 +158,56 @@ static int mode_cbfreefin(void)
 	      FUT_OK);
 	if (cb_ex == NULL)
 		return 0;
-	square_with_callback(cb_ex, free_now_cb);
+	int x = 9;
+	fut_future *f;
+	CHECK(fut_submit_bytes(cb_ex, slow_square_task, &x, sizeof(x), &f) ==
+	      FUT_OK);
+	CHECK(fut_add_done_callback(f, free_now_cb, cb_ex) == FUT_OK);
+	CHECK(fut_executor_shutdown(cb_ex, FUT_SHUTDOWN_NOWAIT) == FUT_OK);
+	CHECK(fut_result(f, 30, NULL) == FUT_OK);
+	fut_release(f);
 	atomic_store(&watch_finalize, true);
 	return 0; /* MPI_Finalize at once */
+}
+
+static int mode_cbfreebarrier(void)
+{
+	CHECK(fut_mpi_executor_new(&cb_ex, NULL) == FUT_OK);
+	if (cb_ex != NULL)
+		square_with_callback(cb_ex, free_now_cb);
+	/* Every rank: the servers' calls have returned. */
+	CHECK(MPI_Barrier(MPI_COMM_WORLD) == MPI_SUCCESS);
+	return 0;
+}
+
+static void slow_quick_task(fut_task *t)
+{
+	usleep(200000);
+	quick_task(t);
+}
+
+/* Every server's next send is malformed; the one task's done callback
+ * frees the executor, which that broke; main, which has FUT_EBROKEN,
+ * calls MPI_Finalize at once. */
+static int mode_brokencbfin(void)
+{
+	bool root = world_rank() == 0;
+	if (!root)
+		fut__mpi_test_corrupt_next_send();
+	CHECK(fut_mpi_executor_new(&cb_ex,
+				   &(fut_mpi_opts){ .poll_backoff =
+							    root ? 0 : 0.5 }) ==
+	      FUT_OK);
+	if (cb_ex == NULL)
+		return 0;
+	fut_future *f;
+	CHECK(fut_submit_bytes(cb_ex, slow_quick_task, NULL, 0, &f) == FUT_OK);
+	CHECK(fut_add_done_callback(f, free_now_cb, cb_ex) == FUT_OK);
+	CHECK(fut_wait(&f, 1, FUT_ALL_COMPLETED, 30) == FUT_OK);
+	CHECK(fut_error(f) == FUT_EBROKEN);
+	fut_release(f);
+	atomic_store(&watch_finalize, true);
+	return 0;
 }
 
 static int mode_heldnew(void)
@@ -169,9 +235,14 @@ int main(int argc, char **argv)
 		rc = mode_cbfreefin();
 	else if (strcmp(mode, "heldnew") == 0)
 		rc = mode_heldnew();
+	else if (strcmp(mode, "cbfreebarrier") == 0)
+		rc = mode_cbfreebarrier();
+	else if (strcmp(mode, "brokencbfin") == 0)
+		rc = mode_brokencbfin();
 	else {
 		fprintf(stderr,
-			"usage: %s brokenint|nowaitrace|cbfreefin|heldnew\n",
+			"usage: %s brokenint|nowaitrace|cbfreefin|heldnew|"
+			"cbfreebarrier|brokencbfin\n",
 			argv[0]);
 		rc = 2;
 	}
