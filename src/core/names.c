@@ -3,10 +3,12 @@
  * module's GNU build-id and its offset there.
  *
  * Owns: the module table (every loaded module's build-id and executable
- * segments, from dl_iterate_phdr), read at the first use and again when
- * an address or a build-id is not found in it (a module loaded since).
- * Raw pointers never cross: a name resolves only to an address inside an
- * executable segment of a module of this process with that build-id.
+ * segments, from dl_iterate_phdr), read again whenever the loader's
+ * counts of modules loaded and unloaded (dlpi_adds, dlpi_subs) moved
+ * since.  Raw pointers never cross: a name resolves only to an address
+ * inside an executable segment of a module loaded here now with that
+ * build-id, and of no other module with it (two copies of one module
+ * cannot be told apart: neither is named, nor resolved).
  * Threads: any.
  * Locks: `lock` guards the table; it is never held while anything else is
  * called but dl_iterate_phdr and the allocator.  It is taken around
@@ -14,6 +16,7 @@
  */
 #include <elf.h>
 #include <link.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "core/alloc.h"
@@ -30,9 +33,13 @@ struct module {
 };
 
 static fut__lock lock;
-static struct module *modules; /* lock; rebuilt when a name misses */
+static struct module *modules; /* lock; rebuilt when the modules change */
 static size_t nmodules;
 static struct fut__build_id *ids; /* lock: the build-ids alone */
+/* lock: the loader's counts when the table was read (valid: they were
+ * given). */
+static unsigned long long table_adds, table_subs;
+static bool table_counts;
 
 /* The lock is taken around fork() (fut__lock_fork_guard): a child forked
  * while another thread read the table (a FUT_START_EXEC fork server
@@ -77,16 +84,53 @@ static void read_build_id(const struct dl_phdr_info *info,
 	}
 }
 
+/* The loader's counts of modules loaded and unloaded, as dl_iterate_phdr
+ * gives them (glibc: with every module). */
+struct counts {
+	unsigned long long adds, subs;
+	bool valid;
+};
+
+static void read_counts(const struct dl_phdr_info *info, size_t size,
+			struct counts *n)
+{
+	if (size >= offsetof(struct dl_phdr_info, dlpi_subs) +
+			    sizeof(info->dlpi_subs)) {
+		n->adds = info->dlpi_adds;
+		n->subs = info->dlpi_subs;
+		n->valid = true;
+	}
+}
+
+static int counts_one(struct dl_phdr_info *info, size_t size, void *arg)
+{
+	read_counts(info, size, arg);
+	return 1; /* the first module tells */
+}
+
+/* Caller holds lock: whether the table is that of the modules loaded now.
+ * A module unloaded since it was read left its addresses there (a name
+ * then resolved into unmapped memory, or into the module loaded at the
+ * same place: found by review, 2026-12-07). */
+static bool fresh_locked(void)
+{
+	struct counts n = { 0 };
+	(void)dl_iterate_phdr(counts_one, &n);
+	return modules != NULL && n.valid && table_counts &&
+	       n.adds == table_adds && n.subs == table_subs;
+}
+
 struct collect {
 	struct module *mods;
 	size_t n, cap;
 	bool nomem;
+	struct counts counts;
 };
 
 static int collect_one(struct dl_phdr_info *info, size_t size, void *arg)
 {
-	(void)size;
 	struct collect *c = arg;
+	read_counts(info, size, &c->counts);
 	if (c->n == c->cap) {
 		size_t cap = c->cap ? 2 * c->cap : 32;
 		struct module *grown =
@@ -133,7 +177,27 @@ static int scan_locked(void)
 	modules = c.mods;
 	nmodules = c.n;
 	ids = list;
+	table_adds = c.counts.adds;
+	table_subs = c.counts.subs;
+	table_counts = c.counts.valid;
 	return FUT_OK;
+}
+
+/* Caller holds lock: the table, read again if the modules changed. */
+static int current_locked(void)
+{
+	return fresh_locked() ? FUT_OK : scan_locked();
+}
+
+/* Caller holds lock: how many modules have the build-id id. */
+static size_t copies_locked(const struct fut__build_id *id)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < nmodules; i++)
+		if (modules[i].id.len == id->len &&
+		    memcmp(modules[i].id.bytes, id->bytes, id->len) == 0)
+			n++;
+	return n;
 }
 
 int fut__fn_modules(struct fut__build_id **out, size_t *n)
@@ -175,10 +239,10 @@ int fut__fn_name_of(fut_fn fn, struct fut__fn_name *out)
 	memset(out, 0, sizeof(*out));
 	uintptr_t a = (uintptr_t)fn;
 	fut__lock_acquire(&lock);
-	const struct module *m = modules ? module_at_locked(a) : NULL;
-	int rc = FUT_OK;
-	if (m == NULL && (rc = scan_locked()) == FUT_OK)
-		m = module_at_locked(a);
+	int rc = current_locked();
+	const struct module *m = rc == FUT_OK ? module_at_locked(a) : NULL;
+	if (m != NULL && copies_locked(&m->id) > 1)
+		m = NULL; /* which copy it is cannot be named */
 	if (m != NULL) {
 		out->id = m->id;
 		out->off = (uint64_t)(a - m->base);
@@ -191,9 +255,11 @@ int fut__fn_name_of(fut_fn fn, struct fut__fn_name *out)
 }
 
 /* Caller holds lock: the address of the name in this process, if it lies
- * in an executable segment of a module with that build-id. */
+ * in an executable segment of the one module with that build-id. */
 static fut_fn find_locked(const struct fut__fn_name *name)
 {
+	if (copies_locked(&name->id) != 1)
+		return NULL;
 	for (size_t i = 0; i < nmodules; i++) {
 		const struct module *m = &modules[i];
 		if (m->id.len != name->id.len ||
@@ -214,9 +280,7 @@ fut_fn fut__fn_resolve(const struct fut__fn_name *name)
 	if (name->id.len == 0 || name->id.len > FUT__BUILD_ID_MAX)
 		return NULL;
 	fut__lock_acquire(&lock);
-	fut_fn fn = modules != NULL ? find_locked(name) : NULL;
-	if (fn == NULL && scan_locked() == FUT_OK)
-		fn = find_locked(name);
+	fut_fn fn = current_locked() == FUT_OK ? find_locked(name) : NULL;
 	fut__lock_release(&lock);
 	return fn;
 }

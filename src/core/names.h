@@ -31,14 +31,18 @@ struct fut__fn_name {
 /*
  * fn's name: the module (with a build-id) whose executable segment holds
  * it.  FUT_OK; FUT_EINVAL when no such module holds fn (a module without
- * a build-id, or not code); FUT_ENOMEM.
+ * a build-id, or not code), or when another module loaded here has the
+ * same build-id (a second copy of it: which one cannot be named);
+ * FUT_ENOMEM.
  */
 FUT__PRIVATE int fut__fn_name_of(fut_fn fn, struct fut__fn_name *out);
 /*
  * The function a name means in this process: the module loaded here with
  * that build-id, and only an address inside one of its executable
- * segments; NULL when there is none.  Nothing is ever called through an
- * address that did not come from this process's own module table.
+ * segments; NULL when there is none, or more than one module with it.
+ * The table is read again whenever a module was loaded or unloaded since:
+ * nothing is ever called through an address that did not come from this
+ * process's own module table, as it is now.
  */
 FUT__PRIVATE fut_fn fut__fn_resolve(const struct fut__fn_name *name);
 /* "@<build-id hex>+0x<offset hex>" into buf (FUT__FN_NAME_TEXT bytes);
