@@ -48,6 +48,9 @@ enum {
 	 * field holds -- a value, an executor's task before it ran -- is
 	 * never read or freed as a message. */
 	FUT__F_MESSAGE = 16,
+	/* A third executor's bit (the thread pool: a shutdown drained the
+	 * job, and it must not start). */
+	FUT__F_EXECUTOR3 = 32,
 };
 
 #define FUT__FUTURE_MAGIC 0x4655u /* "FU" */

@@ -342,6 +342,14 @@ static int tp_shutdown(fut_executor *ex, unsigned flags)
 	atomic_fetch_add(&p->refs, 1);
 	fut__tp_queue_close(&p->q, FUT_ESHUTDOWN);
 	atomic_store(&p->shutdown, true);
+	/* What runs is interrupted before the drain's callbacks run too: one
+	 * that frees the pool waits for it (found by review, 2026-12-07: a
+	 * task that ran until interrupted hung such a shutdown).  Again
+	 * after: a worker may have started a task meanwhile. */
+	bool both = (flags & FUT_SHUTDOWN_INTERRUPT) &&
+		    (flags & FUT_SHUTDOWN_CANCEL_PENDING);
+	if (both)
+		interrupt_running(p);
 	if (flags & FUT_SHUTDOWN_CANCEL_PENDING)
 		fut__tp_drain_end(p, FUT_ECANCELLED);
 	if (flags & FUT_SHUTDOWN_INTERRUPT)
@@ -456,6 +464,11 @@ int fut_thread_pool_new(fut_executor **out, const fut_thread_pool_opts *opts)
 						DEFAULT_PREFIX);
 	atomic_init(&p->refs, 2); /* the handle's and the job blocks' */
 	p->home_cpu = -1;	  /* no thread placed yet (idle.c) */
+	/* Every thread starts with the creator's signal mask, not with that
+	 * of the thread that starts it: a task that blocked a signal on its
+	 * own thread passed that on to every thread it started, for the
+	 * pool's life (found by review, 2026-12-07). */
+	(void)pthread_sigmask(SIG_BLOCK, NULL, &p->sigmask);
 	*out = &p->ex;
 	return FUT_OK;
 fail:

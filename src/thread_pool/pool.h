@@ -11,6 +11,7 @@
 #include <assert.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 
 #include "core/alloc.h"
 #include "core/executor.h"
@@ -167,6 +168,7 @@ struct tpool {
 	cpu_set_t cpus;	      /* the cpus of the first thread's starter */
 	bool cpus_known;      /* they could be read: every thread runs there */
 	int home_cpu;	      /* the cpu it ran on; -1: none */
+	sigset_t sigmask;     /* the creator's: every thread starts with it */
 	uint64_t pushed_seen; /* q.pushed at the last start placed */
 };
 
@@ -276,9 +278,10 @@ void fut__tp_drain_end(struct tpool *p, int code);
 void fut__tp_test_fail_start(unsigned after, long ms);
 /* pthread_create on a kept stack, or a new one (glibc's when none can be
  * made); *st records it.  cpus: where the thread starts (NULL: where its
- * starter may run).  pthread_create's code. */
+ * starter may run); mask: its signal mask.  pthread_create's code. */
 int fut__tp_thread_start(pthread_t *th, void *(*fn)(void *), void *arg,
-			 struct fut__tp_stack *st, const cpu_set_t *cpus);
+			 struct fut__tp_stack *st, const cpu_set_t *cpus,
+			 const sigset_t *mask);
 /* After the thread was joined: its stack is kept for the next. */
 void fut__tp_thread_joined(struct fut__tp_stack *st);
 /* Instead of pthread_detach (a pool freed from its own task): the thread

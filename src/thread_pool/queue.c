@@ -202,6 +202,10 @@ struct job *fut__tp_queue_drain(struct tp_queue *q)
 	bool last = false;
 	fut__lock_acquire(&q->clock);
 	for (struct job *j; (j = pop_locked(q, &last)) != NULL;) {
+		/* Drained: a waiter that would run it inline must not start
+		 * it now (fut__tp_queue_may_start). */
+		atomic_fetch_or_explicit(&j->fut.flags, FUT__F_EXECUTOR3,
+					 memory_order_relaxed);
 		atomic_store_explicit(&j->link.next, NULL,
 				      memory_order_relaxed);
 		if (q->max != 0 && room_held(j))
@@ -217,6 +221,17 @@ struct job *fut__tp_queue_drain(struct tp_queue *q)
 	if (n > 0)
 		give_room(q, n);
 	return list;
+}
+
+bool fut__tp_queue_start_inline(struct tp_queue *q, struct job *j)
+{
+	fut__lock_acquire(&q->clock);
+	bool start =
+		!(atomic_load_explicit(&j->fut.flags, memory_order_relaxed) &
+		  FUT__F_EXECUTOR3) &&
+		fut__future_start(&j->fut) == FUT_OK;
+	fut__lock_release(&q->clock);
+	return start;
 }
 
 void fut__tp_queue_wake_room(struct tp_queue *q)

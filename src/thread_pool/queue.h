@@ -72,8 +72,13 @@ void fut__tp_queue_close(struct tp_queue *q, int code);
  * is popped (max_queue bounds the tasks that wait to start). */
 void fut__tp_queue_cancelled(struct tp_queue *q, struct job *j);
 /* Empties the queue: the caller owns the returned list (linked through
- * link.next as struct job; each still holds its queue reference). */
+ * link.next as struct job; each still holds its queue reference), each
+ * marked drained (FUT__F_EXECUTOR3). */
 struct job *fut__tp_queue_drain(struct tp_queue *q);
+/* A waiter's start of queued job j, inline: under the consumer lock, so
+ * that a job a shutdown drained (and will cancel) never starts.  True if
+ * it started it. */
+bool fut__tp_queue_start_inline(struct tp_queue *q, struct job *j);
 /* Jobs queued (a hint: it may count one being pushed or taken). */
 static inline uint64_t fut__tp_queue_count(struct tp_queue *q)
 {

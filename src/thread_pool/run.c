@@ -142,7 +142,9 @@ bool fut__tp_job_assist(fut_future *f)
 		return false;
 	uint32_t gen =
 		atomic_load_explicit(&p->interrupt_gen, memory_order_relaxed);
-	if (fut__future_start(f) != FUT_OK)
+	/* Not one a shutdown drained: CANCEL_PENDING ends every task that
+	 * had not started (it ran here, found by review, 2026-12-07). */
+	if (!fut__tp_queue_start_inline(&p->q, j))
 		return false;
 	/* The job stays queued: the worker that pops it finds it started
 	 * and drops it. */

@@ -186,8 +186,27 @@ static bool start_refused(void)
 	return true;
 }
 
+/* pthread_create with the new thread's signal mask `mask`: set in the
+ * attributes (glibc 2.32 on: no system call more), or else around the
+ * create in the starter. */
+static int start_masked(pthread_t *th, pthread_attr_t *a, void *(*fn)(void *),
+			void *arg, const sigset_t *mask)
+{
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || __GLIBC_MINOR__ >= 32)
+	if (pthread_attr_setsigmask_np(a, mask) == 0)
+		return pthread_create(th, a, fn, arg);
+#endif
+	sigset_t old;
+	if (pthread_sigmask(SIG_SETMASK, mask, &old) != 0)
+		return pthread_create(th, a, fn, arg);
+	int rc = pthread_create(th, a, fn, arg);
+	(void)pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return rc;
+}
+
 int fut__tp_thread_start(pthread_t *th, void *(*fn)(void *), void *arg,
-			 struct fut__tp_stack *st, const cpu_set_t *cpus)
+			 struct fut__tp_stack *st, const cpu_set_t *cpus,
+			 const sigset_t *mask)
 {
 	*st = (struct fut__tp_stack){ 0 };
 	if (FUT__UNLIKELY(atomic_load_explicit(&fail_ms,
@@ -208,12 +227,12 @@ int fut__tp_thread_start(pthread_t *th, void *(*fn)(void *), void *arg,
 	}
 	bool placed = cpus != NULL &&
 		      pthread_attr_setaffinity_np(&a, sizeof(*cpus), cpus) == 0;
-	int rc = pthread_create(th, &a, fn, arg);
+	int rc = start_masked(th, &a, fn, arg, mask);
 	pthread_attr_destroy(&a);
 	if (ours && rc != 0)
 		fut__tp_thread_joined(st);
 	if (rc == EINVAL && placed) /* the cpus were taken away meanwhile */
-		return fut__tp_thread_start(th, fn, arg, st, NULL);
+		return fut__tp_thread_start(th, fn, arg, st, NULL, mask);
 	return rc;
 }
 

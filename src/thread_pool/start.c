@@ -190,7 +190,7 @@ int fut__tp_spawn_locked(struct tpool *p)
 	cpu_set_t cpus;
 	bool set = start_cpus_locked(p, w, true, &cpus);
 	rc = fut__tp_thread_start(&w->thread, fut__tp_worker_main, w, &w->stack,
-				  set ? &cpus : NULL);
+				  set ? &cpus : NULL, &p->sigmask);
 	return start_done_locked(p, w, rc);
 }
 
@@ -205,7 +205,8 @@ static int start_reserved_locked(struct tpool *p, struct worker *w)
 	bool set = start_cpus_locked(p, w, false, &cpus);
 	pthread_mutex_unlock(&p->ctl);
 	int rc = fut__tp_thread_start(&w->thread, fut__tp_worker_main, w,
-				      &w->stack, set ? &cpus : NULL);
+				      &w->stack, set ? &cpus : NULL,
+				      &p->sigmask);
 	pthread_mutex_lock(&p->ctl);
 	return start_done_locked(p, w, rc);
 }

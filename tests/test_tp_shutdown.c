@@ -1,0 +1,242 @@
+/*
+ * test_tp_shutdown.c: the thread pool's shutdown and thread starts, as a
+ * reviewer's adversarial programs found them (2026-12-07, thirteenth
+ * session); each test failed before its fix:
+ *
+ * - shutdown(CANCEL_PENDING | INTERRUPT), with or without NOWAIT, while
+ *   a task runs until interrupted and a queued job's done callback frees
+ *   the pool (or shuts it down and waits): the callback ran before the
+ *   interrupt, waited for the task, and the call never returned.
+ *
+ * - a task that waits (untimed) for a queued job of its own pool, after
+ *   a CANCEL_PENDING shutdown drained it and while that shutdown runs the
+ *   callback of a job drained before it: the task ran the job inline,
+ *   and it ended finished, not cancelled.
+ *
+ * - a task that blocks SIGTERM on its own thread and then submits: the
+ *   threads its worker started meanwhile kept SIGTERM blocked, for good.
+ *
+ * alarm() ends a hang as a failure; no test asserts a duration.
+ */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "future.h"
+
+#define GUARD_S 60.0 /* a guard against a hang, never a measurement */
+
+static fut_executor *pool_of(size_t workers)
+{
+	fut_executor *ex = NULL;
+	assert_int_equal(fut_thread_pool_new(&ex,
+					     &(fut_thread_pool_opts){
+						     .max_workers = workers }),
+			 FUT_OK);
+	return ex;
+}
+
+static void wait_running(fut_future *f)
+{
+	for (int i = 0; i < 60000 && fut_state(f) == FUT_PENDING; i++)
+		usleep(1000);
+	assert_int_equal(fut_state(f), FUT_RUNNING);
+}
+
+static void nothing(fut_task *t)
+{
+	(void)t;
+}
+
+static void until_interrupted(fut_task *t)
+{
+	for (int i = 0; i < 600000 && !fut_task_cancelled(t); i++)
+		usleep(100);
+}
+
+/* The pool a callback frees, and how (0: free; 1: shutdown, waiting). */
+static fut_executor *cb_pool;
+static int cb_mode;
+
+static void end_pool_cb(fut_future *f, void *ud)
+{
+	(void)f;
+	(void)ud;
+	if (cb_mode == 0)
+		fut_executor_free(cb_pool);
+	else
+		(void)fut_executor_shutdown(cb_pool, 0);
+}
+
+static void
+test_a_drained_callback_that_ends_the_pool_sees_the_interrupt(void **state)
+{
+	(void)state;
+	for (int mode = 0; mode < 4; mode++) {
+		alarm(60);
+		cb_mode = mode & 1;
+		cb_pool = pool_of(1);
+		fut_future *run = NULL, *queued = NULL;
+		assert_int_equal(fut_submit(cb_pool, until_interrupted, NULL,
+					    &run),
+				 FUT_OK);
+		wait_running(run);
+		assert_int_equal(fut_submit(cb_pool, nothing, NULL, &queued),
+				 FUT_OK);
+		assert_int_equal(fut_add_done_callback(queued, end_pool_cb,
+						       NULL),
+				 FUT_OK);
+		unsigned flags = FUT_SHUTDOWN_CANCEL_PENDING |
+				 FUT_SHUTDOWN_INTERRUPT |
+				 (mode & 2 ? FUT_SHUTDOWN_NOWAIT : 0);
+		assert_int_equal(fut_executor_shutdown(cb_pool, flags), FUT_OK);
+		assert_true(fut_cancelled(queued));
+		assert_int_equal(fut_result(run, GUARD_S, NULL), FUT_OK);
+		fut_release(run);
+		fut_release(queued);
+		if (cb_mode == 1)
+			fut_executor_free(cb_pool);
+		alarm(0);
+	}
+}
+
+static fut_executor *drain_pool;
+static fut_future *first, *second;
+static _Atomic bool in_first_cb, second_ran;
+
+static void mark_ran(fut_task *t)
+{
+	(void)t;
+	atomic_store(&second_ran, true);
+}
+
+/* The drain's first callback: slow, so the task waits meanwhile. */
+static void slow_first_cb(fut_future *f, void *ud)
+{
+	(void)f;
+	(void)ud;
+	atomic_store(&in_first_cb, true);
+	usleep(200 * 1000);
+}
+
+/* Waits, untimed, for `second` once the drain is in the first's
+ * callback; returns what the wait gave. */
+static void wait_for_second(fut_task *t)
+{
+	for (int i = 0; i < 60000 && !atomic_load(&in_first_cb); i++)
+		usleep(1000);
+	int rc = fut_result(second, -1, NULL);
+	fut_task_return(t, (void *)(intptr_t)rc);
+}
+
+static void test_a_drained_job_never_starts_inline(void **state)
+{
+	(void)state;
+	alarm(60);
+	atomic_store(&in_first_cb, false);
+	atomic_store(&second_ran, false);
+	drain_pool = pool_of(1);
+	fut_future *waiter = NULL;
+	assert_int_equal(fut_submit(drain_pool, wait_for_second, NULL, &waiter),
+			 FUT_OK);
+	wait_running(waiter);
+	assert_int_equal(fut_submit(drain_pool, nothing, NULL, &first), FUT_OK);
+	assert_int_equal(fut_submit(drain_pool, mark_ran, NULL, &second),
+			 FUT_OK);
+	assert_int_equal(fut_add_done_callback(first, slow_first_cb, NULL),
+			 FUT_OK);
+	assert_int_equal(fut_executor_shutdown(drain_pool,
+					       FUT_SHUTDOWN_CANCEL_PENDING |
+						       FUT_SHUTDOWN_NOWAIT),
+			 FUT_OK);
+	assert_true(fut_cancelled(first));
+	assert_true(fut_cancelled(second));
+	void *rc = NULL;
+	assert_int_equal(fut_result(waiter, GUARD_S, &rc), FUT_OK);
+	assert_int_equal((int)(intptr_t)rc, FUT_ECANCELLED);
+	assert_false(atomic_load(&second_ran));
+	fut_release(waiter);
+	fut_release(first);
+	fut_release(second);
+	fut_executor_free(drain_pool);
+	alarm(0);
+}
+
+static fut_executor *mask_pool;
+static _Atomic int masked_runs;
+
+static void check_mask(fut_task *t)
+{
+	(void)t;
+	usleep(2000);
+	sigset_t m;
+	pthread_sigmask(SIG_BLOCK, NULL, &m);
+	if (sigismember(&m, SIGTERM))
+		atomic_fetch_add(&masked_runs, 1);
+}
+
+/* Blocks SIGTERM on its own thread while it submits 8 (every worker busy:
+ * its thread starts new ones), then waits for them. */
+static void submit_masked(fut_task *t)
+{
+	(void)t;
+	sigset_t term, old;
+	sigemptyset(&term);
+	sigaddset(&term, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &term, &old);
+	fut_future *fs[8];
+	for (int i = 0; i < 8; i++)
+		if (fut_submit(mask_pool, check_mask, NULL, &fs[i]) != FUT_OK)
+			fs[i] = NULL;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	for (int i = 0; i < 8; i++)
+		if (fs[i] != NULL) {
+			(void)fut_result(fs[i], GUARD_S, NULL);
+			fut_release(fs[i]);
+		}
+}
+
+static void test_a_task_signal_mask_reaches_no_thread_it_starts(void **state)
+{
+	(void)state;
+	atomic_store(&masked_runs, 0);
+	mask_pool = pool_of(8);
+	fut_future *f = NULL;
+	assert_int_equal(fut_submit(mask_pool, submit_masked, NULL, &f),
+			 FUT_OK);
+	assert_int_equal(fut_result(f, GUARD_S, NULL), FUT_OK);
+	fut_release(f);
+	/* And tasks submitted later, from here (SIGTERM unblocked). */
+	fut_future *g[8];
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(fut_submit(mask_pool, check_mask, NULL, &g[i]),
+				 FUT_OK);
+	for (int i = 0; i < 8; i++) {
+		assert_int_equal(fut_result(g[i], GUARD_S, NULL), FUT_OK);
+		fut_release(g[i]);
+	}
+	fut_executor_free(mask_pool);
+	assert_int_equal(atomic_load(&masked_runs), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(
+			test_a_drained_callback_that_ends_the_pool_sees_the_interrupt),
+		cmocka_unit_test(test_a_drained_job_never_starts_inline),
+		cmocka_unit_test(
+			test_a_task_signal_mask_reaches_no_thread_it_starts),
+	};
+	const char *only = getenv("TEST_FILTER");
+	if (only != NULL)
+		cmocka_set_test_filter(only);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
