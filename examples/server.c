@@ -234,7 +234,9 @@ int main(int argc, char **argv)
 			} else { /* a client sent bytes */
 				ssize_t r = recv(c->fd, (char *)&c->n + c->have,
 						 sizeof(c->n) - c->have, 0);
-				if (r <= 0 && errno != EAGAIN)
+				/* 0: it left before its request was whole
+				 * (errno is stale then). */
+				if (r == 0 || (r < 0 && errno != EAGAIN))
 					return 1;
 				if (r > 0)
 					c->have += (size_t)r;
