@@ -13,6 +13,10 @@
  *   callback of a job drained before it: the task ran the job inline,
  *   and it ended finished, not cancelled.
  *
+ * - the same, where that callback waits for the task, which waits for the
+ *   drained job: the task cancels the job itself (refused and left
+ *   pending, it was a deadlock).
+ *
  * - a task that blocks SIGTERM on its own thread and then submits: the
  *   threads its worker started meanwhile kept SIGTERM blocked, for good.
  *
@@ -169,6 +173,59 @@ static void test_a_drained_job_never_starts_inline(void **state)
 	alarm(0);
 }
 
+static fut_future *cycle_task;
+
+/* The drain's first callback waits for the task that waits for the
+ * second drained job. */
+static void wait_for_task_cb(fut_future *f, void *ud)
+{
+	(void)f;
+	(void)ud;
+	atomic_store(&in_first_cb, true);
+	(void)fut_result(cycle_task, GUARD_S, NULL);
+}
+
+/*
+ * The drain's callback of the first job waits for task T, and T waits
+ * (untimed) for the second drained job: T cancels it itself (the drain
+ * would only after that callback).  With the second job refused to T
+ * but left pending (this fix's first form) that was a deadlock; before
+ * it, T ran the job (found by review, 2026-12-07).
+ */
+static void
+test_a_waiter_cancels_a_drained_job_its_drain_waits_behind(void **state)
+{
+	(void)state;
+	alarm(60);
+	atomic_store(&in_first_cb, false);
+	atomic_store(&second_ran, false);
+	drain_pool = pool_of(1);
+	assert_int_equal(fut_submit(drain_pool, wait_for_second, NULL,
+				    &cycle_task),
+			 FUT_OK);
+	wait_running(cycle_task);
+	assert_int_equal(fut_submit(drain_pool, nothing, NULL, &first), FUT_OK);
+	assert_int_equal(fut_submit(drain_pool, mark_ran, NULL, &second),
+			 FUT_OK);
+	assert_int_equal(fut_add_done_callback(first, wait_for_task_cb, NULL),
+			 FUT_OK);
+	assert_int_equal(fut_executor_shutdown(drain_pool,
+					       FUT_SHUTDOWN_CANCEL_PENDING |
+						       FUT_SHUTDOWN_NOWAIT),
+			 FUT_OK);
+	void *rc = NULL;
+	assert_int_equal(fut_result(cycle_task, GUARD_S, &rc), FUT_OK);
+	assert_int_equal((int)(intptr_t)rc, FUT_ECANCELLED);
+	assert_true(fut_cancelled(first));
+	assert_true(fut_cancelled(second));
+	assert_false(atomic_load(&second_ran));
+	fut_release(cycle_task);
+	fut_release(first);
+	fut_release(second);
+	fut_executor_free(drain_pool);
+	alarm(0);
+}
+
 static fut_executor *mask_pool;
 static _Atomic int masked_runs;
 
@@ -232,6 +289,8 @@ int main(void)
 		cmocka_unit_test(
 			test_a_drained_callback_that_ends_the_pool_sees_the_interrupt),
 		cmocka_unit_test(test_a_drained_job_never_starts_inline),
+		cmocka_unit_test(
+			test_a_waiter_cancels_a_drained_job_its_drain_waits_behind),
 		cmocka_unit_test(
 			test_a_task_signal_mask_reaches_no_thread_it_starts),
 	};

@@ -31,7 +31,7 @@ static void break_pool(struct tpool *p)
 	fut__tp_queue_close(&p->q, FUT_EBROKEN);
 	/* Counted as a shutdown's drain: a CANCEL_PENDING meanwhile waits
 	 * for the jobs it took. */
-	fut__tp_drain_end(p, FUT_EBROKEN);
+	fut__tp_drain_end(p, FUT_EBROKEN, false);
 	fut__tp_wake_all(p);
 	fut__tp_queue_wake_room(&p->q);
 }

@@ -308,8 +308,13 @@ static struct tp_drain *drain_here(const struct tpool *p)
 /* Drains the queue and ends every job drained: cancelled (CANCEL_PENDING)
  * or failed with `code` (a break).  The drain is counted under ctl, so
  * that a shutdown that drains nothing because this one took it all sees
- * it (and waits for it: the jobs it holds are not done yet). */
-void fut__tp_drain_end(struct tpool *p, int code)
+ * it (and waits for it: the jobs it holds are not done yet).  interrupt
+ * (FUT_SHUTDOWN_INTERRUPT too): what runs is interrupted once the queue
+ * is empty, before the first callback runs: one that frees the pool
+ * waits for it (found by review, 2026-12-07: a task that ran until
+ * interrupted hung such a shutdown; interrupted before the drain, a task
+ * a worker took in between was missed). */
+void fut__tp_drain_end(struct tpool *p, int code, bool interrupt)
 {
 	pthread_mutex_lock(&p->ctl);
 	struct job *list = fut__tp_queue_drain(&p->q);
@@ -318,6 +323,8 @@ void fut__tp_drain_end(struct tpool *p, int code)
 	pthread_mutex_unlock(&p->ctl);
 	if (list == NULL)
 		return;
+	if (interrupt)
+		interrupt_running(p);
 	struct tp_drain d = {
 		.pool = p, .rest = list, .code = code, .outer = draining
 	};
@@ -342,17 +349,10 @@ static int tp_shutdown(fut_executor *ex, unsigned flags)
 	atomic_fetch_add(&p->refs, 1);
 	fut__tp_queue_close(&p->q, FUT_ESHUTDOWN);
 	atomic_store(&p->shutdown, true);
-	/* What runs is interrupted before the drain's callbacks run too: one
-	 * that frees the pool waits for it (found by review, 2026-12-07: a
-	 * task that ran until interrupted hung such a shutdown).  Again
-	 * after: a worker may have started a task meanwhile. */
-	bool both = (flags & FUT_SHUTDOWN_INTERRUPT) &&
-		    (flags & FUT_SHUTDOWN_CANCEL_PENDING);
-	if (both)
-		interrupt_running(p);
+	bool interrupt = flags & FUT_SHUTDOWN_INTERRUPT;
 	if (flags & FUT_SHUTDOWN_CANCEL_PENDING)
-		fut__tp_drain_end(p, FUT_ECANCELLED);
-	if (flags & FUT_SHUTDOWN_INTERRUPT)
+		fut__tp_drain_end(p, FUT_ECANCELLED, interrupt);
+	if (interrupt)
 		interrupt_running(p);
 	fut__tp_wake_all(p);
 	fut__tp_queue_wake_room(&p->q);

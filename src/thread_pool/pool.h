@@ -269,8 +269,9 @@ bool fut__tp_start_looker(struct tpool *p);
 
 /* pool.c */
 /* Drains the queue and ends its jobs (fut__tp_end_drained's `code`),
- * counted in ndraining: a CANCEL_PENDING shutdown waits for it. */
-void fut__tp_drain_end(struct tpool *p, int code);
+ * counted in ndraining: a CANCEL_PENDING shutdown waits for it;
+ * interrupt: what runs is interrupted before the first job ends. */
+void fut__tp_drain_end(struct tpool *p, int code, bool interrupt);
 
 /* stack.c */
 /* Test hook: the thread start after the next `after` ones waits ms,

@@ -203,7 +203,7 @@ struct job *fut__tp_queue_drain(struct tp_queue *q)
 	fut__lock_acquire(&q->clock);
 	for (struct job *j; (j = pop_locked(q, &last)) != NULL;) {
 		/* Drained: a waiter that would run it inline must not start
-		 * it now (fut__tp_queue_may_start). */
+		 * it now (fut__tp_queue_start_inline). */
 		atomic_fetch_or_explicit(&j->fut.flags, FUT__F_EXECUTOR3,
 					 memory_order_relaxed);
 		atomic_store_explicit(&j->link.next, NULL,
@@ -223,15 +223,15 @@ struct job *fut__tp_queue_drain(struct tp_queue *q)
 	return list;
 }
 
-bool fut__tp_queue_start_inline(struct tp_queue *q, struct job *j)
+int fut__tp_queue_start_inline(struct tp_queue *q, struct job *j)
 {
 	fut__lock_acquire(&q->clock);
-	bool start =
-		!(atomic_load_explicit(&j->fut.flags, memory_order_relaxed) &
-		  FUT__F_EXECUTOR3) &&
-		fut__future_start(&j->fut) == FUT_OK;
+	int rc = FUT_ECANCELLED;
+	if (!(atomic_load_explicit(&j->fut.flags, memory_order_relaxed) &
+	      FUT__F_EXECUTOR3))
+		rc = fut__future_start(&j->fut) == FUT_OK ? FUT_OK : FUT_ESTATE;
 	fut__lock_release(&q->clock);
-	return start;
+	return rc;
 }
 
 void fut__tp_queue_wake_room(struct tp_queue *q)

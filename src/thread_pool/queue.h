@@ -76,9 +76,10 @@ void fut__tp_queue_cancelled(struct tp_queue *q, struct job *j);
  * marked drained (FUT__F_EXECUTOR3). */
 struct job *fut__tp_queue_drain(struct tp_queue *q);
 /* A waiter's start of queued job j, inline: under the consumer lock, so
- * that a job a shutdown drained (and will cancel) never starts.  True if
- * it started it. */
-bool fut__tp_queue_start_inline(struct tp_queue *q, struct job *j);
+ * that a job a shutdown drained (and will cancel) never starts.  FUT_OK
+ * if it started it; FUT_ECANCELLED if a shutdown drained it; FUT_ESTATE
+ * if it was no longer pending. */
+int fut__tp_queue_start_inline(struct tp_queue *q, struct job *j);
 /* Jobs queued (a hint: it may count one being pushed or taken). */
 static inline uint64_t fut__tp_queue_count(struct tp_queue *q)
 {

@@ -143,8 +143,15 @@ bool fut__tp_job_assist(fut_future *f)
 	uint32_t gen =
 		atomic_load_explicit(&p->interrupt_gen, memory_order_relaxed);
 	/* Not one a shutdown drained: CANCEL_PENDING ends every task that
-	 * had not started (it ran here, found by review, 2026-12-07). */
-	if (!fut__tp_queue_start_inline(&p->q, j))
+	 * had not started (it ran here, found by review, 2026-12-07).  The
+	 * waiter cancels that one itself, as the shutdown will: its drain may
+	 * be running a callback that waits for this very task. */
+	int rc = fut__tp_queue_start_inline(&p->q, j);
+	if (rc == FUT_ECANCELLED) {
+		(void)fut_cancel(f);
+		return true;
+	}
+	if (rc != FUT_OK)
 		return false;
 	/* The job stays queued: the worker that pops it finds it started
 	 * and drops it. */
