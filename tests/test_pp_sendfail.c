@@ -23,10 +23,20 @@
  *   60 KiB result died, and the task ran again (4 times, with chunk 1
  *   too).  The record goes in a frame of its own, which needs none.
  *
+ * - a task that closes the worker's fds (its result cannot be written,
+ *   the worker exits): with chunk 1 it ran 4 times.  It runs once and
+ *   ends FUT_ECRASHED now.
+ *
+ * - a task that puts /dev/null in place of the worker's result pipe: the
+ *   worker lived on, its answers lost, and its future (and the free)
+ *   waited for ever.  It is killed a second after the pipe's EOF: the
+ *   task ends FUT_ECRASHED, and the pool goes on.
+ *
  * Every wait has a generous timeout only so that a bug fails the test
  * instead of hanging it.
  */
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include "pp_test.h"
 
@@ -260,6 +270,53 @@ static void test_a_result_with_no_frame_memory_runs_once(void **state)
 	fut_executor_free(ex);
 }
 
+/* Counted; then closes the worker's fds (all but 0-2), or (ud 1) puts
+ * /dev/null in place of its result pipe (the write-only FIFO). */
+static void lose_pipe_task(fut_task *t)
+{
+	size_t len;
+	const int *how = fut_task_input(t, &len);
+	atomic_fetch_add(runs, 1);
+	int null = open("/dev/null", O_WRONLY);
+	for (int fd = 3; fd < 1024; fd++) {
+		struct stat st;
+		if (fd == null || fstat(fd, &st) != 0)
+			continue;
+		if (*how == 0)
+			(void)close(fd);
+		else if (S_ISFIFO(st.st_mode) &&
+			 (fcntl(fd, F_GETFL) & O_ACCMODE) == O_WRONLY)
+			(void)dup2(null, fd);
+	}
+	(void)close(null);
+	fut_task_return_bytes(t, "ok", 2);
+}
+
+static void test_a_task_that_loses_its_result_pipe_runs_once(void **state)
+{
+	(void)state;
+	for (int how = 0; how < 2; how++) {
+		atomic_store(runs, 0);
+		fut_executor *ex = pool_with(&(fut_process_pool_opts){
+			.max_workers = 1, .chunk = 1 });
+		fut_future *f = NULL;
+		CHECK(fut_submit_bytes(ex, lose_pipe_task, &how, sizeof(how),
+				       &f) == FUT_OK);
+		int rc = fut_result(f, LONG_WAIT, NULL);
+		explain(f, rc, FUT_ECRASHED);
+		CHECK(rc == FUT_ECRASHED);
+		if (atomic_load(runs) != 1)
+			diag("the task ran %d times\n", atomic_load(runs));
+		CHECK(atomic_load(runs) == 1);
+		fut_release(f);
+		/* The pool goes on. */
+		CHECK(fut_submit_bytes(ex, tail_task, "x", 1, &f) == FUT_OK);
+		CHECK(fut_result(f, LONG_WAIT, NULL) == FUT_OK);
+		fut_release(f);
+		fut_executor_free(ex);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -270,6 +327,8 @@ int main(void)
 		cmocka_unit_test(
 			test_a_result_memfd_that_cannot_go_comes_through_the_pipe),
 		cmocka_unit_test(test_a_result_with_no_frame_memory_runs_once),
+		cmocka_unit_test(
+			test_a_task_that_loses_its_result_pipe_runs_once),
 	};
 	if (!pp_test_prepare())
 		return 2;

@@ -484,7 +484,8 @@ static void loop(struct pp_mgr *m)
 		bool waiters = room_scan(m);
 		if (step_shutdown(m))
 			return;
-		int64_t deadline = check_deadlines(m);
+		int64_t deadline =
+			sooner(check_deadlines(m), fut__pp_lost_pipes(m));
 		size_t n = 0;
 		m->pfd[n] = (struct pollfd){ p->wake_fd, POLLIN, 0 };
 		m->pfd_w[n++] = NULL;

@@ -85,9 +85,10 @@ struct pp_worker {
 	 * for writing, so the worker reads EOF): the memfds of its shared
 	 * results still come over it.  -1. */
 	int back_fd;
-	bool eof;    /* result pipe at EOF */
-	bool exited; /* the fork server reported its wait status */
-	bool orphan; /* its fork server died: ends at EOF */
+	bool eof;	/* result pipe at EOF */
+	int64_t eof_ns; /* when, if it had not exited then; 0: not */
+	bool exited;	/* the fork server reported its wait status */
+	bool orphan;	/* its fork server died: ends at EOF */
 	int status;
 	struct pp_job *head, *tail; /* in flight, in the order it runs them */
 	unsigned frames;	    /* frames in flight */
@@ -220,6 +221,10 @@ struct ppool {
 /* A worker with tasks sent and none started yet is looked at again after
  * this long: it may have begun a long one meanwhile. */
 #define FUT__PP_RECHECK_NS ((int64_t)1000000)
+/* A worker whose result pipe gave EOF and whose exit was not reported
+ * this long after lives on without it (a task closed or replaced its
+ * fds): it is killed (manager.c, lost_pipes). */
+#define FUT__PP_EOF_GRACE_NS ((int64_t)1000000000)
 
 /* A task frame carries at most this many input bytes copied into it; a
  * larger input travels alone, straight from its job block. */
@@ -433,6 +438,9 @@ void fut__pp_fs_read(struct pp_mgr *m);
 void fut__pp_read_results(struct pp_mgr *m, struct pp_worker *w);
 /* w sent what it should not have (why): it is killed, its jobs crash. */
 void fut__pp_bad_frame(struct pp_mgr *m, struct pp_worker *w, const char *why);
+/* Kills the workers that live on long after their result pipe gave EOF;
+ * returns when to look again (-1: never). */
+int64_t fut__pp_lost_pipes(struct pp_mgr *m);
 
 /* send.c: task frames out. */
 /* Whether w has output not yet written. */

@@ -277,6 +277,8 @@ void fut__pp_read_results(struct pp_mgr *m, struct pp_worker *w)
 					"the worker did not write (a "
 					"task wrote to the pipe)");
 			w->eof = true;
+			if (!w->exited)
+				w->eof_ns = m->now;
 			return;
 		case FUT__PP_FEED_NOMEM:
 			fut__pp_bad_frame(m, w, "no memory for its result");
@@ -288,4 +290,30 @@ void fut__pp_read_results(struct pp_mgr *m, struct pp_worker *w)
 			break;
 		}
 	}
+}
+
+/* Kills a worker that lives on FUT__PP_EOF_GRACE_NS after its result
+ * pipe gave EOF (a task closed it, or put another file in its place):
+ * nothing it answers can come, and its futures waited for ever, the free
+ * too (found by review, 2026-12-07).  A worker that died gives EOF too,
+ * and its exit comes in milliseconds.  Returns when to look again. */
+int64_t fut__pp_lost_pipes(struct pp_mgr *m)
+{
+	struct ppool *p = m->p;
+	int64_t next = -1;
+	for (uint32_t i = 0; i < p->nslots; i++) {
+		struct pp_worker *w = &p->workers[i];
+		if (w->state == PW_FREE || !w->eof || w->eof_ns == 0 ||
+		    w->exited || w->orphan || w->kill_reason != 0)
+			continue;
+		int64_t due = w->eof_ns + FUT__PP_EOF_GRACE_NS;
+		if (due <= m->now)
+			fut__pp_bad_frame(m, w,
+					  "its result pipe closed while it "
+					  "lived (a task closed or replaced "
+					  "the worker's fds)");
+		else if (next < 0 || due < next)
+			next = due;
+	}
+	return next;
 }

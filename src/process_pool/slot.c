@@ -74,6 +74,7 @@ static void worker_clear(struct pp_worker *w)
 	w->state = PW_FREE;
 	w->pid = 0;
 	w->eof = w->exited = w->orphan = false;
+	w->eof_ns = 0;
 	w->status = 0;
 	w->head = w->tail = NULL;
 	w->frames = 0;
@@ -272,19 +273,23 @@ void fut__pp_slot_retire(struct pp_worker *w)
 /* ------------------------------------------------------------------ */
 /* Death                                                               */
 
-static void describe_status(char *buf, size_t n, pid_t pid, int status)
+/* running: it died in the task; else after the task returned, its
+ * result not sent. */
+static void describe_status(char *buf, size_t n, pid_t pid, int status,
+			    bool running)
 {
+	const char *when = running ? "while running the task" :
+				     "after the task returned, before its "
+				     "result came back";
 	if (WIFSIGNALED(status)) {
 		const char *name = sigabbrev_np(WTERMSIG(status));
 		snprintf(buf, n,
 			 "worker process %d was killed by signal %d (SIG%s) "
-			 "while running the task",
-			 (int)pid, WTERMSIG(status), name ? name : "?");
+			 "%s",
+			 (int)pid, WTERMSIG(status), name ? name : "?", when);
 	} else if (WIFEXITED(status)) {
-		snprintf(buf, n,
-			 "worker process %d exited with status %d while "
-			 "running the task",
-			 (int)pid, WEXITSTATUS(status));
+		snprintf(buf, n, "worker process %d exited with status %d %s",
+			 (int)pid, WEXITSTATUS(status), when);
 	} else {
 		snprintf(buf, n, "worker process %d died", (int)pid);
 	}
@@ -350,13 +355,18 @@ void fut__pp_slot_finalize(struct pp_mgr *m, struct pp_worker *w)
 	bool running = started != 0 &&
 		       atomic_load_explicit(&s->finished,
 					    memory_order_acquire) != started;
+	/* With chunk 1 a task runs at most once: the one that returned and
+	 * whose result died with the worker (a task that closed the
+	 * worker's fds: its write failed) ends FUT_ECRASHED instead (it ran
+	 * 4 times: found by review, 2026-12-07). */
+	bool once = started != 0 && p->chunk == 1;
 	struct pp_job *list = w->head, *rq_first = NULL, *rq_last = NULL;
 	bool blamed = false;
 	w->head = w->tail = NULL;
 	blame_thief(w, list,
 		    atomic_load_explicit(&s->broke, memory_order_acquire));
 	for (struct pp_job *j = list; j != NULL; j = j->next)
-		if ((running && j->id == started) ||
+		if (((running || once) && j->id == started) ||
 		    (w->kill_id && j->id == w->kill_id))
 			blamed = true;
 	while (list != NULL) {
@@ -369,7 +379,7 @@ void fut__pp_slot_finalize(struct pp_mgr *m, struct pp_worker *w)
 		else if (w->kill_id != 0)
 			victim = j->id == w->kill_id;
 		else
-			victim = (running && j->id == started) ||
+			victim = ((running || once) && j->id == started) ||
 				 (!blamed && w->bad_frame != NULL);
 		if (victim) {
 			blamed = true;
@@ -387,8 +397,10 @@ void fut__pp_slot_finalize(struct pp_mgr *m, struct pp_worker *w)
 						 "running the task",
 						 (int)w->pid);
 				else
-					describe_status(msg, sizeof(msg),
-							w->pid, w->status);
+					describe_status(
+						msg, sizeof(msg), w->pid,
+						w->status,
+						running || j->id != started);
 				fut__pp_job_end(j, FUT_ECRASHED, 0, w->status,
 						"%s", msg);
 			}
