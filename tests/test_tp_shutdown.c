@@ -226,6 +226,82 @@ test_a_waiter_cancels_a_drained_job_its_drain_waits_behind(void **state)
 	alarm(0);
 }
 
+static _Atomic int inits;
+/* The job the break's waiter waits for, once submitted (NULL: the break
+ * refused it); set: it was. */
+static fut_future *_Atomic broken_second;
+static _Atomic bool broken_second_set;
+
+/* Waits, untimed, for broken_second once the drain is in the first's
+ * callback and it is set; returns what the wait gave. */
+static void wait_for_broken_second(fut_task *t)
+{
+	for (int i = 0; i < 60000 && !(atomic_load(&in_first_cb) &&
+				       atomic_load(&broken_second_set));
+	     i++)
+		usleep(1000);
+	fut_future *f = atomic_load(&broken_second);
+	int rc = f != NULL ? fut_result(f, -1, NULL) : FUT_EBROKEN;
+	fut_task_return(t, (void *)(intptr_t)rc);
+}
+
+/* The first thread's initializer passes, the second's fails: a break. */
+static int second_init_fails(void *arg)
+{
+	(void)arg;
+	return atomic_fetch_add(&inits, 1) == 0 ? 0 : -1;
+}
+
+/*
+ * A break (an initializer failed) drains the queue: a task that waits for
+ * a job of that drain, while the drain runs an earlier job's slow
+ * callback, sees it end FUT_EBROKEN, as the drain ends it.  Before (found
+ * by review, 2026-12-07) the waiter cancelled it: FUT_ECANCELLED.
+ */
+static void test_a_waiter_ends_a_job_a_break_drained_as_broken(void **state)
+{
+	(void)state;
+	alarm(60);
+	atomic_store(&inits, 0);
+	atomic_store(&in_first_cb, false);
+	atomic_store(&second_ran, false);
+	atomic_store(&broken_second, NULL);
+	atomic_store(&broken_second_set, false);
+	assert_int_equal(
+		fut_thread_pool_new(&drain_pool,
+				    &(fut_thread_pool_opts){
+					    .max_workers = 2,
+					    .initializer = second_init_fails }),
+		FUT_OK);
+	fut_future *waiter = NULL;
+	assert_int_equal(fut_submit(drain_pool, wait_for_broken_second, NULL,
+				    &waiter),
+			 FUT_OK);
+	wait_running(waiter);
+	assert_int_equal(fut_submit(drain_pool, nothing, NULL, &first), FUT_OK);
+	assert_int_equal(fut_add_done_callback(first, slow_first_cb, NULL),
+			 FUT_OK);
+	fut_future *f = NULL;
+	int rc = fut_submit(drain_pool, mark_ran, NULL, &f);
+	assert_true(rc == FUT_OK || rc == FUT_EBROKEN); /* EBROKEN: the
+							  * break came first */
+	atomic_store(&broken_second, rc == FUT_OK ? f : NULL);
+	atomic_store(&broken_second_set, true);
+	void *got = NULL;
+	assert_int_equal(fut_result(waiter, GUARD_S, &got), FUT_OK);
+	assert_int_equal(fut_result(first, GUARD_S, NULL), FUT_EBROKEN);
+	assert_int_equal((int)(intptr_t)got, FUT_EBROKEN);
+	if (f != NULL) {
+		assert_int_equal(fut_result(f, 0, NULL), FUT_EBROKEN);
+		assert_false(atomic_load(&second_ran));
+		fut_release(f);
+	}
+	fut_release(waiter);
+	fut_release(first);
+	fut_executor_free(drain_pool);
+	alarm(0);
+}
+
 static fut_executor *mask_pool;
 static _Atomic int masked_runs;
 
@@ -291,6 +367,8 @@ int main(void)
 		cmocka_unit_test(test_a_drained_job_never_starts_inline),
 		cmocka_unit_test(
 			test_a_waiter_cancels_a_drained_job_its_drain_waits_behind),
+		cmocka_unit_test(
+			test_a_waiter_ends_a_job_a_break_drained_as_broken),
 		cmocka_unit_test(
 			test_a_task_signal_mask_reaches_no_thread_it_starts),
 	};

@@ -85,10 +85,11 @@ struct pp_worker {
 	 * for writing, so the worker reads EOF): the memfds of its shared
 	 * results still come over it.  -1. */
 	int back_fd;
-	bool eof;	/* result pipe at EOF */
-	int64_t eof_ns; /* when, if it had not exited then; 0: not */
-	bool exited;	/* the fork server reported its wait status */
-	bool orphan;	/* its fork server died: ends at EOF */
+	bool eof;	      /* result pipe at EOF */
+	int64_t eof_ns;	      /* when, if it had not exited then; 0: not */
+	uint64_t eof_started; /* the last task it had started then */
+	bool exited;	      /* the fork server reported its wait status */
+	bool orphan;	      /* its fork server died: ends at EOF */
 	int status;
 	struct pp_job *head, *tail; /* in flight, in the order it runs them */
 	unsigned frames;	    /* frames in flight */

@@ -277,8 +277,12 @@ void fut__pp_read_results(struct pp_mgr *m, struct pp_worker *w)
 					"the worker did not write (a "
 					"task wrote to the pipe)");
 			w->eof = true;
-			if (!w->exited)
-				w->eof_ns = m->now;
+			if (!w->exited) { /* now: m->now may be a stall old */
+				w->eof_ns = fut__now_ns();
+				w->eof_started = atomic_load_explicit(
+					&m->p->slots[w->slot].started,
+					memory_order_acquire);
+			}
 			return;
 		case FUT__PP_FEED_NOMEM:
 			fut__pp_bad_frame(m, w, "no memory for its result");
@@ -292,6 +296,13 @@ void fut__pp_read_results(struct pp_mgr *m, struct pp_worker *w)
 	}
 }
 
+/* A worker whose exit has not come, past its pipe's EOF. */
+static bool pipe_lost(const struct pp_worker *w)
+{
+	return w->state != PW_FREE && w->eof && w->eof_ns != 0 && !w->exited &&
+	       !w->orphan && w->kill_reason == 0;
+}
+
 /* Kills a worker that lives on FUT__PP_EOF_GRACE_NS after its result
  * pipe gave EOF (a task closed it, or put another file in its place):
  * nothing it answers can come, and its futures waited for ever, the free
@@ -301,19 +312,34 @@ int64_t fut__pp_lost_pipes(struct pp_mgr *m)
 {
 	struct ppool *p = m->p;
 	int64_t next = -1;
+	bool read = false;
 	for (uint32_t i = 0; i < p->nslots; i++) {
 		struct pp_worker *w = &p->workers[i];
-		if (w->state == PW_FREE || !w->eof || w->eof_ns == 0 ||
-		    w->exited || w->orphan || w->kill_reason != 0)
+		if (!pipe_lost(w))
 			continue;
 		int64_t due = w->eof_ns + FUT__PP_EOF_GRACE_NS;
-		if (due <= m->now)
-			fut__pp_bad_frame(m, w,
-					  "its result pipe closed while it "
-					  "lived (a task closed or replaced "
-					  "the worker's fds)");
-		else if (next < 0 || due < next)
-			next = due;
+		if (due > m->now) {
+			if (next < 0 || due < next)
+				next = due;
+			continue;
+		}
+		/* Its exit may wait unread on the fork server's socket (the
+		 * manager stalled in a done callback): read that first. */
+		if (!read && p->fs_sock >= 0) {
+			fut__pp_fs_read(m);
+			read = true;
+			if (!pipe_lost(w))
+				continue;
+		}
+		/* The task it ran as the pipe closed is the one blamed: with
+		 * a larger chunk, the one running at the kill may be another
+		 * (found by review, 2026-12-07). */
+		if (w->bad_frame == NULL)
+			w->bad_frame = fut__strdup(
+				"its result pipe closed while it lived (a task "
+				"closed or replaced the worker's fds)");
+		fut__pp_slot_kill(m, w, FUT_ECRASHED, false, w->eof_started);
+		fut__pp_close_fd(&w->result_fd);
 	}
 	return next;
 }

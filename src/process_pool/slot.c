@@ -75,6 +75,7 @@ static void worker_clear(struct pp_worker *w)
 	w->pid = 0;
 	w->eof = w->exited = w->orphan = false;
 	w->eof_ns = 0;
+	w->eof_started = 0;
 	w->status = 0;
 	w->head = w->tail = NULL;
 	w->frames = 0;

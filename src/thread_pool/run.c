@@ -148,7 +148,16 @@ bool fut__tp_job_assist(fut_future *f)
 	 * be running a callback that waits for this very task. */
 	int rc = fut__tp_queue_start_inline(&p->q, j);
 	if (rc == FUT_ECANCELLED) {
-		(void)fut_cancel(f);
+		/* A break's drain fails its jobs FUT_EBROKEN: so does this
+		 * one (a cancel here said FUT_ECANCELLED: found by review,
+		 * 2026-12-07).  The drain frees what the job holds when it
+		 * started it; otherwise here. */
+		if (!atomic_load(&p->broken))
+			(void)fut_cancel(f);
+		else if (fut__future_start(f) == FUT_OK) {
+			fut__tp_job_forget(j);
+			(void)fut__future_fail(f, FUT_EBROKEN, 0, NULL);
+		}
 		return true;
 	}
 	if (rc != FUT_OK)
