@@ -30,7 +30,9 @@
  * - a task that puts /dev/null in place of the worker's result pipe: the
  *   worker lived on, its answers lost, and its future (and the free)
  *   waited for ever.  It is killed a second after the pipe's EOF: the
- *   task ends FUT_ECRASHED, and the pool goes on.
+ *   task ends FUT_ECRASHED, and the pool goes on.  An initializer that
+ *   does so breaks the pool after five workers (they were forked for
+ *   ever).
  *
  * Every wait has a generous timeout only so that a bug fails the test
  * instead of hanging it.
@@ -317,6 +319,44 @@ static void test_a_task_that_loses_its_result_pipe_runs_once(void **state)
 	}
 }
 
+/* An initializer that puts /dev/null in place of its worker's result
+ * pipe: the hello never comes. */
+static int lose_pipe_init(void *arg)
+{
+	(void)arg;
+	int null = open("/dev/null", O_WRONLY);
+	for (int fd = 3; fd < 1024; fd++) {
+		struct stat st;
+		if (fd != null && fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode) &&
+		    (fcntl(fd, F_GETFL) & O_ACCMODE) == O_WRONLY)
+			(void)dup2(null, fd);
+	}
+	(void)close(null);
+	return 0;
+}
+
+/*
+ * Each worker's initializer loses its result pipe: each is killed a
+ * second later, counted as a failed start, and the pool breaks after
+ * five in a row, its task FUT_EBROKEN.  Before (found by review,
+ * 2026-12-07) the kill was no failed start, and workers were forked for
+ * ever, the task pending.
+ */
+static void
+test_an_initializer_that_loses_its_pipe_breaks_the_pool(void **state)
+{
+	(void)state;
+	fut_executor *ex = pool_with(&(fut_process_pool_opts){
+		.max_workers = 1, .initializer = lose_pipe_init });
+	fut_future *f = NULL;
+	CHECK(fut_submit_bytes(ex, tail_task, "x", 1, &f) == FUT_OK);
+	int rc = fut_result(f, LONG_WAIT, NULL);
+	explain(f, rc, FUT_EBROKEN);
+	CHECK(rc == FUT_EBROKEN);
+	fut_release(f);
+	fut_executor_free(ex);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -329,6 +369,8 @@ int main(void)
 		cmocka_unit_test(test_a_result_with_no_frame_memory_runs_once),
 		cmocka_unit_test(
 			test_a_task_that_loses_its_result_pipe_runs_once),
+		cmocka_unit_test(
+			test_an_initializer_that_loses_its_pipe_breaks_the_pool),
 	};
 	if (!pp_test_prepare())
 		return 2;

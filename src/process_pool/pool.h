@@ -88,8 +88,11 @@ struct pp_worker {
 	bool eof;	      /* result pipe at EOF */
 	int64_t eof_ns;	      /* when, if it had not exited then; 0: not */
 	uint64_t eof_started; /* the last task it had started then */
-	bool exited;	      /* the fork server reported its wait status */
-	bool orphan;	      /* its fork server died: ends at EOF */
+	/* Killed for living on past that EOF before its hello (its
+	 * initializer lost the pipe): a failed spawn. */
+	bool pipe_lost;
+	bool exited; /* the fork server reported its wait status */
+	bool orphan; /* its fork server died: ends at EOF */
 	int status;
 	struct pp_job *head, *tail; /* in flight, in the order it runs them */
 	unsigned frames;	    /* frames in flight */

@@ -338,6 +338,8 @@ int64_t fut__pp_lost_pipes(struct pp_mgr *m)
 			w->bad_frame = fut__strdup(
 				"its result pipe closed while it lived (a task "
 				"closed or replaced the worker's fds)");
+		w->pipe_lost = w->state == PW_STARTING ||
+			       w->state == PW_SPAWNING;
 		fut__pp_slot_kill(m, w, FUT_ECRASHED, false, w->eof_started);
 		fut__pp_close_fd(&w->result_fd);
 	}

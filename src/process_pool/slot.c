@@ -76,6 +76,7 @@ static void worker_clear(struct pp_worker *w)
 	w->eof = w->exited = w->orphan = false;
 	w->eof_ns = 0;
 	w->eof_started = 0;
+	w->pipe_lost = false;
 	w->status = 0;
 	w->head = w->tail = NULL;
 	w->frames = 0;
@@ -491,13 +492,21 @@ static void on_ctl(struct pp_mgr *m, const struct fut__wire_ctl *c)
 		w->status = c->value;
 		/* Everything it wrote before it died is in the pipe now. */
 		fut__pp_read_results(m, w);
-		if ((w->state == PW_STARTING || w->state == PW_SPAWNING) &&
-		    w->kill_reason == 0) {
+		if (((w->state == PW_STARTING || w->state == PW_SPAWNING) &&
+		     w->kill_reason == 0) ||
+		    w->pipe_lost) {
 			/* It died before its hello (in its initializer): a
 			 * failed spawn, so that a worker that can never start
-			 * breaks the pool instead of being forked for ever. */
+			 * breaks the pool instead of being forked for ever.
+			 * So did one killed for an initializer that closed
+			 * or replaced its result pipe (forked for ever: found
+			 * by review, 2026-12-07). */
 			char what[96];
-			if (WIFSIGNALED(c->value))
+			if (w->pipe_lost)
+				snprintf(what, sizeof(what),
+					 "its initializer closed or replaced "
+					 "its result pipe");
+			else if (WIFSIGNALED(c->value))
 				snprintf(what, sizeof(what),
 					 "it was killed by signal %d before "
 					 "its hello",
