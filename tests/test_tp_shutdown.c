@@ -140,26 +140,33 @@ static void wait_for_second(fut_task *t)
 	fut_task_return(t, (void *)(intptr_t)rc);
 }
 
-static void test_a_drained_job_never_starts_inline(void **state)
+/* The drain scene (alarm set): a 1-worker pool runs *waiter (which waits
+ * for `second`), `first` (done callback cb) and `second` are queued, then
+ * shutdown(CANCEL_PENDING | NOWAIT). */
+static void drain_behind(fut_future **waiter, fut_callback cb)
 {
-	(void)state;
 	alarm(60);
 	atomic_store(&in_first_cb, false);
 	atomic_store(&second_ran, false);
 	drain_pool = pool_of(1);
-	fut_future *waiter = NULL;
-	assert_int_equal(fut_submit(drain_pool, wait_for_second, NULL, &waiter),
+	assert_int_equal(fut_submit(drain_pool, wait_for_second, NULL, waiter),
 			 FUT_OK);
-	wait_running(waiter);
+	wait_running(*waiter);
 	assert_int_equal(fut_submit(drain_pool, nothing, NULL, &first), FUT_OK);
 	assert_int_equal(fut_submit(drain_pool, mark_ran, NULL, &second),
 			 FUT_OK);
-	assert_int_equal(fut_add_done_callback(first, slow_first_cb, NULL),
-			 FUT_OK);
+	assert_int_equal(fut_add_done_callback(first, cb, NULL), FUT_OK);
 	assert_int_equal(fut_executor_shutdown(drain_pool,
 					       FUT_SHUTDOWN_CANCEL_PENDING |
 						       FUT_SHUTDOWN_NOWAIT),
 			 FUT_OK);
+}
+
+static void test_a_drained_job_never_starts_inline(void **state)
+{
+	(void)state;
+	fut_future *waiter = NULL;
+	drain_behind(&waiter, slow_first_cb);
 	assert_true(fut_cancelled(first));
 	assert_true(fut_cancelled(second));
 	void *rc = NULL;
@@ -196,23 +203,7 @@ static void
 test_a_waiter_cancels_a_drained_job_its_drain_waits_behind(void **state)
 {
 	(void)state;
-	alarm(60);
-	atomic_store(&in_first_cb, false);
-	atomic_store(&second_ran, false);
-	drain_pool = pool_of(1);
-	assert_int_equal(fut_submit(drain_pool, wait_for_second, NULL,
-				    &cycle_task),
-			 FUT_OK);
-	wait_running(cycle_task);
-	assert_int_equal(fut_submit(drain_pool, nothing, NULL, &first), FUT_OK);
-	assert_int_equal(fut_submit(drain_pool, mark_ran, NULL, &second),
-			 FUT_OK);
-	assert_int_equal(fut_add_done_callback(first, wait_for_task_cb, NULL),
-			 FUT_OK);
-	assert_int_equal(fut_executor_shutdown(drain_pool,
-					       FUT_SHUTDOWN_CANCEL_PENDING |
-						       FUT_SHUTDOWN_NOWAIT),
-			 FUT_OK);
+	drain_behind(&cycle_task, wait_for_task_cb);
 	void *rc = NULL;
 	assert_int_equal(fut_result(cycle_task, GUARD_S, &rc), FUT_OK);
 	assert_int_equal((int)(intptr_t)rc, FUT_ECANCELLED);

@@ -189,14 +189,18 @@ static int current_locked(void)
 	return fresh_locked() ? FUT_OK : scan_locked();
 }
 
+static bool same_id(const struct fut__build_id *a,
+		    const struct fut__build_id *b)
+{
+	return a->len == b->len && memcmp(a->bytes, b->bytes, a->len) == 0;
+}
+
 /* Caller holds lock: how many modules have the build-id id. */
 static size_t copies_locked(const struct fut__build_id *id)
 {
 	size_t n = 0;
 	for (size_t i = 0; i < nmodules; i++)
-		if (modules[i].id.len == id->len &&
-		    memcmp(modules[i].id.bytes, id->bytes, id->len) == 0)
-			n++;
+		n += same_id(&modules[i].id, id);
 	return n;
 }
 
@@ -262,8 +266,7 @@ static fut_fn find_locked(const struct fut__fn_name *name)
 		return NULL;
 	for (size_t i = 0; i < nmodules; i++) {
 		const struct module *m = &modules[i];
-		if (m->id.len != name->id.len ||
-		    memcmp(m->id.bytes, name->id.bytes, m->id.len) != 0)
+		if (!same_id(&m->id, &name->id))
 			continue;
 		if (name->off > UINTPTR_MAX - m->base)
 			continue;

@@ -176,6 +176,16 @@ static void job_destroy(fut_future *f)
 		fut__tp_pool_unref(p);
 }
 
+int fut__tp_job_fail_unstarted(struct job *j, int code)
+{
+	int rc = fut__future_start(&j->fut);
+	if (rc == FUT_OK) {
+		job_free_input(j);
+		(void)fut__future_fail(&j->fut, code, 0, NULL);
+	}
+	return rc;
+}
+
 void fut__tp_end_drained(struct tp_drain *d)
 {
 	while (d->rest != NULL) {
@@ -189,14 +199,9 @@ void fut__tp_end_drained(struct tp_drain *d)
 		if (code == FUT_ECANCELLED) {
 			if (fut_cancel(&j->fut))
 				fut__tp_job_forget(j);
-		} else {
-			int rc = fut__future_start(&j->fut);
-			if (rc == FUT_OK) {
-				job_free_input(j);
-				(void)fut__future_fail(&j->fut, code, 0, NULL);
-			} else if (rc == FUT_ECANCELLED) {
-				fut__tp_job_forget(j);
-			}
+		} else if (fut__tp_job_fail_unstarted(j, code) ==
+			   FUT_ECANCELLED) {
+			fut__tp_job_forget(j);
 		}
 		fut_release(&j->fut);
 	}

@@ -225,6 +225,9 @@ void fut__tp_job_run(fut_task *t, struct job *j);
 void fut__tp_job_forget(struct job *j);
 /* A job that was never queued: back to the cache. */
 void fut__tp_job_discard(struct job *j);
+/* Starts j, if still pending, and fails it with code (its input freed):
+ * fut__future_start's code (FUT_OK: it ended here). */
+int fut__tp_job_fail_unstarted(struct job *j, int code);
 /* Jobs a drain took off the queue that are still to end, on the
  * draining thread's stack: a done callback run by that drain that shuts
  * the pool down with a wait ends the rest first (pool.c, tp_shutdown). */

@@ -154,10 +154,8 @@ bool fut__tp_job_assist(fut_future *f)
 		 * started it; otherwise here. */
 		if (!atomic_load(&p->broken))
 			(void)fut_cancel(f);
-		else if (fut__future_start(f) == FUT_OK) {
-			fut__tp_job_forget(j);
-			(void)fut__future_fail(f, FUT_EBROKEN, 0, NULL);
-		}
+		else
+			(void)fut__tp_job_fail_unstarted(j, FUT_EBROKEN);
 		return true;
 	}
 	if (rc != FUT_OK)
