@@ -133,6 +133,16 @@ $(BUILD)/tests/%: tests/%.c $(STATIC) $(wildcard tests/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(TEST_CFLAGS) $(CMOCKA_CFLAGS) -o $@ $< $(STATIC) $(CMOCKA_LIBS) -lm
 
+# test_pp_exec_ctors once more, linked with libfuture.so as a user's
+# program is: the loader then runs the program's constructors after the
+# library's.
+TESTS += $(BUILD)/tests/test_pp_exec_ctors_shared
+$(BUILD)/tests/test_pp_exec_ctors_shared: tests/test_pp_exec_ctors.c \
+		$(BUILD)/libfuture.so
+	@mkdir -p $(dir $@)
+	$(CC) $(TEST_CFLAGS) $(CMOCKA_CFLAGS) -o $@ $< -L$(BUILD) -lfuture \
+		$(CMOCKA_LIBS) -lm -Wl,-rpath,'$$ORIGIN/..'
+
 $(BUILD)/examples/%: examples/%.c $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 -Wall -Wextra -Werror $(CFLAGS) $(SANFLAGS) -pthread \

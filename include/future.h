@@ -354,7 +354,8 @@ typedef struct fut_process_pool_opts {
  * before main runs: no thread, lock or memory of the caller; a task
  * function is found there by its module's build-id and offset, and one
  * the program does not have at start (a dlopen'd module) fails its
- * future FUT_ENOTSUP.  initarg must be NULL (FUT_EINVAL).
+ * future FUT_ENOTSUP.  The program's own constructors run there before
+ * it serves, as at its start.  initarg must be NULL (FUT_EINVAL).
  */
 enum {
 	FUT_START_FORK = 0,
@@ -386,7 +387,8 @@ FUT_API FUT_NODISCARD int fut_thread_pool_new(fut_executor **out,
  * frame that had returned, their results not sent yet, run again (not
  * with chunk 1).  Done callbacks
  * run in the pool's manager thread.  FUT_EINVAL, FUT_ENOMEM, FUT_EAGAIN
- * (no process could be forked), FUT_ESYS.
+ * (no process could be forked), FUT_ESYS; FUT_ESTATE from a constructor
+ * of the program run in a FUT_START_EXEC fork server.
  */
 FUT_API FUT_NODISCARD int
 fut_process_pool_new(fut_executor **out, const fut_process_pool_opts *opts);

@@ -142,6 +142,10 @@ char **fut__pp_exec_env(int sock);
 void fut__pp_exec_child(char **block, int sock) __attribute__((noreturn));
 bool fut__pp_exec_send(const struct fut__forkserver_cfg *cfg, int sock,
 		       pid_t parent);
+/* Whether this process is a FUT_START_EXEC fork server that is starting:
+ * running the program's constructors, where a process pool is refused
+ * (Python's "bootstrapping phase" error). */
+bool fut__pp_exec_booting(void);
 
 /*
  * Sends the control message c on sock, with the nfds (at most 2) fds of

@@ -19,6 +19,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <link.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -187,8 +188,122 @@ static bool take_msg(int sock, struct exec_msg *m, int *slots_fd)
 	       m->nslots != 0 && m->nmods <= EXEC_MAX_MODULES;
 }
 
-__attribute__((constructor)) static void fut__pp_exec_entry(void)
+/* The program's constructors that its start would run after this one,
+ * before main: those of this module's init_array after this entry (a
+ * static link: the objects after the library's), then, when this module
+ * is not the executable (libfuture.so, or a library it is linked into),
+ * the executable's DT_INIT and init_array, which the loader runs after
+ * every library's (a C++ program's static initializers).  Constructors
+ * of other libraries initialised after this one (those that link it) do
+ * not run: their order is the loader's own.  Found by review,
+ * 2026-12-07: with libfuture.so no constructor of the program ran. */
+static void fut__pp_exec_entry(int argc, char **argv, char **envp);
+
+struct ctors {
+	ElfW(Addr) self;
+	unsigned seen;
+	const ElfW(Addr) * own;
+	size_t nown;
+	bool own_found, own_is_main;
+	ElfW(Addr) main_init;
+	const ElfW(Addr) * main_arr;
+	size_t nmain;
+};
+
+typedef void (*ctor_fn)(int argc, char **argv, char **envp);
+
+static bool module_holds(const struct dl_phdr_info *info, ElfW(Addr) a)
 {
+	for (int i = 0; i < info->dlpi_phnum; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+		if (ph->p_type == PT_LOAD &&
+		    a - (info->dlpi_addr + ph->p_vaddr) < ph->p_memsz)
+			return true;
+	}
+	return false;
+}
+
+/* A module's DT_INIT and init_array, as the loader calls them: their
+ * addresses in the dynamic section are not relocated (glibc's call_init
+ * adds the load address). */
+static void init_of(const struct dl_phdr_info *info, ElfW(Addr) * init,
+		    const ElfW(Addr) * *arr, size_t *n)
+{
+	*init = 0;
+	*arr = NULL;
+	*n = 0;
+	for (int i = 0; i < info->dlpi_phnum; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+		if (ph->p_type != PT_DYNAMIC)
+			continue;
+		const ElfW(Dyn) *d =
+			(const ElfW(Dyn) *)(info->dlpi_addr + ph->p_vaddr);
+		for (; d->d_tag != DT_NULL; d++)
+			if (d->d_tag == DT_INIT)
+				*init = info->dlpi_addr + d->d_un.d_ptr;
+			else if (d->d_tag == DT_INIT_ARRAY)
+				*arr = (const ElfW(Addr) *)(info->dlpi_addr +
+							    d->d_un.d_ptr);
+			else if (d->d_tag == DT_INIT_ARRAYSZ)
+				*n = d->d_un.d_val / sizeof(ElfW(Addr));
+	}
+	if (*arr == NULL)
+		*n = 0;
+}
+
+static int find_ctors(struct dl_phdr_info *info, size_t size, void *data)
+{
+	(void)size;
+	struct ctors *c = data;
+	bool first = c->seen++ == 0; /* the executable comes first */
+	if (first)
+		init_of(info, &c->main_init, &c->main_arr, &c->nmain);
+	if (!module_holds(info, c->self))
+		return 0;
+	ElfW(Addr) init;
+	init_of(info, &init, &c->own, &c->nown);
+	c->own_found = true;
+	c->own_is_main = first;
+	return 1;
+}
+
+static bool booting;
+
+static void call_ctor(ElfW(Addr) a, int argc, char **argv)
+{
+	if (a != 0 && a != (ElfW(Addr)) - 1)
+		((ctor_fn)(uintptr_t)a)(argc, argv, environ);
+}
+
+static void run_program_ctors(int argc, char **argv)
+{
+	struct ctors c = { .self = (ElfW(Addr))(uintptr_t)fut__pp_exec_entry };
+	(void)dl_iterate_phdr(find_ctors, &c);
+	size_t j = 0;
+	while (j < c.nown && c.own[j] != c.self)
+		j++;
+	if (!c.own_found || j == c.nown)
+		return; /* not entered from an init_array: leave it alone */
+	booting = true;
+	while (++j < c.nown)
+		call_ctor(c.own[j], argc, argv);
+	if (!c.own_is_main) {
+		call_ctor(c.main_init, argc, argv);
+		for (size_t i = 0; i < c.nmain; i++)
+			call_ctor(c.main_arr[i], argc, argv);
+	}
+	booting = false;
+}
+
+bool fut__pp_exec_booting(void)
+{
+	return booting || getenv(EXEC_ENV) != NULL;
+}
+
+__attribute__((constructor)) static void
+fut__pp_exec_entry(int argc, char **argv, char **envp)
+{
+	(void)envp;
 	const char *v = getenv(EXEC_ENV);
 	if (v == NULL)
 		return;
@@ -222,6 +337,7 @@ __attribute__((constructor)) static void fut__pp_exec_entry(void)
 					   (int (*)(void *))(void (*)(void))f :
 					   unresolved_initializer;
 	}
+	run_program_ctors(argc, argv);
 	/* Read the module table now: every worker inherits it. */
 	struct fut__build_id *ids;
 	size_t nids;

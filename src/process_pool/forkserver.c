@@ -101,6 +101,8 @@ static void close_span(unsigned lo, unsigned hi)
 	unsigned max = 65536;
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < max)
 		max = (unsigned)rl.rlim_cur;
+	if (max == 0)
+		return;
 	if (hi >= max)
 		hi = max - 1;
 	for (unsigned fd = lo; fd <= hi && fd >= lo; fd++)
@@ -235,17 +237,20 @@ static void become_worker(struct server *s, uint32_t slot, int in, int out,
 {
 	drop_stdio(); /* empty already, unless the server printed */
 	(void)setpgid(0, 0);
+	(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != s->self)
+		_exit(0);
+	int keep[2] = { in < out ? in : out, in < out ? out : in };
+	/* Closed under the server's limit: without close_range and /proc
+	 * the last resort closes up to the limit (found by review,
+	 * 2026-12-07: lowered first, it left the server's fds above it). */
+	close_all_but(keep, 2);
 	struct rlimit rl;
 	if (nofile > 0 && getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
 	    (rlim_t)nofile <= rl.rlim_max) {
 		rl.rlim_cur = (rlim_t)nofile;
 		(void)setrlimit(RLIMIT_NOFILE, &rl);
 	}
-	(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if (getppid() != s->self)
-		_exit(0);
-	int keep[2] = { in < out ? in : out, in < out ? out : in };
-	close_all_but(keep, 2);
 	fut__fds_gone();
 	(void)sigaction(SIGCHLD, &s->chld, NULL);
 	(void)sigprocmask(SIG_SETMASK, &s->worker_mask, NULL);

@@ -504,6 +504,10 @@ int fut_process_pool_new(fut_executor **out, const fut_process_pool_opts *opts)
 		o = *opts;
 	if (o.max_workers > FUT_MAX_WORKERS || o.task_timeout != o.task_timeout)
 		return FUT_EINVAL;
+	/* A constructor of the program in a FUT_START_EXEC fork server:
+	 * each such server would start another, for ever. */
+	if (fut__pp_exec_booting())
+		return FUT_ESTATE;
 	/* A fresh exec has none of the caller's memory: initarg would
 	 * point nowhere. */
 	if ((o.start_method != FUT_START_FORK &&
