@@ -462,7 +462,8 @@ FUT_API int fut_wait(fut_future *const *fs, size_t n, int return_when,
  * reference on each future until fut_as_completed_free().  *out gets a new
  * iterator.  FUT_EINVAL for NULL out, NULL fs with n > 0, n over
  * FUT_MAX_COUNT (checked before any element is read) or a NULL future;
- * FUT_ENOMEM.
+ * FUT_ENOMEM (also for a future whose references are at fut_retain's
+ * bound).
  */
 FUT_API FUT_NODISCARD int fut_as_completed_new(fut_as_completed **out,
 					       fut_future *const *fs, size_t n);
@@ -476,7 +477,7 @@ FUT_API int fut_as_completed_next(fut_as_completed *it, double timeout,
 				  fut_future **out);
 
 /* Adds a future while iterating (a no-op if it is there already).
- * FUT_EINVAL for NULL it or f; FUT_ENOMEM. */
+ * FUT_EINVAL for NULL it or f; FUT_ENOMEM (also as fut_as_completed_new). */
 FUT_API int fut_as_completed_add(fut_as_completed *it, fut_future *f);
 
 /*

@@ -426,6 +426,35 @@ static void test_retain_past_the_bound_is_refused(void **state)
 	fut_release(f);
 }
 
+/*
+ * An iterator's reference is checked as fut_retain's: unchecked, 65,537
+ * iterators on a future retained to the bound wrapped its count, and
+ * freeing them freed the future still held (found by review,
+ * 2026-12-07).
+ */
+static void test_an_iterator_past_the_reference_bound_is_enomem(void **state)
+{
+	(void)state;
+	fut_future *f = new_future();
+	fut_future *other = new_future();
+	atomic_store(&f->refs, FUT__REFS_MAX);
+	fut_as_completed *it = NULL;
+	assert_int_equal(fut_as_completed_new(&it, &f, 1), FUT_ENOMEM);
+	assert_null(it);
+	assert_int_equal(atomic_load(&f->refs), FUT__REFS_MAX);
+	assert_int_equal(fut_as_completed_new(&it, &other, 1), FUT_OK);
+	assert_int_equal(fut_as_completed_add(it, f), FUT_ENOMEM);
+	assert_int_equal(atomic_load(&f->refs), FUT__REFS_MAX);
+	atomic_store(&f->refs, FUT__REFS_MAX - 1); /* room for one */
+	assert_int_equal(fut_as_completed_add(it, f), FUT_OK);
+	assert_int_equal(atomic_load(&f->refs), FUT__REFS_MAX);
+	fut_as_completed_free(it);
+	assert_int_equal(atomic_load(&f->refs), FUT__REFS_MAX - 1);
+	atomic_store(&f->refs, 1); /* back to the caller's own */
+	fut_release(f);
+	fut_release(other);
+}
+
 static void test_interrupt_pending_future_cancels_it(void **state)
 {
 	(void)state;
@@ -909,6 +938,8 @@ int main(void)
 			test_released_pending_future_with_callbacks_leaks_nothing),
 		cmocka_unit_test(test_retain_keeps_the_future_alive),
 		cmocka_unit_test(test_retain_past_the_bound_is_refused),
+		cmocka_unit_test(
+			test_an_iterator_past_the_reference_bound_is_enomem),
 		cmocka_unit_test(test_interrupt_pending_future_cancels_it),
 		cmocka_unit_test(
 			test_interrupt_running_future_raises_the_task_flag),

@@ -461,8 +461,15 @@ static int add_one(fut_as_completed *it, fut_future *f)
 	struct ac_node *node = fut__malloc(sizeof(*node));
 	if (node == NULL)
 		return FUT_ENOMEM;
+	/* A checked reference, as fut_retain's: iterators are as many as the
+	 * caller makes, and the unchecked room is the library's own (found
+	 * by review, 2026-12-07: 65,537 iterators on a future retained to
+	 * the bound wrapped its count). */
+	if (fut_retain(f) == NULL) {
+		fut__free(node);
+		return FUT_ENOMEM;
+	}
 	node->it = it;
-	fut__future_ref(f);
 	node->f = f;
 	node->w.notify = ac_notify;
 	node->w.pprev = NULL;
