@@ -5,7 +5,8 @@
  *   of the fd is the parent's eventfd (one counter, shared), so the
  *   child's completions and yields moved the parent's level; a child
  *   that could not make its own got the parent's fd, and one that had
- *   closed the parent's got a closed fd.
+ *   closed the parent's got a closed fd; one whose own file took that
+ *   number had it replaced by an eventfd, or closed by the free.
  */
 #include <errno.h>
 #include <poll.h>
@@ -15,7 +16,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -232,6 +235,42 @@ test_as_completed_fd_of_a_child_that_closed_it_is_its_own(void **state)
 	check_child_of_one(child_closes_the_fd);
 }
 
+/* The child puts a file of its own under the inherited fd's number (a
+ * daemon's log after it closed every fd), then uses the iterator and
+ * frees it: the file stays its own. */
+static int child_reuses_the_number(fut_as_completed *it, fut_future **fs)
+{
+	int log = memfd_create("log", MFD_CLOEXEC);
+	if (log < 0 || dup2(log, inherited_fd) != inherited_fd)
+		return 1;
+	(void)close(log);
+	struct stat before, after;
+	if (fstat(inherited_fd, &before) != 0)
+		return 2;
+	int rc = level_is_its_own(it, fs);
+	if (rc != 0)
+		return 2 + rc;
+	if (fut_as_completed_fd(it) == inherited_fd)
+		return 10;
+	fut_as_completed_free(it);
+	if (fstat(inherited_fd, &after) != 0 || after.st_ino != before.st_ino ||
+	    after.st_dev != before.st_dev)
+		return 11;
+	return write(inherited_fd, "x", 1) == 1 ? 0 : 12;
+}
+
+/*
+ * Before (found by review, 2026-12-07) the child's file under that
+ * number was replaced by the iterator's fresh eventfd (dup3) at its first
+ * use, and closed by the free.
+ */
+static void
+test_as_completed_fd_leaves_a_childs_own_file_at_that_number(void **state)
+{
+	(void)state;
+	check_child_of_one(child_reuses_the_number);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -243,6 +282,8 @@ int main(void)
 			test_as_completed_fd_of_a_child_without_fds_is_minus_one),
 		cmocka_unit_test(
 			test_as_completed_fd_of_a_child_that_closed_it_is_its_own),
+		cmocka_unit_test(
+			test_as_completed_fd_leaves_a_childs_own_file_at_that_number),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -24,6 +24,7 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
@@ -312,11 +313,38 @@ struct fut_as_completed {
 	/* fut__fork_gen() when fd was made: in a fork child fd is the
 	 * parent's eventfd (one counter), replaced before it is touched. */
 	uint32_t fd_gen;
+	dev_t fd_dev; /* the eventfd's, to know it in a fork child */
+	ino_t fd_ino;
 	/* The owner's: an open-addressing set of every node, by future. */
 	struct ac_node **table;
 	size_t cap, count, yielded;
 	struct fut__park park;
 };
+
+/* Notes the identity of it->fd, the iterator's own eventfd. */
+static void note_fd(fut_as_completed *it)
+{
+	struct stat st;
+	it->fd_dev = 0;
+	it->fd_ino = 0;
+	if (it->fd >= 0 && fstat(it->fd, &st) == 0) {
+		it->fd_dev = st.st_dev;
+		it->fd_ino = st.st_ino;
+	}
+}
+
+/* Whether it->fd, inherited by a fork child, still holds an eventfd:
+ * the child may have closed it and opened a file of its own under that
+ * number (a daemon's log), which is the child's to keep (found by review,
+ * 2026-12-07: replaced, or closed by the free).  An eventfd of the
+ * child's own there cannot be told from it: every eventfd has one
+ * inode. */
+static bool fd_still_ours(const fut_as_completed *it)
+{
+	struct stat st;
+	return fstat(it->fd, &st) == 0 && st.st_dev == it->fd_dev &&
+	       st.st_ino == it->fd_ino;
+}
 
 /*
  * In a fork child, an iterator made in the parent has the parent's
@@ -334,13 +362,15 @@ static bool own_fd(fut_as_completed *it)
 	int fresh = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (fresh < 0)
 		return false;
-	if (fut__fd_lost(it->fd_gen) || fresh == it->fd) {
+	if (fut__fd_lost(it->fd_gen) || fresh == it->fd || !fd_still_ours(it)) {
 		/* A process-pool worker closed the parent's fd as it started,
 		 * and the number may be its own channel's now: the fresh fd
 		 * keeps its own number.  Or the child closed the parent's fd
 		 * (a daemon closes every fd), and the fresh one took its
-		 * number: dup3 onto itself would fail. */
+		 * number: dup3 onto itself would fail; or another file of
+		 * the child's took it. */
 		it->fd = fresh;
+		note_fd(it);
 	} else {
 		int r;
 		do
@@ -587,6 +617,7 @@ int fut_as_completed_fd(fut_as_completed *it)
 		it->fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 		it->raised = false;
 		it->fd_gen = fut__fork_gen();
+		note_fd(it);
 	}
 	/* Also a fork child's first call: its own eventfd, at its level. */
 	set_level(it, it->ready_head != NULL || exhausted(it));
@@ -617,7 +648,8 @@ void fut_as_completed_free(fut_as_completed *it)
 		fut__free(node);
 	}
 	fut__free(it->table);
-	if (it->fd >= 0 && !fut__fd_lost(it->fd_gen))
+	if (it->fd >= 0 && !fut__fd_lost(it->fd_gen) &&
+	    (it->fd_gen == fut__fork_gen() || fd_still_ours(it)))
 		close(it->fd);
 	it->magic = 0;
 	fut__free(it);
