@@ -36,6 +36,10 @@
  *   worker spent (max_tasks_per_child) but still inside such a task
  *   counts against max_workers until it ends.
  *
+ * - the program reaps the fork server itself (waitpid(-1)) and its pid
+ *   goes to one of the program's own children: the pool's restart kills
+ *   and reaps nothing of the program's.
+ *
  * Every wait has a generous timeout only so that a bug fails the test
  * instead of hanging it; no test asserts a duration and no sleep
  * synchronises anything.
@@ -285,6 +289,82 @@ static void test_free_returns_beside_a_fork_child_of_the_program(void **state)
 	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
+static _Atomic int manager_held, manager_go;
+
+/* A done callback: holds the pool's manager thread until the test lets
+ * it go (10 s at most). */
+static void hold_the_manager(fut_future *f, void *ud)
+{
+	(void)f;
+	(void)ud;
+	atomic_store(&manager_held, 1);
+	for (long i = 0; !atomic_load(&manager_go) && i < 100000; i++)
+		usleep(100);
+}
+
+/*
+ * The program reaps the fork server (as one that reaps every child with
+ * waitpid(-1) would) while the pool's manager is busy, and the kernel
+ * gives its pid to the program's next child (staged through
+ * ns_last_pid: root only, skipped otherwise).  Before (found by review,
+ * 2026-12-07) the restart's kill(pid, SIGKILL) and waitpid(pid) took
+ * that child; they go through the fork server's pidfd now.
+ */
+static void test_a_reaped_fork_servers_pid_is_not_the_pools(void **state)
+{
+	(void)state;
+	int probe = (int)syscall(SYS_pidfd_open, getpid(), 0);
+	if (probe < 0) {
+		diag("no pidfd here (valgrind 3.19 has none): the pid is all "
+		     "the pool has\n");
+		skip();
+	}
+	(void)close(probe);
+	int last = open("/proc/sys/kernel/ns_last_pid", O_WRONLY | O_CLOEXEC);
+	if (last < 0)
+		skip();
+	fut_executor *ex = new_pool(1);
+	expect_square(submit_op(ex, OP_SQUARE, 0, 7), 7);
+	pid_t server = fork_server_pid();
+	atomic_store(started, 0);
+	atomic_store(&manager_held, 0);
+	atomic_store(&manager_go, 0);
+	fut_future *f = submit_op(ex, OP_BLOCK, 0, 0);
+	wait_started(&f, 1, 1);
+	CHECK(fut_add_done_callback(f, hold_the_manager, NULL) == FUT_OK);
+	CHECK(fut_interrupt(f) == FUT_OK);
+	for (long i = 0; !atomic_load(&manager_held); i++) {
+		CHECK(i < 600000);
+		usleep(100);
+	}
+	CHECK(kill(server, SIGKILL) == 0);
+	CHECK(waitpid(server, NULL, 0) == server);
+	bool staged = dprintf(last, "%d", (int)server - 1) > 0;
+	(void)close(last);
+	pid_t kid = fork();
+	CHECK(kid >= 0);
+	if (kid == 0) {
+		alarm(20);
+		for (;;)
+			pause();
+	}
+	atomic_store(&manager_go, 1);
+	/* The pool restarts its fork server and goes on. */
+	expect_square(submit_op(ex, OP_SQUARE, 0, 9), 9);
+	bool alive = waitpid(kid, NULL, WNOHANG) == 0;
+	(void)kill(kid, SIGKILL);
+	(void)waitpid(kid, NULL, 0);
+	CHECK(final_code(f) == FUT_ECANCELLED);
+	fut_release(f);
+	fut_executor_free(ex);
+	if (!staged || kid != server) {
+		diag("the pid could not be staged (%d, not %d)\n", (int)kid,
+		     (int)server);
+		skip();
+	}
+	CHECK(alive);
+}
+
 /* Returns 1 if the fd named by its input is open in the worker. */
 static void fd_is_open(fut_task *t)
 {
@@ -527,6 +607,8 @@ int main(void)
 			test_a_job_ended_as_it_is_sent_does_not_stop_the_queue),
 		cmocka_unit_test(
 			test_a_spent_worker_inside_its_task_still_counts),
+		cmocka_unit_test(
+			test_a_reaped_fork_servers_pid_is_not_the_pools),
 	};
 	if (!pp_test_prepare())
 		return 2;

@@ -113,20 +113,34 @@ struct fut__forkserver_cfg {
  * Forks the fork server (forkserver.c).  The child does only
  * async-signal-safe work until it runs its loop (which is
  * async-signal-safe throughout), so this may be called from a
- * multi-threaded process.  *pid gets its pid and *sock the parent's end of
- * a SOCK_SEQPACKET socket (O_CLOEXEC).  FUT_OK, FUT_ENOMEM, FUT_ESYS
+ * multi-threaded process.  *pid gets its pid, *pidfd a pidfd of it (-1
+ * where the kernel has none) and *sock the parent's end of a
+ * SOCK_SEQPACKET socket (O_CLOEXEC).  FUT_OK, FUT_ENOMEM, FUT_ESYS
  * (errno set), FUT_EAGAIN (fork failed).
  */
 int fut__forkserver_start(const struct fut__forkserver_cfg *cfg, pid_t *pid,
-			  int *sock);
+			  int *pidfd, int *sock);
 
 /*
  * Ends a fork server that fut__forkserver_start() started: its socket's
  * end of the connection is shut down, not only closed (a fork child of
  * the application's holds a copy of *sock, and the server would wait for
- * EOF until that child exits), then it is reaped.  *sock becomes -1.
+ * EOF until that child exits), then it is reaped (fut__forkserver_reap).
+ * *sock becomes -1.
  */
-void fut__forkserver_stop(int *sock, pid_t pid);
+void fut__forkserver_stop(int *sock, pid_t *pid, int *pidfd);
+
+/* closefds.c: closes every fd >= 3 but keep[0..n) (ascending; async-
+ * signal-safe).  fut__pp_sort_fds sorts fds[0..n) ascending and drops the
+ * negative ones; how many are left. */
+void fut__pp_close_all_but(const int *keep, int n);
+int fut__pp_sort_fds(int *fds, int n);
+
+/* Kills (kill_it) and reaps the fork server *pid, through *pidfd (-1:
+ * none, the kernel has no pidfds) where there is one: the application
+ * may have reaped it (waitpid(-1)), and its pid may be another
+ * process's by then.  *pid becomes 0, *pidfd -1. */
+void fut__forkserver_reap(pid_t *pid, int *pidfd, bool kill_it);
 
 /* The fork server's loop on sock, in a process that is to become it (a
  * fork of the parent, or exec.c's fresh exec).  Never returns. */

@@ -30,6 +30,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdio_ext.h>
@@ -51,101 +52,11 @@
 /* ------------------------------------------------------------------ */
 /* Async-signal-safe helpers                                           */
 
-/* Closes the fds in [lo, hi] that /proc/self/fd lists (getdents64 into
- * a buffer on the stack: no allocation); false if it cannot be read. */
-static bool close_listed(unsigned lo, unsigned hi)
-{
-	int dir = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dir < 0)
-		return false;
-	_Alignas(8) char buf[4096];
-	long n;
-	while ((n = syscall(SYS_getdents64, dir, buf, sizeof(buf))) > 0) {
-		for (long off = 0; off < n;) {
-			/* struct linux_dirent64: ino (8), off (8),
-			 * reclen (2), type (1), then the name. */
-			unsigned short reclen;
-			memcpy(&reclen, buf + off + 16, sizeof(reclen));
-			const char *name = buf + off + 19;
-			off += reclen;
-			unsigned fd = 0;
-			bool digits = *name != '\0';
-			for (const char *c = name; *c != '\0' && digits; c++) {
-				digits = *c >= '0' && *c <= '9' &&
-					 fd < 429496729u;
-				fd = fd * 10 + (unsigned)(*c - '0');
-			}
-			if (digits && fd >= lo && fd <= hi && (int)fd != dir)
-				(void)close((int)fd);
-		}
-	}
-	(void)close(dir);
-	return n == 0;
-}
-
-static void close_span(unsigned lo, unsigned hi)
-{
-	if (lo > hi)
-		return;
-#ifdef SYS_close_range
-	if (syscall(SYS_close_range, lo, hi, 0) == 0)
-		return;
-#endif
-	/* No close_range (before Linux 5.9, or a seccomp filter): the fds
-	 * /proc lists, whatever their numbers (found by review,
-	 * 2026-12-07: one above the limit's cap stayed open in every
-	 * worker); without /proc, every number up to the limit. */
-	if (close_listed(lo, hi))
-		return;
-	struct rlimit rl;
-	unsigned max = 65536;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < max)
-		max = (unsigned)rl.rlim_cur;
-	if (max == 0)
-		return;
-	if (hi >= max)
-		hi = max - 1;
-	for (unsigned fd = lo; fd <= hi && fd >= lo; fd++)
-		(void)close((int)fd);
-}
-
 /* Closes the n fds of fds[]. */
 static void close_fds(const int *fds, int n)
 {
 	for (int i = 0; i < n; i++)
 		(void)close(fds[i]);
-}
-
-/* Sorts fds[0..n) ascending and drops the negative ones (not open);
- * how many are left. */
-static int sort_fds(int *fds, int n)
-{
-	for (int i = 1; i < n; i++)
-		for (int j = i; j > 0 && fds[j] < fds[j - 1]; j--) {
-			int t = fds[j];
-			fds[j] = fds[j - 1];
-			fds[j - 1] = t;
-		}
-	int lo = 0;
-	while (lo < n && fds[lo] < 0)
-		lo++;
-	for (int i = lo; i < n; i++)
-		fds[i - lo] = fds[i];
-	return n - lo;
-}
-
-/* Closes every fd >= 3 but keep[0..n) (ascending). */
-static void close_all_but(const int *keep, int n)
-{
-	unsigned lo = 3;
-	for (int i = 0; i < n; i++) {
-		if (keep[i] < 3)
-			continue;
-		if ((unsigned)keep[i] > lo)
-			close_span(lo, (unsigned)keep[i] - 1);
-		lo = (unsigned)keep[i] + 1;
-	}
-	close_span(lo, ~0u);
 }
 
 /* The app's handlers make no sense in our children: back to SIG_DFL
@@ -244,7 +155,7 @@ static void become_worker(struct server *s, uint32_t slot, int in, int out,
 	/* Closed under the server's limit: without close_range and /proc
 	 * the last resort closes up to the limit (found by review,
 	 * 2026-12-07: lowered first, it left the server's fds above it). */
-	close_all_but(keep, 2);
+	fut__pp_close_all_but(keep, 2);
 	struct rlimit rl;
 	if (nofile > 0 && getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
 	    (rlim_t)nofile <= rl.rlim_max) {
@@ -479,7 +390,7 @@ static void server_main(struct server *s, pid_t parent)
 	if (s->sigfd < 0)
 		_exit(127);
 	int keep[3] = { s->sock, s->sigfd, pidfd };
-	close_all_but(keep, sort_fds(keep, 3));
+	fut__pp_close_all_but(keep, fut__pp_sort_fds(keep, 3));
 	fut__fds_gone();
 	fut__pp_drop_results();
 	s->self = getpid();
@@ -514,7 +425,7 @@ void fut__forkserver_serve(const struct fut__forkserver_cfg *cfg, int sock,
 }
 
 int fut__forkserver_start(const struct fut__forkserver_cfg *cfg, pid_t *pid,
-			  int *sock)
+			  int *pidfd, int *sock)
 {
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
@@ -560,19 +471,35 @@ int fut__forkserver_start(const struct fut__forkserver_cfg *cfg, pid_t *pid,
 		errno = err;
 		return FUT_EAGAIN;
 	}
+	int pfd = -1;
+#ifdef SYS_pidfd_open
+	/* Our child, not reaped yet: the pid is still its.  Close-on-exec
+	 * (pidfd_open's own).  Not tried again where the kernel (or
+	 * valgrind 3.19) has none. */
+	static _Atomic bool no_pidfd;
+	if (!atomic_load_explicit(&no_pidfd, memory_order_relaxed)) {
+		pfd = (int)syscall(SYS_pidfd_open, child, 0);
+		if (pfd < 0 && errno == ENOSYS)
+			atomic_store_explicit(&no_pidfd, true,
+					      memory_order_relaxed);
+		if (pfd < 0)
+			pfd = -1;
+	}
+#endif
 	if (cfg->exec && !fut__pp_exec_send(cfg, sv[0], parent)) {
 		/* It waits for its configuration: EOF ends it. */
 		err = errno;
-		fut__forkserver_stop(&sv[0], child);
+		fut__forkserver_stop(&sv[0], &child, &pfd);
 		errno = err;
 		return err == ENOMEM ? FUT_ENOMEM : FUT_ESYS;
 	}
 	*pid = child;
+	*pidfd = pfd;
 	*sock = sv[0];
 	return FUT_OK;
 }
 
-void fut__forkserver_stop(int *sock, pid_t pid)
+void fut__forkserver_stop(int *sock, pid_t *pid, int *pidfd)
 {
 	/* Found by review, 2026-12-07: with only a close, the program's
 	 * fork child (a helper that does not exec) kept the server, and
@@ -580,6 +507,36 @@ void fut__forkserver_stop(int *sock, pid_t pid)
 	(void)shutdown(*sock, SHUT_RDWR);
 	(void)close(*sock);
 	*sock = -1;
-	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-		;
+	fut__forkserver_reap(pid, pidfd, false);
+}
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+void fut__forkserver_reap(pid_t *pid, int *pidfd, bool kill_it)
+{
+	int r = -1;
+	errno = ENOSYS;
+	if (*pidfd >= 0) {
+#ifdef SYS_pidfd_send_signal
+		if (kill_it)
+			(void)syscall(SYS_pidfd_send_signal, *pidfd, SIGKILL,
+				      NULL, 0);
+#endif
+		siginfo_t si;
+		do
+			r = waitid(P_PIDFD, (id_t)*pidfd, &si, WEXITED);
+		while (r < 0 && errno == EINTR);
+		(void)close(*pidfd);
+		*pidfd = -1;
+	}
+	/* No pidfd, or no waitid on one (Linux 5.3): by the pid. */
+	if (r < 0 && errno != ECHILD && *pid > 0) {
+		if (kill_it)
+			(void)kill(*pid, SIGKILL);
+		while (waitpid(*pid, NULL, 0) < 0 && errno == EINTR)
+			;
+	}
+	*pid = 0;
 }

@@ -550,7 +550,7 @@ static void teardown(struct ppool *p)
 	}
 	/* EOF: the fork server kills what is left and exits. */
 	if (p->fs_sock >= 0)
-		fut__forkserver_stop(&p->fs_sock, p->fs_pid);
+		fut__forkserver_stop(&p->fs_sock, &p->fs_pid, &p->fs_pidfd);
 }
 
 void *fut__pp_manager_main(void *arg)

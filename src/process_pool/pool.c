@@ -48,6 +48,8 @@ static void pool_free(struct ppool *p)
 		(void)close(p->cfg.slots_fd);
 	if (p->wake_fd >= 0)
 		(void)close(p->wake_fd);
+	if (p->fs_pidfd >= 0) /* a restart that failed: no server */
+		(void)close(p->fs_pidfd);
 	fut__free(p->cfg.table);
 	fut__free(p->workers);
 	fut__free(p->stage);
@@ -353,11 +355,13 @@ static void pp_orphan(fut_executor *ex)
 		return;
 	close_fd(p->wake_fd);
 	close_fd(p->fs_sock);
+	close_fd(p->fs_pidfd);
 	for (uint32_t i = 0; p->workers != NULL && i < p->nslots; i++) {
 		struct pp_worker *w = &p->workers[i];
 		close_fd(w->task_fd);
 		close_fd(w->result_fd);
 		close_fd(w->back_fd);
+		close_fd(w->ofd);
 	}
 	close_fd(p->cfg.slots_fd);
 }
@@ -380,6 +384,7 @@ static int pool_alloc(struct ppool **out, const fut_process_pool_opts *o)
 		return FUT_ENOMEM;
 	p->wake_fd = -1;
 	p->fs_sock = -1;
+	p->fs_pidfd = -1;
 	p->cfg.slots_fd = -1;
 	if (pthread_mutex_init(&p->lock, NULL) != 0) {
 		fut__free(p);
@@ -522,7 +527,8 @@ int fut_process_pool_new(fut_executor **out, const fut_process_pool_opts *opts)
 	int rc = pool_alloc(&p, &o);
 	if (rc != FUT_OK)
 		goto fail;
-	rc = fut__forkserver_start(&p->cfg, &p->fs_pid, &p->fs_sock);
+	rc = fut__forkserver_start(&p->cfg, &p->fs_pid, &p->fs_pidfd,
+				   &p->fs_sock);
 	if (rc != FUT_OK) {
 		rc = rc == FUT_ESYS && (errno == EMFILE || errno == ENFILE) ?
 			     FUT_EAGAIN :
@@ -549,7 +555,8 @@ fail:
 	if (p != NULL) {
 		/* EOF tells the fork server to go; reap it. */
 		if (p->fs_sock >= 0)
-			fut__forkserver_stop(&p->fs_sock, p->fs_pid);
+			fut__forkserver_stop(&p->fs_sock, &p->fs_pid,
+					     &p->fs_pidfd);
 		pool_free(p);
 	}
 	return rc;

@@ -201,6 +201,7 @@ struct ppool {
 
 	/* The manager's own. */
 	pid_t fs_pid;
+	int fs_pidfd; /* -1: none (no pidfds) */
 	int fs_sock;
 	unsigned spawn_failures; /* in a row */
 	int64_t spawn_after_ns;	 /* no spawn before (backoff) */

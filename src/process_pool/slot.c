@@ -533,12 +533,9 @@ static void fs_restart(struct pp_mgr *m)
 {
 	struct ppool *p = m->p;
 	fut__pp_close_fd(&p->fs_sock);
-	if (p->fs_pid > 0) {
-		(void)kill(p->fs_pid, SIGKILL);
-		while (waitpid(p->fs_pid, NULL, 0) < 0 && errno == EINTR)
-			;
-		p->fs_pid = 0;
-	}
+	/* Through its pidfd: found by review, 2026-12-07, the application
+	 * may have reaped it, and its pid be one of its own children's. */
+	fut__forkserver_reap(&p->fs_pid, &p->fs_pidfd, true);
 	for (uint32_t i = 0; i < p->nslots; i++) {
 		struct pp_worker *w = &p->workers[i];
 		if (w->state == PW_FREE)
@@ -568,7 +565,8 @@ static void fs_restart(struct pp_mgr *m)
 		fut__pp_break(m, "the fork server died too often");
 		return;
 	}
-	int rc = fut__forkserver_start(&p->cfg, &p->fs_pid, &p->fs_sock);
+	int rc = fut__forkserver_start(&p->cfg, &p->fs_pid, &p->fs_pidfd,
+				       &p->fs_sock);
 	if (rc != FUT_OK) {
 		char why[128];
 		snprintf(why, sizeof(why),
