@@ -22,6 +22,17 @@
  * room to send the next shared result's memfd.  Now the worker sends it
  * without waiting, and exits when the room went to a task's bytes.
  *
+ * A message a task sent on the socket with several fds (SCM_RIGHTS) was
+ * read by the parent into room for one: with 2 fds both were installed
+ * and never closed, and the byte taken as foreign; with 3 or more the
+ * task failed FUT_ESYS ("Too many open files"), two fds leaked, and the
+ * worker's own memfd stayed on the socket, so that every later shared
+ * result of that worker was the one before it (FUT_OK, another task's
+ * bytes).  One fd that is not a memfd the worker sealed, or that came
+ * with another byte than the worker's, was taken as the memfd.  Now
+ * every fd that came is closed but the worker's, and such a message is
+ * foreign: skipped, the worker replaced.
+ *
  * One worker, so that every task goes to the same one.  Waits have
  * timeouts only to fail a hang.
  */
@@ -45,6 +56,7 @@
 #include <cmocka.h>
 
 #include "future.h"
+#include "proc_helpers.h"
 
 /* Only a hang gets here. */
 #define HANG_GUARD 60.0
@@ -112,6 +124,68 @@ static void filler_task(fut_task *t)
 		;
 	uint64_t v = 7;
 	(void)fut_task_return_bytes(t, &v, sizeof(v));
+}
+
+/* The mailer's message: how many fds, of what, with which byte. */
+enum {
+	MAIL_NULL,
+	MAIL_FORGED
+};
+#define MAIL_FDS_MAX 40
+
+/* A memfd as the worker's: SHARED_LEN bytes of 0xEE, sealed against
+ * shrinking and growing. */
+static int forged_memfd(void)
+{
+	static unsigned char b[SHARED_LEN];
+	int fd = memfd_create("forged", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	memset(b, 0xEE, sizeof(b));
+	if (fd >= 0 &&
+	    (write(fd, b, sizeof(b)) != (ssize_t)sizeof(b) ||
+	     fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) != 0)) {
+		(void)close(fd);
+		fd = -1;
+	}
+	return fd;
+}
+
+/* Sends the message its input names on the socket (the byte, with nfds
+ * copies of an fd: /dev/null or a forged memfd), then returns a shared
+ * result of 0x11. */
+static void mailer_task(fut_task *t)
+{
+	uint64_t v;
+	memcpy(&v, fut_task_input(t, NULL), sizeof(v));
+	unsigned nfds = (unsigned)(v & 0xFF);
+	unsigned char byte = (unsigned char)(v >> 8);
+	int fd = (v >> 16) == MAIL_FORGED ? forged_memfd() :
+					    open("/dev/null", O_RDONLY);
+	int fds[MAIL_FDS_MAX];
+	for (unsigned i = 0; i < nfds && i < MAIL_FDS_MAX; i++)
+		fds[i] = fd;
+	union {
+		struct cmsghdr h;
+		char space[CMSG_SPACE(sizeof(fds))];
+	} u;
+	memset(&u, 0, sizeof(u));
+	struct iovec iov = { &byte, 1 };
+	struct msghdr m = { 0 };
+	m.msg_iov = &iov;
+	m.msg_iovlen = 1;
+	m.msg_control = u.space;
+	m.msg_controllen = CMSG_SPACE(nfds * sizeof(int));
+	struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+	memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
+	if (fd >= 0)
+		(void)sendmsg(find_socket(), &m, MSG_NOSIGNAL);
+	if (fd >= 0)
+		(void)close(fd);
+	void *p = fut_task_result_buffer(t, SHARED_LEN);
+	if (p != NULL)
+		memset(p, 0x11, SHARED_LEN);
 }
 
 /* An innocent task with a shared result: SHARED_LEN bytes of its
@@ -278,6 +352,45 @@ static void test_a_socket_filled_by_a_task_hangs_no_shared_result(void **st)
 	fut_executor_free(ex);
 }
 
+/* One mailer's message: its own shared result and each later one are
+ * their own tasks' bytes, and the fds it sent are gone with the pool. */
+static void mail_once(unsigned nfds, unsigned char byte, uint64_t what)
+{
+	int before = count_fds();
+	fut_executor *ex = lone_worker();
+	char name[80];
+	snprintf(name, sizeof(name), "a mailer of %u fd(s), byte 0x%02x%s",
+		 nfds, byte, what == MAIL_FORGED ? " (a forged memfd)" : "");
+	expect_shared(submit(ex, mailer_task,
+			     nfds | (uint64_t)byte << 8 | what << 16),
+		      0x11, name);
+	expect_shared(submit(ex, shared_task, 0x5A), 0x5A,
+		      "a shared result after the mailer");
+	expect_shared(submit(ex, shared_task, 0x33), 0x33,
+		      "the next shared result");
+	expect_square(submit(ex, square_task, 3), 3, "a later task");
+	fut_executor_free(ex);
+	int after = count_fds();
+	if (after != before)
+		fail_msg("%s: the caller had %d fds, %d after the pool", name,
+			 before, after);
+}
+
+/* Before, the fds leaked and (3 or more) the results shifted by one. */
+static void test_fds_sent_on_the_socket_leak_and_shift_nothing(void **st)
+{
+	(void)st;
+	/* Whatever a first pool leaves for good is not counted. */
+	fut_executor_free(lone_worker());
+	mail_once(2, 'x', MAIL_NULL);
+	mail_once(3, 'x', MAIL_NULL);
+	mail_once(MAIL_FDS_MAX, 'x', MAIL_NULL);
+	/* One fd as the worker sends it, but not a sealed memfd. */
+	mail_once(1, 0, MAIL_NULL);
+	/* A sealed memfd, but not with the worker's byte. */
+	mail_once(1, 'x', MAIL_FORGED);
+}
+
 int main(void)
 {
 	if (getenv("TEST_FILTER") != NULL)
@@ -292,6 +405,8 @@ int main(void)
 			test_a_byte_written_to_the_socket_fails_no_shared_result),
 		cmocka_unit_test(
 			test_a_socket_filled_by_a_task_hangs_no_shared_result),
+		cmocka_unit_test(
+			test_fds_sent_on_the_socket_leak_and_shift_nothing),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -196,6 +196,10 @@ static inline void fut__pp_attach_fds(struct msghdr *m, void *space, size_t len,
 	memcpy(CMSG_DATA(c), fds, n * sizeof(int));
 }
 
+/* The byte a worker sends each shared result's memfd with, alone, over
+ * its task socket (child_in.c); the parent takes it by it (shared.c). */
+#define FUT__PP_BACK_BYTE 0
+
 /* The name of a worker's memfd for a shared result (child.c): the fork
  * server finds the parent's mappings of them by it and drops them. */
 #define FUT__PP_RESULT_MEMFD "libfuture-result"

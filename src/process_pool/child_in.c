@@ -128,7 +128,7 @@ static uint64_t back_sent;
 bool fut__pp_send_back(struct fut__worker_slot *slot, int sock, int fd,
 		       void (*flush)(void *), void *ctx)
 {
-	unsigned char byte = 0;
+	unsigned char byte = FUT__PP_BACK_BYTE;
 	struct iovec iov = { &byte, 1 };
 	union {
 		struct cmsghdr h;

@@ -488,7 +488,8 @@ void fut__pp_unlink(struct pp_worker *w, struct pp_job *prev, struct pp_job *j);
 
 /* shared.c: results in shared memory. */
 /* The memfd w sent before its R_SHARED record: -1 with errno set (EMFILE:
- * no fd free to take it in; EPROTO: none came). */
+ * no fd free to take it in; EPROTO: none came).  *foreign: a task's
+ * message came first, skipped (its fds closed): replace w. */
 int fut__pp_take_fd(struct ppool *p, struct pp_worker *w, bool *foreign);
 /* Completes j with the len bytes of the sealed memfd fd (which it closes),
  * mapped read-only, or fails j; drops the manager's reference to j. */

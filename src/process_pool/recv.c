@@ -35,11 +35,11 @@ void fut__pp_bad_frame(struct pp_mgr *m, struct pp_worker *w, const char *why)
 
 /*
  * Bytes on w's task socket that the worker did not send (it sends each
- * memfd with one byte): a task of w wrote them, at some time since the
- * last shared result, and which one cannot be told.  They were skipped
- * (fut__pp_take_fd), the result they stood in front of is good; w is
- * replaced, its jobs not yet answered run again elsewhere and none is
- * blamed.
+ * memfd alone with one byte), with any fds (closed): a task of w wrote
+ * them, at some time since the last shared result, and which one cannot
+ * be told.  They were skipped (fut__pp_take_fd), the result they stood
+ * in front of is good; w is replaced, its jobs not yet answered run
+ * again elsewhere and none is blamed.
  */
 static void foreign_bytes(struct pp_mgr *m, struct pp_worker *w)
 {

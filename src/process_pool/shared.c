@@ -36,23 +36,72 @@
 #define FUT__PP_MAP_FLAGS MAP_POPULATE
 #endif
 
-/* The memfd w sent before its R_SHARED record: -1 with errno set
+/* Room for the fds of one message: the worker sends one; more are a
+ * task's, and those past this many the kernel closes itself (and sets
+ * MSG_CTRUNC). */
+#define TAKE_FDS 16
+
+/* How many fds msg brought in; every one is closed but the first, which
+ * is left in *first (-1: none came). */
+static int fds_in(struct msghdr *msg, int *first)
+{
+	int k = 0;
+	*first = -1;
+	char *end = (char *)msg->msg_control + msg->msg_controllen;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c != NULL;
+	     c = CMSG_NXTHDR(msg, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
+		    c->cmsg_len < CMSG_LEN(0))
+			continue;
+		/* Truncated, cmsg_len may name more than the buffer held. */
+		size_t len = c->cmsg_len - CMSG_LEN(0);
+		size_t room = (size_t)(end - (char *)CMSG_DATA(c));
+		if (len > room)
+			len = room;
+		for (size_t i = 0; i + sizeof(int) <= len; i += sizeof(int)) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(c) + i, sizeof(fd));
+			if (k++ == 0)
+				*first = fd;
+			else
+				(void)close(fd);
+		}
+	}
+	return k;
+}
+
+/* One more of the worker's memfds taken (the manager alone writes it; the
+ * worker reads it, child_in.c). */
+static void took_ours(_Atomic uint64_t *taken)
+{
+	atomic_store_explicit(
+		taken, atomic_load_explicit(taken, memory_order_relaxed) + 1,
+		memory_order_release);
+}
+
+/*
+ * The memfd w sent before its R_SHARED record: -1 with errno set
  * (EMFILE: we had no fd free to take it in; EPROTO: none came).
- * *foreign is set when bytes without a memfd came first: the worker
- * sends each memfd with one byte, so those were written by a task that
- * found the socket.  They are skipped (the memfd is behind them); the
- * caller replaces the worker. */
+ * The worker sends each memfd alone, with one byte, FUT__PP_BACK_BYTE
+ * (child_in.c).  Any other message was written by a task that found the
+ * socket: bytes without fds, more than one fd, an fd that is not a
+ * memfd, or one that came with another byte.  Its fds are closed, it is
+ * skipped (the worker's memfd is behind it), and *foreign is set: the
+ * caller replaces the worker.  A read stops after the bytes that carry
+ * fds, so the worker's byte is the last of the bytes read with its
+ * memfd (foreign bytes without fds in front are read with it, and set
+ * *foreign).  A task can still pass for the worker: one message of
+ * that byte with one memfd is taken as the worker's.
+ */
 int fut__pp_take_fd(struct ppool *p, struct pp_worker *w, bool *foreign)
 {
 	_Atomic uint64_t *taken = &p->slots[w->slot].back_taken;
 	int sock = w->task_fd >= 0 ? w->task_fd : w->back_fd;
-	/* A read stops after the bytes that carry fds: foreign bytes in
-	 * front are read with the worker's, never those behind. */
 	unsigned char bytes[256];
 	struct iovec iov = { bytes, sizeof(bytes) };
 	union {
 		struct cmsghdr h;
-		char space[CMSG_SPACE(sizeof(int))];
+		char space[CMSG_SPACE(TAKE_FDS * sizeof(int))];
 	} u;
 	for (;;) {
 		struct msghdr msg = { 0 };
@@ -65,32 +114,29 @@ int fut__pp_take_fd(struct ppool *p, struct pp_worker *w, bool *foreign)
 			n = recvmsg(sock, &msg,
 				    MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 		while (n < 0 && errno == EINTR);
-		struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&msg) : NULL;
-		if (n > 1)
-			*foreign = true;
-		bool fd_came = c != NULL && c->cmsg_level == SOL_SOCKET &&
-			       c->cmsg_type == SCM_RIGHTS &&
-			       c->cmsg_len == CMSG_LEN(sizeof(int));
-		/* The kernel drops an fd it cannot install, and says so. */
-		bool fd_lost = n > 0 && (msg.msg_flags & MSG_CTRUNC);
-		if (fd_came || fd_lost)
-			atomic_store_explicit(
-				taken,
-				atomic_load_explicit(taken,
-						     memory_order_relaxed) +
-					1,
-				memory_order_release);
-		if (fd_came) {
-			int fd;
-			memcpy(&fd, CMSG_DATA(c), sizeof(fd));
-			return fd;
-		}
-		if (fd_lost) {
-			errno = EMFILE;
-			return -1;
-		}
 		if (n <= 0) {
 			errno = EPROTO;
+			return -1;
+		}
+		int fd;
+		int k = fds_in(&msg, &fd);
+		/* The kernel drops an fd it cannot install (or has no room
+		 * for), and says so; it may have installed others. */
+		bool cut = (msg.msg_flags & MSG_CTRUNC) != 0;
+		bool ours = bytes[n - 1] == FUT__PP_BACK_BYTE;
+		if (n > 1)
+			*foreign = true;
+		if (k == 1 && !cut && ours && fcntl(fd, F_GET_SEALS) >= 0) {
+			took_ours(taken);
+			return fd;
+		}
+		if (fd >= 0)
+			(void)close(fd);
+		if (k == 0 && cut && ours) {
+			/* None installed: ours, lost for want of an fd (a
+			 * task's lost so cannot be told from it). */
+			took_ours(taken);
+			errno = EMFILE;
 			return -1;
 		}
 		*foreign = true;
