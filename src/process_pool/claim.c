@@ -40,6 +40,20 @@ void fut__pp_claim_sent(struct ppool *p, struct pp_worker *w, struct pp_job *j)
 	 * w's list (the dispatch's allowance), and a task taken back that w
 	 * has yet to read finds the word at another key, so skips it. */
 	assert(w->inflight < FUT__PP_CLAIMS);
+	/*
+	 * And the key is the slot's once (in 2^30 sends: its word keeps 30
+	 * bits of it): a new worker's keys go on from the last one's there.
+	 * A canceller loads the ticket after it read the future SENT, then
+	 * swaps the word, with no lock; meanwhile the task may be taken
+	 * back, its worker die and the slot be respawned.  Were the keys
+	 * to start again, the ticket it holds would name the word of
+	 * another task of the new worker: revoked in its place (it went
+	 * back to the queue), or RUN, and the canceller's own queued task
+	 * was made RUNNING, never to be cancelled (found by review,
+	 * 2026-12-07).  A word never holds a key's values again, so that
+	 * ticket matches no other task's value, however stale or new the
+	 * one it reads: no ordering against the respawn's reset is needed.
+	 */
 	uint32_t key = w->next_key++;
 	uint64_t t = (uint64_t)(w->slot + 1) << 32 | key;
 	atomic_store_explicit(word_of(p, t),

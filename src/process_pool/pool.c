@@ -426,6 +426,7 @@ static int pool_alloc(struct ppool **out, const fut_process_pool_opts *o)
 		return FUT_ENOMEM;
 	for (uint32_t i = 0; i < p->nslots; i++) {
 		p->workers[i].slot = i;
+		p->workers[i].next_key = 1;
 		p->workers[i].task_fd = -1;
 		p->workers[i].result_fd = -1;
 		p->workers[i].back_fd = -1;

@@ -97,7 +97,9 @@ struct pp_worker {
 	struct pp_job *head, *tail; /* in flight, in the order it runs them */
 	unsigned frames;	    /* frames in flight */
 	unsigned inflight;	    /* jobs in head..tail */
-	uint32_t next_key;	    /* the claim key of the next task sent */
+	/* The claim key of the next task sent: the slot's, never reset
+	 * when a new worker takes the slot (claim.c). */
+	uint32_t next_key;
 	/* When it last sent a result, or was sent work while it had none:
 	 * a worker silent for long with tasks waiting behind the one it
 	 * runs has them taken back when another worker idles. */

@@ -124,9 +124,9 @@ int fut__pp_slot_spawn(struct pp_mgr *m, struct pp_worker *w, const char **what)
 	atomic_store(&slot->broke, 0);
 	atomic_store(&slot->back_taken, 0);
 	w->read_bytes = 0;
+	/* Its keys go on from the last worker's (next_key kept: claim.c). */
 	for (uint32_t k = 0; k < FUT__PP_CLAIMS; k++)
 		atomic_store_explicit(&slot->claim[k], 0, memory_order_relaxed);
-	w->next_key = 1;
 	int fds[2] = { sv[1], rp[1] };
 	/* Our fd limit of now (0: none to give): the worker takes it. */
 	struct rlimit rl;
