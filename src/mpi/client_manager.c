@@ -3,16 +3,17 @@
  * call on root.
  *
  * Owns: the ranks as the manager sees them (struct mrank: jobs in flight,
- * names sent, the decoder of their stream), dispatch, results and the
- * executor's break.  It hands each server rank at most `prefetch` jobs, as
- * many per message as fit up to `batch`, each claimed RUNNING
- * (fut__future_start) as it leaves the queue; everything else stays PENDING and
- * cancellable (mpi4py's rule, with prefetch 1 its exact one).  It sends a
- * function's name to a rank once (a NAME record) and its small id after
- * that (HPX's typename -> id).  Results complete the futures in this
- * thread, so done callbacks run here.  A malformed message, or a result
- * for a task the rank does not hold, breaks the executor: FUT_EBROKEN for
- * every pending and running future, with the rank's name.  Once shut down
+ * names sent, the decoder of their stream), dispatch and results (the
+ * executor's break is client_stop.c's).  It hands each server rank at
+ * most `prefetch` jobs, as many per message as fit up to `batch`, each
+ * claimed RUNNING (fut__future_start) as it leaves the queue; everything
+ * else stays PENDING and cancellable (mpi4py's rule, with prefetch 1 its
+ * exact one).  It sends a function's name to a rank once (a NAME record)
+ * and its small id after that (HPX's typename -> id).  Results complete
+ * the futures in this thread, so done callbacks run here.  A malformed
+ * message, or a result for a task the rank does not hold, breaks the
+ * executor: FUT_EBROKEN for every pending and running future, with the
+ * rank's name.  Once shut down
  * and empty, it sends one STOP per rank and ends when every rank's BYE
  * came.  It waits by polling (link.c's clock): spin, then an exponential
  * backoff on a condition variable that submit signals.  With no job in
@@ -23,65 +24,12 @@
  * Locks: c->lock for the queue, the broken flag and the name table; never
  * held across an MPI call or a future's completion.
  */
-#include <stdio.h>
 #include <string.h>
 
 #include "mpi_client.h"
 
 /* ------------------------------------------------------------------ */
 /* The manager                                                         */
-
-/* Fails every job of list with FUT_EBROKEN. */
-static void fail_broken(struct mclient *c, struct mjob *list)
-{
-	while (list != NULL) {
-		struct mjob *j = list;
-		list = j->next;
-		fut__mpi_job_fail(j, FUT_EBROKEN, 0, c->broken_msg);
-	}
-}
-
-/* The executor is broken (why: formatted): every queued and running job
- * ends FUT_EBROKEN, what runs is interrupted, and every rank gets its
- * STOP. */
-static void break_all(struct mclient *c, const char *fmt, int rank,
-		      const char *detail)
-{
-	char why[512];
-	snprintf(why, sizeof(why), fmt, rank, detail);
-	c->broke = true;
-	pthread_mutex_lock(&c->lock);
-	bool first = !c->broken;
-	if (first) {
-		c->broken = true;
-		c->broken_msg = fut__strdup(why);
-	}
-	struct mjob *all = c->qhead, **tail = &all;
-	c->qhead = c->qtail = NULL;
-	atomic_store(&c->queued, false);
-	pthread_mutex_unlock(&c->lock);
-	/* The INTERRUPTs and the STOPs go before any future ends: a done
-	 * callback may free the executor, and the thread that has its
-	 * outcome call MPI_Finalize (found by review, 2026-12-07). */
-	for (int r = 0; r < c->s.size; r++)
-		if (r != c->s.root && !c->ranks[r].bye)
-			fut__mpi_interrupt_rank(c, r);
-	if (first)
-		fut__mpi_stop_ranks(c);
-	(void)fut__mpi_link_flush(&c->link, 1000000000);
-	while (*tail != NULL)
-		tail = &(*tail)->next;
-	for (int r = 0; r < c->s.size; r++) {
-		struct mrank *mr = &c->ranks[r];
-		*tail = mr->head;
-		if (mr->head != NULL)
-			tail = &mr->tail->next;
-		mr->head = mr->tail = NULL;
-		mr->inflight = 0;
-	}
-	c->inflight = 0;
-	fail_broken(c, all);
-}
 
 /* An ISOLATE server's worker died running j: the payload is the wait
  * status (4 bytes, little-endian), then the message.  Takes data. */
@@ -91,8 +39,9 @@ static void on_crash(struct mclient *c, int rank, struct mjob *j,
 	if (len < 4) {
 		fut__free(data);
 		fut__mpi_job_fail(j, FUT_EBROKEN, 0, "malformed crash record");
-		break_all(c, "rank %d sent a crash record without a status%s",
-			  rank, "");
+		fut__mpi_break_all(
+			c, "rank %d sent a crash record without a status%s",
+			rank, "");
 		return;
 	}
 	uint32_t u = 0;
@@ -162,9 +111,10 @@ static void on_result(struct mclient *c, int rank, struct fut__wire_rec *rec)
 	if (j == NULL) {
 		if (rec->owned)
 			fut__free(rec->data);
-		break_all(c,
-			  "rank %d sent a result for a task it does not hold%s",
-			  rank, "");
+		fut__mpi_break_all(
+			c,
+			"rank %d sent a result for a task it does not hold%s",
+			rank, "");
 		return;
 	}
 	if (prev != NULL)
@@ -293,9 +243,10 @@ static void feed(struct mclient *c, int rank, const unsigned char *data,
 				return;
 			continue;
 		}
-		break_all(c, "rank %d sent a malformed message: %s", rank,
-			  mr->dec.error != NULL ? mr->dec.error :
-						  "out of memory");
+		fut__mpi_break_all(c, "rank %d sent a malformed message: %s",
+				   rank,
+				   mr->dec.error != NULL ? mr->dec.error :
+							   "out of memory");
 		return;
 	}
 }
@@ -318,8 +269,9 @@ static bool receive_all(struct mclient *c)
 		if (rc == FUT_ETIMEDOUT || rc == FUT_ENOMEM)
 			return did;
 		if (rc != FUT_OK) {
-			break_all(c, "rank %d: an MPI receive failed%s",
-				  c->s.rank, "");
+			fut__mpi_break_all(c,
+					   "rank %d: an MPI receive failed%s",
+					   c->s.rank, "");
 			return true;
 		}
 		did = true;
@@ -335,8 +287,9 @@ static bool receive_all(struct mclient *c)
 			 * serving (no memory, a malformed message), and what
 			 * it held will never come back. */
 			if (!c->ranks[src].stopped || c->ranks[src].inflight)
-				break_all(c, "rank %d stopped serving%s", src,
-					  " (it gave up: see its return code)");
+				fut__mpi_break_all(
+					c, "rank %d stopped serving%s", src,
+					" (it gave up: see its return code)");
 			continue;
 		}
 		feed(c, src, data, len, c->broke);
@@ -456,9 +409,10 @@ static void send_jobs(struct mclient *c, int r, struct mjob *list)
 	int rc = fut__mpi_link_send(&c->link, r, FUT__WIRE_TASKS, &fr);
 	fut__free(fr.buf);
 	if (rc == FUT_EBROKEN)
-		break_all(c, "rank %d: an MPI send failed%s", r, "");
+		fut__mpi_break_all(c, "rank %d: an MPI send failed%s", r, "");
 	else if (rc != FUT_OK)
-		break_all(c, "rank %d: out of memory for a message%s", r, "");
+		fut__mpi_break_all(c, "rank %d: out of memory for a message%s",
+				   r, "");
 	if (failed != NULL && c->inflight == 0)
 		go_quiet(c);
 	while (failed != NULL) {
@@ -538,8 +492,9 @@ static bool send_interrupts(struct mclient *c)
 			did = true;
 			if (fut__mpi_link_send(&c->link, r, FUT__WIRE_TASKS,
 					       &fr) != FUT_OK)
-				break_all(c, "rank %d: an MPI send failed%s", r,
-					  "");
+				fut__mpi_break_all(
+					c, "rank %d: an MPI send failed%s", r,
+					"");
 		}
 		fut__free(fr.buf);
 	}

@@ -9,10 +9,13 @@
  * once it has that result, and no other thread may be inside MPI then.
  * Also the pause between two turns of either polling loop, the main one
  * (client_manager.c) and this one; the hold of a stop asked for from
- * the last done callback (mpi_client.h, holding); a break's INTERRUPTs.
+ * the last done callback (mpi_client.h, holding); the executor's break
+ * (fut__mpi_break_all()) and its INTERRUPTs.
  * Threads: the manager only.
  * Locks: c->lock for the queue and the shutdown flags.
  */
+#include <stdio.h>
+
 #include "mpi_client.h"
 
 /* Sends one STOP to every server rank not yet stopped (nor gone: one that
@@ -167,4 +170,56 @@ bool fut__mpi_hold(struct mclient *c)
 	}
 	fut__mpi_nap(&c->lock, &c->wake_cv, &c->wake, &c->sleeping, 1000000000);
 	return true;
+}
+
+/* Fails every job of list with FUT_EBROKEN. */
+static void fail_broken(struct mclient *c, struct mjob *list)
+{
+	while (list != NULL) {
+		struct mjob *j = list;
+		list = j->next;
+		fut__mpi_job_fail(j, FUT_EBROKEN, 0, c->broken_msg);
+	}
+}
+
+/* The executor is broken (why: formatted): every queued and running job
+ * ends FUT_EBROKEN, what runs is interrupted, and every rank gets its
+ * STOP. */
+void fut__mpi_break_all(struct mclient *c, const char *fmt, int rank,
+			const char *detail)
+{
+	char why[512];
+	snprintf(why, sizeof(why), fmt, rank, detail);
+	c->broke = true;
+	pthread_mutex_lock(&c->lock);
+	bool first = !c->broken;
+	if (first) {
+		c->broken = true;
+		c->broken_msg = fut__strdup(why);
+	}
+	struct mjob *all = c->qhead, **tail = &all;
+	c->qhead = c->qtail = NULL;
+	atomic_store(&c->queued, false);
+	pthread_mutex_unlock(&c->lock);
+	/* The INTERRUPTs and the STOPs go before any future ends: a done
+	 * callback may free the executor, and the thread that has its
+	 * outcome call MPI_Finalize (found by review, 2026-12-07). */
+	for (int r = 0; r < c->s.size; r++)
+		if (r != c->s.root && !c->ranks[r].bye)
+			fut__mpi_interrupt_rank(c, r);
+	if (first)
+		fut__mpi_stop_ranks(c);
+	(void)fut__mpi_link_flush(&c->link, 1000000000);
+	while (*tail != NULL)
+		tail = &(*tail)->next;
+	for (int r = 0; r < c->s.size; r++) {
+		struct mrank *mr = &c->ranks[r];
+		*tail = mr->head;
+		if (mr->head != NULL)
+			tail = &mr->tail->next;
+		mr->head = mr->tail = NULL;
+		mr->inflight = 0;
+	}
+	c->inflight = 0;
+	fail_broken(c, all);
 }

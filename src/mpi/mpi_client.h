@@ -112,7 +112,7 @@ struct mclient {
 	bool stopping;
 	bool hold_sent; /* holding: the STOPs went, the BYEs wait */
 	bool seen;	/* shutdown_seen was set */
-	bool broke;	/* break_all ran */
+	bool broke;	/* fut__mpi_break_all ran */
 	struct mheld held[FUT__MPI_HELD_MAX];
 	size_t nheld;
 
@@ -172,6 +172,11 @@ bool fut__mpi_stop_first(struct mclient *c);
 /* Asks rank r to interrupt every job in flight there (a break ends their
  * futures); best effort. */
 void fut__mpi_interrupt_rank(struct mclient *c, int r);
+/* Breaks the executor (why: fmt, formatted with rank and detail): every
+ * queued and running job ends FUT_EBROKEN, what runs is interrupted, and
+ * every rank gets its STOP. */
+void fut__mpi_break_all(struct mclient *c, const char *fmt, int rank,
+			const char *detail);
 /* While the executor is held (holding): sends the STOPs once, then naps
  * until something wakes it; true while held. */
 bool fut__mpi_hold(struct mclient *c);
