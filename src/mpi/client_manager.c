@@ -40,8 +40,9 @@ static void on_crash(struct mclient *c, int rank, struct mjob *j,
 		fut__free(data);
 		fut__mpi_job_fail(j, FUT_EBROKEN, 0, "malformed crash record");
 		fut__mpi_break_all(
-			c, "rank %d sent a crash record without a status%s",
-			rank, "");
+			c, true,
+			"rank %d sent a crash record without a status%s", rank,
+			"");
 		return;
 	}
 	uint32_t u = 0;
@@ -82,10 +83,12 @@ static void go_quiet(struct mclient *c)
 }
 
 /* Whether a message can come: a job in flight, or a STOP not answered;
- * not while the executor is held (the BYEs wait: client_stop.c). */
+ * not while the executor is held (the BYEs wait: client_stop.c), unless
+ * a rank owes results after a break (fut__mpi_owed()). */
 static bool expecting(const struct mclient *c)
 {
-	if (atomic_load_explicit(&c->holding, memory_order_relaxed))
+	if (atomic_load_explicit(&c->holding, memory_order_relaxed) &&
+	    !fut__mpi_owed(c))
 		return false;
 	if (c->inflight != 0)
 		return true;
@@ -112,7 +115,7 @@ static void on_result(struct mclient *c, int rank, struct fut__wire_rec *rec)
 		if (rec->owned)
 			fut__free(rec->data);
 		fut__mpi_break_all(
-			c,
+			c, true,
 			"rank %d sent a result for a task it does not hold%s",
 			rank, "");
 		return;
@@ -243,8 +246,8 @@ static void feed(struct mclient *c, int rank, const unsigned char *data,
 				return;
 			continue;
 		}
-		fut__mpi_break_all(c, "rank %d sent a malformed message: %s",
-				   rank,
+		fut__mpi_break_all(c, true,
+				   "rank %d sent a malformed message: %s", rank,
 				   mr->dec.error != NULL ? mr->dec.error :
 							   "out of memory");
 		return;
@@ -269,7 +272,7 @@ static bool receive_all(struct mclient *c)
 		if (rc == FUT_ETIMEDOUT || rc == FUT_ENOMEM)
 			return did;
 		if (rc != FUT_OK) {
-			fut__mpi_break_all(c,
+			fut__mpi_break_all(c, false,
 					   "rank %d: an MPI receive failed%s",
 					   c->s.rank, "");
 			return true;
@@ -288,7 +291,8 @@ static bool receive_all(struct mclient *c)
 			 * it held will never come back. */
 			if (!c->ranks[src].stopped || c->ranks[src].inflight)
 				fut__mpi_break_all(
-					c, "rank %d stopped serving%s", src,
+					c, true, "rank %d stopped serving%s",
+					src,
 					" (it gave up: see its return code)");
 			continue;
 		}
@@ -409,10 +413,12 @@ static void send_jobs(struct mclient *c, int r, struct mjob *list)
 	int rc = fut__mpi_link_send(&c->link, r, FUT__WIRE_TASKS, &fr);
 	fut__free(fr.buf);
 	if (rc == FUT_EBROKEN)
-		fut__mpi_break_all(c, "rank %d: an MPI send failed%s", r, "");
+		fut__mpi_break_all(c, true, "rank %d: an MPI send failed%s", r,
+				   "");
 	else if (rc != FUT_OK)
-		fut__mpi_break_all(c, "rank %d: out of memory for a message%s",
-				   r, "");
+		fut__mpi_break_all(c, false,
+				   "rank %d: out of memory for a message%s", r,
+				   "");
 	if (failed != NULL && c->inflight == 0)
 		go_quiet(c);
 	while (failed != NULL) {
@@ -493,8 +499,8 @@ static bool send_interrupts(struct mclient *c)
 			if (fut__mpi_link_send(&c->link, r, FUT__WIRE_TASKS,
 					       &fr) != FUT_OK)
 				fut__mpi_break_all(
-					c, "rank %d: an MPI send failed%s", r,
-					"");
+					c, true,
+					"rank %d: an MPI send failed%s", r, "");
 		}
 		fut__free(fr.buf);
 	}

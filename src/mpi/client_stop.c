@@ -151,6 +151,14 @@ void fut__mpi_interrupt_rank(struct mclient *c, int r)
 	fut__free(fr.buf);
 }
 
+bool fut__mpi_owed(const struct mclient *c)
+{
+	for (int r = 0; r < c->s.size; r++)
+		if (c->ranks[r].owed && !c->ranks[r].bye)
+			return true;
+	return false;
+}
+
 /* Shut down from a done callback with nothing left (mpi_client.h,
  * holding): the STOPs go at once, so that the servers' calls return (a
  * collective call of the program's may follow: holding them too hung
@@ -168,6 +176,14 @@ bool fut__mpi_hold(struct mclient *c)
 		(void)fut__mpi_link_flush(&c->link, 1000000000);
 		c->hold_sent = true;
 	}
+	/* After a break, a rank that still ran tasks of ours sends their
+	 * results, and one too large to go eagerly completes only once we
+	 * receive it: held, its server never said BYE nor returned, and a
+	 * collective call after the free hung (test_mpi_stop brokenbarrier;
+	 * found by review, 2026-12-07).  Those are received, and dropped,
+	 * until its BYE; the hold begins after. */
+	if (fut__mpi_owed(c))
+		return false;
 	fut__mpi_nap(&c->lock, &c->wake_cv, &c->wake, &c->sleeping, 1000000000);
 	return true;
 }
@@ -184,9 +200,10 @@ static void fail_broken(struct mclient *c, struct mjob *list)
 
 /* The executor is broken (why: formatted): every queued and running job
  * ends FUT_EBROKEN, what runs is interrupted, and every rank gets its
- * STOP. */
-void fut__mpi_break_all(struct mclient *c, const char *fmt, int rank,
-			const char *detail)
+ * STOP; a rank with tasks of ours, unless blamed, owes their results
+ * (mpi_client.h, owed). */
+void fut__mpi_break_all(struct mclient *c, bool blame, const char *fmt,
+			int rank, const char *detail)
 {
 	char why[512];
 	snprintf(why, sizeof(why), fmt, rank, detail);
@@ -214,6 +231,9 @@ void fut__mpi_break_all(struct mclient *c, const char *fmt, int rank,
 		tail = &(*tail)->next;
 	for (int r = 0; r < c->s.size; r++) {
 		struct mrank *mr = &c->ranks[r];
+		/* Its results still come (mpi_client.h, owed). */
+		if (mr->inflight != 0 && !mr->bye && !(blame && r == rank))
+			mr->owed = true;
 		*tail = mr->head;
 		if (mr->head != NULL)
 			tail = &mr->tail->next;

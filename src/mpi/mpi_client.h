@@ -54,6 +54,11 @@ struct mrank {
 	uint32_t names_sent; /* ids 1..names_sent are known there */
 	bool stopped;
 	bool bye; /* its BYE came: nothing more of it is in flight */
+	/* A break found tasks of ours there (and neither a message of its
+	 * own nor a send to it broke it): their results still come, and one too large to go
+	 * eagerly only once root receives it, so the manager receives until
+	 * its BYE even while held (client_stop.c, fut__mpi_owed()). */
+	bool owed;
 	struct fut__wire_dec dec;
 };
 
@@ -172,11 +177,13 @@ bool fut__mpi_stop_first(struct mclient *c);
 /* Asks rank r to interrupt every job in flight there (a break ends their
  * futures); best effort. */
 void fut__mpi_interrupt_rank(struct mclient *c, int r);
-/* Breaks the executor (why: fmt, formatted with rank and detail): every
- * queued and running job ends FUT_EBROKEN, what runs is interrupted, and
- * every rank gets its STOP. */
-void fut__mpi_break_all(struct mclient *c, const char *fmt, int rank,
-			const char *detail);
+/* Breaks the executor (why: fmt, formatted with rank and detail; blame:
+ * rank's own message, or a send to it, broke it): every queued and running job ends
+ * FUT_EBROKEN, what runs is interrupted, and every rank gets its STOP. */
+void fut__mpi_break_all(struct mclient *c, bool blame, const char *fmt,
+			int rank, const char *detail);
+/* True while a rank owes results after a break (struct mrank, owed). */
+bool fut__mpi_owed(const struct mclient *c);
 /* While the executor is held (holding): sends the STOPs once, then naps
  * until something wakes it; true while held. */
 bool fut__mpi_hold(struct mclient *c);

@@ -36,6 +36,14 @@
  *                before the future ended, the BYEs wait (before, the
  *                manager sent them after and probed for the BYEs as
  *                finalize began).
+ *   brokenbarrier  (fourteenth session) one server's result is malformed
+ *                while the other still runs a task whose result (1 MiB)
+ *                is too large to go eagerly; the broken future's done
+ *                callback frees the executor, then every rank calls
+ *                MPI_Barrier.  Before, the free held the manager (no
+ *                receive after it), so that result's send never
+ *                completed, its server never said BYE nor returned, and
+ *                the barrier hung.
  * run.sh's timeout ends a hang as a failure.
  */
 #include <time.h>
@@ -210,6 +218,52 @@ static int mode_brokencbfin(void)
 	return 0;
 }
 
+/* brokenbarrier: runs 1 s, then returns 1 MiB (sent only once root
+ * receives it: past Open MPI's and MPICH's eager limits). */
+static void big_late_task(fut_task *t)
+{
+	enum {
+		BIG = 1 << 20
+	};
+	usleep(1000000);
+	unsigned char *b = calloc(1, BIG);
+	CHECK(b != NULL);
+	fut_task_return_bytes(t, b, BIG);
+	free(b);
+}
+
+/* brokenbarrier: its result goes malformed (the hook is per process:
+ * whichever server runs it), 200 ms in. */
+static void corrupt_quick_task(fut_task *t)
+{
+	usleep(200000);
+	fut__mpi_test_corrupt_next_send();
+	quick_task(t);
+}
+
+static int mode_brokenbarrier(void)
+{
+	CHECK(fut_mpi_executor_new(&cb_ex, &(fut_mpi_opts){ .prefetch = 1 }) ==
+	      FUT_OK);
+	if (cb_ex != NULL) {
+		fut_future *fs[2];
+		CHECK(fut_submit_bytes(cb_ex, big_late_task, NULL, 0, &fs[0]) ==
+		      FUT_OK);
+		CHECK(fut_submit_bytes(cb_ex, corrupt_quick_task, NULL, 0,
+				       &fs[1]) == FUT_OK);
+		CHECK(fut_add_done_callback(fs[1], free_now_cb, cb_ex) ==
+		      FUT_OK);
+		CHECK(fut_wait(fs, 2, FUT_ALL_COMPLETED, 30) == FUT_OK);
+		for (int i = 0; i < 2; i++) {
+			CHECK(fut_error(fs[i]) == FUT_EBROKEN);
+			fut_release(fs[i]);
+		}
+	}
+	/* Every rank: the servers' calls have returned. */
+	CHECK(MPI_Barrier(MPI_COMM_WORLD) == MPI_SUCCESS);
+	return 0;
+}
+
 static int mode_heldnew(void)
 {
 	for (int round = 0; round < 2; round++) {
@@ -239,10 +293,12 @@ int main(int argc, char **argv)
 		rc = mode_cbfreebarrier();
 	else if (strcmp(mode, "brokencbfin") == 0)
 		rc = mode_brokencbfin();
+	else if (strcmp(mode, "brokenbarrier") == 0)
+		rc = mode_brokenbarrier();
 	else {
 		fprintf(stderr,
 			"usage: %s brokenint|nowaitrace|cbfreefin|heldnew|"
-			"cbfreebarrier|brokencbfin\n",
+			"cbfreebarrier|brokencbfin|brokenbarrier\n",
 			argv[0]);
 		rc = 2;
 	}
