@@ -174,7 +174,15 @@ bool fut__mpi_hold(struct mclient *c)
 		c->stopping = true;
 		fut__mpi_stop_ranks(c);
 		(void)fut__mpi_link_flush(&c->link, 1000000000);
+		/* Sent only once every rank has its STOP: one that found no
+		 * memory goes on the next pass, else that rank served on and
+		 * a collective call after the free hung (test_mpi_nomem
+		 * holdnomem; found by review, 2026-12-07). */
 		c->hold_sent = true;
+		for (int r = 0; r < c->s.size; r++)
+			if (r != c->s.root && !c->ranks[r].stopped &&
+			    !c->ranks[r].bye)
+				c->hold_sent = false;
 	}
 	/* After a break, a rank that still ran tasks of ours sends their
 	 * results, and one too large to go eagerly completes only once we
@@ -184,7 +192,8 @@ bool fut__mpi_hold(struct mclient *c)
 	 * until its BYE; the hold begins after. */
 	if (fut__mpi_owed(c))
 		return false;
-	fut__mpi_nap(&c->lock, &c->wake_cv, &c->wake, &c->sleeping, 1000000000);
+	fut__mpi_nap(&c->lock, &c->wake_cv, &c->wake, &c->sleeping,
+		     c->hold_sent ? 1000000000 : 10000000);
 	return true;
 }
 

@@ -115,7 +115,7 @@ struct mclient {
 	int next_rank;
 	int hot_rank; /* the rank whose result came last; -1: none yet */
 	bool stopping;
-	bool hold_sent; /* holding: the STOPs went, the BYEs wait */
+	bool hold_sent; /* holding: every STOP went, the BYEs wait */
 	bool seen;	/* shutdown_seen was set */
 	bool broke;	/* fut__mpi_break_all ran */
 	struct mheld held[FUT__MPI_HELD_MAX];
@@ -184,8 +184,9 @@ void fut__mpi_break_all(struct mclient *c, bool blame, const char *fmt,
 			int rank, const char *detail);
 /* True while a rank owes results after a break (struct mrank, owed). */
 bool fut__mpi_owed(const struct mclient *c);
-/* While the executor is held (holding): sends the STOPs once, then naps
- * until something wakes it; true while held. */
+/* While the executor is held (holding): sends the STOPs (again each
+ * pass, 10 ms apart, until every rank has its own), then naps until
+ * something wakes it; true while held. */
 bool fut__mpi_hold(struct mclient *c);
 
 /* client_manager.c: the manager thread's body (arg: the client); it

@@ -61,7 +61,7 @@ for m in brokenint nowaitrace cbfreefin heldnew cbfreebarrier brokencbfin \
 	run -np 3 "$t/test_mpi_stop" $m
 done
 for m in namenomem namestop recvnomem srvnomem nostandby gathernomem \
-	emitnomem; do
+	emitnomem holdnomem; do
 	run -np 3 "$t/test_mpi_nomem" $m
 done
 run -np 1 "$t/test_mpi_launch" mpmd : -np 2 "$t/test_mpi_peer"

@@ -46,6 +46,14 @@
  *                the task is not settled (its fut_task_fail, code 7,
  *                reaches root).  Before, it returned FUT_OK, settled, and
  *                the future ended FUT_ENOMEM whatever the task did next.
+ *   holdnomem    (fourteenth session) the last future's done callback
+ *                frees the executor (the manager holds: STOPs at once,
+ *                the BYEs wait) and the manager's next 4 allocations,
+ *                the frames of both ranks' STOPs, tried once by the
+ *                main loop and once by the hold, fail; every rank then
+ *                calls MPI_Barrier.  Before, the hold counted its STOPs
+ *                sent and never tried again: the ranks served on and
+ *                the barrier hung.
  * run.sh's timeout ends a hang as a failure.
  */
 #include <pthread.h>
@@ -471,6 +479,32 @@ static int mode_nostandby(void)
 	return bad != 0;
 }
 
+/* ------------------------------------------------------------------ */
+/* holdnomem                                                           */
+
+/* Frees its executor, ud, from its manager's thread; the manager's next
+ * 4 allocations (the STOPs' frames, 2 ranks, 2 tries) fail. */
+static void free_nomem_cb(fut_future *f, void *ud)
+{
+	(void)f;
+	CHECK(!pthread_equal(pthread_self(), main_thread));
+	(void)fut__alloc_fail_run(1, 4);
+	fut_executor_free(ud);
+}
+
+static int mode_holdnomem(void)
+{
+	fut_executor *ex = NULL;
+	CHECK(fut_mpi_executor_new(&ex, NULL) == FUT_OK);
+	if (ex != NULL)
+		square_with_callback(ex, free_nomem_cb);
+	/* Every rank: the servers' calls have returned. */
+	CHECK(MPI_Barrier(MPI_COMM_WORLD) == MPI_SUCCESS);
+	if (ex != NULL)
+		CHECK(fut__alloc_fail_nth(0) == 0); /* it was injected */
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	main_thread = pthread_self();
@@ -492,10 +526,12 @@ int main(int argc, char **argv)
 		rc = mode_gathernomem();
 	else if (strcmp(mode, "emitnomem") == 0)
 		rc = mode_emitnomem();
+	else if (strcmp(mode, "holdnomem") == 0)
+		rc = mode_holdnomem();
 	else {
 		fprintf(stderr,
 			"usage: %s namenomem|namestop|recvnomem|srvnomem|"
-			"nostandby|gathernomem|emitnomem\n",
+			"nostandby|gathernomem|emitnomem|holdnomem\n",
 			argv[0]);
 		rc = 2;
 	}
