@@ -525,6 +525,7 @@ void *fut__mpi_client_manager(void *arg)
 		 * between the reads made an idle executor look busy, and a
 		 * shutdown(NOWAIT) returned before the STOPs and the BYEs
 		 * (found by review, 2026-12-07: MPI calls after it). */
+		fut__mpi_test_pause();
 		if (!c->stopping && atomic_load(&c->shutting)) {
 			if (fut__mpi_drained(c))
 				c->stopping = true;

@@ -37,14 +37,50 @@ void fut__mpi_stop_ranks(struct mclient *c)
 	}
 }
 
-/* True once shut down with nothing left: then the ranks get their STOP. */
+static void (*_Atomic pause_hook)(void);
+
+/* Test hook: fn runs in the manager's loop, each pass, just before it
+ * reads `shutting` (test_mpi_stop cancelnowait); NULL: none. */
+void fut__mpi_test_pause_hook(void (*fn)(void))
+{
+	atomic_store(&pause_hook, fn);
+}
+
+void fut__mpi_test_pause(void)
+{
+	void (*fn)(void) =
+		atomic_load_explicit(&pause_hook, memory_order_relaxed);
+	if (fn != NULL)
+		fn();
+}
+
+/* True once shut down with nothing left: then the ranks get their STOP.
+ * A queue of cancelled jobs alone is nothing left: they are dropped here.
+ * Counted as work, they made a shutdown(NOWAIT) return before the STOPs
+ * and the BYEs, which the next pass made while its caller could be in
+ * MPI_Finalize (test_mpi_stop cancelnowait; found by review,
+ * 2026-12-07). */
 bool fut__mpi_drained(struct mclient *c)
 {
 	if (!atomic_load(&c->shutting))
 		return false;
+	struct mjob *dropped = NULL;
 	pthread_mutex_lock(&c->lock);
-	bool done = c->shutdown && c->qhead == NULL;
+	bool done = c->shutdown;
+	/* Queued, a job is PENDING or CANCELLED, and stays CANCELLED. */
+	for (struct mjob *j = c->qhead; done && j != NULL; j = j->next)
+		done = fut_cancelled(&j->fut);
+	if (done && c->qhead != NULL) {
+		dropped = c->qhead;
+		c->qhead = c->qtail = NULL;
+		atomic_store(&c->queued, false);
+	}
 	pthread_mutex_unlock(&c->lock);
+	while (dropped != NULL) {
+		struct mjob *j = dropped;
+		dropped = j->next;
+		fut_release(&j->fut);
+	}
 	for (int r = 0; done && r < c->s.size; r++)
 		done = c->ranks[r].inflight == 0;
 	return done;

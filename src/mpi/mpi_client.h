@@ -182,6 +182,9 @@ void fut__mpi_interrupt_rank(struct mclient *c, int r);
  * FUT_EBROKEN, what runs is interrupted, and every rank gets its STOP. */
 void fut__mpi_break_all(struct mclient *c, bool blame, const char *fmt,
 			int rank, const char *detail);
+/* Test hooks: the function fut__mpi_test_pause() runs, if any. */
+void fut__mpi_test_pause_hook(void (*fn)(void));
+void fut__mpi_test_pause(void);
 /* True while a rank owes results after a break (struct mrank, owed). */
 bool fut__mpi_owed(const struct mclient *c);
 /* While the executor is held (holding): sends the STOPs (again each

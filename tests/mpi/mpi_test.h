@@ -24,6 +24,7 @@
 /* The test hooks of libfuture-mpi (static link only). */
 void fut__mpi_set_message_limit(size_t bytes);
 void fut__mpi_test_corrupt_next_send(void);
+void fut__mpi_test_pause_hook(void (*fn)(void));
 size_t fut__mpi_live_objects(void);
 
 static inline int world_rank(void)

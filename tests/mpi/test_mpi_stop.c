@@ -44,6 +44,14 @@
  *                receive after it), so that result's send never
  *                completed, its server never said BYE nor returned, and
  *                the barrier hung.
+ *   cancelnowait (fourteenth session) an idle executor's manager is
+ *                paused (a test hook) after its pass's dispatch, before
+ *                it reads the shutdown; main submits 64 jobs, cancels
+ *                them all, shuts down (NOWAIT) and calls MPI_Finalize
+ *                once that returns.  Before, the queue of cancelled jobs
+ *                made the executor look busy: shutdown(NOWAIT) returned
+ *                at once, and the manager dropped them, sent the STOPs
+ *                and probed for the BYEs as finalize began.
  * run.sh's timeout ends a hang as a failure.
  */
 #include <time.h>
@@ -264,6 +272,49 @@ static int mode_brokenbarrier(void)
 	return 0;
 }
 
+/* cancelnowait: the manager waits here once, armed, until main has
+ * queued and cancelled its jobs and is in its shutdown. */
+static _Atomic bool pause_armed, paused, pause_go;
+
+static void pause_once(void)
+{
+	if (!atomic_exchange(&pause_armed, false))
+		return;
+	atomic_store(&paused, true);
+	while (!atomic_load(&pause_go))
+		usleep(100);
+	usleep(50000); /* main's shutdown sets its flags meanwhile */
+}
+
+static int mode_cancelnowait(void)
+{
+	fut_executor *ex = NULL;
+	CHECK(fut_mpi_executor_new(&ex, NULL) == FUT_OK);
+	if (ex == NULL)
+		return 0;
+	enum {
+		N = 64
+	};
+	static unsigned char in[N];
+	fut_future *fs[N];
+	fut__mpi_test_pause_hook(pause_once);
+	atomic_store(&pause_armed, true);
+	for (int i = 0; i < 2000 && !atomic_load(&paused); i++)
+		usleep(1000);
+	CHECK(atomic_load(&paused));
+	CHECK(fut_submit_many(ex, quick_task, in, 1, N, fs) == FUT_OK);
+	for (int i = 0; i < N; i++)
+		CHECK(fut_cancel(fs[i]));
+	atomic_store(&pause_go, true);
+	CHECK(fut_executor_shutdown(ex, FUT_SHUTDOWN_NOWAIT) == FUT_OK);
+	for (int i = 0; i < N; i++) {
+		CHECK(fut_error(fs[i]) == FUT_ECANCELLED);
+		fut_release(fs[i]);
+	}
+	atomic_store(&watch_finalize, true);
+	return 0; /* MPI_Finalize at once */
+}
+
 static int mode_heldnew(void)
 {
 	for (int round = 0; round < 2; round++) {
@@ -295,10 +346,13 @@ int main(int argc, char **argv)
 		rc = mode_brokencbfin();
 	else if (strcmp(mode, "brokenbarrier") == 0)
 		rc = mode_brokenbarrier();
+	else if (strcmp(mode, "cancelnowait") == 0)
+		rc = mode_cancelnowait();
 	else {
 		fprintf(stderr,
 			"usage: %s brokenint|nowaitrace|cbfreefin|heldnew|"
-			"cbfreebarrier|brokencbfin|brokenbarrier\n",
+			"cbfreebarrier|brokencbfin|brokenbarrier|"
+			"cancelnowait\n",
 			argv[0]);
 		rc = 2;
 	}
