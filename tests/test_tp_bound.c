@@ -21,6 +21,11 @@
  *   returned: a wait beside it (it not yet woken) said FUT_EAGAIN though
  *   it was coming back to run the task queued, and so did its own wait
  *   when what it waited on was set while its test was under way.
+ * - A wait took a start whose place was taken for a thread that does
+ *   not wait, and slept; the start failed, and nobody tested the bound
+ *   again: the task queued stayed there beside two free slots
+ *   (2026-12-07, fourteenth session; the start's failure is the test
+ *   hook's, held 500 ms).
  * The interleavings are made: the test holds the pool's start lock
  * (p->ctl) so that a start waits for it, or a future's lock so that the
  * thread that sets it waits before it wakes the waiter.
@@ -512,6 +517,89 @@ static void test_a_thread_whose_wait_is_over_is_no_thread_waiting(void **state)
 	assert_int_equal(atomic_load(&bad), 0);
 }
 
+static fut_future *g1, *g2; /* what T1 and T2 wait on; A sets g2 */
+static struct told t1 = { .go = true, .rc = -1, .on = &g1 };
+static struct told t2 = { .rc = -1, .on = &g2 };
+
+static void sets_g2(fut_task *t)
+{
+	(void)t;
+	(void)fut_set_result(g2, NULL);
+}
+
+static void *submit_a(void *arg)
+{
+	struct submit_arg *a = arg;
+	a->rc = fut_submit(a->ex, sets_g2, NULL, &a->f);
+	return NULL;
+}
+
+/*
+ * Two slots: T1 waits (its slot given up), T2 runs.  A submit from
+ * outside the pool finds no looker and starts a thread for A: its place
+ * is taken (3 threads) and its pthread_create fails, slowly (the test
+ * hook).  Meanwhile T2 waits on what A sets.  T2's test took the start
+ * under way for a thread that does not wait and slept; the start failed,
+ * and nobody tested the bound again: A stayed queued, both slots free,
+ * every thread waiting, no wait said FUT_EAGAIN (review, 2026-12-07,
+ * fourteenth session).  T2's test now waits for the start's outcome,
+ * starts a looker itself, and A runs.
+ */
+static void test_a_wait_beside_a_start_that_fails_is_tested_again(void **state)
+{
+	(void)state;
+	fut_executor *ex = NULL;
+	fut_future *fs[2];
+	assert_int_equal(fut_thread_pool_new(
+				 &ex,
+				 &(fut_thread_pool_opts){ .max_workers = 2 }),
+			 FUT_OK);
+	struct tpool *p = pool_of(ex);
+	atomic_store(&in, 0);
+	assert_int_equal(fut_future_new(&g1), FUT_OK);
+	assert_int_equal(fut_future_new(&g2), FUT_OK);
+	assert_int_equal(fut_submit(ex, waits_when_told, &t1, &fs[0]), FUT_OK);
+	assert_true(reaches(&p->nwaiting, 1)); /* T1's slot given up */
+	assert_int_equal(fut_submit(ex, waits_when_told, &t2, &fs[1]), FUT_OK);
+	assert_true(reaches(&in, 2));
+	/* No looker (T2's thread stopped looking as it took T2), no
+	 * sleeper: A's submit starts a thread. */
+	int64_t deadline = fut__now_ns() + (int64_t)(GUARD_S * 1e9);
+	while (atomic_load(&p->nspinning) != 0 && fut__now_ns() < deadline)
+		sched_yield();
+	assert_int_equal(atomic_load(&p->nspinning), 0);
+	assert_int_equal(atomic_load(&p->nsleeping), 0);
+	assert_int_equal(fut__tp_threads(ex), 2);
+	fut__tp_test_fail_start(0, 500);
+	struct submit_arg sa = { .ex = ex, .rc = -1 };
+	pthread_t s;
+	assert_int_equal(pthread_create(&s, NULL, submit_a, &sa), 0);
+	assert_true(reaches(&p->nthreads, 3)); /* its place taken */
+	atomic_store(&t2.go, true); /* T2 waits while the start is under way */
+	assert_true(reaches(&p->nwaiting, 2));
+	assert_int_equal(pthread_join(s, NULL), 0); /* the start failed */
+	fut__tp_test_fail_start(0, -1);
+	assert_int_equal(sa.rc, FUT_OK);
+	deadline = fut__now_ns() + (int64_t)(GUARD_S * 1e9);
+	while (atomic_load(&t2.rc) == -1 && fut__now_ns() < deadline)
+		sched_yield();
+	int rc = atomic_load(&t2.rc);
+	if (rc == -1) /* A stranded, T2 asleep: end its wait */
+		(void)fut_set_result(g2, NULL);
+	(void)fut_set_result(g1, NULL);
+	assert_int_equal(fut_result(sa.f, GUARD_S, NULL), FUT_OK);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(fut_result(fs[i], GUARD_S, NULL), FUT_OK);
+		fut_release(fs[i]);
+	}
+	fut_release(sa.f);
+	fut_executor_free(ex);
+	fut_release(g1);
+	fut_release(g2);
+	assert_int_equal(rc, FUT_OK);
+	assert_int_equal(atomic_load(&t1.rc), FUT_OK);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -524,6 +612,8 @@ int main(void)
 		cmocka_unit_test(test_a_wait_that_is_over_is_no_thread_waiting),
 		cmocka_unit_test(
 			test_a_thread_whose_wait_is_over_is_no_thread_waiting),
+		cmocka_unit_test(
+			test_a_wait_beside_a_start_that_fails_is_tested_again),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

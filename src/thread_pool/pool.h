@@ -145,6 +145,11 @@ struct tpool {
 	/* Interrupting shutdowns begun: a task that starts as one walks is
 	 * interrupted by its own worker (run.c, run_started). */
 	_Atomic uint32_t interrupt_gen;
+	/* Of the places (nthreads - nholes), threads whose start is over
+	 * and succeeded (written under ctl): fewer while a start that has
+	 * taken its place runs pthread_create, which may fail (run.c,
+	 * past_bound). */
+	_Atomic uint32_t nstarted;
 
 	/* The handle, each worker, and one for every job block between
 	 * them (see fut__tp_jobs_settle). */

@@ -216,18 +216,35 @@ void fut__tp_hook_callbacks(void *ctx)
 		fut__tp_step_aside(w);
 }
 
-/* Whether every thread of the pool counts as waiting. */
-static bool every_thread_waits(struct tpool *p)
+/*
+ * Whether every thread of the pool counts as waiting; *threads: the
+ * threads whose start is over (they exist).  A start that has taken its
+ * place (nthreads) runs pthread_create with p->ctl dropped, and may fail:
+ * counted as a thread, a wait beside it saw "not every thread waits" and
+ * slept, and when the start failed nobody tested the bound again (found
+ * by review, 2026-12-07).
+ */
+static bool every_thread_waits(struct tpool *p, uint32_t *threads)
 {
-	return atomic_load(&p->nwaiting) >= pool_threads(p);
+	uint32_t waiting = atomic_load(&p->nwaiting);
+	*threads = atomic_load(&p->nstarted);
+	return waiting >= *threads;
+}
+
+/* Whether a start is under way: its looker counted (a submit's, a
+ * waiter's), or its place taken and its start not over.  Read after the
+ * threads, a start under way then is seen here, unless it failed since. */
+static bool a_start_is_under_way(struct tpool *p, uint32_t threads)
+{
+	return atomic_load(&p->nspinning) != 0 || pool_threads(p) != threads;
 }
 
 /*
  * Whether a thread counted waiting comes back: its wait is over (what it
  * waits on is done) though its hook_unblock has not run yet (it is not
- * woken or not scheduled yet, or it is in past_bound too), or it ran
- * since nwaiting was read.  Its park is looked at under its lock, which
- * hook_unblock takes before the park's frame can go.
+ * woken or not scheduled yet, or it is in past_bound too).  Its park is
+ * looked at under its lock, which hook_unblock takes before the park's
+ * frame can go.
  */
 static bool a_wait_is_over(struct tpool *p)
 {
@@ -246,8 +263,7 @@ static bool a_wait_is_over(struct tpool *p)
 		if (over)
 			return true;
 	}
-	/* One that cleared its park had left nwaiting first. */
-	return !every_thread_waits(p);
+	return false;
 }
 
 /*
@@ -258,27 +274,30 @@ static bool a_wait_is_over(struct tpool *p)
  * them.  Jobs that ran inline (or were cancelled) count in the queue
  * until popped: they are dropped first, they need no thread.
  *
- * A start that fails is looked at again: another's start may have taken
- * the last place between the look and the try (a submit's, at the
+ * A start under way (a looker counted, its place taken or not yet) is
+ * waited for: its thread comes and looks, or it fails and the test goes
+ * on.  A start that fails is looked at again: another's start may have
+ * taken the last place between the look and the try (a submit's, at the
  * bound), and what that thread did since counts: it may be looking, or
  * it ran a job inline and waits too, the job still queued: its own test
- * saw this wait's looker credit (held while the start is tried) and
- * waited for it, or has not come to it yet.  So the rule is applied in
- * full again, until it says no or a start fails with the thread count it
- * looked at: then none could be added.
+ * saw this wait's start under way and waited for it, or has not come to
+ * it yet.  So the rule is applied in full again, until it says no or a
+ * start fails with the thread count it looked at: then none could be
+ * added.
  */
 static int past_bound(struct worker *w)
 {
 	struct tpool *p = w->pool;
 	uint32_t tried = UINT32_MAX; /* threads when a start last failed */
 	for (;;) {
-		if (!every_thread_waits(p))
+		uint32_t threads;
+		if (!every_thread_waits(p, &threads))
 			return FUT_OK;
-		/* Every thread waits: a looker counted is a start under way
-		 * (a submit's, a waiter's), its place not yet taken.  Its
-		 * thread comes (the count of threads grows) or the start
-		 * fails and no one may run the queue: see which. */
-		if (atomic_load(&p->nspinning) != 0) {
+		/* Every thread waits: a looker counted, or a place taken
+		 * by a start not over, is a start under way.  Its thread
+		 * comes (a thread that does not wait) or the start fails
+		 * and no one may run the queue: see which. */
+		if (a_start_is_under_way(p, threads)) {
 			sched_yield();
 			continue;
 		}
@@ -293,9 +312,18 @@ static int past_bound(struct worker *w)
 		}
 		if (fut__tp_queue_count(&p->q) == 0)
 			return FUT_OK;
-		uint32_t threads = pool_threads(p);
-		if (threads == tried)
-			return a_wait_is_over(p) ? FUT_OK : FUT_EAGAIN;
+		if (threads == tried) {
+			if (a_wait_is_over(p))
+				return FUT_OK;
+			/* None added, none started since, and each still
+			 * waits (one that cleared its park had left
+			 * nwaiting first): else the rule again. */
+			uint32_t now;
+			if (every_thread_waits(p, &now) && now == threads &&
+			    !a_start_is_under_way(p, now))
+				return FUT_EAGAIN;
+			continue;
+		}
 		if (fut__tp_start_looker(p))
 			return FUT_OK;
 		tried = threads;

@@ -2,9 +2,9 @@
  * thread_pool/start.c: starting worker threads: their places in
  * workers[] and where they start (Placement).
  *
- * Owns: the places of threads (nthreads, nholes, workers[] and each
- * worker's starting, hole and joined marks) and the placement (cpus,
- * home_cpu, pushed_seen).
+ * Owns: the places of threads (nthreads, nholes, nstarted, workers[] and
+ * each worker's starting, hole and joined marks) and the placement
+ * (cpus, home_cpu, pushed_seen).
  * Threads: submitters (a pool's first thread), workers (fut__tp_wakep's
  * starts, a nested wait's looker).
  * Locks: p->ctl guards the places and the placement, and is taken alone;
@@ -71,6 +71,8 @@ static int start_done_locked(struct tpool *p, struct worker *w, int rc)
 	w->starting = false;
 	if (rc == 0) {
 		atomic_store_explicit(&p->started, true, memory_order_release);
+		atomic_fetch_add_explicit(&p->nstarted, 1,
+					  memory_order_seq_cst);
 		if (p->detached) { /* freed from its own thread: nobody joins */
 			fut__tp_thread_abandon(w->thread, &w->stack);
 			w->joined = true;
