@@ -17,6 +17,12 @@
  *   drained job: the task cancels the job itself (refused and left
  *   pending, it was a deadlock).
  *
+ * - a task that waits (untimed) for a job a CANCEL_PENDING shutdown
+ *   drained, after the pool broke (an initializer failed) while that
+ *   shutdown ran an earlier job's callback: the task failed the job
+ *   FUT_EBROKEN, as if the break had drained it, and the shutdown
+ *   returned with it not cancelled (fourteenth session).
+ *
  * - a task that blocks SIGTERM on its own thread and then submits: the
  *   threads its worker started meanwhile kept SIGTERM blocked, for good.
  *
@@ -293,6 +299,103 @@ static void test_a_waiter_ends_a_job_a_break_drained_as_broken(void **state)
 	alarm(0);
 }
 
+static _Atomic bool init_go, t_go;
+
+/* The first thread's initializer passes; the second's waits until told,
+ * then fails: a break, while a shutdown's drain runs a callback. */
+static int second_init_fails_when_told(void *arg)
+{
+	(void)arg;
+	if (atomic_fetch_add(&inits, 1) == 0)
+		return 0;
+	for (int i = 0; i < 60000 && !atomic_load(&init_go); i++)
+		usleep(1000);
+	return -1;
+}
+
+/* Waits, untimed, for `second` once told; returns what the wait gave. */
+static void wait_for_second_when_told(fut_task *t)
+{
+	for (int i = 0; i < 60000 && !atomic_load(&t_go); i++)
+		usleep(1000);
+	int rc = fut_result(second, -1, NULL);
+	fut_task_return(t, (void *)(intptr_t)rc);
+}
+
+/* The shutdown's drain cancels `first`: its callback breaks the pool
+ * (the second initializer fails), then lets the task wait for `second`,
+ * which the same drain took, and waits until `second` is done. */
+static void break_then_wait_cb(fut_future *f, void *ud)
+{
+	(void)f;
+	(void)ud;
+	atomic_store(&init_go, true);
+	fut_future *g = NULL;
+	int rc = FUT_ESHUTDOWN;
+	for (int i = 0; i < 60000 && rc != FUT_EBROKEN; i++) {
+		rc = fut_submit(drain_pool, nothing, NULL, &g);
+		if (rc == FUT_OK) /* cannot be: the queue is closed */
+			fut_release(g);
+		if (rc != FUT_EBROKEN)
+			usleep(1000);
+	}
+	atomic_store(&t_go, true);
+	(void)fut_wait(&second, 1, FUT_ALL_COMPLETED, GUARD_S);
+}
+
+/*
+ * shutdown(CANCEL_PENDING) drains `second`; before it cancels it (it
+ * runs `first`'s callback) an initializer fails and the pool breaks, and
+ * a task waits, untimed, for `second`: the task ended it as the break's
+ * drain would, FUT_EBROKEN, because it read p->broken rather than which
+ * drain took the job, and the shutdown returned with a drained future
+ * not cancelled (review, 2026-12-07, fourteenth session).
+ */
+static void
+test_a_job_a_shutdown_drained_is_cancelled_despite_a_break(void **state)
+{
+	(void)state;
+	alarm(60);
+	atomic_store(&inits, 0);
+	atomic_store(&init_go, false);
+	atomic_store(&t_go, false);
+	atomic_store(&second_ran, false);
+	assert_int_equal(
+		fut_thread_pool_new(
+			&drain_pool,
+			&(fut_thread_pool_opts){
+				.max_workers = 2,
+				.initializer = second_init_fails_when_told }),
+		FUT_OK);
+	fut_future *waiter = NULL;
+	assert_int_equal(fut_submit(drain_pool, wait_for_second_when_told, NULL,
+				    &waiter),
+			 FUT_OK);
+	wait_running(waiter);
+	/* The second thread starts for them and waits in its initializer. */
+	assert_int_equal(fut_submit(drain_pool, nothing, NULL, &first), FUT_OK);
+	assert_int_equal(fut_submit(drain_pool, mark_ran, NULL, &second),
+			 FUT_OK);
+	assert_int_equal(fut_add_done_callback(first, break_then_wait_cb, NULL),
+			 FUT_OK);
+	assert_int_equal(fut_executor_shutdown(drain_pool,
+					       FUT_SHUTDOWN_CANCEL_PENDING |
+						       FUT_SHUTDOWN_NOWAIT),
+			 FUT_OK);
+	bool cancelled = fut_cancelled(second);
+	void *rc = NULL;
+	assert_int_equal(fut_result(waiter, GUARD_S, &rc), FUT_OK);
+	assert_true(fut_cancelled(first));
+	assert_false(atomic_load(&second_ran));
+	fut_release(waiter);
+	fut_release(first);
+	fut_release(second);
+	fut_executor_free(drain_pool);
+	alarm(0);
+	assert_true(cancelled);
+	assert_int_equal((int)(intptr_t)rc, FUT_ECANCELLED);
+}
+
 static fut_executor *mask_pool;
 static _Atomic int masked_runs;
 
@@ -362,6 +465,8 @@ int main(void)
 			test_a_waiter_ends_a_job_a_break_drained_as_broken),
 		cmocka_unit_test(
 			test_a_task_signal_mask_reaches_no_thread_it_starts),
+		cmocka_unit_test(
+			test_a_job_a_shutdown_drained_is_cancelled_despite_a_break),
 	};
 	const char *only = getenv("TEST_FILTER");
 	if (only != NULL)

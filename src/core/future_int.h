@@ -51,6 +51,9 @@ enum {
 	/* A third executor's bit (the thread pool: a shutdown drained the
 	 * job, and it must not start). */
 	FUT__F_EXECUTOR3 = 32,
+	/* A fourth (the thread pool: the drain that took the job was a
+	 * break's, which fails it FUT_EBROKEN, not a shutdown's cancel). */
+	FUT__F_EXECUTOR4 = 64,
 };
 
 #define FUT__FUTURE_MAGIC 0x4655u /* "FU" */

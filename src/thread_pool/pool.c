@@ -317,7 +317,7 @@ static struct tp_drain *drain_here(const struct tpool *p)
 void fut__tp_drain_end(struct tpool *p, int code, bool interrupt)
 {
 	pthread_mutex_lock(&p->ctl);
-	struct job *list = fut__tp_queue_drain(&p->q);
+	struct job *list = fut__tp_queue_drain(&p->q, code);
 	if (list != NULL)
 		p->ndraining++;
 	pthread_mutex_unlock(&p->ctl);

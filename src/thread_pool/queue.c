@@ -195,16 +195,19 @@ struct job *fut__tp_queue_pop_stale(struct tp_queue *q)
 	return popped(q, j);
 }
 
-struct job *fut__tp_queue_drain(struct tp_queue *q)
+struct job *fut__tp_queue_drain(struct tp_queue *q, int code)
 {
+	uint32_t mark = FUT__F_EXECUTOR3 |
+			(code == FUT_ECANCELLED ? 0 : FUT__F_EXECUTOR4);
 	struct job *list = NULL, *tail = NULL;
 	size_t n = 0;
 	bool last = false;
 	fut__lock_acquire(&q->clock);
 	for (struct job *j; (j = pop_locked(q, &last)) != NULL;) {
 		/* Drained: a waiter that would run it inline must not start
-		 * it now (fut__tp_queue_start_inline). */
-		atomic_fetch_or_explicit(&j->fut.flags, FUT__F_EXECUTOR3,
+		 * it now, and ends it as this drain will, whatever happened
+		 * to the pool since (fut__tp_queue_start_inline). */
+		atomic_fetch_or_explicit(&j->fut.flags, mark,
 					 memory_order_relaxed);
 		atomic_store_explicit(&j->link.next, NULL,
 				      memory_order_relaxed);
@@ -226,9 +229,10 @@ struct job *fut__tp_queue_drain(struct tp_queue *q)
 int fut__tp_queue_start_inline(struct tp_queue *q, struct job *j)
 {
 	fut__lock_acquire(&q->clock);
-	int rc = FUT_ECANCELLED;
-	if (!(atomic_load_explicit(&j->fut.flags, memory_order_relaxed) &
-	      FUT__F_EXECUTOR3))
+	uint32_t flags =
+		atomic_load_explicit(&j->fut.flags, memory_order_relaxed);
+	int rc = flags & FUT__F_EXECUTOR4 ? FUT_EBROKEN : FUT_ECANCELLED;
+	if (!(flags & FUT__F_EXECUTOR3))
 		rc = fut__future_start(&j->fut) == FUT_OK ? FUT_OK : FUT_ESTATE;
 	fut__lock_release(&q->clock);
 	return rc;

@@ -73,12 +73,14 @@ void fut__tp_queue_close(struct tp_queue *q, int code);
 void fut__tp_queue_cancelled(struct tp_queue *q, struct job *j);
 /* Empties the queue: the caller owns the returned list (linked through
  * link.next as struct job; each still holds its queue reference), each
- * marked drained (FUT__F_EXECUTOR3). */
-struct job *fut__tp_queue_drain(struct tp_queue *q);
+ * marked drained (FUT__F_EXECUTOR3) with the code it will end with:
+ * FUT_ECANCELLED (a shutdown's), else a break's (FUT__F_EXECUTOR4). */
+struct job *fut__tp_queue_drain(struct tp_queue *q, int code);
 /* A waiter's start of queued job j, inline: under the consumer lock, so
  * that a job a shutdown drained (and will cancel) never starts.  FUT_OK
- * if it started it; FUT_ECANCELLED if a shutdown drained it; FUT_ESTATE
- * if it was no longer pending. */
+ * if it started it; the code of the drain that took it (FUT_ECANCELLED,
+ * FUT_EBROKEN), which the waiter ends it with as that drain would;
+ * FUT_ESTATE if it was no longer pending. */
 int fut__tp_queue_start_inline(struct tp_queue *q, struct job *j);
 /* Jobs queued (a hint: it may count one being pushed or taken). */
 static inline uint64_t fut__tp_queue_count(struct tp_queue *q)

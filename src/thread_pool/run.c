@@ -147,12 +147,14 @@ bool fut__tp_job_assist(fut_future *f)
 	 * waiter cancels that one itself, as the shutdown will: its drain may
 	 * be running a callback that waits for this very task. */
 	int rc = fut__tp_queue_start_inline(&p->q, j);
-	if (rc == FUT_ECANCELLED) {
-		/* A break's drain fails its jobs FUT_EBROKEN: so does this
-		 * one (a cancel here said FUT_ECANCELLED: found by review,
-		 * 2026-12-07).  The drain frees what the job holds when it
-		 * started it; otherwise here. */
-		if (!atomic_load(&p->broken))
+	if (rc == FUT_ECANCELLED || rc == FUT_EBROKEN) {
+		/* As the drain that took it ends it: a break's fails its
+		 * jobs FUT_EBROKEN (a cancel here said FUT_ECANCELLED), a
+		 * shutdown's cancels them, though the pool broke since (the
+		 * test of p->broken here failed it FUT_EBROKEN: both found
+		 * by review, 2026-12-07).  The drain frees what the job
+		 * holds when it started it; otherwise here. */
+		if (rc == FUT_ECANCELLED)
 			(void)fut_cancel(f);
 		else
 			(void)fut__tp_job_fail_unstarted(j, FUT_EBROKEN);
