@@ -133,15 +133,22 @@ $(BUILD)/tests/%: tests/%.c $(STATIC) $(wildcard tests/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(TEST_CFLAGS) $(CMOCKA_CFLAGS) -o $@ $< $(STATIC) $(CMOCKA_LIBS) -lm
 
-# test_pp_exec_ctors once more, linked with libfuture.so as a user's
-# program is: the loader then runs the program's constructors after the
-# library's.
+# test_pp_exec_ctors has a constructor in an object linked after the
+# library (tests/exec_ctors_late.c), and is built once more linked with
+# libfuture.so as a user's program is: the loader then runs the
+# program's constructors after the library's.
+EXEC_CTORS_LATE = tests/exec_ctors_late.c
+$(BUILD)/tests/test_pp_exec_ctors: tests/test_pp_exec_ctors.c \
+		$(EXEC_CTORS_LATE) $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(TEST_CFLAGS) $(CMOCKA_CFLAGS) -o $@ $< $(STATIC) \
+		$(EXEC_CTORS_LATE) $(CMOCKA_LIBS) -lm
 TESTS += $(BUILD)/tests/test_pp_exec_ctors_shared
 $(BUILD)/tests/test_pp_exec_ctors_shared: tests/test_pp_exec_ctors.c \
-		$(BUILD)/libfuture.so
+		$(EXEC_CTORS_LATE) $(BUILD)/libfuture.so
 	@mkdir -p $(dir $@)
 	$(CC) $(TEST_CFLAGS) $(CMOCKA_CFLAGS) -o $@ $< -L$(BUILD) -lfuture \
-		$(CMOCKA_LIBS) -lm -Wl,-rpath,'$$ORIGIN/..'
+		$(EXEC_CTORS_LATE) $(CMOCKA_LIBS) -lm -Wl,-rpath,'$$ORIGIN/..'
 
 $(BUILD)/examples/%: examples/%.c $(STATIC)
 	@mkdir -p $(dir $@)

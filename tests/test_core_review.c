@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -238,9 +239,8 @@ test_as_completed_fd_of_a_child_that_closed_it_is_its_own(void **state)
 /* The child puts a file of its own under the inherited fd's number (a
  * daemon's log after it closed every fd), then uses the iterator and
  * frees it: the file stays its own. */
-static int child_reuses_the_number(fut_as_completed *it, fut_future **fs)
+static int child_reuses_it_for(int log, fut_as_completed *it, fut_future **fs)
 {
-	int log = memfd_create("log", MFD_CLOEXEC);
 	if (log < 0 || dup2(log, inherited_fd) != inherited_fd)
 		return 1;
 	(void)close(log);
@@ -256,7 +256,25 @@ static int child_reuses_the_number(fut_as_completed *it, fut_future **fs)
 	if (fstat(inherited_fd, &after) != 0 || after.st_ino != before.st_ino ||
 	    after.st_dev != before.st_dev)
 		return 11;
+	return 0;
+}
+
+static int child_reuses_the_number(fut_as_completed *it, fut_future **fs)
+{
+	int rc = child_reuses_it_for(memfd_create("log", MFD_CLOEXEC), it, fs);
+	if (rc != 0)
+		return rc;
 	return write(inherited_fd, "x", 1) == 1 ? 0 : 12;
+}
+
+/* An epoll fd shares the eventfd's inode (every anonymous one does). */
+static int child_reuses_it_for_epoll(fut_as_completed *it, fut_future **fs)
+{
+	int rc = child_reuses_it_for(epoll_create1(EPOLL_CLOEXEC), it, fs);
+	if (rc != 0)
+		return rc;
+	struct epoll_event ev;
+	return epoll_wait(inherited_fd, &ev, 1, 0) == 0 ? 0 : 13;
 }
 
 /*
@@ -269,6 +287,16 @@ test_as_completed_fd_leaves_a_childs_own_file_at_that_number(void **state)
 {
 	(void)state;
 	check_child_of_one(child_reuses_the_number);
+}
+
+/* Before (found by a review of the fix above, 2026-12-07), an epoll fd
+ * there passed for the iterator's: replaced by the eventfd (epoll_wait:
+ * EINVAL), then closed by the free. */
+static void
+test_as_completed_fd_leaves_a_childs_epoll_at_that_number(void **state)
+{
+	(void)state;
+	check_child_of_one(child_reuses_it_for_epoll);
 }
 
 int main(void)
@@ -284,6 +312,8 @@ int main(void)
 			test_as_completed_fd_of_a_child_that_closed_it_is_its_own),
 		cmocka_unit_test(
 			test_as_completed_fd_leaves_a_childs_own_file_at_that_number),
+		cmocka_unit_test(
+			test_as_completed_fd_leaves_a_childs_epoll_at_that_number),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -22,6 +22,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
@@ -336,14 +337,22 @@ static void note_fd(fut_as_completed *it)
 /* Whether it->fd, inherited by a fork child, still holds an eventfd:
  * the child may have closed it and opened a file of its own under that
  * number (a daemon's log), which is the child's to keep (found by review,
- * 2026-12-07: replaced, or closed by the free).  An eventfd of the
- * child's own there cannot be told from it: every eventfd has one
- * inode. */
+ * 2026-12-07: replaced, or closed by the free).  Every anonymous-inode
+ * fd (eventfd, epoll, timerfd, signalfd) has one inode: /proc names the
+ * kind, where it can be read.  An eventfd of the child's own there
+ * cannot be told from it. */
 static bool fd_still_ours(const fut_as_completed *it)
 {
 	struct stat st;
-	return fstat(it->fd, &st) == 0 && st.st_dev == it->fd_dev &&
-	       st.st_ino == it->fd_ino;
+	if (fstat(it->fd, &st) != 0 || st.st_dev != it->fd_dev ||
+	    st.st_ino != it->fd_ino)
+		return false;
+	char path[32], link[32];
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", it->fd);
+	static const char kind[] = "anon_inode:[eventfd]";
+	ssize_t n = readlink(path, link, sizeof(link));
+	return n < 0 || ((size_t)n == sizeof(kind) - 1 &&
+			 memcmp(link, kind, sizeof(kind) - 1) == 0);
 }
 
 /*

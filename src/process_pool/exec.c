@@ -188,29 +188,45 @@ static bool take_msg(int sock, struct exec_msg *m, int *slots_fd)
 	       m->nslots != 0 && m->nmods <= EXEC_MAX_MODULES;
 }
 
-/* The program's constructors that its start would run after this one,
- * before main: those of this module's init_array after this entry (a
- * static link: the objects after the library's), then, when this module
- * is not the executable (libfuture.so, or a library it is linked into),
- * the executable's DT_INIT and init_array, which the loader runs after
- * every library's (a C++ program's static initializers).  Constructors
- * of other libraries initialised after this one (those that link it) do
- * not run: their order is the loader's own.  Found by review,
- * 2026-12-07: with libfuture.so no constructor of the program ran. */
+/*
+ * The program's constructors that its start would run after this one,
+ * before main (found by review, 2026-12-07: with libfuture.so none ran):
+ *
+ * - those of this module's init_array after this entry (a static link:
+ *   the objects after the library's in link order);
+ * - when this module is not the executable (libfuture.so, or a library
+ *   it is linked into), the executable's DT_INIT and init_array, which
+ *   the loader runs after every library's (a C++ program's static
+ *   initializers); but only when no module with constructors of its own
+ *   is loaded ahead of this one (one that links it, or one named before
+ *   it on the link line): the loader initialises such a module after
+ *   this one, so here it never is, and the program's constructors may
+ *   need it (a review, 2026-12-07: a wrapper library's state, a C++
+ *   runtime).  Then none of the executable's run, as before.
+ */
 static void fut__pp_exec_entry(int argc, char **argv, char **envp);
+
+typedef void (*ctor_fn)(int argc, char **argv, char **envp);
+
+/* A fully static executable has no dynamic section: the linker's bounds
+ * of its init_array (hidden, in the module this is linked into; a shared
+ * library has none). */
+extern ctor_fn __init_array_start[] __attribute__((weak, visibility("hidden")));
+extern ctor_fn __init_array_end[] __attribute__((weak, visibility("hidden")));
+
+struct ctor_list {
+	ElfW(Addr) init; /* DT_INIT, 0: none */
+	const ElfW(Addr) * arr;
+	size_t n;
+};
 
 struct ctors {
 	ElfW(Addr) self;
 	unsigned seen;
-	const ElfW(Addr) * own;
-	size_t nown;
 	bool own_found, own_is_main;
-	ElfW(Addr) main_init;
-	const ElfW(Addr) * main_arr;
-	size_t nmain;
+	bool ahead; /* a module with constructors before ours */
+	struct ctor_list own, main;
 };
-
-typedef void (*ctor_fn)(int argc, char **argv, char **envp);
 
 static bool module_holds(const struct dl_phdr_info *info, ElfW(Addr) a)
 {
@@ -226,12 +242,9 @@ static bool module_holds(const struct dl_phdr_info *info, ElfW(Addr) a)
 /* A module's DT_INIT and init_array, as the loader calls them: their
  * addresses in the dynamic section are not relocated (glibc's call_init
  * adds the load address). */
-static void init_of(const struct dl_phdr_info *info, ElfW(Addr) * init,
-		    const ElfW(Addr) * *arr, size_t *n)
+static void init_of(const struct dl_phdr_info *info, struct ctor_list *l)
 {
-	*init = 0;
-	*arr = NULL;
-	*n = 0;
+	*l = (struct ctor_list){ 0 };
 	for (int i = 0; i < info->dlpi_phnum; i++) {
 		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
 		if (ph->p_type != PT_DYNAMIC)
@@ -240,15 +253,15 @@ static void init_of(const struct dl_phdr_info *info, ElfW(Addr) * init,
 			(const ElfW(Dyn) *)(info->dlpi_addr + ph->p_vaddr);
 		for (; d->d_tag != DT_NULL; d++)
 			if (d->d_tag == DT_INIT)
-				*init = info->dlpi_addr + d->d_un.d_ptr;
+				l->init = info->dlpi_addr + d->d_un.d_ptr;
 			else if (d->d_tag == DT_INIT_ARRAY)
-				*arr = (const ElfW(Addr) *)(info->dlpi_addr +
-							    d->d_un.d_ptr);
+				l->arr = (const ElfW(Addr) *)(info->dlpi_addr +
+							      d->d_un.d_ptr);
 			else if (d->d_tag == DT_INIT_ARRAYSZ)
-				*n = d->d_un.d_val / sizeof(ElfW(Addr));
+				l->n = d->d_un.d_val / sizeof(ElfW(Addr));
 	}
-	if (*arr == NULL)
-		*n = 0;
+	if (l->arr == NULL)
+		l->n = 0;
 }
 
 static int find_ctors(struct dl_phdr_info *info, size_t size, void *data)
@@ -256,18 +269,25 @@ static int find_ctors(struct dl_phdr_info *info, size_t size, void *data)
 	(void)size;
 	struct ctors *c = data;
 	bool first = c->seen++ == 0; /* the executable comes first */
+	struct ctor_list l;
+	init_of(info, &l);
 	if (first)
-		init_of(info, &c->main_init, &c->main_arr, &c->nmain);
-	if (!module_holds(info, c->self))
+		c->main = l;
+	if (!module_holds(info, c->self)) {
+		if (!first && (l.init != 0 || l.n != 0))
+			c->ahead = true;
 		return 0;
-	ElfW(Addr) init;
-	init_of(info, &init, &c->own, &c->nown);
+	}
+	c->own = l;
+	if (l.arr == NULL && __init_array_start != NULL &&
+	    __init_array_end != NULL) { /* fully static */
+		c->own.arr = (const ElfW(Addr) *)(uintptr_t)__init_array_start;
+		c->own.n = (size_t)(__init_array_end - __init_array_start);
+	}
 	c->own_found = true;
 	c->own_is_main = first;
 	return 1;
 }
-
-static bool booting;
 
 static void call_ctor(ElfW(Addr) a, int argc, char **argv)
 {
@@ -275,29 +295,39 @@ static void call_ctor(ElfW(Addr) a, int argc, char **argv)
 		((ctor_fn)(uintptr_t)a)(argc, argv, environ);
 }
 
+/* Set while this process is a fork server that is starting: from the
+ * first of the library's constructors (a priority one: before the
+ * program's in a static link too) until it serves.  Only this process's
+ * one thread writes it, before any other thread can exist: a pool made
+ * elsewhere reads it without a lock, and no environment. */
+static bool starting;
+
+__attribute__((constructor(101))) static void see_start(void)
+{
+	starting = getenv(EXEC_ENV) != NULL;
+}
+
 static void run_program_ctors(int argc, char **argv)
 {
 	struct ctors c = { .self = (ElfW(Addr))(uintptr_t)fut__pp_exec_entry };
 	(void)dl_iterate_phdr(find_ctors, &c);
 	size_t j = 0;
-	while (j < c.nown && c.own[j] != c.self)
+	while (j < c.own.n && c.own.arr[j] != c.self)
 		j++;
-	if (!c.own_found || j == c.nown)
+	if (!c.own_found || j == c.own.n)
 		return; /* not entered from an init_array: leave it alone */
-	booting = true;
-	while (++j < c.nown)
-		call_ctor(c.own[j], argc, argv);
-	if (!c.own_is_main) {
-		call_ctor(c.main_init, argc, argv);
-		for (size_t i = 0; i < c.nmain; i++)
-			call_ctor(c.main_arr[i], argc, argv);
+	while (++j < c.own.n)
+		call_ctor(c.own.arr[j], argc, argv);
+	if (!c.own_is_main && !c.ahead) {
+		call_ctor(c.main.init, argc, argv);
+		for (size_t i = 0; i < c.main.n; i++)
+			call_ctor(c.main.arr[i], argc, argv);
 	}
-	booting = false;
 }
 
 bool fut__pp_exec_booting(void)
 {
-	return booting || getenv(EXEC_ENV) != NULL;
+	return starting;
 }
 
 __attribute__((constructor)) static void
@@ -337,7 +367,11 @@ fut__pp_exec_entry(int argc, char **argv, char **envp)
 					   (int (*)(void *))(void (*)(void))f :
 					   unresolved_initializer;
 	}
+	/* Also for the program's own constructor(101)s, before see_start
+	 * in a static link. */
+	starting = true;
 	run_program_ctors(argc, argv);
+	starting = false;
 	/* Read the module table now: every worker inherits it. */
 	struct fut__build_id *ids;
 	size_t nids;

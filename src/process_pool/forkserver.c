@@ -514,25 +514,46 @@ void fut__forkserver_stop(int *sock, pid_t *pid, int *pidfd)
 #define P_PIDFD 3
 #endif
 
+/* A signal through a pidfd: 0, or -1 with errno (ESRCH: reaped). */
+static int pidfd_signal(int pidfd, int sig)
+{
+#ifdef SYS_pidfd_send_signal
+	return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
+#else
+	(void)pidfd;
+	(void)sig;
+	errno = ENOSYS;
+	return -1;
+#endif
+}
+
 void fut__forkserver_reap(pid_t *pid, int *pidfd, bool kill_it)
 {
-	int r = -1;
-	errno = ENOSYS;
-	if (*pidfd >= 0) {
-#ifdef SYS_pidfd_send_signal
-		if (kill_it)
-			(void)syscall(SYS_pidfd_send_signal, *pidfd, SIGKILL,
-				      NULL, 0);
-#endif
+	bool by_pid = *pidfd < 0;
+	if (!by_pid) {
+		/* Its pidfd says whether it was reaped (ESRCH): until
+		 * then its pid is its own. */
+		bool gone = false;
+		if (kill_it && pidfd_signal(*pidfd, SIGKILL) != 0) {
+			gone = errno == ESRCH;
+			if (!gone) /* no pidfd signals (a seccomp filter) */
+				(void)kill(*pid, SIGKILL);
+		}
 		siginfo_t si;
-		do
-			r = waitid(P_PIDFD, (id_t)*pidfd, &si, WEXITED);
-		while (r < 0 && errno == EINTR);
+		int r = 0;
+		if (!gone)
+			do
+				r = waitid(P_PIDFD, (id_t)*pidfd, &si, WEXITED);
+			while (r < 0 && errno == EINTR);
+		/* No waitid on a pidfd (Linux 5.3): by the pid, while the
+		 * pidfd says it is not reaped. */
+		by_pid = r < 0 && errno == EINVAL &&
+			 pidfd_signal(*pidfd, 0) == 0;
 		(void)close(*pidfd);
 		*pidfd = -1;
+		kill_it = false; /* sent */
 	}
-	/* No pidfd, or no waitid on one (Linux 5.3): by the pid. */
-	if (r < 0 && errno != ECHILD && *pid > 0) {
+	if (by_pid && *pid > 0) {
 		if (kill_it)
 			(void)kill(*pid, SIGKILL);
 		while (waitpid(*pid, NULL, 0) < 0 && errno == EINTR)

@@ -240,9 +240,14 @@ struct ppool {
 /* Closes *fd if open, and marks it closed (-1). */
 static inline void fut__pp_close_fd(int *fd)
 {
-	if (*fd >= 0) {
-		(void)close(*fd);
+	int old = *fd;
+	if (old >= 0) {
+		/* -1 first: a fork child of the application taken between
+		 * the two would keep the number closed and its orphan pass
+		 * close whatever the child opened there (a review,
+		 * 2026-12-07). */
 		*fd = -1;
+		(void)close(old);
 	}
 }
 
