@@ -40,6 +40,9 @@
  *   goes to one of the program's own children: the pool's restart kills
  *   and reaps nothing of the program's.
  *
+ * - what tasks print with stdio to a stdout that is a file reaches it
+ *   when their worker retires.
+ *
  * Every wait has a generous timeout only so that a bug fails the test
  * instead of hanging it; no test asserts a duration and no sleep
  * synchronises anything.
@@ -365,6 +368,58 @@ static void test_a_reaped_fork_servers_pid_is_not_the_pools(void **state)
 	CHECK(alive);
 }
 
+/* Prints its input's number with stdio, unflushed. */
+static void print_unflushed(fut_task *t)
+{
+	size_t len = 0;
+	const unsigned char *in = fut_task_input(t, &len);
+	printf("task %u printed\n", len > 0 ? in[0] : 0u);
+	fut_task_return_bytes(t, NULL, 0);
+}
+
+/*
+ * stdout a file (fully buffered): four tasks print a line each on two
+ * workers, then the pool is freed: each line is in the file.  Before
+ * (found by a user's trial, 2026-12-07) the worker's _exit at its
+ * retirement dropped its buffer, and the file stayed empty.
+ */
+static void test_what_tasks_print_reaches_a_file_at_retirement(void **state)
+{
+	(void)state;
+	fflush(stdout);
+	int saved = dup(1);
+	CHECK(saved >= 0);
+	int file = memfd_create("stdout", MFD_CLOEXEC);
+	CHECK(file >= 0);
+	CHECK(dup2(file, 1) == 1);
+	fut_executor *ex = new_pool(2);
+	fut_future *fs[4];
+	for (unsigned char i = 0; i < 4; i++)
+		CHECK(fut_submit_bytes(ex, print_unflushed, &i, 1, &fs[i]) ==
+		      FUT_OK);
+	int rc = fut_wait(fs, 4, FUT_ALL_COMPLETED, 60.0);
+	fut_executor_free(ex);
+	fflush(stdout);
+	CHECK(dup2(saved, 1) == 1);
+	(void)close(saved);
+	CHECK(rc == FUT_OK);
+	for (int i = 0; i < 4; i++) {
+		CHECK(final_code(fs[i]) == FUT_OK);
+		fut_release(fs[i]);
+	}
+	char buf[256] = { 0 };
+	ssize_t n = pread(file, buf, sizeof(buf) - 1, 0);
+	(void)close(file);
+	CHECK(n > 0);
+	for (int i = 0; i < 4; i++) {
+		char line[32];
+		snprintf(line, sizeof(line), "task %d printed\n", i);
+		if (strstr(buf, line) == NULL)
+			diag("missing \"%s\" in \"%s\"\n", line, buf);
+		CHECK(strstr(buf, line) != NULL);
+	}
+}
+
 /* Returns 1 if the fd named by its input is open in the worker. */
 static void fd_is_open(fut_task *t)
 {
@@ -609,6 +664,8 @@ int main(void)
 			test_a_spent_worker_inside_its_task_still_counts),
 		cmocka_unit_test(
 			test_a_reaped_fork_servers_pid_is_not_the_pools),
+		cmocka_unit_test(
+			test_what_tasks_print_reaches_a_file_at_retirement),
 	};
 	if (!pp_test_prepare())
 		return 2;

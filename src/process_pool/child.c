@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -559,8 +560,10 @@ void fut__pp_child_main(const struct fut__forkserver_cfg *cfg,
 	back_slot = slot;
 	int rc = cfg->initializer ? cfg->initializer(cfg->initarg) : 0;
 	say_hello(outfd, rc);
-	if (rc != 0)
+	if (rc != 0) {
+		(void)fflush(NULL);
 		die(0);
+	}
 	unsigned char *stage = fut__malloc(FUT__PP_STAGE_BYTES);
 	if (stage == NULL)
 		die(126);
@@ -574,7 +577,15 @@ void fut__pp_child_main(const struct fut__forkserver_cfg *cfg,
 		int st = fut__pp_feed(&d, stage, FUT__PP_STAGE_BYTES, &ops, &c);
 		if (st == FUT__PP_FEED_EOF || st == FUT__PP_FEED_AGAIN) {
 			out_flush(&c.out, outfd);
-			die(0); /* EOF: retired, or the pool is gone */
+			/* EOF: retired, or the pool is gone.  What the tasks
+			 * printed goes out, as a process's exit would send it
+			 * (found by a user's trial, 2026-12-07: stdout to a
+			 * pipe or file is fully buffered, and _exit dropped
+			 * it); the buffers inherited were dropped at the
+			 * fork. */
+			fut__free(stage);
+			(void)fflush(NULL);
+			die(0);
 		}
 		if (st != FUT__PP_FEED_OK)
 			die(125); /* malformed task frame */
