@@ -26,9 +26,17 @@
  *   again: the task queued stayed there beside two free slots
  *   (2026-12-07, fourteenth session; the start's failure is the test
  *   hook's, held 500 ms).
+ * - A wait saw no start under way, then tried one of its own, and
+ *   another start had taken a place meanwhile: its own was refused, as
+ *   if enough threads ran (max_workers) or none could be added
+ *   (max_threads).  The wait slept, or said FUT_EAGAIN; the other start
+ *   failed, and the task queued stayed there, or the wait ended though a
+ *   place was free (review, 2026-12-07, fourteenth session).
  * The interleavings are made: the test holds the pool's start lock
- * (p->ctl) so that a start waits for it, or a future's lock so that the
- * thread that sets it waits before it wakes the waiter.
+ * (p->ctl) so that a start waits for it, a future's lock so that the
+ * thread that sets it waits before it wakes the waiter, or the queue's
+ * consumer lock so that a wait's test stops between its look and its
+ * start.
  * Timeouts here only guard against hangs (GUARD_S).
  */
 #include <pthread.h>
@@ -600,6 +608,82 @@ static void test_a_wait_beside_a_start_that_fails_is_tested_again(void **state)
 	assert_int_equal(atomic_load(&t1.rc), FUT_OK);
 }
 
+static void *frees_a_slot(void *arg)
+{
+	struct tpool *p = arg;
+	fut__tp_slot_put(p);
+	fut__tp_wakep(p); /* its start fails, slowly */
+	return NULL;
+}
+
+/*
+ * n threads wait on the gate (0: none), T on G2, A queued (it sets G2),
+ * a slot held by the test: T's wakep starts nothing.  T's test saw
+ * every thread waiting and no start under way, and stops before its own
+ * start (the test holds the queue's consumer lock).  Meanwhile a slot
+ * comes free, and its wakep takes a place and starts a thread for A,
+ * which fails after 500 ms (the test hook).  T's start then found the
+ * other's place taken: refused as if one more thread ran (n 0, one
+ * slot: T slept, A stayed queued) or as if the pool had max_threads
+ * (n 255: T said FUT_EAGAIN though the place came free).  T's test now
+ * waits for that start's outcome and starts a looker itself: A runs.
+ */
+static int wait_beside_a_start_that_took_a_place(int n)
+{
+	fut_executor *ex = NULL;
+	fut_future *fs[HOLDERS + 2];
+	struct told t = { .rc = -1, .on = &g2 };
+	struct tpool *p = holders_waiting(&ex, fs, n);
+	assert_int_equal(fut_future_new(&g2), FUT_OK);
+	assert_int_equal(fut_submit(ex, waits_when_told, &t, &fs[n]), FUT_OK);
+	assert_true(reaches(&in, (uint32_t)n + 1));
+	assert_int_equal(fut_submit(ex, sets_g2, NULL, &fs[n + 1]), FUT_OK);
+	int64_t deadline = fut__now_ns() + (int64_t)(GUARD_S * 1e9);
+	while (atomic_load(&p->nspinning) != 0 && fut__now_ns() < deadline)
+		sched_yield();
+	assert_int_equal(atomic_load(&p->nspinning), 0);
+	assert_int_equal(fut__tp_threads(ex), n + 1);
+	atomic_fetch_add(&p->nbusy, 1); /* T's wakep starts nothing */
+	fut__lock_acquire(&p->q.clock);
+	atomic_store(&t.go, true);
+	assert_true(reaches(&p->nwaiting, (uint32_t)n + 1));
+	nap_ms(50); /* T's test waits for the queue's lock */
+	fut__tp_test_fail_start(0, 500);
+	pthread_t s;
+	assert_int_equal(pthread_create(&s, NULL, frees_a_slot, p), 0);
+	assert_true(reaches(&p->nthreads, (uint32_t)n + 2)); /* its place */
+	fut__lock_release(&p->q.clock); /* T's start finds it taken */
+	assert_int_equal(pthread_join(s, NULL), 0); /* the start failed */
+	fut__tp_test_fail_start(0, -1);
+	deadline = fut__now_ns() + (int64_t)(GUARD_S * 1e9);
+	while (atomic_load(&t.rc) == -1 && fut__now_ns() < deadline)
+		sched_yield();
+	int rc = atomic_load(&t.rc);
+	if (rc == -1) /* A stranded, T asleep: end its wait */
+		(void)fut_set_result(g2, NULL);
+	if (rc != FUT_OK)
+		fprintf(stderr, "T's wait (%d waiting beside): %s\n", n,
+			rc == -1 ? "asleep, A queued" : fut_strerror(rc));
+	finish(ex, fs, n + 2);
+	fut_release(g2);
+	assert_int_equal(atomic_load(&bad), 0);
+	return rc;
+}
+
+static void test_a_start_refused_beside_a_start_is_tried_again(void **state)
+{
+	(void)state;
+	assert_int_equal(wait_beside_a_start_that_took_a_place(0), FUT_OK);
+}
+
+static void
+test_a_start_refused_at_the_bound_beside_a_start_is_tried_again(void **state)
+{
+	(void)state;
+	assert_int_equal(wait_beside_a_start_that_took_a_place(HOLDERS),
+			 FUT_OK);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -614,6 +698,10 @@ int main(void)
 			test_a_thread_whose_wait_is_over_is_no_thread_waiting),
 		cmocka_unit_test(
 			test_a_wait_beside_a_start_that_fails_is_tested_again),
+		cmocka_unit_test(
+			test_a_start_refused_beside_a_start_is_tried_again),
+		cmocka_unit_test(
+			test_a_start_refused_at_the_bound_beside_a_start_is_tried_again),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -272,8 +272,13 @@ void fut__tp_slot_get(struct tpool *p);
  * pthread_create (the pool's first thread, _locked) or only around it. */
 int fut__tp_spawn_locked(struct tpool *p);
 int fut__tp_spawn(struct tpool *p);
-/* A nested wait's looker; false when none can be added. */
-bool fut__tp_start_looker(struct tpool *p);
+/* reserve_locked refused a start only for the places of starts not over
+ * (pthread_create under way), which may yet fail: from fut__tp_spawn and
+ * fut__tp_start_looker, never returned out of the pool. */
+#define FUT__TP_BESIDE_A_START (-1)
+/* A nested wait's looker: FUT_OK (one comes, or enough run), FUT_EAGAIN
+ * (none can be added) or FUT__TP_BESIDE_A_START (look again). */
+int fut__tp_start_looker(struct tpool *p);
 
 /* pool.c */
 /* Drains the queue and ends its jobs (fut__tp_end_drained's `code`),

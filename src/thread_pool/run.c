@@ -285,7 +285,9 @@ static bool a_wait_is_over(struct tpool *p)
  * saw this wait's start under way and waited for it, or has not come to
  * it yet.  So the rule is applied in full again, until it says no or a
  * start fails with the thread count it looked at: then none could be
- * added.
+ * added.  A start refused only for the place of another start taken
+ * since the look (FUT__TP_BESIDE_A_START) is no failure: that start is
+ * waited for, as one under way at the look is.
  */
 static int past_bound(struct worker *w)
 {
@@ -326,8 +328,19 @@ static int past_bound(struct worker *w)
 				return FUT_EAGAIN;
 			continue;
 		}
-		if (fut__tp_start_looker(p))
+		int rc = fut__tp_start_looker(p);
+		if (rc == FUT_OK)
 			return FUT_OK;
+		/* Refused for another start's place, taken since the look
+		 * above: that start may fail, so none may come; wait for
+		 * its outcome and look again.  Taken for "enough run" (no
+		 * test again) or "none can be added" (FUT_EAGAIN though its
+		 * place came free), it left a task queued beside free slots
+		 * or a wait ended for nothing. */
+		if (rc == FUT__TP_BESIDE_A_START) {
+			sched_yield();
+			continue;
+		}
 		tried = threads;
 	}
 }

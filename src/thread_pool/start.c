@@ -14,25 +14,42 @@
 
 #include "thread_pool/pool.h"
 
+/* Whether a start is refused with `live` threads (places taken), `off`
+ * of them holding no slot and not looking meanwhile (waiting, or running
+ * callbacks aside: none of max_workers): FUT_EAGAIN at max_threads,
+ * FUT_ESTATE when enough run (or will once back), else FUT_OK. */
+static int refused(const struct tpool *p, uint32_t live, uint32_t off)
+{
+	if (live >= p->max_threads)
+		return FUT_EAGAIN;
+	if (live - (off < live ? off : live) >= p->max_workers)
+		return FUT_ESTATE;
+	return FUT_OK;
+}
+
 /*
  * Takes a place in workers[] for a thread about to be started: the place
  * of a start that failed, else the next one.  The worker is counted from
  * here on (nlive, a pool reference, the limits) and marked `starting`
  * until start_done: a shutdown waits for it and a join skips it until
- * then.  Caller holds p->ctl.
+ * then.  A refusal that only places of starts not over (their
+ * pthread_create runs, p->ctl dropped) make says so:
+ * FUT__TP_BESIDE_A_START, for those starts may yet fail (past_bound
+ * tests again).  Caller holds p->ctl.
  */
 static int reserve_locked(struct tpool *p, struct worker **out)
 {
 	assert(fut__mutex_held(&p->ctl));
 	uint32_t n = atomic_load_explicit(&p->nthreads, memory_order_relaxed);
 	uint32_t live = pool_threads(p);
-	if (live >= p->max_threads)
-		return FUT_EAGAIN;
-	/* Threads that hold no slot and will not look meanwhile (waiting,
-	 * or running callbacks aside) are none of max_workers. */
 	uint32_t off = atomic_load(&p->nwaiting) + atomic_load(&p->naside);
-	if (live - (off < live ? off : live) >= p->max_workers)
-		return FUT_ESTATE; /* enough run, or will once back */
+	int rc = refused(p, live, off);
+	if (rc != FUT_OK) {
+		uint32_t started = atomic_load(&p->nstarted);
+		return started != live && refused(p, started, off) == FUT_OK ?
+			       FUT__TP_BESIDE_A_START :
+			       rc;
+	}
 	struct worker *w = NULL;
 	if (atomic_load(&p->nholes) > 0) {
 		for (uint32_t i = 0; i < n && w == NULL; i++)
@@ -227,16 +244,23 @@ int fut__tp_spawn(struct tpool *p)
 	return rc;
 }
 
-/* A nested wait (fut__tp_hook_block) saw every thread wait, no looker,
+/*
+ * A nested wait (fut__tp_hook_block) saw every thread wait, no looker,
  * tasks queued: maybe in passing (a thread that took a task and began to
  * wait counts itself before its own wakep), so it starts a looker itself
- * (one too many at worst).  False when none can be added: the pool has
- * max_threads, or the system refused one. */
-bool fut__tp_start_looker(struct tpool *p)
+ * (one too many at worst).  FUT_OK: started, or enough run (or the pool
+ * broke); FUT_EAGAIN: none can be added (the pool has max_threads, or
+ * the system refused one); FUT__TP_BESIDE_A_START: refused for the
+ * place of another start taken since the caller looked, whose outcome
+ * is not known yet.
+ */
+int fut__tp_start_looker(struct tpool *p)
 {
 	atomic_fetch_add_explicit(&p->nspinning, 1, memory_order_seq_cst);
 	int rc = fut__tp_spawn(p);
 	if (rc != FUT_OK)
 		fut__tp_starts_failed(p, 1);
-	return rc == FUT_OK || rc == FUT_ESTATE || rc == FUT_EBROKEN;
+	if (rc == FUT_ESTATE || rc == FUT_EBROKEN)
+		return FUT_OK;
+	return rc == FUT_OK || rc == FUT__TP_BESIDE_A_START ? rc : FUT_EAGAIN;
 }
