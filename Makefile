@@ -69,7 +69,8 @@ EXAMPLES := $(patsubst examples/%.c,$(BUILD)/examples/%,\
 	$(filter-out $(EXAMPLES_UNBUILDABLE),$(EXAMPLE_SRCS)))
 # The event-loop examples also run in `make test` (so under ASan and TSan
 # in `make check`): each starts its own clients, checks every answer and
-# ends by itself.  So does du, which checks its sum against a serial walk.
+# ends by itself.  So does du, which checks its sum against a serial walk,
+# and that its tasks, not its fallback, walked a tree too shallow to need it.
 LOOP_EXAMPLES = uv_server glib_loop
 RUN_EXAMPLES := $(filter $(LOOP_EXAMPLES:%=$(BUILD)/examples/%) \
 	$(BUILD)/examples/du,$(EXAMPLES))

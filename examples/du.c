@@ -10,15 +10,19 @@
  * max_workers does not deadlock the pool, as it deadlocks a pool whose
  * waiting workers keep their threads (Python's ThreadPoolExecutor).  Past
  * the pool's bound (max_workers + 256 threads) such a wait returns
- * FUT_EAGAIN; the task then walks that subtree itself.  The same walk
- * done serially first checks the sum (the exit status is 1 if they
- * differ) and warms the kernel's caches, so that the two timings after
- * it compare walks, not disks.
+ * FUT_EAGAIN; the task then walks that subtree itself, and du says how
+ * often it fell back so.  The same walk done serially first checks the
+ * sum and warms the kernel's caches, so that the two timings after it
+ * compare walks, not disks.  The exit status is 1 if the sums differ,
+ * if the tasks run and the directories walked in place do not add up to
+ * the directories found, or if a tree too shallow to reach the bound
+ * (see shallow below) fell back at all: `make test` runs it so.
  *
  *   du [DIR]
  */
 #include <dirent.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +38,9 @@ struct usage {
 };
 
 static fut_executor *pool;
+/* Tasks run; fallbacks (a wait past the bound, or a submit refused), and
+ * the directories they walked in place instead of in tasks. */
+static atomic_ullong tasks, fallbacks, walked_here;
 
 static double now(void)
 {
@@ -56,16 +63,16 @@ static bool join(char *buf, const char *dir, const char *name)
 	return n > 0 && n < PATH_MAX;
 }
 
-/* Adds dir's regular files to *u, counts dir, and calls sub(path, u,
- * ctx) for each subdirectory; nothing when dir cannot be read. */
+/* Counts dir, adds its regular files to *u, and calls sub(path, u, ctx)
+ * for each subdirectory; no more when dir cannot be read. */
 static void scan(const char *dir, struct usage *u,
 		 void (*sub)(const char *path, struct usage *u, void *ctx),
 		 void *ctx)
 {
+	u->dirs++;
 	DIR *d = opendir(dir);
 	if (d == NULL)
 		return;
-	u->dirs++;
 	struct dirent *e;
 	char path[PATH_MAX];
 	struct stat st;
@@ -84,16 +91,37 @@ static void scan(const char *dir, struct usage *u,
 	closedir(d);
 }
 
-/* The serial walk: what the pool's walk must find. */
+/* The serial walk: what the pool's walk must find.  ctx: the level of
+ * the directory above path (dir's is 1), and the deepest level yet. */
+struct level {
+	unsigned n, *deepest;
+};
+
 static void walk_into(const char *path, struct usage *u, void *ctx)
 {
-	(void)ctx;
-	scan(path, u, walk_into, NULL);
+	const struct level *up = ctx;
+	struct level l = { up->n + 1, up->deepest };
+	if (*l.deepest < l.n)
+		*l.deepest = l.n;
+	scan(path, u, walk_into, &l);
 }
 
-static void walk(const char *dir, struct usage *u)
+/* Returns the levels of dir's tree (1: no subdirectory). */
+static unsigned walk(const char *dir, struct usage *u)
 {
-	scan(dir, u, walk_into, NULL);
+	unsigned deepest = 1;
+	scan(dir, u, walk_into, &(struct level){ 1, &deepest });
+	return deepest;
+}
+
+/* A fallback: dir's subtree walked here, not in tasks. */
+static void walk_here(const char *dir, struct usage *u)
+{
+	struct usage sub = { 0 };
+	walk(dir, &sub);
+	add(u, &sub);
+	fallbacks++;
+	walked_here += sub.dirs;
 }
 
 /* The result of a subdirectory's task, or (it could not run for us) the
@@ -106,9 +134,10 @@ static void collect(fut_future *f, const char *dir, struct usage *u)
 	if (rc == FUT_EAGAIN) {
 		/* Past the pool's bound.  Not started: ours to walk. */
 		if (fut_cancel(f)) {
-			walk(dir, u);
+			walk_here(dir, u);
 			return;
 		}
+		fallbacks++;
 		/* It runs: a timed wait keeps this worker's slot. */
 		do
 			rc = fut_result_bytes(f, 0.1, &data, &len);
@@ -151,7 +180,7 @@ static void fork_into(const char *path, struct usage *u, void *ctx)
 	if (copy == NULL || fut_submit_bytes(pool, du_task, copy, strlen(copy),
 					     &k->futs[k->n]) != FUT_OK) {
 		free(copy);
-		walk(path, u);
+		walk_here(path, u);
 		return;
 	}
 	k->paths[k->n++] = copy;
@@ -160,6 +189,7 @@ static void fork_into(const char *path, struct usage *u, void *ctx)
 /* A directory's task: its input is the path, its result a struct usage. */
 static void du_task(fut_task *t)
 {
+	tasks++;
 	size_t len;
 	const char *in = fut_task_input(t, &len);
 	char dir[PATH_MAX];
@@ -189,6 +219,11 @@ int main(int argc, char **argv)
 	const char *dir = argc > 1			    ? argv[1] :
 			  access("/usr/include", R_OK) == 0 ? "/usr/include" :
 							      ".";
+	struct stat st;
+	if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "du: %s: not a directory\n", dir);
+		return 1;
+	}
 	/* Few workers, as for I/O with a few connections: the tree's
 	 * depth, not max_workers, sets how many threads its waits need. */
 	if (fut_thread_pool_new(&pool,
@@ -197,7 +232,7 @@ int main(int argc, char **argv)
 					.thread_name_prefix = "du" }) != FUT_OK)
 		return 1;
 	struct usage serial = { 0 };
-	walk(dir, &serial);
+	unsigned levels = walk(dir, &serial);
 
 	double t0 = now();
 	fut_future *f = NULL;
@@ -223,12 +258,35 @@ int main(int argc, char **argv)
 	       (unsigned long long)pooled.dirs);
 	printf("pool of 4 (a task per directory): %.1f ms; serial: %.1f ms\n",
 	       (t1 - t0) * 1e3, (t3 - t2) * 1e3);
+	printf("%llu tasks, %llu fallbacks (%llu directories walked in place), "
+	       "%u levels\n",
+	       (unsigned long long)tasks, (unsigned long long)fallbacks,
+	       (unsigned long long)walked_here, levels);
+	int bad = 0;
 	if (memcmp(&pooled, &serial, sizeof(pooled)) != 0) {
 		fprintf(stderr,
 			"du: the serial walk found %llu bytes in %llu files\n",
 			(unsigned long long)serial.bytes,
 			(unsigned long long)serial.files);
-		return 1;
+		bad = 1;
 	}
-	return 0;
+	if (tasks + walked_here != pooled.dirs) {
+		fprintf(stderr,
+			"du: tasks and walks in place do not make "
+			"%llu directories\n",
+			(unsigned long long)pooled.dirs);
+		bad = 1;
+	}
+	/* A wait past the bound needs every thread of the pool waiting, so
+	 * at the end of the waits' chain a worker that may not run the task
+	 * it waits for: it runs 32 nested already (docs/api.md, "Waits that
+	 * wait"), each a level below the one before.  Shallow: no tree of 32
+	 * levels or fewer gets there. */
+	bool shallow = levels <= 32;
+	if (shallow && fallbacks != 0) {
+		fprintf(stderr, "du: %u levels fell back: fork-join failed\n",
+			levels);
+		bad = 1;
+	}
+	return bad;
 }
