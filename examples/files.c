@@ -59,62 +59,74 @@ static void progress(size_t done, size_t total)
 		fputc('\n', stderr);
 }
 
-/* Collects regular files of dir (not recursive) into paths. */
-static size_t list_dir(const char *dir, char ***paths)
+/* The paths to read, each a copy of its own. */
+struct list {
+	char **v;
+	size_t n, cap;
+};
+
+/* Appends a copy of path; false when out of memory. */
+static bool add_path(struct list *l, const char *path)
+{
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 64;
+		char **v = realloc(l->v, cap * sizeof(*v));
+		if (v == NULL)
+			return false;
+		l->v = v;
+		l->cap = cap;
+	}
+	char *copy = strdup(path);
+	if (copy == NULL)
+		return false;
+	l->v[l->n++] = copy;
+	return true;
+}
+
+/* Adds the regular files of dir (not recursive); false when out of
+ * memory. */
+static bool list_dir(const char *dir, struct list *l)
 {
 	DIR *d = opendir(dir);
 	if (d == NULL)
-		return 0;
-	size_t n = 0, cap = 0;
+		return true;
+	bool ok = true;
 	struct dirent *e;
-	while ((e = readdir(d)) != NULL) {
+	while (ok && (e = readdir(d)) != NULL) {
 		char path[4096];
 		struct stat st;
 		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-		if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
-			continue;
-		if (n == cap) {
-			cap = cap ? cap * 2 : 64;
-			*paths = realloc(*paths, cap * sizeof(**paths));
-		}
-		(*paths)[n++] = strdup(path);
+		if (stat(path, &st) == 0 && S_ISREG(st.st_mode))
+			ok = add_path(l, path);
 	}
 	closedir(d);
-	return n;
+	return ok;
 }
 
-int main(int argc, char **argv)
+/* Hashes the n files on a thread pool; the exit status. */
+static int hash_all(char **paths, size_t n)
 {
-	char **paths = NULL;
-	size_t n = 0;
-	struct stat st;
-	if (argc == 2 && stat(argv[1], &st) == 0 && S_ISDIR(st.st_mode)) {
-		n = list_dir(argv[1], &paths);
-	} else if (argc >= 2) {
-		paths = malloc((size_t)(argc - 1) * sizeof(*paths));
-		for (int i = 1; i < argc; i++)
-			paths[n++] = strdup(argv[i]);
-	} else {
-		n = list_dir("/usr/include", &paths);
-	}
-	if (n == 0) {
-		fprintf(stderr, "files: nothing to read\n");
-		return 1;
-	}
-
 	fut_executor *pool;
 	if (fut_thread_pool_new(&pool, &(fut_thread_pool_opts){
 					       .thread_name_prefix =
 						       "files" }) != FUT_OK)
 		return 1;
 	fut_future **fs = calloc(n, sizeof(*fs));
-	for (size_t i = 0; i < n; i++)
-		if (fut_submit(pool, hash_file, paths[i], &fs[i]) != FUT_OK)
-			return 1;
-
+	size_t k = 0; /* submitted */
+	while (fs != NULL && k < n &&
+	       fut_submit(pool, hash_file, paths[k], &fs[k]) == FUT_OK)
+		k++;
 	fut_as_completed *it;
-	if (fut_as_completed_new(&it, fs, n) != FUT_OK)
+	if (k < n || fut_as_completed_new(&it, fs, n) != FUT_OK) {
+		fprintf(stderr, "files: cannot submit\n");
+		/* Frees the pool once what was submitted is done. */
+		for (size_t i = 0; i < k; i++)
+			fut_release(fs[i]);
+		fut_executor_free(pool);
+		free(fs);
 		return 1;
+	}
+
 	uint64_t total = 0;
 	size_t done = 0, failed = 0;
 	fut_future *f;
@@ -145,12 +157,35 @@ int main(int argc, char **argv)
 			       (unsigned long long)d.size, paths[i]);
 		}
 		fut_release(fs[i]);
-		free(paths[i]);
 	}
 	printf("%zu files, %llu bytes, %zu failed\n", n,
 	       (unsigned long long)total, failed);
 	fut_executor_free(pool);
 	free(fs);
-	free(paths);
 	return failed == 0 ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+	struct list paths = { 0 };
+	bool ok = true;
+	struct stat st;
+	if (argc == 2 && stat(argv[1], &st) == 0 && S_ISDIR(st.st_mode))
+		ok = list_dir(argv[1], &paths);
+	else if (argc >= 2)
+		for (int i = 1; ok && i < argc; i++)
+			ok = add_path(&paths, argv[i]);
+	else
+		ok = list_dir("/usr/include", &paths);
+	int rc = 1;
+	if (!ok)
+		fprintf(stderr, "files: out of memory\n");
+	else if (paths.n == 0)
+		fprintf(stderr, "files: nothing to read\n");
+	else
+		rc = hash_all(paths.v, paths.n);
+	for (size_t i = 0; i < paths.n; i++)
+		free(paths.v[i]);
+	free(paths.v);
+	return rc;
 }
