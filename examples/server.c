@@ -113,13 +113,19 @@ struct conn {
 static struct conn **waiting;
 static size_t nwaiting, capwaiting;
 
-static void put_conn(struct conn *c)
+/* False when out of memory. */
+static bool put_conn(struct conn *c)
 {
 	if (nwaiting == capwaiting) {
-		capwaiting = capwaiting ? capwaiting * 2 : 64;
-		waiting = realloc(waiting, capwaiting * sizeof(*waiting));
+		size_t cap = capwaiting ? capwaiting * 2 : 64;
+		struct conn **w = realloc(waiting, cap * sizeof(*w));
+		if (w == NULL)
+			return false;
+		waiting = w;
+		capwaiting = cap;
 	}
 	waiting[nwaiting++] = c;
+	return true;
 }
 
 static struct conn *take_conn(const fut_future *f)
@@ -132,6 +138,17 @@ static struct conn *take_conn(const fut_future *f)
 		}
 	}
 	return NULL;
+}
+
+/* Adds fd to the epoll set (EPOLLIN, ptr its data) or removes it; false,
+ * saying why, when epoll_ctl fails. */
+static bool watch(int ep, int op, int fd, void *ptr)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = ptr };
+	if (epoll_ctl(ep, op, fd, &ev) == 0)
+		return true;
+	perror("server: epoll_ctl");
+	return false;
 }
 
 int main(int argc, char **argv)
@@ -166,8 +183,8 @@ int main(int argc, char **argv)
 		return 1;
 	int done_fd = fut_as_completed_fd(done);
 	int ep = epoll_create1(EPOLL_CLOEXEC);
-	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
-	epoll_ctl(ep, EPOLL_CTL_ADD, ls, &ev);
+	if (ep < 0 || !watch(ep, EPOLL_CTL_ADD, ls, NULL))
+		return 1;
 	/* The completion fd is readable while next() would not block, and
 	 * that includes FUT_END: keep it in the set only while futures are
 	 * in flight. */
@@ -175,8 +192,14 @@ int main(int argc, char **argv)
 	int in_flight = 0;
 
 	pthread_t *threads = calloc((size_t)clients, sizeof(*threads));
+	if (threads == NULL)
+		return 1;
 	for (int i = 0; i < clients; i++)
-		pthread_create(&threads[i], NULL, client, (void *)(intptr_t)i);
+		if (pthread_create(&threads[i], NULL, client,
+				   (void *)(intptr_t)i) != 0) {
+			fprintf(stderr, "server: cannot start client %d\n", i);
+			return 1;
+		}
 
 	int served = 0;
 	struct conn done_marker;
@@ -197,12 +220,10 @@ int main(int argc, char **argv)
 				       0) {
 					struct conn *nc =
 						calloc(1, sizeof(*nc));
+					if (nc == NULL ||
+					    !watch(ep, EPOLL_CTL_ADD, s, nc))
+						return 1;
 					nc->fd = s;
-					struct epoll_event cev = {
-						.events = EPOLLIN,
-						.data.ptr = nc
-					};
-					epoll_ctl(ep, EPOLL_CTL_ADD, s, &cev);
 				}
 			} else if (c == &done_marker) { /* results */
 				fut_future *f;
@@ -242,30 +263,28 @@ int main(int argc, char **argv)
 					c->have += (size_t)r;
 				if (c->have < sizeof(c->n))
 					continue;
-				epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
-				if (fut_submit_bytes(pool, primes_task, &c->n,
+				if (!watch(ep, EPOLL_CTL_DEL, c->fd, NULL) ||
+				    fut_submit_bytes(pool, primes_task, &c->n,
 						     sizeof(c->n),
 						     &c->f) != FUT_OK)
 					return 1;
 				/* Out of memory, the request would never be
 				 * answered: give up, as for a failed submit. */
-				if (fut_as_completed_add(done, c->f) != FUT_OK)
+				if (!put_conn(c) ||
+				    fut_as_completed_add(done, c->f) != FUT_OK)
 					return 1;
-				put_conn(c);
 				in_flight++;
 				if (!watching) {
-					struct epoll_event dev = {
-						.events = EPOLLIN,
-						.data.ptr = &done_marker
-					};
-					epoll_ctl(ep, EPOLL_CTL_ADD, done_fd,
-						  &dev);
+					if (!watch(ep, EPOLL_CTL_ADD, done_fd,
+						   &done_marker))
+						return 1;
 					watching = true;
 				}
 			}
 		}
 		if (watching && in_flight == 0) {
-			epoll_ctl(ep, EPOLL_CTL_DEL, done_fd, NULL);
+			if (!watch(ep, EPOLL_CTL_DEL, done_fd, NULL))
+				return 1;
 			watching = false;
 		}
 	}
