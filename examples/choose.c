@@ -37,8 +37,13 @@ static uint64_t spin_work(uint64_t x)
 static void cpu_task(fut_task *t)
 {
 	size_t len;
+	const void *in = fut_task_input(t, &len);
 	uint64_t x;
-	memcpy(&x, fut_task_input(t, &len), sizeof(x));
+	if (len != sizeof(x)) {
+		fut_task_fail(t, 1, "want 8 bytes, got %zu", len);
+		return;
+	}
+	memcpy(&x, in, sizeof(x));
 	x = spin_work(x);
 	fut_task_return_bytes(t, &x, sizeof(x));
 }
@@ -73,6 +78,15 @@ static double run(fut_executor *ex, fut_fn fn, size_t n)
 		fut_release(fs[i]);
 	}
 	return bad ? -1 : s;
+}
+
+/* A column of the table: seconds, or "failed" when run() was -1. */
+static void seconds(double s)
+{
+	if (s < 0)
+		printf(" %12s", "failed");
+	else
+		printf(" %12.3f", s);
 }
 
 int main(void)
@@ -111,13 +125,21 @@ int main(void)
 		double p = run(procs, rows[r].fn, rows[r].n);
 		if (t < 0 || p < 0)
 			rc = 1;
-		printf("%-28s %10.3f %12.3f %12.3f\n", rows[r].name,
-		       rows[r].serial, t, p);
+		printf("%-28s %10.3f", rows[r].name, rows[r].serial);
+		seconds(t);
+		seconds(p);
+		putchar('\n');
 	}
 	size_t tiny = 5000 / scale;
-	printf("per task (tiny): threads %.2f us, processes %.2f us\n",
-	       run(threads, tiny_task, tiny) / (double)tiny * 1e6,
-	       run(procs, tiny_task, tiny) / (double)tiny * 1e6);
+	double t = run(threads, tiny_task, tiny);
+	double p = run(procs, tiny_task, tiny);
+	if (t < 0 || p < 0) {
+		printf("per task (tiny): a run failed\n");
+		rc = 1;
+	} else {
+		printf("per task (tiny): threads %.2f us, processes %.2f us\n",
+		       t / (double)tiny * 1e6, p / (double)tiny * 1e6);
+	}
 	fut_executor_free(threads);
 	fut_executor_free(procs);
 	return rc;
