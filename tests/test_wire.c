@@ -309,9 +309,10 @@ static void expect_rejected(unsigned dir, const unsigned char *buf, size_t len)
 	assert_int_equal(rc, FUT__WIRE_EBAD);
 }
 
-/* libfuture-mpi's records (a NAME, an INTERRUPT, a STOP to a rank; an
- * ERROR to the client) decode only in its directions; the process pool's
- * directions refuse them, and each is checked field by field. */
+/* libfuture-mpi's records (a NAME, an INTERRUPT, a STOP, a BREAK to a
+ * rank; an ERROR to the client) decode only in its directions; the
+ * process pool's directions refuse them, and each is checked field by
+ * field. */
 static void test_mpi_records_decode_only_in_the_mpi_directions(void **state)
 {
 	(void)state;
@@ -320,11 +321,12 @@ static void test_mpi_records_decode_only_in_the_mpi_directions(void **state)
 		{ 7, 1, FUT__WIRE_T_TASK, 0, 16 },
 		{ 7, 0, FUT__WIRE_T_INTERRUPT, 0, 0 },
 		{ 0, 0, FUT__WIRE_T_STOP, 0, 0 },
+		{ 0, 0, FUT__WIRE_T_BREAK, 0, 0 },
 	};
 	size_t len;
-	unsigned char *buf = encode(FUT__WIRE_TASKS, to_rank, 4, &len);
+	unsigned char *buf = encode(FUT__WIRE_TASKS, to_rank, 5, &len);
 	int rc;
-	assert_int_equal(decode_all(FUT__WIRE_TO_RANK, buf, len, &rc), 4);
+	assert_int_equal(decode_all(FUT__WIRE_TO_RANK, buf, len, &rc), 5);
 	assert_int_equal(rc, FUT__WIRE_MORE);
 	expect_rejected(FUT__WIRE_TO_WORKER, buf, len);
 	free(buf);
@@ -345,7 +347,9 @@ static void test_mpi_records_decode_only_in_the_mpi_directions(void **state)
 		{ { 0, 0, FUT__WIRE_T_INTERRUPT, 0, 0 } },
 		{ { 3, 0, FUT__WIRE_T_INTERRUPT, 0, 1 } },
 		{ { 1, 0, FUT__WIRE_T_STOP, 0, 0 } },
-		{ { 0, 0, FUT__WIRE_T_STOP, 1, 0 } },	/* a code */
+		{ { 0, 0, FUT__WIRE_T_STOP, 1, 0 } }, /* a code */
+		{ { 2, 0, FUT__WIRE_T_BREAK, 0, 0 } },
+		{ { 0, 0, FUT__WIRE_T_BREAK, 0, 1 } },
 		{ { 1, 0, FUT__WIRE_T_NKINDS, 0, 0 } }, /* unknown kind */
 		{ { 1, 0, FUT__WIRE_T_TASK, 0, 0 } },	/* no function */
 	};

@@ -82,18 +82,18 @@ static void go_quiet(struct mclient *c)
 	(void)fut__mpi_link_flush(&c->link, 1000000000);
 }
 
-/* Whether a message can come: a job in flight, or a STOP not answered;
- * not while the executor is held (the BYEs wait: client_stop.c), unless
- * a rank owes results after a break (fut__mpi_owed()). */
+/* Whether a message can come: a job in flight, or a STOP not answered
+ * (by a rank not gone); not while the executor is held (the BYEs wait:
+ * client_stop.c). */
 static bool expecting(const struct mclient *c)
 {
-	if (atomic_load_explicit(&c->holding, memory_order_relaxed) &&
-	    !fut__mpi_owed(c))
+	if (atomic_load_explicit(&c->holding, memory_order_relaxed))
 		return false;
 	if (c->inflight != 0)
 		return true;
 	for (int r = 0; r < c->s.size; r++)
-		if (c->ranks[r].stopped && !c->ranks[r].bye)
+		if (c->ranks[r].stopped && !c->ranks[r].bye &&
+		    !c->ranks[r].gone)
 			return true;
 	return false;
 }

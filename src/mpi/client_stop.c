@@ -18,23 +18,34 @@
 
 #include "mpi_client.h"
 
-/* Sends one STOP to every server rank not yet stopped (nor gone: one that
- * gave up said BYE unasked). */
+/* Sends one STOP (a BREAK to a rank marked brk) to every server rank not
+ * yet stopped (nor gone: one that gave up said BYE unasked, or MPI failed
+ * for it). */
 void fut__mpi_stop_ranks(struct mclient *c)
 {
 	for (int r = 0; r < c->s.size; r++) {
-		if (r == c->s.root || c->ranks[r].stopped || c->ranks[r].bye)
+		struct mrank *mr = &c->ranks[r];
+		if (r == c->s.root || mr->stopped || mr->bye || mr->gone)
 			continue;
 		struct fut__mpi_frame fr = { 0 };
-		if (fut__mpi_frame_add(&fr, 0, 0, FUT__WIRE_T_STOP, 0, NULL,
-				       0) != FUT_OK ||
-		    fut__mpi_link_send(&c->link, r, FUT__WIRE_TASKS, &fr) !=
-			    FUT_OK) {
-			fut__free(fr.buf);
-			continue; /* retried on the next pass */
-		}
-		c->ranks[r].stopped = true;
+		int rc = fut__mpi_frame_add(&fr, 0, 0,
+					    mr->brk ? FUT__WIRE_T_BREAK :
+						      FUT__WIRE_T_STOP,
+					    0, NULL, 0);
+		if (rc == FUT_OK)
+			rc = fut__mpi_link_send(&c->link, r, FUT__WIRE_TASKS,
+						&fr);
+		fut__free(fr.buf);
+		if (rc == FUT_OK)
+			mr->stopped = true; /* else retried on the next pass */
 	}
+}
+
+/* MPI failed to receive: no BYE (nor ACK) can be waited for. */
+void fut__mpi_all_gone(struct mclient *c)
+{
+	for (int r = 0; r < c->s.size; r++)
+		c->ranks[r].gone = true;
 }
 
 static void (*_Atomic pause_hook)(void);
@@ -86,11 +97,12 @@ bool fut__mpi_drained(struct mclient *c)
 	return done;
 }
 
-/* True once every server's BYE came (they come after their STOP). */
+/* True once every server's BYE came (they come after their STOP), but
+ * for the ones gone. */
 bool fut__mpi_all_said_bye(const struct mclient *c)
 {
 	for (int r = 0; r < c->s.size; r++)
-		if (r != c->s.root && !c->ranks[r].bye)
+		if (r != c->s.root && !c->ranks[r].bye && !c->ranks[r].gone)
 			return false;
 	return true;
 }
@@ -187,14 +199,6 @@ void fut__mpi_interrupt_rank(struct mclient *c, int r)
 	fut__free(fr.buf);
 }
 
-bool fut__mpi_owed(const struct mclient *c)
-{
-	for (int r = 0; r < c->s.size; r++)
-		if (c->ranks[r].owed && !c->ranks[r].bye)
-			return true;
-	return false;
-}
-
 /* Shut down from a done callback with nothing left (mpi_client.h,
  * holding): the STOPs go at once, so that the servers' calls return (a
  * collective call of the program's may follow: holding them too hung
@@ -217,17 +221,9 @@ bool fut__mpi_hold(struct mclient *c)
 		c->hold_sent = true;
 		for (int r = 0; r < c->s.size; r++)
 			if (r != c->s.root && !c->ranks[r].stopped &&
-			    !c->ranks[r].bye)
+			    !c->ranks[r].bye && !c->ranks[r].gone)
 				c->hold_sent = false;
 	}
-	/* After a break, a rank that still ran tasks of ours sends their
-	 * results, and one too large to go eagerly completes only once we
-	 * receive it: held, its server never said BYE nor returned, and a
-	 * collective call after the free hung (test_mpi_stop brokenbarrier;
-	 * found by review, 2026-12-07).  Those are received, and dropped,
-	 * until its BYE; the hold begins after. */
-	if (fut__mpi_owed(c))
-		return false;
 	fut__mpi_nap(&c->lock, &c->wake_cv, &c->wake, &c->sleeping,
 		     c->hold_sent ? 1000000000 : 10000000);
 	return true;
@@ -243,10 +239,89 @@ static void fail_broken(struct mclient *c, struct mjob *list)
 	}
 }
 
+/* True while the break waits for a rank's ACK (struct mrank, awaited). */
+static bool awaiting(const struct mclient *c)
+{
+	for (int r = 0; r < c->s.size; r++) {
+		const struct mrank *mr = &c->ranks[r];
+		if (mr->awaited && !mr->acked && !mr->bye && !mr->gone)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * The break's wait, before any future ends: each rank sent a BREAK but
+ * the blamed one (struct mrank, awaited) answers with an ACK once every
+ * send of its own is out (or with its BYE), and drops its results from
+ * then on.  Until then whatever comes is received, into a buffer of our
+ * own (the held results point into the link's stage), and dropped; a
+ * one-byte BYE (a rank that gave up) is answered.  This takes message
+ * transfers, not task run time: a result too large to go eagerly
+ * completes here, and after the ACK only the rank's BYE, empty, comes.
+ * Once the futures end, their callbacks may free the executor and the
+ * thread with the last outcome call MPI_Finalize: receives after that
+ * raced it (741 calls counted, test_mpi_stop brokenbusyfin), and
+ * without them such a result never completed (brokenbarrier; both found
+ * by review, 2026-12-07).  A receive that fails ends the wait.
+ */
+static void take_acks(struct mclient *c)
+{
+	unsigned char *buf = NULL;
+	size_t cap = 0;
+	struct fut__mpi_idle idle;
+	fut__mpi_idle_init(&idle, c->s.spin, c->s.backoff);
+	while (awaiting(c)) {
+		fut__mpi_stop_ranks(c); /* one that found no memory */
+		bool did = fut__mpi_link_progress(&c->link);
+		int flag = 0, n = 0;
+		MPI_Status st;
+		if (MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, c->s.comm, &flag,
+			       &st) != MPI_SUCCESS ||
+		    (flag && (MPI_Get_count(&st, MPI_BYTE, &n) != MPI_SUCCESS ||
+			      n < 0))) {
+			fut__mpi_all_gone(c);
+			break;
+		}
+		if (flag && (size_t)n > cap) {
+			unsigned char *grown = fut__malloc((size_t)n);
+			if (grown != NULL) {
+				fut__free(buf);
+				buf = grown;
+				cap = (size_t)n;
+			}
+		}
+		/* No memory for it: it waits in MPI, tried again after a
+		 * nap. */
+		if (flag && (size_t)n <= cap) {
+			int src = st.MPI_SOURCE;
+			if (MPI_Recv(buf, n, MPI_BYTE, src, st.MPI_TAG,
+				     c->s.comm,
+				     MPI_STATUS_IGNORE) != MPI_SUCCESS) {
+				fut__mpi_all_gone(c);
+				break;
+			}
+			did = true;
+			if (src >= 0 && src < c->s.size &&
+			    st.MPI_TAG == FUT__MPI_TAG_ACK)
+				c->ranks[src].acked = true;
+			if (src >= 0 && src < c->s.size &&
+			    st.MPI_TAG == FUT__MPI_TAG_BYE) {
+				c->ranks[src].bye = true;
+				if (n != 0) /* it gave up: it waits for this */
+					(void)fut__mpi_send_bye(c->s.comm, src,
+								false);
+			}
+		}
+		fut__mpi_manager_pause(c, &idle, did);
+	}
+	fut__free(buf);
+}
+
 /* The executor is broken (why: formatted): every queued and running job
  * ends FUT_EBROKEN, what runs is interrupted, and every rank gets its
- * STOP; a rank with tasks of ours, unless blamed, owes their results
- * (mpi_client.h, owed). */
+ * STOP, a BREAK where tasks of ours ran, whose ACK comes first unless
+ * blamed (take_acks()). */
 void fut__mpi_break_all(struct mclient *c, bool blame, const char *fmt,
 			int rank, const char *detail)
 {
@@ -266,9 +341,19 @@ void fut__mpi_break_all(struct mclient *c, bool blame, const char *fmt,
 	/* The INTERRUPTs and the STOPs go before any future ends: a done
 	 * callback may free the executor, and the thread that has its
 	 * outcome call MPI_Finalize (found by review, 2026-12-07). */
-	for (int r = 0; r < c->s.size; r++)
-		if (r != c->s.root && !c->ranks[r].bye)
-			fut__mpi_interrupt_rank(c, r);
+	for (int r = 0; r < c->s.size; r++) {
+		struct mrank *mr = &c->ranks[r];
+		if (r == c->s.root || mr->bye || mr->gone)
+			continue;
+		fut__mpi_interrupt_rank(c, r);
+		/* Its results would still come (take_acks()).  A blamed
+		 * rank's own stream means nothing: it gets its BREAK, but
+		 * is not waited for. */
+		if (mr->inflight != 0 && !mr->stopped) {
+			mr->brk = true;
+			mr->awaited = !(blame && r == rank);
+		}
+	}
 	if (first)
 		fut__mpi_stop_ranks(c);
 	(void)fut__mpi_link_flush(&c->link, 1000000000);
@@ -276,9 +361,6 @@ void fut__mpi_break_all(struct mclient *c, bool blame, const char *fmt,
 		tail = &(*tail)->next;
 	for (int r = 0; r < c->s.size; r++) {
 		struct mrank *mr = &c->ranks[r];
-		/* Its results still come (mpi_client.h, owed). */
-		if (mr->inflight != 0 && !mr->bye && !(blame && r == rank))
-			mr->owed = true;
 		*tail = mr->head;
 		if (mr->head != NULL)
 			tail = &mr->tail->next;
@@ -286,5 +368,6 @@ void fut__mpi_break_all(struct mclient *c, bool blame, const char *fmt,
 		mr->inflight = 0;
 	}
 	c->inflight = 0;
+	take_acks(c);
 	fail_broken(c, all);
 }

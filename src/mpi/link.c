@@ -219,6 +219,15 @@ int fut__mpi_send_bye(MPI_Comm comm, int root, bool gave_up)
 		       FUT_EBROKEN;
 }
 
+int fut__mpi_send_ack(MPI_Comm comm, int root)
+{
+	static unsigned char none[1];
+	return MPI_Send(none, 0, MPI_BYTE, root, FUT__MPI_TAG_ACK, comm) ==
+			       MPI_SUCCESS ?
+		       FUT_OK :
+		       FUT_EBROKEN;
+}
+
 int fut__mpi_link_recv(struct fut__mpi_link *l, int from, const void **data,
 		       size_t *len, int *source, int *tag)
 {

@@ -54,11 +54,13 @@ struct mrank {
 	uint32_t names_sent; /* ids 1..names_sent are known there */
 	bool stopped;
 	bool bye; /* its BYE came: nothing more of it is in flight */
-	/* A break found tasks of ours there (and neither a message of its
-	 * own nor a send to it broke it): their results still come, and one too large to go
-	 * eagerly only once root receives it, so the manager receives until
-	 * its BYE even while held (client_stop.c, fut__mpi_owed()). */
-	bool owed;
+	/* MPI failed to receive (the break's wait): no BYE of its is waited
+	 * for. */
+	bool gone;
+	/* A break found tasks of ours there: its STOP is a BREAK, and, but
+	 * for the rank blamed, the break waits for its ACK (or its BYE)
+	 * before it fails any future (client_stop.c, take_acks()). */
+	bool brk, awaited, acked;
 	struct fut__wire_dec dec;
 };
 
@@ -156,8 +158,11 @@ void fut__mpi_job_fail(struct mjob *j, int code, int task_code,
 
 /* client_stop.c: the manager's stop of the ranks, and its pause */
 
-/* Sends one STOP to every server rank not yet stopped (nor gone). */
+/* Sends one STOP (BREAK: brk) to every server rank not yet stopped (nor
+ * gone); one not sent is retried on the next call. */
 void fut__mpi_stop_ranks(struct mclient *c);
+/* MPI failed to receive: every rank is gone. */
+void fut__mpi_all_gone(struct mclient *c);
 /* True once shut down with nothing left: then the ranks get their STOP. */
 bool fut__mpi_drained(struct mclient *c);
 /* True once every server's BYE came. */
@@ -178,15 +183,15 @@ bool fut__mpi_stop_first(struct mclient *c);
  * futures); best effort. */
 void fut__mpi_interrupt_rank(struct mclient *c, int r);
 /* Breaks the executor (why: fmt, formatted with rank and detail; blame:
- * rank's own message, or a send to it, broke it): every queued and running job ends
- * FUT_EBROKEN, what runs is interrupted, and every rank gets its STOP. */
+ * rank's own message, or a send to it, broke it): every queued and
+ * running job ends FUT_EBROKEN, what runs is interrupted, and every rank
+ * gets its STOP (a BREAK where tasks ran, whose ACK it waits for unless
+ * blamed) before any of them ends. */
 void fut__mpi_break_all(struct mclient *c, bool blame, const char *fmt,
 			int rank, const char *detail);
 /* Test hooks: the function fut__mpi_test_pause() runs, if any. */
 void fut__mpi_test_pause_hook(void (*fn)(void));
 void fut__mpi_test_pause(void);
-/* True while a rank owes results after a break (struct mrank, owed). */
-bool fut__mpi_owed(const struct mclient *c);
 /* While the executor is held (holding): sends the STOPs (again each
  * pass, 10 ms apart, until every rank has its own), then naps until
  * something wakes it; true while held. */

@@ -67,11 +67,13 @@ struct server {
 
 	pthread_mutex_t lock;
 	pthread_cond_t work_cv, loop_cv, standby_cv;
-	struct stask *qhead, *qtail;   /* lock */
-	size_t ntasks;		       /* lock: tasks queued or running */
-	struct stask *running;	       /* lock */
-	size_t busy;		       /* lock: tasks taken by workers */
-	bool stop;		       /* lock: STOP came (or serving failed) */
+	struct stask *qhead, *qtail; /* lock */
+	size_t ntasks;		     /* lock: tasks queued or running */
+	struct stask *running;	     /* lock */
+	size_t busy;		     /* lock: tasks taken by workers */
+	bool stop;		     /* lock: STOP came (or serving failed) */
+	bool discard; /* lock: BREAK came: every result is dropped */
+	bool ack_due; /* the loop's: BREAK came, its ACK not sent yet */
 	bool loop_sleeping, loop_wake; /* lock */
 	struct fut__mpi_frame results; /* lock */
 	/* lock: the ids whose result found no memory even for the record

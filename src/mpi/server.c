@@ -13,7 +13,8 @@
  * with FUT_MPI_ISOLATE, gathers them for the rank's process pool
  * (server_pool.c), raises a running task's interrupt flag (the task reads
  * it with fut_task_cancelled()), sends the results as they come, batched,
- * and returns once STOP came and everything before it was answered.
+ * and returns once STOP came and everything before it was answered (a
+ * BREAK: the client broke; the results still to come are dropped).
  * Threads: the calling thread and, threads_per_rank 1, the standby (the
  * loop, one at a time: loop_owned); the result calls below run in the
  * workers, or the pool's manager (the done callbacks), too.
@@ -46,17 +47,18 @@ static size_t drop_tasks(struct stask *list)
  * no one) and the queued ones.  What runs is interrupted, as
  * fut_interrupt() does, since no INTERRUPT is read from now on: a task
  * waiting for one would have kept the rank, and the client's free, for
- * ever (found by review, 2026-12-07).
+ * ever (found by review, 2026-12-07).  discard: the client's BREAK
+ * (on_record()), the same end without a code, every result still to
+ * come dropped.
  */
-void fut__mpi_server_give_up(struct server *s, int code)
+static void end_serving(struct server *s, bool discard)
 {
-	if (s->error == FUT_OK)
-		s->error = code;
 	struct stask *inbox = s->inbox_head;
 	s->inbox_head = s->inbox_tail = NULL;
 	s->inbox_n = 0;
 	pthread_mutex_lock(&s->lock);
 	s->stop = true;
+	s->discard |= discard;
 	struct stask *queued = s->qhead;
 	for (struct stask *st = queued; st != NULL; st = st->next)
 		s->ntasks--;
@@ -74,6 +76,13 @@ void fut__mpi_server_give_up(struct server *s, int code)
 			s->s.pool, FUT_SHUTDOWN_NOWAIT |
 					   FUT_SHUTDOWN_CANCEL_PENDING |
 					   FUT_SHUTDOWN_INTERRUPT);
+}
+
+void fut__mpi_server_give_up(struct server *s, int code)
+{
+	if (s->error == FUT_OK)
+		s->error = code;
+	end_serving(s, false);
 }
 
 static void on_name(struct server *s, const struct fut__wire_rec *r)
@@ -209,6 +218,12 @@ static void on_record(struct server *s, const struct fut__wire_rec *r)
 		queue_inbox(s);
 		on_interrupt(s, r->id);
 		break;
+	case FUT__WIRE_T_BREAK:
+		/* The client broke: it fails our tasks as soon as our ACK
+		 * says nothing more of ours needs its receive (loop()). */
+		s->ack_due = true;
+		end_serving(s, true);
+		break;
 	default: /* FUT__WIRE_T_STOP */
 		queue_inbox(s);
 		fut__mpi_pool_flush(s);
@@ -340,7 +355,7 @@ static struct stask *loop(struct server *s)
 		bool fast = here && probe_may_wait(s);
 		struct fut__mpi_frame fr = s->unsent;
 		memset(&s->unsent, 0, sizeof(s->unsent));
-		if (fr.count == 0)
+		if (fr.count == 0 || s->discard)
 			fut__mpi_server_take_results_locked(s, &fr);
 		struct stask *take = fast && s->busy == 0 ?
 					     fut__mpi_server_take_locked(s) :
@@ -359,6 +374,15 @@ static struct stask *loop(struct server *s)
 		}
 		did |= fut__mpi_link_progress(&s->link);
 		did |= fut__mpi_pool_poll(s);
+		/* Once what we sent before the BREAK is out: no large send of
+		 * ours waits for root's receive, and the ACK, small, cannot
+		 * overtake one (the BYE follows once what runs has ended). */
+		if (s->ack_due && !fut__mpi_link_busy(&s->link)) {
+			s->ack_due = false;
+			did = true;
+			if (fut__mpi_send_ack(s->s.comm, s->s.root) != FUT_OK)
+				fut__mpi_server_give_up(s, FUT_EBROKEN);
+		}
 		pthread_mutex_lock(&s->lock);
 		if (take == NULL && here && s->busy == 0)
 			take = fut__mpi_server_take_locked(s);

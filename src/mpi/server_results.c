@@ -123,10 +123,21 @@ void fut__mpi_server_add_result_locked(struct server *s, uint64_t id,
 
 /* Caller holds s->lock (and the loop): the ids of s->lost go into
  * ERROR records as far as memory allows, then the results that are due
- * move to *fr, and the next ones get the link's spare buffer. */
+ * move to *fr, and the next ones get the link's spare buffer.  After a
+ * BREAK (discard), *fr (results whose send found no memory), the results
+ * gathered and the lost ids are dropped instead. */
 void fut__mpi_server_take_results_locked(struct server *s,
 					 struct fut__mpi_frame *fr)
 {
+	if (s->discard) {
+		/* The client broke (BREAK): nothing more of ours is read. */
+		fut__free(fr->buf);
+		memset(fr, 0, sizeof(*fr));
+		s->results.len = 0;
+		s->results.count = 0;
+		s->nlost = 0;
+		return;
+	}
 	while (s->nlost != 0 &&
 	       add_nomem_locked(s, s->lost[s->nlost - 1]) == FUT_OK)
 		s->nlost--;

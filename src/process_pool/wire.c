@@ -205,6 +205,7 @@ static const char *check_rank_record(const struct fut__wire_rec *r)
 			return "malformed interrupt record";
 		return NULL;
 	case FUT__WIRE_T_STOP:
+	case FUT__WIRE_T_BREAK:
 		if (r->id != 0 || r->fn != 0 || r->len != 0)
 			return "malformed stop record";
 		return NULL;

@@ -67,7 +67,9 @@ enum {
  * process pool's directions refuse them).  In a TASKS frame to a rank a
  * record is a task (kind 0, fn: a name id), or one of these: a NAME (id:
  * the name id, payload: the name, 1-FUT__WIRE_MAX_NAME bytes), an
- * INTERRUPT of the task with that id, or STOP (id 0).  A result to the
+ * INTERRUPT of the task with that id, STOP (id 0), or BREAK (id 0): a
+ * STOP after which the rank drops every result still to come and, once
+ * its sends are out, tells root so (src/mpi/server.c).  A result to the
  * client may also be an ERROR: code a FUT_E* code, payload its message.
  */
 enum {
@@ -75,7 +77,8 @@ enum {
 	FUT__WIRE_T_NAME = 1,
 	FUT__WIRE_T_INTERRUPT = 2,
 	FUT__WIRE_T_STOP = 3,
-	FUT__WIRE_T_NKINDS = 4,
+	FUT__WIRE_T_BREAK = 4,
+	FUT__WIRE_T_NKINDS = 5,
 };
 #define FUT__WIRE_R_ERROR 4u
 #define FUT__WIRE_MAX_NAME 128u
@@ -90,7 +93,7 @@ enum {
 enum {
 	FUT__WIRE_TO_WORKER = 1, /* TASKS */
 	FUT__WIRE_TO_PARENT = 2, /* RESULTS, HELLO */
-	FUT__WIRE_TO_RANK = 3,	 /* TASKS with NAME, INTERRUPT, STOP */
+	FUT__WIRE_TO_RANK = 3,	 /* TASKS with NAME, INTERRUPT, STOP, BREAK */
 	FUT__WIRE_TO_CLIENT = 4, /* RESULTS with ERROR */
 };
 

@@ -104,7 +104,8 @@ static void check_record(unsigned dir, const struct fut__wire_rec *r)
 		       r->len <= FUT__WIRE_MAX_NAME));
 		check(r->kind != FUT__WIRE_T_INTERRUPT ||
 		      (r->id != 0 && r->len == 0));
-		check(r->kind != FUT__WIRE_T_STOP ||
+		check((r->kind != FUT__WIRE_T_STOP &&
+		       r->kind != FUT__WIRE_T_BREAK) ||
 		      (r->id == 0 && r->len == 0));
 		return;
 	}

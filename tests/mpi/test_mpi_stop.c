@@ -44,6 +44,12 @@
  *                receive after it), so that result's send never
  *                completed, its server never said BYE nor returned, and
  *                the barrier hung.
+ *   brokenbusyfin (fifteenth session) brokenbarrier's scene with a
+ *                1-byte result, then MPI_Finalize at once instead of the
+ *                barrier: the break's MPI calls all come before any
+ *                future ends.  Before, the manager counted the busy
+ *                server as owing results and probed for them (and its
+ *                BYE) after the free, as finalize began (741 calls).
  *   cancelnowait (fourteenth session) an idle executor's manager is
  *                paused (a test hook) after its pass's dispatch, before
  *                it reads the shutdown; main submits 64 jobs, cancels
@@ -272,6 +278,34 @@ static int mode_brokenbarrier(void)
 	return 0;
 }
 
+/* brokenbusyfin: runs 1 s (past the break), then returns 1 byte. */
+static void small_late_task(fut_task *t)
+{
+	usleep(1000000);
+	fut_task_return_bytes(t, "s", 1);
+}
+
+static int mode_brokenbusyfin(void)
+{
+	CHECK(fut_mpi_executor_new(&cb_ex, &(fut_mpi_opts){ .prefetch = 1 }) ==
+	      FUT_OK);
+	if (cb_ex == NULL)
+		return 0;
+	fut_future *fs[2];
+	CHECK(fut_submit_bytes(cb_ex, small_late_task, NULL, 0, &fs[0]) ==
+	      FUT_OK);
+	CHECK(fut_submit_bytes(cb_ex, corrupt_quick_task, NULL, 0, &fs[1]) ==
+	      FUT_OK);
+	CHECK(fut_add_done_callback(fs[1], free_now_cb, cb_ex) == FUT_OK);
+	CHECK(fut_wait(fs, 2, FUT_ALL_COMPLETED, 30) == FUT_OK);
+	for (int i = 0; i < 2; i++) {
+		CHECK(fut_error(fs[i]) == FUT_EBROKEN);
+		fut_release(fs[i]);
+	}
+	atomic_store(&watch_finalize, true);
+	return 0; /* MPI_Finalize at once */
+}
+
 /* cancelnowait: the manager waits here once, armed, until main has
  * queued and cancelled its jobs and is in its shutdown. */
 static _Atomic bool pause_armed, paused, pause_go;
@@ -346,13 +380,15 @@ int main(int argc, char **argv)
 		rc = mode_brokencbfin();
 	else if (strcmp(mode, "brokenbarrier") == 0)
 		rc = mode_brokenbarrier();
+	else if (strcmp(mode, "brokenbusyfin") == 0)
+		rc = mode_brokenbusyfin();
 	else if (strcmp(mode, "cancelnowait") == 0)
 		rc = mode_cancelnowait();
 	else {
 		fprintf(stderr,
 			"usage: %s brokenint|nowaitrace|cbfreefin|heldnew|"
 			"cbfreebarrier|brokencbfin|brokenbarrier|"
-			"cancelnowait\n",
+			"brokenbusyfin|cancelnowait\n",
 			argv[0]);
 		rc = 2;
 	}
