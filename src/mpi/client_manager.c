@@ -84,10 +84,10 @@ static void go_quiet(struct mclient *c)
 
 /* Whether a message can come: a job in flight, or a STOP not answered
  * (by a rank not gone); not while the executor is held (the BYEs wait:
- * client_stop.c). */
+ * client_stop.c), nor once a receive failed (deaf). */
 static bool expecting(const struct mclient *c)
 {
-	if (atomic_load_explicit(&c->holding, memory_order_relaxed))
+	if (atomic_load_explicit(&c->holding, memory_order_relaxed) || c->deaf)
 		return false;
 	if (c->inflight != 0)
 		return true;
@@ -272,6 +272,7 @@ static bool receive_all(struct mclient *c)
 		if (rc == FUT_ETIMEDOUT || rc == FUT_ENOMEM)
 			return did;
 		if (rc != FUT_OK) {
+			fut__mpi_go_deaf(c);
 			fut__mpi_break_all(c, false,
 					   "rank %d: an MPI receive failed%s",
 					   c->s.rank, "");

@@ -20,7 +20,10 @@
 
 /* Sends one STOP (a BREAK to a rank marked brk) to every server rank not
  * yet stopped (nor gone: one that gave up said BYE unasked, or MPI failed
- * for it). */
+ * for it).  One that found no memory is retried on the next pass; one
+ * whose send MPI refused is gone: retried, a held manager tried it every
+ * 10 ms for ever (test_mpi_stop holdsendfail; found by review,
+ * 2026-12-07). */
 void fut__mpi_stop_ranks(struct mclient *c)
 {
 	for (int r = 0; r < c->s.size; r++) {
@@ -37,15 +40,18 @@ void fut__mpi_stop_ranks(struct mclient *c)
 						&fr);
 		fut__free(fr.buf);
 		if (rc == FUT_OK)
-			mr->stopped = true; /* else retried on the next pass */
+			mr->stopped = true;
+		else if (rc != FUT_ENOMEM)
+			mr->gone = true;
 	}
 }
 
-/* MPI failed to receive: no BYE (nor ACK) can be waited for. */
-void fut__mpi_all_gone(struct mclient *c)
+/* MPI failed to receive: no BYE (nor ACK) can be waited for (the STOPs
+ * still go).  Waited for, the manager tried the failing receive again in
+ * a hot loop (test_mpi_stop recvfail; found by review, 2026-12-07). */
+void fut__mpi_go_deaf(struct mclient *c)
 {
-	for (int r = 0; r < c->s.size; r++)
-		c->ranks[r].gone = true;
+	c->deaf = true;
 }
 
 static void (*_Atomic pause_hook)(void);
@@ -101,6 +107,8 @@ bool fut__mpi_drained(struct mclient *c)
  * for the ones gone. */
 bool fut__mpi_all_said_bye(const struct mclient *c)
 {
+	if (c->deaf)
+		return true;
 	for (int r = 0; r < c->s.size; r++)
 		if (r != c->s.root && !c->ranks[r].bye && !c->ranks[r].gone)
 			return false;
@@ -242,6 +250,8 @@ static void fail_broken(struct mclient *c, struct mjob *list)
 /* True while the break waits for a rank's ACK (struct mrank, awaited). */
 static bool awaiting(const struct mclient *c)
 {
+	if (c->deaf)
+		return false;
 	for (int r = 0; r < c->s.size; r++) {
 		const struct mrank *mr = &c->ranks[r];
 		if (mr->awaited && !mr->acked && !mr->bye && !mr->gone)
@@ -263,7 +273,8 @@ static bool awaiting(const struct mclient *c)
  * thread with the last outcome call MPI_Finalize: receives after that
  * raced it (741 calls counted, test_mpi_stop brokenbusyfin), and
  * without them such a result never completed (brokenbarrier; both found
- * by review, 2026-12-07).  A receive that fails ends the wait.
+ * by review, 2026-12-07).  A receive that fails ends the wait
+ * (fut__mpi_go_deaf()).
  */
 static void take_acks(struct mclient *c)
 {
@@ -280,7 +291,7 @@ static void take_acks(struct mclient *c)
 			       &st) != MPI_SUCCESS ||
 		    (flag && (MPI_Get_count(&st, MPI_BYTE, &n) != MPI_SUCCESS ||
 			      n < 0))) {
-			fut__mpi_all_gone(c);
+			fut__mpi_go_deaf(c);
 			break;
 		}
 		if (flag && (size_t)n > cap) {
@@ -298,7 +309,7 @@ static void take_acks(struct mclient *c)
 			if (MPI_Recv(buf, n, MPI_BYTE, src, st.MPI_TAG,
 				     c->s.comm,
 				     MPI_STATUS_IGNORE) != MPI_SUCCESS) {
-				fut__mpi_all_gone(c);
+				fut__mpi_go_deaf(c);
 				break;
 			}
 			did = true;

@@ -44,6 +44,32 @@ void fut__mpi_test_corrupt_next_send(void)
 	atomic_store(&corrupt_next, true);
 }
 
+static _Atomic unsigned fail_sends, fail_recvs;
+static _Atomic unsigned long failed_calls;
+
+/* Test hook: the next `sends` frames this process sends go, but are
+ * reported refused by MPI (FUT_EBROKEN), and its next `recvs` receives
+ * fail before they probe; returns how many calls it failed so far. */
+unsigned long fut__mpi_test_fail_mpi(unsigned sends, unsigned recvs);
+unsigned long fut__mpi_test_fail_mpi(unsigned sends, unsigned recvs)
+{
+	atomic_store(&fail_sends, sends);
+	atomic_store(&fail_recvs, recvs);
+	return atomic_load(&failed_calls);
+}
+
+/* Whether the hook fails this call (one of *left). */
+static bool hook_fails(_Atomic unsigned *left)
+{
+	unsigned n = atomic_load_explicit(left, memory_order_relaxed);
+	while (n != 0 && !atomic_compare_exchange_weak(left, &n, n - 1))
+		;
+	if (n == 0)
+		return false;
+	atomic_fetch_add(&failed_calls, 1);
+	return true;
+}
+
 void fut__mpi_set_message_limit(size_t bytes)
 {
 	atomic_store(&message_limit,
@@ -154,6 +180,8 @@ int fut__mpi_link_send(struct fut__mpi_link *l, int to, unsigned type,
 		fut__free(fr->buf);
 	}
 	memset(fr, 0, sizeof(*fr));
+	if (rc == FUT_OK && hook_fails(&fail_sends))
+		rc = FUT_EBROKEN;
 	return rc;
 }
 
@@ -233,7 +261,8 @@ int fut__mpi_link_recv(struct fut__mpi_link *l, int from, const void **data,
 {
 	int flag = 0;
 	MPI_Status st;
-	if (MPI_Iprobe(from, MPI_ANY_TAG, l->comm, &flag, &st) != MPI_SUCCESS)
+	if (hook_fails(&fail_recvs) ||
+	    MPI_Iprobe(from, MPI_ANY_TAG, l->comm, &flag, &st) != MPI_SUCCESS)
 		return FUT_EBROKEN;
 	if (!flag)
 		return FUT_ETIMEDOUT;

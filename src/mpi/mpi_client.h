@@ -54,8 +54,8 @@ struct mrank {
 	uint32_t names_sent; /* ids 1..names_sent are known there */
 	bool stopped;
 	bool bye; /* its BYE came: nothing more of it is in flight */
-	/* MPI failed to receive (the break's wait): no BYE of its is waited
-	 * for. */
+	/* MPI refused a send to it: nothing more goes to it, and no BYE of
+	 * its is waited for. */
 	bool gone;
 	/* A break found tasks of ours there: its STOP is a BREAK, and, but
 	 * for the rank blamed, the break waits for its ACK (or its BYE)
@@ -120,6 +120,7 @@ struct mclient {
 	bool hold_sent; /* holding: every STOP went, the BYEs wait */
 	bool seen;	/* shutdown_seen was set */
 	bool broke;	/* fut__mpi_break_all ran */
+	bool deaf;	/* an MPI receive failed: none is waited for */
 	struct mheld held[FUT__MPI_HELD_MAX];
 	size_t nheld;
 
@@ -159,10 +160,11 @@ void fut__mpi_job_fail(struct mjob *j, int code, int task_code,
 /* client_stop.c: the manager's stop of the ranks, and its pause */
 
 /* Sends one STOP (BREAK: brk) to every server rank not yet stopped (nor
- * gone); one not sent is retried on the next call. */
+ * gone); one that found no memory is retried on the next call, one that
+ * MPI refused is gone. */
 void fut__mpi_stop_ranks(struct mclient *c);
-/* MPI failed to receive: every rank is gone. */
-void fut__mpi_all_gone(struct mclient *c);
+/* MPI failed to receive: no message is waited for any more (deaf). */
+void fut__mpi_go_deaf(struct mclient *c);
 /* True once shut down with nothing left: then the ranks get their STOP. */
 bool fut__mpi_drained(struct mclient *c);
 /* True once every server's BYE came. */

@@ -50,6 +50,16 @@
  *                future ends.  Before, the manager counted the busy
  *                server as owing results and probed for them (and its
  *                BYE) after the free, as finalize began (741 calls).
+ *   holdsendfail (fifteenth session) the last future's done callback
+ *                makes MPI "refuse" root's next sends (a test hook: they
+ *                go, and are reported failed) and frees the executor;
+ *                300 ms later the hook must have failed only the two
+ *                STOPs.  Before, the held manager tried a STOP that MPI
+ *                refused again every 10 ms, for ever.
+ *   recvfail     (fifteenth session) root's receives fail (a test hook)
+ *                while a rank runs a task: the break must not probe
+ *                again.  Before, the manager still expected that rank's
+ *                BYE, and tried the failing receive in a hot loop.
  *   cancelnowait (fourteenth session) an idle executor's manager is
  *                paused (a test hook) after its pass's dispatch, before
  *                it reads the shutdown; main submits 64 jobs, cancels
@@ -306,6 +316,58 @@ static int mode_brokenbusyfin(void)
 	return 0; /* MPI_Finalize at once */
 }
 
+/* holdsendfail: from the manager's thread, as free_now_cb. */
+static void fail_sends_free_cb(fut_future *f, void *ud)
+{
+	(void)f;
+	CHECK(!pthread_equal(pthread_self(), main_thread));
+	(void)fut__mpi_test_fail_mpi(1000, 0);
+	fut_executor_free(ud);
+}
+
+static int mode_holdsendfail(void)
+{
+	CHECK(fut_mpi_executor_new(&cb_ex, NULL) == FUT_OK);
+	unsigned long failed = 0;
+	if (cb_ex != NULL) {
+		square_with_callback(cb_ex, fail_sends_free_cb);
+		usleep(300000);
+		failed = fut__mpi_test_fail_mpi(0, 0);
+	}
+	/* Every rank: the STOPs went (the hook only says they failed). */
+	CHECK(MPI_Barrier(MPI_COMM_WORLD) == MPI_SUCCESS);
+	if (failed > 2)
+		fprintf(stderr,
+			"holdsendfail: %lu sends tried in 300 ms after "
+			"MPI refused the STOPs (2 before a retry)\n",
+			failed);
+	return failed > 2;
+}
+
+static int mode_recvfail(void)
+{
+	CHECK(fut_mpi_executor_new(&cb_ex, &(fut_mpi_opts){ .prefetch = 1 }) ==
+	      FUT_OK);
+	if (cb_ex == NULL)
+		return 0;
+	fut_future *f;
+	CHECK(fut_submit_bytes(cb_ex, small_late_task, NULL, 0, &f) == FUT_OK);
+	usleep(200000); /* it runs */
+	(void)fut__mpi_test_fail_mpi(0, 1000000000);
+	CHECK(fut_wait(&f, 1, FUT_ALL_COMPLETED, 30) == FUT_OK);
+	CHECK(fut_error(f) == FUT_EBROKEN);
+	fut_release(f);
+	usleep(300000);
+	unsigned long failed = fut__mpi_test_fail_mpi(0, 0);
+	fut_executor_free(cb_ex);
+	if (failed > 1)
+		fprintf(stderr,
+			"recvfail: %lu receives tried after the first "
+			"failed\n",
+			failed - 1);
+	return failed > 1;
+}
+
 /* cancelnowait: the manager waits here once, armed, until main has
  * queued and cancelled its jobs and is in its shutdown. */
 static _Atomic bool pause_armed, paused, pause_go;
@@ -382,13 +444,17 @@ int main(int argc, char **argv)
 		rc = mode_brokenbarrier();
 	else if (strcmp(mode, "brokenbusyfin") == 0)
 		rc = mode_brokenbusyfin();
+	else if (strcmp(mode, "holdsendfail") == 0)
+		rc = mode_holdsendfail();
+	else if (strcmp(mode, "recvfail") == 0)
+		rc = mode_recvfail();
 	else if (strcmp(mode, "cancelnowait") == 0)
 		rc = mode_cancelnowait();
 	else {
 		fprintf(stderr,
 			"usage: %s brokenint|nowaitrace|cbfreefin|heldnew|"
 			"cbfreebarrier|brokencbfin|brokenbarrier|"
-			"brokenbusyfin|cancelnowait\n",
+			"brokenbusyfin|holdsendfail|recvfail|cancelnowait\n",
 			argv[0]);
 		rc = 2;
 	}
