@@ -63,6 +63,11 @@ void fut__mpi_test_pause_hook(void (*fn)(void))
 	atomic_store(&pause_hook, fn);
 }
 
+bool fut__mpi_test_shutting(fut_executor *ex)
+{
+	return atomic_load(&fut__mpi_client_of(ex)->shutting);
+}
+
 void fut__mpi_test_pause(void)
 {
 	void (*fn)(void) =

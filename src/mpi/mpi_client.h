@@ -191,9 +191,11 @@ void fut__mpi_interrupt_rank(struct mclient *c, int r);
  * blamed) before any of them ends. */
 void fut__mpi_break_all(struct mclient *c, bool blame, const char *fmt,
 			int rank, const char *detail);
-/* Test hooks: the function fut__mpi_test_pause() runs, if any. */
+/* Test hooks: the function fut__mpi_test_pause() runs, if any; whether
+ * ex's shutdown has set `shutting` (for such a function). */
 void fut__mpi_test_pause_hook(void (*fn)(void));
 void fut__mpi_test_pause(void);
+bool fut__mpi_test_shutting(fut_executor *ex);
 /* While the executor is held (holding): sends the STOPs (again each
  * pass, 10 ms apart, until every rank has its own), then naps until
  * something wakes it; true while held. */

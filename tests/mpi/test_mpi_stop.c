@@ -369,17 +369,21 @@ static int mode_recvfail(void)
 }
 
 /* cancelnowait: the manager waits here once, armed, until main has
- * queued and cancelled its jobs and is in its shutdown. */
-static _Atomic bool pause_armed, paused, pause_go;
+ * queued and cancelled its jobs and its shutdown has set `shutting`
+ * (seen, else the test would pass without the window: a sleep here
+ * could end first under load; found by review, 2026-12-07). */
+static _Atomic bool pause_armed, paused, pause_saw;
+static fut_executor *pause_ex;
 
 static void pause_once(void)
 {
 	if (!atomic_exchange(&pause_armed, false))
 		return;
 	atomic_store(&paused, true);
-	while (!atomic_load(&pause_go))
+	double t0 = now_s();
+	while (!fut__mpi_test_shutting(pause_ex) && now_s() - t0 < 20)
 		usleep(100);
-	usleep(50000); /* main's shutdown sets its flags meanwhile */
+	atomic_store(&pause_saw, fut__mpi_test_shutting(pause_ex));
 }
 
 static int mode_cancelnowait(void)
@@ -393,6 +397,7 @@ static int mode_cancelnowait(void)
 	};
 	static unsigned char in[N];
 	fut_future *fs[N];
+	pause_ex = ex;
 	fut__mpi_test_pause_hook(pause_once);
 	atomic_store(&pause_armed, true);
 	for (int i = 0; i < 2000 && !atomic_load(&paused); i++)
@@ -401,8 +406,9 @@ static int mode_cancelnowait(void)
 	CHECK(fut_submit_many(ex, quick_task, in, 1, N, fs) == FUT_OK);
 	for (int i = 0; i < N; i++)
 		CHECK(fut_cancel(fs[i]));
-	atomic_store(&pause_go, true);
 	CHECK(fut_executor_shutdown(ex, FUT_SHUTDOWN_NOWAIT) == FUT_OK);
+	/* The manager read the shutdown only after it was set. */
+	CHECK(atomic_load(&pause_saw));
 	for (int i = 0; i < N; i++) {
 		CHECK(fut_error(fs[i]) == FUT_ECANCELLED);
 		fut_release(fs[i]);
