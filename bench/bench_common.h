@@ -1,12 +1,14 @@
 /*
  * bench_common.h: helpers shared by the bench programs (bench/ and
  * bench/peers/): a monotonic clock, the process's CPU time, the W3 unit
- * of CPU work, the quick mode and peak RSS.
+ * of CPU work, the quick mode, peak RSS and running a workload in a child
+ * process, forked or a fresh exec of the program.
  */
 #ifndef BENCH_COMMON_H
 #define BENCH_COMMON_H
 #include <stdint.h>
 #include <stdio.h>
+#include <spawn.h>
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -84,6 +86,29 @@ static inline void bench_in_child(void (*fn)(long), long n)
 	if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
 	    WEXITSTATUS(status) != 0) {
 		fprintf(stderr, "bench: a workload's child process failed\n");
+		exit(1);
+	}
+}
+
+extern char **environ;
+
+/* Runs this program again, exec'd from /proc/self/exe with the one
+ * argument `arg` (which names a workload), and waits for it: a workload
+ * that must start in a fresh process, as a program of its own would,
+ * whatever ran before it (W7b: no thread stacks kept or cached from an
+ * earlier pool, no heap grown).  Its RESULT lines go to this program's
+ * standard output.  Exits if the child failed. */
+static inline void bench_exec_self(const char *argv0, const char *arg)
+{
+	fflush(stdout);
+	char *args[] = { (char *)argv0, (char *)arg, NULL };
+	pid_t pid;
+	int status = 0;
+	if (posix_spawn(&pid, "/proc/self/exe", NULL, NULL, args, environ) !=
+		    0 ||
+	    waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
+	    WEXITSTATUS(status) != 0) {
+		fprintf(stderr, "bench: %s %s failed\n", argv0, arg);
 		exit(1);
 	}
 }

@@ -5,7 +5,9 @@
 # GThreadPool, oneTBB task_group, Python concurrent.futures; peers/io_*
 # for W7-W9), each BENCH_RUNS times (default 5); prints the median of
 # each (workload, impl, figure) and then the ratios the issues set as
-# targets.
+# targets.  bench_io, io_glib and io_python.py each run W7b first in a
+# fresh process of its own (the program run again with the argument W7b),
+# so that no implementation's W7b follows its W7 pool in one process.
 #   BENCH_RUNS=n   runs per program
 #   BENCH_QUICK=1  a smoke run: one run, counts scaled down 10x
 #   BENCH_ONLY="bench_io io_glib io_python.py"  only the programs so named
@@ -210,8 +212,10 @@ END {
 	# The most a pool can reach that starts every thread on a fresh
 	# stack: 20 ms after the last of 256 thread starts, each costing the
 	# CPU of a raw thread start (the cheaper of the two in W7b-start) and
-	# every cpu starting threads all along.  Not a bound on ours, which
-	# reuses the stacks left by the threads of W7 (docs/perf-log.md, 2026-12-06).
+	# every cpu starting threads all along.  Ours starts W7b in a fresh
+	# process too since 2026-12-07; before, it ran after W7 in the same
+	# process and reused the stacks left by the threads of W7, and was no
+	# bound on it (docs/perf-log.md, 2026-12-06).
 	c = "W7b-start/floor-threads-one-starter"; k = "W7b-start/floor-threads-tree"
 	if (!has(c) || (has(k) && val[k] < val[c])) c = k
 	if (has(c) && ncpus > 0) {
