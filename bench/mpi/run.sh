@@ -9,7 +9,8 @@
 # through apt-get when missing, skipped with a message otherwise).  Prints
 # every RESULT line, the medians of RUNS runs (5), the idle CPU and the
 # start-up, and the ratios the issue sets as targets.  Results are
-# checked: a check=BAD or a failed run fails the script.
+# checked: a check=BAD or a failed run (ours, the floors or mpi4py's;
+# a missing mpi4py is a skip) prints FAILED and fails the script.
 set -u
 build=${1:-build}
 runs=${2:-5}
@@ -39,6 +40,8 @@ $py -c 'import mpi4py' 2>/dev/null || {
 log=$build/bench/mpi.log
 mkdir -p "$build/bench"
 : >"$log"
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
 status=0
 echo "bench-mpi: $runs run(s); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 t0=$(date +%s)
@@ -47,15 +50,25 @@ while [ "$i" -lt "$runs" ]; do
 	i=$((i + 1))
 	{
 		timeout 300 "$MPIRUN" -np 3 "$build/bench/bench_mpi" "$n1" "$n2" ||
-			echo "FAILED bench_mpi"
+			echo "FAILED bench_mpi (exit $?)"
 		# FUT_MPI_SPAWN's start-up: a singleton spawns 2 servers.
-		timeout 60 "$build/bench/bench_mpi" spawn
-		timeout 120 "$MPIRUN" -np 3 "$build/bench/mpi_floors" lat "$n1" 16 block
-		timeout 120 "$MPIRUN" -np 3 "$build/bench/mpi_floors" farm "$n2" 16 1
-		timeout 120 "$MPIRUN" -np 3 "$build/bench/mpi_floors" farm "$n2" 64 64
+		timeout 60 "$build/bench/bench_mpi" spawn ||
+			echo "FAILED bench_mpi spawn (exit $?)"
+		for f in "lat $n1 16 block" "farm $n2 16 1" "farm $n2 64 64"; do
+			timeout 120 "$MPIRUN" -np 3 "$build/bench/mpi_floors" $f ||
+				echo "FAILED mpi_floors $f (exit $?)"
+		done
+		# Its RESULT lines only, its exit status kept (no pipe); when it
+		# failed, what it printed, indented (not read as results).
+		# mpi4py missing is the one skip (above).
 		if [ $have_mpi4py = yes ]; then
-			timeout 600 "$MPIRUN" -np 3 $py -m mpi4py.futures \
-				"$here/bench_mpi4py.py" "$m1" "$n2" | grep -a RESULT
+			if timeout 600 "$MPIRUN" -np 3 $py -m mpi4py.futures \
+				"$here/bench_mpi4py.py" "$m1" "$n2" >"$out"; then
+				grep -a RESULT "$out"
+			else
+				echo "FAILED mpi4py.futures (exit $?)"
+				sed 's/^/  /' "$out"
+			fi
 		fi
 	} 2>&1 | tee -a "$log"
 done
