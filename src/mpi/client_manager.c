@@ -40,9 +40,8 @@ static void on_crash(struct mclient *c, int rank, struct mjob *j,
 		fut__free(data);
 		fut__mpi_job_fail(j, FUT_EBROKEN, 0, "malformed crash record");
 		fut__mpi_break_all(
-			c, true,
-			"rank %d sent a crash record without a status%s", rank,
-			"");
+			c, "rank %d sent a crash record without a status%s",
+			rank, "");
 		return;
 	}
 	uint32_t u = 0;
@@ -115,7 +114,7 @@ static void on_result(struct mclient *c, int rank, struct fut__wire_rec *rec)
 		if (rec->owned)
 			fut__free(rec->data);
 		fut__mpi_break_all(
-			c, true,
+			c,
 			"rank %d sent a result for a task it does not hold%s",
 			rank, "");
 		return;
@@ -246,8 +245,8 @@ static void feed(struct mclient *c, int rank, const unsigned char *data,
 				return;
 			continue;
 		}
-		fut__mpi_break_all(c, true,
-				   "rank %d sent a malformed message: %s", rank,
+		fut__mpi_break_all(c, "rank %d sent a malformed message: %s",
+				   rank,
 				   mr->dec.error != NULL ? mr->dec.error :
 							   "out of memory");
 		return;
@@ -273,7 +272,7 @@ static bool receive_all(struct mclient *c)
 			return did;
 		if (rc != FUT_OK) {
 			fut__mpi_go_deaf(c);
-			fut__mpi_break_all(c, false,
+			fut__mpi_break_all(c,
 					   "rank %d: an MPI receive failed%s",
 					   c->s.rank, "");
 			return true;
@@ -292,8 +291,7 @@ static bool receive_all(struct mclient *c)
 			 * it held will never come back. */
 			if (!c->ranks[src].stopped || c->ranks[src].inflight)
 				fut__mpi_break_all(
-					c, true, "rank %d stopped serving%s",
-					src,
+					c, "rank %d stopped serving%s", src,
 					" (it gave up: see its return code)");
 			continue;
 		}
@@ -413,13 +411,13 @@ static void send_jobs(struct mclient *c, int r, struct mjob *list)
 	}
 	int rc = fut__mpi_link_send(&c->link, r, FUT__WIRE_TASKS, &fr);
 	fut__free(fr.buf);
-	if (rc == FUT_EBROKEN)
-		fut__mpi_break_all(c, true, "rank %d: an MPI send failed%s", r,
-				   "");
-	else if (rc != FUT_OK)
-		fut__mpi_break_all(c, false,
-				   "rank %d: out of memory for a message%s", r,
-				   "");
+	if (rc == FUT_EBROKEN) {
+		mr->gone = true; /* MPI refused it: not waited for */
+		fut__mpi_break_all(c, "rank %d: an MPI send failed%s", r, "");
+	} else if (rc != FUT_OK) {
+		fut__mpi_break_all(c, "rank %d: out of memory for a message%s",
+				   r, "");
+	}
 	if (failed != NULL && c->inflight == 0)
 		go_quiet(c);
 	while (failed != NULL) {
@@ -497,11 +495,14 @@ static bool send_interrupts(struct mclient *c)
 		}
 		if (fr.count != 0) {
 			did = true;
-			if (fut__mpi_link_send(&c->link, r, FUT__WIRE_TASKS,
-					       &fr) != FUT_OK)
+			int rc = fut__mpi_link_send(&c->link, r,
+						    FUT__WIRE_TASKS, &fr);
+			if (rc == FUT_EBROKEN) /* refused: not waited for */
+				c->ranks[r].gone = true;
+			if (rc != FUT_OK)
 				fut__mpi_break_all(
-					c, true,
-					"rank %d: an MPI send failed%s", r, "");
+					c, "rank %d: an MPI send failed%s", r,
+					"");
 		}
 		fut__free(fr.buf);
 	}

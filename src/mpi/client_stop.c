@@ -266,8 +266,8 @@ static bool awaiting(const struct mclient *c)
 }
 
 /*
- * The break's wait, before any future ends: each rank sent a BREAK but
- * the blamed one (struct mrank, awaited) answers with an ACK once every
+ * The break's wait, before any future ends: each rank sent a BREAK
+ * (struct mrank, awaited) answers with an ACK once every
  * send of its own is out (or with its BYE), and drops its results from
  * then on.  Until then whatever comes is received, into a buffer of our
  * own (the held results point into the link's stage), and dropped; a
@@ -336,10 +336,10 @@ static void take_acks(struct mclient *c)
 
 /* The executor is broken (why: formatted): every queued and running job
  * ends FUT_EBROKEN, what runs is interrupted, and every rank gets its
- * STOP, a BREAK where tasks of ours ran, whose ACK comes first unless
- * blamed (take_acks()). */
-void fut__mpi_break_all(struct mclient *c, bool blame, const char *fmt,
-			int rank, const char *detail)
+ * STOP, a BREAK where tasks of ours ran, whose ACK comes first
+ * (take_acks()). */
+void fut__mpi_break_all(struct mclient *c, const char *fmt, int rank,
+			const char *detail)
 {
 	char why[512];
 	snprintf(why, sizeof(why), fmt, rank, detail);
@@ -362,12 +362,17 @@ void fut__mpi_break_all(struct mclient *c, bool blame, const char *fmt,
 		if (r == c->s.root || mr->bye || mr->gone)
 			continue;
 		fut__mpi_interrupt_rank(c, r);
-		/* Its results would still come (take_acks()).  A blamed
-		 * rank's own stream means nothing: it gets its BREAK, but
-		 * is not waited for. */
+		/* Its results would still come (take_acks()).  The rank
+		 * whose message broke the executor too: its ACK has a tag
+		 * of its own, and its stream is not decoded any more, while
+		 * a large result it began to send before it read the BREAK
+		 * completes only once received (a collective call after a
+		 * callback's free hung: test_mpi_stop blamedbig; found by
+		 * review, 2026-12-07).  Only a rank MPI refused a send to
+		 * (gone, above) is not waited for. */
 		if (mr->inflight != 0 && !mr->stopped) {
 			mr->brk = true;
-			mr->awaited = !(blame && r == rank);
+			mr->awaited = true;
 		}
 	}
 	if (first)

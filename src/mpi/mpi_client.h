@@ -57,9 +57,9 @@ struct mrank {
 	/* MPI refused a send to it: nothing more goes to it, and no BYE of
 	 * its is waited for. */
 	bool gone;
-	/* A break found tasks of ours there: its STOP is a BREAK, and, but
-	 * for the rank blamed, the break waits for its ACK (or its BYE)
-	 * before it fails any future (client_stop.c, take_acks()). */
+	/* A break found tasks of ours there: its STOP is a BREAK, and,
+	 * unless gone, the break waits for its ACK (or its BYE) before it
+	 * fails any future (client_stop.c, take_acks()). */
 	bool brk, awaited, acked;
 	struct fut__wire_dec dec;
 };
@@ -184,13 +184,12 @@ bool fut__mpi_stop_first(struct mclient *c);
 /* Asks rank r to interrupt every job in flight there (a break ends their
  * futures); best effort. */
 void fut__mpi_interrupt_rank(struct mclient *c, int r);
-/* Breaks the executor (why: fmt, formatted with rank and detail; blame:
- * rank's own message, or a send to it, broke it): every queued and
- * running job ends FUT_EBROKEN, what runs is interrupted, and every rank
- * gets its STOP (a BREAK where tasks ran, whose ACK it waits for unless
- * blamed) before any of them ends. */
-void fut__mpi_break_all(struct mclient *c, bool blame, const char *fmt,
-			int rank, const char *detail);
+/* Breaks the executor (why: fmt, formatted with rank and detail): every
+ * queued and running job ends FUT_EBROKEN, what runs is interrupted, and
+ * every rank gets its STOP (a BREAK where tasks ran, whose ACK it waits
+ * for unless MPI refused a send to it) before any of them ends. */
+void fut__mpi_break_all(struct mclient *c, const char *fmt, int rank,
+			const char *detail);
 /* Test hooks: the function fut__mpi_test_pause() runs, if any; whether
  * ex's shutdown has set `shutting` (for such a function). */
 void fut__mpi_test_pause_hook(void (*fn)(void));

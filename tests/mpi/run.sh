@@ -57,7 +57,8 @@ run -np 3 "$t/test_mpi_edge" modnomem
 run -np 3 "$t/test_mpi_edge" heldstop
 run -np 3 "$t/test_mpi_edge" cancelfin
 for m in brokenint nowaitrace cbfreefin heldnew cbfreebarrier brokencbfin \
-	brokenbarrier brokenbusyfin holdsendfail recvfail cancelnowait; do
+	brokenbarrier brokenbusyfin holdsendfail recvfail cancelnowait \
+	blamedbig; do
 	run -np 3 "$t/test_mpi_stop" $m
 done
 for m in namenomem namestop recvnomem srvnomem nostandby gathernomem \

@@ -427,6 +427,56 @@ static int mode_heldnew(void)
 	return 0;
 }
 
+/* blamedbig: one server runs both tasks; the first's result goes
+ * malformed (300 ms), the second's, 1 MiB, starts 50 ms later, while
+ * root naps (poll_backoff 0.5): it is in flight when the BREAK comes. */
+static void twin_task(fut_task *t)
+{
+	const unsigned char *in = fut_task_input(t, NULL);
+	if (in[0] == 0) {
+		usleep(300000);
+		fut__mpi_test_corrupt_next_send();
+		quick_task(t);
+		return;
+	}
+	usleep(350000);
+	enum {
+		BIG = 1 << 20
+	};
+	unsigned char *b = calloc(1, BIG);
+	fut_task_return_bytes(t, b, BIG);
+	free(b);
+}
+
+static int mode_blamedbig(void)
+{
+	bool root = world_rank() == 0;
+	CHECK(fut_mpi_executor_new(
+		      &cb_ex,
+		      &(fut_mpi_opts){ .prefetch = 2,
+				       .threads_per_rank = 2,
+				       .poll_spin = root ? 1e-9 : 0,
+				       .poll_backoff = root ? 0.5 : 0 }) ==
+	      FUT_OK);
+	if (cb_ex != NULL) {
+		unsigned char in[2] = { 0, 1 };
+		fut_future *fs[2];
+		CHECK(fut_submit_many(cb_ex, twin_task, in, 1, 2, fs) ==
+		      FUT_OK);
+		CHECK(fut_add_done_callback(fs[0], free_now_cb, cb_ex) ==
+		      FUT_OK);
+		CHECK(fut_wait(fs, 2, FUT_ALL_COMPLETED, 30) == FUT_OK);
+		for (int i = 0; i < 2; i++) {
+			CHECK(fut_error(fs[i]) == FUT_EBROKEN);
+			fut_release(fs[i]);
+		}
+	}
+	/* Every rank: the servers' calls have returned (the blamed one's
+	 * large send was received). */
+	CHECK(MPI_Barrier(MPI_COMM_WORLD) == MPI_SUCCESS);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	main_thread = pthread_self();
@@ -456,11 +506,14 @@ int main(int argc, char **argv)
 		rc = mode_recvfail();
 	else if (strcmp(mode, "cancelnowait") == 0)
 		rc = mode_cancelnowait();
+	else if (strcmp(mode, "blamedbig") == 0)
+		rc = mode_blamedbig();
 	else {
 		fprintf(stderr,
 			"usage: %s brokenint|nowaitrace|cbfreefin|heldnew|"
 			"cbfreebarrier|brokencbfin|brokenbarrier|"
-			"brokenbusyfin|holdsendfail|recvfail|cancelnowait\n",
+			"brokenbusyfin|holdsendfail|recvfail|cancelnowait|"
+			"blamedbig\n",
 			argv[0]);
 		rc = 2;
 	}
