@@ -30,12 +30,14 @@ void fut__mpi_stop_ranks(struct mclient *c)
 		struct mrank *mr = &c->ranks[r];
 		if (r == c->s.root || mr->stopped || mr->bye || mr->gone)
 			continue;
+		/* A BREAK is a message of its own tag, after the stream's:
+		 * a rank that gave up reads only that (server_end.c). */
 		struct fut__mpi_frame fr = { 0 };
-		int rc = fut__mpi_frame_add(&fr, 0, 0,
-					    mr->brk ? FUT__WIRE_T_BREAK :
-						      FUT__WIRE_T_STOP,
-					    0, NULL, 0);
-		if (rc == FUT_OK)
+		int rc = mr->brk ?
+				 fut__mpi_send_ack(c->s.comm, r) :
+				 fut__mpi_frame_add(&fr, 0, 0, FUT__WIRE_T_STOP,
+						    0, NULL, 0);
+		if (rc == FUT_OK && !mr->brk)
 			rc = fut__mpi_link_send(&c->link, r, FUT__WIRE_TASKS,
 						&fr);
 		fut__free(fr.buf);

@@ -247,10 +247,10 @@ int fut__mpi_send_bye(MPI_Comm comm, int root, bool gave_up)
 		       FUT_EBROKEN;
 }
 
-int fut__mpi_send_ack(MPI_Comm comm, int root)
+int fut__mpi_send_ack(MPI_Comm comm, int to)
 {
 	static unsigned char none[1];
-	return MPI_Send(none, 0, MPI_BYTE, root, FUT__MPI_TAG_ACK, comm) ==
+	return MPI_Send(none, 0, MPI_BYTE, to, FUT__MPI_TAG_ACK, comm) ==
 			       MPI_SUCCESS ?
 		       FUT_OK :
 		       FUT_EBROKEN;

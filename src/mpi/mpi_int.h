@@ -41,9 +41,12 @@
  * communicator could match -- MPICH reuses context ids at once). */
 #define FUT__MPI_TAG 1
 #define FUT__MPI_TAG_BYE 2
-/* A server's answer to a BREAK (empty): everything it sent before is out,
- * and it sends no more results (server.c, loop()). */
+/* Root's BREAK (empty; a rank that gave up reads nothing of the stream
+ * but still looks for this tag: server_end.c), and a server's answer to
+ * it (empty): everything it sent before is out, and it sends no more
+ * results (server.c, loop()). */
 #define FUT__MPI_TAG_ACK 3
+#define FUT__MPI_TAG_BREAK FUT__MPI_TAG_ACK
 
 /* ------------------------------------------------------------------ */
 /* names.c                                                              */
@@ -125,9 +128,9 @@ int fut__mpi_link_recv(struct fut__mpi_link *l, int from, const void **data,
  * complete).  Root answers a one-byte BYE with an empty one, through the
  * same call.  FUT_OK or FUT_EBROKEN. */
 int fut__mpi_send_bye(MPI_Comm comm, int root, bool gave_up);
-/* A server's answer to the client's BREAK (blocking, empty: eager).
- * FUT_OK or FUT_EBROKEN. */
-int fut__mpi_send_ack(MPI_Comm comm, int root);
+/* An empty message of tag 3 to rank to (blocking: eager): root's BREAK,
+ * or a server's ACK of it.  FUT_OK or FUT_EBROKEN. */
+int fut__mpi_send_ack(MPI_Comm comm, int to);
 /* A server that gave up: reads and drops what root sends until root's
  * answer to its BYE (polling with the given spin and backoff, seconds). */
 void fut__mpi_link_drain(struct fut__mpi_link *l, int root, double spin,

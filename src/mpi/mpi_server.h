@@ -1,7 +1,8 @@
 /*
  * mpi_server.h: what a serving rank's files share (server.c: the MPI loop;
- * server_results.c: the results until they are sent; server_tasks.c: the task threads; server_pool.c: the
- * FUT_MPI_ISOLATE bridge to a process pool).  Private to libfuture-mpi.
+ * server_end.c: the end of serving early; server_results.c: the results
+ * until they are sent; server_tasks.c: the task threads; server_pool.c:
+ * the FUT_MPI_ISOLATE bridge to a process pool).  Private to libfuture-mpi.
  *
  * One thread at a time runs the loop and makes every MPI call: the calling
  * thread, or with threads_per_rank 1 whichever of it and the standby holds
@@ -72,8 +73,9 @@ struct server {
 	struct stask *running;	     /* lock */
 	size_t busy;		     /* lock: tasks taken by workers */
 	bool stop;		     /* lock: STOP came (or serving failed) */
-	bool discard; /* lock: BREAK came: every result is dropped */
-	bool ack_due; /* the loop's: BREAK came, its ACK not sent yet */
+	bool discard;  /* lock: BREAK came: every result is dropped */
+	bool ack_due;  /* the loop's: BREAK came, its ACK not sent yet */
+	bool ack_sent; /* the loop's: the ACK went (at most one) */
 	bool loop_sleeping, loop_wake; /* lock */
 	struct fut__mpi_frame results; /* lock */
 	/* lock: the ids whose result found no memory even for the record
@@ -130,10 +132,18 @@ void fut__mpi_server_take_results_locked(struct server *s,
  * memory (serving must give up). */
 bool fut__mpi_server_reserve_locked(struct server *s, size_t more);
 
-/* server.c */
+/* server_end.c (the loop's) */
 
+/* Frees the tasks of list (none started); returns how many. */
+size_t fut__mpi_server_drop_tasks(struct stask *list);
 /* Serving cannot go on: finish what runs, then return code (the loop). */
 void fut__mpi_server_give_up(struct server *s, int code);
+/* The client broke (its BREAK): what is queued is dropped, what runs
+ * interrupted, every result from now on dropped, and an ACK goes once
+ * our sends are out. */
+void fut__mpi_server_on_break(struct server *s);
+/* A rank that gave up: reads a BREAK if one came (true). */
+bool fut__mpi_server_look_for_break(struct server *s);
 
 /* server_tasks.c */
 

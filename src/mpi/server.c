@@ -27,64 +27,6 @@
 
 #include "mpi_server.h"
 
-/* Frees the tasks of list (none started); returns how many. */
-static size_t drop_tasks(struct stask *list)
-{
-	size_t n = 0;
-	for (struct stask *st = list, *next; st != NULL; st = next, n++) {
-		next = st->next;
-		fut__slab_free(st, st->slab);
-	}
-	return n;
-}
-
-/*
- * Serving cannot go on (a malformed message from the client, no memory):
- * stop what runs, finish it, then return code.  The client breaks the
- * executor at this rank's goodbye, so what has not started is dropped:
- * the tasks of the message being read (not queued yet: a task thread
- * that saw the queue empty and `stop` would have ended, leaving them to
- * no one) and the queued ones.  What runs is interrupted, as
- * fut_interrupt() does, since no INTERRUPT is read from now on: a task
- * waiting for one would have kept the rank, and the client's free, for
- * ever (found by review, 2026-12-07).  discard: the client's BREAK
- * (on_record()), the same end without a code, every result still to
- * come dropped.
- */
-static void end_serving(struct server *s, bool discard)
-{
-	struct stask *inbox = s->inbox_head;
-	s->inbox_head = s->inbox_tail = NULL;
-	s->inbox_n = 0;
-	pthread_mutex_lock(&s->lock);
-	s->stop = true;
-	s->discard |= discard;
-	struct stask *queued = s->qhead;
-	for (struct stask *st = queued; st != NULL; st = st->next)
-		s->ntasks--;
-	s->qhead = s->qtail = NULL;
-	for (struct stask *st = s->running; st != NULL; st = st->next)
-		atomic_fetch_or(&st->flags, FUT__F_INTERRUPT);
-	pthread_cond_broadcast(&s->work_cv);
-	pthread_mutex_unlock(&s->lock);
-	drop_tasks(inbox);
-	drop_tasks(queued);
-	/* ISOLATE: what has not started is cancelled, what runs killed; the
-	 * done callbacks still record every outcome. */
-	if (s->s.pool != NULL)
-		(void)fut_executor_shutdown(
-			s->s.pool, FUT_SHUTDOWN_NOWAIT |
-					   FUT_SHUTDOWN_CANCEL_PENDING |
-					   FUT_SHUTDOWN_INTERRUPT);
-}
-
-void fut__mpi_server_give_up(struct server *s, int code)
-{
-	if (s->error == FUT_OK)
-		s->error = code;
-	end_serving(s, false);
-}
-
 static void on_name(struct server *s, const struct fut__wire_rec *r)
 {
 	if (r->id != (uint64_t)s->nnames + 1) {
@@ -218,11 +160,8 @@ static void on_record(struct server *s, const struct fut__wire_rec *r)
 		queue_inbox(s);
 		on_interrupt(s, r->id);
 		break;
-	case FUT__WIRE_T_BREAK:
-		/* The client broke: it fails our tasks as soon as our ACK
-		 * says nothing more of ours needs its receive (loop()). */
-		s->ack_due = true;
-		end_serving(s, true);
+	case FUT__WIRE_T_BREAK: /* no longer sent: a message of tag 3 */
+		fut__mpi_server_on_break(s);
 		break;
 	default: /* FUT__WIRE_T_STOP */
 		queue_inbox(s);
@@ -268,6 +207,11 @@ static bool receive_all(struct server *s, bool one)
 		int src, tag;
 		int rc = fut__mpi_link_recv(&s->link, s->s.root, &data, &len,
 					    &src, &tag);
+		if (rc == FUT_OK && tag == FUT__MPI_TAG_BREAK) {
+			did = true;
+			fut__mpi_server_on_break(s);
+			continue;
+		}
 		if (rc == FUT_OK && tag != FUT__MPI_TAG)
 			rc = FUT_EBROKEN; /* the client sends no other */
 		if (rc == FUT_ETIMEDOUT)
@@ -374,11 +318,14 @@ static struct stask *loop(struct server *s)
 		}
 		did |= fut__mpi_link_progress(&s->link);
 		did |= fut__mpi_pool_poll(s);
+		if (s->error != FUT_OK) /* it reads nothing else now */
+			did |= fut__mpi_server_look_for_break(s);
 		/* Once what we sent before the BREAK is out: no large send of
 		 * ours waits for root's receive, and the ACK, small, cannot
 		 * overtake one (the BYE follows once what runs has ended). */
 		if (s->ack_due && !fut__mpi_link_busy(&s->link)) {
 			s->ack_due = false;
+			s->ack_sent = true;
 			did = true;
 			if (fut__mpi_send_ack(s->s.comm, s->s.root) != FUT_OK)
 				fut__mpi_server_give_up(s, FUT_EBROKEN);
@@ -391,8 +338,8 @@ static struct stask *loop(struct server *s)
 		/* A lost result's id, and results a send found no memory
 		 * for, go before the end, once memory lets them
 		 * (server_results.c), unless serving gave up. */
-		bool done = s->stop && s->qhead == NULL && s->busy == 0 &&
-			    s->results.count == 0 &&
+		bool done = s->stop && !s->ack_due && s->qhead == NULL &&
+			    s->busy == 0 && s->results.count == 0 &&
 			    ((s->nlost == 0 && s->unsent.count == 0) ||
 			     s->error != FUT_OK);
 		/* While this rank's own tasks run, their end wakes the loop:
@@ -569,7 +516,7 @@ int fut__mpi_serve(struct fut__mpi_setup *setup)
 	fut__mpi_comm_release(&s->s);
 	setup->comm = MPI_COMM_NULL;
 	setup->inter = MPI_COMM_NULL;
-	s->ntasks -= drop_tasks(s->qhead);
+	s->ntasks -= fut__mpi_server_drop_tasks(s->qhead);
 	/* Tasks not freed (none, unless a bug leaked them) stay counted as
 	 * live objects, which the tests check. */
 	fut__mpi_live_count((int)s->ntasks);

@@ -69,7 +69,10 @@ enum {
  * the name id, payload: the name, 1-FUT__WIRE_MAX_NAME bytes), an
  * INTERRUPT of the task with that id, STOP (id 0), or BREAK (id 0): a
  * STOP after which the rank drops every result still to come and, once
- * its sends are out, tells root so (src/mpi/server.c).  A result to the
+ * its sends are out, tells root so (src/mpi/server.c; root now sends
+ * its BREAK as a message of a tag of its own, which a rank that gave up
+ * still reads: src/mpi/server_end.c; the record is still taken as one).
+ * A result to the
  * client may also be an ERROR: code a FUT_E* code, payload its message.
  */
 enum {

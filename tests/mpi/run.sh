@@ -58,7 +58,7 @@ run -np 3 "$t/test_mpi_edge" heldstop
 run -np 3 "$t/test_mpi_edge" cancelfin
 for m in brokenint nowaitrace cbfreefin heldnew cbfreebarrier brokencbfin \
 	brokenbarrier brokenbusyfin holdsendfail recvfail cancelnowait \
-	blamedbig; do
+	blamedbig gaveupwait; do
 	run -np 3 "$t/test_mpi_stop" $m
 done
 for m in namenomem namestop recvnomem srvnomem nostandby gathernomem \

@@ -477,6 +477,50 @@ static int mode_blamedbig(void)
 	return 0;
 }
 
+/* gaveupwait: rank 1's task ignores its interrupt for 4 s; root's
+ * INTERRUPT reaches that rank malformed, so it gives up; rank 2's result
+ * breaks the executor 500 ms in.  The break must not wait for the task. */
+static void deaf_long_task(fut_task *t)
+{
+	usleep(4000000);
+	quick_task(t);
+}
+
+static void corrupt_late_task(fut_task *t)
+{
+	usleep(500000);
+	fut__mpi_test_corrupt_next_send();
+	quick_task(t);
+}
+
+static int mode_gaveupwait(void)
+{
+	fut_executor *ex = NULL;
+	CHECK(fut_mpi_executor_new(&ex, &(fut_mpi_opts){ .prefetch = 1 }) ==
+		      FUT_OK ||
+	      world_rank() != 0);
+	if (ex == NULL)
+		return 0;
+	fut_future *fs[2];
+	double t0 = now_s();
+	CHECK(fut_submit_bytes(ex, deaf_long_task, NULL, 0, &fs[0]) == FUT_OK);
+	CHECK(fut_submit_bytes(ex, corrupt_late_task, NULL, 0, &fs[1]) ==
+	      FUT_OK);
+	usleep(100000);
+	fut__mpi_test_corrupt_next_send();
+	CHECK(fut_interrupt(fs[0]) == FUT_OK);
+	CHECK(fut_wait(fs, 2, FUT_ALL_COMPLETED, 30) == FUT_OK);
+	double took = now_s() - t0;
+	fprintf(stderr, "gaveupwait: the futures ended after %.2f s\n", took);
+	CHECK(took < 2.5); /* 4.0 before */
+	for (int i = 0; i < 2; i++) {
+		CHECK(fut_error(fs[i]) == FUT_EBROKEN);
+		fut_release(fs[i]);
+	}
+	fut_executor_free(ex);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	main_thread = pthread_self();
@@ -508,12 +552,14 @@ int main(int argc, char **argv)
 		rc = mode_cancelnowait();
 	else if (strcmp(mode, "blamedbig") == 0)
 		rc = mode_blamedbig();
+	else if (strcmp(mode, "gaveupwait") == 0)
+		rc = mode_gaveupwait();
 	else {
 		fprintf(stderr,
 			"usage: %s brokenint|nowaitrace|cbfreefin|heldnew|"
 			"cbfreebarrier|brokencbfin|brokenbarrier|"
 			"brokenbusyfin|holdsendfail|recvfail|cancelnowait|"
-			"blamedbig\n",
+			"blamedbig|gaveupwait\n",
 			argv[0]);
 		rc = 2;
 	}
