@@ -44,19 +44,19 @@
  *                receive after it), so that result's send never
  *                completed, its server never said BYE nor returned, and
  *                the barrier hung.
- *   brokenbusyfin (fifteenth session) brokenbarrier's scene with a
+ *   brokenbusyfin (fourteenth session) brokenbarrier's scene with a
  *                1-byte result, then MPI_Finalize at once instead of the
  *                barrier: the break's MPI calls all come before any
  *                future ends.  Before, the manager counted the busy
  *                server as owing results and probed for them (and its
  *                BYE) after the free, as finalize began (741 calls).
- *   holdsendfail (fifteenth session) the last future's done callback
+ *   holdsendfail (fourteenth session) the last future's done callback
  *                makes MPI "refuse" root's next sends (a test hook: they
  *                go, and are reported failed) and frees the executor;
  *                300 ms later the hook must have failed only the two
  *                STOPs.  Before, the held manager tried a STOP that MPI
  *                refused again every 10 ms, for ever.
- *   recvfail     (fifteenth session) root's receives fail (a test hook)
+ *   recvfail     (fourteenth session) root's receives fail (a test hook)
  *                while a rank runs a task: the break must not probe
  *                again.  Before, the manager still expected that rank's
  *                BYE, and tried the failing receive in a hot loop.
