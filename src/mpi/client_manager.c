@@ -32,18 +32,10 @@
 /* The manager                                                         */
 
 /* An ISOLATE server's worker died running j: the payload is the wait
- * status (4 bytes, little-endian), then the message.  Takes data. */
-static void on_crash(struct mclient *c, int rank, struct mjob *j,
-		     unsigned char *data, size_t len)
+ * status (4 bytes, little-endian), then the message (on_result() checked
+ * its length).  Takes data. */
+static void on_crash(struct mjob *j, unsigned char *data, size_t len)
 {
-	if (len < 4) {
-		fut__free(data);
-		fut__mpi_job_fail(j, FUT_EBROKEN, 0, "malformed crash record");
-		fut__mpi_break_all(
-			c, "rank %d sent a crash record without a status%s",
-			rank, "");
-		return;
-	}
 	uint32_t u = 0;
 	for (int k = 0; k < 4; k++)
 		u |= (uint32_t)data[k] << (8 * k);
@@ -119,6 +111,21 @@ static void on_result(struct mclient *c, int rank, struct fut__wire_rec *rec)
 			rank, "");
 		return;
 	}
+	/* A crash record without its wait status (on_crash()) breaks the
+	 * executor while j is still its rank's: the break ends it after its
+	 * MPI calls.  Before, j failed here first, and its done callback
+	 * (which may free the executor; main may then call MPI_Finalize)
+	 * ran before the INTERRUPTs, the BREAKs and the wait for the ACKs
+	 * (test_mpi_break shortcrash; found by review, 2026-12-07). */
+	if (rec->kind == FUT__WIRE_R_ERROR && rec->code == FUT_ECRASHED &&
+	    rec->len < 4) {
+		if (rec->owned)
+			fut__free(rec->data);
+		fut__mpi_break_all(
+			c, "rank %d sent a crash record without a status%s",
+			rank, "");
+		return;
+	}
 	if (prev != NULL)
 		prev->next = j->next;
 	else
@@ -134,8 +141,7 @@ static void on_result(struct mclient *c, int rank, struct fut__wire_rec *rec)
 }
 
 /* Completes j with the outcome rec carries. */
-static void complete(struct mclient *c, int rank, struct mjob *j,
-		     struct fut__wire_rec *rec)
+static void complete(struct mjob *j, struct fut__wire_rec *rec)
 {
 	if (rec->dropped) {
 		/* A result in several messages, and no memory to gather it:
@@ -174,7 +180,7 @@ static void complete(struct mclient *c, int rank, struct mjob *j,
 		return;
 	case FUT__WIRE_R_ERROR:
 		if (rec->code == FUT_ECRASHED) {
-			on_crash(c, rank, j, (unsigned char *)data, rec->len);
+			on_crash(j, (unsigned char *)data, rec->len);
 			return;
 		}
 		/* fall through */
@@ -217,7 +223,7 @@ static void finish_results(struct mclient *c)
 		if (i == 0 && c->inflight == 0)
 			go_quiet(c);
 		struct mheld *h = &c->held[i];
-		complete(c, h->rank, h->j, &h->rec);
+		complete(h->j, &h->rec);
 	}
 	c->nheld = 0;
 }

@@ -44,6 +44,27 @@ void fut__mpi_test_corrupt_next_send(void)
 	atomic_store(&corrupt_next, true);
 }
 
+static _Atomic bool short_crash_next;
+
+/* Test hook: the first record of the next frame this process sends goes
+ * as a crash record (FUT__WIRE_R_ERROR, FUT_ECRASHED) of its own length:
+ * a result shorter than 4 bytes makes one without its wait status. */
+void fut__mpi_test_short_crash_next_send(void);
+void fut__mpi_test_short_crash_next_send(void)
+{
+	atomic_store(&short_crash_next, true);
+}
+
+/* short_crash_next's rewrite of fr's first record: its kind and code,
+ * the header's two little-endian 32-bit words at 16. */
+static void make_crash_record(struct fut__mpi_frame *fr)
+{
+	unsigned char *p = fr->buf + FUT__WIRE_FRAME_HDR + 16;
+	uint32_t w[2] = { FUT__WIRE_R_ERROR, (uint32_t)FUT_ECRASHED };
+	for (int i = 0; i < 8; i++)
+		p[i] = (unsigned char)(w[i / 4] >> (8 * (i % 4)));
+}
+
 static _Atomic unsigned fail_sends, fail_recvs;
 static _Atomic unsigned long failed_calls;
 
@@ -159,6 +180,8 @@ int fut__mpi_link_send(struct fut__mpi_link *l, int to, unsigned type,
 			    fr->len - FUT__WIRE_FRAME_HDR);
 	if (atomic_exchange(&corrupt_next, false))
 		fr->buf[0] ^= 0xff;
+	if (atomic_exchange(&short_crash_next, false))
+		make_crash_record(fr);
 	*left = 0;
 	int rc = FUT_OK;
 	for (size_t off = 0; off < fr->len; off += limit) {

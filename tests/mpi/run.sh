@@ -61,6 +61,7 @@ for m in brokenint nowaitrace cbfreefin heldnew cbfreebarrier brokencbfin \
 	blamedbig gaveupwait; do
 	run -np 3 "$t/test_mpi_stop" $m
 done
+run -np 3 "$t/test_mpi_break" shortcrash
 for m in namenomem namestop recvnomem srvnomem nostandby gathernomem \
 	emitnomem holdnomem; do
 	run -np 3 "$t/test_mpi_nomem" $m

@@ -1,0 +1,110 @@
+/*
+ * test_mpi_break.c: a break's MPI calls all come before any future ends
+ * (a done callback may free the executor, and main call MPI_Finalize as
+ * soon as it has every outcome), in modes that tests/mpi/run.sh runs
+ * under mpirun (test_mpi_stop.c's style: every rank's call must return,
+ * and pmpi_watch.h counts root's other threads' MPI calls as finalize
+ * begins).  Each future's done callback asks whether fut_submit already
+ * returns FUT_EBROKEN: whether the break came first.  Found by review
+ * (2026-12-07, fourteenth session):
+ *   shortcrash   one server's result goes as a crash record shorter than
+ *                its 4-byte wait status (a test hook) while the other
+ *                runs a task for 1 s.  Before, that future failed
+ *                ("malformed crash record") and its callback ran before
+ *                the break's INTERRUPTs, BREAKs and wait for the ACKs.
+ * run.sh's timeout ends a hang as a failure.
+ */
+#include <unistd.h>
+
+#include "mpi_test.h"
+#include "pmpi_watch.h"
+
+static fut_executor *ex;
+/* Callbacks that ran before the break; callbacks that ran at all. */
+static _Atomic long early, called;
+
+static void noop_task(fut_task *t)
+{
+	(void)t;
+}
+
+/* From the manager's thread: whether the break came before this future
+ * ended (a submit after it fails FUT_EBROKEN). */
+static void broken_first_cb(fut_future *f, void *ud)
+{
+	(void)f;
+	(void)ud;
+	CHECK(!pthread_equal(pthread_self(), main_thread));
+	fut_future *g = NULL;
+	int rc = fut_submit_bytes(ex, noop_task, NULL, 0, &g);
+	if (rc != FUT_EBROKEN)
+		atomic_fetch_add(&early, 1);
+	if (g != NULL)
+		fut_release(g);
+	atomic_fetch_add(&called, 1);
+}
+
+/* Runs 1 s (past the break), then returns 1 byte. */
+static void small_late_task(fut_task *t)
+{
+	usleep(1000000);
+	fut_task_return_bytes(t, "s", 1);
+}
+
+/* Its 1-byte result goes as a crash record, 200 ms in. */
+static void short_crash_task(fut_task *t)
+{
+	usleep(200000);
+	fut__mpi_test_short_crash_next_send();
+	fut_task_return_bytes(t, "c", 1);
+}
+
+static int mode_shortcrash(void)
+{
+	CHECK(fut_mpi_executor_new(&ex, &(fut_mpi_opts){ .prefetch = 1 }) ==
+	      FUT_OK);
+	if (ex == NULL)
+		return 0;
+	fut_future *fs[2];
+	CHECK(fut_submit_bytes(ex, small_late_task, NULL, 0, &fs[0]) == FUT_OK);
+	CHECK(fut_submit_bytes(ex, short_crash_task, NULL, 0, &fs[1]) ==
+	      FUT_OK);
+	for (int i = 0; i < 2; i++)
+		CHECK(fut_add_done_callback(fs[i], broken_first_cb, NULL) ==
+		      FUT_OK);
+	CHECK(fut_wait(fs, 2, FUT_ALL_COMPLETED, 30) == FUT_OK);
+	for (int i = 0; i < 2; i++) {
+		CHECK(fut_error(fs[i]) == FUT_EBROKEN);
+		fut_release(fs[i]);
+	}
+	/* The callbacks run on the manager's thread, maybe after the
+	 * wait returned. */
+	for (int i = 0; i < 3000 && atomic_load(&called) < 2; i++)
+		usleep(1000);
+	CHECK(atomic_load(&called) == 2);
+	long n = atomic_load(&early);
+	if (n != 0)
+		fprintf(stderr,
+			"shortcrash: %ld of 2 futures ended before the "
+			"break\n",
+			n);
+	fut_executor_free(ex);
+	atomic_store(&watch_finalize, true);
+	return n != 0;
+}
+
+int main(int argc, char **argv)
+{
+	main_thread = pthread_self();
+	init_mpi(&argc, &argv);
+	int rank = world_rank();
+	const char *mode = argc > 1 ? argv[1] : "";
+	int rc;
+	if (strcmp(mode, "shortcrash") == 0)
+		rc = mode_shortcrash();
+	else {
+		fprintf(stderr, "usage: %s shortcrash\n", argv[0]);
+		rc = 2;
+	}
+	return finalize_and_report(mode, rank, "as MPI_Finalize began", rc);
+}
