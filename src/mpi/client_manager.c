@@ -62,8 +62,9 @@ static void on_crash(struct mjob *j, unsigned char *data, size_t len)
  * submit or shutdown this thread makes no MPI call.  Shut down and
  * empty, it stops the ranks first instead (client_stop.c), once: a
  * second call (the rest of a message's results, after the first
- * FUT__MPI_HELD_MAX completed) must not probe the communicator that
- * stop freed (MPI_ERR_COMM aborted the job; test_mpi_edge heldstop).
+ * FUT__MPI_HELD_MAX completed when no memory held more: hold_slot())
+ * must not probe the communicator that stop freed (MPI_ERR_COMM aborted
+ * the job; test_mpi_edge heldstop).
  */
 static void go_quiet(struct mclient *c)
 {
@@ -91,6 +92,39 @@ static bool expecting(const struct mclient *c)
 
 static void finish_results(struct mclient *c);
 
+/* The i-th result held. */
+static struct mheld *held_at(struct mclient *c, size_t i)
+{
+	return i < FUT__MPI_HELD_MAX ? &c->held[i] :
+				       &c->more[i - FUT__MPI_HELD_MAX];
+}
+
+/* Room for one more result held; NULL when c->more cannot grow (then
+ * those held complete first).  A message's results complete once all of
+ * it is decoded, so after the break a malformed tail causes: before, the
+ * first FUT__MPI_HELD_MAX did as the next came, and had they been the
+ * last jobs in flight, MPI_Finalize could meet the break's calls
+ * (test_mpi_break heldjunk; found by review, 2026-12-07). */
+static struct mheld *hold_slot(struct mclient *c)
+{
+	if (c->nheld < FUT__MPI_HELD_MAX)
+		return &c->held[c->nheld++];
+	size_t k = c->nheld - FUT__MPI_HELD_MAX;
+	if (k == c->capmore) {
+		size_t cap = c->capmore ? c->capmore * 2 : FUT__MPI_HELD_MAX;
+		struct mheld *grown =
+			cap > SIZE_MAX / sizeof(*grown) ?
+				NULL :
+				fut__realloc(c->more, cap * sizeof(*grown));
+		if (grown == NULL)
+			return NULL;
+		c->more = grown;
+		c->capmore = cap;
+	}
+	c->nheld++;
+	return &c->more[k];
+}
+
 /* Takes the job of a result record out of its rank's list and holds the
  * record until finish_results(): the rank's room is known, and the
  * manager refills it, before it completes the futures. */
@@ -113,10 +147,8 @@ static void on_result(struct mclient *c, int rank, struct fut__wire_rec *rec)
 	}
 	/* A crash record without its wait status (on_crash()) breaks the
 	 * executor while j is still its rank's: the break ends it after its
-	 * MPI calls.  Before, j failed here first, and its done callback
-	 * (which may free the executor; main may then call MPI_Finalize)
-	 * ran before the INTERRUPTs, the BREAKs and the wait for the ACKs
-	 * (test_mpi_break shortcrash; found by review, 2026-12-07). */
+	 * MPI calls (before, j's done callback ran before them; test_mpi_break
+	 * shortcrash; found by review, 2026-12-07). */
 	if (rec->kind == FUT__WIRE_R_ERROR && rec->code == FUT_ECRASHED &&
 	    rec->len < 4) {
 		if (rec->owned)
@@ -134,10 +166,12 @@ static void on_result(struct mclient *c, int rank, struct fut__wire_rec *rec)
 		mr->tail = prev;
 	mr->inflight--;
 	c->inflight--;
-	if (c->nheld == FUT__MPI_HELD_MAX)
+	struct mheld *h = hold_slot(c);
+	if (h == NULL) {
 		finish_results(c);
-	c->held[c->nheld++] =
-		(struct mheld){ .j = j, .rank = rank, .rec = *rec };
+		h = &c->held[c->nheld++];
+	}
+	*h = (struct mheld){ .j = j, .rank = rank, .rec = *rec };
 }
 
 /* Completes j with the outcome rec carries. */
@@ -222,7 +256,7 @@ static void finish_results(struct mclient *c)
 		/* The last job in flight is about to complete (go_quiet()). */
 		if (i == 0 && c->inflight == 0)
 			go_quiet(c);
-		struct mheld *h = &c->held[i];
+		struct mheld *h = held_at(c, i);
 		complete(h->j, &h->rec);
 	}
 	c->nheld = 0;
@@ -549,6 +583,7 @@ void *fut__mpi_client_manager(void *arg)
 	}
 	fut__mpi_comm_release(&c->s);
 	fut__mpi_unlist_held(c);
+	fut__free(c->more);
 	pthread_mutex_lock(&c->lock);
 	c->manager_done = true;
 	pthread_cond_broadcast(&c->done_cv);

@@ -65,6 +65,36 @@ static void make_crash_record(struct fut__mpi_frame *fr)
 		p[i] = (unsigned char)(w[i / 4] >> (8 * (i % 4)));
 }
 
+static _Atomic uint32_t junk_min;
+
+/* Test hook: the next frame of at least `records` records this process
+ * sends carries a frame header's worth of junk after it, in the same
+ * message (a malformed tail after whole records); 0: none. */
+void fut__mpi_test_junk_after_send(uint32_t records);
+void fut__mpi_test_junk_after_send(uint32_t records)
+{
+	atomic_store(&junk_min, records);
+}
+
+/* junk_min's tail, when fr is such a frame (none without memory). */
+static void add_junk(struct fut__mpi_frame *fr)
+{
+	uint32_t min = atomic_load(&junk_min);
+	if (min == 0 || fr->count < min ||
+	    !atomic_compare_exchange_strong(&junk_min, &min, 0))
+		return;
+	size_t need = fr->len + FUT__WIRE_FRAME_HDR;
+	if (need > fr->cap) {
+		unsigned char *grown = fut__realloc(fr->buf, need);
+		if (grown == NULL)
+			return;
+		fr->buf = grown;
+		fr->cap = need;
+	}
+	memset(fr->buf + fr->len, 0xff, FUT__WIRE_FRAME_HDR);
+	fr->len = need;
+}
+
 static _Atomic unsigned fail_sends, fail_recvs;
 static _Atomic unsigned long failed_calls;
 
@@ -182,6 +212,7 @@ int fut__mpi_link_send(struct fut__mpi_link *l, int to, unsigned type,
 		fr->buf[0] ^= 0xff;
 	if (atomic_exchange(&short_crash_next, false))
 		make_crash_record(fr);
+	add_junk(fr);
 	*left = 0;
 	int rc = FUT_OK;
 	for (size_t off = 0; off < fr->len; off += limit) {

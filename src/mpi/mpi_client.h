@@ -44,7 +44,8 @@ struct mheld {
 	struct fut__wire_rec rec;
 };
 
-/* Results held at most, completed when it fills. */
+/* Results held in the client itself; more go to a heap array
+ * (client_manager.c, on_result()). */
 #define FUT__MPI_HELD_MAX 256
 
 /* A server rank, as the manager sees it (the manager's alone). */
@@ -122,7 +123,8 @@ struct mclient {
 	bool broke;	/* fut__mpi_break_all ran */
 	bool deaf;	/* an MPI receive failed: none is waited for */
 	struct mheld held[FUT__MPI_HELD_MAX];
-	size_t nheld;
+	struct mheld *more; /* results held past held[], capmore of them */
+	size_t nheld, capmore;
 
 	/* Handle + manager + one per job, on cache lines of its own: the
 	 * caller's thread drops one for every job it releases, and shared

@@ -25,6 +25,7 @@
 void fut__mpi_set_message_limit(size_t bytes);
 void fut__mpi_test_corrupt_next_send(void);
 void fut__mpi_test_short_crash_next_send(void);
+void fut__mpi_test_junk_after_send(uint32_t records);
 void fut__mpi_test_pause_hook(void (*fn)(void));
 bool fut__mpi_test_shutting(fut_executor *ex);
 unsigned long fut__mpi_test_fail_mpi(unsigned sends, unsigned recvs);

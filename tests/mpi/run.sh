@@ -62,6 +62,7 @@ for m in brokenint nowaitrace cbfreefin heldnew cbfreebarrier brokencbfin \
 	run -np 3 "$t/test_mpi_stop" $m
 done
 run -np 3 "$t/test_mpi_break" shortcrash
+run -np 2 "$t/test_mpi_break" heldjunk
 for m in namenomem namestop recvnomem srvnomem nostandby gathernomem \
 	emitnomem holdnomem; do
 	run -np 3 "$t/test_mpi_nomem" $m

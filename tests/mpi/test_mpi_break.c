@@ -12,12 +12,24 @@
  *                runs a task for 1 s.  Before, that future failed
  *                ("malformed crash record") and its callback ran before
  *                the break's INTERRUPTs, BREAKs and wait for the ACKs.
+ *   heldjunk     (np 2) the one server's results for 400 quick tasks
+ *                come in one message (prefetch 1000, 2 task threads:
+ *                all but the last one or two), with junk after
+ *                the frame (a test hook).  Before, the manager completed
+ *                the first 256 results held (FUT__MPI_HELD_MAX) as the
+ *                257th came, before the junk broke the executor: had
+ *                they been the last jobs in flight, main could call
+ *                MPI_Finalize as the break's MPI calls came.
  * run.sh's timeout ends a hang as a failure.
  */
 #include <unistd.h>
 
 #include "mpi_test.h"
 #include "pmpi_watch.h"
+
+/* src/mpi/mpi_client.h's FUT__MPI_HELD_MAX: the results the manager held
+ * before it completed them early. */
+#define FUT__MPI_HELD_MAX_TEST 256
 
 static fut_executor *ex;
 /* Callbacks that ran before the break; callbacks that ran at all. */
@@ -93,6 +105,57 @@ static int mode_shortcrash(void)
 	return n != 0;
 }
 
+static void byte_task(fut_task *t)
+{
+	fut_task_return_bytes(t, "b", 1);
+}
+
+static int mode_heldjunk(void)
+{
+	enum {
+		N = 400
+	};
+	if (world_rank() != 0)
+		fut__mpi_test_junk_after_send(FUT__MPI_HELD_MAX_TEST + 1);
+	/* Two task threads: the results wait while tasks are queued
+	 * (fewer than prefetch / 2 came), so one message takes all but the
+	 * last one or two; with one, the first went alone. */
+	CHECK(fut_mpi_executor_new(
+		      &ex, &(fut_mpi_opts){ .prefetch = 1000,
+					    .threads_per_rank = 2 }) == FUT_OK);
+	if (ex == NULL)
+		return 0;
+	static unsigned char in[N];
+	static fut_future *fs[N];
+	CHECK(fut_submit_many(ex, byte_task, in, 1, N, fs) == FUT_OK);
+	for (int i = 0; i < N; i++)
+		CHECK(fut_add_done_callback(fs[i], broken_first_cb, NULL) ==
+		      FUT_OK);
+	CHECK(fut_wait(fs, N, FUT_ALL_COMPLETED, 30) == FUT_OK);
+	/* Results decoded before the junk keep their outcome (one message:
+	 * all of them); the rest are FUT_EBROKEN. */
+	long broken = 0;
+	for (int i = 0; i < N; i++) {
+		broken += fut_error(fs[i]) == FUT_EBROKEN;
+		fut_release(fs[i]);
+	}
+	for (int i = 0; i < 3000 && atomic_load(&called) < N; i++)
+		usleep(1000);
+	CHECK(atomic_load(&called) == N);
+	/* The junk came, and broke the executor. */
+	fut_future *g = NULL;
+	CHECK(fut_submit_bytes(ex, noop_task, NULL, 0, &g) == FUT_EBROKEN);
+	long n = atomic_load(&early);
+	if (n != 0)
+		fprintf(stderr,
+			"heldjunk: %ld of %d futures ended before the break "
+			"(%ld FUT_EBROKEN)\n",
+			n, (int)N, broken);
+	fut_executor_free(ex);
+	atomic_store(&watch_finalize, true);
+	return n != 0;
+}
+
 int main(int argc, char **argv)
 {
 	main_thread = pthread_self();
@@ -102,8 +165,10 @@ int main(int argc, char **argv)
 	int rc;
 	if (strcmp(mode, "shortcrash") == 0)
 		rc = mode_shortcrash();
+	else if (strcmp(mode, "heldjunk") == 0)
+		rc = mode_heldjunk();
 	else {
-		fprintf(stderr, "usage: %s shortcrash\n", argv[0]);
+		fprintf(stderr, "usage: %s shortcrash|heldjunk\n", argv[0]);
 		rc = 2;
 	}
 	return finalize_and_report(mode, rank, "as MPI_Finalize began", rc);
