@@ -53,6 +53,17 @@ long fut__alloc_fail_run(long n, long count);
 		}                                                              \
 	} while (0)
 
+/* Waits for the two futures of fs, checks that each ended FUT_EBROKEN
+ * (the executor broke), and releases them. */
+static inline void two_broken(fut_future **fs)
+{
+	CHECK(fut_wait(fs, 2, FUT_ALL_COMPLETED, 30) == FUT_OK);
+	for (int i = 0; i < 2; i++) {
+		CHECK(fut_error(fs[i]) == FUT_EBROKEN);
+		fut_release(fs[i]);
+	}
+}
+
 /* MPI_Init_thread with MULTIPLE, or exit 1. */
 static inline void init_mpi(int *argc, char ***argv)
 {

@@ -277,11 +277,7 @@ static int mode_brokenbarrier(void)
 				       &fs[1]) == FUT_OK);
 		CHECK(fut_add_done_callback(fs[1], free_now_cb, cb_ex) ==
 		      FUT_OK);
-		CHECK(fut_wait(fs, 2, FUT_ALL_COMPLETED, 30) == FUT_OK);
-		for (int i = 0; i < 2; i++) {
-			CHECK(fut_error(fs[i]) == FUT_EBROKEN);
-			fut_release(fs[i]);
-		}
+		two_broken(fs);
 	}
 	/* Every rank: the servers' calls have returned. */
 	CHECK(MPI_Barrier(MPI_COMM_WORLD) == MPI_SUCCESS);
@@ -307,11 +303,7 @@ static int mode_brokenbusyfin(void)
 	CHECK(fut_submit_bytes(cb_ex, corrupt_quick_task, NULL, 0, &fs[1]) ==
 	      FUT_OK);
 	CHECK(fut_add_done_callback(fs[1], free_now_cb, cb_ex) == FUT_OK);
-	CHECK(fut_wait(fs, 2, FUT_ALL_COMPLETED, 30) == FUT_OK);
-	for (int i = 0; i < 2; i++) {
-		CHECK(fut_error(fs[i]) == FUT_EBROKEN);
-		fut_release(fs[i]);
-	}
+	two_broken(fs);
 	atomic_store(&watch_finalize, true);
 	return 0; /* MPI_Finalize at once */
 }
@@ -465,11 +457,7 @@ static int mode_blamedbig(void)
 		      FUT_OK);
 		CHECK(fut_add_done_callback(fs[0], free_now_cb, cb_ex) ==
 		      FUT_OK);
-		CHECK(fut_wait(fs, 2, FUT_ALL_COMPLETED, 30) == FUT_OK);
-		for (int i = 0; i < 2; i++) {
-			CHECK(fut_error(fs[i]) == FUT_EBROKEN);
-			fut_release(fs[i]);
-		}
+		two_broken(fs);
 	}
 	/* Every rank: the servers' calls have returned (the blamed one's
 	 * large send was received). */
