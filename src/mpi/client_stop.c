@@ -31,7 +31,8 @@ void fut__mpi_stop_ranks(struct mclient *c)
 		if (r == c->s.root || mr->stopped || mr->bye || mr->gone)
 			continue;
 		/* A BREAK is a message of its own tag, after the stream's:
-		 * a rank that gave up reads only that (server_end.c). */
+		 * a rank that gave up drops the stream until it, and then
+		 * says an empty BYE, which needs no answer (server_end.c). */
 		struct fut__mpi_frame fr = { 0 };
 		int rc = mr->brk ?
 				 fut__mpi_send_ack(c->s.comm, r) :

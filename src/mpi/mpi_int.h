@@ -41,8 +41,8 @@
  * communicator could match -- MPICH reuses context ids at once). */
 #define FUT__MPI_TAG 1
 #define FUT__MPI_TAG_BYE 2
-/* Root's BREAK (empty; a rank that gave up reads nothing of the stream
- * but still looks for this tag: server_end.c), and a server's answer to
+/* Root's BREAK (empty; root's last message to that rank: a rank that gave
+ * up drops the stream until it, server_end.c), and a server's answer to
  * it (empty): everything it sent before is out, and it sends no more
  * results (server.c, loop()). */
 #define FUT__MPI_TAG_ACK 3
@@ -123,10 +123,10 @@ bool fut__mpi_link_flush(struct fut__mpi_link *l, int64_t ns);
 int fut__mpi_link_recv(struct fut__mpi_link *l, int from, const void **data,
 		       size_t *len, int *source, int *tag);
 /* A server's BYE to root (blocking): empty, or one byte when it gave up
- * serving (it then drains what root sent until root's own empty BYE, so
- * that no send of root's is left unmatched: a large one would never
- * complete).  Root answers a one-byte BYE with an empty one, through the
- * same call.  FUT_OK or FUT_EBROKEN. */
+ * serving and root's BREAK did not come (it then drains what root sent
+ * until root's own empty BYE, so that no send of root's is left
+ * unmatched: a large one would never complete).  Root answers a one-byte
+ * BYE with an empty one, through the same call.  FUT_OK or FUT_EBROKEN. */
 int fut__mpi_send_bye(MPI_Comm comm, int root, bool gave_up);
 /* An empty message of tag 3 to rank to (blocking: eager): root's BREAK,
  * or a server's ACK of it.  FUT_OK or FUT_EBROKEN. */

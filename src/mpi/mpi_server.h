@@ -142,7 +142,8 @@ void fut__mpi_server_give_up(struct server *s, int code);
  * interrupted, every result from now on dropped, and an ACK goes once
  * our sends are out. */
 void fut__mpi_server_on_break(struct server *s);
-/* A rank that gave up: reads a BREAK if one came (true). */
+/* A rank that gave up: reads and drops the client's messages until its
+ * BREAK (true if any came). */
 bool fut__mpi_server_look_for_break(struct server *s);
 
 /* server_tasks.c */

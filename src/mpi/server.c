@@ -318,7 +318,7 @@ static struct stask *loop(struct server *s)
 		}
 		did |= fut__mpi_link_progress(&s->link);
 		did |= fut__mpi_pool_poll(s);
-		if (s->error != FUT_OK) /* it reads nothing else now */
+		if (s->error != FUT_OK) /* it acts on nothing else now */
 			did |= fut__mpi_server_look_for_break(s);
 		/* Once what we sent before the BREAK is out: no large send of
 		 * ours waits for root's receive, and the ACK, small, cannot
@@ -498,8 +498,11 @@ int fut__mpi_serve(struct fut__mpi_setup *setup)
 	for (size_t i = 0; i < s->nthreads; i++)
 		pthread_join(s->threads[i], NULL);
 	/* Everything this rank sent is out: the client may free the
-	 * communicator once every server said so. */
-	bool gave_up = s->error != FUT_OK;
+	 * communicator once every server said so.  A rank that gave up says
+	 * so, and waits for the client's answer, unless the client's BREAK
+	 * came: that was its last message, and everything before it was read
+	 * (fut__mpi_server_look_for_break()). */
+	bool gave_up = s->error != FUT_OK && !s->discard;
 	if (fut__mpi_send_bye(s->s.comm, s->s.root, gave_up) != FUT_OK) {
 		if (s->error == FUT_OK)
 			s->error = FUT_EBROKEN;

@@ -4,7 +4,7 @@
  * (its BREAK).
  *
  * Owns: the end of serving (stop, discard, ack_due and ack_sent of
- * struct server), and the look for a BREAK of a rank that gave up.
+ * struct server), and the read of a rank that gave up until the BREAK.
  * Threads: the loop's (server.c), or fut__mpi_serve() before it runs.
  * Locks: s->lock for the task queue and the flags it guards; never
  * held across an MPI call.
@@ -79,27 +79,38 @@ void fut__mpi_server_on_break(struct server *s)
 }
 
 /*
- * A rank that gave up reads nothing of the client's stream any more, but
- * the BREAK is a message of its own tag: without it, a break waited for
- * such a rank's BYE, which came only when its tasks ended (4 s against
- * 0.5 s, test_mpi_stop gaveupwait; a task that never ended left the
- * futures without an outcome; found by review, 2026-12-07).  Until the
- * break, its results still go (test_mpi_nomem srvnomem).  True if one
- * came.
+ * A rank that gave up acts on nothing of the client's stream any more,
+ * but it reads it, in order, and drops it until the BREAK, a message of
+ * its own tag: without it, a break waited for such a rank's BYE, which
+ * came only when its tasks ended (4 s against 0.5 s, test_mpi_stop
+ * gaveupwait; a task that never ended left the futures without an
+ * outcome; found by review, 2026-12-07).  Read in order (MPI_ANY_TAG),
+ * the BREAK comes after everything the client sent before it, its last
+ * message to this rank: so the ACK goes with every send of the client's
+ * received (a large one completes while the client's manager still waits
+ * for that ACK), and the BYE needs no answer (fut__mpi_serve()).  Read by
+ * its tag alone, the stream was left to the drain after a one-byte BYE,
+ * whose answer a manager held by a free from a done callback gives only
+ * in MPI_Finalize: that rank waited there, and a collective call after
+ * the free hung (test_mpi_stop gaveupfree; found by review, 2026-12-07).
+ * A message it has no memory to stage waits in MPI, tried again on the
+ * next pass (a BREAK behind it waits too, and with it the client's
+ * break).  Until the break, its results still go (test_mpi_nomem
+ * srvnomem).  True if anything came.
  */
 bool fut__mpi_server_look_for_break(struct server *s)
 {
-	int flag = 0;
-	MPI_Status st;
-	if (s->discard ||
-	    MPI_Iprobe(s->s.root, FUT__MPI_TAG_BREAK, s->s.comm, &flag, &st) !=
-		    MPI_SUCCESS ||
-	    !flag)
-		return false;
-	unsigned char byte;
-	if (MPI_Recv(&byte, 1, MPI_BYTE, s->s.root, FUT__MPI_TAG_BREAK,
-		     s->s.comm, MPI_STATUS_IGNORE) != MPI_SUCCESS)
-		return false;
-	fut__mpi_server_on_break(s);
-	return true;
+	bool did = false;
+	while (!s->discard) {
+		const void *data;
+		size_t len;
+		int src, tag;
+		if (fut__mpi_link_recv(&s->link, s->s.root, &data, &len, &src,
+				       &tag) != FUT_OK)
+			break;
+		did = true;
+		if (tag == FUT__MPI_TAG_BREAK)
+			fut__mpi_server_on_break(s);
+	}
+	return did;
 }

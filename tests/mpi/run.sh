@@ -58,7 +58,7 @@ run -np 3 "$t/test_mpi_edge" heldstop
 run -np 3 "$t/test_mpi_edge" cancelfin
 for m in brokenint nowaitrace cbfreefin heldnew cbfreebarrier brokencbfin \
 	brokenbarrier brokenbusyfin holdsendfail recvfail cancelnowait \
-	blamedbig gaveupwait; do
+	blamedbig gaveupwait gaveupfree; do
 	run -np 3 "$t/test_mpi_stop" $m
 done
 run -np 3 "$t/test_mpi_break" shortcrash

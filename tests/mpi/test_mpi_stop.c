@@ -69,6 +69,15 @@
  *                made the executor look busy: shutdown(NOWAIT) returned
  *                at once, and the manager dropped them, sent the STOPs
  *                and probed for the BYEs as finalize began.
+ *   gaveupfree   (fifteenth session) rank 1 gives up serving (root's
+ *                INTERRUPT reaches it malformed) while its task, deaf to
+ *                interrupts, runs 1.5 s, and root sends it one more task
+ *                with 1 MiB of input, which it does not read; rank 2's
+ *                malformed result breaks the executor; a done callback
+ *                frees it, then every rank calls MPI_Barrier.  Before,
+ *                rank 1 said a goodbye that waits for root's answer,
+ *                which the freed executor's manager gives only in
+ *                MPI_Finalize: rank 1 never returned, the barrier hung.
  * run.sh's timeout ends a hang as a failure.
  */
 #include <time.h>
@@ -480,12 +489,13 @@ static int mode_blamedbig(void)
 	return 0;
 }
 
-/* gaveupwait: rank 1's task ignores its interrupt for 4 s; root's
- * INTERRUPT reaches that rank malformed, so it gives up; rank 2's result
- * breaks the executor 500 ms in.  The break must not wait for the task. */
+/* gaveupwait, gaveupfree: runs as many ms as its input says, deaf to its
+ * interrupt. */
 static void deaf_long_task(fut_task *t)
 {
-	usleep(4000000);
+	int ms;
+	memcpy(&ms, fut_task_input(t, NULL), sizeof(ms));
+	usleep((useconds_t)ms * 1000);
 	quick_task(t);
 }
 
@@ -496,6 +506,22 @@ static void corrupt_late_task(fut_task *t)
 	quick_task(t);
 }
 
+/* gaveupwait, gaveupfree: fs[0] runs on rank 1, deaf to its interrupt
+ * for ms; root's INTERRUPT reaches that rank malformed, so it gives up;
+ * fs[1], on rank 2, breaks the executor with its result 500 ms in. */
+static void gaveup_scene(fut_executor *ex, fut_future **fs, int ms)
+{
+	CHECK(fut_submit_bytes(ex, deaf_long_task, &ms, sizeof(ms), &fs[0]) ==
+	      FUT_OK);
+	usleep(50000); /* sent: the next task goes to rank 2 */
+	CHECK(fut_submit_bytes(ex, corrupt_late_task, NULL, 0, &fs[1]) ==
+	      FUT_OK);
+	usleep(50000);
+	fut__mpi_test_corrupt_next_send();
+	CHECK(fut_interrupt(fs[0]) == FUT_OK);
+}
+
+/* The break must not wait for the task. */
 static int mode_gaveupwait(void)
 {
 	fut_executor *ex = NULL;
@@ -506,12 +532,7 @@ static int mode_gaveupwait(void)
 		return 0;
 	fut_future *fs[2];
 	double t0 = now_s();
-	CHECK(fut_submit_bytes(ex, deaf_long_task, NULL, 0, &fs[0]) == FUT_OK);
-	CHECK(fut_submit_bytes(ex, corrupt_late_task, NULL, 0, &fs[1]) ==
-	      FUT_OK);
-	usleep(100000);
-	fut__mpi_test_corrupt_next_send();
-	CHECK(fut_interrupt(fs[0]) == FUT_OK);
+	gaveup_scene(ex, fs, 4000);
 	CHECK(fut_wait(fs, 2, FUT_ALL_COMPLETED, 30) == FUT_OK);
 	double took = now_s() - t0;
 	fprintf(stderr, "gaveupwait: the futures ended after %.2f s\n", took);
@@ -521,6 +542,36 @@ static int mode_gaveupwait(void)
 		fut_release(fs[i]);
 	}
 	fut_executor_free(ex);
+	return 0;
+}
+
+/* gaveupfree: the input of its third task, unread where it goes. */
+static unsigned char big_input[1 << 20];
+
+/* gaveupwait's scene, and a third task, its input 1 MiB (too large to go
+ * eagerly), sent to rank 1 after it gave up; fs[1]'s done callback frees
+ * the executor, then every rank calls MPI_Barrier while rank 1's task
+ * runs on (1.5 s). */
+static int mode_gaveupfree(void)
+{
+	int rc = fut_mpi_executor_new(&cb_ex, &(fut_mpi_opts){ .prefetch = 2 });
+	if (cb_ex != NULL) {
+		fut_future *fs[3];
+		gaveup_scene(cb_ex, fs, 1500);
+		CHECK(fut_add_done_callback(fs[1], free_now_cb, cb_ex) ==
+		      FUT_OK);
+		usleep(50000); /* rank 1 has room for one more */
+		CHECK(fut_submit_bytes(cb_ex, quick_task, big_input,
+				       sizeof(big_input), &fs[2]) == FUT_OK);
+		two_broken(fs);
+		CHECK(fut_wait(&fs[2], 1, FUT_ALL_COMPLETED, 30) == FUT_OK);
+		CHECK(fut_error(fs[2]) == FUT_EBROKEN);
+		fut_release(fs[2]);
+	}
+	/* Every rank: the servers' calls have returned, rank 1's (it gave
+	 * up) once its task ended. */
+	CHECK(MPI_Barrier(MPI_COMM_WORLD) == MPI_SUCCESS);
+	CHECK(rc == (world_rank() == 1 ? FUT_EBROKEN : FUT_OK));
 	return 0;
 }
 
@@ -557,12 +608,14 @@ int main(int argc, char **argv)
 		rc = mode_blamedbig();
 	else if (strcmp(mode, "gaveupwait") == 0)
 		rc = mode_gaveupwait();
+	else if (strcmp(mode, "gaveupfree") == 0)
+		rc = mode_gaveupfree();
 	else {
 		fprintf(stderr,
 			"usage: %s brokenint|nowaitrace|cbfreefin|heldnew|"
 			"cbfreebarrier|brokencbfin|brokenbarrier|"
 			"brokenbusyfin|holdsendfail|recvfail|cancelnowait|"
-			"blamedbig|gaveupwait\n",
+			"blamedbig|gaveupwait|gaveupfree\n",
 			argv[0]);
 		rc = 2;
 	}
