@@ -16,6 +16,13 @@
  *   returned FUT_ENOMEM and settled no message, the code's text in its
  *   place.  The message is the format itself now, and the call FUT_OK.
  *
+ * A user's trial, 2026-12-07 (fifteenth session), failed before the fix:
+ * - an empty byte result (fut_task_return_bytes(t, NULL, 0),
+ *   fut_task_result_buffer(t, 0), fut_set_result_bytes(f, NULL, 0)) gave
+ *   fut_result_bytes() a NULL *data on every executor; docs/api.md
+ *   promises 8-aligned bytes (and "a valid pointer to no bytes" for the
+ *   buffer), and NULL is what a failure gives.
+ *
  * Timeouts here only guard against hangs (GUARD_S).
  */
 #include <setjmp.h>
@@ -115,6 +122,51 @@ test_a_failure_the_locale_cannot_write_keeps_its_format(void **state)
 	fut_executor_free(ex);
 }
 
+static void return_no_bytes(fut_task *t)
+{
+	assert_int_equal(fut_task_return_bytes(t, NULL, 0), FUT_OK);
+}
+
+static void buffer_of_no_bytes(fut_task *t)
+{
+	assert_non_null(fut_task_result_buffer(t, 0));
+}
+
+static void check_empty(fut_future *f)
+{
+	const void *d = NULL;
+	size_t len = 7;
+	assert_int_equal(fut_result_bytes(f, GUARD_S, &d, &len), FUT_OK);
+	assert_int_equal(len, 0);
+	assert_non_null(d);
+	assert_int_equal((uintptr_t)d % 8, 0);
+	fut_release(f);
+}
+
+static void test_an_empty_byte_result_is_a_valid_pointer(void **state)
+{
+	(void)state;
+	for (int kind = 0; kind < 2; kind++) {
+		fut_executor *ex = NULL;
+		assert_int_equal(kind == 0 ? fut_thread_pool_new(&ex, NULL) :
+					     fut_process_pool_new(&ex, NULL),
+				 FUT_OK);
+		fut_fn fns[] = { return_no_bytes, buffer_of_no_bytes };
+		for (size_t i = 0; i < 2; i++) {
+			fut_future *f = NULL;
+			assert_int_equal(fut_submit_bytes(ex, fns[i], NULL, 0,
+							  &f),
+					 FUT_OK);
+			check_empty(f);
+		}
+		fut_executor_free(ex);
+	}
+	fut_future *f = NULL;
+	assert_int_equal(fut_future_new(&f), FUT_OK);
+	assert_int_equal(fut_set_result_bytes(f, NULL, 0), FUT_OK);
+	check_empty(f);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -122,6 +174,7 @@ int main(void)
 			test_an_interrupted_process_task_keeps_its_message),
 		cmocka_unit_test(
 			test_a_failure_the_locale_cannot_write_keeps_its_format),
+		cmocka_unit_test(test_an_empty_byte_result_is_a_valid_pointer),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

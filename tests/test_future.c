@@ -123,6 +123,7 @@ static void test_empty_byte_result_is_valid(void **state)
 	size_t len = 7;
 	assert_int_equal(fut_result_bytes(f, 0, &d, &len), FUT_OK);
 	assert_int_equal(len, 0);
+	assert_non_null(d);
 	fut_release(f);
 }
 

@@ -268,6 +268,14 @@ void fut__future_settle_value(fut_future *f, void *value)
 	settle(f, FUT_OK, 0, value, 0, 0, NULL, 0);
 }
 
+/* The bytes of every empty byte result: fut_result_bytes() gives a valid,
+ * 8-aligned pointer to no bytes (api.md), never NULL, which a memcpy of
+ * length 0 may not be passed and which a failure gives.  Never freed.
+ * Before, an empty result (a task's fut_task_return_bytes(t, NULL, 0), a
+ * fut_task_result_buffer(t, 0), a fut_set_result_bytes(f, NULL, 0)) gave
+ * NULL on every executor (found by a user's trial, 2026-12-07). */
+static const uint64_t no_bytes[1];
+
 /* Claims f and settles it; frees what it was given when f is done. */
 static int complete(fut_future *f, int error, int code, void *value, size_t len,
 		    bool owned, char *message)
@@ -277,6 +285,10 @@ static int complete(fut_future *f, int error, int code, void *value, size_t len,
 			fut__free(value);
 		fut__free(message);
 		return FUT_ESTATE;
+	}
+	if (owned && value == NULL && error == FUT_OK) {
+		value = (void *)(uintptr_t)no_bytes;
+		owned = false;
 	}
 	settle(f, error, code, value, owned ? len : 0, owned ? FUT__F_BYTES : 0,
 	       message, code);
@@ -308,6 +320,8 @@ int fut__future_succeed_borrowed(fut_future *f, const void *data, size_t len)
 {
 	if (!claim(f, FROM_ANY_LIVE, 0))
 		return FUT_ESTATE;
+	if (data == NULL)
+		data = no_bytes;
 	/* No FUT__F_BYTES: fut__future_fini() leaves the bytes alone. */
 	settle(f, FUT_OK, 0, (void *)(uintptr_t)data, len, 0, NULL, 0);
 	return FUT_OK;
