@@ -22,10 +22,16 @@
  *   fut_result_bytes() a NULL *data on every executor; docs/api.md
  *   promises 8-aligned bytes (and "a valid pointer to no bytes" for the
  *   buffer), and NULL is what a failure gives.
+ * - a process pool's done callbacks ran in its manager thread with every
+ *   signal blocked: a process a callback started ignored SIGTERM.  They
+ *   run with the mask of the thread that made the pool now.
  *
  * Timeouts here only guard against hangs (GUARD_S).
  */
+#include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -167,6 +173,46 @@ static void test_an_empty_byte_result_is_a_valid_pointer(void **state)
 	check_empty(f);
 }
 
+static void sleep_100ms(fut_task *t)
+{
+	(void)t;
+	usleep(100 * 1000);
+}
+
+static atomic_int callback_saw; /* 0: not run; 1: the maker's mask; 2: not */
+
+static void note_mask(fut_future *f, void *ud)
+{
+	(void)f;
+	(void)ud;
+	sigset_t m;
+	int ok = pthread_sigmask(SIG_BLOCK, NULL, &m) == 0 &&
+		 sigismember(&m, SIGUSR2) == 1 && sigismember(&m, SIGTERM) == 0;
+	atomic_store(&callback_saw, ok ? 1 : 2);
+}
+
+static void test_process_pool_callbacks_run_with_the_makers_mask(void **state)
+{
+	(void)state;
+	sigset_t usr2, old;
+	sigemptyset(&usr2);
+	sigaddset(&usr2, SIGUSR2);
+	assert_int_equal(pthread_sigmask(SIG_SETMASK, &usr2, &old), 0);
+	fut_executor *ex = NULL;
+	assert_int_equal(fut_process_pool_new(&ex, NULL), FUT_OK);
+	assert_int_equal(pthread_sigmask(SIG_SETMASK, &old, NULL), 0);
+	fut_future *f = NULL;
+	assert_int_equal(fut_submit_bytes(ex, sleep_100ms, NULL, 0, &f),
+			 FUT_OK);
+	assert_int_equal(fut_add_done_callback(f, note_mask, NULL), FUT_OK);
+	assert_int_equal(fut_result(f, GUARD_S, NULL), FUT_OK);
+	for (int i = 0; i < 60000 && atomic_load(&callback_saw) == 0; i++)
+		usleep(1000);
+	assert_int_equal(atomic_load(&callback_saw), 1);
+	fut_release(f);
+	fut_executor_free(ex);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -175,6 +221,8 @@ int main(void)
 		cmocka_unit_test(
 			test_a_failure_the_locale_cannot_write_keeps_its_format),
 		cmocka_unit_test(test_an_empty_byte_result_is_a_valid_pointer),
+		cmocka_unit_test(
+			test_process_pool_callbacks_run_with_the_makers_mask),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -220,6 +220,15 @@ static void publish(fut_future *f, uint32_t final_state)
 	 * reference a callback dropped handed the next callbacks a freed
 	 * future (found by review, 2026-12-07). */
 	fut__future_ref(f);
+	/* A manager thread runs them with its executor's maker's mask, not
+	 * its own, which blocks every signal: a process a callback started
+	 * had every signal blocked (SIGTERM did not stop it), and a
+	 * raise(SIGABRT) did nothing (found by a user's trial,
+	 * 2026-12-07). */
+	const sigset_t *mask = fut__callback_mask_get();
+	sigset_t own;
+	if (mask != NULL && pthread_sigmask(SIG_SETMASK, mask, &own) != 0)
+		mask = NULL;
 	while (callbacks != NULL) {
 		struct callback *c =
 			fut__container_of(callbacks, struct callback, node);
@@ -227,6 +236,8 @@ static void publish(fut_future *f, uint32_t final_state)
 		c->cb(f, c->ud);
 		fut__free(c);
 	}
+	if (mask != NULL)
+		(void)pthread_sigmask(SIG_SETMASK, &own, NULL);
 	fut_release(f);
 }
 

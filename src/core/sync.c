@@ -213,6 +213,18 @@ const struct fut__wait_hooks *fut__wait_hooks_get(void)
 	return thread_hooks;
 }
 
+static _Thread_local const sigset_t *callback_mask;
+
+void fut__callback_mask_set(const sigset_t *mask)
+{
+	callback_mask = mask;
+}
+
+const sigset_t *fut__callback_mask_get(void)
+{
+	return callback_mask;
+}
+
 /* Spins up to FUT__SPIN_NS for the condition; true if it came. */
 static bool spin(struct fut__park *p, int64_t deadline_ns)
 {

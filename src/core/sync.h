@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 
 #include "core/base.h"
 
@@ -154,6 +155,14 @@ struct fut__wait_hooks {
 /* Installs (or with NULL removes) this thread's hooks. */
 void fut__wait_hooks_set(const struct fut__wait_hooks *hooks);
 const struct fut__wait_hooks *fut__wait_hooks_get(void);
+
+/* The signal mask done callbacks completed by this thread run with (NULL:
+ * the thread's own).  A manager thread blocks every signal (the
+ * application's handlers never run there), and sets the mask of the
+ * thread that made its executor here: a callback that starts a process
+ * or waits for a signal must not find every signal blocked. */
+FUT__PRIVATE void fut__callback_mask_set(const sigset_t *mask);
+const sigset_t *fut__callback_mask_get(void);
 
 /*
  * The one wait loop every blocking call of the library uses.

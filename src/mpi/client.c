@@ -314,11 +314,11 @@ int fut__mpi_client_new(fut_executor **out, struct fut__mpi_setup *setup)
 	c->ex.ops = &client_ops;
 	fut__executor_init(&c->ex);
 
-	sigset_t all, old;
+	sigset_t all;
 	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pthread_sigmask(SIG_SETMASK, &all, &c->maker_mask);
 	int err = pthread_create(&c->manager, NULL, fut__mpi_client_manager, c);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_sigmask(SIG_SETMASK, &c->maker_mask, NULL);
 	if (err != 0) {
 		setup->comm = c->s.comm; /* the caller stops the servers */
 		client_free(c);

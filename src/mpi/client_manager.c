@@ -553,6 +553,7 @@ void *fut__mpi_client_manager(void *arg)
 {
 	struct mclient *c = arg;
 	fut__current_executor_set(&c->ex);
+	fut__callback_mask_set(&c->maker_mask);
 	struct fut__mpi_idle idle;
 	fut__mpi_idle_init(&idle, c->s.spin, c->s.backoff);
 	for (;;) {

@@ -75,6 +75,7 @@ struct mclient {
 	struct fut__mpi_setup s;
 	size_t batch;
 	pthread_t manager;
+	sigset_t maker_mask; /* done callbacks run with it (core/sync.h) */
 	int keyval; /* the MPI_COMM_SELF attribute of the finalize hook */
 	_Atomic bool unhooking;
 	_Atomic bool interrupt_scan; /* some job asked for an interrupt */

@@ -21,7 +21,6 @@
  * Locks: s->lock guards the fields marked "lock"; never held while a task
  * runs, across an MPI call, or across a call into the pool.
  */
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -469,10 +468,12 @@ int fut__mpi_serve(struct fut__mpi_setup *setup)
 	s->threads = s->s.pool != NULL ?
 			     NULL :
 			     fut__calloc(s->s.threads, sizeof(*s->threads));
+	/* The threads run tasks: they start with the signal mask of the
+	 * thread that called fut_mpi_executor_new(), as a thread pool's
+	 * workers do.  They started with every signal blocked: a task's
+	 * child process ignored SIGTERM, and raise(SIGABRT) did nothing
+	 * (found by a user's trial, 2026-12-07). */
 	if (s->threads != NULL) {
-		sigset_t all, old;
-		sigfillset(&all);
-		pthread_sigmask(SIG_SETMASK, &all, &old);
 		bool fail = atomic_exchange(&fail_thread_start, false);
 		while (!fail && s->nthreads < s->s.threads &&
 		       pthread_create(&s->threads[s->nthreads], NULL,
@@ -480,7 +481,6 @@ int fut__mpi_serve(struct fut__mpi_setup *setup)
 						    fut__mpi_server_worker,
 				      s) == 0)
 			s->nthreads++;
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
 	}
 	/* No thread beside the loop (no memory for their table, or none
 	 * could start): the loop's thread alone would run the tasks, and

@@ -557,6 +557,7 @@ void *fut__pp_manager_main(void *arg)
 {
 	struct ppool *p = arg;
 	fut__current_executor_set(&p->ex);
+	fut__callback_mask_set(&p->cfg.worker_mask);
 	struct pp_mgr m = { 0 };
 	m.p = p;
 	m.pfd = p->pfd;

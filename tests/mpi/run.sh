@@ -56,6 +56,7 @@ run -np 3 "$t/test_mpi_edge" nowaitbusy
 run -np 3 "$t/test_mpi_edge" modnomem
 run -np 3 "$t/test_mpi_edge" heldstop
 run -np 3 "$t/test_mpi_edge" cancelfin
+run -np 3 "$t/test_mpi_edge" sigmask
 for m in brokenint nowaitrace cbfreefin heldnew cbfreebarrier brokencbfin \
 	brokenbarrier brokenbusyfin holdsendfail recvfail cancelnowait \
 	blamedbig gaveupwait gaveupfree; do

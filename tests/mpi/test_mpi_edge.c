@@ -49,9 +49,18 @@
  *   cancelfin    nowaitfin with 19,999 of 20,000 jobs cancelled while
  *                queued (the manager still called MPI in finalize before
  *                2026-12-07, mode_cancelfin()).
+ *   sigmask      every rank blocks SIGUSR2 (only) before its call; tasks
+ *                of 20 ms (so that a server's standby takes the loop and
+ *                runs some) on threads_per_rank 1 and 2 each see SIGUSR2
+ *                blocked and SIGTERM not, and a done callback on root
+ *                (the manager's thread) sees the same.  Before 2026-12-07
+ *                (a user's trial) the servers' threads and root's
+ *                callbacks had every signal blocked: a task's child
+ *                process ignored SIGTERM, raise(SIGABRT) did nothing.
  * run.sh's timeout ends a hang as a failure.
  */
 #include <sched.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -540,6 +549,79 @@ static int mode_cancelfin(void)
 	return 0;
 }
 
+/* 1 if the calling thread blocks SIGUSR2 and not SIGTERM (the mask
+ * mode_sigmask() gives every rank), else 0. */
+static int mask_is_the_makers(void)
+{
+	sigset_t m;
+	if (pthread_sigmask(SIG_BLOCK, NULL, &m) != 0)
+		return 0;
+	return sigismember(&m, SIGUSR2) == 1 && sigismember(&m, SIGTERM) == 0;
+}
+
+static void mask_task(fut_task *t)
+{
+	nanosleep(&(struct timespec){ 0, 20000000 }, NULL);
+	int ok = mask_is_the_makers();
+	fut_task_return_bytes(t, &ok, sizeof(ok));
+}
+
+static atomic_int callback_saw; /* 0: not run; 1: the maker's mask; 2: not */
+
+static void mask_callback(fut_future *f, void *ud)
+{
+	(void)f;
+	(void)ud;
+	atomic_store(&callback_saw, mask_is_the_makers() ? 1 : 2);
+}
+
+static int mode_sigmask(void)
+{
+	sigset_t usr2, old;
+	sigemptyset(&usr2);
+	sigaddset(&usr2, SIGUSR2);
+	CHECK(pthread_sigmask(SIG_SETMASK, &usr2, &old) == 0);
+	for (size_t threads = 1; threads <= 2; threads++) {
+		fut_executor *ex = NULL;
+		CHECK(fut_mpi_executor_new(
+			      &ex,
+			      &(fut_mpi_opts){ .threads_per_rank = threads }) ==
+		      FUT_OK);
+		if (ex == NULL)
+			continue;
+		fut_future *fs[8];
+		for (size_t i = 0; i < 8; i++)
+			CHECK(fut_submit_bytes(ex, mask_task, NULL, 0,
+					       &fs[i]) == FUT_OK);
+		atomic_store(&callback_saw, 0);
+		CHECK(fut_add_done_callback(fs[7], mask_callback, NULL) ==
+		      FUT_OK);
+		for (size_t i = 0; i < 8; i++) {
+			const void *d = NULL;
+			size_t len = 0;
+			CHECK(fut_result_bytes(fs[i], 30, &d, &len) == FUT_OK);
+			int ok = 0;
+			if (len == sizeof(ok))
+				memcpy(&ok, d, sizeof(ok));
+			if (!ok)
+				fprintf(stderr,
+					"sigmask: task %zu (threads_per_rank"
+					" %zu) ran with another mask\n",
+					i, threads);
+			CHECK(ok == 1);
+		}
+		for (int i = 0; i < 3000 && atomic_load(&callback_saw) == 0;
+		     i++)
+			nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
+		CHECK(atomic_load(&callback_saw) == 1);
+		for (size_t i = 0; i < 8; i++)
+			fut_release(fs[i]);
+		fut_executor_free(ex);
+	}
+	CHECK(pthread_sigmask(SIG_SETMASK, &old, NULL) == 0);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	main_thread = pthread_self();
@@ -571,6 +653,8 @@ int main(int argc, char **argv)
 		rc = mode_heldstop();
 	else if (strcmp(mode, "cancelfin") == 0)
 		rc = mode_cancelfin();
+	else if (strcmp(mode, "sigmask") == 0)
+		rc = mode_sigmask();
 	else if (strcmp(mode, "isolate") == 0)
 		rc = sweep(1, &(fut_mpi_opts){ .flags = FUT_MPI_ISOLATE },
 			   mode);
@@ -578,7 +662,7 @@ int main(int argc, char **argv)
 		fprintf(stderr,
 			"usage: %s sweep RANK|threads|isolate|cancel|taskrank|"
 			"forkint|lostresult|sendnomem|nowaitfin|nowaitbusy|"
-			"modnomem|heldstop|cancelfin\n",
+			"modnomem|heldstop|cancelfin|sigmask\n",
 			argv[0]);
 		rc = 2;
 	}
