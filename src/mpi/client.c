@@ -131,6 +131,7 @@ void fut__mpi_release_held(void)
 		bool own = pthread_equal(c->manager, pthread_self());
 		pthread_mutex_lock(&c->lock);
 		c->release_stop = true;
+		c->let_go |= !own;
 		atomic_store(&c->holding, false);
 		fut__mpi_client_wake_locked(c);
 		while (!own && !c->manager_done)
@@ -138,6 +139,58 @@ void fut__mpi_release_held(void)
 		pthread_mutex_unlock(&c->lock);
 		fut__mpi_client_unref(c);
 	}
+}
+
+/*
+ * A break has had its ACKs, and its futures are about to end: their
+ * callbacks may free the executor, and the thread with the last outcome
+ * call MPI_Finalize at once.  A rank sent a BREAK says its BYE only once
+ * its tasks end (one that ignores its interrupt, much later), and the
+ * manager took it after the futures ended, as finalize began (hundreds
+ * of calls counted: test_mpi_break brokennowaitfin, freethenbreak; found
+ * by review, 2026-12-07).  So it holds, as after a free from the last
+ * callback (mpi_client.h, holding), but whatever release_stop says (a
+ * shutdown(NOWAIT) before the break, or a free from a callback while
+ * tasks ran, left the manager free to call MPI): until the finalize
+ * hook, a shutdown or free of another thread, or root's next
+ * fut_mpi_executor_new.  Not while such a thread waits for the
+ * manager's end already (let_go): it would wait for ever.
+ */
+void fut__mpi_hold_broken(struct mclient *c)
+{
+	bool owed = false;
+	for (int r = 0; r < c->s.size && !c->deaf; r++) {
+		const struct mrank *mr = &c->ranks[r];
+		if (r != c->s.root && !mr->bye && !mr->gone)
+			owed = true;
+	}
+	if (!owed) {
+		/* Shut down already: the manager ends without waiting for
+		 * anything, and frees the communicator first, here (after,
+		 * MPI_Comm_free met the finalize that a shutdown(NOWAIT)
+		 * before the break allowed: 1 run in 5). */
+		if (fut__mpi_drained(c)) {
+			c->stopping = true;
+			fut__mpi_comm_release(&c->s);
+		}
+		return;
+	}
+	bool held = false;
+	pthread_mutex_lock(&c->lock);
+	if (!c->let_go && !atomic_load(&c->holding)) {
+		held = true;
+		atomic_store(&c->holding, true);
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (!held)
+		return;
+	/* Every STOP went (fut__mpi_hold() sends any not sent). */
+	c->hold_sent = true;
+	for (int r = 0; r < c->s.size; r++)
+		if (r != c->s.root && !c->ranks[r].stopped &&
+		    !c->ranks[r].bye && !c->ranks[r].gone)
+			c->hold_sent = false;
+	list_held(c);
 }
 
 static int client_shutdown(fut_executor *ex, unsigned flags)
@@ -175,6 +228,7 @@ static int client_shutdown(fut_executor *ex, unsigned flags)
 			atomic_store(&c->holding, true);
 	} else {
 		c->release_stop = true;
+		c->let_go |= wait;
 		atomic_store(&c->holding, false);
 	}
 	fut__mpi_client_wake_locked(c);

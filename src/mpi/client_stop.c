@@ -255,14 +255,18 @@ static void fail_broken(struct mclient *c, struct mjob *list)
 	}
 }
 
-/* True while the break waits for a rank's ACK (struct mrank, awaited). */
+/* True while the break waits for a rank's ACK (struct mrank, awaited),
+ * or for the BYE of a rank sent a STOP (no task of ours there: it comes
+ * at once). */
 static bool awaiting(const struct mclient *c)
 {
 	if (c->deaf)
 		return false;
 	for (int r = 0; r < c->s.size; r++) {
 		const struct mrank *mr = &c->ranks[r];
-		if (mr->awaited && !mr->acked && !mr->bye && !mr->gone)
+		if (r == c->s.root || mr->bye || mr->gone)
+			continue;
+		if (mr->awaited ? !mr->acked : !mr->brk)
 			return true;
 	}
 	return false;
@@ -272,7 +276,10 @@ static bool awaiting(const struct mclient *c)
  * The break's wait, before any future ends: each rank sent a BREAK
  * (struct mrank, awaited) answers with an ACK once every
  * send of its own is out (or with its BYE), and drops its results from
- * then on.  Until then whatever comes is received, into a buffer of our
+ * then on; each rank sent a STOP says its BYE (waited for after the
+ * futures ended, it raced MPI_Finalize: test_mpi_break brokennowaitfin;
+ * found by review, 2026-12-07).  The BYEs of the ranks sent a BREAK
+ * wait in the hold (fut__mpi_hold_broken()).  Until then whatever comes is received, into a buffer of our
  * own (the held results point into the link's stage), and dropped; a
  * one-byte BYE (a rank that gave up) is answered.  This takes message
  * transfers, not task run time: a result too large to go eagerly
@@ -393,5 +400,6 @@ void fut__mpi_break_all(struct mclient *c, const char *fmt, int rank,
 	}
 	c->inflight = 0;
 	take_acks(c);
+	fut__mpi_hold_broken(c);
 	fail_broken(c, all);
 }

@@ -106,7 +106,11 @@ struct mclient {
 	 * the finalize hook, a shutdown or free of another thread, or a new
 	 * executor's creation (client.c, fut__mpi_release_held()). */
 	_Atomic bool holding;
-	bool release_stop;	   /* lock */
+	bool release_stop; /* lock */
+	/* lock: a thread outside the callbacks waits for the manager's end
+	 * (a shutdown with wait, a release of the held): it is never held
+	 * again (fut__mpi_hold_broken()). */
+	bool let_go;
 	struct mclient *held_next; /* client.c's list of held ones */
 	struct cname *names;	   /* lock: id i + 1 at names[i] */
 	uint32_t nnames, capnames; /* lock */
@@ -148,6 +152,10 @@ void fut__mpi_client_unref(struct mclient *c);
 void fut__mpi_client_wake_locked(struct mclient *c);
 /* The manager, at its end: takes c off the list of held executors. */
 void fut__mpi_unlist_held(struct mclient *c);
+/* The manager, at the end of a break's wait, before any future ends:
+ * holds it (holding) while a rank sent a BREAK still owes its BYE,
+ * whatever release_stop says, unless a thread waits for its end. */
+void fut__mpi_hold_broken(struct mclient *c);
 
 /* client_submit.c: the executor's submit calls, and a job's end */
 

@@ -62,7 +62,9 @@ for m in brokenint nowaitrace cbfreefin heldnew cbfreebarrier brokencbfin \
 	blamedbig gaveupwait gaveupfree; do
 	run -np 3 "$t/test_mpi_stop" $m
 done
-run -np 3 "$t/test_mpi_break" shortcrash
+for m in shortcrash brokennowaitfin brokennowaitfin2 freethenbreak; do
+	run -np 3 "$t/test_mpi_break" $m
+done
 run -np 2 "$t/test_mpi_break" heldjunk
 for m in namenomem namestop recvnomem srvnomem nostandby gathernomem \
 	emitnomem holdnomem; do

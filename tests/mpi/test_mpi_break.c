@@ -20,6 +20,20 @@
  *                257th came, before the junk broke the executor: had
  *                they been the last jobs in flight, main could call
  *                MPI_Finalize as the break's MPI calls came.
+ * Found by review (2026-12-07, fifteenth session):
+ *   brokennowaitfin  every server's result is malformed; root shuts the
+ *                executor down (NOWAIT) once its one task is submitted,
+ *                as docs/mpi.md says, and the future's done callback
+ *                frees it; main calls MPI_Finalize once it has the
+ *                outcome (the servers nap up to 0.5 s).  Before, the
+ *                manager took the BYEs after the future ended, the busy
+ *                rank's included, as finalize began (hundreds of calls).
+ *   brokennowaitfin2  the same without the free.
+ *   freethenbreak  (prefetch 1) the first future's callback frees the
+ *                executor while the second task runs; that task's
+ *                result is malformed: the break.  Before, the free with
+ *                a task running held nothing, and the manager took the
+ *                BYEs as finalize began.
  * run.sh's timeout ends a hang as a failure.
  */
 #include <unistd.h>
@@ -152,6 +166,81 @@ static int mode_heldjunk(void)
 	return n != 0;
 }
 
+static void quick_task(fut_task *t)
+{
+	fut_task_return_bytes(t, "q", 1);
+}
+
+/* Returns 1 byte after 200 ms. */
+static void slow_quick_task(fut_task *t)
+{
+	usleep(200000);
+	quick_task(t);
+}
+
+/* Frees the executor ud, from the manager's thread. */
+static void free_now_cb(fut_future *f, void *ud)
+{
+	(void)f;
+	CHECK(!pthread_equal(pthread_self(), main_thread));
+	fut_executor_free(ud);
+}
+
+/* An executor whose servers nap up to 0.5 s (their BYEs come late). */
+static void new_napping(fut_executor **out, size_t prefetch)
+{
+	double nap = world_rank() == 0 ? 0 : 0.5;
+	CHECK(fut_mpi_executor_new(
+		      out, &(fut_mpi_opts){ .prefetch = prefetch,
+					    .poll_backoff = nap }) == FUT_OK);
+}
+
+static int mode_brokennowaitfin(bool cbfree)
+{
+	if (world_rank() != 0)
+		fut__mpi_test_corrupt_next_send();
+	new_napping(&ex, 0);
+	if (ex == NULL)
+		return 0;
+	fut_future *f;
+	CHECK(fut_submit_bytes(ex, slow_quick_task, NULL, 0, &f) == FUT_OK);
+	if (cbfree)
+		CHECK(fut_add_done_callback(f, free_now_cb, ex) == FUT_OK);
+	CHECK(fut_executor_shutdown(ex, FUT_SHUTDOWN_NOWAIT) == FUT_OK);
+	CHECK(fut_wait(&f, 1, FUT_ALL_COMPLETED, 30) == FUT_OK);
+	CHECK(fut_error(f) == FUT_EBROKEN);
+	fut_release(f);
+	atomic_store(&watch_finalize, true);
+	return 0;
+}
+
+/* Its result is malformed, 300 ms in. */
+static void corrupt_late_task(fut_task *t)
+{
+	usleep(300000);
+	fut__mpi_test_corrupt_next_send();
+	quick_task(t);
+}
+
+static int mode_freethenbreak(void)
+{
+	new_napping(&ex, 1);
+	if (ex == NULL)
+		return 0;
+	fut_future *fs[2];
+	CHECK(fut_submit_bytes(ex, corrupt_late_task, NULL, 0, &fs[1]) ==
+	      FUT_OK);
+	CHECK(fut_submit_bytes(ex, quick_task, NULL, 0, &fs[0]) == FUT_OK);
+	CHECK(fut_add_done_callback(fs[0], free_now_cb, ex) == FUT_OK);
+	CHECK(fut_wait(fs, 2, FUT_ALL_COMPLETED, 30) == FUT_OK);
+	CHECK(fut_error(fs[0]) == FUT_OK);
+	CHECK(fut_error(fs[1]) == FUT_EBROKEN);
+	fut_release(fs[0]);
+	fut_release(fs[1]);
+	atomic_store(&watch_finalize, true);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	main_thread = pthread_self();
@@ -163,8 +252,17 @@ int main(int argc, char **argv)
 		rc = mode_shortcrash();
 	else if (strcmp(mode, "heldjunk") == 0)
 		rc = mode_heldjunk();
+	else if (strcmp(mode, "brokennowaitfin") == 0)
+		rc = mode_brokennowaitfin(true);
+	else if (strcmp(mode, "brokennowaitfin2") == 0)
+		rc = mode_brokennowaitfin(false);
+	else if (strcmp(mode, "freethenbreak") == 0)
+		rc = mode_freethenbreak();
 	else {
-		fprintf(stderr, "usage: %s shortcrash|heldjunk\n", argv[0]);
+		fprintf(stderr,
+			"usage: %s shortcrash|heldjunk|brokennowaitfin|"
+			"brokennowaitfin2|freethenbreak\n",
+			argv[0]);
 		rc = 2;
 	}
 	return finalize_and_report(mode, rank, "as MPI_Finalize began", rc);
