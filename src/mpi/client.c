@@ -180,6 +180,14 @@ void fut__mpi_hold_broken(struct mclient *c)
 	if (!c->let_go && !atomic_load(&c->holding)) {
 		held = true;
 		atomic_store(&c->holding, true);
+		/* A shutdown(NOWAIT) returns at once, and leaves the hold
+		 * (client_shutdown()): it waited for the manager's end, so
+		 * for a task that ignored its interrupt (4.6 s against the
+		 * futures' 0.3: test_mpi_break nowaitbroken; found by review,
+		 * 2026-12-07). */
+		c->seen = true;
+		c->shutdown_seen = true;
+		pthread_cond_broadcast(&c->done_cv);
 	}
 	pthread_mutex_unlock(&c->lock);
 	if (!held)
@@ -226,7 +234,9 @@ static int client_shutdown(fut_executor *ex, unsigned flags)
 		       c->qhead == NULL && c->inflight == 0 && !c->stopping;
 		if (held)
 			atomic_store(&c->holding, true);
-	} else {
+	} else if (wait || !c->shutdown_seen) {
+		/* Not a NOWAIT that returns at once: the manager would call
+		 * MPI after it (fut__mpi_hold_broken()). */
 		c->release_stop = true;
 		c->let_go |= wait;
 		atomic_store(&c->holding, false);

@@ -62,7 +62,8 @@ for m in brokenint nowaitrace cbfreefin heldnew cbfreebarrier brokencbfin \
 	blamedbig gaveupwait gaveupfree; do
 	run -np 3 "$t/test_mpi_stop" $m
 done
-for m in shortcrash brokennowaitfin brokennowaitfin2 freethenbreak; do
+for m in shortcrash brokennowaitfin brokennowaitfin2 freethenbreak \
+	nowaitbroken; do
 	run -np 3 "$t/test_mpi_break" $m
 done
 run -np 2 "$t/test_mpi_break" heldjunk

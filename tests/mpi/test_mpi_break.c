@@ -34,6 +34,12 @@
  *                result is malformed: the break.  Before, the free with
  *                a task running held nothing, and the manager took the
  *                BYEs as finalize began.
+ *   nowaitbroken (prefetch 1) a rank's malformed result breaks the
+ *                executor while the other runs a task that ignores its
+ *                interrupt for 5 s; once both futures ended, shutdown
+ *                (NOWAIT) must return at once (under 1 s), and make no
+ *                MPI call after.  Before, it waited for that task's end
+ *                (4.6 s), the broken executor counting as drained.
  * run.sh's timeout ends a hang as a failure.
  */
 #include <unistd.h>
@@ -241,6 +247,42 @@ static int mode_freethenbreak(void)
 	return 0;
 }
 
+/* Runs 5 s, deaf to its interrupt. */
+static void deaf_task(fut_task *t)
+{
+	usleep(5000000);
+	quick_task(t);
+}
+
+static int mode_nowaitbroken(void)
+{
+	CHECK(fut_mpi_executor_new(&ex, &(fut_mpi_opts){ .prefetch = 1 }) ==
+	      FUT_OK);
+	if (ex == NULL)
+		return 0;
+	fut_future *fs[2];
+	CHECK(fut_submit_bytes(ex, deaf_task, NULL, 0, &fs[0]) == FUT_OK);
+	usleep(100000); /* sent: the next task goes to the other rank */
+	CHECK(fut_submit_bytes(ex, corrupt_late_task, NULL, 0, &fs[1]) ==
+	      FUT_OK);
+	two_broken(fs);
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	CHECK(fut_executor_shutdown(ex, FUT_SHUTDOWN_NOWAIT) == FUT_OK);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	double took = (double)(t1.tv_sec - t0.tv_sec) +
+		      (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+	if (took > 1.0)
+		fprintf(stderr, "nowaitbroken: shutdown(NOWAIT) took %.2f s\n",
+			took);
+	/* No MPI call of the manager's from here until the free. */
+	atomic_store(&watching, true);
+	usleep(200000);
+	atomic_store(&watching, false);
+	fut_executor_free(ex);
+	return took > 1.0;
+}
+
 int main(int argc, char **argv)
 {
 	main_thread = pthread_self();
@@ -258,10 +300,12 @@ int main(int argc, char **argv)
 		rc = mode_brokennowaitfin(false);
 	else if (strcmp(mode, "freethenbreak") == 0)
 		rc = mode_freethenbreak();
+	else if (strcmp(mode, "nowaitbroken") == 0)
+		rc = mode_nowaitbroken();
 	else {
 		fprintf(stderr,
 			"usage: %s shortcrash|heldjunk|brokennowaitfin|"
-			"brokennowaitfin2|freethenbreak\n",
+			"brokennowaitfin2|freethenbreak|nowaitbroken\n",
 			argv[0]);
 		rc = 2;
 	}
