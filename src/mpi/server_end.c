@@ -28,18 +28,24 @@ size_t fut__mpi_server_drop_tasks(struct stask *list)
  * executor at this rank's goodbye, so what has not started is dropped:
  * the tasks of the message being read (not queued yet: a task thread
  * that saw the queue empty and `stop` would have ended, leaving them to
- * no one) and the queued ones.  What runs is interrupted, as
- * fut_interrupt() does, since no INTERRUPT is read from now on: a task
- * waiting for one would have kept the rank, and the client's free, for
- * ever (found by review, 2026-12-07).  discard: the client's BREAK
- * (fut__mpi_server_on_break()), the same end without a code, every
- * result still to come dropped.
+ * no one; with ISOLATE, gathered for the pool) and the queued ones.
+ * What runs is interrupted, as fut_interrupt() does, since no INTERRUPT
+ * is read from now on: a task waiting for one would have kept the rank,
+ * and the client's free, for ever (found by review, 2026-12-07).
+ * discard: the client's BREAK (fut__mpi_server_on_break()), the same end
+ * without a code, every result still to come dropped.
  */
 static void end_serving(struct server *s, bool discard)
 {
 	struct stask *inbox = s->inbox_head;
 	s->inbox_head = s->inbox_tail = NULL;
 	s->inbox_n = 0;
+	/* ISOLATE: the run being gathered (copies of its inputs and ids, no
+	 * future yet) is dropped too: flushed after this into the pool shut
+	 * down below, its tasks ended FUT_ESHUTDOWN, not FUT_EBROKEN "rank N
+	 * stopped serving" (test_mpi_break isojunk; found by review,
+	 * 2026-12-07). */
+	s->run_n = 0;
 	pthread_mutex_lock(&s->lock);
 	s->stop = true;
 	s->discard |= discard;

@@ -40,6 +40,12 @@
  *                (NOWAIT) must return at once (under 1 s), and make no
  *                MPI call after.  Before, it waited for that task's end
  *                (4.6 s), the broken executor counting as drained.
+ *   isojunk      (ISOLATE, prefetch 4) root's message of 4 tasks to rank
+ *                1 carries junk after them (a test hook): that rank gives
+ *                up while it gathers them for its pool.  Every future
+ *                must end FUT_EBROKEN, "rank 1 stopped serving".  Before,
+ *                the gathered run went to the pool the give-up had shut
+ *                down, and its tasks ended FUT_ESHUTDOWN.
  * run.sh's timeout ends a hang as a failure.
  */
 #include <unistd.h>
@@ -283,6 +289,37 @@ static int mode_nowaitbroken(void)
 	return took > 1.0;
 }
 
+static int mode_isojunk(void)
+{
+	enum {
+		N = 4
+	};
+	if (world_rank() == 0)
+		fut__mpi_test_junk_after_send(N);
+	int rc = fut_mpi_executor_new(
+		&ex,
+		&(fut_mpi_opts){ .prefetch = N, .flags = FUT_MPI_ISOLATE });
+	if (ex == NULL)
+		return rc != (world_rank() == 1 ? FUT_EBROKEN : FUT_OK);
+	static unsigned char in[N];
+	fut_future *fs[N];
+	CHECK(fut_submit_many(ex, byte_task, in, 1, N, fs) == FUT_OK);
+	CHECK(fut_wait(fs, N, FUT_ALL_COMPLETED, 30) == FUT_OK);
+	int bad = 0;
+	for (int i = 0; i < N; i++) {
+		const char *msg = fut_error_message(fs[i]);
+		if (fut_error(fs[i]) != FUT_EBROKEN ||
+		    strstr(msg, "rank 1 stopped serving") == NULL) {
+			fprintf(stderr, "isojunk: future %d: %s (%s)\n", i,
+				fut_strerror(fut_error(fs[i])), msg);
+			bad = 1;
+		}
+		fut_release(fs[i]);
+	}
+	fut_executor_free(ex);
+	return bad;
+}
+
 int main(int argc, char **argv)
 {
 	main_thread = pthread_self();
@@ -302,10 +339,12 @@ int main(int argc, char **argv)
 		rc = mode_freethenbreak();
 	else if (strcmp(mode, "nowaitbroken") == 0)
 		rc = mode_nowaitbroken();
+	else if (strcmp(mode, "isojunk") == 0)
+		rc = mode_isojunk();
 	else {
 		fprintf(stderr,
 			"usage: %s shortcrash|heldjunk|brokennowaitfin|"
-			"brokennowaitfin2|freethenbreak|nowaitbroken\n",
+			"brokennowaitfin2|freethenbreak|nowaitbroken|isojunk\n",
 			argv[0]);
 		rc = 2;
 	}
