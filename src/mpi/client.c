@@ -367,6 +367,9 @@ int fut__mpi_client_new(fut_executor **out, struct fut__mpi_setup *setup)
 		c->ranks[r].dec.may_drop = true;
 	}
 	fut__mpi_link_init(&c->link, c->s.comm);
+	c->link.lost = fut__mpi_rank_lost;
+	c->link.lost_arg = c;
+	c->lost_rank = -1;
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);

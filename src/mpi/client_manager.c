@@ -325,7 +325,7 @@ static bool receive_all(struct mclient *c)
 			/* A one-byte BYE: it gave up, and reads (and drops) what
 			 * we sent it until this answer (link.c). */
 			if (len != 0)
-				(void)fut__mpi_send_bye(c->s.comm, src, false);
+				fut__mpi_answer_bye(c, src);
 			/* Before its STOP, or with tasks of ours: it gave up
 			 * serving (no memory, a malformed message), and what
 			 * it held will never come back. */
@@ -563,7 +563,7 @@ void *fut__mpi_client_manager(void *arg)
 		did |= dispatch(c);
 		if (atomic_exchange(&c->interrupt_scan, false))
 			did |= send_interrupts(c);
-		did |= fut__mpi_link_progress(&c->link);
+		did |= fut__mpi_progress(c);
 		/* One read of `shutting` decides both: read twice, a shutdown
 		 * between the reads made an idle executor look busy, and a
 		 * shutdown(NOWAIT) returned before the STOPs and the BYEs

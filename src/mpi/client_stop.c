@@ -49,6 +49,36 @@ void fut__mpi_stop_ranks(struct mclient *c)
 	}
 }
 
+void fut__mpi_rank_lost(void *arg, int to)
+{
+	struct mclient *c = arg;
+	if (to < 0 || to >= c->s.size)
+		return;
+	c->ranks[to].gone = true;
+	/* Not broken here, inside the link's progress (the break flushes
+	 * the link): by the main loop, at its next turn. */
+	if (c->ranks[to].inflight != 0 && c->lost_rank < 0)
+		c->lost_rank = to;
+}
+
+bool fut__mpi_progress(struct mclient *c)
+{
+	bool did = fut__mpi_link_progress(&c->link);
+	int r = c->lost_rank;
+	c->lost_rank = -1;
+	if (r >= 0 && !c->broke)
+		fut__mpi_break_all(c, "rank %d: an MPI send failed%s", r, "");
+	return did;
+}
+
+/* Unchecked, a failed answer left that rank's BYE counted as answered;
+ * nothing more can reach it (found by review, 2026-12-07). */
+void fut__mpi_answer_bye(struct mclient *c, int src)
+{
+	if (fut__mpi_send_bye(c->s.comm, src, false) != FUT_OK)
+		c->ranks[src].gone = true;
+}
+
 /* MPI failed to receive: no BYE (nor ACK) can be waited for (the STOPs
  * still go).  Waited for, the manager tried the failing receive again in
  * a hot loop (test_mpi_stop recvfail; found by review, 2026-12-07). */
@@ -170,7 +200,7 @@ bool fut__mpi_stop_first(struct mclient *c)
 				return false;
 			c->ranks[src].bye = true;
 			if (n != 0) /* it gave up: it waits for our answer */
-				(void)fut__mpi_send_bye(c->s.comm, src, false);
+				fut__mpi_answer_bye(c, src);
 			did = true;
 		}
 		if (fut__mpi_all_said_bye(c) && !fut__mpi_link_busy(&c->link)) {
@@ -335,8 +365,7 @@ static void take_acks(struct mclient *c)
 			    st.MPI_TAG == FUT__MPI_TAG_BYE) {
 				c->ranks[src].bye = true;
 				if (n != 0) /* it gave up: it waits for this */
-					(void)fut__mpi_send_bye(c->s.comm, src,
-								false);
+					fut__mpi_answer_bye(c, src);
 			}
 		}
 		fut__mpi_manager_pause(c, &idle, did);

@@ -28,6 +28,7 @@ struct fut__mpi_send {
 	unsigned char *buf; /* freed by the part that completes last */
 	size_t cap;	    /* bytes at buf */
 	unsigned *left;	    /* parts of buf still in flight */
+	int to;		    /* the rank it goes to */
 };
 
 /* The largest sent buffer a link keeps for its next frame. */
@@ -226,6 +227,7 @@ int fut__mpi_link_send(struct fut__mpi_link *l, int to, unsigned type,
 		l->sends[l->nsends].buf = fr->buf;
 		l->sends[l->nsends].cap = fr->cap;
 		l->sends[l->nsends].left = left;
+		l->sends[l->nsends].to = to;
 		l->nsends++;
 		(*left)++;
 	}
@@ -260,16 +262,23 @@ bool fut__mpi_link_progress(struct fut__mpi_link *l)
 	bool any = false;
 	size_t i = 0;
 	while (i < l->nsends) {
-		if (MPI_Test(&l->reqs[i], &flag, MPI_STATUS_IGNORE) !=
-			    MPI_SUCCESS ||
-		    !flag) {
+		int rc = MPI_Test(&l->reqs[i], &flag, MPI_STATUS_IGNORE);
+		if (rc == MPI_SUCCESS && !flag) {
 			i++;
 			if (!any)
 				break;
 			continue;
 		}
 		any = true;
-		if (--*l->sends[i].left == 0) {
+		if (rc != MPI_SUCCESS) {
+			/* Tested again, it failed for ever: the link stayed
+			 * busy, and its owner's loop never ended (found by
+			 * review, 2026-12-07).  Dropped, its peer lost; its
+			 * buffer stays, with its count (MPI may still read
+			 * it). */
+			if (l->lost != NULL)
+				l->lost(l->lost_arg, l->sends[i].to);
+		} else if (--*l->sends[i].left == 0) {
 			fut__free(l->sends[i].left);
 			if (l->spare == NULL && l->sends[i].cap <= SPARE_MAX) {
 				l->spare = l->sends[i].buf;

@@ -127,6 +127,10 @@ struct mclient {
 	bool seen;	/* shutdown_seen was set */
 	bool broke;	/* fut__mpi_break_all ran */
 	bool deaf;	/* an MPI receive failed: none is waited for */
+	/* A rank with tasks of ours whose send failed in MPI_Test (then
+	 * gone): the main loop breaks the executor (fut__mpi_progress());
+	 * -1: none. */
+	int lost_rank;
 	struct mheld held[FUT__MPI_HELD_MAX];
 	struct mheld *more; /* results held past held[], capmore of them */
 	size_t nheld, capmore;
@@ -174,6 +178,16 @@ void fut__mpi_job_fail(struct mjob *j, int code, int task_code,
  * gone); one that found no memory is retried on the next call, one that
  * MPI refused is gone. */
 void fut__mpi_stop_ranks(struct mclient *c);
+/* The link's lost (link.c): a send to rank `to` failed in MPI_Test, so
+ * that rank is gone (nothing more goes to it, no BYE of its is waited
+ * for); arg: the client. */
+void fut__mpi_rank_lost(void *arg, int to);
+/* The manager's turn of fut__mpi_link_progress(): breaks the executor
+ * when a rank with tasks of ours was lost meanwhile. */
+bool fut__mpi_progress(struct mclient *c);
+/* Answers a rank's one-byte BYE (it gave up, and waits for this); MPI
+ * refused it: that rank is gone. */
+void fut__mpi_answer_bye(struct mclient *c, int src);
 /* MPI failed to receive: no message is waited for any more (deaf). */
 void fut__mpi_go_deaf(struct mclient *c);
 /* True once shut down with nothing left: then the ranks get their STOP. */

@@ -98,6 +98,10 @@ struct fut__mpi_link {
 	 * fut__mpi_link_frame). */
 	unsigned char *spare;
 	size_t spare_cap;
+	/* Called (if set) with the rank of a send whose MPI_Test failed: the
+	 * send is dropped (fut__mpi_link_progress()). */
+	void (*lost)(void *arg, int to);
+	void *lost_arg;
 };
 void fut__mpi_link_init(struct fut__mpi_link *l, MPI_Comm comm);
 /* Waits for nothing: cancels nothing.  Frees the link's memory. */
@@ -109,7 +113,8 @@ int fut__mpi_link_send(struct fut__mpi_link *l, int to, unsigned type,
 /* Gives an empty fr the buffer of a frame sent before, if the link kept
  * one: no malloc (and no glibc consolidation) a message. */
 void fut__mpi_link_frame(struct fut__mpi_link *l, struct fut__mpi_frame *fr);
-/* Completes what sends it can; true if one completed. */
+/* Completes what sends it can; true if one completed.  One whose
+ * MPI_Test fails is dropped, and l->lost told. */
 bool fut__mpi_link_progress(struct fut__mpi_link *l);
 /* True while sends are in flight. */
 bool fut__mpi_link_busy(const struct fut__mpi_link *l);

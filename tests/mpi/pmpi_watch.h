@@ -18,6 +18,9 @@
 #include <time.h>
 
 static _Atomic bool watch_finalize, watching;
+/* While set, every MPI_Test of this process fails (MPI_ERR_OTHER), the
+ * request left as it was. */
+static _Atomic bool fail_tests;
 static _Atomic long stray_calls;
 static pthread_t main_thread; /* set first thing in main() */
 
@@ -45,6 +48,8 @@ int MPI_Isend(const void *buf, int count, MPI_Datatype type, int dest, int tag,
 int MPI_Test(MPI_Request *request, int *flag, MPI_Status *status)
 {
 	stray();
+	if (atomic_load(&fail_tests))
+		return MPI_ERR_OTHER;
 	return PMPI_Test(request, flag, status);
 }
 

@@ -78,6 +78,17 @@
  *                rank 1 said a goodbye that waits for root's answer,
  *                which the freed executor's manager gives only in
  *                MPI_Finalize: rank 1 never returned, the barrier hung.
+ *   testfail     (fifteenth session) root's MPI_Test fails (MPI_ERR_OTHER,
+ *                pmpi_watch.h) as an idle executor is freed: the STOPs
+ *                go (eagerly), their tests fail.  Before, the manager
+ *                kept them and tested them for ever: the free hung.
+ *   srvtestfail  (fifteenth session) rank 1's MPI_Test fails from the
+ *                start: its first result goes, its test fails.  Before,
+ *                it served on with that send kept in flight for ever
+ *                (its loop ends only with none): the executor did not
+ *                break in 10 s, and its free would have hung.  Now it
+ *                gives up (FUT_EBROKEN), and the executor breaks ("rank
+ *                1 stopped serving").
  * run.sh's timeout ends a hang as a failure.
  */
 #include <time.h>
@@ -575,6 +586,54 @@ static int mode_gaveupfree(void)
 	return 0;
 }
 
+static int mode_testfail(void)
+{
+	fut_executor *ex = NULL;
+	CHECK(fut_mpi_executor_new(&ex, NULL) == FUT_OK);
+	if (ex == NULL)
+		return 0;
+	fut_future *f;
+	CHECK(fut_submit_bytes(ex, quick_task, NULL, 0, &f) == FUT_OK);
+	CHECK(fut_result(f, 30, NULL) == FUT_OK);
+	fut_release(f);
+	atomic_store(&fail_tests, true);
+	double t0 = now_s();
+	fut_executor_free(ex);
+	atomic_store(&fail_tests, false);
+	double took = now_s() - t0;
+	if (took > 5)
+		fprintf(stderr, "testfail: the free took %.2f s\n", took);
+	return took > 5;
+}
+
+static int mode_srvtestfail(void)
+{
+	if (world_rank() == 1)
+		atomic_store(&fail_tests, true);
+	fut_executor *ex = NULL;
+	int rc = fut_mpi_executor_new(&ex, &(fut_mpi_opts){ .prefetch = 1 });
+	atomic_store(&fail_tests, false);
+	if (ex == NULL)
+		return rc != (world_rank() == 1 ? FUT_EBROKEN : FUT_OK);
+	fut_future *f;
+	CHECK(fut_submit_bytes(ex, quick_task, NULL, 0, &f) == FUT_OK);
+	CHECK(fut_wait(&f, 1, FUT_ALL_COMPLETED, 30) == FUT_OK);
+	fut_release(f);
+	/* Rank 1 gives up: the executor breaks. */
+	fut_future *g = NULL;
+	double t0 = now_s();
+	while ((rc = fut_submit_bytes(ex, quick_task, NULL, 0, &g)) == FUT_OK &&
+	       now_s() - t0 < 10) {
+		(void)fut_wait(&g, 1, FUT_ALL_COMPLETED, 30);
+		fut_release(g);
+		g = NULL;
+		usleep(10000);
+	}
+	CHECK(rc == FUT_EBROKEN);
+	fut_executor_free(ex);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	main_thread = pthread_self();
@@ -610,12 +669,16 @@ int main(int argc, char **argv)
 		rc = mode_gaveupwait();
 	else if (strcmp(mode, "gaveupfree") == 0)
 		rc = mode_gaveupfree();
+	else if (strcmp(mode, "testfail") == 0)
+		rc = mode_testfail();
+	else if (strcmp(mode, "srvtestfail") == 0)
+		rc = mode_srvtestfail();
 	else {
 		fprintf(stderr,
 			"usage: %s brokenint|nowaitrace|cbfreefin|heldnew|"
 			"cbfreebarrier|brokencbfin|brokenbarrier|"
 			"brokenbusyfin|holdsendfail|recvfail|cancelnowait|"
-			"blamedbig|gaveupwait|gaveupfree\n",
+			"blamedbig|gaveupwait|gaveupfree|testfail|srvtestfail\n",
 			argv[0]);
 		rc = 2;
 	}
