@@ -32,7 +32,16 @@ void fut__mpi_stop_ranks(struct mclient *c)
 			continue;
 		/* A BREAK is a message of its own tag, after the stream's:
 		 * a rank that gave up drops the stream until it, and then
-		 * says an empty BYE, which needs no answer (server_end.c). */
+		 * says an empty BYE, which needs no answer (server_end.c).
+		 * Held, the manager stops every rank so (nothing of ours is
+		 * there to drop): a STOP, a frame, could make a rank give
+		 * up (malformed, no memory to receive it) with no task
+		 * there, so no BREAK, and say a goodbye that waits for an
+		 * answer we give only once let go; a collective call after
+		 * the free hung (test_mpi_stop heldstopjunk; found by
+		 * review, 2026-12-07). */
+		if (atomic_load(&c->holding))
+			mr->brk = true;
 		struct fut__mpi_frame fr = { 0 };
 		int rc = mr->brk ?
 				 fut__mpi_send_ack(c->s.comm, r) :
@@ -246,7 +255,7 @@ void fut__mpi_interrupt_rank(struct mclient *c, int r)
 }
 
 /* Shut down from a done callback with nothing left (mpi_client.h,
- * holding): the STOPs go at once, so that the servers' calls return (a
+ * holding): the STOPs (BREAKs) go at once, so that the servers' calls return (a
  * collective call of the program's may follow: holding them too hung
  * it); then no MPI call until a thread outside the callback releases the
  * executor (the BYEs wait).  Those sends are the only MPI calls that may

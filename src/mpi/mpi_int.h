@@ -129,7 +129,7 @@ int fut__mpi_link_recv(struct fut__mpi_link *l, int from, const void **data,
 		       size_t *len, int *source, int *tag);
 /* A server's BYE to root (blocking): empty, or one byte when it gave up
  * serving and root's BREAK did not come (it then drains what root sent
- * until root's own empty BYE, so that no send of root's is left
+ * until root's own empty BYE, or a BREAK, so that no send of root's is left
  * unmatched: a large one would never complete).  Root answers a one-byte
  * BYE with an empty one, through the same call.  FUT_OK or FUT_EBROKEN. */
 int fut__mpi_send_bye(MPI_Comm comm, int root, bool gave_up);

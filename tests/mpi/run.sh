@@ -59,7 +59,7 @@ run -np 3 "$t/test_mpi_edge" cancelfin
 run -np 3 "$t/test_mpi_edge" sigmask
 for m in brokenint nowaitrace cbfreefin heldnew cbfreebarrier brokencbfin \
 	brokenbarrier brokenbusyfin holdsendfail recvfail cancelnowait \
-	blamedbig gaveupwait gaveupfree testfail srvtestfail; do
+	blamedbig gaveupwait gaveupfree testfail srvtestfail heldstopjunk; do
 	run -np 3 "$t/test_mpi_stop" $m
 done
 for m in shortcrash brokennowaitfin brokennowaitfin2 freethenbreak \

@@ -53,7 +53,8 @@
  *                main loop and once by the hold, fail; every rank then
  *                calls MPI_Barrier.  Before, the hold counted its STOPs
  *                sent and never tried again: the ranks served on and
- *                the barrier hung.
+ *                the barrier hung.  (Since the fifteenth session the
+ *                hold's stops are BREAKs, which take no memory.)
  * run.sh's timeout ends a hang as a failure.
  */
 #include <pthread.h>
@@ -500,8 +501,11 @@ static int mode_holdnomem(void)
 		square_with_callback(ex, free_nomem_cb);
 	/* Every rank: the servers' calls have returned. */
 	CHECK(MPI_Barrier(MPI_COMM_WORLD) == MPI_SUCCESS);
+	/* Disarmed: since the fifteenth session a held manager stops the
+	 * ranks with BREAKs, which take no memory, so the failures may go
+	 * unused; the barrier must return all the same. */
 	if (ex != NULL)
-		CHECK(fut__alloc_fail_nth(0) == 0); /* it was injected */
+		(void)fut__alloc_fail_nth(0);
 	return 0;
 }
 

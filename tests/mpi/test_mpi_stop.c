@@ -89,6 +89,14 @@
  *                break in 10 s, and its free would have hung.  Now it
  *                gives up (FUT_EBROKEN), and the executor breaks ("rank
  *                1 stopped serving").
+ *   heldstopjunk (fifteenth session) the last future's done callback
+ *                makes root's next frame malformed (a test hook) and
+ *                frees the executor: the manager holds and stops the
+ *                ranks; every rank then calls MPI_Barrier.  Before, the
+ *                STOPs were frames: the servers gave up on them, with no
+ *                task there (so no BREAK), and waited for root's answer
+ *                to their one-byte goodbye, which the held manager gives
+ *                only in MPI_Finalize: the barrier hung.
  * run.sh's timeout ends a hang as a failure.
  */
 #include <time.h>
@@ -634,6 +642,26 @@ static int mode_srvtestfail(void)
 	return 0;
 }
 
+/* heldstopjunk: from the manager's thread, as free_now_cb. */
+static void junk_free_cb(fut_future *f, void *ud)
+{
+	(void)f;
+	CHECK(!pthread_equal(pthread_self(), main_thread));
+	fut__mpi_test_corrupt_next_send();
+	fut_executor_free(ud);
+}
+
+static int mode_heldstopjunk(void)
+{
+	fut_executor *ex = NULL;
+	int rc = fut_mpi_executor_new(&ex, NULL);
+	if (ex != NULL)
+		square_with_callback(ex, junk_free_cb);
+	/* Every rank: the servers' calls have returned. */
+	CHECK(MPI_Barrier(MPI_COMM_WORLD) == MPI_SUCCESS);
+	return rc != FUT_OK;
+}
+
 int main(int argc, char **argv)
 {
 	main_thread = pthread_self();
@@ -673,12 +701,15 @@ int main(int argc, char **argv)
 		rc = mode_testfail();
 	else if (strcmp(mode, "srvtestfail") == 0)
 		rc = mode_srvtestfail();
+	else if (strcmp(mode, "heldstopjunk") == 0)
+		rc = mode_heldstopjunk();
 	else {
 		fprintf(stderr,
 			"usage: %s brokenint|nowaitrace|cbfreefin|heldnew|"
 			"cbfreebarrier|brokencbfin|brokenbarrier|"
 			"brokenbusyfin|holdsendfail|recvfail|cancelnowait|"
-			"blamedbig|gaveupwait|gaveupfree|testfail|srvtestfail\n",
+			"blamedbig|gaveupwait|gaveupfree|testfail|srvtestfail|"
+			"heldstopjunk\n",
 			argv[0]);
 		rc = 2;
 	}
