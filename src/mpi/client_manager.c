@@ -75,8 +75,7 @@ static void go_quiet(struct mclient *c)
 }
 
 /* Whether a message can come: a job in flight, or a STOP not answered
- * (by a rank not gone); not while the executor is held (the BYEs wait:
- * client_stop.c), nor once a receive failed (deaf). */
+ * (by a rank not gone); not while held (the BYEs wait), nor deaf. */
 static bool expecting(const struct mclient *c)
 {
 	if (atomic_load_explicit(&c->holding, memory_order_relaxed) || c->deaf)
@@ -577,8 +576,9 @@ void *fut__mpi_client_manager(void *arg)
 		}
 		if (c->stopping) /* again each pass: a STOP not sent is retried */
 			fut__mpi_stop_ranks(c);
+		/* Not while held (a callback's free in this pass's break). */
 		if (c->stopping && !fut__mpi_link_busy(&c->link) &&
-		    fut__mpi_all_said_bye(c))
+		    fut__mpi_all_said_bye(c) && !atomic_load(&c->holding))
 			break;
 		fut__mpi_manager_pause(c, &idle, did);
 	}
