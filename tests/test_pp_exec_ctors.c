@@ -8,14 +8,21 @@
  * a constructor there is refused with FUT_ESTATE: each such server would
  * start another, for ever (Python's "bootstrapping phase" error).
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <link.h>
+#include <poll.h>
+#include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -28,11 +35,47 @@ static int ctor_pool_rc = -1;
 extern int exec_ctors_late_value; /* set by exec_ctors_late.c's */
 
 #define TRY_POOL_ENV "TEST_PP_EXEC_CTORS_TRY_POOL"
+#define HELPER_ENV "TEST_PP_EXEC_CTORS_HELPER"
+
+/* Signals 1-63 as bits (bit n-1: signal n). */
+static uint64_t mask_bits(void)
+{
+	sigset_t now;
+	uint64_t bits = 0;
+	if (pthread_sigmask(SIG_SETMASK, NULL, &now) != 0)
+		return ~(uint64_t)0;
+	for (int sig = 1; sig < 64; sig++)
+		if (sigismember(&now, sig) == 1)
+			bits |= (uint64_t)1 << (sig - 1);
+	return bits;
+}
+
+/* What a crash reporter or a log shipper started by a constructor is: a
+ * process that lives as long as its parent (the fork server there). */
+static pid_t ctor_helper;
+static uint64_t ctor_mask;
+
+static void start_helper(void)
+{
+	ctor_mask = mask_bits();
+	pid_t parent = getpid();
+	pid_t pid = fork();
+	if (pid == 0) {
+		(void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() == parent)
+			for (;;)
+				pause();
+		_exit(0);
+	}
+	ctor_helper = pid > 0 ? pid : 0;
+}
 
 __attribute__((constructor)) static void program_ctor(void)
 {
 	ctor_value = 42;
 	ctor_string = strdup("made by a constructor");
+	if (getenv(HELPER_ENV) != NULL)
+		start_helper();
 	/* Set by the test below before it makes its pool: only the fork
 	 * server's start sees it. */
 	if (getenv(TRY_POOL_ENV) != NULL) {
@@ -110,6 +153,30 @@ static bool a_module_with_constructors_is_ahead(void)
 	return a.ahead;
 }
 
+/* A FUT_START_EXEC pool of one worker, env set in the environment that
+ * its fork server starts with (the program's constructors read it). */
+static fut_executor *exec_pool(const char *env)
+{
+	assert_int_equal(setenv(env, "1", 1), 0);
+	fut_process_pool_opts o = { .max_workers = 1,
+				    .start_method = FUT_START_EXEC };
+	fut_executor *pp = NULL;
+	int rc = fut_process_pool_new(&pp, &o);
+	assert_int_equal(unsetenv(env), 0);
+	assert_int_equal(rc, FUT_OK);
+	return pp;
+}
+
+/* Runs fn in pp; its result is *f's (released by the caller). */
+static const void *run_task(fut_executor *pp, fut_fn fn, fut_future **f,
+			    size_t *len)
+{
+	const void *data = NULL;
+	assert_int_equal(fut_submit_bytes(pp, fn, NULL, 0, f), FUT_OK);
+	assert_int_equal(fut_result_bytes(*f, 60.0, &data, len), FUT_OK);
+	return data;
+}
+
 static void test_the_programs_constructors_ran_in_the_server(void **state)
 {
 	(void)state;
@@ -117,18 +184,10 @@ static void test_the_programs_constructors_ran_in_the_server(void **state)
 	assert_int_equal(ctor_value, 42);
 	assert_int_equal(exec_ctors_late_value, 42);
 	assert_int_equal(ctor_pool_rc, -1);
-	assert_int_equal(setenv(TRY_POOL_ENV, "1", 1), 0);
-	fut_process_pool_opts o = { .max_workers = 1,
-				    .start_method = FUT_START_EXEC };
-	fut_executor *pp = NULL;
-	int rc = fut_process_pool_new(&pp, &o);
-	assert_int_equal(unsetenv(TRY_POOL_ENV), 0);
-	assert_int_equal(rc, FUT_OK);
+	fut_executor *pp = exec_pool(TRY_POOL_ENV);
 	fut_future *f = NULL;
-	assert_int_equal(fut_submit_bytes(pp, report, NULL, 0, &f), FUT_OK);
-	const void *data = NULL;
 	size_t len = 0;
-	assert_int_equal(fut_result_bytes(f, 60.0, &data, &len), FUT_OK);
+	const void *data = run_task(pp, report, &f, &len);
 	char want[128];
 	if (len > 0 && *(const char *)data == '1') {
 		print_message("a module with constructors is loaded ahead of "
@@ -153,12 +212,81 @@ static void test_a_pool_outside_a_server_start_is_made(void **state)
 	fut_executor_free(pp);
 }
 
+/* The fork server's pid, its constructor's helper's (0: none ran) and
+ * the signal mask the constructor ran under. */
+struct helper_seen {
+	pid_t server, helper;
+	uint64_t mask;
+};
+
+static void report_helper(fut_task *t)
+{
+	struct helper_seen h = { getppid(), ctor_helper, ctor_mask };
+	fut_task_return_bytes(t, &h, sizeof(h));
+}
+
+static int freed_fd = -1; /* written once the pool is freed */
+
+static void *free_pool(void *arg)
+{
+	fut_executor_free(arg);
+	uint64_t one = 1;
+	if (write(freed_fd, &one, sizeof(one)) != sizeof(one))
+		abort();
+	return NULL;
+}
+
+/*
+ * A constructor of the program starts a helper process in the fork
+ * server: the free still returns (the server reaps its workers only and
+ * exits; the helper dies with it).  Before (found by review, 2026-12-07)
+ * the server waited for every child of its own, the helper too, and the
+ * free for the server, for ever.  The constructor runs under the
+ * caller's signal mask, which its helper inherits: it ran with every
+ * signal blocked.
+ */
+static void test_free_returns_beside_a_constructors_helper(void **state)
+{
+	(void)state;
+	fut_executor *pp = exec_pool(HELPER_ENV);
+	fut_future *f = NULL;
+	size_t len = 0;
+	const void *data = run_task(pp, report_helper, &f, &len);
+	struct helper_seen h;
+	assert_int_equal(len, sizeof(h));
+	memcpy(&h, data, sizeof(h));
+	fut_release(f);
+	int pfd[2];
+	assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
+	freed_fd = pfd[1];
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, free_pool, pp), 0);
+	struct pollfd p = { pfd[0], POLLIN, 0 };
+	int n;
+	do
+		n = poll(&p, 1, 60000);
+	while (n < 0 && errno == EINTR);
+	if (n != 1) /* stuck: the server goes, and so the helper */
+		(void)kill(h.server, SIGKILL);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	(void)close(pfd[0]);
+	(void)close(pfd[1]);
+	assert_int_equal(n, 1);
+	if (h.helper == 0)
+		print_message("none of the program's constructors ran in the "
+			      "server (a module is ahead of libfuture)\n");
+	else
+		assert_int_equal(h.mask, mask_bits());
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(
 			test_the_programs_constructors_ran_in_the_server),
 		cmocka_unit_test(test_a_pool_outside_a_server_start_is_made),
+		cmocka_unit_test(
+			test_free_returns_beside_a_constructors_helper),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

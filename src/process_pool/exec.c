@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <link.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -371,6 +372,11 @@ fut__pp_exec_entry(int argc, char **argv, char **envp)
 	 * in a static link. */
 	starting = true;
 	run_program_ctors(argc, argv);
+	/* Started under the caller's mask (fut__forkserver_start): every
+	 * signal blocked now, as in a forked server. */
+	sigset_t all;
+	sigfillset(&all);
+	(void)sigprocmask(SIG_SETMASK, &all, NULL);
 	starting = false;
 	/* Read the module table now: every worker inherits it. */
 	struct fut__build_id *ids;

@@ -247,6 +247,16 @@ static bool serve(struct server *s)
 			0);
 }
 
+/* The slot of a worker not reaped yet, or nslots: pid is no worker (a
+ * process a program's constructor started, FUT_START_EXEC). */
+static uint32_t slot_of(const struct server *s, pid_t pid)
+{
+	uint32_t i = 0;
+	while (i < s->cfg->nslots && s->cfg->table[i].pid != pid)
+		i++;
+	return i;
+}
+
 static bool reap(struct server *s)
 {
 	struct signalfd_siginfo si;
@@ -259,39 +269,45 @@ static bool reap(struct server *s)
 	for (;;) {
 		/* Peek first: while the worker is a zombie its pid (and so its
 		 * process group id) cannot be reused, so the group kill hits
-		 * only what the task left behind.  Then reap. */
+		 * only what the task left behind.  Then reap.  Another child
+		 * (started by a program's constructor, FUT_START_EXEC) is
+		 * reaped unreported, its group left alone. */
 		siginfo_t si_w;
 		memset(&si_w, 0, sizeof(si_w));
 		if (waitid(P_ALL, 0, &si_w, WEXITED | WNOHANG | WNOWAIT) != 0 ||
 		    si_w.si_pid <= 0)
 			return true;
-		(void)kill(-si_w.si_pid, SIGKILL);
+		uint32_t slot = slot_of(s, si_w.si_pid);
+		if (slot < s->cfg->nslots)
+			(void)kill(-si_w.si_pid, SIGKILL);
 		int status;
 		pid_t pid = waitpid(si_w.si_pid, &status, 0);
 		if (pid <= 0)
 			return true;
-		uint32_t slot = 0, gen = 0;
-		for (uint32_t i = 0; i < s->cfg->nslots; i++) {
-			if (s->cfg->table[i].pid == pid) {
-				slot = i;
-				gen = s->cfg->table[i].gen;
-				s->cfg->table[i].pid = 0;
-				break;
-			}
-		}
-		if (!send_ctl(s->sock, FUT__WIRE_CTL_EXITED, slot, gen, pid,
-			      status))
+		if (slot == s->cfg->nslots)
+			continue; /* not a worker: nothing to report */
+		s->cfg->table[slot].pid = 0;
+		if (!send_ctl(s->sock, FUT__WIRE_CTL_EXITED, slot,
+			      s->cfg->table[slot].gen, pid, status))
 			return false;
 	}
 }
 
+/* Kills the workers and reaps them, and only them: with FUT_START_EXEC
+ * the program's constructors ran here, and a process one of them started
+ * (a crash reporter's helper) may live as long as we do (found by review,
+ * 2026-12-07: a wait for every child never returned, nor the parent's
+ * fut_executor_free()). */
 static void server_exit(struct server *s)
 {
 	for (uint32_t i = 0; i < s->cfg->nslots; i++)
 		if (s->cfg->table[i].pid > 0)
 			kill_worker(s->cfg->table[i].pid);
-	while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
-		;
+	for (uint32_t i = 0; i < s->cfg->nslots; i++)
+		if (s->cfg->table[i].pid > 0)
+			while (waitpid(s->cfg->table[i].pid, NULL, 0) < 0 &&
+			       errno == EINTR)
+				;
 	_exit(0);
 }
 
@@ -458,8 +474,15 @@ int fut__forkserver_start(const struct fut__forkserver_cfg *cfg, pid_t *pid,
 		 * parent's: no worker may inherit it. */
 		(void)fut__alloc_fail_nth(0);
 		(void)close(sv[0]);
-		if (cfg->exec)
+		if (cfg->exec) {
+			/* The program starts as any would, under the caller's
+			 * mask (its constructors run, and a process one starts
+			 * inherits it: found by review, 2026-12-07, all was
+			 * blocked), no handler of the app's left to run. */
+			reset_handlers();
+			(void)sigprocmask(SIG_SETMASK, &cfg->worker_mask, NULL);
 			fut__pp_exec_child(env, sv[1]);
+		}
 		server_main(&s, parent);
 	}
 	int err = errno;
