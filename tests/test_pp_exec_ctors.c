@@ -22,6 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -36,6 +38,7 @@ extern int exec_ctors_late_value; /* set by exec_ctors_late.c's */
 
 #define TRY_POOL_ENV "TEST_PP_EXEC_CTORS_TRY_POOL"
 #define HELPER_ENV "TEST_PP_EXEC_CTORS_HELPER"
+#define PROF_ENV "TEST_PP_EXEC_CTORS_PROF"
 
 /* Signals 1-63 as bits (bit n-1: signal n). */
 static uint64_t mask_bits(void)
@@ -70,12 +73,54 @@ static void start_helper(void)
 	ctor_helper = pid > 0 ? pid : 0;
 }
 
+/* What a sampling profiler a constructor starts does (gperftools'
+ * CPUPROFILE): a SIGPROF handler and an ITIMER_PROF of 1 ms, and a
+ * wall-clock one's: SIGALRM and ITIMER_REAL.  It runs until the first
+ * SIGPROF came (caught, or pending if blocked). */
+static volatile sig_atomic_t prof_ticks;
+static int ctor_prof_fired = -1;
+
+static void on_prof(int sig)
+{
+	if (sig == SIGPROF)
+		prof_ticks++;
+}
+
+static bool prof_pending(void)
+{
+	sigset_t p;
+	return sigpending(&p) == 0 && sigismember(&p, SIGPROF) == 1;
+}
+
+static void start_profiler(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_prof;
+	sa.sa_flags = SA_RESTART;
+	struct itimerval it = { { 0, 1000 }, { 0, 1000 } };
+	if (sigaction(SIGPROF, &sa, NULL) != 0 ||
+	    sigaction(SIGALRM, &sa, NULL) != 0 ||
+	    setitimer(ITIMER_PROF, &it, NULL) != 0 ||
+	    setitimer(ITIMER_REAL, &it, NULL) != 0)
+		return;
+	struct timespec t0, t;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	do { /* cpu time: 10 s at most (a loaded machine) */
+		clock_gettime(CLOCK_MONOTONIC, &t);
+	} while (prof_ticks == 0 && !prof_pending() &&
+		 t.tv_sec - t0.tv_sec < 10);
+	ctor_prof_fired = prof_ticks != 0 || prof_pending();
+}
+
 __attribute__((constructor)) static void program_ctor(void)
 {
 	ctor_value = 42;
 	ctor_string = strdup("made by a constructor");
 	if (getenv(HELPER_ENV) != NULL)
 		start_helper();
+	if (getenv(PROF_ENV) != NULL)
+		start_profiler();
 	/* Set by the test below before it makes its pool: only the fork
 	 * server's start sees it. */
 	if (getenv(TRY_POOL_ENV) != NULL) {
@@ -177,6 +222,27 @@ static const void *run_task(fut_executor *pp, fut_fn fn, fut_future **f,
 	return data;
 }
 
+/* Runs fn in pp; its result, size bytes, into out. */
+static void run_for(fut_executor *pp, fut_fn fn, void *out, size_t size)
+{
+	fut_future *f = NULL;
+	size_t len = 0;
+	const void *data = run_task(pp, fn, &f, &len);
+	assert_int_equal(len, size);
+	memcpy(out, data, size);
+	fut_release(f);
+}
+
+/* Whether the program's constructors ran in the server; says so when not
+ * (a module with constructors is ahead of libfuture: docs/api.md). */
+static bool ran_there(bool ran)
+{
+	if (!ran)
+		print_message("none of the program's constructors ran in the "
+			      "server (a module is ahead of libfuture)\n");
+	return ran;
+}
+
 static void test_the_programs_constructors_ran_in_the_server(void **state)
 {
 	(void)state;
@@ -249,13 +315,8 @@ static void test_free_returns_beside_a_constructors_helper(void **state)
 {
 	(void)state;
 	fut_executor *pp = exec_pool(HELPER_ENV);
-	fut_future *f = NULL;
-	size_t len = 0;
-	const void *data = run_task(pp, report_helper, &f, &len);
 	struct helper_seen h;
-	assert_int_equal(len, sizeof(h));
-	memcpy(&h, data, sizeof(h));
-	fut_release(f);
+	run_for(pp, report_helper, &h, sizeof(h));
 	int pfd[2];
 	assert_int_equal(pipe2(pfd, O_CLOEXEC), 0);
 	freed_fd = pfd[1];
@@ -272,11 +333,61 @@ static void test_free_returns_beside_a_constructors_helper(void **state)
 	(void)close(pfd[0]);
 	(void)close(pfd[1]);
 	assert_int_equal(n, 1);
-	if (h.helper == 0)
-		print_message("none of the program's constructors ran in the "
-			      "server (a module is ahead of libfuture)\n");
-	else
+	if (ran_there(h.helper != 0))
 		assert_int_equal(h.mask, mask_bits());
+}
+
+/* What the worker sees: whether the constructor's SIGPROF fired there
+ * (-1: it did not run), and whether the worker has a timer armed or a
+ * handler of SIGPROF or SIGALRM. */
+struct prof_seen {
+	int fired;
+	int armed;
+	int caught;
+};
+
+static void report_prof(fut_task *t)
+{
+	/* Past the timers' period: a server they still signal is dead by
+	 * then, and its worker with it. */
+	struct timespec nap = { 0, 20 * 1000 * 1000 };
+	while (nanosleep(&nap, &nap) != 0 && errno == EINTR)
+		;
+	struct prof_seen p = { ctor_prof_fired, 0, 0 };
+	static const int which[] = { ITIMER_PROF, ITIMER_REAL };
+	static const int sigs[] = { SIGPROF, SIGALRM };
+	for (int i = 0; i < 2; i++) {
+		struct itimerval it;
+		struct sigaction sa;
+		if (getitimer(which[i], &it) != 0 || it.it_value.tv_sec != 0 ||
+		    it.it_value.tv_usec != 0)
+			p.armed = 1;
+		if (sigaction(sigs[i], NULL, &sa) != 0 ||
+		    sa.sa_handler != SIG_DFL)
+			p.caught = 1;
+	}
+	fut_task_return_bytes(t, &p, sizeof(p));
+}
+
+/*
+ * A constructor arms a profiler's ITIMER_PROF with a SIGPROF handler,
+ * and an ITIMER_REAL with a SIGALRM one: the fork server serves (its
+ * handlers reset, the timers disarmed) while a task sleeps past their
+ * period, and the worker has neither.  Before (found by review,
+ * 2026-12-07) a signal due killed every server, and the pool broke
+ * ("the fork server died too often").
+ */
+static void test_a_constructors_interval_timer_stops_in_the_server(void **state)
+{
+	(void)state;
+	fut_executor *pp = exec_pool(PROF_ENV);
+	struct prof_seen p;
+	run_for(pp, report_prof, &p, sizeof(p));
+	fut_executor_free(pp);
+	if (ran_there(p.fired != -1))
+		assert_int_equal(p.fired, 1);
+	assert_int_equal(p.armed, 0);
+	assert_int_equal(p.caught, 0);
 }
 
 int main(void)
@@ -287,6 +398,8 @@ int main(void)
 		cmocka_unit_test(test_a_pool_outside_a_server_start_is_made),
 		cmocka_unit_test(
 			test_free_returns_beside_a_constructors_helper),
+		cmocka_unit_test(
+			test_a_constructors_interval_timer_stops_in_the_server),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -25,6 +25,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -372,8 +373,17 @@ fut__pp_exec_entry(int argc, char **argv, char **envp)
 	 * in a static link. */
 	starting = true;
 	run_program_ctors(argc, argv);
-	/* Started under the caller's mask (fut__forkserver_start): every
-	 * signal blocked now, as in a forked server. */
+	/* An interval timer survives an exec, not a fork: one that the
+	 * program's start armed (a sampling profiler's ITIMER_PROF and
+	 * SIGPROF handler) would signal the server, its handler gone, to
+	 * death, restart after restart (found by review, 2026-12-07); no
+	 * worker inherits one.  Then, started under the caller's mask
+	 * (fut__forkserver_start), every signal blocked, as in a forked
+	 * server. */
+	static const struct itimerval off;
+	(void)setitimer(ITIMER_REAL, &off, NULL);
+	(void)setitimer(ITIMER_VIRTUAL, &off, NULL);
+	(void)setitimer(ITIMER_PROF, &off, NULL);
 	sigset_t all;
 	sigfillset(&all);
 	(void)sigprocmask(SIG_SETMASK, &all, NULL);

@@ -60,7 +60,9 @@ static void close_fds(const int *fds, int n)
 }
 
 /* The app's handlers make no sense in our children: back to SIG_DFL
- * (ignored signals stay ignored, as across exec). */
+ * (ignored signals stay ignored, as across exec).  Through SIG_IGN, which
+ * discards one pending: caught, it was harmless; by default it could
+ * kill us as we unblock it (an exec'd program's constructor's SIGPROF). */
 static void reset_handlers(void)
 {
 	for (int sig = 1; sig < NSIG; sig++) {
@@ -74,6 +76,8 @@ static void reset_handlers(void)
 		if (sa.sa_handler == SIG_DFL && !(sa.sa_flags & SA_SIGINFO))
 			continue;
 		memset(&sa, 0, sizeof(sa));
+		sa.sa_handler = SIG_IGN;
+		(void)sigaction(sig, &sa, NULL);
 		sa.sa_handler = SIG_DFL;
 		(void)sigaction(sig, &sa, NULL);
 	}
