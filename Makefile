@@ -140,16 +140,30 @@ $(BUILD)/tests/%: tests/%.c $(STATIC) $(wildcard tests/*.h)
 # program's constructors after the library's.
 EXEC_CTORS_LATE = tests/exec_ctors_late.c
 $(BUILD)/tests/test_pp_exec_ctors: tests/test_pp_exec_ctors.c \
-		$(EXEC_CTORS_LATE) $(STATIC)
+		tests/exec_ctors.h $(EXEC_CTORS_LATE) $(STATIC)
 	@mkdir -p $(dir $@)
 	$(CC) $(TEST_CFLAGS) $(CMOCKA_CFLAGS) -o $@ $< $(STATIC) \
 		$(EXEC_CTORS_LATE) $(CMOCKA_LIBS) -lm
 TESTS += $(BUILD)/tests/test_pp_exec_ctors_shared
 $(BUILD)/tests/test_pp_exec_ctors_shared: tests/test_pp_exec_ctors.c \
-		$(EXEC_CTORS_LATE) $(BUILD)/libfuture.so
+		tests/exec_ctors.h $(EXEC_CTORS_LATE) $(BUILD)/libfuture.so
 	@mkdir -p $(dir $@)
 	$(CC) $(TEST_CFLAGS) $(CMOCKA_CFLAGS) -o $@ $< -L$(BUILD) -lfuture \
 		$(EXEC_CTORS_LATE) $(CMOCKA_LIBS) -lm -Wl,-rpath,'$$ORIGIN/..'
+
+# test_pp_exec_ctors_wrap links libfuture.so, then a library that links
+# it too (tests/exec_ctors_wrap.c, built beside the test): the loader
+# initialises that library after libfuture.
+EXEC_CTORS_WRAP = $(BUILD)/tests/libexec_ctors_wrap.so
+$(EXEC_CTORS_WRAP): tests/exec_ctors_wrap.c $(BUILD)/libfuture.so
+	@mkdir -p $(dir $@)
+	$(CC) $(TEST_CFLAGS) -fPIC -shared -o $@ $< -L$(BUILD) -lfuture
+$(BUILD)/tests/test_pp_exec_ctors_wrap: tests/test_pp_exec_ctors_wrap.c \
+		tests/exec_ctors.h $(EXEC_CTORS_WRAP) $(BUILD)/libfuture.so
+	@mkdir -p $(dir $@)
+	$(CC) $(TEST_CFLAGS) $(CMOCKA_CFLAGS) -o $@ $< -L$(BUILD) -lfuture \
+		-L$(BUILD)/tests -lexec_ctors_wrap $(CMOCKA_LIBS) -lm \
+		-Wl,-rpath,'$$ORIGIN/..' -Wl,-rpath,'$$ORIGIN'
 
 $(BUILD)/examples/%: examples/%.c $(STATIC)
 	@mkdir -p $(dir $@)

@@ -29,6 +29,7 @@
 #include <cmocka.h>
 
 #include "future.h"
+#include "exec_ctors.h"
 
 /* What a C++ program's static initializers would set up. */
 static int ctor_value;
@@ -196,41 +197,6 @@ static bool a_module_with_constructors_is_ahead(void)
 	struct ahead_scan a = { .lib = (uintptr_t)(void *)fut_strerror };
 	(void)dl_iterate_phdr(scan_ahead, &a);
 	return a.ahead;
-}
-
-/* A FUT_START_EXEC pool of one worker, env set in the environment that
- * its fork server starts with (the program's constructors read it). */
-static fut_executor *exec_pool(const char *env)
-{
-	assert_int_equal(setenv(env, "1", 1), 0);
-	fut_process_pool_opts o = { .max_workers = 1,
-				    .start_method = FUT_START_EXEC };
-	fut_executor *pp = NULL;
-	int rc = fut_process_pool_new(&pp, &o);
-	assert_int_equal(unsetenv(env), 0);
-	assert_int_equal(rc, FUT_OK);
-	return pp;
-}
-
-/* Runs fn in pp; its result is *f's (released by the caller). */
-static const void *run_task(fut_executor *pp, fut_fn fn, fut_future **f,
-			    size_t *len)
-{
-	const void *data = NULL;
-	assert_int_equal(fut_submit_bytes(pp, fn, NULL, 0, f), FUT_OK);
-	assert_int_equal(fut_result_bytes(*f, 60.0, &data, len), FUT_OK);
-	return data;
-}
-
-/* Runs fn in pp; its result, size bytes, into out. */
-static void run_for(fut_executor *pp, fut_fn fn, void *out, size_t size)
-{
-	fut_future *f = NULL;
-	size_t len = 0;
-	const void *data = run_task(pp, fn, &f, &len);
-	assert_int_equal(len, size);
-	memcpy(out, data, size);
-	fut_release(f);
 }
 
 /* Whether the program's constructors ran in the server; says so when not

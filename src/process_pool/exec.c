@@ -199,12 +199,16 @@ static bool take_msg(int sock, struct exec_msg *m, int *slots_fd)
  * - when this module is not the executable (libfuture.so, or a library
  *   it is linked into), the executable's DT_INIT and init_array, which
  *   the loader runs after every library's (a C++ program's static
- *   initializers); but only when no module with constructors of its own
- *   is loaded ahead of this one (one that links it, or one named before
- *   it on the link line): the loader initialises such a module after
- *   this one, so here it never is, and the program's constructors may
- *   need it (a review, 2026-12-07: a wrapper library's state, a C++
- *   runtime).  Then none of the executable's run, as before.
+ *   initializers); but only when the loader initialised every other
+ *   library before this one: none with constructors of its own is
+ *   loaded ahead of it in the loader's list (one named before it on the
+ *   link line, a preload), and none links it (DT_NEEDED).  The loader
+ *   initialises such a library after this one (one that links it after
+ *   it, and may move others along: glibc's order is not the list's), so
+ *   here it never is, and the program's constructors may need it (a
+ *   review, 2026-12-07: a wrapper library's state, a C++ runtime; then a
+ *   wrapper named after -lfuture, found by review the same day, whose
+ *   state was still unset).  Then none of the executable's run.
  */
 static void fut__pp_exec_entry(int argc, char **argv, char **envp);
 
@@ -226,8 +230,9 @@ struct ctors {
 	ElfW(Addr) self;
 	unsigned seen;
 	bool own_found, own_is_main;
-	bool ahead; /* a module with constructors before ours */
+	bool ahead; /* a module initialised after ours */
 	struct ctor_list own, main;
+	const char *own_path, *own_soname; /* ours: the names it goes by */
 };
 
 static bool module_holds(const struct dl_phdr_info *info, ElfW(Addr) a)
@@ -241,29 +246,76 @@ static bool module_holds(const struct dl_phdr_info *info, ElfW(Addr) a)
 	return false;
 }
 
+/* A module's dynamic section; NULL: none (a fully static program). */
+static const ElfW(Dyn) * dynamic_of(const struct dl_phdr_info *info)
+{
+	for (int i = 0; i < info->dlpi_phnum; i++)
+		if (info->dlpi_phdr[i].p_type == PT_DYNAMIC)
+			return (const ElfW(Dyn) *)(info->dlpi_addr +
+						   info->dlpi_phdr[i].p_vaddr);
+	return NULL;
+}
+
 /* A module's DT_INIT and init_array, as the loader calls them: their
  * addresses in the dynamic section are not relocated (glibc's call_init
  * adds the load address). */
 static void init_of(const struct dl_phdr_info *info, struct ctor_list *l)
 {
 	*l = (struct ctor_list){ 0 };
-	for (int i = 0; i < info->dlpi_phnum; i++) {
-		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-		if (ph->p_type != PT_DYNAMIC)
-			continue;
-		const ElfW(Dyn) *d =
-			(const ElfW(Dyn) *)(info->dlpi_addr + ph->p_vaddr);
-		for (; d->d_tag != DT_NULL; d++)
-			if (d->d_tag == DT_INIT)
-				l->init = info->dlpi_addr + d->d_un.d_ptr;
-			else if (d->d_tag == DT_INIT_ARRAY)
-				l->arr = (const ElfW(Addr) *)(info->dlpi_addr +
-							      d->d_un.d_ptr);
-			else if (d->d_tag == DT_INIT_ARRAYSZ)
-				l->n = d->d_un.d_val / sizeof(ElfW(Addr));
-	}
+	const ElfW(Dyn) *d = dynamic_of(info);
+	for (; d != NULL && d->d_tag != DT_NULL; d++)
+		if (d->d_tag == DT_INIT)
+			l->init = info->dlpi_addr + d->d_un.d_ptr;
+		else if (d->d_tag == DT_INIT_ARRAY)
+			l->arr = (const ElfW(Addr) *)(info->dlpi_addr +
+						      d->d_un.d_ptr);
+		else if (d->d_tag == DT_INIT_ARRAYSZ)
+			l->n = d->d_un.d_val / sizeof(ElfW(Addr));
 	if (l->arr == NULL)
 		l->n = 0;
+}
+
+/* A module's string table: glibc relocates DT_STRTAB in place, but not
+ * in a read-only dynamic section (the vdso's, some architectures'). */
+static const char *strtab_of(const struct dl_phdr_info *info,
+			     const ElfW(Dyn) * d)
+{
+	for (; d->d_tag != DT_NULL; d++)
+		if (d->d_tag == DT_STRTAB)
+			return (const char *)(d->d_un.d_ptr < info->dlpi_addr ?
+						      info->dlpi_addr +
+							      d->d_un.d_ptr :
+						      d->d_un.d_ptr);
+	return NULL;
+}
+
+/* Whether a DT_NEEDED name is our module's: its soname, path, or the
+ * path's last part (the file it was linked with, without a soname). */
+static bool names_own(const struct ctors *c, const char *name)
+{
+	const char *base = strrchr(c->own_path, '/');
+	base = base != NULL ? base + 1 : c->own_path;
+	return (c->own_soname != NULL && strcmp(name, c->own_soname) == 0) ||
+	       strcmp(name, c->own_path) == 0 || strcmp(name, base) == 0;
+}
+
+/* Sets c->ahead at a module other than the executable (which links us)
+ * that needs ours. */
+static int find_needer(struct dl_phdr_info *info, size_t size, void *data)
+{
+	(void)size;
+	struct ctors *c = data;
+	const ElfW(Dyn) *d = dynamic_of(info);
+	if (c->seen++ == 0 || d == NULL || module_holds(info, c->self))
+		return 0;
+	const char *str = strtab_of(info, d);
+	for (; str != NULL && d->d_tag != DT_NULL; d++)
+		if (d->d_tag == DT_NEEDED &&
+		    names_own(c, str + d->d_un.d_val)) {
+			c->ahead = true;
+			return 1;
+		}
+	return 0;
 }
 
 static int find_ctors(struct dl_phdr_info *info, size_t size, void *data)
@@ -288,6 +340,12 @@ static int find_ctors(struct dl_phdr_info *info, size_t size, void *data)
 	}
 	c->own_found = true;
 	c->own_is_main = first;
+	const ElfW(Dyn) *d = dynamic_of(info);
+	const char *str = d != NULL ? strtab_of(info, d) : NULL;
+	for (; str != NULL && d->d_tag != DT_NULL; d++)
+		if (d->d_tag == DT_SONAME)
+			c->own_soname = str + d->d_un.d_val;
+	c->own_path = info->dlpi_name != NULL ? info->dlpi_name : "";
 	return 1;
 }
 
@@ -320,6 +378,10 @@ static void run_program_ctors(int argc, char **argv)
 		return; /* not entered from an init_array: leave it alone */
 	while (++j < c.own.n)
 		call_ctor(c.own.arr[j], argc, argv);
+	if (!c.own_is_main && !c.ahead) {
+		c.seen = 0;
+		(void)dl_iterate_phdr(find_needer, &c);
+	}
 	if (!c.own_is_main && !c.ahead) {
 		call_ctor(c.main.init, argc, argv);
 		for (size_t i = 0; i < c.main.n; i++)
