@@ -52,6 +52,7 @@
 #include <stddef.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 
 #include "pp_test.h"
@@ -424,6 +425,50 @@ static void test_what_tasks_print_reaches_a_pipe_at_retirement(void **state)
 	}
 }
 
+/*
+ * The program's log, a stream on fd 0 (its stdin closed: a daemon's)
+ * holds an unflushed line as the pool is made; one worker a task
+ * (max_tasks_per_child 1), three tasks, then the free: the line is in
+ * the file once, the program's own flush.  Before (found by review,
+ * 2026-12-07) each worker's fflush(NULL) at its retirement wrote its
+ * copy of the buffer too: four lines.
+ */
+static void test_a_retiring_worker_writes_no_stream_of_the_parents(void **st)
+{
+	(void)st;
+	if (under_valgrind()) {
+		/* Its exit-time __libc_freeres flushes every stream of each
+		 * process it ends, the workers' and the fork server's too,
+		 * which a plain _exit never does. */
+		diag("under valgrind: every process flushes its streams\n");
+		skip();
+	}
+	int saved = fcntl(0, F_DUPFD_CLOEXEC, 3);
+	int fd = memfd_create("log", MFD_CLOEXEC);
+	CHECK(fd >= 0 && dup2(fd, 0) == 0);
+	(void)close(fd);
+	FILE *log = fdopen(0, "w");
+	CHECK(log != NULL && setvbuf(log, NULL, _IOFBF, 4096) == 0);
+	static const char line[] = "app: started\n";
+	CHECK(fputs(line, log) >= 0);
+	fut_executor *ex = pool_with(&(fut_process_pool_opts){
+		.max_workers = 1, .max_tasks_per_child = 1 });
+	for (uint64_t i = 0; i < 3; i++)
+		expect_square(submit_op(ex, OP_SQUARE, 0, i), i);
+	fut_executor_free(ex);
+	CHECK(fflush(log) == 0);
+	struct stat sb;
+	CHECK(fstat(0, &sb) == 0);
+	if (sb.st_size != (off_t)strlen(line))
+		diag("the log has %lld bytes\n", (long long)sb.st_size);
+	(void)fclose(log); /* closes fd 0 */
+	if (saved >= 0) {
+		(void)dup2(saved, 0);
+		(void)close(saved);
+	}
+	CHECK(sb.st_size == (off_t)strlen(line));
+}
+
 /* Returns 1 if the fd named by its input is open in the worker. */
 static void fd_is_open(fut_task *t)
 {
@@ -670,6 +715,8 @@ int main(void)
 			test_a_reaped_fork_servers_pid_is_not_the_pools),
 		cmocka_unit_test(
 			test_what_tasks_print_reaches_a_pipe_at_retirement),
+		cmocka_unit_test(
+			test_a_retiring_worker_writes_no_stream_of_the_parents),
 	};
 	if (!pp_test_prepare())
 		return 2;

@@ -548,6 +548,17 @@ static void task_forked(void)
 	(void)close(null);
 }
 
+/* What the tasks printed to stdout and stderr goes out as the worker
+ * ends (a user's trial, 2026-12-07: _exit dropped it); the inherited
+ * bytes were dropped at the fork.  Not fflush(NULL): other inherited
+ * streams hold the parent's bytes, written again by each worker (a
+ * review, 2026-12-07).  A task's own streams are its to flush. */
+static void flush_stdio(void)
+{
+	(void)fflush(stdout);
+	(void)fflush(stderr);
+}
+
 void fut__pp_child_main(const struct fut__forkserver_cfg *cfg,
 			struct fut__worker_slot *slot, int in, int outfd)
 {
@@ -561,7 +572,7 @@ void fut__pp_child_main(const struct fut__forkserver_cfg *cfg,
 	int rc = cfg->initializer ? cfg->initializer(cfg->initarg) : 0;
 	say_hello(outfd, rc);
 	if (rc != 0) {
-		(void)fflush(NULL);
+		flush_stdio();
 		die(0);
 	}
 	unsigned char *stage = fut__malloc(FUT__PP_STAGE_BYTES);
@@ -577,14 +588,9 @@ void fut__pp_child_main(const struct fut__forkserver_cfg *cfg,
 		int st = fut__pp_feed(&d, stage, FUT__PP_STAGE_BYTES, &ops, &c);
 		if (st == FUT__PP_FEED_EOF || st == FUT__PP_FEED_AGAIN) {
 			out_flush(&c.out, outfd);
-			/* EOF: retired, or the pool is gone.  What the tasks
-			 * printed goes out, as a process's exit would send it
-			 * (found by a user's trial, 2026-12-07: stdout to a
-			 * pipe or file is fully buffered, and _exit dropped
-			 * it); the buffers inherited were dropped at the
-			 * fork. */
+			/* EOF: retired, or the pool is gone. */
 			fut__free(stage);
-			(void)fflush(NULL);
+			flush_stdio();
 			die(0);
 		}
 		if (st != FUT__PP_FEED_OK)
