@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include "core/base.h"
 #include "core/names.h"
@@ -108,6 +109,20 @@ struct fut__forkserver_cfg {
 
 /* ------------------------------------------------------------------ */
 /* For the parent                                                      */
+
+/* Closes *fd if open, and marks it closed (-1). */
+static inline void fut__pp_close_fd(int *fd)
+{
+	int old = *fd;
+	if (old >= 0) {
+		/* -1 first: a fork child of the application taken between
+		 * the two would keep the number closed and its orphan pass
+		 * close whatever the child opened there (a review,
+		 * 2026-12-07). */
+		*fd = -1;
+		(void)close(old);
+	}
+}
 
 /*
  * Forks the fork server (forkserver.c).  The child does only

@@ -532,8 +532,7 @@ void fut__forkserver_stop(int *sock, pid_t *pid, int *pidfd)
 	 * fork child (a helper that does not exec) kept the server, and
 	 * fut_executor_free() waited for that child to exit. */
 	(void)shutdown(*sock, SHUT_RDWR);
-	(void)close(*sock);
-	*sock = -1;
+	fut__pp_close_fd(sock); /* -1 first (a review, 2026-12-07) */
 	fut__forkserver_reap(pid, pidfd, false);
 }
 
@@ -576,9 +575,8 @@ void fut__forkserver_reap(pid_t *pid, int *pidfd, bool kill_it)
 		 * pidfd says it is not reaped. */
 		by_pid = r < 0 && errno == EINVAL &&
 			 pidfd_signal(*pidfd, 0) == 0;
-		(void)close(*pidfd);
-		*pidfd = -1;
-		kill_it = false; /* sent */
+		fut__pp_close_fd(pidfd); /* -1 first (a review, 2026-12-07) */
+		kill_it = false;	 /* sent */
 	}
 	if (by_pid && *pid > 0) {
 		if (kill_it)

@@ -237,20 +237,6 @@ struct ppool {
  * larger input travels alone, straight from its job block. */
 #define FUT__PP_FRAME_BYTES (64u * 1024u)
 
-/* Closes *fd if open, and marks it closed (-1). */
-static inline void fut__pp_close_fd(int *fd)
-{
-	int old = *fd;
-	if (old >= 0) {
-		/* -1 first: a fork child of the application taken between
-		 * the two would keep the number closed and its orphan pass
-		 * close whatever the child opened there (a review,
-		 * 2026-12-07). */
-		*fd = -1;
-		(void)close(old);
-	}
-}
-
 /* ------------------------------------------------------------------ */
 /* p->lock                                                             */
 
