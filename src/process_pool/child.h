@@ -130,8 +130,9 @@ static inline void fut__pp_close_fd(int *fd)
  * async-signal-safe throughout), so this may be called from a
  * multi-threaded process.  *pid gets its pid, *pidfd a pidfd of it (-1
  * where the kernel has none) and *sock the parent's end of a
- * SOCK_SEQPACKET socket (O_CLOEXEC).  FUT_OK, FUT_ENOMEM, FUT_ESYS
- * (errno set), FUT_EAGAIN (fork failed).
+ * SOCK_SEQPACKET socket (O_CLOEXEC), each as soon as it is made; 0, -1
+ * and -1 again when it fails after the fork.  FUT_OK, FUT_ENOMEM,
+ * FUT_ESYS (errno set), FUT_EAGAIN (fork failed).
  */
 int fut__forkserver_start(const struct fut__forkserver_cfg *cfg, pid_t *pid,
 			  int *pidfd, int *sock);

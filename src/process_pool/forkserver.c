@@ -498,31 +498,34 @@ int fut__forkserver_start(const struct fut__forkserver_cfg *cfg, pid_t *pid,
 		errno = err;
 		return FUT_EAGAIN;
 	}
-	int pfd = -1;
+	/* Stored at once: a fork of the application's taken from here on
+	 * finds them in the pool, whose orphan pass closes them (the pidfd
+	 * sat in a local until the end, after the exec's message: found by
+	 * review, 2026-12-07). */
+	*pid = child;
+	*sock = sv[0];
+	*pidfd = -1;
 #ifdef SYS_pidfd_open
 	/* Our child, not reaped yet: the pid is still its.  Close-on-exec
 	 * (pidfd_open's own).  Not tried again where the kernel (or
 	 * valgrind 3.19) has none. */
 	static _Atomic bool no_pidfd;
 	if (!atomic_load_explicit(&no_pidfd, memory_order_relaxed)) {
-		pfd = (int)syscall(SYS_pidfd_open, child, 0);
-		if (pfd < 0 && errno == ENOSYS)
+		*pidfd = (int)syscall(SYS_pidfd_open, child, 0);
+		if (*pidfd < 0 && errno == ENOSYS)
 			atomic_store_explicit(&no_pidfd, true,
 					      memory_order_relaxed);
-		if (pfd < 0)
-			pfd = -1;
+		if (*pidfd < 0)
+			*pidfd = -1;
 	}
 #endif
-	if (cfg->exec && !fut__pp_exec_send(cfg, sv[0], parent)) {
+	if (cfg->exec && !fut__pp_exec_send(cfg, *sock, parent)) {
 		/* It waits for its configuration: EOF ends it. */
 		err = errno;
-		fut__forkserver_stop(&sv[0], &child, &pfd);
+		fut__forkserver_stop(sock, pid, pidfd);
 		errno = err;
 		return err == ENOMEM ? FUT_ENOMEM : FUT_ESYS;
 	}
-	*pid = child;
-	*pidfd = pfd;
-	*sock = sv[0];
 	return FUT_OK;
 }
 
