@@ -8,7 +8,7 @@
  *   not started is cancelled, and one that waits once every task is done,
  *   also while another shutdown cancels what it drained;
  * - a done callback run by a shutdown's cancel may free the pool, or wait
- *   for it (the drain's other jobs end first).
+ *   for it (the drain's other jobs are done first).
  *
  * Found by review on 2026-12-06, each with a program that hung, returned
  * early or touched freed memory (the last under ASan only).  Where a test
@@ -480,8 +480,9 @@ static void *cancel_pending(void *arg)
  * pool down with a wait, which waits for T, which waits for J5.  Before
  * (found by review, 2026-12-07) J5, still on the drain's list, was
  * cancelled only once that callback returned: a deadlock (Python's
- * cancel_futures has the same one).  The callback's wait now ends the
- * drain's rest first.
+ * cancel_futures has the same one).  The drain now cancels every job
+ * before it runs a callback (since 2026-12-07, fifteenth session; until
+ * then the callback's wait ended the drain's rest first).
  */
 static void
 test_a_drained_callback_that_waits_ends_the_drain_first(void **state)

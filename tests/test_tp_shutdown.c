@@ -26,6 +26,12 @@
  * - a task that blocks SIGTERM on its own thread and then submits: the
  *   threads its worker started meanwhile kept SIGTERM blocked, for good.
  *
+ * - a done callback run by a drain (a shutdown's, in any thread or in a
+ *   task, or a failed initializer's break) that waits, untimed, for
+ *   another job of the same drain: the drain ended its jobs one at a
+ *   time, each with its callbacks, and the wait never returned
+ *   (fifteenth session).
+ *
  * alarm() ends a hang as a failure; no test asserts a duration.
  */
 #include <setjmp.h>
@@ -43,14 +49,21 @@
 
 #define GUARD_S 60.0 /* a guard against a hang, never a measurement */
 
-static fut_executor *pool_of(size_t workers)
+/* A pool of `workers` whose threads run `init` first. */
+static fut_executor *pool_with_init(size_t workers, int (*init)(void *))
 {
 	fut_executor *ex = NULL;
 	assert_int_equal(fut_thread_pool_new(&ex,
 					     &(fut_thread_pool_opts){
-						     .max_workers = workers }),
+						     .max_workers = workers,
+						     .initializer = init }),
 			 FUT_OK);
 	return ex;
+}
+
+static fut_executor *pool_of(size_t workers)
+{
+	return pool_with_init(workers, NULL);
 }
 
 static void wait_running(fut_future *f)
@@ -264,12 +277,7 @@ static void test_a_waiter_ends_a_job_a_break_drained_as_broken(void **state)
 	atomic_store(&second_ran, false);
 	atomic_store(&broken_second, NULL);
 	atomic_store(&broken_second_set, false);
-	assert_int_equal(
-		fut_thread_pool_new(&drain_pool,
-				    &(fut_thread_pool_opts){
-					    .max_workers = 2,
-					    .initializer = second_init_fails }),
-		FUT_OK);
+	drain_pool = pool_with_init(2, second_init_fails);
 	fut_future *waiter = NULL;
 	assert_int_equal(fut_submit(drain_pool, wait_for_broken_second, NULL,
 				    &waiter),
@@ -360,13 +368,7 @@ test_a_job_a_shutdown_drained_is_cancelled_despite_a_break(void **state)
 	atomic_store(&init_go, false);
 	atomic_store(&t_go, false);
 	atomic_store(&second_ran, false);
-	assert_int_equal(
-		fut_thread_pool_new(
-			&drain_pool,
-			&(fut_thread_pool_opts){
-				.max_workers = 2,
-				.initializer = second_init_fails_when_told }),
-		FUT_OK);
+	drain_pool = pool_with_init(2, second_init_fails_when_told);
 	fut_future *waiter = NULL;
 	assert_int_equal(fut_submit(drain_pool, wait_for_second_when_told, NULL,
 				    &waiter),
@@ -453,6 +455,210 @@ static void test_a_task_signal_mask_reaches_no_thread_it_starts(void **state)
 	assert_int_equal(atomic_load(&masked_runs), 0);
 }
 
+/* ------------------------------------------------------------------ */
+/* A drained job's callback waits for another job of its drain         */
+
+enum {
+	BY_RESULT,
+	BY_FIRST_COMPLETED,
+	BY_AS_COMPLETED,
+	BY_KINDS
+};
+
+/* Drained together: j1's first callback waits, untimed, for j2. */
+static fut_future *dj1, *dj2;
+static _Atomic int dj_how;	    /* BY_* */
+static _Atomic bool dj2_done_first; /* j2 was done as that callback began */
+static _Atomic int dj_wait_rc;	    /* what its wait gave, then j2's code */
+static _Atomic int dj1_seq;	    /* j1's callbacks, in turn: 1, then 2 */
+static _Atomic bool dj1_in_order, dj2_cb_ran;
+static _Atomic bool dj_go; /* the drain may begin */
+
+/* j2's outcome after an untimed wait of kind dj_how. */
+static int wait_for_dj2(void)
+{
+	int rc;
+	switch (atomic_load(&dj_how)) {
+	case BY_RESULT:
+		return fut_result(dj2, FUT_FOREVER, NULL);
+	case BY_FIRST_COMPLETED:
+		rc = fut_wait(&dj2, 1, FUT_FIRST_COMPLETED, FUT_FOREVER);
+		return rc == FUT_OK ? fut_error(dj2) : rc;
+	default: {
+		fut_as_completed *it = NULL;
+		fut_future *out = NULL;
+		rc = fut_as_completed_new(&it, &dj2, 1);
+		if (rc == FUT_OK)
+			rc = fut_as_completed_next(it, FUT_FOREVER, &out);
+		if (rc == FUT_OK)
+			rc = out == dj2 ? fut_error(dj2) : FUT_EINVAL;
+		fut_as_completed_free(it);
+		return rc;
+	}
+	}
+}
+
+static void dj1_waits_cb(fut_future *f, void *ud)
+{
+	(void)f;
+	(void)ud;
+	atomic_store(&dj2_done_first, fut_done(dj2));
+	atomic_store(&dj_wait_rc, wait_for_dj2());
+	atomic_store(&dj1_seq, 1);
+}
+
+static void dj1_second_cb(fut_future *f, void *ud)
+{
+	(void)f;
+	(void)ud;
+	atomic_store(&dj1_in_order, atomic_load(&dj1_seq) == 1);
+	atomic_store(&dj1_seq, 2);
+}
+
+static void dj2_cb(fut_future *f, void *ud)
+{
+	(void)f;
+	(void)ud;
+	atomic_store(&dj2_cb_ran, true);
+}
+
+/* Queues j1 and j2 on ex (a task, or an initializer, holds its one
+ * worker) with their callbacks; how: j1's first callback's wait. */
+static void queue_dj(fut_executor *ex, int how)
+{
+	atomic_store(&dj_how, how);
+	atomic_store(&dj2_done_first, false);
+	atomic_store(&dj_wait_rc, -1);
+	atomic_store(&dj1_seq, 0);
+	atomic_store(&dj1_in_order, false);
+	atomic_store(&dj2_cb_ran, false);
+	assert_int_equal(fut_submit(ex, nothing, NULL, &dj1), FUT_OK);
+	assert_int_equal(fut_submit(ex, nothing, NULL, &dj2), FUT_OK);
+	assert_int_equal(fut_add_done_callback(dj1, dj1_waits_cb, NULL),
+			 FUT_OK);
+	assert_int_equal(fut_add_done_callback(dj1, dj1_second_cb, NULL),
+			 FUT_OK);
+	assert_int_equal(fut_add_done_callback(dj2, dj2_cb, NULL), FUT_OK);
+}
+
+/* Both ended with code, j2 before any callback ran, every callback run,
+ * j1's in the order they were added; releases them. */
+static void check_dj(int code)
+{
+	assert_int_equal(fut_result(dj1, GUARD_S, NULL), code);
+	assert_int_equal(fut_result(dj2, GUARD_S, NULL), code);
+	assert_true(atomic_load(&dj2_done_first));
+	assert_int_equal(atomic_load(&dj_wait_rc), code);
+	assert_int_equal(atomic_load(&dj1_seq), 2);
+	assert_true(atomic_load(&dj1_in_order));
+	assert_true(atomic_load(&dj2_cb_ran));
+	fut_release(dj1);
+	fut_release(dj2);
+}
+
+static void until_dj_go(fut_task *t)
+{
+	(void)t;
+	for (int i = 0; i < 600000 && !atomic_load(&dj_go); i++)
+		usleep(100);
+}
+
+/*
+ * One worker busy, j1 and j2 queued; this thread shuts the pool down
+ * (CANCEL_PENDING | NOWAIT) and j1's callback, run by that drain here,
+ * waits untimed for j2.  Before (review, 2026-12-07, fifteenth session)
+ * the drain cancelled its jobs one at a time, each with its callbacks:
+ * j2 was to be cancelled once that callback returned, which it never
+ * did (Python returns: j2 is cancelled first).  Each kind of wait.
+ */
+static void test_a_drained_callback_may_wait_for_its_drains_jobs(void **state)
+{
+	(void)state;
+	for (int how = 0; how < BY_KINDS; how++) {
+		alarm(60);
+		atomic_store(&dj_go, false);
+		fut_executor *ex = pool_of(1);
+		fut_future *busy = NULL;
+		assert_int_equal(fut_submit(ex, until_dj_go, NULL, &busy),
+				 FUT_OK);
+		wait_running(busy);
+		queue_dj(ex, how);
+		assert_int_equal(
+			fut_executor_shutdown(ex, FUT_SHUTDOWN_CANCEL_PENDING |
+							  FUT_SHUTDOWN_NOWAIT),
+			FUT_OK);
+		check_dj(FUT_ECANCELLED);
+		atomic_store(&dj_go, true);
+		assert_int_equal(fut_result(busy, GUARD_S, NULL), FUT_OK);
+		fut_release(busy);
+		fut_executor_free(ex);
+		alarm(0);
+	}
+}
+
+static fut_executor *dj_pool;
+
+/* Shuts its own pool down (CANCEL_PENDING | NOWAIT) once j1 and j2 are
+ * queued: the drain, and j1's callback, run in its worker. */
+static void shut_own_pool_when_told(fut_task *t)
+{
+	until_dj_go(t);
+	(void)fut_executor_shutdown(dj_pool, FUT_SHUTDOWN_CANCEL_PENDING |
+						     FUT_SHUTDOWN_NOWAIT);
+}
+
+/* The same, the drain in a task: a worker that holds its slot, whose
+ * fut_result ran (cancelled) a queued job itself, but whose
+ * fut_wait(FIRST_COMPLETED) and as_completed wait only (they hung). */
+static void test_a_drained_callback_in_a_task_may_wait_too(void **state)
+{
+	(void)state;
+	for (int how = 0; how < BY_KINDS; how++) {
+		alarm(60);
+		atomic_store(&dj_go, false);
+		dj_pool = pool_of(1);
+		fut_future *shutter = NULL;
+		assert_int_equal(fut_submit(dj_pool, shut_own_pool_when_told,
+					    NULL, &shutter),
+				 FUT_OK);
+		wait_running(shutter);
+		queue_dj(dj_pool, how);
+		atomic_store(&dj_go, true);
+		assert_int_equal(fut_result(shutter, GUARD_S, NULL), FUT_OK);
+		check_dj(FUT_ECANCELLED);
+		fut_release(shutter);
+		fut_executor_free(dj_pool);
+		alarm(0);
+	}
+}
+
+static int init_fails_when_told(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < 600000 && !atomic_load(&dj_go); i++)
+		usleep(100);
+	return -1;
+}
+
+/* The same, the drain a break's: the initializer fails, and the worker
+ * that ran it fails j1 and j2 FUT_EBROKEN and runs their callbacks. */
+static void test_a_broken_pools_callback_may_wait_for_its_drain(void **state)
+{
+	(void)state;
+	for (int how = 0; how < BY_KINDS; how++) {
+		alarm(60);
+		atomic_store(&dj_go, false);
+		fut_executor *ex = pool_with_init(1, init_fails_when_told);
+		queue_dj(ex, how);
+		atomic_store(&dj_go, true);
+		/* Its worker has run the callbacks once it exited. */
+		assert_int_equal(fut_executor_shutdown(ex, 0), FUT_OK);
+		check_dj(FUT_EBROKEN);
+		fut_executor_free(ex);
+		alarm(0);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -467,6 +673,12 @@ int main(void)
 			test_a_task_signal_mask_reaches_no_thread_it_starts),
 		cmocka_unit_test(
 			test_a_job_a_shutdown_drained_is_cancelled_despite_a_break),
+		cmocka_unit_test(
+			test_a_drained_callback_may_wait_for_its_drains_jobs),
+		cmocka_unit_test(
+			test_a_drained_callback_in_a_task_may_wait_too),
+		cmocka_unit_test(
+			test_a_broken_pools_callback_may_wait_for_its_drain),
 	};
 	const char *only = getenv("TEST_FILTER");
 	if (only != NULL)

@@ -181,36 +181,10 @@ claim(fut_future *f, uint32_t from, uint32_t sent)
 	}
 }
 
-/*
- * Publishes the outcome written while COMPLETING: the final state, then
- * the waiters (notified under the lock), the sleepers, and the callbacks
- * (run in this thread, in the order they were added, with no lock held).
- */
-static void publish(fut_future *f, uint32_t final_state)
+/* Runs f's done callbacks (`callbacks`, oldest first, unlinked) in this
+ * thread, with no lock held. */
+static void run_callbacks(fut_future *f, struct fut__waiter *callbacks)
 {
-	uint32_t old = atomic_exchange_explicit(&f->state, final_state,
-						memory_order_acq_rel);
-	struct fut__waiter *callbacks = NULL;
-	if (old & FUT__S_LISTED) {
-		fut__lock_acquire(&f->lock);
-		/* The list is newest first; pushing each callback onto
-		 * `callbacks` puts them back in the order they were added. */
-		while (f->waiters != NULL) {
-			struct fut__waiter *w = f->waiters;
-			unlink_node(w);
-			if (w->notify != NULL) {
-				w->notify(w, f);
-			} else {
-				w->next = callbacks;
-				callbacks = w;
-			}
-		}
-		fut__lock_release(&f->lock);
-	}
-	if (old & FUT__S_SLEEPERS)
-		fut__futex_wake(&f->state, INT32_MAX);
-	if (callbacks == NULL)
-		return;
 	const struct fut__wait_hooks *h = fut__wait_hooks_get();
 	if (h != NULL && h->callbacks != NULL)
 		h->callbacks(h->ctx);
@@ -239,6 +213,80 @@ static void publish(fut_future *f, uint32_t final_state)
 	if (mask != NULL)
 		(void)pthread_sigmask(SIG_SETMASK, &own, NULL);
 	fut_release(f);
+}
+
+/*
+ * Publishes the outcome written while COMPLETING: the final state, then
+ * the waiters (notified under the lock), the sleepers, and the callbacks
+ * (run_callbacks).
+ */
+static void publish(fut_future *f, uint32_t final_state)
+{
+	uint32_t old = atomic_exchange_explicit(&f->state, final_state,
+						memory_order_acq_rel);
+	struct fut__waiter *callbacks = NULL;
+	if (old & FUT__S_LISTED) {
+		fut__lock_acquire(&f->lock);
+		/* The list is newest first; pushing each callback onto
+		 * `callbacks` puts them back in the order they were added. */
+		while (f->waiters != NULL) {
+			struct fut__waiter *w = f->waiters;
+			unlink_node(w);
+			if (w->notify != NULL) {
+				w->notify(w, f);
+			} else {
+				w->next = callbacks;
+				callbacks = w;
+			}
+		}
+		fut__lock_release(&f->lock);
+	}
+	if (old & FUT__S_SLEEPERS)
+		fut__futex_wake(&f->state, INT32_MAX);
+	if (callbacks != NULL)
+		run_callbacks(f, callbacks);
+}
+
+/*
+ * publish(), but f's done callbacks stay linked on it (newest first, as
+ * they were), for fut__future_run_held(): only the waiters are notified
+ * and the sleepers woken.  A callback added now finds f done and runs at
+ * once; the list is still guarded by f's lock.
+ */
+static void publish_held(fut_future *f, uint32_t final_state)
+{
+	uint32_t old = atomic_exchange_explicit(&f->state, final_state,
+						memory_order_acq_rel);
+	if (old & FUT__S_LISTED) {
+		fut__lock_acquire(&f->lock);
+		for (struct fut__waiter *w = f->waiters, *next; w != NULL;
+		     w = next) {
+			next = w->next;
+			if (w->notify != NULL) {
+				unlink_node(w);
+				w->notify(w, f);
+			}
+		}
+		fut__lock_release(&f->lock);
+	}
+	if (old & FUT__S_SLEEPERS)
+		fut__futex_wake(&f->state, INT32_MAX);
+}
+
+void fut__future_run_held(fut_future *f)
+{
+	struct fut__waiter *callbacks = NULL;
+	fut__lock_acquire(&f->lock);
+	/* Newest first: pushed onto `callbacks`, oldest first again. */
+	while (f->waiters != NULL) {
+		struct fut__waiter *w = f->waiters;
+		unlink_node(w);
+		w->next = callbacks;
+		callbacks = w;
+	}
+	fut__lock_release(&f->lock);
+	if (callbacks != NULL)
+		run_callbacks(f, callbacks);
 }
 
 /* Fills the outcome of a claimed future and publishes it. */
@@ -473,10 +521,9 @@ int fut_result_bytes(fut_future *f, double timeout, const void **data,
 	return rc;
 }
 
-bool fut_cancel(fut_future *f)
+/* fut_cancel(); hold: its done callbacks stay on f (publish_held). */
+static bool cancel(fut_future *f, bool hold)
 {
-	if (!fut__future_ok(f))
-		return false;
 	/* From PENDING; from SENT too once a revoke took back the task of
 	 * that very send (its state word, `sent`).  A later send (the
 	 * executor took the task back and sent it again, with a new claim,
@@ -487,7 +534,10 @@ bool fut_cancel(fut_future *f)
 			f->error = FUT_ECANCELLED;
 			if (f->ops != NULL && f->ops->cancelled != NULL)
 				f->ops->cancelled(f);
-			publish(f, FUT__S_CANCELLED);
+			if (hold)
+				publish_held(f, FUT__S_CANCELLED);
+			else
+				publish(f, FUT__S_CANCELLED);
 			return true;
 		}
 		uint32_t s = settled_state(f);
@@ -512,6 +562,30 @@ bool fut_cancel(fut_future *f)
 			break;
 		}
 	}
+}
+
+bool fut_cancel(fut_future *f)
+{
+	return fut__future_ok(f) && cancel(f, false);
+}
+
+bool fut__future_cancel_held(fut_future *f)
+{
+	return cancel(f, true);
+}
+
+int fut__future_fail_held(fut_future *f, int error)
+{
+	assert(error != FUT_OK);
+	if (!claim(f, FROM_ANY_LIVE, 0))
+		return FUT_ESTATE;
+	/* As settle() with no value, message nor flags. */
+	f->error = (int16_t)error;
+	f->code = 0;
+	f->message = NULL;
+	f->len = 0;
+	publish_held(f, FUT__S_FINISHED);
+	return FUT_OK;
 }
 
 int fut_interrupt(fut_future *f)

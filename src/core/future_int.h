@@ -197,6 +197,21 @@ FUT__PRIVATE int fut__future_fail(fut_future *f, int error, int code,
 				  char *message);
 FUT__PRIVATE int fut__future_crash(fut_future *f, int status, char *message);
 
+/*
+ * Ending many futures at once (a thread pool's drain), so that no done
+ * callback of one runs before every one is done (a callback may wait for
+ * another of them): the _held calls settle f as fut_cancel() and
+ * fut__future_fail() (no code, no message) do, its waiters told and its
+ * sleepers woken, but leave its done callbacks on it; then
+ * fut__future_run_held() runs them, in the order they were added, as a
+ * completion does.  A callback added in between finds f done and runs at
+ * once, in the thread that adds it.  The caller holds a reference from
+ * the one to the other.
+ */
+bool fut__future_cancel_held(fut_future *f);
+int fut__future_fail_held(fut_future *f, int error);
+void fut__future_run_held(fut_future *f);
+
 /* A completion in two steps, for a test that holds a future COMPLETING:
  * the claim (PENDING or RUNNING -> COMPLETING; false if f is done or
  * another thread claimed it), then a pointer result, which only the

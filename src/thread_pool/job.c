@@ -176,33 +176,56 @@ static void job_destroy(fut_future *f)
 		fut__tp_pool_unref(p);
 }
 
-int fut__tp_job_fail_unstarted(struct job *j, int code)
+/* Starts j, if still pending, and fails it with code, its input freed;
+ * held: its done callbacks stay on it (fut__future_fail_held). */
+static int fail_unstarted(struct job *j, int code, bool held)
 {
 	int rc = fut__future_start(&j->fut);
 	if (rc == FUT_OK) {
 		job_free_input(j);
-		(void)fut__future_fail(&j->fut, code, 0, NULL);
+		if (held)
+			(void)fut__future_fail_held(&j->fut, code);
+		else
+			(void)fut__future_fail(&j->fut, code, 0, NULL);
 	}
 	return rc;
 }
 
-void fut__tp_end_drained(struct tp_drain *d)
+int fut__tp_job_fail_unstarted(struct job *j, int code)
 {
-	while (d->rest != NULL) {
-		/* Off the list before its callbacks run: one of them may end
-		 * the rest (a shutdown that waits). */
-		struct job *j = d->rest;
-		d->rest = next_job(j);
-		int code = d->code;
+	return fail_unstarted(j, code, false);
+}
+
+/*
+ * A drain ends its jobs in two passes: every job first (no user code
+ * runs), then their done callbacks, one job after another.  A callback
+ * may wait, untimed, for another job of the same drain (any wait: its
+ * own thread may be no worker, or a worker that holds no slot, and
+ * fut_wait(FIRST_COMPLETED) or as_completed run no job inline): ended
+ * one at a time, each with its callbacks, that job would end only once
+ * the callback had returned, and the wait never did (found by review,
+ * 2026-12-07, fifteenth session).
+ */
+void fut__tp_drained_settle(struct job *list, int code)
+{
+	for (struct job *j = list; j != NULL; j = next_job(j)) {
 		/* Claimed from PENDING only: a task a worker started inline
 		 * is its own. */
 		if (code == FUT_ECANCELLED) {
-			if (fut_cancel(&j->fut))
+			if (fut__future_cancel_held(&j->fut))
 				fut__tp_job_forget(j);
-		} else if (fut__tp_job_fail_unstarted(j, code) ==
-			   FUT_ECANCELLED) {
+		} else if (fail_unstarted(j, code, true) == FUT_ECANCELLED) {
 			fut__tp_job_forget(j);
 		}
-		fut_release(&j->fut);
+	}
+}
+
+void fut__tp_drained_callbacks(struct job *list)
+{
+	while (list != NULL) {
+		struct job *j = list;
+		list = next_job(j);
+		fut__future_run_held(&j->fut);
+		fut_release(&j->fut); /* the queue's */
 	}
 }

@@ -292,23 +292,12 @@ static void join_all_locked(struct tpool *p)
 	}
 }
 
-/* The drains this thread runs, innermost first (their jobs' callbacks
- * run here). */
-static _Thread_local struct tp_drain *draining;
-
-/* This thread's drain of p, or NULL. */
-static struct tp_drain *drain_here(const struct tpool *p)
-{
-	struct tp_drain *d = draining;
-	while (d != NULL && d->pool != p)
-		d = d->outer;
-	return d;
-}
-
 /* Drains the queue and ends every job drained: cancelled (CANCEL_PENDING)
- * or failed with `code` (a break).  The drain is counted under ctl, so
- * that a shutdown that drains nothing because this one took it all sees
- * it (and waits for it: the jobs it holds are not done yet).  interrupt
+ * or failed with `code` (a break).  The drain is counted under ctl while
+ * it settles them, so that a shutdown that drains nothing because this
+ * one took it all sees it (and waits for it: the jobs it holds are not
+ * done yet); no user code runs meanwhile, so any thread may wait for it.
+ * Their done callbacks run after, uncounted.  interrupt
  * (FUT_SHUTDOWN_INTERRUPT too): what runs is interrupted once the queue
  * is empty, before the first callback runs: one that frees the pool
  * waits for it (found by review, 2026-12-07: a task that ran until
@@ -325,16 +314,12 @@ void fut__tp_drain_end(struct tpool *p, int code, bool interrupt)
 		return;
 	if (interrupt)
 		interrupt_running(p);
-	struct tp_drain d = {
-		.pool = p, .rest = list, .code = code, .outer = draining
-	};
-	draining = &d;
-	fut__tp_end_drained(&d);
-	draining = d.outer;
+	fut__tp_drained_settle(list, code);
 	pthread_mutex_lock(&p->ctl);
 	p->ndraining--;
 	pthread_cond_broadcast(&p->ctl_cv);
 	pthread_mutex_unlock(&p->ctl);
+	fut__tp_drained_callbacks(list);
 }
 
 static int tp_shutdown(fut_executor *ex, unsigned flags)
@@ -356,18 +341,13 @@ static int tp_shutdown(fut_executor *ex, unsigned flags)
 		interrupt_running(p);
 	fut__tp_wake_all(p);
 	fut__tp_queue_wake_room(&p->q);
-	struct tp_drain *mine = drain_here(p);
-	/* A callback of a job this thread's drain ended waits: the jobs
-	 * that drain still holds end first, here (a running task may wait
-	 * for one of them: found by review, 2026-12-07, a deadlock). */
-	if (wait && mine != NULL)
-		fut__tp_end_drained(mine);
-	if (wait || ((flags & FUT_SHUTDOWN_CANCEL_PENDING) && !own)) {
+	if (wait || (flags & FUT_SHUTDOWN_CANCEL_PENDING)) {
 		pthread_mutex_lock(&p->ctl);
-		/* Jobs another shutdown drained are not done until it has
-		 * cancelled them (a callback of our own drain that shuts
-		 * down does not wait for itself). */
-		while (p->ndraining > (mine != NULL ? 1u : 0u))
+		/* Jobs another shutdown (or a break) drained are not done
+		 * until it has settled them, which runs no user code: a
+		 * pool thread waits too (a drain's callbacks run once it no
+		 * longer counts). */
+		while (p->ndraining > 0)
 			pthread_cond_wait(&p->ctl_cv, &p->ctl);
 		while (wait && p->nlive > 0)
 			pthread_cond_wait(&p->ctl_cv, &p->ctl);

@@ -166,8 +166,8 @@ struct tpool {
 	 * pthread_create that succeeds, never cleared (admit()). */
 	_Atomic bool started;
 	bool detached; /* guarded by ctl: freed from its own thread */
-	/* Guarded by ctl: shutdowns (or a break) ending the jobs they
-	 * drained. */
+	/* Guarded by ctl: shutdowns (or a break) settling the jobs they
+	 * drained (no user code runs meanwhile). */
 	uint32_t ndraining;
 	/* Where threads start (start.c, "Placement"), guarded by ctl. */
 	cpu_set_t cpus;	      /* the cpus of the first thread's starter */
@@ -233,18 +233,13 @@ void fut__tp_job_discard(struct job *j);
 /* Starts j, if still pending, and fails it with code (its input freed):
  * fut__future_start's code (FUT_OK: it ended here). */
 int fut__tp_job_fail_unstarted(struct job *j, int code);
-/* Jobs a drain took off the queue that are still to end, on the
- * draining thread's stack: a done callback run by that drain that shuts
- * the pool down with a wait ends the rest first (pool.c, tp_shutdown). */
-struct tp_drain {
-	struct tpool *pool;
-	struct job *rest;	/* linked through link.next */
-	int code;		/* FUT_ECANCELLED, or a break's code */
-	struct tp_drain *outer; /* this thread's drain it runs inside */
-};
-/* Ends every job of d->rest, taking each off before it ends it:
- * cancelled, or failed with d->code. */
-void fut__tp_end_drained(struct tp_drain *d);
+/* The jobs a drain took off the queue (list, linked through link.next,
+ * each with the queue's reference) end in two passes: settle ends every
+ * one (cancelled, or failed with code, a break's), its done callbacks
+ * held on it; callbacks then runs them, job after job, and drops the
+ * queue's references. */
+void fut__tp_drained_settle(struct job *list, int code);
+void fut__tp_drained_callbacks(struct job *list);
 /* Drops a reference of the pool; the last frees it. */
 void fut__tp_pool_unref(struct tpool *p);
 /* The handle is freed and the queue closed: adds every job ever pushed
@@ -281,9 +276,10 @@ int fut__tp_spawn(struct tpool *p);
 int fut__tp_start_looker(struct tpool *p);
 
 /* pool.c */
-/* Drains the queue and ends its jobs (fut__tp_end_drained's `code`),
- * counted in ndraining: a CANCEL_PENDING shutdown waits for it;
- * interrupt: what runs is interrupted before the first job ends. */
+/* Drains the queue and ends its jobs (fut__tp_drained_settle's `code`),
+ * counted in ndraining until every one is done: a CANCEL_PENDING
+ * shutdown waits for that; interrupt: what runs is interrupted before
+ * the first job ends. */
 void fut__tp_drain_end(struct tpool *p, int code, bool interrupt);
 
 /* stack.c */

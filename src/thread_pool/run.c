@@ -144,8 +144,9 @@ bool fut__tp_job_assist(fut_future *f)
 		atomic_load_explicit(&p->interrupt_gen, memory_order_relaxed);
 	/* Not one a shutdown drained: CANCEL_PENDING ends every task that
 	 * had not started (it ran here, found by review, 2026-12-07).  The
-	 * waiter cancels that one itself, as the shutdown will: its drain may
-	 * be running a callback that waits for this very task. */
+	 * waiter ends that one itself, as the drain is about to (whichever
+	 * comes first; the drain settles every job before it runs a
+	 * callback). */
 	int rc = fut__tp_queue_start_inline(&p->q, j);
 	if (rc == FUT_ECANCELLED || rc == FUT_EBROKEN) {
 		/* As the drain that took it ends it: a break's fails its
