@@ -7,7 +7,8 @@
  *   a task of its own pool is served;
  * - done callbacks run by the worker that completed the future, even one
  *   added just as the task returned: a callback that waits on a task of
- *   the pool gets it run;
+ *   the pool gets it run; one added before the task ended holds no slot
+ *   either (fifteenth session, 2026-12-07);
  * - a worker taking its slot back after a nested wait leaves no other
  *   slot free while a task is queued, and no longer counts as waiting
  *   at the thread bound; a job run inline is no queued task there;
@@ -247,6 +248,119 @@ static void test_a_callback_added_as_its_task_ends_can_wait(void **state)
 	(void)state;
 	check_callback_as_task_ends(1);
 	check_callback_as_task_ends(2);
+}
+
+/* ------------------------------------------------------------------ */
+/* A callback added before its task ends                               */
+
+static fut_executor *slot_pool;
+static _Atomic bool slot_go, slot_cb_in, slot_cb_done;
+/* The task the callback waits for: queued behind, or submitted while
+ * the callback runs. */
+static _Atomic(fut_future *) slot_next;
+static _Atomic int slot_next_rc;
+
+static void until_slot_go(fut_task *t)
+{
+	while (!atomic_load(&slot_go))
+		sched_yield();
+	fut_task_return(t, NULL);
+}
+
+/* Added before its task ended: waits, timed (a timed wait keeps what it
+ * holds), for slot_next.  In a pool of one worker that kept its slot for
+ * this callback, slot_next never started. */
+static void slot_cb(fut_future *done, void *ud)
+{
+	(void)done;
+	(void)ud;
+	atomic_store(&slot_cb_in, true);
+	fut_future *next = NULL;
+	int64_t deadline = fut__now_ns() + (int64_t)(GUARD_S * 1e9);
+	while ((next = atomic_load(&slot_next)) == NULL &&
+	       fut__now_ns() < deadline)
+		sched_yield();
+	atomic_store(&slot_next_rc, next == NULL ?
+					    FUT_ETIMEDOUT :
+					    fut_result(next, GUARD_S, NULL));
+	atomic_store(&slot_cb_done, true);
+}
+
+/* Submits J with slot_cb, then waits for it, untimed: J runs inline
+ * here, and its callback in this thread below this wait. */
+static void runs_one_inline(fut_task *t)
+{
+	fut_future *j = NULL;
+	int rc = fut_submit(slot_pool, tiny, NULL, &j);
+	if (rc == FUT_OK)
+		rc = fut_add_done_callback(j, slot_cb, NULL);
+	while (rc == FUT_OK && !atomic_load(&slot_go))
+		sched_yield();
+	if (rc == FUT_OK)
+		rc = fut_result(j, FUT_FOREVER, NULL);
+	if (j != NULL)
+		fut_release(j);
+	fut_task_return(t, (void *)(intptr_t)rc);
+}
+
+/* One worker; task A's callback (slot_cb) is added before A ends.
+ * variant 0: the task the callback waits for is submitted while it
+ * runs; 1: it was queued behind A; 2: A is a task run inline (J above,
+ * in a task that waits for it), the next one submitted while the
+ * callback runs. */
+static void check_callback_gives_its_slot(int variant)
+{
+	atomic_store(&slot_go, false);
+	atomic_store(&slot_cb_in, false);
+	atomic_store(&slot_cb_done, false);
+	atomic_store(&slot_next, NULL);
+	atomic_store(&slot_next_rc, -1);
+	slot_pool = new_pool(1, NULL);
+	fut_future *a = NULL, *next = NULL;
+	assert_int_equal(fut_submit(slot_pool,
+				    variant == 2 ? runs_one_inline :
+						   until_slot_go,
+				    NULL, &a),
+			 FUT_OK);
+	if (variant != 2)
+		assert_int_equal(fut_add_done_callback(a, slot_cb, NULL),
+				 FUT_OK);
+	if (variant == 1) {
+		assert_int_equal(fut_submit(slot_pool, tiny, NULL, &next),
+				 FUT_OK);
+		atomic_store(&slot_next, next);
+	}
+	atomic_store(&slot_go, true);
+	assert_true(guard_until(&slot_cb_in));
+	if (variant != 1) {
+		assert_int_equal(fut_submit(slot_pool, tiny, NULL, &next),
+				 FUT_OK);
+		atomic_store(&slot_next, next);
+	}
+	assert_true(guard_until(&slot_cb_done));
+	assert_int_equal(atomic_load(&slot_next_rc), FUT_OK);
+	void *rc = NULL;
+	assert_int_equal(fut_result(a, GUARD_S, &rc), FUT_OK);
+	assert_int_equal((intptr_t)rc, variant == 2 ? FUT_OK : 0);
+	fut_release(a);
+	fut_release(next);
+	fut_executor_free(slot_pool);
+}
+
+/*
+ * A done callback added before its task ended ran in the worker that ran
+ * the task, which kept its slot meanwhile: with max_workers 1, a task
+ * submitted (or queued) then waited for the callback, though no task ran
+ * (review, 2026-12-07, fifteenth session: a callback that slept 1 s held
+ * the next task 1 s).  One added after the task ended already ran aside.
+ * The callback waits for the task here (timed), so a slot kept fails it.
+ */
+static void
+test_a_callback_added_before_its_task_ends_gives_its_slot(void **state)
+{
+	(void)state;
+	for (int variant = 0; variant < 3; variant++)
+		check_callback_gives_its_slot(variant);
 }
 
 /* ------------------------------------------------------------------ */
@@ -510,6 +624,8 @@ int main(void)
 			test_tasks_queued_during_initializers_get_threads),
 		cmocka_unit_test(
 			test_a_callback_added_as_its_task_ends_can_wait),
+		cmocka_unit_test(
+			test_a_callback_added_before_its_task_ends_gives_its_slot),
 		cmocka_unit_test(
 			test_a_slot_taken_back_leaves_none_free_with_tasks_queued),
 		cmocka_unit_test(

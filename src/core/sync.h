@@ -143,7 +143,9 @@ static inline bool fut__mutex_held(pthread_mutex_t *m)
  * Timed waits call neither: they keep their place, as any blocking call.
  * - callbacks(ctx), when not NULL, before the thread runs the done
  *   callbacks of a future it completed: they may take long, block or
- *   wait, so the executor stops counting on the thread meanwhile.
+ *   wait, so the executor stops counting on the thread meanwhile (the
+ *   thread pool: for the callbacks of a task's own future, not for those
+ *   a task runs as it goes, which are part of the task).
  */
 struct fut__park;
 struct fut__wait_hooks {
