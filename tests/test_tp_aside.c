@@ -13,7 +13,8 @@
  *   slot free while a task is queued, and no longer counts as waiting
  *   at the thread bound; a job run inline is no queued task there;
  * - an initializer that submits to its pool's full queue gives its
- *   place up.
+ *   place up, and so does a worker that submits to another pool's full
+ *   queue (fifteenth session, 2026-12-07).
  * Each failed before the fix it covers (found by review, 2026-12-06).
  * Timeouts here only guard against hangs (GUARD_S): a wait that would
  * never end is ended by cancelling what it waits for, and the test fails.
@@ -615,6 +616,83 @@ test_an_initializer_submitting_to_a_full_queue_holds_up_nothing(void **state)
 	assert_int_equal(atomic_load(&fullq_rc), FUT_OK);
 }
 
+/* ------------------------------------------------------------------ */
+/* A worker that waits for room in another pool's queue                */
+
+static fut_executor *room_b;	     /* one worker, max_queue 1 */
+static _Atomic(fut_future *) room_y; /* A's task queued behind T */
+static _Atomic bool room_go;
+static _Atomic int room_x_rc, room_t_rc;
+
+/* B's running task: waits, timed (it keeps B's slot, so B's queue stays
+ * full), for y. */
+static void room_x(fut_task *t)
+{
+	(void)t;
+	fut_future *y = NULL;
+	int64_t deadline = fut__now_ns() + (int64_t)(GUARD_S * 1e9);
+	while ((y = atomic_load(&room_y)) == NULL && fut__now_ns() < deadline)
+		sched_yield();
+	atomic_store(&room_x_rc,
+		     y == NULL ? FUT_ETIMEDOUT : fut_result(y, GUARD_S, NULL));
+}
+
+/* A's task T: once told, submits to B's full queue. */
+static void room_t(fut_task *t)
+{
+	(void)t;
+	while (!atomic_load(&room_go))
+		sched_yield();
+	fut_future *f = NULL;
+	int rc = fut_submit(room_b, tiny, NULL, &f);
+	if (rc == FUT_OK)
+		fut_release(f);
+	atomic_store(&room_t_rc, rc);
+}
+
+/*
+ * Pool A (one worker) runs T, which blocks in fut_submit on pool B's full
+ * queue (max_queue 1); y, an A task queued behind T, is what B's running
+ * task x waits for, timed, holding B's queue full.  T kept A's slot:
+ * admit() handed a slot off only for a worker of the pool it submits to,
+ * so y ran only once x's wait ran out (review, 2026-12-07, fifteenth
+ * session).  An untimed wait of T's on B's queued task gave its slot up.
+ */
+static void
+test_a_worker_waiting_for_another_pools_room_gives_its_slot(void **state)
+{
+	(void)state;
+	atomic_store(&room_y, NULL);
+	atomic_store(&room_go, false);
+	atomic_store(&room_x_rc, -1);
+	atomic_store(&room_t_rc, -1);
+	fut_executor *a = new_pool(1, NULL);
+	assert_int_equal(
+		fut_thread_pool_new(&room_b,
+				    &(fut_thread_pool_opts){ .max_workers = 1,
+							     .max_queue = 1 }),
+		FUT_OK);
+	fut_future *t = NULL, *y = NULL, *x = NULL, *q = NULL;
+	assert_int_equal(fut_submit(a, room_t, NULL, &t), FUT_OK);
+	assert_int_equal(fut_submit(a, tiny, NULL, &y), FUT_OK);
+	atomic_store(&room_y, y);
+	assert_int_equal(fut_submit(room_b, room_x, NULL, &x), FUT_OK);
+	while (fut_state(x) == FUT_PENDING)
+		sched_yield();
+	assert_int_equal(fut_submit(room_b, tiny, NULL, &q), FUT_OK);
+	atomic_store(&room_go, true);
+	assert_int_equal(fut_result(t, 3 * GUARD_S, NULL), FUT_OK);
+	assert_int_equal(fut_result(x, GUARD_S, NULL), FUT_OK);
+	assert_int_equal(atomic_load(&room_x_rc), FUT_OK);
+	assert_int_equal(atomic_load(&room_t_rc), FUT_OK);
+	fut_release(t);
+	fut_release(y);
+	fut_release(x);
+	fut_release(q);
+	fut_executor_free(a);
+	fut_executor_free(room_b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -634,6 +712,8 @@ int main(void)
 			test_a_job_run_inline_is_no_queued_task_at_the_bound),
 		cmocka_unit_test(
 			test_an_initializer_submitting_to_a_full_queue_holds_up_nothing),
+		cmocka_unit_test(
+			test_a_worker_waiting_for_another_pools_room_gives_its_slot),
 	};
 	/* TEST_FILTER=pattern runs the matching tests only. */
 	if (getenv("TEST_FILTER") != NULL)

@@ -45,12 +45,14 @@
 
 struct admit_wait {
 	struct tpool *p;
-	struct worker *w; /* the submitter, if a worker of p */
-	int rc;		  /* hook_block's */
-	bool blocked;	  /* hook_block ran: hook_unblock runs */
+	/* The submitter's wait hooks: a worker's, of p or of another pool. */
+	const struct fut__wait_hooks *h;
+	int rc;	      /* the block hook's */
+	bool blocked; /* the block hook ran: the unblock hook runs */
 };
 
-/* Before a submitter sleeps for room: a worker gives its slot up. */
+/* Before a submitter sleeps for room: a worker gives its slot up, in the
+ * pool whose worker it is. */
 static int admit_stop(void *ctx)
 {
 	struct admit_wait *a = ctx;
@@ -60,10 +62,13 @@ static int admit_stop(void *ctx)
 	/* Its slot, or an initializer's or a callback's place (which
 	 * hook_block knows how to give up), as a nested wait does.  No
 	 * park: room that comes free may go to another submit first, so
-	 * this wait counts as one until it has its room. */
-	if (a->w != NULL && !a->blocked) {
+	 * this wait counts as one until it has its room.  A worker of
+	 * another pool gives up its own pool's slot: kept, a task there
+	 * that the one holding up this queue waited for never ran (found
+	 * by review, 2026-12-07, fifteenth session). */
+	if (a->h != NULL && !a->blocked) {
 		a->blocked = true;
-		a->rc = fut__tp_hook_block(a->w, NULL);
+		a->rc = a->h->block(a->h->ctx, NULL);
 	}
 	return a->rc;
 }
@@ -77,11 +82,11 @@ static int admit(struct tpool *p, size_t n)
 		return rc;
 	/* Only a bounded queue can make a submitter wait. */
 	struct admit_wait a = { .p = p,
-				.w = p->q.max != 0 ? fut__tp_self_worker(p) :
+				.h = p->q.max != 0 ? fut__wait_hooks_get() :
 						     NULL };
 	rc = fut__tp_queue_reserve(&p->q, n, admit_stop, &a);
 	if (a.blocked)
-		fut__tp_hook_unblock(a.w);
+		a.h->unblock(a.h->ctx);
 	if (rc != FUT_OK)
 		return rc;
 	if (!atomic_load_explicit(&p->started, memory_order_acquire)) {
