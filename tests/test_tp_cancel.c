@@ -3,7 +3,9 @@
  * fut_cancel() or by shutdowns, and what may happen meanwhile.
  *
  * - max_queue bounds the tasks that wait to start: a task cancelled while
- *   queued gives its room back at once, before its done callbacks run;
+ *   queued gives its room back at once, before its done callbacks run,
+ *   and so does one a waiter runs inline, as it starts (fifteenth
+ *   session);
  * - a shutdown with FUT_SHUTDOWN_CANCEL_PENDING returns once every task
  *   not started is cancelled, and one that waits once every task is done,
  *   also while another shutdown cancels what it drained;
@@ -62,18 +64,25 @@ static void gated(fut_task *t)
 	fut_task_return(t, (void *)1);
 }
 
-/* A pool of one worker, busy on g until it opens; max_queue as given. */
-static fut_executor *busy_pool(size_t max_queue, struct gate *g,
-			       fut_future **running)
+/* A pool of one worker; max_queue as given. */
+static fut_executor *one_worker_pool(size_t max_queue)
 {
-	sem_init(&g->started, 0, 0);
-	sem_init(&g->release, 0, 0);
 	fut_executor *ex = NULL;
 	assert_int_equal(fut_thread_pool_new(&ex,
 					     &(fut_thread_pool_opts){
 						     .max_workers = 1,
 						     .max_queue = max_queue }),
 			 FUT_OK);
+	return ex;
+}
+
+/* A pool of one worker, busy on g until it opens; max_queue as given. */
+static fut_executor *busy_pool(size_t max_queue, struct gate *g,
+			       fut_future **running)
+{
+	sem_init(&g->started, 0, 0);
+	sem_init(&g->release, 0, 0);
+	fut_executor *ex = one_worker_pool(max_queue);
 	assert_int_equal(fut_submit(ex, gated, g, running), FUT_OK);
 	sem_wait(&g->started);
 	return ex;
@@ -154,6 +163,49 @@ static void test_cancelling_queued_tasks_makes_room(void **state)
 	fut_executor_free(ex);
 	sem_destroy(&b.done);
 	gate_fini(&g);
+}
+
+/* A task that submits J to its own pool and waits for it, untimed (J
+ * runs inline here, and stays queued until a worker passes it), then
+ * returns the room held right after: none once J started. */
+static fut_executor *inline_pool;
+
+static void runs_inline_then_reads_room(fut_task *t)
+{
+	fut_future *j = NULL;
+	size_t held = 99;
+	if (fut_submit(inline_pool, plus_one, NULL, &j) == FUT_OK &&
+	    fut_result(j, FUT_FOREVER, NULL) == FUT_OK)
+		held = reserved(inline_pool);
+	if (j != NULL)
+		fut_release(j);
+	fut_task_return(t, (void *)held);
+}
+
+/*
+ * max_queue 1, one worker: a task submits J and waits for it; J runs
+ * inline in the task, but its room stayed held until a worker popped it,
+ * so the task's next submit slept on a task that had finished (its slot
+ * handed over so that another thread could start and pop J).  The room
+ * goes back as the job starts inline (review, 2026-12-07, fifteenth
+ * session), once: the pop that drops J later gives none.
+ */
+static void test_a_task_run_inline_gives_its_room_back(void **state)
+{
+	(void)state;
+	inline_pool = one_worker_pool(1);
+	fut_future *f = NULL;
+	assert_int_equal(fut_submit(inline_pool, runs_inline_then_reads_room,
+				    NULL, &f),
+			 FUT_OK);
+	assert_int_equal(result_of(f), 0);
+	fut_release(f);
+	/* The worker pops J and drops it: the room went back once. */
+	for (int i = 0; i < 600000 && fut__tp_queued(inline_pool) > 0; i++)
+		usleep(100);
+	assert_int_equal(fut__tp_queued(inline_pool), 0);
+	assert_int_equal(reserved(inline_pool), 0);
+	fut_executor_free(inline_pool);
 }
 
 /* A done callback that submits a task in the cancelled one's stead. */
@@ -567,11 +619,7 @@ static void test_a_submitter_waiting_for_room_outlives_no_pool(void **state)
 {
 	(void)state;
 	for (int round = 0; round < 50; round++) {
-		assert_int_equal(fut_thread_pool_new(&freed_by_task,
-						     &(fut_thread_pool_opts){
-							     .max_workers = 1,
-							     .max_queue = 1 }),
-				 FUT_OK);
+		freed_by_task = one_worker_pool(1);
 		fut_future *t = NULL;
 		assert_int_equal(fut_submit(freed_by_task, free_when_blocked,
 					    NULL, &t),
@@ -600,6 +648,7 @@ int main(void)
 		cmocka_unit_test(test_cancelling_queued_tasks_makes_room),
 		cmocka_unit_test(
 			test_a_cancelled_tasks_callback_may_submit_in_its_stead),
+		cmocka_unit_test(test_a_task_run_inline_gives_its_room_back),
 		cmocka_unit_test(
 			test_cancel_pending_beside_another_drain_returns_when_all_cancelled),
 		cmocka_unit_test(

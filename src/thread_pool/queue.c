@@ -130,8 +130,8 @@ static void give_room(struct tp_queue *q, size_t n)
 }
 
 /* Whether j's room is still held, which it then no longer is: a job's
- * room goes back once, when it is taken off the queue (popped, drained)
- * or cancelled while queued, whichever comes first. */
+ * room goes back once, when it is taken off the queue (popped, drained),
+ * cancelled while queued or started inline, whichever comes first. */
 static bool room_held(struct job *j)
 {
 	return !(atomic_fetch_or_explicit(&j->fut.flags, FUT__F_EXECUTOR2,
@@ -235,6 +235,12 @@ int fut__tp_queue_start_inline(struct tp_queue *q, struct job *j)
 	if (!(flags & FUT__F_EXECUTOR3))
 		rc = fut__future_start(&j->fut) == FUT_OK ? FUT_OK : FUT_ESTATE;
 	fut__lock_release(&q->clock);
+	/* Started: it waits to start no more, though it stays queued until
+	 * a worker passes it; its room goes back now, not at that pop (the
+	 * running task's next submit slept on a finished task's room:
+	 * found by review, 2026-12-07, fifteenth session). */
+	if (rc == FUT_OK && q->max != 0 && room_held(j))
+		give_room(q, 1);
 	return rc;
 }
 

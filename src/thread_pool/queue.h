@@ -78,7 +78,7 @@ void fut__tp_queue_cancelled(struct tp_queue *q, struct job *j);
 struct job *fut__tp_queue_drain(struct tp_queue *q, int code);
 /* A waiter's start of queued job j, inline: under the consumer lock, so
  * that a job a shutdown drained (and will cancel) never starts.  FUT_OK
- * if it started it; the code of the drain that took it (FUT_ECANCELLED,
+ * if it started it (its max_queue room goes back then); the code of the drain that took it (FUT_ECANCELLED,
  * FUT_EBROKEN), which the waiter ends it with as that drain would;
  * FUT_ESTATE if it was no longer pending. */
 int fut__tp_queue_start_inline(struct tp_queue *q, struct job *j);
