@@ -394,8 +394,20 @@ bool fut__pp_exec_booting(void)
 	return starting;
 }
 
-__attribute__((constructor)) static void
-fut__pp_exec_entry(int argc, char **argv, char **envp)
+/*
+ * The loader calls each init_array entry with argc, argv and envp, but a
+ * compiler need not: under -flto gcc folds a unit's constructors into one
+ * function of its own (_sub_I_65535_0) that calls them without arguments,
+ * and warns that argc and argv may be used uninitialised (-Werror: the
+ * build stopped; found by a user's trial, 2026-12-07).  So the entry is
+ * put in .init_array by hand, as a data object the compiler keeps
+ * ("used"), not a constructor: the loader calls it, with the arguments,
+ * and run_program_ctors finds its own address there.
+ */
+__attribute__((used, section(".init_array"))) static ctor_fn exec_entry_ptr =
+	fut__pp_exec_entry;
+
+static void fut__pp_exec_entry(int argc, char **argv, char **envp)
 {
 	(void)envp;
 	const char *v = getenv(EXEC_ENV);
