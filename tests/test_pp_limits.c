@@ -12,8 +12,16 @@
  * failures; the whole with a real 4 GiB result under RLIMIT_AS 3 GiB in a
  * forked child (address-space limits mean nothing under ASan, TSan or
  * valgrind, which reserve terabytes: skipped there).
+ *
+ * Out of fds (RLIMIT_NOFILE 64, the table filled but a few): a pool is
+ * FUT_EAGAIN at creation when a first worker's fds cannot be had, or
+ * works; a worker that cannot be started for want of fds later ends the
+ * waiting tasks FUT_EAGAIN ("out of file descriptors"), and the pool
+ * works once fds are back (it broke for good, or said "the fork server
+ * died too often": a user's trial, 2026-12-07).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -172,6 +180,11 @@ static void my_pid(fut_task *t)
 	fut_task_return_bytes(t, &pid, sizeof(pid));
 }
 
+static int pid_of_future(fut_executor *ex, fut_future **f)
+{
+	return fut_submit_bytes(ex, my_pid, NULL, 0, f);
+}
+
 static double now_s(void)
 {
 	struct timespec ts;
@@ -201,8 +214,9 @@ static int pid_of(fut_executor *ex, pid_t *pid)
 	return rc;
 }
 
-static void limited_child(int out)
+static void limited_child(int out, int arg)
 {
+	(void)arg;
 	alarm(120);
 	struct report r;
 	memset(&r, 0, sizeof(r));
@@ -234,6 +248,34 @@ static void limited_child(int out)
 	_exit(write(out, &r, sizeof(r)) == (ssize_t)sizeof(r) ? 0 : 1);
 }
 
+/* Runs child(out, arg) in a forked process, which writes its report of
+ * len bytes to out and exits; reads it into r. */
+static void run_child(void (*child)(int out, int arg), int arg, void *r,
+		      size_t len)
+{
+	int rep[2];
+	assert_int_equal(pipe(rep), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(rep[0]);
+		child(rep[1], arg);
+	}
+	close(rep[1]);
+	memset(r, 0, len);
+	struct pollfd p = { .fd = rep[0], .events = POLLIN };
+	assert_int_equal(poll(&p, 1, 180000), 1);
+	ssize_t got = read(rep[0], r, len);
+	close(rep[0]);
+	int status = 0;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	if (got != (ssize_t)len)
+		print_message("the child exited %d\n",
+			      WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+	assert_int_equal(got, (ssize_t)len);
+	assert_true(WIFEXITED(status));
+}
+
 static void
 test_a_result_the_caller_cannot_hold_ends_enomem_at_once(void **state)
 {
@@ -244,24 +286,8 @@ test_a_result_the_caller_cannot_hold_ends_enomem_at_once(void **state)
 			      "address space than the limit)\n");
 		skip();
 	}
-	int rep[2];
-	assert_int_equal(pipe(rep), 0);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		close(rep[0]);
-		limited_child(rep[1]);
-	}
-	close(rep[1]);
 	struct report r;
-	memset(&r, 0, sizeof(r));
-	struct pollfd p = { .fd = rep[0], .events = POLLIN };
-	assert_int_equal(poll(&p, 1, 180000), 1);
-	assert_int_equal(read(rep[0], &r, sizeof(r)), (ssize_t)sizeof(r));
-	close(rep[0]);
-	int status = 0;
-	assert_int_equal(waitpid(pid, &status, 0), pid);
-	assert_true(WIFEXITED(status));
+	run_child(limited_child, 0, &r, sizeof(r));
 	print_message("4 GiB under RLIMIT_AS 3 GiB: %s after %.3f s (\"%s\"); "
 		      "the next task %.3f s later\n",
 		      fut_strerror(r.rc_huge), r.huge_seconds, r.message,
@@ -278,6 +304,146 @@ test_a_result_the_caller_cannot_hold_ends_enomem_at_once(void **state)
 	assert_true(r.after_seconds < 5.0);
 }
 
+/* ------------------------------------------------------------------ */
+/* Out of fds (found by a user's trial, 2026-12-07)                    */
+
+#define FD_LIMIT 64
+#define MAX_SPARE 9
+
+/* What one forked child saw: the pool made with spare fds free, its
+ * first task, and one more once the fds are back; then, on a pool
+ * whose every task needs a new worker, a task with no fd free and one
+ * after. */
+struct fd_report {
+	int made[MAX_SPARE + 1], first[MAX_SPARE + 1], later[MAX_SPARE + 1];
+	bool first_says_fds[MAX_SPARE + 1];
+	int squeezed, after;
+	bool squeezed_says_fds;
+	double squeezed_seconds;
+};
+
+/* Opens /dev/null until EMFILE, into fds[] (at most cap); how many. */
+static int fill_fds(int *fds, int cap)
+{
+	int n = 0;
+	while (n < cap && (fds[n] = open("/dev/null", O_RDONLY)) >= 0)
+		n++;
+	return n;
+}
+
+static void close_fds(const int *fds, int n)
+{
+	for (int i = 0; i < n; i++)
+		close(fds[i]);
+}
+
+/* Ends FUT_OK, or with its code (and whether its message says fds). */
+static int one_task(fut_executor *ex, bool *says_fds)
+{
+	fut_future *f = NULL;
+	int rc = pid_of_future(ex, &f);
+	if (rc != FUT_OK)
+		return rc;
+	rc = fut_result(f, 60.0, NULL);
+	const char *msg = fut_error_message(f);
+	if (says_fds != NULL)
+		*says_fds = msg != NULL &&
+			    strstr(msg, "out of file descriptors") != NULL;
+	fut_release(f);
+	return rc;
+}
+
+static void fd_child(int out, int method)
+{
+	alarm(120);
+	struct fd_report r;
+	memset(&r, 0, sizeof(r));
+	struct rlimit rl = { FD_LIMIT, FD_LIMIT };
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+		_exit(2);
+	int fds[FD_LIMIT];
+	for (int spare = 0; spare <= MAX_SPARE; spare++) {
+		int n = fill_fds(fds, FD_LIMIT);
+		if (n < spare)
+			_exit(3);
+		close_fds(fds + n - spare, spare);
+		n -= spare;
+		fut_executor *ex = NULL;
+		r.made[spare] = fut_process_pool_new(
+			&ex,
+			&(fut_process_pool_opts){ .max_workers = 1,
+						  .start_method = method });
+		if (r.made[spare] == FUT_OK)
+			r.first[spare] = one_task(ex, &r.first_says_fds[spare]);
+		close_fds(fds, n);
+		if (r.made[spare] == FUT_OK) {
+			r.later[spare] = one_task(ex, NULL);
+			fut_executor_free(ex);
+		}
+	}
+	fut_executor *ex = NULL;
+	if (fut_process_pool_new(
+		    &ex, &(fut_process_pool_opts){ .max_workers = 1,
+						   .max_tasks_per_child = 1,
+						   .start_method = method }) !=
+	    FUT_OK)
+		_exit(4);
+	if (one_task(ex, NULL) != FUT_OK)
+		_exit(5);
+	int n = fill_fds(fds, FD_LIMIT);
+	double t0 = now_s();
+	r.squeezed = one_task(ex, &r.squeezed_says_fds);
+	r.squeezed_seconds = now_s() - t0;
+	close_fds(fds, n);
+	r.after = one_task(ex, NULL);
+	fut_executor_free(ex);
+	_exit(write(out, &r, sizeof(r)) == (ssize_t)sizeof(r) ? 0 : 1);
+}
+
+static void expect_fd_report(int method, const char *name)
+{
+	struct fd_report r;
+	run_child(fd_child, method, &r, sizeof(r));
+	for (int spare = 0; spare <= MAX_SPARE; spare++) {
+		print_message("%s, %d fds free: new %s\n", name, spare,
+			      fut_strerror(r.made[spare]));
+		/* FUT_EAGAIN, or a pool that works once the fds are back;
+		 * never broken. */
+		if (r.made[spare] == FUT_EAGAIN)
+			continue;
+		print_message("  its task %s, the next %s\n",
+			      fut_strerror(r.first[spare]),
+			      fut_strerror(r.later[spare]));
+		assert_int_equal(r.made[spare], FUT_OK);
+		if (r.first[spare] != FUT_OK) {
+			assert_int_equal(r.first[spare], FUT_EAGAIN);
+			assert_true(r.first_says_fds[spare]);
+		}
+		assert_int_equal(r.later[spare], FUT_OK);
+	}
+	assert_int_equal(r.made[MAX_SPARE], FUT_OK);
+	assert_int_equal(r.first[MAX_SPARE], FUT_OK);
+	print_message("%s, no fd free for a new worker: %s after %.3f s; "
+		      "then %s\n",
+		      name, fut_strerror(r.squeezed), r.squeezed_seconds,
+		      fut_strerror(r.after));
+	assert_int_equal(r.squeezed, FUT_EAGAIN);
+	assert_true(r.squeezed_says_fds);
+	assert_int_equal(r.after, FUT_OK);
+}
+
+static void test_out_of_fds_is_eagain_never_a_broken_pool(void **state)
+{
+	(void)state;
+	if (under_valgrind()) {
+		print_message("skipped: valgrind keeps RLIMIT_NOFILE to "
+			      "itself\n");
+		skip();
+	}
+	expect_fd_report(FUT_START_FORK, "fork");
+	expect_fd_report(FUT_START_EXEC, "exec");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -285,6 +451,7 @@ int main(void)
 			test_the_decoder_drops_a_payload_it_cannot_hold),
 		cmocka_unit_test(
 			test_a_result_the_caller_cannot_hold_ends_enomem_at_once),
+		cmocka_unit_test(test_out_of_fds_is_eagain_never_a_broken_pool),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -381,6 +381,12 @@ static void server_main(struct server *s, pid_t parent)
 	 * take the pool down; the server dies on EOF from the parent, or
 	 * with it (watch_parent). */
 	(void)setpgid(0, 0);
+	/* The fds we inherited first (ours only are kept below): forked
+	 * from a parent at its fd limit, we had none for the pidfd and the
+	 * signalfd, and died at every restart; "the fork server died too
+	 * often" (found by a user's trial, 2026-12-07). */
+	int own[1] = { s->sock };
+	fut__pp_close_all_but(own, 1);
 	int pidfd = watch_parent(parent);
 	if (getppid() != parent)
 		_exit(0);

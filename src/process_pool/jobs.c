@@ -18,6 +18,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -292,6 +293,44 @@ void fut__pp_fail_broken(struct ppool *p, struct pp_job *list)
 					p->broken_msg);
 		else
 			fut__pp_job_end(j, FUT_EBROKEN, 0, 0, NULL);
+	}
+}
+
+void fut__pp_spawn_give_up(struct pp_mgr *m, const char *what, int err)
+{
+	struct ppool *p = m->p;
+	char why[160];
+	if (err != EMFILE && err != ENFILE) {
+		if (err != 0)
+			snprintf(why, sizeof(why),
+				 "cannot start a worker process: %s: %s", what,
+				 strerror(err));
+		else
+			snprintf(why, sizeof(why),
+				 "cannot start a worker process: %s", what);
+		fut__pp_break(m, why);
+		return;
+	}
+	/* Out of fds, here or in the fork server: a shortage of the
+	 * program's, of the moment; the pool broke for good, and said "the
+	 * fork server died too often" when the server had none to start
+	 * with (found by a user's trial, 2026-12-07).  What waits ends
+	 * FUT_EAGAIN; the next submit tries again at once. */
+	snprintf(why, sizeof(why),
+		 "cannot start a worker process: out of file descriptors "
+		 "(%s: %s)",
+		 what, strerror(err));
+	p->spawn_failures = 0;
+	p->spawn_after_ns = 0;
+	fut__pp_lock(p);
+	struct pp_job *list = p->qhead;
+	p->qhead = p->qtail = NULL;
+	fut__pp_unlock(p);
+	while (list != NULL) {
+		struct pp_job *j = list;
+		list = j->next;
+		j->next = NULL;
+		fut__pp_job_end(j, FUT_EAGAIN, 0, 0, "%s", why);
 	}
 }
 

@@ -17,10 +17,12 @@
  * on the pool each; the last one frees it.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -500,6 +502,28 @@ int fut__process_pool_new_0_1(fut_executor **out,
 	return fut_process_pool_new(out, &o);
 }
 
+/* Whether a first worker's fds (slot.c: its socket pair and result
+ * pipe, four) can be had now: a pool that could start no worker said
+ * FUT_OK, and its first task failed (found by a user's trial,
+ * 2026-12-07).  A check, not a reservation: a later shortage ends the
+ * waiting tasks FUT_EAGAIN instead (jobs.c fut__pp_spawn_give_up). */
+static bool worker_fds_free(void)
+{
+	int sv[2], rp[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+		return false;
+	bool ok = pipe2(rp, O_CLOEXEC) == 0;
+	int err = errno;
+	if (ok) {
+		(void)close(rp[0]);
+		(void)close(rp[1]);
+	}
+	(void)close(sv[0]);
+	(void)close(sv[1]);
+	errno = err;
+	return ok;
+}
+
 int fut_process_pool_new(fut_executor **out, const fut_process_pool_opts *opts)
 {
 	if (out == NULL)
@@ -530,6 +554,8 @@ int fut_process_pool_new(fut_executor **out, const fut_process_pool_opts *opts)
 		goto fail;
 	rc = fut__forkserver_start(&p->cfg, &p->fs_pid, &p->fs_pidfd,
 				   &p->fs_sock);
+	if (rc == FUT_OK && !worker_fds_free())
+		rc = FUT_ESYS;
 	if (rc != FUT_OK) {
 		rc = rc == FUT_ESYS && (errno == EMFILE || errno == ENFILE) ?
 			     FUT_EAGAIN :

@@ -350,6 +350,10 @@ void fut__pp_job_end(struct pp_job *j, int code, int task_code,
 /* Fails every job of list with FUT_EBROKEN and the pool's broken text
  * (no lock held; once broken, the text never changes). */
 void fut__pp_fail_broken(struct ppool *p, struct pp_job *list);
+/* No worker lives and the last MAX_SPAWN_FAILURES starts failed (what:
+ * the call, err: its errno or 0).  Out of fds (EMFILE, ENFILE): the
+ * queued jobs end FUT_EAGAIN and the pool goes on; else it breaks. */
+void fut__pp_spawn_give_up(struct pp_mgr *m, const char *what, int err);
 /* FUT_OK, or why p takes no more work (FUT_ESHUTDOWN, FUT_EBROKEN). */
 int fut__pp_admit_locked(const struct ppool *p);
 /* Appends first..last to the queue and wakes the manager, or returns why

@@ -182,17 +182,8 @@ void fut__pp_slot_spawn_failed(struct pp_mgr *m, struct pp_worker *w,
 	for (uint32_t i = 0; i < p->nslots; i++)
 		if (p->workers[i].state == PW_READY)
 			alive = true;
-	if (!alive && p->spawn_failures >= MAX_SPAWN_FAILURES) {
-		char why[128];
-		if (err != 0)
-			snprintf(why, sizeof(why),
-				 "cannot start a worker process: %s: %s", what,
-				 strerror(err));
-		else
-			snprintf(why, sizeof(why),
-				 "cannot start a worker process: %s", what);
-		fut__pp_break(m, why);
-	}
+	if (!alive && p->spawn_failures >= MAX_SPAWN_FAILURES)
+		fut__pp_spawn_give_up(m, what, err);
 }
 
 void fut__pp_slot_hello(struct pp_mgr *m, struct pp_worker *w,
