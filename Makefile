@@ -151,6 +151,19 @@ $(BUILD)/tests/test_pp_exec_ctors_shared: tests/test_pp_exec_ctors.c \
 	$(CC) $(TEST_CFLAGS) $(CMOCKA_CFLAGS) -o $@ $< -L$(BUILD) -lfuture \
 		$(EXEC_CTORS_LATE) $(CMOCKA_LIBS) -lm -Wl,-rpath,'$$ORIGIN/..'
 
+# test_pp_exec_nobid is linked without a build-id (a FUT_START_EXEC pool
+# is then refused), statically and, as _shared, with libfuture.so.
+$(BUILD)/tests/test_pp_exec_nobid: tests/test_pp_exec_nobid.c $(STATIC)
+	@mkdir -p $(dir $@)
+	$(CC) $(TEST_CFLAGS) $(CMOCKA_CFLAGS) -o $@ $< $(STATIC) \
+		$(CMOCKA_LIBS) -lm -Wl,--build-id=none
+TESTS += $(BUILD)/tests/test_pp_exec_nobid_shared
+$(BUILD)/tests/test_pp_exec_nobid_shared: tests/test_pp_exec_nobid.c \
+		$(BUILD)/libfuture.so
+	@mkdir -p $(dir $@)
+	$(CC) $(TEST_CFLAGS) $(CMOCKA_CFLAGS) -o $@ $< -L$(BUILD) -lfuture \
+		$(CMOCKA_LIBS) -lm -Wl,-rpath,'$$ORIGIN/..' -Wl,--build-id=none
+
 # test_pp_exec_ctors_wrap links libfuture.so, then a library that links
 # it too (tests/exec_ctors_wrap.c, built beside the test): the loader
 # initialises that library after libfuture.

@@ -159,6 +159,43 @@ static int collect_one(struct dl_phdr_info *info, size_t size, void *arg)
 	return 0;
 }
 
+struct unnamed {
+	uintptr_t own; /* an address of libfuture's module */
+	bool first_seen;
+	const char *missing;
+};
+
+static int find_unnamed(struct dl_phdr_info *info, size_t size, void *arg)
+{
+	(void)size;
+	struct unnamed *u = arg;
+	bool first = !u->first_seen; /* the executable comes first */
+	u->first_seen = true;
+	bool own = false;
+	for (int i = 0; i < info->dlpi_phnum; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+		if (ph->p_type == PT_LOAD &&
+		    u->own - (info->dlpi_addr + ph->p_vaddr) < ph->p_memsz)
+			own = true;
+	}
+	if (!first && !own)
+		return 0;
+	struct fut__build_id id;
+	read_build_id(info, &id);
+	if (id.len == 0) {
+		u->missing = first ? "the executable" : "libfuture's module";
+		return 1;
+	}
+	return own; /* both seen */
+}
+
+const char *fut__fn_unnamed_module(void)
+{
+	struct unnamed u = { .own = (uintptr_t)fut__fn_unnamed_module };
+	(void)dl_iterate_phdr(find_unnamed, &u);
+	return u.missing;
+}
+
 /* Caller holds lock: (re)reads the modules. */
 static int scan_locked(void)
 {

@@ -72,6 +72,11 @@ size_t fut__fn_table(struct fut__fn_module *out, size_t max);
 fut_fn fut__fn_translate(const struct fut__fn_module *theirs, size_t n,
 			 uint64_t addr);
 
+/* NULL, or which of the executable and libfuture's own module has no
+ * build-id ("the executable", "libfuture's module"): a FUT_START_EXEC
+ * pool could name none of its functions (-Wl,--build-id=none). */
+const char *fut__fn_unnamed_module(void);
+
 /* Every loaded module's build-id (of modules with one and with code),
  * read anew (a module loaded since the last read is in it): *out gets a
  * fut__malloc'd array of *n, the caller's to free.  FUT_OK, FUT_ENOMEM

@@ -29,6 +29,7 @@
 #include "core/alloc.h"
 #include "core/executor.h"
 #include "core/future_int.h"
+#include "core/names.h"
 #include "core/slab.h"
 #include "core/sync.h"
 #include "core/task.h"
@@ -544,6 +545,12 @@ int fut_process_pool_new(fut_executor **out, const fut_process_pool_opts *opts)
 	     o.start_method != FUT_START_EXEC) ||
 	    (o.start_method == FUT_START_EXEC && o.initarg != NULL))
 		return FUT_EINVAL;
+	/* Its functions are named by build-id: without one every task
+	 * failed FUT_ENOTSUP, blaming "a module the program did not load
+	 * at start" (found by a user's trial, 2026-12-07). */
+	if (o.start_method == FUT_START_EXEC &&
+	    fut__fn_unnamed_module() != NULL)
+		return FUT_ENOTSUP;
 	if (o.max_workers == 0) /* the cpus, at most FUT_MAX_WORKERS */
 		o.max_workers = (size_t)fut__ncpus() < FUT_MAX_WORKERS ?
 					(size_t)fut__ncpus() :
