@@ -165,10 +165,10 @@ void fut__forkserver_serve(const struct fut__forkserver_cfg *cfg, int sock,
 
 /* exec.c: FUT_START_EXEC.  In the parent, before the fork: what the
  * fresh exec needs (one fut__malloc'd block: [0] the program's path, then
- * its environment, which names sock; NULL: out of memory).  In the forked
+ * its environment, which names sock and parent; NULL: out of memory).  In the forked
  * child: execs the program with it (async-signal-safe), or _exits 127.  In the parent, after the fork:
  * sends cfg and the slots memfd to the new server on sock. */
-char **fut__pp_exec_env(int sock);
+char **fut__pp_exec_env(int sock, pid_t parent);
 void fut__pp_exec_child(char **block, int sock) __attribute__((noreturn));
 bool fut__pp_exec_send(const struct fut__forkserver_cfg *cfg, int sock,
 		       pid_t parent);

@@ -5,8 +5,9 @@
  * thread, no lock and no memory of the caller.
  *
  * Owns: the hand-over.  The parent forks (forkserver.c), and the child
- * execs the program with FUT__PP_EXEC_ENV=<fd> in its environment, fd its
- * end of the fork server's socket.  The library's constructor (below)
+ * execs the program with FUT__PP_EXEC_SERVER=<fd>:<pid> in its
+ * environment, fd its end of the fork server's socket, pid the parent's
+ * (taken only so: exec_sock).  The library's constructor (below)
  * sees the variable before main, takes one message from the parent on
  * that socket (this struct exec_msg and the slots memfd), and becomes the
  * fork server: it never returns to main.  Task functions are addresses
@@ -19,12 +20,14 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <link.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -70,14 +73,27 @@ static void exe_path(char *buf, size_t len)
 
 #define EXE_PATH_MAX 4096
 
-char **fut__pp_exec_env(int sock)
+/* Appends v in decimal at p; past its last digit. */
+static char *put_dec(char *p, unsigned v)
+{
+	char digits[12];
+	int d = 0;
+	do
+		digits[d++] = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	while (d > 0)
+		*p++ = digits[--d];
+	return p;
+}
+
+char **fut__pp_exec_env(int sock, pid_t parent)
 {
 	size_t n = 0;
 	while (environ != NULL && environ[n] != NULL)
 		n++;
 	/* [0] the path, then the environment, NULL, then the strings. */
 	size_t bytes =
-		(n + 3) * sizeof(char *) + sizeof(EXEC_ENV) + 16 + EXE_PATH_MAX;
+		(n + 3) * sizeof(char *) + sizeof(EXEC_ENV) + 32 + EXE_PATH_MAX;
 	char **block = fut__malloc(bytes);
 	if (block == NULL)
 		return NULL;
@@ -88,15 +104,10 @@ char **fut__pp_exec_env(int sock)
 			env[k++] = environ[i];
 	char *ours = (char *)(block + n + 3);
 	memcpy(ours, EXEC_ENV "=", sizeof(EXEC_ENV));
-	char digits[12];
-	int d = 0;
-	unsigned v = (unsigned)sock;
-	do
-		digits[d++] = (char)('0' + v % 10);
-	while ((v /= 10) != 0);
-	char *p = ours + sizeof(EXEC_ENV);
-	while (d > 0)
-		*p++ = digits[--d];
+	/* "<fd>:<pid>": exec_sock() below takes nothing else. */
+	char *p = put_dec(ours + sizeof(EXEC_ENV), (unsigned)sock);
+	*p++ = ':';
+	p = put_dec(p, (unsigned)parent);
 	*p++ = '\0';
 	env[k++] = ours;
 	env[k] = NULL;
@@ -362,9 +373,57 @@ static void call_ctor(ElfW(Addr) a, int argc, char **argv)
  * elsewhere reads it without a lock, and no environment. */
 static bool starting;
 
+/* A decimal as put_dec writes it (no sign, no leading zero, at most
+ * INT_MAX) at *s; past it. */
+static bool take_dec(const char **s, int *out)
+{
+	const char *p = *s;
+	long v = 0;
+	if (*p == '0' && p[1] >= '0' && p[1] <= '9')
+		return false;
+	while (*p >= '0' && *p <= '9' && v <= INT_MAX)
+		v = v * 10 + (*p++ - '0');
+	if (p == *s || v > INT_MAX)
+		return false;
+	*s = p;
+	*out = (int)v;
+	return true;
+}
+
+/*
+ * The fork server's socket that EXEC_ENV names, or -1.  Any program
+ * linked with the library reads the variable before main: it took "0"
+ * for a socket, read stdin and exited 127 (found by a user's trial,
+ * 2026-12-07).  So only what fut__pp_exec_env writes is taken: "<fd>:
+ * <pid>", the fd a Unix seqpacket socket whose peer, the process that
+ * made the pair, is that pid (SO_PEERCRED: the pool's process, alive or
+ * not).
+ */
+static int exec_sock(void)
+{
+	const char *v = getenv(EXEC_ENV);
+	int fd = -1, pid = -1;
+	if (v == NULL || !take_dec(&v, &fd) || *v++ != ':' ||
+	    !take_dec(&v, &pid) || *v != '\0')
+		return -1;
+	struct stat st;
+	int type = 0, domain = 0;
+	struct ucred cr = { 0 };
+	socklen_t tl = sizeof(type), dl = sizeof(domain), cl = sizeof(cr);
+	if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode) ||
+	    getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) != 0 ||
+	    type != SOCK_SEQPACKET ||
+	    getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &dl) != 0 ||
+	    domain != AF_UNIX ||
+	    getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) != 0 ||
+	    cr.pid != pid)
+		return -1;
+	return fd;
+}
+
 __attribute__((constructor(101))) static void see_start(void)
 {
-	starting = getenv(EXEC_ENV) != NULL;
+	starting = exec_sock() >= 0;
 }
 
 static void run_program_ctors(int argc, char **argv)
@@ -410,11 +469,13 @@ __attribute__((used, section(".init_array"))) static ctor_fn exec_entry_ptr =
 static void fut__pp_exec_entry(int argc, char **argv, char **envp)
 {
 	(void)envp;
-	const char *v = getenv(EXEC_ENV);
-	if (v == NULL)
+	int sock = exec_sock();
+	if (getenv(EXEC_ENV) != NULL)
+		(void)unsetenv(EXEC_ENV);
+	if (sock < 0) { /* not ours: a program as any */
+		starting = false;
 		return;
-	int sock = atoi(v);
-	(void)unsetenv(EXEC_ENV);
+	}
 	(void)fcntl(sock, F_SETFD, FD_CLOEXEC);
 	static struct exec_msg m;
 	int slots_fd = -1;

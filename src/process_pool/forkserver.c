@@ -470,7 +470,7 @@ int fut__forkserver_start(const struct fut__forkserver_cfg *cfg, pid_t *pid,
 		return FUT_ESYS;
 	}
 	pid_t parent = getpid();
-	char **env = cfg->exec ? fut__pp_exec_env(sv[1]) : NULL;
+	char **env = cfg->exec ? fut__pp_exec_env(sv[1], parent) : NULL;
 	if (cfg->exec && env == NULL) {
 		(void)pthread_sigmask(SIG_SETMASK, &own, NULL);
 		(void)close(sv[0]);
