@@ -8,7 +8,10 @@
  *   also while another shutdown cancels the queued jobs it took out;
  * - a done callback run by a shutdown's cancel may free the pool;
  * - a shutdown with FUT_SHUTDOWN_INTERRUPT ends a worker stuck in its
- *   initializer, so that the free returns; so does a pool that broke.
+ *   initializer, so that the free returns; so does a pool that broke;
+ * - a done callback run by a shutdown's cancel may wait, untimed, for
+ *   another task the same shutdown took out of the queue (it hung until
+ *   alarm(60) when they were cancelled one at a time: fifteenth session).
  *
  * Found by review on 2026-12-06 (the second fails under ASan only).
  * Timeouts only bound a hang, which then fails.
@@ -37,6 +40,7 @@
 #include "process_pool/pool.h"
 #define QUEUED 32
 #include "drain_helpers.h"
+#include "drained_wait_helpers.h"
 
 /* Sleeps the milliseconds of its input. */
 static void nap(fut_task *t)
@@ -324,6 +328,71 @@ test_a_broken_pool_ends_a_worker_stuck_in_its_initializer(void **state)
 	(void)munmap((void *)ran, sizeof(*ran));
 }
 
+/* ------------------------------------------------------------------ */
+/* A drained task's callback waits for another task of its drain       */
+
+/* Whether f is in ex's queue, where a shutdown takes it out itself (not
+ * sent ahead to the worker, which the manager takes back). */
+static bool in_queue(fut_executor *ex, fut_future *f)
+{
+	struct ppool *p = (struct ppool *)(void *)ex;
+	bool found = false;
+	pthread_mutex_lock(&p->lock);
+	for (struct pp_job *j = p->qhead; j != NULL && !found; j = j->next)
+		found = &j->fut == f;
+	pthread_mutex_unlock(&p->lock);
+	return found;
+}
+
+/* busy_pool(), then j1 and j2 queued with their callbacks; this
+ * thread's shutdown (flags) takes them out and runs their callbacks
+ * here. */
+static void check_drained_callback_waits(int how, unsigned flags)
+{
+	dj_reset(how);
+	fut_future *busy = NULL, *queued[QUEUED];
+	fut_executor *ex = busy_pool(&busy, queued);
+	uint32_t ms = 0;
+	assert_int_equal(fut_submit_bytes(ex, nap, &ms, sizeof(ms), &dj1),
+			 FUT_OK);
+	assert_int_equal(fut_submit_bytes(ex, nap, &ms, sizeof(ms), &dj2),
+			 FUT_OK);
+	dj_add_callbacks();
+	assert_true(in_queue(ex, dj1) && in_queue(ex, dj2));
+	alarm(60); /* before the fix: a hang, in j1's callback */
+	assert_int_equal(fut_executor_shutdown(ex, flags), FUT_OK);
+	alarm(0);
+	check_dj(FUT_ECANCELLED); /* j2 cancelled before the callback */
+	if (flags & FUT_SHUTDOWN_NOWAIT)
+		(void)fut_interrupt(busy);
+	assert_int_equal(fut_result(busy, 60.0, NULL), FUT_ECANCELLED);
+	for (int i = 0; i < QUEUED; i++) {
+		/* Cancelled, or run where one was sent ahead. */
+		(void)fut_result(queued[i], 60.0, NULL);
+		fut_release(queued[i]);
+	}
+	fut_release(busy);
+	fut_executor_free(ex);
+}
+
+/* A shutdown(CANCEL_PENDING) cancelled the queued tasks it took out one
+ * at a time, each followed by its callbacks: a callback of j1 that
+ * waited, with no timeout, for j2 (taken out behind it) waited for the
+ * very call that ran it, for good (review, 2026-12-07, fifteenth
+ * session: the twin of the thread pool's).  Every task is cancelled
+ * first now, then the callbacks run, task after task. */
+static void test_a_drained_callback_may_wait_for_its_drains_tasks(void **state)
+{
+	(void)state;
+	for (int how = 0; how < BY_KINDS; how++) {
+		check_drained_callback_waits(how, FUT_SHUTDOWN_CANCEL_PENDING |
+							  FUT_SHUTDOWN_NOWAIT);
+		check_drained_callback_waits(how,
+					     FUT_SHUTDOWN_CANCEL_PENDING |
+						     FUT_SHUTDOWN_INTERRUPT);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -337,6 +406,8 @@ int main(void)
 			test_shutdown_interrupt_ends_a_worker_stuck_in_its_initializer),
 		cmocka_unit_test(
 			test_a_broken_pool_ends_a_worker_stuck_in_its_initializer),
+		cmocka_unit_test(
+			test_a_drained_callback_may_wait_for_its_drains_tasks),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -212,31 +212,36 @@ static int pp_submit_many(fut_executor *ex, fut_fn fn, const void *inputs,
 /* ------------------------------------------------------------------ */
 /* Shutdown and free                                                   */
 
-/* The pool whose drained jobs this thread cancels (their callbacks run
- * here), or NULL. */
-static _Thread_local struct ppool *draining;
-
-/* Cancels the jobs a shutdown took out of the queue, counted in
- * ndraining meanwhile (the caller counted them). */
+/*
+ * Cancels the jobs a shutdown took out of the queue, counted in
+ * ndraining meanwhile (the caller counted them), in two passes, as the
+ * thread pool's drain: every job first (no user code runs), then their
+ * done callbacks, job after job.  One by one, each followed by its
+ * callbacks, a callback that waited, untimed, for a later job of the
+ * same drain waited for this very call, for good (found by review,
+ * 2026-12-07, fifteenth session).  ndraining counts the first pass only:
+ * a shutdown beside this one, in a callback of it too, waits for every
+ * job to be done, not for its callbacks.
+ */
 static void cancel_drained(struct ppool *p, struct pp_job *drained)
 {
-	struct ppool *outer = draining;
-	draining = p;
-	while (drained != NULL) {
-		struct pp_job *j = drained;
-		drained = j->next;
+	for (struct pp_job *j = drained; j != NULL; j = j->next) {
 		(void)fut__pp_uncount_quiet(j);
-		(void)fut_cancel(&j->fut);
+		(void)fut__future_cancel_held(&j->fut);
 		/* Its input's memfd goes with it, not with the caller's
 		 * last reference. */
 		fut__pp_job_input_close(j);
-		fut_release(&j->fut);
 	}
-	draining = outer;
 	fut__pp_lock(p);
 	p->ndraining--;
 	pthread_cond_broadcast(&p->done_cv);
 	fut__pp_unlock(p);
+	while (drained != NULL) {
+		struct pp_job *j = drained;
+		drained = j->next;
+		fut__future_run_held(&j->fut);
+		fut_release(&j->fut);
+	}
 }
 
 static int pp_shutdown(fut_executor *ex, unsigned flags)
@@ -290,21 +295,20 @@ static int pp_shutdown(fut_executor *ex, unsigned flags)
 	if (drained != NULL)
 		cancel_drained(p, drained);
 	/* Another shutdown's drained jobs are not done until it cancelled
-	 * them (a callback of our own drain does not wait for itself). */
-	uint32_t mine = draining == p ? 1 : 0;
+	 * them, which runs no user code (their callbacks run after). */
 	if (ticket != 0 && !own) {
 		/* Every task not started is cancelled when this returns (the
 		 * manager's own call, from a done callback, cannot wait: it
 		 * takes them back as soon as the callback returns). */
 		fut__pp_lock(p);
 		while ((p->cancel_done < ticket && !p->manager_done) ||
-		       p->ndraining > mine)
+		       p->ndraining > 0)
 			fut__pp_cond_wait(p, &p->done_cv);
 		fut__pp_unlock(p);
 	}
 	if (wait) {
 		fut__pp_lock(p);
-		while (!p->manager_done || p->ndraining > mine)
+		while (!p->manager_done || p->ndraining > 0)
 			fut__pp_cond_wait(p, &p->done_cv);
 		bool join = !p->joined;
 		p->joined = true;
