@@ -198,7 +198,7 @@ FUT__PRIVATE int fut__future_fail(fut_future *f, int error, int code,
 FUT__PRIVATE int fut__future_crash(fut_future *f, int status, char *message);
 
 /*
- * Ending many futures at once (a thread pool's drain), so that no done
+ * Ending many futures at once (an executor's drain), so that no done
  * callback of one runs before every one is done (a callback may wait for
  * another of them): the _held calls settle f as fut_cancel() and
  * fut__future_fail() (no code, no message) do, its waiters told and its
@@ -208,9 +208,9 @@ FUT__PRIVATE int fut__future_crash(fut_future *f, int status, char *message);
  * once, in the thread that adds it.  The caller holds a reference from
  * the one to the other.
  */
-bool fut__future_cancel_held(fut_future *f);
+FUT__PRIVATE bool fut__future_cancel_held(fut_future *f);
 int fut__future_fail_held(fut_future *f, int error);
-void fut__future_run_held(fut_future *f);
+FUT__PRIVATE void fut__future_run_held(fut_future *f);
 
 /* A completion in two steps, for a test that holds a future COMPLETING:
  * the claim (PENDING or RUNNING -> COMPLETING; false if f is done or

@@ -245,10 +245,16 @@ static int client_shutdown(fut_executor *ex, unsigned flags)
 	pthread_mutex_unlock(&c->lock);
 	if (held)
 		list_held(c);
+	/* Every job first, then their callbacks, job after job: one may
+	 * wait, untimed, for another of them (cancelled one by one, each
+	 * followed by its callbacks, that wait never ended: found by
+	 * review, 2026-12-07, fifteenth session). */
+	for (struct mjob *j = drained_jobs; j != NULL; j = j->next)
+		(void)fut__future_cancel_held(&j->fut);
 	while (drained_jobs != NULL) {
 		struct mjob *j = drained_jobs;
 		drained_jobs = j->next;
-		(void)fut_cancel(&j->fut);
+		fut__future_run_held(&j->fut);
 		fut_release(&j->fut);
 	}
 	if (!wait && fut__current_executor() != ex) {

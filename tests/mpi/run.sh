@@ -57,6 +57,7 @@ run -np 3 "$t/test_mpi_edge" modnomem
 run -np 3 "$t/test_mpi_edge" heldstop
 run -np 3 "$t/test_mpi_edge" cancelfin
 run -np 3 "$t/test_mpi_edge" sigmask
+run -np 3 "$t/test_mpi_edge" drainwait
 for m in brokenint nowaitrace cbfreefin heldnew cbfreebarrier brokencbfin \
 	brokenbarrier brokenbusyfin holdsendfail recvfail cancelnowait \
 	blamedbig gaveupwait gaveupfree testfail srvtestfail heldstopjunk; do

@@ -57,6 +57,12 @@
  *                (a user's trial) the servers' threads and root's
  *                callbacks had every signal blocked: a task's child
  *                process ignored SIGTERM, raise(SIGABRT) did nothing.
+ *   drainwait    shutdown(CANCEL_PENDING | NOWAIT) from root's main
+ *                thread takes j1 and j2 out of the client's queue; j1's
+ *                done callback waits, untimed, for j2.  Before
+ *                2026-12-07 (fifteenth session) the drain cancelled them
+ *                one at a time, each followed by its callbacks: j2 was
+ *                to be cancelled once that callback returned, a hang.
  * run.sh's timeout ends a hang as a failure.
  */
 #include <sched.h>
@@ -622,6 +628,65 @@ static int mode_sigmask(void)
 	return 0;
 }
 
+/* mode_drainwait(): j1's callback waits for j2, drained together. */
+static fut_future *dw_j2;
+static _Atomic int dw_rc = -1; /* j2's code, as that wait saw it */
+static _Atomic bool dw_first;  /* j2 was done as the callback began */
+
+static void dw_j1_callback(fut_future *f, void *ud)
+{
+	(void)f;
+	(void)ud;
+	atomic_store(&dw_first, fut_done(dw_j2));
+	atomic_store(&dw_rc, fut_result(dw_j2, FUT_FOREVER, NULL));
+}
+
+static bool dw_queued(struct mclient *c, fut_future *f)
+{
+	bool found = false;
+	pthread_mutex_lock(&c->lock);
+	for (struct mjob *j = c->qhead; j != NULL && !found; j = j->next)
+		found = &j->fut == f;
+	pthread_mutex_unlock(&c->lock);
+	return found;
+}
+
+static int mode_drainwait(void)
+{
+	enum {
+		SLOW = 8
+	};
+	fut_executor *ex = NULL;
+	CHECK(fut_mpi_executor_new(&ex, &(fut_mpi_opts){ .prefetch = 1 }) ==
+	      FUT_OK);
+	if (ex == NULL)
+		return 0;
+	int x = 3;
+	fut_future *slow[SLOW], *j1 = NULL;
+	for (int i = 0; i < SLOW; i++)
+		CHECK(fut_submit_bytes(ex, slow_square_task, &x, sizeof(x),
+				       &slow[i]) == FUT_OK);
+	CHECK(fut_submit_bytes(ex, square_task, &x, sizeof(x), &j1) == FUT_OK);
+	CHECK(fut_submit_bytes(ex, square_task, &x, sizeof(x), &dw_j2) ==
+	      FUT_OK);
+	CHECK(fut_add_done_callback(j1, dw_j1_callback, NULL) == FUT_OK);
+	struct mclient *c = fut__mpi_client_of(ex);
+	CHECK(dw_queued(c, j1) && dw_queued(c, dw_j2));
+	CHECK(fut_executor_shutdown(ex, FUT_SHUTDOWN_CANCEL_PENDING |
+						FUT_SHUTDOWN_NOWAIT) == FUT_OK);
+	CHECK(atomic_load(&dw_first));
+	CHECK(atomic_load(&dw_rc) == FUT_ECANCELLED);
+	for (int i = 0; i < SLOW; i++) {
+		int rc = fut_result(slow[i], 30, NULL);
+		CHECK(rc == FUT_OK || rc == FUT_ECANCELLED);
+		fut_release(slow[i]);
+	}
+	fut_release(j1);
+	fut_release(dw_j2);
+	fut_executor_free(ex);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	main_thread = pthread_self();
@@ -655,6 +720,8 @@ int main(int argc, char **argv)
 		rc = mode_cancelfin();
 	else if (strcmp(mode, "sigmask") == 0)
 		rc = mode_sigmask();
+	else if (strcmp(mode, "drainwait") == 0)
+		rc = mode_drainwait();
 	else if (strcmp(mode, "isolate") == 0)
 		rc = sweep(1, &(fut_mpi_opts){ .flags = FUT_MPI_ISOLATE },
 			   mode);
@@ -662,7 +729,7 @@ int main(int argc, char **argv)
 		fprintf(stderr,
 			"usage: %s sweep RANK|threads|isolate|cancel|taskrank|"
 			"forkint|lostresult|sendnomem|nowaitfin|nowaitbusy|"
-			"modnomem|heldstop|cancelfin|sigmask\n",
+			"modnomem|heldstop|cancelfin|sigmask|drainwait\n",
 			argv[0]);
 		rc = 2;
 	}
