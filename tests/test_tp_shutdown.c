@@ -32,8 +32,13 @@
  *   time, each with its callbacks, and the wait never returned
  *   (fifteenth session).
  *
+ * - a job a waiter runs inline, still queued, drained while it runs: the
+ *   drain's second pass ran its waiter list as callbacks, a done
+ *   callback while the task ran and a wait's node as one (a crash).
+ *
  * alarm() ends a hang as a failure; no test asserts a duration.
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -46,6 +51,7 @@
 #include <cmocka.h>
 
 #include "future.h"
+#include "core/future_int.h"
 #include "drained_wait_helpers.h"
 
 #define GUARD_S 60.0 /* a guard against a hang, never a measurement */
@@ -574,6 +580,116 @@ static void test_a_broken_pools_callback_may_wait_for_its_drain(void **state)
 	}
 }
 
+/* ------------------------------------------------------------------ */
+/* A job run inline, drained while it runs                             */
+
+static _Atomic(fut_future *) ib; /* B, which A runs inline */
+static _Atomic bool ib_running, ib_go, ib_cb_ran, ib_cb_saw_done;
+static _Atomic int ib_cb_runs, ib_wait_rc;
+
+static void ib_task(fut_task *t)
+{
+	(void)t;
+	atomic_store(&ib_running, true);
+	for (int i = 0; i < 600000 && !atomic_load(&ib_go); i++)
+		usleep(100);
+}
+
+/* A: waits, untimed, for B, which it runs inline (the one worker). */
+static void ib_waits(fut_task *t)
+{
+	(void)t;
+	fut_future *b;
+	for (int i = 0; i < 600000 && (b = atomic_load(&ib)) == NULL; i++)
+		usleep(100);
+	if (b != NULL)
+		(void)fut_result(b, FUT_FOREVER, NULL);
+}
+
+static void ib_cb(fut_future *f, void *ud)
+{
+	(void)ud;
+	atomic_store(&ib_cb_saw_done, fut_done(f));
+	atomic_fetch_add(&ib_cb_runs, 1);
+	atomic_store(&ib_cb_ran, true);
+}
+
+static void *ib_waiter(void *arg)
+{
+	(void)arg;
+	fut_future *b = atomic_load(&ib);
+	atomic_store(&ib_wait_rc,
+		     fut_wait(&b, 1, FUT_FIRST_COMPLETED, FUT_FOREVER));
+	return NULL;
+}
+
+/*
+ * One worker: A waits, untimed, for B, which it runs inline; B stays
+ * queued while it runs.  A shutdown (CANCEL_PENDING | NOWAIT) drains B
+ * then.  Before (review, 2026-12-07, fifteenth session: f8f2586) the
+ * drain's second pass ran B's whole waiter list as held callbacks,
+ * though it had not ended B: mode 0, B's done callback ran in the
+ * shutdown, B running, and never again; mode 1, another thread's
+ * fut_wait(FIRST_COMPLETED) node was called as a callback and freed
+ * (SIGSEGV).  B now ends as it runs, its callbacks then.
+ */
+static void test_a_drain_leaves_a_job_run_inline_alone(void **state)
+{
+	(void)state;
+	for (int mode = 0; mode < 2; mode++) {
+		alarm(60);
+		atomic_store(&ib, NULL);
+		atomic_store(&ib_running, false);
+		atomic_store(&ib_go, false);
+		atomic_store(&ib_cb_ran, false);
+		atomic_store(&ib_cb_saw_done, false);
+		atomic_store(&ib_cb_runs, 0);
+		atomic_store(&ib_wait_rc, -1);
+		fut_executor *ex = pool_of(1);
+		fut_future *a = NULL, *b = NULL;
+		assert_int_equal(fut_submit(ex, ib_waits, NULL, &a), FUT_OK);
+		wait_running(a);
+		assert_int_equal(fut_submit(ex, ib_task, NULL, &b), FUT_OK);
+		if (mode == 0)
+			assert_int_equal(fut_add_done_callback(b, ib_cb, NULL),
+					 FUT_OK);
+		atomic_store(&ib, b);
+		for (int i = 0; i < 600000 && !atomic_load(&ib_running); i++)
+			usleep(100);
+		assert_true(atomic_load(&ib_running));
+		pthread_t th;
+		if (mode == 1) {
+			assert_int_equal(
+				pthread_create(&th, NULL, ib_waiter, NULL), 0);
+			/* Its node is listed on B (the callback's, mode 0). */
+			for (int i = 0; i < 600000 && !(atomic_load(&b->state) &
+							FUT__S_LISTED);
+			     i++)
+				usleep(100);
+		}
+		assert_int_equal(
+			fut_executor_shutdown(ex, FUT_SHUTDOWN_CANCEL_PENDING |
+							  FUT_SHUTDOWN_NOWAIT),
+			FUT_OK);
+		assert_false(atomic_load(&ib_cb_ran));
+		assert_false(fut_done(b));
+		atomic_store(&ib_go, true);
+		assert_int_equal(fut_result(a, GUARD_S, NULL), FUT_OK);
+		assert_int_equal(fut_result(b, GUARD_S, NULL), FUT_OK);
+		if (mode == 0) {
+			assert_int_equal(atomic_load(&ib_cb_runs), 1);
+			assert_true(atomic_load(&ib_cb_saw_done));
+		} else {
+			assert_int_equal(pthread_join(th, NULL), 0);
+			assert_int_equal(atomic_load(&ib_wait_rc), FUT_OK);
+		}
+		fut_release(a);
+		fut_release(b);
+		fut_executor_free(ex);
+		alarm(0);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -594,6 +710,7 @@ int main(void)
 			test_a_drained_callback_in_a_task_may_wait_too),
 		cmocka_unit_test(
 			test_a_broken_pools_callback_may_wait_for_its_drain),
+		cmocka_unit_test(test_a_drain_leaves_a_job_run_inline_alone),
 	};
 	const char *only = getenv("TEST_FILTER");
 	if (only != NULL)

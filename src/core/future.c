@@ -275,14 +275,24 @@ static void publish_held(fut_future *f, uint32_t final_state)
 
 void fut__future_run_held(fut_future *f)
 {
+	/* Held by a _held completion: f is done.  A drain ran this on a job
+	 * a waiter had started inline, running, and took a wait's node for
+	 * a callback (review, 2026-12-07, fifteenth session). */
+	uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
+	assert(FUT__S_DONE(s));
+	if (!FUT__S_DONE(s))
+		return;
 	struct fut__waiter *callbacks = NULL;
 	fut__lock_acquire(&f->lock);
-	/* Newest first: pushed onto `callbacks`, oldest first again. */
-	while (f->waiters != NULL) {
-		struct fut__waiter *w = f->waiters;
-		unlink_node(w);
-		w->next = callbacks;
-		callbacks = w;
+	/* Newest first: pushed onto `callbacks`, oldest first again.  Only
+	 * callbacks (no notify): a done future's waiters were told. */
+	for (struct fut__waiter *w = f->waiters, *next; w != NULL; w = next) {
+		next = w->next;
+		if (w->notify == NULL) {
+			unlink_node(w);
+			w->next = callbacks;
+			callbacks = w;
+		}
 	}
 	fut__lock_release(&f->lock);
 	if (callbacks != NULL)
@@ -521,8 +531,9 @@ int fut_result_bytes(fut_future *f, double timeout, const void **data,
 	return rc;
 }
 
-/* fut_cancel(); hold: its done callbacks stay on f (publish_held). */
-static bool cancel(fut_future *f, bool hold)
+/* fut_cancel(); hold: its done callbacks stay on f (publish_held), and
+ * *held tells whether this call cancelled it (not one before). */
+static bool cancel(fut_future *f, bool hold, bool *held)
 {
 	/* From PENDING; from SENT too once a revoke took back the task of
 	 * that very send (its state word, `sent`).  A later send (the
@@ -534,9 +545,10 @@ static bool cancel(fut_future *f, bool hold)
 			f->error = FUT_ECANCELLED;
 			if (f->ops != NULL && f->ops->cancelled != NULL)
 				f->ops->cancelled(f);
-			if (hold)
+			if (hold) {
 				publish_held(f, FUT__S_CANCELLED);
-			else
+				*held = true;
+			} else
 				publish(f, FUT__S_CANCELLED);
 			return true;
 		}
@@ -566,12 +578,13 @@ static bool cancel(fut_future *f, bool hold)
 
 bool fut_cancel(fut_future *f)
 {
-	return fut__future_ok(f) && cancel(f, false);
+	return fut__future_ok(f) && cancel(f, false, NULL);
 }
 
-bool fut__future_cancel_held(fut_future *f)
+bool fut__future_cancel_held(fut_future *f, bool *held)
 {
-	return cancel(f, true);
+	*held = false;
+	return cancel(f, true, held);
 }
 
 int fut__future_fail_held(fut_future *f, int error)

@@ -206,9 +206,12 @@ FUT__PRIVATE int fut__future_crash(fut_future *f, int status, char *message);
  * fut__future_run_held() runs them, in the order they were added, as a
  * completion does.  A callback added in between finds f done and runs at
  * once, in the thread that adds it.  The caller holds a reference from
- * the one to the other.
+ * the one to the other, and runs the held callbacks only of a future
+ * its _held call settled (*held: cancel_held's, which is true for a
+ * future cancelled before too; fail_held's FUT_OK): another's waiter
+ * list is not its to empty.
  */
-FUT__PRIVATE bool fut__future_cancel_held(fut_future *f);
+FUT__PRIVATE bool fut__future_cancel_held(fut_future *f, bool *held);
 int fut__future_fail_held(fut_future *f, int error);
 FUT__PRIVATE void fut__future_run_held(fut_future *f);
 

@@ -249,8 +249,10 @@ static int client_shutdown(fut_executor *ex, unsigned flags)
 	 * wait, untimed, for another of them (cancelled one by one, each
 	 * followed by its callbacks, that wait never ended: found by
 	 * review, 2026-12-07, fifteenth session). */
-	for (struct mjob *j = drained_jobs; j != NULL; j = j->next)
-		(void)fut__future_cancel_held(&j->fut);
+	for (struct mjob *j = drained_jobs; j != NULL; j = j->next) {
+		bool held; /* one cancelled before has no callback left */
+		(void)fut__future_cancel_held(&j->fut, &held);
+	}
 	while (drained_jobs != NULL) {
 		struct mjob *j = drained_jobs;
 		drained_jobs = j->next;

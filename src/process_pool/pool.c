@@ -227,7 +227,10 @@ static void cancel_drained(struct ppool *p, struct pp_job *drained)
 {
 	for (struct pp_job *j = drained; j != NULL; j = j->next) {
 		(void)fut__pp_uncount_quiet(j);
-		(void)fut__future_cancel_held(&j->fut);
+		/* One a caller cancelled first had its callbacks run
+		 * then: fut__future_run_held() finds none left. */
+		bool held;
+		(void)fut__future_cancel_held(&j->fut, &held);
 		/* Its input's memfd goes with it, not with the caller's
 		 * last reference. */
 		fut__pp_job_input_close(j);

@@ -196,6 +196,17 @@ int fut__tp_job_fail_unstarted(struct job *j, int code)
 	return fail_unstarted(j, code, false);
 }
 
+/* Appends j to the list of head *head and last *last. */
+static void append_job(struct job **head, struct job **last, struct job *j)
+{
+	set_next_job(j, NULL);
+	if (*last != NULL)
+		set_next_job(*last, j);
+	else
+		*head = j;
+	*last = j;
+}
+
 /*
  * A drain ends its jobs in two passes: every job first (no user code
  * runs), then their done callbacks, one job after another.  A callback
@@ -206,26 +217,49 @@ int fut__tp_job_fail_unstarted(struct job *j, int code)
  * the callback had returned, and the wait never did (found by review,
  * 2026-12-07, fifteenth session).
  */
-void fut__tp_drained_settle(struct job *list, int code)
+void fut__tp_drained_settle(struct job **list, int code, struct job **rest)
 {
-	for (struct job *j = list; j != NULL; j = next_job(j)) {
+	struct job *held = NULL, *held_last = NULL;
+	struct job *other = NULL, *other_last = NULL;
+	for (struct job *j = *list, *next; j != NULL; j = next) {
+		next = next_job(j);
 		/* Claimed from PENDING only: a task a worker started inline
-		 * is its own. */
+		 * is its own (its end runs its callbacks), and one a waiter
+		 * ended first had them run by that waiter.  Only the jobs
+		 * settled here have callbacks held for the second pass: the
+		 * waiter list of a job still running holds waits, not only
+		 * callbacks (review, 2026-12-07, fifteenth session: that
+		 * pass ran them as callbacks, the task running). */
+		bool mine = false;
 		if (code == FUT_ECANCELLED) {
-			if (fut__future_cancel_held(&j->fut))
+			if (fut__future_cancel_held(&j->fut, &mine))
 				fut__tp_job_forget(j);
-		} else if (fail_unstarted(j, code, true) == FUT_ECANCELLED) {
-			fut__tp_job_forget(j);
+		} else {
+			int rc = fail_unstarted(j, code, true);
+			mine = rc == FUT_OK;
+			if (rc == FUT_ECANCELLED)
+				fut__tp_job_forget(j);
 		}
+		if (mine)
+			append_job(&held, &held_last, j);
+		else
+			append_job(&other, &other_last, j);
 	}
+	*list = held;
+	*rest = other;
 }
 
-void fut__tp_drained_callbacks(struct job *list)
+void fut__tp_drained_callbacks(struct job *held, struct job *rest)
 {
-	while (list != NULL) {
-		struct job *j = list;
-		list = next_job(j);
+	while (held != NULL) {
+		struct job *j = held;
+		held = next_job(j);
 		fut__future_run_held(&j->fut);
+		fut_release(&j->fut); /* the queue's */
+	}
+	while (rest != NULL) {
+		struct job *j = rest;
+		rest = next_job(j);
 		fut_release(&j->fut); /* the queue's */
 	}
 }

@@ -319,12 +319,13 @@ void fut__tp_drain_end(struct tpool *p, int code, bool interrupt)
 		return;
 	if (interrupt)
 		interrupt_running(p);
-	fut__tp_drained_settle(list, code);
+	struct job *rest = NULL;
+	fut__tp_drained_settle(&list, code, &rest);
 	pthread_mutex_lock(&p->ctl);
 	p->ndraining--;
 	pthread_cond_broadcast(&p->ctl_cv);
 	pthread_mutex_unlock(&p->ctl);
-	fut__tp_drained_callbacks(list);
+	fut__tp_drained_callbacks(list, rest);
 }
 
 static int tp_shutdown(fut_executor *ex, unsigned flags)

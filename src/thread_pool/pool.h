@@ -236,13 +236,14 @@ void fut__tp_job_discard(struct job *j);
 /* Starts j, if still pending, and fails it with code (its input freed):
  * fut__future_start's code (FUT_OK: it ended here). */
 int fut__tp_job_fail_unstarted(struct job *j, int code);
-/* The jobs a drain took off the queue (list, linked through link.next,
+/* The jobs a drain took off the queue (*list, linked through link.next,
  * each with the queue's reference) end in two passes: settle ends every
- * one (cancelled, or failed with code, a break's), its done callbacks
- * held on it; callbacks then runs them, job after job, and drops the
- * queue's references. */
-void fut__tp_drained_settle(struct job *list, int code);
-void fut__tp_drained_callbacks(struct job *list);
+ * one still pending (cancelled, or failed with code, a break's), its
+ * done callbacks held on it, and leaves those in *list, the others (one
+ * a waiter started inline, or ended first) in *rest; callbacks then runs
+ * the held ones, job after job, and drops every queue's reference. */
+void fut__tp_drained_settle(struct job **list, int code, struct job **rest);
+void fut__tp_drained_callbacks(struct job *held, struct job *rest);
 /* Drops a reference of the pool; the last frees it. */
 void fut__tp_pool_unref(struct tpool *p);
 /* The handle is freed and the queue closed: adds every job ever pushed
