@@ -8,7 +8,8 @@
  * - done callbacks run by the worker that completed the future, even one
  *   added just as the task returned: a callback that waits on a task of
  *   the pool gets it run; one added before the task ended holds no slot
- *   either (fifteenth session, 2026-12-07);
+ *   either (fifteenth session, 2026-12-07), but for a task run inline,
+ *   whose callbacks are part of the task that waits for it, in its slot;
  * - a worker taking its slot back after a nested wait leaves no other
  *   slot free while a task is queued, and no longer counts as waiting
  *   at the thread bound; a job run inline is no queued task there;
@@ -28,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -260,6 +262,7 @@ static _Atomic bool slot_go, slot_cb_in, slot_cb_done;
  * the callback runs. */
 static _Atomic(fut_future *) slot_next;
 static _Atomic int slot_next_rc;
+static double slot_wait_s; /* the callback's timed wait for slot_next */
 
 static void until_slot_go(fut_task *t)
 {
@@ -269,8 +272,8 @@ static void until_slot_go(fut_task *t)
 }
 
 /* Added before its task ended: waits, timed (a timed wait keeps what it
- * holds), for slot_next.  In a pool of one worker that kept its slot for
- * this callback, slot_next never started. */
+ * holds), for slot_next, slot_wait_s.  In a pool of one worker that kept
+ * its slot for this callback, slot_next does not start meanwhile. */
 static void slot_cb(fut_future *done, void *ud)
 {
 	(void)done;
@@ -281,9 +284,9 @@ static void slot_cb(fut_future *done, void *ud)
 	while ((next = atomic_load(&slot_next)) == NULL &&
 	       fut__now_ns() < deadline)
 		sched_yield();
-	atomic_store(&slot_next_rc, next == NULL ?
-					    FUT_ETIMEDOUT :
-					    fut_result(next, GUARD_S, NULL));
+	atomic_store(&slot_next_rc,
+		     next == NULL ? FUT_ETIMEDOUT :
+				    fut_result(next, slot_wait_s, NULL));
 	atomic_store(&slot_cb_done, true);
 }
 
@@ -308,7 +311,11 @@ static void runs_one_inline(fut_task *t)
  * variant 0: the task the callback waits for is submitted while it
  * runs; 1: it was queued behind A; 2: A is a task run inline (J above,
  * in a task that waits for it), the next one submitted while the
- * callback runs. */
+ * callback runs: J's callback is part of the task that waits for J,
+ * which still runs in the one slot, so the next task starts only once
+ * that task is done (the callback's short wait runs out; until the
+ * review of 2026-12-07, fifteenth session, it gave the slot up too, and
+ * the task that waited lost it to the next task: test below). */
 static void check_callback_gives_its_slot(int variant)
 {
 	atomic_store(&slot_go, false);
@@ -316,6 +323,7 @@ static void check_callback_gives_its_slot(int variant)
 	atomic_store(&slot_cb_done, false);
 	atomic_store(&slot_next, NULL);
 	atomic_store(&slot_next_rc, -1);
+	slot_wait_s = variant == 2 ? 0.2 : GUARD_S;
 	slot_pool = new_pool(1, NULL);
 	fut_future *a = NULL, *next = NULL;
 	assert_int_equal(fut_submit(slot_pool,
@@ -339,10 +347,12 @@ static void check_callback_gives_its_slot(int variant)
 		atomic_store(&slot_next, next);
 	}
 	assert_true(guard_until(&slot_cb_done));
-	assert_int_equal(atomic_load(&slot_next_rc), FUT_OK);
+	assert_int_equal(atomic_load(&slot_next_rc),
+			 variant == 2 ? FUT_ETIMEDOUT : FUT_OK);
 	void *rc = NULL;
 	assert_int_equal(fut_result(a, GUARD_S, &rc), FUT_OK);
 	assert_int_equal((intptr_t)rc, variant == 2 ? FUT_OK : 0);
+	assert_int_equal(fut_result(next, GUARD_S, NULL), FUT_OK);
 	fut_release(a);
 	fut_release(next);
 	fut_executor_free(slot_pool);
@@ -355,6 +365,8 @@ static void check_callback_gives_its_slot(int variant)
  * (review, 2026-12-07, fifteenth session: a callback that slept 1 s held
  * the next task 1 s).  One added after the task ended already ran aside.
  * The callback waits for the task here (timed), so a slot kept fails it.
+ * Not for a task run inline (variant 2): its callbacks keep the slot of
+ * the task that waits for it.
  */
 static void
 test_a_callback_added_before_its_task_ends_gives_its_slot(void **state)
@@ -362,6 +374,94 @@ test_a_callback_added_before_its_task_ends_gives_its_slot(void **state)
 	(void)state;
 	for (int variant = 0; variant < 3; variant++)
 		check_callback_gives_its_slot(variant);
+}
+
+/* ------------------------------------------------------------------ */
+/* A task run inline keeps the slot for its callbacks                  */
+
+static fut_executor *ik_pool;
+static _Atomic(fut_future *) ik_a;
+static _Atomic bool ik_go, ik_c_started, ik_c_saw_a_done, ik_cb_saw_c;
+static _Atomic int ik_c_rc, ik_a_rc;
+
+/* B's callback, run below A's wait for B: gives C a moment to start,
+ * which it does only in a slot given up for this callback. */
+static void ik_cb(fut_future *done, void *ud)
+{
+	(void)done;
+	(void)ud;
+	int64_t deadline = fut__now_ns() + 500 * 1000000LL;
+	while (!atomic_load(&ik_c_started) && fut__now_ns() < deadline)
+		sched_yield();
+	atomic_store(&ik_cb_saw_c, atomic_load(&ik_c_started));
+}
+
+/* A: submits B (queued behind C) with ik_cb, and waits for it, untimed:
+ * B runs inline here, its callback below the wait. */
+static void ik_a_task(fut_task *t)
+{
+	(void)t;
+	int64_t deadline = fut__now_ns() + (int64_t)(GUARD_S * 1e9);
+	while (!atomic_load(&ik_go) && fut__now_ns() < deadline)
+		sched_yield();
+	fut_future *b = NULL;
+	int rc = fut_submit(ik_pool, tiny, NULL, &b);
+	if (rc == FUT_OK)
+		rc = fut_add_done_callback(b, ik_cb, NULL);
+	if (rc == FUT_OK)
+		rc = fut_result(b, FUT_FOREVER, NULL);
+	if (b != NULL)
+		fut_release(b);
+	atomic_store(&ik_a_rc, rc);
+}
+
+/* C: queued behind A; waits for A, timed. */
+static void ik_c_task(fut_task *t)
+{
+	(void)t;
+	fut_future *a = atomic_load(&ik_a);
+	atomic_store(&ik_c_saw_a_done, fut_done(a));
+	atomic_store(&ik_c_started, true);
+	atomic_store(&ik_c_rc, fut_result(a, GUARD_S, NULL));
+}
+
+/*
+ * One worker: A runs; C is queued; A submits B and waits for it, so B
+ * runs inline in A's slot, and B's done callback below A's wait.  Until
+ * the review of 2026-12-07 (fifteenth session: 428326c) the worker gave
+ * the slot up for B's callbacks as for a task's own: C started in it,
+ * and A, still running, slept for a slot until C ended; C's timed wait
+ * for A ran out (A done after 1.10 s for a 1 s wait, 0.41 s before).
+ * B's callbacks are A's work now: C starts once A is done.
+ */
+static void
+test_a_task_run_inline_keeps_its_slot_for_its_callbacks(void **state)
+{
+	(void)state;
+	alarm(120);
+	atomic_store(&ik_a, NULL);
+	atomic_store(&ik_go, false);
+	atomic_store(&ik_c_started, false);
+	atomic_store(&ik_c_saw_a_done, false);
+	atomic_store(&ik_cb_saw_c, false);
+	atomic_store(&ik_c_rc, -1);
+	atomic_store(&ik_a_rc, -1);
+	ik_pool = new_pool(1, NULL);
+	fut_future *a = NULL, *c = NULL;
+	assert_int_equal(fut_submit(ik_pool, ik_a_task, NULL, &a), FUT_OK);
+	atomic_store(&ik_a, a);
+	assert_int_equal(fut_submit(ik_pool, ik_c_task, NULL, &c), FUT_OK);
+	atomic_store(&ik_go, true);
+	assert_int_equal(fut_result(a, 2 * GUARD_S, NULL), FUT_OK);
+	assert_int_equal(fut_result(c, 2 * GUARD_S, NULL), FUT_OK);
+	assert_int_equal(atomic_load(&ik_a_rc), FUT_OK);
+	assert_false(atomic_load(&ik_cb_saw_c));
+	assert_true(atomic_load(&ik_c_saw_a_done));
+	assert_int_equal(atomic_load(&ik_c_rc), FUT_OK);
+	fut_release(a);
+	fut_release(c);
+	fut_executor_free(ik_pool);
+	alarm(0);
 }
 
 /* ------------------------------------------------------------------ */
@@ -704,6 +804,8 @@ int main(void)
 			test_a_callback_added_as_its_task_ends_can_wait),
 		cmocka_unit_test(
 			test_a_callback_added_before_its_task_ends_gives_its_slot),
+		cmocka_unit_test(
+			test_a_task_run_inline_keeps_its_slot_for_its_callbacks),
 		cmocka_unit_test(
 			test_a_slot_taken_back_leaves_none_free_with_tasks_queued),
 		cmocka_unit_test(

@@ -145,7 +145,8 @@ static inline bool fut__mutex_held(pthread_mutex_t *m)
  *   callbacks of a future it completed: they may take long, block or
  *   wait, so the executor stops counting on the thread meanwhile (the
  *   thread pool: for the callbacks of a task's own future, not for those
- *   a task runs as it goes, which are part of the task).
+ *   a task runs as it goes, which are part of the task: of a future it
+ *   completes, or of a task run inline for its wait).
  */
 struct fut__park;
 struct fut__wait_hooks {

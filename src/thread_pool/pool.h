@@ -93,8 +93,8 @@ struct worker {
 	/* Runs done callbacks with no slot and is no looker meanwhile
 	 * (run.c, fut__tp_step_aside); its own. */
 	bool aside;
-	/* Of them, it gave its slot up for the callbacks of the task it
-	 * ran (run.c, fut__tp_hook_callbacks); its own. */
+	/* Of them, it gave its slot up for the callbacks of a task it took
+	 * off the queue (run.c, fut__tp_hook_callbacks); its own. */
 	bool aside_slot;
 	bool initializing; /* runs the initializer; its own */
 	bool placed;	   /* started away from its starter's cpu (idle.c) */

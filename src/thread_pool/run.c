@@ -16,29 +16,6 @@
 /* Running tasks                                                       */
 
 /*
- * The done callbacks of the task this worker just ran have run aside
- * (fut__tp_hook_callbacks).  One that gave its slot up for them takes
- * one back if it ran the task inline, for the task that waits below
- * (sleeping until one is free, as a nested wait's end does); otherwise
- * it is a looker now (true), as one that stepped aside from looking is.
- */
-static bool end_aside(struct worker *w)
-{
-	if (w->aside_slot && w->depth > 0) {
-		w->aside = false;
-		w->aside_slot = false;
-		atomic_fetch_sub_explicit(&w->pool->naside, 1,
-					  memory_order_seq_cst);
-		fut__tp_slot_get(w->pool);
-		w->has_slot = true;
-		return false;
-	}
-	w->aside_slot = false;
-	fut__tp_step_back(w);
-	return true;
-}
-
-/*
  * Runs j, which this thread claimed, on its running stack.  `last`: the
  * last task the queue held when a worker took it (not one run inline):
  * the worker gives its slot up and counts itself a looker before it completes
@@ -89,8 +66,14 @@ static bool run_started(struct worker *w, struct job *j, bool last,
 		fut__tp_slot_put(p);
 	}
 	fut__task_finish(&t, &j->fut);
-	if (w->aside) /* callbacks came, and ran aside */
-		looking = end_aside(w) || looking;
+	if (w->aside) { /* callbacks came, and ran aside */
+		/* One that gave its slot up for them (a task taken off the
+		 * queue, depth 0) is a looker now, as one that stepped aside
+		 * from looking is. */
+		looking = looking || w->aside_slot;
+		w->aside_slot = false;
+		fut__tp_step_back(w);
+	}
 	return looking;
 }
 
@@ -230,18 +213,20 @@ void fut__tp_step_back(struct worker *w)
 	atomic_fetch_sub_explicit(&w->pool->naside, 1, memory_order_seq_cst);
 }
 
-/* Whether worker w completes the future of the task it has just run
- * (run_started): its frame is off the running stack, which then holds
- * one frame for each task it runs inline below (w->depth), not one more.
- * Read only where callbacks run: no cost where a task has none. */
+/* Whether worker w completes the future of a task it took off the queue
+ * (run_started at depth 0): its frame is off the running stack, now
+ * empty; a future the task completes as it goes has the task's frame on
+ * it.  A task run inline (depth > 0) runs below a task that waits for it
+ * in this thread, still running: its callbacks are that task's work, in
+ * its slot (review, 2026-12-07, fifteenth session: given up, the slot
+ * went to a queued task, and the waiting task slept for a slot until
+ * that one ended: with max_workers 1, for good if it waited for the
+ * waiting task untimed, until its timeout if timed).  Read only where
+ * callbacks run: no cost where a task has none. */
 static bool finishing_its_task(const struct worker *w)
 {
-	unsigned frames = 0;
-	for (const struct run_frame *fr =
-		     atomic_load_explicit(&w->running, memory_order_relaxed);
-	     fr != NULL; fr = fr->outer)
-		frames++;
-	return frames == w->depth;
+	return w->depth == 0 &&
+	       atomic_load_explicit(&w->running, memory_order_relaxed) == NULL;
 }
 
 /*
@@ -249,15 +234,16 @@ static bool finishing_its_task(const struct worker *w)
  * they run, no thread of max_workers (naside).  One that counts as a
  * looker with no slot (run_started gave it up before it completed the
  * future, which had no callbacks then) stops looking; one that holds a
- * slot and completes the future of the task it ran gives the slot up,
- * and tasks queued get a looker (run_started's end_aside takes it back
- * or looks again).  Until the review of 2026-12-07 (fifteenth session)
- * a callback added before the task ended kept the slot: with one
- * worker, a task submitted meanwhile waited for a callback that slept,
- * with no task running.  Callbacks a task runs in the middle of its own
- * work (it completed another future) run as part of the task, in its
- * slot.  A thread in the initializer is no looker (it counts in ninit):
- * it has nothing to step aside from.
+ * slot and completes the future of a task it took off the queue gives
+ * the slot up, and tasks queued get a looker (run_started makes it a
+ * looker again once they returned).  Until the review of 2026-12-07
+ * (fifteenth session) a callback added before the task ended kept the
+ * slot: with one worker, a task submitted meanwhile waited for a
+ * callback that slept, with no task running.  Callbacks a task runs in
+ * the middle of its own work (it completed another future, or ran one
+ * inline for its wait) run as part of the task, in its slot.  A thread
+ * in the initializer is no looker (it counts in ninit): it has nothing
+ * to step aside from.
  */
 void fut__tp_hook_callbacks(void *ctx)
 {
