@@ -213,23 +213,18 @@ static int pp_submit_many(fut_executor *ex, fut_fn fn, const void *inputs,
 /* Shutdown and free                                                   */
 
 /*
- * Cancels the jobs a shutdown took out of the queue, counted in
- * ndraining meanwhile (the caller counted them), in two passes, as the
- * thread pool's drain: every job first (no user code runs), then their
- * done callbacks, job after job.  One by one, each followed by its
- * callbacks, a callback that waited, untimed, for a later job of the
- * same drain waited for this very call, for good (found by review,
+ * Cancels the jobs a shutdown took out of the queue (counted in
+ * ndraining), in two passes, as the thread pool's drain: every job, then
+ * their callbacks, job after job.  One by one, a callback that waited,
+ * untimed, for a later job of the drain waited for good (review,
  * 2026-12-07, fifteenth session).  ndraining counts the first pass only:
- * a shutdown beside this one, in a callback of it too, waits for every
- * job to be done, not for its callbacks.
+ * a shutdown beside this one waits for the jobs, not their callbacks.
  */
 static void cancel_drained(struct ppool *p, struct pp_job *drained)
 {
 	for (struct pp_job *j = drained; j != NULL; j = j->next) {
 		(void)fut__pp_uncount_quiet(j);
-		/* One a caller cancelled first had its callbacks run
-		 * then: fut__future_run_held() finds none left. */
-		bool held;
+		bool held; /* one cancelled before has no callback left */
 		(void)fut__future_cancel_held(&j->fut, &held);
 		/* Its input's memfd goes with it, not with the caller's
 		 * last reference. */
