@@ -81,11 +81,19 @@ bool fut__mpi_progress(struct mclient *c)
 }
 
 /* Unchecked, a failed answer left that rank's BYE counted as answered;
- * nothing more can reach it (found by review, 2026-12-07). */
+ * nothing more can reach it (found by review, 2026-12-07).  A rank sent
+ * a BREAK gets no answer, whichever came first: its drain (link.c) ends
+ * at the BREAK, root's last message to it.  Answered, the answer stayed
+ * unread, and on MPICH (context ids reused at once) the next executor's
+ * first receive there took it: that rank returned FUT_EBROKEN, its tasks
+ * failed (test_mpi_break orphanbye; found by review, 2026-12-07). */
 void fut__mpi_answer_bye(struct mclient *c, int src)
 {
+	struct mrank *mr = &c->ranks[src];
+	if (mr->brk && mr->stopped)
+		return;
 	if (fut__mpi_send_bye(c->s.comm, src, false) != FUT_OK)
-		c->ranks[src].gone = true;
+		mr->gone = true;
 }
 
 /* MPI failed to receive: no BYE (nor ACK) can be waited for (the STOPs

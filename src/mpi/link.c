@@ -428,7 +428,8 @@ void fut__mpi_link_drain(struct fut__mpi_link *l, int root, double spin,
 		int src, tag;
 		int rc = fut__mpi_link_recv(l, root, &data, &len, &src, &tag);
 		/* A BREAK is root's last message to us too (a held manager's
-		 * stop: it answers only once let go). */
+		 * stop, a break): root answers no BYE of a rank it sent one
+		 * to (fut__mpi_answer_bye()). */
 		if (rc == FUT_OK &&
 		    (tag == FUT__MPI_TAG_BYE || tag == FUT__MPI_TAG_BREAK))
 			return;

@@ -185,8 +185,9 @@ void fut__mpi_rank_lost(void *arg, int to);
 /* The manager's turn of fut__mpi_link_progress(): breaks the executor
  * when a rank with tasks of ours was lost meanwhile. */
 bool fut__mpi_progress(struct mclient *c);
-/* Answers a rank's one-byte BYE (it gave up, and waits for this); MPI
- * refused it: that rank is gone. */
+/* Answers a rank's one-byte BYE (it gave up, and waits for this), but
+ * for a rank sent a BREAK (its drain ends there); MPI refused it: that
+ * rank is gone. */
 void fut__mpi_answer_bye(struct mclient *c, int src);
 /* MPI failed to receive: no message is waited for any more (deaf). */
 void fut__mpi_go_deaf(struct mclient *c);

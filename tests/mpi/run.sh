@@ -64,7 +64,7 @@ for m in brokenint nowaitrace cbfreefin heldnew cbfreebarrier brokencbfin \
 	run -np 3 "$t/test_mpi_stop" $m
 done
 for m in shortcrash brokennowaitfin brokennowaitfin2 freethenbreak \
-	nowaitbroken isojunk; do
+	nowaitbroken isojunk orphanbye; do
 	run -np 3 "$t/test_mpi_break" $m
 done
 run -np 2 "$t/test_mpi_break" heldjunk

@@ -46,6 +46,17 @@
  *                must end FUT_EBROKEN, "rank 1 stopped serving".  Before,
  *                the gathered run went to the pool the give-up had shut
  *                down, and its tasks ended FUT_ESHUTDOWN.
+ *   orphanbye    (prefetch 1) rank 2 gives up (a malformed INTERRUPT)
+ *                while its task runs 0.5 s more, then says its one-byte
+ *                BYE; root's manager is paused 1.2 s (a test hook), and
+ *                rank 1's malformed result, read first, breaks the
+ *                executor: rank 2 is sent a BREAK, then its BYE is read.
+ *                A second executor on the same ranks must then run 8
+ *                tasks.  Before, root answered that BYE and rank 2's
+ *                drain ended at the BREAK: the answer stayed unread, and
+ *                on MPICH (context ids reused at once) rank 2 received
+ *                it in the second executor, returned FUT_EBROKEN, and
+ *                its tasks failed "rank 2 stopped serving".
  * run.sh's timeout ends a hang as a failure.
  */
 #include <unistd.h>
@@ -320,6 +331,101 @@ static int mode_isojunk(void)
 	return bad;
 }
 
+/* orphanbye: rank 1's result, 0.4 s in, is malformed. */
+static void breaker_task(fut_task *t)
+{
+	usleep(400000);
+	fut__mpi_test_corrupt_next_send();
+	fut_task_return_bytes(t, "b", 1);
+}
+
+/* orphanbye: runs until interrupted (its rank gives up), then 0.5 s. */
+static void victim_task(fut_task *t)
+{
+	for (int i = 0; i < 20000 && !fut_task_cancelled(t); i++)
+		usleep(1000);
+	usleep(500000);
+	fut_task_return_bytes(t, "v", 1);
+}
+
+static void byte_ok_task(fut_task *t)
+{
+	fut_task_return_bytes(t, "q", 1);
+}
+
+static _Atomic int orphan_armed;
+
+/* Root's manager: once armed, the pass after next naps 1.2 s, while
+ * rank 1's malformed result and rank 2's one-byte BYE come. */
+static void orphan_pause(void)
+{
+	int a = atomic_load(&orphan_armed);
+	if (a == 1)
+		atomic_store(&orphan_armed, 2);
+	else if (a == 2) {
+		atomic_store(&orphan_armed, 3);
+		usleep(1200000);
+	}
+}
+
+static int mode_orphanbye(void)
+{
+	int rank = world_rank();
+	int rc = fut_mpi_executor_new(&ex, &(fut_mpi_opts){ .prefetch = 1 });
+	if (ex == NULL && rank == 2 && rc != FUT_EBROKEN) {
+		fprintf(stderr, "orphanbye: rank 2's first executor: %s\n",
+			fut_strerror(rc));
+		return 1;
+	}
+	if (ex != NULL) {
+		fut__mpi_test_pause_hook(orphan_pause);
+		fut_future *fs[2];
+		CHECK(fut_submit_bytes(ex, breaker_task, NULL, 0, &fs[0]) ==
+		      FUT_OK);
+		usleep(50000);
+		CHECK(fut_submit_bytes(ex, victim_task, NULL, 0, &fs[1]) ==
+		      FUT_OK);
+		usleep(50000);
+		fut__mpi_test_corrupt_next_send();
+		CHECK(fut_interrupt(fs[1]) == FUT_OK);
+		atomic_store(&orphan_armed, 1);
+		two_broken(fs);
+		fut__mpi_test_pause_hook(NULL);
+		fut_executor_free(ex);
+	}
+	CHECK(MPI_Barrier(MPI_COMM_WORLD) == MPI_SUCCESS);
+	ex = NULL;
+	rc = fut_mpi_executor_new(&ex, &(fut_mpi_opts){ .prefetch = 1 });
+	if (rc != FUT_OK) {
+		fprintf(stderr, "orphanbye: rank %d's second executor: %s\n",
+			rank, fut_strerror(rc));
+		return 1;
+	}
+	if (ex == NULL)
+		return 0;
+	enum {
+		N = 8
+	};
+	fut_future *g[N];
+	int bad = 0;
+	for (int i = 0; i < N; i++)
+		CHECK(fut_submit_bytes(ex, byte_ok_task, NULL, 0, &g[i]) ==
+		      FUT_OK);
+	CHECK(fut_wait(g, N, FUT_ALL_COMPLETED, 30) == FUT_OK);
+	for (int i = 0; i < N; i++) {
+		if (fut_error(g[i]) != FUT_OK) {
+			fprintf(stderr,
+				"orphanbye: second executor's task "
+				"%d: %s\n",
+				i, fut_error_message(g[i]));
+			bad = 1;
+		}
+		fut_release(g[i]);
+	}
+	fut_executor_free(ex);
+	return bad;
+}
+
 int main(int argc, char **argv)
 {
 	main_thread = pthread_self();
@@ -341,10 +447,13 @@ int main(int argc, char **argv)
 		rc = mode_nowaitbroken();
 	else if (strcmp(mode, "isojunk") == 0)
 		rc = mode_isojunk();
+	else if (strcmp(mode, "orphanbye") == 0)
+		rc = mode_orphanbye();
 	else {
 		fprintf(stderr,
 			"usage: %s shortcrash|heldjunk|brokennowaitfin|"
-			"brokennowaitfin2|freethenbreak|nowaitbroken|isojunk\n",
+			"brokennowaitfin2|freethenbreak|nowaitbroken|isojunk|"
+			"orphanbye\n",
 			argv[0]);
 		rc = 2;
 	}
