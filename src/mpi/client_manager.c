@@ -478,7 +478,7 @@ static void send_jobs(struct mclient *c, int r, struct mjob *list)
 static bool dispatch(struct mclient *c)
 {
 	/* The poll loop comes here each turn: no lock while nothing waits. */
-	if (!atomic_load(&c->queued))
+	if (!atomic_load(&c->queued) || fut__mpi_break_lost(c))
 		return false;
 	bool did = false;
 	int size = c->s.size;
@@ -487,7 +487,7 @@ static bool dispatch(struct mclient *c)
 		if (r < 0)
 			continue;
 		struct mrank *mr = &c->ranks[r];
-		if (r == c->s.root || mr->stopped ||
+		if (r == c->s.root || mr->stopped || mr->gone ||
 		    mr->inflight >= c->s.prefetch)
 			continue;
 		size_t room = c->s.prefetch - mr->inflight;

@@ -65,8 +65,9 @@ void fut__mpi_rank_lost(void *arg, int to)
 		return;
 	c->ranks[to].gone = true;
 	/* Not broken here, inside the link's progress (the break flushes
-	 * the link): by the main loop, at its next turn. */
-	if (c->ranks[to].inflight != 0 && c->lost_rank < 0)
+	 * the link): by the main loop, at its next turn, or, with no task of
+	 * ours there, once a task waits to go (fut__mpi_break_lost()). */
+	if (c->lost_rank < 0 || c->ranks[to].inflight != 0)
 		c->lost_rank = to;
 }
 
@@ -74,10 +75,33 @@ bool fut__mpi_progress(struct mclient *c)
 {
 	bool did = fut__mpi_link_progress(&c->link);
 	int r = c->lost_rank;
+	if (r >= 0 && (c->broke || c->ranks[r].inflight != 0)) {
+		c->lost_rank = -1;
+		if (!c->broke)
+			fut__mpi_break_all(c, "rank %d: an MPI send failed%s",
+					   r, "");
+	}
+	return did;
+}
+
+/*
+ * A rank lost with no task of ours there (a send tested late, after its
+ * results came; an INTERRUPT's): the executor breaks once a task waits to
+ * go, before any goes.  Only marked gone, it still got tasks (dispatch()
+ * did not look), was never stopped, and root's free returned while that
+ * server stayed in fut_mpi_executor_new (test_mpi_stop lostidle; found
+ * by review, 2026-12-07).  Not at once: after the last result the
+ * manager makes no MPI call until a submit or a shutdown (go_quiet()),
+ * and a break's are many; stopping, nothing is left to fail.  True if
+ * the executor is broken.
+ */
+bool fut__mpi_break_lost(struct mclient *c)
+{
+	int r = c->lost_rank;
 	c->lost_rank = -1;
 	if (r >= 0 && !c->broke)
 		fut__mpi_break_all(c, "rank %d: an MPI send failed%s", r, "");
-	return did;
+	return c->broke;
 }
 
 /* Unchecked, a failed answer left that rank's BYE counted as answered;

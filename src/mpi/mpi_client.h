@@ -127,9 +127,10 @@ struct mclient {
 	bool seen;	/* shutdown_seen was set */
 	bool broke;	/* fut__mpi_break_all ran */
 	bool deaf;	/* an MPI receive failed: none is waited for */
-	/* A rank with tasks of ours whose send failed in MPI_Test (then
-	 * gone): the main loop breaks the executor (fut__mpi_progress());
-	 * -1: none. */
+	/* A rank whose send failed in MPI_Test (then gone): the main loop
+	 * breaks the executor, at once if tasks of ours are there
+	 * (fut__mpi_progress()), else once a task waits to go
+	 * (fut__mpi_break_lost()); -1: none. */
 	int lost_rank;
 	struct mheld held[FUT__MPI_HELD_MAX];
 	struct mheld *more; /* results held past held[], capmore of them */
@@ -185,6 +186,9 @@ void fut__mpi_rank_lost(void *arg, int to);
 /* The manager's turn of fut__mpi_link_progress(): breaks the executor
  * when a rank with tasks of ours was lost meanwhile. */
 bool fut__mpi_progress(struct mclient *c);
+/* Tasks wait to go: breaks the executor if a rank was lost (with none of
+ * ours there) meanwhile; true if it is broken. */
+bool fut__mpi_break_lost(struct mclient *c);
 /* Answers a rank's one-byte BYE (it gave up, and waits for this), but
  * for a rank sent a BREAK (its drain ends there); MPI refused it: that
  * rank is gone. */

@@ -60,7 +60,8 @@ run -np 3 "$t/test_mpi_edge" sigmask
 run -np 3 "$t/test_mpi_edge" drainwait
 for m in brokenint nowaitrace cbfreefin heldnew cbfreebarrier brokencbfin \
 	brokenbarrier brokenbusyfin holdsendfail recvfail cancelnowait \
-	blamedbig gaveupwait gaveupfree testfail srvtestfail heldstopjunk; do
+	blamedbig gaveupwait gaveupfree testfail srvtestfail heldstopjunk \
+	lostidle; do
 	run -np 3 "$t/test_mpi_stop" $m
 done
 for m in shortcrash brokennowaitfin brokennowaitfin2 freethenbreak \

@@ -89,6 +89,17 @@
  *                break in 10 s, and its free would have hung.  Now it
  *                gives up (FUT_EBROKEN), and the executor breaks ("rank
  *                1 stopped serving").
+ *   lostidle     (fifteenth session) root's MPI_Test of its task's send
+ *                is put off (pmpi_watch.h) until that task's result came,
+ *                then fails: its rank is lost with no task there.  The
+ *                next task must end FUT_EBROKEN, "rank N: an MPI send
+ *                failed".  Before, it went to that rank (marked gone,
+ *                nothing else) and ran, and root's free returned with
+ *                that server never stopped.  The lost server gets
+ *                nothing more (nothing better is known of MPI failing):
+ *                it stays in fut_mpi_executor_new, so root ends the job
+ *                with MPI_Abort once it printed its verdict (run.sh
+ *                looks for "lostidle: ok").
  *   heldstopjunk (fifteenth session) the last future's done callback
  *                makes root's next frame malformed (a test hook) and
  *                frees the executor: the manager holds and stops the
@@ -642,6 +653,50 @@ static int mode_srvtestfail(void)
 	return 0;
 }
 
+static int mode_lostidle(void)
+{
+	fut_executor *ex = NULL;
+	int rc = fut_mpi_executor_new(&ex, &(fut_mpi_opts){ .prefetch = 1 });
+	if (ex == NULL)
+		return rc != FUT_OK;
+	atomic_store(&defer_tests, true);
+	fut_future *f;
+	CHECK(fut_submit_bytes(ex, quick_task, NULL, 0, &f) == FUT_OK);
+	CHECK(fut_result(f, 30, NULL) == FUT_OK);
+	fut_release(f);
+	/* The send, still untested, fails now: its rank has nothing of
+	 * ours. */
+	atomic_store(&fail_tests, true);
+	atomic_store(&defer_tests, false);
+	for (int i = 0; i < 10000 && atomic_load(&tests_failed) == 0; i++)
+		usleep(1000);
+	atomic_store(&fail_tests, false);
+	CHECK(atomic_load(&tests_failed) != 0);
+	CHECK(fut_submit_bytes(ex, quick_task, NULL, 0, &f) == FUT_OK);
+	CHECK(fut_wait(&f, 1, FUT_ALL_COMPLETED, 30) == FUT_OK);
+	const char *msg = fut_error_message(f);
+	int bad = fut_error(f) != FUT_EBROKEN ||
+		  strstr(msg, "an MPI send failed") == NULL;
+	if (bad)
+		fprintf(stderr, "lostidle: the next task: %s (%s)\n",
+			fut_strerror(fut_error(f)), msg);
+	fut_release(f);
+	double t0 = now_s();
+	fut_executor_free(ex);
+	if (now_s() - t0 > 5) {
+		fprintf(stderr, "lostidle: the free took %.2f s\n",
+			now_s() - t0);
+		bad = 1;
+	}
+	if (!bad)
+		printf("lostidle: ok\n");
+	fflush(stdout);
+	fflush(stderr);
+	/* The lost rank is never stopped: nothing else ends the job. */
+	MPI_Abort(MPI_COMM_WORLD, bad);
+	return bad;
+}
+
 /* heldstopjunk: from the manager's thread, as free_now_cb. */
 static void junk_free_cb(fut_future *f, void *ud)
 {
@@ -701,6 +756,8 @@ int main(int argc, char **argv)
 		rc = mode_testfail();
 	else if (strcmp(mode, "srvtestfail") == 0)
 		rc = mode_srvtestfail();
+	else if (strcmp(mode, "lostidle") == 0)
+		rc = mode_lostidle();
 	else if (strcmp(mode, "heldstopjunk") == 0)
 		rc = mode_heldstopjunk();
 	else {
@@ -709,6 +766,7 @@ int main(int argc, char **argv)
 			"cbfreebarrier|brokencbfin|brokenbarrier|"
 			"brokenbusyfin|holdsendfail|recvfail|cancelnowait|"
 			"blamedbig|gaveupwait|gaveupfree|testfail|srvtestfail|"
+			"lostidle|"
 			"heldstopjunk\n",
 			argv[0]);
 		rc = 2;
