@@ -101,7 +101,9 @@ void fut__mpi_server_on_break(struct server *s)
  * the free hung (test_mpi_stop gaveupfree; found by review, 2026-12-07).
  * A message it has no memory to stage waits in MPI, tried again on the
  * next pass (a BREAK behind it waits too, and with it the client's
- * break).  Until the break, its results still go (test_mpi_nomem
+ * break; for ever if memory never comes back: MPI receives a message
+ * only whole, so a small fixed buffer cannot drop it; docs/mpi.md,
+ * found by review, 2026-12-07).  Until the break, its results still go (test_mpi_nomem
  * srvnomem).  True if anything came.
  */
 bool fut__mpi_server_look_for_break(struct server *s)
