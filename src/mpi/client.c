@@ -250,8 +250,8 @@ static int client_shutdown(fut_executor *ex, unsigned flags)
 	 * followed by its callbacks, that wait never ended: found by
 	 * review, 2026-12-07, fifteenth session). */
 	for (struct mjob *j = drained_jobs; j != NULL; j = j->next) {
-		bool held; /* one cancelled before has no callback left */
-		(void)fut__future_cancel_held(&j->fut, &held);
+		bool mine; /* one cancelled before has no callback left */
+		(void)fut__future_cancel_held(&j->fut, &mine);
 	}
 	while (drained_jobs != NULL) {
 		struct mjob *j = drained_jobs;
