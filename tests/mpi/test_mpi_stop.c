@@ -98,8 +98,9 @@
  *                that server never stopped.  The lost server gets
  *                nothing more (nothing better is known of MPI failing):
  *                it stays in fut_mpi_executor_new, so root ends the job
- *                with MPI_Abort once it printed its verdict (run.sh
- *                looks for "lostidle: ok").
+ *                with MPI_Abort once it printed its verdict
+ *                ("lostidle: ok"); run.sh does not run it (the
+ *                launcher's abort is not reliable enough: run.sh).
  *   heldstopjunk (fifteenth session) the last future's done callback
  *                makes root's next frame malformed (a test hook) and
  *                frees the executor: the manager holds and stops the
