@@ -41,6 +41,7 @@
 #include "future.h"
 #include "process_pool/pool.h"
 #include "hold_helpers.h"
+#include "test_env.h"
 
 #define LONG_WAIT 120.0
 #define NTASKS 8	     /* one frame: the first, the long one, WAITING */
@@ -173,10 +174,14 @@ static bool scene_try(struct scene *s)
 	return true;
 }
 
+/* Under valgrind on a loaded machine most tries are taken back (25 of
+ * 25 once, at dc12357 and at the fifteenth session's stop alike): the
+ * bound only guards against a scene that can never be set. */
 static void scene_set(struct scene *s)
 {
+	int tries = under_valgrind() ? 400 : 20;
 	for (int i = 0; !scene_try(s); i++)
-		assert_true(i < 20);
+		assert_true(i < tries);
 }
 
 /* The long task was interrupted: FUT_ECANCELLED, not cancelled. */
