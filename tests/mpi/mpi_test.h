@@ -10,6 +10,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -109,16 +110,25 @@ static inline void slow_square_task(fut_task *t)
 
 /* One slow_square_task through ex with cb as its done callback, which
  * the manager runs, its ud ex: returns once the caller has its result
- * (the callback may free ex). */
-static inline void square_with_callback(fut_executor *ex, fut_callback cb)
+ * (the callback may free ex).  nowait: ex is shut down (NOWAIT) after
+ * the submit, the documented way before a free from the last callback. */
+static inline void square_with_callback_then(fut_executor *ex, fut_callback cb,
+					     bool nowait)
 {
 	int x = 9;
 	fut_future *f;
 	CHECK(fut_submit_bytes(ex, slow_square_task, &x, sizeof(x), &f) ==
 	      FUT_OK);
 	CHECK(fut_add_done_callback(f, cb, ex) == FUT_OK);
+	if (nowait)
+		CHECK(fut_executor_shutdown(ex, FUT_SHUTDOWN_NOWAIT) == FUT_OK);
 	CHECK(fut_result(f, 30, NULL) == FUT_OK);
 	fut_release(f);
+}
+
+static inline void square_with_callback(fut_executor *ex, fut_callback cb)
+{
+	square_with_callback_then(ex, cb, false);
 }
 
 /* Fails with code 42 and a message naming the server's rank. */

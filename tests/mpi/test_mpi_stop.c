@@ -231,14 +231,7 @@ static int mode_cbfreefin(void)
 	      FUT_OK);
 	if (cb_ex == NULL)
 		return 0;
-	int x = 9;
-	fut_future *f;
-	CHECK(fut_submit_bytes(cb_ex, slow_square_task, &x, sizeof(x), &f) ==
-	      FUT_OK);
-	CHECK(fut_add_done_callback(f, free_now_cb, cb_ex) == FUT_OK);
-	CHECK(fut_executor_shutdown(cb_ex, FUT_SHUTDOWN_NOWAIT) == FUT_OK);
-	CHECK(fut_result(f, 30, NULL) == FUT_OK);
-	fut_release(f);
+	square_with_callback_then(cb_ex, free_now_cb, true);
 	atomic_store(&watch_finalize, true);
 	return 0; /* MPI_Finalize at once */
 }
@@ -463,14 +456,7 @@ static int mode_heldnew(void)
 	CHECK(fut_mpi_executor_new(&cb_ex, NULL) == FUT_OK);
 	if (cb_ex == NULL)
 		return 0;
-	int x = 9;
-	fut_future *f;
-	CHECK(fut_submit_bytes(cb_ex, slow_square_task, &x, sizeof(x), &f) ==
-	      FUT_OK);
-	CHECK(fut_add_done_callback(f, free_now_cb, cb_ex) == FUT_OK);
-	CHECK(fut_executor_shutdown(cb_ex, FUT_SHUTDOWN_NOWAIT) == FUT_OK);
-	CHECK(fut_result(f, 30, NULL) == FUT_OK);
-	fut_release(f);
+	square_with_callback_then(cb_ex, free_now_cb, true);
 	return 0;
 }
 
